@@ -1,0 +1,3 @@
+//! The controller: watches desired state in etcd and converges every game.
+
+pub mod config;

@@ -1,0 +1,130 @@
+//! The stable error codes: one table, shared by validation, the lifecycle
+//! services, history entries, `rtctl` and the metric labels.
+//!
+//! A code is part of the public contract (scripts match on it, dashboards
+//! group by it), so a variant's string never changes once released; new
+//! failures get new codes.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, machine-readable classification of a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request or document is malformed or fails validation.
+    InvalidRequest,
+    /// Someone else changed the object or holds the game's lease.
+    Conflict,
+    /// The game (or its record) does not exist.
+    NotFound,
+    /// etcd or Docker could not be reached, or answered too late.
+    ServiceUnavailable,
+    /// An invariant broke inside rtmanager; a bug to report.
+    Internal,
+    /// etcd refused the credentials or the operation.
+    PermissionDenied,
+    /// The image named by `spec.image` is not present on the Docker host.
+    ImageNotFound,
+    /// Docker refused to create or start the container.
+    StartFailed,
+    /// Docker failed to stop the container.
+    StopFailed,
+    /// A host port the spec asks for is already taken.
+    PortConflict,
+    /// The per-game lease expired or was taken over mid-operation.
+    LeaseLost,
+    /// The operation was interrupted (controller crash or shutdown) and
+    /// resolved by recovery.
+    Aborted,
+    /// A transitional phase did not finish before its deadline.
+    DeadlineExceeded,
+}
+
+impl ErrorCode {
+    /// Every code, in the order the README's table lists them.
+    pub const ALL: [ErrorCode; 13] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::Conflict,
+        ErrorCode::NotFound,
+        ErrorCode::ServiceUnavailable,
+        ErrorCode::Internal,
+        ErrorCode::PermissionDenied,
+        ErrorCode::ImageNotFound,
+        ErrorCode::StartFailed,
+        ErrorCode::StopFailed,
+        ErrorCode::PortConflict,
+        ErrorCode::LeaseLost,
+        ErrorCode::Aborted,
+        ErrorCode::DeadlineExceeded,
+    ];
+
+    /// The wire form: what history entries, `rtctl` and metric labels carry.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ServiceUnavailable => "service_unavailable",
+            ErrorCode::Internal => "internal",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::ImageNotFound => "image_not_found",
+            ErrorCode::StartFailed => "start_failed",
+            ErrorCode::StopFailed => "stop_failed",
+            ErrorCode::PortConflict => "port_conflict",
+            ErrorCode::LeaseLost => "lease_lost",
+            ErrorCode::Aborted => "aborted",
+            ErrorCode::DeadlineExceeded => "deadline_exceeded",
+        }
+    }
+
+    /// One line for people: when the code is used.
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "the document or request is malformed or fails validation",
+            ErrorCode::Conflict => {
+                "a concurrent change won, or another lifecycle operation holds the game's lease"
+            }
+            ErrorCode::NotFound => "the game does not exist",
+            ErrorCode::ServiceUnavailable => "etcd or Docker is unreachable or timed out",
+            ErrorCode::Internal => "an invariant broke inside rtmanager (a bug)",
+            ErrorCode::PermissionDenied => "etcd refused the credentials or the operation",
+            ErrorCode::ImageNotFound => "spec.image is not present on the Docker host",
+            ErrorCode::StartFailed => "Docker refused to create or start the container",
+            ErrorCode::StopFailed => "Docker failed to stop the container",
+            ErrorCode::PortConflict => "a host port in spec.ports is already allocated",
+            ErrorCode::LeaseLost => "the game's lease expired or was taken over mid-operation",
+            ErrorCode::Aborted => "the operation was interrupted and resolved by recovery",
+            ErrorCode::DeadlineExceeded => "a transitional phase missed its deadline",
+        }
+    }
+
+    /// Parses the wire form back (history entries read from etcd).
+    pub fn parse(text: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == text)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_form_round_trips_through_parse_and_serde() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+        assert_eq!(ErrorCode::parse("no_such_code"), None);
+    }
+}

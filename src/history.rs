@@ -1,0 +1,394 @@
+//! The operation log: one append-only entry per lifecycle operation under
+//! `history/<game>/<seq>`, newest last, bounded per game.
+//!
+//! An entry is written `in_progress` *before* its side effect and finished
+//! with its outcome after, so a crash in between leaves evidence that
+//! recovery resolves. Appending is guarded by the game's lease fence (a
+//! fenced-out controller cannot add entries); finishing compares the entry's
+//! own revision instead, so an operation whose lease was lost can still
+//! record how it ended — unless recovery already did.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error_code::ErrorCode;
+use crate::lease::Fence;
+use crate::model::{OpKind, OpSource, Outcome, Timestamp};
+use crate::store::{Compare, KeyValue, Keys, Revision, Store, StoreError, Txn};
+
+/// The default number of entries kept per game.
+pub const DEFAULT_RETENTION: usize = 100;
+
+/// Attempts at finding a free sequence number when appends race (only
+/// unfenced appends can race: fenced ones are exclusive per game).
+const APPEND_ATTEMPTS: usize = 5;
+
+/// One operation, as the log keeps it. Field names follow the Go service
+/// and DESIGN.md (snake_case), since scripts read them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Position in the game's log; 0 until appended.
+    #[serde(default)]
+    pub seq: u64,
+    pub game_id: String,
+    /// This operation's own id (also on the container as a label).
+    pub op_id: String,
+    pub op_kind: OpKind,
+    pub op_source: OpSource,
+    /// The correlation id: an outer restart entry and its inner stop and
+    /// start entries share it.
+    #[serde(default)]
+    pub source_ref: String,
+    #[serde(default)]
+    pub image_ref: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id_after: Option<String>,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<ErrorCode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// The controller that ran the operation.
+    #[serde(default)]
+    pub holder: String,
+    /// The lease fence the operation ran under (its lease key's create
+    /// revision), if it held one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence_revision: Option<Revision>,
+}
+
+impl HistoryEntry {
+    /// A new entry, in progress, started now.
+    pub fn begin(game_id: &str, op_id: &str, op_kind: OpKind, op_source: OpSource) -> Self {
+        HistoryEntry {
+            seq: 0,
+            game_id: game_id.to_owned(),
+            op_id: op_id.to_owned(),
+            op_kind,
+            op_source,
+            source_ref: String::new(),
+            image_ref: String::new(),
+            container_id_before: None,
+            container_id_after: None,
+            outcome: Outcome::InProgress,
+            error_code: None,
+            error_message: None,
+            started_at: Timestamp::now(),
+            finished_at: None,
+            holder: String::new(),
+            fence_revision: None,
+        }
+    }
+
+    pub fn succeed(&mut self) {
+        self.outcome = Outcome::Success;
+        self.error_code = None;
+        self.error_message = None;
+        self.finished_at = Some(Timestamp::now());
+    }
+
+    pub fn fail(&mut self, code: ErrorCode, message: impl Into<String>) {
+        self.outcome = Outcome::Failure;
+        self.error_code = Some(code);
+        self.error_message = Some(message.into());
+        self.finished_at = Some(Timestamp::now());
+    }
+}
+
+/// An appended entry and the revision it was written at (what finishing it
+/// compares).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub entry: HistoryEntry,
+    pub key: String,
+    pub revision: Revision,
+}
+
+/// Why the log could not be written or read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HistoryError {
+    #[error("the lease of game {game} was lost before its history entry could be written")]
+    LeaseLost { game: String },
+    #[error("history entry {key} was resolved by someone else (recovery) first")]
+    AlreadyResolved { key: String },
+    #[error("history of game {game} is busy: {attempts} appends raced")]
+    Contended { game: String, attempts: usize },
+    #[error("history entry {key} is not valid JSON: {message}")]
+    Corrupt { key: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl HistoryError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            HistoryError::LeaseLost { .. } => ErrorCode::LeaseLost,
+            HistoryError::AlreadyResolved { .. } | HistoryError::Contended { .. } => {
+                ErrorCode::Conflict
+            }
+            HistoryError::Corrupt { .. } => ErrorCode::Internal,
+            HistoryError::Store(e) => e.code(),
+        }
+    }
+}
+
+/// Appends, finishes and reads operation entries.
+#[derive(Debug, Clone)]
+pub struct History {
+    store: Arc<dyn Store>,
+    keys: Keys,
+    retention: usize,
+}
+
+impl History {
+    pub fn new(store: Arc<dyn Store>, keys: Keys, retention: usize) -> Self {
+        Self {
+            store,
+            keys,
+            retention: retention.max(1),
+        }
+    }
+
+    /// Appends `entry` (usually in progress) as the game's newest entry,
+    /// in the same transaction dropping entries beyond the retention. With a
+    /// fence, the append happens only while the lease is still held.
+    pub async fn append(
+        &self,
+        fence: Option<&Fence>,
+        mut entry: HistoryEntry,
+    ) -> Result<Appended, HistoryError> {
+        let game = entry.game_id.clone();
+        entry.fence_revision = fence.map(|f| f.revision);
+        for _ in 0..APPEND_ATTEMPTS {
+            let last = self.store.newest(&self.keys.history(&game), 1).await?;
+            let seq = match last.first() {
+                Some(kv) => self.seq_of(&game, kv)? + 1,
+                None => 1,
+            };
+            entry.seq = seq;
+            let key = self.keys.history_entry(&game, seq);
+            let mut txn = Txn::new().when(Compare::Absent { key: key.clone() });
+            if let Some(fence) = fence {
+                txn = txn.when(fence.compare());
+            }
+            txn = txn.put(key.clone(), encode(&entry));
+            // Keep the newest `retention` entries, this one included.
+            let keep_from = (seq + 1).saturating_sub(self.retention as u64);
+            if keep_from > 1 {
+                txn = txn.delete_range(
+                    self.keys.history_entry(&game, 0),
+                    self.keys.history_entry(&game, keep_from),
+                );
+            }
+            let outcome = self.store.txn(txn).await?;
+            if outcome.succeeded {
+                return Ok(Appended {
+                    entry,
+                    key,
+                    revision: outcome.revision,
+                });
+            }
+            if let Some(fence) = fence
+                && !self.fence_holds(fence).await?
+            {
+                return Err(HistoryError::LeaseLost { game });
+            }
+            // Another append took this seq: read the new tail and retry.
+        }
+        Err(HistoryError::Contended {
+            game,
+            attempts: APPEND_ATTEMPTS,
+        })
+    }
+
+    /// Writes the final form of an appended entry, unless someone (the
+    /// recovery of a crashed operation) has resolved it since.
+    pub async fn finish(&self, appended: &Appended) -> Result<Appended, HistoryError> {
+        let txn = Txn::new()
+            .when(Compare::ModRevision {
+                key: appended.key.clone(),
+                revision: appended.revision,
+            })
+            .put(appended.key.clone(), encode(&appended.entry));
+        let outcome = self.store.txn(txn).await?;
+        if !outcome.succeeded {
+            return Err(HistoryError::AlreadyResolved {
+                key: appended.key.clone(),
+            });
+        }
+        Ok(Appended {
+            revision: outcome.revision,
+            ..appended.clone()
+        })
+    }
+
+    /// The newest `limit` entries of a game, newest first.
+    pub async fn recent(
+        &self,
+        game: &str,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, HistoryError> {
+        Ok(self
+            .recent_appended(game, limit)
+            .await?
+            .into_iter()
+            .map(|a| a.entry)
+            .collect())
+    }
+
+    /// Like [`History::recent`], with each entry's key and revision (what
+    /// recovery needs to resolve an entry).
+    pub async fn recent_appended(
+        &self,
+        game: &str,
+        limit: usize,
+    ) -> Result<Vec<Appended>, HistoryError> {
+        let kvs = self.store.newest(&self.keys.history(game), limit).await?;
+        kvs.iter()
+            .map(|kv| {
+                Ok(Appended {
+                    entry: decode(kv)?,
+                    key: kv.key.clone(),
+                    revision: kv.mod_revision,
+                })
+            })
+            .collect()
+    }
+
+    fn seq_of(&self, game: &str, kv: &KeyValue) -> Result<u64, HistoryError> {
+        self.keys
+            .history_seq(game, &kv.key)
+            .ok_or_else(|| HistoryError::Corrupt {
+                key: kv.key.clone(),
+                message: "the key does not end in a sequence number".into(),
+            })
+    }
+
+    async fn fence_holds(&self, fence: &Fence) -> Result<bool, HistoryError> {
+        let current = self.store.get(&fence.key).await?;
+        Ok(current.is_some_and(|kv| kv.create_revision == fence.revision))
+    }
+}
+
+fn encode(entry: &HistoryEntry) -> Vec<u8> {
+    // Plain data with string keys: serializing cannot fail.
+    serde_json::to_vec(entry).unwrap_or_default()
+}
+
+fn decode(kv: &KeyValue) -> Result<HistoryEntry, HistoryError> {
+    serde_json::from_slice(&kv.value).map_err(|e| HistoryError::Corrupt {
+        key: kv.key.clone(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn history(retention: usize) -> (Arc<MemoryStore>, History) {
+        let store = Arc::new(MemoryStore::new());
+        (
+            store.clone(),
+            History::new(store, Keys::default(), retention),
+        )
+    }
+
+    fn entry(game: &str, op: &str) -> HistoryEntry {
+        HistoryEntry::begin(game, op, OpKind::Start, OpSource::Reconcile)
+    }
+
+    #[tokio::test]
+    async fn entries_are_appended_in_order_and_read_newest_first() {
+        let (_, history) = history(10);
+        for op in ["op-1", "op-2", "op-3"] {
+            history.append(None, entry("g1", op)).await.unwrap();
+        }
+        history.append(None, entry("g10", "other")).await.unwrap();
+        let recent = history.recent("g1", 10).await.unwrap();
+        let ops: Vec<_> = recent.iter().map(|e| (e.seq, e.op_id.as_str())).collect();
+        assert_eq!(ops, [(3, "op-3"), (2, "op-2"), (1, "op-1")]);
+        assert_eq!(history.recent("g1", 2).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_only_the_newest_entries() {
+        let (store, history) = history(3);
+        for i in 0..7 {
+            history
+                .append(None, entry("g1", &format!("op-{i}")))
+                .await
+                .unwrap();
+        }
+        let seqs: Vec<_> = history
+            .recent("g1", 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [7, 6, 5]);
+        assert_eq!(store.dump().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_in_progress_entry_is_finished_unless_resolved_first() {
+        let (store, history) = history(10);
+        let mut appended = history.append(None, entry("g1", "op-1")).await.unwrap();
+        assert_eq!(
+            history.recent("g1", 1).await.unwrap()[0].outcome,
+            Outcome::InProgress
+        );
+        appended.entry.fail(ErrorCode::StartFailed, "boom");
+        let finished = history.finish(&appended).await.unwrap();
+        let stored = &history.recent("g1", 1).await.unwrap()[0];
+        assert_eq!(stored.outcome, Outcome::Failure);
+        assert_eq!(stored.error_code, Some(ErrorCode::StartFailed));
+
+        // Recovery resolved it meanwhile: a late finish must not overwrite.
+        store
+            .update(&finished.key, b"{}".to_vec(), finished.revision)
+            .await
+            .unwrap();
+        let late = history.finish(&finished).await.unwrap_err();
+        assert!(matches!(late, HistoryError::AlreadyResolved { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_fenced_append_is_refused_once_the_lease_key_is_gone() {
+        let (store, history) = history(10);
+        let lease_key = Keys::default().lease("g1");
+        let revision = store
+            .create(&lease_key, b"me".to_vec(), None)
+            .await
+            .unwrap();
+        let fence = Fence {
+            key: lease_key.clone(),
+            revision,
+        };
+        let appended = history
+            .append(Some(&fence), entry("g1", "op-1"))
+            .await
+            .unwrap();
+        assert_eq!(appended.entry.fence_revision, Some(revision));
+
+        let kv = store.get(&lease_key).await.unwrap().unwrap();
+        store.delete(&lease_key, kv.mod_revision).await.unwrap();
+        let refused = history
+            .append(Some(&fence), entry("g1", "op-2"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, HistoryError::LeaseLost { .. }),
+            "{refused}"
+        );
+        assert_eq!(history.recent("g1", 10).await.unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,497 @@
+//! Per-game leases: the exclusive right to operate on one game, across
+//! every controller sharing an etcd.
+//!
+//! A controller holds one etcd lease for its whole life (its [`Session`]),
+//! kept alive by one background task every TTL/3. A game's lease is the key
+//! `leases/<game>`, created only if absent and attached to the session's
+//! etcd lease, so a crashed controller's games free themselves after one
+//! TTL. The key's create revision is the [`Fence`]: every write made under
+//! the lease compares it in the same transaction, so a controller whose
+//! lease expired (a long GC pause, SIGSTOP, a partition) cannot overwrite
+//! the work of the one that took over.
+//!
+//! etcd's Lock API is not used: its server-side lease is never kept alive
+//! by the client and silently expires after 60 s.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::error_code::ErrorCode;
+use crate::metrics::Metrics;
+use crate::store::{Compare, Keys, LeaseId, Revision, Store, StoreError, Txn};
+
+/// How long a keepalive may keep failing before the session counts as lost:
+/// the lease is granted for TTL, renewed every TTL/3, so two renewals can
+/// fail before etcd expires it.
+const KEEPALIVE_DIVISOR: u32 = 3;
+
+/// Pause between keepalive attempts after a failure.
+const KEEPALIVE_RETRY: Duration = Duration::from_millis(500);
+
+/// Why a lease could not be taken or kept.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LeaseError {
+    #[error("another lifecycle operation is in progress for this game (lease held by {holder})")]
+    Busy { game: String, holder: String },
+    #[error("the lease of game {game} was lost (expired or taken over); the operation stopped")]
+    Lost { game: String },
+    #[error("the controller's etcd session is lost")]
+    SessionLost,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl LeaseError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            LeaseError::Busy { .. } => ErrorCode::Conflict,
+            LeaseError::Lost { .. } | LeaseError::SessionLost => ErrorCode::LeaseLost,
+            LeaseError::Store(e) => e.code(),
+        }
+    }
+}
+
+/// What a lease key holds: who holds it and for which operation, for people
+/// reading it (`rtctl describe`) and for recovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseRecord {
+    pub holder: String,
+    pub token: String,
+    pub op_id: String,
+}
+
+/// Proof of holding a game's lease: the lease key and the revision that
+/// created it. A write compares it so it applies only while the lease is
+/// still ours.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub key: String,
+    pub revision: Revision,
+}
+
+impl Fence {
+    /// The comparison every guarded write adds to its transaction.
+    pub fn compare(&self) -> Compare {
+        Compare::CreateRevision {
+            key: self.key.clone(),
+            revision: self.revision,
+        }
+    }
+}
+
+/// A controller's etcd session: one etcd lease, kept alive in the
+/// background, that every game lease of this controller is attached to.
+#[derive(Debug)]
+pub struct Session {
+    store: Arc<dyn Store>,
+    keys: Keys,
+    holder: String,
+    lease: LeaseId,
+    ttl: Duration,
+    lost: CancellationToken,
+    keepalive_stopped: CancellationToken,
+    metrics: Metrics,
+    closed: AtomicBool,
+}
+
+impl Session {
+    /// Grants the session's etcd lease and starts keeping it alive.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        keys: Keys,
+        holder: impl Into<String>,
+        ttl: Duration,
+        metrics: Metrics,
+    ) -> Result<Arc<Session>, LeaseError> {
+        let grant = store.grant_lease(ttl).await?;
+        let session = Arc::new(Session {
+            store,
+            keys,
+            holder: holder.into(),
+            lease: grant.id,
+            ttl: grant.ttl,
+            lost: CancellationToken::new(),
+            keepalive_stopped: CancellationToken::new(),
+            metrics,
+            closed: AtomicBool::new(false),
+        });
+        tokio::spawn(keep_alive(Arc::downgrade(&session), session.clone_parts()));
+        debug!(lease = format!("{:x}", grant.id), ttl = ?grant.ttl, "session opened");
+        Ok(session)
+    }
+
+    fn clone_parts(&self) -> KeepAliveParts {
+        KeepAliveParts {
+            store: self.store.clone(),
+            lease: self.lease,
+            ttl: self.ttl,
+            lost: self.lost.clone(),
+            stopped: self.keepalive_stopped.clone(),
+        }
+    }
+
+    pub fn lease_id(&self) -> LeaseId {
+        self.lease
+    }
+
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Cancelled when the session's etcd lease is gone: every operation of
+    /// this controller must stop at its next step.
+    pub fn lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Stops renewing the lease without revoking it, as a frozen process
+    /// would: the lease expires one TTL later. For fault-injection tests.
+    pub fn stop_keepalive(&self) {
+        self.keepalive_stopped.cancel();
+    }
+
+    /// Takes the lease of `game` for the operation `op_id`. Fails with
+    /// [`LeaseError::Busy`] when another operation (of any controller)
+    /// holds it.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        game: &str,
+        op_id: &str,
+    ) -> Result<GameLease, LeaseError> {
+        let started = Instant::now();
+        let result = self.try_acquire(game, op_id).await;
+        let label = match &result {
+            Ok(_) => "acquired",
+            Err(LeaseError::Busy { .. }) => "busy",
+            Err(_) => "error",
+        };
+        self.metrics.record_lease_acquire(label, started.elapsed());
+        result
+    }
+
+    async fn try_acquire(
+        self: &Arc<Self>,
+        game: &str,
+        op_id: &str,
+    ) -> Result<GameLease, LeaseError> {
+        if self.is_lost() {
+            return Err(LeaseError::SessionLost);
+        }
+        let key = self.keys.lease(game);
+        let record = LeaseRecord {
+            holder: self.holder.clone(),
+            token: format!("{:032x}", rand::random::<u128>()),
+            op_id: op_id.to_owned(),
+        };
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        let txn = Txn::new()
+            .when(Compare::Absent { key: key.clone() })
+            .put_with_lease(key.clone(), value, self.lease);
+        let outcome = match self.store.txn(txn).await {
+            Ok(outcome) => outcome,
+            Err(StoreError::LeaseNotFound { .. }) => {
+                self.lost.cancel();
+                return Err(LeaseError::SessionLost);
+            }
+            Err(e) if e.outcome_unknown() => {
+                // The create may have landed: if the key holds our token, it
+                // is ours; otherwise report the failure.
+                return match self.store.get(&key).await {
+                    Ok(Some(kv)) if kv.value == serde_json::to_vec(&record).unwrap_or_default() => {
+                        Ok(self.game_lease(game, key, kv.create_revision, record))
+                    }
+                    _ => Err(e.into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if outcome.succeeded {
+            return Ok(self.game_lease(game, key, outcome.revision, record));
+        }
+        let holder = match self.store.get(&key).await? {
+            Some(kv) => serde_json::from_slice::<LeaseRecord>(&kv.value)
+                .map(|r| format!("{} for operation {}", r.holder, r.op_id))
+                .unwrap_or_else(|_| "an unknown holder".into()),
+            // Released between our txn and this read: still busy a moment ago.
+            None => "an operation that just finished".into(),
+        };
+        Err(LeaseError::Busy {
+            game: game.to_owned(),
+            holder,
+        })
+    }
+
+    fn game_lease(
+        self: &Arc<Self>,
+        game: &str,
+        key: String,
+        revision: Revision,
+        record: LeaseRecord,
+    ) -> GameLease {
+        GameLease {
+            session: self.clone(),
+            game: game.to_owned(),
+            fence: Fence { key, revision },
+            record,
+            released: false,
+        }
+    }
+
+    /// Ends the session: stops the keepalive and revokes the etcd lease,
+    /// which frees every game lease still attached to it.
+    pub async fn close(&self) -> Result<(), LeaseError> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.keepalive_stopped.cancel();
+        self.store.revoke_lease(self.lease).await?;
+        Ok(())
+    }
+}
+
+struct KeepAliveParts {
+    store: Arc<dyn Store>,
+    lease: LeaseId,
+    ttl: Duration,
+    lost: CancellationToken,
+    stopped: CancellationToken,
+}
+
+/// Renews the session lease every TTL/3 until the session is dropped or
+/// closed; declares it lost when etcd says it is gone, or when renewals
+/// have failed for a whole TTL (etcd has expired it by then).
+async fn keep_alive(session: std::sync::Weak<Session>, parts: KeepAliveParts) {
+    let period = parts.ttl / KEEPALIVE_DIVISOR;
+    let mut last_renewed = tokio::time::Instant::now();
+    let mut wait = period;
+    loop {
+        tokio::select! {
+            _ = parts.stopped.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if session.strong_count() == 0 {
+            return;
+        }
+        match parts.store.keep_alive(parts.lease).await {
+            Ok(_) => {
+                last_renewed = tokio::time::Instant::now();
+                wait = period;
+            }
+            Err(StoreError::LeaseNotFound { .. }) => {
+                warn!(
+                    lease = format!("{:x}", parts.lease),
+                    "session lease is gone"
+                );
+                parts.lost.cancel();
+                return;
+            }
+            Err(e) if last_renewed.elapsed() >= parts.ttl => {
+                warn!(error = %e, "session lease not renewed for a whole TTL; counting it lost");
+                parts.lost.cancel();
+                return;
+            }
+            Err(e) => {
+                debug!(error = %e, "keepalive failed; retrying");
+                wait = KEEPALIVE_RETRY.min(period);
+            }
+        }
+    }
+}
+
+/// The lease of one game, held for one operation. Release it with
+/// [`GameLease::release`]; if dropped unreleased (a panic, a cancelled
+/// task), a background task releases it.
+#[derive(Debug)]
+pub struct GameLease {
+    session: Arc<Session>,
+    game: String,
+    fence: Fence,
+    record: LeaseRecord,
+    released: bool,
+}
+
+impl GameLease {
+    pub fn game(&self) -> &str {
+        &self.game
+    }
+
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    pub fn op_id(&self) -> &str {
+        &self.record.op_id
+    }
+
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// The step boundary check: fails once the session is lost.
+    pub fn check(&self) -> Result<(), LeaseError> {
+        if self.session.is_lost() {
+            Err(LeaseError::Lost {
+                game: self.game.clone(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether the lease key still exists with our fence (one read; the
+    /// guarded writes are the real protection).
+    pub async fn still_held(&self) -> Result<bool, LeaseError> {
+        let current = self.session.store.get(&self.fence.key).await?;
+        Ok(current.is_some_and(|kv| kv.create_revision == self.fence.revision))
+    }
+
+    /// Deletes the lease key if it is still ours.
+    pub async fn release(mut self) -> Result<(), LeaseError> {
+        self.released = true;
+        release(&self.session, &self.fence).await
+    }
+}
+
+async fn release(session: &Session, fence: &Fence) -> Result<(), LeaseError> {
+    let txn = Txn::new().when(fence.compare()).delete(fence.key.clone());
+    session.store.txn(txn).await?;
+    Ok(())
+}
+
+impl Drop for GameLease {
+    fn drop(&mut self) {
+        if self.released || self.session.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let session = self.session.clone();
+            let fence = self.fence.clone();
+            handle.spawn(async move {
+                if let Err(e) = release(&session, &fence).await {
+                    warn!(key = %fence.key, error = %e, "releasing a dropped game lease failed; it expires with the session");
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    async fn session(store: &Arc<MemoryStore>, holder: &str) -> Arc<Session> {
+        Session::open(
+            store.clone(),
+            Keys::default(),
+            holder,
+            Duration::from_secs(15),
+            Metrics::new(),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_held_game_lease_makes_a_second_acquire_busy_until_released() {
+        let store = Arc::new(MemoryStore::new());
+        let a = session(&store, "node-a").await;
+        let b = session(&store, "node-b").await;
+        let held = a.acquire("g1", "op-1").await.unwrap();
+        let busy = b.acquire("g1", "op-2").await.unwrap_err();
+        assert!(matches!(&busy, LeaseError::Busy { holder, .. } if holder.contains("node-a")));
+        assert_eq!(busy.code(), ErrorCode::Conflict);
+        b.acquire("g2", "op-3")
+            .await
+            .expect("other games are independent")
+            .release()
+            .await
+            .unwrap();
+        held.release().await.unwrap();
+        b.acquire("g1", "op-4")
+            .await
+            .expect("free after release")
+            .release()
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_whose_keepalive_stops_is_lost_and_fenced_out() {
+        let store = Arc::new(MemoryStore::new());
+        let a = session(&store, "node-a").await;
+        let lease = a.acquire("g1", "op-1").await.unwrap();
+        // Kept alive, the lease outlives many TTLs.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(lease.still_held().await.unwrap());
+        lease.check().unwrap();
+
+        a.stop_keepalive();
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        assert!(
+            !lease.still_held().await.unwrap(),
+            "expired with the session lease"
+        );
+
+        let b = session(&store, "node-b").await;
+        let taken = b.acquire("g1", "op-2").await.unwrap();
+        let late = Txn::new()
+            .when(lease.fence().compare())
+            .put("/rtmanager/status/g1", b"late".to_vec());
+        assert!(
+            !store.txn(late).await.unwrap().succeeded,
+            "the old holder is fenced out"
+        );
+        taken.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_lease_revoked_by_etcd_cancels_the_lost_token() {
+        let store = Arc::new(MemoryStore::new());
+        let a = session(&store, "node-a").await;
+        let lease = a.acquire("g1", "op-1").await.unwrap();
+        store.revoke_lease(a.lease_id()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), a.lost().cancelled())
+            .await
+            .expect("the keepalive notices the lease is gone within one period");
+        assert!(matches!(lease.check(), Err(LeaseError::Lost { .. })));
+        assert!(matches!(
+            a.acquire("g2", "op-2").await,
+            Err(LeaseError::SessionLost)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_lease_is_released_in_the_background() {
+        let store = Arc::new(MemoryStore::new());
+        let a = session(&store, "node-a").await;
+        drop(a.acquire("g1", "op-1").await.unwrap());
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while store.get("/rtmanager/leases/g1").await.unwrap().is_some() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the drop guard releases the lease");
+    }
+}

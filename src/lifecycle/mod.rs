@@ -1,0 +1,563 @@
+//! The lifecycle services — start, stop, restart (as a recreate) and remove
+//! — each run under the game's lease and recorded in its history. The
+//! semantics, error codes and the outer/inner entries of restart carry over
+//! from the Go service this project replaces.
+//!
+//! Every business outcome is an [`OpResult`] with a stable [`ErrorCode`],
+//! never a Rust error: callers (the controller, tests) branch on the code.
+//! The shape of every operation is the same:
+//!
+//! ```text
+//! validate ─► take the lease ─► history entry (in_progress, fenced)
+//!          ─► steps, checking the lease between them ─► status (fenced)
+//!          ─► history entry finished with the outcome ─► release
+//! ```
+//!
+//! Docker calls whose outcome is unknown (a timeout) are resolved by
+//! inspecting again before the next step, never by retrying blindly.
+
+mod remove;
+mod restart;
+mod start;
+mod stop;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::error_code::ErrorCode;
+use crate::history::{Appended, History, HistoryEntry, HistoryError};
+use crate::lease::{GameLease, LeaseError, Session};
+use crate::metrics::Metrics;
+use crate::model::validate::validate_name;
+use crate::model::{GameRuntime, LastOperation, OpKind, OpSource, Outcome, Phase};
+use crate::runtime::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, LABEL_OP_ID, LABEL_SPEC_HASH, PortBinding,
+    PortProtocol, RuntimeError, RuntimeOp, container_name,
+};
+use crate::status::{StatusError, StatusStore};
+use crate::store::Documents;
+use crate::store::documents::DocumentError;
+
+/// Who asks for an operation, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpRequest {
+    pub game: String,
+    pub op_source: OpSource,
+    /// The caller's reference (request id, user); reused as the correlation
+    /// id of a restart's entries. Empty when the caller has none.
+    pub source_ref: String,
+}
+
+impl OpRequest {
+    pub fn new(game: impl Into<String>, op_source: OpSource) -> Self {
+        Self {
+            game: game.into(),
+            op_source,
+            source_ref: String::new(),
+        }
+    }
+
+    pub fn with_source_ref(mut self, source_ref: impl Into<String>) -> Self {
+        self.source_ref = source_ref.into();
+        self
+    }
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpResult {
+    pub op_id: String,
+    pub op_kind: OpKind,
+    pub outcome: Outcome,
+    pub error_code: Option<ErrorCode>,
+    pub error_message: Option<String>,
+    /// The game's container after the operation, if it has one.
+    pub container_id: Option<String>,
+    pub image_ref: String,
+    /// The correlation id recorded in the history.
+    pub source_ref: String,
+}
+
+impl OpResult {
+    pub fn is_success(&self) -> bool {
+        self.outcome == Outcome::Success
+    }
+
+    fn from_entry(entry: &HistoryEntry) -> Self {
+        OpResult {
+            op_id: entry.op_id.clone(),
+            op_kind: entry.op_kind,
+            outcome: entry.outcome,
+            error_code: entry.error_code,
+            error_message: entry.error_message.clone(),
+            container_id: entry.container_id_after.clone(),
+            image_ref: entry.image_ref.clone(),
+            source_ref: entry.source_ref.clone(),
+        }
+    }
+}
+
+/// A failed step: its stable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn runtime(op: RuntimeOp, error: &RuntimeError) -> Self {
+        Self::new(error.code_during(op), format!("docker {op}: {error}"))
+    }
+}
+
+impl From<LeaseError> for Failure {
+    fn from(error: LeaseError) -> Self {
+        Failure::new(error.code(), error.to_string())
+    }
+}
+
+impl From<HistoryError> for Failure {
+    fn from(error: HistoryError) -> Self {
+        Failure::new(error.code(), error.to_string())
+    }
+}
+
+impl From<StatusError> for Failure {
+    fn from(error: StatusError) -> Self {
+        Failure::new(error.code(), error.to_string())
+    }
+}
+
+impl From<DocumentError> for Failure {
+    fn from(error: DocumentError) -> Self {
+        Failure::new(error.code(), error.to_string())
+    }
+}
+
+/// What a successful operation changes in the status record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StatusChange {
+    /// The container runs (or was stopped) as recorded.
+    Set {
+        phase: Phase,
+        container: Option<Recorded>,
+        hostname: String,
+    },
+    /// The game is gone: delete the record.
+    Clear,
+    /// Only the last operation changes (an outer restart entry, whose inner
+    /// start recorded the container).
+    LastOperationOnly,
+}
+
+/// What the status records of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Recorded {
+    id: String,
+    exit_code: Option<i64>,
+    oom_killed: bool,
+}
+
+impl From<ContainerInfo> for Recorded {
+    fn from(container: ContainerInfo) -> Self {
+        Recorded {
+            id: container.id,
+            exit_code: container.exit_code,
+            oom_killed: container.oom_killed,
+        }
+    }
+}
+
+/// The collaborators every operation uses.
+#[derive(Clone)]
+pub struct Lifecycle {
+    runtime: Arc<dyn ContainerRuntime>,
+    documents: Documents,
+    history: History,
+    status: StatusStore,
+    session: Arc<Session>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lifecycle")
+            .field("holder", &self.session.holder())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lifecycle {
+    pub fn new(
+        runtime: Arc<dyn ContainerRuntime>,
+        session: Arc<Session>,
+        history_retention: usize,
+        metrics: Metrics,
+    ) -> Self {
+        let store = session.store().clone();
+        let keys = session.keys().clone();
+        Self {
+            runtime,
+            documents: Documents::new(store.clone(), keys.clone()),
+            history: History::new(store.clone(), keys.clone(), history_retention),
+            status: StatusStore::new(store, keys),
+            session,
+            metrics,
+        }
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn status(&self) -> &StatusStore {
+        &self.status
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn ContainerRuntime> {
+        &self.runtime
+    }
+
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// Takes the game's lease for one operation, or explains why not.
+    pub async fn acquire(&self, game: &str, op_id: &str) -> Result<GameLease, LeaseError> {
+        self.session.acquire(game, op_id).await
+    }
+
+    /// Runs `op` under the game's lease, released afterwards. A request
+    /// that is invalid, or whose lease is busy or unreachable, is recorded
+    /// as a finished failure entry without running anything.
+    async fn with_lease(
+        &self,
+        kind: OpKind,
+        request: &OpRequest,
+        op: impl AsyncFnOnce(&GameLease) -> OpResult,
+    ) -> OpResult {
+        let op_id = new_id();
+        if let Err(failure) = validate_request(request) {
+            return self.reject(kind, request, &op_id, failure).await;
+        }
+        let lease = match self.session.acquire(&request.game, &op_id).await {
+            Ok(lease) => lease,
+            Err(error) => return self.reject(kind, request, &op_id, error.into()).await,
+        };
+        let result = op(&lease).await;
+        if let Err(error) = lease.release().await {
+            // The key stays attached to the session lease: it frees itself
+            // when the session ends, and blocks only this game until then.
+            warn!(game = %request.game, %error, "releasing the game lease failed");
+        }
+        result
+    }
+
+    /// Records an operation that failed before it could take the lease: one
+    /// finished entry, appended without a fence (best effort: when etcd is
+    /// what failed, only the log line and the metric remain).
+    async fn reject(
+        &self,
+        kind: OpKind,
+        request: &OpRequest,
+        op_id: &str,
+        failure: Failure,
+    ) -> OpResult {
+        let mut entry = self.entry(kind, request, op_id);
+        entry.fail(failure.code, failure.message);
+        // An invalid game id must not become a history key.
+        if entry.error_code != Some(ErrorCode::InvalidRequest)
+            && let Err(error) = self.history.append(None, entry.clone()).await
+        {
+            warn!(game = %request.game, %error, "recording a rejected operation failed");
+        }
+        self.finished(&entry);
+        OpResult::from_entry(&entry)
+    }
+
+    fn entry(&self, kind: OpKind, request: &OpRequest, op_id: &str) -> HistoryEntry {
+        let mut entry = HistoryEntry::begin(&request.game, op_id, kind, request.op_source);
+        entry.source_ref = request.source_ref.clone();
+        entry.holder = self.session.holder().to_owned();
+        entry
+    }
+
+    /// Appends the operation's in-progress entry under the lease.
+    async fn begin(
+        &self,
+        lease: &GameLease,
+        kind: OpKind,
+        request: &OpRequest,
+        op_id: &str,
+    ) -> Result<Appended, Failure> {
+        lease.check()?;
+        Ok(self
+            .history
+            .append(Some(lease.fence()), self.entry(kind, request, op_id))
+            .await?)
+    }
+
+    /// Ends an operation: writes the status change (on success), then
+    /// finishes the history entry with the outcome.
+    async fn conclude(
+        &self,
+        lease: &GameLease,
+        mut op: Appended,
+        result: Result<StatusChange, Failure>,
+    ) -> OpResult {
+        let result = match result {
+            Ok(change) => self.apply_status(lease, &op.entry, change).await,
+            Err(failure) => {
+                self.record_failure_in_status(lease, &op.entry, &failure)
+                    .await;
+                Err(failure)
+            }
+        };
+        match result {
+            Ok(()) => op.entry.succeed(),
+            Err(failure) => op.entry.fail(failure.code, failure.message),
+        }
+        if let Err(error) = self.history.finish(&op).await {
+            warn!(game = %op.entry.game_id, key = %op.key, %error, "finishing the history entry failed; recovery resolves it");
+        }
+        self.finished(&op.entry);
+        OpResult::from_entry(&op.entry)
+    }
+
+    async fn apply_status(
+        &self,
+        lease: &GameLease,
+        entry: &HistoryEntry,
+        change: StatusChange,
+    ) -> Result<(), Failure> {
+        let fence = lease.fence();
+        match change {
+            StatusChange::Clear => Ok(self.status.clear(fence, &entry.game_id).await?),
+            StatusChange::LastOperationOnly => {
+                let last = last_operation(entry, Outcome::Success, None);
+                self.status
+                    .update(fence, &entry.game_id, |status| {
+                        status.last_operation = Some(last)
+                    })
+                    .await?;
+                Ok(())
+            }
+            StatusChange::Set {
+                phase,
+                container,
+                hostname,
+            } => {
+                let last = last_operation(entry, Outcome::Success, None);
+                self.status
+                    .update(fence, &entry.game_id, |status| {
+                        status.phase = phase;
+                        status.container_id = container.as_ref().map(|c| c.id.clone());
+                        status.image_ref = Some(entry.image_ref.clone()).filter(|i| !i.is_empty());
+                        status.hostname = Some(hostname);
+                        status.node = Some(self.session.holder().to_owned());
+                        status.last_exit_code = container.as_ref().and_then(|c| c.exit_code);
+                        status.oom_killed = container.as_ref().is_some_and(|c| c.oom_killed);
+                        status.last_operation = Some(last);
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        Failure::new(
+                            e.code(),
+                            format!(
+                                "the container changed but its status could not be recorded: {e}"
+                            ),
+                        )
+                    })
+            }
+        }
+    }
+
+    /// A failed operation still tells the status what happened, so `rtctl
+    /// get` shows it; best effort, the history entry is the record.
+    async fn record_failure_in_status(
+        &self,
+        lease: &GameLease,
+        entry: &HistoryEntry,
+        failure: &Failure,
+    ) {
+        if failure.code == ErrorCode::LeaseLost {
+            return;
+        }
+        let last = last_operation(entry, Outcome::Failure, Some(failure));
+        let result = self
+            .status
+            .update(lease.fence(), &entry.game_id, |status| {
+                status.last_operation = Some(last)
+            })
+            .await;
+        if let Err(error) = result {
+            warn!(game = %entry.game_id, %error, "recording the failure in the status failed");
+        }
+    }
+
+    fn finished(&self, entry: &HistoryEntry) {
+        let code = entry.error_code.map(ErrorCode::as_str).unwrap_or("");
+        self.metrics
+            .record_operation(entry.op_kind.as_str(), entry.outcome.as_str(), code);
+        match entry.outcome {
+            Outcome::Success => info!(
+                game = %entry.game_id, op_kind = entry.op_kind.as_str(), op_id = %entry.op_id,
+                source_ref = %entry.source_ref, container_before = ?entry.container_id_before,
+                container_after = ?entry.container_id_after, image_ref = %entry.image_ref,
+                "operation succeeded"
+            ),
+            _ => warn!(
+                game = %entry.game_id, op_kind = entry.op_kind.as_str(), op_id = %entry.op_id,
+                source_ref = %entry.source_ref, error_code = code,
+                error_message = entry.error_message.as_deref().unwrap_or(""),
+                "operation failed"
+            ),
+        }
+    }
+
+    /// The desired-state document, or `not_found`.
+    async fn load(&self, game: &str) -> Result<GameRuntime, Failure> {
+        self.documents.get(game).await?.ok_or_else(|| {
+            Failure::new(
+                ErrorCode::NotFound,
+                format!("gameruntime/{game} does not exist"),
+            )
+        })
+    }
+
+    /// The game's container, if any; a container with the game's name that
+    /// rtmanager does not manage is a conflict it never touches.
+    async fn current_container(&self, game: &str) -> Result<Option<ContainerInfo>, Failure> {
+        let name = container_name(game);
+        let found = self
+            .runtime
+            .inspect_container(&name)
+            .await
+            .map_err(|e| Failure::runtime(RuntimeOp::InspectContainer, &e))?;
+        match found {
+            Some(container) if !container.is_managed() || container.game() != Some(game) => {
+                Err(Failure::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "a container named {name} exists but is not managed by rtmanager for \
+                         this game; rtmanager never touches it: rename or remove it by hand"
+                    ),
+                ))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Stops a container (SIGTERM, SIGKILL after `timeout`). A timed-out
+    /// call is resolved by inspecting: Docker may have stopped it anyway.
+    async fn stop_container(&self, id: &str, timeout: Duration) -> Result<(), Failure> {
+        match self.runtime.stop(id, timeout).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) if e.outcome_unknown() => match self.runtime.inspect_container(id).await {
+                Ok(Some(c)) if c.is_running() => Err(Failure::runtime(RuntimeOp::Stop, &e)),
+                Ok(_) => Ok(()),
+                Err(_) => Err(Failure::runtime(RuntimeOp::Stop, &e)),
+            },
+            Err(e) => Err(Failure::runtime(RuntimeOp::Stop, &e)),
+        }
+    }
+
+    /// Removes a container (`docker rm`); an absent one counts as removed.
+    async fn remove_container(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        match self.runtime.remove(id, force).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) if e.outcome_unknown() => match self.runtime.inspect_container(id).await {
+                Ok(None) => Ok(()),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The container a document asks for, labelled with the spec hash (what a
+/// recreate compares) and the operation that created it.
+pub fn container_spec(doc: &GameRuntime, op_id: &str) -> ContainerSpec {
+    let name = &doc.metadata.name;
+    let spec = &doc.spec;
+    let mut container = ContainerSpec::new(name, &spec.image);
+    container.hostname = effective_hostname(doc);
+    container.command = spec.command.clone();
+    container.args = spec.args.clone();
+    container.env = spec
+        .env
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
+    container.ports = spec
+        .ports
+        .iter()
+        .map(|p| PortBinding {
+            container_port: p.container_port,
+            host_port: p.host_port,
+            protocol: match p.protocol {
+                crate::model::Protocol::Tcp => PortProtocol::Tcp,
+                crate::model::Protocol::Udp => PortProtocol::Udp,
+            },
+            host_ip: p.host_ip.clone(),
+        })
+        .collect();
+    container.memory_bytes = spec.resources.memory.as_ref().map(|m| m.bytes());
+    container.nano_cpus = spec.resources.cpus.as_ref().map(|c| c.nano_cpus());
+    container.stop_timeout = doc.spec.stop_timeout;
+    container
+        .labels
+        .insert(LABEL_SPEC_HASH.to_owned(), spec.recreate_hash(name));
+    container
+        .labels
+        .insert(LABEL_OP_ID.to_owned(), op_id.to_owned());
+    container
+}
+
+fn effective_hostname(doc: &GameRuntime) -> String {
+    doc.spec.effective_hostname(&doc.metadata.name).to_owned()
+}
+
+fn last_operation(
+    entry: &HistoryEntry,
+    outcome: Outcome,
+    failure: Option<&Failure>,
+) -> LastOperation {
+    LastOperation {
+        op_kind: entry.op_kind,
+        outcome,
+        error_code: failure.map(|f| f.code.as_str().to_owned()),
+        error_message: failure.map(|f| f.message.clone()),
+        source_ref: Some(entry.source_ref.clone()).filter(|s| !s.is_empty()),
+        finished_at: Some(crate::model::Timestamp::now()),
+    }
+}
+
+fn validate_request(request: &OpRequest) -> Result<(), Failure> {
+    validate_name(&request.game).map_err(|message| {
+        Failure::new(
+            ErrorCode::InvalidRequest,
+            format!("game id {:?}: {message}", request.game),
+        )
+    })
+}
+
+/// A fresh operation id / token: 128 random bits, hex.
+pub fn new_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests;

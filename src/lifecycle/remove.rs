@@ -1,0 +1,66 @@
+//! remove: stop the game's container, `docker rm` it, and clear its status
+//! (the history stays, bounded). What the controller runs when a document
+//! is deleted.
+
+use crate::error_code::ErrorCode;
+use crate::history::Appended;
+use crate::lease::GameLease;
+use crate::model::OpKind;
+
+use super::{Failure, Lifecycle, OpRequest, OpResult, StatusChange, new_id};
+
+impl Lifecycle {
+    /// Removes the game's container and status under its own lease.
+    pub async fn remove(&self, request: &OpRequest) -> OpResult {
+        self.with_lease(OpKind::Remove, request, async |lease: &GameLease| {
+            self.remove_under(lease, request).await
+        })
+        .await
+    }
+
+    /// Removes under a lease the caller holds.
+    pub async fn remove_under(&self, lease: &GameLease, request: &OpRequest) -> OpResult {
+        let op_id = lease.op_id();
+        let mut op = match self.begin(lease, OpKind::Remove, request, op_id).await {
+            Ok(op) => op,
+            Err(failure) => return self.reject(OpKind::Remove, request, op_id, failure).await,
+        };
+        let result = self.remove_steps(lease, request, &mut op).await;
+        self.conclude(lease, op, result).await
+    }
+
+    async fn remove_steps(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+        op: &mut Appended,
+    ) -> Result<StatusChange, Failure> {
+        let inner = OpRequest {
+            source_ref: if request.source_ref.is_empty() {
+                op.entry.op_id.clone()
+            } else {
+                request.source_ref.clone()
+            },
+            ..request.clone()
+        };
+        op.entry.source_ref = inner.source_ref.clone();
+        let stop = self.stop_under(lease, &inner, &new_id()).await;
+        op.entry.container_id_before = stop.container_id.clone();
+        if !stop.is_success() {
+            return Err(Failure::new(
+                stop.error_code.unwrap_or(ErrorCode::Internal),
+                format!(
+                    "inner stop failed: {}",
+                    stop.error_message.unwrap_or_default()
+                ),
+            ));
+        }
+        lease.check()?;
+        if let Some(id) = &stop.container_id {
+            self.remove_container(id, true).await.map_err(|e| {
+                Failure::new(ErrorCode::ServiceUnavailable, format!("docker remove: {e}"))
+            })?;
+        }
+        Ok(StatusChange::Clear)
+    }
+}

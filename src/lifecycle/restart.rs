@@ -1,0 +1,124 @@
+//! restart: a recreate under ONE outer lease — inner stop, `docker rm`,
+//! inner start with the current image. The hostname stays; the container
+//! id changes. The outer entry and the inner stop and start entries share
+//! one correlation id (the request's source_ref, or a generated one), and
+//! every failure branch keeps the Go service's error code.
+
+use crate::error_code::ErrorCode;
+use crate::history::Appended;
+use crate::lease::GameLease;
+use crate::model::{OpKind, Phase};
+
+use super::{Failure, Lifecycle, OpRequest, OpResult, StatusChange, new_id};
+
+impl Lifecycle {
+    /// Restarts the game as a recreate.
+    pub async fn restart(&self, request: &OpRequest) -> OpResult {
+        self.with_lease(OpKind::Restart, request, async |lease: &GameLease| {
+            self.restart_under(lease, request).await
+        })
+        .await
+    }
+
+    async fn restart_under(&self, lease: &GameLease, request: &OpRequest) -> OpResult {
+        let op_id = lease.op_id();
+        let mut outer = match self.begin(lease, OpKind::Restart, request, op_id).await {
+            Ok(outer) => outer,
+            Err(failure) => return self.reject(OpKind::Restart, request, op_id, failure).await,
+        };
+        // The record is checked before the correlation id exists: these
+        // failures keep the request's own source_ref, as in the Go service.
+        let image = match self.restart_record(lease).await {
+            Ok(image) => image,
+            Err(failure) => return self.conclude(lease, outer, Err(failure)).await,
+        };
+        outer.entry.image_ref = image;
+
+        let correlation = if request.source_ref.is_empty() {
+            new_id()
+        } else {
+            request.source_ref.clone()
+        };
+        outer.entry.source_ref = correlation.clone();
+        let inner = OpRequest {
+            source_ref: correlation,
+            ..request.clone()
+        };
+        let result = self.recreate(lease, &inner, &mut outer).await;
+        self.conclude(lease, outer, result).await
+    }
+
+    /// Loads what a restart needs: the document (missing → `not_found`, or
+    /// `conflict` when the game was removed) and its image.
+    async fn restart_record(&self, lease: &GameLease) -> Result<String, Failure> {
+        let game = lease.game();
+        let status = self.status.read(game).await?;
+        let Some(doc) = self.documents.get(game).await? else {
+            return Err(if status.mod_revision != 0 {
+                Failure::new(
+                    ErrorCode::Conflict,
+                    format!("runtime for game {game:?} is removed; cannot restart"),
+                )
+            } else {
+                Failure::new(
+                    ErrorCode::NotFound,
+                    format!("gameruntime/{game} does not exist"),
+                )
+            });
+        };
+        if status.status.phase == Phase::Removing {
+            return Err(Failure::new(
+                ErrorCode::Conflict,
+                format!("runtime for game {game:?} is being removed; cannot restart"),
+            ));
+        }
+        if doc.spec.image.trim().is_empty() {
+            return Err(Failure::new(
+                ErrorCode::Internal,
+                format!("gameruntime/{game} has no image to restart with"),
+            ));
+        }
+        Ok(doc.spec.image)
+    }
+
+    /// inner stop → docker rm → inner start, all under the outer lease.
+    async fn recreate(
+        &self,
+        lease: &GameLease,
+        inner: &OpRequest,
+        outer: &mut Appended,
+    ) -> Result<StatusChange, Failure> {
+        let stop = self.stop_under(lease, inner, &new_id()).await;
+        outer.entry.container_id_before = stop.container_id.clone();
+        if !stop.is_success() {
+            return Err(inner_failure("inner stop failed", &stop));
+        }
+
+        lease.check()?;
+        if let Some(id) = &stop.container_id {
+            self.remove_container(id, false).await.map_err(|e| {
+                Failure::new(ErrorCode::ServiceUnavailable, format!("docker remove: {e}"))
+            })?;
+        }
+
+        lease.check()?;
+        let start = self.start_under(lease, inner, &new_id()).await;
+        if !start.is_success() {
+            return Err(inner_failure("inner start failed", &start));
+        }
+        outer.entry.container_id_after = start.container_id.clone();
+        // The inner start recorded the new container in the status; the
+        // outer entry only adds itself as the last operation.
+        Ok(StatusChange::LastOperationOnly)
+    }
+}
+
+fn inner_failure(what: &str, inner: &OpResult) -> Failure {
+    Failure::new(
+        inner.error_code.unwrap_or(ErrorCode::Internal),
+        format!(
+            "{what}: {}",
+            inner.error_message.as_deref().unwrap_or("no message")
+        ),
+    )
+}

@@ -1,0 +1,608 @@
+//! The lifecycle services against the in-memory store and the fake
+//! runtime: every branch of the Go restart service, plus start, stop and
+//! remove.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::model::parse::parse_documents;
+use crate::runtime::fake::FakeRuntime;
+use crate::store::memory::MemoryStore;
+use crate::store::{Keys, Store, StoreError};
+
+const IMAGE: &str = "rtmanager-test/engine:1";
+
+struct World {
+    store: Arc<MemoryStore>,
+    runtime: Arc<FakeRuntime>,
+    lifecycle: Lifecycle,
+    documents: Documents,
+    metrics: Metrics,
+}
+
+async fn world() -> World {
+    let store = Arc::new(MemoryStore::new());
+    let runtime = Arc::new(FakeRuntime::new());
+    runtime.add_image(IMAGE);
+    let metrics = Metrics::new();
+    let session = Session::open(
+        store.clone(),
+        Keys::default(),
+        "node-a",
+        Duration::from_secs(15),
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    let lifecycle = Lifecycle::new(runtime.clone(), session, 100, metrics.clone());
+    let documents = Documents::new(store.clone(), Keys::default());
+    World {
+        store,
+        runtime,
+        lifecycle,
+        documents,
+        metrics,
+    }
+}
+
+/// A small document builder: `game("g1").image("x:1").hostname("h")`.
+struct GameBuilder {
+    name: String,
+    image: String,
+    extra: String,
+}
+
+fn game(name: &str) -> GameBuilder {
+    GameBuilder {
+        name: name.into(),
+        image: IMAGE.into(),
+        extra: String::new(),
+    }
+}
+
+impl GameBuilder {
+    fn image(mut self, image: &str) -> Self {
+        self.image = image.into();
+        self
+    }
+
+    fn hostname(mut self, hostname: &str) -> Self {
+        self.extra.push_str(&format!("  hostname: {hostname}\n"));
+        self
+    }
+
+    fn build(&self) -> GameRuntime {
+        let yaml = format!(
+            "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: {}\n\
+             spec:\n  image: {}\n  stopTimeout: 5s\n{}",
+            self.name, self.image, self.extra
+        );
+        parse_documents(&yaml).unwrap().remove(0)
+    }
+}
+
+impl World {
+    async fn apply(&self, builder: GameBuilder) -> GameRuntime {
+        self.documents.create(&builder.build()).await.unwrap()
+    }
+
+    async fn history(&self, game: &str) -> Vec<HistoryEntry> {
+        self.lifecycle.history().recent(game, 100).await.unwrap()
+    }
+
+    async fn started(&self, name: &str) -> OpResult {
+        self.apply(game(name)).await;
+        let result = self.lifecycle.start(&request(name)).await;
+        assert!(result.is_success(), "{result:?}");
+        result
+    }
+}
+
+fn request(game: &str) -> OpRequest {
+    OpRequest::new(game, OpSource::AdminCli)
+}
+
+fn assert_failed(result: &OpResult, code: ErrorCode, message_part: &str) {
+    assert_eq!(result.outcome, Outcome::Failure, "{result:?}");
+    assert_eq!(result.error_code, Some(code), "{result:?}");
+    let message = result.error_message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains(message_part),
+        "{message:?} should contain {message_part:?}"
+    );
+}
+
+// ---------------------------------------------------------------- start
+
+#[tokio::test]
+async fn start_creates_a_running_labelled_container_and_records_it() {
+    let w = world().await;
+    w.apply(game("g1").hostname("engine-g1")).await;
+    let result = w.lifecycle.start(&request("g1")).await;
+    assert!(result.is_success(), "{result:?}");
+
+    let container = w.runtime.container("rtm-g1").expect("container exists");
+    assert!(container.is_running());
+    assert_eq!(container.hostname, "engine-g1");
+    assert_eq!(container.game(), Some("g1"));
+    assert_eq!(
+        container.labels.get(crate::runtime::LABEL_OP_ID),
+        Some(&result.op_id)
+    );
+    assert!(container.spec_hash().is_some());
+    assert_eq!(result.container_id.as_deref(), Some(container.id.as_str()));
+
+    let status = w.lifecycle.status().read("g1").await.unwrap().status;
+    assert_eq!(status.phase, Phase::Running);
+    assert_eq!(status.container_id.as_deref(), Some(container.id.as_str()));
+    assert_eq!(status.hostname.as_deref(), Some("engine-g1"));
+    assert_eq!(status.image_ref.as_deref(), Some(IMAGE));
+
+    let history = w.history("g1").await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].op_kind, OpKind::Start);
+    assert_eq!(history[0].outcome, Outcome::Success);
+    assert_eq!(
+        history[0].container_id_after.as_deref(),
+        Some(container.id.as_str())
+    );
+    assert!(history[0].fence_revision.is_some());
+    assert!(w.metrics.render().contains(
+        r#"rtmanager_operations_total{error_code="",op_kind="start",outcome="success"} 1"#
+    ));
+    assert!(
+        w.store.get("/rtmanager/leases/g1").await.unwrap().is_none(),
+        "the lease is released"
+    );
+}
+
+#[tokio::test]
+async fn start_of_a_running_game_is_idempotent() {
+    let w = world().await;
+    let first = w.started("g1").await;
+    let again = w.lifecycle.start(&request("g1")).await;
+    assert!(again.is_success());
+    assert_eq!(again.container_id, first.container_id);
+    assert_eq!(w.runtime.count(RuntimeOp::Create), 1);
+}
+
+#[tokio::test]
+async fn start_with_a_missing_image_fails_and_leaves_no_container() {
+    let w = world().await;
+    w.apply(game("g1").image("rtmanager-test/missing:1")).await;
+    let result = w.lifecycle.start(&request("g1")).await;
+    assert_failed(
+        &result,
+        ErrorCode::ImageNotFound,
+        "rtmanager-test/missing:1",
+    );
+    assert!(w.runtime.containers().is_empty());
+    assert_eq!(
+        w.runtime.count(RuntimeOp::Create),
+        0,
+        "no create without the image"
+    );
+    let history = w.history("g1").await;
+    assert_eq!(history[0].error_code, Some(ErrorCode::ImageNotFound));
+    let status = w.lifecycle.status().read("g1").await.unwrap().status;
+    let last = status
+        .last_operation
+        .expect("the failure shows in the status");
+    assert_eq!(last.error_code.as_deref(), Some("image_not_found"));
+}
+
+#[tokio::test]
+async fn a_start_docker_refuses_removes_the_created_container() {
+    let w = world().await;
+    w.apply(game("g1")).await;
+    w.runtime.fail_next(
+        RuntimeOp::Start,
+        RuntimeError::PortAllocated {
+            message: "port is already allocated".into(),
+        },
+    );
+    let result = w.lifecycle.start(&request("g1")).await;
+    assert_failed(&result, ErrorCode::PortConflict, "already allocated");
+    assert!(
+        w.runtime.containers().is_empty(),
+        "no orphan: {:?}",
+        w.runtime.containers()
+    );
+}
+
+#[tokio::test]
+async fn start_of_an_unknown_game_is_not_found() {
+    let w = world().await;
+    let result = w.lifecycle.start(&request("ghost")).await;
+    assert_failed(&result, ErrorCode::NotFound, "gameruntime/ghost");
+}
+
+#[tokio::test]
+async fn a_foreign_container_with_the_games_name_is_never_touched() {
+    let w = world().await;
+    w.apply(game("g1")).await;
+    let mut foreign = crate::runtime::ContainerSpec::new("other", IMAGE);
+    foreign.name = "rtm-g1".into();
+    w.runtime.create(&foreign).await.unwrap();
+    let result = w.lifecycle.start(&request("g1")).await;
+    assert_failed(&result, ErrorCode::Conflict, "not managed by rtmanager");
+    assert_eq!(w.runtime.count(RuntimeOp::Remove), 0);
+}
+
+// ---------------------------------------------------------------- stop
+
+#[tokio::test(start_paused = true)]
+async fn stop_stops_the_container_and_records_phase_stopped() {
+    let w = world().await;
+    let started = w.started("g1").await;
+    // An engine that ignores SIGTERM shows the spec's stopTimeout (5s) is
+    // what Docker is given: the stop takes exactly that long.
+    w.runtime.ignore_sigterm("rtm-g1").unwrap();
+    let before = tokio::time::Instant::now();
+    let result = w.lifecycle.stop(&request("g1")).await;
+    let took = before.elapsed();
+    assert!(result.is_success(), "{result:?}");
+    assert!(took >= Duration::from_secs(5) && took < Duration::from_secs(6), "{took:?}");
+    let container = w.runtime.container("rtm-g1").unwrap();
+    assert!(!container.is_running());
+    let status = w.lifecycle.status().read("g1").await.unwrap().status;
+    assert_eq!(status.phase, Phase::Stopped);
+    assert_eq!(status.container_id, started.container_id);
+    assert_eq!(status.last_exit_code, Some(137));
+}
+
+#[tokio::test]
+async fn stop_of_a_game_without_container_succeeds() {
+    let w = world().await;
+    w.apply(game("g1")).await;
+    assert!(w.lifecycle.stop(&request("g1")).await.is_success());
+}
+
+// ---------------------------------------------------------------- restart: the Go branches
+
+#[tokio::test]
+async fn restart_rejects_an_invalid_game_id_without_writing_anything() {
+    let w = world().await;
+    let before = w.store.revision().await.unwrap();
+    let result = w.lifecycle.restart(&request("../etc")).await;
+    assert_failed(&result, ErrorCode::InvalidRequest, "game id");
+    assert_eq!(w.store.revision().await.unwrap(), before, "nothing written");
+}
+
+#[tokio::test]
+async fn restart_while_the_lease_is_held_is_a_conflict_with_an_outer_entry() {
+    let w = world().await;
+    w.started("g1").await;
+    let held = w.lifecycle.acquire("g1", "someone-else").await.unwrap();
+    let result = w
+        .lifecycle
+        .restart(&request("g1").with_source_ref("REQ-1"))
+        .await;
+    assert_failed(
+        &result,
+        ErrorCode::Conflict,
+        "another lifecycle operation is in progress for this game",
+    );
+    let outer = &w.history("g1").await[0];
+    assert_eq!(outer.op_kind, OpKind::Restart);
+    assert_eq!(outer.outcome, Outcome::Failure);
+    assert_eq!(outer.source_ref, "REQ-1", "the request's ref is kept");
+    assert_eq!(w.runtime.count(RuntimeOp::Stop), 0);
+    held.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn restart_when_the_lease_store_fails_is_service_unavailable() {
+    let w = world().await;
+    w.started("g1").await;
+    w.store.fail_next(StoreError::Unavailable {
+        endpoints: "memory".into(),
+        message: "connection refused".into(),
+    });
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::ServiceUnavailable, "connection refused");
+    let outer = &w.history("g1").await[0];
+    assert_eq!(outer.error_code, Some(ErrorCode::ServiceUnavailable));
+}
+
+#[tokio::test]
+async fn restart_of_a_game_without_record_is_not_found() {
+    let w = world().await;
+    let result = w.lifecycle.restart(&request("ghost")).await;
+    assert_failed(&result, ErrorCode::NotFound, "does not exist");
+    let outer = &w.history("ghost").await[0];
+    assert_eq!(
+        (outer.op_kind, outer.error_code),
+        (OpKind::Restart, Some(ErrorCode::NotFound))
+    );
+}
+
+#[tokio::test]
+async fn restart_of_a_removed_game_is_a_conflict() {
+    let w = world().await;
+    w.started("g1").await;
+    w.documents.delete("g1", None).await.unwrap();
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::Conflict, "is removed");
+    assert_eq!(w.runtime.count(RuntimeOp::Stop), 0);
+}
+
+#[tokio::test]
+async fn restart_of_a_record_without_image_is_internal() {
+    let w = world().await;
+    w.started("g1").await;
+    // Written around validation, as a buggy client could.
+    let key = Keys::default().gameruntime("g1");
+    let kv = w.store.get(&key).await.unwrap().unwrap();
+    let broken = String::from_utf8(kv.value).unwrap().replace(IMAGE, "\"\"");
+    w.store
+        .update(&key, broken.into_bytes(), kv.mod_revision)
+        .await
+        .unwrap();
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_eq!(result.error_code, Some(ErrorCode::Internal), "{result:?}");
+    assert_eq!(w.runtime.count(RuntimeOp::Stop), 0);
+}
+
+#[tokio::test]
+async fn restart_keeps_the_inner_stops_failure_code() {
+    let w = world().await;
+    w.started("g1").await;
+    w.runtime.fail_next(
+        RuntimeOp::Stop,
+        RuntimeError::Rejected {
+            status: 500,
+            message: "driver failed".into(),
+        },
+    );
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::StopFailed, "inner stop failed: ");
+    assert_eq!(
+        w.runtime.count(RuntimeOp::Remove),
+        0,
+        "no rm after a failed stop"
+    );
+    let entries = w.history("g1").await;
+    let stop = entries.iter().find(|e| e.op_kind == OpKind::Stop).unwrap();
+    assert_eq!(stop.outcome, Outcome::Failure);
+    assert_eq!(stop.source_ref, entries[entries.len() - 2].source_ref);
+}
+
+#[tokio::test]
+async fn restart_when_docker_is_unreachable_during_stop_is_service_unavailable() {
+    let w = world().await;
+    w.started("g1").await;
+    w.runtime.fail_next(
+        RuntimeOp::Stop,
+        RuntimeError::Unreachable {
+            message: "gone".into(),
+        },
+    );
+    // The re-inspect after an unknown outcome fails too.
+    w.runtime.fail_next(
+        RuntimeOp::InspectContainer,
+        RuntimeError::Unreachable {
+            message: "gone".into(),
+        },
+    );
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::ServiceUnavailable, "inner stop failed");
+}
+
+#[tokio::test]
+async fn restart_when_docker_rm_fails_is_service_unavailable() {
+    let w = world().await;
+    w.started("g1").await;
+    w.runtime.fail_next(
+        RuntimeOp::Remove,
+        RuntimeError::Rejected {
+            status: 500,
+            message: "device busy".into(),
+        },
+    );
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::ServiceUnavailable, "docker remove");
+    assert_eq!(w.runtime.count(RuntimeOp::Create), 1, "no second create");
+}
+
+#[tokio::test]
+async fn restart_keeps_the_inner_starts_failure_code() {
+    let w = world().await;
+    w.started("g1").await;
+    w.runtime.remove_image(IMAGE);
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::ImageNotFound, "inner start failed: ");
+    assert!(w.runtime.containers().is_empty());
+}
+
+#[tokio::test]
+async fn restart_reports_an_inner_start_docker_refuses() {
+    let w = world().await;
+    w.started("g1").await;
+    w.runtime.fail_next(
+        RuntimeOp::Start,
+        RuntimeError::Rejected {
+            status: 400,
+            message: "OCI runtime create failed".into(),
+        },
+    );
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::StartFailed, "OCI runtime create failed");
+    assert!(
+        w.runtime.containers().is_empty(),
+        "the unstarted container is removed"
+    );
+}
+
+#[tokio::test]
+async fn restart_recreates_with_a_new_id_the_same_hostname_and_one_correlation_id() {
+    let w = world().await;
+    w.apply(game("g1").hostname("engine-g1")).await;
+    let first = w.lifecycle.start(&request("g1")).await;
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert!(result.is_success(), "{result:?}");
+
+    let container = w.runtime.container("rtm-g1").unwrap();
+    assert_ne!(
+        Some(container.id.clone()),
+        first.container_id,
+        "a new container"
+    );
+    assert_eq!(result.container_id.as_deref(), Some(container.id.as_str()));
+    assert_eq!(container.hostname, "engine-g1");
+    assert_eq!(w.runtime.containers().len(), 1);
+
+    // Newest first: inner start, inner stop, then the outer restart
+    // (appended first, finished last), then the original start.
+    let entries = w.history("g1").await;
+    let kinds: Vec<_> = entries.iter().map(|e| e.op_kind).collect();
+    assert_eq!(
+        kinds,
+        [OpKind::Start, OpKind::Stop, OpKind::Restart, OpKind::Start]
+    );
+    let correlation = &entries[2].source_ref;
+    assert!(!correlation.is_empty(), "a correlation id is generated");
+    assert!(entries[..3].iter().all(|e| &e.source_ref == correlation));
+    assert!(entries[..3].iter().all(|e| e.outcome == Outcome::Success));
+    assert_eq!(entries[2].container_id_before, first.container_id);
+    assert_eq!(
+        entries[2].container_id_after.as_deref(),
+        Some(container.id.as_str())
+    );
+    assert_eq!(result.source_ref, *correlation);
+
+    let status = w.lifecycle.status().read("g1").await.unwrap().status;
+    assert_eq!(status.container_id.as_deref(), Some(container.id.as_str()));
+    assert_eq!(status.last_operation.unwrap().op_kind, OpKind::Restart);
+}
+
+#[tokio::test]
+async fn restart_reuses_the_requests_source_ref_as_correlation_id() {
+    let w = world().await;
+    w.started("g1").await;
+    let result = w
+        .lifecycle
+        .restart(&request("g1").with_source_ref("REQ-42"))
+        .await;
+    assert!(result.is_success());
+    let entries = w.history("g1").await;
+    assert!(
+        entries[..3].iter().all(|e| e.source_ref == "REQ-42"),
+        "{entries:#?}"
+    );
+}
+
+/// Delegates to the fake, but revokes the controller's etcd session in the
+/// middle of the first stop, the way etcd expires a lease whose holder
+/// stalled, and returns only once the session noticed.
+struct LosesLeaseDuringStop {
+    inner: Arc<FakeRuntime>,
+    store: Arc<MemoryStore>,
+    session: std::sync::OnceLock<Arc<Session>>,
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for LosesLeaseDuringStop {
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.inner.ping().await
+    }
+    async fn inspect_image(
+        &self,
+        image: &str,
+    ) -> Result<Option<crate::runtime::ImageInfo>, RuntimeError> {
+        self.inner.inspect_image(image).await
+    }
+    async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+        self.inner.inspect_container(id).await
+    }
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        self.inner.create(spec).await
+    }
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.inner.start(id).await
+    }
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        let result = self.inner.stop(id, timeout).await;
+        let session = self.session.get().expect("session set before the restart");
+        self.store.revoke_lease(session.lease_id()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), session.lost().cancelled())
+            .await
+            .expect("the keepalive notices the revoked lease within one period");
+        result
+    }
+    async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
+        self.inner.kill(id).await
+    }
+    async fn remove(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        self.inner.remove(id, force).await
+    }
+    async fn list_managed(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        self.inner.list_managed().await
+    }
+    fn events(
+        &self,
+    ) -> futures::stream::BoxStream<'static, Result<crate::runtime::ContainerEvent, RuntimeError>>
+    {
+        self.inner.events()
+    }
+}
+
+#[tokio::test]
+async fn restart_stops_at_the_next_step_once_the_lease_is_lost() {
+    let store = Arc::new(MemoryStore::new());
+    let fake = Arc::new(FakeRuntime::new());
+    fake.add_image(IMAGE);
+    let runtime = Arc::new(LosesLeaseDuringStop {
+        inner: fake.clone(),
+        store: store.clone(),
+        session: std::sync::OnceLock::new(),
+    });
+    // A 3 s TTL: the keepalive checks every second.
+    let session = Session::open(
+        store.clone(),
+        Keys::default(),
+        "node-a",
+        Duration::from_secs(3),
+        Metrics::new(),
+    )
+    .await
+    .unwrap();
+    runtime.session.set(session.clone()).ok();
+    let lifecycle = Lifecycle::new(runtime, session, 100, Metrics::new());
+    let documents = Documents::new(store.clone(), Keys::default());
+    documents.create(&game("g1").build()).await.unwrap();
+    // Started by hand so that the stop is the restart's first Docker call.
+    let mut spec = container_spec(&game("g1").build(), "op-0");
+    spec.name = container_name("g1");
+    let id = fake.create(&spec).await.unwrap();
+    fake.start(&id).await.unwrap();
+
+    let result = lifecycle.restart(&request("g1")).await;
+    assert_eq!(result.error_code, Some(ErrorCode::LeaseLost), "{result:?}");
+    assert_eq!(
+        fake.count(RuntimeOp::Remove),
+        0,
+        "no step after the lease was lost"
+    );
+    assert_eq!(fake.count(RuntimeOp::Create), 1, "never a second container");
+}
+
+// ---------------------------------------------------------------- remove
+
+#[tokio::test]
+async fn remove_stops_and_removes_the_container_and_clears_the_status() {
+    let w = world().await;
+    w.started("g1").await;
+    w.documents.delete("g1", None).await.unwrap();
+    let result = w.lifecycle.remove(&request("g1")).await;
+    assert!(result.is_success(), "{result:?}");
+    assert!(w.runtime.containers().is_empty());
+    assert!(w.store.get("/rtmanager/status/g1").await.unwrap().is_none());
+    let kinds: Vec<_> = w.history("g1").await.iter().map(|e| e.op_kind).collect();
+    assert_eq!(
+        kinds,
+        [OpKind::Stop, OpKind::Remove, OpKind::Start],
+        "history is kept"
+    );
+}

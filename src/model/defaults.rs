@@ -1,0 +1,171 @@
+//! Every default value of the document, and `GameRuntime::apply_defaults`, which fills in the
+//! ones that depend on other fields. Serde's `#[serde(default)]` attributes point here.
+
+use std::time::Duration;
+
+use super::{
+    DesiredState, GameRuntime, GameRuntimeSpec, Phase, Protocol, Resources, RestartPolicy,
+};
+
+/// How long a stop waits after SIGTERM before SIGKILL when `spec.stopTimeout` is absent:
+/// Docker's own default is 10s; game engines flush match state on SIGTERM, so they get more.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A new game runs unless its document says otherwise.
+pub const DEFAULT_STATE: DesiredState = DesiredState::Running;
+
+/// A game that exits by itself is brought back, like a Kubernetes pod.
+pub const DEFAULT_RESTART_POLICY: RestartPolicy = RestartPolicy::Always;
+
+/// Ports are TCP unless marked UDP, as in Docker and Kubernetes.
+pub const DEFAULT_PROTOCOL: Protocol = Protocol::Tcp;
+
+/// The phase of a game the controller has not acted on yet.
+pub const DEFAULT_PHASE: Phase = Phase::Pending;
+
+/// For `#[serde(default = ...)]`: `Duration::default()` would be zero, not our default.
+pub(super) fn stop_timeout() -> Duration {
+    DEFAULT_STOP_TIMEOUT
+}
+
+impl Default for DesiredState {
+    fn default() -> DesiredState {
+        DEFAULT_STATE
+    }
+}
+
+impl Default for RestartPolicy {
+    fn default() -> RestartPolicy {
+        DEFAULT_RESTART_POLICY
+    }
+}
+
+impl Default for Protocol {
+    fn default() -> Protocol {
+        DEFAULT_PROTOCOL
+    }
+}
+
+impl Default for Phase {
+    fn default() -> Phase {
+        DEFAULT_PHASE
+    }
+}
+
+impl Default for GameRuntimeSpec {
+    /// A spec with every default and an empty image (which validation rejects): a base for
+    /// `GameRuntimeSpec { image: ..., ..Default::default() }`.
+    fn default() -> GameRuntimeSpec {
+        GameRuntimeSpec {
+            image: String::new(),
+            state: DEFAULT_STATE,
+            hostname: None,
+            command: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            ports: Vec::new(),
+            resources: Resources::default(),
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            restart_policy: DEFAULT_RESTART_POLICY,
+            restart_token: String::new(),
+            node: None,
+        }
+    }
+}
+
+impl GameRuntime {
+    /// Fills in the defaults that depend on other fields, so the stored document says
+    /// explicitly what the controller will do. Idempotent.
+    ///
+    /// - `spec.hostname` absent or empty → `metadata.name`: the hostname must stay the same
+    ///   across recreates, so it is pinned in the document rather than derived each time.
+    /// - `spec.node: ""` → absent: the design's example writes `node: ""` for "any node".
+    ///
+    /// The static defaults (stopTimeout 30s, state Running, restartPolicy Always, protocol TCP)
+    /// are already applied by serde when the document is read.
+    pub fn apply_defaults(&mut self) {
+        let spec = &mut self.spec;
+        if spec.hostname.as_deref().is_none_or(str::is_empty) {
+            spec.hostname = Some(self.metadata.name.clone());
+        }
+        if spec.node.as_deref() == Some("") {
+            spec.node = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::game;
+    use super::*;
+
+    #[test]
+    fn static_defaults_come_from_serde() {
+        let doc: GameRuntime = serde_yaml::from_str(
+            "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata: {name: g1}\n\
+             spec: {image: 'x:1', ports: [{containerPort: 7000}]}\n",
+        )
+        .unwrap();
+        assert_eq!(doc.spec.stop_timeout, Duration::from_secs(30));
+        assert_eq!(doc.spec.state, DesiredState::Running);
+        assert_eq!(doc.spec.restart_policy, RestartPolicy::Always);
+        assert_eq!(doc.spec.ports[0].protocol, Protocol::Tcp);
+        assert_eq!(doc.spec.restart_token, "");
+        assert_eq!(
+            doc.spec.hostname, None,
+            "hostname is filled in by apply_defaults"
+        );
+        // Default::default() and serde agree on every field.
+        let expected = GameRuntimeSpec {
+            image: "x:1".into(),
+            ports: doc.spec.ports.clone(),
+            ..Default::default()
+        };
+        assert_eq!(doc.spec, expected);
+    }
+
+    #[test]
+    fn hostname_defaults_to_the_name() {
+        let mut doc = game("arena-1").build();
+        doc.apply_defaults();
+        assert_eq!(doc.spec.hostname.as_deref(), Some("arena-1"));
+
+        let mut doc = game("arena-1").hostname("").build();
+        doc.apply_defaults();
+        assert_eq!(doc.spec.hostname.as_deref(), Some("arena-1"));
+
+        let mut doc = game("arena-1").hostname("lobby").build();
+        doc.apply_defaults();
+        assert_eq!(doc.spec.hostname.as_deref(), Some("lobby"));
+    }
+
+    #[test]
+    fn empty_node_means_any_node() {
+        let mut doc = game("g1").node("").build();
+        doc.apply_defaults();
+        assert_eq!(doc.spec.node, None);
+        let mut doc = game("g1").node("node-a").build();
+        doc.apply_defaults();
+        assert_eq!(doc.spec.node.as_deref(), Some("node-a"));
+    }
+
+    #[test]
+    fn apply_defaults_is_idempotent() {
+        let mut once = game("g1").node("").build();
+        once.apply_defaults();
+        let mut twice = once.clone();
+        twice.apply_defaults();
+        assert_eq!(once, twice);
+    }
+
+    #[test]
+    fn defaults_do_not_change_the_recreate_hash() {
+        let before = game("g1").build();
+        let mut after = before.clone();
+        after.apply_defaults();
+        assert_eq!(
+            before.spec.recreate_hash("g1"),
+            after.spec.recreate_hash("g1")
+        );
+    }
+}

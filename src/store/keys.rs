@@ -1,0 +1,197 @@
+//! The etcd key layout, in one place, under a configurable prefix:
+//!
+//! ```text
+//! <prefix>/gameruntimes/<name>        desired state (rtctl, any client)
+//! <prefix>/status/<name>              status (controller)
+//! <prefix>/history/<name>/<seq>       operation entries (controller)
+//! <prefix>/leases/<name>              per-game lease (controller)
+//! <prefix>/controllers/<id>           controller heartbeat (controller)
+//! ```
+//!
+//! Names reach this module only after validation (DNS-1123 labels), so a
+//! name can never add a path segment; [`Keys::name_of`] still refuses
+//! anything that does not look like one when decoding keys read back.
+
+/// The default key prefix (`RTM_PREFIX`).
+pub const DEFAULT_PREFIX: &str = "/rtmanager";
+
+/// Width of a history sequence number: zero-padded so that etcd's byte
+/// order is numeric order (u64::MAX has 20 digits).
+const SEQ_WIDTH: usize = 20;
+
+/// Builds and decodes the keys of one rtmanager installation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// Why a prefix cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid key prefix {prefix:?}: {reason}")]
+pub struct PrefixError {
+    pub prefix: String,
+    pub reason: &'static str,
+}
+
+impl Keys {
+    /// Normalises `prefix` to `/a/b` (leading slash, no trailing slash).
+    pub fn new(prefix: &str) -> Result<Self, PrefixError> {
+        let trimmed = prefix.trim_end_matches('/');
+        let error = |reason| PrefixError {
+            prefix: prefix.to_owned(),
+            reason,
+        };
+        if trimmed.is_empty() {
+            return Err(error(
+                "must name at least one path segment, e.g. /rtmanager",
+            ));
+        }
+        if !trimmed.starts_with('/') {
+            return Err(error("must start with '/'"));
+        }
+        if trimmed
+            .split('/')
+            .skip(1)
+            .any(|segment| segment.is_empty() || segment == "..")
+        {
+            return Err(error("must not contain empty or '..' segments"));
+        }
+        if !trimmed.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(error("must be printable ASCII without spaces"));
+        }
+        Ok(Self {
+            prefix: trimmed.to_owned(),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Everything rtmanager owns (tests wipe it).
+    pub fn root(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+
+    pub fn gameruntimes(&self) -> String {
+        format!("{}/gameruntimes/", self.prefix)
+    }
+
+    pub fn gameruntime(&self, name: &str) -> String {
+        format!("{}{name}", self.gameruntimes())
+    }
+
+    pub fn statuses(&self) -> String {
+        format!("{}/status/", self.prefix)
+    }
+
+    pub fn status(&self, name: &str) -> String {
+        format!("{}{name}", self.statuses())
+    }
+
+    /// All history of one game; the trailing slash keeps `g1` from matching
+    /// `g10`.
+    pub fn history(&self, name: &str) -> String {
+        format!("{}/history/{name}/", self.prefix)
+    }
+
+    pub fn history_entry(&self, name: &str, seq: u64) -> String {
+        format!("{}{seq:0width$}", self.history(name), width = SEQ_WIDTH)
+    }
+
+    pub fn leases(&self) -> String {
+        format!("{}/leases/", self.prefix)
+    }
+
+    pub fn lease(&self, name: &str) -> String {
+        format!("{}{name}", self.leases())
+    }
+
+    pub fn controllers(&self) -> String {
+        format!("{}/controllers/", self.prefix)
+    }
+
+    pub fn controller(&self, id: &str) -> String {
+        format!("{}{id}", self.controllers())
+    }
+
+    /// The name in a key read back from under `collection` (one of the
+    /// prefixes above), or `None` for a key that is not a direct child
+    /// holding a plausible name (written by hand, or by a future version).
+    pub fn name_of<'k>(&self, collection: &str, key: &'k str) -> Option<&'k str> {
+        let name = key.strip_prefix(collection)?;
+        let plausible = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        plausible.then_some(name)
+    }
+
+    /// The sequence number of a history key of `name`.
+    pub fn history_seq(&self, name: &str, key: &str) -> Option<u64> {
+        key.strip_prefix(&self.history(name))?.parse().ok()
+    }
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_the_design() {
+        let keys = Keys::default();
+        assert_eq!(keys.gameruntime("g1"), "/rtmanager/gameruntimes/g1");
+        assert_eq!(keys.status("g1"), "/rtmanager/status/g1");
+        assert_eq!(keys.lease("g1"), "/rtmanager/leases/g1");
+        assert_eq!(
+            keys.controller("node-a-1"),
+            "/rtmanager/controllers/node-a-1"
+        );
+        assert_eq!(
+            keys.history_entry("g1", 7),
+            "/rtmanager/history/g1/00000000000000000007"
+        );
+    }
+
+    #[test]
+    fn prefix_is_normalised_and_checked() {
+        assert_eq!(Keys::new("/a/b/").unwrap().prefix(), "/a/b");
+        for bad in ["", "/", "rel", "/a//b", "/a/../b", "/a b"] {
+            assert!(Keys::new(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn history_keys_sort_numerically_and_decode() {
+        let keys = Keys::default();
+        let (nine, ten) = (keys.history_entry("g", 9), keys.history_entry("g", 10));
+        assert!(nine < ten, "byte order must be numeric order");
+        assert_eq!(keys.history_seq("g", &ten), Some(10));
+        assert_eq!(keys.history_seq("g1", &keys.history_entry("g10", 1)), None);
+    }
+
+    #[test]
+    fn name_of_refuses_keys_that_are_not_plain_names() {
+        let keys = Keys::default();
+        let collection = keys.gameruntimes();
+        assert_eq!(
+            keys.name_of(&collection, &keys.gameruntime("g-1")),
+            Some("g-1")
+        );
+        assert_eq!(
+            keys.name_of(&collection, "/rtmanager/gameruntimes/a/b"),
+            None
+        );
+        assert_eq!(keys.name_of(&collection, "/rtmanager/gameruntimes/"), None);
+        assert_eq!(keys.name_of(&collection, "/rtmanager/status/g"), None);
+    }
+}
