@@ -243,7 +243,10 @@ async fn stop_stops_the_container_and_records_phase_stopped() {
     let result = w.lifecycle.stop(&request("g1")).await;
     let took = before.elapsed();
     assert!(result.is_success(), "{result:?}");
-    assert!(took >= Duration::from_secs(5) && took < Duration::from_secs(6), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
     let container = w.runtime.container("rtm-g1").unwrap();
     assert!(!container.is_running());
     let status = w.lifecycle.status().read("g1").await.unwrap().status;
