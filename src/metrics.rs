@@ -5,14 +5,22 @@
 
 use std::time::Duration;
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Buckets for calls that take milliseconds to a few seconds (etcd round
-/// trips, lease acquisition, Docker calls that are not stops).
+/// trips, lease acquisition, most Docker calls).
 const FAST_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Buckets for whole reconciles and Docker stops, which wait for a
+/// container's stopTimeout (up to 10 minutes).
+const SLOW_BUCKETS: &[f64] = &[
+    0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
 /// Every metric rtmanager exports.
@@ -24,40 +32,117 @@ pub struct Metrics {
     pub operations: IntCounterVec,
     /// Time to take a per-game lease, by `result` (acquired, busy, error).
     pub lease_acquire: HistogramVec,
+    /// Reconciles by `result` (noop, acted, requeued, failed, panicked,
+    /// timed_out, skipped).
+    pub reconciles: IntCounterVec,
+    /// Duration of one reconcile.
+    pub reconcile_duration: HistogramVec,
+    /// Games waiting in the work queue.
+    pub queue_depth: IntGauge,
+    /// Reconciles running now.
+    pub active_workers: IntGauge,
+    /// Reconciles scheduled again after a failure (with backoff).
+    pub retries: IntCounter,
+    /// Docker calls by `call` and `result` (ok, error).
+    pub docker_requests: HistogramVec,
+    /// Restarts of the etcd watch by `reason` (compacted, broken).
+    pub watch_restarts: IntCounterVec,
+    /// Games this controller reconciles, by `phase`.
+    pub games: IntGaugeVec,
+    /// Status records written (a converged game writes none).
+    pub status_writes: IntCounter,
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric names are unique");
+    collector
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let operations = IntCounterVec::new(
-            Opts::new(
+        let r = &registry;
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let histogram_vec = |name: &str, help: &str, buckets: &[f64], labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            register(r, HistogramVec::new(opts, labels).expect("valid metric"))
+        };
+        Self {
+            operations: counter_vec(
                 "rtmanager_operations_total",
                 "Lifecycle operations finished, by kind, outcome and error code.",
+                &["op_kind", "outcome", "error_code"],
             ),
-            &["op_kind", "outcome", "error_code"],
-        )
-        .expect("metric definition is valid");
-        let lease_acquire = HistogramVec::new(
-            HistogramOpts::new(
+            lease_acquire: histogram_vec(
                 "rtmanager_lease_acquire_duration_seconds",
                 "Time to take a per-game lease, by result.",
-            )
-            .buckets(FAST_BUCKETS.to_vec()),
-            &["result"],
-        )
-        .expect("metric definition is valid");
-        for collector in [
-            Box::new(operations.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(lease_acquire.clone()),
-        ] {
-            registry
-                .register(collector)
-                .expect("metric names are unique");
-        }
-        Self {
+                FAST_BUCKETS,
+                &["result"],
+            ),
+            reconciles: counter_vec(
+                "rtmanager_reconciles_total",
+                "Reconciles finished, by result.",
+                &["result"],
+            ),
+            reconcile_duration: histogram_vec(
+                "rtmanager_reconcile_duration_seconds",
+                "Duration of one reconcile of one game.",
+                SLOW_BUCKETS,
+                &[],
+            ),
+            queue_depth: register(
+                r,
+                IntGauge::new("rtmanager_queue_depth", "Games waiting in the work queue.")
+                    .expect("valid metric"),
+            ),
+            active_workers: register(
+                r,
+                IntGauge::new("rtmanager_active_workers", "Reconciles running now.")
+                    .expect("valid metric"),
+            ),
+            retries: register(
+                r,
+                IntCounter::new(
+                    "rtmanager_reconcile_retries_total",
+                    "Reconciles scheduled again after a failure.",
+                )
+                .expect("valid metric"),
+            ),
+            docker_requests: histogram_vec(
+                "rtmanager_docker_request_duration_seconds",
+                "Docker API calls by call and result.",
+                SLOW_BUCKETS,
+                &["call", "result"],
+            ),
+            watch_restarts: counter_vec(
+                "rtmanager_etcd_watch_restarts_total",
+                "Relists of the desired state after the etcd watch ended, by reason.",
+                &["reason"],
+            ),
+            games: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "rtmanager_games",
+                        "Games this controller reconciles, by phase.",
+                    ),
+                    &["phase"],
+                )
+                .expect("valid metric"),
+            ),
+            status_writes: register(
+                r,
+                IntCounter::new("rtmanager_status_writes_total", "Status records written.")
+                    .expect("valid metric"),
+            ),
             registry,
-            operations,
-            lease_acquire,
         }
     }
 
@@ -97,6 +182,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.record_operation("restart", "failure", "conflict");
         metrics.record_lease_acquire("busy", Duration::from_millis(3));
+        metrics.reconciles.with_label_values(&["noop"]).inc();
         let text = metrics.render();
         assert!(text.contains(
             r#"rtmanager_operations_total{error_code="conflict",op_kind="restart",outcome="failure"} 1"#
@@ -104,5 +190,7 @@ mod tests {
         assert!(
             text.contains(r#"rtmanager_lease_acquire_duration_seconds_count{result="busy"} 1"#)
         );
+        assert!(text.contains(r#"rtmanager_reconciles_total{result="noop"} 1"#));
+        assert!(text.contains("rtmanager_queue_depth 0"));
     }
 }

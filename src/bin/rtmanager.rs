@@ -3,15 +3,17 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use rtmanager::controller::config::ControllerConfig;
 
 fn main() -> ExitCode {
-    let config = ControllerConfig::parse();
-    if let Err(error) = config.validate() {
-        eprintln!("rtmanager: invalid configuration: {error}");
-        return ExitCode::from(2);
-    }
+    let config = match ControllerConfig::load(std::env::args_os()) {
+        Ok(config) => config,
+        Err(rtmanager::controller::config::LoadError::Args(error)) => error.exit(),
+        Err(error) => {
+            eprintln!("rtmanager: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
     if config.print_config {
         println!("{config}");
         return ExitCode::SUCCESS;

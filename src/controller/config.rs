@@ -70,12 +70,109 @@ pub struct ControllerConfig {
     #[arg(long = "history-retention", env = "RTM_HISTORY_RETENTION", default_value_t = DEFAULT_RETENTION)]
     pub history_retention: usize,
 
+    /// Containers labelled as ours whose document is gone are removed after this grace period.
+    #[arg(long = "gc-grace", env = "RTM_GC_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub gc_grace: Duration,
+
+    /// Upper bound on one reconcile of one game (its Docker calls are bounded too).
+    #[arg(long = "reconcile-timeout", env = "RTM_RECONCILE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub reconcile_timeout: Duration,
+
+    /// On SIGTERM, how long in-flight operations may take to finish.
+    #[arg(long = "drain-timeout", env = "RTM_DRAIN_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// YAML file of options (keys are the long flag names, e.g. `lease-ttl: 15s`);
+    /// flags and environment variables override it.
+    #[arg(long = "config", env = "RTM_CONFIG")]
+    pub config_file: Option<std::path::PathBuf>,
+
     /// Print the effective configuration and exit.
     #[arg(long = "print-config")]
     pub print_config: bool,
 }
 
+/// Why the configuration cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Args(#[from] clap::Error),
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
 impl ControllerConfig {
+    /// Parses flags and environment, then fills what neither set from the
+    /// config file (`--config` / `RTM_CONFIG`), then validates.
+    pub fn load<I, T>(args: I) -> Result<Self, LoadError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches, Parser, parser::ValueSource};
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let command = Self::command();
+        let matches = command.clone().try_get_matches_from(&args)?;
+        let first = Self::from_arg_matches(&matches)?;
+        let Some(path) = &first.config_file else {
+            first.validate()?;
+            return Ok(first);
+        };
+        let file_error = |message: String| LoadError::File {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        let values: std::collections::BTreeMap<String, serde_yaml::Value> =
+            serde_yaml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+        // Rebuild the command line: the file's values go in only for
+        // options that still hold their default.
+        let mut rebuilt = args.clone();
+        for (key, value) in values {
+            let Some(arg) = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(key.as_str()))
+            else {
+                return Err(file_error(format!("unknown option {key:?}")));
+            };
+            if matches!(key.as_str(), "config" | "print-config") {
+                return Err(file_error(format!(
+                    "{key:?} cannot be set in a config file"
+                )));
+            }
+            let id = arg.get_id().as_str();
+            if matches.value_source(id) != Some(ValueSource::DefaultValue)
+                && matches.value_source(id).is_some()
+            {
+                continue;
+            }
+            let text = match value {
+                serde_yaml::Value::String(s) => s,
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                serde_yaml::Value::Sequence(items) => items
+                    .iter()
+                    .map(|item| match item {
+                        serde_yaml::Value::String(s) => Ok(s.clone()),
+                        _ => Err(file_error(format!("{key}: list items must be strings"))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(","),
+                _ => {
+                    return Err(file_error(format!(
+                        "{key}: expected a string, number or list"
+                    )));
+                }
+            };
+            rebuilt.push(format!("--{key}={text}").into());
+        }
+        let config = Self::try_parse_from(rebuilt)?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Checks what clap cannot: ranges and the etcd settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.etcd.etcd_config()?;
@@ -92,6 +189,11 @@ impl ControllerConfig {
         }
         if self.resync < Duration::from_secs(1) {
             return Err(ConfigError::Incomplete("--resync must be at least 1s"));
+        }
+        if self.reconcile_timeout < Duration::from_secs(5) {
+            return Err(ConfigError::Incomplete(
+                "--reconcile-timeout must be at least 5s",
+            ));
         }
         if self.history_retention == 0 {
             return Err(ConfigError::Incomplete(
@@ -155,6 +257,76 @@ impl fmt::Display for ControllerConfig {
         writeln!(f, "resync: {}", humantime::format_duration(self.resync))?;
         writeln!(f, "metrics-addr: {}", self.metrics_addr)?;
         writeln!(f, "log-format: {:?}", self.log_format)?;
-        write!(f, "history-retention: {}", self.history_retention)
+        writeln!(f, "history-retention: {}", self.history_retention)?;
+        writeln!(f, "gc-grace: {}", humantime::format_duration(self.gc_grace))?;
+        writeln!(
+            f,
+            "reconcile-timeout: {}",
+            humantime::format_duration(self.reconcile_timeout)
+        )?;
+        writeln!(
+            f,
+            "drain-timeout: {}",
+            humantime::format_duration(self.drain_timeout)
+        )?;
+        write!(
+            f,
+            "config: {}",
+            self.config_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "-".into())
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<ControllerConfig, LoadError> {
+        ControllerConfig::load(std::iter::once("rtmanager").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.concurrency, 8);
+        assert_eq!(config.lease_ttl, Duration::from_secs(15));
+        assert_eq!(config.metrics_addr.to_string(), "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        for args in [
+            &["--lease-ttl", "soon"][..],
+            &["--concurrency", "0"],
+            &["--metrics-addr", "nowhere"],
+            &["--log-format", "xml"],
+            &["--node-name", "Bad_Node"],
+        ] {
+            assert!(load(args).is_err(), "{args:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn config_file_fills_what_flags_do_not_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rtmanager.yaml");
+        std::fs::write(
+            &path,
+            "lease-ttl: 20s\nconcurrency: 4\netcd-endpoints: [http://a:2379, http://b:2379]\n",
+        )
+        .unwrap();
+        let path = path.to_str().unwrap();
+        let config = load(&["--config", path, "--concurrency", "2"]).unwrap();
+        assert_eq!(config.lease_ttl, Duration::from_secs(20), "from the file");
+        assert_eq!(config.concurrency, 2, "the flag wins over the file");
+        assert_eq!(config.etcd.endpoints, ["http://a:2379", "http://b:2379"]);
+
+        std::fs::write(dir.path().join("bad.yaml"), "lease-tll: 20s\n").unwrap();
+        let bad = dir.path().join("bad.yaml");
+        let error = load(&["--config", bad.to_str().unwrap()]).unwrap_err();
+        assert!(error.to_string().contains("lease-tll"), "{error}");
     }
 }

@@ -1,0 +1,391 @@
+//! plan() and derive_status() as specifications: one case per rule.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::model::parse::parse_documents;
+use crate::model::{LastOperation, OpKind};
+use crate::runtime::{LABEL_GAME, LABEL_MANAGED_BY, LABEL_SPEC_HASH, MANAGED_BY};
+
+const T0: u64 = 1_800_000_000;
+
+fn at(seconds: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + seconds)
+}
+
+fn doc(extra: &str) -> GameRuntime {
+    let yaml = format!(
+        "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: g1\n\
+         spec:\n  image: rtmanager-test/engine:1\n{extra}"
+    );
+    let mut doc = parse_documents(&yaml).unwrap().remove(0);
+    doc.metadata.generation = Some(3);
+    doc
+}
+
+/// A container of `doc`, in `state`, carrying the doc's spec hash.
+fn container(doc: &GameRuntime, state: ContainerState) -> ContainerInfo {
+    let labels = BTreeMap::from([
+        (LABEL_GAME.to_owned(), "g1".to_owned()),
+        (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+        (LABEL_SPEC_HASH.to_owned(), doc.spec.recreate_hash("g1")),
+    ]);
+    ContainerInfo {
+        id: "c1".into(),
+        name: "rtm-g1".into(),
+        image: doc.spec.image.clone(),
+        image_id: "sha256:1".into(),
+        hostname: "g1".into(),
+        labels,
+        state,
+        exit_code: None,
+        oom_killed: false,
+        started_at: Some(at(0)),
+        finished_at: None,
+        error: None,
+    }
+}
+
+fn exited(mut c: ContainerInfo, code: i64, after: u64) -> ContainerInfo {
+    c.state = ContainerState::Exited;
+    c.exit_code = Some(code);
+    c.finished_at = Some(at(after));
+    c
+}
+
+fn observed(container: Option<ContainerInfo>) -> Observed {
+    Observed {
+        status: GameRuntimeStatus::default(),
+        has_status: true,
+        container,
+    }
+}
+
+fn decide(doc: Option<&GameRuntime>, observed: &Observed, now: u64) -> Action {
+    plan(doc, observed, at(now), &Settings::default())
+}
+
+#[test]
+fn no_container_and_state_running_starts() {
+    let d = doc("");
+    assert_eq!(
+        decide(Some(&d), &observed(None), 0),
+        Action::Start {
+            cause: Cause::SpecChanged
+        }
+    );
+}
+
+#[test]
+fn a_container_removed_by_hand_is_started_again() {
+    let d = doc("");
+    let mut o = observed(None);
+    o.status.container_id = Some("gone".into());
+    assert_eq!(
+        decide(Some(&d), &o, 0),
+        Action::Start {
+            cause: Cause::Vanished
+        }
+    );
+}
+
+#[test]
+fn a_running_container_matching_the_spec_needs_nothing() {
+    let d = doc("");
+    let c = container(&d, ContainerState::Running);
+    assert_eq!(decide(Some(&d), &observed(Some(c)), 0), Action::None);
+}
+
+#[test]
+fn running_and_state_stopped_stops() {
+    let d = doc("  state: Stopped\n");
+    let c = container(&d, ContainerState::Running);
+    assert_eq!(
+        decide(Some(&d), &observed(Some(c)), 0),
+        Action::Stop {
+            cause: Cause::SpecChanged
+        }
+    );
+    let stopped = exited(container(&d, ContainerState::Running), 0, 5);
+    assert_eq!(decide(Some(&d), &observed(Some(stopped)), 10), Action::None);
+}
+
+#[test]
+fn a_spec_change_that_needs_a_new_container_recreates() {
+    let old = doc("");
+    let new = doc("  env: [{name: SEED, value: \"7\"}]\n");
+    let c = container(&old, ContainerState::Running);
+    assert_eq!(
+        decide(Some(&new), &observed(Some(c)), 0),
+        Action::Recreate {
+            cause: Cause::SpecChanged
+        }
+    );
+}
+
+#[test]
+fn a_spec_change_that_needs_no_new_container_does_not_recreate() {
+    let old = doc("");
+    let new = doc("  stopTimeout: 45s\n  restartPolicy: OnFailure\n");
+    let c = container(&old, ContainerState::Running);
+    assert_eq!(decide(Some(&new), &observed(Some(c)), 0), Action::None);
+}
+
+#[test]
+fn a_new_restart_token_recreates_once() {
+    let d = doc("  restartToken: t-2\n");
+    let c = container(&d, ContainerState::Running);
+    let mut o = observed(Some(c));
+    o.status.observed_restart_token = Some("t-1".into());
+    assert_eq!(
+        decide(Some(&d), &o, 0),
+        Action::Recreate {
+            cause: Cause::RestartRequested
+        }
+    );
+    o.status.observed_restart_token = Some("t-2".into());
+    assert_eq!(
+        decide(Some(&d), &o, 0),
+        Action::None,
+        "an observed token is not acted on twice"
+    );
+}
+
+#[test]
+fn a_first_crash_restarts_at_once_and_later_ones_back_off_exponentially() {
+    let d = doc("");
+    let crashed = exited(container(&d, ContainerState::Running), 1, 60);
+    let mut o = observed(Some(crashed));
+    assert_eq!(
+        decide(Some(&d), &o, 60),
+        Action::Restart {
+            cause: Cause::Exited
+        }
+    );
+
+    o.status.restart_count = 1; // second crash: 10 s
+    assert_eq!(
+        decide(Some(&d), &o, 64),
+        Action::WaitBackoff {
+            remaining: Duration::from_secs(6)
+        }
+    );
+    assert_eq!(
+        decide(Some(&d), &o, 70),
+        Action::Restart {
+            cause: Cause::Exited
+        }
+    );
+    o.status.restart_count = 3; // fourth crash: 40 s
+    assert_eq!(
+        decide(Some(&d), &o, 61),
+        Action::WaitBackoff {
+            remaining: Duration::from_secs(39)
+        }
+    );
+    o.status.restart_count = 30; // capped at 5 minutes
+    assert_eq!(
+        decide(Some(&d), &o, 60),
+        Action::WaitBackoff {
+            remaining: Duration::from_secs(300)
+        }
+    );
+}
+
+#[test]
+fn a_crash_after_a_long_healthy_run_restarts_at_once() {
+    let d = doc("");
+    let crashed = exited(container(&d, ContainerState::Running), 1, 3600);
+    let mut o = observed(Some(crashed));
+    o.status.restart_count = 8;
+    assert_eq!(
+        decide(Some(&d), &o, 3600),
+        Action::Restart {
+            cause: Cause::Exited
+        }
+    );
+}
+
+#[test]
+fn restart_policy_decides_what_an_exit_means() {
+    let on_failure = doc("  restartPolicy: OnFailure\n");
+    let clean = exited(container(&on_failure, ContainerState::Running), 0, 5);
+    assert_eq!(
+        decide(Some(&on_failure), &observed(Some(clean.clone())), 5),
+        Action::None
+    );
+    let failed = exited(container(&on_failure, ContainerState::Running), 2, 5);
+    assert_eq!(
+        decide(Some(&on_failure), &observed(Some(failed.clone())), 5),
+        Action::Restart {
+            cause: Cause::Exited
+        }
+    );
+    let never = doc("  restartPolicy: Never\n");
+    assert_eq!(
+        decide(Some(&never), &observed(Some(failed)), 5),
+        Action::None
+    );
+}
+
+#[test]
+fn a_container_created_but_never_started_is_started() {
+    let d = doc("");
+    let c = container(&d, ContainerState::Created);
+    assert_eq!(
+        decide(Some(&d), &observed(Some(c)), 0),
+        Action::Start {
+            cause: Cause::NeverStarted
+        }
+    );
+}
+
+#[test]
+fn a_deleted_document_removes_what_is_left_and_then_nothing() {
+    let d = doc("");
+    let c = container(&d, ContainerState::Running);
+    assert_eq!(decide(None, &observed(Some(c)), 0), Action::Remove);
+    assert_eq!(
+        decide(None, &observed(None), 0),
+        Action::Remove,
+        "the status is cleared too"
+    );
+    let nothing = Observed::default();
+    assert_eq!(decide(None, &nothing, 0), Action::None);
+}
+
+// ---------------------------------------------------------------- status
+
+fn status_of(doc: Option<&GameRuntime>, observed: &Observed, now: u64) -> GameRuntimeStatus {
+    derive_status(doc, observed, at(now), &Settings::default())
+}
+
+fn ready(status: &GameRuntimeStatus) -> &Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .expect("Ready condition")
+}
+
+#[test]
+fn a_converged_running_game_is_ready_and_observes_the_generation() {
+    let d = doc("");
+    let status = status_of(
+        Some(&d),
+        &observed(Some(container(&d, ContainerState::Running))),
+        0,
+    );
+    assert_eq!(status.phase, Phase::Running);
+    assert_eq!(status.observed_generation, Some(3));
+    assert_eq!(status.container_id.as_deref(), Some("c1"));
+    assert_eq!(ready(&status).status, ConditionStatus::True);
+    assert_eq!(ready(&status).reason, "ContainerRunning");
+}
+
+#[test]
+fn ready_transition_time_changes_only_when_the_condition_flips() {
+    let d = doc("");
+    let running = observed(Some(container(&d, ContainerState::Running)));
+    let first = status_of(Some(&d), &running, 0);
+    let again = status_of(
+        Some(&d),
+        &Observed {
+            status: first.clone(),
+            ..running.clone()
+        },
+        100,
+    );
+    assert_eq!(
+        again, first,
+        "nothing changed: the same status, so no write"
+    );
+
+    let crashed = exited(container(&d, ContainerState::Running), 137, 200);
+    let flipped = status_of(
+        Some(&d),
+        &Observed {
+            status: again.clone(),
+            ..observed(Some(crashed))
+        },
+        200,
+    );
+    assert_eq!(ready(&flipped).status, ConditionStatus::False);
+    assert_ne!(
+        ready(&flipped).last_transition_time,
+        ready(&again).last_transition_time
+    );
+    assert_eq!(flipped.phase, Phase::CrashLoopBackOff);
+    assert_eq!(flipped.last_exit_code, Some(137));
+}
+
+#[test]
+fn crash_loop_status_does_not_change_while_the_backoff_runs() {
+    let d = doc("");
+    let crashed = exited(container(&d, ContainerState::Running), 1, 0);
+    let mut o = observed(Some(crashed));
+    o.status.restart_count = 2;
+    let first = status_of(Some(&d), &o, 1);
+    o.status = first.clone();
+    assert_eq!(
+        status_of(Some(&d), &o, 15),
+        first,
+        "no status churn during the back-off"
+    );
+    assert!(first.message.unwrap().contains("back-off of 20s"));
+}
+
+#[test]
+fn an_oom_kill_is_reported() {
+    let d = doc("");
+    let mut c = exited(container(&d, ContainerState::Running), 137, 5);
+    c.oom_killed = true;
+    let status = status_of(Some(&d), &observed(Some(c)), 5);
+    assert!(status.oom_killed);
+    assert!(status.message.unwrap().contains("OOM-killed"));
+}
+
+#[test]
+fn a_failed_start_shows_phase_failed_with_its_code() {
+    let d = doc("");
+    let mut o = observed(None);
+    o.status.last_operation = Some(LastOperation {
+        op_kind: OpKind::Start,
+        outcome: Outcome::Failure,
+        error_code: Some("image_not_found".into()),
+        error_message: Some("image x is not present".into()),
+        source_ref: None,
+        finished_at: None,
+    });
+    let status = status_of(Some(&d), &o, 0);
+    assert_eq!(status.phase, Phase::Failed);
+    assert!(status.message.unwrap().starts_with("image_not_found"));
+    assert_eq!(status.observed_generation, None, "not converged");
+}
+
+#[test]
+fn a_transitional_phase_past_its_deadline_turns_failed() {
+    let d = doc("");
+    let c = container(&d, ContainerState::Created);
+    let starting = status_of(Some(&d), &observed(Some(c.clone())), 0);
+    assert_eq!(starting.phase, Phase::Starting);
+    let later = status_of(
+        Some(&d),
+        &Observed {
+            status: starting,
+            ..observed(Some(c))
+        },
+        301,
+    );
+    assert_eq!(later.phase, Phase::Failed);
+    assert!(later.message.unwrap().starts_with("deadline_exceeded"));
+}
+
+#[test]
+fn a_stopped_game_observes_its_restart_token() {
+    let d = doc("  state: Stopped\n  restartToken: t-9\n");
+    let status = status_of(Some(&d), &observed(None), 0);
+    assert_eq!(status.phase, Phase::Stopped);
+    assert_eq!(status.observed_restart_token.as_deref(), Some("t-9"));
+}
