@@ -33,8 +33,8 @@ use crate::metrics::Metrics;
 use crate::model::validate::validate_name;
 use crate::model::{GameRuntime, LastOperation, OpKind, OpSource, Outcome, Phase};
 use crate::runtime::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, LABEL_OP_ID, LABEL_SPEC_HASH, PortBinding,
-    PortProtocol, RuntimeError, RuntimeOp, container_name,
+    ContainerInfo, ContainerRuntime, ContainerSpec, LABEL_OP_ID, LABEL_PREFIX, LABEL_SPEC_HASH,
+    PortBinding, PortProtocol, RuntimeError, RuntimeOp, container_name,
 };
 use crate::status::{StatusError, StatusStore};
 use crate::store::Documents;
@@ -178,7 +178,7 @@ impl From<ContainerInfo> for Recorded {
 }
 
 /// The collaborators every operation uses.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Lifecycle {
     runtime: Arc<dyn ContainerRuntime>,
     documents: Documents,
@@ -186,14 +186,6 @@ pub struct Lifecycle {
     status: StatusStore,
     session: Arc<Session>,
     metrics: Metrics,
-}
-
-impl std::fmt::Debug for Lifecycle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lifecycle")
-            .field("holder", &self.session.holder())
-            .finish_non_exhaustive()
-    }
 }
 
 impl Lifecycle {
@@ -229,6 +221,11 @@ impl Lifecycle {
 
     pub fn session(&self) -> &Arc<Session> {
         &self.session
+    }
+
+    /// The key prefix of this installation, also a label on its containers.
+    pub fn prefix(&self) -> &str {
+        self.session.keys().prefix()
     }
 
     /// Takes the game's lease for one operation, or explains why not.
@@ -445,12 +442,17 @@ impl Lifecycle {
             .await
             .map_err(|e| Failure::runtime(RuntimeOp::InspectContainer, &e))?;
         match found {
-            Some(container) if !container.is_managed() || container.game() != Some(game) => {
+            Some(container)
+                if !container.is_managed()
+                    || container.game() != Some(game)
+                    || container.prefix() != Some(self.prefix()) =>
+            {
                 Err(Failure::new(
                     ErrorCode::Conflict,
                     format!(
-                        "a container named {name} exists but is not managed by rtmanager for \
-                         this game; rtmanager never touches it: rename or remove it by hand"
+                        "a container named {name} exists but is not managed by this rtmanager \
+                         installation for this game; rtmanager never touches it: rename or \
+                         remove it by hand"
                     ),
                 ))
             }
@@ -489,7 +491,7 @@ impl Lifecycle {
 
 /// The container a document asks for, labelled with the spec hash (what a
 /// recreate compares) and the operation that created it.
-pub fn container_spec(doc: &GameRuntime, op_id: &str) -> ContainerSpec {
+pub fn container_spec(doc: &GameRuntime, prefix: &str, op_id: &str) -> ContainerSpec {
     let name = &doc.metadata.name;
     let spec = &doc.spec;
     let mut container = ContainerSpec::new(name, &spec.image);
@@ -523,6 +525,9 @@ pub fn container_spec(doc: &GameRuntime, op_id: &str) -> ContainerSpec {
     container
         .labels
         .insert(LABEL_OP_ID.to_owned(), op_id.to_owned());
+    container
+        .labels
+        .insert(LABEL_PREFIX.to_owned(), prefix.to_owned());
     container
 }
 

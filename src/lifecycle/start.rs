@@ -39,7 +39,7 @@ impl Lifecycle {
     ) -> Result<StatusChange, Failure> {
         let game = lease.game();
         let doc = self.load(game).await?;
-        let spec = container_spec(&doc, &entry.op_id);
+        let spec = container_spec(&doc, self.prefix(), &entry.op_id);
         entry.image_ref = spec.image.clone();
 
         if let Some(existing) = self.current_container(game).await? {

@@ -162,7 +162,7 @@ async fn start_of_a_running_game_is_idempotent() {
     let w = world().await;
     let first = w.started("g1").await;
     let again = w.lifecycle.start(&request("g1")).await;
-    assert!(again.is_success());
+    assert!(again.is_success(), "{again:?}");
     assert_eq!(again.container_id, first.container_id);
     assert_eq!(w.runtime.count(RuntimeOp::Create), 1);
 }
@@ -226,7 +226,11 @@ async fn a_foreign_container_with_the_games_name_is_never_touched() {
     foreign.name = "rtm-g1".into();
     w.runtime.create(&foreign).await.unwrap();
     let result = w.lifecycle.start(&request("g1")).await;
-    assert_failed(&result, ErrorCode::Conflict, "not managed by rtmanager");
+    assert_failed(
+        &result,
+        ErrorCode::Conflict,
+        "not managed by this rtmanager",
+    );
     assert_eq!(w.runtime.count(RuntimeOp::Remove), 0);
 }
 
@@ -499,6 +503,7 @@ async fn restart_reuses_the_requests_source_ref_as_correlation_id() {
 /// Delegates to the fake, but revokes the controller's etcd session in the
 /// middle of the first stop, the way etcd expires a lease whose holder
 /// stalled, and returns only once the session noticed.
+#[derive(Debug)]
 struct LosesLeaseDuringStop {
     inner: Arc<FakeRuntime>,
     store: Arc<MemoryStore>,
@@ -576,7 +581,7 @@ async fn restart_stops_at_the_next_step_once_the_lease_is_lost() {
     let documents = Documents::new(store.clone(), Keys::default());
     documents.create(&game("g1").build()).await.unwrap();
     // Started by hand so that the stop is the restart's first Docker call.
-    let mut spec = container_spec(&game("g1").build(), "op-0");
+    let mut spec = container_spec(&game("g1").build(), "/rtmanager", "op-0");
     spec.name = container_name("g1");
     let id = fake.create(&spec).await.unwrap();
     fake.start(&id).await.unwrap();

@@ -17,9 +17,15 @@ use crate::error_code::ErrorCode;
 
 pub mod docker;
 pub mod fake;
+pub mod instrumented;
 
 pub use docker::DockerRuntime;
 pub use fake::{FakeCall, FakeOp, FakeRuntime};
+
+/// Label carrying the key prefix of the rtmanager installation that owns the
+/// container: installations sharing a Docker host never touch each
+/// other's containers.
+pub const LABEL_PREFIX: &str = "rtmanager.dev/prefix";
 
 /// Label carrying the game a container belongs to.
 pub const LABEL_GAME: &str = "rtmanager.dev/game";
@@ -165,6 +171,11 @@ impl ContainerInfo {
     /// the controller never touches a container for which this is false.
     pub fn is_managed(&self) -> bool {
         self.labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
+    }
+
+    /// The key prefix of the installation that created it.
+    pub fn prefix(&self) -> Option<&str> {
+        self.labels.get(LABEL_PREFIX).map(String::as_str)
     }
 
     pub fn spec_hash(&self) -> Option<&str> {
@@ -383,7 +394,7 @@ impl RuntimeError {
 /// Implementations: [`DockerRuntime`] (bollard) and [`FakeRuntime`]
 /// (in memory). Every call is bounded in time by the implementation.
 #[async_trait]
-pub trait ContainerRuntime: Send + Sync + 'static {
+pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     /// Checks the daemon answers.
     async fn ping(&self) -> Result<(), RuntimeError>;
 

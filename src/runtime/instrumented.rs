@@ -1,0 +1,120 @@
+//! A [`ContainerRuntime`] decorator that times every Docker call into the
+//! `rtmanager_docker_request_duration_seconds` histogram, so the
+//! implementations stay free of metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use super::{
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ImageInfo, RuntimeError,
+    RuntimeOp,
+};
+use crate::metrics::Metrics;
+
+/// Times the calls of the runtime it wraps.
+#[derive(Debug)]
+pub struct Instrumented {
+    inner: Arc<dyn ContainerRuntime>,
+    metrics: Metrics,
+}
+
+impl Instrumented {
+    pub fn new(inner: Arc<dyn ContainerRuntime>, metrics: Metrics) -> Self {
+        Self { inner, metrics }
+    }
+
+    async fn timed<T>(
+        &self,
+        op: RuntimeOp,
+        call: impl Future<Output = Result<T, RuntimeError>>,
+    ) -> Result<T, RuntimeError> {
+        let started = Instant::now();
+        let result = call.await;
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .docker_requests
+            .with_label_values(&[op.as_str(), label])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for Instrumented {
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.timed(RuntimeOp::Ping, self.inner.ping()).await
+    }
+
+    async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>, RuntimeError> {
+        self.timed(RuntimeOp::InspectImage, self.inner.inspect_image(image))
+            .await
+    }
+
+    async fn inspect_container(
+        &self,
+        name_or_id: &str,
+    ) -> Result<Option<ContainerInfo>, RuntimeError> {
+        self.timed(
+            RuntimeOp::InspectContainer,
+            self.inner.inspect_container(name_or_id),
+        )
+        .await
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        self.timed(RuntimeOp::Create, self.inner.create(spec)).await
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.timed(RuntimeOp::Start, self.inner.start(id)).await
+    }
+
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        self.timed(RuntimeOp::Stop, self.inner.stop(id, timeout))
+            .await
+    }
+
+    async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
+        self.timed(RuntimeOp::Kill, self.inner.kill(id)).await
+    }
+
+    async fn remove(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        self.timed(RuntimeOp::Remove, self.inner.remove(id, force))
+            .await
+    }
+
+    async fn list_managed(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        self.timed(RuntimeOp::ListManaged, self.inner.list_managed())
+            .await
+    }
+
+    fn events(&self) -> BoxStream<'static, Result<ContainerEvent, RuntimeError>> {
+        self.inner.events()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::FakeRuntime;
+
+    #[tokio::test]
+    async fn every_call_is_timed_by_call_and_result() {
+        let metrics = Metrics::new();
+        let runtime = Instrumented::new(Arc::new(FakeRuntime::new()), metrics.clone());
+        runtime.ping().await.unwrap();
+        runtime.inspect_container("missing").await.unwrap();
+        assert!(runtime.remove("missing", true).await.is_err());
+        let text = metrics.render();
+        for line in [
+            r#"rtmanager_docker_request_duration_seconds_count{call="ping",result="ok"} 1"#,
+            r#"rtmanager_docker_request_duration_seconds_count{call="inspect_container",result="ok"} 1"#,
+            r#"rtmanager_docker_request_duration_seconds_count{call="remove",result="error"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+}
