@@ -38,6 +38,7 @@ pub mod config;
 pub mod controller;
 pub mod error_code;
 pub mod history;
+pub mod http;
 pub mod lease;
 pub mod lifecycle;
 pub mod metrics;

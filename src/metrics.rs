@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for calls that take milliseconds to a few seconds (etcd round
@@ -36,7 +36,7 @@ pub struct Metrics {
     /// timed_out, skipped).
     pub reconciles: IntCounterVec,
     /// Duration of one reconcile.
-    pub reconcile_duration: HistogramVec,
+    pub reconcile_duration: Histogram,
     /// Games waiting in the work queue.
     pub queue_depth: IntGauge,
     /// Reconciles running now.
@@ -91,11 +91,16 @@ impl Metrics {
                 "Reconciles finished, by result.",
                 &["result"],
             ),
-            reconcile_duration: histogram_vec(
-                "rtmanager_reconcile_duration_seconds",
-                "Duration of one reconcile of one game.",
-                SLOW_BUCKETS,
-                &[],
+            reconcile_duration: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "rtmanager_reconcile_duration_seconds",
+                        "Duration of one reconcile of one game.",
+                    )
+                    .buckets(SLOW_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
             ),
             queue_depth: register(
                 r,

@@ -1,9 +1,7 @@
-//! `rtctl`: the command-line tool for GameRuntimes.
+//! `rtctl`: the command-line tool for GameRuntimes (see `rtmanager::cli`).
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    rtmanager::cli::run(rtmanager::cli::Cli::parse())
+    rtmanager::cli::main()
 }

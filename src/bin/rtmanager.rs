@@ -1,14 +1,16 @@
-//! `rtmanager`, the controller binary: parses its configuration and runs the
-//! controller until a signal stops it.
+//! `rtmanager`, the controller binary: configuration, logging, signals, and
+//! [`rtmanager::controller::run`].
 
 use std::process::ExitCode;
 
-use rtmanager::controller::config::ControllerConfig;
+use rtmanager::controller::config::{ControllerConfig, LoadError, LogFormat};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let config = match ControllerConfig::load(std::env::args_os()) {
         Ok(config) => config,
-        Err(rtmanager::controller::config::LoadError::Args(error)) => error.exit(),
+        Err(LoadError::Args(error)) => error.exit(),
         Err(error) => {
             eprintln!("rtmanager: invalid configuration: {error}");
             return ExitCode::from(2);
@@ -18,6 +20,56 @@ fn main() -> ExitCode {
         println!("{config}");
         return ExitCode::SUCCESS;
     }
-    eprintln!("rtmanager: the controller loop is not part of this build yet; use --print-config");
-    ExitCode::from(2)
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("rtmanager: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        match rtmanager::controller::run(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "rtmanager failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// `RUST_LOG` filters (default `info`); text for people, JSON for collectors.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// First SIGTERM or SIGINT: drain. Second: exit at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop rtmanager with SIGKILL");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("signal received: draining (send it again to exit at once)");
+    shutdown.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second signal: exiting at once");
+    std::process::exit(130);
 }

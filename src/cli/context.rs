@@ -399,7 +399,10 @@ pub fn config_command(
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(none),
             ]);
-            table.row(["context".into(), resolved.context.clone().unwrap_or_else(none)]);
+            table.row([
+                "context".into(),
+                resolved.context.clone().unwrap_or_else(none),
+            ]);
             table.row(["endpoints".into(), resolved.endpoints_text()]);
             table.row(["prefix".into(), resolved.keys.prefix().to_owned()]);
             table.row([
@@ -591,13 +594,18 @@ contexts:
         let (_dir, path) = write_config("contexts:\n  - name: a\n    endpoint: x\n");
         let error = resolve(&args(Some(path), None), &Explicit::default()).unwrap_err();
         assert!(
-            error.to_string().contains("contexts[0]: unknown field `endpoint`"),
+            error
+                .to_string()
+                .contains("contexts[0]: unknown field `endpoint`"),
             "{error}"
         );
 
         let missing = PathBuf::from("/nonexistent/rtctl/config.yaml");
         let error = resolve(&args(Some(missing), None), &Explicit::default()).unwrap_err();
-        assert!(error.to_string().contains("cannot read the config file"), "{error}");
+        assert!(
+            error.to_string().contains("cannot read the config file"),
+            "{error}"
+        );
     }
 
     #[test]

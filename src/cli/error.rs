@@ -71,9 +71,7 @@ pub enum CliError {
     Invalid { message: String },
 
     /// The game does not exist.
-    #[error(
-        "gameruntime/{name} not found under prefix {prefix}; list the games with `rtctl get`"
-    )]
+    #[error("gameruntime/{name} not found under prefix {prefix}; list the games with `rtctl get`")]
     NotFound { name: String, prefix: String },
 
     /// A concurrent change won.
@@ -215,7 +213,12 @@ impl Outcome {
 /// split what scripts and people read as one error.
 pub fn one_line(text: &str) -> String {
     let mut line = String::with_capacity(text.len());
-    for (i, part) in text.lines().map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+    for (i, part) in text
+        .lines()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .enumerate()
+    {
         if i > 0 {
             line.push_str("; ");
         }

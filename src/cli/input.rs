@@ -193,7 +193,7 @@ mod tests {
             format!("{}---\n{}", doc("a"), doc("b").replace("image:", "imagee:")),
         )
         .unwrap();
-        let error = read_inputs(&[path.clone()], false).unwrap_err();
+        let error = read_inputs(std::slice::from_ref(&path), false).unwrap_err();
         assert!(matches!(error, CliError::Invalid { .. }));
         let message = error.to_string();
         assert!(
@@ -212,13 +212,21 @@ mod tests {
         std::fs::write(dir.path().join("1.yaml"), doc("a")).unwrap();
         std::fs::write(dir.path().join("2.yaml"), doc("a")).unwrap();
         let error = read_inputs(&[dir.path().to_path_buf()], false).unwrap_err();
-        assert!(error.to_string().contains("also used by document 1"), "{error}");
+        assert!(
+            error.to_string().contains("also used by document 1"),
+            "{error}"
+        );
     }
 
     #[test]
     fn missing_files_and_empty_inputs_are_invalid() {
         let error = read_inputs(&[PathBuf::from("/nonexistent/x.yaml")], false).unwrap_err();
-        assert!(error.to_string().starts_with("cannot read /nonexistent/x.yaml"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot read /nonexistent/x.yaml"),
+            "{error}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.yaml");
         std::fs::write(&empty, "# nothing\n").unwrap();

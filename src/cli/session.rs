@@ -49,9 +49,9 @@ impl Session {
     /// Connects (lazily: an unreachable etcd shows at the first call).
     pub async fn connect(resolved: &Resolved) -> Result<Session, CliError> {
         let endpoints = resolved.endpoints_text();
-        let store = EtcdStore::connect(&resolved.etcd)
-            .await
-            .map_err(|e| map_store_error(&endpoints, resolved.etcd.request_timeout, e, "connecting"))?;
+        let store = EtcdStore::connect(&resolved.etcd).await.map_err(|e| {
+            map_store_error(&endpoints, resolved.etcd.request_timeout, e, "connecting")
+        })?;
         Ok(Session::new(
             Arc::new(store),
             resolved.keys.clone(),
@@ -60,12 +60,7 @@ impl Session {
         ))
     }
 
-    pub fn new(
-        store: Arc<dyn Store>,
-        keys: Keys,
-        endpoints: String,
-        timeout: Duration,
-    ) -> Session {
+    pub fn new(store: Arc<dyn Store>, keys: Keys, endpoints: String, timeout: Duration) -> Session {
         Session {
             docs: Documents::new(store.clone(), keys.clone()),
             history: History::new(store.clone(), keys.clone(), DEFAULT_RETENTION),
@@ -162,7 +157,9 @@ impl Session {
         match self.docs.get_status(name).await {
             Ok(status) => Ok(status),
             Err(DocumentError::Corrupt { key, message }) => {
-                warn(&format!("ignoring the unreadable status at {key}: {message}"));
+                warn(&format!(
+                    "ignoring the unreadable status at {key}: {message}"
+                ));
                 Ok(None)
             }
             Err(e) => Err(self.doc_error(e, &format!("reading the status of gameruntime/{name}"))),

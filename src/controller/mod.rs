@@ -1,5 +1,368 @@
 //! The controller: watches desired state in etcd and converges every game.
+//!
+//! ```text
+//! watcher (list at R, watch from R+1) ─┐
+//! Docker events ───────────────────────┼─► queue ─► workers ─► reconcile
+//! sweep (resync, GC) ──────────────────┘   (dedup,    (bounded,   observe → plan
+//!                                           delays)    backoff)   → act → record
+//! ```
+//!
+//! [`run`] wires the stages and owns shutdown: the first cancellation of
+//! `shutdown` stops taking work, lets in-flight reconciles finish (bounded
+//! by the drain timeout) and revokes the etcd session, which frees every
+//! game lease; the binary turns a second signal into an immediate exit.
+//!
+//! The etcd session outlives single operations, not the controller: when
+//! etcd reports it lost (a long partition), the workers stop, and a new
+//! session is opened; in between, nothing acts.
 
+pub mod backoff;
 pub mod config;
+pub mod events;
 pub mod plan;
 pub mod queue;
+pub mod reconcile;
+pub mod sweep;
+pub mod watcher;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::lease::Session;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+use crate::runtime::instrumented::Instrumented;
+use crate::runtime::{ContainerRuntime, DockerRuntime};
+use crate::store::etcd::EtcdStore;
+use crate::store::{Documents, Keys, Store, StoreError};
+
+use self::backoff::Backoff;
+use self::config::ControllerConfig;
+use self::queue::WorkQueue;
+use self::reconcile::{Reconciler, Sharding};
+use self::watcher::DesiredCache;
+
+/// Bound on one Docker call (stops get their stopTimeout on top).
+const DOCKER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the controller could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot reach etcd: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot set up Docker: {0}")]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What a controller announces under `controllers/<id>`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Heartbeat<'a> {
+    holder: &'a str,
+    node: &'a str,
+    version: &'a str,
+    started_at: crate::model::Timestamp,
+}
+
+/// Runs the controller until `shutdown` is cancelled and drained.
+pub async fn run(
+    config: ControllerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ControllerError> {
+    let keys = config.etcd.keys()?;
+    let store: Arc<dyn Store> = Arc::new(EtcdStore::connect(&config.etcd.etcd_config()?).await?);
+    let docker: Arc<dyn ContainerRuntime> =
+        Arc::new(DockerRuntime::connect(config.docker_host.as_deref(), DOCKER_TIMEOUT).await?);
+    let metrics = Metrics::new();
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(Instrumented::new(docker, metrics.clone()));
+    run_with(config, keys, store, runtime, metrics, shutdown).await
+}
+
+/// [`run`] with the adapters given (the benchmark passes a simulated
+/// Docker).
+pub async fn run_with(
+    config: ControllerConfig,
+    keys: Keys,
+    store: Arc<dyn Store>,
+    runtime: Arc<dyn ContainerRuntime>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), ControllerError> {
+    let cache = Arc::new(DesiredCache::new());
+    let queue = Arc::new(WorkQueue::new());
+    let documents = Documents::new(store.clone(), keys.clone());
+    let session_ok = Arc::new(AtomicBool::new(false));
+    // Background stages stop only after the workers drained.
+    let stages = CancellationToken::new();
+
+    let health = crate::http::Health {
+        metrics: metrics.clone(),
+        cache: cache.clone(),
+        runtime: runtime.clone(),
+        session_ok: session_ok.clone(),
+    };
+    let http = crate::http::serve(config.metrics_addr, health, stages.clone())
+        .await
+        .map_err(|source| ControllerError::Listen {
+            addr: config.metrics_addr,
+            source,
+        })?;
+    info!(addr = %config.metrics_addr, node = %config.node_name, prefix = %keys.prefix(), "rtmanager starting");
+
+    let mut background = JoinSet::new();
+    background.spawn(watcher::run(
+        documents,
+        cache.clone(),
+        queue.clone(),
+        metrics.clone(),
+        stages.clone(),
+    ));
+    background.spawn(events::run(
+        runtime.clone(),
+        cache.clone(),
+        queue.clone(),
+        stages.clone(),
+    ));
+    background.spawn(report_queue_depth(
+        queue.clone(),
+        metrics.clone(),
+        stages.clone(),
+    ));
+
+    let mut session_backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    while !shutdown.is_cancelled() {
+        let holder = format!("{}-{:08x}", config.node_name, rand::random::<u32>());
+        let session = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            opened = Session::open(store.clone(), keys.clone(), &holder, config.lease_ttl, metrics.clone()) => opened,
+        };
+        let session = match session {
+            Ok(session) => session,
+            Err(error) => {
+                let delay = session_backoff.next_delay();
+                warn!(%error, retry_in = ?delay, "opening the etcd session failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        session_backoff.reset();
+        session_ok.store(true, Ordering::SeqCst);
+        announce(&session, &config).await;
+        run_session(
+            &config, &session, &runtime, &cache, &queue, &metrics, &shutdown,
+        )
+        .await;
+        session_ok.store(false, Ordering::SeqCst);
+        if let Err(error) = session.close().await {
+            warn!(%error, "revoking the etcd session failed; its leases expire after one TTL");
+        }
+        if !shutdown.is_cancelled() {
+            warn!("the etcd session was lost; opening a new one");
+            for game in cache.games() {
+                queue.add(&game);
+            }
+        }
+    }
+    stages.cancel();
+    queue.close();
+    while background.join_next().await.is_some() {}
+    let _ = http.await;
+    info!("rtmanager stopped");
+    Ok(())
+}
+
+/// Runs workers and the sweep under one session until it is lost or
+/// shutdown is asked; then drains the workers.
+async fn run_session(
+    config: &ControllerConfig,
+    session: &Arc<Session>,
+    runtime: &Arc<dyn ContainerRuntime>,
+    cache: &Arc<DesiredCache>,
+    queue: &Arc<WorkQueue>,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) {
+    let lifecycle = Lifecycle::new(
+        runtime.clone(),
+        session.clone(),
+        config.history_retention,
+        metrics.clone(),
+    )
+    .with_node(&config.node_name);
+    let sharding = Sharding {
+        node: config.node_name.clone(),
+        take_unassigned: config.take_unassigned,
+    };
+    let reconciler = Arc::new(Reconciler::new(
+        lifecycle.clone(),
+        cache.clone(),
+        sharding,
+        plan::Settings::default(),
+        metrics.clone(),
+    ));
+    // Workers stop taking work when this is cancelled: on shutdown or when
+    // the session is lost.
+    let stop_work = CancellationToken::new();
+    let backoffs = Arc::new(Backoffs::default());
+    let mut workers = JoinSet::new();
+    for _ in 0..config.concurrency {
+        workers.spawn(worker(
+            reconciler.clone(),
+            backoffs.clone(),
+            cache.clone(),
+            queue.clone(),
+            metrics.clone(),
+            config.reconcile_timeout,
+            stop_work.clone(),
+        ));
+    }
+    let sweeper = tokio::spawn(sweep::run(
+        lifecycle,
+        cache.clone(),
+        queue.clone(),
+        config.resync,
+        config.gc_grace,
+        stop_work.clone(),
+    ));
+    tokio::select! {
+        _ = shutdown.cancelled() => info!("shutting down: finishing in-flight operations"),
+        _ = session.lost().cancelled() => error!("the etcd session is lost; pausing work"),
+    }
+    stop_work.cancel();
+    let drained = tokio::time::timeout(config.drain_timeout, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(timeout = ?config.drain_timeout, "in-flight operations did not finish in time; abandoning them (recovery resolves their history)");
+        workers.abort_all();
+    }
+    sweeper.abort();
+}
+
+/// One worker: takes a game, reconciles it in its own task (a panic stays
+/// there), and schedules it again per the outcome.
+async fn worker(
+    reconciler: Arc<Reconciler>,
+    backoffs: Arc<Backoffs>,
+    cache: Arc<DesiredCache>,
+    queue: Arc<WorkQueue>,
+    metrics: Metrics,
+    timeout: Duration,
+    stop: CancellationToken,
+) {
+    cache.wait_ready().await;
+    loop {
+        let game = tokio::select! {
+            _ = stop.cancelled() => return,
+            game = queue.next() => match game { Some(game) => game, None => return },
+        };
+        metrics.active_workers.inc();
+        let started = std::time::Instant::now();
+        let task = {
+            let (reconciler, game) = (reconciler.clone(), game.clone());
+            tokio::spawn(
+                async move { tokio::time::timeout(timeout, reconciler.reconcile(&game)).await },
+            )
+        };
+        let (label, retry) = match task.await {
+            Ok(Ok(Ok(requeue))) => {
+                backoffs.reset(&game);
+                if let Some(delay) = requeue {
+                    queue.add_after(&game, delay);
+                }
+                ("ok", false)
+            }
+            Ok(Ok(Err(error))) => {
+                warn!(%game, code = %error.code, message = %error.message, "reconcile failed");
+                ("failed", true)
+            }
+            Ok(Err(_)) => {
+                error!(%game, ?timeout, "reconcile timed out");
+                ("timed_out", true)
+            }
+            Err(join) => {
+                error!(%game, panic = join.is_panic(), "reconcile panicked; the controller goes on");
+                ("panicked", true)
+            }
+        };
+        if retry {
+            queue.add_after(&game, backoffs.next_delay(&game));
+            metrics.retries.inc();
+        }
+        metrics.reconciles.with_label_values(&[label]).inc();
+        metrics
+            .reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics.active_workers.dec();
+        queue.done(&game);
+    }
+}
+
+/// Per-game retry backoff, shared by the workers (any worker may take a
+/// game next): 1 s doubling to 5 min, reset by a success.
+#[derive(Debug, Default)]
+struct Backoffs(std::sync::Mutex<std::collections::HashMap<String, Backoff>>);
+
+impl Backoffs {
+    fn next_delay(&self, game: &str) -> Duration {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(game.to_owned())
+            .or_insert_with(|| Backoff::new(Duration::from_secs(1), Duration::from_secs(300)))
+            .next_delay()
+    }
+
+    fn reset(&self, game: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(game);
+    }
+}
+
+/// Writes this controller's heartbeat key, attached to its session lease.
+async fn announce(session: &Session, config: &ControllerConfig) {
+    let heartbeat = Heartbeat {
+        holder: session.holder(),
+        node: &config.node_name,
+        version: env!("CARGO_PKG_VERSION"),
+        started_at: crate::model::Timestamp::now(),
+    };
+    let key = session.keys().controller(session.holder());
+    let value = serde_json::to_vec(&heartbeat).unwrap_or_default();
+    let txn = crate::store::Txn::new().put_with_lease(key, value, session.lease_id());
+    if let Err(error) = session.store().txn(txn).await {
+        warn!(%error, "writing the controller heartbeat failed");
+    }
+}
+
+/// Keeps the queue-depth gauge current.
+async fn report_queue_depth(queue: Arc<WorkQueue>, metrics: Metrics, stop: CancellationToken) {
+    loop {
+        metrics
+            .queue_depth
+            .set(i64::try_from(queue.len()).unwrap_or(i64::MAX));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

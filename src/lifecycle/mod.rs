@@ -186,6 +186,8 @@ pub struct Lifecycle {
     status: StatusStore,
     session: Arc<Session>,
     metrics: Metrics,
+    /// The node recorded in status records (`status.node`).
+    node: String,
 }
 
 impl Lifecycle {
@@ -202,9 +204,52 @@ impl Lifecycle {
             documents: Documents::new(store.clone(), keys.clone()),
             history: History::new(store.clone(), keys.clone(), history_retention),
             status: StatusStore::new(store, keys),
+            node: session.holder().to_owned(),
             session,
             metrics,
         }
+    }
+
+    /// Records `node` as the node running this controller's games
+    /// (defaults to the session's holder name).
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.node = node.into();
+        self
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn documents(&self) -> &Documents {
+        &self.documents
+    }
+
+    /// Records that a running container which already matches its document
+    /// was adopted (after a controller restart, or a lost status): one
+    /// finished entry, no Docker call.
+    pub async fn record_adoption(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+        container_id: &str,
+        image_ref: &str,
+    ) -> OpResult {
+        let op_id = new_id();
+        let mut entry = self.entry(OpKind::Adopt, request, &op_id);
+        entry.container_id_before = Some(container_id.to_owned());
+        entry.container_id_after = Some(container_id.to_owned());
+        entry.image_ref = image_ref.to_owned();
+        entry.succeed();
+        if let Err(error) = self
+            .history
+            .append(Some(lease.fence()), entry.clone())
+            .await
+        {
+            entry.fail(error.code(), error.to_string());
+        }
+        self.finished(&entry);
+        OpResult::from_entry(&entry)
     }
 
     pub fn history(&self) -> &History {
@@ -360,9 +405,13 @@ impl Lifecycle {
                         status.container_id = container.as_ref().map(|c| c.id.clone());
                         status.image_ref = Some(entry.image_ref.clone()).filter(|i| !i.is_empty());
                         status.hostname = Some(hostname);
-                        status.node = Some(self.session.holder().to_owned());
-                        status.last_exit_code = container.as_ref().and_then(|c| c.exit_code);
-                        status.oom_killed = container.as_ref().is_some_and(|c| c.oom_killed);
+                        status.node = Some(self.node.clone());
+                        // The last exit stays visible after a new container
+                        // replaced the one that exited.
+                        if let Some(code) = container.as_ref().and_then(|c| c.exit_code) {
+                            status.last_exit_code = Some(code);
+                            status.oom_killed = container.as_ref().is_some_and(|c| c.oom_killed);
+                        }
                         status.last_operation = Some(last);
                     })
                     .await

@@ -12,6 +12,7 @@
 //! Not declared in `common/mod.rs` (each test binary includes only what
 //! it needs): `tests/controller.rs` includes it with `#[path]`.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -65,7 +66,9 @@ pub async fn eventually<T>(
 /// port; the short window before the controller binds it is acceptable).
 pub fn free_loopback_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    listener.local_addr().expect("a bound socket has an address")
+    listener
+        .local_addr()
+        .expect("a bound socket has an address")
 }
 
 /// How to start one controller: the environment it reads, with short timings.
@@ -146,6 +149,7 @@ impl ControllerOptions {
             log_path,
             _log_dir: log_dir,
             exit: None,
+            tail_shown: Cell::new(false),
         }
     }
 }
@@ -159,6 +163,9 @@ pub struct ControllerProcess {
     log_path: PathBuf,
     _log_dir: tempfile::TempDir,
     exit: Option<ExitStatus>,
+    /// Whether a failure message already carried the log tail (drop then
+    /// does not print it again).
+    tail_shown: Cell<bool>,
 }
 
 impl ControllerProcess {
@@ -264,6 +271,7 @@ impl ControllerProcess {
 
     /// The last lines of the controller's log, as a message suffix.
     pub fn log_tail(&self) -> String {
+        self.tail_shown.set(true);
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(LOG_TAIL_LINES);
@@ -278,11 +286,6 @@ impl ControllerProcess {
         }
         tail
     }
-
-    /// The whole log (for assertions on what the controller said).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
 }
 
 impl Drop for ControllerProcess {
@@ -291,7 +294,7 @@ impl Drop for ControllerProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() && !self.tail_shown.get() {
             eprintln!("{}", self.log_tail());
         }
     }
@@ -377,15 +380,15 @@ pub fn metric_total(text: &str, name: &str) -> f64 {
 }
 
 /// Every container Docker has (in any state) labelled as `game`'s.
-pub async fn containers_of(runtime: &DockerRuntime, game: &str) -> Result<Vec<ContainerInfo>, String> {
+pub async fn containers_of(
+    runtime: &DockerRuntime,
+    game: &str,
+) -> Result<Vec<ContainerInfo>, String> {
     let all = runtime
         .list_managed()
         .await
         .map_err(|e| format!("docker list: {e}"))?;
-    Ok(all
-        .into_iter()
-        .filter(|c| c.game() == Some(game))
-        .collect())
+    Ok(all.into_iter().filter(|c| c.game() == Some(game)).collect())
 }
 
 /// A one-line picture of containers for failure messages.

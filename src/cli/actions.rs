@@ -1,0 +1,1091 @@
+//! The imperative-looking commands, all declarative underneath: `restart` (a new
+//! `spec.restartToken`), `stop` / `start` (`spec.state`), `delete`, and `wait`, with the
+//! `--wait` that follows the controller's status and history until the request is done.
+//!
+//! Every write goes through [`Documents`](crate::store::Documents) with optimistic concurrency
+//! (re-read and retry on conflict) and carries the request annotations
+//! (`rtmanager.dev/op-source: admin_cli`, `rtmanager.dev/source-ref: <ref>`), which the
+//! controller records in the history of the operation it runs for the change.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::apply::{WRITE_ATTEMPTS, backoff, check_ref, generate_ref, rv_of, stamp_request};
+use super::error::{CliError, Outcome};
+use super::input::read_inputs;
+use super::output::{short_id, warn};
+use super::session::{MultiWatch, Session, WatchItem, check_name};
+use crate::history::HistoryEntry;
+use crate::model::{ConditionStatus, DesiredState, GameRuntime, GameRuntimeStatus, OpKind, Phase};
+use crate::store::documents::DocumentError;
+use crate::store::{KeyValue, Listing, Revision, WatchEvent};
+
+const DEFAULT_ACTION_TIMEOUT: &str = "2m";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestartArgs {
+    /// The game.
+    pub name: String,
+    /// The request id (correlation id) the controller records as the restart's source_ref;
+    /// generated when absent.
+    #[arg(long = "ref", value_name = "SOURCE_REF")]
+    pub source_ref: Option<String>,
+    /// Follow the restart until its history entry has an outcome; fail if it failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = DEFAULT_ACTION_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArgs {
+    /// The game.
+    pub name: String,
+    /// The request id (correlation id) the controller records; generated when absent.
+    #[arg(long = "ref", value_name = "SOURCE_REF")]
+    pub source_ref: Option<String>,
+    /// Wait until the controller reports the phase for this change.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = DEFAULT_ACTION_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeleteArgs {
+    /// Games to delete.
+    #[arg(required_unless_present = "files", conflicts_with = "files")]
+    pub names: Vec<String>,
+    /// Delete the games named in these files, directories or - (stdin).
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
+    pub files: Vec<PathBuf>,
+    /// Read directories' subdirectories too.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Succeed for games that do not exist.
+    #[arg(long)]
+    pub ignore_not_found: bool,
+    /// Wait until the controller has removed the containers (their status is gone).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = DEFAULT_ACTION_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WaitArgs {
+    /// Games to wait for.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// phase=PHASE, condition=TYPE[=True|False|Unknown], or delete.
+    #[arg(long = "for", value_name = "CONDITION")]
+    pub condition: WaitFor,
+    /// How long to wait, for all the games together.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+const PHASES: [Phase; 8] = [
+    Phase::Pending,
+    Phase::Starting,
+    Phase::Running,
+    Phase::Stopping,
+    Phase::Stopped,
+    Phase::CrashLoopBackOff,
+    Phase::Failed,
+    Phase::Removing,
+];
+
+/// What `wait --for` waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitFor {
+    Phase(Phase),
+    Condition {
+        type_: String,
+        status: ConditionStatus,
+    },
+    Delete,
+}
+
+impl FromStr for WaitFor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<WaitFor, String> {
+        let phases = || {
+            PHASES
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if text == "delete" {
+            return Ok(WaitFor::Delete);
+        }
+        if let Some(phase) = text.strip_prefix("phase=") {
+            return PHASES
+                .into_iter()
+                .find(|p| p.as_str().eq_ignore_ascii_case(phase))
+                .map(WaitFor::Phase)
+                .ok_or_else(|| format!("unknown phase {phase:?}; one of {}", phases()));
+        }
+        if let Some(rest) = text.strip_prefix("condition=") {
+            let (type_, status) = rest.split_once('=').unwrap_or((rest, "True"));
+            let status = match status.to_ascii_lowercase().as_str() {
+                "true" => ConditionStatus::True,
+                "false" => ConditionStatus::False,
+                "unknown" => ConditionStatus::Unknown,
+                _ => {
+                    return Err(format!(
+                        "condition status {status:?} is not True, False or Unknown"
+                    ));
+                }
+            };
+            if type_.is_empty() {
+                return Err("condition=TYPE needs a type, like condition=Ready".into());
+            }
+            return Ok(WaitFor::Condition {
+                type_: type_.to_owned(),
+                status,
+            });
+        }
+        Err(format!(
+            "{text:?} is not phase=PHASE, condition=TYPE[=STATUS] or delete (e.g. \
+             --for=phase=Running, --for=condition=Ready)"
+        ))
+    }
+}
+
+/// A written (or already right) document.
+struct Modified {
+    doc: GameRuntime,
+    changed: bool,
+}
+
+/// Reads the game, lets `change` edit it (returning whether it changed anything) and writes
+/// it back with the request annotations, re-reading and retrying when someone else wrote
+/// first.
+async fn modify(
+    session: &Session,
+    name: &str,
+    source_ref: &str,
+    mut change: impl FnMut(&mut GameRuntime) -> bool,
+) -> Result<Modified, CliError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut doc = session.require(name).await?;
+        let Some(rv) = rv_of(&doc) else {
+            return Err(CliError::internal(format!(
+                "gameruntime/{name} was read without a resourceVersion; this is a bug"
+            )));
+        };
+        if !change(&mut doc) {
+            return Ok(Modified {
+                doc,
+                changed: false,
+            });
+        }
+        stamp_request(&mut doc, source_ref);
+        match session.update(&doc, rv).await {
+            Ok(written) => {
+                return Ok(Modified {
+                    doc: written,
+                    changed: true,
+                });
+            }
+            Err(e @ DocumentError::Conflict { .. }) => {
+                if attempt >= WRITE_ATTEMPTS {
+                    return Err(session.doc_error(e, &format!("writing gameruntime/{name}")));
+                }
+                backoff(attempt).await;
+            }
+            Err(e) => return Err(session.doc_error(e, &format!("writing gameruntime/{name}"))),
+        }
+    }
+}
+
+fn request_ref(given: &Option<String>, what: &str) -> Result<String, CliError> {
+    match given {
+        Some(source_ref) => {
+            check_ref(source_ref)?;
+            Ok(source_ref.clone())
+        }
+        None => Ok(generate_ref(what)),
+    }
+}
+
+/// A restart token: when it was asked for, plus randomness so two requests in one second
+/// still differ.
+pub fn new_restart_token() -> String {
+    format!(
+        "{}-{:08x}",
+        crate::model::Timestamp::now(),
+        rand::random::<u32>()
+    )
+}
+
+pub async fn restart(
+    session: &Session,
+    args: &RestartArgs,
+    out: &mut dyn Write,
+    interrupt: &CancellationToken,
+) -> Result<Outcome, CliError> {
+    check_name(&args.name)?;
+    let source_ref = request_ref(&args.source_ref, "restart")?;
+    let token = new_restart_token();
+    let modified = modify(session, &args.name, &source_ref, |doc| {
+        doc.spec.restart_token = token.clone();
+        true
+    })
+    .await?;
+    writeln!(
+        out,
+        "gameruntime/{} restart requested (ref {source_ref})",
+        args.name
+    )?;
+    out.flush()?;
+    if !args.wait {
+        return Ok(Outcome::Success);
+    }
+    let after = rv_of(&modified.doc).unwrap_or_default();
+    let mut waiter = RestartWaiter {
+        name: args.name.clone(),
+        source_ref: source_ref.clone(),
+        after,
+        seen: HashMap::new(),
+        phase: PhaseTracker::default(),
+    };
+    let deadline = Instant::now() + args.timeout;
+    wait_for(
+        session,
+        &args.name,
+        true,
+        &mut waiter,
+        Deadline {
+            at: deadline,
+            total: args.timeout,
+        },
+        &format!(
+            "the restart of gameruntime/{} (ref {source_ref})",
+            args.name
+        ),
+        &format!(
+            "the restart stays requested: follow it with `rtctl history {}` or `rtctl get {} -w`",
+            args.name, args.name
+        ),
+        out,
+        interrupt,
+    )
+    .await?;
+    Ok(Outcome::Success)
+}
+
+pub async fn set_state(
+    session: &Session,
+    args: &StateArgs,
+    state: DesiredState,
+    out: &mut dyn Write,
+    interrupt: &CancellationToken,
+) -> Result<Outcome, CliError> {
+    check_name(&args.name)?;
+    let verb = match state {
+        DesiredState::Running => "start",
+        DesiredState::Stopped => "stop",
+    };
+    let source_ref = request_ref(&args.source_ref, verb)?;
+    let modified = modify(session, &args.name, &source_ref, |doc| {
+        if doc.spec.state == state {
+            false
+        } else {
+            doc.spec.state = state;
+            true
+        }
+    })
+    .await?;
+    if modified.changed {
+        writeln!(
+            out,
+            "gameruntime/{} {verb} requested (ref {source_ref})",
+            args.name
+        )?;
+    } else {
+        writeln!(
+            out,
+            "gameruntime/{} unchanged (spec.state is already {state})",
+            args.name
+        )?;
+    }
+    out.flush()?;
+    if !args.wait {
+        return Ok(Outcome::Success);
+    }
+    let target = match state {
+        DesiredState::Running => Phase::Running,
+        DesiredState::Stopped => Phase::Stopped,
+    };
+    let mut waiter = PhaseWaiter {
+        name: args.name.clone(),
+        target,
+        min_generation: modified.doc.metadata.generation,
+        fail_op: Some(verb),
+        phase: PhaseTracker::default(),
+    };
+    wait_for(
+        session,
+        &args.name,
+        false,
+        &mut waiter,
+        Deadline {
+            at: Instant::now() + args.timeout,
+            total: args.timeout,
+        },
+        &format!("gameruntime/{} to be {target}", args.name),
+        &format!(
+            "spec.state stays {state}: follow it with `rtctl get {} -w` or `rtctl describe {}`",
+            args.name, args.name
+        ),
+        out,
+        interrupt,
+    )
+    .await?;
+    Ok(Outcome::Success)
+}
+
+pub async fn delete(
+    session: &Session,
+    args: &DeleteArgs,
+    out: &mut dyn Write,
+    interrupt: &CancellationToken,
+) -> Result<Outcome, CliError> {
+    let names: Vec<String> = if args.files.is_empty() {
+        args.names.clone()
+    } else {
+        read_inputs(&args.files, args.recursive)?
+            .into_iter()
+            .map(|input| input.doc.metadata.name)
+            .collect()
+    };
+    for name in &names {
+        check_name(name)?;
+    }
+    let mut deleted = Vec::new();
+    for name in &names {
+        match session.delete(name).await {
+            Ok(()) => {
+                writeln!(out, "gameruntime/{name} deleted")?;
+                deleted.push(name.clone());
+            }
+            Err(CliError::NotFound { .. }) if args.ignore_not_found => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.flush()?;
+    if !args.wait {
+        return Ok(Outcome::Success);
+    }
+    let deadline = Deadline {
+        at: Instant::now() + args.timeout,
+        total: args.timeout,
+    };
+    for name in &deleted {
+        let mut waiter = GoneWaiter {
+            name: name.clone(),
+            doc_gone: false,
+            status_gone: false,
+            phase: PhaseTracker::default(),
+        };
+        wait_for(
+            session,
+            name,
+            false,
+            &mut waiter,
+            deadline,
+            &format!("the controller to remove gameruntime/{name}"),
+            "the document is deleted; the controller removes the container when it gets to it \
+             (see `rtctl get -w`)",
+            out,
+            interrupt,
+        )
+        .await?;
+    }
+    Ok(Outcome::Success)
+}
+
+pub async fn wait(
+    session: &Session,
+    args: &WaitArgs,
+    out: &mut dyn Write,
+    interrupt: &CancellationToken,
+) -> Result<Outcome, CliError> {
+    for name in &args.names {
+        check_name(name)?;
+    }
+    let deadline = Deadline {
+        at: Instant::now() + args.timeout,
+        total: args.timeout,
+    };
+    for name in &args.names {
+        let (mut waiter, what): (Box<dyn Waiter>, String) = match &args.condition {
+            WaitFor::Phase(phase) => (
+                Box::new(PhaseWaiter {
+                    name: name.clone(),
+                    target: *phase,
+                    min_generation: None,
+                    fail_op: None,
+                    phase: PhaseTracker::quiet(),
+                }),
+                format!("gameruntime/{name} to be {phase}"),
+            ),
+            WaitFor::Condition { type_, status } => (
+                Box::new(ConditionWaiter {
+                    name: name.clone(),
+                    type_: type_.clone(),
+                    status: *status,
+                }),
+                format!("condition {type_}={status} of gameruntime/{name}"),
+            ),
+            WaitFor::Delete => (
+                Box::new(GoneWaiter {
+                    name: name.clone(),
+                    doc_gone: false,
+                    status_gone: false,
+                    phase: PhaseTracker::quiet(),
+                }),
+                format!("gameruntime/{name} to be deleted and removed"),
+            ),
+        };
+        if args.condition != WaitFor::Delete {
+            session.require(name).await?;
+        }
+        wait_for(
+            session,
+            name,
+            false,
+            waiter.as_mut(),
+            deadline,
+            &what,
+            &format!("see `rtctl describe {name}`"),
+            out,
+            interrupt,
+        )
+        .await?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// A shared deadline for one command's waits.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    total: Duration,
+}
+
+/// Which of a game's keys an observation is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Doc,
+    Status,
+    History,
+}
+
+/// Decides from a game's keys, as they change, whether the wait is over.
+trait Waiter {
+    /// `kv` is the key's new value (`None`: absent or deleted). `Ok(Some(line))` ends the wait
+    /// with a last line to print.
+    fn observe(
+        &mut self,
+        which: Which,
+        kv: Option<&KeyValue>,
+        out: &mut dyn Write,
+    ) -> Result<Option<String>, CliError>;
+}
+
+/// Follows one game's document, status (and history) keys until `waiter` is satisfied, the
+/// deadline passes or the user interrupts.
+#[allow(clippy::too_many_arguments)]
+async fn wait_for(
+    session: &Session,
+    name: &str,
+    with_history: bool,
+    waiter: &mut dyn Waiter,
+    deadline: Deadline,
+    what: &str,
+    hint: &str,
+    out: &mut dyn Write,
+    interrupt: &CancellationToken,
+) -> Result<(), CliError> {
+    let keys = session.keys();
+    let doc_key = keys.gameruntime(name);
+    let status_key = keys.status(name);
+    let history_prefix = keys.history(name);
+    let mut prefixes = vec![doc_key.clone(), status_key.clone()];
+    if with_history {
+        prefixes.push(history_prefix.clone());
+    }
+    let classify = |key: &str| {
+        if key == doc_key {
+            Some(Which::Doc)
+        } else if key == status_key {
+            Some(Which::Status)
+        } else if with_history && key.starts_with(&history_prefix) {
+            Some(Which::History)
+        } else {
+            // The prefix of g1 also covers g10's keys.
+            None
+        }
+    };
+    let feed = |listings: &[Listing],
+                waiter: &mut dyn Waiter,
+                out: &mut dyn Write|
+     -> Result<Option<String>, CliError> {
+        let find = |listing: Option<&Listing>, key: &str| {
+            listing.and_then(|l| l.items.iter().find(|kv| kv.key == key).cloned())
+        };
+        let doc = find(listings.first(), &doc_key);
+        if let Some(done) = waiter.observe(Which::Doc, doc.as_ref(), out)? {
+            return Ok(Some(done));
+        }
+        let status = find(listings.get(1), &status_key);
+        if let Some(done) = waiter.observe(Which::Status, status.as_ref(), out)? {
+            return Ok(Some(done));
+        }
+        for kv in listings.get(2).map(|l| l.items.as_slice()).unwrap_or(&[]) {
+            if classify(&kv.key) == Some(Which::History)
+                && let Some(done) = waiter.observe(Which::History, Some(kv), out)?
+            {
+                return Ok(Some(done));
+            }
+        }
+        Ok(None)
+    };
+
+    let follow = async {
+        let (mut watch, listings, _) = MultiWatch::start(session, prefixes.clone()).await?;
+        if let Some(done) = feed(&listings, waiter, out)? {
+            return Ok(done);
+        }
+        loop {
+            match watch.next().await? {
+                WatchItem::Batch(batch) => {
+                    for event in &batch {
+                        let Some(which) = classify(event.key()) else {
+                            continue;
+                        };
+                        let kv = match event {
+                            WatchEvent::Put(kv) => Some(kv),
+                            WatchEvent::Delete { .. } => None,
+                        };
+                        if let Some(done) = waiter.observe(which, kv, out)? {
+                            return Ok(done);
+                        }
+                    }
+                }
+                WatchItem::Relisted(listings) => {
+                    if let Some(done) = feed(&listings, waiter, out)? {
+                        return Ok(done);
+                    }
+                }
+            }
+        }
+    };
+    let result: Result<String, CliError> = tokio::select! {
+        result = tokio::time::timeout_at(deadline.at, follow) => match result {
+            Ok(result) => result,
+            Err(_) => Err(CliError::Timeout {
+                what: what.to_owned(),
+                after: humantime::format_duration(deadline.total).to_string(),
+                hint: hint.to_owned(),
+            }),
+        },
+        () = interrupt.cancelled() => Err(CliError::Interrupted {
+            what: what.to_owned(),
+            hint: hint.to_owned(),
+        }),
+    };
+    let done = result?;
+    writeln!(out, "{done}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Prints a game's phase when it changes.
+#[derive(Debug, Default)]
+struct PhaseTracker {
+    last: Option<Phase>,
+    quiet: bool,
+}
+
+impl PhaseTracker {
+    fn quiet() -> PhaseTracker {
+        PhaseTracker {
+            last: None,
+            quiet: true,
+        }
+    }
+
+    fn see(
+        &mut self,
+        name: &str,
+        status: &GameRuntimeStatus,
+        out: &mut dyn Write,
+    ) -> Result<(), CliError> {
+        if self.last != Some(status.phase) {
+            self.last = Some(status.phase);
+            if !self.quiet {
+                writeln!(out, "gameruntime/{name}: phase {}", status.phase)?;
+                out.flush()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decode_status(kv: &KeyValue) -> Option<GameRuntimeStatus> {
+    match crate::store::documents::decode_status(kv) {
+        Ok(status) => Some(status),
+        Err(e) => {
+            warn(&format!("ignoring an unreadable status: {e}"));
+            None
+        }
+    }
+}
+
+fn deleted_while_waiting(name: &str, what: &str) -> CliError {
+    CliError::Conflict {
+        message: format!(
+            "gameruntime/{name} was deleted while waiting for {what}; nothing is left to wait for"
+        ),
+    }
+}
+
+struct RestartWaiter {
+    name: String,
+    source_ref: String,
+    /// The revision of our write: entries written before it belong to earlier requests.
+    after: Revision,
+    /// What was last printed for each entry, so a rewrite without news prints nothing.
+    seen: HashMap<String, (OpKind, crate::model::Outcome)>,
+    phase: PhaseTracker,
+}
+
+impl Waiter for RestartWaiter {
+    fn observe(
+        &mut self,
+        which: Which,
+        kv: Option<&KeyValue>,
+        out: &mut dyn Write,
+    ) -> Result<Option<String>, CliError> {
+        let name = self.name.clone();
+        match (which, kv) {
+            (Which::Doc, None) => Err(deleted_while_waiting(&name, "its restart")),
+            (Which::Status, Some(kv)) => {
+                if let Some(status) = decode_status(kv) {
+                    self.phase.see(&name, &status, out)?;
+                }
+                Ok(None)
+            }
+            (Which::History, Some(kv)) if kv.mod_revision > self.after => {
+                let entry: HistoryEntry = match serde_json::from_slice(&kv.value) {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        warn(&format!(
+                            "ignoring the unreadable history entry {}: {e}",
+                            kv.key
+                        ));
+                        return Ok(None);
+                    }
+                };
+                if entry.source_ref != self.source_ref {
+                    return Ok(None);
+                }
+                let state = (entry.op_kind, entry.outcome);
+                if self.seen.get(&kv.key) == Some(&state) {
+                    return Ok(None);
+                }
+                self.seen.insert(kv.key.clone(), state);
+                writeln!(out, "gameruntime/{name}: {}", progress_line(&entry))?;
+                out.flush()?;
+                if entry.op_kind != OpKind::Restart {
+                    return Ok(None);
+                }
+                match entry.outcome {
+                    crate::model::Outcome::InProgress => Ok(None),
+                    crate::model::Outcome::Success => Ok(Some(format!(
+                        "gameruntime/{name} restarted{}",
+                        match containers_changed(&entry) {
+                            Some(change) => format!(": container {change}"),
+                            None => String::new(),
+                        }
+                    ))),
+                    crate::model::Outcome::Failure => Err(CliError::OperationFailed {
+                        op: "restart".into(),
+                        name,
+                        code: entry
+                            .error_code
+                            .map(|c| c.as_str().to_owned())
+                            .unwrap_or_else(|| "unknown".into()),
+                        message: entry
+                            .error_message
+                            .unwrap_or_else(|| "no message recorded".into()),
+                    }),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// `stop success (container 0123456789ab)`, `start failure: start_failed: boom`.
+fn progress_line(entry: &HistoryEntry) -> String {
+    let mut line = format!("{} {}", entry.op_kind, entry.outcome);
+    if let Some(code) = entry.error_code {
+        line.push_str(&format!(": {code}"));
+        if let Some(message) = &entry.error_message {
+            line.push_str(&format!(": {message}"));
+        }
+    }
+    let container = entry
+        .container_id_after
+        .as_deref()
+        .or(entry.container_id_before.as_deref());
+    if let Some(id) = container {
+        line.push_str(&format!(" (container {})", short_id(id)));
+    }
+    line
+}
+
+fn containers_changed(entry: &HistoryEntry) -> Option<String> {
+    match (&entry.container_id_before, &entry.container_id_after) {
+        (Some(before), Some(after)) => Some(format!("{} → {}", short_id(before), short_id(after))),
+        (None, Some(after)) => Some(short_id(after).to_owned()),
+        _ => None,
+    }
+}
+
+struct PhaseWaiter {
+    name: String,
+    target: Phase,
+    /// The status must describe at least this generation (our write), not an older one.
+    min_generation: Option<i64>,
+    /// For stop/start: a Failed phase for our generation ends the wait as this operation's
+    /// failure.
+    fail_op: Option<&'static str>,
+    phase: PhaseTracker,
+}
+
+impl PhaseWaiter {
+    fn current(&self, status: &GameRuntimeStatus) -> bool {
+        match self.min_generation {
+            Some(min) => status.observed_generation.is_some_and(|seen| seen >= min),
+            None => true,
+        }
+    }
+}
+
+impl Waiter for PhaseWaiter {
+    fn observe(
+        &mut self,
+        which: Which,
+        kv: Option<&KeyValue>,
+        out: &mut dyn Write,
+    ) -> Result<Option<String>, CliError> {
+        match (which, kv) {
+            (Which::Doc, None) => Err(deleted_while_waiting(
+                &self.name,
+                &format!("phase {}", self.target),
+            )),
+            (Which::Status, Some(kv)) => {
+                let Some(status) = decode_status(kv) else {
+                    return Ok(None);
+                };
+                self.phase.see(&self.name, &status, out)?;
+                if !self.current(&status) {
+                    return Ok(None);
+                }
+                if status.phase == self.target {
+                    return Ok(Some(format!(
+                        "gameruntime/{} is {}",
+                        self.name, self.target
+                    )));
+                }
+                if let Some(op) = self.fail_op
+                    && status.phase == Phase::Failed
+                {
+                    let last = status.last_operation.as_ref();
+                    return Err(CliError::OperationFailed {
+                        op: op.into(),
+                        name: self.name.clone(),
+                        code: last
+                            .and_then(|l| l.error_code.clone())
+                            .unwrap_or_else(|| "unknown".into()),
+                        message: last
+                            .and_then(|l| l.error_message.clone())
+                            .or(status.message.clone())
+                            .unwrap_or_else(|| "the game is Failed".into()),
+                    });
+                }
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+struct ConditionWaiter {
+    name: String,
+    type_: String,
+    status: ConditionStatus,
+}
+
+impl Waiter for ConditionWaiter {
+    fn observe(
+        &mut self,
+        which: Which,
+        kv: Option<&KeyValue>,
+        _out: &mut dyn Write,
+    ) -> Result<Option<String>, CliError> {
+        match (which, kv) {
+            (Which::Doc, None) => Err(deleted_while_waiting(
+                &self.name,
+                &format!("condition {}", self.type_),
+            )),
+            (Which::Status, Some(kv)) => {
+                let holds = decode_status(kv).is_some_and(|status| {
+                    status.conditions.iter().any(|c| {
+                        c.type_.eq_ignore_ascii_case(&self.type_) && c.status == self.status
+                    })
+                });
+                Ok(holds.then(|| {
+                    format!(
+                        "gameruntime/{} condition {}={}",
+                        self.name, self.type_, self.status
+                    )
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+struct GoneWaiter {
+    name: String,
+    doc_gone: bool,
+    status_gone: bool,
+    phase: PhaseTracker,
+}
+
+impl Waiter for GoneWaiter {
+    fn observe(
+        &mut self,
+        which: Which,
+        kv: Option<&KeyValue>,
+        out: &mut dyn Write,
+    ) -> Result<Option<String>, CliError> {
+        match which {
+            Which::Doc => self.doc_gone = kv.is_none(),
+            Which::Status => {
+                self.status_gone = kv.is_none();
+                if let Some(status) = kv.and_then(decode_status) {
+                    self.phase.see(&self.name, &status, out)?;
+                }
+            }
+            Which::History => {}
+        }
+        Ok((self.doc_gone && self.status_gone)
+            .then(|| format!("gameruntime/{} removed", self.name)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+    use crate::model::{OpSource, Outcome as OpOutcome};
+
+    #[test]
+    fn wait_for_parses_phases_conditions_and_delete() {
+        assert_eq!("phase=Running".parse(), Ok(WaitFor::Phase(Phase::Running)));
+        assert_eq!("phase=stopped".parse(), Ok(WaitFor::Phase(Phase::Stopped)));
+        assert_eq!(
+            "condition=Ready".parse(),
+            Ok(WaitFor::Condition {
+                type_: "Ready".into(),
+                status: ConditionStatus::True
+            })
+        );
+        assert_eq!(
+            "condition=Ready=false".parse(),
+            Ok(WaitFor::Condition {
+                type_: "Ready".into(),
+                status: ConditionStatus::False
+            })
+        );
+        assert_eq!("delete".parse(), Ok(WaitFor::Delete));
+        for bad in [
+            "phase=Sleeping",
+            "condition=",
+            "condition=Ready=maybe",
+            "ready",
+        ] {
+            assert!(bad.parse::<WaitFor>().is_err(), "{bad}");
+        }
+    }
+
+    fn kv(key: &str, value: Vec<u8>, mod_revision: Revision) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value,
+            create_revision: mod_revision,
+            mod_revision,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    fn entry(kind: OpKind, source_ref: &str, outcome: OpOutcome) -> Vec<u8> {
+        let mut entry = HistoryEntry::begin("g1", "op", kind, OpSource::AdminCli);
+        entry.source_ref = source_ref.into();
+        match outcome {
+            OpOutcome::Success => entry.succeed(),
+            OpOutcome::Failure => entry.fail(ErrorCode::StartFailed, "boom"),
+            OpOutcome::InProgress => {}
+        }
+        serde_json::to_vec(&entry).unwrap()
+    }
+
+    fn restart_waiter() -> RestartWaiter {
+        RestartWaiter {
+            name: "g1".into(),
+            source_ref: "REQ-1".into(),
+            after: 10,
+            seen: HashMap::new(),
+            phase: PhaseTracker::default(),
+        }
+    }
+
+    #[test]
+    fn a_restart_wait_ends_on_its_own_finished_entry_only() {
+        let mut waiter = restart_waiter();
+        let mut out = Vec::new();
+        let old = kv(
+            "h/1",
+            entry(OpKind::Restart, "REQ-1", OpOutcome::Success),
+            5,
+        );
+        assert_eq!(
+            waiter
+                .observe(Which::History, Some(&old), &mut out)
+                .unwrap(),
+            None,
+            "older than our write"
+        );
+        let other = kv(
+            "h/2",
+            entry(OpKind::Restart, "REQ-2", OpOutcome::Success),
+            11,
+        );
+        assert_eq!(
+            waiter
+                .observe(Which::History, Some(&other), &mut out)
+                .unwrap(),
+            None
+        );
+        let inner = kv("h/3", entry(OpKind::Stop, "REQ-1", OpOutcome::Success), 12);
+        assert_eq!(
+            waiter
+                .observe(Which::History, Some(&inner), &mut out)
+                .unwrap(),
+            None
+        );
+        let outer = kv(
+            "h/4",
+            entry(OpKind::Restart, "REQ-1", OpOutcome::Success),
+            13,
+        );
+        let done = waiter
+            .observe(Which::History, Some(&outer), &mut out)
+            .unwrap();
+        assert_eq!(done.as_deref(), Some("gameruntime/g1 restarted"));
+        let printed = String::from_utf8(out).unwrap();
+        assert_eq!(
+            printed,
+            "gameruntime/g1: stop success\ngameruntime/g1: restart success\n"
+        );
+    }
+
+    #[test]
+    fn a_failed_restart_is_an_operation_failure_with_its_code() {
+        let mut waiter = restart_waiter();
+        let outer = kv(
+            "h/4",
+            entry(OpKind::Restart, "REQ-1", OpOutcome::Failure),
+            13,
+        );
+        let error = waiter
+            .observe(Which::History, Some(&outer), &mut Vec::new())
+            .unwrap_err();
+        assert!(error.to_string().contains("start_failed: boom"), "{error}");
+        assert_eq!(
+            error.exit_code(),
+            super::super::error::exit::OPERATION_FAILED
+        );
+    }
+
+    #[test]
+    fn a_phase_wait_needs_the_status_of_the_written_generation() {
+        let status = |phase, generation| {
+            let status = GameRuntimeStatus {
+                phase,
+                observed_generation: Some(generation),
+                ..GameRuntimeStatus::default()
+            };
+            kv("s/g1", serde_json::to_vec(&status).unwrap(), 1)
+        };
+        let mut waiter = PhaseWaiter {
+            name: "g1".into(),
+            target: Phase::Stopped,
+            min_generation: Some(3),
+            fail_op: Some("stop"),
+            phase: PhaseTracker::default(),
+        };
+        let mut out = Vec::new();
+        assert_eq!(
+            waiter
+                .observe(Which::Status, Some(&status(Phase::Stopped, 2)), &mut out)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            waiter
+                .observe(Which::Status, Some(&status(Phase::Stopping, 3)), &mut out)
+                .unwrap(),
+            None
+        );
+        assert!(
+            waiter
+                .observe(Which::Status, Some(&status(Phase::Stopped, 3)), &mut out)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            waiter
+                .observe(Which::Status, Some(&status(Phase::Failed, 3)), &mut out)
+                .is_err()
+        );
+        assert!(waiter.observe(Which::Doc, None, &mut out).is_err());
+    }
+
+    #[test]
+    fn restart_tokens_differ() {
+        assert_ne!(new_restart_token(), new_restart_token());
+    }
+}

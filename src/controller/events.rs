@@ -1,0 +1,63 @@
+//! Docker's event stream as a trigger: an event about a container of ours
+//! queues its game. The stream is lossy (dockerd drops slow readers and
+//! ends it when it stops), so when it ends it is opened again with backoff
+//! and every game is queued, and the periodic sweep catches the rest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::runtime::ContainerRuntime;
+
+use super::backoff::Backoff;
+use super::queue::WorkQueue;
+use super::watcher::DesiredCache;
+
+/// Runs until `shutdown`.
+pub async fn run(
+    runtime: Arc<dyn ContainerRuntime>,
+    cache: Arc<DesiredCache>,
+    queue: Arc<WorkQueue>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    cache.wait_ready().await;
+    loop {
+        let mut events = runtime.events();
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = events.next() => event,
+            };
+            match event {
+                Some(Ok(event)) => {
+                    backoff.reset();
+                    if let Some(game) = &event.game {
+                        debug!(%game, action = %event.action, "Docker event");
+                        queue.add(game);
+                    }
+                }
+                Some(Err(error)) => {
+                    warn!(%error, "the Docker event stream failed; reopening");
+                    break;
+                }
+                None => {
+                    debug!("the Docker event stream ended; reopening");
+                    break;
+                }
+            }
+        }
+        // Events may have been lost: look at every game again.
+        for game in cache.games() {
+            queue.add(&game);
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}

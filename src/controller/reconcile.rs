@@ -1,0 +1,480 @@
+//! The reconcile driver for one game: observe → plan → act → record.
+//!
+//! A converged game costs two reads (its status record and one Docker
+//! inspect) and no write, and takes no lease. Only when the plan asks for
+//! an action, or the status must change, does the driver take the game's
+//! lease, then observe and plan again under it (the first look may be
+//! stale), act through the lifecycle services, and write the status.
+//! Under the lease the document is re-read from etcd, so a removal is only
+//! ever done for a deletion etcd itself confirms.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tracing::{info, warn};
+
+use crate::error_code::ErrorCode;
+use crate::history::HistoryEntry;
+use crate::lease::{GameLease, LeaseError};
+use crate::lifecycle::{Lifecycle, OpRequest, OpResult, new_id};
+use crate::metrics::Metrics;
+use crate::model::{
+    ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, OpSource, Outcome, Phase, Timestamp,
+};
+use crate::runtime::{ContainerRuntime, container_name};
+use crate::status::StoredStatus;
+
+use super::plan::{Action, Cause, Observed, Settings, derive_status, plan};
+use super::watcher::{Desired, DesiredCache};
+
+/// Look again this soon after acting, to confirm convergence.
+const AFTER_ACTION: Duration = Duration::from_secs(1);
+
+/// Look again this soon when another operation holds the game's lease.
+const LEASE_BUSY_RETRY: Duration = Duration::from_secs(2);
+
+/// History entries inspected for operations a crash left unfinished.
+const RECOVERY_WINDOW: usize = 20;
+
+/// A reconcile that failed; the worker retries it with backoff.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ReconcileError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ReconcileError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+macro_rules! from_coded_error {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for ReconcileError {
+            fn from(error: $ty) -> Self {
+                ReconcileError::new(error.code(), error.to_string())
+            }
+        }
+    )*};
+}
+
+from_coded_error!(
+    crate::status::StatusError,
+    crate::store::documents::DocumentError,
+    crate::history::HistoryError,
+    crate::runtime::RuntimeError,
+    LeaseError
+);
+
+impl From<OpResult> for ReconcileError {
+    fn from(result: OpResult) -> Self {
+        ReconcileError::new(
+            result.error_code.unwrap_or(ErrorCode::Internal),
+            format!(
+                "{}: {}",
+                result.op_kind,
+                result.error_message.unwrap_or_default()
+            ),
+        )
+    }
+}
+
+/// Which games this controller reconciles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sharding {
+    /// This controller's node (`RTM_NODE_NAME`).
+    pub node: String,
+    /// Whether it also takes games with no `spec.node`.
+    pub take_unassigned: bool,
+}
+
+impl Sharding {
+    pub fn owns(&self, doc: &GameRuntime) -> bool {
+        match doc.spec.node.as_deref() {
+            Some(node) => node == self.node,
+            None => self.take_unassigned,
+        }
+    }
+}
+
+/// Reconciles one game at a time (the queue guarantees no game runs twice
+/// at once; different games run in parallel).
+#[derive(Debug)]
+pub struct Reconciler {
+    lifecycle: Lifecycle,
+    runtime: Arc<dyn ContainerRuntime>,
+    cache: Arc<DesiredCache>,
+    sharding: Sharding,
+    settings: Settings,
+    metrics: Metrics,
+    /// Games whose history was checked for unfinished operations since this
+    /// process started.
+    recovered: Mutex<HashSet<String>>,
+    /// The last phase of each game, for the `rtmanager_games` gauge.
+    phases: Mutex<std::collections::HashMap<String, Phase>>,
+}
+
+impl Reconciler {
+    pub fn new(
+        lifecycle: Lifecycle,
+        cache: Arc<DesiredCache>,
+        sharding: Sharding,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            runtime: lifecycle.runtime().clone(),
+            lifecycle,
+            cache,
+            sharding,
+            settings,
+            metrics,
+            recovered: Mutex::new(HashSet::new()),
+            phases: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    pub fn sharding(&self) -> &Sharding {
+        &self.sharding
+    }
+
+    /// Reconciles `game`; `Ok(Some(d))` asks to look again after `d`.
+    pub async fn reconcile(&self, game: &str) -> Result<Option<Duration>, ReconcileError> {
+        let desired = match self.cache.get(game) {
+            // Reported by the watcher; nothing is done until it is fixed.
+            Some(Desired::Invalid(_)) => return Ok(None),
+            Some(Desired::Valid(doc)) => Some(*doc),
+            None => None,
+        };
+        if desired.as_ref().is_some_and(|doc| !self.sharding.owns(doc)) {
+            self.forget(game);
+            return Ok(None);
+        }
+        if desired.is_none() && !self.cache.is_gone(game) {
+            // Not known to be deleted (an orphan still in its GC grace, or
+            // a document this controller has not seen yet): leave it.
+            return Ok(None);
+        }
+        let observed = self.observe(game).await?;
+        let now = SystemTime::now();
+        let action = plan(desired.as_ref(), &observed, now, &self.settings);
+        let status = derive_status(desired.as_ref(), &observed, now, &self.settings);
+        let settled = !action.acts()
+            && (desired.is_none() || (observed.has_status && status == observed.status))
+            && !self.needs_adoption(&observed)
+            && self.recovery_checked(game).await?;
+        if settled {
+            self.track_phase(game, desired.as_ref().map(|_| status.phase));
+            return Ok(requeue_for(action));
+        }
+        let lease = match self.lifecycle.acquire(game, &new_id()).await {
+            Ok(lease) => lease,
+            Err(LeaseError::Busy { .. }) => return Ok(Some(LEASE_BUSY_RETRY)),
+            Err(error) => return Err(error.into()),
+        };
+        let result = self.act_under(&lease, game).await;
+        if let Err(error) = lease.release().await {
+            warn!(%game, %error, "releasing the game lease failed");
+        }
+        result
+    }
+
+    /// Observes, plans and acts again, holding the game's lease.
+    async fn act_under(
+        &self,
+        lease: &GameLease,
+        game: &str,
+    ) -> Result<Option<Duration>, ReconcileError> {
+        self.recover(lease, game).await?;
+        // The cache may lag; etcd is the truth (and confirms a deletion).
+        let desired = self.lifecycle.documents().get(game).await?;
+        if desired.as_ref().is_some_and(|doc| !self.sharding.owns(doc)) {
+            return Ok(None);
+        }
+        if desired.is_none() && !self.cache.is_gone(game) {
+            return Ok(None);
+        }
+        let observed = self.observe(game).await?;
+        let action = plan(
+            desired.as_ref(),
+            &observed,
+            SystemTime::now(),
+            &self.settings,
+        );
+        let request = self.request(game, desired.as_ref(), &observed, action);
+        let result = match action {
+            Action::None => match &observed.container {
+                Some(container) if self.needs_adoption(&observed) => Some(
+                    self.lifecycle
+                        .record_adoption(lease, &request, &container.id, &container.image)
+                        .await,
+                ),
+                _ => None,
+            },
+            Action::WaitBackoff { .. } => None,
+            Action::Start { .. } | Action::Restart { .. } => {
+                Some(self.lifecycle.start_under(lease, &request, &new_id()).await)
+            }
+            Action::Stop { .. } => {
+                Some(self.lifecycle.stop_under(lease, &request, &new_id()).await)
+            }
+            Action::Recreate { .. } => Some(self.lifecycle.restart_under(lease, &request).await),
+            Action::Remove => {
+                let result = self.lifecycle.remove_under(lease, &request).await;
+                self.forget(game);
+                if !result.is_success() {
+                    return Err(result.into());
+                }
+                self.cache.clear_gone(game);
+                return Ok(None);
+            }
+        };
+
+        let exited = observed.container.clone().filter(|c| c.state.has_exited());
+        let mut after = match &result {
+            Some(_) => self.observe(game).await?,
+            None => observed,
+        };
+        let stored = StoredStatus {
+            status: after.status.clone(),
+            mod_revision: i64::from(after.has_status),
+        };
+        if result.as_ref().is_some_and(OpResult::is_success) {
+            count_effects(desired.as_ref(), action, exited.as_ref(), &mut after);
+        }
+        let next = derive_status(desired.as_ref(), &after, SystemTime::now(), &self.settings);
+        if next != stored.status || !after.has_status {
+            let current = stored;
+            self.lifecycle
+                .status()
+                .write(lease.fence(), game, &current, next.clone())
+                .await?;
+            self.metrics.status_writes.inc();
+        }
+        self.track_phase(game, Some(next.phase));
+        match result {
+            Some(result) if !result.is_success() => Err(result.into()),
+            Some(_) => Ok(Some(AFTER_ACTION)),
+            None => Ok(requeue_for(action)),
+        }
+    }
+
+    /// The game's status record and container (only if it is ours: a
+    /// foreign container with the game's name is left to the lifecycle,
+    /// which refuses to touch it).
+    async fn observe(&self, game: &str) -> Result<Observed, ReconcileError> {
+        let stored = self.lifecycle.status().read(game).await?;
+        let container = self
+            .runtime
+            .inspect_container(&container_name(game))
+            .await?
+            .filter(|c| {
+                c.is_managed()
+                    && c.game() == Some(game)
+                    && c.prefix() == Some(self.lifecycle.prefix())
+            });
+        Ok(Observed {
+            status: stored.status,
+            has_status: stored.mod_revision != 0,
+            container,
+        })
+    }
+
+    /// A running container the status does not know yet (a lost status,
+    /// or a controller upgrade): adopt it rather than recreate it.
+    fn needs_adoption(&self, observed: &Observed) -> bool {
+        observed.container.as_ref().is_some_and(|c| {
+            c.is_running() && observed.status.container_id.as_deref() != Some(c.id.as_str())
+        })
+    }
+
+    /// Who asked: a change of the document carries its annotations; drift
+    /// the controller repairs on its own is `reconcile`.
+    fn request(
+        &self,
+        game: &str,
+        doc: Option<&GameRuntime>,
+        observed: &Observed,
+        action: Action,
+    ) -> OpRequest {
+        let requested = match action {
+            Action::Recreate {
+                cause: Cause::RestartRequested,
+            } => true,
+            Action::Start {
+                cause: Cause::SpecChanged,
+            }
+            | Action::Stop { .. }
+            | Action::Recreate {
+                cause: Cause::SpecChanged,
+            } => doc.is_some_and(|d| {
+                d.metadata.generation.is_some()
+                    && d.metadata.generation != observed.status.observed_generation
+            }),
+            _ => false,
+        };
+        match doc.filter(|_| requested) {
+            Some(doc) => {
+                let annotations = &doc.metadata.annotations;
+                let op_source = annotations
+                    .get(ANNOTATION_OP_SOURCE)
+                    .and_then(|s| OpSource::parse(s))
+                    .unwrap_or(OpSource::Api);
+                let source_ref = annotations
+                    .get(ANNOTATION_SOURCE_REF)
+                    .cloned()
+                    .unwrap_or_default();
+                OpRequest::new(game, op_source).with_source_ref(source_ref)
+            }
+            None => OpRequest::new(game, OpSource::Reconcile),
+        }
+    }
+
+    /// Whether this game's history was checked for operations left
+    /// unfinished by a crash; checks it (reading only) the first time.
+    async fn recovery_checked(&self, game: &str) -> Result<bool, ReconcileError> {
+        if self.lock_recovered().contains(game) {
+            return Ok(true);
+        }
+        let entries = self
+            .lifecycle
+            .history()
+            .recent(game, RECOVERY_WINDOW)
+            .await?;
+        let clean = !entries.iter().any(|e| e.outcome == Outcome::InProgress);
+        if clean {
+            self.lock_recovered().insert(game.to_owned());
+        }
+        Ok(clean)
+    }
+
+    /// Resolves the game's `in_progress` entries: holding its lease, no
+    /// other operation can be running, so they were interrupted.
+    async fn recover(&self, lease: &GameLease, game: &str) -> Result<(), ReconcileError> {
+        if self.lock_recovered().contains(game) {
+            return Ok(());
+        }
+        let entries = self
+            .lifecycle
+            .history()
+            .recent_appended(game, RECOVERY_WINDOW)
+            .await?;
+        for mut stale in entries
+            .into_iter()
+            .filter(|a| a.entry.outcome == Outcome::InProgress)
+        {
+            resolve_aborted(&mut stale.entry, lease.session().holder());
+            match self.lifecycle.history().finish(&stale).await {
+                Ok(_) => {
+                    info!(%game, op_id = %stale.entry.op_id, op_kind = %stale.entry.op_kind, "resolved an interrupted operation as aborted");
+                    self.metrics.record_operation(
+                        stale.entry.op_kind.as_str(),
+                        Outcome::Failure.as_str(),
+                        ErrorCode::Aborted.as_str(),
+                    );
+                }
+                // Its own controller finished it meanwhile: nothing to do.
+                Err(crate::history::HistoryError::AlreadyResolved { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        self.lock_recovered().insert(game.to_owned());
+        Ok(())
+    }
+
+    fn lock_recovered(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.recovered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps the `rtmanager_games{phase}` gauge in step.
+    fn track_phase(&self, game: &str, phase: Option<Phase>) {
+        let mut phases = self
+            .phases
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let previous = match phase {
+            Some(phase) => phases.insert(game.to_owned(), phase),
+            None => phases.remove(game),
+        };
+        if previous == phase {
+            return;
+        }
+        if let Some(previous) = previous {
+            self.metrics
+                .games
+                .with_label_values(&[previous.as_str()])
+                .dec();
+        }
+        if let Some(phase) = phase {
+            self.metrics
+                .games
+                .with_label_values(&[phase.as_str()])
+                .inc();
+        }
+    }
+
+    fn forget(&self, game: &str) {
+        self.track_phase(game, None);
+    }
+}
+
+/// What a successful action means for the fields only actions change.
+fn count_effects(
+    doc: Option<&GameRuntime>,
+    action: Action,
+    exited: Option<&crate::runtime::ContainerInfo>,
+    after: &mut Observed,
+) {
+    let Some(doc) = doc else { return };
+    if let Some(exited) = exited {
+        // The replaced container's exit stays visible.
+        after.status.last_exit_code = exited.exit_code;
+        after.status.oom_killed = exited.oom_killed;
+    }
+    if matches!(
+        action,
+        Action::Restart { .. }
+            | Action::Start {
+                cause: Cause::Vanished
+            }
+    ) {
+        after.status.restart_count = after.status.restart_count.saturating_add(1);
+    }
+    let token = &doc.spec.restart_token;
+    let new_container = matches!(
+        action,
+        Action::Recreate { .. } | Action::Start { .. } | Action::Restart { .. }
+    );
+    if new_container && !token.is_empty() {
+        // A new container answers any restart asked for so far.
+        after.status.observed_restart_token = Some(token.clone());
+    }
+}
+
+fn resolve_aborted(entry: &mut HistoryEntry, holder: &str) {
+    entry.outcome = Outcome::Failure;
+    entry.error_code = Some(ErrorCode::Aborted);
+    entry.error_message = Some(format!(
+        "interrupted before it finished (controller crash or shutdown); resolved by {holder}"
+    ));
+    entry.finished_at = Some(Timestamp::now());
+}
+
+fn requeue_for(action: Action) -> Option<Duration> {
+    match action {
+        Action::WaitBackoff { remaining } => Some(remaining),
+        _ => None,
+    }
+}

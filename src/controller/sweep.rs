@@ -1,0 +1,146 @@
+//! The periodic sweep: every resync period (jittered) it queues every game
+//! again, so drift that no event reported is repaired, and it looks at the
+//! Docker host and at the status records for what no document explains:
+//!
+//! - a container labelled with this installation's prefix whose game has
+//!   no document is queued for removal once it stayed orphaned for the GC
+//!   grace period (a document being created meanwhile saves it);
+//! - a second container claiming a game (labelled with its name, but not
+//!   named `rtm-<game>`) is removed under the game's lease;
+//! - a status record of this node's game without a document (deleted while
+//!   no controller ran) is queued so the reconcile clears it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::lifecycle::{Lifecycle, new_id};
+use crate::runtime::{ContainerRuntime, container_name};
+use crate::store::documents::decode_status;
+
+use super::backoff::jitter;
+use super::queue::WorkQueue;
+use super::watcher::DesiredCache;
+
+/// Runs until `shutdown`: one sweep per (jittered) `period`.
+pub async fn run(
+    lifecycle: Lifecycle,
+    cache: Arc<DesiredCache>,
+    queue: Arc<WorkQueue>,
+    period: Duration,
+    gc_grace: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut orphans: HashMap<String, Instant> = HashMap::new();
+    cache.wait_ready().await;
+    loop {
+        sweep(&lifecycle, &cache, &queue, gc_grace, &mut orphans).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(jitter(period)) => {}
+        }
+    }
+}
+
+async fn sweep(
+    lifecycle: &Lifecycle,
+    cache: &DesiredCache,
+    queue: &WorkQueue,
+    gc_grace: Duration,
+    orphans: &mut HashMap<String, Instant>,
+) {
+    for game in cache.games() {
+        queue.add(&game);
+    }
+    let runtime = lifecycle.runtime();
+    match runtime.list_managed().await {
+        Ok(containers) => {
+            let now = Instant::now();
+            let mut seen_orphans = Vec::new();
+            for container in containers {
+                if container.prefix() != Some(lifecycle.prefix()) {
+                    continue; // another installation's, or hand-made: never ours to judge
+                }
+                let Some(game) = container.game().map(str::to_owned) else {
+                    continue;
+                };
+                if container.name.trim_start_matches('/') != container_name(&game) {
+                    remove_duplicate(lifecycle, runtime.as_ref(), &game, &container.id).await;
+                    continue;
+                }
+                if cache.contains(&game) {
+                    continue;
+                }
+                let first_seen = *orphans.entry(game.clone()).or_insert(now);
+                if now.duration_since(first_seen) >= gc_grace {
+                    info!(%game, container = %container.id, "garbage-collecting a container without a document");
+                    cache.mark_gone(&game);
+                    queue.add(&game);
+                }
+                seen_orphans.push(game);
+            }
+            orphans.retain(|game, _| seen_orphans.contains(game));
+        }
+        Err(error) => warn!(%error, "listing managed containers failed; the sweep skips Docker"),
+    }
+    match lifecycle
+        .session()
+        .store()
+        .list(&lifecycle.session().keys().statuses(), None)
+        .await
+    {
+        Ok(listing) => {
+            let keys = lifecycle.session().keys();
+            for kv in &listing.items {
+                let Some(game) = keys.name_of(&keys.statuses(), &kv.key) else {
+                    continue;
+                };
+                if cache.contains(game) {
+                    continue;
+                }
+                let ours = decode_status(kv)
+                    .map(|status| {
+                        status
+                            .node
+                            .as_deref()
+                            .is_none_or(|node| node == lifecycle.node())
+                    })
+                    .unwrap_or(false);
+                if ours {
+                    cache.mark_gone(game);
+                    queue.add(game);
+                }
+            }
+        }
+        Err(error) => warn!(%error, "listing status records failed; the sweep skips them"),
+    }
+}
+
+/// Removes a second container that claims `game`, under the game's lease
+/// so no operation of the game runs meanwhile.
+async fn remove_duplicate(
+    lifecycle: &Lifecycle,
+    runtime: &dyn ContainerRuntime,
+    game: &str,
+    container: &str,
+) {
+    let lease = match lifecycle.acquire(game, &new_id()).await {
+        Ok(lease) => lease,
+        Err(error) => {
+            warn!(%game, %error, "cannot take the lease to remove a duplicate container; next sweep");
+            return;
+        }
+    };
+    match runtime.remove(container, true).await {
+        Ok(()) => info!(%game, %container, "removed a second container claiming the game"),
+        Err(error) if error.is_not_found() => {}
+        Err(error) => warn!(%game, %container, %error, "removing a duplicate container failed"),
+    }
+    if let Err(error) = lease.release().await {
+        warn!(%game, %error, "releasing the game lease failed");
+    }
+}
