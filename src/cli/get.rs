@@ -231,14 +231,25 @@ struct Printer {
 }
 
 impl Printer {
-    fn new(format: OutputFormat, events: bool) -> Printer {
+    fn new(format: OutputFormat, watching: bool, events: bool) -> Printer {
         let mut headers = headers(format == OutputFormat::Wide);
         if events {
             headers.insert(0, "EVENT".to_owned());
         }
+        let mut table = Table::with_headers(headers);
+        if watching {
+            // Rows arrive one at a time while watching: size the columns whose values vary
+            // in width for their widest value, so later rows line up with the first.
+            let offset = usize::from(events);
+            if events {
+                table.min_width(0, "MODIFIED".len());
+            }
+            table.min_width(offset + 2, "CrashLoopBackOff".len());
+            table.min_width(offset + 3, "Unknown".len());
+        }
         Printer {
             format,
-            table: Table::with_headers(headers),
+            table,
             events,
         }
     }
@@ -363,7 +374,7 @@ pub async fn get(
             .iter()
             .filter(|n| !games.contains_key(*n))
             .collect();
-        let mut printer = Printer::new(args.output, false);
+        let mut printer = Printer::new(args.output, false, false);
         if shown.is_empty() && args.names.is_empty() {
             note(&format!(
                 "No gameruntimes found under prefix {}.",
@@ -380,7 +391,7 @@ pub async fn get(
 
     let (mut watch, listings, _) = MultiWatch::start(session, prefixes).await?;
     let mut games = games_from(session, &listings[0], &listings[1]);
-    let mut printer = Printer::new(args.output, args.output_watch_events);
+    let mut printer = Printer::new(args.output, true, args.output_watch_events);
     if !args.watch_only {
         let shown = select(&games, &args.names, &selector);
         if shown.is_empty() {

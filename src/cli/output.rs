@@ -35,6 +35,13 @@ impl Table {
         }
     }
 
+    /// Makes column `index` at least `width` wide (so rows printed later fit without shifting).
+    pub fn min_width(&mut self, index: usize, width: usize) {
+        if let Some(w) = self.widths.get_mut(index) {
+            *w = (*w).max(width);
+        }
+    }
+
     pub fn row(&mut self, cells: impl IntoIterator<Item = String>) {
         let cells: Vec<String> = cells.into_iter().collect();
         self.grow(&cells);
