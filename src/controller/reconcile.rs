@@ -478,3 +478,6 @@ fn requeue_for(action: Action) -> Option<Duration> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -120,6 +120,11 @@ impl DesiredCache {
         *self.ready.borrow()
     }
 
+    /// Marks the first list as done.
+    pub(crate) fn set_ready(&self) {
+        self.ready.send_replace(true);
+    }
+
     /// Waits until the first list has completed.
     pub async fn wait_ready(&self) {
         let mut ready = self.ready.subscribe();
@@ -151,7 +156,8 @@ impl DesiredCache {
         changed
     }
 
-    fn apply(&self, game: String, doc: Option<Desired>) {
+    /// Records a change of one game (a watch event).
+    pub(crate) fn apply(&self, game: String, doc: Option<Desired>) {
         let mut docs = self.write();
         match doc {
             Some(doc) => {
@@ -233,7 +239,7 @@ async fn relist(
     }
     if !cache.is_ready() {
         info!(games, revision = list.revision, "desired state listed");
-        cache.ready.send_replace(true);
+        cache.set_ready();
     }
     Ok(list.revision)
 }

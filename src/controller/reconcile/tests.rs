@@ -1,0 +1,297 @@
+//! The reconcile driver against the in-memory store and the fake runtime:
+//! what it writes, when it takes no lease, what it never removes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::history::HistoryEntry;
+use crate::lease::Session;
+use crate::model::parse::parse_documents;
+use crate::model::{OpKind, Outcome};
+use crate::runtime::FakeRuntime;
+use crate::runtime::fake::FakeOp;
+use crate::store::memory::MemoryStore;
+use crate::store::{Documents, Keys, Store};
+
+const IMAGE: &str = "rtmanager-test/engine:1";
+
+struct World {
+    store: Arc<MemoryStore>,
+    runtime: Arc<FakeRuntime>,
+    cache: Arc<DesiredCache>,
+    documents: Documents,
+    reconciler: Reconciler,
+}
+
+async fn world() -> World {
+    let store = Arc::new(MemoryStore::new());
+    let runtime = Arc::new(FakeRuntime::new());
+    runtime.add_image(IMAGE);
+    let metrics = Metrics::new();
+    let session = Session::open(
+        store.clone(),
+        Keys::default(),
+        "node-a",
+        Duration::from_secs(15),
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    let lifecycle =
+        Lifecycle::new(runtime.clone(), session, 100, metrics.clone()).with_node("node-a");
+    let cache = Arc::new(DesiredCache::new());
+    cache.set_ready();
+    let sharding = Sharding {
+        node: "node-a".into(),
+        take_unassigned: true,
+    };
+    let reconciler = Reconciler::new(
+        lifecycle,
+        cache.clone(),
+        sharding,
+        Settings::default(),
+        metrics,
+    );
+    let documents = Documents::new(store.clone(), Keys::default());
+    World {
+        store,
+        runtime,
+        cache,
+        documents,
+        reconciler,
+    }
+}
+
+fn game(name: &str, extra: &str) -> GameRuntime {
+    let yaml = format!(
+        "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: {name}\n{extra}\
+         spec:\n  image: {IMAGE}\n  stopTimeout: 1s\n"
+    );
+    parse_documents(&yaml).unwrap().remove(0)
+}
+
+impl World {
+    /// Writes a document and tells the cache, as the watcher would.
+    async fn apply(&self, doc: GameRuntime) -> GameRuntime {
+        let name = doc.metadata.name.clone();
+        let stored = match self.documents.get(&name).await.unwrap() {
+            Some(old) => {
+                let rv = old.metadata.resource_version.unwrap().parse().unwrap();
+                self.documents.update(&doc, rv).await.unwrap()
+            }
+            None => self.documents.create(&doc).await.unwrap(),
+        };
+        self.cache
+            .apply(name, Some(Desired::Valid(Box::new(stored.clone()))));
+        stored
+    }
+
+    async fn delete(&self, name: &str) {
+        self.documents.delete(name, None).await.unwrap();
+        self.cache.apply(name.to_owned(), None);
+    }
+
+    /// Reconciles until the game needs nothing more (bounded).
+    async fn converge(&self, name: &str) {
+        for _ in 0..5 {
+            match self.reconciler.reconcile(name).await.unwrap() {
+                Some(delay) if delay <= Duration::from_secs(2) => continue,
+                _ => return,
+            }
+        }
+    }
+
+    async fn history(&self, name: &str) -> Vec<HistoryEntry> {
+        self.reconciler
+            .lifecycle()
+            .history()
+            .recent(name, 100)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_converged_game_costs_no_write_and_no_lease() {
+    let w = world().await;
+    w.apply(game("g1", "")).await;
+    w.converge("g1").await;
+    let revision = w.store.revision().await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(w.reconciler.reconcile("g1").await.unwrap(), None);
+    }
+    assert_eq!(
+        w.store.revision().await.unwrap(),
+        revision,
+        "steady state writes nothing"
+    );
+    assert_eq!(w.runtime.count(FakeOp::Create), 1);
+}
+
+#[tokio::test]
+async fn a_running_matching_container_without_status_is_adopted_not_recreated() {
+    let w = world().await;
+    let doc = w.apply(game("g1", "")).await;
+    let spec = crate::lifecycle::container_spec(&doc, "/rtmanager", "earlier-op");
+    let id = w.runtime.create(&spec).await.unwrap();
+    w.runtime.start(&id).await.unwrap();
+    w.converge("g1").await;
+    assert_eq!(w.runtime.count(FakeOp::Create), 1, "never recreated");
+    let history = w.history("g1").await;
+    assert_eq!(history[0].op_kind, OpKind::Adopt);
+    assert_eq!(history[0].container_id_after.as_deref(), Some(id.as_str()));
+    let status = w
+        .reconciler
+        .lifecycle()
+        .status()
+        .read("g1")
+        .await
+        .unwrap()
+        .status;
+    assert_eq!(status.container_id.as_deref(), Some(id.as_str()));
+    assert_eq!(status.phase, Phase::Running);
+}
+
+#[tokio::test]
+async fn a_container_without_a_known_deletion_is_never_removed() {
+    let w = world().await;
+    // A container of ours whose game the cache does not know: an orphan in
+    // its GC grace, or a document not seen yet.
+    let doc = game("g1", "");
+    let spec = crate::lifecycle::container_spec(&doc, "/rtmanager", "op");
+    let id = w.runtime.create(&spec).await.unwrap();
+    w.runtime.start(&id).await.unwrap();
+    assert_eq!(w.reconciler.reconcile("g1").await.unwrap(), None);
+    assert!(w.runtime.container(&id).is_some_and(|c| c.is_running()));
+
+    // Once the deletion is known (etcd said so, or the GC grace ran out),
+    // it goes.
+    w.cache.mark_gone("g1");
+    w.converge("g1").await;
+    assert!(w.runtime.containers().is_empty());
+}
+
+#[tokio::test]
+async fn a_deleted_document_removes_the_container_and_the_status() {
+    let w = world().await;
+    w.apply(game("g1", "")).await;
+    w.converge("g1").await;
+    w.delete("g1").await;
+    w.converge("g1").await;
+    assert!(w.runtime.containers().is_empty());
+    assert!(w.store.get("/rtmanager/status/g1").await.unwrap().is_none());
+    let history = w.history("g1").await;
+    assert!(
+        history
+            .iter()
+            .any(|e| e.op_kind == OpKind::Remove && e.outcome == Outcome::Success),
+        "the removal is recorded and the history kept: {history:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_deletion_the_cache_believes_but_etcd_denies_removes_nothing() {
+    let w = world().await;
+    w.apply(game("g1", "")).await;
+    w.converge("g1").await;
+    // A stale cache says deleted; etcd still has the document.
+    w.cache.apply("g1".into(), None);
+    w.converge("g1").await;
+    assert_eq!(
+        w.runtime.containers().len(),
+        1,
+        "etcd is the truth for deletions"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_token_restarts_once_with_the_requests_correlation_id() {
+    let w = world().await;
+    w.apply(game("g1", "")).await;
+    w.converge("g1").await;
+    let mut doc = game(
+        "g1",
+        "  annotations:\n    rtmanager.dev/op-source: admin_cli\n    rtmanager.dev/source-ref: REQ-7\n",
+    );
+    doc.spec.restart_token = "t-1".into();
+    w.apply(doc).await;
+    w.converge("g1").await;
+    w.converge("g1").await;
+    assert_eq!(w.runtime.count(FakeOp::Create), 2, "exactly one restart");
+    let restarts: Vec<_> = w
+        .history("g1")
+        .await
+        .into_iter()
+        .filter(|e| e.op_kind == OpKind::Restart)
+        .collect();
+    assert_eq!(restarts.len(), 1);
+    assert_eq!(restarts[0].source_ref, "REQ-7");
+    assert_eq!(restarts[0].op_source, OpSource::AdminCli);
+    let status = w
+        .reconciler
+        .lifecycle()
+        .status()
+        .read("g1")
+        .await
+        .unwrap()
+        .status;
+    assert_eq!(status.observed_restart_token.as_deref(), Some("t-1"));
+}
+
+#[tokio::test]
+async fn a_crashed_container_is_restarted_and_counted() {
+    let w = world().await;
+    w.apply(game("g1", "")).await;
+    w.converge("g1").await;
+    let id = w.runtime.container("rtm-g1").unwrap().id;
+    w.runtime.exit_container(&id, 3).unwrap();
+    w.converge("g1").await;
+    let status = w
+        .reconciler
+        .lifecycle()
+        .status()
+        .read("g1")
+        .await
+        .unwrap()
+        .status;
+    assert_eq!(status.phase, Phase::Running);
+    assert_eq!(status.restart_count, 1);
+    assert_eq!(status.last_exit_code, Some(3));
+    assert_ne!(status.container_id.as_deref(), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn an_interrupted_operation_is_resolved_as_aborted() {
+    let w = world().await;
+    w.apply(game("g1", "")).await;
+    // A crashed controller left an in-progress entry behind.
+    let stale = HistoryEntry::begin("g1", "lost-op", OpKind::Restart, OpSource::Reconcile);
+    w.reconciler
+        .lifecycle()
+        .history()
+        .append(None, stale)
+        .await
+        .unwrap();
+    w.converge("g1").await;
+    let lost = w
+        .history("g1")
+        .await
+        .into_iter()
+        .find(|e| e.op_id == "lost-op")
+        .unwrap();
+    assert_eq!(lost.outcome, Outcome::Failure);
+    assert_eq!(lost.error_code, Some(ErrorCode::Aborted));
+}
+
+#[tokio::test]
+async fn a_game_of_another_node_is_left_alone() {
+    let w = world().await;
+    w.apply(game("g1", "")).await;
+    let mut other = game("g2", "");
+    other.spec.node = Some("node-b".into());
+    w.apply(other).await;
+    w.converge("g2").await;
+    assert!(w.runtime.container("rtm-g2").is_none());
+    assert!(w.store.get("/rtmanager/status/g2").await.unwrap().is_none());
+}

@@ -1,0 +1,1244 @@
+//! `rtctl`, the real binary, against the real etcd started by `scripts/services`. Each test
+//! works under its own key prefix (`RTM_PREFIX`). The controller is not part of these tests:
+//! where a command waits for it, the test writes the status or history the controller would,
+//! through the same store types. Run with `scripts/test` (these tests are ignored by a bare
+//! `cargo test`); a missing etcd fails them, it never skips them.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rtmanager::ErrorCode;
+use rtmanager::history::{History, HistoryEntry};
+use rtmanager::model::{
+    ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, Condition, ConditionStatus, DesiredState,
+    GameRuntime, GameRuntimeStatus, OpKind, OpSource, Phase,
+};
+use rtmanager::store::documents::encode_status;
+use rtmanager::store::etcd::EtcdStore;
+use rtmanager::store::{Documents, Keys, Store, Txn};
+
+use common::{etcd, etcd_endpoints, unique_keys, within};
+
+/// Bound on one rtctl run that should answer at once.
+const RUN: Duration = Duration::from_secs(30);
+/// Bound on waiting for something a child process prints.
+const WAIT: Duration = Duration::from_secs(15);
+
+const RTCTL: &str = env!("CARGO_BIN_EXE_rtctl");
+
+/// Exit codes, as documented in `rtctl --help`.
+mod exit {
+    pub const DIFFERENCES: i32 = 1;
+    pub const INVALID: i32 = 3;
+    pub const NOT_FOUND: i32 = 4;
+    pub const CONFLICT: i32 = 5;
+    pub const UNAVAILABLE: i32 = 6;
+    pub const OPERATION_FAILED: i32 = 8;
+    pub const TIMEOUT: i32 = 9;
+}
+
+/// One test's world: its own prefix, a store for checking and simulating the controller, and
+/// a directory for files.
+struct World {
+    store: Arc<EtcdStore>,
+    keys: Keys,
+    docs: Documents,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new(test: &str) -> World {
+        let store = etcd().await;
+        let keys = unique_keys(test);
+        World {
+            docs: Documents::new(store.clone(), keys.clone()),
+            store,
+            keys,
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    /// `rtctl` with this world's prefix and no config file.
+    fn rtctl(&self) -> assert_cmd::Command {
+        let mut command = assert_cmd::Command::new(RTCTL);
+        command
+            .env("RTM_ETCD_ENDPOINTS", etcd_endpoints().join(","))
+            .env("RTM_PREFIX", self.keys.prefix())
+            .env("RTMCONFIG", "/dev/null")
+            .timeout(RUN);
+        command
+    }
+
+    /// `rtctl ARGS` as a child process whose stdout is read line by line.
+    fn spawn(&self, args: &[&str]) -> Running {
+        let mut child = std::process::Command::new(RTCTL)
+            .args(args)
+            .env("RTM_ETCD_ENDPOINTS", etcd_endpoints().join(","))
+            .env("RTM_PREFIX", self.keys.prefix())
+            .env("RTMCONFIG", "/dev/null")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rtctl starts");
+        let (sender, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write a test file");
+        path
+    }
+
+    async fn get(&self, name: &str) -> Option<GameRuntime> {
+        self.docs.get(name).await.expect("read a document")
+    }
+
+    async fn names(&self) -> Vec<String> {
+        let list = self.docs.list().await.expect("list documents");
+        list.items.into_iter().map(|d| d.metadata.name).collect()
+    }
+
+    /// Writes a status as the controller would.
+    async fn put_status(&self, name: &str, status: &GameRuntimeStatus) {
+        let txn = Txn::new().put(self.keys.status(name), encode_status(status));
+        self.store.txn(txn).await.expect("write a status");
+    }
+
+    async fn delete_status(&self, name: &str) {
+        let txn = Txn::new().delete(self.keys.status(name));
+        self.store.txn(txn).await.expect("delete a status");
+    }
+
+    fn history(&self) -> History {
+        History::new(self.store.clone(), self.keys.clone(), 100)
+    }
+
+    /// Waits until `check` holds for the stored document.
+    async fn until_doc(&self, name: &str, what: &str, check: impl Fn(&GameRuntime) -> bool) {
+        within(WAIT, what, async {
+            loop {
+                if self.get(name).await.as_ref().is_some_and(&check) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+}
+
+/// A running rtctl.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    /// The next stdout line containing `text`.
+    fn line_with(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "rtctl printed no line with {text:?} within {WAIT:?}; it printed {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for the process to end; returns its status, the stdout lines not yet read, and
+    /// stderr.
+    fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            match self.child.try_wait().expect("poll rtctl") {
+                Some(status) => break status,
+                None if Instant::now() > deadline => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "rtctl did not exit within {WAIT:?}; it printed {:?}",
+                        self.seen
+                    );
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let mut rest: Vec<String> = self.lines.try_iter().collect();
+        // The reader thread may still be draining the pipe.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            rest.push(line);
+        }
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        (status, rest, stderr)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn game(name: &str) -> String {
+    format!(
+        "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: {name}\n  \
+         labels:\n    tier: ranked\nspec:\n  image: rtmanager-test/engine:1\n  ports:\n    - \
+         {{containerPort: 7000, hostPort: 17000}}\n"
+    )
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn running_status(generation: i64) -> GameRuntimeStatus {
+    GameRuntimeStatus {
+        phase: Phase::Running,
+        observed_generation: Some(generation),
+        container_id: Some("0123456789abcdef0123456789abcdef".into()),
+        restart_count: 1,
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: ConditionStatus::True,
+            reason: "ContainerRunning".into(),
+            message: String::new(),
+            last_transition_time: None,
+        }],
+        ..GameRuntimeStatus::default()
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn apply_creates_then_configures_then_leaves_unchanged() {
+    let world = World::new("rtctl-apply").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stdout("gameruntime/g1 created\n");
+    let created = world.get("g1").await.expect("g1 was created");
+    assert!(created.metadata.creation_timestamp.is_some());
+    assert_eq!(
+        created
+            .metadata
+            .annotations
+            .get(ANNOTATION_OP_SOURCE)
+            .map(String::as_str),
+        Some("admin_cli")
+    );
+
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stdout("gameruntime/g1 unchanged\n");
+
+    let changed = world.file("g1.yaml", &(game("g1") + "  state: Stopped\n"));
+    world
+        .rtctl()
+        .args(["apply", "--ref", "REQ-7", "-f"])
+        .arg(&changed)
+        .assert()
+        .success()
+        .stdout("gameruntime/g1 configured\n");
+    let configured = world.get("g1").await.expect("g1 exists");
+    assert_eq!(configured.spec.state, DesiredState::Stopped);
+    assert_eq!(configured.metadata.generation, Some(2));
+    assert_eq!(
+        configured.metadata.creation_timestamp, created.metadata.creation_timestamp,
+        "apply keeps the creation timestamp"
+    );
+    assert_eq!(
+        configured
+            .metadata
+            .annotations
+            .get(ANNOTATION_SOURCE_REF)
+            .map(String::as_str),
+        Some("REQ-7")
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn a_multi_document_file_with_one_invalid_document_writes_nothing() {
+    let world = World::new("rtctl-all-or-nothing").await;
+    let text = format!(
+        "{}---\n{}---\n{}",
+        game("a"),
+        game("b").replace("containerPort: 7000", "containerPort: 0"),
+        game("c")
+    );
+    let file = world.file("fleet.yaml", &text);
+    let output = world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(exit::INVALID), "{output:?}");
+    let message = stderr(&output);
+    assert!(
+        message.starts_with(&format!(
+            "error: {}: document 2 (b): spec.ports[0].containerPort: must be between 1 and 65535",
+            file.display()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("nothing was written"), "{message}");
+    assert_eq!(message.lines().count(), 1, "one line: {message}");
+    assert!(stdout(&output).is_empty());
+    assert_eq!(
+        world.names().await,
+        Vec::<String>::new(),
+        "nothing may be written"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn dry_run_reports_what_would_happen_and_writes_nothing() {
+    let world = World::new("rtctl-dry-run").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    world
+        .rtctl()
+        .args(["apply", "--dry-run", "-f"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stdout("gameruntime/g1 created (dry run)\n");
+    assert_eq!(world.get("g1").await, None);
+
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    let before = world.get("g1").await.unwrap();
+    let changed = world.file("g1.yaml", &game("g1").replace("engine:1", "engine:2"));
+    world
+        .rtctl()
+        .args(["apply", "--dry-run", "-f"])
+        .arg(&changed)
+        .assert()
+        .success()
+        .stdout("gameruntime/g1 configured (dry run)\n");
+    assert_eq!(
+        world.get("g1").await.unwrap(),
+        before,
+        "dry run changed nothing"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn diff_exits_zero_without_differences_one_with_them_and_more_on_errors() {
+    let world = World::new("rtctl-diff").await;
+    let file = world.file("g1.yaml", &game("g1"));
+
+    // Not there yet: everything is a difference.
+    let output = world
+        .rtctl()
+        .args(["diff", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(exit::DIFFERENCES), "{output:?}");
+    assert!(stdout(&output).starts_with("--- /dev/null\n+++ applied/gameruntime/g1\n"));
+
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    world
+        .rtctl()
+        .args(["diff", "-f"])
+        .arg(&file)
+        .assert()
+        .code(0)
+        .stdout("");
+
+    let changed = world.file("g1.yaml", &game("g1").replace("engine:1", "engine:2"));
+    let output = world
+        .rtctl()
+        .args(["diff", "-f"])
+        .arg(&changed)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(exit::DIFFERENCES), "{output:?}");
+    let text = stdout(&output);
+    assert!(
+        text.starts_with("--- live/gameruntime/g1\n+++ applied/gameruntime/g1\n@@"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n-  image: rtmanager-test/engine:1\n+  image: rtmanager-test/engine:2\n"),
+        "{text}"
+    );
+
+    let broken = world.file("broken.yaml", "spec: [\n");
+    let output = world
+        .rtctl()
+        .args(["diff", "-f"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(output.status.code().is_some_and(|c| c > 1), "{output:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn get_prints_the_columns_filters_by_label_and_names() {
+    let world = World::new("rtctl-get").await;
+    let file = world.file(
+        "games.yaml",
+        &format!(
+            "{}---\n{}",
+            game("g1"),
+            game("g2").replace("tier: ranked", "tier: casual")
+        ),
+    );
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    world.put_status("g1", &running_status(1)).await;
+
+    let output = world.rtctl().arg("get").output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "NAME", "STATE", "PHASE", "READY", "RESTARTS", "IMAGE", "AGE"
+        ]
+    );
+    assert_eq!(
+        lines[1][..6],
+        [
+            "g1",
+            "Running",
+            "Running",
+            "True",
+            "1",
+            "rtmanager-test/engine:1"
+        ]
+    );
+    assert!(lines[1][6].ends_with('s'), "age in seconds: {text}");
+    assert_eq!(
+        lines[2][..6],
+        ["g2", "Running", "-", "-", "0", "rtmanager-test/engine:1"]
+    );
+    assert_eq!(lines.len(), 3, "{text}");
+
+    let output = world
+        .rtctl()
+        .args(["get", "g1", "-o", "wide"])
+        .output()
+        .unwrap();
+    let text = stdout(&output);
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "NAME",
+            "STATE",
+            "PHASE",
+            "READY",
+            "RESTARTS",
+            "IMAGE",
+            "AGE",
+            "CONTAINER",
+            "NODE",
+            "HOSTNAME"
+        ]
+    );
+    assert_eq!(lines[1][7..], ["0123456789ab", "-", "g1"]);
+
+    world
+        .rtctl()
+        .args(["get", "-l", "tier=casual", "-o", "name"])
+        .assert()
+        .success()
+        .stdout("gameruntime/g2\n");
+    world
+        .rtctl()
+        .args(["get", "-l", "tier!=casual", "-o", "name"])
+        .assert()
+        .success()
+        .stdout("gameruntime/g1\n");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn get_yaml_output_with_status_applies_back_unchanged() {
+    let world = World::new("rtctl-roundtrip").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    world.put_status("g1", &running_status(1)).await;
+
+    let output = world
+        .rtctl()
+        .args(["get", "g1", "-o", "yaml"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let yaml = stdout(&output);
+    for field in [
+        "generation: 1",
+        "resourceVersion:",
+        "creationTimestamp:",
+        "status:",
+        "phase: Running",
+    ] {
+        assert!(yaml.contains(field), "missing {field}: {yaml}");
+    }
+    let printed = world.file("printed.yaml", &yaml);
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&printed)
+        .assert()
+        .success()
+        .stdout("gameruntime/g1 unchanged\n");
+    world
+        .rtctl()
+        .args(["diff", "-f"])
+        .arg(&printed)
+        .assert()
+        .code(0);
+
+    let output = world
+        .rtctl()
+        .args(["get", "g1", "-o", "json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON output");
+    assert_eq!(json["status"]["phase"], "Running");
+    assert_eq!(json["metadata"]["name"], "g1");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn get_watch_prints_a_line_when_the_status_changes() {
+    let world = World::new("rtctl-watch").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+
+    let mut watch = world.spawn(&["get", "g1", "-w"]);
+    watch.line_with("NAME");
+    let first = watch.line_with("g1");
+    assert!(
+        first.split_whitespace().nth(2) == Some("-"),
+        "no status yet: {first}"
+    );
+
+    world
+        .put_status(
+            "g1",
+            &GameRuntimeStatus {
+                phase: Phase::Starting,
+                observed_generation: Some(1),
+                ..GameRuntimeStatus::default()
+            },
+        )
+        .await;
+    let starting = watch.line_with("Starting");
+    assert!(starting.starts_with("g1 "), "{starting}");
+    world.put_status("g1", &running_status(1)).await;
+    let running = watch.line_with("True");
+    let cells: Vec<&str> = running.split_whitespace().collect();
+    assert_eq!(
+        cells[..4],
+        ["g1", "Running", "Running", "True"],
+        "{running}"
+    );
+
+    // The document's own changes are lines too.
+    let stopped = world.file("g1.yaml", &(game("g1") + "  state: Stopped\n"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&stopped)
+        .assert()
+        .success();
+    let line = watch.line_with("Stopped");
+    assert!(line.starts_with("g1 "), "{line}");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn restart_writes_a_new_restart_token_and_the_request_annotations() {
+    let world = World::new("rtctl-restart").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    let before = world.get("g1").await.unwrap();
+
+    world
+        .rtctl()
+        .args(["restart", "g1", "--ref", "REQ-42"])
+        .assert()
+        .success()
+        .stdout("gameruntime/g1 restart requested (ref REQ-42)\n");
+    let after = world.get("g1").await.unwrap();
+    assert!(!after.spec.restart_token.is_empty());
+    assert_ne!(after.spec.restart_token, before.spec.restart_token);
+    assert_eq!(
+        after
+            .metadata
+            .annotations
+            .get(ANNOTATION_OP_SOURCE)
+            .map(String::as_str),
+        Some(OpSource::AdminCli.as_str())
+    );
+    assert_eq!(
+        after
+            .metadata
+            .annotations
+            .get(ANNOTATION_SOURCE_REF)
+            .map(String::as_str),
+        Some("REQ-42")
+    );
+
+    // A second restart is a second request: a new token.
+    world.rtctl().args(["restart", "g1"]).assert().success();
+    let again = world.get("g1").await.unwrap();
+    assert_ne!(again.spec.restart_token, after.spec.restart_token);
+
+    // Applying the original file afterwards neither undoes nor repeats the restart.
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stdout("gameruntime/g1 unchanged\n");
+}
+
+/// What the controller records for a restart asked for by `source_ref`: the outer entry and
+/// its inner stop and start, all sharing the correlation id, the outer one finished with
+/// `failure` when given.
+async fn simulate_restart(
+    world: &World,
+    name: &str,
+    source_ref: &str,
+    failure: Option<(ErrorCode, &str)>,
+) {
+    let history = world.history();
+    let entry = |kind| {
+        let mut entry =
+            HistoryEntry::begin(name, &format!("op-{kind:?}"), kind, OpSource::AdminCli);
+        entry.source_ref = source_ref.to_owned();
+        entry
+    };
+    let mut outer = history.append(None, entry(OpKind::Restart)).await.unwrap();
+    let mut stop = history.append(None, entry(OpKind::Stop)).await.unwrap();
+    stop.entry.container_id_before = Some("aaaaaaaaaaaaaaaaaaaa".into());
+    stop.entry.succeed();
+    history.finish(&stop).await.unwrap();
+    let mut start = history.append(None, entry(OpKind::Start)).await.unwrap();
+    outer.entry.container_id_before = Some("aaaaaaaaaaaaaaaaaaaa".into());
+    match failure {
+        None => {
+            start.entry.container_id_after = Some("bbbbbbbbbbbbbbbbbbbb".into());
+            start.entry.succeed();
+            outer.entry.container_id_after = Some("bbbbbbbbbbbbbbbbbbbb".into());
+            outer.entry.succeed();
+        }
+        Some((code, message)) => {
+            start.entry.fail(code, message);
+            outer.entry.fail(code, message);
+        }
+    }
+    history.finish(&start).await.unwrap();
+    history.finish(&outer).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn restart_wait_reports_the_successful_outcome_from_the_history() {
+    let world = World::new("rtctl-restart-ok").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    // An earlier restart with the same ref must not end the wait.
+    simulate_restart(&world, "g1", "REQ-1", Some((ErrorCode::StartFailed, "old"))).await;
+    let before = world.get("g1").await.unwrap();
+
+    let mut restart = world.spawn(&[
+        "restart",
+        "g1",
+        "--ref",
+        "REQ-1",
+        "--wait",
+        "--timeout",
+        "30s",
+    ]);
+    restart.line_with("restart requested (ref REQ-1)");
+    world
+        .until_doc("g1", "rtctl to write a new restart token", |doc| {
+            doc.spec.restart_token != before.spec.restart_token
+        })
+        .await;
+    simulate_restart(&world, "g1", "REQ-1", None).await;
+
+    restart.line_with("stop success");
+    let (status, rest, stderr) = restart.finish();
+    assert!(status.success(), "{status:?}: {stderr} {rest:?}");
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("gameruntime/g1 restarted: container aaaaaaaaaaaa → bbbbbbbbbbbb"),
+        "{rest:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn restart_wait_reports_a_failure_with_its_error_code_and_message() {
+    let world = World::new("rtctl-restart-fail").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    let before = world.get("g1").await.unwrap();
+
+    let mut restart = world.spawn(&["restart", "g1", "--ref", "REQ-2", "--wait"]);
+    restart.line_with("restart requested");
+    world
+        .until_doc("g1", "rtctl to write a new restart token", |doc| {
+            doc.spec.restart_token != before.spec.restart_token
+        })
+        .await;
+    simulate_restart(
+        &world,
+        "g1",
+        "REQ-2",
+        Some((
+            ErrorCode::ImageNotFound,
+            "image rtmanager-test/engine:1 is not present",
+        )),
+    )
+    .await;
+    let (status, _, stderr) = restart.finish();
+    assert_eq!(status.code(), Some(exit::OPERATION_FAILED), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "error: restart of gameruntime/g1 failed: image_not_found: image \
+             rtmanager-test/engine:1 is not present;"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn restart_wait_times_out_with_its_own_exit_code() {
+    let world = World::new("rtctl-restart-timeout").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    let output = world
+        .rtctl()
+        .args(["restart", "g1", "--wait", "--timeout", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(exit::TIMEOUT), "{output:?}");
+    assert!(
+        stderr(&output)
+            .starts_with("error: timed out after 1s waiting for the restart of gameruntime/g1")
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn stop_and_start_set_the_desired_state_and_wait_for_the_phase() {
+    let world = World::new("rtctl-stop-start").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+
+    world.rtctl().args(["stop", "g1"]).assert().success();
+    let stopped = world.get("g1").await.unwrap();
+    assert_eq!(stopped.spec.state, DesiredState::Stopped);
+    assert_eq!(
+        stopped
+            .metadata
+            .annotations
+            .get(ANNOTATION_OP_SOURCE)
+            .map(String::as_str),
+        Some("admin_cli")
+    );
+    world
+        .rtctl()
+        .args(["stop", "g1"])
+        .assert()
+        .success()
+        .stdout("gameruntime/g1 unchanged (spec.state is already Stopped)\n");
+
+    // start --wait needs the controller's status for the new generation.
+    world.put_status("g1", &running_status(1)).await;
+    let mut start = world.spawn(&["start", "g1", "--wait", "--timeout", "30s"]);
+    start.line_with("start requested");
+    world
+        .until_doc("g1", "rtctl start to set spec.state", |doc| {
+            doc.spec.state == DesiredState::Running
+        })
+        .await;
+    let generation = world.get("g1").await.unwrap().metadata.generation.unwrap();
+    world.put_status("g1", &running_status(generation)).await;
+    let (status, rest, stderr) = start.finish();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("gameruntime/g1 is Running"),
+        "{rest:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn delete_removes_the_document_and_waits_for_the_status_to_go() {
+    let world = World::new("rtctl-delete").await;
+    let file = world.file("games.yaml", &format!("{}---\n{}", game("g1"), game("g2")));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+
+    world
+        .rtctl()
+        .args(["delete", "g1"])
+        .assert()
+        .success()
+        .stdout("gameruntime/g1 deleted\n");
+    assert_eq!(world.names().await, ["g2"]);
+
+    world.put_status("g2", &running_status(1)).await;
+    let mut delete = world.spawn(&[
+        "delete",
+        "-f",
+        file.to_str().unwrap(),
+        "--ignore-not-found",
+        "--wait",
+    ]);
+    delete.line_with("gameruntime/g2 deleted");
+    assert_eq!(world.names().await, Vec::<String>::new());
+    world.delete_status("g2").await;
+    let (status, rest, stderr) = delete.finish();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("gameruntime/g2 removed"),
+        "{rest:?}"
+    );
+
+    let output = world.rtctl().args(["delete", "g1"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(exit::NOT_FOUND), "{output:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn history_and_describe_show_the_operations_newest_first() {
+    let world = World::new("rtctl-history").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    simulate_restart(
+        &world,
+        "g1",
+        "REQ-9",
+        Some((ErrorCode::StartFailed, "boom")),
+    )
+    .await;
+
+    let output = world.rtctl().args(["history", "g1"]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    let kinds: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(2).unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["start", "stop", "restart"], "newest first:\n{text}");
+    assert!(text.contains("REQ-9"), "{text}");
+    assert!(text.contains("start_failed: boom"), "{text}");
+
+    let output = world
+        .rtctl()
+        .args(["history", "g1", "--limit", "1", "-o", "json"])
+        .output()
+        .unwrap();
+    let entries: Vec<HistoryEntry> = serde_json::from_slice(&output.stdout).expect("JSON entries");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].op_kind, OpKind::Start);
+
+    let output = world.rtctl().args(["describe", "g1"]).output().unwrap();
+    let text = stdout(&output);
+    assert!(text.starts_with("Name:"), "{text}");
+    assert!(text.contains("History (newest first"), "{text}");
+    assert!(text.contains("REQ-9"), "{text}");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn wait_ends_when_the_phase_or_condition_holds_and_times_out_otherwise() {
+    let world = World::new("rtctl-wait").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+
+    let output = world
+        .rtctl()
+        .args(["wait", "g1", "--for=condition=Ready", "--timeout", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(exit::TIMEOUT), "{output:?}");
+
+    let wait = world.spawn(&["wait", "g1", "--for=phase=Running", "--timeout", "30s"]);
+    world.put_status("g1", &running_status(1)).await;
+    let (status, rest, stderr) = wait.finish();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("gameruntime/g1 is Running")
+    );
+    world
+        .rtctl()
+        .args(["wait", "g1", "--for=condition=Ready"])
+        .assert()
+        .success()
+        .stdout("gameruntime/g1 condition Ready=True\n");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn a_stale_resource_version_is_a_conflict_unless_forced() {
+    let world = World::new("rtctl-conflict").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    let output = world
+        .rtctl()
+        .args(["get", "g1", "-o", "yaml"])
+        .output()
+        .unwrap();
+    let old = stdout(&output);
+    world.rtctl().args(["stop", "g1"]).assert().success();
+
+    let edited = world.file(
+        "edited.yaml",
+        &old.replace(
+            "image: rtmanager-test/engine:1",
+            "image: rtmanager-test/engine:2",
+        ),
+    );
+    let output = world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&edited)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(exit::CONFLICT), "{output:?}");
+    assert!(
+        stderr(&output).contains("was changed since resourceVersion"),
+        "{output:?}"
+    );
+    assert_eq!(
+        world.get("g1").await.unwrap().spec.image,
+        "rtmanager-test/engine:1"
+    );
+
+    world
+        .rtctl()
+        .args(["apply", "--force", "-f"])
+        .arg(&edited)
+        .assert()
+        .success()
+        .stdout("gameruntime/g1 configured\n");
+    assert_eq!(
+        world.get("g1").await.unwrap().spec.image,
+        "rtmanager-test/engine:2"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn an_unknown_name_is_not_found() {
+    let world = World::new("rtctl-not-found").await;
+    for args in [
+        &["get", "nope"][..],
+        &["describe", "nope"],
+        &["history", "nope"],
+        &["restart", "nope"],
+        &["stop", "nope"],
+        &["delete", "nope"],
+    ] {
+        let output = world.rtctl().args(args).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(exit::NOT_FOUND),
+            "{args:?}: {output:?}"
+        );
+        assert_eq!(
+            stderr(&output),
+            format!(
+                "error: gameruntime/nope not found under prefix {}; list the games with `rtctl get`\n",
+                world.keys.prefix()
+            ),
+            "{args:?}"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn an_unreachable_etcd_is_named_within_five_seconds() {
+    let world = World::new("rtctl-unreachable").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    for args in [&["get"][..], &["apply", "-f", file.to_str().unwrap()]] {
+        let started = Instant::now();
+        let output = world
+            .rtctl()
+            .env("RTM_ETCD_ENDPOINTS", "http://127.0.0.1:1")
+            .args(args)
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+        assert_eq!(
+            output.status.code(),
+            Some(exit::UNAVAILABLE),
+            "{args:?}: {output:?}"
+        );
+        let message = stderr(&output);
+        assert!(
+            message.starts_with("error: cannot reach etcd at http://127.0.0.1:1 "),
+            "{message}"
+        );
+        assert!(message.contains("RTM_ETCD_ENDPOINTS"), "{message}");
+        assert_eq!(message.lines().count(), 1, "{message}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn malformed_yaml_is_invalid_and_names_the_file_and_line() {
+    let world = World::new("rtctl-malformed").await;
+    let file = world.file("bad.yaml", &format!("{}  ports: [\n", game("g1")));
+    let output = world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(exit::INVALID), "{output:?}");
+    let message = stderr(&output);
+    assert!(
+        message.starts_with(&format!("error: {}: document 1: line ", file.display())),
+        "{message}"
+    );
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert_eq!(world.names().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn an_unknown_field_is_invalid_and_names_its_path() {
+    let world = World::new("rtctl-unknown-field").await;
+    let file = world.file("typo.yaml", &game("g1").replace("  image:", "  imagee:"));
+    let output = world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(exit::INVALID), "{output:?}");
+    let message = stderr(&output);
+    assert!(
+        message.starts_with(&format!(
+            "error: {}: document 1 (g1): spec.imagee: unknown field `imagee`",
+            file.display()
+        )),
+        "{message}"
+    );
+    assert_eq!(world.names().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn a_bad_name_is_refused_before_any_key_is_built() {
+    let world = World::new("rtctl-bad-name").await;
+    for args in [
+        &["get", "../x"][..],
+        &["describe", "Game_1"],
+        &["restart", "a/b"],
+        &["delete", ".."],
+        &["history", "../../etc"],
+    ] {
+        // Against an etcd that is not there: a bad name must fail before any lookup.
+        let output = world
+            .rtctl()
+            .env("RTM_ETCD_ENDPOINTS", "http://127.0.0.1:1")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(exit::INVALID),
+            "{args:?}: {output:?}"
+        );
+        let message = stderr(&output);
+        assert!(
+            message.starts_with(&format!(
+                "error: invalid name {:?}: a name must be",
+                args[1]
+            )),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn a_config_file_context_supplies_the_connection() {
+    let world = World::new("rtctl-context").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    let config = world.file(
+        "config.yaml",
+        &format!(
+            "currentContext: broken\ncontexts:\n  - name: broken\n    endpoints: \
+             http://127.0.0.1:1\n  - name: test\n    endpoints: [{}]\n    prefix: {}\n",
+            etcd_endpoints().join(", "),
+            world.keys.prefix()
+        ),
+    );
+    let rtctl = || {
+        let mut command = assert_cmd::Command::new(RTCTL);
+        command
+            .env_remove("RTM_ETCD_ENDPOINTS")
+            .env_remove("RTM_PREFIX")
+            .env("RTMCONFIG", &config)
+            .timeout(RUN);
+        command
+    };
+    rtctl()
+        .args(["get", "-o", "name", "--context", "test"])
+        .assert()
+        .success()
+        .stdout("gameruntime/g1\n");
+    let output = rtctl().args(["get"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(exit::UNAVAILABLE), "{output:?}");
+    assert!(stderr(&output).contains("http://127.0.0.1:1"));
+    // A flag beats the context.
+    rtctl()
+        .args(["get", "-o", "name", "--prefix", world.keys.prefix()])
+        .env("RTM_ETCD_ENDPOINTS", etcd_endpoints().join(","))
+        .assert()
+        .success()
+        .stdout("gameruntime/g1\n");
+}
