@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod error_code;
+pub mod failpoint;
 pub mod history;
 pub mod http;
 pub mod lease;

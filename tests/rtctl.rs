@@ -129,6 +129,11 @@ impl World {
         self.store.txn(txn).await.expect("delete a status");
     }
 
+    /// Deletes the test's keys (a failed test leaves them, under its own prefix, to look at).
+    async fn done(self) {
+        common::wipe(self.store.as_ref(), &self.keys).await;
+    }
+
     fn history(&self) -> History {
         History::new(self.store.clone(), self.keys.clone(), 100)
     }
@@ -299,6 +304,7 @@ async fn apply_creates_then_configures_then_leaves_unchanged() {
             .map(String::as_str),
         Some("REQ-7")
     );
+    world.done().await;
 }
 
 #[tokio::test]
@@ -335,6 +341,7 @@ async fn a_multi_document_file_with_one_invalid_document_writes_nothing() {
         Vec::<String>::new(),
         "nothing may be written"
     );
+    world.done().await;
 }
 
 #[tokio::test]
@@ -371,6 +378,7 @@ async fn dry_run_reports_what_would_happen_and_writes_nothing() {
         before,
         "dry run changed nothing"
     );
+    world.done().await;
 }
 
 #[tokio::test]
@@ -429,6 +437,7 @@ async fn diff_exits_zero_without_differences_one_with_them_and_more_on_errors() 
         .output()
         .unwrap();
     assert!(output.status.code().is_some_and(|c| c > 1), "{output:?}");
+    world.done().await;
 }
 
 #[tokio::test]
@@ -521,6 +530,7 @@ async fn get_prints_the_columns_filters_by_label_and_names() {
         .assert()
         .success()
         .stdout("gameruntime/g1\n");
+    world.done().await;
 }
 
 #[tokio::test]
@@ -575,6 +585,7 @@ async fn get_yaml_output_with_status_applies_back_unchanged() {
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON output");
     assert_eq!(json["status"]["phase"], "Running");
     assert_eq!(json["metadata"]["name"], "g1");
+    world.done().await;
 }
 
 #[tokio::test]
@@ -628,6 +639,7 @@ async fn get_watch_prints_a_line_when_the_status_changes() {
         .success();
     let line = watch.line_with("Stopped");
     assert!(line.starts_with("g1 "), "{line}");
+    world.done().await;
 }
 
 #[tokio::test]
@@ -682,6 +694,7 @@ async fn restart_writes_a_new_restart_token_and_the_request_annotations() {
         .assert()
         .success()
         .stdout("gameruntime/g1 unchanged\n");
+    world.done().await;
 }
 
 /// What the controller records for a restart asked for by `source_ref`: the outer entry and
@@ -700,12 +713,21 @@ async fn simulate_restart(
         entry.source_ref = source_ref.to_owned();
         entry
     };
-    let mut outer = history.append(None, entry(OpKind::Restart)).await.unwrap();
-    let mut stop = history.append(None, entry(OpKind::Stop)).await.unwrap();
+    let mut outer = history
+        .append(None, entry(OpKind::Restart))
+        .await
+        .expect("append the restart entry");
+    let mut stop = history
+        .append(None, entry(OpKind::Stop))
+        .await
+        .expect("append the stop entry");
     stop.entry.container_id_before = Some("aaaaaaaaaaaaaaaaaaaa".into());
     stop.entry.succeed();
-    history.finish(&stop).await.unwrap();
-    let mut start = history.append(None, entry(OpKind::Start)).await.unwrap();
+    history.finish(&stop).await.expect("finish the stop entry");
+    let mut start = history
+        .append(None, entry(OpKind::Start))
+        .await
+        .expect("append the start entry");
     outer.entry.container_id_before = Some("aaaaaaaaaaaaaaaaaaaa".into());
     match failure {
         None => {
@@ -719,8 +741,14 @@ async fn simulate_restart(
             outer.entry.fail(code, message);
         }
     }
-    history.finish(&start).await.unwrap();
-    history.finish(&outer).await.unwrap();
+    history
+        .finish(&start)
+        .await
+        .expect("finish the start entry");
+    history
+        .finish(&outer)
+        .await
+        .expect("finish the restart entry");
 }
 
 #[tokio::test]
@@ -763,6 +791,7 @@ async fn restart_wait_reports_the_successful_outcome_from_the_history() {
         Some("gameruntime/g1 restarted: container aaaaaaaaaaaa → bbbbbbbbbbbb"),
         "{rest:?}"
     );
+    world.done().await;
 }
 
 #[tokio::test]
@@ -805,6 +834,7 @@ async fn restart_wait_reports_a_failure_with_its_error_code_and_message() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    world.done().await;
 }
 
 #[tokio::test]
@@ -828,6 +858,7 @@ async fn restart_wait_times_out_with_its_own_exit_code() {
         stderr(&output)
             .starts_with("error: timed out after 1s waiting for the restart of gameruntime/g1")
     );
+    world.done().await;
 }
 
 #[tokio::test]
@@ -878,6 +909,7 @@ async fn stop_and_start_set_the_desired_state_and_wait_for_the_phase() {
         Some("gameruntime/g1 is Running"),
         "{rest:?}"
     );
+    world.done().await;
 }
 
 #[tokio::test]
@@ -921,6 +953,7 @@ async fn delete_removes_the_document_and_waits_for_the_status_to_go() {
 
     let output = world.rtctl().args(["delete", "g1"]).output().unwrap();
     assert_eq!(output.status.code(), Some(exit::NOT_FOUND), "{output:?}");
+    world.done().await;
 }
 
 #[tokio::test]
@@ -968,6 +1001,7 @@ async fn history_and_describe_show_the_operations_newest_first() {
     assert!(text.starts_with("Name:"), "{text}");
     assert!(text.contains("History (newest first"), "{text}");
     assert!(text.contains("REQ-9"), "{text}");
+    world.done().await;
 }
 
 #[tokio::test]
@@ -1003,6 +1037,7 @@ async fn wait_ends_when_the_phase_or_condition_holds_and_times_out_otherwise() {
         .assert()
         .success()
         .stdout("gameruntime/g1 condition Ready=True\n");
+    world.done().await;
 }
 
 #[tokio::test]
@@ -1058,6 +1093,7 @@ async fn a_stale_resource_version_is_a_conflict_unless_forced() {
         world.get("g1").await.unwrap().spec.image,
         "rtmanager-test/engine:2"
     );
+    world.done().await;
 }
 
 #[tokio::test]
@@ -1087,6 +1123,7 @@ async fn an_unknown_name_is_not_found() {
             "{args:?}"
         );
     }
+    world.done().await;
 }
 
 #[tokio::test]
@@ -1117,6 +1154,7 @@ async fn an_unreachable_etcd_is_named_within_five_seconds() {
         assert!(message.contains("RTM_ETCD_ENDPOINTS"), "{message}");
         assert_eq!(message.lines().count(), 1, "{message}");
     }
+    world.done().await;
 }
 
 #[tokio::test]
@@ -1138,6 +1176,7 @@ async fn malformed_yaml_is_invalid_and_names_the_file_and_line() {
     );
     assert_eq!(message.lines().count(), 1, "{message}");
     assert_eq!(world.names().await, Vec::<String>::new());
+    world.done().await;
 }
 
 #[tokio::test]
@@ -1161,6 +1200,7 @@ async fn an_unknown_field_is_invalid_and_names_its_path() {
         "{message}"
     );
     assert_eq!(world.names().await, Vec::<String>::new());
+    world.done().await;
 }
 
 #[tokio::test]
@@ -1195,6 +1235,7 @@ async fn a_bad_name_is_refused_before_any_key_is_built() {
             "{message}"
         );
     }
+    world.done().await;
 }
 
 #[tokio::test]
@@ -1241,4 +1282,5 @@ async fn a_config_file_context_supplies_the_connection() {
         .assert()
         .success()
         .stdout("gameruntime/g1\n");
+    world.done().await;
 }

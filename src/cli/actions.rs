@@ -16,7 +16,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::apply::{WRITE_ATTEMPTS, backoff, check_ref, generate_ref, rv_of, stamp_request};
+use super::apply::{
+    WRITE_ATTEMPTS, backoff, check_ref, generate_ref, landed, rv_of, stamp_request,
+};
 use super::error::{CliError, Outcome};
 use super::input::read_inputs;
 use super::output::{short_id, warn};
@@ -207,6 +209,15 @@ async fn modify(
                     return Err(session.doc_error(e, &format!("writing gameruntime/{name}")));
                 }
                 backoff(attempt).await;
+            }
+            Err(DocumentError::Store(e)) if e.outcome_unknown() => {
+                if let Some(live) = landed(session, &doc, source_ref).await {
+                    return Ok(Modified {
+                        doc: live,
+                        changed: true,
+                    });
+                }
+                return Err(session.store_error(e, &format!("writing gameruntime/{name}")));
             }
             Err(e) => return Err(session.doc_error(e, &format!("writing gameruntime/{name}"))),
         }

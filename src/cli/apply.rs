@@ -298,9 +298,33 @@ async fn apply_one(
                 }
                 backoff(attempt).await;
             }
+            Err(DocumentError::Store(e)) if e.outcome_unknown() => {
+                if landed(session, &desired, source_ref).await.is_some() {
+                    return Ok(action);
+                }
+                return Err(session.store_error(e, &format!("writing gameruntime/{name}")));
+            }
             Err(e) => return Err(session.doc_error(e, &format!("writing gameruntime/{name}"))),
         }
     }
+}
+
+/// After a write whose answer was lost (a timeout, a dropped connection): the stored document
+/// if it is the one we wrote, so a write that did land is not reported as failed.
+pub async fn landed(
+    session: &Session,
+    desired: &GameRuntime,
+    source_ref: &str,
+) -> Option<GameRuntime> {
+    let live = session.get(&desired.metadata.name).await.ok()??;
+    let ours = live
+        .metadata
+        .annotations
+        .get(ANNOTATION_SOURCE_REF)
+        .map(String::as_str)
+        == Some(source_ref)
+        && comparable(&live) == comparable(desired);
+    ours.then_some(live)
 }
 
 pub fn rv_of(doc: &GameRuntime) -> Option<Revision> {

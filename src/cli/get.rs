@@ -380,6 +380,10 @@ pub async fn get(
                 "No gameruntimes found under prefix {}.",
                 keys.prefix()
             ));
+            if args.output == OutputFormat::Json {
+                // Scripts get an empty list rather than no JSON at all.
+                printer.listing(&[], args.no_headers, out)?;
+            }
         } else if !shown.is_empty() {
             printer.listing(&shown, args.no_headers, out)?;
         }
@@ -391,6 +395,13 @@ pub async fn get(
 
     let (mut watch, listings, _) = MultiWatch::start(session, prefixes).await?;
     let mut games = games_from(session, &listings[0], &listings[1]);
+    if !args.watch_only
+        && let Some(missing) = args.names.iter().find(|n| !games.contains_key(*n))
+    {
+        // As kubectl: watching a named game that does not exist is an error; --watch-only
+        // waits for it to appear.
+        return Err(session.not_found(missing));
+    }
     let mut printer = Printer::new(args.output, true, args.output_watch_events);
     if !args.watch_only {
         let shown = select(&games, &args.names, &selector);

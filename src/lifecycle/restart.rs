@@ -5,6 +5,7 @@
 //! every failure branch keeps the Go service's error code.
 
 use crate::error_code::ErrorCode;
+use crate::failpoint;
 use crate::history::Appended;
 use crate::lease::GameLease;
 use crate::model::{OpKind, Phase};
@@ -95,6 +96,7 @@ impl Lifecycle {
         if !stop.is_success() {
             return Err(inner_failure("inner stop failed", &stop));
         }
+        failpoint::hit("restart.after_stop");
 
         lease.check()?;
         if let Some(id) = &stop.container_id {
@@ -103,12 +105,14 @@ impl Lifecycle {
             })?;
         }
 
+        failpoint::hit("restart.after_remove");
         lease.check()?;
         let start = self.start_under(lease, inner, &new_id()).await;
         if !start.is_success() {
             return Err(inner_failure("inner start failed", &start));
         }
         outer.entry.container_id_after = start.container_id.clone();
+        failpoint::hit("restart.before_status");
         // The inner start recorded the new container in the status; the
         // outer entry only adds itself as the last operation.
         Ok(StatusChange::LastOperationOnly)

@@ -1,6 +1,7 @@
 //! start: make the game's container run from its current spec.
 
 use crate::error_code::ErrorCode;
+use crate::failpoint;
 use crate::lease::GameLease;
 use crate::model::{OpKind, Phase};
 use crate::runtime::{ContainerInfo, RuntimeError, RuntimeOp};
@@ -76,6 +77,7 @@ impl Lifecycle {
 
         lease.check()?;
         let id = self.create_container(&spec).await?;
+        failpoint::hit("start.after_create");
         entry.container_id_after = Some(id.clone());
 
         // From here on a failure leaves a created container: remove it so
@@ -110,6 +112,7 @@ impl Lifecycle {
                     format!("container {id} vanished right after it started"),
                 )
             })?;
+        failpoint::hit("start.before_status");
         Ok(running(started, spec.hostname))
     }
 

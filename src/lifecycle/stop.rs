@@ -1,6 +1,7 @@
 //! stop: SIGTERM the game's container, SIGKILL after its stopTimeout; the
 //! stopped container stays (a later start replaces it).
 
+use crate::failpoint;
 use crate::history::HistoryEntry;
 use crate::lease::GameLease;
 use crate::model::defaults::DEFAULT_STOP_TIMEOUT;
@@ -60,6 +61,7 @@ impl Lifecycle {
         lease.check()?;
         if container.is_running() {
             self.stop_container(&container.id, timeout).await?;
+            failpoint::hit("stop.after_stop");
         }
         let stopped = self.reinspect(&container.id).await.unwrap_or(container);
         Ok(StatusChange::Set {
