@@ -54,6 +54,10 @@ pub struct HistoryEntry {
     pub started_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
+    /// Why the operation ran, when the kind alone does not say (e.g. a
+    /// removal because the game moved to another node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// The controller that ran the operation.
     #[serde(default)]
     pub holder: String,
@@ -81,6 +85,7 @@ impl HistoryEntry {
             error_message: None,
             started_at: Timestamp::now(),
             finished_at: None,
+            note: None,
             holder: String::new(),
             fence_revision: None,
         }

@@ -562,6 +562,13 @@ async fn get_yaml_output_with_status_applies_back_unchanged() {
     ] {
         assert!(yaml.contains(field), "missing {field}: {yaml}");
     }
+    world
+        .rtctl()
+        .args(["apply", "-f", "-"])
+        .write_stdin(yaml.clone())
+        .assert()
+        .success()
+        .stdout("gameruntime/g1 unchanged\n");
     let printed = world.file("printed.yaml", &yaml);
     world
         .rtctl()

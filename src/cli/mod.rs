@@ -40,8 +40,6 @@ use self::error::{CliError, EXIT_CODES_HELP, Outcome, exit, one_line};
 use self::session::Session;
 use crate::model::DesiredState;
 
-pub use self::error::CliError as Error;
-
 /// rtctl: manage GameRuntimes — the desired state of game containers, kept in etcd and
 /// reconciled by rtmanager.
 #[derive(Debug, Parser)]

@@ -156,9 +156,9 @@ impl Reconciler {
             Some(Desired::Valid(doc)) => Some(*doc),
             None => None,
         };
-        if desired.as_ref().is_some_and(|doc| !self.sharding.owns(doc)) {
+        if let Some(doc) = desired.as_ref().filter(|doc| !self.sharding.owns(doc)) {
             self.forget(game);
-            return Ok(None);
+            return self.evict_if_here(game, doc).await;
         }
         if desired.is_none() && !self.cache.is_gone(game) {
             // Not known to be deleted (an orphan still in its GC grace, or
@@ -266,6 +266,35 @@ impl Reconciler {
             Some(result) if !result.is_success() => Err(result.into()),
             Some(_) => Ok(Some(AFTER_ACTION)),
             None => Ok(requeue_for(action)),
+        }
+    }
+
+    /// A game of another node must not keep a container here (it moved:
+    /// its `spec.node` changed), or it would run twice.
+    async fn evict_if_here(
+        &self,
+        game: &str,
+        doc: &GameRuntime,
+    ) -> Result<Option<Duration>, ReconcileError> {
+        if self.observe(game).await?.container.is_none() {
+            return Ok(None);
+        }
+        let lease = match self.lifecycle.acquire(game, &new_id()).await {
+            Ok(lease) => lease,
+            Err(LeaseError::Busy { .. }) => return Ok(Some(LEASE_BUSY_RETRY)),
+            Err(error) => return Err(error.into()),
+        };
+        let node = doc.spec.node.as_deref().unwrap_or("any node");
+        let reason = format!("the game moved to {node}; its container here was removed");
+        let request = OpRequest::new(game, OpSource::Reconcile);
+        let result = self.lifecycle.evict_under(&lease, &request, &reason).await;
+        if let Err(error) = lease.release().await {
+            warn!(%game, %error, "releasing the game lease failed");
+        }
+        if result.is_success() {
+            Ok(None)
+        } else {
+            Err(result.into())
         }
     }
 

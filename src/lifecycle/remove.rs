@@ -64,3 +64,46 @@ impl Lifecycle {
         Ok(StatusChange::Clear)
     }
 }
+
+impl Lifecycle {
+    /// Stops and removes the game's container on this Docker host without
+    /// touching its status: the game now belongs to another node (its
+    /// `spec.node` changed), which records its own status. Without this the
+    /// game would run twice.
+    pub async fn evict_under(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+        reason: &str,
+    ) -> OpResult {
+        let op_id = lease.op_id();
+        let mut op = match self.begin(lease, OpKind::Remove, request, op_id).await {
+            Ok(op) => op,
+            Err(failure) => return self.reject(OpKind::Remove, request, op_id, failure).await,
+        };
+        op.entry.note = Some(reason.to_owned());
+        let result = async {
+            let Some(container) = self.current_container(lease.game()).await? else {
+                return Ok(());
+            };
+            op.entry.container_id_before = Some(container.id.clone());
+            op.entry.image_ref = container.image.clone();
+            lease.check()?;
+            self.remove_container(&container.id, true)
+                .await
+                .map_err(|e| {
+                    Failure::new(ErrorCode::ServiceUnavailable, format!("docker remove: {e}"))
+                })
+        }
+        .await;
+        match result {
+            Ok(()) => op.entry.succeed(),
+            Err(failure) => op.entry.fail(failure.code, failure.message),
+        }
+        if let Err(error) = self.history.finish(&op).await {
+            tracing::warn!(game = %op.entry.game_id, %error, "finishing the history entry failed; recovery resolves it");
+        }
+        self.finished(&op.entry);
+        OpResult::from_entry(&op.entry)
+    }
+}
