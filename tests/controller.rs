@@ -66,7 +66,14 @@ struct Harness {
 }
 
 async fn harness(test: &str) -> Harness {
+    let asked = Instant::now();
     let serial = SERIAL.lock().await;
+    // Shown with a failure: lines up with the controllers' UTC log times.
+    eprintln!(
+        "[{test}] running from {} (waited {:?} for the other tests)",
+        humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+        asked.elapsed()
+    );
     let store: Arc<dyn Store> = etcd().await;
     let keys = unique_keys(test);
     let runtime = Arc::new(docker().await);
@@ -999,24 +1006,6 @@ async fn metrics_are_served_and_a_converged_controller_writes_nothing_to_etcd() 
     }
     h.wait_all_converged(&docs, CONVERGE).await;
 
-    let text = controller.metrics().await;
-    let missing: Vec<&str> = METRICS
-        .into_iter()
-        .filter(|name| {
-            !text
-                .lines()
-                .any(|line| !line.starts_with('#') && line.starts_with(name))
-        })
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "/metrics has no samples of {missing:?}:\n{text}"
-    );
-    for path in ["/healthz", "/readyz"] {
-        let answer = controller.get(path).await;
-        assert!(matches!(answer, Ok((200, _))), "GET {path}: {answer:?}");
-    }
-
     // Steady state: the last writes (status, lease release) are done.
     h.wait_leases_released().await;
     let from = h.store.revision().await.unwrap() + 1;
@@ -1078,6 +1067,24 @@ async fn metrics_are_served_and_a_converged_controller_writes_nothing_to_etcd() 
         "a converged controller wrote to etcd during two resyncs:\n{}",
         writes.join("\n")
     );
+
+    let text = controller.metrics().await;
+    let missing: Vec<&str> = METRICS
+        .into_iter()
+        .filter(|name| {
+            !text
+                .lines()
+                .any(|line| !line.starts_with('#') && line.starts_with(name))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "/metrics has no samples of {missing:?}:\n{text}"
+    );
+    for path in ["/healthz", "/readyz"] {
+        let answer = controller.get(path).await;
+        assert!(matches!(answer, Ok((200, _))), "GET {path}: {answer:?}");
+    }
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use super::apply::{
 };
 use super::error::{CliError, Outcome};
 use super::input::read_inputs;
-use super::output::{short_id, warn};
+use super::output::{note, short_id, warn};
 use super::session::{MultiWatch, Session, WatchItem, check_name};
 use crate::history::HistoryEntry;
 use crate::model::{ConditionStatus, DesiredState, GameRuntime, GameRuntimeStatus, OpKind, Phase};
@@ -264,6 +264,13 @@ pub async fn restart(
         args.name
     )?;
     out.flush()?;
+    if modified.doc.spec.state == DesiredState::Stopped {
+        note(&format!(
+            "note: gameruntime/{name} is Stopped (spec.state): the controller records the restart \
+             without starting a container; `rtctl start {name}` starts it",
+            name = args.name
+        ));
+    }
     if !args.wait {
         return Ok(Outcome::Success);
     }
@@ -271,8 +278,10 @@ pub async fn restart(
     let mut waiter = RestartWaiter {
         name: args.name.clone(),
         source_ref: source_ref.clone(),
+        token,
         after,
         seen: HashMap::new(),
+        restart_seen: false,
         phase: PhaseTracker::default(),
     };
     let deadline = Instant::now() + args.timeout;
@@ -678,13 +687,23 @@ fn deleted_while_waiting(name: &str, what: &str) -> CliError {
     }
 }
 
+/// Follows a restart request to its end, which is, in order of preference:
+///
+/// - the `restart` entry carrying the request's ref gets an outcome (the usual case: the
+///   controller recreates the container and records the outer entry with our correlation id);
+/// - a `start` entry with our ref finishes while no `restart` entry with it was seen (the
+///   game had no container, so starting one answered the request);
+/// - the status of a Stopped game records our token (nothing to restart).
 struct RestartWaiter {
     name: String,
     source_ref: String,
+    token: String,
     /// The revision of our write: entries written before it belong to earlier requests.
     after: Revision,
     /// What was last printed for each entry, so a rewrite without news prints nothing.
     seen: HashMap<String, (OpKind, crate::model::Outcome)>,
+    /// Whether a `restart` entry with our ref appeared (its inner start does not end the wait).
+    restart_seen: bool,
     phase: PhaseTracker,
 }
 
@@ -699,10 +718,19 @@ impl Waiter for RestartWaiter {
         match (which, kv) {
             (Which::Doc, None) => Err(deleted_while_waiting(&name, "its restart")),
             (Which::Status, Some(kv)) => {
-                if let Some(status) = decode_status(kv) {
-                    self.phase.see(&name, &status, out)?;
-                }
-                Ok(None)
+                let Some(status) = decode_status(kv) else {
+                    return Ok(None);
+                };
+                self.phase.see(&name, &status, out)?;
+                let recorded = status.observed_restart_token.as_deref() == Some(&self.token);
+                Ok(
+                    (recorded && status.phase == Phase::Stopped && !self.restart_seen).then(|| {
+                        format!(
+                            "gameruntime/{name} is Stopped: the restart is recorded, there was no \
+                         container to restart"
+                        )
+                    }),
+                )
             }
             (Which::History, Some(kv)) if kv.mod_revision > self.after => {
                 let entry: HistoryEntry = match serde_json::from_slice(&kv.value) {
@@ -725,9 +753,14 @@ impl Waiter for RestartWaiter {
                 self.seen.insert(kv.key.clone(), state);
                 writeln!(out, "gameruntime/{name}: {}", progress_line(&entry))?;
                 out.flush()?;
-                if entry.op_kind != OpKind::Restart {
-                    return Ok(None);
-                }
+                let op = match entry.op_kind {
+                    OpKind::Restart => {
+                        self.restart_seen = true;
+                        "restart"
+                    }
+                    OpKind::Start if !self.restart_seen => "restart (a start)",
+                    _ => return Ok(None),
+                };
                 match entry.outcome {
                     crate::model::Outcome::InProgress => Ok(None),
                     crate::model::Outcome::Success => Ok(Some(format!(
@@ -738,7 +771,7 @@ impl Waiter for RestartWaiter {
                         }
                     ))),
                     crate::model::Outcome::Failure => Err(CliError::OperationFailed {
-                        op: "restart".into(),
+                        op: op.into(),
                         name,
                         code: entry
                             .error_code
@@ -977,10 +1010,77 @@ mod tests {
         RestartWaiter {
             name: "g1".into(),
             source_ref: "REQ-1".into(),
+            token: "t-1".into(),
             after: 10,
             seen: HashMap::new(),
-            phase: PhaseTracker::default(),
+            restart_seen: false,
+            phase: PhaseTracker::quiet(),
         }
+    }
+
+    fn status_kv(phase: Phase, token: &str) -> KeyValue {
+        let status = GameRuntimeStatus {
+            phase,
+            observed_restart_token: Some(token.into()),
+            ..GameRuntimeStatus::default()
+        };
+        kv("s/g1", serde_json::to_vec(&status).unwrap(), 20)
+    }
+
+    #[test]
+    fn a_restart_of_a_stopped_game_ends_when_the_status_records_the_token() {
+        let mut waiter = restart_waiter();
+        let mut out = Vec::new();
+        let old = status_kv(Phase::Stopped, "t-0");
+        assert_eq!(
+            waiter.observe(Which::Status, Some(&old), &mut out).unwrap(),
+            None
+        );
+        let running = status_kv(Phase::Running, "t-1");
+        assert_eq!(
+            waiter
+                .observe(Which::Status, Some(&running), &mut out)
+                .unwrap(),
+            None,
+            "a running game's restart ends with its history entry"
+        );
+        let stopped = status_kv(Phase::Stopped, "t-1");
+        let done = waiter
+            .observe(Which::Status, Some(&stopped), &mut out)
+            .unwrap();
+        assert!(done.unwrap().starts_with("gameruntime/g1 is Stopped"));
+    }
+
+    #[test]
+    fn a_start_answers_a_restart_only_outside_a_restart() {
+        let mut out = Vec::new();
+        let start = kv("h/5", entry(OpKind::Start, "REQ-1", OpOutcome::Success), 12);
+        let mut alone = restart_waiter();
+        assert!(
+            alone
+                .observe(Which::History, Some(&start), &mut out)
+                .unwrap()
+                .is_some()
+        );
+
+        let mut inner = restart_waiter();
+        let outer = kv(
+            "h/4",
+            entry(OpKind::Restart, "REQ-1", OpOutcome::InProgress),
+            11,
+        );
+        assert_eq!(
+            inner
+                .observe(Which::History, Some(&outer), &mut out)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            inner
+                .observe(Which::History, Some(&start), &mut out)
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl ControllerOptions {
             _log_dir: log_dir,
             exit: None,
             tail_shown: Cell::new(false),
+            signalled: Cell::new(false),
         }
     }
 }
@@ -166,6 +167,8 @@ pub struct ControllerProcess {
     /// Whether a failure message already carried the log tail (drop then
     /// does not print it again).
     tail_shown: Cell<bool>,
+    /// Whether this test sent the controller a signal (see `log_tail`).
+    signalled: Cell<bool>,
 }
 
 impl ControllerProcess {
@@ -229,6 +232,7 @@ impl ControllerProcess {
 
     /// Sends SIGTERM: the graceful stop (drain, release leases, exit 0).
     pub fn terminate(&self) {
+        self.signalled.set(true);
         let status = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
@@ -276,13 +280,27 @@ impl ControllerProcess {
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(LOG_TAIL_LINES);
         let mut tail = format!(
-            "\n--- last {} lines of controller {}'s log ({}) ---\n",
+            "\n--- last {} lines of controller {}'s log (pid {}, {}) ---\n",
             lines.len() - from,
             self.name,
+            self.child.id(),
             self.log_path.display()
         );
         for line in &lines[from..] {
             let _ = writeln!(tail, "{line}");
+        }
+        // The binary logs "signal received" on SIGTERM/SIGINT. A signal the
+        // test did not send came from another process on this machine
+        // (someone's `pkill rtmanager`?): say so rather than let it pass
+        // for a controller bug.
+        if !self.signalled.get() && text.contains("signal received") {
+            let _ = writeln!(
+                tail,
+                "NOTE: controller {} (pid {}) logged a signal this test never sent: another \
+                 process on this machine signalled it; the failure may not be rtmanager's",
+                self.name,
+                self.child.id()
+            );
         }
         tail
     }

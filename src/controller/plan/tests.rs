@@ -389,3 +389,137 @@ fn a_stopped_game_observes_its_restart_token() {
     assert_eq!(status.phase, Phase::Stopped);
     assert_eq!(status.observed_restart_token.as_deref(), Some("t-9"));
 }
+
+// ---------------------------------------------------------------- properties
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// An abstract Docker host and controller: applies an action the way
+    /// the lifecycle services do, to check that planning converges.
+    fn act(doc: &GameRuntime, observed: &mut Observed, action: Action, now: SystemTime) {
+        let fresh = |observed: &mut Observed| {
+            let mut c = container(doc, ContainerState::Running);
+            c.id = format!("c{}", observed.status.restart_count + 100);
+            c.started_at = Some(now);
+            c
+        };
+        match action {
+            Action::None | Action::WaitBackoff { .. } => {}
+            Action::Start { cause } | Action::Restart { cause } | Action::Recreate { cause } => {
+                if matches!(action, Action::Restart { .. }) || cause == Cause::Vanished {
+                    observed.status.restart_count += 1;
+                }
+                let c = fresh(observed);
+                observed.status.container_id = Some(c.id.clone());
+                observed.container = Some(c);
+                if !doc.spec.restart_token.is_empty() {
+                    observed.status.observed_restart_token = Some(doc.spec.restart_token.clone());
+                }
+            }
+            Action::Stop { .. } => {
+                if let Some(c) = observed.container.as_mut() {
+                    c.state = ContainerState::Exited;
+                    c.exit_code = Some(0);
+                    c.finished_at = Some(now);
+                }
+            }
+            Action::Remove => {
+                observed.container = None;
+                observed.has_status = false;
+                observed.status = GameRuntimeStatus::default();
+            }
+        }
+        observed.has_status = observed.has_status || action.acts();
+    }
+
+    fn arb_doc() -> impl Strategy<Value = GameRuntime> {
+        (
+            prop::bool::ANY,
+            prop_oneof![Just("Always"), Just("OnFailure"), Just("Never")],
+            prop_oneof![Just(""), Just("t-1"), Just("t-2")],
+            prop_oneof![Just(""), Just("  env: [{name: A, value: \"1\"}]\n")],
+        )
+            .prop_map(|(running, policy, token, env)| {
+                let state = if running { "Running" } else { "Stopped" };
+                let token = if token.is_empty() {
+                    String::new()
+                } else {
+                    format!("  restartToken: {token}\n")
+                };
+                doc(&format!(
+                    "  state: {state}\n  restartPolicy: {policy}\n{token}{env}"
+                ))
+            })
+    }
+
+    fn arb_state() -> impl Strategy<Value = Option<(ContainerState, i64, bool)>> {
+        prop::option::of((
+            prop_oneof![
+                Just(ContainerState::Running),
+                Just(ContainerState::Created),
+                Just(ContainerState::Exited),
+                Just(ContainerState::Dead),
+                Just(ContainerState::Paused),
+            ],
+            prop_oneof![Just(0i64), Just(1), Just(137)],
+            prop::bool::ANY,
+        ))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// From any observed state, planning and acting reaches a state
+        /// where nothing more is done (once crash back-offs have elapsed),
+        /// and deriving the status never panics.
+        #[test]
+        fn repeated_planning_converges(
+            doc in arb_doc(),
+            old_doc in arb_doc(),
+            state in arb_state(),
+            restart_count in 0u32..8,
+            observed_token in prop_oneof![Just(None), Just(Some("t-1".to_owned()))],
+            deleted in prop::bool::ANY,
+        ) {
+            let settings = Settings::default();
+            let mut observed = observed(state.map(|(state, code, stale)| {
+                // A container made from an older spec, or from this one.
+                let mut c = container(if stale { &old_doc } else { &doc }, state.clone());
+                if state.has_exited() {
+                    c = exited(c, code, 30);
+                }
+                c
+            }));
+            observed.status.restart_count = restart_count;
+            observed.status.observed_restart_token = observed_token;
+            let doc = (!deleted).then_some(doc);
+            let mut now = at(60);
+            let mut settled = false;
+            for _ in 0..6 {
+                let action = plan(doc.as_ref(), &observed, now, &settings);
+                let _ = derive_status(doc.as_ref(), &observed, now, &settings);
+                match action {
+                    Action::None => { settled = true; break; }
+                    Action::WaitBackoff { remaining } => now += remaining,
+                    action => {
+                        match &doc {
+                            Some(doc) => act(doc, &mut observed, action, now),
+                            None => { prop_assert_eq!(action, Action::Remove); observed = Observed::default(); }
+                        }
+                        now += Duration::from_secs(1);
+                    }
+                }
+            }
+            prop_assert!(settled, "no convergence from {:?}", observed);
+            // Once settled, a running game runs the current spec.
+            if let Some(doc) = &doc && doc.spec.state == DesiredState::Running
+                && let Some(c) = &observed.container && c.is_running() {
+                let hash = doc.spec.recreate_hash("g1");
+                prop_assert_eq!(c.spec_hash(), Some(hash.as_str()));
+            }
+        }
+    }
+}
