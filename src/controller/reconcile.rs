@@ -174,6 +174,10 @@ impl Reconciler {
             && !self.needs_adoption(&observed)
             && self.recovery_checked(game).await?;
         if settled {
+            if desired.is_none() {
+                // Nothing left of a deleted game: drop its tombstone.
+                self.cache.clear_gone(game);
+            }
             self.track_phase(game, desired.as_ref().map(|_| status.phase));
             return Ok(requeue_for(action));
         }
