@@ -74,7 +74,7 @@ impl Metrics {
             let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
             register(r, HistogramVec::new(opts, labels).expect("valid metric"))
         };
-        Self {
+        let metrics = Self {
             operations: counter_vec(
                 "rtmanager_operations_total",
                 "Lifecycle operations finished, by kind, outcome and error code.",
@@ -148,6 +148,19 @@ impl Metrics {
                     .expect("valid metric"),
             ),
             registry,
+        };
+        metrics.initialise();
+        metrics
+    }
+
+    /// Label values that exist from the start, so that dashboards and
+    /// alerts see a 0 rather than no series.
+    fn initialise(&self) {
+        for reason in ["compacted", "broken"] {
+            self.watch_restarts.with_label_values(&[reason]);
+        }
+        for result in ["ok", "failed", "timed_out", "panicked"] {
+            self.reconciles.with_label_values(&[result]);
         }
     }
 

@@ -15,8 +15,8 @@ use crate::model::{GameRuntime, Timestamp};
 /// History entries describe shows.
 const HISTORY_ENTRIES: usize = 10;
 
-/// Width of the label column.
-const LABEL_WIDTH: usize = 24;
+/// Width of the label column: the longest label, "  Observed Restart Token:", and a space.
+const LABEL_WIDTH: usize = 26;
 
 pub async fn describe(
     session: &Session,
@@ -159,9 +159,11 @@ pub fn render(doc: &GameRuntime, history: &[HistoryEntry], now: SystemTime) -> S
 
     match &doc.status {
         None => {
-            let _ = writeln!(
-                text,
-                "Status:                  <none> (the controller has not reported yet)"
+            field(
+                &mut text,
+                0,
+                "Status",
+                "<none> (the controller has not reported yet)",
             );
         }
         Some(status) => {
@@ -283,13 +285,13 @@ mod tests {
         let entry = HistoryEntry::begin("g1", "op-1", OpKind::Start, OpSource::Reconcile);
         let text = render(&doc, &[entry], SystemTime::now());
         for expected in [
-            "Name:                    g1\n",
-            "Labels:                  tier=ranked\n",
-            "  Ports:                 17000->7000/TCP\n",
-            "  Env:                   SEED=42\n",
-            "  Resources:             memory=64Mi\n",
-            "  Phase:                 Running\n",
-            "  Observed Generation:   1 (not yet observed the latest)\n",
+            "Name:                      g1\n",
+            "Labels:                    tier=ranked\n",
+            "  Ports:                   17000->7000/TCP\n",
+            "  Env:                     SEED=42\n",
+            "  Resources:               memory=64Mi\n",
+            "  Phase:                   Running\n",
+            "  Observed Generation:     1 (not yet observed the latest)\n",
             "Conditions:\n  <none>\n",
             "History (newest first, last 10):\n  SEQ",
         ] {

@@ -417,8 +417,8 @@ pub async fn get(
         }
         out.flush()?;
     }
-    // Statuses of games whose document is gone (being removed) and documents not yet seen
-    // with a status are kept so each change prints the whole row.
+    // Games whose document was deleted, kept so the status updates of their removal still
+    // print a whole row; dropped when their status goes.
     let mut tombstones: BTreeMap<String, GameRuntime> = BTreeMap::new();
     let wanted = |name: &str, doc: &GameRuntime| {
         (args.names.is_empty() || args.names.iter().any(|n| n == name))

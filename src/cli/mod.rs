@@ -128,6 +128,24 @@ pub enum Shell {
 }
 
 impl Command {
+    /// The game names given on the command line.
+    fn names(&self) -> Vec<&str> {
+        match self {
+            Command::Get(args) => args.names.iter().map(String::as_str).collect(),
+            Command::Describe { name } => vec![name],
+            Command::History(args) => vec![&args.name],
+            Command::Restart(args) => vec![&args.name],
+            Command::Stop(args) | Command::Start(args) => vec![&args.name],
+            Command::Delete(args) => args.names.iter().map(String::as_str).collect(),
+            Command::Wait(args) => args.names.iter().map(String::as_str).collect(),
+            Command::Apply(_)
+            | Command::Diff(_)
+            | Command::Crd
+            | Command::Completion { .. }
+            | Command::Config { .. } => Vec::new(),
+        }
+    }
+
     /// Commands that wait or watch listen for Ctrl-C to stop cleanly; the others keep the
     /// default (the process ends at once).
     fn listens_for_interrupts(&self) -> bool {
@@ -254,6 +272,10 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         _ => {}
     }
 
+    // Names first: a bad one is the user's mistake whatever the state of etcd.
+    for name in cli.command.names() {
+        session::check_name(name)?;
+    }
     let resolved = context::resolve(&cli.connection, &explicit)?;
     let session = Session::connect(&resolved).await?;
     let interrupt = CancellationToken::new();

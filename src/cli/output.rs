@@ -93,6 +93,8 @@ impl Table {
                 line.extend(std::iter::repeat_n(' ', pad));
             }
         }
+        // An empty last cell leaves the padding of the one before it.
+        line.truncate(line.trim_end().len());
         line.push('\n');
         line
     }

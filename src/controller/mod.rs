@@ -231,6 +231,13 @@ async fn run_session(
             stop_work.clone(),
         ));
     }
+    let peers = tokio::spawn(watch_peers(
+        session.clone(),
+        reconciler.clone(),
+        cache.clone(),
+        queue.clone(),
+        stop_work.clone(),
+    ));
     let sweeper = tokio::spawn(sweep::run(
         lifecycle,
         cache.clone(),
@@ -253,6 +260,71 @@ async fn run_session(
         workers.abort_all();
     }
     sweeper.abort();
+    peers.abort();
+}
+
+/// Watches the other controllers' heartbeat keys: when one disappears (its
+/// session expired: it died or froze), its games may hold unfinished
+/// history entries and stopped containers, so every game is looked at
+/// again, its history included.
+async fn watch_peers(
+    session: Arc<Session>,
+    reconciler: Arc<Reconciler>,
+    cache: Arc<DesiredCache>,
+    queue: Arc<WorkQueue>,
+    stop: CancellationToken,
+) {
+    use futures::StreamExt;
+    let prefix = session.keys().controllers();
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        let listing = tokio::select! {
+            _ = stop.cancelled() => return,
+            listing = session.store().list(&prefix, None) => listing,
+        };
+        let mut events = match listing {
+            Ok(listing) => match session.store().watch(&prefix, listing.revision + 1).await {
+                Ok(events) => events,
+                Err(error) => {
+                    warn!(%error, "watching the controller heartbeats failed");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            },
+            Err(error) => {
+                warn!(%error, "listing the controller heartbeats failed");
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        loop {
+            let batch = tokio::select! {
+                _ = stop.cancelled() => return,
+                batch = events.next() => batch,
+            };
+            let Some(Ok(batch)) = batch else { break };
+            backoff.reset();
+            let departed: Vec<&str> = batch
+                .iter()
+                .filter(|e| matches!(e, crate::store::WatchEvent::Delete { .. }))
+                .map(|e| e.key())
+                .collect();
+            if departed.is_empty() {
+                continue;
+            }
+            info!(
+                ?departed,
+                "a controller went away; looking at every game again"
+            );
+            reconciler.forget_recovery();
+            for game in cache.games() {
+                queue.add(&game);
+            }
+        }
+        // Departures may have been missed while the watch was down.
+        reconciler.forget_recovery();
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
 }
 
 /// One worker: takes a game, reconciles it in its own task (a panic stays

@@ -154,6 +154,13 @@ pub fn plan(
                     cause: Cause::NeverStarted,
                 },
                 ContainerState::Exited | ContainerState::Dead => {
+                    if spec_changed(doc, &observed.status) {
+                        // Asked to run again (after a stop, or with a new
+                        // spec): not a crash, so no back-off and no count.
+                        return Action::Start {
+                            cause: Cause::SpecChanged,
+                        };
+                    }
                     if !policy_restarts(spec.restart_policy, c.exit_code) {
                         return Action::None;
                     }
@@ -173,6 +180,11 @@ pub fn plan(
             }
         }
     }
+}
+
+/// Whether the document changed since the controller last converged it.
+fn spec_changed(doc: &GameRuntime, status: &GameRuntimeStatus) -> bool {
+    doc.metadata.generation.is_some() && doc.metadata.generation != status.observed_generation
 }
 
 /// A restart is asked for when the token is set and not yet acted on.

@@ -394,9 +394,8 @@ impl Reconciler {
     /// Resolves the game's `in_progress` entries: holding its lease, no
     /// other operation can be running, so they were interrupted.
     async fn recover(&self, lease: &GameLease, game: &str) -> Result<(), ReconcileError> {
-        if self.lock_recovered().contains(game) {
-            return Ok(());
-        }
+        // Always read here (acting is rare): a peer may have died in the
+        // middle of this game's operation since the last look.
         let entries = self
             .lifecycle
             .history()
@@ -423,6 +422,13 @@ impl Reconciler {
         }
         self.lock_recovered().insert(game.to_owned());
         Ok(())
+    }
+
+    /// Forgets which games were checked for interrupted operations: a
+    /// peer controller died, and any game may now hold its unfinished
+    /// entries.
+    pub fn forget_recovery(&self) {
+        self.lock_recovered().clear();
     }
 
     fn lock_recovered(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {

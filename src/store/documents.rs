@@ -140,7 +140,7 @@ impl Documents {
         let value = encode(doc)?;
         let key = self.keys.gameruntime(name);
         match self.store.create(&key, value, None).await {
-            Ok(_) => self.reread(name).await,
+            Ok(revision) => Ok(self.written(doc, revision, Some(1)).await),
             Err(StoreError::Conflict { .. }) => {
                 Err(DocumentError::AlreadyExists { name: name.clone() })
             }
@@ -159,7 +159,7 @@ impl Documents {
         let value = encode(doc)?;
         let key = self.keys.gameruntime(name);
         match self.store.update(&key, value, expected).await {
-            Ok(_) => self.reread(name).await,
+            Ok(revision) => Ok(self.written(doc, revision, None).await),
             Err(StoreError::Conflict { .. }) => Err(self.missing_or_conflict(name, expected).await),
             Err(e) => Err(e.into()),
         }
@@ -211,12 +211,27 @@ impl Documents {
         Ok(doc)
     }
 
-    async fn reread(&self, name: &str) -> Result<GameRuntime, DocumentError> {
-        self.get(name)
-            .await?
-            .ok_or_else(|| DocumentError::NotFound {
-                name: name.to_owned(),
-            })
+    /// The document as written at `revision`. Read back for its
+    /// generation (etcd's version of the key); if that read fails, or
+    /// finds a later write, the write itself still succeeded: answer with
+    /// what is known of it rather than an error.
+    async fn written(
+        &self,
+        doc: &GameRuntime,
+        revision: Revision,
+        generation: Option<i64>,
+    ) -> GameRuntime {
+        let name = &doc.metadata.name;
+        if let Ok(Some(stored)) = self.get(name).await
+            && stored.metadata.resource_version == Some(revision.to_string())
+        {
+            return stored;
+        }
+        let mut written = doc.clone();
+        written.status = None;
+        written.metadata.resource_version = Some(revision.to_string());
+        written.metadata.generation = generation;
+        written
     }
 
     async fn missing_or_conflict(&self, name: &str, expected: Revision) -> DocumentError {

@@ -147,9 +147,12 @@ impl EtcdStore {
         )
         .await
         {
-            Ok(result) => result.map_err(|e| map_error("connect", &endpoints, e))?,
+            Ok(result) => {
+                result.map_err(|e| map_error("connect", &endpoints, config.connect_timeout, e))?
+            }
             Err(_) => {
                 return Err(StoreError::Timeout {
+                    endpoints,
                     operation: "connect",
                     timeout: config.connect_timeout,
                 });
@@ -172,8 +175,11 @@ impl EtcdStore {
     ) -> Result<T, StoreError> {
         let limit = self.request_timeout + GUARD_MARGIN;
         match tokio::time::timeout(limit, request).await {
-            Ok(result) => result.map_err(|e| map_error(operation, &self.endpoints, e)),
+            Ok(result) => {
+                result.map_err(|e| map_error(operation, &self.endpoints, self.request_timeout, e))
+            }
             Err(_) => Err(StoreError::Timeout {
+                endpoints: self.endpoints.clone(),
                 operation,
                 timeout: limit,
             }),
@@ -258,7 +264,12 @@ fn mutation(mutation: Mutation) -> TxnOp {
 
 /// Maps the client's error to ours. The gRPC code decides; the message is
 /// kept for people.
-fn map_error(operation: &'static str, endpoints: &str, error: etcd_client::Error) -> StoreError {
+fn map_error(
+    operation: &'static str,
+    endpoints: &str,
+    timeout: Duration,
+    error: etcd_client::Error,
+) -> StoreError {
     use etcd_client::Error as E;
     use tonic::Code;
     let unavailable = |message: String| StoreError::Unavailable {
@@ -267,15 +278,18 @@ fn map_error(operation: &'static str, endpoints: &str, error: etcd_client::Error
     };
     match error {
         E::GRpcStatus(status) => {
-            let message = status.message().to_owned();
+            // The status message alone often says only "tcp connect
+            // error"; its sources say why (connection refused, ...).
+            let message = cause_chain(status.message(), std::error::Error::source(&status));
             match status.code() {
                 Code::Unavailable | Code::Unknown if is_transport_failure(&message) => {
                     unavailable(message)
                 }
                 Code::Unavailable => unavailable(message),
                 Code::DeadlineExceeded | Code::Cancelled => StoreError::Timeout {
+                    endpoints: endpoints.to_owned(),
                     operation,
-                    timeout: Duration::ZERO,
+                    timeout,
                 },
                 Code::PermissionDenied | Code::Unauthenticated => {
                     StoreError::PermissionDenied { message }
@@ -319,11 +333,19 @@ fn is_transport_failure(message: &str) -> bool {
 /// The error and its causes on one line ("transport error: connection
 /// refused"), because the top-level message alone rarely says why.
 fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
+    cause_chain(&error.to_string(), error.source())
+}
+
+/// `first`, then each cause that adds something (the layers of a
+/// connection error repeat each other's words).
+fn cause_chain(first: &str, mut source: Option<&dyn std::error::Error>) -> String {
+    let mut text = first.to_owned();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let more = cause.to_string();
+        if !more.is_empty() && !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
         source = cause.source();
     }
     text
@@ -406,6 +428,7 @@ impl Store for EtcdStore {
             .call("watch", watch.watch(prefix, Some(options)))
             .await?;
         let endpoints = self.endpoints.clone();
+        let request_timeout = self.request_timeout;
         // The stream ends after its first error: the caller relists.
         let batches = futures::stream::unfold(Some(stream), move |state| {
             let endpoints = endpoints.clone();
@@ -417,7 +440,7 @@ impl Store for EtcdStore {
                             endpoints,
                             message: "the watch stream ended".into(),
                         }),
-                        Some(Err(e)) => Err(map_error("watch", &endpoints, e)),
+                        Some(Err(e)) => Err(map_error("watch", &endpoints, request_timeout, e)),
                         Some(Ok(response)) if response.canceled() => {
                             if response.compact_revision() > 0 {
                                 Err(StoreError::Compacted {

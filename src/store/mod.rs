@@ -218,8 +218,12 @@ pub enum StoreError {
          RTM_ETCD_ENDPOINTS points at it"
     )]
     Unavailable { endpoints: String, message: String },
-    #[error("etcd did not answer {operation} within {timeout:?}; the outcome is unknown")]
+    #[error(
+        "etcd at {endpoints} did not answer {operation} within {}; the outcome is unknown",
+        humantime::format_duration(*timeout)
+    )]
     Timeout {
+        endpoints: String,
         operation: &'static str,
         timeout: Duration,
     },

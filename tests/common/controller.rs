@@ -231,7 +231,16 @@ impl ControllerProcess {
     }
 
     /// Sends SIGTERM: the graceful stop (drain, release leases, exit 0).
-    pub fn terminate(&self) {
+    /// Not to a process already reaped: its pid may belong to another
+    /// process by now (pid_max is 32768 on many machines).
+    pub fn terminate(&mut self) {
+        if let Some(status) = self.try_exit() {
+            panic!(
+                "controller {} had already exited ({status}) when the test wanted to stop it{}",
+                self.name,
+                self.log_tail()
+            );
+        }
         self.signalled.set(true);
         let status = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])

@@ -54,9 +54,14 @@ fn exited(mut c: ContainerInfo, code: i64, after: u64) -> ContainerInfo {
     c
 }
 
+/// Observed state of a game converged at the document's generation.
 fn observed(container: Option<ContainerInfo>) -> Observed {
+    let status = GameRuntimeStatus {
+        observed_generation: Some(3),
+        ..GameRuntimeStatus::default()
+    };
     Observed {
-        status: GameRuntimeStatus::default(),
+        status,
         has_status: true,
         container,
     }
@@ -350,6 +355,7 @@ fn an_oom_kill_is_reported() {
 fn a_failed_start_shows_phase_failed_with_its_code() {
     let d = doc("");
     let mut o = observed(None);
+    o.status.observed_generation = None; // never converged
     o.status.last_operation = Some(LastOperation {
         op_kind: OpKind::Start,
         outcome: Outcome::Failure,
@@ -522,4 +528,19 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn starting_a_stopped_game_again_is_no_crash() {
+    let d = doc("");
+    let stopped = exited(container(&d, ContainerState::Running), 0, 5);
+    let mut o = observed(Some(stopped));
+    o.status.observed_generation = Some(2); // converged while Stopped; now generation 3
+    o.status.restart_count = 4;
+    assert_eq!(
+        decide(Some(&d), &o, 6),
+        Action::Start {
+            cause: Cause::SpecChanged
+        }
+    );
 }
