@@ -50,7 +50,7 @@ pub struct ControllerConfig {
     #[arg(long = "lease-ttl", env = "RTM_LEASE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
 
-    /// Period of the full resync that catches missed events (jittered by ±10%).
+    /// Period of the full resync that catches missed events (jittered by ±20%).
     #[arg(long = "resync", env = "RTM_RESYNC", default_value = "60s", value_parser = humantime::parse_duration)]
     pub resync: Duration,
 
