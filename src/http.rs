@@ -1,6 +1,6 @@
 //! The controller's HTTP endpoints: `/metrics` (Prometheus text),
-//! `/healthz` (the process is alive and holds an etcd session) and
-//! `/readyz` (the first list of the desired state completed and Docker
+//! `/healthz` (the process is alive) and `/readyz` (it holds an etcd
+//! session, the first list of the desired state completed, and Docker
 //! answers).
 
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ pub struct Health {
     pub metrics: Metrics,
     pub cache: Arc<DesiredCache>,
     pub runtime: Arc<dyn ContainerRuntime>,
-    /// Cancelled while the controller has no etcd session.
+    /// False while the controller has no etcd session.
     pub session_ok: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -64,15 +64,25 @@ async fn metrics(State(health): State<Health>) -> impl IntoResponse {
     )
 }
 
+/// Liveness: the process serves requests. An etcd outage is not a reason
+/// to restart (the controller reopens its session by itself, and restarting
+/// every controller at once would not help), so it only shows in the text
+/// and in `/readyz`.
 async fn healthz(State(health): State<Health>) -> impl IntoResponse {
     if health.session_ok.load(std::sync::atomic::Ordering::SeqCst) {
         (StatusCode::OK, "ok\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no etcd session\n")
+        (StatusCode::OK, "ok (no etcd session: reconnecting)\n")
     }
 }
 
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
+    if !health.session_ok.load(std::sync::atomic::Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no etcd session\n".to_owned(),
+        );
+    }
     if !health.cache.is_ready() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

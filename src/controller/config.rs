@@ -200,9 +200,11 @@ impl ControllerConfig {
                 "--history-retention must be at least 1",
             ));
         }
-        if crate::model::validate::validate_name(&self.node_name).is_err() {
+        // Kubernetes node names are DNS-1123 subdomains
+        // (ip-10-0-1-2.eu-west-1.compute.internal), as is spec.node.
+        if !crate::model::validate::is_dns1123_subdomain(&self.node_name) {
             return Err(ConfigError::Incomplete(
-                "--node-name must be a DNS-1123 label (lower case letters, digits, '-')",
+                "--node-name must be a DNS-1123 subdomain (lower case letters, digits, '-', '.')",
             ));
         }
         Ok(())
@@ -294,6 +296,8 @@ mod tests {
         assert_eq!(config.concurrency, 8);
         assert_eq!(config.lease_ttl, Duration::from_secs(15));
         assert_eq!(config.metrics_addr.to_string(), "127.0.0.1:9464");
+        let cloud = load(&["--node-name", "ip-10-0-1-2.eu-west-1.compute.internal"]).unwrap();
+        assert_eq!(cloud.node_name, "ip-10-0-1-2.eu-west-1.compute.internal");
     }
 
     #[test]
@@ -304,6 +308,7 @@ mod tests {
             &["--metrics-addr", "nowhere"],
             &["--log-format", "xml"],
             &["--node-name", "Bad_Node"],
+            &["--node-name", "a..b"],
         ] {
             assert!(load(args).is_err(), "{args:?} should be refused");
         }

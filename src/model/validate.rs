@@ -336,8 +336,9 @@ fn is_dns1123_label(text: &str) -> bool {
         && bytes.last().is_some_and(alnum)
 }
 
-/// Dot-separated DNS-1123 labels, at most 253 characters.
-fn is_dns1123_subdomain(text: &str) -> bool {
+/// Whether `text` is a DNS-1123 subdomain (at most 253 characters of
+/// dot-separated labels): what `spec.node` and node names may be.
+pub fn is_dns1123_subdomain(text: &str) -> bool {
     text.len() <= MAX_SUBDOMAIN_LENGTH && text.split('.').all(is_dns1123_label)
 }
 
