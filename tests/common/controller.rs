@@ -12,6 +12,8 @@
 //! Not declared in `common/mod.rs` (each test binary includes only what
 //! it needs): `tests/controller.rs` includes it with `#[path]`.
 
+#![allow(dead_code)] // each test binary that includes this module uses a part of it
+
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
