@@ -6,14 +6,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::model::{
-    Condition, ConditionStatus, DesiredState, GameRuntime, GameRuntimeStatus, Outcome, Phase,
-    RestartPolicy, Timestamp,
-};
+use crate::model::{DesiredState, GameRuntime, GameRuntimeStatus, Outcome, Phase, RestartPolicy};
 use crate::runtime::{ContainerInfo, ContainerState};
 
-/// The condition type rtctl and `wait --for=condition=Ready` read.
-pub const READY: &str = "Ready";
+pub use crate::model::READY;
 
 /// Knobs of the decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,7 +239,7 @@ pub fn derive_status(
     let mut status = previous.clone();
     let container = observed.container.as_ref();
     let Some(doc) = doc else {
-        set_phase(&mut status, Phase::Removing, now);
+        status.set_phase(Phase::Removing, now);
         return status;
     };
     let spec = &doc.spec;
@@ -279,7 +275,7 @@ pub fn derive_status(
             _ => (Phase::Starting, None),
         },
     };
-    set_phase(&mut status, phase, now);
+    status.set_phase(phase, now);
     status.message = message;
 
     // A transitional phase that outlives its deadline is a failure.
@@ -291,7 +287,7 @@ pub fn derive_status(
             > settings.transition_deadline
     {
         let stuck = status.phase;
-        set_phase(&mut status, Phase::Failed, now);
+        status.set_phase(Phase::Failed, now);
         status.message = Some(format!(
             "deadline_exceeded: {stuck} for longer than {}",
             humantime::format_duration(settings.transition_deadline)
@@ -321,7 +317,7 @@ pub fn derive_status(
             status.message.clone().unwrap_or_default(),
         )
     };
-    set_condition(&mut status, READY, ready, &reason, &text, now);
+    status.set_condition(READY, ready, &reason, &text, now);
     status
 }
 
@@ -370,47 +366,6 @@ fn failure_message(status: &GameRuntimeStatus) -> Option<String> {
         op.error_code.as_deref().unwrap_or("failure"),
         op.error_message.as_deref().unwrap_or("")
     ))
-}
-
-fn set_phase(status: &mut GameRuntimeStatus, phase: Phase, now: SystemTime) {
-    if status.phase != phase || status.phase_since.is_none() {
-        status.phase = phase;
-        status.phase_since = Some(Timestamp::from(now));
-    }
-}
-
-/// Sets a condition; its lastTransitionTime changes only when its status
-/// flips.
-pub fn set_condition(
-    status: &mut GameRuntimeStatus,
-    kind: &str,
-    value: bool,
-    reason: &str,
-    message: &str,
-    now: SystemTime,
-) {
-    let value = if value {
-        ConditionStatus::True
-    } else {
-        ConditionStatus::False
-    };
-    match status.conditions.iter_mut().find(|c| c.type_ == kind) {
-        Some(condition) => {
-            if condition.status != value {
-                condition.status = value;
-                condition.last_transition_time = Some(Timestamp::from(now));
-            }
-            condition.reason = reason.to_owned();
-            condition.message = message.to_owned();
-        }
-        None => status.conditions.push(Condition {
-            type_: kind.to_owned(),
-            status: value,
-            reason: reason.to_owned(),
-            message: message.to_owned(),
-            last_transition_time: Some(Timestamp::from(now)),
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -401,7 +401,17 @@ impl Lifecycle {
                 let last = last_operation(entry, Outcome::Success, None);
                 self.status
                     .update(fence, &entry.game_id, |status| {
-                        status.phase = phase;
+                        let now = std::time::SystemTime::now();
+                        status.set_phase(phase, now);
+                        // Ready follows the phase at once; the controller
+                        // refines reason and message when it next looks.
+                        let running = phase == Phase::Running;
+                        let reason = if running {
+                            "ContainerRunning".to_owned()
+                        } else {
+                            phase.to_string()
+                        };
+                        status.set_condition(crate::model::READY, running, &reason, "", now);
                         status.container_id = container.as_ref().map(|c| c.id.clone());
                         status.image_ref = Some(entry.image_ref.clone()).filter(|i| !i.is_empty());
                         status.hostname = Some(hostname);

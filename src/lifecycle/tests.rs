@@ -257,6 +257,16 @@ async fn stop_stops_the_container_and_records_phase_stopped() {
     assert_eq!(status.phase, Phase::Stopped);
     assert_eq!(status.container_id, started.container_id);
     assert_eq!(status.last_exit_code, Some(137));
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::model::READY)
+        .unwrap();
+    assert_eq!(
+        ready.status,
+        crate::model::ConditionStatus::False,
+        "Ready follows the phase"
+    );
 }
 
 #[tokio::test]

@@ -419,6 +419,54 @@ impl GameRuntime {
     }
 }
 
+/// The condition type `rtctl` and `rtctl wait --for=condition=Ready` read:
+/// True while the game's container runs its current spec.
+pub const READY: &str = "Ready";
+
+impl GameRuntimeStatus {
+    /// Sets the phase; `phaseSince` moves only when the phase changes.
+    pub fn set_phase(&mut self, phase: Phase, now: std::time::SystemTime) {
+        if self.phase != phase || self.phase_since.is_none() {
+            self.phase = phase;
+            self.phase_since = Some(Timestamp::from(now));
+        }
+    }
+
+    /// Sets a condition; its `lastTransitionTime` moves only when its status
+    /// flips.
+    pub fn set_condition(
+        &mut self,
+        kind: &str,
+        value: bool,
+        reason: &str,
+        message: &str,
+        now: std::time::SystemTime,
+    ) {
+        let value = if value {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        match self.conditions.iter_mut().find(|c| c.type_ == kind) {
+            Some(condition) => {
+                if condition.status != value {
+                    condition.status = value;
+                    condition.last_transition_time = Some(Timestamp::from(now));
+                }
+                condition.reason = reason.to_owned();
+                condition.message = message.to_owned();
+            }
+            None => self.conditions.push(Condition {
+                type_: kind.to_owned(),
+                status: value,
+                reason: reason.to_owned(),
+                message: message.to_owned(),
+                last_transition_time: Some(Timestamp::from(now)),
+            }),
+        }
+    }
+}
+
 impl GameRuntimeSpec {
     /// The hostname the container gets: `spec.hostname`, or the game's name when it is absent
     /// or empty.

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::model::parse::parse_documents;
-use crate::model::{LastOperation, OpKind};
+use crate::model::{Condition, ConditionStatus, LastOperation, OpKind};
 use crate::runtime::{LABEL_GAME, LABEL_MANAGED_BY, LABEL_SPEC_HASH, MANAGED_BY};
 
 const T0: u64 = 1_800_000_000;
