@@ -41,6 +41,11 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     /// Reconciles running now.
     pub active_workers: IntGauge,
+    /// How long a game waited in the queue between becoming due (for a
+    /// document change: the watcher receiving it) and a worker starting
+    /// its reconcile; games queued in bulk (resync) count as due when a
+    /// worker is free for them.
+    pub queue_wait: Histogram,
     /// Reconciles scheduled again after a failure (with backoff).
     pub retries: IntCounter,
     /// Docker calls by `call` and `result` (ok, error).
@@ -111,6 +116,18 @@ impl Metrics {
                 r,
                 IntGauge::new("rtmanager_active_workers", "Reconciles running now.")
                     .expect("valid metric"),
+            ),
+            queue_wait: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "rtmanager_queue_wait_seconds",
+                        "Time from a game becoming due (a change seen, a requeue) to a worker \
+                         starting its reconcile.",
+                    )
+                    .buckets(FAST_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
             ),
             retries: register(
                 r,

@@ -50,9 +50,10 @@ pub async fn run(
                 }
             }
         }
-        // Events may have been lost: look at every game again.
+        // Events may have been lost: look at every game again (in bulk,
+        // behind changes).
         for game in cache.games() {
-            queue.add(&game);
+            queue.add_bulk(&game);
         }
         let delay = backoff.next_delay();
         tokio::select! {

@@ -174,7 +174,7 @@ pub async fn run_with(
         if !shutdown.is_cancelled() {
             warn!("the etcd session was lost; opening a new one");
             for game in cache.games() {
-                queue.add(&game);
+                queue.add_bulk(&game);
             }
         }
     }
@@ -318,7 +318,7 @@ async fn watch_peers(
             );
             reconciler.forget_recovery();
             for game in cache.games() {
-                queue.add(&game);
+                queue.add_bulk(&game);
             }
         }
         // Departures may have been missed while the watch was down.
@@ -342,7 +342,13 @@ async fn worker(
     loop {
         let game = tokio::select! {
             _ = stop.cancelled() => return,
-            game = queue.next() => match game { Some(game) => game, None => return },
+            next = queue.next_due() => match next {
+                Some((game, waited)) => {
+                    metrics.queue_wait.observe(waited.as_secs_f64());
+                    game
+                }
+                None => return,
+            },
         };
         metrics.active_workers.inc();
         let started = std::time::Instant::now();
@@ -355,6 +361,7 @@ async fn worker(
         let (label, retry) = match task.await {
             Ok(Ok(Ok(requeue))) => {
                 backoffs.reset(&game);
+                queue.release(&game);
                 if let Some(delay) = requeue {
                     queue.add_after(&game, delay);
                 }
@@ -374,7 +381,7 @@ async fn worker(
             }
         };
         if retry {
-            queue.add_after(&game, backoffs.next_delay(&game));
+            queue.hold(&game, backoffs.next_delay(&game));
             metrics.retries.inc();
         }
         metrics.reconciles.with_label_values(&[label]).inc();

@@ -5,6 +5,15 @@
 //! is being reconciled waits until that reconcile is done), and entries due
 //! in the future (requeue-after, backoff, resync) wait until their time.
 //! Workers call [`WorkQueue::next`], reconcile, then [`WorkQueue::done`].
+//!
+//! Two priorities: a game added with [`WorkQueue::add`] or
+//! [`WorkQueue::add_after`] (a changed document, a Docker event, a requeue)
+//! is handed out before any game queued in bulk with
+//! [`WorkQueue::add_bulk`] (the periodic resync, the first listing, an
+//! event-stream reconnect), which only fill the time left over. Without it
+//! a change made during a resync of 10,000 games waited behind all of them
+//! (seconds; BENCHMARKS.md, apply-latency). controller-runtime's priority
+//! queue makes the same split.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
@@ -13,15 +22,41 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// Where a waiting game is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// In `due`, at this time.
+    At(Instant),
+    /// In `bulk`, with this sequence number (bulk entries are due at once,
+    /// first in first out).
+    Bulk(u64),
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Waiting entries ordered by due time.
     due: BTreeSet<(Instant, String)>,
-    /// The due time of each waiting game (one entry per game).
-    waiting: HashMap<String, Instant>,
+    /// Games queued in bulk, in the order they were queued.
+    bulk: BTreeSet<(u64, String)>,
+    next_bulk: u64,
+    /// Where each waiting game is (one entry per game).
+    waiting: HashMap<String, Waiting>,
     /// Games handed out and not yet done.
     running: HashSet<String>,
+    /// Games backing off after a failure: not handed out before this time,
+    /// whatever asks for them (a Docker event of the failed attempt itself,
+    /// a watch event), so a failing game never retries in a hot loop.
+    held: HashMap<String, Instant>,
     closed: bool,
+}
+
+impl State {
+    fn unlink(&mut self, game: &str, waiting: Waiting) {
+        match waiting {
+            Waiting::At(due) => self.due.remove(&(due, game.to_owned())),
+            Waiting::Bulk(seq) => self.bulk.remove(&(seq, game.to_owned())),
+        };
+    }
 }
 
 /// A deduplicating delay queue of game names.
@@ -50,22 +85,45 @@ impl WorkQueue {
     }
 
     /// Schedules `game` after `delay`; an earlier schedule already waiting
-    /// wins.
+    /// wins. A bulk entry counts as due now: a later schedule leaves it
+    /// alone, one due now takes it to the front.
+    ///
+    /// A game backing off after a failure ([`WorkQueue::hold`]) is not
+    /// scheduled before its hold ends, whoever asks.
     pub fn add_after(&self, game: &str, delay: Duration) {
-        let due = Instant::now() + delay;
+        let now = Instant::now();
+        let mut due = now + delay;
         let mut state = self.lock();
         if state.closed {
             return;
         }
+        if let Some(held) = state.held.get(game) {
+            due = due.max(*held);
+        }
         match state.waiting.get(game).copied() {
-            Some(existing) if existing <= due => return,
-            Some(existing) => {
-                state.due.remove(&(existing, game.to_owned()));
-            }
+            Some(Waiting::At(existing)) if existing <= due => return,
+            Some(Waiting::Bulk(_)) if due > now => return,
+            Some(existing) => state.unlink(game, existing),
             None => {}
         }
-        state.waiting.insert(game.to_owned(), due);
+        state.waiting.insert(game.to_owned(), Waiting::At(due));
         state.due.insert((due, game.to_owned()));
+        drop(state);
+        self.wake.notify_waiters();
+    }
+
+    /// Schedules `game` now, behind every game scheduled with
+    /// [`WorkQueue::add`]; a game already waiting keeps its place.
+    pub fn add_bulk(&self, game: &str) {
+        let mut state = self.lock();
+        // A held game is already scheduled for the end of its hold.
+        if state.closed || state.waiting.contains_key(game) || state.held.contains_key(game) {
+            return;
+        }
+        let seq = state.next_bulk;
+        state.next_bulk += 1;
+        state.waiting.insert(game.to_owned(), Waiting::Bulk(seq));
+        state.bulk.insert((seq, game.to_owned()));
         drop(state);
         self.wake.notify_waiters();
     }
@@ -73,6 +131,12 @@ impl WorkQueue {
     /// Waits for the next game that is due and not being reconciled, and
     /// marks it running. `None` once the queue is closed.
     pub async fn next(&self) -> Option<String> {
+        self.next_due().await.map(|(game, _)| game)
+    }
+
+    /// Like [`WorkQueue::next`], with how long the game had been due when
+    /// it was handed out (`rtmanager_queue_wait_seconds`).
+    pub async fn next_due(&self) -> Option<(String, Duration)> {
         loop {
             // Registered before looking, so an add between the look and the
             // wait is not missed.
@@ -88,13 +152,21 @@ impl WorkQueue {
                 let ready = state
                     .due
                     .iter()
-                    .find(|(due, game)| *due <= now && !state.running.contains(game))
-                    .cloned();
-                if let Some(entry) = ready {
-                    state.due.remove(&entry);
-                    state.waiting.remove(&entry.1);
-                    state.running.insert(entry.1.clone());
-                    return Some(entry.1);
+                    .take_while(|(due, _)| *due <= now)
+                    .find(|(_, game)| !state.running.contains(game))
+                    .map(|(due, game)| (Waiting::At(*due), game.clone(), now - *due));
+                let ready = ready.or_else(|| {
+                    state
+                        .bulk
+                        .iter()
+                        .find(|(_, game)| !state.running.contains(game))
+                        .map(|(seq, game)| (Waiting::Bulk(*seq), game.clone(), Duration::ZERO))
+                });
+                if let Some((waiting, game, waited)) = ready {
+                    state.unlink(&game, waiting);
+                    state.waiting.remove(&game);
+                    state.running.insert(game.clone());
+                    return Some((game, waited));
                 }
                 state
                     .due
@@ -112,6 +184,27 @@ impl WorkQueue {
                 None => notified.await,
             }
         }
+    }
+
+    /// Holds `game` back for `delay` (its backoff after a failure) and
+    /// schedules it then.
+    pub fn hold(&self, game: &str, delay: Duration) {
+        let until = Instant::now() + delay;
+        {
+            let mut state = self.lock();
+            state.held.insert(game.to_owned(), until);
+            // A schedule made before the hold moves to the hold's end.
+            if let Some(waiting) = state.waiting.get(game).copied() {
+                state.unlink(game, waiting);
+                state.waiting.remove(game);
+            }
+        }
+        self.add_after(game, delay);
+    }
+
+    /// Ends the hold of `game` (its reconcile succeeded).
+    pub fn release(&self, game: &str) {
+        self.lock().held.remove(game);
     }
 
     /// Marks `game` no longer running; if it was added meanwhile, it is
@@ -187,6 +280,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_held_game_is_not_handed_out_early_whoever_asks() {
+        let queue = WorkQueue::new();
+        queue.hold("g1", Duration::from_secs(8));
+        queue.add("g1"); // e.g. the Docker event of the failed attempt
+        queue.add_after("g1", Duration::from_secs(1));
+        let started = Instant::now();
+        assert_eq!(next(&queue).await, "g1");
+        assert_eq!(started.elapsed(), Duration::from_secs(8));
+        queue.done("g1");
+        queue.release("g1");
+        queue.add("g1");
+        let again = Instant::now();
+        assert_eq!(next(&queue).await, "g1");
+        assert_eq!(again.elapsed(), Duration::ZERO, "released: at once");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn games_come_out_in_due_order() {
         let queue = WorkQueue::new();
         queue.add_after("late", Duration::from_secs(20));
@@ -206,5 +316,47 @@ mod tests {
         tokio::task::yield_now().await;
         queue.close();
         assert_eq!(waiter.await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_is_handed_out_before_a_bulk_resync() {
+        let queue = WorkQueue::new();
+        for game in ["r1", "r2", "r3"] {
+            queue.add_bulk(game);
+        }
+        queue.add("changed");
+        assert_eq!(next(&queue).await, "changed");
+        assert_eq!(next(&queue).await, "r1", "bulk entries keep their order");
+        // A requeue that is due later leaves a bulk entry where it is; one
+        // due now takes it to the front.
+        queue.add_after("r3", Duration::from_secs(60));
+        queue.add("r3");
+        assert_eq!(next(&queue).await, "r3");
+        assert_eq!(next(&queue).await, "r2");
+        assert!(queue.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bulk_adds_never_duplicate_or_delay_a_waiting_game() {
+        let queue = WorkQueue::new();
+        queue.add_after("g1", Duration::from_secs(5));
+        queue.add_bulk("g1");
+        queue.add_bulk("g2");
+        queue.add_bulk("g2");
+        assert_eq!(queue.len(), 2);
+        assert_eq!(next(&queue).await, "g2");
+        let started = Instant::now();
+        assert_eq!(next(&queue).await, "g1");
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_of_a_due_game_is_reported() {
+        let queue = WorkQueue::new();
+        queue.add("g1");
+        tokio::time::advance(Duration::from_millis(30)).await;
+        let (game, waited) = queue.next_due().await.expect("queue open");
+        assert_eq!(game, "g1");
+        assert_eq!(waited, Duration::from_millis(30));
     }
 }

@@ -186,27 +186,40 @@ impl Reconciler {
             Err(LeaseError::Busy { .. }) => return Ok(Some(LEASE_BUSY_RETRY)),
             Err(error) => return Err(error.into()),
         };
-        let result = self.act_under(&lease, game).await;
-        if let Err(error) = lease.release().await {
-            warn!(%game, %error, "releasing the game lease failed");
+        match self.act_under(&lease, game).await {
+            // The status write and the release share one transaction.
+            Ok(Acted {
+                status: Some(next),
+                result,
+            }) => {
+                self.lifecycle
+                    .status()
+                    .write_and_release(lease, &next)
+                    .await?;
+                self.metrics.status_writes.inc();
+                self.track_phase(game, Some(next.phase));
+                result
+            }
+            acted => {
+                if let Err(error) = lease.release().await {
+                    warn!(%game, %error, "releasing the game lease failed");
+                }
+                acted.and_then(|acted| acted.result)
+            }
         }
-        result
     }
 
-    /// Observes, plans and acts again, holding the game's lease.
-    async fn act_under(
-        &self,
-        lease: &GameLease,
-        game: &str,
-    ) -> Result<Option<Duration>, ReconcileError> {
+    /// Observes, plans and acts again, holding the game's lease; leaves
+    /// the status write to the caller, who makes it with the release.
+    async fn act_under(&self, lease: &GameLease, game: &str) -> Result<Acted, ReconcileError> {
         self.recover(lease, game).await?;
         // The cache may lag; etcd is the truth (and confirms a deletion).
         let desired = self.lifecycle.documents().get(game).await?;
         if desired.as_ref().is_some_and(|doc| !self.sharding.owns(doc)) {
-            return Ok(None);
+            return Ok(Acted::done(Ok(None)));
         }
         if desired.is_none() && !self.cache.is_gone(game) {
-            return Ok(None);
+            return Ok(Acted::done(Ok(None)));
         }
         let observed = self.observe(game).await?;
         let action = plan(
@@ -240,7 +253,7 @@ impl Reconciler {
                     return Err(result.into());
                 }
                 self.cache.clear_gone(game);
-                return Ok(None);
+                return Ok(Acted::done(Ok(None)));
             }
         };
 
@@ -257,20 +270,19 @@ impl Reconciler {
             count_effects(desired.as_ref(), action, exited.as_ref(), &mut after);
         }
         let next = derive_status(desired.as_ref(), &after, SystemTime::now(), &self.settings);
-        if next != stored.status || !after.has_status {
-            let current = stored;
-            self.lifecycle
-                .status()
-                .write(lease.fence(), game, &current, next.clone())
-                .await?;
-            self.metrics.status_writes.inc();
-        }
-        self.track_phase(game, Some(next.phase));
-        match result {
+        let result = match result {
             Some(result) if !result.is_success() => Err(result.into()),
             Some(_) => Ok(Some(AFTER_ACTION)),
             None => Ok(requeue_for(action)),
+        };
+        if next != stored.status || !after.has_status {
+            return Ok(Acted {
+                status: Some(next),
+                result,
+            });
         }
+        self.track_phase(game, Some(next.phase));
+        Ok(Acted::done(result))
     }
 
     /// A game of another node must not keep a container here (it moved:
@@ -466,6 +478,25 @@ impl Reconciler {
 
     fn forget(&self, game: &str) {
         self.track_phase(game, None);
+    }
+}
+
+/// What acting under a game's lease leaves for its release.
+#[derive(Debug)]
+struct Acted {
+    /// The status to write, in the release's transaction.
+    status: Option<GameRuntimeStatus>,
+    /// What the reconcile returns once the lease is released.
+    result: Result<Option<Duration>, ReconcileError>,
+}
+
+impl Acted {
+    /// Nothing left to write.
+    fn done(result: Result<Option<Duration>, ReconcileError>) -> Self {
+        Acted {
+            status: None,
+            result,
+        }
     }
 }
 

@@ -53,8 +53,9 @@ async fn sweep(
     gc_grace: Duration,
     orphans: &mut HashMap<String, Instant>,
 ) {
+    // In bulk: behind any change that comes in meanwhile (queue.rs).
     for game in cache.games() {
-        queue.add(&game);
+        queue.add_bulk(&game);
     }
     let runtime = lifecycle.runtime();
     match runtime.list_managed().await {

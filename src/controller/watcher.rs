@@ -234,8 +234,16 @@ async fn relist(
         }
     }
     let games = listing.len();
+    // The first listing queues every game: in bulk, so that a change made
+    // while they converge is not queued behind all of them. A relist after
+    // a broken watch queues only what changed meanwhile, as changes.
+    let first = !cache.is_ready();
     for game in cache.replace(listing) {
-        queue.add(&game);
+        if first {
+            queue.add_bulk(&game);
+        } else {
+            queue.add(&game);
+        }
     }
     if !cache.is_ready() {
         info!(games, revision = list.revision, "desired state listed");
