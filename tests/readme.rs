@@ -31,3 +31,28 @@ fn error_code_table_matches_the_code() {
         "update the README's error-code table from ErrorCode"
     );
 }
+
+#[test]
+fn rtctl_exit_code_table_matches_rtctl_help() {
+    let text = readme();
+    let start = text.find("| exit | meaning |").expect("README has the rtctl exit-code table");
+    let rows: Vec<(String, String)> = text[start..]
+        .lines()
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            (cells[0].to_owned(), cells[1].replace('`', ""))
+        })
+        .collect();
+    let help: Vec<(String, String)> = rtmanager::cli::error::EXIT_CODES_HELP
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let (code, meaning) = line.split_once(char::is_whitespace)?;
+            code.parse::<u8>().ok()?;
+            Some((code.to_owned(), meaning.trim().to_owned()))
+        })
+        .collect();
+    assert_eq!(rows, help, "update the README's rtctl exit-code table from EXIT_CODES_HELP");
+}
