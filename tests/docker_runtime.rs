@@ -21,7 +21,10 @@ use rtmanager::runtime::{
 
 mod common;
 
-use common::docker::{Cleanup, IMAGE_1, IMAGE_2, docker, docker_cli, game, within_secs as within};
+use common::docker::{
+    Cleanup, IMAGE_1, IMAGE_2, docker, docker_cli, game, wait_engine_listening,
+    within_secs as within,
+};
 
 fn spec(game: &str, image: &str) -> ContainerSpec {
     let mut spec = ContainerSpec::new(game, image);
@@ -119,6 +122,7 @@ async fn stop_reaches_the_engine_through_init_and_it_exits_zero_quickly() {
     let name = container_name(&game);
     let _cleanup = Cleanup::new(&[&name]);
     let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
+    wait_engine_listening(&id);
 
     let started = Instant::now();
     within(
@@ -172,6 +176,7 @@ async fn repeated_start_stop_and_kill_are_no_ops_not_errors() {
     let name = container_name(&game);
     let _cleanup = Cleanup::new(&[&name]);
     let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
+    wait_engine_listening(&id);
 
     within(20, "start of a running container (304)", docker.start(&id))
         .await
@@ -355,6 +360,7 @@ async fn engine_ignoring_sigterm_is_killed_after_the_stop_timeout_with_137() {
     let mut spec = spec(&game, IMAGE_1);
     env(&mut spec, "IGNORE_SIGTERM", "1");
     let id = create_and_start(&docker, &spec).await;
+    wait_engine_listening(&id);
 
     let started = Instant::now();
     within(
@@ -410,6 +416,7 @@ async fn list_managed_finds_ours_in_every_state_and_not_foreign_containers() {
 
     create_and_start(&docker, &spec(&running_game, IMAGE_1)).await;
     let exited = create_and_start(&docker, &spec(&exited_game, IMAGE_1)).await;
+    wait_engine_listening(&exited);
     within(30, "stop", docker.stop(&exited, Duration::from_secs(10)))
         .await
         .expect("stop");

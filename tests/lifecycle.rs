@@ -18,7 +18,7 @@ use rtmanager::model::{OpKind, OpSource, Outcome};
 use rtmanager::runtime::{ContainerRuntime, DockerRuntime, container_name};
 use rtmanager::store::{Documents, Keys, Store, Txn};
 
-use common::docker::{Cleanup, IMAGE_1, docker, game as game_id};
+use common::docker::{Cleanup, IMAGE_1, docker, game as game_id, wait_engine_listening};
 use common::{etcd, unique_keys, wipe, within};
 
 struct World {
@@ -346,6 +346,7 @@ async fn stopping_a_container_that_ignores_sigterm_completes_after_its_stop_time
             .await
             .is_success()
     );
+    wait_engine_listening(&container_name(&game));
 
     let started = Instant::now();
     let result = within(

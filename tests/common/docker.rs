@@ -102,3 +102,23 @@ impl Drop for Cleanup {
         self.remove_all();
     }
 }
+
+/// Waits until the test engine in `container` has installed its signal
+/// handling and listens (it logs "listening" then): a stop sent before
+/// that reaches a shell with no trap yet, which dies of SIGTERM (143)
+/// whatever the test asked the engine to do.
+pub fn wait_engine_listening(container: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = docker_cli(&["logs", container]);
+        if String::from_utf8_lossy(&logs.stdout).contains("listening") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine in {container} did not log \"listening\" within 20 s: {}",
+            String::from_utf8_lossy(&logs.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
