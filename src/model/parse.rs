@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::GameRuntime;
 use super::validate::{FieldError, join, validate};
 use crate::ErrorCode;
+
+mod bounded;
 
 /// The largest single document: far above any real game (a few KiB), and small enough that
 /// a runaway generator or a pasted binary is refused before it reaches the parser or etcd
@@ -18,6 +19,11 @@ pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 
 /// The largest file `rtctl apply -f` reads: room for thousands of games in one fleet file.
 pub const MAX_FILE_BYTES: usize = 16 * 1024 * 1024;
+
+/// What one document may cost while it is read, its aliases expanded (see [`bounded`]): twice
+/// [`MAX_DOCUMENT_BYTES`], which refuses nothing whose stored form fits, and keeps an alias
+/// bomb to a few tens of MB and milliseconds.
+const MAX_EXPANDED_COST: usize = 2 * MAX_DOCUMENT_BYTES;
 
 /// Why a document could not be read. Document numbers are stored 0-based and shown 1-based.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +36,30 @@ pub enum ParseError {
     #[error("document {}: {size} bytes, more than the limit of {limit} bytes", .document + 1)]
     TooLarge {
         document: usize,
+        size: usize,
+        limit: usize,
+    },
+
+    /// Its aliases (`*name`) expand to more than a document may hold; refused while it is
+    /// read, before it takes the memory it asks for.
+    #[error(
+        "document {}: with its aliases expanded it would be larger than {limit} bytes (an \
+         alias, *name, repeats everything its anchor, &name, holds)",
+        .document + 1
+    )]
+    Expands { document: usize, limit: usize },
+
+    /// The document's stored form (what etcd keeps and `rtctl get -o yaml` prints: aliases
+    /// and merge keys expanded, defaults filled in, one item per line) is larger than
+    /// [`MAX_DOCUMENT_BYTES`]: it could be written but never read back.
+    #[error(
+        "{}: stored (aliases and merge keys expanded, defaults filled in, one item per line) \
+         it would be {size} bytes, more than the limit of {limit} bytes",
+        label(*.document, Some(.name))
+    )]
+    StoredTooLarge {
+        document: usize,
+        name: String,
         size: usize,
         limit: usize,
     },
@@ -88,6 +118,8 @@ impl ParseError {
     pub fn document(&self) -> Option<usize> {
         match self {
             ParseError::TooLarge { document, .. }
+            | ParseError::Expands { document, .. }
+            | ParseError::StoredTooLarge { document, .. }
             | ParseError::Syntax { document, .. }
             | ParseError::Field { document, .. }
             | ParseError::Invalid { document, .. }
@@ -102,9 +134,26 @@ impl ParseError {
 fn label(document: usize, name: Option<&str>) -> String {
     match name {
         Some(name) if !name.is_empty() => {
-            format!("document {} ({})", document + 1, name.escape_debug())
+            format!(
+                "document {} ({})",
+                document + 1,
+                shorten(&name.escape_debug().to_string())
+            )
         }
         _ => format!("document {}", document + 1),
+    }
+}
+
+/// The longest text from the input a message repeats (a name, a field path, serde's message
+/// with the unknown variant it quotes): a 200 KB name must not come back as a 200 KB error
+/// line, which rtctl prints and the controller logs. Validation quotes values briefly itself.
+const MAX_ECHO_CHARS: usize = 200;
+
+/// `text`, cut after [`MAX_ECHO_CHARS`] characters.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(MAX_ECHO_CHARS) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
     }
 }
 
@@ -146,7 +195,14 @@ pub fn parse_documents(text: &str) -> Result<Vec<GameRuntime>, ParseError> {
     for (document, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
         // Returning on the first error matters: after a syntax error serde_yaml's iterator
         // yields the same error forever.
-        let value = Value::deserialize(deserializer).map_err(|err| syntax_error(document, &err))?;
+        let value =
+            bounded::read_value(deserializer, MAX_EXPANDED_COST).map_err(|err| match err {
+                bounded::ReadError::Yaml(err) => syntax_error(document, &err),
+                bounded::ReadError::TooLarge => ParseError::Expands {
+                    document,
+                    limit: MAX_DOCUMENT_BYTES,
+                },
+            })?;
         let Some(doc) = from_value(document, value)? else {
             continue;
         };
@@ -213,6 +269,19 @@ fn from_value(document: usize, mut value: Value) -> Result<Option<GameRuntime>, 
         errors,
     })?;
     doc.apply_defaults();
+    // The limit holds for what is stored, not only for what was written: a flow list of
+    // one-letter args (`[a,a,a,...]`, 2 bytes an item) prints as `- a` lines three times as
+    // long, and a document that fits in a file but not in its stored form would be written
+    // to etcd and then refused by every reader.
+    let size = to_yaml(&doc).len();
+    if size > MAX_DOCUMENT_BYTES {
+        return Err(ParseError::StoredTooLarge {
+            document,
+            name: doc.metadata.name,
+            size,
+            limit: MAX_DOCUMENT_BYTES,
+        });
+    }
     Ok(Some(doc))
 }
 
@@ -227,7 +296,7 @@ fn syntax_error(document: usize, err: &serde_yaml::Error) -> ParseError {
     ParseError::Syntax {
         document,
         line,
-        message,
+        message: shorten(&message),
     }
 }
 
@@ -256,8 +325,8 @@ fn field_error(
     ParseError::Field {
         document,
         name,
-        path,
-        message,
+        path: shorten(&path),
+        message: shorten(&message),
     }
 }
 
@@ -766,6 +835,47 @@ spec:
             parse_document(big.as_bytes()),
             Err(ParseError::TooLarge { document: 0, .. })
         ));
+    }
+
+    #[test]
+    fn aliases_that_expand_past_the_limit_are_refused_while_reading() {
+        // 2,000 aliases of a 2,000-item list: 4 million values from 14 KB.
+        let text = with_spec_line(&format!(
+            "args: &x [{}]\n  command: [{}]",
+            vec!["a"; 2_000].join(","),
+            vec!["*x"; 2_000].join(",")
+        ));
+        let err = parse_one(&text).unwrap_err();
+        assert_eq!(
+            err,
+            ParseError::Expands {
+                document: 0,
+                limit: MAX_DOCUMENT_BYTES
+            }
+        );
+        assert!(
+            err.to_string()
+                .starts_with("document 1: with its aliases expanded")
+        );
+    }
+
+    #[test]
+    fn a_document_whose_stored_form_would_not_fit_is_refused() {
+        // 2 bytes an item here, `  - a\n` (6 bytes) stored.
+        let text = with_spec_line(&format!("args: [{}]", vec!["a"; 100_000].join(",")));
+        assert!(text.len() < MAX_DOCUMENT_BYTES);
+        match parse_one(&text).unwrap_err() {
+            ParseError::StoredTooLarge {
+                document: 0,
+                name,
+                size,
+                limit: MAX_DOCUMENT_BYTES,
+            } => {
+                assert_eq!(name, "g1");
+                assert!(size > MAX_DOCUMENT_BYTES, "{size}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

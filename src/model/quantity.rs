@@ -14,6 +14,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::validate::Quoted;
+
 /// A quantity (memory, CPUs) that does not parse or is out of range; the message names the
 /// input and says what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,9 +63,10 @@ impl FromStr for Memory {
     type Err = QuantityError;
 
     fn from_str(text: &str) -> Result<Memory, QuantityError> {
+        let quoted = Quoted(text);
         let expected = || {
             QuantityError(format!(
-                "{text:?} is not a memory quantity: expected a number with an optional unit \
+                "{quoted:?} is not a memory quantity: expected a number with an optional unit \
                  k, M, G, Ki, Mi or Gi, such as 512Mi"
             ))
         };
@@ -80,8 +83,9 @@ impl FromStr for Memory {
                 .map(|(_, multiplier)| *multiplier)
                 .ok_or_else(|| {
                     QuantityError(format!(
-                        "{text:?} has unknown unit {unit:?}: use k, M, G (powers of 1000) \
-                         or Ki, Mi, Gi (powers of 1024)"
+                        "{quoted:?} has unknown unit {:?}: use k, M, G (powers of 1000) \
+                         or Ki, Mi, Gi (powers of 1024)",
+                        Quoted(unit)
                     ))
                 })?,
         };
@@ -89,7 +93,7 @@ impl FromStr for Memory {
             Scaled::Exact(bytes) => bytes,
             Scaled::Fractional => {
                 return Err(QuantityError(format!(
-                    "{text:?} is not a whole number of bytes"
+                    "{quoted:?} is not a whole number of bytes"
                 )));
             }
             Scaled::TooLarge => u128::MAX,
@@ -98,7 +102,7 @@ impl FromStr for Memory {
             .ok()
             .filter(|bytes| *bytes <= Memory::MAX_BYTES)
             .map(Memory)
-            .ok_or_else(|| QuantityError(format!("{text:?} is too large for a memory limit")))
+            .ok_or_else(|| QuantityError(format!("{quoted:?} is too large for a memory limit")))
     }
 }
 
@@ -155,13 +159,14 @@ impl FromStr for Cpus {
     type Err = QuantityError;
 
     fn from_str(text: &str) -> Result<Cpus, QuantityError> {
+        let quoted = Quoted(text);
         let (number, nanos_per_unit) = match text.strip_suffix('m') {
             Some(millis) => (millis, NANOS_PER_CPU / 1000),
             None => (text, NANOS_PER_CPU),
         };
         let decimal = Decimal::parse(number).ok_or_else(|| {
             QuantityError(format!(
-                "{text:?} is not a CPU quantity: expected a number of CPUs such as \"1.5\" or \
+                "{quoted:?} is not a CPU quantity: expected a number of CPUs such as \"1.5\" or \
                  milli-CPUs such as 500m"
             ))
         })?;
@@ -170,11 +175,11 @@ impl FromStr for Cpus {
             Scaled::TooLarge => i64::MAX,
             Scaled::Fractional => {
                 return Err(QuantityError(format!(
-                    "{text:?} is more precise than a billionth of a CPU"
+                    "{quoted:?} is more precise than a billionth of a CPU"
                 )));
             }
         };
-        Cpus::from_nano_cpus(nanos).map_err(|err| QuantityError(format!("{text:?}: {err}")))
+        Cpus::from_nano_cpus(nanos).map_err(|err| QuantityError(format!("{quoted:?}: {err}")))
     }
 }
 
@@ -338,7 +343,7 @@ pub(crate) mod duration {
 
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
                 humantime::parse_duration(text)
-                    .map_err(|err| E::custom(format!("invalid duration {text:?}: {err}")))
+                    .map_err(|err| E::custom(format!("invalid duration {:?}: {err}", Quoted(text))))
             }
         }
 
@@ -448,7 +453,10 @@ const TIMESTAMP_EXAMPLE: &str = "an RFC 3339 time in UTC such as \"2024-05-01T12
 impl ScalarInput for Timestamp {
     fn from_text(text: &str) -> Result<Timestamp, String> {
         text.parse().map_err(|err| {
-            format!("invalid timestamp {text:?} ({err}): expected {TIMESTAMP_EXAMPLE}")
+            format!(
+                "invalid timestamp {:?} ({err}): expected {TIMESTAMP_EXAMPLE}",
+                Quoted(text)
+            )
         })
     }
 

@@ -5,7 +5,7 @@
 //! etcd key building (names), or when Docker creates the container (image, ports, limits).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -32,9 +32,26 @@ const MAX_RESTART_TOKEN_LENGTH: usize = 253;
 /// The longest image reference Docker accepts (`NameTotalLengthMax`).
 const MAX_IMAGE_LENGTH: usize = 255;
 
+/// How much of a value an error message quotes: enough to recognize it, while a 200 KB name
+/// does not come back as a 200 KB error line (rtctl prints it, the controller logs it).
+const QUOTED_CHARS: usize = 64;
+
 const DNS_LABEL_RULE: &str = "must be 1 to 63 characters of lowercase letters (a-z), digits \
                               (0-9) and '-', starting and ending with a letter or digit, such \
                               as \"game-7f3a\"";
+
+/// A value quoted in an error message (`{:?}`), cut after [`QUOTED_CHARS`] characters:
+/// `"xxxx"… (200000 bytes)`.
+pub(crate) struct Quoted<'a>(pub(crate) &'a str);
+
+impl fmt::Debug for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(QUOTED_CHARS) {
+            None => write!(f, "{:?}", self.0),
+            Some((end, _)) => write!(f, "{:?}… ({} bytes)", &self.0[..end], self.0.len()),
+        }
+    }
+}
 
 /// One rule a document breaks: where (`spec.ports[1].hostPort`, the YAML field names) and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,7 +106,10 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if is_dns1123_label(name) {
         Ok(())
     } else {
-        Err(format!("invalid name {name:?}: a name {DNS_LABEL_RULE}"))
+        Err(format!(
+            "invalid name {:?}: a name {DNS_LABEL_RULE}",
+            Quoted(name)
+        ))
     }
 }
 
@@ -97,7 +117,7 @@ fn api_version(value: &str, errors: &mut Vec<FieldError>) {
     if value != API_VERSION {
         errors.push(FieldError::new(
             "apiVersion",
-            format!("must be {API_VERSION:?}, got {value:?}"),
+            format!("must be {API_VERSION:?}, got {:?}", Quoted(value)),
         ));
     }
 }
@@ -106,7 +126,7 @@ fn kind(value: &str, errors: &mut Vec<FieldError>) {
     if value != KIND {
         errors.push(FieldError::new(
             "kind",
-            format!("must be {KIND:?}, got {value:?}"),
+            format!("must be {KIND:?}, got {:?}", Quoted(value)),
         ));
     }
 }
@@ -119,7 +139,7 @@ fn metadata_name(name: &str, errors: &mut Vec<FieldError>) {
 
 fn labels(labels: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
     for (key, value) in labels {
-        let path = format!("metadata.labels[{key:?}]");
+        let path = format!("metadata.labels[{:?}]", Quoted(key));
         if let Err(message) = qualified_name(key) {
             errors.push(FieldError::new(&path, format!("invalid key: {message}")));
         }
@@ -135,7 +155,7 @@ fn annotations(annotations: &BTreeMap<String, String>, errors: &mut Vec<FieldErr
     for key in annotations.keys() {
         if let Err(message) = qualified_name(key) {
             errors.push(FieldError::new(
-                format!("metadata.annotations[{key:?}]"),
+                format!("metadata.annotations[{:?}]", Quoted(key)),
                 format!("invalid key: {message}"),
             ));
         }
@@ -147,7 +167,10 @@ fn image(reference: &str, errors: &mut Vec<FieldError>) {
         let message = if reference.is_empty() {
             reason
         } else {
-            format!("{reference:?} is not a valid image reference: {reason}")
+            format!(
+                "{:?} is not a valid image reference: {reason}",
+                Quoted(reference)
+            )
         };
         errors.push(FieldError::new("spec.image", message));
     }
@@ -158,7 +181,10 @@ fn hostname(hostname: Option<&str>, errors: &mut Vec<FieldError>) {
     if let Some(hostname) = hostname.filter(|h| !h.is_empty() && !is_dns1123_label(h)) {
         errors.push(FieldError::new(
             "spec.hostname",
-            format!("invalid hostname {hostname:?}: a hostname {DNS_LABEL_RULE}"),
+            format!(
+                "invalid hostname {:?}: a hostname {DNS_LABEL_RULE}",
+                Quoted(hostname)
+            ),
         ));
     }
 }
@@ -185,7 +211,7 @@ fn env(vars: &[EnvVar], errors: &mut Vec<FieldError>) {
                 format!(
                     "invalid variable name {:?}: use letters, digits and '_', not starting with \
                      a digit",
-                    var.name
+                    Quoted(&var.name)
                 ),
             ));
         } else if let Some(first) = first_index.get(var.name.as_str()) {
@@ -193,7 +219,7 @@ fn env(vars: &[EnvVar], errors: &mut Vec<FieldError>) {
                 format!("{path}.name"),
                 format!(
                     "duplicate variable {:?}, first set at spec.env[{first}]",
-                    var.name
+                    Quoted(&var.name)
                 ),
             ));
         } else {
@@ -257,7 +283,10 @@ fn ports(ports: &[PortMapping], errors: &mut Vec<FieldError>) {
         {
             errors.push(FieldError::new(
                 format!("{path}.hostIp"),
-                format!("{ip:?} is not an IP address (such as 127.0.0.1 or ::1)"),
+                format!(
+                    "{:?} is not an IP address (such as 127.0.0.1 or ::1)",
+                    Quoted(ip)
+                ),
             ));
         }
     }
@@ -319,8 +348,9 @@ fn node(node: Option<&str>, errors: &mut Vec<FieldError>) {
         errors.push(FieldError::new(
             "spec.node",
             format!(
-                "invalid node name {node:?}: use at most {MAX_SUBDOMAIN_LENGTH} characters of \
-                 dot-separated parts, each {DNS_LABEL_RULE}"
+                "invalid node name {:?}: use at most {MAX_SUBDOMAIN_LENGTH} characters of \
+                 dot-separated parts, each {DNS_LABEL_RULE}",
+                Quoted(node)
             ),
         ));
     }
@@ -358,6 +388,7 @@ fn qualified_name(key: &str) -> Result<(), String> {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
+    let key = Quoted(key);
     if let Some(prefix) = prefix
         && !is_dns1123_subdomain(prefix)
     {
@@ -383,8 +414,9 @@ fn label_value(value: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid value {value:?}: must be empty or at most {MAX_LABEL_LENGTH} characters of \
-             letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+            "invalid value {:?}: must be empty or at most {MAX_LABEL_LENGTH} characters of \
+             letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
+            Quoted(value)
         ))
     }
 }
@@ -472,15 +504,16 @@ fn image_tag(tag: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid tag {tag:?}: use at most 128 letters, digits, '_', '.' and '-', not \
-             starting with '.' or '-'"
+            "invalid tag {:?}: use at most 128 letters, digits, '_', '.' and '-', not \
+             starting with '.' or '-'",
+            Quoted(tag)
         ))
     }
 }
 
 /// `host[:port]`, the host a DNS name, an IPv4 address or a bracketed IPv6 address.
 fn registry_host(domain: &str) -> Result<(), String> {
-    let invalid = || format!("invalid registry host {domain:?}");
+    let invalid = || format!("invalid registry host {:?}", Quoted(domain));
     let (host_ok, port) = if let Some(bracketed) = domain.strip_prefix('[') {
         let (ipv6, after) = bracketed.split_once(']').ok_or_else(invalid)?;
         let port = match after {
@@ -512,7 +545,11 @@ fn registry_host(domain: &str) -> Result<(), String> {
             if !port.bytes().all(|b| b.is_ascii_digit())
                 || !matches!(port.parse::<u16>(), Ok(1..)) =>
         {
-            Err(format!("invalid registry port {port:?} in {domain:?}"))
+            Err(format!(
+                "invalid registry port {:?} in {:?}",
+                Quoted(port),
+                Quoted(domain)
+            ))
         }
         _ => Ok(()),
     }
@@ -522,13 +559,15 @@ fn registry_host(domain: &str) -> Result<(), String> {
 fn path_component(component: &str) -> Result<(), String> {
     if component.chars().any(|c| c.is_ascii_uppercase()) {
         return Err(format!(
-            "repository name component {component:?} must be lowercase"
+            "repository name component {:?} must be lowercase",
+            Quoted(component)
         ));
     }
     let invalid = || {
         format!(
-            "invalid repository name component {component:?}: use lowercase letters and digits, \
-             separated by '.', '_', '__' or dashes"
+            "invalid repository name component {:?}: use lowercase letters and digits, \
+             separated by '.', '_', '__' or dashes",
+            Quoted(component)
         )
     };
     let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
