@@ -1,6 +1,7 @@
 //! stop: SIGTERM the game's container, SIGKILL after its stopTimeout; the
 //! stopped container stays (a later start replaces it).
 
+use crate::error_code::ErrorCode;
 use crate::failpoint;
 use crate::history::HistoryEntry;
 use crate::lease::GameLease;
@@ -47,7 +48,15 @@ impl Lifecycle {
             Some(doc) => (doc.spec.stop_timeout, effective_hostname(doc)),
             None => (DEFAULT_STOP_TIMEOUT, game.to_owned()),
         };
-        let Some(container) = self.current_container(game).await? else {
+        let ours = match self.current_container(game).await {
+            Ok(found) => found,
+            // Someone else's container holds the game's name: nothing of
+            // ours runs, so nothing is stopped (a remove can then finish),
+            // and theirs is never touched.
+            Err(failure) if failure.code == ErrorCode::Conflict => None,
+            Err(failure) => return Err(failure),
+        };
+        let Some(container) = ours else {
             // Nothing runs: stopped already.
             return Ok(StatusChange::Set {
                 phase: Phase::Stopped,

@@ -624,3 +624,24 @@ async fn remove_stops_and_removes_the_container_and_clears_the_status() {
         "history is kept"
     );
 }
+
+#[tokio::test]
+async fn removing_a_game_whose_name_a_foreign_container_holds_clears_it_and_leaves_that_alone() {
+    let w = world().await;
+    w.apply(game("g1")).await;
+    let mut foreign = crate::runtime::ContainerSpec::new("other", IMAGE);
+    foreign.name = "rtm-g1".into();
+    let foreign_id = w.runtime.create(&foreign).await.unwrap();
+    w.runtime.start(&foreign_id).await.unwrap();
+    let refused = w.lifecycle.start(&request("g1")).await;
+    assert_failed(&refused, ErrorCode::Conflict, "not managed");
+    w.documents.delete("g1", None).await.unwrap();
+
+    let result = w.lifecycle.remove(&request("g1")).await;
+    assert!(result.is_success(), "nothing of ours to remove: {result:?}");
+    assert!(w.store.get("/rtmanager/status/g1").await.unwrap().is_none());
+    assert_eq!(w.runtime.count(RuntimeOp::Stop), 0, "theirs is not stopped");
+    assert_eq!(w.runtime.count(RuntimeOp::Remove), 0, "nor removed");
+    let theirs = w.runtime.inspect_container("rtm-g1").await.unwrap();
+    assert!(theirs.is_some_and(|c| c.id == foreign_id && c.is_running()));
+}

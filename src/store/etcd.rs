@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Certificate, Client, CompactionOptions, Compare as EtcdCompare, CompareOp, ConnectOptions,
-    DeleteOptions, EventType, GetOptions, Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
-    SortOrder, SortTarget, TlsOptions, Txn as EtcdTxn, TxnOp, WatchOptions,
+    Certificate, Client, Compare as EtcdCompare, CompareOp, ConnectOptions, DeleteOptions,
+    EventType, GetOptions, Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, SortOrder,
+    SortTarget, TlsOptions, Txn as EtcdTxn, TxnOp, WatchOptions,
 };
 use futures::StreamExt;
 use tokio::sync::Mutex;
@@ -32,6 +32,18 @@ const LIST_PAGE_SIZE: i64 = 500;
 /// Extra time the outer guard allows beyond the client's own request
 /// timeout, so the client's (more precise) error wins when it fires.
 const GUARD_MARGIN: Duration = Duration::from_secs(1);
+
+/// Attempts of one request while it fails before it was sent (no
+/// connection to the endpoint the client picked), with several endpoints.
+/// The client's balancer keeps picking a member that refuses connections
+/// as if it were ready (tonic's lazy reconnect reports ready and fails the
+/// call: grpc-rust issue 2839); it picks the less loaded of two random
+/// members, and the dead one is never loaded, so an attempt lands on it
+/// with a chance of at most 2/3 with one of three members down: sixteen
+/// all fail with a chance under 0.2% (and the caller retries). Each failed
+/// attempt is one refused connect; all stay within the request timeout.
+/// With one endpoint there is nothing else to try: one attempt.
+const UNSENT_ATTEMPTS: usize = 16;
 
 /// How to reach etcd.
 #[derive(Clone, PartialEq, Eq)]
@@ -167,14 +179,35 @@ impl EtcdStore {
     }
 
     /// Runs one request under an outer timeout, so that no call can hang
-    /// even where the client's own timeout does not apply.
-    async fn call<T>(
+    /// even where the client's own timeout does not apply. `request` makes
+    /// the request afresh for each attempt: one that could not even
+    /// connect (so never reached etcd, and is safe to send again, writes
+    /// included) is tried again, within the same timeout.
+    async fn call<T, F, Fut>(
         &self,
         operation: &'static str,
-        request: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
+        mut request: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
         let limit = self.request_timeout + GUARD_MARGIN;
-        match tokio::time::timeout(limit, request).await {
+        let most = if self.endpoints.contains(',') {
+            UNSENT_ATTEMPTS
+        } else {
+            1
+        };
+        let attempts = async {
+            let mut attempt = 1;
+            loop {
+                match request().await {
+                    Err(e) if attempt < most && never_sent(&e) => attempt += 1,
+                    result => return result,
+                }
+            }
+        };
+        match tokio::time::timeout(limit, attempts).await {
             Ok(result) => {
                 result.map_err(|e| map_error(operation, &self.endpoints, self.request_timeout, e))
             }
@@ -326,6 +359,13 @@ fn map_error(
     }
 }
 
+/// Whether the request failed to connect, so etcd never saw it.
+fn never_sent(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status)
+        if status.code() == tonic::Code::Unavailable
+            && status.message().contains("tcp connect error"))
+}
+
 fn is_transport_failure(message: &str) -> bool {
     message.contains("transport error") || message.contains("connection")
 }
@@ -354,13 +394,16 @@ fn cause_chain(first: &str, mut source: Option<&dyn std::error::Error>) -> Strin
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let mut kv = self.client.kv_client();
-        let response = self.call("get", kv.get(key, None)).await?;
+        let response = self
+            .call("get", || {
+                let mut kv = self.client.kv_client();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
         Ok(response.kvs().first().map(key_value))
     }
 
     async fn list(&self, prefix: &str, at: Option<Revision>) -> Result<Listing, StoreError> {
-        let mut kv = self.client.kv_client();
         let end = prefix_end(prefix);
         let mut start = prefix.as_bytes().to_vec();
         let mut revision = at.unwrap_or(0);
@@ -375,7 +418,11 @@ impl Store for EtcdStore {
                 options = options.with_revision(revision);
             }
             let response = self
-                .call("list", kv.get(start.clone(), Some(options)))
+                .call("list", || {
+                    let mut kv = self.client.kv_client();
+                    let (start, options) = (start.clone(), options.clone());
+                    async move { kv.get(start, Some(options)).await }
+                })
                 .await
                 .map_err(|e| match e {
                     StoreError::Compacted { .. } => StoreError::Compacted {
@@ -400,21 +447,31 @@ impl Store for EtcdStore {
     }
 
     async fn newest(&self, prefix: &str, limit: usize) -> Result<Vec<KeyValue>, StoreError> {
-        let mut kv = self.client.kv_client();
         let options = GetOptions::new()
             .with_range(prefix_end(prefix))
             .with_sort(SortTarget::Key, SortOrder::Descend)
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let response = self.call("newest", kv.get(prefix, Some(options))).await?;
+        let response = self
+            .call("newest", || {
+                let mut kv = self.client.kv_client();
+                let options = options.clone();
+                async move { kv.get(prefix, Some(options)).await }
+            })
+            .await?;
         Ok(response.kvs().iter().map(key_value).collect())
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
-        let mut kv = self.client.kv_client();
         let request = EtcdTxn::new()
             .when(txn.when.into_iter().map(compare).collect::<Vec<_>>())
             .and_then(txn.then.into_iter().map(mutation).collect::<Vec<_>>());
-        let response = self.call("txn", kv.txn(request)).await?;
+        let response = self
+            .call("txn", || {
+                let mut kv = self.client.kv_client();
+                let request = request.clone();
+                async move { kv.txn(request).await }
+            })
+            .await?;
         Ok(TxnOutcome {
             succeeded: response.succeeded(),
             revision: response.header().map(|h| h.revision()).unwrap_or_default(),
@@ -422,10 +479,13 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
-        let mut watch = self.client.watch_client();
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let stream = self
-            .call("watch", watch.watch(prefix, Some(options)))
+            .call("watch", || {
+                let mut watch = self.client.watch_client();
+                let options = options.clone();
+                async move { watch.watch(prefix, Some(options)).await }
+            })
             .await?;
         let endpoints = self.endpoints.clone();
         let request_timeout = self.request_timeout;
@@ -487,9 +547,13 @@ impl Store for EtcdStore {
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseGrant, StoreError> {
-        let mut lease = self.client.lease_client();
         let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let response = self.call("lease grant", lease.grant(seconds, None)).await?;
+        let response = self
+            .call("lease grant", || {
+                let mut lease = self.client.lease_client();
+                async move { lease.grant(seconds, None).await }
+            })
+            .await?;
         Ok(LeaseGrant {
             id: response.id(),
             ttl: Duration::from_secs(u64::try_from(response.ttl()).unwrap_or(0)),
@@ -498,22 +562,28 @@ impl Store for EtcdStore {
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
         let mut keepers = self.keepers.lock().await;
-        let renew = async {
-            let (mut keeper, mut stream) = match keepers.remove(&lease) {
-                Some(open) => open,
-                None => self.client.lease_client().keep_alive(lease).await?,
-            };
-            keeper.keep_alive().await?;
-            let response = stream.message().await?;
-            Ok::<_, etcd_client::Error>((keeper, stream, response))
-        };
-        let (keeper, stream, response) =
-            self.call("lease keepalive", renew)
-                .await
-                .map_err(|e| match e {
-                    StoreError::LeaseNotFound { .. } => StoreError::LeaseNotFound { lease },
-                    other => other,
-                })?;
+        // The open stream, if any, serves the first attempt; a retry (the
+        // first could not connect) opens a new one.
+        let mut open = keepers.remove(&lease);
+        let (keeper, stream, response) = self
+            .call("lease keepalive", || {
+                let open = open.take();
+                let mut client = self.client.lease_client();
+                async move {
+                    let (mut keeper, mut stream) = match open {
+                        Some(open) => open,
+                        None => client.keep_alive(lease).await?,
+                    };
+                    keeper.keep_alive().await?;
+                    let response = stream.message().await?;
+                    Ok((keeper, stream, response))
+                }
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::LeaseNotFound { .. } => StoreError::LeaseNotFound { lease },
+                other => other,
+            })?;
         match response {
             Some(response) if response.ttl() > 0 => {
                 keepers.insert(lease, (keeper, stream));
@@ -531,26 +601,39 @@ impl Store for EtcdStore {
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
         self.keepers.lock().await.remove(&lease);
-        let mut client = self.client.lease_client();
-        match self.call("lease revoke", client.revoke(lease)).await {
+        let revoke = self.call("lease revoke", || {
+            let mut client = self.client.lease_client();
+            async move { client.revoke(lease).await }
+        });
+        match revoke.await {
             Ok(_) | Err(StoreError::LeaseNotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     async fn revision(&self) -> Result<Revision, StoreError> {
-        let mut kv = self.client.kv_client();
         // A count-only read of one key: the header carries the revision.
         let options = GetOptions::new().with_count_only();
-        let response = self.call("revision", kv.get("\0", Some(options))).await?;
+        let response = self
+            .call("revision", || {
+                let mut kv = self.client.kv_client();
+                let options = options.clone();
+                async move { kv.get("\0", Some(options)).await }
+            })
+            .await?;
         Ok(response.header().map(|h| h.revision()).unwrap_or_default())
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        let mut kv = self.client.kv_client();
-        let options = CompactionOptions::new().with_physical();
-        self.call("compact", kv.compact(revision, Some(options)))
-            .await?;
+        // Not `physical`: etcd marks the revisions compacted at once (reads
+        // and watches before it fail from then on) and frees the space in
+        // the background; waiting for that can take longer than a request
+        // timeout on a large keyspace.
+        self.call("compact", || {
+            let mut kv = self.client.kv_client();
+            async move { kv.compact(revision, None).await }
+        })
+        .await?;
         Ok(())
     }
 }

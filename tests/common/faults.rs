@@ -1,0 +1,1279 @@
+//! The referee of the fault suite: what a game should look like once the
+//! faults stop, and a monitor that watches Docker and etcd *while* they
+//! happen.
+//!
+//! - [`Monitor`] polls Docker (and each installation's documents in etcd)
+//!   all the time and records every breach of the invariants that must hold
+//!   at every instant: at most one container per game; no container
+//!   without a document outliving the GC grace (plus a margin); foreign
+//!   containers untouched (same id, still running, never restarted).
+//! - [`Installation`] reads what a user sees (documents, status, history,
+//!   containers) and waits, bounded, for the invariants that must hold
+//!   once the faults stop: every game converged, every history entry
+//!   finished (by its operation or, as `aborted`, by recovery).
+//! - [`WriteLog`] records every etcd write under a prefix, and
+//!   [`audit_stale_holder`] checks that a controller whose lease expired
+//!   wrote nothing after another took over (fencing).
+//! - [`Rng`]: a seeded generator for the randomized soak (stable across
+//!   versions of the `rand` crate, so a printed seed replays the same run).
+//!
+//! Not declared in `common/mod.rs`: `tests/faults.rs` includes it with
+//! `#[path]`.
+
+#![allow(dead_code)] // a helper library: each scenario uses a part of it
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use rtmanager::ErrorCode;
+use rtmanager::history::HistoryEntry;
+use rtmanager::lease::LeaseRecord;
+use rtmanager::model::parse::parse_documents;
+use rtmanager::model::{
+    ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, ConditionStatus, DesiredState, EnvVar,
+    GameRuntime, GameRuntimeStatus, OpKind, Outcome, Phase,
+};
+use rtmanager::runtime::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, DockerRuntime, LABEL_OP_ID, LABEL_PREFIX,
+    LABEL_SPEC_HASH,
+};
+use rtmanager::store::etcd::{EtcdConfig, EtcdStore};
+use rtmanager::store::{Documents, Keys, Revision, Store, WatchEvent};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::docker::IMAGE_1;
+use crate::process::{ControllerProcess, describe, eventually, short};
+
+/// How often the monitor looks at Docker: a recreate takes about a second,
+/// so a twin living even a fraction of one is seen.
+const MONITOR_POLL: Duration = Duration::from_millis(100);
+
+/// Violations kept verbatim in a report (the count is always exact).
+const MAX_VIOLATIONS: usize = 50;
+
+// ---------------------------------------------------------------------------
+// Fixtures.
+
+/// A GameRuntime fixture: `doc(&game).ignoring_sigterm().stop_timeout(..)`.
+/// Defaults: the first test image, no ports, stopTimeout 3s,
+/// restartPolicy Always.
+#[derive(Debug, Clone)]
+pub struct Doc(pub GameRuntime);
+
+pub fn doc(name: &str) -> Doc {
+    let yaml = format!(
+        "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: {name}\n\
+         spec:\n  image: {IMAGE_1}\n  stopTimeout: 3s\n  restartPolicy: Always\n"
+    );
+    Doc(parse_documents(&yaml)
+        .expect("the fixture parses")
+        .remove(0))
+}
+
+impl Doc {
+    pub fn stop_timeout(mut self, timeout: Duration) -> Doc {
+        self.0.spec.stop_timeout = timeout;
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Doc {
+        self.0.spec.env.push(EnvVar {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        });
+        self
+    }
+
+    /// The engine ignores SIGTERM: every stop lasts the full stopTimeout,
+    /// which keeps operations in flight long enough to hit them.
+    pub fn ignoring_sigterm(self) -> Doc {
+        self.env("IGNORE_SIGTERM", "1")
+    }
+}
+
+/// A game id unique to this test run (a DNS-1123 label).
+pub fn game_name(tag: &str) -> String {
+    format!("f{tag}-{}", std::process::id())
+}
+
+/// A store on `endpoints` with short timeouts (a private etcd that the
+/// test stops must not hang a probe for long).
+pub async fn connect_store(endpoints: &[String]) -> Arc<dyn Store> {
+    let mut config = EtcdConfig::new(endpoints.to_vec());
+    config.request_timeout = Duration::from_secs(3);
+    config.connect_timeout = Duration::from_secs(2);
+    Arc::new(
+        EtcdStore::connect(&config)
+            .await
+            .unwrap_or_else(|e| panic!("connect to etcd at {endpoints:?}: {e}")),
+    )
+}
+
+/// A runtime on the Docker engine at `host` (a private dockerd), or on the
+/// machine's engine when `None`.
+pub async fn connect_docker(host: Option<&str>) -> Arc<DockerRuntime> {
+    Arc::new(
+        DockerRuntime::connect(host, Duration::from_secs(10))
+            .await
+            .expect("a usable DOCKER_HOST"),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// What a user sees of one installation (one prefix on one etcd and one
+// Docker engine).
+
+#[derive(Debug, Clone)]
+pub struct Installation {
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub documents: Documents,
+    pub docker: Arc<DockerRuntime>,
+}
+
+impl Installation {
+    pub fn new(store: Arc<dyn Store>, keys: Keys, docker: Arc<DockerRuntime>) -> Installation {
+        Installation {
+            documents: Documents::new(store.clone(), keys.clone()),
+            store,
+            keys,
+            docker,
+        }
+    }
+
+    pub async fn create(&self, doc: Doc) -> GameRuntime {
+        self.documents
+            .create(&doc.0)
+            .await
+            .unwrap_or_else(|e| panic!("create gameruntime/{}: {e}", doc.0.metadata.name))
+    }
+
+    /// Reads, changes and writes back a document (the controller never
+    /// writes specs, so the resourceVersion read here is current). Retried
+    /// for a while: etcd may be coming back from a fault.
+    pub async fn change(&self, game: &str, change: impl Fn(&mut GameRuntime)) -> GameRuntime {
+        let what = format!("a write of gameruntime/{game}");
+        eventually(Duration::from_secs(20), &what, async || {
+            let mut doc = self
+                .documents
+                .get(game)
+                .await
+                .map_err(|e| format!("read: {e}"))?
+                .ok_or_else(|| "no such document".to_owned())?;
+            let expected = doc
+                .metadata
+                .resource_version
+                .as_deref()
+                .and_then(|rv| rv.parse().ok())
+                .expect("a stored document has a resourceVersion");
+            change(&mut doc);
+            self.documents
+                .update(&doc, expected)
+                .await
+                .map_err(|e| format!("update: {e}"))
+        })
+        .await
+    }
+
+    /// What `rtctl restart <game> --ref <source_ref>` writes.
+    pub async fn request_restart(&self, game: &str, token: &str, source_ref: &str) -> GameRuntime {
+        self.change(game, |doc| {
+            doc.spec.restart_token = token.to_owned();
+            let annotations = &mut doc.metadata.annotations;
+            annotations.insert(ANNOTATION_OP_SOURCE.to_owned(), "admin_cli".to_owned());
+            annotations.insert(ANNOTATION_SOURCE_REF.to_owned(), source_ref.to_owned());
+        })
+        .await
+    }
+
+    pub async fn delete(&self, game: &str) {
+        self.documents
+            .delete(game, None)
+            .await
+            .unwrap_or_else(|e| panic!("delete gameruntime/{game}: {e}"));
+    }
+
+    pub async fn status(&self, game: &str) -> Result<Option<GameRuntimeStatus>, String> {
+        self.documents
+            .get_status(game)
+            .await
+            .map_err(|e| format!("status/{game}: {e}"))
+    }
+
+    /// Every container of this installation (its prefix label), any state.
+    pub async fn containers(&self) -> Result<Vec<ContainerInfo>, String> {
+        let all = self
+            .docker
+            .list_managed()
+            .await
+            .map_err(|e| format!("docker list: {e}"))?;
+        Ok(all
+            .into_iter()
+            .filter(|c| c.prefix() == Some(self.keys.prefix()))
+            .collect())
+    }
+
+    /// The documents as they are now, by name.
+    pub async fn desired(&self) -> Result<BTreeMap<String, GameRuntime>, String> {
+        let list = self
+            .documents
+            .list()
+            .await
+            .map_err(|e| format!("list documents: {e}"))?;
+        if !list.invalid.is_empty() {
+            return Err(format!("undecodable documents: {:?}", list.invalid));
+        }
+        Ok(list
+            .items
+            .into_iter()
+            .map(|d| (d.metadata.name.clone(), d))
+            .collect())
+    }
+
+    /// Whether each of `games` is converged to its document as it is now;
+    /// `Err` says what is still missing.
+    pub async fn converged(
+        &self,
+        games: &[String],
+    ) -> Result<BTreeMap<String, (GameRuntimeStatus, Option<ContainerInfo>)>, String> {
+        let desired = self.desired().await?;
+        let containers = self.containers().await?;
+        let mut converged = BTreeMap::new();
+        for game in games {
+            let doc = desired
+                .get(game)
+                .ok_or_else(|| format!("{game}: no document"))?;
+            let status = self.status(game).await?;
+            let mine: Vec<ContainerInfo> = containers
+                .iter()
+                .filter(|c| c.game() == Some(game.as_str()))
+                .cloned()
+                .collect();
+            converged.insert(game.clone(), check_converged(doc, status.as_ref(), &mine)?);
+        }
+        Ok(converged)
+    }
+
+    /// Waits until every game in `games` is converged, at most `limit`.
+    pub async fn wait_converged(
+        &self,
+        games: &[String],
+        limit: Duration,
+    ) -> BTreeMap<String, (GameRuntimeStatus, Option<ContainerInfo>)> {
+        let what = format!(
+            "{} games of {} to converge (status as desired for the current generation and \
+             restart token, exactly one container, the one the status names)",
+            games.len(),
+            self.keys.prefix()
+        );
+        eventually(limit, &what, async || self.converged(games).await).await
+    }
+
+    /// The names of every game with history under the prefix.
+    pub async fn games_with_history(&self) -> Result<BTreeSet<String>, String> {
+        let root = format!("{}/history/", self.keys.prefix());
+        let listing = self
+            .store
+            .list(&root, None)
+            .await
+            .map_err(|e| format!("list {root}: {e}"))?;
+        Ok(listing
+            .items
+            .iter()
+            .filter_map(|kv| kv.key.strip_prefix(&root))
+            .filter_map(|rest| rest.split('/').next())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// A game's history, newest first.
+    pub async fn history(&self, game: &str) -> Result<Vec<HistoryEntry>, String> {
+        let prefix = self.keys.history(game);
+        let listing = self
+            .store
+            .list(&prefix, None)
+            .await
+            .map_err(|e| format!("list {prefix}: {e}"))?;
+        let mut entries = Vec::new();
+        for kv in &listing.items {
+            let entry: HistoryEntry = serde_json::from_slice(&kv.value)
+                .map_err(|e| format!("history entry {} is not valid: {e}", kv.key))?;
+            entries.push(entry);
+        }
+        entries.sort_by_key(|e| std::cmp::Reverse(e.seq));
+        Ok(entries)
+    }
+
+    /// Every history entry of every game, checked: all finished.
+    pub async fn history_resolved(&self) -> Result<BTreeMap<String, Vec<HistoryEntry>>, String> {
+        let mut all = BTreeMap::new();
+        for game in self.games_with_history().await? {
+            let entries = self.history(&game).await?;
+            check_history(&game, &entries)?;
+            all.insert(game, entries);
+        }
+        Ok(all)
+    }
+
+    /// Waits until every history entry under the prefix is finished.
+    pub async fn wait_history_resolved(
+        &self,
+        limit: Duration,
+    ) -> BTreeMap<String, Vec<HistoryEntry>> {
+        let what = format!(
+            "every history entry of {} to reach an outcome (or be resolved as aborted)",
+            self.keys.prefix()
+        );
+        eventually(limit, &what, async || self.history_resolved().await).await
+    }
+
+    /// Every container the monitor saw that this installation's
+    /// controllers created (it carries an operation id) was created by a
+    /// start recorded in the game's history: nothing runs that the history
+    /// does not account for. Call once the history is resolved.
+    pub async fn assert_containers_accounted(&self, report: &MonitorReport) {
+        let mut unaccounted = Vec::new();
+        let mut histories: BTreeMap<String, Vec<HistoryEntry>> = BTreeMap::new();
+        for seen in report
+            .seen
+            .iter()
+            .filter(|c| c.prefix == self.keys.prefix())
+        {
+            let (Some(game), Some(op_id)) = (&seen.game, &seen.op_id) else {
+                continue; // made by hand: no operation created it
+            };
+            if !histories.contains_key(game) {
+                let entries = self
+                    .history(game)
+                    .await
+                    .unwrap_or_else(|e| panic!("read the history of {game}: {e}"));
+                histories.insert(game.clone(), entries);
+            }
+            let entries = &histories[game];
+            if !entries
+                .iter()
+                .any(|e| e.op_kind == OpKind::Start && e.op_id == *op_id)
+            {
+                unaccounted.push(format!(
+                    "{} {} (op {op_id}) of {game}:\n  {}",
+                    seen.name,
+                    short(&seen.id),
+                    timeline(entries)
+                ));
+            }
+        }
+        assert!(
+            unaccounted.is_empty(),
+            "containers no start in the history accounts for:{}",
+            block(&unaccounted)
+        );
+    }
+
+    /// Waits until no container of this installation lacks a document.
+    pub async fn wait_no_orphans(&self, limit: Duration) {
+        eventually(
+            limit,
+            "no container of the installation without a document",
+            async || {
+                let desired = self.desired().await?;
+                let orphans: Vec<ContainerInfo> = self
+                    .containers()
+                    .await?
+                    .into_iter()
+                    .filter(|c| c.game().is_none_or(|g| !desired.contains_key(g)))
+                    .collect();
+                if orphans.is_empty() {
+                    Ok(())
+                } else {
+                    Err(describe(&orphans))
+                }
+            },
+        )
+        .await;
+    }
+
+    /// The ids of the controllers whose heartbeat key exists.
+    pub async fn heartbeats(&self) -> Result<BTreeSet<String>, String> {
+        let prefix = self.keys.controllers();
+        let listing = self
+            .store
+            .list(&prefix, None)
+            .await
+            .map_err(|e| format!("list {prefix}: {e}"))?;
+        Ok(listing
+            .items
+            .iter()
+            .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_owned))
+            .collect())
+    }
+
+    /// Waits until some operation of `games` is under way (an entry in
+    /// progress) and returns that entry.
+    pub async fn wait_in_progress(
+        &self,
+        games: &[String],
+        kind: OpKind,
+        limit: Duration,
+    ) -> HistoryEntry {
+        let what = format!("a {kind:?} of one of {games:?} to be under way");
+        eventually(limit, &what, async || {
+            for game in games {
+                if let Some(entry) = self
+                    .history(game)
+                    .await?
+                    .into_iter()
+                    .find(|e| e.op_kind == kind && e.outcome == Outcome::InProgress)
+                {
+                    return Ok(entry);
+                }
+            }
+            Err("no such entry in progress yet".to_owned())
+        })
+        .await
+    }
+
+    /// Creates and starts, bypassing the controller, a container with the
+    /// labels rtmanager puts on its own for this installation: an orphan
+    /// when `game` has no document.
+    pub async fn start_labelled(&self, game: &str) -> String {
+        let mut spec = ContainerSpec::new(game, IMAGE_1);
+        spec.labels
+            .insert(LABEL_SPEC_HASH.to_owned(), "hand-made".to_owned());
+        spec.labels
+            .insert(LABEL_PREFIX.to_owned(), self.keys.prefix().to_owned());
+        let id = self
+            .docker
+            .create(&spec)
+            .await
+            .expect("docker create of a hand-made labelled container");
+        self.docker
+            .start(&id)
+            .await
+            .expect("docker start of a hand-made labelled container");
+        id
+    }
+}
+
+/// The convergence check, pure: desired Running means status Running for
+/// the document's generation and restart token, Ready, and exactly one
+/// container of the game, running, from the document's image, the one the
+/// status names; desired Stopped means status Stopped and nothing running.
+pub fn check_converged(
+    doc: &GameRuntime,
+    status: Option<&GameRuntimeStatus>,
+    containers: &[ContainerInfo],
+) -> Result<(GameRuntimeStatus, Option<ContainerInfo>), String> {
+    let game = doc.name();
+    let status = status.ok_or_else(|| format!("{game}: no status yet"))?;
+    let seen = || {
+        format!(
+            "{game}: status {} containers {}",
+            summary(status),
+            describe(containers)
+        )
+    };
+    if status.observed_generation != doc.metadata.generation {
+        return Err(seen());
+    }
+    match doc.spec.state {
+        DesiredState::Stopped => {
+            if status.phase != Phase::Stopped
+                || containers.len() > 1
+                || containers.iter().any(ContainerInfo::is_running)
+            {
+                return Err(seen());
+            }
+            Ok((status.clone(), containers.first().cloned()))
+        }
+        DesiredState::Running => {
+            let ready = ready(status) == Some(ConditionStatus::True);
+            let token_seen = doc.spec.restart_token.is_empty()
+                || status.observed_restart_token.as_deref()
+                    == Some(doc.spec.restart_token.as_str());
+            if status.phase != Phase::Running || !ready || !token_seen {
+                return Err(seen());
+            }
+            let [container] = containers else {
+                return Err(seen());
+            };
+            if !container.is_running()
+                || status.container_id.as_deref() != Some(container.id.as_str())
+                || container.image != doc.spec.image
+            {
+                return Err(seen());
+            }
+            Ok((status.clone(), Some(container.clone())))
+        }
+    }
+}
+
+/// Every entry finished: an outcome, a failure with its code, a finish
+/// time; the ones recovery resolved say so.
+pub fn check_history(game: &str, entries: &[HistoryEntry]) -> Result<(), String> {
+    for entry in entries {
+        let problem = match entry.outcome {
+            Outcome::InProgress => Some("still in progress"),
+            Outcome::Failure if entry.error_code.is_none() => Some("a failure without a code"),
+            _ if entry.finished_at.is_none() => Some("finished without a finish time"),
+            Outcome::Failure
+                if entry.error_code == Some(ErrorCode::Aborted)
+                    && !entry
+                        .error_message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("resolved by")) =>
+            {
+                Some("aborted without saying who resolved it")
+            }
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            return Err(format!(
+                "{game}: entry #{} {problem}:\n  {}",
+                entry.seq,
+                timeline(entries)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn ready(status: &GameRuntimeStatus) -> Option<ConditionStatus> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status)
+}
+
+/// A one-line status for failure messages.
+pub fn summary(status: &GameRuntimeStatus) -> String {
+    format!(
+        "{{phase {:?}, observedGeneration {:?}, container {:?}, Ready {:?}, restartCount {}, \
+         observedRestartToken {:?}, message {:?}, lastOperation {:?}}}",
+        status.phase,
+        status.observed_generation,
+        status.container_id.as_deref().map(short),
+        ready(status),
+        status.restart_count,
+        status.observed_restart_token,
+        status.message,
+        status
+            .last_operation
+            .as_ref()
+            .map(|op| (op.op_kind, op.outcome, op.error_code.clone())),
+    )
+}
+
+/// A history for failure messages, one line per entry (newest first).
+pub fn timeline(entries: &[HistoryEntry]) -> String {
+    let lines: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            format!(
+                "#{} {:?} {:?} {:?} ref={} code={:?} holder={} fence={:?} msg={:?}",
+                e.seq,
+                e.op_kind,
+                e.op_source,
+                e.outcome,
+                e.source_ref,
+                e.error_code,
+                e.holder,
+                e.fence_revision,
+                e.error_message.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    lines.join("\n  ")
+}
+
+// ---------------------------------------------------------------------------
+// The monitor.
+
+/// A container that is not rtmanager's: it must never be touched.
+#[derive(Debug, Clone)]
+pub struct Foreign {
+    pub id: String,
+    pub name: String,
+    pub started_at: Option<SystemTime>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Foreign {
+    /// Records `name_or_id` as it is now (it must exist and run).
+    pub async fn record(docker: &DockerRuntime, name_or_id: &str) -> Foreign {
+        let c = docker
+            .inspect_container(name_or_id)
+            .await
+            .expect("docker inspect")
+            .unwrap_or_else(|| panic!("the foreign container {name_or_id} exists"));
+        assert!(c.is_running(), "the foreign container {name_or_id} runs");
+        Foreign {
+            id: c.id,
+            name: c.name,
+            started_at: c.started_at,
+            labels: c.labels,
+        }
+    }
+}
+
+/// A container of a watched installation the monitor saw at least once.
+#[derive(Debug, Clone)]
+pub struct SeenContainer {
+    pub id: String,
+    pub name: String,
+    /// The installation it belongs to (`rtmanager.dev/prefix`).
+    pub prefix: String,
+    pub game: Option<String>,
+    /// The operation that created it (`rtmanager.dev/op-id`).
+    pub op_id: Option<String>,
+    pub first_seen: Instant,
+}
+
+/// What the monitor saw.
+#[derive(Debug, Default)]
+pub struct MonitorReport {
+    pub docker_polls: usize,
+    pub docker_failures: usize,
+    pub etcd_failures: usize,
+    pub violation_count: usize,
+    pub violations: Vec<String>,
+    pub seen: Vec<SeenContainer>,
+    /// The most containers one game had at once.
+    pub max_per_game: usize,
+    /// The longest a container without a document lived (counted only
+    /// while Docker and etcd answered).
+    pub max_orphan_age: Duration,
+}
+
+impl MonitorReport {
+    /// Fails the test listing every violation; also fails when the monitor
+    /// looked too rarely to prove anything.
+    pub fn assert_clean(&self, scenario: &str) {
+        assert!(
+            self.violation_count == 0,
+            "[{scenario}] {} invariant violation(s) seen while the faults ran:\n  {}\n({} Docker \
+             polls)",
+            self.violation_count,
+            self.violations.join("\n  "),
+            self.docker_polls
+        );
+        assert!(
+            self.docker_polls >= 20,
+            "[{scenario}] the monitor looked at Docker too rarely to prove anything: {self:?}"
+        );
+    }
+
+    /// One line for the test's output.
+    pub fn line(&self) -> String {
+        format!(
+            "{} Docker polls ({} failed while the engine was down), {} etcd polls failed, {} \
+             containers seen, at most {} per game, longest orphan {:?}, {} violations",
+            self.docker_polls,
+            self.docker_failures,
+            self.etcd_failures,
+            self.seen.len(),
+            self.max_per_game,
+            self.max_orphan_age,
+            self.violation_count
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct MonitorState {
+    /// Per installation: the documents' names, once listed.
+    docs: Vec<Option<BTreeSet<String>>>,
+    docs_at: Vec<Option<Instant>>,
+    foreign: Vec<Foreign>,
+    /// Orphan container id → how long it has been an orphan.
+    orphan_age: HashMap<String, Duration>,
+    last_poll: Option<Instant>,
+    reported: BTreeSet<String>,
+    report: MonitorReport,
+    seen: BTreeMap<String, SeenContainer>,
+}
+
+impl MonitorState {
+    fn violate(&mut self, key: String, message: String) {
+        if !self.reported.insert(key) {
+            return;
+        }
+        self.report.violation_count += 1;
+        let stamp = humantime::format_rfc3339_millis(SystemTime::now());
+        eprintln!("INVARIANT VIOLATION at {stamp}: {message}");
+        if self.report.violations.len() < MAX_VIOLATIONS {
+            self.report.violations.push(format!("{stamp} {message}"));
+        }
+    }
+}
+
+/// Watches Docker and etcd in the background; [`Monitor::finish`] stops it
+/// and returns what it saw.
+#[derive(Debug)]
+pub struct Monitor {
+    state: Arc<Mutex<MonitorState>>,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Monitor {
+    /// Starts watching the containers of `installations` (all on `docker`)
+    /// with `gc_bound` as the longest an orphan may live.
+    pub fn start(
+        docker: Arc<DockerRuntime>,
+        installations: Vec<Installation>,
+        gc_bound: Duration,
+    ) -> Monitor {
+        let state = Arc::new(Mutex::new(MonitorState {
+            docs: vec![None; installations.len()],
+            docs_at: vec![None; installations.len()],
+            ..MonitorState::default()
+        }));
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        for (i, installation) in installations.iter().enumerate() {
+            tasks.push(tokio::spawn(poll_documents(
+                i,
+                installation.clone(),
+                state.clone(),
+                stop.clone(),
+            )));
+        }
+        let prefixes: Vec<String> = installations
+            .iter()
+            .map(|i| i.keys.prefix().to_owned())
+            .collect();
+        tasks.push(tokio::spawn(poll_docker(
+            docker,
+            prefixes,
+            gc_bound,
+            state.clone(),
+            stop.clone(),
+        )));
+        Monitor { state, stop, tasks }
+    }
+
+    /// Watches a foreign container from now on.
+    pub fn add_foreign(&self, foreign: Foreign) {
+        lock(&self.state).foreign.push(foreign);
+    }
+
+    /// The violations so far (the monitor goes on).
+    pub fn violations_so_far(&self) -> usize {
+        lock(&self.state).report.violation_count
+    }
+
+    /// Stops the monitor and returns its report.
+    pub async fn finish(mut self) -> MonitorReport {
+        self.stop.cancel();
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+        let mut state = lock(&self.state);
+        let mut report = std::mem::take(&mut state.report);
+        report.seen = state.seen.values().cloned().collect();
+        report
+    }
+}
+
+impl Drop for Monitor {
+    /// A test that failed before `finish` stops watching here, before its
+    /// guards remove containers (which would read as violations).
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn poll_documents(
+    index: usize,
+    installation: Installation,
+    state: Arc<Mutex<MonitorState>>,
+    stop: CancellationToken,
+) {
+    let prefix = installation.keys.gameruntimes();
+    while !stop.is_cancelled() {
+        let listed = tokio::time::timeout(
+            Duration::from_secs(5),
+            installation.store.list(&prefix, None),
+        )
+        .await;
+        {
+            let mut state = lock(&state);
+            match listed {
+                Ok(Ok(listing)) => {
+                    let names = listing
+                        .items
+                        .iter()
+                        .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_owned))
+                        .collect();
+                    state.docs[index] = Some(names);
+                    state.docs_at[index] = Some(Instant::now());
+                }
+                _ => state.report.etcd_failures += 1,
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(MONITOR_POLL) => {}
+        }
+    }
+}
+
+async fn poll_docker(
+    docker: Arc<DockerRuntime>,
+    prefixes: Vec<String>,
+    gc_bound: Duration,
+    state: Arc<Mutex<MonitorState>>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let listed = tokio::time::timeout(Duration::from_secs(15), docker.list_managed()).await;
+        let foreign = lock(&state).foreign.clone();
+        let mut inspected = Vec::new();
+        for f in &foreign {
+            if let Ok(Ok(found)) =
+                tokio::time::timeout(Duration::from_secs(15), docker.inspect_container(&f.id)).await
+            {
+                inspected.push((f.clone(), found));
+            }
+        }
+        {
+            let mut state = lock(&state);
+            match listed {
+                Ok(Ok(all)) => judge(&mut state, &prefixes, gc_bound, &all),
+                _ => {
+                    state.report.docker_failures += 1;
+                    state.last_poll = None;
+                }
+            }
+            for (f, found) in inspected {
+                judge_foreign(&mut state, &f, found.as_ref());
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(MONITOR_POLL) => {}
+        }
+    }
+}
+
+/// The per-instant invariants, on one Docker listing.
+fn judge(state: &mut MonitorState, prefixes: &[String], gc_bound: Duration, all: &[ContainerInfo]) {
+    let now = Instant::now();
+    // Orphans age only between two answered polls (an engine or etcd
+    // outage also stops the controller's garbage collection).
+    let dt = state
+        .last_poll
+        .map(|p| now.duration_since(p).min(Duration::from_secs(1)))
+        .unwrap_or_default();
+    state.last_poll = Some(now);
+    state.report.docker_polls += 1;
+    let mut alive = BTreeSet::new();
+    for (i, prefix) in prefixes.iter().enumerate() {
+        let ours: Vec<&ContainerInfo> = all
+            .iter()
+            .filter(|c| c.prefix() == Some(prefix.as_str()))
+            .collect();
+        let mut by_game: BTreeMap<&str, Vec<ContainerInfo>> = BTreeMap::new();
+        for c in &ours {
+            by_game
+                .entry(c.game().unwrap_or(""))
+                .or_default()
+                .push((*c).clone());
+            state.seen.entry(c.id.clone()).or_insert(SeenContainer {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                prefix: prefix.clone(),
+                game: c.game().map(str::to_owned),
+                op_id: c.labels.get(LABEL_OP_ID).cloned(),
+                first_seen: now,
+            });
+        }
+        for (game, containers) in &by_game {
+            state.report.max_per_game = state.report.max_per_game.max(containers.len());
+            if containers.len() > 1 {
+                state.violate(
+                    format!("twin {prefix} {game} {}", containers.len()),
+                    format!(
+                        "game {game} had {} containers at once: {}",
+                        containers.len(),
+                        describe(containers)
+                    ),
+                );
+            }
+        }
+        let fresh =
+            state.docs_at[i].is_some_and(|at| now.duration_since(at) < Duration::from_secs(2));
+        let Some(docs) = state.docs[i].clone() else {
+            continue;
+        };
+        for c in &ours {
+            alive.insert(c.id.clone());
+            if c.game().is_some_and(|g| docs.contains(g)) {
+                state.orphan_age.remove(&c.id);
+                continue;
+            }
+            let age = state.orphan_age.entry(c.id.clone()).or_default();
+            if fresh {
+                *age += dt;
+            }
+            let age = *age;
+            state.report.max_orphan_age = state.report.max_orphan_age.max(age);
+            if age > gc_bound {
+                state.violate(
+                    format!("orphan {}", c.id),
+                    format!(
+                        "container {} {} ({}) has had no document for {age:?}, longer than \
+                         the GC grace plus margin ({gc_bound:?})",
+                        c.name,
+                        short(&c.id),
+                        c.state
+                    ),
+                );
+            }
+        }
+    }
+    state.orphan_age.retain(|id, _| alive.contains(id));
+}
+
+fn judge_foreign(state: &mut MonitorState, foreign: &Foreign, found: Option<&ContainerInfo>) {
+    let name = &foreign.name;
+    match found {
+        None => state.violate(
+            format!("foreign gone {}", foreign.id),
+            format!(
+                "the foreign container {name} {} was removed",
+                short(&foreign.id)
+            ),
+        ),
+        Some(c) if !c.is_running() => state.violate(
+            format!("foreign stopped {}", foreign.id),
+            format!("the foreign container {name} was stopped: {}", c.state),
+        ),
+        Some(c) if c.started_at != foreign.started_at => state.violate(
+            format!("foreign restarted {}", foreign.id),
+            format!(
+                "the foreign container {name} was restarted (started {:?}, was {:?})",
+                c.started_at, foreign.started_at
+            ),
+        ),
+        Some(c) if c.labels != foreign.labels => state.violate(
+            format!("foreign relabelled {}", foreign.id),
+            format!(
+                "the foreign container {name}'s labels changed: {:?}",
+                c.labels
+            ),
+        ),
+        Some(_) => {}
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Fencing: every etcd write under a prefix, and who made it.
+
+/// Records every write under a prefix from the moment it starts (watching
+/// again after a broken stream, from the next revision).
+#[derive(Debug)]
+pub struct WriteLog {
+    store: Arc<dyn Store>,
+    prefix: String,
+    events: Arc<Mutex<Vec<WatchEvent>>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WriteLog {
+    pub async fn start(store: Arc<dyn Store>, prefix: String) -> WriteLog {
+        let from = store.revision().await.expect("etcd answers") + 1;
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(record_writes(
+            store.clone(),
+            prefix.clone(),
+            from,
+            events.clone(),
+            stop.clone(),
+        ));
+        WriteLog {
+            store,
+            prefix,
+            events,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops recording, once a sentinel written now has come through the
+    /// watch: every write made before this call is in the answer (the
+    /// sentinel is left out).
+    pub async fn finish(self) -> Vec<WatchEvent> {
+        let sentinel = format!("{}test-sentinel", self.prefix);
+        self.store
+            .txn(rtmanager::store::Txn::new().put(sentinel.clone(), b"now".to_vec()))
+            .await
+            .expect("write the sentinel");
+        eventually(
+            Duration::from_secs(15),
+            "the sentinel write to come through the watch",
+            async || {
+                if lock(&self.events).iter().any(|e| e.key() == sentinel) {
+                    Ok(())
+                } else {
+                    Err(format!("{} writes recorded", lock(&self.events).len()))
+                }
+            },
+        )
+        .await;
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
+        let mut events = std::mem::take(&mut *lock(&self.events));
+        events.retain(|e| e.key() != sentinel);
+        events
+    }
+}
+
+async fn record_writes(
+    store: Arc<dyn Store>,
+    prefix: String,
+    mut from: Revision,
+    events: Arc<Mutex<Vec<WatchEvent>>>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let watch = tokio::select! {
+            _ = stop.cancelled() => return,
+            watch = store.watch(&prefix, from) => watch,
+        };
+        if let Ok(mut stream) = watch {
+            loop {
+                let batch = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    batch = stream.next() => batch,
+                };
+                let Some(Ok(batch)) = batch else { break };
+                let mut events = lock(&events);
+                for event in batch {
+                    from = from.max(event.mod_revision() + 1);
+                    events.push(event);
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// What the fencing audit found.
+#[derive(Debug, Default)]
+pub struct FencingAudit {
+    /// game → the revision at which another holder took its lease.
+    pub takeovers: BTreeMap<String, Revision>,
+    /// Entries of the stale holder that another controller's recovery
+    /// resolved as aborted after the takeover.
+    pub resolved_by_others: usize,
+    /// Records the stale holder appended, without a fence, of operations
+    /// it could not run any more (a refusal, not a change).
+    pub refusal_records: Vec<String>,
+    pub violations: Vec<String>,
+}
+
+/// Replays the writes under `keys` and checks that `stale` (the holder
+/// name of a controller frozen at `frozen_at`) wrote nothing that counts
+/// after another controller took over a game's lease: no lease key, no
+/// heartbeat, no history entry — except the recovery of its entries by
+/// others and unfenced records of its own refused operations.
+pub fn audit_stale_holder(
+    keys: &Keys,
+    events: &[WatchEvent],
+    stale: &str,
+    frozen_at: Revision,
+) -> FencingAudit {
+    let mut audit = FencingAudit::default();
+    let leases = keys.leases();
+    let history = format!("{}/history/", keys.prefix());
+    let heartbeat = keys.controller(stale);
+    for event in events {
+        let revision = event.mod_revision();
+        if revision <= frozen_at {
+            continue;
+        }
+        let WatchEvent::Put(kv) = event else {
+            continue;
+        };
+        if kv.key == heartbeat {
+            audit.violations.push(format!(
+                "rev {revision}: the stale controller {stale} wrote its heartbeat again"
+            ));
+        } else if let Some(game) = kv.key.strip_prefix(&leases) {
+            let record: Option<LeaseRecord> = serde_json::from_slice(&kv.value).ok();
+            match record {
+                Some(r) if r.holder == stale => audit.violations.push(format!(
+                    "rev {revision}: the stale controller {stale} took the lease of {game}"
+                )),
+                Some(_) => {
+                    audit.takeovers.entry(game.to_owned()).or_insert(revision);
+                }
+                None => audit.violations.push(format!(
+                    "rev {revision}: lease key {} is not a lease record",
+                    kv.key
+                )),
+            }
+        } else if let Some(rest) = kv.key.strip_prefix(&history) {
+            let game = rest.split('/').next().unwrap_or_default();
+            let Some(&takeover) = audit.takeovers.get(game) else {
+                continue;
+            };
+            if revision < takeover {
+                continue;
+            }
+            let Ok(entry) = serde_json::from_slice::<HistoryEntry>(&kv.value) else {
+                audit
+                    .violations
+                    .push(format!("rev {revision}: {} is not a history entry", kv.key));
+                continue;
+            };
+            if entry.holder != stale {
+                continue;
+            }
+            let message = entry.error_message.as_deref().unwrap_or("");
+            let recovered_by_other = entry.outcome == Outcome::Failure
+                && entry.error_code == Some(ErrorCode::Aborted)
+                && message.contains("resolved by")
+                && !message.ends_with(stale);
+            let refusal = entry.outcome == Outcome::Failure
+                && entry.fence_revision.is_none()
+                && kv.version == 1
+                && matches!(
+                    entry.error_code,
+                    Some(
+                        ErrorCode::LeaseLost | ErrorCode::Conflict | ErrorCode::ServiceUnavailable
+                    )
+                );
+            if recovered_by_other {
+                audit.resolved_by_others += 1;
+            } else if refusal {
+                audit.refusal_records.push(format!(
+                    "rev {revision} {game} #{} {:?} {:?}: {message}",
+                    entry.seq, entry.op_kind, entry.error_code
+                ));
+            } else {
+                audit.violations.push(format!(
+                    "rev {revision}: after {game}'s lease was taken over (rev {takeover}), the \
+                     stale controller {stale} wrote history entry #{} ({:?} {:?} {:?} fence \
+                     {:?}, version {}): {message}",
+                    entry.seq,
+                    entry.op_kind,
+                    entry.outcome,
+                    entry.error_code,
+                    entry.fence_revision,
+                    kv.version
+                ));
+            }
+        }
+    }
+    audit
+}
+
+// ---------------------------------------------------------------------------
+// Processes.
+
+/// Sends `signal` (e.g. `STOP`, `CONT`) to a controller of this test. Safe
+/// by pid: the process is our child and is reaped only through
+/// `ControllerProcess`, so its pid cannot have been reused.
+pub fn signal(process: &ControllerProcess, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), process.pid().to_string()])
+        .status()
+        .expect("run kill(1)");
+    assert!(
+        status.success(),
+        "kill -{signal} {} ({}) failed",
+        process.pid(),
+        process.name()
+    );
+}
+
+/// The process state letter from /proc (`R`, `S`, `T` stopped, `Z` exited
+/// but not reaped yet), or `None` when there is no such process.
+pub fn process_state(process: &ControllerProcess) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", process.pid())).ok()?;
+    // The command name is in parentheses and may hold spaces: the state
+    // follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Whether the controller exited (a zombie until reaped by `wait_exit`).
+pub fn has_exited(process: &ControllerProcess) -> bool {
+    matches!(process_state(process), None | Some('Z' | 'X'))
+}
+
+/// The controller's whole log. `ControllerProcess` shows only a tail; the
+/// tail's header names the file (`(pid N, PATH) ---`), read in full here.
+pub fn controller_log(process: &ControllerProcess) -> String {
+    let tail = process.log_tail();
+    let path = tail
+        .lines()
+        .find(|line| line.starts_with("--- last "))
+        .and_then(|header| header.split_once(&format!("(pid {}, ", process.pid())))
+        .and_then(|(_, rest)| rest.strip_suffix(") ---"))
+        .map(str::to_owned);
+    path.and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or(tail)
+}
+
+// ---------------------------------------------------------------------------
+// The soak's dice.
+
+/// splitmix64: tiny, seedable, and the same sequence for a seed forever.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Uniform in `[low, high)`, at millisecond grain.
+    pub fn duration(&mut self, low: Duration, high: Duration) -> Duration {
+        let span = (high.saturating_sub(low)).as_millis().max(1) as usize;
+        low + Duration::from_millis(self.below(span) as u64)
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// Formats a list of lines as an indented block.
+pub fn block(lines: &[String]) -> String {
+    let mut out = String::new();
+    for line in lines {
+        let _ = write!(out, "\n  {line}");
+    }
+    out
+}

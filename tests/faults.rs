@@ -1,0 +1,1352 @@
+//! Fault injection with real processes: the `rtmanager` binary (built
+//! with the `failpoints` feature by `scripts/test`), etcd and dockerd are
+//! crashed, frozen, restarted and raced, and a monitor polls Docker and
+//! etcd the whole time (`common/faults.rs`). The promise under test:
+//! whatever fails, every game converges to its desired state, never runs
+//! twice, and its history tells the truth.
+//!
+//! | scenario | faults |
+//! | --- | --- |
+//! | crash | the controller aborts at each step of a restart (`RTM_FAILPOINT`) |
+//! | freeze | SIGSTOP a controller past its lease TTL while another runs, then SIGCONT |
+//! | etcd | restart a private etcd during bursts of restarts |
+//! | etcd cluster | kill the leader of a private 3-member cluster, twice |
+//! | dockerd | restart a private dockerd with games running, and during restarts |
+//! | hands | `docker kill`/`rm`/`stop` by hand, foreign containers, an orphan |
+//! | soak | K random faults of all the above on M games, seeded |
+//!
+//! Invariants, checked during every scenario by the monitor: at most one
+//! container per game at any instant; no container without a document
+//! outlives the GC grace plus a margin; foreign containers are untouched.
+//! After the faults stop: every game converges within a bound; every
+//! history entry has an outcome (recovery resolves the interrupted ones as
+//! `aborted`).
+//!
+//! The private etcd and dockerd live in temporary directories and are
+//! stopped and deleted at the end; the shared etcd and the machine's
+//! Docker engine are only used, never signalled. Tests run one at a time
+//! (they time leases and grace periods in seconds). Ignored by a bare
+//! `cargo test`; `scripts/test` runs them.
+
+mod common;
+#[path = "common/dockerd.rs"]
+mod dockerd;
+#[path = "common/etcd_cluster.rs"]
+mod etcd_cluster;
+#[path = "common/faults.rs"]
+mod invariants;
+#[path = "common/controller.rs"]
+mod process;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtmanager::ErrorCode;
+use rtmanager::model::{DesiredState, OpKind, Outcome};
+use rtmanager::runtime::{ContainerRuntime, DockerRuntime, container_name};
+use rtmanager::store::{Keys, Store};
+
+use common::docker::{Cleanup, IMAGE_1, IMAGE_2, docker_cli, ensure_test_images};
+use common::{etcd_endpoints, unique_keys};
+use dockerd::PrivateDockerd;
+use etcd_cluster::EtcdCluster;
+use invariants::{
+    Foreign, Installation, Monitor, Rng, WriteLog, audit_stale_holder, block, connect_docker,
+    connect_store, controller_log, doc, game_name, has_exited, process_state, signal, timeline,
+};
+use process::{ControllerOptions, ControllerProcess, WipeOnDrop, describe, eventually, short};
+
+/// The session lease TTL of every controller here (the minimum allowed):
+/// a crashed or frozen controller's games free up fast.
+const LEASE_TTL: Duration = Duration::from_secs(3);
+
+/// The controllers' resync period and GC grace.
+const RESYNC: Duration = Duration::from_secs(2);
+const GC_GRACE: Duration = Duration::from_secs(3);
+
+/// The longest a container without a document may live: the grace, up to
+/// two jittered resyncs (the sweep notices an orphan, then removes it once
+/// the grace has passed), and margin for a controller restarted meanwhile
+/// (its sweep starts counting afresh) on a loaded machine.
+const GC_BOUND: Duration = Duration::from_secs(20);
+
+/// How long a game may take to converge once the faults stop: a recreate
+/// takes about a second; the rest is slack for per-game retry backoff
+/// (1 s doubling) after an outage, one crash-loop backoff (10 s) and a
+/// loaded machine.
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// One scenario at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn serial(scenario: &str) -> tokio::sync::MutexGuard<'static, ()> {
+    let asked = Instant::now();
+    let guard = SERIAL.lock().await;
+    eprintln!(
+        "[{scenario}] running from {} (waited {:?} for the other scenarios)",
+        humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+        asked.elapsed()
+    );
+    guard
+}
+
+/// A controller on `keys` with this suite's short timings, reaching etcd
+/// at `etcd` and Docker at `docker_host` (the machine's engine when
+/// `None`). Its node name is `name`, so its holder id (`<name>-<hex>`) in
+/// leases and history tells which controller did what.
+fn controller(
+    keys: &Keys,
+    name: &str,
+    etcd: &[String],
+    docker_host: Option<&str>,
+) -> ControllerOptions {
+    let options = ControllerOptions::new(keys, name)
+        .env("RTM_ETCD_ENDPOINTS", &etcd.join(","))
+        .env(
+            "RTM_LEASE_TTL",
+            &humantime::format_duration(LEASE_TTL).to_string(),
+        )
+        .env(
+            "RTM_RESYNC",
+            &humantime::format_duration(RESYNC).to_string(),
+        )
+        .env(
+            "RTM_GC_GRACE",
+            &humantime::format_duration(GC_GRACE).to_string(),
+        )
+        .env("RTM_NODE_NAME", name);
+    match docker_host {
+        Some(host) => options.env("DOCKER_HOST", host),
+        None => options,
+    }
+}
+
+/// SIGTERM and a clean exit.
+async fn stop_gracefully(controller: &mut ControllerProcess) {
+    controller.terminate();
+    let status = controller.wait_exit(Duration::from_secs(60)).await;
+    assert!(
+        status.success(),
+        "controller {} exited with {status} after SIGTERM{}",
+        controller.name(),
+        controller.log_tail()
+    );
+}
+
+fn names(games: &[String]) -> Vec<String> {
+    games.iter().map(|g| container_name(g)).collect()
+}
+
+fn cleanup(names: &[String]) -> Cleanup {
+    Cleanup::new(&names.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Asks every game in `games` for a restart with `token`.
+async fn burst(installation: &Installation, games: &[String], token: &str) {
+    for game in games {
+        installation
+            .request_restart(game, token, &format!("REQ-{token}-{game}"))
+            .await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Controller crash at every step of a restart.
+
+/// What makes the crashing controller run the operation it dies in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// A restart requested on a running game (`rtctl restart`).
+    Restart,
+    /// A new document: the first start.
+    Create,
+    /// `spec.state: Stopped` on a running game.
+    Stop,
+}
+
+struct CrashPoint {
+    step: &'static str,
+    tag: &'static str,
+    trigger: Trigger,
+    /// The operations the crash interrupts, which recovery resolves as
+    /// aborted: for a restart, the outer entry and the inner stop or start
+    /// it was in.
+    interrupted: &'static [&'static str],
+}
+
+/// Every failpoint inside a restart, then the start and stop ones in a
+/// plain start and stop.
+const CRASH_POINTS: [CrashPoint; 9] = [
+    CrashPoint {
+        step: "stop.after_stop",
+        tag: "sas",
+        trigger: Trigger::Restart,
+        interrupted: &["restart", "stop"],
+    },
+    CrashPoint {
+        step: "restart.after_stop",
+        tag: "ras",
+        trigger: Trigger::Restart,
+        interrupted: &["restart"],
+    },
+    CrashPoint {
+        step: "restart.after_remove",
+        tag: "rar",
+        trigger: Trigger::Restart,
+        interrupted: &["restart"],
+    },
+    CrashPoint {
+        step: "start.after_create",
+        tag: "sac",
+        trigger: Trigger::Restart,
+        interrupted: &["restart", "start"],
+    },
+    CrashPoint {
+        step: "start.before_status",
+        tag: "sbs",
+        trigger: Trigger::Restart,
+        interrupted: &["restart", "start"],
+    },
+    CrashPoint {
+        step: "restart.before_status",
+        tag: "rbs",
+        trigger: Trigger::Restart,
+        interrupted: &["restart"],
+    },
+    CrashPoint {
+        step: "start.after_create",
+        tag: "new-sac",
+        trigger: Trigger::Create,
+        interrupted: &["start"],
+    },
+    CrashPoint {
+        step: "start.before_status",
+        tag: "new-sbs",
+        trigger: Trigger::Create,
+        interrupted: &["start"],
+    },
+    CrashPoint {
+        step: "stop.after_stop",
+        tag: "off-sas",
+        trigger: Trigger::Stop,
+        interrupted: &["stop"],
+    },
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn a_controller_crashing_at_any_step_of_a_restart_leaves_nothing_the_next_cannot_finish() {
+    let _serial = serial("crash").await;
+    let started = Instant::now();
+    ensure_test_images();
+    let store: Arc<dyn Store> = common::etcd().await;
+    let docker = connect_docker(None).await;
+    // One installation (prefix) per crash point, all at once: each has its
+    // own controllers, which never see the others' games.
+    let installations: Vec<Installation> = CRASH_POINTS
+        .iter()
+        .map(|p| {
+            let keys = unique_keys(&format!("faults-crash-{}", p.tag));
+            Installation::new(store.clone(), keys, docker.clone())
+        })
+        .collect();
+    let _wipes: Vec<WipeOnDrop> = installations
+        .iter()
+        .map(|i| WipeOnDrop(i.keys.clone()))
+        .collect();
+    let games: Vec<String> = CRASH_POINTS
+        .iter()
+        .map(|p| game_name(&format!("crash-{}", p.tag)))
+        .collect();
+    let _cleanup = cleanup(&names(&games));
+    let monitor = Monitor::start(docker.clone(), installations.clone(), GC_BOUND);
+
+    let runs = CRASH_POINTS
+        .iter()
+        .zip(&installations)
+        .zip(&games)
+        .map(|((point, installation), game)| crash_once(point, installation, game));
+    let outcomes = futures::future::join_all(runs).await;
+
+    let report = monitor.finish().await;
+    eprintln!(
+        "[crash] {:?}:{}\n  monitor: {}",
+        started.elapsed(),
+        block(&outcomes),
+        report.line()
+    );
+    report.assert_clean("crash");
+    for installation in &installations {
+        installation.assert_containers_accounted(&report).await;
+    }
+}
+
+/// One crash point: a first controller converges the game and leaves
+/// (unless the crash is in the first start); a second, built to abort at
+/// `point.step`, is made to run the operation and crashes in it; a third
+/// finds the pieces and must finish the job.
+async fn crash_once(point: &CrashPoint, installation: &Installation, game: &str) -> String {
+    let etcd = etcd_endpoints();
+    let keys = &installation.keys;
+    let games = [game.to_owned()];
+    if point.trigger != Trigger::Create {
+        let mut first = controller(keys, &format!("first-{}", point.tag), &etcd, None)
+            .start()
+            .await;
+        installation.create(doc(game)).await;
+        installation.wait_converged(&games, CONVERGE).await;
+        stop_gracefully(&mut first).await;
+    }
+
+    let crashing_node = format!("crashing-{}", point.tag);
+    let mut crashing = controller(keys, &crashing_node, &etcd, None)
+        .env("RTM_FAILPOINT", point.step)
+        .start()
+        .await;
+    let token = format!("crash-{}", point.tag);
+    let source_ref = format!("REQ-{token}");
+    match point.trigger {
+        Trigger::Restart => {
+            installation
+                .request_restart(game, &token, &source_ref)
+                .await;
+        }
+        Trigger::Create => {
+            installation.create(doc(game)).await;
+        }
+        Trigger::Stop => {
+            installation
+                .change(game, |doc| doc.spec.state = DesiredState::Stopped)
+                .await;
+        }
+    }
+    let exit = crashing.wait_exit(CONVERGE).await;
+    let log = controller_log(&crashing);
+    assert_eq!(
+        exit.signal(),
+        Some(6),
+        "{}: the controller must abort (SIGABRT) at the failpoint, it exited {exit}{}",
+        point.step,
+        crashing.log_tail()
+    );
+    assert!(
+        log.contains(&format!("failpoint {}: aborting the process", point.step)),
+        "{}: the abort came from the failpoint{}",
+        point.step,
+        crashing.log_tail()
+    );
+    let left = installation
+        .containers()
+        .await
+        .map(|c| describe(&c))
+        .unwrap_or_else(|e| e);
+
+    let mut next = controller(keys, &format!("next-{}", point.tag), &etcd, None)
+        .start()
+        .await;
+    let converged = installation
+        .wait_converged(&games, CONVERGE + LEASE_TTL)
+        .await;
+    let history = installation.wait_history_resolved(CONVERGE).await;
+    let entries = &history[game];
+    let aborted: Vec<_> = entries
+        .iter()
+        .filter(|e| e.error_code == Some(ErrorCode::Aborted))
+        .collect();
+    let kinds: BTreeSet<&str> = aborted.iter().map(|e| e.op_kind.as_str()).collect();
+    let expected: BTreeSet<&str> = point.interrupted.iter().copied().collect();
+    assert_eq!(
+        kinds,
+        expected,
+        "{}: recovery resolves exactly the interrupted operations as aborted:\n  {}",
+        point.step,
+        timeline(entries)
+    );
+    for entry in &aborted {
+        assert!(
+            entry.holder.starts_with(&format!("{crashing_node}-"))
+                && (point.trigger != Trigger::Restart || entry.source_ref == source_ref),
+            "{}: an aborted entry belongs to the crashed operation:\n  {}",
+            point.step,
+            timeline(entries)
+        );
+    }
+    let containers = installation.containers().await.expect("docker answers");
+    assert_eq!(
+        containers.len(),
+        1,
+        "{}: no orphan: exactly the game's container is left: {}",
+        point.step,
+        describe(&containers)
+    );
+    stop_gracefully(&mut next).await;
+    let (status, container) = &converged[game];
+    format!(
+        "{:<22} in a {:<7} aborted ({exit}); left {left}; recovery resolved {:?} as aborted; \
+         converged: {:?} {}",
+        point.step,
+        format!("{:?}", point.trigger).to_lowercase(),
+        kinds,
+        status.phase,
+        container.as_ref().map_or_else(
+            || "-".to_owned(),
+            |c| format!("{} {}", short(&c.id), c.state)
+        )
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Lease expiry while alive.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn a_frozen_controller_is_fenced_out_once_its_lease_expires_and_never_runs_a_twin() {
+    let _serial = serial("freeze").await;
+    let started = Instant::now();
+    ensure_test_images();
+    let store: Arc<dyn Store> = common::etcd().await;
+    let docker = connect_docker(None).await;
+    let keys = unique_keys("faults-freeze");
+    let _wipe = WipeOnDrop(keys.clone());
+    let installation = Installation::new(store.clone(), keys.clone(), docker.clone());
+    let games: Vec<String> = (0..3).map(|i| game_name(&format!("freeze{i}"))).collect();
+    let _cleanup = cleanup(&names(&games));
+    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND);
+    let writes = WriteLog::start(store.clone(), keys.root()).await;
+    let etcd = etcd_endpoints();
+    let mut a = controller(&keys, "node-a", &etcd, None).start().await;
+    let mut b = controller(&keys, "node-b", &etcd, None).start().await;
+    for game in &games {
+        // Stops last the full 4 s: the freeze lands inside one.
+        let fixture = doc(game)
+            .ignoring_sigterm()
+            .stop_timeout(Duration::from_secs(4));
+        installation.create(fixture).await;
+    }
+    installation.wait_converged(&games, CONVERGE).await;
+
+    burst(&installation, &games, "freeze-1").await;
+    let entry = installation
+        .wait_in_progress(&games, OpKind::Restart, Duration::from_secs(30))
+        .await;
+    let stale = entry.holder.clone();
+    let (victim, survivor) = if stale.starts_with("node-a-") {
+        (&mut a, &b)
+    } else {
+        (&mut b, &a)
+    };
+    let frozen_revision = store.revision().await.expect("etcd answers");
+    signal(victim, "STOP");
+    let frozen_at = Instant::now();
+    eprintln!(
+        "[freeze] froze {} ({stale}) in the middle of restarting {}; {} runs on",
+        victim.name(),
+        entry.game_id,
+        survivor.name()
+    );
+
+    // While it is frozen its session lease expires, and the survivor takes
+    // over and finishes every restart.
+    eventually(
+        LEASE_TTL * 4,
+        "the frozen controller's heartbeat to expire with its session lease",
+        async || {
+            let live = installation.heartbeats().await?;
+            if live.contains(&stale) {
+                Err(format!("heartbeats {live:?}"))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    installation.wait_converged(&games, CONVERGE).await;
+    assert_eq!(
+        process_state(victim),
+        Some('T'),
+        "the victim stayed frozen while the survivor took over"
+    );
+    let frozen_for = frozen_at.elapsed();
+    let log_at_thaw = controller_log(victim).len();
+    let thawed_at = Instant::now();
+    signal(victim, "CONT");
+
+    // Thawed, it finds its session gone and starts a new one; whatever it
+    // had in flight must be refused.
+    let thawed_log = |victim: &ControllerProcess| {
+        controller_log(victim)
+            .get(log_at_thaw..)
+            .unwrap_or("")
+            .to_owned()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the thawed controller to notice that its session is lost",
+        async || {
+            let log = thawed_log(victim);
+            if log.contains("the etcd session is lost") {
+                Ok(())
+            } else {
+                Err(log.lines().rev().take(5).collect::<Vec<_>>().join(" | "))
+            }
+        },
+    )
+    .await;
+    victim.wait_ready(Duration::from_secs(30)).await;
+    let node = stale
+        .rsplit_once('-')
+        .map_or("", |(node, _)| node)
+        .to_owned();
+    eventually(
+        Duration::from_secs(30),
+        "the thawed controller to announce a new session",
+        async || {
+            let live = installation.heartbeats().await?;
+            if live
+                .iter()
+                .any(|h| h.starts_with(&format!("{node}-")) && *h != stale)
+            {
+                Ok(())
+            } else {
+                Err(format!("heartbeats {live:?}"))
+            }
+        },
+    )
+    .await;
+    installation.wait_converged(&games, CONVERGE).await;
+    let history = installation.wait_history_resolved(CONVERGE).await;
+    let events = writes.finish().await;
+    let report = monitor.finish().await;
+
+    let audit = audit_stale_holder(&keys, &events, &stale, frozen_revision);
+    let refused: Vec<String> = thawed_log(victim)
+        .lines()
+        .filter(|l| l.contains("lease_lost") || l.contains("resolved by someone else"))
+        .map(str::to_owned)
+        .collect();
+    // Docker: no container the stale holder's operations created after the
+    // thaw.
+    let stale_starts: BTreeSet<&str> = history
+        .values()
+        .flatten()
+        .filter(|e| e.holder == stale && e.op_kind == OpKind::Start)
+        .map(|e| e.op_id.as_str())
+        .collect();
+    let late: Vec<String> = report
+        .seen
+        .iter()
+        .filter(|c| c.first_seen > thawed_at)
+        .filter(|c| {
+            c.op_id
+                .as_deref()
+                .is_some_and(|op| stale_starts.contains(op))
+        })
+        .map(|c| format!("{} {}", c.name, short(&c.id)))
+        .collect();
+    let all_entries: Vec<_> = history.values().flatten().cloned().collect();
+    eprintln!(
+        "[freeze] {:?}: frozen {frozen_for:?}; takeovers {:?}; {} of the stale holder's entries \
+         resolved by the survivor; refusal records {:?}; refused writes in its log:{}\n  \
+         monitor: {}",
+        started.elapsed(),
+        audit.takeovers,
+        audit.resolved_by_others,
+        audit.refusal_records,
+        block(&refused),
+        report.line()
+    );
+    assert!(
+        audit.violations.is_empty(),
+        "the stale controller wrote after the takeover:{}\nhistory:\n  {}",
+        block(&audit.violations),
+        timeline(&all_entries)
+    );
+    assert!(
+        !audit.takeovers.is_empty() && audit.resolved_by_others >= 1,
+        "the survivor took over the frozen controller's games and resolved its entries: \
+         {audit:?}\n  {}",
+        timeline(&all_entries)
+    );
+    assert!(
+        !refused.is_empty(),
+        "the thawed controller's late writes were attempted and refused (lease_lost):\n{}",
+        thawed_log(victim)
+    );
+    assert!(
+        late.is_empty(),
+        "the stale holder created containers after the thaw: {late:?}"
+    );
+    report.assert_clean("freeze");
+    installation.assert_containers_accounted(&report).await;
+}
+
+// ---------------------------------------------------------------------------
+// etcd faults.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn restarting_etcd_during_bursts_of_restarts_loses_no_game_and_no_history() {
+    let _serial = serial("etcd").await;
+    let started = Instant::now();
+    ensure_test_images();
+    let mut etcd = EtcdCluster::start(1).await;
+    let endpoints = etcd.endpoints();
+    let store = connect_store(&endpoints).await;
+    let docker = connect_docker(None).await;
+    let keys = unique_keys("faults-etcd");
+    let installation = Installation::new(store.clone(), keys.clone(), docker.clone());
+    let games: Vec<String> = (0..4).map(|i| game_name(&format!("etcd{i}"))).collect();
+    let _cleanup = cleanup(&names(&games));
+    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND);
+    let ctl = controller(&keys, "etcd-fault", &endpoints, None)
+        .start()
+        .await;
+    create_mixed(&installation, &games).await;
+    installation.wait_converged(&games, CONVERGE).await;
+
+    let mut outages = Vec::new();
+    // The first outage is shorter than the session TTL, the second longer
+    // (the controller then counts its session lost and opens a new one).
+    for (round, outage) in [Duration::from_secs(1), LEASE_TTL + Duration::from_secs(1)]
+        .into_iter()
+        .enumerate()
+    {
+        burst(&installation, &games, &format!("etcd-{round}")).await;
+        let entry = installation
+            .wait_in_progress(&games, OpKind::Restart, Duration::from_secs(30))
+            .await;
+        etcd.kill(0);
+        // The fault itself: etcd stays down this long, then comes back on
+        // the same data.
+        tokio::time::sleep(outage).await;
+        etcd.restart(0);
+        etcd.wait_healthy(Duration::from_secs(30)).await;
+        outages.push(format!(
+            "round {round}: etcd killed during the restart of {} and back after {outage:?}",
+            entry.game_id
+        ));
+    }
+    let converged_at = Instant::now();
+    installation
+        .wait_converged(&games, CONVERGE + LEASE_TTL)
+        .await;
+    let took = converged_at.elapsed();
+    installation.wait_history_resolved(CONVERGE).await;
+    let report = monitor.finish().await;
+    let sessions_lost = controller_log(&ctl)
+        .matches("the etcd session is lost")
+        .count();
+    eprintln!(
+        "[etcd] {:?}:{}\n  converged {took:?} after etcd came back; the controller lost its \
+         session {sessions_lost} time(s) and opened a new one\n  monitor: {}",
+        started.elapsed(),
+        block(&outages),
+        report.line()
+    );
+    report.assert_clean("etcd");
+    installation.assert_containers_accounted(&report).await;
+}
+
+/// Creates `games`, every other one with an engine that ignores SIGTERM
+/// (its stops last their 2 s stopTimeout: restarts stay in flight longer).
+async fn create_mixed(installation: &Installation, games: &[String]) {
+    for (i, game) in games.iter().enumerate() {
+        let fixture = if i % 2 == 0 {
+            doc(game)
+                .ignoring_sigterm()
+                .stop_timeout(Duration::from_secs(2))
+        } else {
+            doc(game)
+        };
+        installation.create(fixture).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn killing_the_etcd_leader_of_a_three_member_cluster_does_not_stop_convergence() {
+    let _serial = serial("etcd-cluster").await;
+    let started = Instant::now();
+    ensure_test_images();
+    let mut cluster = EtcdCluster::start(3).await;
+    let endpoints = cluster.endpoints();
+    let store = connect_store(&endpoints).await;
+    let docker = connect_docker(None).await;
+    let keys = unique_keys("faults-cluster");
+    let installation = Installation::new(store.clone(), keys.clone(), docker.clone());
+    let games: Vec<String> = (0..4).map(|i| game_name(&format!("raft{i}"))).collect();
+    let _cleanup = cleanup(&names(&games));
+    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND);
+    let _controller = controller(&keys, "cluster-fault", &endpoints, None)
+        .start()
+        .await;
+    create_mixed(&installation, &games).await;
+    installation.wait_converged(&games, CONVERGE).await;
+
+    let mut rounds = Vec::new();
+    for round in 0..2 {
+        burst(&installation, &games, &format!("raft-{round}")).await;
+        installation
+            .wait_in_progress(&games, OpKind::Restart, Duration::from_secs(30))
+            .await;
+        let leader = cluster
+            .leader()
+            .unwrap_or_else(|e| panic!("find the leader: {e}{}", cluster.log_tails()));
+        cluster.kill(leader);
+        let killed_at = Instant::now();
+        installation.wait_converged(&games, CONVERGE).await;
+        rounds.push(format!(
+            "round {round}: killed leader m{leader} during the restarts; converged {:?} later \
+             on the other two",
+            killed_at.elapsed()
+        ));
+        cluster.restart(leader);
+        cluster.wait_healthy(Duration::from_secs(30)).await;
+    }
+    installation.wait_history_resolved(CONVERGE).await;
+    let report = monitor.finish().await;
+    eprintln!(
+        "[etcd-cluster] {:?}:{}\n  monitor: {}",
+        started.elapsed(),
+        block(&rounds),
+        report.line()
+    );
+    report.assert_clean("etcd-cluster");
+    installation.assert_containers_accounted(&report).await;
+}
+
+// ---------------------------------------------------------------------------
+// Docker faults.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn restarting_the_docker_engine_brings_every_game_back_once() {
+    let _serial = serial("dockerd").await;
+    let started = Instant::now();
+    // Declared first, so it is stopped (and deleted) after the controller.
+    let mut dockerd = PrivateDockerd::start().await;
+    let host = dockerd.host();
+    let docker = connect_docker(Some(&host)).await;
+    let store: Arc<dyn Store> = common::etcd().await;
+    let keys = unique_keys("faults-dockerd");
+    let _wipe = WipeOnDrop(keys.clone());
+    let installation = Installation::new(store.clone(), keys.clone(), docker.clone());
+    let games: Vec<String> = (0..4).map(|i| game_name(&format!("dockerd{i}"))).collect();
+    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND);
+    let _controller = controller(&keys, "dockerd-fault", &etcd_endpoints(), Some(&host))
+        .start()
+        .await;
+    create_mixed(&installation, &games).await;
+    let before = installation.wait_converged(&games, CONVERGE).await;
+
+    let mut rounds = Vec::new();
+    // Round 0: with every game running. Round 1: during a burst of
+    // restarts.
+    for round in 0..2 {
+        if round == 1 {
+            burst(&installation, &games, "dockerd-1").await;
+            installation
+                .wait_in_progress(&games, OpKind::Restart, Duration::from_secs(30))
+                .await;
+        }
+        let stopping = Instant::now();
+        dockerd.stop().await;
+        let stopped_in = stopping.elapsed();
+        dockerd.restart().await;
+        let back_at = Instant::now();
+        let after = installation.wait_converged(&games, CONVERGE).await;
+        rounds.push(format!(
+            "round {round}: dockerd stopped in {stopped_in:?}, back and every game converged \
+             {:?} later",
+            back_at.elapsed()
+        ));
+        if round == 0 {
+            for game in &games {
+                let (_, was) = &before[game];
+                let (status, now) = &after[game];
+                let (was, now) = (
+                    was.as_ref().expect("running"),
+                    now.as_ref().expect("running"),
+                );
+                assert!(
+                    now.id != was.id || now.started_at != was.started_at,
+                    "{game}: the container stopped with the engine was brought back \
+                     (restarted or recreated), status {}",
+                    invariants::summary(status)
+                );
+            }
+        }
+    }
+    installation.wait_history_resolved(CONVERGE).await;
+    dockerd.assert_host_network_untouched();
+    let report = monitor.finish().await;
+    eprintln!(
+        "[dockerd] {:?}:{}\n  monitor: {}",
+        started.elapsed(),
+        block(&rounds),
+        report.line()
+    );
+    report.assert_clean("dockerd");
+    installation.assert_containers_accounted(&report).await;
+}
+
+// ---------------------------------------------------------------------------
+// Hands in the Docker engine.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn containers_killed_removed_or_stopped_by_hand_come_back_and_foreign_ones_are_untouched() {
+    let _serial = serial("hands").await;
+    let started = Instant::now();
+    ensure_test_images();
+    let store: Arc<dyn Store> = common::etcd().await;
+    let docker = connect_docker(None).await;
+    let keys = unique_keys("faults-hands");
+    let _wipe = WipeOnDrop(keys.clone());
+    let installation = Installation::new(store.clone(), keys.clone(), docker.clone());
+    let [killed, removed, stopped, taken, orphan] =
+        ["kill", "rm", "stop", "taken", "orphan"].map(|tag| game_name(&format!("hands-{tag}")));
+    let games = vec![killed.clone(), removed.clone(), stopped.clone()];
+    let foreign_name = format!("rtmf-foreign-{}", std::process::id());
+    let mut all_names = names(&[
+        killed.clone(),
+        removed.clone(),
+        stopped.clone(),
+        taken.clone(),
+    ]);
+    all_names.push(container_name(&orphan));
+    all_names.push(foreign_name.clone());
+    let _cleanup = cleanup(&all_names);
+
+    // Not rtmanager's: no labels at all. One with a name of its own, one
+    // with the name a game of this installation would use.
+    for name in [foreign_name.as_str(), container_name(&taken).as_str()] {
+        let run = docker_cli(&["run", "-d", "--name", name, IMAGE_1]);
+        assert!(run.status.success(), "docker run {name}: {run:?}");
+    }
+    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND);
+    let foreign = [
+        Foreign::record(&docker, &foreign_name).await,
+        Foreign::record(&docker, &container_name(&taken)).await,
+    ];
+    for f in &foreign {
+        monitor.add_foreign(f.clone());
+    }
+    let _controller = controller(&keys, "hands", &etcd_endpoints(), None)
+        .start()
+        .await;
+    for game in &games {
+        installation.create(doc(game)).await;
+    }
+    let before = installation.wait_converged(&games, CONVERGE).await;
+    let mut done = Vec::new();
+
+    // Ours by its labels, but with no document: garbage after the grace.
+    let orphan_id = installation.start_labelled(&orphan).await;
+    let orphaned_at = Instant::now();
+
+    // A document whose container name someone else's container holds: the
+    // start is refused with `conflict`, the container left alone.
+    installation.create(doc(&taken)).await;
+    eventually(
+        CONVERGE,
+        "the start of a game whose name a foreign container holds to fail with conflict",
+        async || {
+            let entries = installation.history(&taken).await?;
+            if entries.iter().any(|e| {
+                e.op_kind == OpKind::Start
+                    && e.outcome == Outcome::Failure
+                    && e.error_code == Some(ErrorCode::Conflict)
+            }) {
+                Ok(())
+            } else {
+                Err(timeline(&entries))
+            }
+        },
+    )
+    .await;
+    done.push(format!(
+        "{} held by a foreign container: start refused with conflict",
+        container_name(&taken)
+    ));
+
+    for (game, how) in [(&killed, "kill"), (&removed, "rm"), (&stopped, "stop")] {
+        let name = container_name(game);
+        let args: Vec<&str> = match how {
+            "rm" => vec!["rm", "-f", &name],
+            other => vec![other, &name],
+        };
+        let hand = docker_cli(&args);
+        assert!(hand.status.success(), "docker {args:?}: {hand:?}");
+        let (_, was) = &before[game.as_str()];
+        let was = was.clone().expect("a running container");
+        let what = format!("{name} to come back after `docker {how}`");
+        let (status, now) = eventually(CONVERGE, &what, async || {
+            let converged = installation.converged(std::slice::from_ref(game)).await?;
+            let (status, now) = converged[game.as_str()].clone();
+            let now = now.expect("a converged game runs");
+            if now.id != was.id || now.started_at != was.started_at {
+                Ok((status, now))
+            } else {
+                Err(format!(
+                    "still {} started {:?}",
+                    short(&now.id),
+                    now.started_at
+                ))
+            }
+        })
+        .await;
+        done.push(format!(
+            "docker {how} {name}: back as {} (restartCount {})",
+            short(&now.id),
+            status.restart_count
+        ));
+    }
+
+    eventually(
+        GC_BOUND + Duration::from_secs(5),
+        "the orphaned container to be garbage-collected",
+        async || match docker.inspect_container(&orphan_id).await {
+            Ok(None) => Ok(()),
+            Ok(Some(c)) => Err(format!("{} is {}", c.name, c.state)),
+            Err(e) => Err(e.to_string()),
+        },
+    )
+    .await;
+    let collected_after = orphaned_at.elapsed();
+    assert!(
+        collected_after >= GC_GRACE - Duration::from_millis(500),
+        "the orphan was removed after {collected_after:?}, before the {GC_GRACE:?} grace"
+    );
+    done.push(format!(
+        "orphan {} garbage-collected after {collected_after:?}",
+        container_name(&orphan)
+    ));
+
+    // Deleting the document of the game whose name is taken: the
+    // controller cleans up its own records and still leaves the foreign
+    // container alone.
+    installation.delete(&taken).await;
+    eventually(
+        CONVERGE,
+        "the status of a deleted game whose name a foreign container holds to be cleared",
+        async || match installation.status(&taken).await? {
+            None => Ok(()),
+            Some(status) => Err(format!(
+                "status {}\n  {}",
+                invariants::summary(&status),
+                timeline(&installation.history(&taken).await?)
+            )),
+        },
+    )
+    .await;
+    done.push(format!("{taken} deleted: status cleared"));
+
+    installation.wait_converged(&games, CONVERGE).await;
+    installation.wait_history_resolved(CONVERGE).await;
+    let report = monitor.finish().await;
+    eprintln!(
+        "[hands] {:?}:{}\n  monitor: {}",
+        started.elapsed(),
+        block(&done),
+        report.line()
+    );
+    report.assert_clean("hands");
+    installation.assert_containers_accounted(&report).await;
+}
+
+// ---------------------------------------------------------------------------
+// The randomized soak.
+
+/// Games in the soak.
+const SOAK_GAMES: usize = 5;
+
+/// Faults in one soak run (`RTM_FAULTS_SOAK_FAULTS` overrides it, for a
+/// longer hunt by hand; the fault phase stays bounded).
+const SOAK_FAULTS: usize = 20;
+
+/// Faults stop being injected after this long (each is bounded itself).
+const SOAK_FAULT_PHASE: Duration = Duration::from_secs(150);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    KillController,
+    FreezeController,
+    CrashAtFailpoint,
+    RestartEtcd,
+    RestartDockerd,
+    KillContainer,
+    RemoveContainer,
+    RestartBurst,
+    ChangeImage,
+    Orphan,
+}
+
+const FAULTS: [Fault; 10] = [
+    Fault::KillController,
+    Fault::FreezeController,
+    Fault::CrashAtFailpoint,
+    Fault::RestartEtcd,
+    Fault::RestartDockerd,
+    Fault::KillContainer,
+    Fault::RemoveContainer,
+    Fault::RestartBurst,
+    Fault::ChangeImage,
+    Fault::Orphan,
+];
+
+/// A controller of the soak: the process now in its place, and whether
+/// it is frozen.
+struct Slot {
+    node: String,
+    process: ControllerProcess,
+    frozen: bool,
+}
+
+/// Everything the soak drives.
+struct Soak {
+    installation: Installation,
+    etcd: EtcdCluster,
+    dockerd: PrivateDockerd,
+    endpoints: Vec<String>,
+    host: String,
+    games: Vec<String>,
+    slots: Vec<Slot>,
+    rng: Rng,
+    /// Per game: how many times its container exited by a fault (each
+    /// exit beyond the first adds a crash-loop backoff: the soak keeps it
+    /// at two, so convergence stays within the bound).
+    exits: BTreeMap<String, u32>,
+    dockerd_restarts: u32,
+    tokens: u32,
+    orphans: Vec<String>,
+    started: Instant,
+}
+
+impl Soak {
+    fn options(&self, node: &str) -> ControllerOptions {
+        controller(
+            &self.installation.keys,
+            node,
+            &self.endpoints,
+            Some(&self.host),
+        )
+    }
+
+    fn note(&self, text: &str) {
+        eprintln!(
+            "[soak +{:.1}s] {text}",
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+
+    /// Replaces slot `i`'s controller by a fresh one (with `failpoint`,
+    /// if given), killing the old one if it still runs.
+    async fn replace(&mut self, i: usize, failpoint: Option<&str>) {
+        self.slots[i].process.kill();
+        self.slots[i].frozen = false;
+        let mut options = self.options(&self.slots[i].node.clone());
+        if let Some(step) = failpoint {
+            options = options.env("RTM_FAILPOINT", step);
+        }
+        let process = options.spawn();
+        self.slots[i].process = process;
+        // Ready, or (with a failpoint) maybe already crashed.
+        let slot = &mut self.slots[i];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if has_exited(&slot.process) {
+                break;
+            }
+            if matches!(slot.process.get("/readyz").await, Ok((200, _))) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "soak controller {} not ready in 30 s{}",
+                slot.node,
+                slot.process.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Eligible games for a fault that makes a container exit.
+    fn may_exit(&self) -> Vec<String> {
+        self.games
+            .iter()
+            .filter(|g| self.exits.get(*g).copied().unwrap_or(0) < 2)
+            .cloned()
+            .collect()
+    }
+
+    async fn inject(&mut self, fault: Fault) -> String {
+        match fault {
+            Fault::KillController => {
+                let i = self.rng.below(self.slots.len());
+                self.slots[i].process.kill();
+                let down = self.rng.duration(Duration::ZERO, Duration::from_secs(2));
+                tokio::time::sleep(down).await;
+                self.replace(i, None).await;
+                format!(
+                    "SIGKILL controller {}, restarted after {down:?}",
+                    self.slots[i].node
+                )
+            }
+            Fault::FreezeController => {
+                let i = self.rng.below(self.slots.len());
+                let frozen_for = self
+                    .rng
+                    .duration(LEASE_TTL + Duration::from_millis(500), LEASE_TTL * 2);
+                let slot = &mut self.slots[i];
+                signal(&slot.process, "STOP");
+                slot.frozen = true;
+                tokio::time::sleep(frozen_for).await;
+                let slot = &mut self.slots[i];
+                signal(&slot.process, "CONT");
+                slot.frozen = false;
+                format!(
+                    "SIGSTOP controller {} for {frozen_for:?}, then SIGCONT",
+                    slot.node
+                )
+            }
+            Fault::CrashAtFailpoint => {
+                let i = self.rng.below(self.slots.len());
+                let step = self.rng.pick(&CRASH_POINTS).step;
+                self.replace(i, Some(step)).await;
+                self.tokens += 1;
+                let token = format!("soak-{}", self.tokens);
+                burst(&self.installation, &self.games, &token).await;
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while !has_exited(&self.slots[i].process) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let crashed = has_exited(&self.slots[i].process);
+                self.replace(i, None).await;
+                format!(
+                    "controller {} with RTM_FAILPOINT={step} and a burst of restarts ({token}): {}",
+                    self.slots[i].node,
+                    if crashed {
+                        "it crashed there"
+                    } else {
+                        "the other controller took the restarts"
+                    }
+                )
+            }
+            Fault::RestartEtcd => {
+                let outage = self.rng.duration(
+                    Duration::from_millis(500),
+                    LEASE_TTL + Duration::from_secs(2),
+                );
+                self.etcd.kill(0);
+                tokio::time::sleep(outage).await;
+                self.etcd.restart(0);
+                self.etcd.wait_healthy(Duration::from_secs(30)).await;
+                format!("etcd SIGKILLed, back after {outage:?}")
+            }
+            Fault::RestartDockerd => {
+                if self.dockerd_restarts > 0 || self.may_exit().len() < self.games.len() {
+                    return self.restart_burst().await;
+                }
+                self.dockerd_restarts += 1;
+                self.dockerd.stop().await;
+                self.dockerd.restart().await;
+                for game in &self.games {
+                    *self.exits.entry(game.clone()).or_default() += 1;
+                }
+                "dockerd stopped (its containers with it) and restarted".to_owned()
+            }
+            Fault::KillContainer => {
+                let eligible = self.may_exit();
+                if eligible.is_empty() {
+                    return self.restart_burst().await;
+                }
+                let game = self.rng.pick(&eligible).clone();
+                let name = container_name(&game);
+                let out = self.dockerd.cli(&["kill", &name]);
+                if out.status.success() {
+                    *self.exits.entry(game).or_default() += 1;
+                }
+                format!("docker kill {name}: {}", outcome(&out))
+            }
+            Fault::RemoveContainer => {
+                let game = self.rng.pick(&self.games).clone();
+                let name = container_name(&game);
+                let out = self.dockerd.cli(&["rm", "-f", &name]);
+                format!("docker rm -f {name}: {}", outcome(&out))
+            }
+            Fault::RestartBurst => self.restart_burst().await,
+            Fault::ChangeImage => {
+                let game = self.rng.pick(&self.games).clone();
+                let mut image = String::new();
+                self.installation
+                    .change(&game, |doc| {
+                        doc.spec.image = if doc.spec.image == IMAGE_1 {
+                            IMAGE_2.to_owned()
+                        } else {
+                            IMAGE_1.to_owned()
+                        };
+                    })
+                    .await
+                    .spec
+                    .image
+                    .clone_into(&mut image);
+                format!("{game}: image changed to {image}")
+            }
+            Fault::Orphan => {
+                let orphan = game_name(&format!("soak-orphan{}", self.orphans.len()));
+                let id = self.installation.start_labelled(&orphan).await;
+                self.orphans.push(orphan.clone());
+                format!(
+                    "orphan container {} ({}) started by hand",
+                    container_name(&orphan),
+                    short(&id)
+                )
+            }
+        }
+    }
+
+    async fn restart_burst(&mut self) -> String {
+        self.tokens += 1;
+        let token = format!("soak-{}", self.tokens);
+        let count = 1 + self.rng.below(self.games.len());
+        let mut games = self.games.clone();
+        // A random subset of `count` games.
+        for i in 0..games.len() {
+            let j = i + self.rng.below(games.len() - i);
+            games.swap(i, j);
+        }
+        games.truncate(count);
+        burst(&self.installation, &games, &token).await;
+        format!("restart burst {token} on {games:?}")
+    }
+
+    /// Undoes what a fault may have left: every controller running and
+    /// thawed (etcd and dockerd are back at the end of their own fault).
+    async fn heal(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].frozen {
+                signal(&self.slots[i].process, "CONT");
+                self.slots[i].frozen = false;
+            }
+            if has_exited(&self.slots[i].process) {
+                self.replace(i, None).await;
+            }
+        }
+        for slot in &mut self.slots {
+            slot.process.wait_ready(Duration::from_secs(30)).await;
+        }
+    }
+}
+
+fn outcome(output: &std::process::Output) -> String {
+    if output.status.success() {
+        "done".to_owned()
+    } else {
+        format!(
+            "refused ({})",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn a_randomized_soak_of_faults_ends_with_every_game_converged_once() {
+    let _serial = serial("soak").await;
+    let seed = std::env::var("RTM_FAULTS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("[soak] seed {seed} (replay with RTM_FAULTS_SEED={seed})");
+    let started = Instant::now();
+    let etcd = EtcdCluster::start(1).await;
+    let dockerd = PrivateDockerd::start().await;
+    let endpoints = etcd.endpoints();
+    let host = dockerd.host();
+    let store = connect_store(&endpoints).await;
+    let docker: Arc<DockerRuntime> = connect_docker(Some(&host)).await;
+    let keys = unique_keys("faults-soak");
+    let installation = Installation::new(store.clone(), keys.clone(), docker.clone());
+    let games: Vec<String> = (0..SOAK_GAMES)
+        .map(|i| game_name(&format!("soak{i}")))
+        .collect();
+    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND);
+    let mut slots = Vec::new();
+    for node in ["soak-a", "soak-b"] {
+        let process = controller(&keys, node, &endpoints, Some(&host))
+            .start()
+            .await;
+        slots.push(Slot {
+            node: node.to_owned(),
+            process,
+            frozen: false,
+        });
+    }
+    create_mixed(&installation, &games).await;
+    installation.wait_converged(&games, CONVERGE).await;
+
+    let mut soak = Soak {
+        installation: installation.clone(),
+        etcd,
+        dockerd,
+        endpoints,
+        host,
+        games: games.clone(),
+        slots,
+        rng: Rng::new(seed),
+        exits: BTreeMap::new(),
+        dockerd_restarts: 0,
+        tokens: 0,
+        orphans: Vec::new(),
+        started,
+    };
+    let faults = std::env::var("RTM_FAULTS_SOAK_FAULTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(SOAK_FAULTS);
+    let mut injected = Vec::new();
+    let phase = Instant::now();
+    for k in 0..faults {
+        if phase.elapsed() > SOAK_FAULT_PHASE {
+            soak.note("fault phase over its time bound: no more faults");
+            break;
+        }
+        let fault = *soak.rng.pick(&FAULTS);
+        let what = soak.inject(fault).await;
+        soak.note(&format!("fault {}/{faults} {fault:?}: {what}", k + 1));
+        injected.push(format!("{fault:?}: {what}"));
+        let pause = soak
+            .rng
+            .duration(Duration::from_millis(200), Duration::from_secs(2));
+        tokio::time::sleep(pause).await;
+    }
+    soak.heal().await;
+    let faults_stopped = Instant::now();
+    soak.note("faults stopped; waiting for convergence");
+    installation
+        .wait_converged(&games, CONVERGE + CONVERGE / 2)
+        .await;
+    let converged_in = faults_stopped.elapsed();
+    installation.wait_history_resolved(CONVERGE).await;
+    installation.wait_no_orphans(GC_BOUND).await;
+    soak.dockerd.assert_host_network_untouched();
+    let report = monitor.finish().await;
+    eprintln!(
+        "[soak] seed {seed}, {:?}: {} faults:{}\n  converged {converged_in:?} after the faults \
+         stopped\n  monitor: {}",
+        started.elapsed(),
+        injected.len(),
+        block(&injected),
+        report.line()
+    );
+    report.assert_clean(&format!("soak seed {seed}"));
+    installation.assert_containers_accounted(&report).await;
+    drop(soak);
+}
