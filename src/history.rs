@@ -8,7 +8,8 @@
 //! own revision instead, so an operation whose lease was lost can still
 //! record how it ended — unless recovery already did.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -143,12 +144,22 @@ impl HistoryError {
     }
 }
 
+/// Games whose newest entry [`History`] remembers; past it the memory is
+/// dropped and rebuilt (a hint costs ~50 bytes, so this bounds it at a few
+/// MiB).
+const NEWEST_REMEMBERED: usize = 100_000;
+
 /// Appends, finishes and reads operation entries.
 #[derive(Debug, Clone)]
 pub struct History {
     store: Arc<dyn Store>,
     keys: Keys,
     retention: usize,
+    /// The newest entry of each game this process wrote or read last (its
+    /// seq and mod revision), so that an append need not read the log's
+    /// tail first: the append compares both in its transaction, so a
+    /// stale hint costs only the read it would have made anyway.
+    newest: Arc<Mutex<HashMap<String, (u64, Revision)>>>,
 }
 
 impl History {
@@ -157,7 +168,40 @@ impl History {
             store,
             keys,
             retention: retention.max(1),
+            newest: Arc::default(),
         }
+    }
+
+    fn newest_known(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Revision)>> {
+        self.newest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Remembers `seq` at `revision` as the newest entry of `game` (unless
+    /// a newer one is known).
+    fn remember(&self, game: &str, seq: u64, revision: Revision) {
+        let mut newest = self.newest_known();
+        if newest.len() >= NEWEST_REMEMBERED && !newest.contains_key(game) {
+            newest.clear();
+        }
+        match newest.get_mut(game) {
+            Some(known) if known.0 > seq => {}
+            Some(known) => *known = (seq, revision),
+            None => {
+                newest.insert(game.to_owned(), (seq, revision));
+            }
+        }
+    }
+
+    /// Tells the log an entry was written outside it (finished in a
+    /// transaction of the caller's, see [`History::finish_txn`]).
+    pub fn written(&self, appended: &Appended) {
+        self.remember(
+            &appended.entry.game_id,
+            appended.entry.seq,
+            appended.revision,
+        );
     }
 
     /// Appends `entry` (usually in progress) as the game's newest entry,
@@ -170,15 +214,29 @@ impl History {
     ) -> Result<Appended, HistoryError> {
         let game = entry.game_id.clone();
         entry.fence_revision = fence.map(|f| f.revision);
+        let mut hint = self.newest_known().get(&game).copied();
         for _ in 0..APPEND_ATTEMPTS {
-            let last = self.store.newest(&self.keys.history(&game), 1).await?;
-            let seq = match last.first() {
-                Some(kv) => self.seq_of(&game, kv)? + 1,
-                None => 1,
+            // The tail as remembered (checked by the transaction), or read.
+            let (seq, known) = match hint.take() {
+                Some((last, revision)) => (last + 1, Some((last, revision))),
+                None => {
+                    let last = self.store.newest(&self.keys.history(&game), 1).await?;
+                    match last.first() {
+                        Some(kv) => (self.seq_of(&game, kv)? + 1, None),
+                        None => (1, None),
+                    }
+                }
             };
             entry.seq = seq;
             let key = self.keys.history_entry(&game, seq);
             let mut txn = Txn::new().when(Compare::Absent { key: key.clone() });
+            if let Some((last, revision)) = known {
+                // The remembered tail is still the tail, unchanged.
+                txn = txn.when(Compare::ModRevision {
+                    key: self.keys.history_entry(&game, last),
+                    revision,
+                });
+            }
             if let Some(fence) = fence {
                 txn = txn.when(fence.compare());
             }
@@ -193,6 +251,7 @@ impl History {
             }
             let outcome = self.store.txn(txn).await?;
             if outcome.succeeded {
+                self.remember(&game, seq, outcome.revision);
                 return Ok(Appended {
                     entry,
                     key,
@@ -215,22 +274,29 @@ impl History {
     /// Writes the final form of an appended entry, unless someone (the
     /// recovery of a crashed operation) has resolved it since.
     pub async fn finish(&self, appended: &Appended) -> Result<Appended, HistoryError> {
-        let txn = Txn::new()
-            .when(Compare::ModRevision {
-                key: appended.key.clone(),
-                revision: appended.revision,
-            })
-            .put(appended.key.clone(), encode(&appended.entry));
-        let outcome = self.store.txn(txn).await?;
+        let outcome = self.store.txn(self.finish_txn(appended)).await?;
         if !outcome.succeeded {
             return Err(HistoryError::AlreadyResolved {
                 key: appended.key.clone(),
             });
         }
-        Ok(Appended {
+        let finished = Appended {
             revision: outcome.revision,
             ..appended.clone()
-        })
+        };
+        self.written(&finished);
+        Ok(finished)
+    }
+
+    /// The transaction [`History::finish`] runs, for a caller that adds
+    /// its own last writes to it (one round trip, one etcd revision).
+    pub fn finish_txn(&self, appended: &Appended) -> Txn {
+        Txn::new()
+            .when(Compare::ModRevision {
+                key: appended.key.clone(),
+                revision: appended.revision,
+            })
+            .put(appended.key.clone(), encode(&appended.entry))
     }
 
     /// The newest `limit` entries of a game, newest first.
@@ -255,6 +321,11 @@ impl History {
         limit: usize,
     ) -> Result<Vec<Appended>, HistoryError> {
         let kvs = self.store.newest(&self.keys.history(game), limit).await?;
+        if let Some(kv) = kvs.first()
+            && let Some(seq) = self.keys.history_seq(game, &kv.key)
+        {
+            self.remember(game, seq, kv.mod_revision);
+        }
         kvs.iter()
             .map(|kv| {
                 Ok(Appended {
@@ -395,5 +466,38 @@ mod tests {
             "{refused}"
         );
         assert_eq!(history.recent("g1", 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_remembered_tail_that_went_stale_is_read_again() {
+        // Two controllers share one log: each remembers the tail it wrote.
+        let store = Arc::new(MemoryStore::new());
+        let a = History::new(store.clone(), Keys::default(), 10);
+        let b = History::new(store.clone(), Keys::default(), 10);
+        a.append(None, entry("g1", "op-1")).await.unwrap();
+        let second = b.append(None, entry("g1", "op-2")).await.unwrap();
+        // a's tail (1) is stale: its append must land after 2, not on it.
+        a.append(None, entry("g1", "op-3")).await.unwrap();
+        // b's tail (2) changed since (finished elsewhere): same.
+        let mut finished = second.clone();
+        finished.entry.succeed();
+        a.finish(&finished).await.unwrap();
+        b.append(None, entry("g1", "op-4")).await.unwrap();
+        let ops: Vec<_> = a
+            .recent("g1", 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.seq, e.op_id.clone()))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                (4, "op-4".to_owned()),
+                (3, "op-3".to_owned()),
+                (2, "op-2".to_owned()),
+                (1, "op-1".to_owned())
+            ]
+        );
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::error_code::ErrorCode;
-use crate::lease::Fence;
+use crate::lease::{Fence, GameLease, LeaseError};
 use crate::model::GameRuntimeStatus;
 use crate::store::documents::{decode_status, encode_status};
 use crate::store::{KeyValue, Keys, Store, StoreError, Txn};
@@ -44,6 +44,16 @@ pub struct StoredStatus {
     pub status: GameRuntimeStatus,
     /// 0 when there was no record.
     pub mod_revision: i64,
+}
+
+impl StoredStatus {
+    /// No record.
+    pub fn absent() -> Self {
+        StoredStatus {
+            status: GameRuntimeStatus::default(),
+            mod_revision: 0,
+        }
+    }
 }
 
 impl StatusStore {
@@ -109,6 +119,44 @@ impl StatusStore {
             Err(StatusError::LeaseLost {
                 game: game.to_owned(),
             })
+        }
+    }
+
+    /// The transaction [`StatusStore::write`] (for `Some`) or
+    /// [`StatusStore::clear`] (for `None`) runs, for a caller that adds its
+    /// own writes to it; it holds only the fence comparison when `next`
+    /// changes nothing.
+    pub fn txn(
+        &self,
+        fence: &Fence,
+        game: &str,
+        current: &StoredStatus,
+        next: Option<&GameRuntimeStatus>,
+    ) -> Txn {
+        let key = self.keys.status(game);
+        let txn = Txn::new().when(fence.compare());
+        match next {
+            None => txn.delete(key),
+            Some(next) if *next == current.status && current.mod_revision != 0 => txn,
+            Some(next) => txn.put(key, encode_status(next)),
+        }
+    }
+
+    /// Writes `next` and releases `lease` in one transaction (the last step
+    /// of a reconcile under the lease), if the lease is still held; the
+    /// lease is released in any case.
+    pub async fn write_and_release(
+        &self,
+        lease: GameLease,
+        next: &GameRuntimeStatus,
+    ) -> Result<(), StatusError> {
+        let game = lease.game().to_owned();
+        let txn = Txn::new().put(self.keys.status(&game), encode_status(next));
+        match lease.release_with(txn).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StatusError::LeaseLost { game }),
+            Err(LeaseError::Store(error)) => Err(error.into()),
+            Err(_) => Err(StatusError::LeaseLost { game }),
         }
     }
 

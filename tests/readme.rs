@@ -35,7 +35,9 @@ fn error_code_table_matches_the_code() {
 #[test]
 fn rtctl_exit_code_table_matches_rtctl_help() {
     let text = readme();
-    let start = text.find("| exit | meaning |").expect("README has the rtctl exit-code table");
+    let start = text
+        .find("| exit | meaning |")
+        .expect("README has the rtctl exit-code table");
     let rows: Vec<(String, String)> = text[start..]
         .lines()
         .skip(2)
@@ -54,5 +56,8 @@ fn rtctl_exit_code_table_matches_rtctl_help() {
             Some((code.to_owned(), meaning.trim().to_owned()))
         })
         .collect();
-    assert_eq!(rows, help, "update the README's rtctl exit-code table from EXIT_CODES_HELP");
+    assert_eq!(
+        rows, help,
+        "update the README's rtctl exit-code table from EXIT_CODES_HELP"
+    );
 }

@@ -102,7 +102,8 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
     let cache = Arc::new(DesiredCache::new());
-    let queue = Arc::new(WorkQueue::new());
+    // Bulk work (resyncs) leaves one worker free for changes.
+    let queue = Arc::new(WorkQueue::new().with_bulk_slots(config.concurrency.saturating_sub(1)));
     let documents = Documents::new(store.clone(), keys.clone());
     let session_ok = Arc::new(AtomicBool::new(false));
     // Background stages stop only after the workers drained.

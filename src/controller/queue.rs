@@ -43,6 +43,8 @@ struct State {
     waiting: HashMap<String, Waiting>,
     /// Games handed out and not yet done.
     running: HashSet<String>,
+    /// Those of them that came from the bulk lane.
+    running_bulk: HashSet<String>,
     /// Games backing off after a failure: not handed out before this time,
     /// whatever asks for them (a Docker event of the failed attempt itself,
     /// a watch event), so a failing game never retries in a hot loop.
@@ -64,11 +66,22 @@ impl State {
 pub struct WorkQueue {
     state: Mutex<State>,
     wake: Notify,
+    /// How many bulk games may be handed out at once; `None`: no limit.
+    bulk_slots: Option<usize>,
 }
 
 impl WorkQueue {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Hands out at most `slots` (at least 1) bulk games at once. With one
+    /// slot fewer than there are workers, a resync never occupies every
+    /// worker, so a change waits for none of its reconciles (BENCHMARKS.md,
+    /// apply-latency).
+    pub fn with_bulk_slots(mut self, slots: usize) -> Self {
+        self.bulk_slots = Some(slots.max(1));
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -155,10 +168,14 @@ impl WorkQueue {
                     .take_while(|(due, _)| *due <= now)
                     .find(|(_, game)| !state.running.contains(game))
                     .map(|(due, game)| (Waiting::At(*due), game.clone(), now - *due));
+                let bulk_slot_free = self
+                    .bulk_slots
+                    .is_none_or(|slots| state.running_bulk.len() < slots);
                 let ready = ready.or_else(|| {
                     state
                         .bulk
                         .iter()
+                        .filter(|_| bulk_slot_free)
                         .find(|(_, game)| !state.running.contains(game))
                         .map(|(seq, game)| (Waiting::Bulk(*seq), game.clone(), Duration::ZERO))
                 });
@@ -166,6 +183,9 @@ impl WorkQueue {
                     state.unlink(&game, waiting);
                     state.waiting.remove(&game);
                     state.running.insert(game.clone());
+                    if matches!(waiting, Waiting::Bulk(_)) {
+                        state.running_bulk.insert(game.clone());
+                    }
                     return Some((game, waited));
                 }
                 state
@@ -210,7 +230,11 @@ impl WorkQueue {
     /// Marks `game` no longer running; if it was added meanwhile, it is
     /// handed out again when due.
     pub fn done(&self, game: &str) {
-        self.lock().running.remove(game);
+        {
+            let mut state = self.lock();
+            state.running.remove(game);
+            state.running_bulk.remove(game);
+        }
         self.wake.notify_waiters();
     }
 
@@ -358,5 +382,26 @@ mod tests {
         let (game, waited) = queue.next_due().await.expect("queue open");
         assert_eq!(game, "g1");
         assert_eq!(waited, Duration::from_millis(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bulk_work_leaves_a_worker_free_for_changes() {
+        let queue = Arc::new(WorkQueue::new().with_bulk_slots(1));
+        queue.add_bulk("r1");
+        queue.add_bulk("r2");
+        assert_eq!(next(&queue).await, "r1");
+        let waiter = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.next().await })
+        };
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(
+            !waiter.is_finished(),
+            "a second bulk game must wait for the first"
+        );
+        queue.add("changed");
+        assert_eq!(waiter.await.unwrap().as_deref(), Some("changed"));
+        queue.done("r1");
+        assert_eq!(next(&queue).await, "r2");
     }
 }

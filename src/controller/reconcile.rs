@@ -20,7 +20,8 @@ use crate::lease::{GameLease, LeaseError};
 use crate::lifecycle::{Lifecycle, OpRequest, OpResult, new_id};
 use crate::metrics::Metrics;
 use crate::model::{
-    ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, OpSource, Outcome, Phase, Timestamp,
+    ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, GameRuntimeStatus, OpSource, Outcome,
+    Phase, Timestamp,
 };
 use crate::runtime::{ContainerRuntime, container_name};
 use crate::status::StoredStatus;
@@ -259,6 +260,17 @@ impl Reconciler {
 
         let exited = observed.container.clone().filter(|c| c.state.has_exited());
         let mut after = match &result {
+            // What the operation wrote and last inspected a moment ago:
+            // reading both back would cost an etcd read and a Docker call.
+            Some(OpResult {
+                status: Some(status),
+                container: Some(container),
+                ..
+            }) => Observed {
+                status: status.clone(),
+                has_status: true,
+                container: Some(container.clone()),
+            },
             Some(_) => self.observe(game).await?,
             None => observed,
         };

@@ -78,6 +78,13 @@ pub struct OpResult {
     pub image_ref: String,
     /// The correlation id recorded in the history.
     pub source_ref: String,
+    /// On success, the status record as the operation left it, and the
+    /// container as it last inspected it: what the controller would
+    /// otherwise read back at once (one etcd read and one Docker call per
+    /// action). `None` when the operation did not record them (an outer
+    /// restart, an adoption, a removal).
+    pub status: Option<crate::model::GameRuntimeStatus>,
+    pub container: Option<ContainerInfo>,
 }
 
 impl OpResult {
@@ -95,7 +102,22 @@ impl OpResult {
             container_id: entry.container_id_after.clone(),
             image_ref: entry.image_ref.clone(),
             source_ref: entry.source_ref.clone(),
+            status: None,
+            container: None,
         }
+    }
+
+    /// Adds what a successful operation left behind.
+    fn left(
+        mut self,
+        status: Option<crate::model::GameRuntimeStatus>,
+        container: Option<ContainerInfo>,
+    ) -> Self {
+        if self.is_success() {
+            self.status = status;
+            self.container = container;
+        }
+        self
     }
 }
 
@@ -159,20 +181,32 @@ enum StatusChange {
     LastOperationOnly,
 }
 
-/// What the status records of a container.
+impl StatusChange {
+    /// The container a `Set` records, as inspected.
+    fn container(&self) -> Option<ContainerInfo> {
+        match self {
+            StatusChange::Set { container, .. } => container.as_ref().map(|c| (*c.info).clone()),
+            _ => None,
+        }
+    }
+}
+
+/// What the status records of a container, and the container as inspected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Recorded {
     id: String,
     exit_code: Option<i64>,
     oom_killed: bool,
+    info: Box<ContainerInfo>,
 }
 
 impl From<ContainerInfo> for Recorded {
     fn from(container: ContainerInfo) -> Self {
         Recorded {
-            id: container.id,
+            id: container.id.clone(),
             exit_code: container.exit_code,
             oom_killed: container.oom_killed,
+            info: Box::new(container),
         }
     }
 }
@@ -356,6 +390,13 @@ impl Lifecycle {
         mut op: Appended,
         result: Result<StatusChange, Failure>,
     ) -> OpResult {
+        let container = result.as_ref().ok().and_then(StatusChange::container);
+        if let Ok(change) = &result
+            && let Some((done, status)) = self.conclude_at_once(lease, &op, change.clone()).await
+        {
+            self.finished(&done.entry);
+            return OpResult::from_entry(&done.entry).left(status, container);
+        }
         let result = match result {
             Ok(change) => self.apply_status(lease, &op.entry, change).await,
             Err(failure) => {
@@ -364,15 +405,107 @@ impl Lifecycle {
                 Err(failure)
             }
         };
-        match result {
-            Ok(()) => op.entry.succeed(),
-            Err(failure) => op.entry.fail(failure.code, failure.message),
-        }
+        let status = match result {
+            Ok(status) => {
+                op.entry.succeed();
+                status
+            }
+            Err(failure) => {
+                op.entry.fail(failure.code, failure.message);
+                None
+            }
+        };
         if let Err(error) = self.history.finish(&op).await {
             warn!(game = %op.entry.game_id, key = %op.key, %error, "finishing the history entry failed; recovery resolves it");
         }
         self.finished(&op.entry);
-        OpResult::from_entry(&op.entry)
+        OpResult::from_entry(&op.entry).left(status, container)
+    }
+
+    /// A successful operation's status change and its finished entry in
+    /// one transaction: one round trip and one etcd revision instead of
+    /// two (BENCHMARKS.md). `None` when that did not apply (the lease was
+    /// lost, recovery resolved the entry, etcd failed): the caller then
+    /// goes step by step, which tells those cases apart and records them.
+    async fn conclude_at_once(
+        &self,
+        lease: &GameLease,
+        op: &Appended,
+        change: StatusChange,
+    ) -> Option<(Appended, Option<crate::model::GameRuntimeStatus>)> {
+        let game = &op.entry.game_id;
+        let (current, next) = match change {
+            // A deletion needs no look at the record first.
+            StatusChange::Clear => (crate::status::StoredStatus::absent(), None),
+            change => {
+                let current = self.status.read(game).await.ok()?;
+                let next = self.changed_status(&op.entry, change, &current.status);
+                (current, next)
+            }
+        };
+        let mut txn = self
+            .status
+            .txn(lease.fence(), game, &current, next.as_ref());
+        let mut done = op.clone();
+        done.entry.succeed();
+        let finish = self.history.finish_txn(&done);
+        txn.when.extend(finish.when);
+        txn.then.extend(finish.then);
+        let outcome = self.session.store().txn(txn).await.ok()?;
+        let done = Appended {
+            revision: outcome.revision,
+            ..done
+        };
+        if !outcome.succeeded {
+            return None;
+        }
+        self.history.written(&done);
+        Some((done, next))
+    }
+
+    /// The status record a successful `change` leads to from `current`
+    /// (`None`: the record is deleted).
+    fn changed_status(
+        &self,
+        entry: &HistoryEntry,
+        change: StatusChange,
+        current: &crate::model::GameRuntimeStatus,
+    ) -> Option<crate::model::GameRuntimeStatus> {
+        let mut status = current.clone();
+        let last = last_operation(entry, Outcome::Success, None);
+        match change {
+            StatusChange::Clear => return None,
+            StatusChange::LastOperationOnly => status.last_operation = Some(last),
+            StatusChange::Set {
+                phase,
+                container,
+                hostname,
+            } => {
+                let now = std::time::SystemTime::now();
+                status.set_phase(phase, now);
+                // Ready follows the phase at once; the controller
+                // refines reason and message when it next looks.
+                let running = phase == Phase::Running;
+                let reason = if running {
+                    "ContainerRunning".to_owned()
+                } else {
+                    phase.to_string()
+                };
+                status.set_condition(crate::model::READY, running, &reason, "", now);
+                status.container_id = container.as_ref().map(|c| c.id.clone());
+                status.image_ref = Some(entry.image_ref.clone()).filter(|i| !i.is_empty());
+                status.hostname = Some(hostname);
+                status.node = Some(self.node.clone());
+                // The last exit stays visible after a new container
+                // replaced the one that exited.
+                if let Some(code) = container.as_ref().and_then(|c| c.exit_code) {
+                    status.last_exit_code = Some(code);
+                    status.oom_killed = container.as_ref().is_some_and(|c| c.oom_killed);
+                }
+                status.last_operation = Some(last);
+            }
+        }
+        Some(status)
     }
 
     async fn apply_status(
@@ -380,62 +513,34 @@ impl Lifecycle {
         lease: &GameLease,
         entry: &HistoryEntry,
         change: StatusChange,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<crate::model::GameRuntimeStatus>, Failure> {
         let fence = lease.fence();
-        match change {
-            StatusChange::Clear => Ok(self.status.clear(fence, &entry.game_id).await?),
-            StatusChange::LastOperationOnly => {
-                let last = last_operation(entry, Outcome::Success, None);
-                self.status
-                    .update(fence, &entry.game_id, |status| {
-                        status.last_operation = Some(last)
-                    })
-                    .await?;
-                Ok(())
+        let game = &entry.game_id;
+        let recorded_container = matches!(change, StatusChange::Set { .. });
+        let written = match change {
+            StatusChange::Clear => self.status.clear(fence, game).await.map(|()| None),
+            change => match self.status.read(game).await {
+                Ok(current) => match self.changed_status(entry, change, &current.status) {
+                    Some(next) => self
+                        .status
+                        .write(fence, game, &current, next)
+                        .await
+                        .map(Some),
+                    None => self.status.clear(fence, game).await.map(|()| None),
+                },
+                Err(e) => Err(e),
+            },
+        };
+        written.map_err(|e| {
+            if recorded_container {
+                Failure::new(
+                    e.code(),
+                    format!("the container changed but its status could not be recorded: {e}"),
+                )
+            } else {
+                e.into()
             }
-            StatusChange::Set {
-                phase,
-                container,
-                hostname,
-            } => {
-                let last = last_operation(entry, Outcome::Success, None);
-                self.status
-                    .update(fence, &entry.game_id, |status| {
-                        let now = std::time::SystemTime::now();
-                        status.set_phase(phase, now);
-                        // Ready follows the phase at once; the controller
-                        // refines reason and message when it next looks.
-                        let running = phase == Phase::Running;
-                        let reason = if running {
-                            "ContainerRunning".to_owned()
-                        } else {
-                            phase.to_string()
-                        };
-                        status.set_condition(crate::model::READY, running, &reason, "", now);
-                        status.container_id = container.as_ref().map(|c| c.id.clone());
-                        status.image_ref = Some(entry.image_ref.clone()).filter(|i| !i.is_empty());
-                        status.hostname = Some(hostname);
-                        status.node = Some(self.node.clone());
-                        // The last exit stays visible after a new container
-                        // replaced the one that exited.
-                        if let Some(code) = container.as_ref().and_then(|c| c.exit_code) {
-                            status.last_exit_code = Some(code);
-                            status.oom_killed = container.as_ref().is_some_and(|c| c.oom_killed);
-                        }
-                        status.last_operation = Some(last);
-                    })
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        Failure::new(
-                            e.code(),
-                            format!(
-                                "the container changed but its status could not be recorded: {e}"
-                            ),
-                        )
-                    })
-            }
-        }
+        })
     }
 
     /// A failed operation still tells the status what happened, so `rtctl

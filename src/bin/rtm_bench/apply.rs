@@ -56,7 +56,9 @@ pub async fn run(args: &Args) -> Result<Report> {
     report.note(format!(
         "latency = spec write sent → its reconcile's first Docker call (one etcd status read \
          after the reconcile starts); baseline = the same write reaching a plain etcd watch; \
-         simulated Docker {:?}/call; one write every {:?}, each to another game",
+         simulated Docker {:?}/call; one write every {:?}, each to another game; \
+         quiet = controller --resync 10m, all queued = every game queued at once (as a resync \
+         does) right before the writes",
         args.docker_latency, args.interval
     ));
     for &n in &args.games {
@@ -163,8 +165,10 @@ async fn one(args: &Args, bench: &Bench, n: usize, report: &mut Report) -> Resul
     let store = Arc::new(CountingStore::new(bench.store.clone()));
     let metrics = Metrics::new();
     let runtime = Arc::new(Instrumented::new(probe.clone(), metrics.clone()));
+    // No periodic resync during the quiet phase: the burst phase queues
+    // every game at once on purpose instead.
     let controller = InProcess::start(
-        controller_config(&bench.keys, &[])?,
+        controller_config(&bench.keys, &["--resync", "10m"])?,
         &bench.keys,
         store,
         runtime,

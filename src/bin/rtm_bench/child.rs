@@ -17,8 +17,8 @@ use rtmanager::lifecycle::{container_spec, new_id};
 use rtmanager::metrics::Metrics;
 use rtmanager::runtime::instrumented::Instrumented;
 use rtmanager::runtime::{ContainerRuntime, FakeRuntime};
-use rtmanager::store::Keys;
 use rtmanager::store::etcd::{DEFAULT_ENDPOINT, EtcdConfig, EtcdStore};
+use rtmanager::store::{Keys, Store, Txn};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
@@ -42,12 +42,7 @@ pub struct ControllerArgs {
 
 pub async fn controller(args: &ControllerArgs) -> Result<()> {
     let keys = Keys::new(&args.prefix)?;
-    let endpoints = std::env::var("RTM_ETCD_ENDPOINTS")
-        .unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned())
-        .split(',')
-        .map(|e| e.trim().to_owned())
-        .collect();
-    let etcd = Arc::new(EtcdStore::connect(&EtcdConfig::new(endpoints)).await?);
+    let etcd = Arc::new(EtcdStore::connect(&EtcdConfig::new(endpoints())).await?);
     let store = Arc::new(CountingStore::new(etcd));
     let fake = FakeRuntime::new();
     fake.add_image(IMAGE);
@@ -117,9 +112,17 @@ pub struct BaselineArgs {
     pub docker_latency: Duration,
     #[arg(long)]
     pub concurrency: usize,
+    /// Where to write one status-sized value per game in etcd.
+    #[arg(long)]
+    pub etcd_prefix: String,
 }
 
 pub async fn baseline(args: &BaselineArgs) -> Result<()> {
+    let keys = Keys::new(&args.etcd_prefix)?;
+    let store = CountingStore::new(Arc::new(
+        EtcdStore::connect(&EtcdConfig::new(endpoints())).await?,
+    ));
+    let status = serde_json::to_vec(&running_status())?;
     let fake = FakeRuntime::new();
     fake.add_image(IMAGE);
     let docker = fake.with_latency(args.docker_latency);
@@ -136,12 +139,14 @@ pub async fn baseline(args: &BaselineArgs) -> Result<()> {
     let started = Instant::now();
     let failures = futures::stream::iter(0..args.games)
         .map(|i| {
-            let docker = &docker;
+            let (docker, keys, store, status) = (&docker, &keys, &store, &status);
             async move {
                 let doc = game_doc(&format!("bench-{pid}-s{i}"))?;
                 let spec = container_spec(&doc, "/rtm-bench/baseline", &new_id());
                 let id = docker.create(&spec).await?;
                 docker.start(&id).await?;
+                let key = keys.status(&doc.metadata.name);
+                store.txn(Txn::new().put(key, status.clone())).await?;
                 Ok::<_, super::harness::Error>(())
             }
         })
@@ -152,9 +157,40 @@ pub async fn baseline(args: &BaselineArgs) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
     trimmer.abort();
     let (rss, hwm) = rss_mib(None);
+    let (calls, took) = store
+        .counters
+        .snapshot()
+        .get("txn")
+        .copied()
+        .unwrap_or_default();
+    let etcd_ms = took.as_secs_f64() * 1000.0 / calls.max(1) as f64;
     println!(
         "{}",
-        json!({ "secs": secs, "rss_mib": rss, "hwm_mib": hwm, "failures": failures })
+        json!({ "secs": secs, "rss_mib": rss, "hwm_mib": hwm, "failures": failures, "etcd_ms": etcd_ms })
     );
     Ok(())
+}
+
+fn endpoints() -> Vec<String> {
+    std::env::var("RTM_ETCD_ENDPOINTS")
+        .unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned())
+        .split(',')
+        .map(|e| e.trim().to_owned())
+        .collect()
+}
+
+/// A status record the size of a running game's.
+fn running_status() -> rtmanager::model::GameRuntimeStatus {
+    let mut status = rtmanager::model::GameRuntimeStatus {
+        container_id: Some("0".repeat(64)),
+        image_ref: Some(IMAGE.to_owned()),
+        hostname: Some("bench-0000000-s00000".to_owned()),
+        node: Some("bench".to_owned()),
+        observed_generation: Some(1),
+        ..Default::default()
+    };
+    let now = std::time::SystemTime::now();
+    status.set_phase(rtmanager::model::Phase::Running, now);
+    status.set_condition(rtmanager::model::READY, true, "ContainerRunning", "", now);
+    status
 }

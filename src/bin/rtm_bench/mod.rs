@@ -68,11 +68,18 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // SIGINT or SIGTERM: stop waiting, clean up keys and containers.
         tokio::spawn(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("rtm-bench: interrupted; cleaning up");
-                harness::interrupted().cancel();
-            }
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            eprintln!("rtm-bench: interrupted; cleaning up");
+            harness::interrupted().cancel();
         });
         dispatch(&cli).await
     });

@@ -249,7 +249,11 @@ fn machine() -> Value {
                 .ok()
         })
         .unwrap_or(0);
-    json!({ "cores": cores, "memory_mib": total_kb / 1024 })
+    // Other work on the machine shows here: these figures are only
+    // comparable between runs with a similar load.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    json!({ "cores": cores, "memory_mib": total_kb / 1024, "load_average": load })
 }
 
 /// Summary statistics of latency samples.

@@ -30,7 +30,7 @@ pub struct Args {
     pub concurrency: usize,
     /// The controller's --resync period; one resync is measured after
     /// convergence.
-    #[arg(long, default_value = "20s")]
+    #[arg(long, default_value = "60s")]
     pub resync: String,
 }
 
@@ -38,7 +38,9 @@ pub async fn run(args: &Args) -> Result<Report> {
     let mut report = Report::new("scale");
     report.note(format!(
         "simulated Docker: {:?} per call; controller --concurrency {} --resync {}; baseline = the \
-         same containers created+started directly in the simulated Docker at the same concurrency",
+         same containers created+started directly in the simulated Docker, plus one status-sized \
+         etcd write each, at the same concurrency (mean of a run before and one after the \
+         controller's)",
         args.docker_latency, args.concurrency, args.resync
     ));
     for &n in &args.games {
@@ -106,12 +108,87 @@ impl ControllerChild {
         self.line().await
     }
 
+    /// Waits until the controller has nothing queued or running (twice in
+    /// a row: the depth gauge is refreshed every second).
+    async fn idle(&mut self) -> Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(900);
+        let mut idle_once = false;
+        loop {
+            let snapshot = self.mark().await?;
+            if is_idle(&snapshot) {
+                if idle_once {
+                    return Ok(snapshot);
+                }
+                idle_once = true;
+            } else {
+                idle_once = false;
+            }
+            if Instant::now() > deadline {
+                return Err(error("the controller did not settle within 900 s"));
+            }
+            super::harness::pause(Duration::from_millis(1100)).await?;
+        }
+    }
+
     async fn stop(mut self) -> Result<Value> {
         self.stdin.write_all(b"stop\n").await?;
         let last = self.line().await?;
         let _ = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
         Ok(last)
     }
+}
+
+fn is_idle(snapshot: &Value) -> bool {
+    snapshot["queue_depth"].as_i64() == Some(0) && snapshot["active_workers"].as_i64() == Some(0)
+}
+
+/// The mean time of one etcd request (reads and writes) in a snapshot.
+fn etcd_mean_ms(snapshot: &Value) -> f64 {
+    let (calls, ms) = ["get", "list", "newest", "txn"]
+        .iter()
+        .map(|m| &snapshot["store"][m])
+        .fold((0.0, 0.0), |(c, t), v| {
+            (
+                c + v["calls"].as_f64().unwrap_or_default(),
+                t + v["ms"].as_f64().unwrap_or_default(),
+            )
+        });
+    if calls > 0.0 { ms / calls } else { 0.0 }
+}
+
+/// Runs the baseline child: the same containers created and started in the
+/// simulated Docker, each with one status-sized etcd write (the least any
+/// controller records), at the controller's concurrency.
+async fn baseline(args: &Args, bench: &Bench, n: usize) -> Result<Value> {
+    let output = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("child-fake-baseline")
+        .arg(format!("--games={n}"))
+        .arg(format!(
+            "--docker-latency={}",
+            humantime::format_duration(args.docker_latency)
+        ))
+        .arg(format!("--concurrency={}", args.concurrency))
+        .arg(format!("--etcd-prefix={}", baseline_prefix(bench)))
+        .output()
+        .await?;
+    let result: Value = serde_json::from_slice(&output.stdout).map_err(|e| {
+        error(format!(
+            "the baseline child printed no result ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    })?;
+    // Its keys go at once, so that they never weigh on the controller run.
+    let keys = rtmanager::store::Keys::new(&baseline_prefix(bench))?;
+    rtmanager::store::Store::txn(
+        bench.store.as_ref(),
+        rtmanager::store::Txn::new().delete_prefix(keys.root()),
+    )
+    .await?;
+    Ok(result)
+}
+
+fn baseline_prefix(bench: &Bench) -> String {
+    format!("{}-baseline", bench.keys.prefix())
 }
 
 fn calls(snapshot: &Value, group: &str) -> f64 {
@@ -141,6 +218,9 @@ async fn one(args: &Args, bench: &Bench, n: usize, report: &mut Report) -> Resul
     let created = Instant::now();
     let (_, highest) = bench.create_docs(docs, 64).await?;
     let create_secs = created.elapsed().as_secs_f64();
+    // The baseline runs before and after the controller; their mean is
+    // the comparison (the machine's load changes meanwhile).
+    let baseline_before = baseline(args, bench, n).await?;
     let watch =
         PrefixWatch::start(bench.store.clone(), &bench.keys, highest + 1, running_at(1)).await?;
 
@@ -175,28 +255,28 @@ async fn one(args: &Args, bench: &Bench, n: usize, report: &mut Report) -> Resul
         watch
             .wait_quiet(Duration::from_secs(3), Duration::from_secs(300))
             .await?;
+        // Converged games are looked at once more (the follow-up after an
+        // action); the controller is settled when it has nothing to do.
+        let settled = child.idle().await?;
         let writes = watch.with(|seen| seen.counts_json());
-        let settled = child.mark().await?;
 
-        // One steady-state resync: every game reconciled again.
+        // One steady-state resync: the next periodic sweep, every game
+        // reconciled once more.
         let reconciles0 = settled["reconciles"].as_f64().unwrap_or_default();
         let writes0 = watch.with(|seen| seen.revisions);
         let mut resync_began = None;
-        let resync_limit = Instant::now() + Duration::from_secs(600);
+        let resync_limit = Instant::now() + Duration::from_secs(900);
         let after_resync = loop {
             let snapshot = child.mark().await?;
             let done = snapshot["reconciles"].as_f64().unwrap_or_default() - reconciles0;
             if done > 0.0 && resync_began.is_none() {
                 resync_began = Some(Instant::now());
             }
-            if done >= n as f64
-                && snapshot["queue_depth"].as_i64() == Some(0)
-                && snapshot["active_workers"].as_i64() == Some(0)
-            {
+            if done >= n as f64 && is_idle(&snapshot) {
                 break snapshot;
             }
             if Instant::now() > resync_limit {
-                return Err(error("no full resync within 600 s"));
+                return Err(error("no full resync within 900 s"));
             }
             super::harness::pause(Duration::from_millis(250)).await?;
         };
@@ -228,21 +308,14 @@ async fn one(args: &Args, bench: &Bench, n: usize, report: &mut Report) -> Resul
     let peak_sampled = peak_rss.load(Ordering::Relaxed) as f64 / 1024.0;
     let hwm = last["hwm_mib"].as_f64().unwrap_or(peak_sampled);
 
-    // The baseline, in a fresh child of its own.
-    let output = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("child-fake-baseline")
-        .arg(format!("--games={n}"))
-        .arg(format!(
-            "--docker-latency={}",
-            humantime::format_duration(args.docker_latency)
-        ))
-        .arg(format!("--concurrency={}", args.concurrency))
-        .output()
-        .await?;
-    let baseline: Value = serde_json::from_slice(&output.stdout)
-        .map_err(|e| error(format!("the baseline child printed no result ({e})")))?;
-    let base_secs = baseline["secs"].as_f64().unwrap_or_default();
-    let base_hwm = baseline["hwm_mib"].as_f64().unwrap_or_default();
+    let baseline_after = baseline(args, bench, n).await?;
+    let mean = |key: &str| {
+        (baseline_before[key].as_f64().unwrap_or_default()
+            + baseline_after[key].as_f64().unwrap_or_default())
+            / 2.0
+    };
+    let base_secs = mean("secs");
+    let base_hwm = mean("hwm_mib");
 
     let nf = n as f64;
     let revisions = writes["revisions"].as_f64().unwrap_or_default();
@@ -274,6 +347,19 @@ async fn one(args: &Args, bench: &Bench, n: usize, report: &mut Report) -> Resul
         label("Docker calls per converged game"),
         Figure::Count(calls(&settled, "docker") / nf),
     ));
+    // The machine's etcd speed during the run: convergence time scales
+    // with it, so compare runs only at similar figures.
+    report.row(
+        Row::new(
+            label("etcd request, mean, while converging"),
+            Figure::Millis(etcd_mean_ms(&settled)),
+        )
+        .baseline(Figure::Millis(
+            (baseline_before["etcd_ms"].as_f64().unwrap_or_default()
+                + baseline_after["etcd_ms"].as_f64().unwrap_or_default())
+                / 2.0,
+        )),
+    );
     report.row(
         Row::new(
             label("etcd writes in a steady-state resync"),
@@ -298,7 +384,7 @@ async fn one(args: &Args, bench: &Bench, n: usize, report: &mut Report) -> Resul
             "converge_90pct_secs": at90.as_secs_f64(),
             "hwm_mib": hwm,
             "peak_rss_sampled_mib": peak_sampled,
-            "baseline": baseline,
+            "baseline": { "before": baseline_before, "after": baseline_after },
             "writes_until_settled": writes,
             "steady_resync_writes": steady_writes,
             "resync_secs": resync.as_secs_f64(),
