@@ -156,9 +156,10 @@ pub struct History {
     keys: Keys,
     retention: usize,
     /// The newest entry of each game this process wrote or read last (its
-    /// seq and mod revision), so that an append need not read the log's
-    /// tail first: the append compares both in its transaction, so a
-    /// stale hint costs only the read it would have made anyway.
+    /// seq and mod revision; seq 0 for a log read empty), so that an append
+    /// need not read the log's tail first: the append compares it in its
+    /// transaction (for an empty log: that no entry exists), so a stale
+    /// hint costs only the read it would have made anyway.
     newest: Arc<Mutex<HashMap<String, (u64, Revision)>>>,
 }
 
@@ -230,12 +231,21 @@ impl History {
             entry.seq = seq;
             let key = self.keys.history_entry(&game, seq);
             let mut txn = Txn::new().when(Compare::Absent { key: key.clone() });
-            if let Some((last, revision)) = known {
+            match known {
+                // The log is still empty.
+                Some((0, _)) => {
+                    txn = txn.when(Compare::PrefixEmpty {
+                        prefix: self.keys.history(&game),
+                    })
+                }
                 // The remembered tail is still the tail, unchanged.
-                txn = txn.when(Compare::ModRevision {
-                    key: self.keys.history_entry(&game, last),
-                    revision,
-                });
+                Some((last, revision)) => {
+                    txn = txn.when(Compare::ModRevision {
+                        key: self.keys.history_entry(&game, last),
+                        revision,
+                    })
+                }
+                None => {}
             }
             if let Some(fence) = fence {
                 txn = txn.when(fence.compare());
@@ -321,10 +331,14 @@ impl History {
         limit: usize,
     ) -> Result<Vec<Appended>, HistoryError> {
         let kvs = self.store.newest(&self.keys.history(game), limit).await?;
-        if let Some(kv) = kvs.first()
-            && let Some(seq) = self.keys.history_seq(game, &kv.key)
-        {
-            self.remember(game, seq, kv.mod_revision);
+        match kvs.first() {
+            Some(kv) => {
+                if let Some(seq) = self.keys.history_seq(game, &kv.key) {
+                    self.remember(game, seq, kv.mod_revision);
+                }
+            }
+            None if limit > 0 => self.remember(game, 0, 0),
+            None => {}
         }
         kvs.iter()
             .map(|kv| {
@@ -497,6 +511,44 @@ mod tests {
                 (3, "op-3".to_owned()),
                 (2, "op-2".to_owned()),
                 (1, "op-1".to_owned())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_log_read_empty_is_appended_to_without_reading_it_again() {
+        let store = Arc::new(MemoryStore::new());
+        let a = History::new(store.clone(), Keys::default(), 3);
+        let b = History::new(store.clone(), Keys::default(), 3);
+        assert!(a.recent("g1", 20).await.unwrap().is_empty());
+        let before = store.requests();
+        a.append(None, entry("g1", "op-1")).await.unwrap();
+        let after = store.requests();
+        assert_eq!(after.reads, before.reads, "the empty log is not read again");
+        assert_eq!(after.txns, before.txns + 1);
+
+        // Stale: b read the log empty, then a filled it past its retention
+        // (seq 1 is gone): b's append must still land after the tail.
+        assert!(b.recent("g2", 20).await.unwrap().is_empty());
+        for i in 0..5 {
+            a.append(None, entry("g2", &format!("a-{i}")))
+                .await
+                .unwrap();
+        }
+        b.append(None, entry("g2", "b-0")).await.unwrap();
+        let seqs: Vec<_> = a
+            .recent("g2", 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.seq, e.op_id.clone()))
+            .collect();
+        assert_eq!(
+            seqs,
+            [
+                (6, "b-0".to_owned()),
+                (5, "a-4".to_owned()),
+                (4, "a-3".to_owned())
             ]
         );
     }

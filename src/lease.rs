@@ -13,8 +13,8 @@
 //! etcd's Lock API is not used: its server-side lease is never kept alive
 //! by the client and silently expires after 60 s.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use crate::error_code::ErrorCode;
 use crate::metrics::Metrics;
+use crate::status::StoredStatus;
 use crate::store::{Compare, Keys, LeaseId, Revision, Store, StoreError, Txn};
 
 /// How long a keepalive may keep failing before the session counts as lost:
@@ -181,7 +182,11 @@ impl Session {
         op_id: &str,
     ) -> Result<GameLease, LeaseError> {
         let started = Instant::now();
-        let result = self.try_acquire(game, op_id).await;
+        let result = match self.create(game, op_id, Vec::new()).await {
+            Ok(Some(lease)) => Ok(lease),
+            Ok(None) => Err(self.busy(game).await),
+            Err(error) => Err(error),
+        };
         let label = match &result {
             Ok(_) => "acquired",
             Err(LeaseError::Busy { .. }) => "busy",
@@ -191,11 +196,53 @@ impl Session {
         result
     }
 
-    async fn try_acquire(
+    /// Takes the lease of `game` only if, in the same transaction, every
+    /// `unchanged` comparison holds: what the caller looked at a moment
+    /// ago (the document, the status record) is still what etcd holds, so
+    /// it need not be read again under the lease. `Ok(None)` when the
+    /// transaction did not apply (the lease is busy, or something changed):
+    /// the caller then takes it with [`Session::acquire`] and reads afresh.
+    pub async fn acquire_if(
         self: &Arc<Self>,
         game: &str,
         op_id: &str,
-    ) -> Result<GameLease, LeaseError> {
+        unchanged: Vec<Compare>,
+    ) -> Result<Option<GameLease>, LeaseError> {
+        let started = Instant::now();
+        let result = self.create(game, op_id, unchanged).await;
+        let label = match &result {
+            Ok(Some(_)) => "acquired",
+            Ok(None) => "busy",
+            Err(_) => "error",
+        };
+        self.metrics.record_lease_acquire(label, started.elapsed());
+        result
+    }
+
+    /// Who holds the lease of `game`, as the error that says so.
+    async fn busy(&self, game: &str) -> LeaseError {
+        let holder = match self.store.get(&self.keys.lease(game)).await {
+            Ok(Some(kv)) => serde_json::from_slice::<LeaseRecord>(&kv.value)
+                .map(|r| format!("{} for operation {}", r.holder, r.op_id))
+                .unwrap_or_else(|_| "an unknown holder".into()),
+            // Released between our txn and this read: still busy a moment ago.
+            Ok(None) => "an operation that just finished".into(),
+            Err(error) => return error.into(),
+        };
+        LeaseError::Busy {
+            game: game.to_owned(),
+            holder,
+        }
+    }
+
+    /// Creates the lease key of `game` if it is absent and every `unchanged`
+    /// comparison holds; `Ok(None)` when the transaction did not apply.
+    async fn create(
+        self: &Arc<Self>,
+        game: &str,
+        op_id: &str,
+        unchanged: Vec<Compare>,
+    ) -> Result<Option<GameLease>, LeaseError> {
         if self.is_lost() {
             return Err(LeaseError::SessionLost);
         }
@@ -206,9 +253,9 @@ impl Session {
             op_id: op_id.to_owned(),
         };
         let value = serde_json::to_vec(&record).unwrap_or_default();
-        let txn = Txn::new()
-            .when(Compare::Absent { key: key.clone() })
-            .put_with_lease(key.clone(), value, self.lease);
+        let mut txn = Txn::new().when(Compare::Absent { key: key.clone() });
+        txn.when.extend(unchanged);
+        let txn = txn.put_with_lease(key.clone(), value, self.lease);
         let outcome = match self.store.txn(txn).await {
             Ok(outcome) => outcome,
             Err(StoreError::LeaseNotFound { .. }) => {
@@ -220,27 +267,16 @@ impl Session {
                 // is ours; otherwise report the failure.
                 return match self.store.get(&key).await {
                     Ok(Some(kv)) if kv.value == serde_json::to_vec(&record).unwrap_or_default() => {
-                        Ok(self.game_lease(game, key, kv.create_revision, record))
+                        Ok(Some(self.game_lease(game, key, kv.create_revision, record)))
                     }
                     _ => Err(e.into()),
                 };
             }
             Err(e) => return Err(e.into()),
         };
-        if outcome.succeeded {
-            return Ok(self.game_lease(game, key, outcome.revision, record));
-        }
-        let holder = match self.store.get(&key).await? {
-            Some(kv) => serde_json::from_slice::<LeaseRecord>(&kv.value)
-                .map(|r| format!("{} for operation {}", r.holder, r.op_id))
-                .unwrap_or_else(|_| "an unknown holder".into()),
-            // Released between our txn and this read: still busy a moment ago.
-            None => "an operation that just finished".into(),
-        };
-        Err(LeaseError::Busy {
-            game: game.to_owned(),
-            holder,
-        })
+        Ok(outcome
+            .succeeded
+            .then(|| self.game_lease(game, key, outcome.revision, record)))
     }
 
     fn game_lease(
@@ -256,6 +292,7 @@ impl Session {
             fence: Fence { key, revision },
             record,
             released: false,
+            status: Mutex::new(None),
         }
     }
 
@@ -328,6 +365,9 @@ pub struct GameLease {
     fence: Fence,
     record: LeaseRecord,
     released: bool,
+    /// The game's status record as this holder last read or wrote it (see
+    /// [`GameLease::known_status`]).
+    status: Mutex<Option<StoredStatus>>,
 }
 
 impl GameLease {
@@ -345,6 +385,25 @@ impl GameLease {
 
     pub fn session(&self) -> &Arc<Session> {
         &self.session
+    }
+
+    /// The game's status record as this holder last read or wrote it.
+    /// Every status write is fenced by the game's lease, so while it is
+    /// held nobody else can change the record: this is exact, and reading
+    /// it again would only repeat it (one etcd read per step that looks).
+    pub fn known_status(&self) -> Option<StoredStatus> {
+        self.status_memo().clone()
+    }
+
+    /// Records what the holder just read or wrote of the status record.
+    pub fn learn_status(&self, status: StoredStatus) {
+        *self.status_memo() = Some(status);
+    }
+
+    fn status_memo(&self) -> std::sync::MutexGuard<'_, Option<StoredStatus>> {
+        self.status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The step boundary check: fails once the session is lost.
@@ -456,6 +515,47 @@ mod tests {
             .release()
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_conditional_acquire_applies_only_while_its_comparisons_hold() {
+        let store = Arc::new(MemoryStore::new());
+        let a = session(&store, "node-a").await;
+        let doc = Keys::default().gameruntime("g1");
+        let seen = store.create(&doc, b"v1".to_vec(), None).await.unwrap();
+        let unchanged = || {
+            vec![Compare::ModRevision {
+                key: doc.clone(),
+                revision: seen,
+            }]
+        };
+        let lease = a.acquire_if("g1", "op-1", unchanged()).await.unwrap();
+        let lease = lease.expect("nothing changed: taken");
+        // Busy: not taken, and not an error.
+        assert!(
+            a.acquire_if("g1", "op-2", unchanged())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        lease.release().await.unwrap();
+
+        store.update(&doc, b"v2".to_vec(), seen).await.unwrap();
+        assert!(
+            a.acquire_if("g1", "op-3", unchanged())
+                .await
+                .unwrap()
+                .is_none(),
+            "the document changed since it was seen"
+        );
+        assert!(
+            store
+                .get(&Keys::default().lease("g1"))
+                .await
+                .unwrap()
+                .is_none(),
+            "nothing was written"
+        );
     }
 
     #[tokio::test(start_paused = true)]

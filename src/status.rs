@@ -1,11 +1,13 @@
 //! A game's status record (`status/<game>`): read, changed under the game's
 //! lease fence, and written only when it actually changed, so a converged
-//! game costs no etcd writes.
+//! game costs no etcd writes. Under a lease, what the holder last read or
+//! wrote is kept with the lease ([`GameLease::known_status`]) and not read
+//! again: nobody else can write the record meanwhile.
 
 use std::sync::Arc;
 
 use crate::error_code::ErrorCode;
-use crate::lease::{Fence, GameLease, LeaseError};
+use crate::lease::{GameLease, LeaseError};
 use crate::model::GameRuntimeStatus;
 use crate::store::documents::{decode_status, encode_status};
 use crate::store::{KeyValue, Keys, Store, StoreError, Txn};
@@ -67,6 +69,17 @@ impl StatusStore {
         self.decode(game, kv.as_ref())
     }
 
+    /// The current record, as the holder of the game's lease sees it: read
+    /// once, then kept with the lease.
+    pub async fn read_under(&self, lease: &GameLease) -> Result<StoredStatus, StatusError> {
+        if let Some(known) = lease.known_status() {
+            return Ok(known);
+        }
+        let stored = self.read(lease.game()).await?;
+        lease.learn_status(stored.clone());
+        Ok(stored)
+    }
+
     fn decode(&self, game: &str, kv: Option<&KeyValue>) -> Result<StoredStatus, StatusError> {
         match kv {
             None => Ok(StoredStatus {
@@ -84,62 +97,69 @@ impl StatusStore {
     }
 
     /// Applies `change` to the current record and writes the result if it
-    /// differs, while `fence` still holds. Returns the record as it now is.
+    /// differs, while `lease` is still held. Returns the record as it now is.
     pub async fn update(
         &self,
-        fence: &Fence,
-        game: &str,
+        lease: &GameLease,
         change: impl FnOnce(&mut GameRuntimeStatus),
     ) -> Result<GameRuntimeStatus, StatusError> {
-        let current = self.read(game).await?;
+        let current = self.read_under(lease).await?;
         let mut next = current.status.clone();
         change(&mut next);
-        self.write(fence, game, &current, next).await
+        self.write(lease, &current, next).await
     }
 
     /// Writes `next` if it differs from `current` (read earlier under the
-    /// same lease), while `fence` still holds.
+    /// same lease), while `lease` is still held.
     pub async fn write(
         &self,
-        fence: &Fence,
-        game: &str,
+        lease: &GameLease,
         current: &StoredStatus,
         next: GameRuntimeStatus,
     ) -> Result<GameRuntimeStatus, StatusError> {
-        if next == current.status && current.mod_revision != 0 {
+        let txn = self.txn(lease, current, Some(&next));
+        if txn.then.is_empty() {
             return Ok(next);
         }
-        let key = self.keys.status(game);
-        let txn = Txn::new()
-            .when(fence.compare())
-            .put(key, encode_status(&next));
-        if self.store.txn(txn).await?.succeeded {
-            Ok(next)
-        } else {
-            Err(StatusError::LeaseLost {
-                game: game.to_owned(),
-            })
+        let outcome = self.store.txn(txn).await?;
+        if !outcome.succeeded {
+            return Err(StatusError::LeaseLost {
+                game: lease.game().to_owned(),
+            });
         }
+        self.committed(lease, Some(&next), outcome.revision);
+        Ok(next)
     }
 
     /// The transaction [`StatusStore::write`] (for `Some`) or
     /// [`StatusStore::clear`] (for `None`) runs, for a caller that adds its
-    /// own writes to it; it holds only the fence comparison when `next`
-    /// changes nothing.
+    /// own writes to it (and then calls [`StatusStore::committed`]); it holds
+    /// only the fence comparison when `next` changes nothing.
     pub fn txn(
         &self,
-        fence: &Fence,
-        game: &str,
+        lease: &GameLease,
         current: &StoredStatus,
         next: Option<&GameRuntimeStatus>,
     ) -> Txn {
-        let key = self.keys.status(game);
-        let txn = Txn::new().when(fence.compare());
+        let key = self.keys.status(lease.game());
+        let txn = Txn::new().when(lease.fence().compare());
         match next {
             None => txn.delete(key),
             Some(next) if *next == current.status && current.mod_revision != 0 => txn,
             Some(next) => txn.put(key, encode_status(next)),
         }
+    }
+
+    /// Tells the lease what a transaction from [`StatusStore::txn`] that
+    /// applied at `revision` left in the record.
+    pub fn committed(&self, lease: &GameLease, next: Option<&GameRuntimeStatus>, revision: i64) {
+        lease.learn_status(match next {
+            Some(next) => StoredStatus {
+                status: next.clone(),
+                mod_revision: revision,
+            },
+            None => StoredStatus::absent(),
+        });
     }
 
     /// Writes `next` and releases `lease` in one transaction (the last step
@@ -160,18 +180,17 @@ impl StatusStore {
         }
     }
 
-    /// Deletes the record (the game is gone), while `fence` still holds.
-    pub async fn clear(&self, fence: &Fence, game: &str) -> Result<(), StatusError> {
-        let txn = Txn::new()
-            .when(fence.compare())
-            .delete(self.keys.status(game));
-        if self.store.txn(txn).await?.succeeded {
-            Ok(())
-        } else {
-            Err(StatusError::LeaseLost {
-                game: game.to_owned(),
-            })
+    /// Deletes the record (the game is gone), while `lease` is still held.
+    pub async fn clear(&self, lease: &GameLease) -> Result<(), StatusError> {
+        let txn = self.txn(lease, &StoredStatus::absent(), None);
+        let outcome = self.store.txn(txn).await?;
+        if !outcome.succeeded {
+            return Err(StatusError::LeaseLost {
+                game: lease.game().to_owned(),
+            });
         }
+        self.committed(lease, None, outcome.revision);
+        Ok(())
     }
 
     /// Whether a record exists (a removed game keeps none).

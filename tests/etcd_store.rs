@@ -332,6 +332,33 @@ async fn a_txn_guarded_by_create_revision_is_refused_after_the_key_was_recreated
 
 #[tokio::test]
 #[ignore = "needs etcd: run scripts/test"]
+async fn a_txn_guarded_by_an_empty_prefix_applies_only_while_no_key_has_it() {
+    let store = etcd().await;
+    let keys = unique_keys("prefix-empty");
+    let log = keys.history("g1");
+    let guarded = || {
+        Txn::new()
+            .when(Compare::PrefixEmpty {
+                prefix: log.clone(),
+            })
+            .put(keys.status("g1"), b"x".to_vec())
+    };
+    // g10's log shares the text "g1" but not the prefix "g1/".
+    store
+        .create(&keys.history_entry("g10", 1), b"e".to_vec(), None)
+        .await
+        .unwrap();
+    assert!(store.txn(guarded()).await.unwrap().succeeded);
+    store
+        .create(&keys.history_entry("g1", 7), b"e".to_vec(), None)
+        .await
+        .unwrap();
+    assert!(!store.txn(guarded()).await.unwrap().succeeded);
+    wipe(store.as_ref(), &keys).await;
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
 async fn an_unreachable_etcd_fails_fast_with_a_clear_error() {
     // Port 1 on loopback: nothing listens, the connection is refused.
     let mut config = EtcdConfig::new(vec!["http://127.0.0.1:1".into()]);

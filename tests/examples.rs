@@ -47,7 +47,9 @@ fn manifests(file: &str) -> Vec<GameRuntime> {
     docs
 }
 
-/// The binary of a `cargo` example, built with the tests (`--all-targets`).
+/// The binary of a `cargo` example. `cargo test` builds examples only as
+/// test harnesses (under a hashed name), so `scripts/test` runs `cargo
+/// build --examples` first.
 fn example_binary(name: &str) -> PathBuf {
     let deps = std::env::current_exe().expect("the test binary's path");
     let profile = deps
@@ -57,7 +59,7 @@ fn example_binary(name: &str) -> PathBuf {
     let binary = profile.join("examples").join(name);
     assert!(
         binary.exists(),
-        "{} is missing: build the examples with the tests (cargo test --all-targets)",
+        "{} is missing: build the examples first (cargo build --examples), as scripts/test does",
         binary.display()
     );
     binary

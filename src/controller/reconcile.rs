@@ -5,8 +5,11 @@
 //! an action, or the status must change, does the driver take the game's
 //! lease, then observe and plan again under it (the first look may be
 //! stale), act through the lifecycle services, and write the status.
-//! Under the lease the document is re-read from etcd, so a removal is only
-//! ever done for a deletion etcd itself confirms.
+//! The lease is taken on the condition that the document and the status
+//! record are still as the first look saw them; when that holds, both are
+//! known exact under the lease and are not read again. Otherwise they are
+//! re-read from etcd, so a removal is only ever done for a deletion etcd
+//! itself confirms.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -23,8 +26,9 @@ use crate::model::{
     ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, GameRuntimeStatus, OpSource, Outcome,
     Phase, Timestamp,
 };
-use crate::runtime::{ContainerRuntime, container_name};
+use crate::runtime::{ContainerInfo, ContainerRuntime, container_name};
 use crate::status::StoredStatus;
+use crate::store::Compare;
 
 use super::plan::{Action, Cause, Observed, Settings, derive_status, plan};
 use super::watcher::{Desired, DesiredCache};
@@ -166,7 +170,7 @@ impl Reconciler {
             // a document this controller has not seen yet): leave it.
             return Ok(None);
         }
-        let observed = self.observe(game).await?;
+        let (observed, status_revision) = self.first_look(game).await?;
         let now = SystemTime::now();
         let action = plan(desired.as_ref(), &observed, now, &self.settings);
         let status = derive_status(desired.as_ref(), &observed, now, &self.settings);
@@ -182,12 +186,16 @@ impl Reconciler {
             self.track_phase(game, desired.as_ref().map(|_| status.phase));
             return Ok(requeue_for(action));
         }
-        let lease = match self.lifecycle.acquire(game, &new_id()).await {
-            Ok(lease) => lease,
+        let first = StoredStatus {
+            status: observed.status,
+            mod_revision: status_revision,
+        };
+        let (lease, known) = match self.take_lease(game, desired, first).await {
+            Ok(taken) => taken,
             Err(LeaseError::Busy { .. }) => return Ok(Some(LEASE_BUSY_RETRY)),
             Err(error) => return Err(error.into()),
         };
-        match self.act_under(&lease, game).await {
+        match self.act_under(&lease, game, known).await {
             // The status write and the release share one transaction.
             Ok(Acted {
                 status: Some(next),
@@ -210,19 +218,79 @@ impl Reconciler {
         }
     }
 
+    /// Takes the game's lease on the condition that its document (as
+    /// `desired`, from the cache) and its status record (as `first`) are
+    /// unchanged in etcd; then both are exact under the lease, and come
+    /// with it (the document returned, the status kept by the lease).
+    /// Otherwise takes it plainly, and the caller reads both again.
+    async fn take_lease(
+        &self,
+        game: &str,
+        desired: Option<GameRuntime>,
+        first: StoredStatus,
+    ) -> Result<(GameLease, Option<Option<GameRuntime>>), LeaseError> {
+        let keys = self.lifecycle.session().keys();
+        let document = keys.gameruntime(game);
+        let revision = desired.as_ref().map(|doc| {
+            doc.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|rv| rv.parse().ok())
+        });
+        let unchanged_document = match revision {
+            None => Some(Compare::Absent { key: document }),
+            Some(Some(revision)) => Some(Compare::ModRevision {
+                key: document,
+                revision,
+            }),
+            // A cached document without its revision: read it again.
+            Some(None) => None,
+        };
+        let status = keys.status(game);
+        let unchanged_status = match first.mod_revision {
+            0 => Compare::Absent { key: status },
+            revision => Compare::ModRevision {
+                key: status,
+                revision,
+            },
+        };
+        if let Some(unchanged_document) = unchanged_document {
+            let unchanged = vec![unchanged_document, unchanged_status];
+            let lease = self
+                .lifecycle
+                .session()
+                .acquire_if(game, &new_id(), unchanged)
+                .await?;
+            if let Some(lease) = lease {
+                lease.learn_status(first);
+                return Ok((lease, Some(desired)));
+            }
+        }
+        Ok((self.lifecycle.acquire(game, &new_id()).await?, None))
+    }
+
     /// Observes, plans and acts again, holding the game's lease; leaves
     /// the status write to the caller, who makes it with the release.
-    async fn act_under(&self, lease: &GameLease, game: &str) -> Result<Acted, ReconcileError> {
+    /// `known` is the document when the lease came with it.
+    async fn act_under(
+        &self,
+        lease: &GameLease,
+        game: &str,
+        known: Option<Option<GameRuntime>>,
+    ) -> Result<Acted, ReconcileError> {
         self.recover(lease, game).await?;
-        // The cache may lag; etcd is the truth (and confirms a deletion).
-        let desired = self.lifecycle.documents().get(game).await?;
+        let desired = match known {
+            Some(desired) => desired,
+            // The cache may lag; etcd is the truth (and confirms a deletion).
+            None => self.lifecycle.documents().get(game).await?,
+        };
         if desired.as_ref().is_some_and(|doc| !self.sharding.owns(doc)) {
             return Ok(Acted::done(Ok(None)));
         }
         if desired.is_none() && !self.cache.is_gone(game) {
             return Ok(Acted::done(Ok(None)));
         }
-        let observed = self.observe(game).await?;
+        let observed = self.observe_under(lease).await?;
         let action = plan(
             desired.as_ref(),
             &observed,
@@ -271,7 +339,7 @@ impl Reconciler {
                 has_status: true,
                 container: Some(container.clone()),
             },
-            Some(_) => self.observe(game).await?,
+            Some(_) => self.observe_under(lease).await?,
             None => observed,
         };
         let stored = StoredStatus {
@@ -304,7 +372,7 @@ impl Reconciler {
         game: &str,
         doc: &GameRuntime,
     ) -> Result<Option<Duration>, ReconcileError> {
-        if self.observe(game).await?.container.is_none() {
+        if self.container(game).await?.is_none() {
             return Ok(None);
         }
         let lease = match self.lifecycle.acquire(game, &new_id()).await {
@@ -326,12 +394,25 @@ impl Reconciler {
         }
     }
 
-    /// The game's status record and container (only if it is ours: a
-    /// foreign container with the game's name is left to the lifecycle,
-    /// which refuses to touch it).
-    async fn observe(&self, game: &str) -> Result<Observed, ReconcileError> {
+    /// The first look, without the lease: the game's status record (and
+    /// the revision it was read at) and its container.
+    async fn first_look(&self, game: &str) -> Result<(Observed, i64), ReconcileError> {
         let stored = self.lifecycle.status().read(game).await?;
-        let container = self
+        let revision = stored.mod_revision;
+        Ok((observed(stored, self.container(game).await?), revision))
+    }
+
+    /// The look under the game's lease: the status as the lease knows it
+    /// (read once), and the container as it is now.
+    async fn observe_under(&self, lease: &GameLease) -> Result<Observed, ReconcileError> {
+        let stored = self.lifecycle.status().read_under(lease).await?;
+        Ok(observed(stored, self.container(lease.game()).await?))
+    }
+
+    /// The game's container, only if it is ours: a foreign container with
+    /// the game's name is left to the lifecycle, which refuses to touch it.
+    async fn container(&self, game: &str) -> Result<Option<ContainerInfo>, ReconcileError> {
+        Ok(self
             .runtime
             .inspect_container(&container_name(game))
             .await?
@@ -339,12 +420,7 @@ impl Reconciler {
                 c.is_managed()
                     && c.game() == Some(game)
                     && c.prefix() == Some(self.lifecycle.prefix())
-            });
-        Ok(Observed {
-            status: stored.status,
-            has_status: stored.mod_revision != 0,
-            container,
-        })
+            }))
     }
 
     /// A running container the status does not know yet (a lost status,
@@ -356,7 +432,8 @@ impl Reconciler {
     }
 
     /// Who asked: a change of the document carries its annotations; drift
-    /// the controller repairs on its own is `reconcile`.
+    /// the controller repairs on its own is `reconcile`. The operation acts
+    /// on the document the plan was made with.
     fn request(
         &self,
         game: &str,
@@ -380,7 +457,7 @@ impl Reconciler {
             }),
             _ => false,
         };
-        match doc.filter(|_| requested) {
+        let request = match doc.filter(|_| requested) {
             Some(doc) => {
                 let annotations = &doc.metadata.annotations;
                 let op_source = annotations
@@ -394,6 +471,10 @@ impl Reconciler {
                 OpRequest::new(game, op_source).with_source_ref(source_ref)
             }
             None => OpRequest::new(game, OpSource::Reconcile),
+        };
+        match doc {
+            Some(doc) => request.with_document(doc.clone()),
+            None => request,
         }
     }
 
@@ -552,6 +633,14 @@ fn resolve_aborted(entry: &mut HistoryEntry, holder: &str) {
         "interrupted before it finished (controller crash or shutdown); resolved by {holder}"
     ));
     entry.finished_at = Some(Timestamp::now());
+}
+
+fn observed(stored: StoredStatus, container: Option<ContainerInfo>) -> Observed {
+    Observed {
+        status: stored.status,
+        has_status: stored.mod_revision != 0,
+        container,
+    }
 }
 
 fn requeue_for(action: Action) -> Option<Duration> {

@@ -48,6 +48,12 @@ pub struct OpRequest {
     /// The caller's reference (request id, user); reused as the correlation
     /// id of a restart's entries. Empty when the caller has none.
     pub source_ref: String,
+    /// The document the caller planned the operation with, read (or known
+    /// unchanged) under the game's lease: the operation acts on it instead
+    /// of reading it again, so the plan and the action see one version. A
+    /// newer version is the next reconcile's (the watch has queued it).
+    /// `None`: the operation reads the document itself.
+    pub document: Option<Box<GameRuntime>>,
 }
 
 impl OpRequest {
@@ -56,11 +62,18 @@ impl OpRequest {
             game: game.into(),
             op_source,
             source_ref: String::new(),
+            document: None,
         }
     }
 
     pub fn with_source_ref(mut self, source_ref: impl Into<String>) -> Self {
         self.source_ref = source_ref.into();
+        self
+    }
+
+    /// Acts on `document` (see [`OpRequest::document`]).
+    pub fn with_document(mut self, document: GameRuntime) -> Self {
+        self.document = Some(Box::new(document));
         self
     }
 }
@@ -177,16 +190,19 @@ enum StatusChange {
     /// The game is gone: delete the record.
     Clear,
     /// Only the last operation changes (an outer restart entry, whose inner
-    /// start recorded the container).
-    LastOperationOnly,
+    /// start recorded the container: `container`, as that start left it).
+    LastOperationOnly {
+        container: Option<Box<ContainerInfo>>,
+    },
 }
 
 impl StatusChange {
-    /// The container a `Set` records, as inspected.
+    /// The container the change records, as last inspected.
     fn container(&self) -> Option<ContainerInfo> {
         match self {
             StatusChange::Set { container, .. } => container.as_ref().map(|c| (*c.info).clone()),
-            _ => None,
+            StatusChange::LastOperationOnly { container } => container.as_deref().cloned(),
+            StatusChange::Clear => None,
         }
     }
 }
@@ -433,19 +449,16 @@ impl Lifecycle {
         op: &Appended,
         change: StatusChange,
     ) -> Option<(Appended, Option<crate::model::GameRuntimeStatus>)> {
-        let game = &op.entry.game_id;
         let (current, next) = match change {
             // A deletion needs no look at the record first.
             StatusChange::Clear => (crate::status::StoredStatus::absent(), None),
             change => {
-                let current = self.status.read(game).await.ok()?;
+                let current = self.status.read_under(lease).await.ok()?;
                 let next = self.changed_status(&op.entry, change, &current.status);
                 (current, next)
             }
         };
-        let mut txn = self
-            .status
-            .txn(lease.fence(), game, &current, next.as_ref());
+        let mut txn = self.status.txn(lease, &current, next.as_ref());
         let mut done = op.clone();
         done.entry.succeed();
         let finish = self.history.finish_txn(&done);
@@ -459,6 +472,8 @@ impl Lifecycle {
         if !outcome.succeeded {
             return None;
         }
+        self.status
+            .committed(lease, next.as_ref(), outcome.revision);
         self.history.written(&done);
         Some((done, next))
     }
@@ -475,7 +490,7 @@ impl Lifecycle {
         let last = last_operation(entry, Outcome::Success, None);
         match change {
             StatusChange::Clear => return None,
-            StatusChange::LastOperationOnly => status.last_operation = Some(last),
+            StatusChange::LastOperationOnly { .. } => status.last_operation = Some(last),
             StatusChange::Set {
                 phase,
                 container,
@@ -514,19 +529,13 @@ impl Lifecycle {
         entry: &HistoryEntry,
         change: StatusChange,
     ) -> Result<Option<crate::model::GameRuntimeStatus>, Failure> {
-        let fence = lease.fence();
-        let game = &entry.game_id;
         let recorded_container = matches!(change, StatusChange::Set { .. });
         let written = match change {
-            StatusChange::Clear => self.status.clear(fence, game).await.map(|()| None),
-            change => match self.status.read(game).await {
+            StatusChange::Clear => self.status.clear(lease).await.map(|()| None),
+            change => match self.status.read_under(lease).await {
                 Ok(current) => match self.changed_status(entry, change, &current.status) {
-                    Some(next) => self
-                        .status
-                        .write(fence, game, &current, next)
-                        .await
-                        .map(Some),
-                    None => self.status.clear(fence, game).await.map(|()| None),
+                    Some(next) => self.status.write(lease, &current, next).await.map(Some),
+                    None => self.status.clear(lease).await.map(|()| None),
                 },
                 Err(e) => Err(e),
             },
@@ -557,9 +566,7 @@ impl Lifecycle {
         let last = last_operation(entry, Outcome::Failure, Some(failure));
         let result = self
             .status
-            .update(lease.fence(), &entry.game_id, |status| {
-                status.last_operation = Some(last)
-            })
+            .update(lease, |status| status.last_operation = Some(last))
             .await;
         if let Err(error) = result {
             warn!(game = %entry.game_id, %error, "recording the failure in the status failed");
@@ -586,12 +593,20 @@ impl Lifecycle {
         }
     }
 
-    /// The desired-state document, or `not_found`.
-    async fn load(&self, game: &str) -> Result<GameRuntime, Failure> {
-        self.documents.get(game).await?.ok_or_else(|| {
+    /// The document an operation acts on: the request's, or etcd's.
+    async fn document(&self, request: &OpRequest) -> Result<Option<GameRuntime>, Failure> {
+        match &request.document {
+            Some(doc) => Ok(Some((**doc).clone())),
+            None => Ok(self.documents.get(&request.game).await?),
+        }
+    }
+
+    /// The document an operation acts on, or `not_found`.
+    async fn load(&self, request: &OpRequest) -> Result<GameRuntime, Failure> {
+        self.document(request).await?.ok_or_else(|| {
             Failure::new(
                 ErrorCode::NotFound,
-                format!("gameruntime/{game} does not exist"),
+                format!("gameruntime/{} does not exist", request.game),
             )
         })
     }

@@ -31,7 +31,7 @@ impl Lifecycle {
         };
         // The record is checked before the correlation id exists: these
         // failures keep the request's own source_ref, as in the Go service.
-        let image = match self.restart_record(lease).await {
+        let image = match self.restart_record(lease, request).await {
             Ok(image) => image,
             Err(failure) => return self.conclude(lease, outer, Err(failure)).await,
         };
@@ -53,10 +53,14 @@ impl Lifecycle {
 
     /// Loads what a restart needs: the document (missing → `not_found`, or
     /// `conflict` when the game was removed) and its image.
-    async fn restart_record(&self, lease: &GameLease) -> Result<String, Failure> {
+    async fn restart_record(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+    ) -> Result<String, Failure> {
         let game = lease.game();
-        let status = self.status.read(game).await?;
-        let Some(doc) = self.documents.get(game).await? else {
+        let status = self.status.read_under(lease).await?;
+        let Some(doc) = self.document(request).await? else {
             return Err(if status.mod_revision != 0 {
                 Failure::new(
                     ErrorCode::Conflict,
@@ -115,7 +119,9 @@ impl Lifecycle {
         failpoint::hit("restart.before_status");
         // The inner start recorded the new container in the status; the
         // outer entry only adds itself as the last operation.
-        Ok(StatusChange::LastOperationOnly)
+        Ok(StatusChange::LastOperationOnly {
+            container: start.container.map(Box::new),
+        })
     }
 }
 

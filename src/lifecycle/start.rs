@@ -29,17 +29,18 @@ impl Lifecycle {
             Ok(op) => op,
             Err(failure) => return self.reject(OpKind::Start, request, op_id, failure).await,
         };
-        let result = self.start_steps(lease, &mut op.entry).await;
+        let result = self.start_steps(lease, request, &mut op.entry).await;
         self.conclude(lease, op, result).await
     }
 
     async fn start_steps(
         &self,
         lease: &GameLease,
+        request: &OpRequest,
         entry: &mut crate::history::HistoryEntry,
     ) -> Result<StatusChange, Failure> {
         let game = lease.game();
-        let doc = self.load(game).await?;
+        let doc = self.load(request).await?;
         let spec = container_spec(&doc, self.prefix(), &entry.op_id);
         entry.image_ref = spec.image.clone();
 

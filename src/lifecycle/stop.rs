@@ -31,19 +31,20 @@ impl Lifecycle {
             Ok(op) => op,
             Err(failure) => return self.reject(OpKind::Stop, request, op_id, failure).await,
         };
-        let result = self.stop_steps(lease, &mut op.entry).await;
+        let result = self.stop_steps(lease, request, &mut op.entry).await;
         self.conclude(lease, op, result).await
     }
 
     async fn stop_steps(
         &self,
         lease: &GameLease,
+        request: &OpRequest,
         entry: &mut HistoryEntry,
     ) -> Result<StatusChange, Failure> {
         let game = lease.game();
         // The document may be gone (a remove stops what is left): the
         // container is still stopped, with the default timeout.
-        let doc = self.documents.get(game).await?;
+        let doc = self.document(request).await?;
         let (timeout, hostname) = match &doc {
             Some(doc) => (doc.spec.stop_timeout, effective_hostname(doc)),
             None => (DEFAULT_STOP_TIMEOUT, game.to_owned()),

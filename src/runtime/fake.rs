@@ -72,6 +72,9 @@ struct Shared {
 struct State {
     /// By container id.
     containers: BTreeMap<String, FakeContainer>,
+    /// Container name → id, so that a lookup by name does not scan every
+    /// container (the scale benchmark holds 100,000).
+    names: HashMap<String, String>,
     /// Image reference → image id.
     images: BTreeMap<String, String>,
     next_serial: u64,
@@ -122,6 +125,7 @@ impl FakeRuntime {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     containers: BTreeMap::new(),
+                    names: HashMap::new(),
                     images: BTreeMap::new(),
                     next_serial: 1,
                     failures: HashMap::new(),
@@ -354,13 +358,17 @@ impl State {
             return Some(name_or_id.to_owned());
         }
         let name = name_or_id.trim_start_matches('/');
-        if let Some(c) = self.containers.values().find(|c| c.info.name == name) {
-            return Some(c.info.id.clone());
+        if let Some(id) = self.names.get(name) {
+            return Some(id.clone());
         }
         let mut prefixed = self
             .containers
-            .keys()
-            .filter(|id| id.starts_with(name_or_id));
+            .range::<str, _>((
+                std::ops::Bound::Included(name_or_id),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(id, _)| id)
+            .take_while(|id| id.starts_with(name_or_id));
         match (prefixed.next(), prefixed.next()) {
             (Some(id), None) => Some(id.clone()),
             _ => None,
@@ -408,7 +416,9 @@ impl State {
             self.exit(id, EXIT_SIGKILL, false);
         }
         self.emit(id, "destroy");
-        self.containers.remove(id);
+        if let Some(gone) = self.containers.remove(id) {
+            self.names.remove(&gone.info.name);
+        }
     }
 
     fn restart_event_streams(&mut self) {
@@ -419,6 +429,9 @@ impl State {
 
     fn host_port_holder(&self, id: &str) -> Option<String> {
         let wanted = &self.containers.get(id)?.spec.ports;
+        if wanted.iter().all(|p| p.host_port.is_none()) {
+            return None;
+        }
         for other in self.containers.values() {
             if other.info.id == id || !other.info.is_running() {
                 continue;
@@ -483,7 +496,7 @@ impl ContainerRuntime for FakeRuntime {
                 image: spec.image.clone(),
             });
         };
-        if state.containers.values().any(|c| c.info.name == spec.name) {
+        if state.names.contains_key(&spec.name) {
             return Err(RuntimeError::NameConflict {
                 name: spec.name.clone(),
             });
@@ -505,6 +518,7 @@ impl ContainerRuntime for FakeRuntime {
             finished_at: None,
             error: None,
         };
+        state.names.insert(spec.name.clone(), id.clone());
         state.containers.insert(
             id.clone(),
             FakeContainer {

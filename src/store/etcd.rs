@@ -275,6 +275,11 @@ fn compare(compare: Compare) -> EtcdCompare {
             EtcdCompare::create_revision(key, CompareOp::Equal, revision)
         }
         Compare::Value { key, value } => EtcdCompare::value(key, CompareOp::Equal, value),
+        // Over a range, etcd compares every key in it, and an empty range
+        // as one absent key: "created at 0" holds only when none exists.
+        Compare::PrefixEmpty { prefix } => {
+            EtcdCompare::create_revision(prefix, CompareOp::Equal, 0).with_prefix()
+        }
     }
 }
 

@@ -36,6 +36,16 @@ struct State {
     outage: Option<StoreError>,
     /// The next calls fail with these errors, one each (fault injection).
     scripted: std::collections::VecDeque<StoreError>,
+    /// Requests served, for tests of what an operation costs.
+    requests: Requests,
+}
+
+/// How many requests a [`MemoryStore`] served, by kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Requests {
+    /// `get`, `list` and `newest`.
+    pub reads: usize,
+    pub txns: usize,
 }
 
 #[derive(Debug)]
@@ -80,6 +90,11 @@ impl MemoryStore {
 
     pub fn recover(&self) {
         self.lock().outage = None;
+    }
+
+    /// The requests served so far.
+    pub fn requests(&self) -> Requests {
+        self.lock().requests
     }
 
     /// Every key and value, for assertions.
@@ -151,16 +166,21 @@ impl State {
     }
 
     fn holds(&self, compare: &Compare) -> bool {
-        let current = self.keys.get(compare.key());
+        let current = || self.keys.get(compare.key());
         match compare {
-            Compare::Absent { .. } => current.is_none(),
+            Compare::Absent { .. } => current().is_none(),
             Compare::ModRevision { revision, .. } => {
-                current.is_some_and(|kv| kv.mod_revision == *revision)
+                current().is_some_and(|kv| kv.mod_revision == *revision)
             }
             Compare::CreateRevision { revision, .. } => {
-                current.is_some_and(|kv| kv.create_revision == *revision)
+                current().is_some_and(|kv| kv.create_revision == *revision)
             }
-            Compare::Value { value, .. } => current.is_some_and(|kv| &kv.value == value),
+            Compare::Value { value, .. } => current().is_some_and(|kv| &kv.value == value),
+            Compare::PrefixEmpty { prefix } => self
+                .keys
+                .range::<String, _>(prefix..)
+                .next()
+                .is_none_or(|(key, _)| !key.starts_with(prefix.as_str())),
         }
     }
 
@@ -212,11 +232,14 @@ impl State {
 #[async_trait]
 impl Store for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        Ok(self.begin()?.keys.get(key).cloned())
+        let mut state = self.begin()?;
+        state.requests.reads += 1;
+        Ok(state.keys.get(key).cloned())
     }
 
     async fn list(&self, prefix: &str, at: Option<Revision>) -> Result<Listing, StoreError> {
-        let state = self.begin()?;
+        let mut state = self.begin()?;
+        state.requests.reads += 1;
         if let Some(at) = at {
             // Only the latest revision is kept in full; an older snapshot
             // is available from the log only for keys untouched since.
@@ -246,7 +269,8 @@ impl Store for MemoryStore {
     }
 
     async fn newest(&self, prefix: &str, limit: usize) -> Result<Vec<KeyValue>, StoreError> {
-        let state = self.begin()?;
+        let mut state = self.begin()?;
+        state.requests.reads += 1;
         Ok(state
             .keys
             .range(prefix.to_owned()..)
@@ -261,6 +285,7 @@ impl Store for MemoryStore {
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
         let mut state = self.begin()?;
+        state.requests.txns += 1;
         if !txn.when.iter().all(|compare| state.holds(compare)) {
             return Ok(TxnOutcome {
                 succeeded: false,
@@ -406,6 +431,23 @@ mod tests {
             .await
             .expect("watch produced nothing: an event was not published")
             .expect("watch ended early")
+    }
+
+    #[tokio::test]
+    async fn a_txn_guarded_by_an_empty_prefix_applies_only_while_no_key_has_it() {
+        let store = MemoryStore::new();
+        let guarded = || {
+            Txn::new()
+                .when(Compare::PrefixEmpty {
+                    prefix: "/h/g1/".into(),
+                })
+                .put("/s/g1", b"x".to_vec())
+        };
+        store.create("/h/g10/1", b"e".to_vec(), None).await.unwrap();
+        store.create("/h/g0/1", b"e".to_vec(), None).await.unwrap();
+        assert!(store.txn(guarded()).await.unwrap().succeeded);
+        store.create("/h/g1/7", b"e".to_vec(), None).await.unwrap();
+        assert!(!store.txn(guarded()).await.unwrap().succeeded);
     }
 
     #[tokio::test]

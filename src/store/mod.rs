@@ -67,6 +67,8 @@ pub enum Compare {
     CreateRevision { key: String, revision: Revision },
     /// The key exists and holds exactly `value`.
     Value { key: String, value: Vec<u8> },
+    /// No key starts with `prefix` (an empty log, say).
+    PrefixEmpty { prefix: String },
 }
 
 impl Compare {
@@ -75,7 +77,8 @@ impl Compare {
             Compare::Absent { key }
             | Compare::ModRevision { key, .. }
             | Compare::CreateRevision { key, .. }
-            | Compare::Value { key, .. } => key,
+            | Compare::Value { key, .. }
+            | Compare::PrefixEmpty { prefix: key } => key,
         }
     }
 }

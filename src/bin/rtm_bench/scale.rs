@@ -47,6 +47,7 @@ pub async fn run(args: &Args) -> Result<Report> {
         let bench = Bench::new(&format!("scale{n}"), "s").await?;
         let result = one(args, &bench, n, &mut report).await;
         bench.wipe().await?;
+        wipe_baseline(&bench).await?;
         result?;
     }
     Ok(report)
@@ -160,6 +161,24 @@ fn etcd_mean_ms(snapshot: &Value) -> f64 {
 /// simulated Docker, each with one status-sized etcd write (the least any
 /// controller records), at the controller's concurrency.
 async fn baseline(args: &Args, bench: &Bench, n: usize) -> Result<Value> {
+    let result = run_baseline(args, bench, n).await;
+    // Its keys go at once (also when it failed), so that they never weigh
+    // on the controller run.
+    wipe_baseline(bench).await?;
+    result
+}
+
+async fn wipe_baseline(bench: &Bench) -> Result<()> {
+    let keys = rtmanager::store::Keys::new(&baseline_prefix(bench))?;
+    rtmanager::store::Store::txn(
+        bench.store.as_ref(),
+        rtmanager::store::Txn::new().delete_prefix(keys.root()),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn run_baseline(args: &Args, bench: &Bench, n: usize) -> Result<Value> {
     let output = tokio::process::Command::new(std::env::current_exe()?)
         .arg("child-fake-baseline")
         .arg(format!("--games={n}"))
@@ -169,22 +188,18 @@ async fn baseline(args: &Args, bench: &Bench, n: usize) -> Result<Value> {
         ))
         .arg(format!("--concurrency={}", args.concurrency))
         .arg(format!("--etcd-prefix={}", baseline_prefix(bench)))
-        .output()
-        .await?;
-    let result: Value = serde_json::from_slice(&output.stdout).map_err(|e| {
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::select! {
+        _ = super::harness::interrupted().cancelled() => return Err(error("interrupted")),
+        output = output => output?,
+    };
+    serde_json::from_slice(&output.stdout).map_err(|e| {
         error(format!(
             "the baseline child printed no result ({e}): {}",
             String::from_utf8_lossy(&output.stderr)
         ))
-    })?;
-    // Its keys go at once, so that they never weigh on the controller run.
-    let keys = rtmanager::store::Keys::new(&baseline_prefix(bench))?;
-    rtmanager::store::Store::txn(
-        bench.store.as_ref(),
-        rtmanager::store::Txn::new().delete_prefix(keys.root()),
-    )
-    .await?;
-    Ok(result)
+    })
 }
 
 fn baseline_prefix(bench: &Bench) -> String {

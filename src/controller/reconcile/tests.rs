@@ -322,3 +322,82 @@ async fn a_game_moved_to_another_node_leaves_this_host_without_touching_its_stat
     );
     assert!(entry.note.as_deref().unwrap().contains("node-b"));
 }
+
+/// The etcd requests one reconcile makes, by kind (BENCHMARKS.md).
+async fn requests_of(w: &World, game: &str) -> crate::store::memory::Requests {
+    let before = w.store.requests();
+    w.reconciler.reconcile(game).await.unwrap();
+    let after = w.store.requests();
+    crate::store::memory::Requests {
+        reads: after.reads - before.reads,
+        txns: after.txns - before.txns,
+    }
+}
+
+#[tokio::test]
+async fn starting_a_new_game_costs_two_reads_and_four_transactions() {
+    let w = world().await;
+    w.apply(game("g1", "")).await;
+    // Reads: the first look's status, the history (recovery). Transactions:
+    // the lease (taken on the unchanged document and status), the
+    // in-progress entry, the status with the finished entry, the final
+    // status with the release.
+    let cost = requests_of(&w, "g1").await;
+    assert_eq!((cost.reads, cost.txns), (2, 4), "{cost:?}");
+    assert_eq!(w.runtime.count(FakeOp::Start), 1);
+    // The follow-up look: one read, no write.
+    let cost = requests_of(&w, "g1").await;
+    assert_eq!((cost.reads, cost.txns), (1, 0), "{cost:?}");
+}
+
+#[tokio::test]
+async fn a_restart_costs_two_reads_and_eight_transactions() {
+    let w = world().await;
+    w.apply(game("g1", "")).await;
+    w.converge("g1").await;
+    let mut doc = game("g1", "");
+    doc.spec.restart_token = "t-1".into();
+    w.apply(doc).await;
+    // Transactions: the lease, the outer entry, the inner stop's entry and
+    // its conclusion, the inner start's two, the outer conclusion, the
+    // final status with the release.
+    let cost = requests_of(&w, "g1").await;
+    assert_eq!((cost.reads, cost.txns), (2, 8), "{cost:?}");
+    assert_eq!(w.runtime.count(FakeOp::Create), 2);
+}
+
+#[tokio::test]
+async fn a_cache_that_lags_behind_etcd_is_not_acted_on() {
+    let w = world().await;
+    w.apply(game("g1", "")).await;
+    w.converge("g1").await;
+    // The cache learns of restart t-1, but etcd already holds t-2: the
+    // lease is not taken on the cached version, and the restart answers
+    // the stored one.
+    let mut cached = game("g1", "");
+    cached.spec.restart_token = "t-1".into();
+    let cached = w.apply(cached).await;
+    let mut newer = game("g1", "");
+    newer.spec.restart_token = "t-2".into();
+    let rv = cached
+        .metadata
+        .resource_version
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    w.documents.update(&newer, rv).await.unwrap();
+    w.cache
+        .apply("g1".into(), Some(Desired::Valid(Box::new(cached))));
+    w.reconciler.reconcile("g1").await.unwrap();
+    let status = w
+        .reconciler
+        .lifecycle()
+        .status()
+        .read("g1")
+        .await
+        .unwrap()
+        .status;
+    assert_eq!(status.observed_restart_token.as_deref(), Some("t-2"));
+    assert_eq!(w.runtime.count(FakeOp::Create), 2, "one restart");
+}
