@@ -431,18 +431,19 @@ impl GameLease {
     }
 
     /// Applies `last` (the operation's last writes) and deletes the lease
-    /// key in one transaction, if the lease is still ours; returns whether
-    /// it was (when not, nothing was written). The last write under a lease
+    /// key in one transaction, if the lease is still ours; returns the
+    /// revision it applied at, or `None` when the lease was no longer ours
+    /// (then nothing was written). The last write under a lease
     /// and its release then cost one round trip and one etcd revision, not
     /// two (BENCHMARKS.md). When etcd fails, a plain release is still
     /// tried, so the game is not left blocked until the session ends.
-    pub async fn release_with(mut self, last: Txn) -> Result<bool, LeaseError> {
+    pub async fn release_with(mut self, last: Txn) -> Result<Option<Revision>, LeaseError> {
         self.released = true;
         let txn = last
             .when(self.fence.compare())
             .delete(self.fence.key.clone());
         match self.session.store.txn(txn).await {
-            Ok(outcome) => Ok(outcome.succeeded),
+            Ok(outcome) => Ok(outcome.succeeded.then_some(outcome.revision)),
             Err(error) => {
                 if let Err(again) = release(&self.session, &self.fence).await {
                     warn!(key = %self.fence.key, error = %again, "releasing the game lease failed too");

@@ -145,8 +145,8 @@ impl Metrics {
             ),
             watch_restarts: counter_vec(
                 "rtmanager_etcd_watch_restarts_total",
-                "Relists of the desired state after the etcd watch ended, by reason.",
-                &["reason"],
+                "Relists after an etcd watch ended, by watch and reason.",
+                &["watch", "reason"],
             ),
             games: register(
                 r,
@@ -173,8 +173,10 @@ impl Metrics {
     /// Label values that exist from the start, so that dashboards and
     /// alerts see a 0 rather than no series.
     fn initialise(&self) {
-        for reason in ["compacted", "broken"] {
-            self.watch_restarts.with_label_values(&[reason]);
+        for watch in ["gameruntimes", "status"] {
+            for reason in ["compacted", "broken"] {
+                self.watch_restarts.with_label_values(&[watch, reason]);
+            }
         }
         for result in ["ok", "failed", "timed_out", "panicked"] {
             self.reconciles.with_label_values(&[result]);

@@ -164,17 +164,20 @@ impl StatusStore {
 
     /// Writes `next` and releases `lease` in one transaction (the last step
     /// of a reconcile under the lease), if the lease is still held; the
-    /// lease is released in any case.
+    /// lease is released in any case. Returns the record as written.
     pub async fn write_and_release(
         &self,
         lease: GameLease,
         next: &GameRuntimeStatus,
-    ) -> Result<(), StatusError> {
+    ) -> Result<StoredStatus, StatusError> {
         let game = lease.game().to_owned();
         let txn = Txn::new().put(self.keys.status(&game), encode_status(next));
         match lease.release_with(txn).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(StatusError::LeaseLost { game }),
+            Ok(Some(revision)) => Ok(StoredStatus {
+                status: next.clone(),
+                mod_revision: revision,
+            }),
+            Ok(None) => Err(StatusError::LeaseLost { game }),
             Err(LeaseError::Store(error)) => Err(error.into()),
             Err(_) => Err(StatusError::LeaseLost { game }),
         }

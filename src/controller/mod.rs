@@ -5,6 +5,7 @@
 //! Docker events ───────────────────────┼─► queue ─► workers ─► reconcile
 //! sweep (resync, GC) ──────────────────┘   (dedup,    (bounded,   observe → plan
 //!                                           delays)    backoff)   → act → record
+//! status watch ─► status cache (the first look of a reconcile)
 //! ```
 //!
 //! [`run`] wires the stages and owns shutdown: the first cancellation of
@@ -19,9 +20,11 @@
 pub mod backoff;
 pub mod config;
 pub mod events;
+mod mirror;
 pub mod plan;
 pub mod queue;
 pub mod reconcile;
+pub mod status_cache;
 pub mod sweep;
 pub mod watcher;
 
@@ -46,6 +49,7 @@ use self::backoff::Backoff;
 use self::config::ControllerConfig;
 use self::queue::WorkQueue;
 use self::reconcile::{Reconciler, Sharding};
+use self::status_cache::{StatusCache, StatusMirror};
 use self::watcher::DesiredCache;
 
 /// Bound on one Docker call (stops get their stopTimeout on top).
@@ -131,6 +135,21 @@ pub async fn run_with(
         metrics.clone(),
         stages.clone(),
     ));
+    let statuses = Arc::new(StatusCache::new());
+    let status_mirror = StatusMirror {
+        store: store.clone(),
+        keys: keys.clone(),
+        cache: statuses.clone(),
+    };
+    let (status_metrics, status_stop) = (metrics.clone(), stages.clone());
+    background.spawn(async move {
+        mirror::run(&status_mirror, &status_metrics, status_stop).await;
+    });
+    let shared = Shared {
+        cache: cache.clone(),
+        statuses,
+        queue: queue.clone(),
+    };
     background.spawn(events::run(
         runtime.clone(),
         cache.clone(),
@@ -164,10 +183,7 @@ pub async fn run_with(
         session_backoff.reset();
         session_ok.store(true, Ordering::SeqCst);
         announce(&session, &config).await;
-        run_session(
-            &config, &session, &runtime, &cache, &queue, &metrics, &shutdown,
-        )
-        .await;
+        run_session(&config, &session, &runtime, &shared, &metrics, &shutdown).await;
         session_ok.store(false, Ordering::SeqCst);
         if let Err(error) = session.close().await {
             warn!(%error, "revoking the etcd session failed; its leases expire after one TTL");
@@ -187,17 +203,29 @@ pub async fn run_with(
     Ok(())
 }
 
+/// What outlives an etcd session: the copies the watches keep, and the
+/// work queue.
+struct Shared {
+    cache: Arc<DesiredCache>,
+    statuses: Arc<StatusCache>,
+    queue: Arc<WorkQueue>,
+}
+
 /// Runs workers and the sweep under one session until it is lost or
 /// shutdown is asked; then drains the workers.
 async fn run_session(
     config: &ControllerConfig,
     session: &Arc<Session>,
     runtime: &Arc<dyn ContainerRuntime>,
-    cache: &Arc<DesiredCache>,
-    queue: &Arc<WorkQueue>,
+    shared: &Shared,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) {
+    let Shared {
+        cache,
+        statuses,
+        queue,
+    } = shared;
     let lifecycle = Lifecycle::new(
         runtime.clone(),
         session.clone(),
@@ -209,13 +237,16 @@ async fn run_session(
         node: config.node_name.clone(),
         take_unassigned: config.take_unassigned,
     };
-    let reconciler = Arc::new(Reconciler::new(
-        lifecycle.clone(),
-        cache.clone(),
-        sharding,
-        plan::Settings::default(),
-        metrics.clone(),
-    ));
+    let reconciler = Arc::new(
+        Reconciler::new(
+            lifecycle.clone(),
+            cache.clone(),
+            sharding,
+            plan::Settings::default(),
+            metrics.clone(),
+        )
+        .with_status_cache(statuses.clone()),
+    );
     // Workers stop taking work when this is cancelled: on shutdown or when
     // the session is lost.
     let stop_work = CancellationToken::new();

@@ -31,6 +31,7 @@ use crate::status::StoredStatus;
 use crate::store::Compare;
 
 use super::plan::{Action, Cause, Observed, Settings, derive_status, plan};
+use super::status_cache::StatusCache;
 use super::watcher::{Desired, DesiredCache};
 
 /// Look again this soon after acting, to confirm convergence.
@@ -115,6 +116,8 @@ pub struct Reconciler {
     lifecycle: Lifecycle,
     runtime: Arc<dyn ContainerRuntime>,
     cache: Arc<DesiredCache>,
+    /// The status records as the status watch keeps them, for first looks.
+    statuses: Arc<StatusCache>,
     sharding: Sharding,
     settings: Settings,
     metrics: Metrics,
@@ -137,12 +140,20 @@ impl Reconciler {
             runtime: lifecycle.runtime().clone(),
             lifecycle,
             cache,
+            statuses: Arc::new(StatusCache::new()),
             sharding,
             settings,
             metrics,
             recovered: Mutex::new(HashSet::new()),
             phases: Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// First looks read `statuses` (kept by the status watch) instead of
+    /// etcd while it follows etcd; without it they always read etcd.
+    pub fn with_status_cache(mut self, statuses: Arc<StatusCache>) -> Self {
+        self.statuses = statuses;
+        self
     }
 
     pub fn lifecycle(&self) -> &Lifecycle {
@@ -201,10 +212,13 @@ impl Reconciler {
                 status: Some(next),
                 result,
             }) => {
-                self.lifecycle
+                let written = self
+                    .lifecycle
                     .status()
                     .write_and_release(lease, &next)
                     .await?;
+                let revision = written.mod_revision;
+                self.statuses.learn(game, written, revision);
                 self.metrics.status_writes.inc();
                 self.track_phase(game, Some(next.phase));
                 result
@@ -394,10 +408,13 @@ impl Reconciler {
         }
     }
 
-    /// The first look, without the lease: the game's status record (and
-    /// the revision it was read at) and its container.
+    /// The first look, without the lease: the game's status record (from
+    /// the status cache, else etcd; with its revision) and its container.
     async fn first_look(&self, game: &str) -> Result<(Observed, i64), ReconcileError> {
-        let stored = self.lifecycle.status().read(game).await?;
+        let stored = match self.statuses.get(game) {
+            Some(known) => known,
+            None => self.lifecycle.status().read(game).await?,
+        };
         let revision = stored.mod_revision;
         Ok((observed(stored, self.container(game).await?), revision))
     }

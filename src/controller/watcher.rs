@@ -1,6 +1,7 @@
 //! The desired-state watcher: lists every document at a revision R, then
-//! watches from R + 1, keeping an in-memory copy of every document (the
-//! cache reconciles read) and queueing each game whose document changed.
+//! watches from R + 1 ([`super::mirror`]), keeping an in-memory copy of
+//! every document (the cache reconciles read) and queueing each game whose
+//! document changed.
 //!
 //! When the watch ends (compaction, a broken connection, etcd restarting)
 //! it relists with jittered exponential backoff and diffs the listing
@@ -9,18 +10,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 use crate::model::GameRuntime;
-use crate::store::{Documents, StoreError, WatchEvent};
+use crate::store::documents::DocumentError;
+use crate::store::{Documents, Revision, Store, WatchEvent};
 
-use super::backoff::Backoff;
+use super::mirror::Mirror;
 use super::queue::WorkQueue;
 
 /// What the cache holds for one game.
@@ -172,11 +172,7 @@ impl DesiredCache {
     }
 }
 
-/// Bounds of the relist backoff.
-const RELIST_MIN: Duration = Duration::from_millis(200);
-const RELIST_MAX: Duration = Duration::from_secs(30);
-
-/// Runs until `shutdown`: list, watch, relist.
+/// Runs until `shutdown`: list, watch, relist (see [`super::mirror`]).
 pub async fn run(
     documents: Documents,
     cache: Arc<DesiredCache>,
@@ -184,33 +180,58 @@ pub async fn run(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(RELIST_MIN, RELIST_MAX);
-    let prefix = documents.keys().gameruntimes();
-    loop {
-        let revision = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            listed = relist(&documents, &cache, &queue) => match listed {
-                Ok(revision) => revision,
+    let mirror = DesiredMirror {
+        documents,
+        cache,
+        queue,
+    };
+    super::mirror::run(&mirror, &metrics, shutdown).await;
+}
+
+/// The desired state as the cache follows it: every change queues its game.
+struct DesiredMirror {
+    documents: Documents,
+    cache: Arc<DesiredCache>,
+    queue: Arc<WorkQueue>,
+}
+
+impl Mirror for DesiredMirror {
+    type Error = DocumentError;
+
+    fn what(&self) -> &'static str {
+        "gameruntimes"
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        self.documents.store()
+    }
+
+    fn prefix(&self) -> String {
+        self.documents.keys().gameruntimes()
+    }
+
+    async fn relist(&self) -> Result<Revision, DocumentError> {
+        relist(&self.documents, &self.cache, &self.queue).await
+    }
+
+    fn apply(&self, event: WatchEvent) {
+        let keys = self.documents.keys();
+        let Some(game) = keys.name_of(&keys.gameruntimes(), event.key()) else {
+            return;
+        };
+        let game = game.to_owned();
+        let doc = match &event {
+            WatchEvent::Put(kv) => Some(match self.documents.decode(kv) {
+                Ok(doc) => Desired::Valid(Box::new(doc)),
                 Err(error) => {
-                    let delay = backoff.next_delay();
-                    warn!(%error, retry_in = ?delay, "listing the desired state failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => continue,
-                    }
+                    warn!(%game, %error, "ignoring an invalid document");
+                    Desired::Invalid(error.to_string())
                 }
-            },
+            }),
+            WatchEvent::Delete { .. } => None,
         };
-        let reason = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            reason = follow(&documents, &prefix, revision, &cache, &queue, &mut backoff) => reason,
-        };
-        metrics.watch_restarts.with_label_values(&[reason]).inc();
-        let delay = backoff.next_delay();
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
+        self.cache.apply(game.clone(), doc);
+        self.queue.add(&game);
     }
 }
 
@@ -219,7 +240,7 @@ async fn relist(
     documents: &Documents,
     cache: &DesiredCache,
     queue: &WorkQueue,
-) -> Result<i64, crate::store::documents::DocumentError> {
+) -> Result<Revision, DocumentError> {
     let list = documents.list().await?;
     let keys = documents.keys();
     let mut listing: HashMap<String, Desired> = list
@@ -252,64 +273,14 @@ async fn relist(
     Ok(list.revision)
 }
 
-/// Follows the watch from `revision + 1` until it ends; returns why.
-async fn follow(
-    documents: &Documents,
-    prefix: &str,
-    revision: i64,
-    cache: &DesiredCache,
-    queue: &WorkQueue,
-    backoff: &mut Backoff,
-) -> &'static str {
-    let mut stream = match documents.store().watch(prefix, revision + 1).await {
-        Ok(stream) => stream,
-        Err(error) => {
-            warn!(%error, "opening the desired-state watch failed");
-            return "broken";
-        }
-    };
-    let keys = documents.keys();
-    while let Some(batch) = stream.next().await {
-        let batch = match batch {
-            Ok(batch) => batch,
-            Err(StoreError::Compacted { .. }) => {
-                info!(revision, "the watch fell behind a compaction; relisting");
-                return "compacted";
-            }
-            Err(error) => {
-                warn!(%error, "the desired-state watch broke; relisting");
-                return "broken";
-            }
-        };
-        backoff.reset();
-        for event in batch {
-            let Some(game) = keys.name_of(prefix, event.key()) else {
-                continue;
-            };
-            let game = game.to_owned();
-            let doc = match &event {
-                WatchEvent::Put(kv) => Some(match documents.decode(kv) {
-                    Ok(doc) => Desired::Valid(Box::new(doc)),
-                    Err(error) => {
-                        warn!(%game, %error, "ignoring an invalid document");
-                        Desired::Invalid(error.to_string())
-                    }
-                }),
-                WatchEvent::Delete { .. } => None,
-            };
-            cache.apply(game.clone(), doc);
-            queue.add(&game);
-        }
-    }
-    "broken"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::parse::parse_documents;
+    use std::time::Duration;
+
     use crate::store::memory::MemoryStore;
-    use crate::store::{Keys, Store};
+    use crate::store::{Keys, Store, StoreError};
 
     fn game(name: &str, image: &str) -> GameRuntime {
         let yaml = format!(
@@ -417,11 +388,9 @@ mod tests {
             message: "down".into(),
         });
         tokio::time::sleep(Duration::from_secs(60)).await;
-        assert!(
-            metrics
-                .render()
-                .contains(r#"rtmanager_etcd_watch_restarts_total{reason="broken"} 1"#)
-        );
+        assert!(metrics.render().contains(
+            r#"rtmanager_etcd_watch_restarts_total{reason="broken",watch="gameruntimes"} 1"#
+        ));
         assert!(
             cache.contains("g1"),
             "an unreachable etcd must not look like a deletion"

@@ -401,3 +401,32 @@ async fn a_cache_that_lags_behind_etcd_is_not_acted_on() {
     assert_eq!(status.observed_restart_token.as_deref(), Some("t-2"));
     assert_eq!(w.runtime.count(FakeOp::Create), 2, "one restart");
 }
+
+#[tokio::test]
+async fn with_the_status_cache_a_converged_game_reads_nothing_from_etcd() {
+    use crate::controller::mirror::Mirror;
+    use crate::controller::status_cache::StatusMirror;
+
+    let w = world().await;
+    let statuses = Arc::new(StatusCache::new());
+    let mirror = StatusMirror {
+        store: w.store.clone(),
+        keys: Keys::default(),
+        cache: statuses.clone(),
+    };
+    mirror.relist().await.unwrap();
+    let w = World {
+        reconciler: w.reconciler.with_status_cache(statuses),
+        ..w
+    };
+    w.apply(game("g1", "")).await;
+    // The first look's status comes from the cache: only the history read.
+    let cost = requests_of(&w, "g1").await;
+    assert_eq!((cost.reads, cost.txns), (1, 4), "{cost:?}");
+    // What the reconcile wrote is known without its watch event.
+    for _ in 0..3 {
+        let cost = requests_of(&w, "g1").await;
+        assert_eq!((cost.reads, cost.txns), (0, 0), "{cost:?}");
+    }
+    assert_eq!(w.runtime.count(FakeOp::Create), 1);
+}

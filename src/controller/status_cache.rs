@@ -1,0 +1,338 @@
+//! Every game's status record, kept by one prefix watch (list at R, watch
+//! from R + 1, relist on compaction or a broken watch), so that the first
+//! look of a reconcile (without the lease) costs no etcd read: a resync of
+//! a converged fleet then reads nothing from etcd at all.
+//!
+//! The cache may lag behind etcd by a watch event. That is safe because the
+//! first look only decides whether to take the lease, and the lease is
+//! taken on the condition that the status is still at the revision the
+//! first look saw ([`crate::lease::Session::acquire_if`]); a lagging entry
+//! costs a plain acquire and a read, never a wrong write. Whatever this
+//! controller writes itself is learned at once ([`StatusCache::learn`]).
+//! While the watch is down the cache answers nothing, and callers read
+//! etcd as before.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tracing::warn;
+
+use crate::status::StoredStatus;
+use crate::store::documents::decode_status;
+use crate::store::{KeyValue, Keys, Revision, Store, StoreError, WatchEvent};
+
+use super::mirror::Mirror;
+
+/// The status records as last seen.
+#[derive(Debug, Default)]
+pub struct StatusCache {
+    /// By game; `None` for a record that does not decode (the caller reads
+    /// it and reports the error). A game absent here has no record.
+    statuses: RwLock<HashMap<String, Option<StoredStatus>>>,
+    /// Listed, and following the watch.
+    following: AtomicBool,
+}
+
+impl StatusCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Option<StoredStatus>>> {
+        self.statuses
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Option<StoredStatus>>> {
+        self.statuses
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The status record of `game` as last seen (absent: no record);
+    /// `None` when the cache cannot say (not following etcd, or a record
+    /// that does not decode): the caller reads etcd.
+    pub fn get(&self, game: &str) -> Option<StoredStatus> {
+        if !self.following.load(Ordering::Acquire) {
+            return None;
+        }
+        match self.read().get(game) {
+            Some(known) => known.clone(),
+            None => Some(StoredStatus::absent()),
+        }
+    }
+
+    /// A record this controller just wrote (or deleted: an absent status)
+    /// at `revision`, ahead of its watch event.
+    pub fn learn(&self, game: &str, status: StoredStatus, revision: Revision) {
+        let mut statuses = self.write();
+        let newer = match statuses.get(game) {
+            Some(Some(known)) => known.mod_revision < revision,
+            _ => true,
+        };
+        if !newer {
+            return;
+        }
+        if status.mod_revision == 0 {
+            statuses.remove(game);
+        } else {
+            statuses.insert(game.to_owned(), Some(status));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn decoded(kv: &KeyValue) -> Option<StoredStatus> {
+    match decode_status(kv) {
+        Ok(status) => Some(StoredStatus {
+            status,
+            mod_revision: kv.mod_revision,
+        }),
+        Err(error) => {
+            warn!(key = %kv.key, %error, "a status record does not decode");
+            None
+        }
+    }
+}
+
+/// What the cache follows: the status prefix of one installation.
+#[derive(Debug)]
+pub struct StatusMirror {
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub cache: Arc<StatusCache>,
+}
+
+impl Mirror for StatusMirror {
+    type Error = StoreError;
+
+    fn what(&self) -> &'static str {
+        "status"
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn prefix(&self) -> String {
+        self.keys.statuses()
+    }
+
+    async fn relist(&self) -> Result<Revision, StoreError> {
+        let listing = self.store.list(&self.keys.statuses(), None).await?;
+        let prefix = self.keys.statuses();
+        let listed: HashMap<String, Option<StoredStatus>> = listing
+            .items
+            .iter()
+            .filter_map(|kv| Some((self.keys.name_of(&prefix, &kv.key)?.to_owned(), decoded(kv))))
+            .collect();
+        let mut statuses = self.cache.write();
+        // Learned after the listing's revision: newer than what it shows.
+        let learned_since = |known: &Option<StoredStatus>| {
+            known
+                .as_ref()
+                .is_some_and(|k| k.mod_revision > listing.revision)
+        };
+        statuses.retain(|game, known| listed.contains_key(game) || learned_since(known));
+        for (game, status) in listed {
+            match statuses.get(&game) {
+                Some(known) if learned_since(known) => {}
+                _ => {
+                    statuses.insert(game, status);
+                }
+            }
+        }
+        drop(statuses);
+        self.cache.following.store(true, Ordering::Release);
+        Ok(listing.revision)
+    }
+
+    fn apply(&self, event: WatchEvent) {
+        let prefix = self.keys.statuses();
+        let Some(game) = self.keys.name_of(&prefix, event.key()) else {
+            return;
+        };
+        let mut statuses = self.cache.write();
+        // What this controller learned from its own write may be ahead.
+        let ahead = matches!(
+            statuses.get(game),
+            Some(Some(known)) if known.mod_revision >= event.mod_revision()
+        );
+        if ahead {
+            return;
+        }
+        match &event {
+            WatchEvent::Put(kv) => {
+                statuses.insert(game.to_owned(), decoded(kv));
+            }
+            WatchEvent::Delete { .. } => {
+                statuses.remove(game);
+            }
+        }
+    }
+
+    fn broken(&self) {
+        self.cache.following.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::model::{GameRuntimeStatus, Phase};
+    use crate::store::documents::encode_status;
+    use crate::store::memory::MemoryStore;
+
+    fn status(phase: Phase) -> GameRuntimeStatus {
+        let mut status = GameRuntimeStatus::default();
+        status.set_phase(phase, std::time::SystemTime::now());
+        status
+    }
+
+    async fn until(what: &str, mut check: impl FnMut() -> bool) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !check() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+
+    fn phase_of(cache: &StatusCache, game: &str) -> Option<Phase> {
+        cache.get(game).map(|s| s.status.phase)
+    }
+
+    #[tokio::test]
+    async fn follows_puts_and_deletes_and_answers_nothing_before_the_listing() {
+        let store = Arc::new(MemoryStore::new());
+        let keys = Keys::default();
+        let cache = Arc::new(StatusCache::new());
+        store
+            .create(
+                &keys.status("g1"),
+                encode_status(&status(Phase::Running)),
+                None,
+            )
+            .await
+            .unwrap();
+        store
+            .create(&keys.status("bad"), b"{not json".to_vec(), None)
+            .await
+            .unwrap();
+        assert_eq!(cache.get("g1"), None, "not following yet: read etcd");
+
+        let mirror = StatusMirror {
+            store: store.clone(),
+            keys: keys.clone(),
+            cache: cache.clone(),
+        };
+        let stop = CancellationToken::new();
+        let metrics = Metrics::new();
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(
+                async move { crate::controller::mirror::run(&mirror, &metrics, stop).await },
+            )
+        };
+        until("the listing", || {
+            phase_of(&cache, "g1") == Some(Phase::Running)
+        })
+        .await;
+        assert_eq!(cache.get("bad"), None, "undecodable: read etcd");
+        assert_eq!(
+            cache.get("g2"),
+            Some(StoredStatus::absent()),
+            "no record: absent"
+        );
+
+        let key = keys.status("g1");
+        let current = store.get(&key).await.unwrap().unwrap();
+        store
+            .update(
+                &key,
+                encode_status(&status(Phase::Stopped)),
+                current.mod_revision,
+            )
+            .await
+            .unwrap();
+        until("the put", || phase_of(&cache, "g1") == Some(Phase::Stopped)).await;
+        let current = store.get(&key).await.unwrap().unwrap();
+        store.delete(&key, current.mod_revision).await.unwrap();
+        until("the delete", || {
+            cache.get("g1") == Some(StoredStatus::absent())
+        })
+        .await;
+
+        // A broken watch: the cache answers nothing until it relisted.
+        store.fail_with(crate::store::StoreError::Unavailable {
+            endpoints: "m".into(),
+            message: "down".into(),
+        });
+        until("the break", || cache.get("g2").is_none()).await;
+        store.recover();
+        until("the relist", || cache.get("g2").is_some()).await;
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn what_the_controller_wrote_is_known_before_its_event_and_not_undone_by_it() {
+        let store = Arc::new(MemoryStore::new());
+        let keys = Keys::default();
+        let cache = Arc::new(StatusCache::new());
+        let mirror = StatusMirror {
+            store: store.clone(),
+            keys: keys.clone(),
+            cache: cache.clone(),
+        };
+        mirror.relist().await.unwrap();
+        let first = store
+            .create(
+                &keys.status("g1"),
+                encode_status(&status(Phase::Starting)),
+                None,
+            )
+            .await
+            .unwrap();
+        let second = store
+            .update(
+                &keys.status("g1"),
+                encode_status(&status(Phase::Running)),
+                first,
+            )
+            .await
+            .unwrap();
+        cache.learn(
+            "g1",
+            StoredStatus {
+                status: status(Phase::Running),
+                mod_revision: second,
+            },
+            second,
+        );
+        // The watch delivers the older put afterwards: it changes nothing.
+        let older = store.get(&keys.status("g1")).await.unwrap().unwrap();
+        mirror.apply(WatchEvent::Put(KeyValue {
+            mod_revision: first,
+            value: encode_status(&status(Phase::Starting)),
+            ..older
+        }));
+        assert_eq!(phase_of(&cache, "g1"), Some(Phase::Running));
+        assert_eq!(cache.get("g1").unwrap().mod_revision, second);
+    }
+}
