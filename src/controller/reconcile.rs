@@ -201,7 +201,11 @@ impl Reconciler {
             status: observed.status,
             mod_revision: status_revision,
         };
-        let (lease, known) = match self.take_lease(game, desired, first).await {
+        let seen = Seen {
+            desired,
+            container: observed.container,
+        };
+        let (lease, known) = match self.take_lease(game, seen, first).await {
             Ok(taken) => taken,
             Err(LeaseError::Busy { .. }) => return Ok(Some(LEASE_BUSY_RETRY)),
             Err(error) => return Err(error.into()),
@@ -233,19 +237,19 @@ impl Reconciler {
     }
 
     /// Takes the game's lease on the condition that its document (as
-    /// `desired`, from the cache) and its status record (as `first`) are
+    /// `seen`, from the cache) and its status record (as `first`) are
     /// unchanged in etcd; then both are exact under the lease, and come
-    /// with it (the document returned, the status kept by the lease).
-    /// Otherwise takes it plainly, and the caller reads both again.
+    /// with it (`seen` returned, the status kept by the lease).
+    /// Otherwise takes it plainly, and the caller looks again.
     async fn take_lease(
         &self,
         game: &str,
-        desired: Option<GameRuntime>,
+        seen: Seen,
         first: StoredStatus,
-    ) -> Result<(GameLease, Option<Option<GameRuntime>>), LeaseError> {
+    ) -> Result<(GameLease, Option<Seen>), LeaseError> {
         let keys = self.lifecycle.session().keys();
         let document = keys.gameruntime(game);
-        let revision = desired.as_ref().map(|doc| {
+        let revision = seen.desired.as_ref().map(|doc| {
             doc.metadata
                 .resource_version
                 .as_deref()
@@ -277,7 +281,7 @@ impl Reconciler {
                 .await?;
             if let Some(lease) = lease {
                 lease.learn_status(first);
-                return Ok((lease, Some(desired)));
+                return Ok((lease, Some(seen)));
             }
         }
         Ok((self.lifecycle.acquire(game, &new_id()).await?, None))
@@ -285,18 +289,18 @@ impl Reconciler {
 
     /// Observes, plans and acts again, holding the game's lease; leaves
     /// the status write to the caller, who makes it with the release.
-    /// `known` is the document when the lease came with it.
+    /// `seen` is the first look when the lease came with it.
     async fn act_under(
         &self,
         lease: &GameLease,
         game: &str,
-        known: Option<Option<GameRuntime>>,
+        seen: Option<Seen>,
     ) -> Result<Acted, ReconcileError> {
-        self.recover(lease, game).await?;
-        let desired = match known {
-            Some(desired) => desired,
+        let interrupted = self.recover(lease, game).await?;
+        let (desired, seen_container) = match seen {
+            Some(seen) => (seen.desired, Some(seen.container)),
             // The cache may lag; etcd is the truth (and confirms a deletion).
-            None => self.lifecycle.documents().get(game).await?,
+            None => (self.lifecycle.documents().get(game).await?, None),
         };
         if desired.as_ref().is_some_and(|doc| !self.sharding.owns(doc)) {
             return Ok(Acted::done(Ok(None)));
@@ -304,7 +308,17 @@ impl Reconciler {
         if desired.is_none() && !self.cache.is_gone(game) {
             return Ok(Acted::done(Ok(None)));
         }
-        let observed = self.observe_under(lease).await?;
+        let observed = match seen_container {
+            // No other controller acted since the first look (etcd says
+            // so), and no operation was interrupted: the container seen a
+            // moment ago stands. Only hands in Docker could have changed it
+            // since, and every operation inspects before it acts.
+            Some(container) if !interrupted => Observed {
+                container,
+                ..self.observe_status_under(lease).await?
+            },
+            _ => self.observe_under(lease).await?,
+        };
         let action = plan(
             desired.as_ref(),
             &observed,
@@ -422,8 +436,17 @@ impl Reconciler {
     /// The look under the game's lease: the status as the lease knows it
     /// (read once), and the container as it is now.
     async fn observe_under(&self, lease: &GameLease) -> Result<Observed, ReconcileError> {
+        let container = self.container(lease.game()).await?;
+        Ok(Observed {
+            container,
+            ..self.observe_status_under(lease).await?
+        })
+    }
+
+    /// The status part of [`Reconciler::observe_under`].
+    async fn observe_status_under(&self, lease: &GameLease) -> Result<Observed, ReconcileError> {
         let stored = self.lifecycle.status().read_under(lease).await?;
-        Ok(observed(stored, self.container(lease.game()).await?))
+        Ok(observed(stored, None))
     }
 
     /// The game's container, only if it is ours: a foreign container with
@@ -514,8 +537,9 @@ impl Reconciler {
     }
 
     /// Resolves the game's `in_progress` entries: holding its lease, no
-    /// other operation can be running, so they were interrupted.
-    async fn recover(&self, lease: &GameLease, game: &str) -> Result<(), ReconcileError> {
+    /// other operation can be running, so they were interrupted. Returns
+    /// whether there were any.
+    async fn recover(&self, lease: &GameLease, game: &str) -> Result<bool, ReconcileError> {
         // Always read here (acting is rare): a peer may have died in the
         // middle of this game's operation since the last look.
         let entries = self
@@ -523,10 +547,12 @@ impl Reconciler {
             .history()
             .recent_appended(game, RECOVERY_WINDOW)
             .await?;
+        let mut interrupted = false;
         for mut stale in entries
             .into_iter()
             .filter(|a| a.entry.outcome == Outcome::InProgress)
         {
+            interrupted = true;
             resolve_aborted(&mut stale.entry, lease.session().holder());
             match self.lifecycle.history().finish(&stale).await {
                 Ok(_) => {
@@ -543,7 +569,7 @@ impl Reconciler {
             }
         }
         self.lock_recovered().insert(game.to_owned());
-        Ok(())
+        Ok(interrupted)
     }
 
     /// Forgets which games were checked for interrupted operations: a
@@ -589,6 +615,13 @@ impl Reconciler {
     fn forget(&self, game: &str) {
         self.track_phase(game, None);
     }
+}
+
+/// What a first look saw: the document (from the cache) and the container.
+#[derive(Debug)]
+struct Seen {
+    desired: Option<GameRuntime>,
+    container: Option<ContainerInfo>,
 }
 
 /// What acting under a game's lease leaves for its release.

@@ -345,6 +345,21 @@ async fn starting_a_new_game_costs_two_reads_and_four_transactions() {
     let cost = requests_of(&w, "g1").await;
     assert_eq!((cost.reads, cost.txns), (2, 4), "{cost:?}");
     assert_eq!(w.runtime.count(FakeOp::Start), 1);
+    // Docker: the first look (not repeated under the lease: nothing
+    // changed in etcd), the start's own look, the image, create, start,
+    // and the look at what started.
+    let calls: Vec<FakeOp> = w.runtime.calls().iter().map(|c| c.op).collect();
+    assert_eq!(
+        calls,
+        [
+            FakeOp::InspectContainer,
+            FakeOp::InspectContainer,
+            FakeOp::InspectImage,
+            FakeOp::Create,
+            FakeOp::Start,
+            FakeOp::InspectContainer
+        ]
+    );
     // The follow-up look: one read, no write.
     let cost = requests_of(&w, "g1").await;
     assert_eq!((cost.reads, cost.txns), (1, 0), "{cost:?}");
