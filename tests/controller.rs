@@ -1200,7 +1200,7 @@ fn help_lists_every_option_with_its_environment_variable_and_default() {
         ("--docker-host", "DOCKER_HOST", None),
         ("--node-name", "RTM_NODE_NAME", Some("local")),
         ("--take-unassigned", "RTM_TAKE_UNASSIGNED", Some("true")),
-        ("--concurrency", "RTM_CONCURRENCY", Some("8")),
+        ("--concurrency", "RTM_CONCURRENCY", Some("32")),
         ("--lease-ttl", "RTM_LEASE_TTL", Some("15s")),
         ("--resync", "RTM_RESYNC", Some("60s")),
         ("--metrics-addr", "RTM_METRICS_ADDR", Some("127.0.0.1:9464")),

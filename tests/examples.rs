@@ -200,7 +200,7 @@ fn the_example_controller_config_file_loads() {
     let config = ControllerConfig::load(["rtmanager", "--config", path.to_str().unwrap()])
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(config.lease_ttl, Duration::from_secs(15));
-    assert_eq!(config.concurrency, 8);
+    assert_eq!(config.concurrency, 32);
     assert_eq!(config.etcd.endpoints, ["http://127.0.0.1:2379"]);
     assert_eq!(config.config_file.as_deref(), Some(path.as_path()));
 }

@@ -65,7 +65,7 @@ docker:
   socketGroupId: 998
 controller:
   nodeName: pool-a
-  concurrency: 32
+  concurrency: 12
   leaseTTL: 30s
   resync: 2m
   logFormat: text
@@ -475,7 +475,7 @@ fn defaults_point_the_controller_at_etcd_and_serve_metrics_on_all_interfaces() {
         ("RTM_PREFIX", "/rtmanager"),
         ("RTM_LOG_FORMAT", "json"),
         ("RTM_LEASE_TTL", "15s"),
-        ("RTM_CONCURRENCY", "8"),
+        ("RTM_CONCURRENCY", "32"),
         ("RTM_RESYNC", "60s"),
         ("RTM_HISTORY_RETENTION", "100"),
     ] {
@@ -579,7 +579,7 @@ fn non_default_values_render_a_deployment_with_tls_auth_and_custom_settings() {
         ("RTM_ETCD_TIMEOUT", "3s"),
         ("RTM_NODE_NAME", "pool-a"),
         ("RTM_TAKE_UNASSIGNED", "true"),
-        ("RTM_CONCURRENCY", "32"),
+        ("RTM_CONCURRENCY", "12"),
         ("RTM_LEASE_TTL", "30s"),
         ("RTM_RESYNC", "2m"),
         ("RTM_LOG_FORMAT", "text"),
@@ -940,7 +940,7 @@ fn the_controller_accepts_the_configuration_the_chart_renders() {
         "docker-host: tcp://dockerd.games:2375",
         "node-name: pool-a",
         "take-unassigned: true",
-        "concurrency: 32",
+        "concurrency: 12",
         "lease-ttl: 30s",
         "resync: 2m",
         "log-format: Text",

@@ -175,8 +175,9 @@ async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>)
         )));
     }
 
-    // Baseline: list them and inspect each, 8 at a time (the controller's
-    // default concurrency).
+    // Baseline: list them and inspect each, as many at a time as the
+    // controller runs reconciles (its default concurrency).
+    let concurrency = controller_config(&bench.keys, &[])?.concurrency;
     let raw_started = Instant::now();
     let listed = containers(docker.as_ref(), prefix).await?;
     let inspected = futures::stream::iter(listed.keys().cloned())
@@ -184,7 +185,7 @@ async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>)
             let docker = docker.clone();
             async move { docker.inspect_container(&name).await }
         })
-        .buffer_unordered(8)
+        .buffer_unordered(concurrency)
         .filter(|r| futures::future::ready(matches!(r, Ok(Some(_)))))
         .count()
         .await;

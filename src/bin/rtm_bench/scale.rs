@@ -25,8 +25,8 @@ pub struct Args {
     /// Simulated Docker latency per call.
     #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
     pub docker_latency: Duration,
-    /// The controller's --concurrency (reconciles at once).
-    #[arg(long, default_value_t = 8)]
+    /// The controller's --concurrency (reconciles at once; its default).
+    #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
     /// The controller's --resync period; one resync is measured after
     /// convergence.
