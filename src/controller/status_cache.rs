@@ -128,8 +128,8 @@ impl Mirror for StatusMirror {
     }
 
     async fn relist(&self) -> Result<Revision, StoreError> {
-        let listing = self.store.list(&self.keys.statuses(), None).await?;
         let prefix = self.keys.statuses();
+        let listing = self.store.list(&prefix, None).await?;
         let listed: HashMap<String, Option<StoredStatus>> = listing
             .items
             .iter()

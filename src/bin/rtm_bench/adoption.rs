@@ -219,7 +219,7 @@ async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>)
     report.note(format!(
         "{n} real containers; converged = the restarted controller counts every game Running and \
          every status is Running at its generation; baseline = list + inspect of every container, \
-         8 at a time"
+         {concurrency} at a time"
     ));
     report.row(Row::new(
         format!("cold start of {n} containers"),

@@ -54,8 +54,8 @@ struct Sample {
 pub async fn run(args: &Args) -> Result<Report> {
     let mut report = Report::new("apply-latency");
     report.note(format!(
-        "latency = spec write sent → its reconcile's first Docker call (one etcd status read \
-         after the reconcile starts); baseline = the same write reaching a plain etcd watch; \
+        "latency = spec write sent → its reconcile's first Docker call (the status comes \
+         from the status cache); baseline = the same write reaching a plain etcd watch; \
          simulated Docker {:?}/call; one write every {:?}, each to another game; \
          quiet = controller --resync 10m, all queued = every game queued at once (as a resync \
          does) right before the writes",
