@@ -101,9 +101,7 @@ impl Bench {
 
     /// Deletes every key of this run.
     pub async fn wipe(&self) -> Result<()> {
-        let txn = Txn::new().delete_prefix(self.keys.root());
-        self.store.txn(txn).await?;
-        Ok(())
+        delete_gently(self.store.as_ref(), &self.keys.root()).await
     }
 
     /// A `GameRuntime` the way a user writes it (defaults applied).
@@ -442,6 +440,41 @@ pub fn counters_delta(
         );
     }
     Value::Object(out)
+}
+
+/// Keys deleted per transaction by [`delete_gently`], and the pause after
+/// each: at most a few thousand deletions reach one of etcd's 100 ms
+/// backend batches.
+const DELETE_CHUNK: usize = 500;
+const DELETE_PAUSE: Duration = Duration::from_millis(50);
+
+/// Deletes every key under `prefix`, a few hundred per transaction with a
+/// pause in between. One transaction deleting 100,000 keys left etcd 3.4
+/// slower for every later request until it restarted: its backend read
+/// buffer keeps the capacity of the largest write batch it ever held and
+/// copies all of it for every read and every compared transaction (etcd's
+/// pprof: 58 % of its CPU in `bucketBuffer.Copy` and the garbage
+/// collection after it, BENCHMARKS.md).
+pub async fn delete_gently(store: &dyn Store, prefix: &str) -> Result<()> {
+    let keys: Vec<String> = store
+        .list(prefix, None)
+        .await?
+        .items
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    for chunk in keys.chunks(DELETE_CHUNK) {
+        let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
+            continue;
+        };
+        // [first, last] with last's successor as the exclusive end.
+        let txn = Txn::new().delete_range(first.clone(), format!("{last}\0"));
+        store.txn(txn).await?;
+        tokio::time::sleep(DELETE_PAUSE).await;
+    }
+    // Whatever was written meanwhile.
+    store.txn(Txn::new().delete_prefix(prefix)).await?;
+    Ok(())
 }
 
 /// A [`Store`] that counts and times every call of the store it wraps.

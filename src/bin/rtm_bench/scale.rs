@@ -170,12 +170,7 @@ async fn baseline(args: &Args, bench: &Bench, n: usize) -> Result<Value> {
 
 async fn wipe_baseline(bench: &Bench) -> Result<()> {
     let keys = rtmanager::store::Keys::new(&baseline_prefix(bench))?;
-    rtmanager::store::Store::txn(
-        bench.store.as_ref(),
-        rtmanager::store::Txn::new().delete_prefix(keys.root()),
-    )
-    .await?;
-    Ok(())
+    super::harness::delete_gently(bench.store.as_ref(), &keys.root()).await
 }
 
 async fn run_baseline(args: &Args, bench: &Bench, n: usize) -> Result<Value> {
