@@ -437,9 +437,20 @@ async fn a_frozen_controller_is_fenced_out_once_its_lease_expires_and_never_runs
     } else {
         (&mut b, &a)
     };
-    let frozen_revision = store.revision().await.expect("etcd answers");
     signal(victim, "STOP");
     let frozen_at = Instant::now();
+    // The freeze counts from when it has landed: until then the victim may
+    // still take a lease (of another game of the burst), legitimately.
+    eventually(
+        Duration::from_secs(5),
+        "the victim to be stopped",
+        async || match process_state(victim) {
+            Some('T') => Ok(()),
+            state => Err(format!("state {state:?}")),
+        },
+    )
+    .await;
+    let frozen_revision = store.revision().await.expect("etcd answers");
     eprintln!(
         "[freeze] froze {} ({stale}) in the middle of restarting {}; {} runs on",
         victim.name(),
