@@ -212,7 +212,8 @@ impl Session {
         let result = self.create(game, op_id, unchanged).await;
         let label = match &result {
             Ok(Some(_)) => "acquired",
-            Ok(None) => "busy",
+            // Busy, or something seen changed: a plain acquire follows.
+            Ok(None) => "changed",
             Err(_) => "error",
         };
         self.metrics.record_lease_acquire(label, started.elapsed());

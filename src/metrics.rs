@@ -30,7 +30,8 @@ pub struct Metrics {
     /// Lifecycle operations by `op_kind`, `outcome` and `error_code` (empty
     /// on success).
     pub operations: IntCounterVec,
-    /// Time to take a per-game lease, by `result` (acquired, busy, error).
+    /// Time to take a per-game lease, by `result` (acquired, busy, changed,
+    /// error).
     pub lease_acquire: HistogramVec,
     /// Reconciles by `result` (noop, acted, requeued, failed, panicked,
     /// timed_out, skipped).
