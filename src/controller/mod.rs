@@ -273,6 +273,7 @@ async fn run_session(
     let sweeper = tokio::spawn(sweep::run(
         lifecycle,
         cache.clone(),
+        statuses.clone(),
         queue.clone(),
         config.resync,
         config.gc_grace,

@@ -82,6 +82,31 @@ impl StatusCache {
         }
     }
 
+    /// The games of `node` (or of no node yet) that have a status record
+    /// but are not `documented`; `None` when the cache cannot say (not
+    /// following etcd). Records that do not decode are left out.
+    pub fn without_document(
+        &self,
+        documented: impl Fn(&str) -> bool,
+        node: &str,
+    ) -> Option<Vec<String>> {
+        if !self.following.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(
+            self.read()
+                .iter()
+                .filter(|(game, known)| {
+                    !documented(game)
+                        && known
+                            .as_ref()
+                            .is_some_and(|k| super::sweep::of_node(&k.status, node))
+                })
+                .map(|(game, _)| game.clone())
+                .collect(),
+        )
+    }
+
     pub fn len(&self) -> usize {
         self.read().len()
     }
@@ -288,6 +313,41 @@ mod tests {
         until("the relist", || cache.get("g2").is_some()).await;
         stop.cancel();
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn statuses_without_a_document_are_those_of_this_node_or_none() {
+        let store = Arc::new(MemoryStore::new());
+        let keys = Keys::default();
+        let cache = Arc::new(StatusCache::new());
+        let mirror = StatusMirror {
+            store: store.clone(),
+            keys: keys.clone(),
+            cache: cache.clone(),
+        };
+        let documented = |game: &str| game == "kept";
+        assert_eq!(cache.without_document(documented, "node-a"), None);
+        for (game, node) in [
+            ("kept", Some("node-a")),
+            ("ours", Some("node-a")),
+            ("unassigned", None),
+            ("theirs", Some("node-b")),
+        ] {
+            let mut record = status(Phase::Running);
+            record.node = node.map(str::to_owned);
+            store
+                .create(&keys.status(game), encode_status(&record), None)
+                .await
+                .unwrap();
+        }
+        store
+            .create(&keys.status("bad"), b"{not json".to_vec(), None)
+            .await
+            .unwrap();
+        mirror.relist().await.unwrap();
+        let mut games = cache.without_document(documented, "node-a").unwrap();
+        games.sort();
+        assert_eq!(games, ["ours", "unassigned"]);
     }
 
     #[tokio::test]

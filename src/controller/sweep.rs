@@ -8,7 +8,9 @@
 //! - a second container claiming a game (labelled with its name, but not
 //!   named `rtm-<game>`) is removed under the game's lease;
 //! - a status record of this node's game without a document (deleted while
-//!   no controller ran) is queued so the reconcile clears it.
+//!   no controller ran) is queued so the reconcile clears it. The status
+//!   cache answers that when it follows etcd; otherwise the records are
+//!   listed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,12 +26,14 @@ use crate::store::documents::decode_status;
 
 use super::backoff::jitter;
 use super::queue::WorkQueue;
+use super::status_cache::StatusCache;
 use super::watcher::DesiredCache;
 
 /// Runs until `shutdown`: one sweep per (jittered) `period`.
 pub async fn run(
     lifecycle: Lifecycle,
     cache: Arc<DesiredCache>,
+    statuses: Arc<StatusCache>,
     queue: Arc<WorkQueue>,
     period: Duration,
     gc_grace: Duration,
@@ -38,7 +42,15 @@ pub async fn run(
     let mut orphans: HashMap<String, Instant> = HashMap::new();
     cache.wait_ready().await;
     loop {
-        sweep(&lifecycle, &cache, &queue, gc_grace, &mut orphans).await;
+        sweep(
+            &lifecycle,
+            &cache,
+            &statuses,
+            &queue,
+            gc_grace,
+            &mut orphans,
+        )
+        .await;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(jitter(period)) => {}
@@ -49,6 +61,7 @@ pub async fn run(
 async fn sweep(
     lifecycle: &Lifecycle,
     cache: &DesiredCache,
+    statuses: &StatusCache,
     queue: &WorkQueue,
     gc_grace: Duration,
     orphans: &mut HashMap<String, Instant>,
@@ -88,37 +101,51 @@ async fn sweep(
         }
         Err(error) => warn!(%error, "listing managed containers failed; the sweep skips Docker"),
     }
-    match lifecycle
+    for game in statuses_without_document(lifecycle, cache, statuses).await {
+        cache.mark_gone(&game);
+        queue.add(&game);
+    }
+}
+
+/// The games of this node (or of none) with a status record but no
+/// document: from the status cache while it follows etcd, else from one
+/// listing of every record.
+async fn statuses_without_document(
+    lifecycle: &Lifecycle,
+    cache: &DesiredCache,
+    statuses: &StatusCache,
+) -> Vec<String> {
+    let documented = |game: &str| cache.contains(game);
+    if let Some(games) = statuses.without_document(documented, lifecycle.node()) {
+        return games;
+    }
+    let keys = lifecycle.session().keys();
+    let listing = match lifecycle
         .session()
         .store()
-        .list(&lifecycle.session().keys().statuses(), None)
+        .list(&keys.statuses(), None)
         .await
     {
-        Ok(listing) => {
-            let keys = lifecycle.session().keys();
-            for kv in &listing.items {
-                let Some(game) = keys.name_of(&keys.statuses(), &kv.key) else {
-                    continue;
-                };
-                if cache.contains(game) {
-                    continue;
-                }
-                let ours = decode_status(kv)
-                    .map(|status| {
-                        status
-                            .node
-                            .as_deref()
-                            .is_none_or(|node| node == lifecycle.node())
-                    })
-                    .unwrap_or(false);
-                if ours {
-                    cache.mark_gone(game);
-                    queue.add(game);
-                }
-            }
+        Ok(listing) => listing,
+        Err(error) => {
+            warn!(%error, "listing status records failed; the sweep skips them");
+            return Vec::new();
         }
-        Err(error) => warn!(%error, "listing status records failed; the sweep skips them"),
-    }
+    };
+    listing
+        .items
+        .iter()
+        .filter_map(|kv| {
+            let game = keys.name_of(&keys.statuses(), &kv.key)?;
+            let status = decode_status(kv).ok()?;
+            (!documented(game) && of_node(&status, lifecycle.node())).then(|| game.to_owned())
+        })
+        .collect()
+}
+
+/// Whether a status record belongs to `node` (or to no node yet).
+pub(crate) fn of_node(status: &crate::model::GameRuntimeStatus, node: &str) -> bool {
+    status.node.as_deref().is_none_or(|n| n == node)
 }
 
 /// Removes a second container that claims `game`, under the game's lease
