@@ -1147,6 +1147,67 @@ async fn an_orphaned_container_of_this_installation_is_removed_after_the_grace_p
     }
 }
 
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn a_status_record_left_without_a_document_is_cleared_and_another_nodes_is_kept() {
+    let h = harness("ctl-status-gc").await;
+    let before = game_id("ctl-sgc-before");
+    let after = game_id("ctl-sgc-after");
+    let theirs = game_id("ctl-sgc-theirs");
+    let record = |node: Option<&str>| {
+        let status = GameRuntimeStatus {
+            node: node.map(str::to_owned),
+            ..GameRuntimeStatus::default()
+        };
+        rtmanager::store::documents::encode_status(&status)
+    };
+    // Left by games deleted while no controller ran: one listed at start-up,
+    // one seen by the status watch, and one of another node.
+    for (game, node) in [(&before, Some("local")), (&theirs, Some("elsewhere"))] {
+        h.store
+            .create(&h.keys.status(game), record(node), None)
+            .await
+            .expect("status written");
+    }
+    let _controller = h.controller("ctl").start().await;
+    h.store
+        .create(&h.keys.status(&after), record(None), None)
+        .await
+        .expect("status written");
+
+    eventually(
+        Duration::from_secs(30),
+        "the status records without a document to be cleared",
+        async || {
+            let mut left = Vec::new();
+            for game in [&before, &after] {
+                if h.store
+                    .get(&h.keys.status(game))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+                {
+                    left.push(game.clone());
+                }
+            }
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still there: {left:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        h.store
+            .get(&h.keys.status(&theirs))
+            .await
+            .unwrap()
+            .is_some(),
+        "another node's status record is that node's business"
+    );
+}
+
 /// Runs `rtmanager` with none of the caller's rtmanager settings.
 fn rtmanager(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(BINARY);
