@@ -221,8 +221,7 @@ impl Reconciler {
                     .status()
                     .write_and_release(lease, &next)
                     .await?;
-                let revision = written.mod_revision;
-                self.statuses.learn(game, written, revision);
+                self.statuses.learn(game, written);
                 self.metrics.status_writes.inc();
                 self.track_phase(game, Some(next.phase));
                 result

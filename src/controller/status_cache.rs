@@ -64,20 +64,10 @@ impl StatusCache {
         }
     }
 
-    /// A record this controller just wrote (or deleted: an absent status)
-    /// at `revision`, ahead of its watch event.
-    pub fn learn(&self, game: &str, status: StoredStatus, revision: Revision) {
+    /// A record this controller just wrote, ahead of its watch event.
+    pub fn learn(&self, game: &str, status: StoredStatus) {
         let mut statuses = self.write();
-        let newer = match statuses.get(game) {
-            Some(Some(known)) => known.mod_revision < revision,
-            _ => true,
-        };
-        if !newer {
-            return;
-        }
-        if status.mod_revision == 0 {
-            statuses.remove(game);
-        } else {
+        if newer_than_known(&statuses, game, status.mod_revision) {
             statuses.insert(game.to_owned(), Some(status));
         }
     }
@@ -106,14 +96,17 @@ impl StatusCache {
                 .collect(),
         )
     }
+}
 
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+/// Whether a change at `revision` is newer than what the cache knows of
+/// `game` (what this controller learned from its own write may be ahead of
+/// the watch).
+fn newer_than_known(
+    statuses: &HashMap<String, Option<StoredStatus>>,
+    game: &str,
+    revision: Revision,
+) -> bool {
+    !matches!(statuses.get(game), Some(Some(known)) if known.mod_revision >= revision)
 }
 
 fn decoded(kv: &KeyValue) -> Option<StoredStatus> {
@@ -187,12 +180,7 @@ impl Mirror for StatusMirror {
             return;
         };
         let mut statuses = self.cache.write();
-        // What this controller learned from its own write may be ahead.
-        let ahead = matches!(
-            statuses.get(game),
-            Some(Some(known)) if known.mod_revision >= event.mod_revision()
-        );
-        if ahead {
+        if !newer_than_known(&statuses, game, event.mod_revision()) {
             return;
         }
         match &event {
@@ -242,11 +230,22 @@ mod tests {
         cache.get(game).map(|s| s.status.phase)
     }
 
-    #[tokio::test]
-    async fn follows_puts_and_deletes_and_answers_nothing_before_the_listing() {
+    /// An empty store, and a cache with the mirror that fills it.
+    fn mirrored() -> (Arc<MemoryStore>, Keys, Arc<StatusCache>, StatusMirror) {
         let store = Arc::new(MemoryStore::new());
         let keys = Keys::default();
         let cache = Arc::new(StatusCache::new());
+        let mirror = StatusMirror {
+            store: store.clone(),
+            keys: keys.clone(),
+            cache: cache.clone(),
+        };
+        (store, keys, cache, mirror)
+    }
+
+    #[tokio::test]
+    async fn follows_puts_and_deletes_and_answers_nothing_before_the_listing() {
+        let (store, keys, cache, mirror) = mirrored();
         store
             .create(
                 &keys.status("g1"),
@@ -261,11 +260,6 @@ mod tests {
             .unwrap();
         assert_eq!(cache.get("g1"), None, "not following yet: read etcd");
 
-        let mirror = StatusMirror {
-            store: store.clone(),
-            keys: keys.clone(),
-            cache: cache.clone(),
-        };
         let stop = CancellationToken::new();
         let metrics = Metrics::new();
         let task = {
@@ -317,14 +311,7 @@ mod tests {
 
     #[tokio::test]
     async fn statuses_without_a_document_are_those_of_this_node_or_none() {
-        let store = Arc::new(MemoryStore::new());
-        let keys = Keys::default();
-        let cache = Arc::new(StatusCache::new());
-        let mirror = StatusMirror {
-            store: store.clone(),
-            keys: keys.clone(),
-            cache: cache.clone(),
-        };
+        let (store, keys, cache, mirror) = mirrored();
         let documented = |game: &str| game == "kept";
         assert_eq!(cache.without_document(documented, "node-a"), None);
         for (game, node) in [
@@ -352,14 +339,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_the_controller_wrote_is_known_before_its_event_and_not_undone_by_it() {
-        let store = Arc::new(MemoryStore::new());
-        let keys = Keys::default();
-        let cache = Arc::new(StatusCache::new());
-        let mirror = StatusMirror {
-            store: store.clone(),
-            keys: keys.clone(),
-            cache: cache.clone(),
-        };
+        let (store, keys, cache, mirror) = mirrored();
         mirror.relist().await.unwrap();
         let first = store
             .create(
@@ -383,7 +363,6 @@ mod tests {
                 status: status(Phase::Running),
                 mod_revision: second,
             },
-            second,
         );
         // The watch delivers the older put afterwards: it changes nothing.
         let older = store.get(&keys.status("g1")).await.unwrap().unwrap();
