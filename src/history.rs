@@ -395,6 +395,23 @@ mod tests {
         HistoryEntry::begin(game, op, OpKind::Start, OpSource::Reconcile)
     }
 
+    /// The game's log as (seq, op id), newest first.
+    async fn ops(history: &History, game: &str) -> Vec<(u64, String)> {
+        history
+            .recent(game, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.seq, e.op_id))
+            .collect()
+    }
+
+    fn owned(ops: &[(u64, &str)]) -> Vec<(u64, String)> {
+        ops.iter()
+            .map(|(seq, op)| (*seq, (*op).to_owned()))
+            .collect()
+    }
+
     #[tokio::test]
     async fn entries_are_appended_in_order_and_read_newest_first() {
         let (_, history) = history(10);
@@ -497,21 +514,9 @@ mod tests {
         finished.entry.succeed();
         a.finish(&finished).await.unwrap();
         b.append(None, entry("g1", "op-4")).await.unwrap();
-        let ops: Vec<_> = a
-            .recent("g1", 10)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| (e.seq, e.op_id.clone()))
-            .collect();
         assert_eq!(
-            ops,
-            [
-                (4, "op-4".to_owned()),
-                (3, "op-3".to_owned()),
-                (2, "op-2".to_owned()),
-                (1, "op-1".to_owned())
-            ]
+            ops(&a, "g1").await,
+            owned(&[(4, "op-4"), (3, "op-3"), (2, "op-2"), (1, "op-1")])
         );
     }
 
@@ -536,20 +541,9 @@ mod tests {
                 .unwrap();
         }
         b.append(None, entry("g2", "b-0")).await.unwrap();
-        let seqs: Vec<_> = a
-            .recent("g2", 10)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| (e.seq, e.op_id.clone()))
-            .collect();
         assert_eq!(
-            seqs,
-            [
-                (6, "b-0".to_owned()),
-                (5, "a-4".to_owned()),
-                (4, "a-3".to_owned())
-            ]
+            ops(&a, "g2").await,
+            owned(&[(6, "b-0"), (5, "a-4"), (4, "a-3")])
         );
     }
 }

@@ -37,7 +37,7 @@ use common::docker::{Cleanup, IMAGE_1, IMAGE_2, docker, docker_cli, game as game
 use common::{etcd, unique_keys, within};
 use process::{
     BINARY, ControllerOptions, ControllerProcess, WipeOnDrop, containers_of, describe, eventually,
-    short,
+    ready, short, summary, timeline,
 };
 
 /// How long a game may take to converge after a change: a start or a
@@ -329,47 +329,6 @@ fn check_converged(
         return Err(seen());
     }
     Ok((status.clone(), container.clone()))
-}
-
-fn ready(status: &GameRuntimeStatus) -> Option<ConditionStatus> {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.status)
-}
-
-/// A one-line status for failure messages.
-fn summary(status: &GameRuntimeStatus) -> String {
-    format!(
-        "{{phase {:?}, observedGeneration {:?}, container {:?}, Ready {:?}, restartCount {}, \
-         observedRestartToken {:?}, message {:?}, lastOperation {:?}}}",
-        status.phase,
-        status.observed_generation,
-        status.container_id.as_deref().map(short),
-        ready(status),
-        status.restart_count,
-        status.observed_restart_token,
-        status.message,
-        status
-            .last_operation
-            .as_ref()
-            .map(|op| (op.op_kind, op.outcome, op.error_code.clone())),
-    )
-}
-
-/// A one-line history for failure messages (newest first).
-fn timeline(entries: &[HistoryEntry]) -> String {
-    let lines: Vec<String> = entries
-        .iter()
-        .map(|e| {
-            format!(
-                "#{} {:?} {:?} {:?} ref={} code={:?} holder={}",
-                e.seq, e.op_kind, e.op_source, e.outcome, e.source_ref, e.error_code, e.holder
-            )
-        })
-        .collect();
-    lines.join("\n  ")
 }
 
 /// Sends SIGTERM and expects a clean exit (drain, leases released, 0).

@@ -54,9 +54,11 @@ use dockerd::PrivateDockerd;
 use etcd_cluster::EtcdCluster;
 use invariants::{
     Foreign, Installation, Monitor, Rng, WriteLog, audit_stale_holder, block, connect_docker,
-    connect_store, controller_log, doc, game_name, has_exited, process_state, signal, timeline,
+    connect_store, controller_log, doc, game_name, has_exited, process_state, signal,
 };
-use process::{ControllerOptions, ControllerProcess, WipeOnDrop, describe, eventually, short};
+use process::{
+    ControllerOptions, ControllerProcess, WipeOnDrop, describe, eventually, short, timeline,
+};
 
 /// The session lease TTL of every controller here (the minimum allowed):
 /// a crashed or frozen controller's games free up fast.
@@ -785,7 +787,7 @@ async fn restarting_the_docker_engine_brings_every_game_back_once() {
                     now.id != was.id || now.started_at != was.started_at,
                     "{game}: the container stopped with the engine was brought back \
                      (restarted or recreated), status {}",
-                    invariants::summary(status)
+                    process::summary(status)
                 );
             }
         }
@@ -947,7 +949,7 @@ async fn containers_killed_removed_or_stopped_by_hand_come_back_and_foreign_ones
             None => Ok(()),
             Some(status) => Err(format!(
                 "status {}\n  {}",
-                invariants::summary(&status),
+                process::summary(&status),
                 timeline(&installation.history(&taken).await?)
             )),
         },

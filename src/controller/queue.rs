@@ -267,6 +267,18 @@ mod tests {
             .expect("queue open")
     }
 
+    /// A worker asking for the next game, in the background.
+    fn waiter(queue: &Arc<WorkQueue>) -> tokio::task::JoinHandle<Option<String>> {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.next().await })
+    }
+
+    /// Asserts that `waiter` is still waiting 10 s (of paused time) later.
+    async fn still_waiting(waiter: &tokio::task::JoinHandle<Option<String>>, why: &str) {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!waiter.is_finished(), "{why}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn queue_deduplicates_and_the_earliest_due_time_wins() {
         let queue = WorkQueue::new();
@@ -290,15 +302,8 @@ mod tests {
         queue.add("g1");
         queue.add("g2");
         assert_eq!(next(&queue).await, "g2");
-        let waiter = {
-            let queue = queue.clone();
-            tokio::spawn(async move { queue.next().await })
-        };
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        assert!(
-            !waiter.is_finished(),
-            "g1 must not be handed out while running"
-        );
+        let waiter = waiter(&queue);
+        still_waiting(&waiter, "g1 must not be handed out while running").await;
         queue.done("g1");
         assert_eq!(waiter.await.unwrap().as_deref(), Some("g1"));
     }
@@ -333,10 +338,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn close_releases_waiting_workers() {
         let queue = Arc::new(WorkQueue::new());
-        let waiter = {
-            let queue = queue.clone();
-            tokio::spawn(async move { queue.next().await })
-        };
+        let waiter = waiter(&queue);
         tokio::task::yield_now().await;
         queue.close();
         assert_eq!(waiter.await.unwrap(), None);
@@ -390,15 +392,8 @@ mod tests {
         queue.add_bulk("r1");
         queue.add_bulk("r2");
         assert_eq!(next(&queue).await, "r1");
-        let waiter = {
-            let queue = queue.clone();
-            tokio::spawn(async move { queue.next().await })
-        };
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        assert!(
-            !waiter.is_finished(),
-            "a second bulk game must wait for the first"
-        );
+        let waiter = waiter(&queue);
+        still_waiting(&waiter, "a second bulk game must wait for the first").await;
         queue.add("changed");
         assert_eq!(waiter.await.unwrap().as_deref(), Some("changed"));
         queue.done("r1");

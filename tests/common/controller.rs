@@ -22,6 +22,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use rtmanager::history::HistoryEntry;
+use rtmanager::model::{ConditionStatus, GameRuntimeStatus};
 use rtmanager::runtime::{ContainerInfo, ContainerRuntime, DockerRuntime};
 use rtmanager::store::Keys;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -459,6 +461,56 @@ impl Drop for WipeOnDrop {
         });
         let _ = wiper.join();
     }
+}
+
+/// The status of a record's `Ready` condition.
+pub fn ready(status: &GameRuntimeStatus) -> Option<ConditionStatus> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status)
+}
+
+/// A one-line status for failure messages.
+pub fn summary(status: &GameRuntimeStatus) -> String {
+    format!(
+        "{{phase {:?}, observedGeneration {:?}, container {:?}, Ready {:?}, restartCount {}, \
+         observedRestartToken {:?}, message {:?}, lastOperation {:?}}}",
+        status.phase,
+        status.observed_generation,
+        status.container_id.as_deref().map(short),
+        ready(status),
+        status.restart_count,
+        status.observed_restart_token,
+        status.message,
+        status
+            .last_operation
+            .as_ref()
+            .map(|op| (op.op_kind, op.outcome, op.error_code.clone())),
+    )
+}
+
+/// A history for failure messages, one line per entry (newest first).
+pub fn timeline(entries: &[HistoryEntry]) -> String {
+    let lines: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            format!(
+                "#{} {:?} {:?} {:?} ref={} code={:?} holder={} fence={:?} msg={:?}",
+                e.seq,
+                e.op_kind,
+                e.op_source,
+                e.outcome,
+                e.source_ref,
+                e.error_code,
+                e.holder,
+                e.fence_revision,
+                e.error_message.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    lines.join("\n  ")
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ use rtmanager::store::{Documents, Keys, Revision, Store, WatchEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::docker::IMAGE_1;
-use crate::process::{ControllerProcess, describe, eventually, short};
+use crate::process::{ControllerProcess, describe, eventually, ready, short, summary, timeline};
 
 /// How often the monitor looks at Docker: a recreate takes about a second,
 /// so a twin living even a fraction of one is seen.
@@ -539,55 +539,6 @@ pub fn check_history(game: &str, entries: &[HistoryEntry]) -> Result<(), String>
         }
     }
     Ok(())
-}
-
-fn ready(status: &GameRuntimeStatus) -> Option<ConditionStatus> {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.status)
-}
-
-/// A one-line status for failure messages.
-pub fn summary(status: &GameRuntimeStatus) -> String {
-    format!(
-        "{{phase {:?}, observedGeneration {:?}, container {:?}, Ready {:?}, restartCount {}, \
-         observedRestartToken {:?}, message {:?}, lastOperation {:?}}}",
-        status.phase,
-        status.observed_generation,
-        status.container_id.as_deref().map(short),
-        ready(status),
-        status.restart_count,
-        status.observed_restart_token,
-        status.message,
-        status
-            .last_operation
-            .as_ref()
-            .map(|op| (op.op_kind, op.outcome, op.error_code.clone())),
-    )
-}
-
-/// A history for failure messages, one line per entry (newest first).
-pub fn timeline(entries: &[HistoryEntry]) -> String {
-    let lines: Vec<String> = entries
-        .iter()
-        .map(|e| {
-            format!(
-                "#{} {:?} {:?} {:?} ref={} code={:?} holder={} fence={:?} msg={:?}",
-                e.seq,
-                e.op_kind,
-                e.op_source,
-                e.outcome,
-                e.source_ref,
-                e.error_code,
-                e.holder,
-                e.fence_revision,
-                e.error_message.as_deref().unwrap_or("")
-            )
-        })
-        .collect();
-    lines.join("\n  ")
 }
 
 // ---------------------------------------------------------------------------

@@ -102,6 +102,17 @@ impl World {
         }
     }
 
+    /// The game's status record as stored.
+    async fn status(&self, name: &str) -> GameRuntimeStatus {
+        self.reconciler
+            .lifecycle()
+            .status()
+            .read(name)
+            .await
+            .unwrap()
+            .status
+    }
+
     async fn history(&self, name: &str) -> Vec<HistoryEntry> {
         self.reconciler
             .lifecycle()
@@ -141,14 +152,7 @@ async fn a_running_matching_container_without_status_is_adopted_not_recreated() 
     let history = w.history("g1").await;
     assert_eq!(history[0].op_kind, OpKind::Adopt);
     assert_eq!(history[0].container_id_after.as_deref(), Some(id.as_str()));
-    let status = w
-        .reconciler
-        .lifecycle()
-        .status()
-        .read("g1")
-        .await
-        .unwrap()
-        .status;
+    let status = w.status("g1").await;
     assert_eq!(status.container_id.as_deref(), Some(id.as_str()));
     assert_eq!(status.phase, Phase::Running);
 }
@@ -228,14 +232,7 @@ async fn a_restart_token_restarts_once_with_the_requests_correlation_id() {
     assert_eq!(restarts.len(), 1);
     assert_eq!(restarts[0].source_ref, "REQ-7");
     assert_eq!(restarts[0].op_source, OpSource::AdminCli);
-    let status = w
-        .reconciler
-        .lifecycle()
-        .status()
-        .read("g1")
-        .await
-        .unwrap()
-        .status;
+    let status = w.status("g1").await;
     assert_eq!(status.observed_restart_token.as_deref(), Some("t-1"));
 }
 
@@ -247,14 +244,7 @@ async fn a_crashed_container_is_restarted_and_counted() {
     let id = w.runtime.container("rtm-g1").unwrap().id;
     w.runtime.exit_container(&id, 3).unwrap();
     w.converge("g1").await;
-    let status = w
-        .reconciler
-        .lifecycle()
-        .status()
-        .read("g1")
-        .await
-        .unwrap()
-        .status;
+    let status = w.status("g1").await;
     assert_eq!(status.phase, Phase::Running);
     assert_eq!(status.restart_count, 1);
     assert_eq!(status.last_exit_code, Some(3));
@@ -405,14 +395,7 @@ async fn a_cache_that_lags_behind_etcd_is_not_acted_on() {
     w.cache
         .apply("g1".into(), Some(Desired::Valid(Box::new(cached))));
     w.reconciler.reconcile("g1").await.unwrap();
-    let status = w
-        .reconciler
-        .lifecycle()
-        .status()
-        .read("g1")
-        .await
-        .unwrap()
-        .status;
+    let status = w.status("g1").await;
     assert_eq!(status.observed_restart_token.as_deref(), Some("t-2"));
     assert_eq!(w.runtime.count(FakeOp::Create), 2, "one restart");
 }
