@@ -3,10 +3,10 @@
 //!
 //! An entry is written `in_progress` *before* its side effect and finished
 //! with its outcome after, so a crash in between leaves evidence that
-//! recovery resolves. Appending is guarded by the game's lease fence (a
-//! fenced-out controller cannot add entries); finishing compares the entry's
-//! own revision instead, so an operation whose lease was lost can still
-//! record how it ended — unless recovery already did.
+//! recovery resolves. Every write is guarded by the writer's lease fence (a
+//! fenced-out controller cannot add or finish entries); finishing also
+//! compares the entry's own revision, so an entry recovery resolved is
+//! never overwritten.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -282,10 +282,25 @@ impl History {
     }
 
     /// Writes the final form of an appended entry, unless someone (the
-    /// recovery of a crashed operation) has resolved it since.
-    pub async fn finish(&self, appended: &Appended) -> Result<Appended, HistoryError> {
-        let outcome = self.store.txn(self.finish_txn(appended)).await?;
+    /// recovery of a crashed operation) has resolved it since. With a
+    /// fence (the writer's lease: every operation passes its own), only
+    /// while it still holds: a writer whose lease was lost writes nothing,
+    /// and the entry stays `in_progress` until the next holder's recovery
+    /// resolves it.
+    pub async fn finish(
+        &self,
+        appended: &Appended,
+        fence: Option<&Fence>,
+    ) -> Result<Appended, HistoryError> {
+        let outcome = self.store.txn(self.finish_txn(appended, fence)).await?;
         if !outcome.succeeded {
+            if let Some(fence) = fence
+                && !self.fence_holds(fence).await?
+            {
+                return Err(HistoryError::LeaseLost {
+                    game: appended.entry.game_id.clone(),
+                });
+            }
             return Err(HistoryError::AlreadyResolved {
                 key: appended.key.clone(),
             });
@@ -300,13 +315,17 @@ impl History {
 
     /// The transaction [`History::finish`] runs, for a caller that adds
     /// its own last writes to it (one round trip, one etcd revision).
-    pub fn finish_txn(&self, appended: &Appended) -> Txn {
-        Txn::new()
-            .when(Compare::ModRevision {
-                key: appended.key.clone(),
-                revision: appended.revision,
-            })
-            .put(appended.key.clone(), encode(&appended.entry))
+    pub fn finish_txn(&self, appended: &Appended, fence: Option<&Fence>) -> Txn {
+        let txn = Txn::new();
+        let txn = match fence {
+            Some(fence) => txn.when(fence.compare()),
+            None => txn,
+        };
+        txn.when(Compare::ModRevision {
+            key: appended.key.clone(),
+            revision: appended.revision,
+        })
+        .put(appended.key.clone(), encode(&appended.entry))
     }
 
     /// The newest `limit` entries of a game, newest first.
@@ -395,6 +414,13 @@ mod tests {
         HistoryEntry::begin(game, op, OpKind::Start, OpSource::Reconcile)
     }
 
+    /// A lease key of `game` held by the test, and its fence.
+    async fn held(store: &MemoryStore, game: &str) -> Fence {
+        let key = Keys::default().lease(game);
+        let revision = store.create(&key, b"me".to_vec(), None).await.unwrap();
+        Fence { key, revision }
+    }
+
     /// The game's log as (seq, op id), newest first.
     async fn ops(history: &History, game: &str) -> Vec<(u64, String)> {
         history
@@ -448,13 +474,17 @@ mod tests {
     #[tokio::test]
     async fn an_in_progress_entry_is_finished_unless_resolved_first() {
         let (store, history) = history(10);
-        let mut appended = history.append(None, entry("g1", "op-1")).await.unwrap();
+        let fence = held(&store, "g1").await;
+        let mut appended = history
+            .append(Some(&fence), entry("g1", "op-1"))
+            .await
+            .unwrap();
         assert_eq!(
             history.recent("g1", 1).await.unwrap()[0].outcome,
             Outcome::InProgress
         );
         appended.entry.fail(ErrorCode::StartFailed, "boom");
-        let finished = history.finish(&appended).await.unwrap();
+        let finished = history.finish(&appended, Some(&fence)).await.unwrap();
         let stored = &history.recent("g1", 1).await.unwrap()[0];
         assert_eq!(stored.outcome, Outcome::Failure);
         assert_eq!(stored.error_code, Some(ErrorCode::StartFailed));
@@ -464,8 +494,34 @@ mod tests {
             .update(&finished.key, b"{}".to_vec(), finished.revision)
             .await
             .unwrap();
-        let late = history.finish(&finished).await.unwrap_err();
+        let late = history.finish(&finished, Some(&fence)).await.unwrap_err();
         assert!(matches!(late, HistoryError::AlreadyResolved { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_finish_is_refused_once_the_writers_lease_is_gone() {
+        let (store, history) = history(10);
+        let fence = held(&store, "g1").await;
+        let mut appended = history
+            .append(Some(&fence), entry("g1", "op-1"))
+            .await
+            .unwrap();
+        // The lease expired (a frozen controller) and another took it.
+        let kv = store.get(&fence.key).await.unwrap().unwrap();
+        store.delete(&fence.key, kv.mod_revision).await.unwrap();
+        let _taken_over = held(&store, "g1").await;
+        appended.entry.fail(ErrorCode::ServiceUnavailable, "late");
+        let refused = history.finish(&appended, Some(&fence)).await.unwrap_err();
+        assert!(
+            matches!(refused, HistoryError::LeaseLost { .. }),
+            "{refused}"
+        );
+        let stored = &history.recent("g1", 1).await.unwrap()[0];
+        assert_eq!(
+            stored.outcome,
+            Outcome::InProgress,
+            "left for the new holder's recovery"
+        );
     }
 
     #[tokio::test]
@@ -503,6 +559,7 @@ mod tests {
     async fn a_remembered_tail_that_went_stale_is_read_again() {
         // Two controllers share one log: each remembers the tail it wrote.
         let store = Arc::new(MemoryStore::new());
+        let fence = held(&store, "g1").await;
         let a = History::new(store.clone(), Keys::default(), 10);
         let b = History::new(store.clone(), Keys::default(), 10);
         a.append(None, entry("g1", "op-1")).await.unwrap();
@@ -512,7 +569,7 @@ mod tests {
         // b's tail (2) changed since (finished elsewhere): same.
         let mut finished = second.clone();
         finished.entry.succeed();
-        a.finish(&finished).await.unwrap();
+        a.finish(&finished, Some(&fence)).await.unwrap();
         b.append(None, entry("g1", "op-4")).await.unwrap();
         assert_eq!(
             ops(&a, "g1").await,

@@ -730,7 +730,10 @@ async fn simulate_restart(
         .expect("append the stop entry");
     stop.entry.container_id_before = Some("aaaaaaaaaaaaaaaaaaaa".into());
     stop.entry.succeed();
-    history.finish(&stop).await.expect("finish the stop entry");
+    history
+        .finish(&stop, None)
+        .await
+        .expect("finish the stop entry");
     let mut start = history
         .append(None, entry(OpKind::Start))
         .await
@@ -749,11 +752,11 @@ async fn simulate_restart(
         }
     }
     history
-        .finish(&start)
+        .finish(&start, None)
         .await
         .expect("finish the start entry");
     history
-        .finish(&outer)
+        .finish(&outer, None)
         .await
         .expect("finish the restart entry");
 }

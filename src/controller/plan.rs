@@ -11,6 +11,9 @@ use crate::runtime::{ContainerInfo, ContainerState};
 
 pub use crate::model::READY;
 
+/// The Ready condition's reason while the container is paused by hand.
+pub const CONTAINER_PAUSED: &str = "ContainerPaused";
+
 /// Knobs of the decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -64,6 +67,8 @@ pub enum Cause {
     NeverStarted,
     /// The document was deleted.
     Deleted,
+    /// The container was paused by hand (`docker pause`).
+    Paused,
 }
 
 /// What to do to the container.
@@ -85,6 +90,9 @@ pub enum Action {
     Restart {
         cause: Cause,
     },
+    /// Resume a container paused by hand: an involuntary disruption,
+    /// repaired at once and in place (the match goes on).
+    Unpause,
     /// Stop and remove the container and clear the status.
     Remove,
     /// The container crashed and its backoff has not elapsed.
@@ -118,7 +126,7 @@ pub fn plan(
     let spec = &doc.spec;
     match spec.state {
         DesiredState::Stopped => match container {
-            Some(c) if c.is_running() => Action::Stop {
+            Some(c) if c.is_alive() => Action::Stop {
                 cause: Cause::SpecChanged,
             },
             _ => Action::None,
@@ -138,10 +146,12 @@ pub fn plan(
                         Action::Recreate {
                             cause: Cause::SpecChanged,
                         }
-                    } else if restart_requested(doc, &observed.status) {
+                    } else if restart_requested(doc, observed) {
                         Action::Recreate {
                             cause: Cause::RestartRequested,
                         }
+                    } else if c.state == ContainerState::Paused {
+                        Action::Unpause
                     } else {
                         Action::None
                     }
@@ -183,10 +193,25 @@ fn spec_changed(doc: &GameRuntime, status: &GameRuntimeStatus) -> bool {
     doc.metadata.generation.is_some() && doc.metadata.generation != status.observed_generation
 }
 
-/// A restart is asked for when the token is set and not yet acted on.
-pub fn restart_requested(doc: &GameRuntime, status: &GameRuntimeStatus) -> bool {
+/// A restart is asked for when the token is set and not yet answered. The
+/// container's own label says which token it answers; the status record is
+/// only asked for a container older than that label. When neither says (such
+/// a container, and its record lost), nothing is restarted: losing a record
+/// must never disrupt a game.
+pub fn restart_requested(doc: &GameRuntime, observed: &Observed) -> bool {
     let token = &doc.spec.restart_token;
-    !token.is_empty() && status.observed_restart_token.as_deref() != Some(token.as_str())
+    if token.is_empty() {
+        return false;
+    }
+    let answered = observed
+        .container
+        .as_ref()
+        .and_then(ContainerInfo::restart_token)
+        .or(observed.status.observed_restart_token.as_deref());
+    match answered {
+        Some(answered) => answered != token,
+        None => observed.has_status,
+    }
 }
 
 fn policy_restarts(policy: RestartPolicy, exit_code: Option<i64>) -> bool {
@@ -262,12 +287,16 @@ pub fn derive_status(
         .is_some_and(|op| op.outcome == Outcome::Failure);
 
     let (phase, message) = match (spec.state, container) {
-        (DesiredState::Stopped, Some(c)) if c.is_running() => (Phase::Stopping, None),
+        (DesiredState::Stopped, Some(c)) if c.is_alive() => (Phase::Stopping, None),
         (DesiredState::Stopped, _) => (Phase::Stopped, None),
         (DesiredState::Running, None) if last_failed => (Phase::Failed, failure_message(previous)),
         (DesiredState::Running, None) => (Phase::Pending, None),
         (DesiredState::Running, Some(c)) => match &c.state {
-            ContainerState::Running | ContainerState::Paused => (Phase::Running, None),
+            ContainerState::Running => (Phase::Running, None),
+            ContainerState::Paused => (
+                Phase::Running,
+                Some("the container is paused (docker pause); resuming it".to_owned()),
+            ),
             ContainerState::Created => (Phase::Starting, None),
             ContainerState::Exited | ContainerState::Dead => {
                 exited_phase(spec.restart_policy, c, previous, now, settings)
@@ -300,6 +329,14 @@ pub fn derive_status(
     };
     if converged {
         status.observed_generation = doc.metadata.generation;
+        // The container says which restart it answers; the record follows
+        // it (a record rebuilt after a loss included).
+        if let Some(token) = container
+            .and_then(ContainerInfo::restart_token)
+            .filter(|t| !t.is_empty())
+        {
+            status.observed_restart_token = Some(token.to_owned());
+        }
     }
     if spec.state == DesiredState::Stopped {
         // A restart asked for while stopped has nothing to restart.
@@ -308,9 +345,15 @@ pub fn derive_status(
             .or(status.observed_restart_token);
     }
 
-    let ready = status.phase == Phase::Running && matches_spec;
+    let ready = status.phase == Phase::Running && matches_spec && running;
+    let paused = container.is_some_and(|c| c.state == ContainerState::Paused);
     let (reason, text) = if ready {
         ("ContainerRunning".to_owned(), String::new())
+    } else if paused && status.phase == Phase::Running {
+        (
+            CONTAINER_PAUSED.to_owned(),
+            status.message.clone().unwrap_or_default(),
+        )
     } else {
         (
             status.phase.to_string(),

@@ -307,7 +307,7 @@ impl Reconciler {
         if desired.is_none() && !self.cache.is_gone(game) {
             return Ok(Acted::done(Ok(None)));
         }
-        let observed = match seen_container {
+        let mut observed = match seen_container {
             // No other controller acted since the first look (etcd says
             // so), and no operation was interrupted: the container seen a
             // moment ago stands. Only hands in Docker could have changed it
@@ -318,12 +318,31 @@ impl Reconciler {
             },
             _ => self.observe_under(lease).await?,
         };
-        let action = plan(
+        let mut action = plan(
             desired.as_ref(),
             &observed,
             SystemTime::now(),
             &self.settings,
         );
+        if observed.container.is_none() && matches!(action, Action::Start { .. }) {
+            // Nothing is named rtm-<game>: a container of the game renamed
+            // by hand is named back (or removed) before another is started.
+            let request = OpRequest::new(game, OpSource::Reconcile);
+            if !self
+                .lifecycle
+                .reclaim_under(lease, &request)
+                .await
+                .is_empty()
+            {
+                observed = self.observe_under(lease).await?;
+                action = plan(
+                    desired.as_ref(),
+                    &observed,
+                    SystemTime::now(),
+                    &self.settings,
+                );
+            }
+        }
         let request = self.request(game, desired.as_ref(), &observed, action);
         let result = match action {
             Action::None => match &observed.container {
@@ -341,6 +360,11 @@ impl Reconciler {
             Action::Stop { .. } => {
                 Some(self.lifecycle.stop_under(lease, &request, &new_id()).await)
             }
+            Action::Unpause => Some(
+                self.lifecycle
+                    .unpause_under(lease, &request, &new_id())
+                    .await,
+            ),
             Action::Recreate { .. } => Some(self.lifecycle.restart_under(lease, &request).await),
             Action::Remove => {
                 let result = self.lifecycle.remove_under(lease, &request).await;
@@ -375,6 +399,11 @@ impl Reconciler {
         };
         if result.as_ref().is_some_and(OpResult::is_success) {
             count_effects(desired.as_ref(), action, exited.as_ref(), &mut after);
+        }
+        if after.container.is_some() && after.status.node.is_none() {
+            // A record rebuilt from the container (adopted after a loss)
+            // names the node that runs it.
+            after.status.node = Some(self.lifecycle.node().to_owned());
         }
         let next = derive_status(desired.as_ref(), &after, SystemTime::now(), &self.settings);
         let result = match result {
@@ -553,7 +582,12 @@ impl Reconciler {
         {
             interrupted = true;
             resolve_aborted(&mut stale.entry, lease.session().holder());
-            match self.lifecycle.history().finish(&stale).await {
+            match self
+                .lifecycle
+                .history()
+                .finish(&stale, Some(lease.fence()))
+                .await
+            {
                 Ok(_) => {
                     info!(%game, op_id = %stale.entry.op_id, op_kind = %stale.entry.op_kind, "resolved an interrupted operation as aborted");
                     self.metrics.record_operation(

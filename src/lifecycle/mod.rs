@@ -16,10 +16,12 @@
 //! Docker calls whose outcome is unknown (a timeout) are resolved by
 //! inspecting again before the next step, never by retrying blindly.
 
+mod reclaim;
 mod remove;
 mod restart;
 mod start;
 mod stop;
+mod unpause;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +35,8 @@ use crate::metrics::Metrics;
 use crate::model::validate::validate_name;
 use crate::model::{GameRuntime, LastOperation, OpKind, OpSource, Outcome, Phase};
 use crate::runtime::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, LABEL_OP_ID, LABEL_PREFIX, LABEL_SPEC_HASH,
-    PortBinding, PortProtocol, RuntimeError, RuntimeOp, container_name,
+    ContainerInfo, ContainerRuntime, ContainerSpec, LABEL_OP_ID, LABEL_PREFIX, LABEL_RESTART_TOKEN,
+    LABEL_SPEC_HASH, PortBinding, PortProtocol, RuntimeError, RuntimeOp, container_name,
 };
 use crate::status::{StatusError, StatusStore};
 use crate::store::Documents;
@@ -354,9 +356,36 @@ impl Lifecycle {
         result
     }
 
+    /// Records an operation that could not begin under a lease it holds:
+    /// one finished entry, appended only while the lease holds (a
+    /// controller that lost it writes nothing into the next holder's log;
+    /// the log line and the metric remain).
+    async fn reject_under(
+        &self,
+        lease: &GameLease,
+        kind: OpKind,
+        request: &OpRequest,
+        op_id: &str,
+        failure: Failure,
+    ) -> OpResult {
+        let mut entry = self.entry(kind, request, op_id);
+        entry.fail(failure.code, failure.message);
+        if failure.code != ErrorCode::LeaseLost
+            && let Err(error) = self
+                .history
+                .append(Some(lease.fence()), entry.clone())
+                .await
+        {
+            warn!(game = %request.game, %error, "recording a failed operation failed");
+        }
+        self.finished(&entry);
+        OpResult::from_entry(&entry)
+    }
+
     /// Records an operation that failed before it could take the lease: one
-    /// finished entry, appended without a fence (best effort: when etcd is
-    /// what failed, only the log line and the metric remain).
+    /// finished entry, appended without a fence (nothing ran, so there is
+    /// no holder to fence; best effort: when etcd is what failed, only the
+    /// log line and the metric remain).
     async fn reject(
         &self,
         kind: OpKind,
@@ -431,11 +460,31 @@ impl Lifecycle {
                 None
             }
         };
-        if let Err(error) = self.history.finish(&op).await {
+        if let Err(error) = self.history.finish(&op, Some(lease.fence())).await {
             warn!(game = %op.entry.game_id, key = %op.key, %error, "finishing the history entry failed; recovery resolves it");
         }
         self.finished(&op.entry);
         OpResult::from_entry(&op.entry).left(status, container)
+    }
+
+    /// Ends an operation that changes no status record (an eviction, a
+    /// renamed container named back, a duplicate removed): finishes its
+    /// entry with the outcome, fenced by the lease.
+    async fn close_entry(
+        &self,
+        lease: &GameLease,
+        mut op: Appended,
+        result: Result<(), Failure>,
+    ) -> OpResult {
+        match result {
+            Ok(()) => op.entry.succeed(),
+            Err(failure) => op.entry.fail(failure.code, failure.message),
+        }
+        if let Err(error) = self.history.finish(&op, Some(lease.fence())).await {
+            warn!(game = %op.entry.game_id, key = %op.key, %error, "finishing the history entry failed; recovery resolves it");
+        }
+        self.finished(&op.entry);
+        OpResult::from_entry(&op.entry)
     }
 
     /// A successful operation's status change and its finished entry in
@@ -461,7 +510,7 @@ impl Lifecycle {
         let mut txn = self.status.txn(lease, &current, next.as_ref());
         let mut done = op.clone();
         done.entry.succeed();
-        let finish = self.history.finish_txn(&done);
+        let finish = self.history.finish_txn(&done, Some(lease.fence()));
         txn.when.extend(finish.when);
         txn.then.extend(finish.then);
         let outcome = self.session.store().txn(txn).await.ok()?;
@@ -704,6 +753,9 @@ pub fn container_spec(doc: &GameRuntime, prefix: &str, op_id: &str) -> Container
     container
         .labels
         .insert(LABEL_OP_ID.to_owned(), op_id.to_owned());
+    container
+        .labels
+        .insert(LABEL_RESTART_TOKEN.to_owned(), spec.restart_token.clone());
     container
         .labels
         .insert(LABEL_PREFIX.to_owned(), prefix.to_owned());

@@ -23,7 +23,11 @@ impl Lifecycle {
         let op_id = lease.op_id();
         let mut op = match self.begin(lease, OpKind::Remove, request, op_id).await {
             Ok(op) => op,
-            Err(failure) => return self.reject(OpKind::Remove, request, op_id, failure).await,
+            Err(failure) => {
+                return self
+                    .reject_under(lease, OpKind::Remove, request, op_id, failure)
+                    .await;
+            }
         };
         let result = self.remove_steps(lease, request, &mut op).await;
         self.conclude(lease, op, result).await
@@ -79,7 +83,11 @@ impl Lifecycle {
         let op_id = lease.op_id();
         let mut op = match self.begin(lease, OpKind::Remove, request, op_id).await {
             Ok(op) => op,
-            Err(failure) => return self.reject(OpKind::Remove, request, op_id, failure).await,
+            Err(failure) => {
+                return self
+                    .reject_under(lease, OpKind::Remove, request, op_id, failure)
+                    .await;
+            }
         };
         op.entry.note = Some(reason.to_owned());
         let result = async {
@@ -96,14 +104,6 @@ impl Lifecycle {
                 })
         }
         .await;
-        match result {
-            Ok(()) => op.entry.succeed(),
-            Err(failure) => op.entry.fail(failure.code, failure.message),
-        }
-        if let Err(error) = self.history.finish(&op).await {
-            tracing::warn!(game = %op.entry.game_id, %error, "finishing the history entry failed; recovery resolves it");
-        }
-        self.finished(&op.entry);
-        OpResult::from_entry(&op.entry)
+        self.close_entry(lease, op, result).await
     }
 }

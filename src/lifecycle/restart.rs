@@ -27,7 +27,11 @@ impl Lifecycle {
         let op_id = lease.op_id();
         let mut outer = match self.begin(lease, OpKind::Restart, request, op_id).await {
             Ok(outer) => outer,
-            Err(failure) => return self.reject(OpKind::Restart, request, op_id, failure).await,
+            Err(failure) => {
+                return self
+                    .reject_under(lease, OpKind::Restart, request, op_id, failure)
+                    .await;
+            }
         };
         // The record is checked before the correlation id exists: these
         // failures keep the request's own source_ref, as in the Go service.
@@ -35,6 +39,12 @@ impl Lifecycle {
             Ok(image) => image,
             Err(failure) => return self.conclude(lease, outer, Err(failure)).await,
         };
+        // Never stop a working container before its replacement can be
+        // created: without the image, the old one keeps running.
+        if let Err(failure) = self.require_image(&image).await {
+            outer.entry.image_ref = image;
+            return self.conclude(lease, outer, Err(failure)).await;
+        }
         outer.entry.image_ref = image;
 
         let correlation = if request.source_ref.is_empty() {

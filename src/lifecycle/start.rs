@@ -27,7 +27,11 @@ impl Lifecycle {
     ) -> OpResult {
         let mut op = match self.begin(lease, OpKind::Start, request, op_id).await {
             Ok(op) => op,
-            Err(failure) => return self.reject(OpKind::Start, request, op_id, failure).await,
+            Err(failure) => {
+                return self
+                    .reject_under(lease, OpKind::Start, request, op_id, failure)
+                    .await;
+            }
         };
         let result = self.start_steps(lease, request, &mut op.entry).await;
         self.conclude(lease, op, result).await
@@ -44,7 +48,14 @@ impl Lifecycle {
         let spec = container_spec(&doc, self.prefix(), &entry.op_id);
         entry.image_ref = spec.image.clone();
 
-        if let Some(existing) = self.current_container(game).await? {
+        let existing = self.current_container(game).await?;
+        if !existing.as_ref().is_some_and(|c| c.is_running()) {
+            // Checked before anything is removed: without its image the
+            // game keeps what it has (an exited container stays to be seen).
+            lease.check()?;
+            self.require_image(&spec.image).await?;
+        }
+        if let Some(existing) = existing {
             entry.container_id_before = Some(existing.id.clone());
             if existing.is_running() {
                 // Already running: starting is idempotent. Replacing it for
@@ -58,22 +69,6 @@ impl Lifecycle {
             self.remove_container(&existing.id, true)
                 .await
                 .map_err(|e| Failure::runtime(RuntimeOp::Remove, &e))?;
-        }
-
-        lease.check()?;
-        match self.runtime.inspect_image(&spec.image).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return Err(Failure::new(
-                    ErrorCode::ImageNotFound,
-                    format!(
-                        "image {} is not present on the Docker host; load or build it there \
-                         (rtmanager never pulls)",
-                        spec.image
-                    ),
-                ));
-            }
-            Err(e) => return Err(Failure::runtime(RuntimeOp::InspectImage, &e)),
         }
 
         lease.check()?;
@@ -115,6 +110,23 @@ impl Lifecycle {
             })?;
         failpoint::hit("start.before_status");
         Ok(running(started, spec.hostname))
+    }
+
+    /// Fails with `image_not_found` unless `image` is on the Docker host:
+    /// checked before any step that could leave the game without a
+    /// container (a recreate stops nothing until it passes).
+    pub(super) async fn require_image(&self, image: &str) -> Result<(), Failure> {
+        match self.runtime.inspect_image(image).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(Failure::new(
+                ErrorCode::ImageNotFound,
+                format!(
+                    "image {image} is not present on the Docker host; load or build it there \
+                     (rtmanager never pulls)"
+                ),
+            )),
+            Err(e) => Err(Failure::runtime(RuntimeOp::InspectImage, &e)),
+        }
     }
 
     /// Creates the container; a timed-out create is resolved by looking the

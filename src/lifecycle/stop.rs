@@ -29,7 +29,11 @@ impl Lifecycle {
     ) -> OpResult {
         let mut op = match self.begin(lease, OpKind::Stop, request, op_id).await {
             Ok(op) => op,
-            Err(failure) => return self.reject(OpKind::Stop, request, op_id, failure).await,
+            Err(failure) => {
+                return self
+                    .reject_under(lease, OpKind::Stop, request, op_id, failure)
+                    .await;
+            }
         };
         let result = self.stop_steps(lease, request, &mut op.entry).await;
         self.conclude(lease, op, result).await
@@ -69,7 +73,8 @@ impl Lifecycle {
         entry.container_id_after = Some(container.id.clone());
         entry.image_ref = container.image.clone();
         lease.check()?;
-        if container.is_running() {
+        // A paused container is stopped too (Docker stops it as it is).
+        if container.is_alive() {
             self.stop_container(&container.id, timeout).await?;
             failpoint::hit("stop.after_stop");
         }
@@ -82,7 +87,7 @@ impl Lifecycle {
     }
 
     /// The container as it is now (exit code after a stop), if readable.
-    async fn reinspect(&self, id: &str) -> Option<crate::runtime::ContainerInfo> {
+    pub(super) async fn reinspect(&self, id: &str) -> Option<crate::runtime::ContainerInfo> {
         self.runtime.inspect_container(id).await.ok().flatten()
     }
 }

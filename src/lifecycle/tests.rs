@@ -424,13 +424,26 @@ async fn restart_when_docker_rm_fails_is_service_unavailable() {
 }
 
 #[tokio::test]
-async fn restart_keeps_the_inner_starts_failure_code() {
+async fn a_restart_without_its_image_stops_nothing_and_keeps_the_old_container_running() {
     let w = world().await;
-    w.started("g1").await;
+    let started = w.started("g1").await;
     w.runtime.remove_image(IMAGE);
     let result = w.lifecycle.restart(&request("g1")).await;
-    assert_failed(&result, ErrorCode::ImageNotFound, "inner start failed: ");
-    assert!(w.runtime.containers().is_empty());
+    assert_failed(&result, ErrorCode::ImageNotFound, "is not present");
+    let left = w.runtime.containers();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(Some(&left[0].id), started.container_id.as_ref());
+    assert!(left[0].is_running(), "never stopped: {left:?}");
+    let history = w.history("g1").await;
+    assert_eq!(
+        (history[0].op_kind, history[0].error_code),
+        (OpKind::Restart, Some(ErrorCode::ImageNotFound)),
+        "the failure is recorded: {history:#?}"
+    );
+    assert!(
+        history.iter().all(|e| e.op_kind != OpKind::Stop),
+        "no inner stop ran: {history:#?}"
+    );
 }
 
 #[tokio::test]
@@ -555,8 +568,17 @@ impl ContainerRuntime for LosesLeaseDuringStop {
     async fn remove(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
         self.inner.remove(id, force).await
     }
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
+        self.inner.unpause(id).await
+    }
+    async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        self.inner.rename(id, name).await
+    }
     async fn list_managed(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
         self.inner.list_managed().await
+    }
+    async fn list_game(&self, game: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        self.inner.list_game(game).await
     }
     fn events(
         &self,

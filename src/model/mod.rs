@@ -344,8 +344,11 @@ pub enum OpKind {
     Restart,
     /// Stop and remove the container.
     Remove,
-    /// Take over a running container that already matches the spec.
+    /// Take over a running container that already matches the spec (also
+    /// one renamed by hand, named back).
     Adopt,
+    /// Resume a container paused by hand.
+    Unpause,
     /// Resolve an operation a crashed controller left unfinished.
     Recover,
 }
@@ -619,6 +622,7 @@ impl OpKind {
             OpKind::Restart => "restart",
             OpKind::Remove => "remove",
             OpKind::Adopt => "adopt",
+            OpKind::Unpause => "unpause",
             OpKind::Recover => "recover",
         }
     }

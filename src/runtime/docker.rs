@@ -34,7 +34,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, KillContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    ListContainersOptions, RemoveContainerOptions, RenameContainerOptions, StartContainerOptions,
+    StopContainerOptions,
 };
 use bollard::{ClientVersion, Docker};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
@@ -246,6 +247,47 @@ impl DockerRuntime {
         }
     }
 
+    /// Every managed container matching `filters` (Docker's label
+    /// filters are ANDed), inspected, sorted by name.
+    async fn list(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+    ) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let docker = self.client().await?;
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..ListContainersOptions::default()
+        };
+        let summaries = match self
+            .send(
+                &Call::ListManaged,
+                self.inner.request_timeout,
+                docker.list_containers(Some(options)),
+            )
+            .await
+        {
+            Ok(summaries) => summaries,
+            Err(Outcome::Failed(err)) => return Err(err),
+            Err(_) => Vec::new(),
+        };
+        // The summary lacks exit code, hostname and times: inspect each. A
+        // container removed between the list and its inspect is skipped.
+        let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
+        let mut containers: Vec<ContainerInfo> = stream::iter(ids)
+            .map(|id| {
+                let docker = docker.clone();
+                async move { self.inspect(&docker, &id).await }
+            })
+            .buffer_unordered(LIST_INSPECT_CONCURRENCY)
+            .try_filter_map(|info| async move { Ok(info) })
+            .try_collect()
+            .await?;
+        containers.retain(ContainerInfo::is_managed);
+        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(containers)
+    }
+
     async fn inspect(
         &self,
         docker: &Docker,
@@ -319,6 +361,13 @@ enum Call<'a> {
     Remove {
         id: &'a str,
     },
+    Unpause {
+        id: &'a str,
+    },
+    Rename {
+        id: &'a str,
+        name: &'a str,
+    },
     ListManaged,
     Events,
 }
@@ -334,6 +383,8 @@ impl Call<'_> {
             Call::Stop { .. } => RuntimeOp::Stop,
             Call::Kill { .. } => RuntimeOp::Kill,
             Call::Remove { .. } => RuntimeOp::Remove,
+            Call::Unpause { .. } => RuntimeOp::Unpause,
+            Call::Rename { .. } => RuntimeOp::Rename,
             Call::ListManaged => RuntimeOp::ListManaged,
             Call::Events => RuntimeOp::Events,
         }
@@ -348,9 +399,12 @@ impl fmt::Display for Call<'_> {
             Call::InspectImage { image } => write!(f, "inspect_image {image}"),
             Call::InspectContainer { name_or_id } => write!(f, "inspect_container {name_or_id}"),
             Call::Create { name, image } => write!(f, "create {name} from {image}"),
-            Call::Start { id } | Call::Stop { id } | Call::Kill { id } | Call::Remove { id } => {
-                write!(f, "{} {id}", self.op())
-            }
+            Call::Start { id }
+            | Call::Stop { id }
+            | Call::Kill { id }
+            | Call::Remove { id }
+            | Call::Unpause { id } => write!(f, "{} {id}", self.op()),
+            Call::Rename { id, name } => write!(f, "rename {id} to {name}"),
         }
     }
 }
@@ -416,6 +470,12 @@ fn classify_status(call: &Call<'_>, status: u16, message: String) -> Outcome {
             })
         }
         (409, Call::Kill { .. }) if lower.contains("is not running") => Outcome::AlreadySo,
+        (409 | 500, Call::Unpause { .. }) if lower.contains("is not paused") => Outcome::AlreadySo,
+        (409, Call::Rename { name, .. }) if lower.contains("already in use") => {
+            Outcome::Failed(RuntimeError::NameConflict {
+                name: (*name).to_owned(),
+            })
+        }
         (409, _) => Outcome::Failed(RuntimeError::Conflict { message }),
         _ => Outcome::Failed(RuntimeError::Rejected { status, message }),
     }
@@ -679,39 +739,38 @@ impl ContainerRuntime for DockerRuntime {
             .await
     }
 
-    async fn list_managed(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
         let docker = self.client().await?;
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(managed_filter()),
-            ..ListContainersOptions::default()
-        };
-        let summaries = match self
-            .send(
-                &Call::ListManaged,
-                self.inner.request_timeout,
-                docker.list_containers(Some(options)),
-            )
+        let request = docker.unpause_container(id);
+        self.send_unit(&Call::Unpause { id }, self.inner.request_timeout, request)
             .await
-        {
-            Ok(summaries) => summaries,
-            Err(Outcome::Failed(err)) => return Err(err),
-            Err(_) => Vec::new(),
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        let docker = self.client().await?;
+        let options = RenameContainerOptions {
+            name: name.to_owned(),
         };
-        // The summary lacks exit code, hostname and times: inspect each. A
-        // container removed between the list and its inspect is skipped.
-        let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
-        let mut containers: Vec<ContainerInfo> = stream::iter(ids)
-            .map(|id| {
-                let docker = docker.clone();
-                async move { self.inspect(&docker, &id).await }
-            })
-            .buffer_unordered(LIST_INSPECT_CONCURRENCY)
-            .try_filter_map(|info| async move { Ok(info) })
-            .try_collect()
-            .await?;
-        containers.retain(ContainerInfo::is_managed);
-        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        let request = docker.rename_container(id, options);
+        self.send_unit(
+            &Call::Rename { id, name },
+            self.inner.request_timeout,
+            request,
+        )
+        .await
+    }
+
+    async fn list_managed(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        self.list(managed_filter()).await
+    }
+
+    async fn list_game(&self, game: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let mut filters = managed_filter();
+        if let Some(labels) = filters.get_mut("label") {
+            labels.push(format!("{LABEL_GAME}={game}"));
+        }
+        let mut containers = self.list(filters).await?;
+        containers.retain(|c| c.game() == Some(game));
         Ok(containers)
     }
 

@@ -75,6 +75,8 @@ struct State {
     /// Container name → id, so that a lookup by name does not scan every
     /// container (the scale benchmark holds 100,000).
     names: HashMap<String, String>,
+    /// Game label → container ids, for `list_game` (same reason).
+    games: HashMap<String, Vec<String>>,
     /// Image reference → image id.
     images: BTreeMap<String, String>,
     next_serial: u64,
@@ -126,6 +128,7 @@ impl FakeRuntime {
                 state: Mutex::new(State {
                     containers: BTreeMap::new(),
                     names: HashMap::new(),
+                    games: HashMap::new(),
                     images: BTreeMap::new(),
                     next_serial: 1,
                     failures: HashMap::new(),
@@ -288,6 +291,26 @@ impl FakeRuntime {
         Ok(())
     }
 
+    /// Someone runs `docker pause` by hand.
+    pub fn pause_by_hand(&self, name_or_id: &str) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        let id = state.existing(name_or_id)?;
+        if let Some(container) = state.containers.get_mut(&id)
+            && container.info.is_running()
+        {
+            container.info.state = ContainerState::Paused;
+            state.emit(&id, "pause");
+        }
+        Ok(())
+    }
+
+    /// Someone runs `docker rename` by hand.
+    pub fn rename_by_hand(&self, name_or_id: &str, name: &str) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        let id = state.existing(name_or_id)?;
+        state.rename(&id, name)
+    }
+
     /// Someone runs `docker stop` by hand: the engine exits 0 (or 137 if it
     /// ignores SIGTERM).
     pub fn stop_by_hand(&self, name_or_id: &str) -> Result<(), RuntimeError> {
@@ -399,6 +422,25 @@ impl State {
         }
     }
 
+    fn rename(&mut self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        if self.names.get(name).is_some_and(|holder| holder != id) {
+            return Err(RuntimeError::NameConflict {
+                name: name.to_owned(),
+            });
+        }
+        let Some(container) = self.containers.get_mut(id) else {
+            return Err(RuntimeError::NotFound {
+                what: format!("No such container: {id}"),
+            });
+        };
+        let old = std::mem::replace(&mut container.info.name, name.to_owned());
+        container.spec.name = name.to_owned();
+        self.names.remove(&old);
+        self.names.insert(name.to_owned(), id.to_owned());
+        self.emit(id, "rename");
+        Ok(())
+    }
+
     fn exit(&mut self, id: &str, code: i64, oom: bool) {
         if let Some(container) = self.containers.get_mut(id) {
             container.info.state = ContainerState::Exited;
@@ -410,7 +452,7 @@ impl State {
     }
 
     fn destroy(&mut self, id: &str, kill_first: bool) {
-        let running = self.containers.get(id).is_some_and(|c| c.info.is_running());
+        let running = self.containers.get(id).is_some_and(|c| c.info.is_alive());
         if running && kill_first {
             self.emit(id, "kill");
             self.exit(id, EXIT_SIGKILL, false);
@@ -418,6 +460,14 @@ impl State {
         self.emit(id, "destroy");
         if let Some(gone) = self.containers.remove(id) {
             self.names.remove(&gone.info.name);
+            if let Some(game) = gone.info.game()
+                && let Some(ids) = self.games.get_mut(game)
+            {
+                ids.retain(|other| other != id);
+                if ids.is_empty() {
+                    self.games.remove(game);
+                }
+            }
         }
     }
 
@@ -519,6 +569,11 @@ impl ContainerRuntime for FakeRuntime {
             error: None,
         };
         state.names.insert(spec.name.clone(), id.clone());
+        state
+            .games
+            .entry(spec.game.clone())
+            .or_default()
+            .push(id.clone());
         state.containers.insert(
             id.clone(),
             FakeContainer {
@@ -561,7 +616,7 @@ impl ContainerRuntime for FakeRuntime {
             let state = self.state();
             let id = state.existing(id)?;
             let container = &state.containers[&id];
-            if !container.info.is_running() {
+            if !container.info.is_alive() {
                 return settle(after, Ok(()));
             }
             container.honours_sigterm
@@ -573,7 +628,7 @@ impl ContainerRuntime for FakeRuntime {
         let mut state = self.state();
         // The container may have gone while we waited.
         let id = state.existing(id)?;
-        if state.containers[&id].info.is_running() {
+        if state.containers[&id].info.is_alive() {
             state.emit(&id, "kill");
             let code = if honours_sigterm { 0 } else { EXIT_SIGKILL };
             state.exit(&id, code, false);
@@ -586,7 +641,7 @@ impl ContainerRuntime for FakeRuntime {
         let after = self.enter(FakeOp::Kill, id).await?;
         let mut state = self.state();
         let id = state.existing(id)?;
-        if state.containers[&id].info.is_running() {
+        if state.containers[&id].info.is_alive() {
             state.emit(&id, "kill");
             state.exit(&id, EXIT_SIGKILL, false);
         }
@@ -597,7 +652,7 @@ impl ContainerRuntime for FakeRuntime {
         let after = self.enter(FakeOp::Remove, id).await?;
         let mut state = self.state();
         let id = state.existing(id)?;
-        if state.containers[&id].info.is_running() && !force {
+        if state.containers[&id].info.is_alive() && !force {
             return Err(RuntimeError::Conflict {
                 message: format!(
                     "You cannot remove a running container {id}. Stop the container before attempting removal or force remove"
@@ -606,6 +661,43 @@ impl ContainerRuntime for FakeRuntime {
         }
         state.destroy(&id, force);
         settle(after, Ok(()))
+    }
+
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
+        let after = self.enter(FakeOp::Unpause, id).await?;
+        let mut state = self.state();
+        let id = state.existing(id)?;
+        if let Some(container) = state.containers.get_mut(&id)
+            && container.info.state == ContainerState::Paused
+        {
+            container.info.state = ContainerState::Running;
+            state.emit(&id, "unpause");
+        }
+        settle(after, Ok(()))
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        let after = self.enter(FakeOp::Rename, id).await?;
+        let mut state = self.state();
+        let id = state.existing(id)?;
+        state.rename(&id, name)?;
+        settle(after, Ok(()))
+    }
+
+    async fn list_game(&self, game: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let after = self.enter(FakeOp::ListManaged, game).await?;
+        let state = self.state();
+        let mut found: Vec<ContainerInfo> = state
+            .games
+            .get(game)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.containers.get(id))
+            .filter(|c| c.info.is_managed() && c.info.game() == Some(game))
+            .map(|c| c.info.clone())
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        settle(after, Ok(found))
     }
 
     async fn list_managed(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {

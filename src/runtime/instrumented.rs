@@ -86,8 +86,22 @@ impl ContainerRuntime for Instrumented {
             .await
     }
 
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
+        self.timed(RuntimeOp::Unpause, self.inner.unpause(id)).await
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        self.timed(RuntimeOp::Rename, self.inner.rename(id, name))
+            .await
+    }
+
     async fn list_managed(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
         self.timed(RuntimeOp::ListManaged, self.inner.list_managed())
+            .await
+    }
+
+    async fn list_game(&self, game: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        self.timed(RuntimeOp::ListManaged, self.inner.list_game(game))
             .await
     }
 

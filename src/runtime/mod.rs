@@ -37,6 +37,10 @@ pub const MANAGED_BY: &str = "rtmanager";
 pub const LABEL_SPEC_HASH: &str = "rtmanager.dev/spec-hash";
 /// Label carrying the id of the operation that created the container.
 pub const LABEL_OP_ID: &str = "rtmanager.dev/op-id";
+/// Label carrying the `spec.restartToken` the container was created under:
+/// a new container answers every restart asked for until then. With it, a
+/// lost or forged status record can never replay a restart.
+pub const LABEL_RESTART_TOKEN: &str = "rtmanager.dev/restart-token";
 
 /// The container name of a game: `rtm-<game>`.
 ///
@@ -186,6 +190,19 @@ impl ContainerInfo {
     pub fn is_running(&self) -> bool {
         self.state == ContainerState::Running
     }
+
+    /// Running or paused: its process exists, so only a stop (or a forced
+    /// removal) ends it. Docker refuses a plain `rm` of either.
+    pub fn is_alive(&self) -> bool {
+        matches!(self.state, ContainerState::Running | ContainerState::Paused)
+    }
+
+    /// The `spec.restartToken` the container was created under: the
+    /// restarts it answers (see [`LABEL_RESTART_TOKEN`]). `None` for a
+    /// container made before the label existed.
+    pub fn restart_token(&self) -> Option<&str> {
+        self.labels.get(LABEL_RESTART_TOKEN).map(String::as_str)
+    }
 }
 
 /// Docker's container status.
@@ -273,6 +290,8 @@ pub enum RuntimeOp {
     Stop,
     Kill,
     Remove,
+    Unpause,
+    Rename,
     ListManaged,
     Events,
 }
@@ -288,6 +307,8 @@ impl RuntimeOp {
             RuntimeOp::Stop => "stop",
             RuntimeOp::Kill => "kill",
             RuntimeOp::Remove => "remove",
+            RuntimeOp::Unpause => "unpause",
+            RuntimeOp::Rename => "rename",
             RuntimeOp::ListManaged => "list_managed",
             RuntimeOp::Events => "events",
         }
@@ -424,9 +445,19 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     /// running one first. A missing container is `NotFound`.
     async fn remove(&self, id: &str, force: bool) -> Result<(), RuntimeError>;
 
+    /// Resumes a paused container; one that is not paused is `Ok`.
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// Renames a container; `NameConflict` when `name` is taken.
+    async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError>;
+
     /// Every container labelled `managed-by=rtmanager`, in any state, sorted
     /// by name.
     async fn list_managed(&self) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    /// The managed containers labelled as `game`'s, whatever their names
+    /// (a container renamed by hand is still the game's), sorted by name.
+    async fn list_game(&self, game: &str) -> Result<Vec<ContainerInfo>, RuntimeError>;
 
     /// Events of managed containers, from now on. The stream ends or yields
     /// an error when the daemon goes away or drops a slow reader (Docker's

@@ -661,8 +661,22 @@ impl ContainerRuntime for CountingRuntime {
             .await
     }
 
+    async fn unpause(&self, id: &str) -> std::result::Result<(), RuntimeError> {
+        self.timed(RuntimeOp::Unpause, self.inner.unpause(id)).await
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> std::result::Result<(), RuntimeError> {
+        self.timed(RuntimeOp::Rename, self.inner.rename(id, name))
+            .await
+    }
+
     async fn list_managed(&self) -> std::result::Result<Vec<ContainerInfo>, RuntimeError> {
         self.timed(RuntimeOp::ListManaged, self.inner.list_managed())
+            .await
+    }
+
+    async fn list_game(&self, game: &str) -> std::result::Result<Vec<ContainerInfo>, RuntimeError> {
+        self.timed(RuntimeOp::ListManaged, self.inner.list_game(game))
             .await
     }
 

@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::model::parse::parse_documents;
 use crate::model::{Condition, ConditionStatus, LastOperation, OpKind};
-use crate::runtime::{LABEL_GAME, LABEL_MANAGED_BY, LABEL_SPEC_HASH, MANAGED_BY};
+use crate::runtime::{
+    LABEL_GAME, LABEL_MANAGED_BY, LABEL_RESTART_TOKEN, LABEL_SPEC_HASH, MANAGED_BY,
+};
 
 const T0: u64 = 1_800_000_000;
 
@@ -154,6 +156,114 @@ fn a_new_restart_token_recreates_once() {
         decide(Some(&d), &o, 0),
         Action::None,
         "an observed token is not acted on twice"
+    );
+}
+
+/// A container created under restart token `token`.
+fn answering(mut c: ContainerInfo, token: &str) -> ContainerInfo {
+    c.labels
+        .insert(LABEL_RESTART_TOKEN.to_owned(), token.to_owned());
+    c
+}
+
+#[test]
+fn the_containers_label_says_which_restart_it_answers_whatever_the_record_says() {
+    let d = doc("  restartToken: t-2\n");
+    let lost = Observed::default();
+    let answered = answering(container(&d, ContainerState::Running), "t-2");
+    assert_eq!(
+        decide(
+            Some(&d),
+            &Observed {
+                container: Some(answered.clone()),
+                ..lost.clone()
+            },
+            0
+        ),
+        Action::None,
+        "a lost record never replays the restart the container answers"
+    );
+    let mut forged = observed(Some(answered));
+    forged.status.observed_restart_token = Some("t-0".into());
+    assert_eq!(
+        decide(Some(&d), &forged, 0),
+        Action::None,
+        "nor a forged one"
+    );
+
+    let older = answering(container(&d, ContainerState::Running), "t-1");
+    assert_eq!(
+        decide(Some(&d), &observed(Some(older)), 0),
+        Action::Recreate {
+            cause: Cause::RestartRequested
+        }
+    );
+}
+
+#[test]
+fn an_unlabelled_container_whose_record_is_lost_is_not_restarted() {
+    let d = doc("  restartToken: t-2\n");
+    let lost = Observed {
+        container: Some(container(&d, ContainerState::Running)),
+        ..Observed::default()
+    };
+    assert_eq!(decide(Some(&d), &lost, 0), Action::None);
+}
+
+#[test]
+fn a_rebuilt_record_takes_the_restart_token_from_the_container() {
+    let d = doc("  restartToken: t-2\n");
+    let lost = Observed {
+        container: Some(answering(container(&d, ContainerState::Running), "t-2")),
+        ..Observed::default()
+    };
+    let status = status_of(Some(&d), &lost, 0);
+    assert_eq!(status.observed_restart_token.as_deref(), Some("t-2"));
+    assert_eq!(status.observed_generation, Some(3));
+}
+
+#[test]
+fn a_paused_container_is_resumed_in_place_and_is_not_ready_meanwhile() {
+    let d = doc("");
+    let o = observed(Some(container(&d, ContainerState::Paused)));
+    assert_eq!(decide(Some(&d), &o, 0), Action::Unpause);
+    let status = status_of(Some(&d), &o, 0);
+    let condition = ready(&status);
+    assert_eq!(condition.status, ConditionStatus::False);
+    assert_eq!(condition.reason, CONTAINER_PAUSED);
+}
+
+#[test]
+fn a_paused_container_is_still_stopped_recreated_or_restarted_when_asked() {
+    let stopped = doc("  state: Stopped\n");
+    let o = observed(Some(container(&stopped, ContainerState::Paused)));
+    assert_eq!(
+        decide(Some(&stopped), &o, 0),
+        Action::Stop {
+            cause: Cause::SpecChanged
+        }
+    );
+    assert_eq!(status_of(Some(&stopped), &o, 0).phase, Phase::Stopping);
+
+    let d = doc("");
+    let mut changed = container(&d, ContainerState::Paused);
+    changed
+        .labels
+        .insert(LABEL_SPEC_HASH.to_owned(), "older".to_owned());
+    assert_eq!(
+        decide(Some(&d), &observed(Some(changed)), 0),
+        Action::Recreate {
+            cause: Cause::SpecChanged
+        }
+    );
+
+    let r = doc("  restartToken: t-2\n");
+    let paused = answering(container(&r, ContainerState::Paused), "t-1");
+    assert_eq!(
+        decide(Some(&r), &observed(Some(paused)), 0),
+        Action::Recreate {
+            cause: Cause::RestartRequested
+        }
     );
 }
 
@@ -410,10 +520,19 @@ mod properties {
             let mut c = container(doc, ContainerState::Running);
             c.id = format!("c{}", observed.status.restart_count + 100);
             c.started_at = Some(now);
+            c.labels.insert(
+                LABEL_RESTART_TOKEN.to_owned(),
+                doc.spec.restart_token.clone(),
+            );
             c
         };
         match action {
             Action::None | Action::WaitBackoff { .. } => {}
+            Action::Unpause => {
+                if let Some(c) = observed.container.as_mut() {
+                    c.state = ContainerState::Running;
+                }
+            }
             Action::Start { cause } | Action::Restart { cause } | Action::Recreate { cause } => {
                 if matches!(action, Action::Restart { .. }) || cause == Cause::Vanished {
                     observed.status.restart_count += 1;

@@ -336,13 +336,15 @@ async fn starting_a_new_game_costs_two_reads_and_four_transactions() {
     assert_eq!((cost.reads, cost.txns), (2, 4), "{cost:?}");
     assert_eq!(w.runtime.count(FakeOp::Start), 1);
     // Docker: the first look (not repeated under the lease: nothing
-    // changed in etcd), the start's own look, the image, create, start,
-    // and the look at what started.
+    // changed in etcd), the search for a container of the game renamed by
+    // hand, the start's own look, the image, create, start, and the look
+    // at what started.
     let calls: Vec<FakeOp> = w.runtime.calls().iter().map(|c| c.op).collect();
     assert_eq!(
         calls,
         [
             FakeOp::InspectContainer,
+            FakeOp::ListManaged,
             FakeOp::InspectContainer,
             FakeOp::InspectImage,
             FakeOp::Create,

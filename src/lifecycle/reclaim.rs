@@ -1,0 +1,138 @@
+//! reclaim: a container carrying a game's labels is the game's container,
+//! whatever its name. One renamed by hand (`docker rename rtm-g other`) is
+//! named back and adopted before anything new is started for the game; any
+//! further container claiming the game is removed. Both are recorded in the
+//! history under the game's lease, like every other operation.
+
+use tracing::warn;
+
+use crate::error_code::ErrorCode;
+use crate::lease::GameLease;
+use crate::model::OpKind;
+use crate::runtime::{ContainerInfo, RuntimeOp, container_name};
+
+use super::{Failure, Lifecycle, OpRequest, OpResult, new_id};
+
+impl Lifecycle {
+    /// The game's containers of this installation that are not named
+    /// `rtm-<game>` (renamed by hand, or a duplicate), running ones first.
+    pub(crate) async fn misnamed_containers(
+        &self,
+        game: &str,
+    ) -> Result<Vec<ContainerInfo>, Failure> {
+        let name = container_name(game);
+        let mut found: Vec<ContainerInfo> = self
+            .runtime
+            .list_game(game)
+            .await
+            .map_err(|e| Failure::runtime(RuntimeOp::ListManaged, &e))?
+            .into_iter()
+            .filter(|c| c.prefix() == Some(self.prefix()) && c.name.trim_start_matches('/') != name)
+            .collect();
+        found.sort_by_key(|c| !c.is_alive());
+        Ok(found)
+    }
+
+    /// Under the game's lease, when no container is named `rtm-<game>`:
+    /// names the game's best misnamed container back (recorded as an
+    /// adoption) and removes the others (each recorded as a removal).
+    /// Returns the results, in order; empty when there was nothing to do.
+    pub async fn reclaim_under(&self, lease: &GameLease, request: &OpRequest) -> Vec<OpResult> {
+        let game = lease.game();
+        let found = match self.misnamed_containers(game).await {
+            Ok(found) => found,
+            Err(failure) => {
+                warn!(%game, error = %failure.message, "looking for renamed containers failed");
+                return Vec::new();
+            }
+        };
+        let mut results = Vec::new();
+        let mut named_back = false;
+        for container in found {
+            let result = if named_back {
+                let note = format!(
+                    "a second container claiming the game (named {}); removed",
+                    container.name
+                );
+                self.remove_duplicate_under(lease, request, &container, &note)
+                    .await
+            } else {
+                let result = self.name_back_under(lease, request, &container).await;
+                named_back = result.is_success();
+                result
+            };
+            results.push(result);
+        }
+        results
+    }
+
+    /// Renames a container of the game back to `rtm-<game>`: recorded as
+    /// an adoption with a note.
+    async fn name_back_under(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+        container: &ContainerInfo,
+    ) -> OpResult {
+        let op_id = new_id();
+        let mut op = match self.begin(lease, OpKind::Adopt, request, &op_id).await {
+            Ok(op) => op,
+            Err(failure) => {
+                return self
+                    .reject_under(lease, OpKind::Adopt, request, &op_id, failure)
+                    .await;
+            }
+        };
+        let name = container_name(lease.game());
+        op.entry.container_id_before = Some(container.id.clone());
+        op.entry.container_id_after = Some(container.id.clone());
+        op.entry.image_ref = container.image.clone();
+        op.entry.note = Some(format!(
+            "the game's container was renamed to {} by hand; named back to {name}",
+            container.name.trim_start_matches('/')
+        ));
+        let result = match lease.check() {
+            Ok(()) => self
+                .runtime
+                .rename(&container.id, &name)
+                .await
+                .map_err(|e| Failure::runtime(RuntimeOp::Rename, &e)),
+            Err(error) => Err(error.into()),
+        };
+        self.close_entry(lease, op, result).await
+    }
+
+    /// Removes a container that claims the game but is not its container
+    /// (the sweep's duplicates, the leftovers of a reclaim), recorded as a
+    /// removal with `note`.
+    pub async fn remove_duplicate_under(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+        container: &ContainerInfo,
+        note: &str,
+    ) -> OpResult {
+        let op_id = new_id();
+        let mut op = match self.begin(lease, OpKind::Remove, request, &op_id).await {
+            Ok(op) => op,
+            Err(failure) => {
+                return self
+                    .reject_under(lease, OpKind::Remove, request, &op_id, failure)
+                    .await;
+            }
+        };
+        op.entry.container_id_before = Some(container.id.clone());
+        op.entry.image_ref = container.image.clone();
+        op.entry.note = Some(note.to_owned());
+        let result = match lease.check() {
+            Ok(()) => self
+                .remove_container(&container.id, true)
+                .await
+                .map_err(|e| {
+                    Failure::new(ErrorCode::ServiceUnavailable, format!("docker remove: {e}"))
+                }),
+            Err(error) => Err(error.into()),
+        };
+        self.close_entry(lease, op, result).await
+    }
+}
