@@ -3,8 +3,14 @@
 //! game costs no etcd writes. Under a lease, what the holder last read or
 //! wrote is kept with the lease ([`GameLease::known_status`]) and not read
 //! again: nobody else can write the record meanwhile.
+//!
+//! The record is a cache of what runs: one that does not decode (edited by
+//! hand) is read as empty, with a warning naming its key, and the next
+//! reconcile rebuilds it from the container.
 
 use std::sync::Arc;
+
+use tracing::warn;
 
 use crate::error_code::ErrorCode;
 use crate::lease::{GameLease, LeaseError};
@@ -17,8 +23,6 @@ use crate::store::{KeyValue, Keys, Store, StoreError, Txn};
 pub enum StatusError {
     #[error("the lease of game {game} was lost; its status was not written")]
     LeaseLost { game: String },
-    #[error("status of game {game} is unreadable: {message}")]
-    Corrupt { game: String, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -27,7 +31,6 @@ impl StatusError {
     pub fn code(&self) -> ErrorCode {
         match self {
             StatusError::LeaseLost { .. } => ErrorCode::LeaseLost,
-            StatusError::Corrupt { .. } => ErrorCode::Internal,
             StatusError::Store(e) => e.code(),
         }
     }
@@ -56,6 +59,21 @@ impl StoredStatus {
             mod_revision: 0,
         }
     }
+
+    /// The record stored in `kv`. One that does not decode is read as an
+    /// empty record at its revision (so the rewrite compares it), with a
+    /// warning naming the key: a cache of what runs is rebuilt, never a
+    /// reason to stop reconciling the game.
+    pub fn from_kv(kv: &KeyValue) -> Self {
+        let status = decode_status(kv).unwrap_or_else(|error| {
+            warn!(key = %kv.key, %error, "a status record does not decode; rebuilding it from the container");
+            GameRuntimeStatus::default()
+        });
+        StoredStatus {
+            status,
+            mod_revision: kv.mod_revision,
+        }
+    }
 }
 
 impl StatusStore {
@@ -66,7 +84,9 @@ impl StatusStore {
     /// The current record, or a default one (phase Pending) when none.
     pub async fn read(&self, game: &str) -> Result<StoredStatus, StatusError> {
         let kv = self.store.get(&self.keys.status(game)).await?;
-        self.decode(game, kv.as_ref())
+        Ok(kv
+            .as_ref()
+            .map_or_else(StoredStatus::absent, StoredStatus::from_kv))
     }
 
     /// The current record, as the holder of the game's lease sees it: read
@@ -78,22 +98,6 @@ impl StatusStore {
         let stored = self.read(lease.game()).await?;
         lease.learn_status(stored.clone());
         Ok(stored)
-    }
-
-    fn decode(&self, game: &str, kv: Option<&KeyValue>) -> Result<StoredStatus, StatusError> {
-        match kv {
-            None => Ok(StoredStatus {
-                status: GameRuntimeStatus::default(),
-                mod_revision: 0,
-            }),
-            Some(kv) => Ok(StoredStatus {
-                status: decode_status(kv).map_err(|e| StatusError::Corrupt {
-                    game: game.to_owned(),
-                    message: e.to_string(),
-                })?,
-                mod_revision: kv.mod_revision,
-            }),
-        }
     }
 
     /// Applies `change` to the current record and writes the result if it

@@ -114,6 +114,11 @@ impl Session {
                  or delete the key with etcdctl",
                 one_line(&message)
             )),
+            DocumentError::CorruptStatus { key, message } => CliError::internal(format!(
+                "the value stored at {key} is not a valid status record ({}); the controller \
+                 rebuilds it from the game's container",
+                one_line(&message)
+            )),
             DocumentError::Store(e) => self.store_error(e, doing),
         }
     }

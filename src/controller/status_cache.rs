@@ -16,20 +16,17 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use tracing::warn;
-
 use crate::status::StoredStatus;
-use crate::store::documents::decode_status;
-use crate::store::{KeyValue, Keys, Revision, Store, StoreError, WatchEvent};
+use crate::store::{Keys, Revision, Store, StoreError, WatchEvent};
 
 use super::mirror::Mirror;
 
 /// The status records as last seen.
 #[derive(Debug, Default)]
 pub struct StatusCache {
-    /// By game; `None` for a record that does not decode (the caller reads
-    /// it and reports the error). A game absent here has no record.
-    statuses: RwLock<HashMap<String, Option<StoredStatus>>>,
+    /// By game (a record that does not decode is kept as an empty one, see
+    /// [`StoredStatus::from_kv`]). A game absent here has no record.
+    statuses: RwLock<HashMap<String, StoredStatus>>,
     /// Listed, and following the watch.
     following: AtomicBool,
 }
@@ -39,27 +36,27 @@ impl StatusCache {
         Self::default()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Option<StoredStatus>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, StoredStatus>> {
         self.statuses
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Option<StoredStatus>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, StoredStatus>> {
         self.statuses
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The status record of `game` as last seen (absent: no record);
-    /// `None` when the cache cannot say (not following etcd, or a record
-    /// that does not decode): the caller reads etcd.
+    /// `None` when the cache cannot say (not following etcd): the caller
+    /// reads etcd.
     pub fn get(&self, game: &str) -> Option<StoredStatus> {
         if !self.following.load(Ordering::Acquire) {
             return None;
         }
         match self.read().get(game) {
-            Some(known) => known.clone(),
+            Some(known) => Some(known.clone()),
             None => Some(StoredStatus::absent()),
         }
     }
@@ -68,13 +65,13 @@ impl StatusCache {
     pub fn learn(&self, game: &str, status: StoredStatus) {
         let mut statuses = self.write();
         if newer_than_known(&statuses, game, status.mod_revision) {
-            statuses.insert(game.to_owned(), Some(status));
+            statuses.insert(game.to_owned(), status);
         }
     }
 
     /// The games of `node` (or of no node yet) that have a status record
     /// but are not `documented`; `None` when the cache cannot say (not
-    /// following etcd). Records that do not decode are left out.
+    /// following etcd). A record that does not decode belongs to no node.
     pub fn without_document(
         &self,
         documented: impl Fn(&str) -> bool,
@@ -87,10 +84,7 @@ impl StatusCache {
             self.read()
                 .iter()
                 .filter(|(game, known)| {
-                    !documented(game)
-                        && known
-                            .as_ref()
-                            .is_some_and(|k| super::sweep::of_node(&k.status, node))
+                    !documented(game) && super::sweep::of_node(&known.status, node)
                 })
                 .map(|(game, _)| game.clone())
                 .collect(),
@@ -102,24 +96,11 @@ impl StatusCache {
 /// `game` (what this controller learned from its own write may be ahead of
 /// the watch).
 fn newer_than_known(
-    statuses: &HashMap<String, Option<StoredStatus>>,
+    statuses: &HashMap<String, StoredStatus>,
     game: &str,
     revision: Revision,
 ) -> bool {
-    !matches!(statuses.get(game), Some(Some(known)) if known.mod_revision >= revision)
-}
-
-fn decoded(kv: &KeyValue) -> Option<StoredStatus> {
-    match decode_status(kv) {
-        Ok(status) => Some(StoredStatus {
-            status,
-            mod_revision: kv.mod_revision,
-        }),
-        Err(error) => {
-            warn!(key = %kv.key, %error, "a status record does not decode");
-            None
-        }
-    }
+    !matches!(statuses.get(game), Some(known) if known.mod_revision >= revision)
 }
 
 /// What the cache follows: the status prefix of one installation.
@@ -148,18 +129,17 @@ impl Mirror for StatusMirror {
     async fn relist(&self) -> Result<Revision, StoreError> {
         let prefix = self.keys.statuses();
         let listing = self.store.list(&prefix, None).await?;
-        let listed: HashMap<String, Option<StoredStatus>> = listing
+        let listed: HashMap<String, StoredStatus> = listing
             .items
             .iter()
-            .filter_map(|kv| Some((self.keys.name_of(&prefix, &kv.key)?.to_owned(), decoded(kv))))
+            .filter_map(|kv| {
+                let game = self.keys.name_of(&prefix, &kv.key)?;
+                Some((game.to_owned(), StoredStatus::from_kv(kv)))
+            })
             .collect();
         let mut statuses = self.cache.write();
         // Learned after the listing's revision: newer than what it shows.
-        let learned_since = |known: &Option<StoredStatus>| {
-            known
-                .as_ref()
-                .is_some_and(|k| k.mod_revision > listing.revision)
-        };
+        let learned_since = |known: &StoredStatus| known.mod_revision > listing.revision;
         statuses.retain(|game, known| listed.contains_key(game) || learned_since(known));
         for (game, status) in listed {
             match statuses.get(&game) {
@@ -185,7 +165,7 @@ impl Mirror for StatusMirror {
         }
         match &event {
             WatchEvent::Put(kv) => {
-                statuses.insert(game.to_owned(), decoded(kv));
+                statuses.insert(game.to_owned(), StoredStatus::from_kv(kv));
             }
             WatchEvent::Delete { .. } => {
                 statuses.remove(game);
@@ -207,6 +187,7 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
     use crate::model::{GameRuntimeStatus, Phase};
+    use crate::store::KeyValue;
     use crate::store::documents::encode_status;
     use crate::store::memory::MemoryStore;
 
@@ -272,7 +253,16 @@ mod tests {
             phase_of(&cache, "g1") == Some(Phase::Running)
         })
         .await;
-        assert_eq!(cache.get("bad"), None, "undecodable: read etcd");
+        let bad = cache.get("bad").expect("known");
+        assert_eq!(
+            bad.status,
+            GameRuntimeStatus::default(),
+            "undecodable: an empty record the reconcile rebuilds"
+        );
+        assert_ne!(
+            bad.mod_revision, 0,
+            "at its revision, so the rewrite compares it"
+        );
         assert_eq!(
             cache.get("g2"),
             Some(StoredStatus::absent()),
@@ -334,7 +324,11 @@ mod tests {
         mirror.relist().await.unwrap();
         let mut games = cache.without_document(documented, "node-a").unwrap();
         games.sort();
-        assert_eq!(games, ["ours", "unassigned"]);
+        assert_eq!(
+            games,
+            ["bad", "ours", "unassigned"],
+            "an undecodable record belongs to no node"
+        );
     }
 
     #[tokio::test]

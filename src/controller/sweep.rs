@@ -5,8 +5,9 @@
 //! - a container labelled with this installation's prefix whose game has
 //!   no document is queued for removal once it stayed orphaned for the GC
 //!   grace period (a document being created meanwhile saves it);
-//! - a second container claiming a game (labelled with its name, but not
-//!   named `rtm-<game>`) is removed under the game's lease;
+//! - a container claiming a game (labelled with its name, but not named
+//!   `rtm-<game>`) is named back when the game has none (renamed by hand),
+//!   or removed as a duplicate, under the game's lease and in its history;
 //! - a status record of this node's game without a document (deleted while
 //!   no controller ran) is queued so the reconcile clears it. The status
 //!   cache answers that when it follows etcd; otherwise the records are
@@ -20,9 +21,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::lifecycle::{Lifecycle, new_id};
-use crate::runtime::{ContainerRuntime, container_name};
-use crate::store::documents::decode_status;
+use crate::lifecycle::{Lifecycle, OpRequest, new_id};
+use crate::model::OpSource;
+use crate::runtime::container_name;
 
 use super::backoff::jitter;
 use super::queue::WorkQueue;
@@ -75,6 +76,7 @@ async fn sweep(
         Ok(containers) => {
             let now = Instant::now();
             let mut seen_orphans = Vec::new();
+            let mut misnamed = Vec::new();
             for container in containers {
                 if container.prefix() != Some(lifecycle.prefix()) {
                     continue; // another installation's, or hand-made: never ours to judge
@@ -83,7 +85,9 @@ async fn sweep(
                     continue;
                 };
                 if container.name.trim_start_matches('/') != container_name(&game) {
-                    remove_duplicate(lifecycle, runtime.as_ref(), &game, &container.id).await;
+                    if !misnamed.contains(&game) {
+                        misnamed.push(game);
+                    }
                     continue;
                 }
                 if cache.contains(&game) {
@@ -98,6 +102,10 @@ async fn sweep(
                 seen_orphans.push(game);
             }
             orphans.retain(|game, _| seen_orphans.contains(game));
+            for game in misnamed {
+                reclaim(lifecycle, &game).await;
+                queue.add(&game);
+            }
         }
         Err(error) => warn!(%error, "listing managed containers failed; the sweep skips Docker"),
     }
@@ -137,7 +145,7 @@ async fn statuses_without_document(
         .iter()
         .filter_map(|kv| {
             let game = keys.name_of(&keys.statuses(), &kv.key)?;
-            let status = decode_status(kv).ok()?;
+            let status = crate::status::StoredStatus::from_kv(kv).status;
             (!documented(game) && of_node(&status, lifecycle.node())).then(|| game.to_owned())
         })
         .collect()
@@ -148,25 +156,21 @@ pub(crate) fn of_node(status: &crate::model::GameRuntimeStatus, node: &str) -> b
     status.node.as_deref().is_none_or(|n| n == node)
 }
 
-/// Removes a second container that claims `game`, under the game's lease
-/// so no operation of the game runs meanwhile.
-async fn remove_duplicate(
-    lifecycle: &Lifecycle,
-    runtime: &dyn ContainerRuntime,
-    game: &str,
-    container: &str,
-) {
+/// Containers claiming `game` under another name than `rtm-<game>`: one
+/// renamed by hand is named back when the game has no container, every
+/// other one is removed; under the game's lease, each recorded in its
+/// history (lifecycle/reclaim.rs).
+async fn reclaim(lifecycle: &Lifecycle, game: &str) {
     let lease = match lifecycle.acquire(game, &new_id()).await {
         Ok(lease) => lease,
         Err(error) => {
-            warn!(%game, %error, "cannot take the lease to remove a duplicate container; next sweep");
+            warn!(%game, %error, "cannot take the lease to reclaim a renamed container; next sweep");
             return;
         }
     };
-    match runtime.remove(container, true).await {
-        Ok(()) => info!(%game, %container, "removed a second container claiming the game"),
-        Err(error) if error.is_not_found() => {}
-        Err(error) => warn!(%game, %container, %error, "removing a duplicate container failed"),
+    let request = OpRequest::new(game, OpSource::Reconcile);
+    for result in lifecycle.reclaim_under(&lease, &request).await {
+        info!(%game, op_kind = %result.op_kind, outcome = %result.outcome, "reclaimed a container claiming the game under another name");
     }
     if let Err(error) = lease.release().await {
         warn!(%game, %error, "releasing the game lease failed");

@@ -33,10 +33,11 @@ impl Lifecycle {
         Ok(found)
     }
 
-    /// Under the game's lease, when no container is named `rtm-<game>`:
+    /// Under the game's lease: when no container is named `rtm-<game>`,
     /// names the game's best misnamed container back (recorded as an
-    /// adoption) and removes the others (each recorded as a removal).
-    /// Returns the results, in order; empty when there was nothing to do.
+    /// adoption); every other misnamed one is removed (each recorded as a
+    /// removal). Returns the results, in order; empty when there was
+    /// nothing to do.
     pub async fn reclaim_under(&self, lease: &GameLease, request: &OpRequest) -> Vec<OpResult> {
         let game = lease.game();
         let found = match self.misnamed_containers(game).await {
@@ -46,8 +47,19 @@ impl Lifecycle {
                 return Vec::new();
             }
         };
+        if found.is_empty() {
+            return Vec::new();
+        }
+        let mut named_back = match self.current_container(game).await {
+            Ok(canonical) => canonical.is_some(),
+            // A foreign container holds the name: ours cannot take it.
+            Err(failure) if failure.code == ErrorCode::Conflict => true,
+            Err(failure) => {
+                warn!(%game, error = %failure.message, "inspecting the game's container failed");
+                return Vec::new();
+            }
+        };
         let mut results = Vec::new();
-        let mut named_back = false;
         for container in found {
             let result = if named_back {
                 let note = format!(

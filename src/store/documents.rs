@@ -35,6 +35,8 @@ pub enum DocumentError {
     NotFound { name: String },
     #[error("the value stored at {key} is not a valid GameRuntime: {message}")]
     Corrupt { key: String, message: String },
+    #[error("the value stored at {key} is not a valid status record: {message}")]
+    CorruptStatus { key: String, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -55,7 +57,9 @@ impl DocumentError {
                 ErrorCode::Conflict
             }
             DocumentError::NotFound { .. } => ErrorCode::NotFound,
-            DocumentError::Corrupt { .. } => ErrorCode::Internal,
+            DocumentError::Corrupt { .. } | DocumentError::CorruptStatus { .. } => {
+                ErrorCode::Internal
+            }
             DocumentError::Store(e) => e.code(),
         }
     }
@@ -274,7 +278,7 @@ fn encode(doc: &GameRuntime) -> Result<Vec<u8>, DocumentError> {
 
 /// Decodes a status value.
 pub fn decode_status(kv: &KeyValue) -> Result<GameRuntimeStatus, DocumentError> {
-    serde_json::from_slice(&kv.value).map_err(|e| DocumentError::Corrupt {
+    serde_json::from_slice(&kv.value).map_err(|e| DocumentError::CorruptStatus {
         key: kv.key.clone(),
         message: e.to_string(),
     })
