@@ -67,6 +67,30 @@ pub struct LeaseRecord {
     pub op_id: String,
 }
 
+/// What a live controller announces under `controllers/<holder>`, attached
+/// to its session's etcd lease: a game lease key is live only while the
+/// heartbeat of its holder carries the same etcd lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub holder: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub version: String,
+    pub started_at: crate::model::Timestamp,
+}
+
+impl Heartbeat {
+    pub fn new(holder: &str, node: Option<&str>) -> Self {
+        Heartbeat {
+            holder: holder.to_owned(),
+            node: node.map(str::to_owned),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: crate::model::Timestamp::now(),
+        }
+    }
+}
+
 /// Proof of holding a game's lease: the lease key and the revision that
 /// created it. A write compares it so it applies only while the lease is
 /// still ours.
@@ -99,10 +123,59 @@ pub struct Session {
     keepalive_stopped: CancellationToken,
     metrics: Metrics,
     closed: AtomicBool,
+    /// When the last acknowledged keepalive was sent.
+    clock: Arc<AckClock>,
+}
+
+/// The session's own view of its lease's expiry: etcd keeps the lease for
+/// TTL after it processed the last keepalive, which was after this process
+/// sent it, so "sent + TTL − margin" is a deadline etcd cannot beat.
+#[derive(Debug)]
+struct AckClock {
+    /// tokio's clock (monotonic; virtual in paused-time tests).
+    origin: tokio::time::Instant,
+    /// Milliseconds from `origin` to the sending of the last keepalive etcd
+    /// acknowledged (or to the grant).
+    acked_ms: std::sync::atomic::AtomicU64,
+}
+
+impl AckClock {
+    fn new(origin: tokio::time::Instant) -> Self {
+        AckClock {
+            origin,
+            acked_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn acked(&self, sent: tokio::time::Instant) {
+        let ms = u64::try_from(sent.duration_since(self.origin).as_millis()).unwrap_or(u64::MAX);
+        self.acked_ms.fetch_max(ms, Ordering::SeqCst);
+    }
+
+    /// How long the lease is surely still alive after an acknowledged send.
+    fn deadline(ttl: Duration) -> Duration {
+        // A margin of TTL/6 (≥ 100 ms) leaves the renewals every TTL/3
+        // room to be late once without a false alarm, and covers etcd
+        // granting the TTL a little before our clock started.
+        ttl.saturating_sub((ttl / 6).max(Duration::from_millis(100)))
+    }
+
+    fn expired(&self, ttl: Duration) -> bool {
+        let acked = self.origin + Duration::from_millis(self.acked_ms.load(Ordering::SeqCst));
+        acked.elapsed() >= Self::deadline(ttl)
+    }
+
+    /// The instant at which [`AckClock::expired`] turns true.
+    fn expires_at(&self, ttl: Duration) -> tokio::time::Instant {
+        self.origin
+            + Duration::from_millis(self.acked_ms.load(Ordering::SeqCst))
+            + Self::deadline(ttl)
+    }
 }
 
 impl Session {
-    /// Grants the session's etcd lease and starts keeping it alive.
+    /// Grants the session's etcd lease, announces the holder's heartbeat
+    /// on it, and starts keeping it alive.
     pub async fn open(
         store: Arc<dyn Store>,
         keys: Keys,
@@ -110,18 +183,32 @@ impl Session {
         ttl: Duration,
         metrics: Metrics,
     ) -> Result<Arc<Session>, LeaseError> {
+        let holder = holder.into();
+        // Counted from before the grant: etcd's TTL runs from a moment
+        // after this one, so the session's own deadline is never later.
+        let granted_at = tokio::time::Instant::now();
         let grant = store.grant_lease(ttl).await?;
         let session = Arc::new(Session {
             store,
             keys,
-            holder: holder.into(),
+            holder,
             lease: grant.id,
             ttl: grant.ttl,
             lost: CancellationToken::new(),
             keepalive_stopped: CancellationToken::new(),
             metrics,
             closed: AtomicBool::new(false),
+            clock: Arc::new(AckClock::new(granted_at)),
         });
+        // Without its heartbeat the session's lease keys would look forged
+        // to the other controllers: no heartbeat, no session.
+        if let Err(error) = session
+            .announce(&Heartbeat::new(&session.holder, None))
+            .await
+        {
+            let _ = session.store.revoke_lease(session.lease).await;
+            return Err(error);
+        }
         tokio::spawn(keep_alive(Arc::downgrade(&session), session.clone_parts()));
         debug!(lease = format!("{:x}", grant.id), ttl = ?grant.ttl, "session opened");
         Ok(session)
@@ -134,6 +221,22 @@ impl Session {
             ttl: self.ttl,
             lost: self.lost.clone(),
             stopped: self.keepalive_stopped.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// Writes (or rewrites) the holder's heartbeat on the session's lease.
+    pub async fn announce(&self, heartbeat: &Heartbeat) -> Result<(), LeaseError> {
+        let key = self.keys.controller(&self.holder);
+        let value = serde_json::to_vec(heartbeat).unwrap_or_default();
+        let txn = Txn::new().put_with_lease(key, value, self.lease);
+        match self.store.txn(txn).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::LeaseNotFound { .. }) => {
+                self.lost.cancel();
+                Err(LeaseError::SessionLost)
+            }
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -163,8 +266,20 @@ impl Session {
         &self.lost
     }
 
+    /// Whether the session must be counted lost: etcd said so, or this
+    /// process cannot show a keepalive acknowledged recently enough that
+    /// etcd still keeps the lease (its own monotonic clock: a process that
+    /// was frozen past its TTL knows it the moment it runs again, before
+    /// its keepalive task even gets to ask etcd).
     pub fn is_lost(&self) -> bool {
-        self.lost.is_cancelled()
+        if self.lost.is_cancelled() {
+            return true;
+        }
+        if self.clock.expired(self.ttl) {
+            self.lost.cancel();
+            return true;
+        }
+        false
     }
 
     /// Stops renewing the lease without revoking it, as a frozen process
@@ -174,26 +289,95 @@ impl Session {
     }
 
     /// Takes the lease of `game` for the operation `op_id`. Fails with
-    /// [`LeaseError::Busy`] when another operation (of any controller)
-    /// holds it.
+    /// [`LeaseError::Busy`] when another operation (of any live controller)
+    /// holds it. A lease key no live controller holds (put by hand, or
+    /// attached to no etcd lease) is taken over, with a warning.
     pub async fn acquire(
         self: &Arc<Self>,
         game: &str,
         op_id: &str,
     ) -> Result<GameLease, LeaseError> {
         let started = Instant::now();
+        let mut label = "acquired";
         let result = match self.create(game, op_id, Vec::new()).await {
             Ok(Some(lease)) => Ok(lease),
-            Ok(None) => Err(self.busy(game).await),
+            Ok(None) => match self.take_over(game).await {
+                Ok(true) => {
+                    label = "taken_over";
+                    match self.create(game, op_id, Vec::new()).await {
+                        Ok(Some(lease)) => Ok(lease),
+                        // A live controller won the key meanwhile.
+                        Ok(None) => Err(self.busy(game).await),
+                        Err(error) => Err(error),
+                    }
+                }
+                Ok(false) => Err(self.busy(game).await),
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         };
         let label = match &result {
-            Ok(_) => "acquired",
+            Ok(_) => label,
             Err(LeaseError::Busy { .. }) => "busy",
             Err(_) => "error",
         };
         self.metrics.record_lease_acquire(label, started.elapsed());
         result
+    }
+
+    /// Deletes the lease key of `game` if no live controller holds it:
+    /// one attached to no etcd lease (an `etcdctl put` by hand), one that
+    /// holds no lease record, or one whose holder's heartbeat is not on the
+    /// same etcd lease. The delete compares the key's revision as read, so
+    /// a key that changed meanwhile is left alone. Returns whether it did.
+    async fn take_over(&self, game: &str) -> Result<bool, LeaseError> {
+        let key = self.keys.lease(game);
+        let Some(kv) = self.store.get(&key).await? else {
+            // Released meanwhile: the caller creates it.
+            return Ok(true);
+        };
+        let Some(reason) = self.why_not_live(&kv).await? else {
+            return Ok(false);
+        };
+        warn!(%game, %key, %reason, "taking over a game lease key that no live controller holds");
+        let txn = Txn::new()
+            .when(Compare::ModRevision {
+                key: key.clone(),
+                revision: kv.mod_revision,
+            })
+            .delete(key);
+        Ok(self.store.txn(txn).await?.succeeded)
+    }
+
+    /// Why the lease key `kv` is held by no live controller; `None` when a
+    /// live one holds it.
+    async fn why_not_live(
+        &self,
+        kv: &crate::store::KeyValue,
+    ) -> Result<Option<String>, LeaseError> {
+        if kv.lease == 0 {
+            return Ok(Some(
+                "it is attached to no etcd lease (written by hand?)".into(),
+            ));
+        }
+        if kv.lease == self.lease {
+            return Ok(None);
+        }
+        let Ok(record) = serde_json::from_slice::<LeaseRecord>(&kv.value) else {
+            return Ok(Some("it holds no lease record".into()));
+        };
+        let heartbeat = self
+            .store
+            .get(&self.keys.controller(&record.holder))
+            .await?;
+        Ok(match heartbeat {
+            Some(heartbeat) if heartbeat.lease == kv.lease => None,
+            Some(_) => Some(format!(
+                "its holder {} announces itself on another etcd lease",
+                record.holder
+            )),
+            None => Some(format!("its holder {} has no heartbeat", record.holder)),
+        })
     }
 
     /// Takes the lease of `game` only if, in the same transaction, every
@@ -313,26 +497,39 @@ struct KeepAliveParts {
     ttl: Duration,
     lost: CancellationToken,
     stopped: CancellationToken,
+    clock: Arc<AckClock>,
 }
 
 /// Renews the session lease every TTL/3 until the session is dropped or
-/// closed; declares it lost when etcd says it is gone, or when renewals
-/// have failed for a whole TTL (etcd has expired it by then).
+/// closed; declares it lost when etcd says it is gone, or when no renewal
+/// was acknowledged for nearly a TTL ([`AckClock`]): etcd may have expired
+/// it by then, and another controller may hold this one's games.
 async fn keep_alive(session: std::sync::Weak<Session>, parts: KeepAliveParts) {
     let period = parts.ttl / KEEPALIVE_DIVISOR;
-    let mut last_renewed = tokio::time::Instant::now();
     let mut wait = period;
     loop {
+        let expires = parts.clock.expires_at(parts.ttl);
         tokio::select! {
             _ = parts.stopped.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(expires) => {}
         }
         if session.strong_count() == 0 {
             return;
         }
+        if parts.clock.expired(parts.ttl) {
+            warn!(
+                lease = format!("{:x}", parts.lease),
+                ttl = ?parts.ttl,
+                "no keepalive acknowledged for nearly a TTL (etcd unreachable, or this process was frozen); counting the session lost"
+            );
+            parts.lost.cancel();
+            return;
+        }
+        let sent = tokio::time::Instant::now();
         match parts.store.keep_alive(parts.lease).await {
             Ok(_) => {
-                last_renewed = tokio::time::Instant::now();
+                parts.clock.acked(sent);
                 wait = period;
             }
             Err(StoreError::LeaseNotFound { .. }) => {
@@ -340,11 +537,6 @@ async fn keep_alive(session: std::sync::Weak<Session>, parts: KeepAliveParts) {
                     lease = format!("{:x}", parts.lease),
                     "session lease is gone"
                 );
-                parts.lost.cancel();
-                return;
-            }
-            Err(e) if last_renewed.elapsed() >= parts.ttl => {
-                warn!(error = %e, "session lease not renewed for a whole TTL; counting it lost");
                 parts.lost.cancel();
                 return;
             }
@@ -599,6 +791,75 @@ mod tests {
             .await
             .expect("the keepalive notices the lease is gone within one period");
         assert!(matches!(lease.check(), Err(LeaseError::Lost { .. })));
+        assert!(matches!(
+            a.acquire("g2", "op-2").await,
+            Err(LeaseError::SessionLost)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_lease_key_put_by_hand_is_taken_over_and_a_live_holders_is_not() {
+        let store = Arc::new(MemoryStore::new());
+        let a = session(&store, "node-a").await;
+        let keys = Keys::default();
+        // `etcdctl put <prefix>/leases/g1 x`: no etcd lease, no record.
+        store
+            .txn(Txn::new().put(keys.lease("g1"), b"x".to_vec()))
+            .await
+            .unwrap();
+        let lease = a
+            .acquire("g1", "op-1")
+            .await
+            .expect("a forged key is taken over");
+        assert!(lease.still_held().await.unwrap());
+        lease.release().await.unwrap();
+
+        // A record naming a controller that is not alive, on a lease that
+        // someone else keeps: taken over as well.
+        let grant = store.grant_lease(Duration::from_secs(60)).await.unwrap();
+        let record = LeaseRecord {
+            holder: "ghost".into(),
+            token: "t".into(),
+            op_id: "op-0".into(),
+        };
+        store
+            .txn(Txn::new().put_with_lease(
+                keys.lease("g2"),
+                serde_json::to_vec(&record).unwrap(),
+                grant.id,
+            ))
+            .await
+            .unwrap();
+        a.acquire("g2", "op-2")
+            .await
+            .expect("a holder without a heartbeat holds nothing")
+            .release()
+            .await
+            .unwrap();
+
+        // A live controller's lease is never taken.
+        let b = session(&store, "node-b").await;
+        let held = b.acquire("g3", "op-3").await.unwrap();
+        assert!(matches!(
+            a.acquire("g3", "op-4").await,
+            Err(LeaseError::Busy { .. })
+        ));
+        assert!(held.still_held().await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_that_cannot_show_a_recent_keepalive_counts_itself_lost_at_once() {
+        let store = Arc::new(MemoryStore::new());
+        let a = session(&store, "node-a").await;
+        let lease = a.acquire("g1", "op-1").await.unwrap();
+        // As if frozen: nothing renews, and time passes (a SIGSTOP).
+        a.stop_keepalive();
+        tokio::time::advance(Duration::from_secs(13)).await;
+        assert!(
+            matches!(lease.check(), Err(LeaseError::Lost { .. })),
+            "past TTL minus the margin the holder knows by its own clock"
+        );
+        assert!(a.lost().is_cancelled(), "and tells everyone at once");
         assert!(matches!(
             a.acquire("g2", "op-2").await,
             Err(LeaseError::SessionLost)

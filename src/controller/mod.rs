@@ -32,12 +32,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::lease::Session;
+use crate::lease::{Heartbeat, Session};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::runtime::instrumented::Instrumented;
@@ -69,16 +68,6 @@ pub enum ControllerError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// What a controller announces under `controllers/<id>`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Heartbeat<'a> {
-    holder: &'a str,
-    node: &'a str,
-    version: &'a str,
-    started_at: crate::model::Timestamp,
 }
 
 /// Runs the controller until `shutdown` is cancelled and drained.
@@ -182,8 +171,19 @@ pub async fn run_with(
         };
         session_backoff.reset();
         session_ok.store(true, Ordering::SeqCst);
+        // /readyz turns false the moment the session counts lost, not
+        // once its operations have drained.
+        let unready = {
+            let session_ok = session_ok.clone();
+            let lost = session.lost().clone();
+            tokio::spawn(async move {
+                lost.cancelled().await;
+                session_ok.store(false, Ordering::SeqCst);
+            })
+        };
         announce(&session, &config).await;
         run_session(&config, &session, &runtime, &shared, &metrics, &shutdown).await;
+        unready.abort();
         session_ok.store(false, Ordering::SeqCst);
         if let Err(error) = session.close().await {
             warn!(%error, "revoking the etcd session failed; its leases expire after one TTL");
@@ -451,17 +451,10 @@ impl Backoffs {
 }
 
 /// Writes this controller's heartbeat key, attached to its session lease.
+/// Adds the node to the heartbeat the session wrote when it opened.
 async fn announce(session: &Session, config: &ControllerConfig) {
-    let heartbeat = Heartbeat {
-        holder: session.holder(),
-        node: &config.node_name,
-        version: env!("CARGO_PKG_VERSION"),
-        started_at: crate::model::Timestamp::now(),
-    };
-    let key = session.keys().controller(session.holder());
-    let value = serde_json::to_vec(&heartbeat).unwrap_or_default();
-    let txn = crate::store::Txn::new().put_with_lease(key, value, session.lease_id());
-    if let Err(error) = session.store().txn(txn).await {
+    let heartbeat = Heartbeat::new(session.holder(), Some(&config.node_name));
+    if let Err(error) = session.announce(&heartbeat).await {
         warn!(%error, "writing the controller heartbeat failed");
     }
 }
