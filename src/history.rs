@@ -66,6 +66,19 @@ pub struct HistoryEntry {
     /// revision), if it held one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence_revision: Option<Revision>,
+    /// How many more times the same operation failed the same way right
+    /// after this one: folded into this entry instead of one entry each,
+    /// so a failure that repeats (a foreign container holding the game's
+    /// name) cannot push the real history past its retention.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeated: u64,
+    /// When the last of the `repeated` failures ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_repeated_at: Option<Timestamp>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl HistoryEntry {
@@ -89,7 +102,24 @@ impl HistoryEntry {
             note: None,
             holder: String::new(),
             fence_revision: None,
+            repeated: 0,
+            last_repeated_at: None,
         }
+    }
+
+    /// Whether `later` is this failure again: same operation, source,
+    /// code, message and container, this one finished as a failure.
+    pub fn fails_like(&self, later: &HistoryEntry) -> bool {
+        self.outcome == Outcome::Failure
+            && later.outcome == Outcome::Failure
+            && self.game_id == later.game_id
+            && self.op_kind == later.op_kind
+            && self.op_source == later.op_source
+            && self.error_code == later.error_code
+            && self.error_message == later.error_message
+            && self.container_id_before == later.container_id_before
+            && self.image_ref == later.image_ref
+            && self.note == later.note
     }
 
     pub fn succeed(&mut self) {
@@ -311,6 +341,61 @@ impl History {
         };
         self.written(&finished);
         Ok(finished)
+    }
+
+    /// Finishes a failed entry like [`History::finish`], unless the entry
+    /// before it is the same failure: then that one counts it
+    /// ([`HistoryEntry::repeated`]) and this one is deleted, in one
+    /// transaction under `fence`. Returns the entry that now records it.
+    pub async fn finish_failure(
+        &self,
+        appended: &Appended,
+        fence: &Fence,
+    ) -> Result<Appended, HistoryError> {
+        let game = &appended.entry.game_id;
+        let previous = match appended.entry.seq.checked_sub(1).filter(|seq| *seq > 0) {
+            Some(seq) => self.store.get(&self.keys.history_entry(game, seq)).await?,
+            None => None,
+        };
+        let folded = previous.and_then(|kv| {
+            let entry = decode(&kv).ok()?;
+            entry.fails_like(&appended.entry).then_some((kv, entry))
+        });
+        let Some((kv, mut first)) = folded else {
+            return self.finish(appended, Some(fence)).await;
+        };
+        first.repeated += 1;
+        first.last_repeated_at = appended.entry.finished_at.clone();
+        let txn = Txn::new()
+            .when(fence.compare())
+            .when(Compare::ModRevision {
+                key: kv.key.clone(),
+                revision: kv.mod_revision,
+            })
+            .when(Compare::ModRevision {
+                key: appended.key.clone(),
+                revision: appended.revision,
+            })
+            .put(kv.key.clone(), encode(&first))
+            .delete(appended.key.clone());
+        let outcome = self.store.txn(txn).await?;
+        if !outcome.succeeded {
+            // Changed meanwhile (recovery, a peer): record it on its own.
+            return self.finish(appended, Some(fence)).await;
+        }
+        let folded = Appended {
+            entry: first,
+            key: kv.key,
+            revision: outcome.revision,
+        };
+        self.forget_newer(game, folded.entry.seq, outcome.revision);
+        Ok(folded)
+    }
+
+    /// The newest entry of `game` is `seq` again (a newer one was
+    /// deleted): what an append compares must follow.
+    fn forget_newer(&self, game: &str, seq: u64, revision: Revision) {
+        self.newest_known().insert(game.to_owned(), (seq, revision));
     }
 
     /// The transaction [`History::finish`] runs, for a caller that adds

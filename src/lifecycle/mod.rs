@@ -460,11 +460,22 @@ impl Lifecycle {
                 None
             }
         };
-        if let Err(error) = self.history.finish(&op, Some(lease.fence())).await {
-            warn!(game = %op.entry.game_id, key = %op.key, %error, "finishing the history entry failed; recovery resolves it");
-        }
+        self.finish_entry(lease, &op).await;
         self.finished(&op.entry);
         OpResult::from_entry(&op.entry).left(status, container)
+    }
+
+    /// Writes an operation's finished entry under its lease; a failure
+    /// that only repeats the one before it is folded into that one.
+    async fn finish_entry(&self, lease: &GameLease, op: &Appended) {
+        let finished = if op.entry.outcome == Outcome::Failure {
+            self.history.finish_failure(op, lease.fence()).await
+        } else {
+            self.history.finish(op, Some(lease.fence())).await
+        };
+        if let Err(error) = finished {
+            warn!(game = %op.entry.game_id, key = %op.key, %error, "finishing the history entry failed; recovery resolves it");
+        }
     }
 
     /// Ends an operation that changes no status record (an eviction, a
@@ -480,9 +491,7 @@ impl Lifecycle {
             Ok(()) => op.entry.succeed(),
             Err(failure) => op.entry.fail(failure.code, failure.message),
         }
-        if let Err(error) = self.history.finish(&op, Some(lease.fence())).await {
-            warn!(game = %op.entry.game_id, key = %op.key, %error, "finishing the history entry failed; recovery resolves it");
-        }
+        self.finish_entry(lease, &op).await;
         self.finished(&op.entry);
         OpResult::from_entry(&op.entry)
     }

@@ -234,6 +234,45 @@ async fn a_foreign_container_with_the_games_name_is_never_touched() {
     assert_eq!(w.runtime.count(RuntimeOp::Remove), 0);
 }
 
+#[tokio::test]
+async fn the_same_failure_again_and_again_is_recorded_once_with_a_count() {
+    let w = world().await;
+    w.apply(game("g1")).await;
+    let mut foreign = crate::runtime::ContainerSpec::new("other", IMAGE);
+    foreign.name = "rtm-g1".into();
+    w.runtime.create(&foreign).await.unwrap();
+    for _ in 0..5 {
+        let result = w.lifecycle.start(&request("g1")).await;
+        assert_eq!(result.error_code, Some(ErrorCode::Conflict), "{result:?}");
+    }
+    let history = w.history("g1").await;
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0].repeated, 4);
+    assert!(history[0].last_repeated_at.is_some());
+    assert_eq!(history[0].outcome, Outcome::Failure);
+
+    // Something else in between starts a new entry, and the count again.
+    w.runtime.remove_by_hand("rtm-g1").unwrap();
+    assert!(w.lifecycle.start(&request("g1")).await.is_success());
+    w.runtime.remove_by_hand("rtm-g1").unwrap();
+    w.runtime.create(&foreign).await.unwrap();
+    w.lifecycle.start(&request("g1")).await;
+    let kinds: Vec<(Outcome, u64)> = w
+        .history("g1")
+        .await
+        .iter()
+        .map(|e| (e.outcome, e.repeated))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (Outcome::Failure, 0),
+            (Outcome::Success, 0),
+            (Outcome::Failure, 4)
+        ]
+    );
+}
+
 // ---------------------------------------------------------------- stop
 
 #[tokio::test(start_paused = true)]
