@@ -65,14 +65,23 @@ impl StoredStatus {
     /// warning naming the key: a cache of what runs is rebuilt, never a
     /// reason to stop reconciling the game.
     pub fn from_kv(kv: &KeyValue) -> Self {
-        let status = decode_status(kv).unwrap_or_else(|error| {
-            warn!(key = %kv.key, %error, "a status record does not decode; rebuilding it from the container");
-            GameRuntimeStatus::default()
-        });
-        StoredStatus {
+        Self::decoded(kv).0
+    }
+
+    /// [`StoredStatus::from_kv`], and whether the record decoded.
+    pub fn decoded(kv: &KeyValue) -> (Self, bool) {
+        let (status, valid) = match decode_status(kv) {
+            Ok(status) => (status, true),
+            Err(error) => {
+                warn!(key = %kv.key, %error, "a status record does not decode; rebuilding it from the container");
+                (GameRuntimeStatus::default(), false)
+            }
+        };
+        let stored = StoredStatus {
             status,
             mod_revision: kv.mod_revision,
-        }
+        };
+        (stored, valid)
     }
 }
 

@@ -129,6 +129,7 @@ pub async fn run_with(
         store: store.clone(),
         keys: keys.clone(),
         cache: statuses.clone(),
+        queue: Some(queue.clone()),
     };
     let (status_metrics, status_stop) = (metrics.clone(), stages.clone());
     background.spawn(async move {

@@ -109,6 +109,10 @@ pub struct StatusMirror {
     pub store: Arc<dyn Store>,
     pub keys: Keys,
     pub cache: Arc<StatusCache>,
+    /// Where a record deleted or garbled by someone else sends its game:
+    /// the reconcile rebuilds it from the container within moments, not at
+    /// the next resync. `None` in tests of the cache alone.
+    pub queue: Option<Arc<super::queue::WorkQueue>>,
 }
 
 impl Mirror for StatusMirror {
@@ -163,13 +167,20 @@ impl Mirror for StatusMirror {
         if !newer_than_known(&statuses, game, event.mod_revision()) {
             return;
         }
-        match &event {
+        let rebuild = match &event {
             WatchEvent::Put(kv) => {
-                statuses.insert(game.to_owned(), StoredStatus::from_kv(kv));
+                let (stored, valid) = StoredStatus::decoded(kv);
+                statuses.insert(game.to_owned(), stored);
+                !valid
             }
             WatchEvent::Delete { .. } => {
                 statuses.remove(game);
+                true
             }
+        };
+        drop(statuses);
+        if rebuild && let Some(queue) = &self.queue {
+            queue.add(game);
         }
     }
 
@@ -220,6 +231,7 @@ mod tests {
             store: store.clone(),
             keys: keys.clone(),
             cache: cache.clone(),
+            queue: None,
         };
         (store, keys, cache, mirror)
     }
@@ -297,6 +309,39 @@ mod tests {
         until("the relist", || cache.get("g2").is_some()).await;
         stop.cancel();
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_record_deleted_or_garbled_by_hand_sends_its_game_to_be_rebuilt() {
+        let (store, keys, _cache, mut mirror) = mirrored();
+        let queue = Arc::new(crate::controller::queue::WorkQueue::new());
+        mirror.queue = Some(queue.clone());
+        mirror.relist().await.unwrap();
+        let put = |key: String, value: Vec<u8>, mod_revision| {
+            WatchEvent::Put(KeyValue {
+                key,
+                value,
+                create_revision: mod_revision,
+                mod_revision,
+                version: 1,
+                lease: 0,
+            })
+        };
+        mirror.apply(put(
+            keys.status("fine"),
+            encode_status(&status(Phase::Running)),
+            10,
+        ));
+        assert!(queue.is_empty(), "a record that decodes is only cached");
+        mirror.apply(put(keys.status("garbled"), b"{not json".to_vec(), 11));
+        mirror.apply(WatchEvent::Delete {
+            key: keys.status("fine"),
+            mod_revision: 12,
+        });
+        let mut queued = vec![queue.next().await.unwrap(), queue.next().await.unwrap()];
+        queued.sort();
+        assert_eq!(queued, ["fine", "garbled"]);
+        drop(store);
     }
 
     #[tokio::test]

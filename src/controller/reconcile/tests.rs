@@ -413,6 +413,7 @@ async fn with_the_status_cache_a_converged_game_reads_nothing_from_etcd() {
         store: w.store.clone(),
         keys: Keys::default(),
         cache: statuses.clone(),
+        queue: None,
     };
     mirror.relist().await.unwrap();
     let w = World {
