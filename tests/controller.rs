@@ -1276,3 +1276,442 @@ fn a_bad_value_stops_the_controller_at_start_up_with_a_clear_message() {
         &["--metrics-addr", "nowhere"],
     );
 }
+
+// ---------------------------------------------------------------------------
+// Hands in etcd and Docker: records are caches of what runs; a container
+// carrying a game's labels is the game's, whatever was done to it by hand.
+
+/// The newest history seq of each game.
+async fn newest_seqs(h: &Harness, games: &[String]) -> BTreeMap<String, u64> {
+    let mut seqs = BTreeMap::new();
+    for game in games {
+        let newest = h.history(game).await.first().map_or(0, |e| e.seq);
+        seqs.insert(game.clone(), newest);
+    }
+    seqs
+}
+
+/// The entries of `game` newer than `seq`, newest first.
+async fn entries_since(h: &Harness, game: &str, seq: u64) -> Vec<HistoryEntry> {
+    h.history(game)
+        .await
+        .into_iter()
+        .filter(|e| e.seq > seq)
+        .collect()
+}
+
+/// Whether an entry changed a container (not an adoption or a resume).
+fn disrupts(entry: &HistoryEntry) -> bool {
+    matches!(
+        entry.op_kind,
+        OpKind::Start | OpKind::Stop | OpKind::Restart | OpKind::Remove
+    )
+}
+
+/// Runs `docker ARGS` and fails the test if it fails.
+fn docker_ok(args: &[&str]) {
+    let output = docker_cli(args);
+    assert!(
+        output.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn wiping_every_status_record_recreates_nothing() {
+    let h = harness("hands-wipe").await;
+    let games: Vec<String> = (0..3).map(|i| game_id(&format!("hands-wipe{i}"))).collect();
+    let names: Vec<String> = games.iter().map(|g| container_name(g)).collect();
+    let _cleanup = Cleanup::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    let controller = h.controller("wipe").start().await;
+    let mut docs = Vec::new();
+    for game in &games {
+        docs.push(h.create(doc(game)).await);
+    }
+    h.wait_all_converged(&docs, CONVERGE).await;
+    // A restart asked for and honoured: the one a lost record must not replay.
+    docs[0] = h.request_restart(&games[0], "tok-wipe", "REQ-wipe").await;
+    let before = h.wait_all_converged(&docs, CONVERGE).await;
+    h.wait_leases_released().await;
+    let seqs = newest_seqs(&h, &games).await;
+
+    // etcdctl del --prefix <prefix>/status/
+    h.store
+        .txn(Txn::new().delete_prefix(h.keys.statuses()))
+        .await
+        .expect("delete every status record");
+
+    // Rebuilt from the containers within seconds, not at a resync.
+    let after = h.wait_all_converged(&docs, Duration::from_secs(15)).await;
+    for game in &games {
+        let (_, was) = &before[game];
+        let (status, now) = &after[game];
+        assert_eq!(
+            (short(&now.id), now.started_at),
+            (short(&was.id), was.started_at),
+            "{game}: neither recreated nor restarted{}",
+            controller.log_tail()
+        );
+        assert!(
+            status.node.is_some(),
+            "{game}: the node rebuilt too: {status:?}"
+        );
+        assert_eq!(status.node, before[game].0.node, "{game}");
+        let since = entries_since(&h, game, seqs[game]).await;
+        assert!(
+            !since.iter().any(disrupts),
+            "{game}: operations after the wipe:\n  {}",
+            timeline(&since)
+        );
+    }
+    let restarted = after[&games[0]].0.observed_restart_token.as_deref();
+    assert_eq!(restarted, Some("tok-wipe"), "read back from the container");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn garbage_in_a_status_record_is_rebuilt_and_drift_repair_goes_on() {
+    let h = harness("hands-garbage").await;
+    let game = game_id("hands-garbage");
+    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let controller = h.controller("garbage").start().await;
+    let doc = h.create(doc(&game)).await;
+    let (_, first) = h.wait_converged(&doc).await;
+
+    h.store
+        .txn(Txn::new().put(h.keys.status(&game), b"{garbage".to_vec()))
+        .await
+        .expect("garble the status record");
+    let (_, same) = h.wait_converged(&doc).await;
+    assert_eq!(short(&same.id), short(&first.id), "rebuilt, not recreated");
+
+    // The game is still reconciled: a killed container comes back.
+    docker_ok(&["kill", &container_name(&game)]);
+    let what = format!("{game}: a new container after the kill");
+    eventually(CONVERGE, &what, async || {
+        let (status, now) = h.converged(&doc).await?;
+        if now.id == first.id {
+            return Err(format!("still the killed container: {}", summary(&status)));
+        }
+        Ok(())
+    })
+    .await;
+    assert!(
+        controller
+            .log_text()
+            .contains("a status record does not decode"),
+        "the warning names the record{}",
+        controller.log_tail()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn a_paused_container_is_resumed_in_place_and_the_resume_is_recorded() {
+    let h = harness("hands-pause").await;
+    let game = game_id("hands-pause");
+    let name = container_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let _controller = h.controller("pause").start().await;
+    let doc = h.create(doc(&game)).await;
+    let (_, before) = h.wait_converged(&doc).await;
+    let seq = newest_seqs(&h, std::slice::from_ref(&game)).await[&game];
+
+    docker_ok(&["pause", &name]);
+    let what = format!("{game}: an unpause in the history");
+    let since = eventually(CONVERGE, &what, async || {
+        let since = entries_since(&h, &game, seq).await;
+        if since
+            .iter()
+            .any(|e| e.op_kind == OpKind::Unpause && e.outcome == Outcome::Success)
+        {
+            Ok(since)
+        } else {
+            Err(timeline(&since))
+        }
+    })
+    .await;
+    let (_, after) = h.wait_converged(&doc).await;
+    assert_eq!(short(&after.id), short(&before.id), "the same container");
+    assert_eq!(after.started_at, before.started_at, "never restarted");
+    assert!(!since.iter().any(disrupts), "{}", timeline(&since));
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn a_paused_container_is_stopped_or_restarted_when_asked() {
+    let h = harness("hands-pause-ops").await;
+    let stop = game_id("hands-pause-stop");
+    let restart = game_id("hands-pause-restart");
+    let (stop_name, restart_name) = (container_name(&stop), container_name(&restart));
+    let _cleanup = Cleanup::new(&[&stop_name, &restart_name]);
+    let mut first = h.controller("first").start().await;
+    let stop_doc = h.create(doc(&stop)).await;
+    let restart_doc = h.create(doc(&restart)).await;
+    h.wait_converged(&stop_doc).await;
+    let (_, old) = h.wait_converged(&restart_doc).await;
+    stop_gracefully(&mut first, Duration::from_secs(30)).await;
+
+    // With no controller looking, both are paused and a change is asked.
+    docker_ok(&["pause", &stop_name]);
+    docker_ok(&["pause", &restart_name]);
+    h.change(&stop, |d| {
+        d.spec.state = rtmanager::model::DesiredState::Stopped
+    })
+    .await;
+    let restart_doc = h
+        .request_restart(&restart, "tok-paused", "REQ-paused")
+        .await;
+    let seqs = newest_seqs(&h, &[stop.clone(), restart.clone()]).await;
+    let _second = h.controller("second").start().await;
+
+    let (_, new) = h.wait_converged(&restart_doc).await;
+    assert_ne!(short(&new.id), short(&old.id), "recreated");
+    let what = format!("{stop}: stopped");
+    eventually(CONVERGE, &what, async || {
+        let status = h.status(&stop).await?.ok_or("no status")?;
+        let containers = h.containers(&stop).await?;
+        match containers.as_slice() {
+            [c] if c.state.has_exited() && status.phase == Phase::Stopped => Ok(()),
+            _ => Err(format!("{} {}", summary(&status), describe(&containers))),
+        }
+    })
+    .await;
+    for game in [&stop, &restart] {
+        let since = entries_since(&h, game, seqs[game.as_str()]).await;
+        let failed = since
+            .iter()
+            .filter(|e| e.outcome == Outcome::Failure)
+            .count();
+        assert_eq!(
+            failed,
+            0,
+            "{game}: no failure loop:\n  {}",
+            timeline(&since)
+        );
+        assert!(
+            since.len() <= 4,
+            "{game}: one operation:\n  {}",
+            timeline(&since)
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn a_renamed_container_is_named_back_and_no_second_one_ever_runs() {
+    let h = harness("hands-rename").await;
+    let game = game_id("hands-rename");
+    let name = container_name(&game);
+    let other = format!("{name}-renamed");
+    let _cleanup = Cleanup::new(&[&name, &other]);
+    let _controller = h.controller("rename").start().await;
+    let doc = h.create(doc(&game)).await;
+    let (_, before) = h.wait_converged(&doc).await;
+    let seq = newest_seqs(&h, std::slice::from_ref(&game)).await[&game];
+    let census = Census::start(h.runtime.clone(), vec![game.clone()]);
+
+    docker_ok(&["rename", &name, &other]);
+    let what = format!("{game}: its container named back");
+    eventually(CONVERGE, &what, async || {
+        let found = h
+            .runtime
+            .inspect_container(&name)
+            .await
+            .map_err(|e| e.to_string())?;
+        match found {
+            Some(c) if c.id == before.id => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let (_, after) = h.wait_converged(&doc).await;
+    let report = census.finish().await;
+    assert!(report.polls >= 2, "the census looked: {report:?}");
+    assert_eq!(report.twin, None, "never two containers");
+    assert_eq!(after.started_at, before.started_at, "never restarted");
+    let since = entries_since(&h, &game, seq).await;
+    let named_back = since
+        .iter()
+        .find(|e| e.op_kind == OpKind::Adopt && e.outcome == Outcome::Success);
+    assert!(
+        named_back.is_some_and(|e| e.note.as_deref().is_some_and(|n| n.contains(&other))),
+        "recorded, naming what it was called:\n  {}",
+        timeline(&since)
+    );
+    assert!(!since.iter().any(disrupts), "{}", timeline(&since));
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn a_restart_whose_image_is_gone_keeps_the_old_container_running() {
+    let h = harness("hands-rmi").await;
+    let game = game_id("hands-rmi");
+    let image = format!("rtmanager-test/hands-rmi-{}:1", std::process::id());
+    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    docker_ok(&["tag", IMAGE_1, &image]);
+    struct Untag(String);
+    impl Drop for Untag {
+        fn drop(&mut self) {
+            let _ = docker_cli(&["rmi", &self.0]);
+        }
+    }
+    let _untag = Untag(image.clone());
+    let _controller = h.controller("rmi").start().await;
+    let mut fixture = doc(&game);
+    fixture.0.spec.image = image.clone();
+    let doc = h.create(fixture).await;
+    let (_, before) = h.wait_converged(&doc).await;
+
+    docker_ok(&["rmi", &image]);
+    let doc = h.request_restart(&game, "tok-rmi", "REQ-rmi").await;
+    let what = format!("{game}: the restart to fail with image_not_found");
+    eventually(CONVERGE, &what, async || {
+        let entries = h.history(&game).await;
+        match entries.iter().find(|e| e.op_kind == OpKind::Restart) {
+            Some(e) if e.error_code == Some(ErrorCode::ImageNotFound) => Ok(()),
+            _ => Err(timeline(&entries)),
+        }
+    })
+    .await;
+    let containers = h.containers(&game).await.unwrap();
+    assert!(
+        matches!(containers.as_slice(), [c] if c.id == before.id && c.is_running()),
+        "the old container keeps running: {}",
+        describe(&containers)
+    );
+    let status = h.status(&game).await.unwrap().expect("a status");
+    let last = status.last_operation.as_ref().expect("a last operation");
+    assert_eq!(
+        last.error_code.as_deref(),
+        Some("image_not_found"),
+        "{last:?}"
+    );
+    assert!(
+        !h.history(&game)
+            .await
+            .iter()
+            .any(|e| e.op_kind == OpKind::Stop),
+        "nothing was stopped"
+    );
+
+    // The image back: the restart still asked for goes through.
+    docker_ok(&["tag", IMAGE_1, &image]);
+    let (_, after) = h.wait_converged(&doc).await;
+    assert_ne!(short(&after.id), short(&before.id));
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn a_lease_key_put_by_hand_is_taken_over_and_the_game_goes_on() {
+    let h = harness("hands-lease").await;
+    let game = game_id("hands-lease");
+    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let controller = h.controller("lease").start().await;
+    let doc = h.create(doc(&game)).await;
+    let (_, before) = h.wait_converged(&doc).await;
+    h.wait_leases_released().await;
+
+    // etcdctl put <prefix>/leases/<game> forged  (no etcd lease)
+    h.store
+        .txn(Txn::new().put(h.keys.lease(&game), b"forged".to_vec()))
+        .await
+        .expect("forge a lease key");
+    let doc = h.request_restart(&game, "tok-lease", "REQ-lease").await;
+    let (_, after) = h.wait_converged(&doc).await;
+    assert_ne!(short(&after.id), short(&before.id), "restarted");
+    assert!(
+        controller
+            .log_text()
+            .contains("taking over a game lease key that no live controller holds"),
+        "with a warning{}",
+        controller.log_tail()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn a_controller_frozen_past_its_ttl_counts_its_session_lost_by_its_own_clock() {
+    let h = harness("hands-freeze").await;
+    let game = game_id("hands-freeze");
+    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let controller = h.controller("freeze").start().await;
+    let doc = h.create(doc(&game)).await;
+    h.wait_converged(&doc).await;
+    let pid = controller.pid().to_string();
+    let holders = h.heartbeats().await.unwrap();
+    assert_eq!(holders.len(), 1, "{holders:?}");
+
+    let stopped = Command::new("kill").args(["-STOP", &pid]).status();
+    assert!(stopped.is_ok_and(|s| s.success()), "SIGSTOP {pid}");
+    // Frozen until etcd expired its session (its heartbeat went with it).
+    eventually(
+        Duration::from_secs(30),
+        "the frozen controller's heartbeat to expire",
+        async || {
+            let now = h.heartbeats().await?;
+            if now.is_disjoint(&holders) {
+                Ok(())
+            } else {
+                Err(format!("still {now:?}"))
+            }
+        },
+    )
+    .await;
+    let resumed = Command::new("kill").args(["-CONT", &pid]).status();
+    assert!(resumed.is_ok_and(|s| s.success()), "SIGCONT {pid}");
+
+    eventually(
+        Duration::from_secs(10),
+        "the thawed controller to say its session is lost",
+        async || {
+            let log = controller.log_text();
+            if log.contains("no keepalive acknowledged for nearly a TTL") {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        },
+    )
+    .await;
+    // It opens a new session and goes on; nothing it wrote is unfenced.
+    let doc = h.request_restart(&game, "tok-thaw", "REQ-thaw").await;
+    h.wait_converged(&doc).await;
+    let entries = h.history(&game).await;
+    assert!(
+        entries.iter().all(|e| e.fence_revision.is_some()),
+        "every entry written under a lease:\n  {}",
+        timeline(&entries)
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn the_same_failure_again_and_again_is_recorded_once_with_a_count() {
+    let h = harness("hands-repeat").await;
+    let game = game_id("hands-repeat");
+    let name = container_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    // Someone else's container holds the game's name.
+    docker_ok(&["create", "--name", &name, IMAGE_1]);
+    let _controller = h.controller("repeat").start().await;
+    h.create(doc(&game)).await;
+    let what = format!("{game}: the conflict counted, not repeated");
+    let entries = eventually(CONVERGE, &what, async || {
+        let entries = h.history(&game).await;
+        match entries.as_slice() {
+            [only] if only.repeated >= 2 => Ok(entries),
+            _ => Err(format!(
+                "{} (repeated {:?})",
+                timeline(&entries),
+                entries.iter().map(|e| e.repeated).collect::<Vec<_>>()
+            )),
+        }
+    })
+    .await;
+    assert_eq!(entries[0].error_code, Some(ErrorCode::Conflict));
+    assert!(entries[0].last_repeated_at.is_some());
+}

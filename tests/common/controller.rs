@@ -286,6 +286,11 @@ impl ControllerProcess {
         self.exit
     }
 
+    /// The controller's whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
     /// The last lines of the controller's log, as a message suffix.
     pub fn log_tail(&self) -> String {
         self.tail_shown.set(true);
