@@ -258,7 +258,7 @@ async fn apply_one(
     loop {
         attempt += 1;
         let live = match read_live(session, name).await? {
-            Live::Readable(live) => live,
+            Live::Readable(live) => live.map(|doc| *doc),
             Live::Corrupt { kv, reason } => {
                 match replace_corrupt(session, input, args, source_ref, &kv, &reason).await? {
                     Some(action) => return Ok(action),
@@ -337,7 +337,7 @@ async fn apply_one(
 /// The stored document as apply sees it.
 enum Live {
     /// Absent (`None`) or a valid document.
-    Readable(Option<GameRuntime>),
+    Readable(Option<Box<GameRuntime>>),
     /// A value that is not a valid GameRuntime, with why.
     Corrupt { kv: KeyValue, reason: String },
 }
@@ -348,7 +348,7 @@ async fn read_live(session: &Session, name: &str) -> Result<Live, CliError> {
         return Ok(Live::Readable(None));
     };
     match session.documents().decode(&kv) {
-        Ok(doc) => Ok(Live::Readable(Some(doc))),
+        Ok(doc) => Ok(Live::Readable(Some(Box::new(doc)))),
         Err(DocumentError::Corrupt { message, .. }) => Ok(Live::Corrupt {
             kv,
             reason: message,
@@ -571,6 +571,91 @@ mod tests {
             created.contains("+  image: rtmanager-test/engine:1\n"),
             "{created}"
         );
+    }
+
+    fn force_args() -> ApplyArgs {
+        ApplyArgs {
+            files: Vec::new(),
+            recursive: false,
+            dry_run: false,
+            force: true,
+            source_ref: None,
+        }
+    }
+
+    async fn session_with_garbage() -> (
+        std::sync::Arc<crate::store::memory::MemoryStore>,
+        Session,
+        KeyValue,
+    ) {
+        use crate::store::{Keys, Store, Txn};
+        let store = std::sync::Arc::new(crate::store::memory::MemoryStore::new());
+        let keys = Keys::default();
+        let session = Session::new(
+            store.clone(),
+            keys.clone(),
+            "memory".into(),
+            Duration::from_secs(1),
+        );
+        let key = keys.gameruntime("g1");
+        store
+            .txn(Txn::new().put(key.clone(), b"\xffgarbage".to_vec()))
+            .await
+            .unwrap();
+        let kv = store.get(&key).await.unwrap().unwrap();
+        (store, session, kv)
+    }
+
+    fn input() -> Input {
+        Input {
+            doc: doc(""),
+            source: "g1.yaml".into(),
+            index: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn apply_force_replaces_a_corrupt_document_it_read() {
+        let (_store, session, kv) = session_with_garbage().await;
+        let action = replace_corrupt(&session, &input(), &force_args(), "REQ-1", &kv, "bad")
+            .await
+            .unwrap();
+        assert_eq!(action, Some(Action::Configured));
+        let doc = session.get("g1").await.unwrap().unwrap();
+        assert_eq!(doc.spec.image, "rtmanager-test/engine:1");
+    }
+
+    #[tokio::test]
+    async fn apply_force_does_not_clobber_a_write_made_after_it_read_the_corrupt_key() {
+        use crate::store::{Store, Txn};
+        let (store, session, kv) = session_with_garbage().await;
+        // Someone else writes the key between our read and our write.
+        store
+            .txn(Txn::new().put(kv.key.clone(), b"someone else's".to_vec()))
+            .await
+            .unwrap();
+        let action = replace_corrupt(&session, &input(), &force_args(), "REQ-1", &kv, "bad")
+            .await
+            .unwrap();
+        assert_eq!(action, None, "look again rather than overwrite");
+        let now = store.get(&kv.key).await.unwrap().unwrap();
+        assert_eq!(now.value, b"someone else's");
+    }
+
+    #[tokio::test]
+    async fn plain_apply_refuses_a_corrupt_document_naming_the_key_and_force() {
+        let (_store, session, kv) = session_with_garbage().await;
+        let mut args = force_args();
+        args.force = false;
+        let error = replace_corrupt(&session, &input(), &args, "REQ-1", &kv, "bad")
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains(&kv.key) && message.contains("--force"),
+            "{message}"
+        );
+        assert_eq!(error.exit_code(), super::super::error::exit::CORRUPT);
     }
 
     #[test]
