@@ -332,6 +332,12 @@ pub struct MultiWatch<'s> {
     /// Per prefix, the revision delivered last (at first: the listing's).
     seen: Vec<Revision>,
     streams: SelectAll<TaggedStream>,
+    /// Set while the streams are broken and not yet reopened (`true`: relist, the revisions
+    /// to resume from are compacted). Kept here, not in a local, so that a caller that drops
+    /// a pending [`MultiWatch::next`] (a `select!` with a timer) resumes the reconnecting.
+    broken: Option<bool>,
+    /// The pause before the next reconnect attempt.
+    pause: Duration,
 }
 
 /// One prefix's stream, tagged with the prefix's index and ended by a `None` item, so the
@@ -376,6 +382,8 @@ impl<'s> MultiWatch<'s> {
             seen: vec![0; prefixes.len()],
             prefixes,
             streams: SelectAll::new(),
+            broken: None,
+            pause: RECONNECT_FIRST,
         };
         let listed = match session.list_at(&watch.prefixes, at).await {
             // Too old to list at: what happened since is lost; start from now.
@@ -420,31 +428,36 @@ impl<'s> MultiWatch<'s> {
 
     /// The next change, or a fresh listing after the old revisions were compacted. Waits
     /// through etcd outages (with a notice on stderr when one starts and when it ends).
+    /// Cancel-safe: dropping the future loses nothing.
     pub async fn next(&mut self) -> Result<WatchItem, CliError> {
-        let (why, mut compacted) = match self.streams.next().await {
-            Some((i, Some(Ok(batch)))) => {
-                if let Some(last) = batch.iter().map(WatchEvent::mod_revision).max() {
-                    self.seen[i] = self.seen[i].max(last);
+        if self.broken.is_none() {
+            let (why, compacted) = match self.streams.next().await {
+                Some((i, Some(Ok(batch)))) => {
+                    if let Some(last) = batch.iter().map(WatchEvent::mod_revision).max() {
+                        self.seen[i] = self.seen[i].max(last);
+                    }
+                    return Ok(WatchItem::Batch(batch));
                 }
-                return Ok(WatchItem::Batch(batch));
-            }
-            Some((_, Some(Err(StoreError::Compacted { .. })))) => (
-                "the revisions to resume from were compacted".to_owned(),
-                true,
-            ),
-            Some((_, Some(Err(e)))) => (one_line(&e.to_string()), false),
-            Some((_, None)) | None => ("the stream ended".to_owned(), false),
-        };
-        warn(&format!("watch interrupted: {why}; reconnecting"));
-        let mut pause = RECONNECT_FIRST;
+                Some((_, Some(Err(StoreError::Compacted { .. })))) => (
+                    "the revisions to resume from were compacted".to_owned(),
+                    true,
+                ),
+                Some((_, Some(Err(e)))) => (one_line(&e.to_string()), false),
+                Some((_, None)) | None => ("the stream ended".to_owned(), false),
+            };
+            warn(&format!("watch interrupted: {why}; reconnecting"));
+            self.broken = Some(compacted);
+            self.pause = RECONNECT_FIRST;
+        }
         loop {
-            let attempt = if compacted {
+            let attempt = if self.broken == Some(true) {
                 self.relist().await.map(Some)
             } else {
                 self.connect().await.map(|()| None)
             };
             match attempt {
                 Ok(listings) => {
+                    self.broken = None;
                     note(&format!(
                         "watch resumed{}",
                         if listings.is_some() {
@@ -459,7 +472,7 @@ impl<'s> MultiWatch<'s> {
                         None => WatchItem::Batch(Vec::new()),
                     });
                 }
-                Err(StoreError::Compacted { .. }) => compacted = true,
+                Err(StoreError::Compacted { .. }) => self.broken = Some(true),
                 Err(StoreError::PermissionDenied { message }) => {
                     return Err(self
                         .session
@@ -467,9 +480,9 @@ impl<'s> MultiWatch<'s> {
                 }
                 Err(_) => {}
             }
-            let jitter = pause.mul_f64(rand::random::<f64>());
-            tokio::time::sleep(pause + jitter).await;
-            pause = (pause * 2).min(RECONNECT_MAX);
+            let jitter = self.pause.mul_f64(rand::random::<f64>());
+            tokio::time::sleep(self.pause + jitter).await;
+            self.pause = (self.pause * 2).min(RECONNECT_MAX);
         }
     }
 }
