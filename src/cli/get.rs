@@ -960,6 +960,60 @@ mod tests {
     }
 
     #[test]
+    fn a_watched_document_turning_to_garbage_is_invalid_until_it_is_fixed_or_deleted() {
+        use crate::store::{KeyValue, Keys};
+        let keys = Keys::default();
+        let session = Session::new(
+            std::sync::Arc::new(crate::store::memory::MemoryStore::new()),
+            keys.clone(),
+            "memory".into(),
+            Duration::from_secs(1),
+        );
+        let put = |value: &[u8], revision| {
+            WatchEvent::Put(KeyValue {
+                key: keys.gameruntime("g1"),
+                value: value.to_vec(),
+                create_revision: 1,
+                mod_revision: revision,
+                version: revision,
+                lease: 0,
+            })
+        };
+        let valid =
+            b"apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata: {name: g1}\n\
+                      spec: {image: 'x:1'}\n";
+        let (mut games, mut tombstones, mut invalid, mut gone) = Default::default();
+        let mut cache = Cache {
+            games: &mut games,
+            tombstones: &mut tombstones,
+            invalid: &mut invalid,
+            invalid_gone: &mut gone,
+        };
+        let mut step = |event: &WatchEvent| apply_event(&session, &mut cache, event);
+        assert_eq!(step(&put(valid, 2)), Some(("g1".into(), "ADDED")));
+        assert_eq!(
+            step(&put(b"\xffgarbage", 3)),
+            Some(("g1".into(), "MODIFIED"))
+        );
+        assert_eq!(step(&put(valid, 4)), Some(("g1".into(), "MODIFIED")));
+        assert_eq!(
+            step(&put(b"\xffgarbage", 5)),
+            Some(("g1".into(), "MODIFIED"))
+        );
+        let deleted = WatchEvent::Delete {
+            key: keys.gameruntime("g1"),
+            mod_revision: 6,
+        };
+        assert_eq!(step(&deleted), Some(("g1".into(), "DELETED")));
+        assert!(games.is_empty() && invalid.is_empty());
+        assert_eq!(
+            gone.len(),
+            1,
+            "the deleted invalid game is kept for its last line"
+        );
+    }
+
+    #[test]
     fn a_batch_that_adds_then_deletes_reports_deleted() {
         assert_eq!(merge_kind("ADDED", "MODIFIED"), "ADDED");
         assert_eq!(merge_kind("ADDED", "DELETED"), "DELETED");
