@@ -1542,9 +1542,18 @@ async fn describe_names_the_lease_holder_and_a_restart_wait_says_who_blocks_it()
     let (status, _, errors) = restart.finish();
     assert_eq!(status.code(), Some(exit::TIMEOUT), "{errors}");
     assert_eq!(
-        errors.matches("waits for its lease").count(),
+        errors
+            .lines()
+            .filter(|l| l.starts_with("note:") && l.contains("waits for its lease"))
+            .count(),
         1,
         "told once: {errors}"
+    );
+    let last = errors.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: timed out after 9s waiting for the restart of gameruntime/g1")
+            && last.contains("waits for its lease: held by ghost-1"),
+        "the timeout names the holder too: {last}"
     );
 
     // Attached to a live etcd lease of no live controller.

@@ -698,7 +698,17 @@ async fn wait_for(
             hint: hint.to_owned(),
         }),
     };
-    let done = result?;
+    let done = match result {
+        // A wait held up by someone else's lease says whose, in its last line too.
+        Err(CliError::Timeout { what, after, hint }) if follow.lease => {
+            let hint = match waiter.lease_notice() {
+                Some(notice) => format!("{notice}; {hint}"),
+                None => hint,
+            };
+            return Err(CliError::Timeout { what, after, hint });
+        }
+        other => other?,
+    };
     writeln!(out, "{done}")?;
     out.flush()?;
     Ok(())
