@@ -396,10 +396,9 @@ impl<'s> MultiWatch<'s> {
             session.store_error(e, &format!("listing {}", watch.prefixes.join(", ")))
         })?;
         watch.seen = vec![revision; watch.prefixes.len()];
-        watch
-            .connect()
-            .await
-            .map_err(|e| watch.session.store_error(e, "watching"))?;
+        if let Err(e) = watch.connect().await {
+            return Err(session.store_error(e, &format!("watching {}", watch.prefixes.join(", "))));
+        }
         Ok((watch, listings, revision))
     }
 
