@@ -1,6 +1,7 @@
 //! One connection to etcd for one rtctl command: typed reads and writes through
 //! [`Documents`] and [`History`], every store failure turned into a [`CliError`] that names
-//! the endpoint and the object, and a watch over several prefixes that relists when it breaks.
+//! the endpoint and the object, and a watch over several prefixes that reconnects when etcd
+//! goes away and resumes where it was (relisting only when that revision was compacted).
 
 use std::sync::Arc;
 use std::time::Duration;
