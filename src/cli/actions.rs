@@ -940,15 +940,20 @@ impl Waiter for RestartWaiter {
                         self.merged(&entry.source_ref)
                     ))),
                     crate::model::Outcome::Failure => Err(CliError::OperationFailed {
-                        op: format!("{op}{}", self.merged(&entry.source_ref)),
+                        op: op.into(),
                         name,
                         code: entry
                             .error_code
                             .map(|c| c.as_str().to_owned())
                             .unwrap_or_else(|| "unknown".into()),
-                        message: entry
-                            .error_message
-                            .unwrap_or_else(|| "no message recorded".into()),
+                        message: format!(
+                            "{}{}",
+                            entry
+                                .error_message
+                                .as_deref()
+                                .unwrap_or("no message recorded"),
+                            self.merged(&entry.source_ref)
+                        ),
                     }),
                 }
             }
