@@ -1,10 +1,17 @@
 //! `rtctl`, the real binary, against the real etcd started by `scripts/services`. Each test
-//! works under its own key prefix (`RTM_PREFIX`). The controller is not part of these tests:
-//! where a command waits for it, the test writes the status or history the controller would,
-//! through the same store types. Run with `scripts/test` (these tests are ignored by a bare
-//! `cargo test`); a missing etcd fails them, it never skips them.
+//! works under its own key prefix (`RTM_PREFIX`). Most tests leave the controller out: where a
+//! command waits for it, the test writes the status or history the controller would, through
+//! the same store types. The tests of what only a real controller shows (a crowd of restarts
+//! merged into few, a restart redone after an aborted one) run the real `rtmanager` binary
+//! and Docker, one at a time. The etcd-outage test runs a private etcd it kills and restarts.
+//! Run with `scripts/test` (these tests are ignored by a bare `cargo test`); a missing etcd
+//! fails them, it never skips them.
 
 mod common;
+#[path = "common/etcd_cluster.rs"]
+mod etcd_cluster;
+#[path = "common/controller.rs"]
+mod process;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -34,6 +41,7 @@ const RTCTL: &str = env!("CARGO_BIN_EXE_rtctl");
 
 /// Exit codes, as documented in `rtctl --help`.
 mod exit {
+    pub const CORRUPT: i32 = 12;
     pub const DIFFERENCES: i32 = 1;
     pub const INVALID: i32 = 3;
     pub const NOT_FOUND: i32 = 4;
@@ -77,9 +85,15 @@ impl World {
 
     /// `rtctl ARGS` as a child process whose stdout is read line by line.
     fn spawn(&self, args: &[&str]) -> Running {
+        self.spawn_on(&etcd_endpoints(), args)
+    }
+
+    /// `rtctl ARGS` against the etcd at `endpoints`, as a child process whose stdout and
+    /// stderr are read line by line.
+    fn spawn_on(&self, endpoints: &[String], args: &[&str]) -> Running {
         let mut child = std::process::Command::new(RTCTL)
             .args(args)
-            .env("RTM_ETCD_ENDPOINTS", etcd_endpoints().join(","))
+            .env("RTM_ETCD_ENDPOINTS", endpoints.join(","))
             .env("RTM_PREFIX", self.keys.prefix())
             .env("RTMCONFIG", "/dev/null")
             .stdout(Stdio::piped())
@@ -96,10 +110,23 @@ impl World {
                 }
             }
         });
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let collected = errors.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                collected
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(line);
+            }
+        });
         Running {
             child,
             lines,
             seen: Vec::new(),
+            errors,
         }
     }
 
@@ -157,6 +184,8 @@ struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// Its stderr so far, line by line.
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Running {
@@ -202,11 +231,55 @@ impl Running {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
             rest.push(line);
         }
-        let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        // The reader thread ends with the pipe; give it a moment to take the last lines.
+        let stderr_deadline = Instant::now() + Duration::from_secs(2);
+        while Arc::strong_count(&self.errors) > 1 && Instant::now() < stderr_deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
+        let stderr = self.stderr_text();
         (status, rest, stderr)
+    }
+
+    fn stderr_text(&self) -> String {
+        let lines = self
+            .errors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    /// Waits until stderr has a line containing `text`; returns it.
+    fn stderr_with(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self
+                .errors
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .iter()
+                .find(|l| l.contains(text))
+            {
+                return line.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "rtctl wrote no stderr line with {text:?} within {WAIT:?}; stderr: {:?}, \
+                     stdout: {:?}",
+                    self.stderr_text(),
+                    self.seen
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGINT (Ctrl-C).
+    fn interrupt(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill(1)");
+        assert!(status.success(), "kill -INT {} failed", self.child.id());
     }
 }
 
@@ -1292,5 +1365,482 @@ async fn a_config_file_context_supplies_the_connection() {
         .assert()
         .success()
         .stdout("gameruntime/g1\n");
+    world.done().await;
+}
+
+/// A game for the tests with a real controller: the test engine, no host port (several such
+/// games, and other people's tests, run on one Docker host).
+fn engine_game(name: &str) -> String {
+    format!(
+        "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: {name}\n\
+         spec:\n  image: {}\n  stopTimeout: 5s\n",
+        common::docker::IMAGE_1
+    )
+}
+
+/// One test with a real controller at a time: they time restarts in seconds on a small
+/// machine.
+static CONTROLLER_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How long a game may take to start or be recreated by the real controller (about a second
+/// each; the rest is slack for a loaded machine).
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// Garbage where a document belongs: not YAML, not UTF-8.
+const GARBAGE: &[u8] = b"\xff\xfe{{not: a gameruntime";
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn a_corrupt_document_is_shown_invalid_refused_by_apply_and_replaced_by_apply_force() {
+    let world = World::new("rtctl-corrupt").await;
+    let good = world.file("g2.yaml", &game("g2"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&good)
+        .assert()
+        .success();
+    let key = world.keys.gameruntime("g1");
+    world
+        .store
+        .txn(Txn::new().put(key.clone(), GARBAGE.to_vec()))
+        .await
+        .expect("write garbage");
+    world.put_status("g1", &running_status(1)).await;
+
+    // The listing shows it, as Invalid, and says why; the exit code says something is wrong.
+    let output = world.rtctl().args(["get"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(exit::CORRUPT), "{output:?}");
+    let table = stdout(&output);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("g1 "))
+        .unwrap_or_else(|| panic!("no row for g1: {table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..4], ["g1", "Invalid", "Running", "True"], "{row}");
+    assert!(table.lines().any(|l| l.starts_with("g2 ")), "{table}");
+    let message = stderr(&output);
+    assert!(
+        message.contains(&key) && message.contains("not a valid GameRuntime"),
+        "{message}"
+    );
+
+    // By name: not "not found".
+    for args in [&["get", "g1"][..], &["describe", "g1"]] {
+        let output = world.rtctl().args(args).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(exit::CORRUPT),
+            "{args:?}: {output:?}"
+        );
+        let message = stderr(&output);
+        assert!(
+            message.starts_with("error: gameruntime/g1 is invalid: the value stored at ")
+                && message.contains(&key)
+                && message.contains("--force"),
+            "{args:?}: {message}"
+        );
+    }
+    let described = world.rtctl().args(["describe", "g1"]).output().unwrap();
+    let text = stdout(&described);
+    assert!(
+        text.contains("State:                     Invalid\n") && text.contains("Reason:"),
+        "{text}"
+    );
+
+    // JSON leaves it out, and says so.
+    let output = world.rtctl().args(["get", "-o", "json"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(exit::CORRUPT), "{output:?}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(json["metadata"]["name"], "g2", "{json}");
+    assert!(
+        stderr(&output).contains("left out of the output"),
+        "{output:?}"
+    );
+
+    // A plain apply refuses to overwrite what it cannot read, naming the key and --force.
+    let file = world.file("g1.yaml", &game("g1"));
+    let output = world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(exit::CORRUPT), "{output:?}");
+    let message = stderr(&output);
+    assert!(
+        message.contains(&key)
+            && message.contains("rerun with --force")
+            && !message.contains("re-apply"),
+        "{message}"
+    );
+    let raw = world.store.get(&key).await.unwrap().expect("the key stays");
+    assert_eq!(raw.value, GARBAGE, "a plain apply wrote nothing");
+
+    // apply --force replaces it.
+    world
+        .rtctl()
+        .args(["apply", "--force", "-f"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stdout("gameruntime/g1 configured\n");
+    let doc = world.get("g1").await.expect("a readable document now");
+    assert_eq!(doc.spec.image, "rtmanager-test/engine:1");
+    world.rtctl().args(["get", "g1"]).assert().success();
+    world.done().await;
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn describe_names_the_lease_holder_and_a_restart_wait_says_who_blocks_it() {
+    let world = World::new("rtctl-lease").await;
+    let file = world.file("g1.yaml", &game("g1"));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    let describe = || async {
+        let output = world.rtctl().args(["describe", "g1"]).output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        stdout(&output)
+    };
+    assert!(
+        describe()
+            .await
+            .contains("Lease:                     <none> (no operation holds the game)\n"),
+        "no lease key yet"
+    );
+
+    // A lease key put by hand: no etcd lease behind it.
+    let record = br#"{"holder":"ghost-1","token":"t-hand","opId":"op-hand"}"#.to_vec();
+    world
+        .store
+        .txn(Txn::new().put(world.keys.lease("g1"), record.clone()))
+        .await
+        .expect("put a hand-made lease key");
+    let text = describe().await;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Lease:"))
+        .unwrap_or_else(|| panic!("no Lease line in {text}"));
+    assert!(
+        line.contains("held by ghost-1 for operation op-hand since revision ")
+            && line.ends_with(
+                "; not attached to any etcd lease (forged or hand-made); the controller takes \
+                 it over"
+            ),
+        "{line}"
+    );
+
+    // A restart waiting on it says who holds it, once, before it times out.
+    let mut restart = world.spawn(&["restart", "g1", "--wait", "--timeout", "9s"]);
+    let notice = restart.stderr_with("waits for its lease");
+    assert!(
+        notice.starts_with("note: gameruntime/g1 waits for its lease: held by ghost-1"),
+        "{notice}"
+    );
+    let (status, _, errors) = restart.finish();
+    assert_eq!(status.code(), Some(exit::TIMEOUT), "{errors}");
+    assert_eq!(
+        errors
+            .lines()
+            .filter(|l| l.starts_with("note:") && l.contains("waits for its lease"))
+            .count(),
+        1,
+        "told once: {errors}"
+    );
+    let last = errors.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: timed out after 9s waiting for the restart of gameruntime/g1")
+            && last.contains("waits for its lease: held by ghost-1"),
+        "the timeout names the holder too: {last}"
+    );
+
+    // Attached to a live etcd lease of no live controller.
+    let grant = world
+        .store
+        .grant_lease(Duration::from_secs(60))
+        .await
+        .expect("grant a lease");
+    world
+        .store
+        .txn(Txn::new().put_with_lease(world.keys.lease("g1"), record, grant.id))
+        .await
+        .expect("attach the lease key");
+    let text = describe().await;
+    assert!(
+        text.contains(&format!(
+            "; attached to etcd lease {:x} (no live controller",
+            grant.id
+        )),
+        "{text}"
+    );
+    world
+        .store
+        .revoke_lease(grant.id)
+        .await
+        .expect("revoke the lease");
+    world.done().await;
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn get_watch_rides_out_an_etcd_restart_and_prints_the_next_change() {
+    let mut cluster = etcd_cluster::EtcdCluster::start(1).await;
+    let endpoints = cluster.endpoints();
+    let world = World::new("rtctl-watch-outage").await;
+    let rtctl = || {
+        let mut command = world.rtctl();
+        command.env("RTM_ETCD_ENDPOINTS", endpoints.join(","));
+        command
+    };
+    let file = world.file("g1.yaml", &game("g1"));
+    rtctl().args(["apply", "-f"]).arg(&file).assert().success();
+
+    let mut watch = world.spawn_on(&endpoints, &["get", "-w"]);
+    watch.line_with("NAME");
+    watch.line_with("g1 ");
+
+    cluster.kill(0);
+    let notice = watch.stderr_with("watch interrupted");
+    assert!(notice.ends_with("; reconnecting"), "{notice}");
+    // An outage of some seconds (a restart after a crash, a slow disk): longer than any fixed
+    // number of quick retries rides out.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cluster.restart(0);
+    cluster.wait_healthy(Duration::from_secs(30)).await;
+    // Changed at once, perhaps before the watch is back: it must not be lost.
+    let stopped = world.file("g1.yaml", &(game("g1") + "  state: Stopped\n"));
+    rtctl()
+        .args(["apply", "-f"])
+        .arg(&stopped)
+        .assert()
+        .success();
+    let line = watch.line_with("Stopped");
+    assert!(line.starts_with("g1 "), "{line}");
+    watch.stderr_with("watch resumed");
+    // A second change, well after the reconnect.
+    let second = world.file("g2.yaml", &game("g2"));
+    rtctl()
+        .args(["apply", "-f"])
+        .arg(&second)
+        .assert()
+        .success();
+    watch.line_with("g2 ");
+
+    // Ctrl-C still ends it, cleanly.
+    watch.interrupt();
+    let (status, _, errors) = watch.finish();
+    assert!(status.success(), "{status:?}: {errors}");
+    assert!(
+        !errors.lines().any(|l| l.starts_with("error:")),
+        "an outage ridden out is no error: {errors}"
+    );
+}
+
+/// The real controller on the world's prefix, and the test engine's container removed at the
+/// end whatever happens.
+async fn controller_for(world: &World, name: &str) -> process::ControllerProcess {
+    common::docker::docker().await;
+    process::ControllerOptions::new(&world.keys, name)
+        .start()
+        .await
+}
+
+/// Deletes the game and waits until the controller removed its container.
+async fn remove_game(world: &World, game: &str) {
+    world
+        .rtctl()
+        .args(["delete", game, "--wait", "--timeout", "60s"])
+        .assert()
+        .success();
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn concurrent_restart_waits_of_one_game_all_report_the_restart_that_honoured_them() {
+    let _serial = CONTROLLER_TESTS.lock().await;
+    let world = World::new("rtctl-restart-crowd").await;
+    let game_name = common::docker::game("crowd");
+    let _cleanup = common::docker::Cleanup::new(&[&rtmanager::runtime::container_name(&game_name)]);
+    let _controller = controller_for(&world, "crowd").await;
+    let file = world.file("crowd.yaml", &engine_game(&game_name));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    world
+        .rtctl()
+        .args([
+            "wait",
+            &game_name,
+            "--for=condition=Ready",
+            "--timeout",
+            "60s",
+        ])
+        .timeout(CONVERGE)
+        .assert()
+        .success();
+    let before = world
+        .history()
+        .recent(&game_name, 100)
+        .await
+        .expect("read the history")
+        .len();
+
+    const CROWD: usize = 20;
+    let waiters: Vec<Running> = (0..CROWD)
+        .map(|_| world.spawn(&["restart", &game_name, "--wait", "--timeout", "90s"]))
+        .collect();
+    let mut outcomes = Vec::new();
+    for waiter in waiters {
+        outcomes.push(finish_within(waiter, Duration::from_secs(120)));
+    }
+    let entries = world
+        .history()
+        .recent(&game_name, 100)
+        .await
+        .expect("read the history");
+    let restarts: Vec<&HistoryEntry> = entries[..entries.len() - before]
+        .iter()
+        .filter(|e| e.op_kind == OpKind::Restart)
+        .collect();
+    for (i, (status, out, errors)) in outcomes.iter().enumerate() {
+        assert!(
+            status.success(),
+            "waiter {i} of {CROWD} failed ({status:?}): stdout {out:?}, stderr {errors}; \
+             restarts: {}",
+            process::timeline(&entries)
+        );
+        assert!(
+            out.iter().any(|l| l.contains(" restarted")),
+            "waiter {i}: {out:?}"
+        );
+    }
+    eprintln!(
+        "{CROWD} concurrent requests were answered by {} restarts",
+        restarts.len()
+    );
+    assert!(
+        !restarts.is_empty() && restarts.len() <= CROWD / 2,
+        "{} restarts for {CROWD} requests: {}",
+        restarts.len(),
+        process::timeline(&entries)
+    );
+    remove_game(&world, &game_name).await;
+    world.done().await;
+}
+
+/// Like [`Running::finish`], with a longer bound.
+fn finish_within(mut running: Running, limit: Duration) -> (ExitStatus, Vec<String>, String) {
+    let deadline = Instant::now() + limit;
+    while running.child.try_wait().expect("poll rtctl").is_none() {
+        if Instant::now() > deadline {
+            let _ = running.child.kill();
+            panic!(
+                "rtctl did not exit within {limit:?}; stderr: {}",
+                running.stderr_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut seen = std::mem::take(&mut running.seen);
+    let (status, mut rest, errors) = running.finish();
+    seen.append(&mut rest);
+    (status, seen, errors)
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn restart_wait_follows_a_restart_aborted_by_recovery_to_the_real_outcome() {
+    let _serial = CONTROLLER_TESTS.lock().await;
+    let world = World::new("rtctl-restart-aborted").await;
+    let game_name = common::docker::game("aborted");
+    let container = rtmanager::runtime::container_name(&game_name);
+    let _cleanup = common::docker::Cleanup::new(&[&container]);
+    let mut controller = controller_for(&world, "first").await;
+    let file = world.file("aborted.yaml", &engine_game(&game_name));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    world
+        .rtctl()
+        .args([
+            "wait",
+            &game_name,
+            "--for=condition=Ready",
+            "--timeout",
+            "60s",
+        ])
+        .timeout(CONVERGE)
+        .assert()
+        .success();
+    let old_container = world
+        .docs
+        .get_status(&game_name)
+        .await
+        .expect("read the status")
+        .and_then(|s| s.container_id)
+        .expect("a running game has a container");
+    // No controller while the request is made: the "crashed" one is gone.
+    controller.terminate();
+    controller.wait_exit(Duration::from_secs(30)).await;
+
+    let mut waiter = world.spawn(&[
+        "restart",
+        &game_name,
+        "--ref",
+        "REQ-ABORTED",
+        "--wait",
+        "--timeout",
+        "90s",
+    ]);
+    waiter.line_with("restart requested (ref REQ-ABORTED)");
+    // What recovery leaves when a controller died in the middle of this request's restart.
+    let mut lost = HistoryEntry::begin(&game_name, "op-lost", OpKind::Restart, OpSource::AdminCli);
+    lost.source_ref = "REQ-ABORTED".into();
+    lost.container_id_before = Some(old_container.clone());
+    let appended = world
+        .history()
+        .append(None, lost)
+        .await
+        .expect("append the interrupted restart");
+    let mut resolved = appended.clone();
+    resolved.entry.fail(
+        ErrorCode::Aborted,
+        "interrupted before it finished (controller crash or shutdown); resolved by the test",
+    );
+    world
+        .history()
+        .finish(&resolved, None)
+        .await
+        .expect("resolve it as aborted");
+    waiter.stderr_with("was aborted by recovery");
+
+    // A peer takes over and does the restart for real.
+    let _peer = controller_for(&world, "peer").await;
+    let (status, out, errors) = finish_within(waiter, CONVERGE);
+    assert!(
+        status.success(),
+        "exit {status:?}; stdout {out:?}; stderr {errors}"
+    );
+    assert!(out.iter().any(|l| l.contains(" restarted")), "{out:?}");
+    let new_container = world
+        .docs
+        .get_status(&game_name)
+        .await
+        .expect("read the status")
+        .and_then(|s| s.container_id)
+        .expect("a container after the restart");
+    assert_ne!(new_container, old_container, "a new container ran");
+    remove_game(&world, &game_name).await;
     world.done().await;
 }

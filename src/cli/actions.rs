@@ -7,7 +7,7 @@
 //! (`rtmanager.dev/op-source: admin_cli`, `rtmanager.dev/source-ref: <ref>`), which the
 //! controller records in the history of the operation it runs for the change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -23,12 +23,26 @@ use super::error::{CliError, Outcome};
 use super::input::read_inputs;
 use super::output::{note, short_id, warn};
 use super::session::{MultiWatch, Session, WatchItem, check_name};
+use crate::ErrorCode;
 use crate::history::HistoryEntry;
-use crate::model::{ConditionStatus, DesiredState, GameRuntime, GameRuntimeStatus, OpKind, Phase};
+use crate::model::{
+    ANNOTATION_SOURCE_REF, ConditionStatus, DesiredState, GameRuntime, GameRuntimeStatus, OpKind,
+    Phase,
+};
 use crate::store::documents::DocumentError;
 use crate::store::{KeyValue, Listing, Revision, WatchEvent};
 
 const DEFAULT_ACTION_TIMEOUT: &str = "2m";
+
+/// Attempts at writing a restart request when others write the game at the same time. A
+/// restart request conflicts only with other writers of the same document, and a crowd of
+/// `rtctl restart`s of one game (each one write) is normal: enough attempts, about a second
+/// apart at most, for a few dozen of them to all land.
+const RESTART_WRITE_ATTEMPTS: u32 = 15;
+
+/// How long `restart --wait` waits for its restart to begin before it looks at who holds the
+/// game's lease and says so (once): longer than a usual operation of another request holds it.
+const LEASE_NOTICE_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RestartArgs {
@@ -179,6 +193,7 @@ async fn modify(
     session: &Session,
     name: &str,
     source_ref: &str,
+    attempts: u32,
     mut change: impl FnMut(&mut GameRuntime) -> bool,
 ) -> Result<Modified, CliError> {
     let mut attempt = 0;
@@ -205,7 +220,7 @@ async fn modify(
                 });
             }
             Err(e @ DocumentError::Conflict { .. }) => {
-                if attempt >= WRITE_ATTEMPTS {
+                if attempt >= attempts {
                     return Err(session.doc_error(e, &format!("writing gameruntime/{name}")));
                 }
                 backoff(attempt).await;
@@ -252,11 +267,19 @@ pub async fn restart(
 ) -> Result<Outcome, CliError> {
     check_name(&args.name)?;
     let source_ref = request_ref(&args.source_ref, "restart")?;
-    let token = new_restart_token();
-    let modified = modify(session, &args.name, &source_ref, |doc| {
-        doc.spec.restart_token = token.clone();
-        true
-    })
+    let mut token = String::new();
+    let modified = modify(
+        session,
+        &args.name,
+        &source_ref,
+        RESTART_WRITE_ATTEMPTS,
+        |doc| {
+            // A fresh token per attempt: each write is a request of its own.
+            token = new_restart_token();
+            doc.spec.restart_token = token.clone();
+            true
+        },
+    )
     .await?;
     writeln!(
         out,
@@ -275,20 +298,16 @@ pub async fn restart(
         return Ok(Outcome::Success);
     }
     let after = rv_of(&modified.doc).unwrap_or_default();
-    let mut waiter = RestartWaiter {
-        name: args.name.clone(),
-        source_ref: source_ref.clone(),
-        token,
-        after,
-        seen: HashMap::new(),
-        restart_seen: false,
-        phase: PhaseTracker::default(),
-    };
+    let mut waiter = RestartWaiter::new(&args.name, &source_ref, &token, after);
     let deadline = Instant::now() + args.timeout;
     wait_for(
         session,
         &args.name,
-        true,
+        Follow {
+            history: true,
+            from: Some(after),
+            lease: true,
+        },
         &mut waiter,
         Deadline {
             at: deadline,
@@ -322,7 +341,7 @@ pub async fn set_state(
         DesiredState::Stopped => "stop",
     };
     let source_ref = request_ref(&args.source_ref, verb)?;
-    let modified = modify(session, &args.name, &source_ref, |doc| {
+    let modified = modify(session, &args.name, &source_ref, WRITE_ATTEMPTS, |doc| {
         if doc.spec.state == state {
             false
         } else {
@@ -362,7 +381,7 @@ pub async fn set_state(
     wait_for(
         session,
         &args.name,
-        false,
+        Follow::default(),
         &mut waiter,
         Deadline {
             at: Instant::now() + args.timeout,
@@ -426,7 +445,7 @@ pub async fn delete(
         wait_for(
             session,
             name,
-            false,
+            Follow::default(),
             &mut waiter,
             deadline,
             &format!("the controller to remove gameruntime/{name}"),
@@ -489,7 +508,7 @@ pub async fn wait(
         wait_for(
             session,
             name,
-            false,
+            Follow::default(),
             waiter.as_mut(),
             deadline,
             &what,
@@ -515,6 +534,20 @@ enum Which {
     Doc,
     Status,
     History,
+    Lease,
+}
+
+/// What [`wait_for`] follows besides the document and the status.
+#[derive(Debug, Clone, Copy, Default)]
+struct Follow {
+    /// The game's history entries.
+    history: bool,
+    /// Start at this revision (the waiter's own write), so every later revision of each key
+    /// is observed, not only the newest.
+    from: Option<Revision>,
+    /// The game's lease key; the waiter is asked for a notice about it now and then
+    /// ([`Waiter::lease_notice`]).
+    lease: bool,
 }
 
 /// Decides from a game's keys, as they change, whether the wait is over.
@@ -527,15 +560,20 @@ trait Waiter {
         kv: Option<&KeyValue>,
         out: &mut dyn Write,
     ) -> Result<Option<String>, CliError>;
+
+    /// A line for stderr about the game's lease when the wait seems held up by it.
+    fn lease_notice(&mut self) -> Option<String> {
+        None
+    }
 }
 
-/// Follows one game's document, status (and history) keys until `waiter` is satisfied, the
-/// deadline passes or the user interrupts.
+/// Follows one game's document, status (and history, lease) keys until `waiter` is satisfied,
+/// the deadline passes or the user interrupts.
 #[allow(clippy::too_many_arguments)]
 async fn wait_for(
     session: &Session,
     name: &str,
-    with_history: bool,
+    follow: Follow,
     waiter: &mut dyn Waiter,
     deadline: Deadline,
     what: &str,
@@ -547,17 +585,24 @@ async fn wait_for(
     let doc_key = keys.gameruntime(name);
     let status_key = keys.status(name);
     let history_prefix = keys.history(name);
+    let lease_key = keys.lease(name);
+    // Listing order: document, status, then history and lease when followed.
     let mut prefixes = vec![doc_key.clone(), status_key.clone()];
-    if with_history {
+    if follow.history {
         prefixes.push(history_prefix.clone());
+    }
+    if follow.lease {
+        prefixes.push(lease_key.clone());
     }
     let classify = |key: &str| {
         if key == doc_key {
             Some(Which::Doc)
         } else if key == status_key {
             Some(Which::Status)
-        } else if with_history && key.starts_with(&history_prefix) {
+        } else if follow.history && key.starts_with(&history_prefix) {
             Some(Which::History)
+        } else if follow.lease && key == lease_key {
+            Some(Which::Lease)
         } else {
             // The prefix of g1 also covers g10's keys.
             None
@@ -567,18 +612,22 @@ async fn wait_for(
                 waiter: &mut dyn Waiter,
                 out: &mut dyn Write|
      -> Result<Option<String>, CliError> {
-        let find = |listing: Option<&Listing>, key: &str| {
-            listing.and_then(|l| l.items.iter().find(|kv| kv.key == key).cloned())
+        let find = |key: &str| {
+            listings
+                .iter()
+                .flat_map(|l| l.items.iter())
+                .find(|kv| kv.key == key)
+                .cloned()
         };
-        let doc = find(listings.first(), &doc_key);
-        if let Some(done) = waiter.observe(Which::Doc, doc.as_ref(), out)? {
-            return Ok(Some(done));
+        for (which, key) in [(Which::Doc, &doc_key), (Which::Status, &status_key)]
+            .into_iter()
+            .chain(follow.lease.then_some((Which::Lease, &lease_key)))
+        {
+            if let Some(done) = waiter.observe(which, find(key).as_ref(), out)? {
+                return Ok(Some(done));
+            }
         }
-        let status = find(listings.get(1), &status_key);
-        if let Some(done) = waiter.observe(Which::Status, status.as_ref(), out)? {
-            return Ok(Some(done));
-        }
-        for kv in listings.get(2).map(|l| l.items.as_slice()).unwrap_or(&[]) {
+        for kv in listings.iter().flat_map(|l| l.items.iter()) {
             if classify(&kv.key) == Some(Which::History)
                 && let Some(done) = waiter.observe(Which::History, Some(kv), out)?
             {
@@ -588,13 +637,31 @@ async fn wait_for(
         Ok(None)
     };
 
-    let follow = async {
-        let (mut watch, listings, _) = MultiWatch::start(session, prefixes.clone()).await?;
+    let follow_keys = async {
+        let (mut watch, listings, _) =
+            MultiWatch::start_at(session, prefixes.clone(), follow.from).await?;
         if let Some(done) = feed(&listings, waiter, out)? {
             return Ok(done);
         }
+        let mut lease_check = follow.lease.then(|| Instant::now() + LEASE_NOTICE_AFTER);
         loop {
-            match watch.next().await? {
+            let item = match lease_check {
+                Some(at) => tokio::select! {
+                    item = watch.next() => item?,
+                    () = tokio::time::sleep_until(at) => {
+                        match waiter.lease_notice() {
+                            Some(notice) => {
+                                note(&format!("note: {notice}"));
+                                lease_check = None;
+                            }
+                            None => lease_check = Some(at + LEASE_NOTICE_AFTER),
+                        }
+                        continue;
+                    }
+                },
+                None => watch.next().await?,
+            };
+            match item {
                 WatchItem::Batch(batch) => {
                     for event in &batch {
                         let Some(which) = classify(event.key()) else {
@@ -618,7 +685,7 @@ async fn wait_for(
         }
     };
     let result: Result<String, CliError> = tokio::select! {
-        result = tokio::time::timeout_at(deadline.at, follow) => match result {
+        result = tokio::time::timeout_at(deadline.at, follow_keys) => match result {
             Ok(result) => result,
             Err(_) => Err(CliError::Timeout {
                 what: what.to_owned(),
@@ -631,7 +698,17 @@ async fn wait_for(
             hint: hint.to_owned(),
         }),
     };
-    let done = result?;
+    let done = match result {
+        // A wait held up by someone else's lease says whose, in its last line too.
+        Err(CliError::Timeout { what, after, hint }) if follow.lease => {
+            let hint = match waiter.lease_notice() {
+                Some(notice) => format!("{notice}; {hint}"),
+                None => hint,
+            };
+            return Err(CliError::Timeout { what, after, hint });
+        }
+        other => other?,
+    };
     writeln!(out, "{done}")?;
     out.flush()?;
     Ok(())
@@ -687,24 +764,69 @@ fn deleted_while_waiting(name: &str, what: &str) -> CliError {
     }
 }
 
-/// Follows a restart request to its end, which is, in order of preference:
+/// Follows a restart request to its end.
 ///
-/// - the `restart` entry carrying the request's ref gets an outcome (the usual case: the
-///   controller recreates the container and records the outer entry with our correlation id);
-/// - a `start` entry with our ref finishes while no `restart` entry with it was seen (the
+/// The request is the token we wrote. Tokens written after ours, before any restart honoured
+/// ours, merge with it: the controller restarts once, for the newest token it read, and that
+/// restart answers every request merged into it. So the waiter follows the chain — every
+/// token and request ref the document carried from our write on (the watch delivers every
+/// revision) — and ends at the first of:
+///
+/// - a `restart` entry created after our write whose ref is in the chain gets an outcome
+///   (success, or failure with its code);
+/// - a `start` entry of the chain finishes while no `restart` entry of it was seen (the
 ///   game had no container, so starting one answered the request);
-/// - the status of a Stopped game records our token (nothing to restart).
+/// - the status records a token of the chain (`observedRestartToken`): a Stopped game
+///   (nothing to restart), or a new container that answered it (e.g. a controller finished,
+///   or adopted, what a crashed one began).
+///
+/// An entry resolved `aborted` by recovery (a controller died in the middle of it) is not the
+/// request's outcome: it is told on stderr and the waiter follows the request on (recovery
+/// leaves the request pending, so a controller runs it again).
 struct RestartWaiter {
     name: String,
     source_ref: String,
-    token: String,
-    /// The revision of our write: entries written before it belong to earlier requests.
+    /// The revision of our write: entries created before it belong to earlier requests.
     after: Revision,
+    /// The restart tokens and request refs of the document from our write on.
+    tokens: BTreeSet<String>,
+    refs: BTreeSet<String>,
     /// What was last printed for each entry, so a rewrite without news prints nothing.
     seen: HashMap<String, (OpKind, crate::model::Outcome)>,
-    /// Whether a `restart` entry with our ref appeared (its inner start does not end the wait).
+    /// Whether a `restart` entry of the chain is under way (its inner start does not end the
+    /// wait).
     restart_seen: bool,
+    /// Whether any entry of the chain appeared (the request's operation began).
+    began: bool,
+    /// The game's lease key, as last seen.
+    lease: Option<KeyValue>,
     phase: PhaseTracker,
+}
+
+impl RestartWaiter {
+    fn new(name: &str, source_ref: &str, token: &str, after: Revision) -> RestartWaiter {
+        RestartWaiter {
+            name: name.to_owned(),
+            source_ref: source_ref.to_owned(),
+            after,
+            tokens: BTreeSet::from([token.to_owned()]),
+            refs: BTreeSet::from([source_ref.to_owned()]),
+            seen: HashMap::new(),
+            restart_seen: false,
+            began: false,
+            lease: None,
+            phase: PhaseTracker::default(),
+        }
+    }
+
+    /// " (merged into the restart of ref X)" when the answering request is not ours.
+    fn merged(&self, source_ref: &str) -> String {
+        if source_ref == self.source_ref {
+            String::new()
+        } else {
+            format!(" (ours was merged into the restart of ref {source_ref})")
+        }
+    }
 }
 
 impl Waiter for RestartWaiter {
@@ -717,22 +839,53 @@ impl Waiter for RestartWaiter {
         let name = self.name.clone();
         match (which, kv) {
             (Which::Doc, None) => Err(deleted_while_waiting(&name, "its restart")),
+            (Which::Doc, Some(kv)) => {
+                if kv.mod_revision >= self.after
+                    && let Ok(doc) = crate::model::parse::parse_document(&kv.value)
+                {
+                    if !doc.spec.restart_token.is_empty() {
+                        self.tokens.insert(doc.spec.restart_token.clone());
+                    }
+                    if let Some(source_ref) = doc.metadata.annotations.get(ANNOTATION_SOURCE_REF) {
+                        self.refs.insert(source_ref.clone());
+                    }
+                }
+                Ok(None)
+            }
+            (Which::Lease, kv) => {
+                self.lease = kv.cloned();
+                Ok(None)
+            }
             (Which::Status, Some(kv)) => {
                 let Some(status) = decode_status(kv) else {
                     return Ok(None);
                 };
                 self.phase.see(&name, &status, out)?;
-                let recorded = status.observed_restart_token.as_deref() == Some(&self.token);
-                Ok(
-                    (recorded && status.phase == Phase::Stopped && !self.restart_seen).then(|| {
+                let recorded = status
+                    .observed_restart_token
+                    .as_ref()
+                    .is_some_and(|token| self.tokens.contains(token));
+                if !recorded {
+                    return Ok(None);
+                }
+                if status.phase == Phase::Stopped {
+                    return Ok((!self.restart_seen).then(|| {
                         format!(
                             "gameruntime/{name} is Stopped: the restart is recorded, there was no \
-                         container to restart"
+                             container to restart"
                         )
-                    }),
-                )
+                    }));
+                }
+                // The controller records a token only for a new container that answers it.
+                Ok(Some(format!(
+                    "gameruntime/{name} restarted{}",
+                    match status.container_id.as_deref() {
+                        Some(id) => format!(": container {}", short_id(id)),
+                        None => String::new(),
+                    }
+                )))
             }
-            (Which::History, Some(kv)) if kv.mod_revision > self.after => {
+            (Which::History, Some(kv)) if kv.create_revision > self.after => {
                 let entry: HistoryEntry = match serde_json::from_slice(&kv.value) {
                     Ok(entry) => entry,
                     Err(e) => {
@@ -743,9 +896,10 @@ impl Waiter for RestartWaiter {
                         return Ok(None);
                     }
                 };
-                if entry.source_ref != self.source_ref {
+                if !self.refs.contains(&entry.source_ref) {
                     return Ok(None);
                 }
+                self.began = true;
                 let state = (entry.op_kind, entry.outcome);
                 if self.seen.get(&kv.key) == Some(&state) {
                     return Ok(None);
@@ -753,6 +907,20 @@ impl Waiter for RestartWaiter {
                 self.seen.insert(kv.key.clone(), state);
                 writeln!(out, "gameruntime/{name}: {}", progress_line(&entry))?;
                 out.flush()?;
+                if entry.outcome == crate::model::Outcome::Failure
+                    && entry.error_code == Some(ErrorCode::Aborted)
+                {
+                    if entry.op_kind == OpKind::Restart {
+                        self.restart_seen = false;
+                        note(&format!(
+                            "note: the restart of gameruntime/{name} (ref {}) was aborted by \
+                             recovery (a controller stopped in the middle of it); the request \
+                             stays pending, following it to its real outcome",
+                            entry.source_ref
+                        ));
+                    }
+                    return Ok(None);
+                }
                 let op = match entry.op_kind {
                     OpKind::Restart => {
                         self.restart_seen = true;
@@ -764,11 +932,12 @@ impl Waiter for RestartWaiter {
                 match entry.outcome {
                     crate::model::Outcome::InProgress => Ok(None),
                     crate::model::Outcome::Success => Ok(Some(format!(
-                        "gameruntime/{name} restarted{}",
+                        "gameruntime/{name} restarted{}{}",
                         match containers_changed(&entry) {
                             Some(change) => format!(": container {change}"),
                             None => String::new(),
-                        }
+                        },
+                        self.merged(&entry.source_ref)
                     ))),
                     crate::model::Outcome::Failure => Err(CliError::OperationFailed {
                         op: op.into(),
@@ -777,14 +946,32 @@ impl Waiter for RestartWaiter {
                             .error_code
                             .map(|c| c.as_str().to_owned())
                             .unwrap_or_else(|| "unknown".into()),
-                        message: entry
-                            .error_message
-                            .unwrap_or_else(|| "no message recorded".into()),
+                        message: format!(
+                            "{}{}",
+                            entry
+                                .error_message
+                                .as_deref()
+                                .unwrap_or("no message recorded"),
+                            self.merged(&entry.source_ref)
+                        ),
                     }),
                 }
             }
             _ => Ok(None),
         }
+    }
+
+    fn lease_notice(&mut self) -> Option<String> {
+        if self.began {
+            // Our restart holds the lease itself.
+            return None;
+        }
+        let kv = self.lease.as_ref()?;
+        Some(format!(
+            "gameruntime/{} waits for its lease: {}",
+            self.name,
+            super::describe::lease_line(kv, None)
+        ))
     }
 }
 
@@ -942,7 +1129,7 @@ impl Waiter for GoneWaiter {
                     self.phase.see(&self.name, &status, out)?;
                 }
             }
-            Which::History => {}
+            Which::History | Which::Lease => {}
         }
         Ok((self.doc_gone && self.status_gone)
             .then(|| format!("gameruntime/{} removed", self.name)))
@@ -1007,15 +1194,155 @@ mod tests {
     }
 
     fn restart_waiter() -> RestartWaiter {
-        RestartWaiter {
-            name: "g1".into(),
-            source_ref: "REQ-1".into(),
-            token: "t-1".into(),
-            after: 10,
-            seen: HashMap::new(),
-            restart_seen: false,
-            phase: PhaseTracker::quiet(),
+        let mut waiter = RestartWaiter::new("g1", "REQ-1", "t-1", 10);
+        waiter.phase = PhaseTracker::quiet();
+        waiter
+    }
+
+    fn doc_kv(token: &str, source_ref: &str, mod_revision: Revision) -> KeyValue {
+        let yaml = format!(
+            "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: g1\n  \
+             annotations: {{rtmanager.dev/source-ref: {source_ref}}}\nspec:\n  image: x:1\n  \
+             restartToken: {token}\n"
+        );
+        kv("d/g1", yaml.into_bytes(), mod_revision)
+    }
+
+    fn aborted(kind: OpKind, source_ref: &str) -> Vec<u8> {
+        let mut entry = HistoryEntry::begin("g1", "op", kind, OpSource::AdminCli);
+        entry.source_ref = source_ref.into();
+        entry.fail(ErrorCode::Aborted, "interrupted");
+        serde_json::to_vec(&entry).unwrap()
+    }
+
+    #[test]
+    fn a_restart_merged_into_a_later_request_ends_with_the_later_restart() {
+        let mut waiter = restart_waiter();
+        let mut out = Vec::new();
+        for (token, source_ref, rev) in [("t-1", "REQ-1", 10), ("t-2", "REQ-2", 11)] {
+            let doc = doc_kv(token, source_ref, rev);
+            assert_eq!(
+                waiter.observe(Which::Doc, Some(&doc), &mut out).unwrap(),
+                None
+            );
         }
+        // A request older than ours is not part of the chain.
+        let older = kv(
+            "h/1",
+            entry(OpKind::Restart, "REQ-0", OpOutcome::Success),
+            12,
+        );
+        assert_eq!(
+            waiter
+                .observe(Which::History, Some(&older), &mut out)
+                .unwrap(),
+            None
+        );
+        let theirs = kv(
+            "h/2",
+            entry(OpKind::Restart, "REQ-2", OpOutcome::Success),
+            13,
+        );
+        let done = waiter
+            .observe(Which::History, Some(&theirs), &mut out)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            done,
+            "gameruntime/g1 restarted (ours was merged into the restart of ref REQ-2)"
+        );
+    }
+
+    #[test]
+    fn a_merged_restart_that_failed_fails_every_request_in_it() {
+        let mut waiter = restart_waiter();
+        let doc = doc_kv("t-2", "REQ-2", 11);
+        waiter
+            .observe(Which::Doc, Some(&doc), &mut Vec::new())
+            .unwrap();
+        let failed = kv(
+            "h/2",
+            entry(OpKind::Restart, "REQ-2", OpOutcome::Failure),
+            13,
+        );
+        let error = waiter
+            .observe(Which::History, Some(&failed), &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(
+            error.exit_code(),
+            super::super::error::exit::OPERATION_FAILED
+        );
+    }
+
+    #[test]
+    fn an_aborted_restart_is_not_the_outcome_the_next_one_is() {
+        let mut waiter = restart_waiter();
+        let mut out = Vec::new();
+        for (key, kind) in [("h/1", OpKind::Restart), ("h/2", OpKind::Start)] {
+            let lost = kv(key, aborted(kind, "REQ-1"), 12);
+            assert_eq!(
+                waiter
+                    .observe(Which::History, Some(&lost), &mut out)
+                    .unwrap(),
+                None,
+                "{kind}"
+            );
+        }
+        let redone = kv(
+            "h/3",
+            entry(OpKind::Restart, "REQ-1", OpOutcome::Success),
+            14,
+        );
+        assert!(
+            waiter
+                .observe(Which::History, Some(&redone), &mut out)
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn an_aborted_restart_then_a_status_with_the_token_is_a_restart() {
+        let mut waiter = restart_waiter();
+        let lost = kv("h/1", aborted(OpKind::Restart, "REQ-1"), 12);
+        waiter
+            .observe(Which::History, Some(&lost), &mut Vec::new())
+            .unwrap();
+        let running = status_kv(Phase::Running, "t-1");
+        let done = waiter
+            .observe(Which::Status, Some(&running), &mut Vec::new())
+            .unwrap();
+        assert_eq!(done.as_deref(), Some("gameruntime/g1 restarted"));
+    }
+
+    #[test]
+    fn a_busy_lease_is_told_only_before_the_restart_begins() {
+        let mut waiter = restart_waiter();
+        assert_eq!(waiter.lease_notice(), None, "no lease key");
+        let mut lease = kv(
+            "l/g1",
+            br#"{"holder":"someone","token":"x","opId":"op-9"}"#.to_vec(),
+            9,
+        );
+        lease.lease = 0;
+        waiter
+            .observe(Which::Lease, Some(&lease), &mut Vec::new())
+            .unwrap();
+        let notice = waiter.lease_notice().unwrap();
+        assert!(
+            notice.contains("held by someone for operation op-9")
+                && notice.contains("not attached to any etcd lease"),
+            "{notice}"
+        );
+        let ours = kv(
+            "h/1",
+            entry(OpKind::Restart, "REQ-1", OpOutcome::InProgress),
+            12,
+        );
+        waiter
+            .observe(Which::History, Some(&ours), &mut Vec::new())
+            .unwrap();
+        assert_eq!(waiter.lease_notice(), None);
     }
 
     fn status_kv(phase: Phase, token: &str) -> KeyValue {
@@ -1035,14 +1362,6 @@ mod tests {
         assert_eq!(
             waiter.observe(Which::Status, Some(&old), &mut out).unwrap(),
             None
-        );
-        let running = status_kv(Phase::Running, "t-1");
-        assert_eq!(
-            waiter
-                .observe(Which::Status, Some(&running), &mut out)
-                .unwrap(),
-            None,
-            "a running game's restart ends with its history entry"
         );
         let stopped = status_kv(Phase::Stopped, "t-1");
         let done = waiter

@@ -15,18 +15,23 @@ use std::time::Duration;
 
 use similar::TextDiff;
 
-use super::error::{CliError, Outcome};
+use super::error::{CliError, Outcome, one_line};
 use super::input::{Input, read_inputs};
-use super::session::Session;
+use super::output::note;
+use super::session::{Session, check_name};
 use crate::model::parse::to_yaml;
 use crate::model::{ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, OpSource, Timestamp};
-use crate::store::Revision;
 use crate::store::documents::DocumentError;
+use crate::store::{KeyValue, Revision};
 
 /// Attempts at a write that races with other writers (each re-reads the live document).
 pub const WRITE_ATTEMPTS: u32 = 5;
-/// First pause between attempts, doubled each time, plus up to as much jitter.
+/// First pause between attempts, doubled each time up to [`RETRY_PAUSE_MAX`], plus up to as
+/// much jitter.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Longest pause between attempts: a writer that lost many races in a row (a crowd of
+/// `rtctl restart`s of one game) keeps trying about once a second, not ever more rarely.
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApplyArgs {
@@ -165,7 +170,8 @@ pub fn check_ref(source_ref: &str) -> Result<(), CliError> {
 
 /// A pause before retry `attempt` (1-based): doubling, with jitter so racing writers spread.
 pub async fn backoff(attempt: u32) {
-    let base = RETRY_PAUSE * 2u32.saturating_pow(attempt.saturating_sub(1));
+    let base =
+        (RETRY_PAUSE * 2u32.saturating_pow(attempt.saturating_sub(1).min(10))).min(RETRY_PAUSE_MAX);
     let jitter = base.mul_f64(rand::random::<f64>());
     tokio::time::sleep(base + jitter).await;
 }
@@ -251,7 +257,26 @@ async fn apply_one(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let live = session.get(name).await?;
+        let live = match read_live(session, name).await? {
+            Live::Readable(live) => live.map(|doc| *doc),
+            Live::Corrupt { kv, reason } => {
+                match replace_corrupt(session, input, args, source_ref, &kv, &reason).await? {
+                    Some(action) => return Ok(action),
+                    None if attempt >= WRITE_ATTEMPTS => {
+                        return Err(CliError::Conflict {
+                            message: format!(
+                                "{} kept changing while apply --force replaced it; try again",
+                                kv.key
+                            ),
+                        });
+                    }
+                    None => {
+                        backoff(attempt).await;
+                        continue;
+                    }
+                }
+            }
+        };
         let (action, mut desired) = plan(&input.doc, live.as_ref(), Timestamp::now());
         let live_rv = live.as_ref().and_then(rv_of);
         if let (Some(expected), Some(current)) = (explicit_rv, live_rv)
@@ -306,6 +331,84 @@ async fn apply_one(
             }
             Err(e) => return Err(session.doc_error(e, &format!("writing gameruntime/{name}"))),
         }
+    }
+}
+
+/// The stored document as apply sees it.
+enum Live {
+    /// Absent (`None`) or a valid document.
+    Readable(Option<Box<GameRuntime>>),
+    /// A value that is not a valid GameRuntime, with why.
+    Corrupt { kv: KeyValue, reason: String },
+}
+
+async fn read_live(session: &Session, name: &str) -> Result<Live, CliError> {
+    check_name(name)?;
+    let Some(kv) = session.raw(&session.keys().gameruntime(name)).await? else {
+        return Ok(Live::Readable(None));
+    };
+    match session.documents().decode(&kv) {
+        Ok(doc) => Ok(Live::Readable(Some(Box::new(doc)))),
+        Err(DocumentError::Corrupt { message, .. }) => Ok(Live::Corrupt {
+            kv,
+            reason: message,
+        }),
+        Err(e) => Err(session.doc_error(e, &format!("reading gameruntime/{name}"))),
+    }
+}
+
+/// Replaces an unreadable stored value with the applied document, with `--force` only, and
+/// only if the key is still the value that was read (its mod revision): a writer that fixed
+/// it meanwhile is not clobbered. `None`: the key changed meanwhile, look again.
+async fn replace_corrupt(
+    session: &Session,
+    input: &Input,
+    args: &ApplyArgs,
+    source_ref: &str,
+    kv: &KeyValue,
+    reason: &str,
+) -> Result<Option<Action>, CliError> {
+    let name = input.doc.metadata.name.as_str();
+    if !args.force {
+        return Err(CliError::Corrupt {
+            message: format!(
+                "gameruntime/{name} is invalid: the value stored at {} is not a valid \
+                 GameRuntime ({}); apply does not overwrite what it cannot read: rerun with \
+                 --force to replace it (`rtctl apply --force -f {}`), or remove it with `rtctl \
+                 delete {name}`",
+                kv.key,
+                one_line(reason),
+                input.source
+            ),
+        });
+    }
+    // A new document in place of the unreadable one (nothing of it can be kept).
+    let (_, mut desired) = plan(&input.doc, None, Timestamp::now());
+    if args.dry_run {
+        note(&format!(
+            "note: gameruntime/{name}: apply --force would replace the unreadable value at {}",
+            kv.key
+        ));
+        return Ok(Some(Action::Configured));
+    }
+    stamp_request(&mut desired, source_ref);
+    match session.update(&desired, kv.mod_revision).await {
+        Ok(_) => {
+            note(&format!(
+                "note: gameruntime/{name}: replaced the unreadable value at {} ({})",
+                kv.key,
+                one_line(reason)
+            ));
+            Ok(Some(Action::Configured))
+        }
+        Err(DocumentError::Conflict { .. } | DocumentError::NotFound { .. }) => Ok(None),
+        Err(DocumentError::Store(e)) if e.outcome_unknown() => {
+            if landed(session, &desired, source_ref).await.is_some() {
+                return Ok(Some(Action::Configured));
+            }
+            Err(session.store_error(e, &format!("writing gameruntime/{name}")))
+        }
+        Err(e) => Err(session.doc_error(e, &format!("writing gameruntime/{name}"))),
     }
 }
 
@@ -468,6 +571,91 @@ mod tests {
             created.contains("+  image: rtmanager-test/engine:1\n"),
             "{created}"
         );
+    }
+
+    fn force_args() -> ApplyArgs {
+        ApplyArgs {
+            files: Vec::new(),
+            recursive: false,
+            dry_run: false,
+            force: true,
+            source_ref: None,
+        }
+    }
+
+    async fn session_with_garbage() -> (
+        std::sync::Arc<crate::store::memory::MemoryStore>,
+        Session,
+        KeyValue,
+    ) {
+        use crate::store::{Keys, Store, Txn};
+        let store = std::sync::Arc::new(crate::store::memory::MemoryStore::new());
+        let keys = Keys::default();
+        let session = Session::new(
+            store.clone(),
+            keys.clone(),
+            "memory".into(),
+            Duration::from_secs(1),
+        );
+        let key = keys.gameruntime("g1");
+        store
+            .txn(Txn::new().put(key.clone(), b"\xffgarbage".to_vec()))
+            .await
+            .unwrap();
+        let kv = store.get(&key).await.unwrap().unwrap();
+        (store, session, kv)
+    }
+
+    fn input() -> Input {
+        Input {
+            doc: doc(""),
+            source: "g1.yaml".into(),
+            index: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn apply_force_replaces_a_corrupt_document_it_read() {
+        let (_store, session, kv) = session_with_garbage().await;
+        let action = replace_corrupt(&session, &input(), &force_args(), "REQ-1", &kv, "bad")
+            .await
+            .unwrap();
+        assert_eq!(action, Some(Action::Configured));
+        let doc = session.get("g1").await.unwrap().unwrap();
+        assert_eq!(doc.spec.image, "rtmanager-test/engine:1");
+    }
+
+    #[tokio::test]
+    async fn apply_force_does_not_clobber_a_write_made_after_it_read_the_corrupt_key() {
+        use crate::store::{Store, Txn};
+        let (store, session, kv) = session_with_garbage().await;
+        // Someone else writes the key between our read and our write.
+        store
+            .txn(Txn::new().put(kv.key.clone(), b"someone else's".to_vec()))
+            .await
+            .unwrap();
+        let action = replace_corrupt(&session, &input(), &force_args(), "REQ-1", &kv, "bad")
+            .await
+            .unwrap();
+        assert_eq!(action, None, "look again rather than overwrite");
+        let now = store.get(&kv.key).await.unwrap().unwrap();
+        assert_eq!(now.value, b"someone else's");
+    }
+
+    #[tokio::test]
+    async fn plain_apply_refuses_a_corrupt_document_naming_the_key_and_force() {
+        let (_store, session, kv) = session_with_garbage().await;
+        let mut args = force_args();
+        args.force = false;
+        let error = replace_corrupt(&session, &input(), &args, "REQ-1", &kv, "bad")
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains(&kv.key) && message.contains("--force"),
+            "{message}"
+        );
+        assert_eq!(error.exit_code(), super::super::error::exit::CORRUPT);
     }
 
     #[test]

@@ -10,7 +10,9 @@ use super::history::table as history_table;
 use super::output::{Table, age_since};
 use super::session::{Session, check_name};
 use crate::history::HistoryEntry;
-use crate::model::{GameRuntime, Timestamp};
+use crate::lease::LeaseRecord;
+use crate::model::{GameRuntime, GameRuntimeStatus, Timestamp};
+use crate::store::KeyValue;
 
 /// History entries describe shows.
 const HISTORY_ENTRIES: usize = 10;
@@ -24,13 +26,160 @@ pub async fn describe(
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     check_name(name)?;
-    let doc = session
-        .get_with_status(name)
-        .await?
-        .ok_or_else(|| session.not_found(name))?;
+    let keys = session.keys();
+    let Some(raw) = session.raw(&keys.gameruntime(name)).await? else {
+        return Err(session.not_found(name));
+    };
+    let decoded = session.documents().decode(&raw);
+    let status = session.status(name).await?;
     let history = session.history(name, HISTORY_ENTRIES).await?;
-    out.write_all(render(&doc, &history, SystemTime::now()).as_bytes())?;
-    Ok(Outcome::Success)
+    let lease = match session.raw(&keys.lease(name)).await? {
+        Some(lease) => {
+            let heartbeat = match lease_record(&lease) {
+                Some(record) => session.raw(&keys.controller(&record.holder)).await?,
+                None => None,
+            };
+            Some(LeaseView {
+                since: lease_record(&lease).and_then(|record| {
+                    history
+                        .iter()
+                        .find(|e| e.op_id == record.op_id)
+                        .map(|e| e.started_at)
+                }),
+                kv: lease,
+                heartbeat,
+            })
+        }
+        None => None,
+    };
+    let now = SystemTime::now();
+    match decoded {
+        Ok(mut doc) => {
+            doc.status = status;
+            out.write_all(render(&doc, &history, lease.as_ref(), now).as_bytes())?;
+            Ok(Outcome::Success)
+        }
+        Err(error) => {
+            // What can be shown is shown; the exit code and the last line say it is invalid.
+            let reason = error.to_string();
+            out.write_all(
+                render_invalid(
+                    name,
+                    &raw,
+                    &reason,
+                    status.as_ref(),
+                    &history,
+                    lease.as_ref(),
+                    now,
+                )
+                .as_bytes(),
+            )?;
+            out.flush()?;
+            let reason = match error {
+                crate::store::documents::DocumentError::Corrupt { message, .. } => message,
+                other => other.to_string(),
+            };
+            Err(session.corrupt(&raw.key, &reason))
+        }
+    }
+}
+
+/// A game's lease key as describe shows it.
+#[derive(Debug)]
+pub struct LeaseView {
+    pub kv: KeyValue,
+    /// When the holder's operation began (its history entry), if known.
+    pub since: Option<Timestamp>,
+    /// The holder's heartbeat key, if it has one.
+    pub heartbeat: Option<KeyValue>,
+}
+
+/// One line about a lease key: who holds it, for which operation, since when, and whether it
+/// is attached to an etcd lease (a key that is not never expires by itself).
+pub fn lease_line(kv: &KeyValue, since: Option<(Timestamp, SystemTime)>) -> String {
+    let mut line = match lease_record(kv) {
+        Some(record) => format!(
+            "held by {} for operation {}",
+            or_unknown(&record.holder),
+            or_unknown(&record.op_id)
+        ),
+        None => format!("{} holds an unreadable value", kv.key),
+    };
+    match since {
+        Some((time, now)) => {
+            let _ = write!(line, " since {}", when(Some(time), now));
+        }
+        None => {
+            let _ = write!(line, " since revision {}", kv.create_revision);
+        }
+    }
+    if kv.lease == 0 {
+        line.push_str(
+            "; not attached to any etcd lease (forged or hand-made); the controller takes it over",
+        );
+    } else {
+        let _ = write!(line, "; attached to etcd lease {:x}", kv.lease);
+    }
+    line
+}
+
+/// The record a lease key holds, if it is one.
+fn lease_record(kv: &KeyValue) -> Option<LeaseRecord> {
+    serde_json::from_slice(&kv.value).ok()
+}
+
+fn or_unknown(text: &str) -> &str {
+    if text.is_empty() { "<unknown>" } else { text }
+}
+
+fn lease_field(text: &mut String, lease: Option<&LeaseView>, now: SystemTime) {
+    let Some(lease) = lease else {
+        field(text, 0, "Lease", "<none> (no operation holds the game)");
+        return;
+    };
+    let mut line = lease_line(&lease.kv, lease.since.map(|time| (time, now)));
+    if lease.kv.lease != 0 {
+        match &lease.heartbeat {
+            Some(heartbeat) if heartbeat.lease == lease.kv.lease => {
+                line.push_str(" (the holder's session: a live controller)");
+            }
+            Some(_) => line.push_str(
+                " (not the holder's session lease: left by an earlier session of it; it goes \
+                 when that lease expires)",
+            ),
+            None => {
+                line.push_str(" (no live controller has that name; it goes when the lease expires)")
+            }
+        }
+    }
+    field(text, 0, "Lease", &line);
+}
+
+/// What describe shows of a game whose document cannot be read.
+fn render_invalid(
+    name: &str,
+    raw: &KeyValue,
+    reason: &str,
+    status: Option<&GameRuntimeStatus>,
+    history: &[HistoryEntry],
+    lease: Option<&LeaseView>,
+    now: SystemTime,
+) -> String {
+    let mut text = String::new();
+    field(&mut text, 0, "Name", name);
+    field(&mut text, 0, "State", "Invalid");
+    field(&mut text, 0, "Key", &raw.key);
+    field(&mut text, 0, "Reason", &super::error::one_line(reason));
+    field(
+        &mut text,
+        0,
+        "Resource Version",
+        &raw.mod_revision.to_string(),
+    );
+    lease_field(&mut text, lease, now);
+    render_status(&mut text, status, None, now);
+    render_history(&mut text, history, now);
+    text
 }
 
 fn field(text: &mut String, indent: usize, label: &str, value: &str) {
@@ -74,7 +223,12 @@ fn list_or_none(items: &[String]) -> String {
 }
 
 /// The whole description.
-pub fn render(doc: &GameRuntime, history: &[HistoryEntry], now: SystemTime) -> String {
+pub fn render(
+    doc: &GameRuntime,
+    history: &[HistoryEntry],
+    lease: Option<&LeaseView>,
+    now: SystemTime,
+) -> String {
     let mut text = String::new();
     let meta = &doc.metadata;
     let spec = &doc.spec;
@@ -156,11 +310,22 @@ pub fn render(doc: &GameRuntime, history: &[HistoryEntry], now: SystemTime) -> S
         "Node",
         spec.node.as_deref().unwrap_or("<any>"),
     );
+    lease_field(&mut text, lease, now);
+    render_status(&mut text, doc.status.as_ref(), meta.generation, now);
+    render_history(&mut text, history, now);
+    text
+}
 
-    match &doc.status {
+fn render_status(
+    text: &mut String,
+    status: Option<&GameRuntimeStatus>,
+    generation: Option<i64>,
+    now: SystemTime,
+) {
+    match status {
         None => {
             field(
-                &mut text,
+                text,
                 0,
                 "Status",
                 "<none> (the controller has not reported yet)",
@@ -172,32 +337,27 @@ pub fn render(doc: &GameRuntime, history: &[HistoryEntry], now: SystemTime) -> S
                 Some(since) => format!("{} (since {})", status.phase, when(Some(since), now)),
                 None => status.phase.to_string(),
             };
-            field(&mut text, 2, "Phase", &phase);
+            field(text, 2, "Phase", &phase);
             if let Some(message) = &status.message {
-                field(&mut text, 2, "Message", message);
+                field(text, 2, "Message", message);
             }
             let observed = status
                 .observed_generation
                 .map(|g| g.to_string())
                 .unwrap_or_else(|| "<none>".into());
-            let lag = match (status.observed_generation, meta.generation) {
+            let lag = match (status.observed_generation, generation) {
                 (Some(seen), Some(current)) if seen < current => " (not yet observed the latest)",
                 _ => "",
             };
-            field(
-                &mut text,
-                2,
-                "Observed Generation",
-                &format!("{observed}{lag}"),
-            );
+            field(text, 2, "Observed Generation", &format!("{observed}{lag}"));
             let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "<none>".into());
-            field(&mut text, 2, "Container", &opt(&status.container_id));
-            field(&mut text, 2, "Image", &opt(&status.image_ref));
-            field(&mut text, 2, "Hostname", &opt(&status.hostname));
-            field(&mut text, 2, "Node", &opt(&status.node));
-            field(&mut text, 2, "Restarts", &status.restart_count.to_string());
+            field(text, 2, "Container", &opt(&status.container_id));
+            field(text, 2, "Image", &opt(&status.image_ref));
+            field(text, 2, "Hostname", &opt(&status.hostname));
+            field(text, 2, "Node", &opt(&status.node));
+            field(text, 2, "Restarts", &status.restart_count.to_string());
             field(
-                &mut text,
+                text,
                 2,
                 "Observed Restart Token",
                 &opt(&status.observed_restart_token),
@@ -208,7 +368,7 @@ pub fn render(doc: &GameRuntime, history: &[HistoryEntry], now: SystemTime) -> S
                 } else {
                     ""
                 };
-                field(&mut text, 2, "Last Exit Code", &format!("{code}{oom}"));
+                field(text, 2, "Last Exit Code", &format!("{code}{oom}"));
             }
             if let Some(op) = &status.last_operation {
                 let mut line = format!("{} {}", op.op_kind, op.outcome);
@@ -224,7 +384,7 @@ pub fn render(doc: &GameRuntime, history: &[HistoryEntry], now: SystemTime) -> S
                 if let Some(finished) = op.finished_at {
                     let _ = write!(line, ", finished {}", when(Some(finished), now));
                 }
-                field(&mut text, 2, "Last Operation", &line);
+                field(text, 2, "Last Operation", &line);
             }
             let _ = writeln!(text, "Conditions:");
             if status.conditions.is_empty() {
@@ -241,18 +401,19 @@ pub fn render(doc: &GameRuntime, history: &[HistoryEntry], now: SystemTime) -> S
                         condition.message.clone(),
                     ]);
                 }
-                indent(&mut text, &table.render());
+                indent(text, &table.render());
             }
         }
     }
+}
 
+fn render_history(text: &mut String, history: &[HistoryEntry], now: SystemTime) {
     let _ = writeln!(text, "History (newest first, last {HISTORY_ENTRIES}):");
     if history.is_empty() {
         let _ = writeln!(text, "  <none>");
     } else {
-        indent(&mut text, &history_table(history, now).render());
+        indent(text, &history_table(history, now).render());
     }
-    text
 }
 
 fn indent(text: &mut String, block: &str) {
@@ -265,7 +426,7 @@ fn indent(text: &mut String, block: &str) {
 mod tests {
     use super::*;
     use crate::model::parse::parse_documents;
-    use crate::model::{GameRuntimeStatus, OpKind, OpSource, Phase};
+    use crate::model::{OpKind, OpSource, Phase};
 
     #[test]
     fn a_description_has_every_section() {
@@ -283,7 +444,7 @@ mod tests {
             ..GameRuntimeStatus::default()
         });
         let entry = HistoryEntry::begin("g1", "op-1", OpKind::Start, OpSource::Reconcile);
-        let text = render(&doc, &[entry], SystemTime::now());
+        let text = render(&doc, &[entry], None, SystemTime::now());
         for expected in [
             "Name:                      g1\n",
             "Labels:                    tier=ranked\n",

@@ -14,8 +14,9 @@
 //! | 7    | permission_denied | etcd refused the credentials or the operation |
 //! | 8    | operation failed | the controller reported a failed restart, start or stop |
 //! | 9    | timeout | `--wait` or `wait` gave up before the condition held |
-//! | 10   | internal | corrupt data in etcd or a bug in rtctl |
+//! | 10   | internal | other corrupt data in etcd (a history entry), or a bug in rtctl |
 //! | 11   | output | the output could not be written (other than a closed pipe) |
+//! | 12   | corrupt | a stored document cannot be read: `get` shows it `Invalid`; `apply --force` replaces it |
 //! | 130  | interrupted | Ctrl-C while waiting |
 //!
 //! [`EXIT_CODES_HELP`] is the same table for `rtctl --help`; a test keeps them together.
@@ -38,6 +39,7 @@ pub mod exit {
     pub const TIMEOUT: u8 = 9;
     pub const INTERNAL: u8 = 10;
     pub const OUTPUT: u8 = 11;
+    pub const CORRUPT: u8 = 12;
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -54,8 +56,9 @@ Exit codes:
     7    permission_denied: etcd refused the credentials or the operation
     8    the controller reported a failed restart, start or stop
     9    timed out waiting (--wait, wait)
-    10   internal: corrupt data in etcd, or a bug in rtctl
+    10   internal: other corrupt data in etcd (a history entry), or a bug in rtctl
     11   the output could not be written
+    12   corrupt: a stored document cannot be read (get shows it Invalid; apply --force replaces it)
     130  interrupted (Ctrl-C) while waiting";
 
 /// Why an rtctl command failed. Every message is one line, names the object and says what
@@ -131,6 +134,11 @@ pub enum CliError {
     #[error("{message}")]
     Internal { message: String },
 
+    /// A stored document cannot be read (bytes written by hand, a broken tool, another
+    /// version): `get` shows it as `Invalid`, `apply --force` replaces it, `delete` removes it.
+    #[error("{message}")]
+    Corrupt { message: String },
+
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
@@ -168,6 +176,7 @@ impl CliError {
             CliError::Timeout { .. } => exit::TIMEOUT,
             CliError::Internal { .. } => exit::INTERNAL,
             CliError::Output(_) => exit::OUTPUT,
+            CliError::Corrupt { .. } => exit::CORRUPT,
             CliError::Interrupted { .. } => exit::INTERRUPTED,
         }
     }
@@ -182,6 +191,8 @@ impl CliError {
             CliError::PermissionDenied { .. } => Some(ErrorCode::PermissionDenied),
             CliError::OperationFailed { code, .. } => ErrorCode::parse(code),
             CliError::Internal { .. } => Some(ErrorCode::Internal),
+            // Not rtmanager's invariant breaking: someone stored what no version wrote.
+            CliError::Corrupt { .. } => Some(ErrorCode::InvalidRequest),
             CliError::Timeout { .. } | CliError::Interrupted { .. } | CliError::Output(_) => None,
         }
     }
@@ -251,7 +262,7 @@ mod tests {
 
     #[test]
     fn the_module_doc_and_the_help_list_the_same_exit_codes() {
-        let expected = vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 130];
+        let expected = vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 130];
         assert_eq!(codes_in_module_doc(), expected);
         assert_eq!(codes_in_help(), expected);
     }
@@ -292,6 +303,9 @@ mod tests {
             },
             CliError::internal("b"),
             CliError::Output(std::io::Error::other("o")),
+            CliError::Corrupt {
+                message: "k".into(),
+            },
             CliError::Interrupted {
                 what: "w".into(),
                 hint: "h".into(),

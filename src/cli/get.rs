@@ -10,7 +10,7 @@ use super::output::{Table, age_since, note, short_id, warn};
 use super::session::{MultiWatch, Session, WatchItem, check_name};
 use crate::model::parse::to_yaml;
 use crate::model::{ConditionStatus, GameRuntime, GameRuntimeStatus};
-use crate::store::{KeyValue, Listing, WatchEvent};
+use crate::store::{Listing, WatchEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -189,18 +189,91 @@ pub fn row(doc: &GameRuntime, wide: bool, now: SystemTime) -> Vec<String> {
     cells
 }
 
+/// A stored document that cannot be read (garbage bytes, a name that does not match its key),
+/// shown by `get` as STATE `Invalid` so it is not mistaken for a missing game.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvalidGame {
+    pub key: String,
+    pub reason: String,
+    pub status: Option<GameRuntimeStatus>,
+}
+
+/// The table row of an invalid game: what its status says, dashes for the unreadable spec.
+pub fn invalid_row(name: &str, game: &InvalidGame, wide: bool) -> Vec<String> {
+    let status = game.status.as_ref();
+    let dash = || "-".to_owned();
+    let mut cells = vec![
+        name.to_owned(),
+        "Invalid".to_owned(),
+        status
+            .map(|s| s.phase.as_str().to_owned())
+            .unwrap_or_else(dash),
+        ready(status),
+        status.map(|s| s.restart_count).unwrap_or(0).to_string(),
+        dash(),
+        dash(),
+    ];
+    if wide {
+        cells.push(
+            status
+                .and_then(|s| s.container_id.as_deref())
+                .map(|id| short_id(id).to_owned())
+                .unwrap_or_else(dash),
+        );
+        cells.push(status.and_then(|s| s.node.clone()).unwrap_or_else(dash));
+        cells.push(status.and_then(|s| s.hostname.clone()).unwrap_or_else(dash));
+    }
+    cells
+}
+
+/// The error `get` ends with when it met invalid documents (after printing what it could).
+fn invalid_error(
+    session: &Session,
+    invalid: &[(&String, &InvalidGame)],
+    format: OutputFormat,
+) -> CliError {
+    if let [(_, game)] = invalid {
+        let error = session.corrupt(&game.key, &game.reason);
+        return match (format, error) {
+            (OutputFormat::Yaml | OutputFormat::Json, CliError::Corrupt { message }) => {
+                CliError::Corrupt {
+                    message: format!("{message} (it is left out of the output)"),
+                }
+            }
+            (_, error) => error,
+        };
+    }
+    let left_out = match format {
+        OutputFormat::Yaml | OutputFormat::Json => " (they are left out of the output)",
+        _ => "",
+    };
+    let list: Vec<String> = invalid
+        .iter()
+        .map(|(name, game)| format!("gameruntime/{name} at {} ({})", game.key, game.reason))
+        .collect();
+    CliError::Corrupt {
+        message: super::error::one_line(&format!(
+            "{} stored documents are invalid{left_out}: {}; `rtctl apply --force -f FILE` \
+             replaces one, `rtctl delete NAME` removes it",
+            invalid.len(),
+            list.join(", ")
+        )),
+    }
+}
+
 /// Renders a document for `-o json` (pretty).
 fn json(value: &impl serde::Serialize) -> Result<String, CliError> {
     serde_json::to_string_pretty(value)
         .map_err(|e| CliError::internal(format!("cannot print JSON: {e}")))
 }
 
-/// The games of a listing of the documents and status prefixes, by name.
+/// The games of a listing of the documents and status prefixes, by name: the readable ones,
+/// and the invalid ones.
 pub fn games_from(
     session: &Session,
     docs: &Listing,
     statuses: &Listing,
-) -> BTreeMap<String, GameRuntime> {
+) -> (BTreeMap<String, GameRuntime>, BTreeMap<String, InvalidGame>) {
     let keys = session.keys();
     let mut status_of: BTreeMap<&str, GameRuntimeStatus> = BTreeMap::new();
     for kv in &statuses.items {
@@ -211,16 +284,39 @@ pub fn games_from(
         }
     }
     let mut games = BTreeMap::new();
+    let mut invalid = BTreeMap::new();
     for kv in &docs.items {
-        match session.decode(kv) {
+        match session.documents().decode(kv) {
             Ok(mut doc) => {
                 doc.status = status_of.remove(doc.metadata.name.as_str());
                 games.insert(doc.metadata.name.clone(), doc);
             }
-            Err(e) => warn(&format!("skipping {}: {e}", kv.key)),
+            Err(e) => match keys.name_of(&keys.gameruntimes(), &kv.key) {
+                Some(name) => {
+                    invalid.insert(
+                        name.to_owned(),
+                        InvalidGame {
+                            key: kv.key.clone(),
+                            reason: corrupt_reason(e),
+                            status: status_of.get(name).cloned(),
+                        },
+                    );
+                }
+                // Not a game's key at all (a deeper key, a name no game can have).
+                None => warn(&format!("skipping {}: {e}", kv.key)),
+            },
         }
     }
-    games
+    (games, invalid)
+}
+
+fn corrupt_reason(error: crate::store::documents::DocumentError) -> String {
+    match error {
+        crate::store::documents::DocumentError::Corrupt { message, .. } => {
+            super::error::one_line(&message)
+        }
+        other => super::error::one_line(&other.to_string()),
+    }
 }
 
 /// The printer shared by the listing and the watch.
@@ -254,18 +350,30 @@ impl Printer {
         }
     }
 
-    /// The initial listing.
+    /// The initial listing (invalid games: rows in tables, names with `-o name`, left out of
+    /// YAML and JSON, which have no document to print for them).
     fn listing(
         &mut self,
-        games: &[&GameRuntime],
+        games: &[Shown<'_>],
         no_headers: bool,
         out: &mut dyn Write,
     ) -> Result<(), CliError> {
         let now = SystemTime::now();
+        let wide = self.format == OutputFormat::Wide;
+        let docs: Vec<&GameRuntime> = games
+            .iter()
+            .filter_map(|shown| match shown {
+                Shown::Valid(doc) => Some(*doc),
+                Shown::Invalid(..) => None,
+            })
+            .collect();
         match self.format {
             OutputFormat::Table | OutputFormat::Wide => {
-                for doc in games {
-                    let mut cells = row(doc, self.format == OutputFormat::Wide, now);
+                for shown in games {
+                    let mut cells = match shown {
+                        Shown::Valid(doc) => row(doc, wide, now),
+                        Shown::Invalid(name, game) => invalid_row(name, game, wide),
+                    };
                     if self.events {
                         cells.insert(0, "ADDED".to_owned());
                     }
@@ -279,7 +387,7 @@ impl Printer {
                 out.write_all(text.as_bytes())?;
             }
             OutputFormat::Yaml => {
-                for (i, doc) in games.iter().enumerate() {
+                for (i, doc) in docs.iter().enumerate() {
                     if i > 0 {
                         writeln!(out, "---")?;
                     }
@@ -287,7 +395,11 @@ impl Printer {
                 }
             }
             OutputFormat::Json => {
-                let text = match games {
+                if docs.is_empty() && !games.is_empty() {
+                    // Only invalid games: no JSON for them (the error says why).
+                    return Ok(());
+                }
+                let text = match docs.as_slice() {
                     [one] => json(one)?,
                     many => json(&serde_json::json!({
                         "apiVersion": crate::model::API_VERSION,
@@ -298,11 +410,42 @@ impl Printer {
                 writeln!(out, "{text}")?;
             }
             OutputFormat::Name => {
-                for doc in games {
-                    writeln!(out, "gameruntime/{}", doc.metadata.name)?;
+                for shown in games {
+                    writeln!(out, "gameruntime/{}", shown.name())?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// One change of the watch to a document that cannot be read: a row in tables, the name
+    /// with `-o name`, a warning for YAML and JSON.
+    fn change_invalid(
+        &mut self,
+        event: &str,
+        name: &str,
+        game: &InvalidGame,
+        out: &mut dyn Write,
+    ) -> Result<(), CliError> {
+        match self.format {
+            OutputFormat::Table | OutputFormat::Wide => {
+                let mut cells = invalid_row(name, game, self.format == OutputFormat::Wide);
+                if self.events {
+                    cells.insert(0, event.to_owned());
+                }
+                let line = self.table.render_row(&cells);
+                out.write_all(line.as_bytes())?;
+            }
+            OutputFormat::Name if self.events => writeln!(out, "{event} gameruntime/{name}")?,
+            OutputFormat::Name => writeln!(out, "gameruntime/{name}")?,
+            OutputFormat::Yaml | OutputFormat::Json => {}
+        }
+        out.flush()?;
+        warn(&format!(
+            "gameruntime/{name} is invalid: the value stored at {} is not a valid GameRuntime \
+             ({})",
+            game.key, game.reason
+        ));
         Ok(())
     }
 
@@ -367,12 +510,12 @@ pub async fn get(
 
     if !watching {
         let (listings, _) = session.list_at_one_revision(&prefixes).await?;
-        let games = games_from(session, &listings[0], &listings[1]);
-        let shown = select(&games, &args.names, &selector);
+        let (games, invalid) = games_from(session, &listings[0], &listings[1]);
+        let shown = select(&games, &invalid, &args.names, &selector);
         let missing: Vec<&String> = args
             .names
             .iter()
-            .filter(|n| !games.contains_key(*n))
+            .filter(|n| !games.contains_key(*n) && !invalid.contains_key(*n))
             .collect();
         let mut printer = Printer::new(args.output, false, false);
         if shown.is_empty() && args.names.is_empty() {
@@ -387,16 +530,30 @@ pub async fn get(
         } else if !shown.is_empty() {
             printer.listing(&shown, args.no_headers, out)?;
         }
+        let met: Vec<(&String, &InvalidGame)> = shown
+            .iter()
+            .filter_map(|shown| match shown {
+                Shown::Invalid(name, game) => Some((*name, *game)),
+                Shown::Valid(_) => None,
+            })
+            .collect();
         return match missing.first() {
             Some(name) => Err(session.not_found(name)),
+            None if !met.is_empty() => {
+                out.flush()?;
+                Err(invalid_error(session, &met, args.output))
+            }
             None => Ok(Outcome::Success),
         };
     }
 
     let (mut watch, listings, _) = MultiWatch::start(session, prefixes).await?;
-    let mut games = games_from(session, &listings[0], &listings[1]);
+    let (mut games, mut invalid) = games_from(session, &listings[0], &listings[1]);
     if !args.watch_only
-        && let Some(missing) = args.names.iter().find(|n| !games.contains_key(*n))
+        && let Some(missing) = args
+            .names
+            .iter()
+            .find(|n| !games.contains_key(*n) && !invalid.contains_key(*n))
     {
         // As kubectl: watching a named game that does not exist is an error; --watch-only
         // waits for it to appear.
@@ -404,7 +561,7 @@ pub async fn get(
     }
     let mut printer = Printer::new(args.output, true, args.output_watch_events);
     if !args.watch_only {
-        let shown = select(&games, &args.names, &selector);
+        let shown = select(&games, &invalid, &args.names, &selector);
         if shown.is_empty() {
             if args.names.is_empty() {
                 note(&format!(
@@ -416,6 +573,15 @@ pub async fn get(
             printer.listing(&shown, args.no_headers, out)?;
         }
         out.flush()?;
+        for shown in &shown {
+            if let Shown::Invalid(name, game) = shown {
+                warn(&format!(
+                    "gameruntime/{name} is invalid: the value stored at {} is not a valid \
+                     GameRuntime ({})",
+                    game.key, game.reason
+                ));
+            }
+        }
     }
     // Games whose document was deleted, kept so the status updates of their removal still
     // print a whole row; dropped when their status goes.
@@ -423,6 +589,10 @@ pub async fn get(
     let wanted = |name: &str, doc: &GameRuntime| {
         (args.names.is_empty() || args.names.iter().any(|n| n == name))
             && selector.matches(&doc.metadata.labels)
+    };
+    // An invalid game has no labels to match: shown unless a selector is given.
+    let wanted_invalid = |name: &str| {
+        (args.names.is_empty() || args.names.iter().any(|n| n == name)) && selector.0.is_empty()
     };
 
     tokio::pin!(shutdown);
@@ -435,10 +605,19 @@ pub async fn get(
             WatchItem::Batch(batch) => {
                 // One line per game per batch: a batch is one revision's worth of changes.
                 let mut changed: Vec<(String, &'static str)> = Vec::new();
+                // Invalid games deleted in this batch, for their last line.
+                let mut invalid_gone: BTreeMap<String, InvalidGame> = BTreeMap::new();
                 for event in &batch {
-                    if let Some((name, kind)) =
-                        apply_event(session, &mut games, &mut tombstones, event)
-                    {
+                    if let Some((name, kind)) = apply_event(
+                        session,
+                        &mut Cache {
+                            games: &mut games,
+                            tombstones: &mut tombstones,
+                            invalid: &mut invalid,
+                            invalid_gone: &mut invalid_gone,
+                        },
+                        event,
+                    ) {
                         match changed.iter_mut().find(|(n, _)| *n == name) {
                             Some(entry) => entry.1 = merge_kind(entry.1, kind),
                             None => changed.push((name, kind)),
@@ -447,15 +626,20 @@ pub async fn get(
                 }
                 for (name, kind) in changed {
                     let doc = games.get(&name).or_else(|| tombstones.get(&name));
-                    if let Some(doc) = doc
-                        && wanted(&name, doc)
+                    if let Some(doc) = doc {
+                        if wanted(&name, doc) {
+                            printer.change(kind, doc, out)?;
+                        }
+                    } else if let Some(game) =
+                        invalid.get(&name).or_else(|| invalid_gone.get(&name))
+                        && wanted_invalid(&name)
                     {
-                        printer.change(kind, doc, out)?;
+                        printer.change_invalid(kind, &name, game, out)?;
                     }
                 }
             }
             WatchItem::Relisted(listings) => {
-                let fresh = games_from(session, &listings[0], &listings[1]);
+                let (fresh, fresh_invalid) = games_from(session, &listings[0], &listings[1]);
                 for (name, doc) in &fresh {
                     let kind = match games.get(name) {
                         None => "ADDED",
@@ -466,32 +650,102 @@ pub async fn get(
                         printer.change(kind, doc, out)?;
                     }
                 }
+                for (name, game) in &fresh_invalid {
+                    let kind = match invalid.get(name) {
+                        Some(old) if old == game => continue,
+                        Some(_) => "MODIFIED",
+                        None if games.contains_key(name) => "MODIFIED",
+                        None => "ADDED",
+                    };
+                    if wanted_invalid(name) {
+                        printer.change_invalid(kind, name, game, out)?;
+                    }
+                }
                 for (name, doc) in &games {
-                    if !fresh.contains_key(name) && wanted(name, doc) {
+                    if !fresh.contains_key(name)
+                        && !fresh_invalid.contains_key(name)
+                        && wanted(name, doc)
+                    {
                         printer.change("DELETED", doc, out)?;
+                    }
+                }
+                for (name, game) in &invalid {
+                    if !fresh.contains_key(name)
+                        && !fresh_invalid.contains_key(name)
+                        && wanted_invalid(name)
+                    {
+                        printer.change_invalid("DELETED", name, game, out)?;
                     }
                 }
                 tombstones.clear();
                 games = fresh;
+                invalid = fresh_invalid;
             }
         }
     }
 }
 
-/// The games to show, in name order (or in the order named).
+/// A game to show: a readable document, or an invalid one.
+#[derive(Debug, Clone, Copy)]
+enum Shown<'g> {
+    Valid(&'g GameRuntime),
+    Invalid(&'g String, &'g InvalidGame),
+}
+
+impl Shown<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Shown::Valid(doc) => &doc.metadata.name,
+            Shown::Invalid(name, _) => name,
+        }
+    }
+}
+
+/// The games to show, in name order (or in the order named). Invalid games have no labels to
+/// match: with a selector they are left out, with a warning.
 fn select<'g>(
     games: &'g BTreeMap<String, GameRuntime>,
+    invalid: &'g BTreeMap<String, InvalidGame>,
     names: &[String],
     selector: &Selector,
-) -> Vec<&'g GameRuntime> {
-    let chosen: Vec<&GameRuntime> = if names.is_empty() {
-        games.values().collect()
+) -> Vec<Shown<'g>> {
+    let find = |name: &String| -> Option<Shown<'g>> {
+        match games.get_key_value(name) {
+            Some((_, doc)) => Some(Shown::Valid(doc)),
+            None => invalid
+                .get_key_value(name)
+                .map(|(name, game)| Shown::Invalid(name, game)),
+        }
+    };
+    let chosen: Vec<Shown<'g>> = if names.is_empty() {
+        let mut all: Vec<Shown<'g>> = games
+            .values()
+            .map(Shown::Valid)
+            .chain(
+                invalid
+                    .iter()
+                    .map(|(name, game)| Shown::Invalid(name, game)),
+            )
+            .collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
     } else {
-        names.iter().filter_map(|n| games.get(n)).collect()
+        names.iter().filter_map(find).collect()
     };
     chosen
         .into_iter()
-        .filter(|doc| selector.matches(&doc.metadata.labels))
+        .filter(|shown| match shown {
+            Shown::Valid(doc) => selector.matches(&doc.metadata.labels),
+            Shown::Invalid(name, game) if !selector.0.is_empty() => {
+                warn(&format!(
+                    "gameruntime/{name} is invalid (the value stored at {} cannot be read), so \
+                     the label selector cannot match it: left out",
+                    game.key
+                ));
+                false
+            }
+            Shown::Invalid(..) => true,
+        })
         .collect()
 }
 
@@ -503,11 +757,18 @@ fn merge_kind(first: &'static str, then: &'static str) -> &'static str {
     }
 }
 
+/// What the watch knows of the games.
+struct Cache<'c> {
+    games: &'c mut BTreeMap<String, GameRuntime>,
+    tombstones: &'c mut BTreeMap<String, GameRuntime>,
+    invalid: &'c mut BTreeMap<String, InvalidGame>,
+    invalid_gone: &'c mut BTreeMap<String, InvalidGame>,
+}
+
 /// Folds one watch event into the cache; returns the game it changed and how.
 fn apply_event(
     session: &Session,
-    games: &mut BTreeMap<String, GameRuntime>,
-    tombstones: &mut BTreeMap<String, GameRuntime>,
+    cache: &mut Cache<'_>,
     event: &WatchEvent,
 ) -> Option<(String, &'static str)> {
     let keys = session.keys();
@@ -515,24 +776,43 @@ fn apply_event(
     let status_prefix = keys.statuses();
     if let Some(name) = keys.name_of(&docs_prefix, event.key()) {
         let name = name.to_owned();
+        let known = cache.games.contains_key(&name) || cache.invalid.contains_key(&name);
         return match event {
             WatchEvent::Put(kv) => {
-                let mut doc = decode_or_warn(session, kv)?;
-                let kind = if games.contains_key(&name) {
-                    "MODIFIED"
-                } else {
-                    "ADDED"
-                };
-                doc.status = games
+                let kind = if known { "MODIFIED" } else { "ADDED" };
+                let status = cache
+                    .games
                     .get(&name)
                     .and_then(|old| old.status.clone())
-                    .or_else(|| tombstones.remove(&name).and_then(|t| t.status));
-                games.insert(name.clone(), doc);
+                    .or_else(|| cache.invalid.get(&name).and_then(|i| i.status.clone()))
+                    .or_else(|| cache.tombstones.remove(&name).and_then(|t| t.status));
+                match session.documents().decode(kv) {
+                    Ok(mut doc) => {
+                        doc.status = status;
+                        cache.invalid.remove(&name);
+                        cache.games.insert(name.clone(), doc);
+                    }
+                    Err(e) => {
+                        cache.games.remove(&name);
+                        cache.invalid.insert(
+                            name.clone(),
+                            InvalidGame {
+                                key: kv.key.clone(),
+                                reason: corrupt_reason(e),
+                                status,
+                            },
+                        );
+                    }
+                }
                 Some((name, kind))
             }
             WatchEvent::Delete { .. } => {
-                let doc = games.remove(&name)?;
-                tombstones.insert(name.clone(), doc);
+                if let Some(game) = cache.invalid.remove(&name) {
+                    cache.invalid_gone.insert(name.clone(), game);
+                    return Some((name, "DELETED"));
+                }
+                let doc = cache.games.remove(&name)?;
+                cache.tombstones.insert(name.clone(), doc);
                 Some((name, "DELETED"))
             }
         };
@@ -543,34 +823,28 @@ fn apply_event(
             WatchEvent::Put(kv) => session.decode_status(kv),
             WatchEvent::Delete { .. } => None,
         };
-        if let Some(doc) = games.get_mut(&name) {
+        if let Some(doc) = cache.games.get_mut(&name) {
             doc.status = status;
+            return Some((name, "MODIFIED"));
+        }
+        if let Some(game) = cache.invalid.get_mut(&name) {
+            game.status = status;
             return Some((name, "MODIFIED"));
         }
         // The status of a game whose document is gone: its removal's progress.
         return match status {
             Some(status) => {
-                let doc = tombstones.get_mut(&name)?;
+                let doc = cache.tombstones.get_mut(&name)?;
                 doc.status = Some(status);
                 Some((name, "DELETED"))
             }
             None => {
-                tombstones.remove(&name);
+                cache.tombstones.remove(&name);
                 None
             }
         };
     }
     None
-}
-
-fn decode_or_warn(session: &Session, kv: &KeyValue) -> Option<GameRuntime> {
-    match session.decode(kv) {
-        Ok(doc) => Some(doc),
-        Err(e) => {
-            warn(&format!("skipping {}: {e}", kv.key));
-            None
-        }
-    }
 }
 
 #[cfg(test)]
@@ -683,6 +957,60 @@ mod tests {
             ]
         );
         assert!(is_ready(doc.status.as_ref()));
+    }
+
+    #[test]
+    fn a_watched_document_turning_to_garbage_is_invalid_until_it_is_fixed_or_deleted() {
+        use crate::store::{KeyValue, Keys};
+        let keys = Keys::default();
+        let session = Session::new(
+            std::sync::Arc::new(crate::store::memory::MemoryStore::new()),
+            keys.clone(),
+            "memory".into(),
+            Duration::from_secs(1),
+        );
+        let put = |value: &[u8], revision| {
+            WatchEvent::Put(KeyValue {
+                key: keys.gameruntime("g1"),
+                value: value.to_vec(),
+                create_revision: 1,
+                mod_revision: revision,
+                version: revision,
+                lease: 0,
+            })
+        };
+        let valid =
+            b"apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata: {name: g1}\n\
+                      spec: {image: 'x:1'}\n";
+        let (mut games, mut tombstones, mut invalid, mut gone) = Default::default();
+        let mut cache = Cache {
+            games: &mut games,
+            tombstones: &mut tombstones,
+            invalid: &mut invalid,
+            invalid_gone: &mut gone,
+        };
+        let mut step = |event: &WatchEvent| apply_event(&session, &mut cache, event);
+        assert_eq!(step(&put(valid, 2)), Some(("g1".into(), "ADDED")));
+        assert_eq!(
+            step(&put(b"\xffgarbage", 3)),
+            Some(("g1".into(), "MODIFIED"))
+        );
+        assert_eq!(step(&put(valid, 4)), Some(("g1".into(), "MODIFIED")));
+        assert_eq!(
+            step(&put(b"\xffgarbage", 5)),
+            Some(("g1".into(), "MODIFIED"))
+        );
+        let deleted = WatchEvent::Delete {
+            key: keys.gameruntime("g1"),
+            mod_revision: 6,
+        };
+        assert_eq!(step(&deleted), Some(("g1".into(), "DELETED")));
+        assert!(games.is_empty() && invalid.is_empty());
+        assert_eq!(
+            gone.len(),
+            1,
+            "the deleted invalid game is kept for its last line"
+        );
     }
 
     #[test]

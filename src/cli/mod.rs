@@ -8,7 +8,7 @@
 //! - [`actions`] — `restart`, `stop`, `start`, `delete`, `wait`
 //! - [`context`] — connection settings from flags, `RTM_*` env and a config file with named
 //!   contexts; `config` subcommands
-//! - [`session`] — the etcd connection, error mapping and relisting watches
+//! - [`session`] — the etcd connection, error mapping and watches that ride out etcd outages
 //! - [`input`] — reading `-f FILE|DIR|-`
 //! - [`output`] — tables, ages
 //! - [`error`] — [`CliError`] and the exit codes

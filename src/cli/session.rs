@@ -1,6 +1,7 @@
 //! One connection to etcd for one rtctl command: typed reads and writes through
 //! [`Documents`] and [`History`], every store failure turned into a [`CliError`] that names
-//! the endpoint and the object, and a watch over several prefixes that relists when it breaks.
+//! the endpoint and the object, and a watch over several prefixes that reconnects when etcd
+//! goes away and resumes where it was (relisting only when that revision was compacted).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,20 +11,15 @@ use futures::stream::SelectAll;
 
 use super::context::Resolved;
 use super::error::{CliError, one_line};
-use super::output::warn;
+use super::output::{note, warn};
 use crate::history::{DEFAULT_RETENTION, History, HistoryEntry, HistoryError};
 use crate::model::validate::validate_name;
 use crate::model::{GameRuntime, GameRuntimeStatus};
 use crate::store::documents::{DocumentError, decode_status};
 use crate::store::etcd::EtcdStore;
 use crate::store::{
-    Documents, KeyValue, Keys, Listing, Revision, Store, StoreError, WatchBatch, WatchStream,
+    Documents, KeyValue, Keys, Listing, Revision, Store, StoreError, WatchBatch, WatchEvent,
 };
-
-/// How often a broken watch is relisted before giving up, and the first pause between
-/// attempts (doubled each time): about 3.5 s of etcd being away is ridden out.
-const RESYNC_ATTEMPTS: u32 = 3;
-const RESYNC_BACKOFF: Duration = Duration::from_millis(500);
 
 /// A connected rtctl.
 #[derive(Debug, Clone)]
@@ -109,17 +105,29 @@ impl Session {
                 ),
             },
             DocumentError::NotFound { name } => self.not_found(&name),
-            DocumentError::Corrupt { key, message } => CliError::internal(format!(
-                "the value stored at {key} is not a valid GameRuntime ({}); re-apply the game \
-                 or delete the key with etcdctl",
-                one_line(&message)
-            )),
+            DocumentError::Corrupt { key, message } => self.corrupt(&key, &message),
             DocumentError::CorruptStatus { key, message } => CliError::internal(format!(
                 "the value stored at {key} is not a valid status record ({}); the controller \
                  rebuilds it from the game's container",
                 one_line(&message)
             )),
             DocumentError::Store(e) => self.store_error(e, doing),
+        }
+    }
+
+    /// The failure for an unreadable document at `key`: what it is and the two ways out.
+    pub fn corrupt(&self, key: &str, reason: &str) -> CliError {
+        let name = self
+            .keys
+            .name_of(&self.keys.gameruntimes(), key)
+            .unwrap_or("NAME");
+        CliError::Corrupt {
+            message: format!(
+                "gameruntime/{name} is invalid: the value stored at {key} is not a valid \
+                 GameRuntime ({}); `rtctl apply --force -f FILE` replaces it, `rtctl delete \
+                 {name}` removes it",
+                one_line(reason)
+            ),
         }
     }
 
@@ -214,25 +222,33 @@ impl Session {
         &self,
         prefixes: &[String],
     ) -> Result<(Vec<Listing>, Revision), CliError> {
+        self.list_at(prefixes, None)
+            .await
+            .map_err(|e| self.store_error(e, &format!("listing {}", prefixes.join(", "))))
+    }
+
+    /// Reads every key under each prefix at revision `at` (or the current one).
+    async fn list_at(
+        &self,
+        prefixes: &[String],
+        at: Option<Revision>,
+    ) -> Result<(Vec<Listing>, Revision), StoreError> {
         let mut listings = Vec::with_capacity(prefixes.len());
-        let mut revision = None;
+        let mut revision = at;
         for prefix in prefixes {
-            let listing = self
-                .store
-                .list(prefix, revision)
-                .await
-                .map_err(|e| self.store_error(e, &format!("listing {prefix}")))?;
+            let listing = self.store.list(prefix, revision).await?;
             revision.get_or_insert(listing.revision);
             listings.push(listing);
         }
         Ok((listings, revision.unwrap_or_default()))
     }
 
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, CliError> {
+    /// One key as stored, undecoded (`None`: absent).
+    pub async fn raw(&self, key: &str) -> Result<Option<KeyValue>, CliError> {
         self.store
-            .watch(prefix, from)
+            .get(key)
             .await
-            .map_err(|e| self.store_error(e, &format!("watching {prefix}")))
+            .map_err(|e| self.store_error(e, &format!("reading {key}")))
     }
 
     /// Decodes a document read from under the documents prefix.
@@ -304,23 +320,48 @@ fn map_store_error(endpoints: &str, timeout: Duration, error: StoreError, doing:
 pub enum WatchItem {
     /// Changes after the last listing or batch.
     Batch(WatchBatch),
-    /// The watch broke and was restarted after a fresh listing of every prefix (in the
-    /// order given): the caller compares it with what it knew.
+    /// The revisions the watch would resume from were compacted away, so it listed every
+    /// prefix afresh (in the order given) and watches on from there: the caller compares the
+    /// listing with what it knew.
     Relisted(Vec<Listing>),
 }
 
-/// A watch over several prefixes from one listing revision, relisting when it breaks
-/// (compaction, a lost connection) so nothing is missed.
+/// A watch over several prefixes from one listing revision that rides out etcd going away:
+/// when a stream breaks (a lost connection, etcd restarted) it says so on stderr and
+/// reconnects with backoff, resuming each prefix just after the last revision it delivered,
+/// so no change is lost and none is told twice; only when those revisions were compacted
+/// meanwhile does it relist. It never gives up by itself: the caller's deadline or Ctrl-C
+/// ends it.
 pub struct MultiWatch<'s> {
     session: &'s Session,
     prefixes: Vec<String>,
-    streams: SelectAll<WatchStream>,
+    /// Per prefix, the revision delivered last (at first: the listing's).
+    seen: Vec<Revision>,
+    streams: SelectAll<TaggedStream>,
+    /// Set while the streams are broken and not yet reopened (`true`: relist, the revisions
+    /// to resume from are compacted). Kept here, not in a local, so that a caller that drops
+    /// a pending [`MultiWatch::next`] (a `select!` with a timer) resumes the reconnecting.
+    broken: Option<bool>,
+    /// The pause before the next reconnect attempt.
+    pause: Duration,
 }
+
+/// One prefix's stream, tagged with the prefix's index and ended by a `None` item, so the
+/// end of a stream (which [`SelectAll`] would swallow) is seen as a break.
+type TaggedStream =
+    futures::stream::BoxStream<'static, (usize, Option<Result<WatchBatch, StoreError>>)>;
+
+/// First pause before reconnecting a broken watch, doubled per failed attempt up to
+/// [`RECONNECT_MAX`], each with up to as much jitter: a restarting etcd (a second or two)
+/// is back at the second or third attempt, and a long outage costs one attempt every ~10 s.
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(8);
 
 impl std::fmt::Debug for MultiWatch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MultiWatch")
             .field("prefixes", &self.prefixes)
+            .field("seen", &self.seen)
             .finish_non_exhaustive()
     }
 }
@@ -331,50 +372,122 @@ impl<'s> MultiWatch<'s> {
         session: &'s Session,
         prefixes: Vec<String>,
     ) -> Result<(MultiWatch<'s>, Vec<Listing>, Revision), CliError> {
+        MultiWatch::start_at(session, prefixes, None).await
+    }
+
+    /// Like [`MultiWatch::start`], but lists at revision `at` (when given and not compacted
+    /// yet), so the watch then delivers every change made after `at`: a waiter that wrote at
+    /// `at` sees every later revision of the keys it follows.
+    pub async fn start_at(
+        session: &'s Session,
+        prefixes: Vec<String>,
+        at: Option<Revision>,
+    ) -> Result<(MultiWatch<'s>, Vec<Listing>, Revision), CliError> {
         let mut watch = MultiWatch {
             session,
+            seen: vec![0; prefixes.len()],
             prefixes,
             streams: SelectAll::new(),
+            broken: None,
+            pause: RECONNECT_FIRST,
         };
-        let (listings, revision) = watch.relist().await?;
+        let listed = match session.list_at(&watch.prefixes, at).await {
+            // Too old to list at: what happened since is lost; start from now.
+            Err(StoreError::Compacted { .. }) if at.is_some() => {
+                session.list_at(&watch.prefixes, None).await
+            }
+            other => other,
+        };
+        let (listings, revision) = listed.map_err(|e| {
+            session.store_error(e, &format!("listing {}", watch.prefixes.join(", ")))
+        })?;
+        watch.seen = vec![revision; watch.prefixes.len()];
+        if let Err(e) = watch.connect().await {
+            return Err(session.store_error(e, &format!("watching {}", watch.prefixes.join(", "))));
+        }
         Ok((watch, listings, revision))
     }
 
-    async fn relist(&mut self) -> Result<(Vec<Listing>, Revision), CliError> {
-        let (listings, revision) = self.session.list_at_one_revision(&self.prefixes).await?;
+    /// (Re)opens every prefix's stream just after what it delivered last.
+    async fn connect(&mut self) -> Result<(), StoreError> {
         let mut streams = SelectAll::new();
-        for prefix in &self.prefixes {
-            streams.push(self.session.watch(prefix, revision + 1).await?);
+        for (i, prefix) in self.prefixes.iter().enumerate() {
+            let stream = self.session.store.watch(prefix, self.seen[i] + 1).await?;
+            let tagged: TaggedStream = stream
+                .map(move |item| (i, Some(item)))
+                .chain(futures::stream::once(async move { (i, None) }))
+                .boxed();
+            streams.push(tagged);
         }
         self.streams = streams;
-        Ok((listings, revision))
+        Ok(())
     }
 
-    /// The next change, or a fresh listing after the watch broke. An error means etcd stayed
-    /// away for several attempts.
+    /// Lists every prefix afresh and watches on from there.
+    async fn relist(&mut self) -> Result<Vec<Listing>, StoreError> {
+        let (listings, revision) = self.session.list_at(&self.prefixes, None).await?;
+        self.seen = vec![revision; self.prefixes.len()];
+        self.connect().await?;
+        Ok(listings)
+    }
+
+    /// The next change, or a fresh listing after the old revisions were compacted. Waits
+    /// through etcd outages (with a notice on stderr when one starts and when it ends).
+    /// Cancel-safe: dropping the future loses nothing.
     pub async fn next(&mut self) -> Result<WatchItem, CliError> {
-        match self.streams.next().await {
-            Some(Ok(batch)) => Ok(WatchItem::Batch(batch)),
-            Some(Err(StoreError::Compacted { .. })) => {
-                // Compaction: the data is there, only the old revisions are gone.
-                let (listings, _) = self.relist().await?;
-                Ok(WatchItem::Relisted(listings))
-            }
-            _ => {
-                let mut pause = RESYNC_BACKOFF;
-                let mut attempt = 1;
-                loop {
-                    tokio::time::sleep(pause).await;
-                    match self.relist().await {
-                        Ok((listings, _)) => return Ok(WatchItem::Relisted(listings)),
-                        Err(e) if attempt >= RESYNC_ATTEMPTS => return Err(e),
-                        Err(_) => {
-                            attempt += 1;
-                            pause *= 2;
-                        }
+        if self.broken.is_none() {
+            let (why, compacted) = match self.streams.next().await {
+                Some((i, Some(Ok(batch)))) => {
+                    if let Some(last) = batch.iter().map(WatchEvent::mod_revision).max() {
+                        self.seen[i] = self.seen[i].max(last);
                     }
+                    return Ok(WatchItem::Batch(batch));
                 }
+                Some((_, Some(Err(StoreError::Compacted { .. })))) => (
+                    "the revisions to resume from were compacted".to_owned(),
+                    true,
+                ),
+                Some((_, Some(Err(e)))) => (one_line(&e.to_string()), false),
+                Some((_, None)) | None => ("the stream ended".to_owned(), false),
+            };
+            warn(&format!("watch interrupted: {why}; reconnecting"));
+            self.broken = Some(compacted);
+            self.pause = RECONNECT_FIRST;
+        }
+        loop {
+            let attempt = if self.broken == Some(true) {
+                self.relist().await.map(Some)
+            } else {
+                self.connect().await.map(|()| None)
+            };
+            match attempt {
+                Ok(listings) => {
+                    self.broken = None;
+                    note(&format!(
+                        "watch resumed{}",
+                        if listings.is_some() {
+                            " after relisting (older revisions were compacted)"
+                        } else {
+                            ""
+                        }
+                    ));
+                    return Ok(match listings {
+                        Some(listings) => WatchItem::Relisted(listings),
+                        // The new streams deliver what happened meanwhile.
+                        None => WatchItem::Batch(Vec::new()),
+                    });
+                }
+                Err(StoreError::Compacted { .. }) => self.broken = Some(true),
+                Err(StoreError::PermissionDenied { message }) => {
+                    return Err(self
+                        .session
+                        .store_error(StoreError::PermissionDenied { message }, "watching"));
+                }
+                Err(_) => {}
             }
+            let jitter = self.pause.mul_f64(rand::random::<f64>());
+            tokio::time::sleep(self.pause + jitter).await;
+            self.pause = (self.pause * 2).min(RECONNECT_MAX);
         }
     }
 }
