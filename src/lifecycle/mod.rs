@@ -341,11 +341,13 @@ impl Lifecycle {
     ) -> OpResult {
         let op_id = new_id();
         if let Err(failure) = validate_request(request) {
-            return self.reject(kind, request, &op_id, failure).await;
+            return self.reject(None, kind, request, &op_id, failure).await;
         }
         let lease = match self.session.acquire(&request.game, &op_id).await {
             Ok(lease) => lease,
-            Err(error) => return self.reject(kind, request, &op_id, error.into()).await,
+            Err(error) => {
+                return self.reject(None, kind, request, &op_id, error.into()).await;
+            }
         };
         let result = op(&lease).await;
         if let Err(error) = lease.release().await {
@@ -356,13 +358,15 @@ impl Lifecycle {
         result
     }
 
-    /// Records an operation that could not begin under a lease it holds:
-    /// one finished entry, appended only while the lease holds (a
-    /// controller that lost it writes nothing into the next holder's log;
-    /// the log line and the metric remain).
-    async fn reject_under(
+    /// Records an operation that failed before it could begin: one
+    /// finished entry. Under a lease the caller holds, appended only while
+    /// that lease holds (a controller that lost it writes nothing into the
+    /// next holder's log); without one (nothing ran: the lease was busy or
+    /// etcd failed) appended unfenced. Best effort: when etcd is what
+    /// failed, only the log line and the metric remain.
+    async fn reject(
         &self,
-        lease: &GameLease,
+        lease: Option<&GameLease>,
         kind: OpKind,
         request: &OpRequest,
         op_id: &str,
@@ -370,36 +374,19 @@ impl Lifecycle {
     ) -> OpResult {
         let mut entry = self.entry(kind, request, op_id);
         entry.fail(failure.code, failure.message);
-        if failure.code != ErrorCode::LeaseLost
+        // An invalid game id must not become a history key; a controller
+        // whose lease or session is lost writes nothing more.
+        let unwritable = matches!(
+            entry.error_code,
+            Some(ErrorCode::InvalidRequest | ErrorCode::LeaseLost)
+        );
+        if !unwritable
             && let Err(error) = self
                 .history
-                .append(Some(lease.fence()), entry.clone())
+                .append(lease.map(GameLease::fence), entry.clone())
                 .await
         {
             warn!(game = %request.game, %error, "recording a failed operation failed");
-        }
-        self.finished(&entry);
-        OpResult::from_entry(&entry)
-    }
-
-    /// Records an operation that failed before it could take the lease: one
-    /// finished entry, appended without a fence (nothing ran, so there is
-    /// no holder to fence; best effort: when etcd is what failed, only the
-    /// log line and the metric remain).
-    async fn reject(
-        &self,
-        kind: OpKind,
-        request: &OpRequest,
-        op_id: &str,
-        failure: Failure,
-    ) -> OpResult {
-        let mut entry = self.entry(kind, request, op_id);
-        entry.fail(failure.code, failure.message);
-        // An invalid game id must not become a history key.
-        if entry.error_code != Some(ErrorCode::InvalidRequest)
-            && let Err(error) = self.history.append(None, entry.clone()).await
-        {
-            warn!(game = %request.game, %error, "recording a rejected operation failed");
         }
         self.finished(&entry);
         OpResult::from_entry(&entry)

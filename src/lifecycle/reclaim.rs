@@ -91,7 +91,7 @@ impl Lifecycle {
             Ok(op) => op,
             Err(failure) => {
                 return self
-                    .reject_under(lease, OpKind::Adopt, request, &op_id, failure)
+                    .reject(Some(lease), OpKind::Adopt, request, &op_id, failure)
                     .await;
             }
         };
@@ -129,7 +129,7 @@ impl Lifecycle {
             Ok(op) => op,
             Err(failure) => {
                 return self
-                    .reject_under(lease, OpKind::Remove, request, &op_id, failure)
+                    .reject(Some(lease), OpKind::Remove, request, &op_id, failure)
                     .await;
             }
         };

@@ -25,7 +25,7 @@ impl Lifecycle {
             Ok(op) => op,
             Err(failure) => {
                 return self
-                    .reject_under(lease, OpKind::Remove, request, op_id, failure)
+                    .reject(Some(lease), OpKind::Remove, request, op_id, failure)
                     .await;
             }
         };
@@ -85,7 +85,7 @@ impl Lifecycle {
             Ok(op) => op,
             Err(failure) => {
                 return self
-                    .reject_under(lease, OpKind::Remove, request, op_id, failure)
+                    .reject(Some(lease), OpKind::Remove, request, op_id, failure)
                     .await;
             }
         };

@@ -29,7 +29,7 @@ impl Lifecycle {
             Ok(outer) => outer,
             Err(failure) => {
                 return self
-                    .reject_under(lease, OpKind::Restart, request, op_id, failure)
+                    .reject(Some(lease), OpKind::Restart, request, op_id, failure)
                     .await;
             }
         };

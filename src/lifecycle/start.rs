@@ -29,7 +29,7 @@ impl Lifecycle {
             Ok(op) => op,
             Err(failure) => {
                 return self
-                    .reject_under(lease, OpKind::Start, request, op_id, failure)
+                    .reject(Some(lease), OpKind::Start, request, op_id, failure)
                     .await;
             }
         };

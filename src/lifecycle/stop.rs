@@ -31,7 +31,7 @@ impl Lifecycle {
             Ok(op) => op,
             Err(failure) => {
                 return self
-                    .reject_under(lease, OpKind::Stop, request, op_id, failure)
+                    .reject(Some(lease), OpKind::Stop, request, op_id, failure)
                     .await;
             }
         };

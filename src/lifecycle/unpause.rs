@@ -22,7 +22,7 @@ impl Lifecycle {
             Ok(op) => op,
             Err(failure) => {
                 return self
-                    .reject_under(lease, OpKind::Unpause, request, op_id, failure)
+                    .reject(Some(lease), OpKind::Unpause, request, op_id, failure)
                     .await;
             }
         };
