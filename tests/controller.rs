@@ -1715,3 +1715,36 @@ async fn the_same_failure_again_and_again_is_recorded_once_with_a_count() {
     assert_eq!(entries[0].error_code, Some(ErrorCode::Conflict));
     assert!(entries[0].last_repeated_at.is_some());
 }
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn a_heartbeat_deleted_or_overwritten_by_hand_is_announced_again() {
+    let h = harness("hands-heartbeat").await;
+    let controller = h.controller("heartbeat").start().await;
+    let holders = eventually(CONVERGE, "the heartbeat", async || {
+        let holders = h.heartbeats().await?;
+        if holders.len() == 1 {
+            Ok(holders)
+        } else {
+            Err(format!("{holders:?}"))
+        }
+    })
+    .await;
+    let holder = holders.first().expect("one holder").clone();
+    let key = h.keys.controller(&holder);
+    for hand in [
+        Txn::new().delete(key.clone()),
+        Txn::new().put(key.clone(), b"forged".to_vec()),
+    ] {
+        h.store.txn(hand).await.expect("the hand edit");
+        eventually(
+            Duration::from_secs(15),
+            "the heartbeat announced again on the session's lease",
+            async || match h.store.get(&key).await.map_err(|e| e.to_string())? {
+                Some(kv) if kv.lease != 0 && kv.value != b"forged" => Ok(()),
+                other => Err(format!("{other:?}{}", controller.log_tail())),
+            },
+        )
+        .await;
+    }
+}

@@ -266,6 +266,7 @@ async fn run_session(
     }
     let peers = tokio::spawn(watch_peers(
         session.clone(),
+        config.node_name.clone(),
         reconciler.clone(),
         cache.clone(),
         queue.clone(),
@@ -303,6 +304,7 @@ async fn run_session(
 /// again, its history included.
 async fn watch_peers(
     session: Arc<Session>,
+    node: String,
     reconciler: Arc<Reconciler>,
     cache: Arc<DesiredCache>,
     queue: Arc<WorkQueue>,
@@ -316,6 +318,19 @@ async fn watch_peers(
             _ = stop.cancelled() => return,
             listing = session.store().list(&prefix, None) => listing,
         };
+        let own = session.keys().controller(session.holder());
+        if let Ok(listing) = &listing
+            && !listing
+                .items
+                .iter()
+                .any(|kv| kv.key == own && kv.lease == session.lease_id())
+        {
+            warn!(key = %own, "this controller's heartbeat is missing; announcing it again");
+            let heartbeat = Heartbeat::new(session.holder(), Some(&node));
+            if let Err(error) = session.announce(&heartbeat).await {
+                warn!(%error, "announcing the heartbeat again failed");
+            }
+        }
         let mut events = match listing {
             Ok(listing) => match session.store().watch(&prefix, listing.revision + 1).await {
                 Ok(events) => events,
@@ -338,10 +353,26 @@ async fn watch_peers(
             };
             let Some(Ok(batch)) = batch else { break };
             backoff.reset();
+            let forged = batch.iter().any(|e| match e {
+                crate::store::WatchEvent::Delete { key, .. } => *key == own,
+                crate::store::WatchEvent::Put(kv) => {
+                    kv.key == own && kv.lease != session.lease_id()
+                }
+            });
+            if forged {
+                // Deleted or overwritten by hand: without it, the other
+                // controllers would take this one's game leases for forged.
+                warn!(key = %own, "this controller's heartbeat was deleted or overwritten; announcing it again");
+                let heartbeat = Heartbeat::new(session.holder(), Some(&node));
+                if let Err(error) = session.announce(&heartbeat).await {
+                    warn!(%error, "announcing the heartbeat again failed");
+                }
+            }
             let departed: Vec<&str> = batch
                 .iter()
                 .filter(|e| matches!(e, crate::store::WatchEvent::Delete { .. }))
                 .map(|e| e.key())
+                .filter(|key| *key != own)
                 .collect();
             if departed.is_empty() {
                 continue;
