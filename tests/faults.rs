@@ -41,7 +41,7 @@ mod process;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rtmanager::ErrorCode;
 use rtmanager::model::{DesiredState, OpKind, Outcome};
@@ -53,8 +53,9 @@ use common::{etcd_endpoints, unique_keys};
 use dockerd::PrivateDockerd;
 use etcd_cluster::EtcdCluster;
 use invariants::{
-    Foreign, Installation, Monitor, Rng, WriteLog, audit_stale_holder, block, connect_docker,
-    connect_store, controller_log, doc, game_name, has_exited, process_state, signal,
+    Deed, Foreign, Installation, Monitor, Rng, WriteLog, audit_stale_holder, block,
+    connect_docker, connect_store, controller_log, doc, game_name, has_exited, process_state,
+    signal,
 };
 use process::{
     ControllerOptions, ControllerProcess, WipeOnDrop, describe, eventually, short, timeline,
@@ -263,7 +264,7 @@ async fn a_controller_crashing_at_any_step_of_a_restart_leaves_nothing_the_next_
         .map(|p| game_name(&format!("crash-{}", p.tag)))
         .collect();
     let _cleanup = cleanup(&names(&games));
-    let monitor = Monitor::start(docker.clone(), installations.clone(), GC_BOUND);
+    let monitor = Monitor::start(docker.clone(), installations.clone(), GC_BOUND).await;
 
     let runs = CRASH_POINTS
         .iter()
@@ -283,6 +284,7 @@ async fn a_controller_crashing_at_any_step_of_a_restart_leaves_nothing_the_next_
     for installation in &installations {
         installation.assert_containers_accounted(&report).await;
     }
+    report.assert_replacements_explained("crash", 1);
 }
 
 /// One crash point: a first controller converges the game and leaves
@@ -415,7 +417,7 @@ async fn a_frozen_controller_is_fenced_out_once_its_lease_expires_and_never_runs
     let installation = Installation::new(store.clone(), keys.clone(), docker.clone());
     let games: Vec<String> = (0..3).map(|i| game_name(&format!("freeze{i}"))).collect();
     let _cleanup = cleanup(&names(&games));
-    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND);
+    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND).await;
     let writes = WriteLog::start(store.clone(), keys.root()).await;
     let etcd = etcd_endpoints();
     let mut a = controller(&keys, "node-a", &etcd, None).start().await;
@@ -593,6 +595,7 @@ async fn a_frozen_controller_is_fenced_out_once_its_lease_expires_and_never_runs
     );
     report.assert_clean("freeze");
     installation.assert_containers_accounted(&report).await;
+    report.assert_replacements_explained("freeze", games.len());
 }
 
 // ---------------------------------------------------------------------------
@@ -612,7 +615,7 @@ async fn restarting_etcd_during_bursts_of_restarts_loses_no_game_and_no_history(
     let installation = Installation::new(store.clone(), keys.clone(), docker.clone());
     let games: Vec<String> = (0..4).map(|i| game_name(&format!("etcd{i}"))).collect();
     let _cleanup = cleanup(&names(&games));
-    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND);
+    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND).await;
     let ctl = controller(&keys, "etcd-fault", &endpoints, None)
         .start()
         .await;
@@ -660,6 +663,7 @@ async fn restarting_etcd_during_bursts_of_restarts_loses_no_game_and_no_history(
     );
     report.assert_clean("etcd");
     installation.assert_containers_accounted(&report).await;
+    report.assert_replacements_explained("etcd", games.len());
 }
 
 /// Creates `games`, every other one with an engine that ignores SIGTERM
@@ -691,7 +695,7 @@ async fn killing_the_etcd_leader_of_a_three_member_cluster_does_not_stop_converg
     let installation = Installation::new(store.clone(), keys.clone(), docker.clone());
     let games: Vec<String> = (0..4).map(|i| game_name(&format!("raft{i}"))).collect();
     let _cleanup = cleanup(&names(&games));
-    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND);
+    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND).await;
     let _controller = controller(&keys, "cluster-fault", &endpoints, None)
         .start()
         .await;
@@ -728,6 +732,7 @@ async fn killing_the_etcd_leader_of_a_three_member_cluster_does_not_stop_converg
     );
     report.assert_clean("etcd-cluster");
     installation.assert_containers_accounted(&report).await;
+    report.assert_replacements_explained("etcd-cluster", games.len());
 }
 
 // ---------------------------------------------------------------------------
@@ -747,7 +752,7 @@ async fn restarting_the_docker_engine_brings_every_game_back_once() {
     let _wipe = WipeOnDrop(keys.clone());
     let installation = Installation::new(store.clone(), keys.clone(), docker.clone());
     let games: Vec<String> = (0..4).map(|i| game_name(&format!("dockerd{i}"))).collect();
-    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND);
+    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND).await;
     let _controller = controller(&keys, "dockerd-fault", &etcd_endpoints(), Some(&host))
         .start()
         .await;
@@ -765,9 +770,16 @@ async fn restarting_the_docker_engine_brings_every_game_back_once() {
                 .await;
         }
         let stopping = Instant::now();
+        let issued = SystemTime::now();
         dockerd.stop().await;
         let stopped_in = stopping.elapsed();
         dockerd.restart().await;
+        installation.record(
+            None,
+            Deed::Engine,
+            format!("round {round}: dockerd stopped and restarted"),
+            issued,
+        );
         let back_at = Instant::now();
         let after = installation.wait_converged(&games, CONVERGE).await;
         rounds.push(format!(
@@ -803,6 +815,7 @@ async fn restarting_the_docker_engine_brings_every_game_back_once() {
     );
     report.assert_clean("dockerd");
     installation.assert_containers_accounted(&report).await;
+    report.assert_replacements_explained("dockerd", games.len());
 }
 
 // ---------------------------------------------------------------------------
@@ -839,7 +852,7 @@ async fn containers_killed_removed_or_stopped_by_hand_come_back_and_foreign_ones
         let run = docker_cli(&["run", "-d", "--name", name, IMAGE_1]);
         assert!(run.status.success(), "docker run {name}: {run:?}");
     }
-    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND);
+    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND).await;
     let foreign = [
         Foreign::record(&docker, &foreign_name).await,
         Foreign::record(&docker, &container_name(&taken)).await,
@@ -891,8 +904,10 @@ async fn containers_killed_removed_or_stopped_by_hand_come_back_and_foreign_ones
             "rm" => vec!["rm", "-f", &name],
             other => vec![other, &name],
         };
+        let issued = SystemTime::now();
         let hand = docker_cli(&args);
         assert!(hand.status.success(), "docker {args:?}: {hand:?}");
+        installation.record(Some(game), Deed::Container, format!("docker {args:?}"), issued);
         let (_, was) = &before[game.as_str()];
         let was = was.clone().expect("a running container");
         let what = format!("{name} to come back after `docker {how}`");
@@ -968,6 +983,7 @@ async fn containers_killed_removed_or_stopped_by_hand_come_back_and_foreign_ones
     );
     report.assert_clean("hands");
     installation.assert_containers_accounted(&report).await;
+    report.assert_replacements_explained("hands", games.len());
 }
 
 // ---------------------------------------------------------------------------
@@ -1290,7 +1306,7 @@ async fn a_randomized_soak_of_faults_ends_with_every_game_converged_once() {
     let games: Vec<String> = (0..SOAK_GAMES)
         .map(|i| game_name(&format!("soak{i}")))
         .collect();
-    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND);
+    let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND).await;
     let mut slots = Vec::new();
     for node in ["soak-a", "soak-b"] {
         let process = controller(&keys, node, &endpoints, Some(&host))
