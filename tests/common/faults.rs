@@ -75,6 +75,11 @@ pub fn doc(name: &str) -> Doc {
 }
 
 impl Doc {
+    pub fn image(mut self, image: &str) -> Doc {
+        image.clone_into(&mut self.0.spec.image);
+        self
+    }
+
     pub fn stop_timeout(mut self, timeout: Duration) -> Doc {
         self.0.spec.stop_timeout = timeout;
         self
@@ -369,6 +374,107 @@ impl Installation {
             self.keys.prefix()
         );
         eventually(limit, &what, async || self.converged(games).await).await
+    }
+
+    /// Like [`Installation::wait_converged`], but a timeout names, for
+    /// each game left behind, everything a person would look at: its
+    /// containers, its status and lease keys as stored, what the test did
+    /// to it, and its history; `context` (the scenario and its seed) heads
+    /// the message.
+    pub async fn wait_converged_explained(
+        &self,
+        games: &[String],
+        limit: Duration,
+        context: &str,
+    ) -> BTreeMap<String, (GameRuntimeStatus, Option<ContainerInfo>)> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let probe = tokio::time::timeout(Duration::from_secs(20), self.converged(games)).await;
+            if let Ok(Ok(converged)) = probe {
+                return converged;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut behind = Vec::new();
+        for game in games {
+            let one = std::slice::from_ref(game);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(20), self.converged(one)).await {
+                continue;
+            }
+            behind.push(self.explain(game).await);
+        }
+        panic!(
+            "[{context}] {} of {} games not converged {limit:?} after the faults stopped (status as \
+             desired for the current generation and restart token, Ready, exactly one running \
+             container, the one the status names):\n\n{}\n",
+            behind.len(),
+            games.len(),
+            behind.join("\n\n")
+        );
+    }
+
+    /// Everything about one game, for a failure message.
+    pub async fn explain(&self, game: &str) -> String {
+        let mut out = String::new();
+        let desired = self.documents.get(game).await;
+        let containers = self.containers().await;
+        let verdict = match (&desired, &containers) {
+            (Ok(Some(doc)), Ok(all)) => {
+                let mine: Vec<ContainerInfo> = all
+                    .iter()
+                    .filter(|c| c.game() == Some(game))
+                    .cloned()
+                    .collect();
+                let status = self.status(game).await.ok().flatten();
+                match check_converged(doc, status.as_ref(), &mine) {
+                    Ok(_) => "converged now".to_owned(),
+                    Err(e) => e,
+                }
+            }
+            (doc, containers) => format!("document {doc:?}, containers {containers:?}"),
+        };
+        let _ = writeln!(out, "{game}: {verdict}");
+        if let Ok(Some(doc)) = &desired {
+            let _ = writeln!(
+                out,
+                "  document: generation {:?}, image {}, state {:?}, restartToken {:?}",
+                doc.metadata.generation, doc.spec.image, doc.spec.state, doc.spec.restart_token
+            );
+        }
+        if let Ok(all) = &containers {
+            let mine: Vec<ContainerInfo> =
+                all.iter().filter(|c| c.game() == Some(game)).cloned().collect();
+            let _ = writeln!(out, "  containers: {}", describe(&mine));
+        }
+        for (what, key) in [("status", self.keys.status(game)), ("lease", self.keys.lease(game))] {
+            let stored = match self.store.get(&key).await {
+                Ok(Some(kv)) => format!(
+                    "{} (rev {}, etcd lease {}{})",
+                    String::from_utf8_lossy(&kv.value.iter().copied().take(300).collect::<Vec<u8>>()),
+                    kv.mod_revision,
+                    kv.lease,
+                    if kv.lease == 0 { ": attached to none" } else { "" }
+                ),
+                Ok(None) => "none".to_owned(),
+                Err(e) => format!("unreadable: {e}"),
+            };
+            let _ = writeln!(out, "  {what} key {key}: {stored}");
+        }
+        let lines = self.ledger().lines(game);
+        let _ = writeln!(
+            out,
+            "  what the test did to it:\n    {}",
+            if lines.is_empty() { "nothing".to_owned() } else { lines.join("\n    ") }
+        );
+        let history = match self.history(game).await {
+            Ok(entries) => timeline(&entries[..entries.len().min(15)]),
+            Err(e) => e,
+        };
+        let _ = write!(out, "  history (newest first):\n  {history}");
+        out
     }
 
     /// The names of every game with history under the prefix.
@@ -717,6 +823,9 @@ pub struct MonitorReport {
     pub ledgers: BTreeMap<String, Ledger>,
     /// The verdict on every disappearance.
     pub replacements: ReplacementAudit,
+    /// Per installation: every etcd write under its prefix while the
+    /// monitor ran (for the fencing audit).
+    pub writes: BTreeMap<String, Vec<WatchEvent>>,
 }
 
 impl MonitorReport {
@@ -900,11 +1009,13 @@ impl Monitor {
         }
         let mut operations = BTreeMap::new();
         let mut ledgers = BTreeMap::new();
+        let mut all_writes = BTreeMap::new();
         for (installation, writes) in self.installations.iter().zip(std::mem::take(&mut self.writes)) {
             let events = writes.finish().await;
             let prefix = installation.keys.prefix().to_owned();
             operations.insert(prefix.clone(), operations_of(&installation.keys, &events));
-            ledgers.insert(prefix, installation.ledger());
+            ledgers.insert(prefix.clone(), installation.ledger());
+            all_writes.insert(prefix, events);
         }
         let mut state = lock(&self.state);
         let mut report = std::mem::take(&mut state.report);
@@ -922,6 +1033,7 @@ impl Monitor {
         report.replacements = audit;
         report.operations = operations;
         report.ledgers = ledgers;
+        report.writes = all_writes;
         report
     }
 }
