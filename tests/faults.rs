@@ -1702,12 +1702,28 @@ async fn a_randomized_soak_of_faults_ends_with_every_game_converged_once() {
     // Every failure of the run names its seed, whatever part failed.
     let run = std::panic::AssertUnwindSafe(soak(seed, set, faults, phase, &replay));
     if let Err(panic) = run.catch_unwind().await {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_else(|| "a panic without a message".to_owned());
+        let message = panic_message(panic.as_ref());
+        if message.contains(&replay) {
+            std::panic::resume_unwind(panic);
+        }
         panic!("[{replay}] {message}");
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// Runs one final check of the soak; a failure is kept, so that every
+/// check runs and one report shows all that went wrong.
+async fn check(failures: &mut Vec<String>, name: &str, check: impl Future<Output = ()>) {
+    use futures::FutureExt as _;
+    if let Err(panic) = std::panic::AssertUnwindSafe(check).catch_unwind().await {
+        failures.push(format!("--- {name} ---\n{}", panic_message(panic.as_ref())));
     }
 }
 
@@ -1792,27 +1808,55 @@ async fn soak(seed: u64, set: Vec<Fault>, faults: usize, phase_bound: Duration, 
     soak.heal().await;
     let faults_stopped = Instant::now();
     soak.note("faults stopped; waiting for convergence");
-    installation
-        .wait_converged_explained(&games, CONVERGE + CONVERGE / 2, replay)
-        .await;
+    let mut failures = Vec::new();
+    check(&mut failures, "every game converges", async {
+        installation
+            .wait_converged_explained(&games, CONVERGE + CONVERGE / 2, replay)
+            .await;
+    })
+    .await;
     let converged_in = faults_stopped.elapsed();
-    installation.wait_history_resolved(CONVERGE).await;
-    installation.wait_no_orphans(GC_BOUND).await;
+    check(&mut failures, "no history entry left in progress", async {
+        installation.wait_history_resolved(CONVERGE).await;
+    })
+    .await;
+    check(&mut failures, "no orphan left", installation.wait_no_orphans(GC_BOUND)).await;
     soak.dockerd.assert_host_network_untouched();
     let report = monitor.finish().await;
     eprintln!(
-        "[soak] {replay}, {:?}: {} faults:{}\n  converged {converged_in:?} after the faults \
-         stopped\n  monitor: {}",
+        "[soak] {replay}, {:?}: {} faults:{}\n  converged (or gave up) {converged_in:?} after the \
+         faults stopped\n  monitor: {}",
         started.elapsed(),
         injected.len(),
         block(&injected),
         report.line()
     );
-    report.assert_clean(replay);
-    installation.assert_containers_accounted(&report).await;
-    audit_freezes(&installation, &report, &soak.frozen);
-    report.assert_replacements_explained(replay, games.len());
+    check(&mut failures, "the monitor's invariants", async {
+        report.assert_clean(replay);
+    })
+    .await;
+    check(
+        &mut failures,
+        "every container accounted for",
+        installation.assert_containers_accounted(&report),
+    )
+    .await;
+    check(&mut failures, "fencing", async {
+        audit_freezes(&installation, &report, &soak.frozen);
+    })
+    .await;
+    check(&mut failures, "no running container replaced without a reason", async {
+        report.assert_replacements_explained(replay, games.len());
+    })
+    .await;
     drop(soak);
+    assert!(
+        failures.is_empty(),
+        "[{replay}] {} of the soak's checks failed; the faults were:{}\n\n{}",
+        failures.len(),
+        block(&injected),
+        failures.join("\n\n")
+    );
 }
 
 /// The fencing audit of the freeze drill, for every controller the soak

@@ -1354,7 +1354,7 @@ impl Ledger {
                     Deed::Spec { revision } => format!(" (rev {revision})"),
                     _ => String::new(),
                 };
-                format!("{} {:?}: {}{revision}", stamp(h.issued), deed_name(&h.deed), h.what)
+                format!("{} {}: {}{revision}", stamp(h.issued), deed_name(&h.deed), h.what)
             })
             .collect()
     }
