@@ -13,20 +13,31 @@
 //! | etcd cluster | kill the leader of a private 3-member cluster, twice |
 //! | dockerd | restart a private dockerd with games running, and during restarts |
 //! | hands | `docker kill`/`rm`/`stop` by hand, foreign containers, an orphan |
-//! | soak | K random faults of all the above on M games, seeded |
+//! | soak | K random faults on M games, seeded: the classic set (all of the above) and the hands set (records deleted or garbled, forged leases, containers paused, renamed, stopped, killed, the image untagged) |
 //!
 //! Invariants, checked during every scenario by the monitor: at most one
 //! container per game at any instant; no container without a document
-//! outlives the GC grace plus a margin; foreign containers are untouched.
-//! After the faults stop: every game converges within a bound; every
-//! history entry has an outcome (recovery resolves the interrupted ones as
-//! `aborted`).
+//! outlives the GC grace plus a margin; foreign containers are untouched;
+//! no running container ends (is replaced, stopped or removed) unless the
+//! test did something that explains it: a request the history shows an
+//! operation answering, a hand on the container or the engine
+//! (`invariants::judge_replacements` says exactly what counts). After the
+//! faults stop: every game converges within a bound; every history entry
+//! has an outcome (recovery resolves the interrupted ones as `aborted`);
+//! every container is accounted for by a start in the history; in the
+//! soak, a controller frozen past its session wrote nothing after another
+//! took over (the fencing audit).
+//!
+//! The soak prints its seed and replays with `RTM_FAULTS_SEED=<seed>`;
+//! `RTM_FAULTS_SET` (`all`, `classic`, `hands`), `RTM_FAULTS_SOAK_FAULTS`
+//! and `RTM_FAULTS_SOAK_PHASE` shape a longer hunt (`scripts/soak`).
 //!
 //! The private etcd and dockerd live in temporary directories and are
 //! stopped and deleted at the end; the shared etcd and the machine's
 //! Docker engine are only used, never signalled. Tests run one at a time
 //! (they time leases and grace periods in seconds). Ignored by a bare
-//! `cargo test`; `scripts/test` runs them.
+//! `cargo test` (except the replacement check's own unit tests, at the
+//! end); `scripts/test` runs them.
 
 mod common;
 #[path = "common/dockerd.rs"]

@@ -7,6 +7,25 @@
 //!   at every instant: at most one container per game; no container
 //!   without a document outliving the GC grace (plus a margin); foreign
 //!   containers untouched (same id, still running, never restarted).
+//! - No running container is replaced without a reason. The monitor notes
+//!   every container of a game that was up (running or paused) at one
+//!   poll and not at the next (a *disappearance*: exited, gone, replaced
+//!   by another), and records every etcd write under the prefix, so it
+//!   knows every history entry ever written, also those deleted or
+//!   garbled later by hand. The test writes down what it does in the
+//!   installation's [`Ledger`]: every document write with its etcd
+//!   revision (through [`Installation`]'s `create`, `change`,
+//!   `request_restart`, `delete`), every hand on a container or the
+//!   engine, orphans it makes, and notes (pause, rename, garbage in etcd,
+//!   a crashed controller) that are never a reason. When the monitor
+//!   finishes, [`judge_replacements`] gives each disappearance its reason
+//!   or reports it with the game, the container ids, what the test did to
+//!   the game and the history around it. Operations are ordered against
+//!   the test's writes by etcd revision (the lease fence), not by their
+//!   whole-second timestamps; a request counts once: an operation that
+//!   created a container after it answered it. The check fails when it
+//!   saw no replacement at all (`assert_replacements_explained`'s
+//!   `at_least`), so it cannot pass by having nothing to look at.
 //! - [`Installation`] reads what a user sees (documents, status, history,
 //!   containers) and waits, bounded, for the invariants that must hold
 //!   once the faults stop: every game converged, every history entry
