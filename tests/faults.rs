@@ -64,9 +64,8 @@ use common::{etcd_endpoints, unique_keys};
 use dockerd::PrivateDockerd;
 use etcd_cluster::EtcdCluster;
 use invariants::{
-    Deed, Foreign, Installation, Monitor, Rng, WriteLog, audit_stale_holder, block,
-    connect_docker, connect_store, controller_log, doc, game_name, has_exited, process_state,
-    signal,
+    Deed, Foreign, Installation, Monitor, Rng, WriteLog, audit_stale_holder, block, connect_docker,
+    connect_store, controller_log, doc, game_name, has_exited, process_state, signal,
 };
 use process::{
     ControllerOptions, ControllerProcess, WipeOnDrop, describe, eventually, short, timeline,
@@ -923,7 +922,12 @@ async fn containers_killed_removed_or_stopped_by_hand_come_back_and_foreign_ones
         let issued = SystemTime::now();
         let hand = docker_cli(&args);
         assert!(hand.status.success(), "docker {args:?}: {hand:?}");
-        installation.record(Some(game), Deed::Container, format!("docker {args:?}"), issued);
+        installation.record(
+            Some(game),
+            Deed::Container,
+            format!("docker {args:?}"),
+            issued,
+        );
         let (_, was) = &before[game.as_str()];
         let was = was.clone().expect("a running container");
         let what = format!("{name} to come back after `docker {how}`");
@@ -1223,7 +1227,8 @@ impl Soak {
         let out = self.dockerd.cli(args);
         let what = format!("docker {}: {}", args.join(" "), outcome(&out));
         if out.status.success() {
-            self.installation.record(Some(game), deed, what.clone(), issued);
+            self.installation
+                .record(Some(game), deed, what.clone(), issued);
         }
         (out.status.success(), what)
     }
@@ -1309,7 +1314,11 @@ impl Soak {
                 tokio::time::sleep(outage).await;
                 self.etcd.restart(0);
                 self.etcd.wait_healthy(Duration::from_secs(30)).await;
-                self.context(None, format!("etcd SIGKILLed, back after {outage:?}"), issued)
+                self.context(
+                    None,
+                    format!("etcd SIGKILLed, back after {outage:?}"),
+                    issued,
+                )
             }
             Fault::RestartDockerd => {
                 if self.dockerd_restarts > 0 || self.may_exit().len() < self.games.len() {
@@ -1467,7 +1476,10 @@ impl Soak {
                     self.rng.pick(&keys).clone()
                 };
                 let garbage = self.rng.pick(&GARBAGE).to_vec();
-                let done = self.installation.put_by_hand(&key, garbage.clone(), true).await;
+                let done = self
+                    .installation
+                    .put_by_hand(&key, garbage.clone(), true)
+                    .await;
                 let what = format!(
                     "garbage {:?} put at {key}: {}",
                     String::from_utf8_lossy(&garbage),
@@ -1517,7 +1529,10 @@ impl Soak {
                     .expect("a lease record encodes")
                 };
                 let key = self.installation.keys.lease(&game);
-                let done = self.installation.put_by_hand(&key, value.clone(), false).await;
+                let done = self
+                    .installation
+                    .put_by_hand(&key, value.clone(), false)
+                    .await;
                 let mut what = self.context(
                     Some(&game),
                     format!(
@@ -1753,7 +1768,11 @@ async fn soak(seed: u64, set: Vec<Fault>, faults: usize, phase_bound: Duration, 
             source.rsplit(':').next().unwrap_or("x")
         );
         let out = dockerd.cli(&["tag", source, &tag]);
-        assert!(out.status.success(), "docker tag {source} {tag}: {}", outcome(&out));
+        assert!(
+            out.status.success(),
+            "docker tag {source} {tag}: {}",
+            outcome(&out)
+        );
         (tag, source)
     });
     let store = connect_store(&endpoints).await;
@@ -1831,7 +1850,12 @@ async fn soak(seed: u64, set: Vec<Fault>, faults: usize, phase_bound: Duration, 
         installation.wait_history_resolved(CONVERGE).await;
     })
     .await;
-    check(&mut failures, "no orphan left", installation.wait_no_orphans(GC_BOUND)).await;
+    check(
+        &mut failures,
+        "no orphan left",
+        installation.wait_no_orphans(GC_BOUND),
+    )
+    .await;
     soak.dockerd.assert_host_network_untouched();
     let report = monitor.finish().await;
     eprintln!(
@@ -1856,9 +1880,13 @@ async fn soak(seed: u64, set: Vec<Fault>, faults: usize, phase_bound: Duration, 
         audit_freezes(&installation, &report, &soak.frozen);
     })
     .await;
-    check(&mut failures, "no running container replaced without a reason", async {
-        report.assert_replacements_explained(replay, games.len());
-    })
+    check(
+        &mut failures,
+        "no running container replaced without a reason",
+        async {
+            report.assert_replacements_explained(replay, games.len());
+        },
+    )
     .await;
     drop(soak);
     assert!(
@@ -1874,7 +1902,11 @@ async fn soak(seed: u64, set: Vec<Fault>, faults: usize, phase_bound: Duration, 
 /// froze past its session: nothing it wrote after another controller took
 /// over a game counts. The test's own writes (garbage, forged leases) are
 /// left out: they are not a controller's.
-fn audit_freezes(installation: &Installation, report: &invariants::MonitorReport, frozen: &[Frozen]) {
+fn audit_freezes(
+    installation: &Installation,
+    report: &invariants::MonitorReport,
+    frozen: &[Frozen],
+) {
     let prefix = installation.keys.prefix();
     let own = &report.ledgers[prefix].own_writes;
     let events: Vec<rtmanager::store::WatchEvent> = report.writes[prefix]
@@ -1937,7 +1969,12 @@ mod replacement_check {
     /// An operation of g1 under `fence`, from `from` to `to` seconds, on
     /// container `before`.
     fn op(kind: OpKind, fence: i64, from: u64, to: u64, before: &str) -> Op {
-        let mut entry = HistoryEntry::begin(GAME, &format!("op{fence}{kind:?}"), kind, OpSource::Reconcile);
+        let mut entry = HistoryEntry::begin(
+            GAME,
+            &format!("op{fence}{kind:?}"),
+            kind,
+            OpSource::Reconcile,
+        );
         entry.started_at = Timestamp::from(at(from));
         entry.container_id_before = Some(before.to_owned());
         entry.succeed();
@@ -1973,7 +2010,11 @@ mod replacement_check {
             &ops(vec![op(OpKind::Restart, 20, 5, 7, "x")]),
             &[hand(Deed::Spec { revision: 10 }, 4)],
         );
-        assert_eq!((audit.explained.len(), audit.unexplained.len()), (1, 0), "{audit:?}");
+        assert_eq!(
+            (audit.explained.len(), audit.unexplained.len()),
+            (1, 0),
+            "{audit:?}"
+        );
     }
 
     #[test]
@@ -1988,7 +2029,11 @@ mod replacement_check {
             ]),
             &[hand(Deed::Spec { revision: 10 }, 4), hand(Deed::Note, 29)],
         );
-        assert_eq!((audit.explained.len(), audit.unexplained.len()), (1, 1), "{audit:?}");
+        assert_eq!(
+            (audit.explained.len(), audit.unexplained.len()),
+            (1, 1),
+            "{audit:?}"
+        );
         let message = &audit.unexplained[0];
         assert!(
             message.contains("g1 rtm-g1 y") && message.contains("answered by an earlier operation"),
@@ -2007,9 +2052,16 @@ mod replacement_check {
                 op(OpKind::Start, 20, 5, 6, "x"),
                 op(OpKind::Restart, 40, 30, 32, "y"),
             ]),
-            &[hand(Deed::Container, 3), hand(Deed::Spec { revision: 10 }, 4)],
+            &[
+                hand(Deed::Container, 3),
+                hand(Deed::Spec { revision: 10 }, 4),
+            ],
         );
-        assert_eq!((audit.explained.len(), audit.unexplained.len()), (1, 1), "{audit:?}");
+        assert_eq!(
+            (audit.explained.len(), audit.unexplained.len()),
+            (1, 1),
+            "{audit:?}"
+        );
     }
 
     #[test]
@@ -2042,7 +2094,11 @@ mod replacement_check {
             &ops(Vec::new()),
             &[hand(Deed::Container, 3)],
         );
-        assert_eq!((audit.explained.len(), audit.unexplained.len()), (1, 1), "{audit:?}");
+        assert_eq!(
+            (audit.explained.len(), audit.unexplained.len()),
+            (1, 1),
+            "{audit:?}"
+        );
     }
 
     #[test]
@@ -2064,13 +2120,20 @@ mod replacement_check {
     #[test]
     fn a_restart_that_removed_the_container_and_found_no_image_strands_the_game() {
         let mut restart = op(OpKind::Restart, 20, 5, 7, "x");
-        restart.entry.fail(ErrorCode::ImageNotFound, "inner start failed: no such image");
+        restart.entry.fail(
+            ErrorCode::ImageNotFound,
+            "inner start failed: no such image",
+        );
         restart.entry.finished_at = Some(Timestamp::from(at(7)));
         let audit = judge_replacements(
             &[gone("x", 5)],
             &ops(vec![restart]),
             &[hand(Deed::Spec { revision: 10 }, 4)],
         );
-        assert_eq!((audit.explained.len(), audit.stranded.len()), (1, 1), "{audit:?}");
+        assert_eq!(
+            (audit.explained.len(), audit.stranded.len()),
+            (1, 1),
+            "{audit:?}"
+        );
     }
 }

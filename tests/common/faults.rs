@@ -174,7 +174,13 @@ impl Installation {
     }
 
     /// Writes down a deed of the test, issued at `issued` and done now.
-    pub fn record(&self, game: Option<&str>, deed: Deed, what: impl Into<String>, issued: SystemTime) {
+    pub fn record(
+        &self,
+        game: Option<&str>,
+        deed: Deed,
+        what: impl Into<String>,
+        issued: SystemTime,
+    ) {
         lock(&self.ledger).hands.push(Hand {
             game: game.map(str::to_owned),
             deed,
@@ -192,7 +198,12 @@ impl Installation {
     /// Writes `value` at `key` as an operator with etcdctl would: a plain
     /// put, attached to no etcd lease. Garbage (`garbage: true`) is
     /// remembered, so that readers of the history skip it while it stays.
-    pub async fn put_by_hand(&self, key: &str, value: Vec<u8>, garbage: bool) -> Result<Revision, String> {
+    pub async fn put_by_hand(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        garbage: bool,
+    ) -> Result<Revision, String> {
         let outcome = self
             .store
             .txn(rtmanager::store::Txn::new().put(key.to_owned(), value))
@@ -246,7 +257,11 @@ impl Installation {
         self.record(
             Some(doc.name()),
             Deed::Spec { revision },
-            format!("gameruntime/{} {what} (generation {:?})", doc.name(), doc.metadata.generation),
+            format!(
+                "gameruntime/{} {what} (generation {:?})",
+                doc.name(),
+                doc.metadata.generation
+            ),
             issued,
         );
     }
@@ -258,7 +273,12 @@ impl Installation {
         self.change_as(game, "changed", change).await
     }
 
-    async fn change_as(&self, game: &str, what: &str, change: impl Fn(&mut GameRuntime)) -> GameRuntime {
+    async fn change_as(
+        &self,
+        game: &str,
+        what: &str,
+        change: impl Fn(&mut GameRuntime),
+    ) -> GameRuntime {
         let issued = SystemTime::now();
         let written = self.write_change(game, change).await;
         self.record_spec(&written, what, issued);
@@ -313,7 +333,9 @@ impl Installation {
             .unwrap_or_else(|e| panic!("delete gameruntime/{game}: {e}"));
         self.record(
             Some(game),
-            Deed::Spec { revision: before + 1 },
+            Deed::Spec {
+                revision: before + 1,
+            },
             format!("gameruntime/{game} deleted"),
             issued,
         );
@@ -420,7 +442,9 @@ impl Installation {
         let mut behind = Vec::new();
         for game in games {
             let one = std::slice::from_ref(game);
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(20), self.converged(one)).await {
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(20), self.converged(one)).await
+            {
                 continue;
             }
             behind.push(self.explain(game).await);
@@ -464,18 +488,30 @@ impl Installation {
             );
         }
         if let Ok(all) = &containers {
-            let mine: Vec<ContainerInfo> =
-                all.iter().filter(|c| c.game() == Some(game)).cloned().collect();
+            let mine: Vec<ContainerInfo> = all
+                .iter()
+                .filter(|c| c.game() == Some(game))
+                .cloned()
+                .collect();
             let _ = writeln!(out, "  containers: {}", describe(&mine));
         }
-        for (what, key) in [("status", self.keys.status(game)), ("lease", self.keys.lease(game))] {
+        for (what, key) in [
+            ("status", self.keys.status(game)),
+            ("lease", self.keys.lease(game)),
+        ] {
             let stored = match self.store.get(&key).await {
                 Ok(Some(kv)) => format!(
                     "{} (rev {}, etcd lease {}{})",
-                    String::from_utf8_lossy(&kv.value.iter().copied().take(300).collect::<Vec<u8>>()),
+                    String::from_utf8_lossy(
+                        &kv.value.iter().copied().take(300).collect::<Vec<u8>>()
+                    ),
                     kv.mod_revision,
                     kv.lease,
-                    if kv.lease == 0 { ": attached to none" } else { "" }
+                    if kv.lease == 0 {
+                        ": attached to none"
+                    } else {
+                        ""
+                    }
                 ),
                 Ok(None) => "none".to_owned(),
                 Err(e) => format!("unreadable: {e}"),
@@ -486,7 +522,11 @@ impl Installation {
         let _ = writeln!(
             out,
             "  what the test did to it:\n    {}",
-            if lines.is_empty() { "nothing".to_owned() } else { lines.join("\n    ") }
+            if lines.is_empty() {
+                "nothing".to_owned()
+            } else {
+                lines.join("\n    ")
+            }
         );
         let history = match self.history(game).await {
             Ok(entries) => timeline(&entries[..entries.len().min(15)]),
@@ -684,7 +724,11 @@ impl Installation {
         self.record(
             Some(game),
             Deed::Orphan,
-            format!("{} {} started by hand with our labels", container_name(game), short(&id)),
+            format!(
+                "{} {} started by hand with our labels",
+                container_name(game),
+                short(&id)
+            ),
             SystemTime::now(),
         );
         id
@@ -972,7 +1016,8 @@ impl Monitor {
     ) -> Monitor {
         let mut writes = Vec::new();
         for installation in &installations {
-            writes.push(WriteLog::start(installation.store.clone(), installation.keys.root()).await);
+            writes
+                .push(WriteLog::start(installation.store.clone(), installation.keys.root()).await);
         }
         let state = Arc::new(Mutex::new(MonitorState {
             docs: vec![None; installations.len()],
@@ -1029,7 +1074,11 @@ impl Monitor {
         let mut operations = BTreeMap::new();
         let mut ledgers = BTreeMap::new();
         let mut all_writes = BTreeMap::new();
-        for (installation, writes) in self.installations.iter().zip(std::mem::take(&mut self.writes)) {
+        for (installation, writes) in self
+            .installations
+            .iter()
+            .zip(std::mem::take(&mut self.writes))
+        {
             let events = writes.finish().await;
             let prefix = installation.keys.prefix().to_owned();
             operations.insert(prefix.clone(), operations_of(&installation.keys, &events));
@@ -1247,10 +1296,18 @@ fn track_up(
         .filter(|(p, _)| p == prefix)
         .map(|(_, g)| g.clone())
         .collect();
-    games.extend(by_game.keys().filter(|g| !g.is_empty()).map(|g| (*g).to_owned()));
+    games.extend(
+        by_game
+            .keys()
+            .filter(|g| !g.is_empty())
+            .map(|g| (*g).to_owned()),
+    );
     for game in games {
         let key = (prefix.to_owned(), game.clone());
-        let containers = by_game.get(game.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let containers = by_game
+            .get(game.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let before = state.up.remove(&key).unwrap_or_default();
         let mut after = BTreeMap::new();
         for c in containers.iter().filter(|c| is_up(c)) {
@@ -1373,7 +1430,12 @@ impl Ledger {
                     Deed::Spec { revision } => format!(" (rev {revision})"),
                     _ => String::new(),
                 };
-                format!("{} {}: {}{revision}", stamp(h.issued), deed_name(&h.deed), h.what)
+                format!(
+                    "{} {}: {}{revision}",
+                    stamp(h.issued),
+                    deed_name(&h.deed),
+                    h.what
+                )
             })
             .collect()
     }
@@ -1447,7 +1509,11 @@ pub fn operations_of(keys: &Keys, events: &[WatchEvent]) -> BTreeMap<String, Vec
                 let Ok(entry) = serde_json::from_slice::<HistoryEntry>(&kv.value) else {
                     continue;
                 };
-                let id = (kv.key.clone(), entry.op_id.clone(), entry.op_kind.as_str().to_owned());
+                let id = (
+                    kv.key.clone(),
+                    entry.op_id.clone(),
+                    entry.op_kind.as_str().to_owned(),
+                );
                 let op = ops.entry(id).or_insert_with(|| Op {
                     key: kv.key.clone(),
                     entry: entry.clone(),
@@ -1470,7 +1536,10 @@ pub fn operations_of(keys: &Keys, events: &[WatchEvent]) -> BTreeMap<String, Vec
     }
     let mut by_game: BTreeMap<String, Vec<Op>> = BTreeMap::new();
     for op in ops.into_values() {
-        by_game.entry(op.entry.game_id.clone()).or_default().push(op);
+        by_game
+            .entry(op.entry.game_id.clone())
+            .or_default()
+            .push(op);
     }
     for list in by_game.values_mut() {
         list.sort_by_key(|op| (op.fence, op.first_revision));
@@ -1635,7 +1704,9 @@ pub fn judge_replacements(
         });
         if let Some((i, h)) = hand {
             hand_used.insert((i, d.game.clone()));
-            audit.explained.push(format!("{what} ⇐ {}: {}", deed_name(&h.deed), h.what));
+            audit
+                .explained
+                .push(format!("{what} ⇐ {}: {}", deed_name(&h.deed), h.what));
             continue;
         }
         let around = |op: &&Op| {
@@ -1681,7 +1752,12 @@ pub fn judge_replacements(
             if let Some((i, rev)) = open.first() {
                 reason = Some((
                     op,
-                    format!("{} #{} for {} (rev {rev})", e.op_kind.as_str(), e.seq, hands[*i].what),
+                    format!(
+                        "{} #{} for {} (rev {rev})",
+                        e.op_kind.as_str(),
+                        e.seq,
+                        hands[*i].what
+                    ),
                 ));
                 break;
             }
@@ -1719,7 +1795,7 @@ pub fn judge_replacements(
                 if let Some(restart) = stranded {
                     audit.stranded.push(format!(
                         "{what}: stopped by restart #{} which then failed with image_not_found: \
-                         the game was left with no container\n  containers before {}\n  \
+                         the game was left with no running container\n  containers before {}\n  \
                          containers after {}\n  history around it:\n    {}",
                         restart.entry.seq,
                         d.before,
