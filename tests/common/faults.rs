@@ -471,10 +471,14 @@ impl Installation {
                     .filter(|c| c.game() == Some(game))
                     .cloned()
                     .collect();
-                let status = self.status(game).await.ok().flatten();
-                match check_converged(doc, status.as_ref(), &mine) {
-                    Ok(_) => "converged now".to_owned(),
-                    Err(e) => e,
+                match self.status(game).await {
+                    // A record that does not decode: the controller must
+                    // rebuild it.
+                    Err(e) => format!("its status record does not decode: {e}"),
+                    Ok(status) => match check_converged(doc, status.as_ref(), &mine) {
+                        Ok(_) => "converged now".to_owned(),
+                        Err(e) => e,
+                    },
                 }
             }
             (doc, containers) => format!("document {doc:?}, containers {containers:?}"),
