@@ -2003,12 +2003,23 @@ mod replacement_check {
         }
     }
 
+    /// A restart request of the test, written at `revision` at `s` seconds.
+    fn request(revision: i64, s: u64) -> Hand {
+        hand(
+            Deed::Spec {
+                revision,
+                source_ref: Some(format!("REQ-{revision}")),
+            },
+            s,
+        )
+    }
+
     #[test]
     fn a_requested_restart_explains_the_end_of_the_container_it_replaced() {
         let audit = judge_replacements(
             &[gone("x", 5)],
             &ops(vec![op(OpKind::Restart, 20, 5, 7, "x")]),
-            &[hand(Deed::Spec { revision: 10 }, 4)],
+            &[request(10, 4)],
         );
         assert_eq!(
             (audit.explained.len(), audit.unexplained.len()),
@@ -2027,7 +2038,7 @@ mod replacement_check {
                 op(OpKind::Restart, 20, 5, 7, "x"),
                 op(OpKind::Restart, 40, 30, 32, "y"),
             ]),
-            &[hand(Deed::Spec { revision: 10 }, 4), hand(Deed::Note, 29)],
+            &[request(10, 4), hand(Deed::Note, 29)],
         );
         assert_eq!(
             (audit.explained.len(), audit.unexplained.len()),
@@ -2052,10 +2063,7 @@ mod replacement_check {
                 op(OpKind::Start, 20, 5, 6, "x"),
                 op(OpKind::Restart, 40, 30, 32, "y"),
             ]),
-            &[
-                hand(Deed::Container, 3),
-                hand(Deed::Spec { revision: 10 }, 4),
-            ],
+            &[hand(Deed::Container, 3), request(10, 4)],
         );
         assert_eq!(
             (audit.explained.len(), audit.unexplained.len()),
@@ -2065,13 +2073,43 @@ mod replacement_check {
     }
 
     #[test]
-    fn an_operation_that_took_its_lease_before_the_request_is_not_explained_by_it() {
+    fn an_operation_that_began_before_the_request_is_not_explained_by_it() {
         let audit = judge_replacements(
             &[gone("x", 5)],
             &ops(vec![op(OpKind::Restart, 20, 5, 7, "x")]),
-            &[hand(Deed::Spec { revision: 25 }, 5)],
+            &[request(25, 5)],
         );
         assert_eq!(audit.unexplained.len(), 1, "{audit:?}");
+    }
+
+    #[test]
+    fn an_operation_that_read_the_document_under_its_lease_is_explained_by_a_later_request() {
+        // The lease was taken plainly (fence 20), the document read under
+        // it saw the request written at 25; the entry came at 30.
+        let mut restart = op(OpKind::Restart, 20, 5, 7, "x");
+        restart.first_revision = 30;
+        restart.entry.source_ref = "REQ-25".to_owned();
+        let audit = judge_replacements(&[gone("x", 5)], &ops(vec![restart]), &[request(25, 5)]);
+        assert_eq!(audit.explained.len(), 1, "{audit:?}");
+    }
+
+    #[test]
+    fn a_request_answered_by_an_operation_that_read_it_under_its_lease_explains_no_replay() {
+        let mut first = op(OpKind::Restart, 20, 5, 7, "x");
+        first.first_revision = 30;
+        first.entry.source_ref = "REQ-25".to_owned();
+        let mut replay = op(OpKind::Restart, 40, 30, 32, "y");
+        replay.entry.source_ref = "REQ-25".to_owned();
+        let audit = judge_replacements(
+            &[gone("x", 5), gone("y", 30)],
+            &ops(vec![first, replay]),
+            &[request(25, 5)],
+        );
+        assert_eq!(
+            (audit.explained.len(), audit.unexplained.len()),
+            (1, 1),
+            "{audit:?}"
+        );
     }
 
     #[test]
@@ -2082,7 +2120,7 @@ mod replacement_check {
                 op(OpKind::Restart, 20, 49, 51, "other"),
                 op(OpKind::Restart, 30, 5, 7, "x"),
             ]),
-            &[hand(Deed::Spec { revision: 10 }, 4)],
+            &[request(10, 4)],
         );
         assert_eq!(audit.unexplained.len(), 1, "{audit:?}");
     }
@@ -2125,11 +2163,7 @@ mod replacement_check {
             "inner start failed: no such image",
         );
         restart.entry.finished_at = Some(Timestamp::from(at(7)));
-        let audit = judge_replacements(
-            &[gone("x", 5)],
-            &ops(vec![restart]),
-            &[hand(Deed::Spec { revision: 10 }, 4)],
-        );
+        let audit = judge_replacements(&[gone("x", 5)], &ops(vec![restart]), &[request(10, 4)]);
         assert_eq!(
             (audit.explained.len(), audit.stranded.len()),
             (1, 1),

@@ -21,9 +21,9 @@
 //!   finishes, [`judge_replacements`] gives each disappearance its reason
 //!   or reports it with the game, the container ids, what the test did to
 //!   the game and the history around it. Operations are ordered against
-//!   the test's writes by etcd revision (the lease fence), not by their
-//!   whole-second timestamps; a request counts once: an operation that
-//!   created a container after it answered it. The check fails when it
+//!   the test's writes by etcd revision (the lease fence, the entry's
+//!   first write), not by their whole-second timestamps; a request counts
+//!   once: an operation that created a container after it answered it. The check fails when it
 //!   saw no replacement at all (`assert_replacements_explained`'s
 //!   `at_least`), so it cannot pass by having nothing to look at.
 //! - [`Installation`] reads what a user sees (documents, status, history,
@@ -246,7 +246,9 @@ impl Installation {
     }
 
     /// Notes a write of a document (its revision is what operations are
-    /// compared with: an operation that took its lease later saw it).
+    /// compared with: an operation that took its lease later saw it), and
+    /// the request id it carries (`rtmanager.dev/source-ref`), which the
+    /// operations that read it record.
     fn record_spec(&self, doc: &GameRuntime, what: &str, issued: SystemTime) {
         let revision = doc
             .metadata
@@ -256,7 +258,10 @@ impl Installation {
             .expect("a stored document has a resourceVersion");
         self.record(
             Some(doc.name()),
-            Deed::Spec { revision },
+            Deed::Spec {
+                revision,
+                source_ref: doc.metadata.annotations.get(ANNOTATION_SOURCE_REF).cloned(),
+            },
             format!(
                 "gameruntime/{} {what} (generation {:?})",
                 doc.name(),
@@ -335,6 +340,7 @@ impl Installation {
             Some(game),
             Deed::Spec {
                 revision: before + 1,
+                source_ref: None,
             },
             format!("gameruntime/{game} deleted"),
             issued,
@@ -1385,9 +1391,12 @@ fn judge_foreign(state: &mut MonitorState, foreign: &Foreign, found: Option<&Con
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Deed {
     /// A write of the game's document (created, changed, a restart asked
-    /// for, deleted), at this etcd revision: a reason for an operation that
-    /// took the game's lease after it.
-    Spec { revision: Revision },
+    /// for, deleted), at this etcd revision, with the request id the
+    /// document carried then: a reason for an operation that read it.
+    Spec {
+        revision: Revision,
+        source_ref: Option<String>,
+    },
     /// A hand on the game's container (`docker kill`, `rm`, `stop`): the
     /// reason its running container ends.
     Container,
@@ -1430,8 +1439,8 @@ impl Ledger {
             .iter()
             .filter(|h| h.game.as_deref().is_none_or(|g| g == game))
             .map(|h| {
-                let revision = match h.deed {
-                    Deed::Spec { revision } => format!(" (rev {revision})"),
+                let revision = match &h.deed {
+                    Deed::Spec { revision, .. } => format!(" (rev {revision})"),
                     _ => String::new(),
                 };
                 format!(
@@ -1482,7 +1491,8 @@ pub struct Disappearance {
 pub struct Op {
     pub key: String,
     pub entry: HistoryEntry,
-    /// The revision of its first write.
+    /// The revision of its first write (made after the operation read the
+    /// document: it may have seen every write before).
     pub first_revision: Revision,
     /// The lease fence it ran under (its first write's revision when it
     /// had none): every document write before it was seen by it, since a
@@ -1657,12 +1667,15 @@ impl ReplacementAudit {
 ///    - a `remove` with a note (the sweep removing a duplicate, an
 ///      eviction) is its own cause;
 ///    - otherwise a document write of the test (a spec change, a restart
-///      request, a stop, a deletion) that the operation saw (written
-///      before its lease fence) and that no earlier operation answered
-///      already: one whose fence lies between the write and this one, and
-///      that succeeded in creating or adopting a container (`start`,
-///      `restart`, `adopt`: a new container answers every request made so
-///      far) or itself explained an earlier end.
+///      request, a stop, a deletion) that the operation may have seen
+///      (written before its first history entry, which it writes after
+///      reading the document) and that no earlier operation answered
+///      already: one with an earlier fence that surely saw the write
+///      (written before that fence, or before its first entry when it
+///      names the write's request id) and that succeeded in creating or
+///      adopting a container (`start`, `restart`, `adopt`: a new container
+///      answers every request made so far) or itself explained an earlier
+///      end.
 ///
 /// So a restart replayed after its status was wiped, a container
 /// recreated because it was paused or renamed, or a removal the history
@@ -1721,19 +1734,32 @@ pub fn judge_replacements(
                 && e.finished_at
                     .is_none_or(|f| f.system_time() + FINISHED_SLACK >= d.after)
         };
-        let causes: Vec<(usize, Revision)> = hands
+        let causes: Vec<(usize, Revision, Option<&str>)> = hands
             .iter()
             .enumerate()
             .filter(|(_, h)| h.game.as_deref() == Some(d.game.as_str()))
-            .filter_map(|(i, h)| match h.deed {
-                Deed::Spec { revision } => Some((i, revision)),
+            .filter_map(|(i, h)| match &h.deed {
+                Deed::Spec {
+                    revision,
+                    source_ref,
+                } => Some((i, *revision, source_ref.as_deref())),
                 _ => None,
             })
             .collect();
-        let answered = |cause: Revision, before: Revision| {
+        // Whether an operation saw a write: surely when the write came
+        // before its fence (the lease is taken on the unchanged document,
+        // or the document is read again under it); maybe when it came
+        // before the operation's first entry (written after the document
+        // was read), and then surely when the operation names its request.
+        let saw = |op: &Op, revision: Revision, source_ref: Option<&str>| {
+            revision < op.fence
+                || (revision < op.first_revision
+                    && source_ref.is_some_and(|r| r == op.entry.source_ref))
+        };
+        let answered = |revision: Revision, source_ref: Option<&str>, before: &Op| {
             game_ops.iter().any(|op| {
-                cause < op.fence
-                    && op.fence < before
+                op.fence < before.fence
+                    && saw(op, revision, source_ref)
                     && ((op.entry.outcome == Outcome::Success
                         && matches!(op.entry.op_kind.as_str(), "start" | "restart" | "adopt"))
                         || explainers
@@ -1749,11 +1775,11 @@ pub fn judge_replacements(
                 reason = Some((op, format!("remove with note {:?}", e.note)));
                 break;
             }
-            let open: Vec<&(usize, Revision)> = causes
+            let open: Vec<&(usize, Revision, Option<&str>)> = causes
                 .iter()
-                .filter(|(_, rev)| *rev < op.fence && !answered(*rev, op.fence))
+                .filter(|(_, rev, by)| *rev < op.first_revision && !answered(*rev, *by, op))
                 .collect();
-            if let Some((i, rev)) = open.first() {
+            if let Some((i, rev, _)) = open.first() {
                 reason = Some((
                     op,
                     format!(
@@ -1767,20 +1793,21 @@ pub fn judge_replacements(
             }
             let seen: Vec<Revision> = causes
                 .iter()
-                .filter(|(_, rev)| *rev < op.fence)
-                .map(|(_, rev)| *rev)
+                .filter(|(_, rev, _)| *rev < op.first_revision)
+                .map(|(_, rev, _)| *rev)
                 .collect();
             refused.push(format!(
-                "#{} {} (fence {}): {}",
+                "#{} {} (fence {}, first written at rev {}): {}",
                 e.seq,
                 e.op_kind.as_str(),
                 op.fence,
+                op.first_revision,
                 if seen.is_empty() {
-                    "no write of the test came before its lease".to_owned()
+                    "no write of the test came before it".to_owned()
                 } else {
                     format!(
-                        "every write of the test before its lease ({seen:?}) was answered by an \
-                         earlier operation"
+                        "every write of the test before it ({seen:?}) was answered by an earlier \
+                         operation"
                     )
                 }
             ));
@@ -1814,8 +1841,8 @@ pub fn judge_replacements(
                     .iter()
                     .filter(|h| mine(h))
                     .map(|h| {
-                        let revision = match h.deed {
-                            Deed::Spec { revision } => format!(" (rev {revision})"),
+                        let revision = match &h.deed {
+                            Deed::Spec { revision, .. } => format!(" (rev {revision})"),
                             _ => String::new(),
                         };
                         format!(
