@@ -7,6 +7,25 @@
 //!   at every instant: at most one container per game; no container
 //!   without a document outliving the GC grace (plus a margin); foreign
 //!   containers untouched (same id, still running, never restarted).
+//! - No running container is replaced without a reason. The monitor notes
+//!   every container of a game that was up (running or paused) at one
+//!   poll and not at the next (a *disappearance*: exited, gone, replaced
+//!   by another), and records every etcd write under the prefix, so it
+//!   knows every history entry ever written, also those deleted or
+//!   garbled later by hand. The test writes down what it does in the
+//!   installation's [`Ledger`]: every document write with its etcd
+//!   revision (through [`Installation`]'s `create`, `change`,
+//!   `request_restart`, `delete`), every hand on a container or the
+//!   engine, orphans it makes, and notes (pause, rename, garbage in etcd,
+//!   a crashed controller) that are never a reason. When the monitor
+//!   finishes, [`judge_replacements`] gives each disappearance its reason
+//!   or reports it with the game, the container ids, what the test did to
+//!   the game and the history around it. Operations are ordered against
+//!   the test's writes by etcd revision (the lease fence, the entry's
+//!   first write), not by their whole-second timestamps; a request counts
+//!   once: an operation that created a container after it answered it. The check fails when it
+//!   saw no replacement at all (`assert_replacements_explained`'s
+//!   `at_least`), so it cannot pass by having nothing to look at.
 //! - [`Installation`] reads what a user sees (documents, status, history,
 //!   containers) and waits, bounded, for the invariants that must hold
 //!   once the faults stop: every game converged, every history entry
@@ -38,8 +57,8 @@ use rtmanager::model::{
     GameRuntime, GameRuntimeStatus, OpKind, Outcome, Phase,
 };
 use rtmanager::runtime::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, DockerRuntime, LABEL_OP_ID, LABEL_PREFIX,
-    LABEL_SPEC_HASH,
+    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, DockerRuntime, LABEL_OP_ID,
+    LABEL_PREFIX, LABEL_SPEC_HASH, container_name,
 };
 use rtmanager::store::etcd::{EtcdConfig, EtcdStore};
 use rtmanager::store::{Documents, Keys, Revision, Store, WatchEvent};
@@ -75,6 +94,11 @@ pub fn doc(name: &str) -> Doc {
 }
 
 impl Doc {
+    pub fn image(mut self, image: &str) -> Doc {
+        image.clone_into(&mut self.0.spec.image);
+        self
+    }
+
     pub fn stop_timeout(mut self, timeout: Duration) -> Doc {
         self.0.spec.stop_timeout = timeout;
         self
@@ -133,6 +157,9 @@ pub struct Installation {
     pub keys: Keys,
     pub documents: Documents,
     pub docker: Arc<DockerRuntime>,
+    /// What the test did to this installation's games (shared by every
+    /// clone, the monitor's included).
+    pub ledger: Arc<Mutex<Ledger>>,
 }
 
 impl Installation {
@@ -142,20 +169,128 @@ impl Installation {
             store,
             keys,
             docker,
+            ledger: Arc::default(),
         }
     }
 
+    /// Writes down a deed of the test, issued at `issued` and done now.
+    pub fn record(
+        &self,
+        game: Option<&str>,
+        deed: Deed,
+        what: impl Into<String>,
+        issued: SystemTime,
+    ) {
+        lock(&self.ledger).hands.push(Hand {
+            game: game.map(str::to_owned),
+            deed,
+            what: what.into(),
+            issued,
+            acked: SystemTime::now(),
+        });
+    }
+
+    /// A copy of the ledger as it is now.
+    pub fn ledger(&self) -> Ledger {
+        lock(&self.ledger).clone()
+    }
+
+    /// Writes `value` at `key` as an operator with etcdctl would: a plain
+    /// put, attached to no etcd lease. Garbage (`garbage: true`) is
+    /// remembered, so that readers of the history skip it while it stays.
+    pub async fn put_by_hand(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        garbage: bool,
+    ) -> Result<Revision, String> {
+        let outcome = self
+            .store
+            .txn(rtmanager::store::Txn::new().put(key.to_owned(), value))
+            .await
+            .map_err(|e| format!("put {key}: {e}"))?;
+        let mut ledger = lock(&self.ledger);
+        ledger.own_writes.insert(outcome.revision);
+        if garbage {
+            ledger.garbled.insert(key.to_owned());
+        }
+        Ok(outcome.revision)
+    }
+
+    /// Deletes `key` (or every key under it, with `prefix: true`) by hand.
+    pub async fn delete_by_hand(&self, key: &str, prefix: bool) -> Result<Revision, String> {
+        let txn = if prefix {
+            rtmanager::store::Txn::new().delete_prefix(key.to_owned())
+        } else {
+            rtmanager::store::Txn::new().delete(key.to_owned())
+        };
+        let outcome = self
+            .store
+            .txn(txn)
+            .await
+            .map_err(|e| format!("delete {key}: {e}"))?;
+        lock(&self.ledger).own_writes.insert(outcome.revision);
+        Ok(outcome.revision)
+    }
+
     pub async fn create(&self, doc: Doc) -> GameRuntime {
-        self.documents
+        let issued = SystemTime::now();
+        let name = doc.0.metadata.name.clone();
+        let created = self
+            .documents
             .create(&doc.0)
             .await
-            .unwrap_or_else(|e| panic!("create gameruntime/{}: {e}", doc.0.metadata.name))
+            .unwrap_or_else(|e| panic!("create gameruntime/{name}: {e}"));
+        self.record_spec(&created, "created", issued);
+        created
+    }
+
+    /// Notes a write of a document (its revision is what operations are
+    /// compared with: an operation that took its lease later saw it), and
+    /// the request id it carries (`rtmanager.dev/source-ref`), which the
+    /// operations that read it record.
+    fn record_spec(&self, doc: &GameRuntime, what: &str, issued: SystemTime) {
+        let revision = doc
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|rv| rv.parse().ok())
+            .expect("a stored document has a resourceVersion");
+        self.record(
+            Some(doc.name()),
+            Deed::Spec {
+                revision,
+                source_ref: doc.metadata.annotations.get(ANNOTATION_SOURCE_REF).cloned(),
+            },
+            format!(
+                "gameruntime/{} {what} (generation {:?})",
+                doc.name(),
+                doc.metadata.generation
+            ),
+            issued,
+        );
     }
 
     /// Reads, changes and writes back a document (the controller never
     /// writes specs, so the resourceVersion read here is current). Retried
     /// for a while: etcd may be coming back from a fault.
     pub async fn change(&self, game: &str, change: impl Fn(&mut GameRuntime)) -> GameRuntime {
+        self.change_as(game, "changed", change).await
+    }
+
+    async fn change_as(
+        &self,
+        game: &str,
+        what: &str,
+        change: impl Fn(&mut GameRuntime),
+    ) -> GameRuntime {
+        let issued = SystemTime::now();
+        let written = self.write_change(game, change).await;
+        self.record_spec(&written, what, issued);
+        written
+    }
+
+    async fn write_change(&self, game: &str, change: impl Fn(&mut GameRuntime)) -> GameRuntime {
         let what = format!("a write of gameruntime/{game}");
         eventually(Duration::from_secs(20), &what, async || {
             let mut doc = self
@@ -181,7 +316,8 @@ impl Installation {
 
     /// What `rtctl restart <game> --ref <source_ref>` writes.
     pub async fn request_restart(&self, game: &str, token: &str, source_ref: &str) -> GameRuntime {
-        self.change(game, |doc| {
+        let what = format!("restart requested (token {token}, ref {source_ref})");
+        self.change_as(game, &what, |doc| {
             doc.spec.restart_token = token.to_owned();
             let annotations = &mut doc.metadata.annotations;
             annotations.insert(ANNOTATION_OP_SOURCE.to_owned(), "admin_cli".to_owned());
@@ -191,10 +327,24 @@ impl Installation {
     }
 
     pub async fn delete(&self, game: &str) {
+        let issued = SystemTime::now();
+        // The delete does not say its revision: the one before it is a
+        // lower bound (an operation that saw the deletion took its lease
+        // later still).
+        let before = self.store.revision().await.unwrap_or_default();
         self.documents
             .delete(game, None)
             .await
             .unwrap_or_else(|e| panic!("delete gameruntime/{game}: {e}"));
+        self.record(
+            Some(game),
+            Deed::Spec {
+                revision: before + 1,
+                source_ref: None,
+            },
+            format!("gameruntime/{game} deleted"),
+            issued,
+        );
     }
 
     pub async fn status(&self, game: &str) -> Result<Option<GameRuntimeStatus>, String> {
@@ -273,6 +423,129 @@ impl Installation {
         eventually(limit, &what, async || self.converged(games).await).await
     }
 
+    /// Like [`Installation::wait_converged`], but a timeout names, for
+    /// each game left behind, everything a person would look at: its
+    /// containers, its status and lease keys as stored, what the test did
+    /// to it, and its history; `context` (the scenario and its seed) heads
+    /// the message.
+    pub async fn wait_converged_explained(
+        &self,
+        games: &[String],
+        limit: Duration,
+        context: &str,
+    ) -> BTreeMap<String, (GameRuntimeStatus, Option<ContainerInfo>)> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let probe = tokio::time::timeout(Duration::from_secs(20), self.converged(games)).await;
+            if let Ok(Ok(converged)) = probe {
+                return converged;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut behind = Vec::new();
+        for game in games {
+            let one = std::slice::from_ref(game);
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(20), self.converged(one)).await
+            {
+                continue;
+            }
+            behind.push(self.explain(game).await);
+        }
+        panic!(
+            "[{context}] {} of {} games not converged {limit:?} after the faults stopped (status as \
+             desired for the current generation and restart token, Ready, exactly one running \
+             container, the one the status names):\n\n{}\n",
+            behind.len(),
+            games.len(),
+            behind.join("\n\n")
+        );
+    }
+
+    /// Everything about one game, for a failure message.
+    pub async fn explain(&self, game: &str) -> String {
+        let mut out = String::new();
+        let desired = self.documents.get(game).await;
+        let containers = self.containers().await;
+        let verdict = match (&desired, &containers) {
+            (Ok(Some(doc)), Ok(all)) => {
+                let mine: Vec<ContainerInfo> = all
+                    .iter()
+                    .filter(|c| c.game() == Some(game))
+                    .cloned()
+                    .collect();
+                match self.status(game).await {
+                    // A record that does not decode: the controller must
+                    // rebuild it.
+                    Err(e) => format!("its status record does not decode: {e}"),
+                    Ok(status) => match check_converged(doc, status.as_ref(), &mine) {
+                        Ok(_) => "converged now".to_owned(),
+                        Err(e) => e,
+                    },
+                }
+            }
+            (doc, containers) => format!("document {doc:?}, containers {containers:?}"),
+        };
+        let _ = writeln!(out, "{game}: {verdict}");
+        if let Ok(Some(doc)) = &desired {
+            let _ = writeln!(
+                out,
+                "  document: generation {:?}, image {}, state {:?}, restartToken {:?}",
+                doc.metadata.generation, doc.spec.image, doc.spec.state, doc.spec.restart_token
+            );
+        }
+        if let Ok(all) = &containers {
+            let mine: Vec<ContainerInfo> = all
+                .iter()
+                .filter(|c| c.game() == Some(game))
+                .cloned()
+                .collect();
+            let _ = writeln!(out, "  containers: {}", describe(&mine));
+        }
+        for (what, key) in [
+            ("status", self.keys.status(game)),
+            ("lease", self.keys.lease(game)),
+        ] {
+            let stored = match self.store.get(&key).await {
+                Ok(Some(kv)) => format!(
+                    "{} (rev {}, etcd lease {}{})",
+                    String::from_utf8_lossy(
+                        &kv.value.iter().copied().take(300).collect::<Vec<u8>>()
+                    ),
+                    kv.mod_revision,
+                    kv.lease,
+                    if kv.lease == 0 {
+                        ": attached to none"
+                    } else {
+                        ""
+                    }
+                ),
+                Ok(None) => "none".to_owned(),
+                Err(e) => format!("unreadable: {e}"),
+            };
+            let _ = writeln!(out, "  {what} key {key}: {stored}");
+        }
+        let lines = self.ledger().lines(game);
+        let _ = writeln!(
+            out,
+            "  what the test did to it:\n    {}",
+            if lines.is_empty() {
+                "nothing".to_owned()
+            } else {
+                lines.join("\n    ")
+            }
+        );
+        let history = match self.history(game).await {
+            Ok(entries) => timeline(&entries[..entries.len().min(15)]),
+            Err(e) => e,
+        };
+        let _ = write!(out, "  history (newest first):\n  {history}");
+        out
+    }
+
     /// The names of every game with history under the prefix.
     pub async fn games_with_history(&self) -> Result<BTreeSet<String>, String> {
         let root = format!("{}/history/", self.keys.prefix());
@@ -298,11 +571,16 @@ impl Installation {
             .list(&prefix, None)
             .await
             .map_err(|e| format!("list {prefix}: {e}"))?;
+        let garbled = lock(&self.ledger).garbled.clone();
         let mut entries = Vec::new();
         for kv in &listing.items {
-            let entry: HistoryEntry = serde_json::from_slice(&kv.value)
-                .map_err(|e| format!("history entry {} is not valid: {e}", kv.key))?;
-            entries.push(entry);
+            match serde_json::from_slice::<HistoryEntry>(&kv.value) {
+                Ok(entry) => entries.push(entry),
+                // Garbage the test put there itself, still in place: not
+                // the controller's to repair.
+                Err(_) if garbled.contains(&kv.key) => {}
+                Err(e) => return Err(format!("history entry {} is not valid: {e}", kv.key)),
+            }
         }
         entries.sort_by_key(|e| std::cmp::Reverse(e.seq));
         Ok(entries)
@@ -334,10 +612,16 @@ impl Installation {
     /// Every container the monitor saw that this installation's
     /// controllers created (it carries an operation id) was created by a
     /// start recorded in the game's history: nothing runs that the history
-    /// does not account for. Call once the history is resolved.
+    /// does not account for. The history is the monitor's record of every
+    /// entry ever written (an entry deleted by hand still counts). Call
+    /// once the history is resolved.
     pub async fn assert_containers_accounted(&self, report: &MonitorReport) {
+        let ops = report
+            .operations
+            .get(self.keys.prefix())
+            .cloned()
+            .unwrap_or_default();
         let mut unaccounted = Vec::new();
-        let mut histories: BTreeMap<String, Vec<HistoryEntry>> = BTreeMap::new();
         for seen in report
             .seen
             .iter()
@@ -346,23 +630,16 @@ impl Installation {
             let (Some(game), Some(op_id)) = (&seen.game, &seen.op_id) else {
                 continue; // made by hand: no operation created it
             };
-            if !histories.contains_key(game) {
-                let entries = self
-                    .history(game)
-                    .await
-                    .unwrap_or_else(|e| panic!("read the history of {game}: {e}"));
-                histories.insert(game.clone(), entries);
-            }
-            let entries = &histories[game];
-            if !entries
+            let mine = ops.get(game).map(Vec::as_slice).unwrap_or_default();
+            if !mine
                 .iter()
-                .any(|e| e.op_kind == OpKind::Start && e.op_id == *op_id)
+                .any(|op| op.entry.op_kind == OpKind::Start && op.entry.op_id == *op_id)
             {
                 unaccounted.push(format!(
-                    "{} {} (op {op_id}) of {game}:\n  {}",
+                    "{} {} (op {op_id}) of {game}:\n    {}",
                     seen.name,
                     short(&seen.id),
-                    timeline(entries)
+                    op_lines(mine, None).join("\n    ")
                 ));
             }
         }
@@ -454,6 +731,16 @@ impl Installation {
             .start(&id)
             .await
             .expect("docker start of a hand-made labelled container");
+        self.record(
+            Some(game),
+            Deed::Orphan,
+            format!(
+                "{} {} started by hand with our labels",
+                container_name(game),
+                short(&id)
+            ),
+            SystemTime::now(),
+        );
         id
     }
 }
@@ -598,6 +885,20 @@ pub struct MonitorReport {
     /// The longest a container without a document lived (counted only
     /// while Docker and etcd answered).
     pub max_orphan_age: Duration,
+    /// Every time a running (or paused) container of a game stopped
+    /// running or went away.
+    pub disappearances: Vec<Disappearance>,
+    /// Per installation (prefix), per game: every operation the history
+    /// recorded while the monitor ran, as last written (deleted or garbled
+    /// entries included).
+    pub operations: BTreeMap<String, BTreeMap<String, Vec<Op>>>,
+    /// Per installation: what the test did, as the monitor ended.
+    pub ledgers: BTreeMap<String, Ledger>,
+    /// The verdict on every disappearance.
+    pub replacements: ReplacementAudit,
+    /// Per installation: every etcd write under its prefix while the
+    /// monitor ran (for the fencing audit).
+    pub writes: BTreeMap<String, Vec<WatchEvent>>,
 }
 
 impl MonitorReport {
@@ -614,7 +915,39 @@ impl MonitorReport {
         );
         assert!(
             self.docker_polls >= 20,
-            "[{scenario}] the monitor looked at Docker too rarely to prove anything: {self:?}"
+            "[{scenario}] the monitor looked at Docker too rarely to prove anything: {} polls",
+            self.docker_polls
+        );
+    }
+
+    /// Fails the test unless every end of a running container had a reason
+    /// (see [`judge_replacements`]), no restart stranded a game without a
+    /// container, and at least `at_least` ends were seen and explained (so
+    /// the check cannot pass for want of replacements).
+    pub fn assert_replacements_explained(&self, scenario: &str, at_least: usize) {
+        let audit = &self.replacements;
+        assert!(
+            audit.unexplained.is_empty() && audit.stranded.is_empty(),
+            "[{scenario}] {} running container(s) replaced or gone with no reason in the history, \
+             {} stranded by a restart that removed them and could not start the next \
+             ({}):\n\n{}\n",
+            audit.unexplained.len(),
+            audit.stranded.len(),
+            audit.line(),
+            audit
+                .unexplained
+                .iter()
+                .chain(&audit.stranded)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n\n")
+        );
+        assert!(
+            audit.explained.len() >= at_least,
+            "[{scenario}] the replacement check saw {} explained replacement(s), fewer than the \
+             {at_least} this scenario makes: it proved nothing ({} disappearances seen)",
+            audit.explained.len(),
+            self.disappearances.len()
         );
     }
 
@@ -622,14 +955,16 @@ impl MonitorReport {
     pub fn line(&self) -> String {
         format!(
             "{} Docker polls ({} failed while the engine was down), {} etcd polls failed, {} \
-             containers seen, at most {} per game, longest orphan {:?}, {} violations",
+             containers seen, at most {} per game, longest orphan {:?}, {} violations; \
+             replacements: {}",
             self.docker_polls,
             self.docker_failures,
             self.etcd_failures,
             self.seen.len(),
             self.max_per_game,
             self.max_orphan_age,
-            self.violation_count
+            self.violation_count,
+            self.replacements.line()
         )
     }
 }
@@ -646,6 +981,11 @@ struct MonitorState {
     reported: BTreeSet<String>,
     report: MonitorReport,
     seen: BTreeMap<String, SeenContainer>,
+    /// Per (prefix, game): the containers up at the last answered poll,
+    /// with when each was first seen up.
+    up: BTreeMap<(String, String), BTreeMap<String, (ContainerInfo, SystemTime)>>,
+    /// When the last answered Docker poll was made.
+    last_answered: Option<SystemTime>,
 }
 
 impl MonitorState {
@@ -669,16 +1009,26 @@ pub struct Monitor {
     state: Arc<Mutex<MonitorState>>,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    installations: Vec<Installation>,
+    /// Per installation: every etcd write under its prefix (the history
+    /// entries are read from it, deleted ones included).
+    writes: Vec<WriteLog>,
 }
 
 impl Monitor {
     /// Starts watching the containers of `installations` (all on `docker`)
-    /// with `gc_bound` as the longest an orphan may live.
-    pub fn start(
+    /// with `gc_bound` as the longest an orphan may live, and recording
+    /// every write under their prefixes.
+    pub async fn start(
         docker: Arc<DockerRuntime>,
         installations: Vec<Installation>,
         gc_bound: Duration,
     ) -> Monitor {
+        let mut writes = Vec::new();
+        for installation in &installations {
+            writes
+                .push(WriteLog::start(installation.store.clone(), installation.keys.root()).await);
+        }
         let state = Arc::new(Mutex::new(MonitorState {
             docs: vec![None; installations.len()],
             docs_at: vec![None; installations.len()],
@@ -705,7 +1055,13 @@ impl Monitor {
             state.clone(),
             stop.clone(),
         )));
-        Monitor { state, stop, tasks }
+        Monitor {
+            state,
+            stop,
+            tasks,
+            installations,
+            writes,
+        }
     }
 
     /// Watches a foreign container from now on.
@@ -718,15 +1074,44 @@ impl Monitor {
         lock(&self.state).report.violation_count
     }
 
-    /// Stops the monitor and returns its report.
+    /// Stops the monitor and returns its report, with the verdict on
+    /// every container that stopped running while it watched.
     pub async fn finish(mut self) -> MonitorReport {
         self.stop.cancel();
         for task in std::mem::take(&mut self.tasks) {
             let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
         }
+        let mut operations = BTreeMap::new();
+        let mut ledgers = BTreeMap::new();
+        let mut all_writes = BTreeMap::new();
+        for (installation, writes) in self
+            .installations
+            .iter()
+            .zip(std::mem::take(&mut self.writes))
+        {
+            let events = writes.finish().await;
+            let prefix = installation.keys.prefix().to_owned();
+            operations.insert(prefix.clone(), operations_of(&installation.keys, &events));
+            ledgers.insert(prefix.clone(), installation.ledger());
+            all_writes.insert(prefix, events);
+        }
         let mut state = lock(&self.state);
         let mut report = std::mem::take(&mut state.report);
         report.seen = state.seen.values().cloned().collect();
+        let mut audit = ReplacementAudit::default();
+        for (prefix, ops) in &operations {
+            let gone: Vec<Disappearance> = report
+                .disappearances
+                .iter()
+                .filter(|d| d.prefix == *prefix)
+                .cloned()
+                .collect();
+            audit.merge(judge_replacements(&gone, ops, &ledgers[prefix].hands));
+        }
+        report.replacements = audit;
+        report.operations = operations;
+        report.ledgers = ledgers;
+        report.writes = all_writes;
         report
     }
 }
@@ -829,6 +1214,7 @@ fn judge(state: &mut MonitorState, prefixes: &[String], gc_bound: Duration, all:
         .unwrap_or_default();
     state.last_poll = Some(now);
     state.report.docker_polls += 1;
+    let now_sys = SystemTime::now();
     let mut alive = BTreeSet::new();
     for (i, prefix) in prefixes.iter().enumerate() {
         let ours: Vec<&ContainerInfo> = all
@@ -850,6 +1236,7 @@ fn judge(state: &mut MonitorState, prefixes: &[String], gc_bound: Duration, all:
                 first_seen: now,
             });
         }
+        track_up(state, prefix, &by_game, now_sys);
         for (game, containers) in &by_game {
             state.report.max_per_game = state.report.max_per_game.max(containers.len());
             if containers.len() > 1 {
@@ -895,6 +1282,74 @@ fn judge(state: &mut MonitorState, prefixes: &[String], gc_bound: Duration, all:
         }
     }
     state.orphan_age.retain(|id, _| alive.contains(id));
+    state.last_answered = Some(now_sys);
+}
+
+/// Running or paused: the engine's process exists (a paused container
+/// resumed is not a replacement).
+fn is_up(c: &ContainerInfo) -> bool {
+    matches!(c.state, ContainerState::Running | ContainerState::Paused)
+}
+
+/// Compares the containers up now with those of the last answered poll
+/// (across an engine outage too) and notes every one no longer up.
+fn track_up(
+    state: &mut MonitorState,
+    prefix: &str,
+    by_game: &BTreeMap<&str, Vec<ContainerInfo>>,
+    now: SystemTime,
+) {
+    let since = state.last_answered.unwrap_or(now);
+    let mut games: BTreeSet<String> = state
+        .up
+        .keys()
+        .filter(|(p, _)| p == prefix)
+        .map(|(_, g)| g.clone())
+        .collect();
+    games.extend(
+        by_game
+            .keys()
+            .filter(|g| !g.is_empty())
+            .map(|g| (*g).to_owned()),
+    );
+    for game in games {
+        let key = (prefix.to_owned(), game.clone());
+        let containers = by_game
+            .get(game.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let before = state.up.remove(&key).unwrap_or_default();
+        let mut after = BTreeMap::new();
+        for c in containers.iter().filter(|c| is_up(c)) {
+            let first_up = before.get(&c.id).map_or(now, |(_, at)| *at);
+            after.insert(c.id.clone(), (c.clone(), first_up));
+        }
+        for (id, (was, up_since)) in &before {
+            if after.contains_key(id) {
+                continue;
+            }
+            let left = containers
+                .iter()
+                .find(|c| c.id == *id)
+                .map_or_else(|| "gone".to_owned(), |c| c.state.to_string());
+            let up_before: Vec<ContainerInfo> = before.values().map(|(c, _)| c.clone()).collect();
+            state.report.disappearances.push(Disappearance {
+                prefix: prefix.to_owned(),
+                game: game.clone(),
+                id: id.clone(),
+                name: was.name.clone(),
+                up_since: *up_since,
+                after: since,
+                by: now,
+                left,
+                before: describe(&up_before),
+                then: describe(containers),
+            });
+        }
+        if !after.is_empty() {
+            state.up.insert(key, after);
+        }
+    }
 }
 
 fn judge_foreign(state: &mut MonitorState, foreign: &Foreign, found: Option<&ContainerInfo>) {
@@ -927,6 +1382,508 @@ fn judge_foreign(state: &mut MonitorState, foreign: &Foreign, found: Option<&Con
         ),
         Some(_) => {}
     }
+}
+
+// ---------------------------------------------------------------------------
+// No running container is replaced without a reason.
+
+/// What the test did, as the replacement check reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deed {
+    /// A write of the game's document (created, changed, a restart asked
+    /// for, deleted), at this etcd revision, with the request id the
+    /// document carried then: a reason for an operation that read it.
+    Spec {
+        revision: Revision,
+        source_ref: Option<String>,
+    },
+    /// A hand on the game's container (`docker kill`, `rm`, `stop`): the
+    /// reason its running container ends.
+    Container,
+    /// The Docker engine stopped, every container with it (`game: None`).
+    Engine,
+    /// A container made by hand with no document: garbage to collect.
+    Orphan,
+    /// Context for failure messages, never a reason: a pause, a rename,
+    /// garbage in etcd, a controller crash.
+    Note,
+}
+
+/// One deed of the test, on one game or (`game: None`) on all.
+#[derive(Debug, Clone)]
+pub struct Hand {
+    pub game: Option<String>,
+    pub deed: Deed,
+    pub what: String,
+    /// Just before the test acted, and once it was done.
+    pub issued: SystemTime,
+    pub acked: SystemTime,
+}
+
+/// What the test did to one installation.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    pub hands: Vec<Hand>,
+    /// Keys the test filled with garbage (history readers skip them while
+    /// they hold it).
+    pub garbled: BTreeSet<String>,
+    /// Revisions of the test's own writes under the prefix (the fencing
+    /// audit leaves them out: they are not the controllers').
+    pub own_writes: BTreeSet<Revision>,
+}
+
+impl Ledger {
+    /// The deeds that concern `game`, one line each.
+    pub fn lines(&self, game: &str) -> Vec<String> {
+        self.hands
+            .iter()
+            .filter(|h| h.game.as_deref().is_none_or(|g| g == game))
+            .map(|h| {
+                let revision = match &h.deed {
+                    Deed::Spec { revision, .. } => format!(" (rev {revision})"),
+                    _ => String::new(),
+                };
+                format!(
+                    "{} {}: {}{revision}",
+                    stamp(h.issued),
+                    deed_name(&h.deed),
+                    h.what
+                )
+            })
+            .collect()
+    }
+}
+
+fn deed_name(deed: &Deed) -> &'static str {
+    match deed {
+        Deed::Spec { .. } => "spec",
+        Deed::Container => "container",
+        Deed::Engine => "engine",
+        Deed::Orphan => "orphan",
+        Deed::Note => "note",
+    }
+}
+
+/// A container of a game that was running (or paused) at one poll and
+/// not at the next: exited, or gone.
+#[derive(Debug, Clone)]
+pub struct Disappearance {
+    pub prefix: String,
+    pub game: String,
+    pub id: String,
+    pub name: String,
+    /// When the monitor first saw it up.
+    pub up_since: SystemTime,
+    /// It was up at this poll ...
+    pub after: SystemTime,
+    /// ... and not any more at this one.
+    pub by: SystemTime,
+    /// What it was then: `exited`, `gone`, ...
+    pub left: String,
+    /// The game's containers up before, and all of them after.
+    pub before: String,
+    pub then: String,
+}
+
+/// One operation of the history as last written, with the etcd revisions
+/// that order it against the test's writes.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub key: String,
+    pub entry: HistoryEntry,
+    /// The revision of its first write (made after the operation read the
+    /// document: it may have seen every write before).
+    pub first_revision: Revision,
+    /// The lease fence it ran under (its first write's revision when it
+    /// had none): every document write before it was seen by it, since a
+    /// lease is taken on an unchanged document or the document is read
+    /// again under it.
+    pub fence: Revision,
+    /// Whether the key was deleted afterwards.
+    pub deleted: bool,
+}
+
+/// Every history entry written under `keys` according to `events`, per
+/// game, ordered by fence (each operation's last decodable version;
+/// garbage is skipped).
+pub fn operations_of(keys: &Keys, events: &[WatchEvent]) -> BTreeMap<String, Vec<Op>> {
+    let root = format!("{}/history/", keys.prefix());
+    // (key, op id, kind) → op: a key reused after a deletion holds another
+    // operation.
+    let mut ops: BTreeMap<(String, String, String), Op> = BTreeMap::new();
+    for event in events {
+        let Some(rest) = event.key().strip_prefix(&root) else {
+            continue;
+        };
+        if !rest.contains('/') {
+            continue;
+        }
+        match event {
+            WatchEvent::Put(kv) => {
+                let Ok(entry) = serde_json::from_slice::<HistoryEntry>(&kv.value) else {
+                    continue;
+                };
+                let id = (
+                    kv.key.clone(),
+                    entry.op_id.clone(),
+                    entry.op_kind.as_str().to_owned(),
+                );
+                let op = ops.entry(id).or_insert_with(|| Op {
+                    key: kv.key.clone(),
+                    entry: entry.clone(),
+                    first_revision: kv.mod_revision,
+                    fence: entry.fence_revision.unwrap_or(kv.mod_revision),
+                    deleted: false,
+                });
+                op.entry = entry;
+                op.deleted = false;
+            }
+            WatchEvent::Delete { key, .. } => {
+                for (_, op) in ops.range_mut((key.clone(), String::new(), String::new())..) {
+                    if op.key != *key {
+                        break;
+                    }
+                    op.deleted = true;
+                }
+            }
+        }
+    }
+    let mut by_game: BTreeMap<String, Vec<Op>> = BTreeMap::new();
+    for op in ops.into_values() {
+        by_game
+            .entry(op.entry.game_id.clone())
+            .or_default()
+            .push(op);
+    }
+    for list in by_game.values_mut() {
+        list.sort_by_key(|op| (op.fence, op.first_revision));
+    }
+    by_game
+}
+
+/// One line per operation (oldest first), those overlapping `window`
+/// only when given.
+pub fn op_lines(ops: &[Op], window: Option<(SystemTime, SystemTime)>) -> Vec<String> {
+    ops.iter()
+        .filter(|op| {
+            window.is_none_or(|(from, to)| {
+                let started = op.entry.started_at.system_time();
+                let finished = op.entry.finished_at.map_or(to, |f| f.system_time());
+                started <= to && finished >= from
+            })
+        })
+        .map(|op| {
+            let e = &op.entry;
+            format!(
+                "#{} {} {} ref={} {}→{} {:?} code={} started {} finished {} holder={} fence={}{}{}{}",
+                e.seq,
+                e.op_kind.as_str(),
+                e.op_source.as_str(),
+                e.source_ref,
+                e.container_id_before.as_deref().map_or("-", short),
+                e.container_id_after.as_deref().map_or("-", short),
+                e.outcome,
+                e.error_code.map_or("-", |c| c.as_str()),
+                stamp(e.started_at.system_time()),
+                e.finished_at.map_or_else(|| "-".to_owned(), |f| stamp(f.system_time())),
+                e.holder,
+                op.fence,
+                e.note.as_deref().map_or_else(String::new, |n| format!(" note={n:?}")),
+                e.error_message
+                    .as_deref()
+                    .map_or_else(String::new, |m| format!(" msg={m:?}")),
+                if op.deleted { " (deleted since)" } else { "" }
+            )
+        })
+        .collect()
+}
+
+/// A wall-clock time for failure messages.
+pub fn stamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// How long after a hand on a container (or the engine) its container may
+/// be seen to end: a `docker stop` waits the stop timeout (3 s here), the
+/// engine's restart up to its stop limit, then the monitor's next poll,
+/// on a loaded machine.
+const HAND_WINDOW: Duration = Duration::from_secs(15);
+
+/// History timestamps are whole seconds (rounded down): an operation
+/// "around" a disappearance started at most this much after the poll that
+/// saw it, and finished at most this much before the poll before.
+const STARTED_SLACK: Duration = Duration::from_millis(500);
+const FINISHED_SLACK: Duration = Duration::from_secs(2);
+
+/// The verdict on every disappearance of an installation.
+#[derive(Debug, Clone, Default)]
+pub struct ReplacementAudit {
+    /// One line per explained disappearance: the container and its reason.
+    pub explained: Vec<String>,
+    pub unexplained: Vec<String>,
+    /// Explained by a restart, which then failed to create the next
+    /// container (the image missing): the game was left with none.
+    pub stranded: Vec<String>,
+}
+
+impl ReplacementAudit {
+    fn merge(&mut self, other: ReplacementAudit) {
+        self.explained.extend(other.explained);
+        self.unexplained.extend(other.unexplained);
+        self.stranded.extend(other.stranded);
+    }
+
+    pub fn line(&self) -> String {
+        let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+        for line in &self.explained {
+            let reason = line.rsplit_once(" ⇐ ").map_or("?", |(_, r)| r);
+            let kind = reason.split(':').next().unwrap_or(reason);
+            *reasons.entry(kind).or_default() += 1;
+        }
+        format!(
+            "{} explained {reasons:?}, {} unexplained, {} stranded",
+            self.explained.len(),
+            self.unexplained.len(),
+            self.stranded.len()
+        )
+    }
+}
+
+/// The replacement check, pure (unit-tested in `tests/faults.rs`): every
+/// disappearance of a running container needs a reason, taken in this
+/// order:
+///
+/// 1. the game's container was made by hand without a document (garbage);
+/// 2. a hand of the test on the game's container, or on the engine, done
+///    before the container was seen gone and at most [`HAND_WINDOW`]
+///    earlier, and after it was up; each hand explains one end (the
+///    engine's, one per game);
+/// 3. an operation of the game's history that ran around that time
+///    (started before the poll that saw the end, finished after the poll
+///    before; history timestamps are whole seconds, hence the slacks),
+///    that names this container (or none) as the one before, of a kind
+///    that ends containers (`restart`, `stop`, `remove`), and that has a
+///    cause:
+///    - a `remove` with a note (the sweep removing a duplicate, an
+///      eviction) is its own cause;
+///    - otherwise a document write of the test (a spec change, a restart
+///      request, a stop, a deletion) that the operation may have seen
+///      (written before its first history entry, which it writes after
+///      reading the document) and that no earlier operation answered
+///      already: one with an earlier fence that surely saw the write
+///      (written before that fence, or before its first entry when it
+///      names the write's request id) and that succeeded in creating or
+///      adopting a container (`start`, `restart`, `adopt`: a new container
+///      answers every request made so far) or itself explained an earlier
+///      end.
+///
+/// So a restart replayed after its status was wiped, a container
+/// recreated because it was paused or renamed, or a removal the history
+/// does not record, has no reason. A restart that explains an end and
+/// then failed with `image_not_found` stranded its game (the old container
+/// was stopped before the new one could be created).
+pub fn judge_replacements(
+    gone: &[Disappearance],
+    ops: &BTreeMap<String, Vec<Op>>,
+    hands: &[Hand],
+) -> ReplacementAudit {
+    let mut audit = ReplacementAudit::default();
+    let mut gone: Vec<&Disappearance> = gone.iter().collect();
+    gone.sort_by_key(|d| d.by);
+    let mut hand_used: BTreeSet<(usize, String)> = BTreeSet::new();
+    // Per game: the fences of the operations that explained an end.
+    let mut explainers: BTreeMap<&str, BTreeSet<Revision>> = BTreeMap::new();
+    let no_ops = Vec::new();
+    for d in gone {
+        let what = format!(
+            "{} {} {} (up since {}) {} between {} and {}",
+            d.game,
+            d.name,
+            short(&d.id),
+            stamp(d.up_since),
+            d.left,
+            stamp(d.after),
+            stamp(d.by)
+        );
+        let game_ops = ops.get(&d.game).unwrap_or(&no_ops);
+        let mine = |h: &Hand| h.game.as_deref().is_none_or(|g| g == d.game);
+        if let Some(h) = hands.iter().find(|h| h.deed == Deed::Orphan && mine(h)) {
+            audit.explained.push(format!("{what} ⇐ orphan: {}", h.what));
+            continue;
+        }
+        let hand = hands.iter().enumerate().find(|(i, h)| {
+            matches!(h.deed, Deed::Container | Deed::Engine)
+                && mine(h)
+                && !hand_used.contains(&(*i, d.game.clone()))
+                && h.issued <= d.by
+                && d.by <= h.acked + HAND_WINDOW
+                && h.acked + Duration::from_secs(1) >= d.up_since
+        });
+        if let Some((i, h)) = hand {
+            hand_used.insert((i, d.game.clone()));
+            audit
+                .explained
+                .push(format!("{what} ⇐ {}: {}", deed_name(&h.deed), h.what));
+            continue;
+        }
+        let around = |op: &&Op| {
+            let e = &op.entry;
+            matches!(e.op_kind.as_str(), "restart" | "stop" | "remove")
+                && e.container_id_before.as_deref().is_none_or(|id| id == d.id)
+                && e.started_at.system_time() <= d.by + STARTED_SLACK
+                && e.finished_at
+                    .is_none_or(|f| f.system_time() + FINISHED_SLACK >= d.after)
+        };
+        let causes: Vec<(usize, Revision, Option<&str>)> = hands
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.game.as_deref() == Some(d.game.as_str()))
+            .filter_map(|(i, h)| match &h.deed {
+                Deed::Spec {
+                    revision,
+                    source_ref,
+                } => Some((i, *revision, source_ref.as_deref())),
+                _ => None,
+            })
+            .collect();
+        // Whether an operation saw a write: surely when the write came
+        // before its fence (the lease is taken on the unchanged document,
+        // or the document is read again under it); maybe when it came
+        // before the operation's first entry (written after the document
+        // was read), and then surely when the operation names its request.
+        let saw = |op: &Op, revision: Revision, source_ref: Option<&str>| {
+            revision < op.fence
+                || (revision < op.first_revision
+                    && source_ref.is_some_and(|r| r == op.entry.source_ref))
+        };
+        let answered = |revision: Revision, source_ref: Option<&str>, before: &Op| {
+            game_ops.iter().any(|op| {
+                op.fence < before.fence
+                    && saw(op, revision, source_ref)
+                    && ((op.entry.outcome == Outcome::Success
+                        && matches!(op.entry.op_kind.as_str(), "start" | "restart" | "adopt"))
+                        || explainers
+                            .get(d.game.as_str())
+                            .is_some_and(|f| f.contains(&op.fence)))
+            })
+        };
+        let mut reason = None;
+        let mut refused = Vec::new();
+        for op in game_ops.iter().filter(around) {
+            let e = &op.entry;
+            if e.op_kind.as_str() == "remove" && e.note.is_some() {
+                reason = Some((op, format!("remove with note {:?}", e.note)));
+                break;
+            }
+            let open: Vec<&(usize, Revision, Option<&str>)> = causes
+                .iter()
+                .filter(|(_, rev, by)| *rev < op.first_revision && !answered(*rev, *by, op))
+                .collect();
+            if let Some((i, rev, _)) = open.first() {
+                reason = Some((
+                    op,
+                    format!(
+                        "{} #{} for {} (rev {rev})",
+                        e.op_kind.as_str(),
+                        e.seq,
+                        hands[*i].what
+                    ),
+                ));
+                break;
+            }
+            let seen: Vec<Revision> = causes
+                .iter()
+                .filter(|(_, rev, _)| *rev < op.first_revision)
+                .map(|(_, rev, _)| *rev)
+                .collect();
+            refused.push(format!(
+                "#{} {} (fence {}, first written at rev {}): {}",
+                e.seq,
+                e.op_kind.as_str(),
+                op.fence,
+                op.first_revision,
+                if seen.is_empty() {
+                    "no write of the test came before it".to_owned()
+                } else {
+                    format!(
+                        "every write of the test before it ({seen:?}) was answered by an earlier \
+                         operation"
+                    )
+                }
+            ));
+        }
+        match reason {
+            Some((op, why)) => {
+                explainers
+                    .entry(d.game.as_str())
+                    .or_default()
+                    .insert(op.fence);
+                let stranded = game_ops.iter().find(|o| {
+                    o.fence == op.fence
+                        && o.entry.op_kind == OpKind::Restart
+                        && o.entry.error_code == Some(ErrorCode::ImageNotFound)
+                });
+                if let Some(restart) = stranded {
+                    audit.stranded.push(format!(
+                        "{what}: stopped by restart #{} which then failed with image_not_found: \
+                         the game was left with no running container\n  containers before {}\n  \
+                         containers after {}\n  history around it:\n    {}",
+                        restart.entry.seq,
+                        d.before,
+                        d.then,
+                        op_lines(game_ops, Some(window(d))).join("\n    ")
+                    ));
+                }
+                audit.explained.push(format!("{what} ⇐ operation: {why}"));
+            }
+            None => {
+                let ledger: Vec<String> = hands
+                    .iter()
+                    .filter(|h| mine(h))
+                    .map(|h| {
+                        let revision = match &h.deed {
+                            Deed::Spec { revision, .. } => format!(" (rev {revision})"),
+                            _ => String::new(),
+                        };
+                        format!(
+                            "{} {}: {}{revision}",
+                            stamp(h.issued),
+                            deed_name(&h.deed),
+                            h.what
+                        )
+                    })
+                    .collect();
+                audit.unexplained.push(format!(
+                    "{prefix} game {what}: no reason\n  containers up before {}\n  containers \
+                     after {}\n  operations around it that end containers: {}\n  what the test \
+                     did to {game}:\n    {}\n  history of {game} around it (oldest first):\n    \
+                     {}",
+                    d.before,
+                    d.then,
+                    if refused.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        refused.join("; ")
+                    },
+                    if ledger.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        ledger.join("\n    ")
+                    },
+                    op_lines(game_ops, Some(window(d))).join("\n    "),
+                    prefix = d.prefix,
+                    game = d.game,
+                ));
+            }
+        }
+    }
+    audit
+}
+
+/// The stretch of history shown around a disappearance.
+fn window(d: &Disappearance) -> (SystemTime, SystemTime) {
+    let margin = Duration::from_secs(20);
+    (d.after - margin, d.by + margin)
 }
 
 // ---------------------------------------------------------------------------
