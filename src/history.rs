@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use crate::error_code::ErrorCode;
 use crate::lease::Fence;
@@ -434,6 +435,38 @@ impl History {
         game: &str,
         limit: usize,
     ) -> Result<Vec<Appended>, HistoryError> {
+        self.read_recent(game, limit)
+            .await?
+            .into_iter()
+            .collect::<Result<_, _>>()
+    }
+
+    /// The newest `limit` entries that decode, newest first, for the
+    /// controller's recovery: an entry garbled by hand is a record lost
+    /// (logged with its key), never a reason to stop reconciling the game.
+    pub async fn recent_readable(
+        &self,
+        game: &str,
+        limit: usize,
+    ) -> Result<Vec<Appended>, HistoryError> {
+        Ok(self
+            .read_recent(game, limit)
+            .await?
+            .into_iter()
+            .filter_map(|read| {
+                read.map_err(
+                    |error| warn!(%game, %error, "skipping a history entry that does not decode"),
+                )
+                .ok()
+            })
+            .collect())
+    }
+
+    async fn read_recent(
+        &self,
+        game: &str,
+        limit: usize,
+    ) -> Result<Vec<Result<Appended, HistoryError>>, HistoryError> {
         let kvs = self.store.newest(&self.keys.history(game), limit).await?;
         match kvs.first() {
             Some(kv) => {
@@ -444,7 +477,8 @@ impl History {
             None if limit > 0 => self.remember(game, 0, 0),
             None => {}
         }
-        kvs.iter()
+        Ok(kvs
+            .iter()
             .map(|kv| {
                 Ok(Appended {
                     entry: decode(kv)?,
@@ -452,7 +486,7 @@ impl History {
                     revision: kv.mod_revision,
                 })
             })
-            .collect()
+            .collect())
     }
 
     fn seq_of(&self, game: &str, kv: &KeyValue) -> Result<u64, HistoryError> {

@@ -555,9 +555,11 @@ impl Reconciler {
         let entries = self
             .lifecycle
             .history()
-            .recent(game, RECOVERY_WINDOW)
+            .recent_readable(game, RECOVERY_WINDOW)
             .await?;
-        let clean = !entries.iter().any(|e| e.outcome == Outcome::InProgress);
+        let clean = !entries
+            .iter()
+            .any(|a| a.entry.outcome == Outcome::InProgress);
         if clean {
             self.lock_recovered().insert(game.to_owned());
         }
@@ -573,7 +575,7 @@ impl Reconciler {
         let entries = self
             .lifecycle
             .history()
-            .recent_appended(game, RECOVERY_WINDOW)
+            .recent_readable(game, RECOVERY_WINDOW)
             .await?;
         let mut interrupted = false;
         for mut stale in entries

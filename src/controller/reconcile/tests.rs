@@ -141,6 +141,27 @@ async fn a_converged_game_costs_no_write_and_no_lease() {
 }
 
 #[tokio::test]
+async fn a_garbled_history_entry_never_stops_a_game_being_reconciled() {
+    let w = world().await;
+    w.apply(game("g1", "")).await;
+    w.converge("g1").await;
+    let keys = Keys::default();
+    w.store
+        .txn(crate::store::Txn::new().put(keys.history_entry("g1", 1), b"null".to_vec()))
+        .await
+        .unwrap();
+    // As after a peer died: the history is read again, garbage and all.
+    w.reconciler.forget_recovery();
+    w.runtime.remove_by_hand("rtm-g1").unwrap();
+    w.converge("g1").await;
+    let containers = w.runtime.containers();
+    assert!(
+        matches!(containers.as_slice(), [c] if c.is_running()),
+        "{containers:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_running_matching_container_without_status_is_adopted_not_recreated() {
     let w = world().await;
     let doc = w.apply(game("g1", "")).await;
