@@ -25,8 +25,8 @@
 //!   the fence every guarded write compares.
 //! - [`history`]: the per-game operation log.
 //! - [`status`]: the per-game status record, written only when it changes.
-//! - [`lifecycle`]: start, stop, restart (a recreate) and remove, each under
-//!   the game's lease.
+//! - [`lifecycle`]: start, stop, restart (a recreate), remove, unpause and
+//!   the reclaiming of a renamed container, each under the game's lease.
 //! - [`controller`]: the watch → queue → plan → act loop.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`cli`]: `rtctl`, the command-line tool.

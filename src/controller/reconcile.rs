@@ -318,29 +318,23 @@ impl Reconciler {
             },
             _ => self.observe_under(lease).await?,
         };
-        let mut action = plan(
-            desired.as_ref(),
-            &observed,
-            SystemTime::now(),
-            &self.settings,
-        );
+        let decide = |observed: &Observed| {
+            plan(
+                desired.as_ref(),
+                observed,
+                SystemTime::now(),
+                &self.settings,
+            )
+        };
+        let mut action = decide(&observed);
         if observed.container.is_none() && matches!(action, Action::Start { .. }) {
             // Nothing is named rtm-<game>: a container of the game renamed
             // by hand is named back (or removed) before another is started.
             let request = OpRequest::new(game, OpSource::Reconcile);
-            if !self
-                .lifecycle
-                .reclaim_under(lease, &request)
-                .await
-                .is_empty()
-            {
+            let reclaimed = self.lifecycle.reclaim_under(lease, &request).await;
+            if !reclaimed.is_empty() {
                 observed = self.observe_under(lease).await?;
-                action = plan(
-                    desired.as_ref(),
-                    &observed,
-                    SystemTime::now(),
-                    &self.settings,
-                );
+                action = decide(&observed);
             }
         }
         let request = self.request(game, desired.as_ref(), &observed, action);

@@ -1,5 +1,6 @@
-//! The lifecycle services — start, stop, restart (as a recreate) and remove
-//! — each run under the game's lease and recorded in its history. The
+//! The lifecycle services — start, stop, restart (as a recreate), remove,
+//! unpause, and reclaim (a container renamed by hand) — each run under the
+//! game's lease and recorded in its history. The
 //! semantics, error codes and the outer/inner entries of restart carry over
 //! from the Go service this project replaces.
 //!
