@@ -167,7 +167,11 @@ const TOO_DEEP: &str = "lists and mappings nest more than 32 levels deep (the li
 
 #[test]
 fn deeply_nested_yaml_is_refused_quickly_naming_the_limit() {
-    assert_eq!(rtmanager::model::MAX_NESTING, 32, "TOO_DEEP names the limit");
+    assert_eq!(
+        rtmanager::model::MAX_NESTING,
+        32,
+        "TOO_DEEP names the limit"
+    );
     let depth = 100_000;
     let cases = vec![
         text(
@@ -191,7 +195,11 @@ fn deeply_nested_yaml_is_refused_quickly_naming_the_limit() {
             "flow mappings as a label",
             MINIMAL.replace(
                 "name: g1",
-                &format!("name: g1\n  labels: {}x{}", "{a: ".repeat(50_000), "}".repeat(50_000)),
+                &format!(
+                    "name: g1\n  labels: {}x{}",
+                    "{a: ".repeat(50_000),
+                    "}".repeat(50_000)
+                ),
             ),
             "document 1: line 5: lists and mappings nest more than 32 levels deep",
         ),
@@ -261,7 +269,12 @@ fn deeply_nested_yaml_is_refused_quickly_naming_the_limit() {
     ];
     for case in &cases {
         if let Input::Text(text) = &case.input {
-            assert!(text.len() <= MAX_DOCUMENT_BYTES, "{}: {}", case.what, text.len());
+            assert!(
+                text.len() <= MAX_DOCUMENT_BYTES,
+                "{}: {}",
+                case.what,
+                text.len()
+            );
         }
     }
     all_refused_within(cases, DEEP_BOUND);
@@ -272,10 +285,22 @@ fn brackets_in_comments_and_strings_are_not_nesting() {
     let deep = "[{".repeat(50_000);
     let documents = [
         ("a comment line", format!("# {deep}\n{MINIMAL}")),
-        ("a comment after a value", format!("{MINIMAL}  stopTimeout: 5s # {deep}\n")),
-        ("a single-quoted string", with_spec(&format!("args: ['{deep}']"))),
-        ("a double-quoted string", with_spec(&format!("args: [\"{deep}\"]"))),
-        ("a block scalar", with_spec(&format!("args:\n  - |\n    {deep}\n    {deep}"))),
+        (
+            "a comment after a value",
+            format!("{MINIMAL}  stopTimeout: 5s # {deep}\n"),
+        ),
+        (
+            "a single-quoted string",
+            with_spec(&format!("args: ['{deep}']")),
+        ),
+        (
+            "a double-quoted string",
+            with_spec(&format!("args: [\"{deep}\"]")),
+        ),
+        (
+            "a block scalar",
+            with_spec(&format!("args:\n  - |\n    {deep}\n    {deep}")),
+        ),
         ("a plain scalar", with_spec(&format!("args:\n  - x{deep}"))),
     ];
     for (what, text) in documents {

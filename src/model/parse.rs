@@ -1002,6 +1002,49 @@ spec:
         assert_eq!(parse_one(&json).unwrap(), parse_one(FULL).unwrap());
     }
 
+    mod round_trip {
+        use proptest::prelude::*;
+
+        use super::super::super::fixtures::game;
+        use super::*;
+
+        /// Text full of what the scan before parsing looks at: YAML's indicators, quotes,
+        /// comment marks, line breaks.
+        fn tricky() -> impl Strategy<Value = String> {
+            "[\\[\\]{}#&*!|>'\",:?% @`a-z0-9\n-]{0,24}"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// The limits on nesting and nodes refuse no real document: whatever the strings
+            /// hold, its stored form and its JSON form read back as itself.
+            #[test]
+            fn documents_of_any_text_read_back_from_their_stored_and_json_forms(
+                args in prop::collection::vec(tricky(), 0..8),
+                command in prop::collection::vec(tricky(), 0..3),
+                env in prop::collection::vec(tricky(), 0..4),
+                label in tricky(),
+            ) {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let command: Vec<&str> = command.iter().map(String::as_str).collect();
+                let mut builder = game("g1")
+                    .args(&args)
+                    .command(&command)
+                    .annotation("rtmanager.dev/note", &label);
+                for (i, value) in env.iter().enumerate() {
+                    builder = builder.env(&format!("V{i}"), value);
+                }
+                let mut doc = builder.build();
+                doc.apply_defaults();
+                let yaml = to_yaml(&doc);
+                prop_assert_eq!(parse_document(yaml.as_bytes()), Ok(doc.clone()), "{}", yaml);
+                let json = serde_json::to_string(&doc).expect("a document prints as JSON");
+                prop_assert_eq!(parse_document(json.as_bytes()), Ok(doc), "{}", json);
+            }
+        }
+    }
+
     #[test]
     fn document_spans_follow_yaml_markers() {
         fn spans(text: &str) -> Vec<&str> {
