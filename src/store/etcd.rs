@@ -163,6 +163,7 @@ impl EtcdStore {
             endpoints: config.endpoints.clone(),
             tls: config.tls.clone(),
             probe_timeout: config.connect_timeout.min(PROBE_TIMEOUT),
+            probed: AtomicBool::new(false),
         };
         let connect = Client::connect(&config.endpoints, Some(options));
         let client = match tokio::time::timeout(
@@ -269,6 +270,9 @@ struct Diagnosis {
     endpoints: Vec<String>,
     tls: Option<TlsFiles>,
     probe_timeout: Duration,
+    /// The probes run once: an endpoint's scheme and its wish for a certificate do not
+    /// change, and an etcd that is only slow must not cost a probe per failed call.
+    probed: AtomicBool,
 }
 
 impl Diagnosis {
@@ -279,7 +283,7 @@ impl Diagnosis {
             StoreError::Timeout { .. } => true,
             _ => false,
         };
-        if !closed {
+        if !closed || self.probed.swap(true, Ordering::Relaxed) {
             return error;
         }
         for endpoint in &self.endpoints {
