@@ -40,11 +40,13 @@ pub enum ErrorCode {
     Aborted,
     /// A transitional phase did not finish before its deadline.
     DeadlineExceeded,
+    /// An `http://` etcd endpoint serves TLS: the connection settings must say https://.
+    TlsRequired,
 }
 
 impl ErrorCode {
     /// Every code, in the order the README's table lists them.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Conflict,
         ErrorCode::NotFound,
@@ -58,6 +60,7 @@ impl ErrorCode {
         ErrorCode::LeaseLost,
         ErrorCode::Aborted,
         ErrorCode::DeadlineExceeded,
+        ErrorCode::TlsRequired,
     ];
 
     /// The wire form: what history entries, `rtctl` and metric labels carry.
@@ -76,6 +79,7 @@ impl ErrorCode {
             ErrorCode::LeaseLost => "lease_lost",
             ErrorCode::Aborted => "aborted",
             ErrorCode::DeadlineExceeded => "deadline_exceeded",
+            ErrorCode::TlsRequired => "tls_required",
         }
     }
 
@@ -97,6 +101,9 @@ impl ErrorCode {
             ErrorCode::LeaseLost => "the game's lease expired or was taken over mid-operation",
             ErrorCode::Aborted => "the operation was interrupted and resolved by recovery",
             ErrorCode::DeadlineExceeded => "a transitional phase missed its deadline",
+            ErrorCode::TlsRequired => {
+                "an http:// etcd endpoint answered a TLS handshake: use https:// and a CA"
+            }
         }
     }
 

@@ -75,6 +75,11 @@ fn bytes(what: impl Into<String>, bytes: impl Into<Vec<u8>>, expect: &'static st
 /// Runs every case (all of them, so one failure shows every other one too) and fails naming
 /// each case that was accepted, panicked, was slow, or was refused the wrong way.
 fn all_refused(cases: Vec<Case>) {
+    all_refused_within(cases, QUICK);
+}
+
+/// [`all_refused`], each case within `bound`.
+fn all_refused_within(cases: Vec<Case>, bound: Duration) {
     let mut failures = Vec::new();
     for case in cases {
         let started = Instant::now();
@@ -100,8 +105,8 @@ fn all_refused(cases: Vec<Case>) {
                 }
             }
         }
-        if took > QUICK {
-            failures.push(format!("{what}: took {took:?}, more than {QUICK:?}"));
+        if took > bound {
+            failures.push(format!("{what}: took {took:?}, more than {bound:?}"));
         }
     }
     assert!(
@@ -151,56 +156,185 @@ fn nested(depth: usize) -> String {
     format!("{}{}", "[".repeat(depth), "]".repeat(depth))
 }
 
+/// Bound on refusing a document of 100,000 levels in the unoptimized test build. The scan that
+/// refuses it reads 200 KB once, in milliseconds; before it, the parser's scanner spent time
+/// quadratic in the depth of flow nesting (minutes in this build, ~10 s in a release build
+/// for `{a: ` nested 50,000 deep) before its recursion limit applied.
+const DEEP_BOUND: Duration = Duration::from_secs(10);
+
+/// The refusal of a document nested too deep, from its first line past the limit.
+const TOO_DEEP: &str = "lists and mappings nest more than 32 levels deep (the limit";
+
 #[test]
-fn deeply_nested_yaml_is_refused_without_exhausting_the_stack() {
-    // 10,000 levels: far past serde_yaml's recursion limit of 128, which must stop the descent
-    // long before the test thread's 2 MiB stack runs out.
-    //
-    // Not 100,000 (a document has room for that): refused the same way, but slowly. A known
-    // bug, not fixed (see the report of issue 8): libyaml's scanner (serde_yaml 0.9 runs its
-    // Rust translation, unsafe-libyaml) looks at every open flow level for each token, so flow
-    // nesting under a mapping costs time quadratic in its depth, all spent before the
-    // recursion limit can refuse it: 100,000 levels under `spec.args` take ~90 s in this test
-    // build, seconds of CPU per read in a release build of the controller.
-    let depth = 10_000;
-    let flow_map = format!("{}x{}", "{a: ".repeat(depth), "}".repeat(depth));
-    let block_seq = format!("\n    {}x", "- ".repeat(depth));
-    let block_map: String = (0..700)
-        .map(|level| format!("{}a:\n", " ".repeat(level)))
-        .collect();
-    all_refused(vec![
+fn deeply_nested_yaml_is_refused_quickly_naming_the_limit() {
+    assert_eq!(
+        rtmanager::model::MAX_NESTING,
+        32,
+        "TOO_DEEP names the limit"
+    );
+    let depth = 100_000;
+    let cases = vec![
         text(
             "flow sequences as spec.args",
             with_spec(&format!("args: {}", nested(depth))),
-            "recursion limit",
+            "document 1: line 7: lists and mappings nest more than 32 levels deep",
         ),
         text(
-            "flow mappings as a label",
-            MINIMAL.replace("name: g1", &format!("name: g1\n  labels: {flow_map}")),
-            "recursion limit",
-        ),
-        text(
-            "block sequences as spec.command",
-            with_spec(&format!("command:{block_seq}")),
-            "recursion limit",
-        ),
-        text(
-            "block mappings, indented a space a level",
-            format!("{MINIMAL}{block_map}"),
-            "recursion limit",
-        ),
-        text(
-            "the whole document nested 20,000 deep",
-            nested(20_000),
-            "recursion limit",
+            "the whole document nested",
+            nested(depth),
+            "document 1: line 1: lists and mappings nest more than 32 levels deep",
         ),
         bytes(
             "nested, read back from etcd",
             nested(depth).into_bytes(),
-            "recursion limit",
+            TOO_DEEP,
         ),
-        text("an unclosed nest", "[".repeat(depth), "document 1"),
-    ]);
+        text("an unclosed nest", "[".repeat(depth), TOO_DEEP),
+        // 4 bytes a level: 50,000 levels fill the document limit.
+        text(
+            "flow mappings as a label",
+            MINIMAL.replace(
+                "name: g1",
+                &format!(
+                    "name: g1\n  labels: {}x{}",
+                    "{a: ".repeat(50_000),
+                    "}".repeat(50_000)
+                ),
+            ),
+            "document 1: line 5: lists and mappings nest more than 32 levels deep",
+        ),
+        text(
+            "flow mappings of explicit keys, unclosed",
+            "{?".repeat(depth),
+            TOO_DEEP,
+        ),
+        // Each `- ` one column further in: a block sequence in a block sequence.
+        text(
+            "block sequences as spec.command",
+            with_spec(&format!("command:\n    {}x", "- ".repeat(depth))),
+            "document 1: line 8: lists and mappings nest more than 32 levels deep",
+        ),
+        // n levels of block mappings take n * n / 2 bytes of indentation: 700 fill a document.
+        text(
+            "block mappings, indented a space a level",
+            format!(
+                "{MINIMAL}{}",
+                (0..700)
+                    .map(|level| format!("{}a:\n", " ".repeat(level)))
+                    .collect::<String>()
+            ),
+            "document 1: line 39: lists and mappings nest more than 32 levels deep",
+        ),
+        text(
+            "block sequences, then flow collections inside them",
+            with_spec(&format!(
+                "args:\n    {}{}",
+                "- ".repeat(20),
+                "[{? ".repeat(depth / 2)
+            )),
+            TOO_DEEP,
+        ),
+        text(
+            "anchored levels",
+            with_spec(&format!("args: {}", "&a [".repeat(depth / 2))),
+            TOO_DEEP,
+        ),
+        text(
+            "tagged levels",
+            with_spec(&format!("args: {}", "!t [".repeat(depth / 2))),
+            TOO_DEEP,
+        ),
+        text(
+            "an alias at every level",
+            with_spec(&format!("x: &a 1\n  args: {}", "[*a, ".repeat(depth / 3))),
+            TOO_DEEP,
+        ),
+        text(
+            "pairs in flow sequences (each a mapping of its own)",
+            with_spec(&format!("args: {}", "[a: ".repeat(depth / 2))),
+            TOO_DEEP,
+        ),
+        // Within the limit in the text, past it once aliases are expanded: refused while
+        // reading, before the parser's own recursion limit (128).
+        text(
+            "aliases that repeat a deep list inside a deep list",
+            with_spec(&format!(
+                "x: &deep {}\n  args: {}*deep{}",
+                nested(30),
+                "[".repeat(30),
+                "]".repeat(30)
+            )),
+            "document 1: lists and mappings nest more than 32 levels deep",
+        ),
+    ];
+    for case in &cases {
+        if let Input::Text(text) = &case.input {
+            assert!(
+                text.len() <= MAX_DOCUMENT_BYTES,
+                "{}: {}",
+                case.what,
+                text.len()
+            );
+        }
+    }
+    all_refused_within(cases, DEEP_BOUND);
+}
+
+#[test]
+fn brackets_in_comments_and_strings_are_not_nesting() {
+    let deep = "[{".repeat(50_000);
+    let documents = [
+        ("a comment line", format!("# {deep}\n{MINIMAL}")),
+        (
+            "a comment after a value",
+            format!("{MINIMAL}  stopTimeout: 5s # {deep}\n"),
+        ),
+        (
+            "a single-quoted string",
+            with_spec(&format!("args: ['{deep}']")),
+        ),
+        (
+            "a double-quoted string",
+            with_spec(&format!("args: [\"{deep}\"]")),
+        ),
+        (
+            "a block scalar",
+            with_spec(&format!("args:\n  - |\n    {deep}\n    {deep}")),
+        ),
+        ("a plain scalar", with_spec(&format!("args:\n  - x{deep}"))),
+    ];
+    for (what, text) in documents {
+        assert!(text.len() <= MAX_DOCUMENT_BYTES, "{what}: {}", text.len());
+        let started = Instant::now();
+        let parsed = parse_documents(&text);
+        assert!(
+            started.elapsed() < DEEP_BOUND,
+            "{what}: took {:?}",
+            started.elapsed()
+        );
+        let docs = parsed.unwrap_or_else(|e| panic!("{what}: refused: {e}"));
+        assert_eq!(docs.len(), 1, "{what}");
+        assert_eq!(
+            parse_document(to_yaml(&docs[0]).as_bytes()).as_ref(),
+            Ok(&docs[0]),
+            "{what}: the stored form reads back"
+        );
+    }
+}
+
+#[test]
+fn documents_of_too_many_values_are_refused_before_parsing() {
+    let limit = rtmanager::model::MAX_NODES;
+    assert_eq!(limit, 65_536, "the message names the limit");
+    // `- a` lines: 6 bytes a value, 65,537 of them fit in no stored document.
+    let many = with_spec(&format!("args: [{}]", vec!["a"; limit].join(",")));
+    assert!(many.len() <= MAX_DOCUMENT_BYTES);
+    all_refused(vec![text(
+        "65,536 args and the rest of the document",
+        many,
+        "document 1: line 7: more than 65536 values (scalars, aliases, lists and mappings), the \
+         limit for one document",
+    )]);
 }
 
 /// `levels` anchors, each a list of `fanout` aliases of the one before: fanout^levels strings.
@@ -280,11 +414,11 @@ fn alias_bombs_are_refused_before_they_expand() {
             "aliases expanded",
         ),
         text("a mapping merged 5,000 times", merged, "aliases expanded"),
-        // serde_yaml resolves it, to itself, until its recursion limit.
+        // serde_yaml resolves it, to itself, until the reader's depth limit.
         text(
             "an alias to its own anchor",
             with_spec("args: &a [*a]"),
-            "recursion limit exceeded",
+            TOO_DEEP,
         ),
         text(
             "an alias to no anchor",
@@ -457,7 +591,7 @@ fn a_document_whose_stored_form_would_not_fit_is_refused() {
     // 2 bytes an item in a flow list, 8 bytes as the `    - a` lines etcd would keep: the
     // file fits in the limit, the stored form would not, and the controller could never have
     // read it back.
-    let items = (MAX_DOCUMENT_BYTES - 200) / 2;
+    let items = rtmanager::model::MAX_NODES - 100;
     let flow = with_spec(&format!("args: [{}]", vec!["a"; items].join(",")));
     assert!(flow.len() <= MAX_DOCUMENT_BYTES);
     all_refused(vec![text(

@@ -7,6 +7,11 @@
 //! - wrong or missing credentials, and TLS set up wrong, fail with a clear message and the
 //!   documented exit code (rtctl: 7 permission_denied, 6 service_unavailable, 2 usage), and a
 //!   controller that cannot authenticate exits without ever being ready;
+//! - each misconfiguration is named for its cause, by rtctl and by the controller's last log
+//!   line: `http://` to a TLS port ("requires TLS", exit 2), no client certificate ("refused
+//!   the client certificate (or none was given", exit 7), a wrong password ("refused the user
+//!   name or password", exit 7), nothing listening ("connection refused", exit 6, and a
+//!   controller that waits for etcd instead of exiting);
 //! - game ids that attempt path or name injection are refused by `rtctl` (exit 3) and never
 //!   reach etcd (the whole keyspace is listed) or Docker;
 //! - the controller never touches a container without its labels, even one with a game's
@@ -474,20 +479,25 @@ async fn tls_set_up_wrong_fails_clearly() {
             exit::UNAVAILABLE,
             &["invalid peer certificate", "UnknownIssuer"],
         ),
-        // Plain HTTP/2 to a TLS port: the server hangs up.
+        // Plain HTTP/2 to a TLS port: the server hangs up; a probe finds it speaks TLS.
         (
             "http:// to the https endpoint",
             &http,
-            exit::UNAVAILABLE,
-            &["cannot reach etcd at http://", "transport error"],
+            exit::USAGE,
+            &[
+                "requires TLS (the endpoint answered a TLS handshake)",
+                "--etcd-ca-file",
+            ],
         ),
-        // etcd requires a client certificate (--client-cert-auth). The message says only that
-        // etcd did not answer in time, not why (reported with issue 8).
+        // etcd requires a client certificate (--client-cert-auth).
         (
             "no client certificate",
             &no_client_cert,
-            exit::UNAVAILABLE,
-            &["cannot reach etcd at https://"],
+            exit::PERMISSION_DENIED,
+            &[
+                "refused the client certificate (or none was given",
+                "--etcd-cert-file",
+            ],
         ),
     ];
     for (what, env, code, expected) in cases {
@@ -741,4 +751,216 @@ async fn a_foreign_container_with_a_games_name_is_never_touched() {
             .all(|e| e.container_id_before.as_deref() != Some(foreign.as_str())),
         "no operation acted on the foreign container: {history:#?}"
     );
+}
+
+/// Connection settings that differ from root's over TLS: each `(variable, value)` replaces the
+/// variable, `None` removes it.
+fn changed(env: &Env, changes: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
+    for (var, value) in changes {
+        env.retain(|(k, _)| k != var);
+        if let Some(value) = value {
+            env.push(((*var).to_owned(), (*value).to_owned()));
+        }
+    }
+    env
+}
+
+/// Settings without TLS, and without a user when `user` is false.
+fn plain(env: &Env, endpoint: &str, user: bool) -> Vec<(String, String)> {
+    let mut changes = vec![
+        ("RTM_ETCD_ENDPOINTS", Some(endpoint)),
+        ("RTM_ETCD_CA_FILE", None),
+        ("RTM_ETCD_CERT_FILE", None),
+        ("RTM_ETCD_KEY_FILE", None),
+    ];
+    if !user {
+        changes.extend([("RTM_ETCD_USER", None), ("RTM_ETCD_PASSWORD", None)]);
+    }
+    changed(env, &changes)
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn each_etcd_misconfiguration_gets_its_own_message_and_exit_code() {
+    let _serial = SERIAL.lock().await;
+    let w = World::new("sec-wording").await;
+    let root = w.etcd.root_env();
+    let tls = w.etcd.endpoint.clone();
+    let http = tls.replace("https://", "http://");
+    let address = tls.trim_start_matches("https://").to_owned();
+    // A port nothing listens on: bound, then released.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = listener.local_addr().expect("its address").port();
+        format!("http://127.0.0.1:{port}")
+    };
+    let http_user = plain(&root, &http, true);
+    let http_no_user = plain(&root, &http, false);
+    let no_cert = changed(
+        &root,
+        &[("RTM_ETCD_CERT_FILE", None), ("RTM_ETCD_KEY_FILE", None)],
+    );
+    let no_cert_no_user = changed(
+        &no_cert,
+        &[("RTM_ETCD_USER", None), ("RTM_ETCD_PASSWORD", None)],
+    );
+    let wrong_password = w.etcd.client_env("root", "not-the-password");
+    let refused = plain(&root, &closed, false);
+    let tls_required = format!(
+        "etcd at {http} requires TLS (the endpoint answered a TLS handshake); use \
+         https://{address} with --etcd-ca-file (RTM_ETCD_CA_FILE)"
+    );
+    let no_certificate =
+        format!("etcd at {tls} refused the client certificate (or none was given; ");
+    let bad_password =
+        format!("etcd at {tls} refused the user name or password (authentication failed) while");
+    let not_reachable = format!("cannot reach etcd at {closed} while listing ");
+
+    // (what, settings, exit code, the message starts with, and contains).
+    let cases: [(&str, &Env, i32, &str, &str); 6] = [
+        (
+            "http:// to a TLS port, with a user (connecting authenticates)",
+            &http_user,
+            exit::USAGE,
+            &tls_required,
+            "etcd's certificate",
+        ),
+        (
+            "http:// to a TLS port, no user (the first request fails)",
+            &http_no_user,
+            exit::USAGE,
+            &tls_required,
+            "etcd's certificate",
+        ),
+        (
+            "no client certificate, with a user",
+            &no_cert,
+            exit::PERMISSION_DENIED,
+            &no_certificate,
+            "pass --etcd-cert-file and --etcd-key-file",
+        ),
+        (
+            "no client certificate, no user",
+            &no_cert_no_user,
+            exit::PERMISSION_DENIED,
+            &no_certificate,
+            "pass --etcd-cert-file and --etcd-key-file",
+        ),
+        (
+            "a wrong password",
+            &wrong_password,
+            exit::PERMISSION_DENIED,
+            &bad_password,
+            "check --etcd-user / RTM_ETCD_USER and --etcd-password / RTM_ETCD_PASSWORD",
+        ),
+        (
+            "nothing listening",
+            &refused,
+            exit::UNAVAILABLE,
+            &not_reachable,
+            ": connection refused; check that etcd runs there",
+        ),
+    ];
+    for (what, env, code, starts, contains) in cases {
+        let started = Instant::now();
+        let output = w.rtctl(env, &["get"]);
+        let message = stderr(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{what}: {}",
+            describe(&output)
+        );
+        assert!(
+            message.starts_with(&format!("error: {starts}"))
+                && message.contains(contains)
+                && message.lines().count() == 1,
+            "{what}: one line saying {starts:?} and {contains:?}: {message}"
+        );
+        assert!(
+            !message.contains("not-the-password"),
+            "{what}: the password was echoed: {message}"
+        );
+        assert!(
+            started.elapsed() < REFUSE,
+            "{what}: took {:?}",
+            started.elapsed()
+        );
+    }
+
+    // A controller started with wrong settings exits, never ready, saying why.
+    let controller_cases: [(&str, &Env, String); 4] = [
+        (
+            "http:// to a TLS port",
+            &http_no_user,
+            format!("etcd at {http} requires TLS (the endpoint answered a TLS handshake)"),
+        ),
+        (
+            "no client certificate",
+            &no_cert_no_user,
+            format!("etcd at {tls} refused the client certificate (or none was given"),
+        ),
+        (
+            "no client certificate, with a user",
+            &no_cert,
+            format!("etcd at {tls} refused the client certificate (or none was given"),
+        ),
+        (
+            "a wrong password",
+            &wrong_password,
+            format!("etcd at {tls} refused the user name or password (authentication failed)"),
+        ),
+    ];
+    for (what, env, expected) in controller_cases {
+        let options = env.iter().fold(
+            ControllerOptions::new(&w.keys, "misconfigured"),
+            |o, (k, v)| o.env(k, v),
+        );
+        let mut controller = options.spawn();
+        let exit_status = never_ready_then_exits(&mut controller).await;
+        assert!(!exit_status.success(), "{what}: it exited {exit_status}");
+        let tail = controller.log_tail();
+        let last = tail
+            .lines()
+            .rev()
+            .find(|line| line.contains("rtmanager failed"));
+        assert!(
+            last.is_some_and(|line| line.contains(&expected)),
+            "{what}: the last line says {expected:?}:{tail}"
+        );
+        assert!(
+            !tail.contains("not-the-password"),
+            "{what}: the password was logged:{tail}"
+        );
+    }
+
+    // Nothing listening is no wrong setting: the controller waits for etcd, not ready, and
+    // says what it waits for.
+    let options = refused
+        .iter()
+        .fold(ControllerOptions::new(&w.keys, "waiting"), |o, (k, v)| {
+            o.env(k, v)
+        });
+    let mut controller = options.spawn();
+    let waiting = format!("etcd at {closed} is not reachable (connection refused)");
+    eventually(
+        REFUSE,
+        "the controller to log that etcd is not reachable",
+        async || {
+            if let Ok((200, body)) = controller.get("/readyz").await {
+                panic!("controller became ready: {body}{}", controller.log_tail());
+            }
+            let tail = controller.log_tail();
+            if tail.contains(&waiting) {
+                Ok(())
+            } else {
+                Err(tail)
+            }
+        },
+    )
+    .await;
+    // Killed, not stopped: how a controller without etcd drains is not this test's subject.
+    controller.kill();
+    assert_eq!(w.etcd.keys(), Vec::<String>::new(), "nothing was written");
 }

@@ -106,6 +106,11 @@ pub enum CliError {
         detail: String,
     },
 
+    /// etcd refused who we are: the user name or password, or the client certificate. Same
+    /// class as [`CliError::PermissionDenied`]; the message names what to fix.
+    #[error("{message}")]
+    Credentials { message: String },
+
     /// The controller recorded a failed operation.
     #[error(
         "{op} of gameruntime/{name} failed: {code}: {message}; see `rtctl history {name}` and \
@@ -171,7 +176,9 @@ impl CliError {
             CliError::NotFound { .. } => exit::NOT_FOUND,
             CliError::Conflict { .. } => exit::CONFLICT,
             CliError::Unavailable { .. } => exit::UNAVAILABLE,
-            CliError::PermissionDenied { .. } => exit::PERMISSION_DENIED,
+            CliError::PermissionDenied { .. } | CliError::Credentials { .. } => {
+                exit::PERMISSION_DENIED
+            }
             CliError::OperationFailed { .. } => exit::OPERATION_FAILED,
             CliError::Timeout { .. } => exit::TIMEOUT,
             CliError::Internal { .. } => exit::INTERNAL,
@@ -188,7 +195,9 @@ impl CliError {
             CliError::NotFound { .. } => Some(ErrorCode::NotFound),
             CliError::Conflict { .. } => Some(ErrorCode::Conflict),
             CliError::Unavailable { .. } => Some(ErrorCode::ServiceUnavailable),
-            CliError::PermissionDenied { .. } => Some(ErrorCode::PermissionDenied),
+            CliError::PermissionDenied { .. } | CliError::Credentials { .. } => {
+                Some(ErrorCode::PermissionDenied)
+            }
             CliError::OperationFailed { code, .. } => ErrorCode::parse(code),
             CliError::Internal { .. } => Some(ErrorCode::Internal),
             // Not rtmanager's invariant breaking: someone stored what no version wrote.

@@ -279,6 +279,31 @@ fn map_store_error(endpoints: &str, timeout: Duration, error: StoreError, doing:
             detail: one_line(&message),
             outcome_unknown: false,
         },
+        StoreError::Refused { .. } => CliError::Unavailable {
+            endpoints: endpoints.to_owned(),
+            doing,
+            detail: "connection refused".into(),
+            outcome_unknown: false,
+        },
+        StoreError::TlsRequired { endpoint, address } => CliError::usage(format!(
+            "etcd at {endpoint} requires TLS (the endpoint answered a TLS handshake); use \
+             https://{address} with --etcd-ca-file (RTM_ETCD_CA_FILE) naming the CA that signed \
+             etcd's certificate"
+        )),
+        StoreError::CertificateRefused { endpoints, why } => CliError::Credentials {
+            message: format!(
+                "etcd at {endpoints} refused the client certificate (or none was given; {why}) \
+                 while {doing}; pass --etcd-cert-file and --etcd-key-file (RTM_ETCD_CERT_FILE, \
+                 RTM_ETCD_KEY_FILE) with a certificate signed by the CA etcd trusts"
+            ),
+        },
+        StoreError::AuthenticationFailed { endpoints } => CliError::Credentials {
+            message: format!(
+                "etcd at {endpoints} refused the user name or password (authentication failed) \
+                 while {doing}; check --etcd-user / RTM_ETCD_USER and --etcd-password / \
+                 RTM_ETCD_PASSWORD"
+            ),
+        },
         StoreError::Timeout { .. } => CliError::Unavailable {
             endpoints: endpoints.to_owned(),
             detail: format!(

@@ -59,7 +59,8 @@ const DOCKER_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum ControllerError {
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
-    #[error("cannot reach etcd: {0}")]
+    /// The message names etcd and what went wrong (not reachable, TLS, credentials).
+    #[error("{0}")]
     Store(#[from] StoreError),
     #[error("cannot set up Docker: {0}")]
     Runtime(#[from] crate::runtime::RuntimeError),
@@ -76,7 +77,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
     let keys = config.etcd.keys()?;
-    let store: Arc<dyn Store> = Arc::new(EtcdStore::connect(&config.etcd.etcd_config()?).await?);
+    let etcd = EtcdStore::connect(&config.etcd.etcd_config()?).await?;
+    // Wrong TLS or credentials exit here; an etcd that is down is waited for.
+    etcd.check_settings().await?;
+    let store: Arc<dyn Store> = Arc::new(etcd);
     let docker: Arc<dyn ContainerRuntime> =
         Arc::new(DockerRuntime::connect(config.docker_host.as_deref(), DOCKER_TIMEOUT).await?);
     let metrics = Metrics::new();

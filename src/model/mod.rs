@@ -28,7 +28,8 @@ pub use defaults::{
     DEFAULT_PHASE, DEFAULT_PROTOCOL, DEFAULT_RESTART_POLICY, DEFAULT_STATE, DEFAULT_STOP_TIMEOUT,
 };
 pub use parse::{
-    MAX_DOCUMENT_BYTES, MAX_FILE_BYTES, ParseError, parse_document, parse_documents, to_yaml,
+    MAX_DOCUMENT_BYTES, MAX_FILE_BYTES, MAX_NESTING, MAX_NODES, ParseError, parse_document,
+    parse_documents, to_yaml,
 };
 pub use quantity::{Cpus, Memory, QuantityError, Timestamp};
 pub use validate::{FieldError, MAX_STOP_TIMEOUT, validate, validate_name};

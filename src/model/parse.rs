@@ -11,6 +11,7 @@ use super::validate::{FieldError, join, validate};
 use crate::ErrorCode;
 
 mod bounded;
+mod shape;
 
 /// The largest single document: far above any real game (a few KiB), and small enough that
 /// a runaway generator or a pasted binary is refused before it reaches the parser or etcd
@@ -24,6 +25,19 @@ pub const MAX_FILE_BYTES: usize = 16 * 1024 * 1024;
 /// [`MAX_DOCUMENT_BYTES`], which refuses nothing whose stored form fits, and keeps an alias
 /// bomb to a few tens of MB and milliseconds.
 const MAX_EXPANDED_COST: usize = 2 * MAX_DOCUMENT_BYTES;
+
+/// How deeply lists and mappings may nest in one document, aliases expanded. A GameRuntime
+/// goes 4 deep (the document, `spec`, `spec.ports`, one port); 32 leaves room for fields to
+/// come and stays far below serde_yaml's recursion limit of 128. Checked by a scan of the text
+/// before the parser sees it (see [`shape`]): the parser's scanner spends time quadratic in the
+/// depth of flow nesting before any limit of its own applies.
+pub const MAX_NESTING: usize = 32;
+
+/// The most nodes (scalars, aliases, lists and mappings) one document's text may hold. A
+/// stored node takes at least 4 bytes (`- a` and its line break), so a document with more
+/// could not be stored within [`MAX_DOCUMENT_BYTES`] unless most of its nodes vanished on the
+/// way (empty merges); real documents hold tens.
+pub const MAX_NODES: usize = MAX_DOCUMENT_BYTES / 4;
 
 /// Why a document could not be read. Document numbers are stored 0-based and shown 1-based.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +62,34 @@ pub enum ParseError {
         .document + 1
     )]
     Expands { document: usize, limit: usize },
+
+    /// Lists and mappings nest deeper than [`MAX_NESTING`]: found by a scan of the text before
+    /// parsing (`line` set, 1-based in the whole input), or while reading, counting what
+    /// aliases repeat.
+    #[error(
+        "document {}: {}lists and mappings nest more than {limit} levels deep (the limit; a \
+         GameRuntime needs 4), counting what aliases repeat",
+        .document + 1,
+        line_prefix(*.line)
+    )]
+    TooDeep {
+        document: usize,
+        line: Option<usize>,
+        limit: usize,
+    },
+
+    /// The text holds more than [`MAX_NODES`] nodes; found by a scan before parsing. `line` is
+    /// where the count passed the limit, 1-based in the whole input.
+    #[error(
+        "document {}: line {line}: more than {limit} values (scalars, aliases, lists and \
+         mappings), the limit for one document",
+        .document + 1
+    )]
+    TooManyNodes {
+        document: usize,
+        line: usize,
+        limit: usize,
+    },
 
     /// The document's stored form (what etcd keeps and `rtctl get -o yaml` prints: aliases
     /// and merge keys expanded, defaults filled in, one item per line) is larger than
@@ -119,6 +161,8 @@ impl ParseError {
         match self {
             ParseError::TooLarge { document, .. }
             | ParseError::Expands { document, .. }
+            | ParseError::TooDeep { document, .. }
+            | ParseError::TooManyNodes { document, .. }
             | ParseError::StoredTooLarge { document, .. }
             | ParseError::Syntax { document, .. }
             | ParseError::Field { document, .. }
@@ -180,7 +224,15 @@ pub fn parse_documents(text: &str) -> Result<Vec<GameRuntime>, ParseError> {
             limit: MAX_FILE_BYTES,
         });
     }
-    // Sizes first, so an oversized document is refused before the YAML parser sees any of it.
+    // Sizes and shapes first, so a document too large, too deep or of too many nodes is refused
+    // before the YAML parser sees any of it (serde_yaml may read ahead past the document it
+    // yields).
+    let limits = shape::Limits {
+        depth: MAX_NESTING,
+        nodes: MAX_NODES,
+    };
+    let mut lines_before = 0;
+    let mut scanned_to = 0;
     for (document, span) in document_spans(text).into_iter().enumerate() {
         if span.len() > MAX_DOCUMENT_BYTES {
             return Err(ParseError::TooLarge {
@@ -189,6 +241,20 @@ pub fn parse_documents(text: &str) -> Result<Vec<GameRuntime>, ParseError> {
                 limit: MAX_DOCUMENT_BYTES,
             });
         }
+        lines_before += shape::line_breaks(&text[scanned_to..span.start]);
+        scanned_to = span.start;
+        shape::check(&text[span], limits).map_err(|refusal| match refusal {
+            shape::Refusal::TooDeep { line } => ParseError::TooDeep {
+                document,
+                line: Some(lines_before + line),
+                limit: MAX_NESTING,
+            },
+            shape::Refusal::TooManyNodes { line } => ParseError::TooManyNodes {
+                document,
+                line: lines_before + line,
+                limit: MAX_NODES,
+            },
+        })?;
     }
     let mut docs = Vec::new();
     let mut first_use: HashMap<String, usize> = HashMap::new();
@@ -196,12 +262,19 @@ pub fn parse_documents(text: &str) -> Result<Vec<GameRuntime>, ParseError> {
         // Returning on the first error matters: after a syntax error serde_yaml's iterator
         // yields the same error forever.
         let value =
-            bounded::read_value(deserializer, MAX_EXPANDED_COST).map_err(|err| match err {
-                bounded::ReadError::Yaml(err) => syntax_error(document, &err),
-                bounded::ReadError::TooLarge => ParseError::Expands {
-                    document,
-                    limit: MAX_DOCUMENT_BYTES,
-                },
+            bounded::read_value(deserializer, MAX_EXPANDED_COST, MAX_NESTING).map_err(|err| {
+                match err {
+                    bounded::ReadError::Yaml(err) => syntax_error(document, &err),
+                    bounded::ReadError::TooLarge => ParseError::Expands {
+                        document,
+                        limit: MAX_DOCUMENT_BYTES,
+                    },
+                    bounded::ReadError::TooDeep => ParseError::TooDeep {
+                        document,
+                        line: None,
+                        limit: MAX_NESTING,
+                    },
+                }
             })?;
         let Some(doc) = from_value(document, value)? else {
             continue;
@@ -861,8 +934,9 @@ spec:
 
     #[test]
     fn a_document_whose_stored_form_would_not_fit_is_refused() {
-        // 2 bytes an item here, `  - a\n` (6 bytes) stored.
-        let text = with_spec_line(&format!("args: [{}]", vec!["a"; 100_000].join(",")));
+        // 2 bytes an item here, `  - a\n` (6 bytes) stored: 60,000 items (fewer than MAX_NODES)
+        // are 120 KB written and 360 KB stored.
+        let text = with_spec_line(&format!("args: [{}]", vec!["a"; 60_000].join(",")));
         assert!(text.len() < MAX_DOCUMENT_BYTES);
         match parse_one(&text).unwrap_err() {
             ParseError::StoredTooLarge {
@@ -926,6 +1000,49 @@ spec:
     fn json_is_read_too() {
         let json = serde_json::to_string(&parse_one(FULL).unwrap()).unwrap();
         assert_eq!(parse_one(&json).unwrap(), parse_one(FULL).unwrap());
+    }
+
+    mod round_trip {
+        use proptest::prelude::*;
+
+        use super::super::super::fixtures::game;
+        use super::*;
+
+        /// Text full of what the scan before parsing looks at: YAML's indicators, quotes,
+        /// comment marks, line breaks.
+        fn tricky() -> impl Strategy<Value = String> {
+            "[\\[\\]{}#&*!|>'\",:?% @`a-z0-9\n-]{0,24}"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// The limits on nesting and nodes refuse no real document: whatever the strings
+            /// hold, its stored form and its JSON form read back as itself.
+            #[test]
+            fn documents_of_any_text_read_back_from_their_stored_and_json_forms(
+                args in prop::collection::vec(tricky(), 0..8),
+                command in prop::collection::vec(tricky(), 0..3),
+                env in prop::collection::vec(tricky(), 0..4),
+                label in tricky(),
+            ) {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let command: Vec<&str> = command.iter().map(String::as_str).collect();
+                let mut builder = game("g1")
+                    .args(&args)
+                    .command(&command)
+                    .annotation("rtmanager.dev/note", &label);
+                for (i, value) in env.iter().enumerate() {
+                    builder = builder.env(&format!("V{i}"), value);
+                }
+                let mut doc = builder.build();
+                doc.apply_defaults();
+                let yaml = to_yaml(&doc);
+                prop_assert_eq!(parse_document(yaml.as_bytes()), Ok(doc.clone()), "{}", yaml);
+                let json = serde_json::to_string(&doc).expect("a document prints as JSON");
+                prop_assert_eq!(parse_document(json.as_bytes()), Ok(doc), "{}", json);
+            }
+        }
     }
 
     #[test]

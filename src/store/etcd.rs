@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use etcd_client::{
     SortTarget, TlsOptions, Txn as EtcdTxn, TxnOp, WatchOptions,
 };
 use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use super::{
@@ -115,6 +117,11 @@ impl fmt::Debug for Credentials {
 pub struct EtcdStore {
     client: Client,
     endpoints: String,
+    /// What a failure before the first answer is read against (see [`Diagnosis`]).
+    diagnosis: Diagnosis,
+    /// Set by the first answer: from then on the settings are known to work, and a failure is
+    /// etcd's, not theirs.
+    answered: AtomicBool,
     request_timeout: Duration,
     /// One keepalive stream per lease, opened on first use and reused: a
     /// keepalive is one message on it instead of a new stream per renewal.
@@ -152,6 +159,12 @@ impl EtcdStore {
             options = options.with_user(&credentials.user, &credentials.password);
         }
         let endpoints = config.endpoints_text();
+        let diagnosis = Diagnosis {
+            endpoints: config.endpoints.clone(),
+            tls: config.tls.clone(),
+            probe_timeout: config.connect_timeout.min(PROBE_TIMEOUT),
+            probed: AtomicBool::new(false),
+        };
         let connect = Client::connect(&config.endpoints, Some(options));
         let client = match tokio::time::timeout(
             config.connect_timeout + config.request_timeout + GUARD_MARGIN,
@@ -159,20 +172,25 @@ impl EtcdStore {
         )
         .await
         {
-            Ok(result) => {
-                result.map_err(|e| map_error("connect", &endpoints, config.connect_timeout, e))?
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                let error = map_error("connect", &endpoints, config.connect_timeout, e);
+                return Err(diagnosis.first_failure(error).await);
             }
             Err(_) => {
-                return Err(StoreError::Timeout {
+                let error = StoreError::Timeout {
                     endpoints,
                     operation: "connect",
                     timeout: config.connect_timeout,
-                });
+                };
+                return Err(diagnosis.first_failure(error).await);
             }
         };
         Ok(Self {
             client,
             endpoints,
+            diagnosis,
+            answered: AtomicBool::new(false),
             request_timeout: config.request_timeout,
             keepers: Mutex::new(HashMap::new()),
         })
@@ -207,17 +225,216 @@ impl EtcdStore {
                 }
             }
         };
-        match tokio::time::timeout(limit, attempts).await {
-            Ok(result) => {
-                result.map_err(|e| map_error(operation, &self.endpoints, self.request_timeout, e))
+        let error = match tokio::time::timeout(limit, attempts).await {
+            Ok(Ok(answer)) => {
+                self.answered.store(true, Ordering::Relaxed);
+                return Ok(answer);
             }
-            Err(_) => Err(StoreError::Timeout {
+            Ok(Err(e)) => map_error(operation, &self.endpoints, self.request_timeout, e),
+            Err(_) => StoreError::Timeout {
                 endpoints: self.endpoints.clone(),
                 operation,
                 timeout: limit,
-            }),
+            },
+        };
+        if self.answered.load(Ordering::Relaxed) {
+            Err(error)
+        } else {
+            Err(self.diagnosis.first_failure(error).await)
         }
     }
+
+    /// One round trip, failing only when the connection settings are wrong (TLS, the client
+    /// certificate, the user name or password; see [`StoreError::is_misconfiguration`]): the
+    /// controller checks them at start and exits, where an etcd that is down or slow is waited
+    /// for.
+    pub async fn check_settings(&self) -> Result<(), StoreError> {
+        match self.revision().await {
+            Err(error) if error.is_misconfiguration() => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Bound on each probe of [`Diagnosis::first_failure`].
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What is known of the settings, to tell a wrong setting from an etcd that is down when a
+/// connection fails before etcd ever answered. The client reports both as a transport
+/// failure: `http://` to a TLS port as a broken pipe (or a timeout, as it reconnects), a client
+/// certificate that etcd refuses (or none, where one is required) as a TLS alert, as a broken
+/// pipe when the alert raced our first write, or as a timeout when the client kept
+/// reconnecting until the deadline.
+#[derive(Debug)]
+struct Diagnosis {
+    endpoints: Vec<String>,
+    tls: Option<TlsFiles>,
+    probe_timeout: Duration,
+    /// The probes run once: an endpoint's scheme and its wish for a certificate do not
+    /// change, and an etcd that is only slow must not cost a probe per failed call.
+    probed: AtomicBool,
+}
+
+impl Diagnosis {
+    /// A failure before etcd's first answer, with its likely cause named.
+    async fn first_failure(&self, error: StoreError) -> StoreError {
+        let closed = match &error {
+            StoreError::Unavailable { message, .. } => connection_closed(message),
+            StoreError::Timeout { .. } => true,
+            _ => false,
+        };
+        if !closed || self.probed.swap(true, Ordering::Relaxed) {
+            return error;
+        }
+        for endpoint in &self.endpoints {
+            let Some(address) = endpoint.strip_prefix("http://") else {
+                continue;
+            };
+            let address = address.split('/').next().unwrap_or(address);
+            if speaks_tls(address, self.probe_timeout).await {
+                return StoreError::TlsRequired {
+                    endpoint: endpoint.clone(),
+                    address: address.to_owned(),
+                };
+            }
+        }
+        self.certificate_refused().await.unwrap_or(error)
+    }
+
+    /// Over TLS without a client certificate: asks once more, on a connection of its own to
+    /// the first endpoint (no balancer, no reconnects: etcd_client's channel retries a refused
+    /// handshake until its deadline, which hides the cause), so that the server's refusal (a
+    /// TLS alert, or a hang-up right after the handshake) is what we see.
+    async fn certificate_refused(&self) -> Option<StoreError> {
+        use tonic::codegen::{Service, http};
+        use tonic::transport::{Certificate as CaCertificate, ClientTlsConfig, Endpoint};
+
+        let tls = self.tls.as_ref().filter(|tls| tls.cert_file.is_none())?;
+        let endpoint = self
+            .endpoints
+            .first()
+            .filter(|e| e.starts_with("https://"))?;
+        // etcd_client's `tls` feature turns on tonic's TLS, which this uses too.
+        let ca = std::fs::read(&tls.ca_file).ok()?;
+        let config = ClientTlsConfig::new().ca_certificate(CaCertificate::from_pem(ca));
+        let target = Endpoint::from_shared(endpoint.clone())
+            .ok()?
+            .tls_config(config)
+            .ok()?
+            .connect_timeout(self.probe_timeout)
+            .timeout(self.probe_timeout);
+        let probe = async {
+            let mut channel = target.connect().await.map_err(|e| error_chain(&e))?;
+            // Any request: the refusal comes before an answer.
+            let request =
+                http::Request::post(format!("{endpoint}/etcdserverpb.Maintenance/Status"))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(tonic::body::Body::empty())
+                    .map_err(|e| e.to_string())?;
+            std::future::poll_fn(|cx| channel.poll_ready(cx))
+                .await
+                .map_err(|e| error_chain(&e))?;
+            channel.call(request).await.map_err(|e| error_chain(&e))?;
+            Ok::<(), String>(())
+        };
+        let Ok(Err(message)) = tokio::time::timeout(self.probe_timeout, probe).await else {
+            return None;
+        };
+        let endpoints = self.endpoints.join(",");
+        if let Some(alert) = certificate_alert(&message) {
+            Some(StoreError::CertificateRefused {
+                endpoints,
+                why: format!("TLS alert {alert}"),
+            })
+        } else if connection_closed(&message) {
+            Some(StoreError::CertificateRefused {
+                endpoints,
+                why: "it closed the connection after the TLS handshake, and no client \
+                      certificate was given"
+                    .into(),
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether the server at `address` (`host:port`) answers a TLS ClientHello with a TLS record:
+/// a handshake (0x16) or an alert (0x15), either way TLS. A plain etcd answers an HTTP error
+/// or nothing.
+async fn speaks_tls(address: &str, timeout: Duration) -> bool {
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        stream.write_all(&client_hello()).await.ok()?;
+        let mut reply = [0u8; 2];
+        stream.read_exact(&mut reply).await.ok()?;
+        Some(matches!(reply, [0x15 | 0x16, 0x03]))
+    };
+    matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(true)))
+}
+
+/// A TLS 1.2 ClientHello that any TLS server answers, with a ServerHello or an alert: common
+/// ECDHE and RSA suites, the groups and signature schemes they need.
+fn client_hello() -> Vec<u8> {
+    let suites: &[u8] = &[
+        0xC0, 0x2F, 0xC0, 0x2B, 0xC0, 0x30, 0xC0, 0x2C, 0x00, 0x9C, 0x00, 0x2F,
+    ];
+    let extensions: &[u8] = &[
+        // supported_groups: x25519, secp256r1, secp384r1.
+        0x00, 0x0A, 0x00, 0x08, 0x00, 0x06, 0x00, 0x1D, 0x00, 0x17, 0x00, 0x18,
+        // ec_point_formats: uncompressed.
+        0x00, 0x0B, 0x00, 0x02, 0x01, 0x00,
+        // signature_algorithms: rsa_pss_rsae_sha256, ecdsa_secp256r1_sha256, rsa_pkcs1_sha256.
+        0x00, 0x0D, 0x00, 0x08, 0x00, 0x06, 0x08, 0x04, 0x04, 0x03, 0x04, 0x01,
+    ];
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[0x2A; 32]); // random
+    body.push(0); // no session id
+    body.extend_from_slice(&(suites.len() as u16).to_be_bytes());
+    body.extend_from_slice(suites);
+    body.extend_from_slice(&[1, 0]); // compression: none
+    body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    body.extend_from_slice(extensions);
+    let mut handshake = vec![0x01]; // ClientHello
+    handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+/// Whether a transport failure says the server hung up on us (as opposed to refusing the
+/// connection or not answering).
+fn connection_closed(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        "broken pipe",
+        "connection reset",
+        "connection closed",
+        "unexpected eof",
+    ]
+    .iter()
+    .any(|sign| message.contains(sign))
+}
+
+/// The TLS alert a transport failure reports, when it is about our client certificate
+/// (rustls names the alert: "received fatal alert: BadCertificate").
+fn certificate_alert(message: &str) -> Option<&'static str> {
+    const ALERTS: [&str; 7] = [
+        "BadCertificate",
+        "CertificateRequired",
+        "UnknownCA",
+        "CertificateUnknown",
+        "UnsupportedCertificate",
+        "CertificateExpired",
+        "CertificateRevoked",
+    ];
+    if !message.contains("alert") {
+        return None;
+    }
+    ALERTS.into_iter().find(|alert| message.contains(alert))
 }
 
 fn tls_options(files: &TlsFiles) -> Result<TlsOptions, StoreError> {
@@ -310,9 +527,23 @@ fn map_error(
 ) -> StoreError {
     use etcd_client::Error as E;
     use tonic::Code;
-    let unavailable = |message: String| StoreError::Unavailable {
-        endpoints: endpoints.to_owned(),
-        message,
+    // Transport failures first: refused connections and TLS alerts have causes of their own.
+    let unavailable = |message: String| {
+        if message.to_ascii_lowercase().contains("connection refused") {
+            StoreError::Refused {
+                endpoints: endpoints.to_owned(),
+            }
+        } else if let Some(alert) = certificate_alert(&message) {
+            StoreError::CertificateRefused {
+                endpoints: endpoints.to_owned(),
+                why: format!("TLS alert {alert}"),
+            }
+        } else {
+            StoreError::Unavailable {
+                endpoints: endpoints.to_owned(),
+                message,
+            }
+        }
     };
     match error {
         E::GRpcStatus(status) => {
@@ -329,6 +560,13 @@ fn map_error(
                     operation,
                     timeout,
                 },
+                Code::PermissionDenied | Code::Unauthenticated
+                    if message.contains("authentication failed") =>
+                {
+                    StoreError::AuthenticationFailed {
+                        endpoints: endpoints.to_owned(),
+                    }
+                }
                 Code::PermissionDenied | Code::Unauthenticated => {
                     StoreError::PermissionDenied { message }
                 }
@@ -340,7 +578,9 @@ fn map_error(
                     StoreError::LeaseNotFound { lease: 0 }
                 }
                 Code::InvalidArgument if message.contains("authentication failed") => {
-                    StoreError::PermissionDenied { message }
+                    StoreError::AuthenticationFailed {
+                        endpoints: endpoints.to_owned(),
+                    }
                 }
                 _ => StoreError::Rejected { operation, message },
             }
@@ -651,6 +891,132 @@ mod tests {
     fn prefix_end_is_the_next_key_after_the_prefix() {
         assert_eq!(prefix_end("/a/"), b"/a0".to_vec());
         assert_eq!(prefix_end("ab\u{7f}"), b"ab\x80".to_vec());
+    }
+
+    fn status(code: tonic::Code, message: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, message))
+    }
+
+    fn mapped(error: etcd_client::Error) -> StoreError {
+        map_error("get", "https://e:2379", Duration::from_secs(1), error)
+    }
+
+    #[test]
+    fn each_connection_failure_is_named_for_its_cause() {
+        assert!(matches!(
+            mapped(status(
+                tonic::Code::Unavailable,
+                "tcp connect error: transport error: Connection refused (os error 111)"
+            )),
+            StoreError::Refused { .. }
+        ));
+        match mapped(status(
+            tonic::Code::Unavailable,
+            "transport error: connection error: received fatal alert: BadCertificate",
+        )) {
+            StoreError::CertificateRefused { why, .. } => {
+                assert_eq!(why, "TLS alert BadCertificate")
+            }
+            other => panic!("{other:?}"),
+        }
+        for code in [tonic::Code::InvalidArgument, tonic::Code::Unauthenticated] {
+            let error = mapped(status(
+                code,
+                "etcdserver: authentication failed, invalid user ID or password",
+            ));
+            assert!(
+                matches!(error, StoreError::AuthenticationFailed { .. }),
+                "{error:?}"
+            );
+            assert_eq!(error.code(), crate::ErrorCode::PermissionDenied);
+            assert!(error.is_misconfiguration());
+        }
+        let denied = mapped(status(
+            tonic::Code::PermissionDenied,
+            "etcdserver: permission denied",
+        ));
+        assert!(
+            matches!(denied, StoreError::PermissionDenied { .. }),
+            "{denied:?}"
+        );
+        assert!(!denied.is_misconfiguration(), "a role, not a setting");
+        let other = mapped(status(
+            tonic::Code::Unavailable,
+            "connection closed because of a broken pipe",
+        ));
+        assert!(matches!(other, StoreError::Unavailable { .. }), "{other:?}");
+    }
+
+    #[test]
+    fn hang_ups_are_told_from_refusals_and_silence() {
+        assert!(connection_closed("stream closed because of a broken pipe"));
+        assert!(connection_closed("Connection reset by peer (os error 104)"));
+        assert!(!connection_closed("Connection refused (os error 111)"));
+        assert!(!connection_closed("no answer within 3s"));
+        assert_eq!(
+            certificate_alert("received fatal alert: CertificateRequired"),
+            Some("CertificateRequired")
+        );
+        assert_eq!(
+            certificate_alert("a message naming BadCertificate outside a TLS warning"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_client_hello_is_one_well_formed_record() {
+        let hello = client_hello();
+        let record = usize::from(u16::from_be_bytes([hello[3], hello[4]]));
+        assert_eq!(hello[..3], [0x16, 0x03, 0x01]);
+        assert_eq!(record, hello.len() - 5, "the record length");
+        let handshake =
+            usize::from(hello[6]) << 16 | usize::from(hello[7]) << 8 | usize::from(hello[8]);
+        assert_eq!(
+            (hello[5], handshake),
+            (0x01, record - 4),
+            "a ClientHello, its length"
+        );
+    }
+
+    /// A one-connection server that answers whatever it is sent with `reply`.
+    async fn answering(reply: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("its address").to_string();
+        tokio::spawn(async move {
+            if let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0u8; 16];
+                let _ = stream.read(&mut request).await;
+                let _ = stream.write_all(reply).await;
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_speaks_tls_when_it_answers_a_client_hello_with_a_tls_record() {
+        let second = Duration::from_secs(5);
+        // An alert (handshake_failure) is as much TLS as a ServerHello.
+        assert!(
+            speaks_tls(
+                &answering(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]).await,
+                second
+            )
+            .await
+        );
+        assert!(speaks_tls(&answering(&[0x16, 0x03, 0x03, 0x00, 0x31]).await, second).await);
+        assert!(
+            !speaks_tls(
+                &answering(b"HTTP/1.1 400 Bad Request\r\n\r\n").await,
+                second
+            )
+            .await
+        );
+        assert!(
+            !speaks_tls(&answering(b"").await, second).await,
+            "a hang-up"
+        );
     }
 
     #[test]

@@ -221,6 +221,31 @@ pub enum StoreError {
          RTM_ETCD_ENDPOINTS points at it"
     )]
     Unavailable { endpoints: String, message: String },
+    /// Nothing listens at the endpoint: etcd is down, or the address is wrong.
+    #[error(
+        "etcd at {endpoints} is not reachable (connection refused); check that etcd runs there \
+         and that RTM_ETCD_ENDPOINTS points at it"
+    )]
+    Refused { endpoints: String },
+    /// An `http://` endpoint answered a TLS handshake: etcd serves TLS there.
+    #[error(
+        "etcd at {endpoint} requires TLS (the endpoint answered a TLS handshake); use \
+         https://{address} and give the CA that signed etcd's certificate (RTM_ETCD_CA_FILE)"
+    )]
+    TlsRequired { endpoint: String, address: String },
+    /// etcd refused our client certificate, or wanted one and none was given
+    /// (`--client-cert-auth`).
+    #[error(
+        "etcd at {endpoints} refused the client certificate (or none was given; {why}); give one \
+         signed by the CA etcd trusts (RTM_ETCD_CERT_FILE and RTM_ETCD_KEY_FILE)"
+    )]
+    CertificateRefused { endpoints: String, why: String },
+    /// etcd's own authentication refused the user name or password.
+    #[error(
+        "etcd at {endpoints} refused the user name or password (authentication failed); check \
+         RTM_ETCD_USER and RTM_ETCD_PASSWORD"
+    )]
+    AuthenticationFailed { endpoints: String },
     #[error(
         "etcd at {endpoints} did not answer {operation} within {}; the outcome is unknown",
         humantime::format_duration(*timeout)
@@ -254,14 +279,31 @@ impl StoreError {
     pub fn code(&self) -> ErrorCode {
         match self {
             StoreError::Unavailable { .. }
+            | StoreError::Refused { .. }
             | StoreError::Timeout { .. }
             | StoreError::Compacted { .. } => ErrorCode::ServiceUnavailable,
+            StoreError::TlsRequired { .. } => ErrorCode::TlsRequired,
+            StoreError::CertificateRefused { .. } | StoreError::AuthenticationFailed { .. } => {
+                ErrorCode::PermissionDenied
+            }
             StoreError::Conflict { .. } => ErrorCode::Conflict,
             StoreError::LeaseNotFound { .. } => ErrorCode::LeaseLost,
             StoreError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
             StoreError::Config { .. } => ErrorCode::InvalidRequest,
             StoreError::Rejected { .. } => ErrorCode::Internal,
         }
+    }
+
+    /// True when the connection settings are wrong (TLS, the client certificate, the user
+    /// name or password): waiting for etcd will not help, the settings must change.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(
+            self,
+            StoreError::TlsRequired { .. }
+                | StoreError::CertificateRefused { .. }
+                | StoreError::AuthenticationFailed { .. }
+                | StoreError::Config { .. }
+        )
     }
 
     /// True when a write may have been applied although the call failed:

@@ -6,6 +6,7 @@ mod adoption;
 mod apply;
 mod child;
 mod harness;
+mod parsing;
 mod report;
 mod restart;
 mod scale;
@@ -41,6 +42,8 @@ enum Scenario {
     Scale(scale::Args),
     /// Controller restart with 200 running containers (real Docker).
     Adoption(adoption::Args),
+    /// Refusing hostile documents vs parsing a normal one (the parser alone).
+    Parsing(parsing::Args),
     /// Every scenario with its defaults.
     All,
     #[command(hide = true)]
@@ -105,6 +108,7 @@ async fn dispatch(cli: &Cli) -> Result<()> {
             Scenario::ApplyLatency(apply::Args::parse_from(["apply-latency"])),
             Scenario::Scale(scale::Args::parse_from(["scale"])),
             Scenario::Adoption(adoption::Args::parse_from(["adoption"])),
+            Scenario::Parsing(parsing::Args::parse_from(["parsing"])),
         ],
         _ => Vec::new(),
     };
@@ -160,6 +164,7 @@ fn name(scenario: &Scenario) -> &'static str {
         Scenario::ApplyLatency(_) => "apply-latency",
         Scenario::Scale(_) => "scale",
         Scenario::Adoption(_) => "adoption",
+        Scenario::Parsing(_) => "parsing",
         Scenario::All => "all",
         Scenario::ChildController(_) => "child-controller",
         Scenario::ChildFakeBaseline(_) => "child-fake-baseline",
@@ -172,6 +177,7 @@ async fn run(scenario: &Scenario) -> Result<Report> {
         Scenario::ApplyLatency(args) => apply::run(args).await,
         Scenario::Scale(args) => scale::run(args).await,
         Scenario::Adoption(args) => adoption::run(args).await,
+        Scenario::Parsing(args) => parsing::run(args).await,
         _ => Err(harness::error("not a scenario")),
     }
 }

@@ -7,7 +7,9 @@
 //! a 20,000-item list asks for 400 million values, and `serde_yaml::Value::deserialize`
 //! allocated until the process died (rtctl, and the controller reading the document back
 //! from etcd). This reader builds the same `Value` (same scalars, tags and duplicate-key
-//! refusal as serde_yaml's own visitor) but charges every node it creates against a budget.
+//! refusal as serde_yaml's own visitor) but charges every node it creates against a budget,
+//! and refuses lists and mappings nested deeper than a limit: the scan before parsing
+//! (`shape.rs`) bounds the nesting of the text, this the nesting of what aliases repeat.
 
 use std::cell::Cell;
 use std::fmt;
@@ -30,20 +32,32 @@ pub(super) enum ReadError {
     Yaml(serde_yaml::Error),
     /// Its nodes, aliases expanded, cost more than the limit.
     TooLarge,
+    /// Its lists and mappings, aliases expanded, nest deeper than the limit.
+    TooDeep,
 }
 
-/// Reads one document, failing once its nodes cost more than `limit`.
+/// Reads one document, failing once its nodes cost more than `limit` or its collections
+/// nest more than `max_depth` deep.
 pub(super) fn read_value(
     deserializer: serde_yaml::Deserializer<'_>,
     limit: usize,
+    max_depth: usize,
 ) -> Result<Value, ReadError> {
     let budget = Budget {
         left: Cell::new(limit),
         exhausted: Cell::new(false),
+        max_depth,
+        too_deep: Cell::new(false),
     };
-    Node(&budget).deserialize(deserializer).map_err(|error| {
+    let root = Node {
+        budget: &budget,
+        depth: 0,
+    };
+    root.deserialize(deserializer).map_err(|error| {
         if budget.exhausted.get() {
             ReadError::TooLarge
+        } else if budget.too_deep.get() {
+            ReadError::TooDeep
         } else {
             ReadError::Yaml(error)
         }
@@ -53,6 +67,8 @@ pub(super) fn read_value(
 struct Budget {
     left: Cell<usize>,
     exhausted: Cell<bool>,
+    max_depth: usize,
+    too_deep: Cell<bool>,
 }
 
 impl Budget {
@@ -71,9 +87,29 @@ impl Budget {
     }
 }
 
-/// The visitor and seed for one node; children reuse it, sharing the budget.
+/// The visitor and seed for one node at `depth` (the collections around it); children get
+/// one deeper, sharing the budget.
 #[derive(Clone, Copy)]
-struct Node<'b>(&'b Budget);
+struct Node<'b> {
+    budget: &'b Budget,
+    depth: usize,
+}
+
+impl Node<'_> {
+    /// The seed for the items of the collection this node is, refusing past the depth limit.
+    fn children<E: de::Error>(self) -> Result<Self, E> {
+        let depth = self.depth + 1;
+        if depth > self.budget.max_depth {
+            self.budget.too_deep.set(true);
+            return Err(E::custom("the expanded document nests too deeply"));
+        }
+        self.budget.spend(0)?;
+        Ok(Node {
+            budget: self.budget,
+            depth,
+        })
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for Node<'_> {
     type Value = Value;
@@ -91,37 +127,37 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 
     fn visit_bool<E: de::Error>(self, value: bool) -> Result<Value, E> {
-        self.0.spend(0)?;
+        self.budget.spend(0)?;
         Ok(Value::Bool(value))
     }
 
     fn visit_i64<E: de::Error>(self, value: i64) -> Result<Value, E> {
-        self.0.spend(0)?;
+        self.budget.spend(0)?;
         Ok(Value::Number(value.into()))
     }
 
     fn visit_u64<E: de::Error>(self, value: u64) -> Result<Value, E> {
-        self.0.spend(0)?;
+        self.budget.spend(0)?;
         Ok(Value::Number(value.into()))
     }
 
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<Value, E> {
-        self.0.spend(0)?;
+        self.budget.spend(0)?;
         Ok(Value::Number(value.into()))
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<Value, E> {
-        self.0.spend(value.len())?;
+        self.budget.spend(value.len())?;
         Ok(Value::String(value.to_owned()))
     }
 
     fn visit_string<E: de::Error>(self, value: String) -> Result<Value, E> {
-        self.0.spend(value.len())?;
+        self.budget.spend(value.len())?;
         Ok(Value::String(value))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        self.0.spend(0)?;
+        self.budget.spend(0)?;
         Ok(Value::Null)
     }
 
@@ -134,22 +170,22 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        self.0.spend(0)?;
+        let child = self.children()?;
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(self)? {
+        while let Some(item) = seq.next_element_seed(child)? {
             items.push(item);
         }
         Ok(Value::Sequence(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        self.0.spend(0)?;
+        let child = self.children()?;
         let mut mapping = Mapping::new();
-        while let Some(key) = map.next_key_seed(self)? {
+        while let Some(key) = map.next_key_seed(child)? {
             if mapping.contains_key(&key) {
                 return Err(A::Error::custom(duplicate_key(&key)));
             }
-            let value = map.next_value_seed(self)?;
+            let value = map.next_value_seed(child)?;
             mapping.insert(key, value);
         }
         Ok(Value::Mapping(mapping))
@@ -162,7 +198,7 @@ impl<'de> Visitor<'de> for Node<'_> {
         if tag.is_empty() {
             return Err(A::Error::custom("empty YAML tag is not allowed"));
         }
-        self.0.spend(tag.len())?;
+        self.budget.spend(tag.len())?;
         let value = contents.newtype_variant_seed(self)?;
         Ok(Value::Tagged(Box::new(TaggedValue {
             tag: Tag::new(tag),
@@ -191,7 +227,7 @@ mod tests {
     use super::*;
 
     fn read(text: &str, limit: usize) -> Result<Value, ReadError> {
-        read_value(serde_yaml::Deserializer::from_str(text), limit)
+        read_value(serde_yaml::Deserializer::from_str(text), limit, 128)
     }
 
     fn serde_yaml_value(text: &str) -> Result<Value, serde_yaml::Error> {
