@@ -366,7 +366,7 @@ impl History {
             return self.finish(appended, Some(fence)).await;
         };
         first.repeated += 1;
-        first.last_repeated_at = appended.entry.finished_at.clone();
+        first.last_repeated_at = appended.entry.finished_at;
         let txn = Txn::new()
             .when(fence.compare())
             .when(Compare::ModRevision {
