@@ -1759,3 +1759,26 @@ async fn a_heartbeat_deleted_or_overwritten_by_hand_is_announced_again() {
         .await;
     }
 }
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn a_controller_waiting_for_an_unreachable_etcd_stops_at_once_on_sigterm() {
+    let keys = unique_keys("ctl-no-etcd");
+    // Nothing listens on port 1: etcd is down for as long as the test runs.
+    let mut controller = ControllerOptions::new(&keys, "no-etcd")
+        .env("RTM_ETCD_ENDPOINTS", "http://127.0.0.1:1")
+        .spawn();
+    eventually(
+        Duration::from_secs(30),
+        "the controller to be waiting for etcd",
+        async || {
+            if controller.log_text().contains("listing failed") {
+                Ok(())
+            } else {
+                Err(controller.log_tail())
+            }
+        },
+    )
+    .await;
+    stop_gracefully(&mut controller, Duration::from_secs(10)).await;
+}

@@ -24,7 +24,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    cache.wait_ready().await;
+    // Never listed while etcd is down: a shutdown must not wait for it.
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = cache.wait_ready() => {}
+    }
     loop {
         let mut events = runtime.events();
         loop {
