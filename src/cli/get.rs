@@ -154,39 +154,14 @@ pub fn is_ready(status: Option<&GameRuntimeStatus>) -> bool {
 
 /// One table row for a game (its document carries its status).
 pub fn row(doc: &GameRuntime, wide: bool, now: SystemTime) -> Vec<String> {
-    let status = doc.status.as_ref();
-    let dash = || "-".to_owned();
-    let mut cells = vec![
-        doc.metadata.name.clone(),
-        doc.spec.state.as_str().to_owned(),
-        status
-            .map(|s| s.phase.as_str().to_owned())
-            .unwrap_or_else(dash),
-        ready(status),
-        status.map(|s| s.restart_count).unwrap_or(0).to_string(),
-        doc.spec.image.clone(),
-        age_since(doc.metadata.creation_timestamp, now),
-    ];
-    if wide {
-        cells.push(
-            status
-                .and_then(|s| s.container_id.as_deref())
-                .map(|id| short_id(id).to_owned())
-                .unwrap_or_else(dash),
-        );
-        cells.push(
-            status
-                .and_then(|s| s.node.clone())
-                .or_else(|| doc.spec.node.clone())
-                .unwrap_or_else(dash),
-        );
-        cells.push(
-            status
-                .and_then(|s| s.hostname.clone())
-                .unwrap_or_else(|| doc.spec.effective_hostname(&doc.metadata.name).to_owned()),
-        );
-    }
-    cells
+    let spec = RowSpec {
+        state: doc.spec.state.as_str().to_owned(),
+        image: doc.spec.image.clone(),
+        age: age_since(doc.metadata.creation_timestamp, now),
+        node: doc.spec.node.clone(),
+        hostname: Some(doc.spec.effective_hostname(&doc.metadata.name).to_owned()),
+    };
+    cells(&doc.metadata.name, &spec, doc.status.as_ref(), wide)
 }
 
 /// A stored document that cannot be read (garbage bytes, a name that does not match its key),
@@ -200,18 +175,45 @@ pub struct InvalidGame {
 
 /// The table row of an invalid game: what its status says, dashes for the unreadable spec.
 pub fn invalid_row(name: &str, game: &InvalidGame, wide: bool) -> Vec<String> {
-    let status = game.status.as_ref();
+    let spec = RowSpec {
+        state: "Invalid".to_owned(),
+        image: "-".to_owned(),
+        age: "-".to_owned(),
+        node: None,
+        hostname: None,
+    };
+    cells(name, &spec, game.status.as_ref(), wide)
+}
+
+/// What a row takes from the document (or says in its place).
+struct RowSpec {
+    state: String,
+    image: String,
+    age: String,
+    /// Shown when the status names no node / hostname.
+    node: Option<String>,
+    hostname: Option<String>,
+}
+
+/// The cells of one row: NAME STATE PHASE READY RESTARTS IMAGE AGE, and
+/// with `wide` CONTAINER NODE HOSTNAME.
+fn cells(
+    name: &str,
+    spec: &RowSpec,
+    status: Option<&GameRuntimeStatus>,
+    wide: bool,
+) -> Vec<String> {
     let dash = || "-".to_owned();
     let mut cells = vec![
         name.to_owned(),
-        "Invalid".to_owned(),
+        spec.state.clone(),
         status
             .map(|s| s.phase.as_str().to_owned())
             .unwrap_or_else(dash),
         ready(status),
         status.map(|s| s.restart_count).unwrap_or(0).to_string(),
-        dash(),
-        dash(),
+        spec.image.clone(),
+        spec.age.clone(),
     ];
     if wide {
         cells.push(
@@ -220,8 +222,18 @@ pub fn invalid_row(name: &str, game: &InvalidGame, wide: bool) -> Vec<String> {
                 .map(|id| short_id(id).to_owned())
                 .unwrap_or_else(dash),
         );
-        cells.push(status.and_then(|s| s.node.clone()).unwrap_or_else(dash));
-        cells.push(status.and_then(|s| s.hostname.clone()).unwrap_or_else(dash));
+        cells.push(
+            status
+                .and_then(|s| s.node.clone())
+                .or_else(|| spec.node.clone())
+                .unwrap_or_else(dash),
+        );
+        cells.push(
+            status
+                .and_then(|s| s.hostname.clone())
+                .or_else(|| spec.hostname.clone())
+                .unwrap_or_else(dash),
+        );
     }
     cells
 }
