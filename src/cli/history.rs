@@ -41,6 +41,15 @@ pub fn error_text(entry: &HistoryEntry) -> String {
     }
 }
 
+/// The outcome, with how many times a repeated failure happened in all
+/// (`failure ×5`: the entry and the 4 folded into it).
+pub fn outcome_text(entry: &HistoryEntry) -> String {
+    match entry.repeated {
+        0 => entry.outcome.as_str().to_owned(),
+        more => format!("{} ×{}", entry.outcome.as_str(), more.saturating_add(1)),
+    }
+}
+
 /// `before→after` with short ids.
 pub fn containers(entry: &HistoryEntry) -> String {
     let id = |id: &Option<String>| id.as_deref().map(short_id).unwrap_or("-").to_owned();
@@ -86,7 +95,7 @@ pub fn table(entries: &[HistoryEntry], now: SystemTime) -> Table {
             entry.op_kind.as_str().to_owned(),
             entry.op_source.as_str().to_owned(),
             or_none(&entry.source_ref),
-            entry.outcome.as_str().to_owned(),
+            outcome_text(entry),
             containers(entry),
             format!("{} ago", age_since(Some(entry.started_at), now)),
             duration(entry),
@@ -170,5 +179,14 @@ mod tests {
                 "boom"
             ]
         );
+    }
+
+    #[test]
+    fn a_failure_folded_four_more_times_shows_it_happened_five_times() {
+        let mut entry = HistoryEntry::begin("g1", "op-1", OpKind::Start, OpSource::Reconcile);
+        entry.fail(ErrorCode::Conflict, "a container named rtm-g1 exists");
+        assert_eq!(outcome_text(&entry), "failure");
+        entry.repeated = 4;
+        assert_eq!(outcome_text(&entry), "failure ×5");
     }
 }
