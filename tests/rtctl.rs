@@ -1650,6 +1650,29 @@ async fn controller_for(world: &World, name: &str) -> process::ControllerProcess
         .await
 }
 
+/// Applies the test engine's game from `file` with rtctl and waits until it is Ready.
+fn apply_engine_game(world: &World, file: &str, game_name: &str) {
+    let file = world.file(file, &engine_game(game_name));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .assert()
+        .success();
+    world
+        .rtctl()
+        .args([
+            "wait",
+            game_name,
+            "--for=condition=Ready",
+            "--timeout",
+            "60s",
+        ])
+        .timeout(CONVERGE)
+        .assert()
+        .success();
+}
+
 /// Deletes the game and waits until the controller removed its container.
 async fn remove_game(world: &World, game: &str) {
     world
@@ -1667,25 +1690,7 @@ async fn concurrent_restart_waits_of_one_game_all_report_the_restart_that_honour
     let game_name = common::docker::game("crowd");
     let _cleanup = common::docker::Cleanup::new(&[&rtmanager::runtime::container_name(&game_name)]);
     let _controller = controller_for(&world, "crowd").await;
-    let file = world.file("crowd.yaml", &engine_game(&game_name));
-    world
-        .rtctl()
-        .args(["apply", "-f"])
-        .arg(&file)
-        .assert()
-        .success();
-    world
-        .rtctl()
-        .args([
-            "wait",
-            &game_name,
-            "--for=condition=Ready",
-            "--timeout",
-            "60s",
-        ])
-        .timeout(CONVERGE)
-        .assert()
-        .success();
+    apply_engine_game(&world, "crowd.yaml", &game_name);
     let before = world
         .history()
         .recent(&game_name, 100)
@@ -1764,25 +1769,7 @@ async fn restart_wait_follows_a_restart_aborted_by_recovery_to_the_real_outcome(
     let container = rtmanager::runtime::container_name(&game_name);
     let _cleanup = common::docker::Cleanup::new(&[&container]);
     let mut controller = controller_for(&world, "first").await;
-    let file = world.file("aborted.yaml", &engine_game(&game_name));
-    world
-        .rtctl()
-        .args(["apply", "-f"])
-        .arg(&file)
-        .assert()
-        .success();
-    world
-        .rtctl()
-        .args([
-            "wait",
-            &game_name,
-            "--for=condition=Ready",
-            "--timeout",
-            "60s",
-        ])
-        .timeout(CONVERGE)
-        .assert()
-        .success();
+    apply_engine_game(&world, "aborted.yaml", &game_name);
     let old_container = world
         .docs
         .get_status(&game_name)
