@@ -161,8 +161,7 @@ impl AckClock {
     }
 
     fn expired(&self, ttl: Duration) -> bool {
-        let acked = self.origin + Duration::from_millis(self.acked_ms.load(Ordering::SeqCst));
-        acked.elapsed() >= Self::deadline(ttl)
+        tokio::time::Instant::now() >= self.expires_at(ttl)
     }
 
     /// The instant at which [`AckClock::expired`] turns true.

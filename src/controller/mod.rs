@@ -186,7 +186,7 @@ pub async fn run_with(
                 session_ok.store(false, Ordering::SeqCst);
             })
         };
-        announce(&session, &config).await;
+        announce(&session, &config.node_name).await;
         run_session(&config, &session, &runtime, &shared, &metrics, &shutdown).await;
         unready.abort();
         session_ok.store(false, Ordering::SeqCst);
@@ -330,10 +330,7 @@ async fn watch_peers(
                 .any(|kv| kv.key == own && kv.lease == session.lease_id())
         {
             warn!(key = %own, "this controller's heartbeat is missing; announcing it again");
-            let heartbeat = Heartbeat::new(session.holder(), Some(&node));
-            if let Err(error) = session.announce(&heartbeat).await {
-                warn!(%error, "announcing the heartbeat again failed");
-            }
+            announce(&session, &node).await;
         }
         let mut events = match listing {
             Ok(listing) => match session.store().watch(&prefix, listing.revision + 1).await {
@@ -367,10 +364,7 @@ async fn watch_peers(
                 // Deleted or overwritten by hand: without it, the other
                 // controllers would take this one's game leases for forged.
                 warn!(key = %own, "this controller's heartbeat was deleted or overwritten; announcing it again");
-                let heartbeat = Heartbeat::new(session.holder(), Some(&node));
-                if let Err(error) = session.announce(&heartbeat).await {
-                    warn!(%error, "announcing the heartbeat again failed");
-                }
+                announce(&session, &node).await;
             }
             let departed: Vec<&str> = batch
                 .iter()
@@ -488,8 +482,8 @@ impl Backoffs {
 
 /// Writes this controller's heartbeat key, attached to its session lease.
 /// Adds the node to the heartbeat the session wrote when it opened.
-async fn announce(session: &Session, config: &ControllerConfig) {
-    let heartbeat = Heartbeat::new(session.holder(), Some(&config.node_name));
+async fn announce(session: &Session, node: &str) {
+    let heartbeat = Heartbeat::new(session.holder(), Some(node));
     if let Err(error) = session.announce(&heartbeat).await {
         warn!(%error, "writing the controller heartbeat failed");
     }

@@ -67,8 +67,6 @@ pub enum Cause {
     NeverStarted,
     /// The document was deleted.
     Deleted,
-    /// The container was paused by hand (`docker pause`).
-    Paused,
 }
 
 /// What to do to the container.

@@ -41,11 +41,11 @@ impl Lifecycle {
         };
         // Never stop a working container before its replacement can be
         // created: without the image, the old one keeps running.
-        if let Err(failure) = self.require_image(&image).await {
-            outer.entry.image_ref = image;
+        let present = self.require_image(&image).await;
+        outer.entry.image_ref = image;
+        if let Err(failure) = present {
             return self.conclude(lease, outer, Err(failure)).await;
         }
-        outer.entry.image_ref = image;
 
         let correlation = if request.source_ref.is_empty() {
             new_id()
