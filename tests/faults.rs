@@ -2073,6 +2073,36 @@ mod replacement_check {
     }
 
     #[test]
+    fn a_restart_refused_before_it_touched_the_container_neither_explains_nor_strands_it() {
+        // Restart (fence 20) refused for a missing image, stopping nothing;
+        // the image back, the same request is retried (fence 30) and
+        // replaces the container.
+        let mut refused = op(OpKind::Restart, 20, 4, 4, "x");
+        refused.entry.container_id_before = None;
+        refused
+            .entry
+            .fail(ErrorCode::ImageNotFound, "image is not present");
+        refused.entry.finished_at = Some(Timestamp::from(at(4)));
+        refused.entry.source_ref = "REQ-10".to_owned();
+        let mut retried = op(OpKind::Restart, 30, 5, 6, "x");
+        retried.entry.source_ref = "REQ-10".to_owned();
+        let audit = judge_replacements(
+            &[gone("x", 5)],
+            &ops(vec![refused, retried]),
+            &[request(10, 3)],
+        );
+        assert_eq!(
+            (
+                audit.explained.len(),
+                audit.unexplained.len(),
+                audit.stranded.len()
+            ),
+            (1, 0, 0),
+            "{audit:?}"
+        );
+    }
+
+    #[test]
     fn an_operation_that_began_before_the_request_is_not_explained_by_it() {
         let audit = judge_replacements(
             &[gone("x", 5)],

@@ -1729,7 +1729,15 @@ pub fn judge_replacements(
         let around = |op: &&Op| {
             let e = &op.entry;
             matches!(e.op_kind.as_str(), "restart" | "stop" | "remove")
-                && e.container_id_before.as_deref().is_none_or(|id| id == d.id)
+                && match e.container_id_before.as_deref() {
+                    Some(id) => id == d.id,
+                    // A finished failure naming no container never reached
+                    // one (a restart refused for a missing image); an entry
+                    // cut short (in progress, aborted) may have.
+                    None => {
+                        e.outcome != Outcome::Failure || e.error_code == Some(ErrorCode::Aborted)
+                    }
+                }
                 && e.started_at.system_time() <= d.by + STARTED_SLACK
                 && e.finished_at
                     .is_none_or(|f| f.system_time() + FINISHED_SLACK >= d.after)
