@@ -69,7 +69,15 @@ pub struct LeaseRecord {
 
 /// What a live controller announces under `controllers/<holder>`, attached
 /// to its session's etcd lease: a game lease key is live only while the
-/// heartbeat of its holder carries the same etcd lease.
+/// heartbeat of its holder carries the same etcd lease, and only while the
+/// holder keeps rewriting it.
+///
+/// The etcd lease alone is no proof of life: etcd 3.4 checks no permission
+/// on a keepalive, so any client that knows a dead controller's lease id
+/// can keep it (and every game lease on it) alive. Rewriting the heartbeat
+/// needs write access to `controllers/`, which only controllers have; a
+/// heartbeat whose key has not changed for longer than its holder's TTL is
+/// a dead holder's ([`Session::acquire`] revokes its lease).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Heartbeat {
@@ -78,6 +86,15 @@ pub struct Heartbeat {
     pub node: Option<String>,
     pub version: String,
     pub started_at: crate::model::Timestamp,
+    /// When the holder last rewrote the heartbeat (every TTL/3). Absent in
+    /// heartbeats of controllers older than the refresh: those are judged
+    /// by their etcd lease alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewed_at: Option<crate::model::Timestamp>,
+    /// The holder's session TTL in milliseconds: how long its heartbeat may
+    /// stand still before others count it dead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
 }
 
 impl Heartbeat {
@@ -87,8 +104,39 @@ impl Heartbeat {
             node: node.map(str::to_owned),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: crate::model::Timestamp::now(),
+            renewed_at: None,
+            ttl_ms: None,
         }
     }
+}
+
+/// Slack an observer adds to a holder's TTL before counting its unchanged
+/// heartbeat dead: the holder rewrites it every TTL/3 and counts itself
+/// lost after TTL − TTL/6 without a rewrite, so a live holder never stands
+/// still this long; the slack covers etcd's and the watch's latency.
+const STALE_SLACK: Duration = Duration::from_secs(1);
+
+/// A peer's heartbeat as this session last saw it change, on this
+/// process's monotonic clock (wall clocks of different hosts are never
+/// compared).
+#[derive(Debug, Clone, Copy)]
+struct PeerSeen {
+    lease: LeaseId,
+    mod_revision: Revision,
+    since: tokio::time::Instant,
+}
+
+/// Whether a game lease key is held by a live controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Holder {
+    Live,
+    /// No live controller holds the key (written by hand, no record, no
+    /// heartbeat on its lease): the key alone may be deleted.
+    Forged(String),
+    /// The holder's etcd lease is alive but its heartbeat stands still: the
+    /// holder is dead and something else keeps its lease alive. The lease
+    /// is revoked, freeing every key on it.
+    Stale { reason: String, lease: LeaseId },
 }
 
 /// Proof of holding a game's lease: the lease key and the revision that
@@ -125,6 +173,12 @@ pub struct Session {
     closed: AtomicBool,
     /// When the last acknowledged keepalive was sent.
     clock: Arc<AckClock>,
+    /// When the last heartbeat rewrite that etcd applied was sent.
+    refreshed: Arc<AckClock>,
+    /// The heartbeat this session announces, rewritten every TTL/3.
+    heartbeat: Mutex<Heartbeat>,
+    /// The other controllers' heartbeats, as last seen changing.
+    peers: Mutex<std::collections::HashMap<String, PeerSeen>>,
 }
 
 /// The session's own view of its lease's expiry: etcd keeps the lease for
@@ -187,6 +241,7 @@ impl Session {
         // after this one, so the session's own deadline is never later.
         let granted_at = tokio::time::Instant::now();
         let grant = store.grant_lease(ttl).await?;
+        let holder_name = holder.clone();
         let session = Arc::new(Session {
             store,
             keys,
@@ -198,6 +253,9 @@ impl Session {
             metrics,
             closed: AtomicBool::new(false),
             clock: Arc::new(AckClock::new(granted_at)),
+            refreshed: Arc::new(AckClock::new(granted_at)),
+            heartbeat: Mutex::new(Heartbeat::new(&holder_name, None)),
+            peers: Mutex::new(std::collections::HashMap::new()),
         });
         // Without its heartbeat the session's lease keys would look forged
         // to the other controllers: no heartbeat, no session.
@@ -221,22 +279,47 @@ impl Session {
             lost: self.lost.clone(),
             stopped: self.keepalive_stopped.clone(),
             clock: self.clock.clone(),
+            refreshed: self.refreshed.clone(),
         }
     }
 
-    /// Writes (or rewrites) the holder's heartbeat on the session's lease.
+    /// Writes (or rewrites) the holder's heartbeat on the session's lease;
+    /// the session rewrites it every TTL/3 from then on.
     pub async fn announce(&self, heartbeat: &Heartbeat) -> Result<(), LeaseError> {
+        *self.heartbeat_memo() = heartbeat.clone();
+        self.refresh().await
+    }
+
+    /// Rewrites the announced heartbeat with a new `renewedAt`: the proof,
+    /// to the other controllers, that this holder is alive.
+    async fn refresh(&self) -> Result<(), LeaseError> {
         let key = self.keys.controller(&self.holder);
-        let value = serde_json::to_vec(heartbeat).unwrap_or_default();
+        let heartbeat = {
+            let mut memo = self.heartbeat_memo();
+            memo.renewed_at = Some(crate::model::Timestamp::now());
+            memo.ttl_ms = Some(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
+            memo.clone()
+        };
+        let value = serde_json::to_vec(&heartbeat).unwrap_or_default();
         let txn = Txn::new().put_with_lease(key, value, self.lease);
+        let sent = tokio::time::Instant::now();
         match self.store.txn(txn).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.refreshed.acked(sent);
+                Ok(())
+            }
             Err(StoreError::LeaseNotFound { .. }) => {
                 self.lost.cancel();
                 Err(LeaseError::SessionLost)
             }
             Err(error) => Err(error.into()),
         }
+    }
+
+    fn heartbeat_memo(&self) -> std::sync::MutexGuard<'_, Heartbeat> {
+        self.heartbeat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn lease_id(&self) -> LeaseId {
@@ -269,12 +352,14 @@ impl Session {
     /// process cannot show a keepalive acknowledged recently enough that
     /// etcd still keeps the lease (its own monotonic clock: a process that
     /// was frozen past its TTL knows it the moment it runs again, before
-    /// its keepalive task even gets to ask etcd).
+    /// its keepalive task even gets to ask etcd), or its heartbeat has not
+    /// been rewritten for so long that the other controllers may count it
+    /// dead and revoke its lease.
     pub fn is_lost(&self) -> bool {
         if self.lost.is_cancelled() {
             return true;
         }
-        if self.clock.expired(self.ttl) {
+        if self.clock.expired(self.ttl) || self.refreshed.expired(self.ttl) {
             self.lost.cancel();
             return true;
         }
@@ -324,59 +409,123 @@ impl Session {
         result
     }
 
-    /// Deletes the lease key of `game` if no live controller holds it:
-    /// one attached to no etcd lease (an `etcdctl put` by hand), one that
-    /// holds no lease record, or one whose holder's heartbeat is not on the
-    /// same etcd lease. The delete compares the key's revision as read, so
-    /// a key that changed meanwhile is left alone. Returns whether it did.
+    /// Frees the lease key of `game` if no live controller holds it: one
+    /// attached to no etcd lease (an `etcdctl put` by hand), one that holds
+    /// no lease record, or one whose holder's heartbeat is not on the same
+    /// etcd lease is deleted (comparing the key's revision as read, so a
+    /// key that changed meanwhile is left alone); one whose holder's
+    /// heartbeat stands still has the holder's etcd lease revoked. Returns
+    /// whether it freed the key.
     async fn take_over(&self, game: &str) -> Result<bool, LeaseError> {
         let key = self.keys.lease(game);
         let Some(kv) = self.store.get(&key).await? else {
             // Released meanwhile: the caller creates it.
             return Ok(true);
         };
-        let Some(reason) = self.why_not_live(&kv).await? else {
-            return Ok(false);
-        };
-        warn!(%game, %key, %reason, "taking over a game lease key that no live controller holds");
-        let txn = Txn::new()
-            .when(Compare::ModRevision {
-                key: key.clone(),
-                revision: kv.mod_revision,
-            })
-            .delete(key);
-        Ok(self.store.txn(txn).await?.succeeded)
+        match self.holder_of(&kv).await? {
+            Holder::Live => Ok(false),
+            Holder::Forged(reason) => {
+                warn!(%game, %key, %reason, "taking over a game lease key that no live controller holds");
+                let txn = Txn::new()
+                    .when(Compare::ModRevision {
+                        key: key.clone(),
+                        revision: kv.mod_revision,
+                    })
+                    .delete(key);
+                Ok(self.store.txn(txn).await?.succeeded)
+            }
+            Holder::Stale { reason, lease } => {
+                warn!(
+                    %game,
+                    %key,
+                    %reason,
+                    lease = format!("{lease:x}"),
+                    "revoking a dead controller's etcd lease that something else keeps alive"
+                );
+                match self.store.revoke_lease(lease).await {
+                    Ok(()) | Err(StoreError::LeaseNotFound { .. }) => Ok(true),
+                    Err(error) => Err(error.into()),
+                }
+            }
+        }
     }
 
-    /// Why the lease key `kv` is held by no live controller; `None` when a
-    /// live one holds it.
-    async fn why_not_live(
-        &self,
-        kv: &crate::store::KeyValue,
-    ) -> Result<Option<String>, LeaseError> {
+    /// Whether the lease key `kv` is held by a live controller.
+    async fn holder_of(&self, kv: &crate::store::KeyValue) -> Result<Holder, LeaseError> {
         if kv.lease == 0 {
-            return Ok(Some(
+            return Ok(Holder::Forged(
                 "it is attached to no etcd lease (written by hand?)".into(),
             ));
         }
         if kv.lease == self.lease {
-            return Ok(None);
+            return Ok(Holder::Live);
         }
         let Ok(record) = serde_json::from_slice::<LeaseRecord>(&kv.value) else {
-            return Ok(Some("it holds no lease record".into()));
+            return Ok(Holder::Forged("it holds no lease record".into()));
         };
         let heartbeat = self
             .store
             .get(&self.keys.controller(&record.holder))
             .await?;
         Ok(match heartbeat {
-            Some(heartbeat) if heartbeat.lease == kv.lease => None,
-            Some(_) => Some(format!(
+            Some(heartbeat) if heartbeat.lease == kv.lease => {
+                self.judge_heartbeat(&record.holder, &heartbeat)
+            }
+            Some(_) => Holder::Forged(format!(
                 "its holder {} announces itself on another etcd lease",
                 record.holder
             )),
-            None => Some(format!("its holder {} has no heartbeat", record.holder)),
+            None => Holder::Forged(format!("its holder {} has no heartbeat", record.holder)),
         })
+    }
+
+    /// Judges a peer's heartbeat by whether it changed within the holder's
+    /// TTL (plus [`STALE_SLACK`]) on this process's clock, counted from
+    /// the first time this session saw it as it is now.
+    fn judge_heartbeat(&self, holder: &str, kv: &crate::store::KeyValue) -> Holder {
+        let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&kv.value) else {
+            // The lease is the holder's; its value is unreadable (an older
+            // or newer controller, or garbled): the lease decides.
+            return Holder::Live;
+        };
+        if heartbeat.renewed_at.is_none() {
+            // A controller from before the refresh: its lease decides.
+            return Holder::Live;
+        }
+        let ttl = heartbeat
+            .ttl_ms
+            .map(Duration::from_millis)
+            .unwrap_or(self.ttl);
+        let now = tokio::time::Instant::now();
+        let mut peers = self
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seen = peers.entry(holder.to_owned()).or_insert(PeerSeen {
+            lease: kv.lease,
+            mod_revision: kv.mod_revision,
+            since: now,
+        });
+        if seen.lease != kv.lease || seen.mod_revision != kv.mod_revision {
+            *seen = PeerSeen {
+                lease: kv.lease,
+                mod_revision: kv.mod_revision,
+                since: now,
+            };
+        }
+        let still = now.duration_since(seen.since);
+        if still > ttl + STALE_SLACK {
+            Holder::Stale {
+                reason: format!(
+                    "the heartbeat of its holder {holder} has not changed for {} (its TTL is {}): the holder is dead, and something else keeps its etcd lease alive",
+                    humantime::format_duration(Duration::from_secs(still.as_secs())),
+                    humantime::format_duration(ttl)
+                ),
+                lease: kv.lease,
+            }
+        } else {
+            Holder::Live
+        }
     }
 
     /// Takes the lease of `game` only if, in the same transaction, every
@@ -497,6 +646,7 @@ struct KeepAliveParts {
     lost: CancellationToken,
     stopped: CancellationToken,
     clock: Arc<AckClock>,
+    refreshed: Arc<AckClock>,
 }
 
 /// Renews the session lease every TTL/3 until the session is dropped or
@@ -507,13 +657,25 @@ async fn keep_alive(session: std::sync::Weak<Session>, parts: KeepAliveParts) {
     let period = parts.ttl / KEEPALIVE_DIVISOR;
     let mut wait = period;
     loop {
-        let expires = parts.clock.expires_at(parts.ttl);
+        let expires = parts
+            .clock
+            .expires_at(parts.ttl)
+            .min(parts.refreshed.expires_at(parts.ttl));
         tokio::select! {
             _ = parts.stopped.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
             _ = tokio::time::sleep_until(expires) => {}
         }
         if session.strong_count() == 0 {
+            return;
+        }
+        if parts.refreshed.expired(parts.ttl) {
+            warn!(
+                lease = format!("{:x}", parts.lease),
+                ttl = ?parts.ttl,
+                "the heartbeat was not rewritten for nearly a TTL; the other controllers may count this one dead: counting the session lost"
+            );
+            parts.lost.cancel();
             return;
         }
         if parts.clock.expired(parts.ttl) {
@@ -530,6 +692,23 @@ async fn keep_alive(session: std::sync::Weak<Session>, parts: KeepAliveParts) {
             Ok(_) => {
                 parts.clock.acked(sent);
                 wait = period;
+                let Some(session) = session.upgrade() else {
+                    return;
+                };
+                match session.refresh().await {
+                    Ok(()) => {}
+                    Err(LeaseError::SessionLost) => {
+                        warn!(
+                            lease = format!("{:x}", parts.lease),
+                            "session lease is gone"
+                        );
+                        return;
+                    }
+                    Err(error) => {
+                        debug!(%error, "rewriting the heartbeat failed; retrying");
+                        wait = KEEPALIVE_RETRY.min(period);
+                    }
+                }
             }
             Err(StoreError::LeaseNotFound { .. }) => {
                 warn!(
@@ -794,6 +973,94 @@ mod tests {
             a.acquire("g2", "op-2").await,
             Err(LeaseError::SessionLost)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_holders_lease_kept_alive_by_someone_else_is_revoked_after_its_ttl() {
+        let store = Arc::new(MemoryStore::new());
+        let a = session(&store, "node-a").await;
+        let held = a.acquire("g1", "op-1").await.unwrap();
+        let a_lease = a.lease_id();
+        // node-a dies (its keepalive and heartbeat stop), and a writer with
+        // no right to `controllers/` keeps its etcd lease alive.
+        a.stop_keepalive();
+        std::mem::forget(held);
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                loop {
+                    let _ = store.keep_alive(a_lease).await;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            })
+        };
+        let b = session(&store, "node-b").await;
+        assert!(matches!(
+            b.acquire("g1", "op-2").await,
+            Err(LeaseError::Busy { .. })
+        ));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(
+            matches!(b.acquire("g1", "op-3").await, Err(LeaseError::Busy { .. })),
+            "within its TTL a standing heartbeat is not judged"
+        );
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let taken = b
+            .acquire("g1", "op-4")
+            .await
+            .expect("standing still past its TTL: the holder is dead");
+        assert!(
+            store.keep_alive(a_lease).await.is_err(),
+            "the dead holder's lease is revoked, not only the game's key"
+        );
+        assert!(
+            store
+                .get(&Keys::default().controller("node-a"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(a.is_lost(), "the dead holder counts itself lost too");
+        taken.release().await.unwrap();
+        writer.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_live_holders_heartbeat_keeps_changing_so_its_games_stay_its_own() {
+        let store = Arc::new(MemoryStore::new());
+        let a = session(&store, "node-a").await;
+        let held = a.acquire("g1", "op-1").await.unwrap();
+        let b = session(&store, "node-b").await;
+        let first = store.get(&Keys::default().controller("node-a")).await.unwrap().unwrap();
+        for _ in 0..10 {
+            assert!(matches!(
+                b.acquire("g1", "op-2").await,
+                Err(LeaseError::Busy { .. })
+            ));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        let later = store.get(&Keys::default().controller("node-a")).await.unwrap().unwrap();
+        assert!(later.mod_revision > first.mod_revision, "rewritten every TTL/3");
+        let heartbeat: Heartbeat = serde_json::from_slice(&later.value).unwrap();
+        assert_eq!(heartbeat.ttl_ms, Some(15_000));
+        assert!(heartbeat.renewed_at.is_some());
+        held.check().unwrap();
+        assert!(!a.is_lost());
+        held.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_that_cannot_rewrite_its_heartbeat_counts_itself_lost_before_others_judge_it() {
+        let store = Arc::new(MemoryStore::new());
+        let a = session(&store, "node-a").await;
+        // The heartbeat key made unwritable: its rewrites fail while the
+        // keepalives go on (a failpoint-free stand-in: the store refuses
+        // puts under controllers/ once the session is open).
+        store.refuse_writes_under(&Keys::default().controllers());
+        tokio::time::timeout(Duration::from_secs(15), a.lost().cancelled())
+            .await
+            .expect("lost within the TTL");
+        assert!(a.is_lost());
     }
 
     #[tokio::test]

@@ -263,6 +263,7 @@ impl Harness {
     /// its own, for installation `prefix`, bypassing the controller.
     async fn start_labelled(&self, game: &str, prefix: &str) -> String {
         let mut spec = ContainerSpec::new(game, IMAGE_1);
+        spec.name = container_name(prefix, game);
         spec.labels
             .insert(LABEL_SPEC_HASH.to_owned(), "hand-made".to_owned());
         spec.labels
@@ -351,14 +352,14 @@ async fn stop_gracefully(controller: &mut ControllerProcess, limit: Duration) {
 async fn a_new_gameruntime_gets_a_running_container_and_a_running_status() {
     let h = harness("ctl-start").await;
     let game = game_id("ctl-start");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(h.keys.prefix(), &game)]);
     let _controller = h.controller("ctl").start().await;
 
     let doc = h.create(doc(&game)).await;
     assert_eq!(doc.metadata.generation, Some(1));
     let (status, container) = h.wait_converged(&doc).await;
 
-    assert_eq!(container.name, container_name(&game));
+    assert_eq!(container.name, container_name(h.keys.prefix(), &game));
     assert_eq!(
         container.hostname, game,
         "the hostname defaults to the name"
@@ -403,7 +404,7 @@ async fn changing_the_image_recreates_the_container_with_the_same_hostname_and_a
     let h = harness("ctl-image").await;
     let game = game_id("ctl-image");
     let hostname = format!("engine-{game}");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(h.keys.prefix(), &game)]);
     let _controller = h.controller("ctl").start().await;
     let first = h.create(doc(&game).hostname(&hostname)).await;
     let (_, before) = h.wait_converged(&first).await;
@@ -465,7 +466,7 @@ async fn changing_the_image_recreates_the_container_with_the_same_hostname_and_a
 async fn bumping_the_restart_token_restarts_with_the_requests_correlation_id() {
     let h = harness("ctl-token").await;
     let game = game_id("ctl-token");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(h.keys.prefix(), &game)]);
     let _controller = h.controller("ctl").start().await;
     let (_, before) = h.wait_converged(&h.create(doc(&game)).await).await;
 
@@ -513,7 +514,7 @@ async fn bumping_the_restart_token_restarts_with_the_requests_correlation_id() {
 async fn a_killed_container_is_brought_back_and_a_removed_one_is_recreated() {
     let h = harness("ctl-drift").await;
     let game = game_id("ctl-drift");
-    let name = container_name(&game);
+    let name = container_name(h.keys.prefix(), &game);
     let _cleanup = Cleanup::new(&[&name]);
     let _controller = h.controller("ctl").start().await;
     let doc = h.create(doc(&game)).await;
@@ -566,7 +567,7 @@ async fn a_killed_container_is_brought_back_and_a_removed_one_is_recreated() {
 async fn deleting_the_document_removes_the_container_and_the_status_and_keeps_the_history() {
     let h = harness("ctl-delete").await;
     let game = game_id("ctl-delete");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(h.keys.prefix(), &game)]);
     let _controller = h.controller("ctl").start().await;
     let (_, container) = h.wait_converged(&h.create(doc(&game)).await).await;
 
@@ -623,7 +624,7 @@ async fn deleting_the_document_removes_the_container_and_the_status_and_keeps_th
 async fn a_restarted_controller_adopts_the_running_containers_instead_of_recreating_them() {
     let h = harness("ctl-adopt").await;
     let games: Vec<String> = (0..5).map(|i| game_id(&format!("ctl-adopt{i}"))).collect();
-    let names: Vec<String> = games.iter().map(|g| container_name(g)).collect();
+    let names: Vec<String> = games.iter().map(|g| container_name(h.keys.prefix(), g)).collect();
     let _cleanup = Cleanup::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
 
     let mut first = h.controller("first").start().await;
@@ -768,7 +769,7 @@ impl Census {
 async fn two_controllers_keep_one_container_per_game_and_one_takes_over_when_the_other_dies() {
     let h = harness("ctl-pair").await;
     let games: Vec<String> = (0..10).map(|i| game_id(&format!("ctl-pair{i}"))).collect();
-    let names: Vec<String> = games.iter().map(|g| container_name(g)).collect();
+    let names: Vec<String> = games.iter().map(|g| container_name(h.keys.prefix(), g)).collect();
     let _cleanup = Cleanup::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
     let census = Census::start(h.runtime.clone(), games.clone());
 
@@ -888,7 +889,7 @@ async fn two_controllers_keep_one_container_per_game_and_one_takes_over_when_the
 async fn sigterm_during_a_restart_drains_it_and_the_next_controller_converges_the_game() {
     let h = harness("ctl-drain").await;
     let game = game_id("ctl-drain");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(h.keys.prefix(), &game)]);
     let mut first = h.controller("first").start().await;
     let fixture = doc(&game)
         .ignoring_sigterm()
@@ -967,7 +968,7 @@ const METRICS: [&str; 9] = [
 async fn metrics_are_served_and_a_converged_controller_writes_nothing_to_etcd() {
     let h = harness("ctl-quiet").await;
     let games: Vec<String> = (0..3).map(|i| game_id(&format!("ctl-quiet{i}"))).collect();
-    let names: Vec<String> = games.iter().map(|g| container_name(g)).collect();
+    let names: Vec<String> = games.iter().map(|g| container_name(h.keys.prefix(), g)).collect();
     let _cleanup = Cleanup::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
     let controller = h.controller("ctl").env("RTM_RESYNC", "2s").start().await;
     let mut docs = Vec::new();
@@ -1066,9 +1067,9 @@ async fn an_orphaned_container_of_this_installation_is_removed_after_the_grace_p
     let neighbour = game_id("ctl-gc-neighbour");
     let foreign = game_id("ctl-gc-foreign");
     let _cleanup = Cleanup::new(&[
-        &container_name(&orphan),
-        &container_name(&neighbour),
-        &container_name(&foreign),
+        &container_name(h.keys.prefix(), &orphan),
+        &container_name(h.keys.prefix(), &neighbour),
+        &container_name(h.keys.prefix(), &foreign),
     ]);
     let _controller = h.controller("ctl").start().await;
 
@@ -1077,7 +1078,7 @@ async fn an_orphaned_container_of_this_installation_is_removed_after_the_grace_p
         "run",
         "-d",
         "--name",
-        &container_name(&foreign),
+        &container_name(h.keys.prefix(), &foreign),
         "--label",
         &format!("{LABEL_GAME}={foreign}"),
         IMAGE_1,
@@ -1106,7 +1107,7 @@ async fn an_orphaned_container_of_this_installation_is_removed_after_the_grace_p
         "removed after {took:?}, before the 3 s grace period"
     );
     for (id, why) in [
-        (container_name(&foreign), "without managed-by=rtmanager"),
+        (container_name(h.keys.prefix(), &foreign), "without managed-by=rtmanager"),
         (neighbour_id, "of another installation (prefix)"),
     ] {
         let kept = h.runtime.inspect_container(&id).await.unwrap();
@@ -1335,7 +1336,7 @@ fn docker_ok(args: &[&str]) {
 async fn wiping_every_status_record_recreates_nothing() {
     let h = harness("hands-wipe").await;
     let games: Vec<String> = (0..3).map(|i| game_id(&format!("hands-wipe{i}"))).collect();
-    let names: Vec<String> = games.iter().map(|g| container_name(g)).collect();
+    let names: Vec<String> = games.iter().map(|g| container_name(h.keys.prefix(), g)).collect();
     let _cleanup = Cleanup::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
     let controller = h.controller("wipe").start().await;
     let mut docs = Vec::new();
@@ -1387,7 +1388,7 @@ async fn wiping_every_status_record_recreates_nothing() {
 async fn garbage_in_a_status_record_is_rebuilt_and_drift_repair_goes_on() {
     let h = harness("hands-garbage").await;
     let game = game_id("hands-garbage");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(h.keys.prefix(), &game)]);
     let controller = h.controller("garbage").start().await;
     let doc = h.create(doc(&game)).await;
     let (_, first) = h.wait_converged(&doc).await;
@@ -1400,7 +1401,7 @@ async fn garbage_in_a_status_record_is_rebuilt_and_drift_repair_goes_on() {
     assert_eq!(short(&same.id), short(&first.id), "rebuilt, not recreated");
 
     // The game is still reconciled: a killed container comes back.
-    docker_ok(&["kill", &container_name(&game)]);
+    docker_ok(&["kill", &container_name(h.keys.prefix(), &game)]);
     let what = format!("{game}: a new container after the kill");
     eventually(CONVERGE, &what, async || {
         let (status, now) = h.converged(&doc).await?;
@@ -1424,7 +1425,7 @@ async fn garbage_in_a_status_record_is_rebuilt_and_drift_repair_goes_on() {
 async fn a_paused_container_is_resumed_in_place_and_the_resume_is_recorded() {
     let h = harness("hands-pause").await;
     let game = game_id("hands-pause");
-    let name = container_name(&game);
+    let name = container_name(h.keys.prefix(), &game);
     let _cleanup = Cleanup::new(&[&name]);
     let _controller = h.controller("pause").start().await;
     let doc = h.create(doc(&game)).await;
@@ -1457,7 +1458,7 @@ async fn a_paused_container_is_stopped_or_restarted_when_asked() {
     let h = harness("hands-pause-ops").await;
     let stop = game_id("hands-pause-stop");
     let restart = game_id("hands-pause-restart");
-    let (stop_name, restart_name) = (container_name(&stop), container_name(&restart));
+    let (stop_name, restart_name) = (container_name(h.keys.prefix(), &stop), container_name(h.keys.prefix(), &restart));
     let _cleanup = Cleanup::new(&[&stop_name, &restart_name]);
     let mut first = h.controller("first").start().await;
     let stop_doc = h.create(doc(&stop)).await;
@@ -1516,7 +1517,7 @@ async fn a_paused_container_is_stopped_or_restarted_when_asked() {
 async fn a_renamed_container_is_named_back_and_no_second_one_ever_runs() {
     let h = harness("hands-rename").await;
     let game = game_id("hands-rename");
-    let name = container_name(&game);
+    let name = container_name(h.keys.prefix(), &game);
     let other = format!("{name}-renamed");
     let _cleanup = Cleanup::new(&[&name, &other]);
     let _controller = h.controller("rename").start().await;
@@ -1562,7 +1563,7 @@ async fn a_restart_whose_image_is_gone_keeps_the_old_container_running() {
     let h = harness("hands-rmi").await;
     let game = game_id("hands-rmi");
     let image = format!("rtmanager-test/hands-rmi-{}:1", std::process::id());
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(h.keys.prefix(), &game)]);
     docker_ok(&["tag", IMAGE_1, &image]);
     struct Untag(String);
     impl Drop for Untag {
@@ -1620,7 +1621,7 @@ async fn a_restart_whose_image_is_gone_keeps_the_old_container_running() {
 async fn a_lease_key_put_by_hand_is_taken_over_and_the_game_goes_on() {
     let h = harness("hands-lease").await;
     let game = game_id("hands-lease");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(h.keys.prefix(), &game)]);
     let controller = h.controller("lease").start().await;
     let doc = h.create(doc(&game)).await;
     let (_, before) = h.wait_converged(&doc).await;
@@ -1648,7 +1649,7 @@ async fn a_lease_key_put_by_hand_is_taken_over_and_the_game_goes_on() {
 async fn a_controller_frozen_past_its_ttl_counts_its_session_lost_by_its_own_clock() {
     let h = harness("hands-freeze").await;
     let game = game_id("hands-freeze");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(h.keys.prefix(), &game)]);
     let controller = h.controller("freeze").start().await;
     let doc = h.create(doc(&game)).await;
     h.wait_converged(&doc).await;
@@ -1704,7 +1705,7 @@ async fn a_controller_frozen_past_its_ttl_counts_its_session_lost_by_its_own_clo
 async fn the_same_failure_again_and_again_is_recorded_once_with_a_count() {
     let h = harness("hands-repeat").await;
     let game = game_id("hands-repeat");
-    let name = container_name(&game);
+    let name = container_name(h.keys.prefix(), &game);
     let _cleanup = Cleanup::new(&[&name]);
     // Someone else's container holds the game's name.
     docker_ok(&["create", "--name", &name, IMAGE_1]);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use rtmanager::runtime::{
     ContainerRuntime, ContainerSpec, ContainerState, DockerRuntime, LABEL_GAME, LABEL_MANAGED_BY,
-    LABEL_SPEC_HASH, MANAGED_BY, PortBinding, PortProtocol, RuntimeError, container_name,
+    LABEL_SPEC_HASH, MANAGED_BY, PortBinding, PortProtocol, RuntimeError,
 };
 
 mod common;
@@ -25,6 +25,13 @@ use common::docker::{
     Cleanup, IMAGE_1, IMAGE_2, docker, docker_cli, game, wait_engine_listening,
     within_secs as within,
 };
+
+
+/// The name `ContainerSpec::new` gives `game`'s container: the default
+/// installation's.
+fn default_name(game: &str) -> String {
+    rtmanager::runtime::container_name(rtmanager::store::keys::DEFAULT_PREFIX, game)
+}
 
 fn spec(game: &str, image: &str) -> ContainerSpec {
     let mut spec = ContainerSpec::new(game, image);
@@ -86,7 +93,7 @@ async fn inspect(docker: &DockerRuntime, id: &str) -> rtmanager::runtime::Contai
 async fn created_container_runs_with_our_hostname_labels_init_and_no_restart_policy() {
     let docker = docker().await;
     let game = game("create");
-    let name = container_name(&game);
+    let name = default_name(&game);
     let _cleanup = Cleanup::new(&[&name]);
 
     let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
@@ -119,7 +126,7 @@ async fn created_container_runs_with_our_hostname_labels_init_and_no_restart_pol
 async fn stop_reaches_the_engine_through_init_and_it_exits_zero_quickly() {
     let docker = docker().await;
     let game = game("stop");
-    let name = container_name(&game);
+    let name = default_name(&game);
     let _cleanup = Cleanup::new(&[&name]);
     let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
     wait_engine_listening(&id);
@@ -149,7 +156,7 @@ async fn init_stops_an_engine_that_has_no_sigterm_handler() {
     // `sleep` as PID 1 would ignore SIGTERM; under docker-init it dies of it.
     let docker = docker().await;
     let game = game("init");
-    let name = container_name(&game);
+    let name = default_name(&game);
     let _cleanup = Cleanup::new(&[&name]);
     let mut spec = spec(&game, IMAGE_1);
     spec.command = vec!["/bin/sleep".into()];
@@ -173,7 +180,7 @@ async fn init_stops_an_engine_that_has_no_sigterm_handler() {
 async fn repeated_start_stop_and_kill_are_no_ops_not_errors() {
     let docker = docker().await;
     let game = game("noop");
-    let name = container_name(&game);
+    let name = default_name(&game);
     let _cleanup = Cleanup::new(&[&name]);
     let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
     wait_engine_listening(&id);
@@ -201,7 +208,7 @@ async fn repeated_start_stop_and_kill_are_no_ops_not_errors() {
 #[ignore = "needs Docker: run scripts/test"]
 async fn missing_containers_inspect_as_none_and_remove_as_not_found() {
     let docker = docker().await;
-    let name = container_name(&game("missing"));
+    let name = default_name(&game("missing"));
     let found = within(
         10,
         "inspect of a missing container",
@@ -246,7 +253,7 @@ async fn images_inspect_by_reference_with_distinct_ids_and_missing_ones_as_none(
 async fn creating_from_a_missing_image_is_image_not_found_and_leaves_nothing() {
     let docker = docker().await;
     let game = game("noimage");
-    let name = container_name(&game);
+    let name = default_name(&game);
     let _cleanup = Cleanup::new(&[&name]);
     let err = within(
         20,
@@ -269,7 +276,7 @@ async fn creating_from_a_missing_image_is_image_not_found_and_leaves_nothing() {
 async fn creating_twice_with_one_name_is_name_conflict() {
     let docker = docker().await;
     let game = game("twice");
-    let name = container_name(&game);
+    let name = default_name(&game);
     let _cleanup = Cleanup::new(&[&name]);
     let first = within(20, "create", docker.create(&spec(&game, IMAGE_1)))
         .await
@@ -290,7 +297,7 @@ async fn creating_twice_with_one_name_is_name_conflict() {
 async fn second_container_on_a_taken_host_port_fails_to_start_with_port_allocated() {
     let docker = docker().await;
     let (game_a, game_b) = (game("port-a"), game("port-b"));
-    let (name_a, name_b) = (container_name(&game_a), container_name(&game_b));
+    let (name_a, name_b) = (default_name(&game_a), default_name(&game_b));
     let _cleanup = Cleanup::new(&[&name_a, &name_b]);
     let port = free_port();
     let mut a = spec(&game_a, IMAGE_1);
@@ -318,7 +325,7 @@ async fn second_container_on_a_taken_host_port_fails_to_start_with_port_allocate
 async fn engine_answers_on_the_published_host_port_with_its_env() {
     let docker = docker().await;
     let game = game("serve");
-    let name = container_name(&game);
+    let name = default_name(&game);
     let _cleanup = Cleanup::new(&[&name]);
     let port = free_port();
     let mut spec = spec(&game, IMAGE_2);
@@ -355,7 +362,7 @@ async fn engine_answers_on_the_published_host_port_with_its_env() {
 async fn engine_ignoring_sigterm_is_killed_after_the_stop_timeout_with_137() {
     let docker = docker().await;
     let game = game("stubborn");
-    let name = container_name(&game);
+    let name = default_name(&game);
     let _cleanup = Cleanup::new(&[&name]);
     let mut spec = spec(&game, IMAGE_1);
     env(&mut spec, "IGNORE_SIGTERM", "1");
@@ -386,7 +393,7 @@ async fn engine_ignoring_sigterm_is_killed_after_the_stop_timeout_with_137() {
 async fn removing_a_running_container_needs_force() {
     let docker = docker().await;
     let game = game("remove");
-    let name = container_name(&game);
+    let name = default_name(&game);
     let _cleanup = Cleanup::new(&[&name]);
     let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
 
@@ -408,9 +415,9 @@ async fn list_managed_finds_ours_in_every_state_and_not_foreign_containers() {
         (game("list-run"), game("list-exit"), game("list-new"));
     let foreign = format!("foreign-{}", std::process::id());
     let names = [
-        container_name(&running_game),
-        container_name(&exited_game),
-        container_name(&created_game),
+        default_name(&running_game),
+        default_name(&exited_game),
+        default_name(&created_game),
     ];
     let _cleanup = Cleanup::new(&[&names[0], &names[1], &names[2], &foreign]);
 
@@ -470,7 +477,7 @@ async fn list_managed_finds_ours_in_every_state_and_not_foreign_containers() {
 async fn events_report_die_for_a_managed_container_we_stop() {
     let docker = docker().await;
     let game = game("events");
-    let name = container_name(&game);
+    let name = default_name(&game);
     let _cleanup = Cleanup::new(&[&name]);
     let mut events = docker.events();
     let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
@@ -506,7 +513,7 @@ async fn events_report_die_for_a_managed_container_we_stop() {
 async fn a_crashing_engine_reports_its_exit_code_and_a_die_event() {
     let docker = docker().await;
     let game = game("crash");
-    let name = container_name(&game);
+    let name = default_name(&game);
     let _cleanup = Cleanup::new(&[&name]);
     let mut spec = spec(&game, IMAGE_1);
     env(&mut spec, "EXIT_AFTER", "1");

@@ -92,7 +92,7 @@ async fn every_example_manifest_converges_under_a_real_controller() {
     }
     let names: Vec<String> = games
         .iter()
-        .map(|g| container_name(&g.metadata.name))
+        .map(|g| container_name(keys.prefix(), &g.metadata.name))
         .collect();
     let _cleanup = Cleanup::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
     let mut controller = ControllerOptions::new(&keys, "examples").start().await;
@@ -120,7 +120,7 @@ async fn every_example_manifest_converges_under_a_real_controller() {
         )
         .await;
         let container = runtime
-            .inspect_container(&container_name(&name))
+            .inspect_container(&container_name(keys.prefix(), &name))
             .await
             .unwrap();
         assert_eq!(

@@ -148,8 +148,8 @@ async fn stop_gracefully(controller: &mut ControllerProcess) {
     );
 }
 
-fn names(games: &[String]) -> Vec<String> {
-    games.iter().map(|g| container_name(g)).collect()
+fn names(keys: &Keys, games: &[String]) -> Vec<String> {
+    games.iter().map(|g| container_name(keys.prefix(), g)).collect()
 }
 
 fn cleanup(names: &[String]) -> Cleanup {
@@ -273,7 +273,12 @@ async fn a_controller_crashing_at_any_step_of_a_restart_leaves_nothing_the_next_
         .iter()
         .map(|p| game_name(&format!("crash-{}", p.tag)))
         .collect();
-    let _cleanup = cleanup(&names(&games));
+    let crash_names: Vec<String> = games
+        .iter()
+        .zip(&installations)
+        .map(|(game, i)| container_name(i.keys.prefix(), game))
+        .collect();
+    let _cleanup = cleanup(&crash_names);
     let monitor = Monitor::start(docker.clone(), installations.clone(), GC_BOUND).await;
 
     let runs = CRASH_POINTS
@@ -426,7 +431,7 @@ async fn a_frozen_controller_is_fenced_out_once_its_lease_expires_and_never_runs
     let _wipe = WipeOnDrop(keys.clone());
     let installation = Installation::new(store.clone(), keys.clone(), docker.clone());
     let games: Vec<String> = (0..3).map(|i| game_name(&format!("freeze{i}"))).collect();
-    let _cleanup = cleanup(&names(&games));
+    let _cleanup = cleanup(&names(&keys, &games));
     let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND).await;
     let writes = WriteLog::start(store.clone(), keys.root()).await;
     let etcd = etcd_endpoints();
@@ -624,7 +629,7 @@ async fn restarting_etcd_during_bursts_of_restarts_loses_no_game_and_no_history(
     let keys = unique_keys("faults-etcd");
     let installation = Installation::new(store.clone(), keys.clone(), docker.clone());
     let games: Vec<String> = (0..4).map(|i| game_name(&format!("etcd{i}"))).collect();
-    let _cleanup = cleanup(&names(&games));
+    let _cleanup = cleanup(&names(&keys, &games));
     let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND).await;
     let ctl = controller(&keys, "etcd-fault", &endpoints, None)
         .start()
@@ -709,7 +714,7 @@ async fn killing_the_etcd_leader_of_a_three_member_cluster_does_not_stop_converg
     let keys = unique_keys("faults-cluster");
     let installation = Installation::new(store.clone(), keys.clone(), docker.clone());
     let games: Vec<String> = (0..4).map(|i| game_name(&format!("raft{i}"))).collect();
-    let _cleanup = cleanup(&names(&games));
+    let _cleanup = cleanup(&names(&keys, &games));
     let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND).await;
     let _controller = controller(&keys, "cluster-fault", &endpoints, None)
         .start()
@@ -851,26 +856,26 @@ async fn containers_killed_removed_or_stopped_by_hand_come_back_and_foreign_ones
         ["kill", "rm", "stop", "taken", "orphan"].map(|tag| game_name(&format!("hands-{tag}")));
     let games = vec![killed.clone(), removed.clone(), stopped.clone()];
     let foreign_name = format!("rtmf-foreign-{}", std::process::id());
-    let mut all_names = names(&[
+    let mut all_names = names(&keys, &[
         killed.clone(),
         removed.clone(),
         stopped.clone(),
         taken.clone(),
     ]);
-    all_names.push(container_name(&orphan));
+    all_names.push(container_name(keys.prefix(), &orphan));
     all_names.push(foreign_name.clone());
     let _cleanup = cleanup(&all_names);
 
     // Not rtmanager's: no labels at all. One with a name of its own, one
     // with the name a game of this installation would use.
-    for name in [foreign_name.as_str(), container_name(&taken).as_str()] {
+    for name in [foreign_name.as_str(), container_name(keys.prefix(), &taken).as_str()] {
         let run = docker_cli(&["run", "-d", "--name", name, IMAGE_1]);
         assert!(run.status.success(), "docker run {name}: {run:?}");
     }
     let monitor = Monitor::start(docker.clone(), vec![installation.clone()], GC_BOUND).await;
     let foreign = [
         Foreign::record(&docker, &foreign_name).await,
-        Foreign::record(&docker, &container_name(&taken)).await,
+        Foreign::record(&docker, &container_name(keys.prefix(), &taken)).await,
     ];
     for f in &foreign {
         monitor.add_foreign(f.clone());
@@ -910,11 +915,11 @@ async fn containers_killed_removed_or_stopped_by_hand_come_back_and_foreign_ones
     .await;
     done.push(format!(
         "{} held by a foreign container: start refused with conflict",
-        container_name(&taken)
+        container_name(keys.prefix(), &taken)
     ));
 
     for (game, how) in [(&killed, "kill"), (&removed, "rm"), (&stopped, "stop")] {
-        let name = container_name(game);
+        let name = container_name(keys.prefix(), game);
         let args: Vec<&str> = match how {
             "rm" => vec!["rm", "-f", &name],
             other => vec![other, &name],
@@ -970,7 +975,7 @@ async fn containers_killed_removed_or_stopped_by_hand_come_back_and_foreign_ones
     );
     done.push(format!(
         "orphan {} garbage-collected after {collected_after:?}",
-        container_name(&orphan)
+        container_name(keys.prefix(), &orphan)
     ));
 
     // Deleting the document of the game whose name is taken: the
@@ -1241,7 +1246,7 @@ impl Soak {
             return self.restart_burst().await;
         }
         let game = self.rng.pick(&eligible).clone();
-        let name = container_name(&game);
+        let name = container_name(self.installation.keys.prefix(), &game);
         let (done, what) = self.docker_hand(&game, Deed::Container, &[how, &name]);
         if done {
             *self.exits.entry(game).or_default() += 1;
@@ -1339,13 +1344,13 @@ impl Soak {
             Fault::StopContainer => self.exit_by_hand("stop").await,
             Fault::RemoveContainer => {
                 let game = self.pick_game();
-                let name = container_name(&game);
+                let name = container_name(self.installation.keys.prefix(), &game);
                 self.docker_hand(&game, Deed::Container, &["rm", "-f", &name])
                     .1
             }
             Fault::PauseContainer => {
                 let game = self.pick_game();
-                let name = container_name(&game);
+                let name = container_name(self.installation.keys.prefix(), &game);
                 let (_, mut what) = self.docker_hand(&game, Deed::Note, &["pause", &name]);
                 // Half the time a restart is asked for the paused game
                 // (stop, rm and start must work on a paused container).
@@ -1358,7 +1363,7 @@ impl Soak {
             Fault::RenameContainer => {
                 let game = self.pick_game();
                 self.hands += 1;
-                let name = container_name(&game);
+                let name = container_name(self.installation.keys.prefix(), &game);
                 let moved = format!("{name}-moved{}", self.hands);
                 self.docker_hand(&game, Deed::Note, &["rename", &name, &moved])
                     .1
@@ -1386,7 +1391,7 @@ impl Soak {
                 self.orphans.push(orphan.clone());
                 format!(
                     "orphan container {} ({}) started by hand",
-                    container_name(&orphan),
+                    container_name(self.installation.keys.prefix(), &orphan),
                     short(&id)
                 )
             }
@@ -1434,7 +1439,7 @@ impl Soak {
                         .rng
                         .duration(Duration::from_millis(300), Duration::from_millis(1500));
                     tokio::time::sleep(wait).await;
-                    let name = container_name(&game);
+                    let name = container_name(self.installation.keys.prefix(), &game);
                     let (done, kill) = self.docker_hand(&game, Deed::Container, &["kill", &name]);
                     if done {
                         *self.exits.entry(game).or_default() += 1;

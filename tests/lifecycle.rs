@@ -76,7 +76,7 @@ const START_LIMIT: Duration = Duration::from_secs(60);
 async fn start_runs_the_container_with_the_stable_hostname_and_our_labels() {
     let w = world("lc-start", Duration::from_secs(10)).await;
     let game = game_id("lc-start");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(w.keys.prefix(), &game)]);
     w.apply(
         &game,
         &format!("  image: {IMAGE_1}\n  hostname: engine-{game}\n  stopTimeout: 5s\n"),
@@ -88,7 +88,7 @@ async fn start_runs_the_container_with_the_stable_hostname_and_our_labels() {
 
     let container = w
         .runtime
-        .inspect_container(&container_name(&game))
+        .inspect_container(&container_name(w.keys.prefix(), &game))
         .await
         .unwrap()
         .unwrap();
@@ -110,7 +110,7 @@ async fn start_runs_the_container_with_the_stable_hostname_and_our_labels() {
 async fn restart_gives_a_new_container_id_the_same_hostname_and_three_correlated_entries() {
     let w = world("lc-restart", Duration::from_secs(10)).await;
     let game = game_id("lc-restart");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(w.keys.prefix(), &game)]);
     w.apply(&game, &format!("  image: {IMAGE_1}\n  stopTimeout: 5s\n"))
         .await;
     let first = within(START_LIMIT, "start", w.lifecycle.start(&request(&game))).await;
@@ -122,7 +122,7 @@ async fn restart_gives_a_new_container_id_the_same_hostname_and_three_correlated
 
     let container = w
         .runtime
-        .inspect_container(&container_name(&game))
+        .inspect_container(&container_name(w.keys.prefix(), &game))
         .await
         .unwrap()
         .unwrap();
@@ -161,7 +161,7 @@ async fn restart_gives_a_new_container_id_the_same_hostname_and_three_correlated
 async fn two_restarts_at_once_one_wins_the_other_conflicts_and_never_two_containers() {
     let w = world("lc-race", Duration::from_secs(10)).await;
     let game = game_id("lc-race");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(w.keys.prefix(), &game)]);
     w.apply(&game, &format!("  image: {IMAGE_1}\n  stopTimeout: 5s\n"))
         .await;
     assert!(
@@ -304,7 +304,7 @@ async fn a_lease_whose_keepalive_stops_expires_and_its_holders_next_guarded_writ
 async fn a_start_with_a_missing_image_fails_with_image_not_found_and_leaves_no_container() {
     let w = world("lc-noimage", Duration::from_secs(10)).await;
     let game = game_id("lc-noimage");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(w.keys.prefix(), &game)]);
     w.apply(&game, "  image: rtmanager-test/not-built:404\n")
         .await;
     let result = within(START_LIMIT, "start", w.lifecycle.start(&request(&game))).await;
@@ -315,7 +315,7 @@ async fn a_start_with_a_missing_image_fails_with_image_not_found_and_leaves_no_c
     );
     assert!(
         w.runtime
-            .inspect_container(&container_name(&game))
+            .inspect_container(&container_name(w.keys.prefix(), &game))
             .await
             .unwrap()
             .is_none()
@@ -333,7 +333,7 @@ async fn a_start_with_a_missing_image_fails_with_image_not_found_and_leaves_no_c
 async fn stopping_a_container_that_ignores_sigterm_completes_after_its_stop_timeout() {
     let w = world("lc-sigterm", Duration::from_secs(10)).await;
     let game = game_id("lc-sigterm");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(w.keys.prefix(), &game)]);
     w.apply(
         &game,
         &format!(
@@ -346,7 +346,7 @@ async fn stopping_a_container_that_ignores_sigterm_completes_after_its_stop_time
             .await
             .is_success()
     );
-    wait_engine_listening(&container_name(&game));
+    wait_engine_listening(&container_name(w.keys.prefix(), &game));
 
     let started = Instant::now();
     let result = within(
@@ -363,7 +363,7 @@ async fn stopping_a_container_that_ignores_sigterm_completes_after_its_stop_time
     );
     let container = w
         .runtime
-        .inspect_container(&container_name(&game))
+        .inspect_container(&container_name(w.keys.prefix(), &game))
         .await
         .unwrap()
         .unwrap();

@@ -1688,7 +1688,7 @@ async fn concurrent_restart_waits_of_one_game_all_report_the_restart_that_honour
     let _serial = CONTROLLER_TESTS.lock().await;
     let world = World::new("rtctl-restart-crowd").await;
     let game_name = common::docker::game("crowd");
-    let _cleanup = common::docker::Cleanup::new(&[&rtmanager::runtime::container_name(&game_name)]);
+    let _cleanup = common::docker::Cleanup::new(&[&rtmanager::runtime::container_name(world.keys.prefix(), &game_name)]);
     let _controller = controller_for(&world, "crowd").await;
     apply_engine_game(&world, "crowd.yaml", &game_name);
     let before = world
@@ -1766,7 +1766,7 @@ async fn restart_wait_follows_a_restart_aborted_by_recovery_to_the_real_outcome(
     let _serial = CONTROLLER_TESTS.lock().await;
     let world = World::new("rtctl-restart-aborted").await;
     let game_name = common::docker::game("aborted");
-    let container = rtmanager::runtime::container_name(&game_name);
+    let container = rtmanager::runtime::container_name(world.keys.prefix(), &game_name);
     let _cleanup = common::docker::Cleanup::new(&[&container]);
     let mut controller = controller_for(&world, "first").await;
     apply_engine_game(&world, "aborted.yaml", &game_name);

@@ -207,7 +207,7 @@ async fn controller_and_rtctl_work_over_tls_with_etcd_users() {
     let runtime = docker().await;
     let w = World::new("sec-e2e").await;
     let game = game_id("sec-e2e");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(w.keys.prefix(), &game)]);
 
     // The password never shows, even where the configuration is printed.
     let mut print = Command::new(BINARY);
@@ -591,7 +591,7 @@ async fn names_that_attempt_injection_never_reach_etcd_or_docker() {
     let _runtime = docker().await;
     let w = World::new("sec-names").await;
     let valid = game_id("sec-names");
-    let _cleanup = Cleanup::new(&[&container_name(&valid)]);
+    let _cleanup = Cleanup::new(&[&container_name(w.keys.prefix(), &valid)]);
     // A controller watches the same prefix: whatever reached etcd would reach Docker.
     let controller = w.controller("names").start().await;
 
@@ -660,7 +660,7 @@ async fn names_that_attempt_injection_never_reach_etcd_or_docker() {
             line.contains(&valid)
                 || INJECTIONS
                     .iter()
-                    .any(|(_, name)| !name.is_empty() && *line == container_name(name))
+                    .any(|(_, name)| !name.is_empty() && *line == container_name(w.keys.prefix(), name))
         })
         .collect();
     assert!(
@@ -677,7 +677,7 @@ async fn a_foreign_container_with_a_games_name_is_never_touched() {
     let runtime = docker().await;
     let w = World::new("sec-foreign").await;
     let game = game_id("sec-foreign");
-    let name = container_name(&game);
+    let name = container_name(w.keys.prefix(), &game);
     let _cleanup = Cleanup::new(&[&name]);
 
     // Someone else's container, with the name rtmanager would give the game, and no labels.

@@ -476,7 +476,7 @@ impl Reconciler {
     async fn container(&self, game: &str) -> Result<Option<ContainerInfo>, ReconcileError> {
         Ok(self
             .runtime
-            .inspect_container(&container_name(game))
+            .inspect_container(&container_name(self.lifecycle.prefix(), game))
             .await?
             .filter(|c| {
                 c.is_managed()

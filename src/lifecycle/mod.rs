@@ -660,7 +660,7 @@ impl Lifecycle {
     /// The game's container, if any; a container with the game's name that
     /// rtmanager does not manage is a conflict it never touches.
     async fn current_container(&self, game: &str) -> Result<Option<ContainerInfo>, Failure> {
-        let name = container_name(game);
+        let name = container_name(self.prefix(), game);
         let found = self
             .runtime
             .inspect_container(&name)
@@ -720,6 +720,7 @@ pub fn container_spec(doc: &GameRuntime, prefix: &str, op_id: &str) -> Container
     let name = &doc.metadata.name;
     let spec = &doc.spec;
     let mut container = ContainerSpec::new(name, &spec.image);
+    container.name = container_name(prefix, name);
     container.hostname = effective_hostname(doc);
     container.command = spec.command.clone();
     container.args = spec.args.clone();

@@ -1,7 +1,9 @@
 //! reclaim: a container carrying a game's labels is the game's container,
-//! whatever its name. One renamed by hand (`docker rename rtm-g other`) is
-//! named back and adopted before anything new is started for the game; any
-//! further container claiming the game is removed. Both are recorded in the
+//! whatever its name. One renamed by hand (`docker rename rtm-<id>-g
+//! other`), or named the way rtmanager named containers before names
+//! carried the installation (`rtm-g`), is named (back) and adopted before
+//! anything new is started for the game; any further container claiming
+//! the game is removed. Both are recorded in the
 //! history under the game's lease, like every other operation.
 
 use tracing::warn;
@@ -9,18 +11,19 @@ use tracing::warn;
 use crate::error_code::ErrorCode;
 use crate::lease::GameLease;
 use crate::model::OpKind;
-use crate::runtime::{ContainerInfo, RuntimeOp, container_name};
+use crate::runtime::{ContainerInfo, RuntimeOp, container_name, legacy_container_name};
 
 use super::{Failure, Lifecycle, OpRequest, OpResult, new_id};
 
 impl Lifecycle {
     /// The game's containers of this installation that are not named
-    /// `rtm-<game>` (renamed by hand, or a duplicate), running ones first.
+    /// `rtm-<installation>-<game>` (renamed by hand, named the old way, or a
+    /// duplicate), running ones first.
     pub(crate) async fn misnamed_containers(
         &self,
         game: &str,
     ) -> Result<Vec<ContainerInfo>, Failure> {
-        let name = container_name(game);
+        let name = container_name(self.prefix(), game);
         let mut found: Vec<ContainerInfo> = self
             .runtime
             .list_game(game)
@@ -33,7 +36,7 @@ impl Lifecycle {
         Ok(found)
     }
 
-    /// Under the game's lease: when no container is named `rtm-<game>`,
+    /// Under the game's lease: when no container has the game's name,
     /// names the game's best misnamed container back (recorded as an
     /// adoption); every other misnamed one is removed (each recorded as a
     /// removal). Returns the results, in order; empty when there was
@@ -95,14 +98,19 @@ impl Lifecycle {
                     .await;
             }
         };
-        let name = container_name(lease.game());
+        let name = container_name(self.prefix(), lease.game());
+        let was = container.name.trim_start_matches('/');
         op.entry.container_id_before = Some(container.id.clone());
         op.entry.container_id_after = Some(container.id.clone());
         op.entry.image_ref = container.image.clone();
-        op.entry.note = Some(format!(
-            "the game's container was renamed to {} by hand; named back to {name}",
-            container.name.trim_start_matches('/')
-        ));
+        op.entry.note = Some(if was == legacy_container_name(lease.game()) {
+            format!(
+                "the game's container had the name of an older rtmanager ({was}); renamed to \
+                 {name}, which carries the installation"
+            )
+        } else {
+            format!("the game's container was renamed to {was} by hand; named back to {name}")
+        });
         let result = match lease.check() {
             Ok(()) => self
                 .runtime

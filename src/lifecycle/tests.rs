@@ -13,6 +13,11 @@ use crate::store::{Keys, Store, StoreError};
 
 const IMAGE: &str = "rtmanager-test/engine:1";
 
+/// The name the default installation gives `game`'s container.
+fn name(game: &str) -> String {
+    crate::runtime::container_name(crate::store::keys::DEFAULT_PREFIX, game)
+}
+
 struct World {
     store: Arc<MemoryStore>,
     runtime: Arc<FakeRuntime>,
@@ -122,7 +127,7 @@ async fn start_creates_a_running_labelled_container_and_records_it() {
     let result = w.lifecycle.start(&request("g1")).await;
     assert!(result.is_success(), "{result:?}");
 
-    let container = w.runtime.container("rtm-g1").expect("container exists");
+    let container = w.runtime.container(&name("g1")).expect("container exists");
     assert!(container.is_running());
     assert_eq!(container.hostname, "engine-g1");
     assert_eq!(container.game(), Some("g1"));
@@ -223,7 +228,7 @@ async fn a_foreign_container_with_the_games_name_is_never_touched() {
     let w = world().await;
     w.apply(game("g1")).await;
     let mut foreign = crate::runtime::ContainerSpec::new("other", IMAGE);
-    foreign.name = "rtm-g1".into();
+    foreign.name = name("g1");
     w.runtime.create(&foreign).await.unwrap();
     let result = w.lifecycle.start(&request("g1")).await;
     assert_failed(
@@ -239,7 +244,7 @@ async fn the_same_failure_again_and_again_is_recorded_once_with_a_count() {
     let w = world().await;
     w.apply(game("g1")).await;
     let mut foreign = crate::runtime::ContainerSpec::new("other", IMAGE);
-    foreign.name = "rtm-g1".into();
+    foreign.name = name("g1");
     w.runtime.create(&foreign).await.unwrap();
     for _ in 0..5 {
         let result = w.lifecycle.start(&request("g1")).await;
@@ -252,9 +257,9 @@ async fn the_same_failure_again_and_again_is_recorded_once_with_a_count() {
     assert_eq!(history[0].outcome, Outcome::Failure);
 
     // Something else in between starts a new entry, and the count again.
-    w.runtime.remove_by_hand("rtm-g1").unwrap();
+    w.runtime.remove_by_hand(&name("g1")).unwrap();
     assert!(w.lifecycle.start(&request("g1")).await.is_success());
-    w.runtime.remove_by_hand("rtm-g1").unwrap();
+    w.runtime.remove_by_hand(&name("g1")).unwrap();
     w.runtime.create(&foreign).await.unwrap();
     w.lifecycle.start(&request("g1")).await;
     let kinds: Vec<(Outcome, u64)> = w
@@ -281,7 +286,7 @@ async fn stop_stops_the_container_and_records_phase_stopped() {
     let started = w.started("g1").await;
     // An engine that ignores SIGTERM shows the spec's stopTimeout (5s) is
     // what Docker is given: the stop takes exactly that long.
-    w.runtime.ignore_sigterm("rtm-g1").unwrap();
+    w.runtime.ignore_sigterm(&name("g1")).unwrap();
     let before = tokio::time::Instant::now();
     let result = w.lifecycle.stop(&request("g1")).await;
     let took = before.elapsed();
@@ -290,7 +295,7 @@ async fn stop_stops_the_container_and_records_phase_stopped() {
         took >= Duration::from_secs(5) && took < Duration::from_secs(6),
         "{took:?}"
     );
-    let container = w.runtime.container("rtm-g1").unwrap();
+    let container = w.runtime.container(&name("g1")).unwrap();
     assert!(!container.is_running());
     let status = w.lifecycle.status().read("g1").await.unwrap().status;
     assert_eq!(status.phase, Phase::Stopped);
@@ -512,7 +517,7 @@ async fn restart_recreates_with_a_new_id_the_same_hostname_and_one_correlation_i
     let result = w.lifecycle.restart(&request("g1")).await;
     assert!(result.is_success(), "{result:?}");
 
-    let container = w.runtime.container("rtm-g1").unwrap();
+    let container = w.runtime.container(&name("g1")).unwrap();
     assert_ne!(
         Some(container.id.clone()),
         first.container_id,
@@ -652,8 +657,7 @@ async fn restart_stops_at_the_next_step_once_the_lease_is_lost() {
     let documents = Documents::new(store.clone(), Keys::default());
     documents.create(&game("g1").build()).await.unwrap();
     // Started by hand so that the stop is the restart's first Docker call.
-    let mut spec = container_spec(&game("g1").build(), "/rtmanager", "op-0");
-    spec.name = container_name("g1");
+    let spec = container_spec(&game("g1").build(), "/rtmanager", "op-0");
     let id = fake.create(&spec).await.unwrap();
     fake.start(&id).await.unwrap();
 
@@ -691,7 +695,7 @@ async fn removing_a_game_whose_name_a_foreign_container_holds_clears_it_and_leav
     let w = world().await;
     w.apply(game("g1")).await;
     let mut foreign = crate::runtime::ContainerSpec::new("other", IMAGE);
-    foreign.name = "rtm-g1".into();
+    foreign.name = name("g1");
     let foreign_id = w.runtime.create(&foreign).await.unwrap();
     w.runtime.start(&foreign_id).await.unwrap();
     let refused = w.lifecycle.start(&request("g1")).await;
@@ -703,6 +707,6 @@ async fn removing_a_game_whose_name_a_foreign_container_holds_clears_it_and_leav
     assert!(w.store.get("/rtmanager/status/g1").await.unwrap().is_none());
     assert_eq!(w.runtime.count(RuntimeOp::Stop), 0, "theirs is not stopped");
     assert_eq!(w.runtime.count(RuntimeOp::Remove), 0, "nor removed");
-    let theirs = w.runtime.inspect_container("rtm-g1").await.unwrap();
+    let theirs = w.runtime.inspect_container(&name("g1")).await.unwrap();
     assert!(theirs.is_some_and(|c| c.id == foreign_id && c.is_running()));
 }

@@ -750,6 +750,11 @@ impl ContainerRuntime for FakeRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The name the default installation gives `game`'s container.
+    fn name(game: &str) -> String {
+        crate::runtime::container_name(crate::store::keys::DEFAULT_PREFIX, game)
+    }
     use crate::runtime::{LABEL_GAME, PortBinding, PortProtocol};
 
     const IMAGE: &str = "engine:1";
@@ -786,7 +791,7 @@ mod tests {
     async fn create_and_start_make_a_running_labelled_container() {
         let fake = fake();
         let id = running(&fake, "g1").await;
-        let info = fake.inspect_container("rtm-g1").await.unwrap().unwrap();
+        let info = fake.inspect_container(&name("g1")).await.unwrap().unwrap();
         assert_eq!(info.id, id);
         assert!(info.is_running());
         assert!(info.is_managed());
@@ -810,7 +815,7 @@ mod tests {
         assert_eq!(
             fake.create(&ContainerSpec::new("g1", IMAGE)).await,
             Err(RuntimeError::NameConflict {
-                name: "rtm-g1".into()
+                name: name("g1")
             })
         );
         assert_eq!(
@@ -874,7 +879,7 @@ mod tests {
         }];
         let first = fake.create(&spec).await.unwrap();
         fake.start(&first).await.unwrap();
-        spec.name = "rtm-g2".into();
+        spec.name = name("g2");
         spec.game = "g2".into();
         let second = fake.create(&spec).await.unwrap();
         let err = fake.start(&second).await.unwrap_err();
@@ -932,7 +937,7 @@ mod tests {
         assert!(!fake.container(&id).unwrap().is_running());
         assert_eq!(fake.count(FakeOp::Stop), 3);
         let log: Vec<String> = fake.calls().iter().map(ToString::to_string).collect();
-        assert_eq!(log[0], "create rtm-g1");
+        assert_eq!(log[0], format!("create {}", name("g1")));
         assert_eq!(log[1], format!("start {id}"));
     }
 
@@ -987,7 +992,7 @@ mod tests {
             .into_iter()
             .map(|c| c.name)
             .collect();
-        assert_eq!(names, ["rtm-g1", "rtm-g2"]);
+        assert_eq!(names, [name("g1"), name("g2")]);
         assert_eq!(fake.containers().len(), 3);
     }
 
@@ -1026,7 +1031,7 @@ mod tests {
                 action: "create".into()
             }
         );
-        assert_eq!(fake.container("rtm-g7").unwrap().labels[LABEL_GAME], "g7");
+        assert_eq!(fake.container(&name("g7")).unwrap().labels[LABEL_GAME], "g7");
     }
 
     #[tokio::test]

@@ -42,20 +42,39 @@ pub const LABEL_OP_ID: &str = "rtmanager.dev/op-id";
 /// lost or forged status record can never replay a restart.
 pub const LABEL_RESTART_TOKEN: &str = "rtmanager.dev/restart-token";
 
-/// The container name of a game: `rtm-<game>`.
+/// The container name of a game in the installation whose key prefix is
+/// `prefix`: `rtm-<installation>-<game>`, the installation being
+/// [`installation_id`]`(prefix)`.
 ///
 /// Deterministic so that a second create for the same game collides with the
-/// first (Docker enforces unique names) instead of leaking a twin. The game
-/// is a DNS-1123 label (validated by the model), so the name is a valid
-/// Docker name.
-pub fn container_name(game: &str) -> String {
+/// first (Docker enforces unique names) instead of leaking a twin; carrying
+/// the installation so that two installations sharing a Docker engine never
+/// want the same name (a tenant of one cannot squat the names the other
+/// needs). The game is a DNS-1123 label (validated by the model), so the
+/// name is a valid Docker name.
+pub fn container_name(prefix: &str, game: &str) -> String {
+    format!("rtm-{}-{game}", installation_id(prefix))
+}
+
+/// The short id of an installation in container names: the first six hex
+/// digits of the SHA-256 of its key prefix.
+pub fn installation_id(prefix: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(prefix.as_bytes());
+    hex::encode(&digest[..3])
+}
+
+/// The name containers had before names carried the installation:
+/// `rtm-<game>`. Such a container, carrying the installation's labels, is
+/// named the new way and adopted (lifecycle/reclaim.rs), never recreated.
+pub fn legacy_container_name(game: &str) -> String {
     format!("rtm-{game}")
 }
 
 /// Everything needed to create one game's container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerSpec {
-    /// The container name, normally [`container_name`]`(game)`.
+    /// The container name, normally [`container_name`]`(prefix, game)`.
     pub name: String,
     /// The game id; written to the [`LABEL_GAME`] label by the runtime.
     pub game: String,
@@ -81,10 +100,11 @@ pub struct ContainerSpec {
 
 impl ContainerSpec {
     /// A spec for `game` running `image` with the defaults the model uses:
-    /// name `rtm-<game>`, hostname `<game>`, 30 s stop timeout, nothing else.
+    /// the game's name in the default installation (`/rtmanager`), hostname
+    /// `<game>`, 30 s stop timeout, nothing else.
     pub fn new(game: &str, image: &str) -> ContainerSpec {
         ContainerSpec {
-            name: container_name(game),
+            name: container_name(crate::store::keys::DEFAULT_PREFIX, game),
             game: game.to_owned(),
             image: image.to_owned(),
             hostname: game.to_owned(),
@@ -490,8 +510,18 @@ mod tests {
     }
 
     #[test]
-    fn container_name_is_rtm_dash_game() {
-        assert_eq!(container_name("game-7f3a"), "rtm-game-7f3a");
+    fn a_container_name_carries_the_installation_and_the_game() {
+        assert_eq!(installation_id("/rtmanager").len(), 6);
+        assert_eq!(
+            container_name("/rtmanager", "game-7f3a"),
+            format!("rtm-{}-game-7f3a", installation_id("/rtmanager"))
+        );
+        assert_ne!(
+            container_name("/rtmanager", "g1"),
+            container_name("/tenant-b", "g1"),
+            "two installations never want one name"
+        );
+        assert_eq!(legacy_container_name("g1"), "rtm-g1");
     }
 
     #[test]

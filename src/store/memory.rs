@@ -38,6 +38,9 @@ struct State {
     scripted: std::collections::VecDeque<StoreError>,
     /// Requests served, for tests of what an operation costs.
     requests: Requests,
+    /// Key prefixes no transaction may write (etcd's RBAC, as a role
+    /// without write permission there sees it).
+    read_only: Vec<String>,
 }
 
 /// How many requests a [`MemoryStore`] served, by kind.
@@ -86,6 +89,12 @@ impl MemoryStore {
     /// next scripted error, if any): a single etcd hiccup.
     pub fn fail_next(&self, error: StoreError) {
         self.lock().scripted.push_back(error);
+    }
+
+    /// Refuses, as etcd's RBAC would (`permission denied`), every
+    /// transaction that writes or deletes a key under `prefix`.
+    pub fn refuse_writes_under(&self, prefix: &str) {
+        self.lock().read_only.push(prefix.to_owned());
     }
 
     pub fn recover(&self) {
@@ -293,6 +302,16 @@ impl Store for MemoryStore {
             });
         }
         for mutation in &txn.then {
+            let key = match mutation {
+                Mutation::Put { key, .. } => key,
+                Mutation::Delete { key } | Mutation::DeletePrefix { prefix: key } => key,
+                Mutation::DeleteRange { from, .. } => from,
+            };
+            if state.read_only.iter().any(|prefix| key.starts_with(prefix)) {
+                return Err(StoreError::PermissionDenied {
+                    message: "etcdserver: permission denied".into(),
+                });
+            }
             if let Mutation::Put {
                 lease: Some(lease), ..
             } = mutation

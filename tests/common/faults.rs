@@ -718,6 +718,7 @@ impl Installation {
     /// when `game` has no document.
     pub async fn start_labelled(&self, game: &str) -> String {
         let mut spec = ContainerSpec::new(game, IMAGE_1);
+        spec.name = container_name(self.keys.prefix(), game);
         spec.labels
             .insert(LABEL_SPEC_HASH.to_owned(), "hand-made".to_owned());
         spec.labels
@@ -736,7 +737,7 @@ impl Installation {
             Deed::Orphan,
             format!(
                 "{} {} started by hand with our labels",
-                container_name(game),
+                container_name(self.keys.prefix(), game),
                 short(&id)
             ),
             SystemTime::now(),

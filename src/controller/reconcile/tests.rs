@@ -16,6 +16,11 @@ use crate::store::{Documents, Keys, Store};
 
 const IMAGE: &str = "rtmanager-test/engine:1";
 
+/// The name the default installation gives `game`'s container.
+fn name(game: &str) -> String {
+    crate::runtime::container_name(crate::store::keys::DEFAULT_PREFIX, game)
+}
+
 struct World {
     store: Arc<MemoryStore>,
     runtime: Arc<FakeRuntime>,
@@ -152,7 +157,7 @@ async fn a_garbled_history_entry_never_stops_a_game_being_reconciled() {
         .unwrap();
     // As after a peer died: the history is read again, garbage and all.
     w.reconciler.forget_recovery();
-    w.runtime.remove_by_hand("rtm-g1").unwrap();
+    w.runtime.remove_by_hand(&name("g1")).unwrap();
     w.converge("g1").await;
     let containers = w.runtime.containers();
     assert!(
@@ -262,7 +267,7 @@ async fn a_crashed_container_is_restarted_and_counted() {
     let w = world().await;
     w.apply(game("g1", "")).await;
     w.converge("g1").await;
-    let id = w.runtime.container("rtm-g1").unwrap().id;
+    let id = w.runtime.container(&name("g1")).unwrap().id;
     w.runtime.exit_container(&id, 3).unwrap();
     w.converge("g1").await;
     let status = w.status("g1").await;
@@ -303,7 +308,7 @@ async fn a_game_of_another_node_is_left_alone() {
     other.spec.node = Some("node-b".into());
     w.apply(other).await;
     w.converge("g2").await;
-    assert!(w.runtime.container("rtm-g2").is_none());
+    assert!(w.runtime.container(&name("g2")).is_none());
     assert!(w.store.get("/rtmanager/status/g2").await.unwrap().is_none());
 }
 
