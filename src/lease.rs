@@ -136,7 +136,10 @@ enum Holder {
     /// The holder's etcd lease is alive but its heartbeat stands still: the
     /// holder is dead and something else keeps its lease alive. The lease
     /// is revoked, freeing every key on it.
-    Stale { reason: String, lease: LeaseId },
+    Stale {
+        reason: String,
+        lease: LeaseId,
+    },
 }
 
 /// Proof of holding a game's lease: the lease key and the revision that
@@ -669,20 +672,20 @@ async fn keep_alive(session: std::sync::Weak<Session>, parts: KeepAliveParts) {
         if session.strong_count() == 0 {
             return;
         }
-        if parts.refreshed.expired(parts.ttl) {
-            warn!(
-                lease = format!("{:x}", parts.lease),
-                ttl = ?parts.ttl,
-                "the heartbeat was not rewritten for nearly a TTL; the other controllers may count this one dead: counting the session lost"
-            );
-            parts.lost.cancel();
-            return;
-        }
         if parts.clock.expired(parts.ttl) {
             warn!(
                 lease = format!("{:x}", parts.lease),
                 ttl = ?parts.ttl,
                 "no keepalive acknowledged for nearly a TTL (etcd unreachable, or this process was frozen); counting the session lost"
+            );
+            parts.lost.cancel();
+            return;
+        }
+        if parts.refreshed.expired(parts.ttl) {
+            warn!(
+                lease = format!("{:x}", parts.lease),
+                ttl = ?parts.ttl,
+                "the heartbeat was not rewritten for nearly a TTL; the other controllers may count this one dead: counting the session lost"
             );
             parts.lost.cancel();
             return;
@@ -1031,7 +1034,11 @@ mod tests {
         let a = session(&store, "node-a").await;
         let held = a.acquire("g1", "op-1").await.unwrap();
         let b = session(&store, "node-b").await;
-        let first = store.get(&Keys::default().controller("node-a")).await.unwrap().unwrap();
+        let first = store
+            .get(&Keys::default().controller("node-a"))
+            .await
+            .unwrap()
+            .unwrap();
         for _ in 0..10 {
             assert!(matches!(
                 b.acquire("g1", "op-2").await,
@@ -1039,8 +1046,15 @@ mod tests {
             ));
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
-        let later = store.get(&Keys::default().controller("node-a")).await.unwrap().unwrap();
-        assert!(later.mod_revision > first.mod_revision, "rewritten every TTL/3");
+        let later = store
+            .get(&Keys::default().controller("node-a"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            later.mod_revision > first.mod_revision,
+            "rewritten every TTL/3"
+        );
         let heartbeat: Heartbeat = serde_json::from_slice(&later.value).unwrap();
         assert_eq!(heartbeat.ttl_ms, Some(15_000));
         assert!(heartbeat.renewed_at.is_some());
@@ -1050,7 +1064,8 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_session_that_cannot_rewrite_its_heartbeat_counts_itself_lost_before_others_judge_it() {
+    async fn a_session_that_cannot_rewrite_its_heartbeat_counts_itself_lost_before_others_judge_it()
+    {
         let store = Arc::new(MemoryStore::new());
         let a = session(&store, "node-a").await;
         // The heartbeat key made unwritable: its rewrites fail while the

@@ -178,8 +178,13 @@ impl Harness {
             .map_err(|e| format!("status read: {e}"))
     }
 
+    /// The game's containers of this installation (its prefix label).
     async fn containers(&self, game: &str) -> Result<Vec<ContainerInfo>, String> {
-        containers_of(&self.runtime, game).await
+        Ok(containers_of(&self.runtime, game)
+            .await?
+            .into_iter()
+            .filter(|c| c.prefix() == Some(self.keys.prefix()))
+            .collect())
     }
 
     /// The game's history, newest first.
@@ -230,7 +235,7 @@ impl Harness {
                 let game = doc.name();
                 let containers: Vec<_> = all
                     .iter()
-                    .filter(|c| c.game() == Some(game))
+                    .filter(|c| c.game() == Some(game) && c.prefix() == Some(self.keys.prefix()))
                     .cloned()
                     .collect();
                 let status = self.status(game).await?;
@@ -624,7 +629,10 @@ async fn deleting_the_document_removes_the_container_and_the_status_and_keeps_th
 async fn a_restarted_controller_adopts_the_running_containers_instead_of_recreating_them() {
     let h = harness("ctl-adopt").await;
     let games: Vec<String> = (0..5).map(|i| game_id(&format!("ctl-adopt{i}"))).collect();
-    let names: Vec<String> = games.iter().map(|g| container_name(h.keys.prefix(), g)).collect();
+    let names: Vec<String> = games
+        .iter()
+        .map(|g| container_name(h.keys.prefix(), g))
+        .collect();
     let _cleanup = Cleanup::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
 
     let mut first = h.controller("first").start().await;
@@ -769,7 +777,10 @@ impl Census {
 async fn two_controllers_keep_one_container_per_game_and_one_takes_over_when_the_other_dies() {
     let h = harness("ctl-pair").await;
     let games: Vec<String> = (0..10).map(|i| game_id(&format!("ctl-pair{i}"))).collect();
-    let names: Vec<String> = games.iter().map(|g| container_name(h.keys.prefix(), g)).collect();
+    let names: Vec<String> = games
+        .iter()
+        .map(|g| container_name(h.keys.prefix(), g))
+        .collect();
     let _cleanup = Cleanup::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
     let census = Census::start(h.runtime.clone(), games.clone());
 
@@ -968,7 +979,10 @@ const METRICS: [&str; 9] = [
 async fn metrics_are_served_and_a_converged_controller_writes_nothing_to_etcd() {
     let h = harness("ctl-quiet").await;
     let games: Vec<String> = (0..3).map(|i| game_id(&format!("ctl-quiet{i}"))).collect();
-    let names: Vec<String> = games.iter().map(|g| container_name(h.keys.prefix(), g)).collect();
+    let names: Vec<String> = games
+        .iter()
+        .map(|g| container_name(h.keys.prefix(), g))
+        .collect();
     let _cleanup = Cleanup::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
     let controller = h.controller("ctl").env("RTM_RESYNC", "2s").start().await;
     let mut docs = Vec::new();
@@ -1107,7 +1121,10 @@ async fn an_orphaned_container_of_this_installation_is_removed_after_the_grace_p
         "removed after {took:?}, before the 3 s grace period"
     );
     for (id, why) in [
-        (container_name(h.keys.prefix(), &foreign), "without managed-by=rtmanager"),
+        (
+            container_name(h.keys.prefix(), &foreign),
+            "without managed-by=rtmanager",
+        ),
         (neighbour_id, "of another installation (prefix)"),
     ] {
         let kept = h.runtime.inspect_container(&id).await.unwrap();
@@ -1336,7 +1353,10 @@ fn docker_ok(args: &[&str]) {
 async fn wiping_every_status_record_recreates_nothing() {
     let h = harness("hands-wipe").await;
     let games: Vec<String> = (0..3).map(|i| game_id(&format!("hands-wipe{i}"))).collect();
-    let names: Vec<String> = games.iter().map(|g| container_name(h.keys.prefix(), g)).collect();
+    let names: Vec<String> = games
+        .iter()
+        .map(|g| container_name(h.keys.prefix(), g))
+        .collect();
     let _cleanup = Cleanup::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
     let controller = h.controller("wipe").start().await;
     let mut docs = Vec::new();
@@ -1458,7 +1478,10 @@ async fn a_paused_container_is_stopped_or_restarted_when_asked() {
     let h = harness("hands-pause-ops").await;
     let stop = game_id("hands-pause-stop");
     let restart = game_id("hands-pause-restart");
-    let (stop_name, restart_name) = (container_name(h.keys.prefix(), &stop), container_name(h.keys.prefix(), &restart));
+    let (stop_name, restart_name) = (
+        container_name(h.keys.prefix(), &stop),
+        container_name(h.keys.prefix(), &restart),
+    );
     let _cleanup = Cleanup::new(&[&stop_name, &restart_name]);
     let mut first = h.controller("first").start().await;
     let stop_doc = h.create(doc(&stop)).await;
@@ -1782,4 +1805,186 @@ async fn a_controller_waiting_for_an_unreachable_etcd_stops_at_once_on_sigterm()
     )
     .await;
     stop_gracefully(&mut controller, Duration::from_secs(10)).await;
+}
+
+// ---------------------------------------------------------------------------
+// Tenancy: installations side by side, and liveness that no other writer
+// can fake.
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn a_container_named_the_old_way_is_renamed_and_adopted_not_recreated() {
+    let h = harness("ten-legacy").await;
+    let game = game_id("ten-legacy");
+    let old = rtmanager::runtime::legacy_container_name(&game);
+    let new = container_name(h.keys.prefix(), &game);
+    let _cleanup = Cleanup::new(&[&old, &new]);
+    // What an rtmanager from before names carried the installation left
+    // running: the game's container with every label, named rtm-<game>.
+    let doc = h.create(doc(&game)).await;
+    let mut spec = rtmanager::lifecycle::container_spec(&doc, h.keys.prefix(), "op-old");
+    spec.name = old.clone();
+    let id = h.runtime.create(&spec).await.expect("docker create");
+    h.runtime.start(&id).await.expect("docker start");
+    let before = h.runtime.inspect_container(&id).await.unwrap().unwrap();
+    let census = Census::start(h.runtime.clone(), vec![game.clone()]);
+
+    let _controller = h.controller("legacy").start().await;
+    let (_, after) = h.wait_converged(&doc).await;
+    let report = census.finish().await;
+    assert_eq!(after.id, id, "the same container, adopted");
+    assert_eq!(after.name.trim_start_matches('/'), new);
+    assert_eq!(after.started_at, before.started_at, "never restarted");
+    assert_eq!(report.twin, None, "never two containers");
+    let entries = h.history(&game).await;
+    assert!(!entries.iter().any(disrupts), "{}", timeline(&entries));
+    assert!(
+        entries.iter().any(|e| e.op_kind == OpKind::Adopt
+            && e.outcome == Outcome::Success
+            && e.note
+                .as_deref()
+                .is_some_and(|n| n.contains("older rtmanager"))),
+        "the renaming is recorded:\n  {}",
+        timeline(&entries)
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn two_installations_run_a_game_of_the_same_name_side_by_side_on_one_engine() {
+    let h = harness("ten-twins").await;
+    let other_keys = unique_keys("ten-twins-other");
+    let _wipe_other = WipeOnDrop(other_keys.clone());
+    let other = Documents::new(h.store.clone(), other_keys.clone());
+    let game = game_id("ten-twins");
+    let ours = container_name(h.keys.prefix(), &game);
+    let theirs = container_name(other_keys.prefix(), &game);
+    assert_ne!(ours, theirs);
+    let _cleanup = Cleanup::new(&[&ours, &theirs]);
+    let _a = h.controller("ours").start().await;
+    let _b = ControllerOptions::new(&other_keys, "theirs").start().await;
+
+    let doc_a = h.create(doc(&game)).await;
+    other
+        .create(&doc(&game).0)
+        .await
+        .expect("the same name in the other installation");
+    let (_, a) = h.wait_converged(&doc_a).await;
+    let b = eventually(CONVERGE, "the other installation's game", async || match h
+        .runtime
+        .inspect_container(&theirs)
+        .await
+    {
+        Ok(Some(c)) if c.is_running() => Ok(c),
+        other => Err(format!("{other:?}")),
+    })
+    .await;
+    assert_ne!(a.id, b.id);
+    assert_eq!(a.prefix(), Some(h.keys.prefix()));
+    assert_eq!(b.prefix(), Some(other_keys.prefix()));
+
+    // Deleting it in one installation leaves the other's alone.
+    other.delete(&game, None).await.expect("delete");
+    eventually(
+        CONVERGE,
+        "the other installation's container removed",
+        async || match h.runtime.inspect_container(&theirs).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    let kept = h.runtime.inspect_container(&ours).await.unwrap();
+    assert!(
+        kept.as_ref()
+            .is_some_and(|c| c.id == a.id && c.is_running()),
+        "{kept:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn a_dead_controllers_lease_kept_alive_by_another_writer_blocks_its_games_one_ttl_at_most() {
+    let h = harness("ten-keepalive").await;
+    let game = game_id("ten-keepalive");
+    let _cleanup = Cleanup::new(&[&container_name(h.keys.prefix(), &game)]);
+    // A stop that takes long: the engine ignores SIGTERM, so the dead
+    // controller dies holding the game's lease.
+    let doc = h
+        .create(
+            doc(&game)
+                .ignoring_sigterm()
+                .stop_timeout(Duration::from_secs(20)),
+        )
+        .await;
+    let mut first = h.controller("first").start().await;
+    h.wait_converged(&doc).await;
+    let doc = h
+        .change(&game, |d| {
+            d.spec.state = rtmanager::model::DesiredState::Stopped
+        })
+        .await;
+    let held = eventually(
+        CONVERGE,
+        "the first controller to hold the game's lease",
+        async || match h.store.get(&h.keys.lease(&game)).await {
+            Ok(Some(kv)) => Ok(kv.lease),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    first.kill();
+    // A writer who may not touch controllers/ keeps the dead session's
+    // etcd lease alive (etcd 3.4 checks no permission on a keepalive).
+    let writer = {
+        let store = h.store.clone();
+        tokio::spawn(async move {
+            while store.keep_alive(held).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let next = h.controller("next").start().await;
+    let started = Instant::now();
+    eventually(
+        LEASE_TTL * 4,
+        "the next controller to revoke the dead one's lease and take the game",
+        async || match h.store.get(&h.keys.lease(&game)).await {
+            Ok(Some(kv)) if kv.lease != held => Ok(()),
+            Ok(None) if h.store.keep_alive(held).await.is_err() => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    let took = started.elapsed();
+    eprintln!("the dead session's lease was revoked {took:?} after the next controller started");
+    assert!(
+        took >= LEASE_TTL,
+        "a heartbeat is judged dead only after standing still for its TTL (took {took:?})"
+    );
+    assert!(
+        h.store.keep_alive(held).await.is_err(),
+        "the dead session's lease is revoked"
+    );
+    assert!(
+        next.log_text()
+            .contains("revoking a dead controller's etcd lease that something else keeps alive"),
+        "with a warning{}",
+        next.log_tail()
+    );
+    writer.abort();
+    eventually(
+        CONVERGE,
+        "the game stopped by the next controller",
+        async || match h.status(&game).await? {
+            Some(s)
+                if s.phase == Phase::Stopped
+                    && s.observed_generation == doc.metadata.generation =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
 }

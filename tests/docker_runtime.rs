@@ -26,7 +26,6 @@ use common::docker::{
     within_secs as within,
 };
 
-
 /// The name `ContainerSpec::new` gives `game`'s container: the default
 /// installation's.
 fn default_name(game: &str) -> String {

@@ -149,7 +149,10 @@ async fn stop_gracefully(controller: &mut ControllerProcess) {
 }
 
 fn names(keys: &Keys, games: &[String]) -> Vec<String> {
-    games.iter().map(|g| container_name(keys.prefix(), g)).collect()
+    games
+        .iter()
+        .map(|g| container_name(keys.prefix(), g))
+        .collect()
 }
 
 fn cleanup(names: &[String]) -> Cleanup {
@@ -856,19 +859,25 @@ async fn containers_killed_removed_or_stopped_by_hand_come_back_and_foreign_ones
         ["kill", "rm", "stop", "taken", "orphan"].map(|tag| game_name(&format!("hands-{tag}")));
     let games = vec![killed.clone(), removed.clone(), stopped.clone()];
     let foreign_name = format!("rtmf-foreign-{}", std::process::id());
-    let mut all_names = names(&keys, &[
-        killed.clone(),
-        removed.clone(),
-        stopped.clone(),
-        taken.clone(),
-    ]);
+    let mut all_names = names(
+        &keys,
+        &[
+            killed.clone(),
+            removed.clone(),
+            stopped.clone(),
+            taken.clone(),
+        ],
+    );
     all_names.push(container_name(keys.prefix(), &orphan));
     all_names.push(foreign_name.clone());
     let _cleanup = cleanup(&all_names);
 
     // Not rtmanager's: no labels at all. One with a name of its own, one
     // with the name a game of this installation would use.
-    for name in [foreign_name.as_str(), container_name(keys.prefix(), &taken).as_str()] {
+    for name in [
+        foreign_name.as_str(),
+        container_name(keys.prefix(), &taken).as_str(),
+    ] {
         let run = docker_cli(&["run", "-d", "--name", name, IMAGE_1]);
         assert!(run.status.success(), "docker run {name}: {run:?}");
     }

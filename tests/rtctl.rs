@@ -1688,7 +1688,10 @@ async fn concurrent_restart_waits_of_one_game_all_report_the_restart_that_honour
     let _serial = CONTROLLER_TESTS.lock().await;
     let world = World::new("rtctl-restart-crowd").await;
     let game_name = common::docker::game("crowd");
-    let _cleanup = common::docker::Cleanup::new(&[&rtmanager::runtime::container_name(world.keys.prefix(), &game_name)]);
+    let _cleanup = common::docker::Cleanup::new(&[&rtmanager::runtime::container_name(
+        world.keys.prefix(),
+        &game_name,
+    )]);
     let _controller = controller_for(&world, "crowd").await;
     apply_engine_game(&world, "crowd.yaml", &game_name);
     let before = world

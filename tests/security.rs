@@ -658,9 +658,9 @@ async fn names_that_attempt_injection_never_reach_etcd_or_docker() {
         .lines()
         .filter(|line| {
             line.contains(&valid)
-                || INJECTIONS
-                    .iter()
-                    .any(|(_, name)| !name.is_empty() && *line == container_name(w.keys.prefix(), name))
+                || INJECTIONS.iter().any(|(_, name)| {
+                    !name.is_empty() && *line == container_name(w.keys.prefix(), name)
+                })
         })
         .collect();
     assert!(

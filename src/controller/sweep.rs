@@ -84,7 +84,9 @@ async fn sweep(
                 let Some(game) = container.game().map(str::to_owned) else {
                     continue;
                 };
-                if container.name.trim_start_matches('/') != container_name(lifecycle.prefix(), &game) {
+                if container.name.trim_start_matches('/')
+                    != container_name(lifecycle.prefix(), &game)
+                {
                     if !misnamed.contains(&game) {
                         misnamed.push(game);
                     }

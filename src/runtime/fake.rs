@@ -814,9 +814,7 @@ mod tests {
         fake.create(&ContainerSpec::new("g1", IMAGE)).await.unwrap();
         assert_eq!(
             fake.create(&ContainerSpec::new("g1", IMAGE)).await,
-            Err(RuntimeError::NameConflict {
-                name: name("g1")
-            })
+            Err(RuntimeError::NameConflict { name: name("g1") })
         );
         assert_eq!(
             fake.create(&ContainerSpec::new("g2", "engine:9")).await,
@@ -1031,7 +1029,10 @@ mod tests {
                 action: "create".into()
             }
         );
-        assert_eq!(fake.container(&name("g7")).unwrap().labels[LABEL_GAME], "g7");
+        assert_eq!(
+            fake.container(&name("g7")).unwrap().labels[LABEL_GAME],
+            "g7"
+        );
     }
 
     #[tokio::test]
