@@ -33,6 +33,9 @@ pub enum ErrorCode {
     StopFailed,
     /// A host port the spec asks for is already taken.
     PortConflict,
+    /// A host port or host address the spec asks for is outside what the
+    /// controller allows (`--host-ports`, `--host-ips`).
+    PortNotAllowed,
     /// The per-game lease expired or was taken over mid-operation.
     LeaseLost,
     /// The operation was interrupted (controller crash or shutdown) and
@@ -46,7 +49,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the README's table lists them.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Conflict,
         ErrorCode::NotFound,
@@ -57,6 +60,7 @@ impl ErrorCode {
         ErrorCode::StartFailed,
         ErrorCode::StopFailed,
         ErrorCode::PortConflict,
+        ErrorCode::PortNotAllowed,
         ErrorCode::LeaseLost,
         ErrorCode::Aborted,
         ErrorCode::DeadlineExceeded,
@@ -76,6 +80,7 @@ impl ErrorCode {
             ErrorCode::StartFailed => "start_failed",
             ErrorCode::StopFailed => "stop_failed",
             ErrorCode::PortConflict => "port_conflict",
+            ErrorCode::PortNotAllowed => "port_not_allowed",
             ErrorCode::LeaseLost => "lease_lost",
             ErrorCode::Aborted => "aborted",
             ErrorCode::DeadlineExceeded => "deadline_exceeded",
@@ -97,7 +102,12 @@ impl ErrorCode {
             ErrorCode::ImageNotFound => "spec.image is not present on the Docker host",
             ErrorCode::StartFailed => "Docker refused to create or start the container",
             ErrorCode::StopFailed => "Docker failed to stop the container",
-            ErrorCode::PortConflict => "a host port in spec.ports is already allocated",
+            ErrorCode::PortConflict => {
+                "a host port in spec.ports belongs to another game, or is already allocated"
+            }
+            ErrorCode::PortNotAllowed => {
+                "a host port or hostIp in spec.ports is outside what the controller allows"
+            }
             ErrorCode::LeaseLost => "the game's lease expired or was taken over mid-operation",
             ErrorCode::Aborted => "the operation was interrupted and resolved by recovery",
             ErrorCode::DeadlineExceeded => "a transitional phase missed its deadline",

@@ -43,6 +43,7 @@ pub mod http;
 pub mod lease;
 pub mod lifecycle;
 pub mod metrics;
+pub mod ports;
 pub mod model;
 pub mod runtime;
 pub mod status;

@@ -81,6 +81,16 @@ pub struct ControllerConfig {
     #[arg(long = "reconcile-timeout", env = "RTM_RECONCILE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub reconcile_timeout: Duration,
 
+    /// Host ports documents may publish: ports and ranges, comma-separated
+    /// (ports below 1024 only when listed).
+    #[arg(long = "host-ports", env = "RTM_HOST_PORTS", default_value = crate::ports::DEFAULT_HOST_PORTS, value_parser = host_ports_arg)]
+    pub host_ports: String,
+
+    /// Host addresses documents may bind published ports to, comma-separated
+    /// (0.0.0.0 and :: stand for all addresses; `*` allows any).
+    #[arg(long = "host-ips", env = "RTM_HOST_IPS", default_value = crate::ports::DEFAULT_HOST_IPS, value_parser = host_ips_arg)]
+    pub host_ips: String,
+
     /// On SIGTERM, how long in-flight operations may take to finish.
     #[arg(long = "drain-timeout", env = "RTM_DRAIN_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
@@ -214,6 +224,24 @@ impl ControllerConfig {
     }
 }
 
+fn host_ports_arg(text: &str) -> Result<String, String> {
+    crate::ports::HostPortPolicy::parse(text, "*")?;
+    Ok(text.to_owned())
+}
+
+fn host_ips_arg(text: &str) -> Result<String, String> {
+    crate::ports::HostPortPolicy::parse("1-65535", text)?;
+    Ok(text.to_owned())
+}
+
+impl ControllerConfig {
+    /// The host-port policy `--host-ports` and `--host-ips` describe.
+    pub fn host_port_policy(&self) -> crate::ports::HostPortPolicy {
+        crate::ports::HostPortPolicy::parse(&self.host_ports, &self.host_ips)
+            .expect("--host-ports and --host-ips are checked as they are parsed")
+    }
+}
+
 impl fmt::Display for ControllerConfig {
     /// The effective configuration, one `name: value` per line, secrets
     /// masked.
@@ -269,6 +297,8 @@ impl fmt::Display for ControllerConfig {
             "reconcile-timeout: {}",
             humantime::format_duration(self.reconcile_timeout)
         )?;
+        writeln!(f, "host-ports: {}", self.host_ports)?;
+        writeln!(f, "host-ips: {}", self.host_ips)?;
         writeln!(
             f,
             "drain-timeout: {}",

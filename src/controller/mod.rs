@@ -237,7 +237,8 @@ async fn run_session(
         config.history_retention,
         metrics.clone(),
     )
-    .with_node(&config.node_name);
+    .with_node(&config.node_name)
+    .with_host_port_policy(config.host_port_policy());
     let sharding = Sharding {
         node: config.node_name.clone(),
         take_unassigned: config.take_unassigned,

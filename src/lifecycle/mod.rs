@@ -17,6 +17,7 @@
 //! Docker calls whose outcome is unknown (a timeout) are resolved by
 //! inspecting again before the next step, never by retrying blindly.
 
+mod ports;
 mod reclaim;
 mod remove;
 mod restart;
@@ -37,7 +38,7 @@ use crate::model::validate::validate_name;
 use crate::model::{GameRuntime, LastOperation, OpKind, OpSource, Outcome, Phase};
 use crate::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, LABEL_OP_ID, LABEL_PREFIX, LABEL_RESTART_TOKEN,
-    LABEL_SPEC_HASH, PortBinding, PortProtocol, RuntimeError, RuntimeOp, container_name,
+    LABEL_SPEC_HASH, PortBinding, PortProtocol, RuntimeError, RuntimeOp, container_name, host_port_label,
 };
 use crate::status::{StatusError, StatusStore};
 use crate::store::Documents;
@@ -175,6 +176,12 @@ impl From<StatusError> for Failure {
     }
 }
 
+impl From<crate::store::StoreError> for Failure {
+    fn from(error: crate::store::StoreError) -> Self {
+        Failure::new(error.code(), error.to_string())
+    }
+}
+
 impl From<DocumentError> for Failure {
     fn from(error: DocumentError) -> Self {
         Failure::new(error.code(), error.to_string())
@@ -239,8 +246,11 @@ pub struct Lifecycle {
     status: StatusStore,
     session: Arc<Session>,
     metrics: Metrics,
-    /// The node recorded in status records (`status.node`).
+    /// The node recorded in status records (`status.node`), and whose
+    /// host ports games claim.
     node: String,
+    /// Which host ports and addresses documents may publish.
+    host_ports: crate::ports::HostPortPolicy,
 }
 
 impl Lifecycle {
@@ -260,7 +270,15 @@ impl Lifecycle {
             node: session.holder().to_owned(),
             session,
             metrics,
+            host_ports: crate::ports::HostPortPolicy::default(),
         }
+    }
+
+    /// Bounds the host ports and addresses documents may publish
+    /// (`--host-ports`, `--host-ips`).
+    pub fn with_host_port_policy(mut self, policy: crate::ports::HostPortPolicy) -> Self {
+        self.host_ports = policy;
+        self
     }
 
     /// Records `node` as the node running this controller's games
@@ -757,6 +775,11 @@ pub fn container_spec(doc: &GameRuntime, prefix: &str, op_id: &str) -> Container
     container
         .labels
         .insert(LABEL_PREFIX.to_owned(), prefix.to_owned());
+    for port in crate::ports::host_ports(spec) {
+        container
+            .labels
+            .insert(host_port_label(port.protocol, port.port), String::new());
+    }
     container
 }
 

@@ -65,6 +65,7 @@ impl Lifecycle {
                 Failure::new(ErrorCode::ServiceUnavailable, format!("docker remove: {e}"))
             })?;
         }
+        self.release_host_ports(lease).await?;
         Ok(StatusChange::Clear)
     }
 }
@@ -92,7 +93,7 @@ impl Lifecycle {
         op.entry.note = Some(reason.to_owned());
         let result = async {
             let Some(container) = self.current_container(lease.game()).await? else {
-                return Ok(());
+                return self.release_host_ports(lease).await;
             };
             op.entry.container_id_before = Some(container.id.clone());
             op.entry.image_ref = container.image.clone();
@@ -101,7 +102,8 @@ impl Lifecycle {
                 .await
                 .map_err(|e| {
                     Failure::new(ErrorCode::ServiceUnavailable, format!("docker remove: {e}"))
-                })
+                })?;
+            self.release_host_ports(lease).await
         }
         .await;
         self.close_entry(lease, op, result).await

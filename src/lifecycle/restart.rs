@@ -35,15 +35,19 @@ impl Lifecycle {
         };
         // The record is checked before the correlation id exists: these
         // failures keep the request's own source_ref, as in the Go service.
-        let image = match self.restart_record(lease, request).await {
-            Ok(image) => image,
+        let doc = match self.restart_record(lease, request).await {
+            Ok(doc) => doc,
             Err(failure) => return self.conclude(lease, outer, Err(failure)).await,
         };
         // Never stop a working container before its replacement can be
-        // created: without the image, the old one keeps running.
-        let present = self.require_image(&image).await;
-        outer.entry.image_ref = image;
-        if let Err(failure) = present {
+        // created: without its host ports or its image, the old one keeps
+        // running.
+        outer.entry.image_ref = doc.spec.image.clone();
+        let ready = match self.require_host_ports(lease, &doc).await {
+            Ok(()) => self.require_image(&doc.spec.image).await,
+            Err(failure) => Err(failure),
+        };
+        if let Err(failure) = ready {
             return self.conclude(lease, outer, Err(failure)).await;
         }
 
@@ -67,7 +71,7 @@ impl Lifecycle {
         &self,
         lease: &GameLease,
         request: &OpRequest,
-    ) -> Result<String, Failure> {
+    ) -> Result<crate::model::GameRuntime, Failure> {
         let game = lease.game();
         let status = self.status.read_under(lease).await?;
         let Some(doc) = self.document(request).await? else {
@@ -95,7 +99,7 @@ impl Lifecycle {
                 format!("gameruntime/{game} has no image to restart with"),
             ));
         }
-        Ok(doc.spec.image)
+        Ok(doc)
     }
 
     /// inner stop → docker rm → inner start, all under the outer lease.

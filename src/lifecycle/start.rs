@@ -53,6 +53,7 @@ impl Lifecycle {
             // Checked before anything is removed: without its image the
             // game keeps what it has (an exited container stays to be seen).
             lease.check()?;
+            self.require_host_ports(lease, &doc).await?;
             self.require_image(&spec.image).await?;
         }
         if let Some(existing) = existing {

@@ -624,6 +624,9 @@ impl ContainerRuntime for LosesLeaseDuringStop {
     async fn list_game(&self, game: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
         self.inner.list_game(game).await
     }
+    async fn list_labelled(&self, key: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        self.inner.list_labelled(key).await
+    }
     fn events(
         &self,
     ) -> futures::stream::BoxStream<'static, Result<crate::runtime::ContainerEvent, RuntimeError>>

@@ -764,6 +764,16 @@ impl ContainerRuntime for DockerRuntime {
         self.list(managed_filter()).await
     }
 
+    async fn list_labelled(&self, key: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let mut filters = managed_filter();
+        if let Some(labels) = filters.get_mut("label") {
+            labels.push(key.to_owned());
+        }
+        let mut containers = self.list(filters).await?;
+        containers.retain(|c| c.labels.contains_key(key));
+        Ok(containers)
+    }
+
     async fn list_game(&self, game: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
         let mut filters = managed_filter();
         if let Some(labels) = filters.get_mut("label") {

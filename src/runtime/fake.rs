@@ -700,6 +700,19 @@ impl ContainerRuntime for FakeRuntime {
         settle(after, Ok(found))
     }
 
+    async fn list_labelled(&self, key: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let after = self.enter(FakeOp::ListManaged, key).await?;
+        let state = self.state();
+        let mut found: Vec<ContainerInfo> = state
+            .containers
+            .values()
+            .filter(|c| c.info.is_managed() && c.info.labels.contains_key(key))
+            .map(|c| c.info.clone())
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        settle(after, Ok(found))
+    }
+
     async fn list_managed(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
         let after = self.enter(FakeOp::ListManaged, "").await?;
         let state = self.state();

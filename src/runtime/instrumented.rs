@@ -105,6 +105,11 @@ impl ContainerRuntime for Instrumented {
             .await
     }
 
+    async fn list_labelled(&self, key: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        self.timed(RuntimeOp::ListManaged, self.inner.list_labelled(key))
+            .await
+    }
+
     fn events(&self) -> BoxStream<'static, Result<ContainerEvent, RuntimeError>> {
         self.inner.events()
     }

@@ -42,6 +42,18 @@ pub const LABEL_OP_ID: &str = "rtmanager.dev/op-id";
 /// lost or forged status record can never replay a restart.
 pub const LABEL_RESTART_TOKEN: &str = "rtmanager.dev/restart-token";
 
+/// The label a container carries for each host port it was created to
+/// publish: `rtmanager.dev/host-port.<protocol>.<port>`. Known whether or
+/// not the container runs (Docker's own `publish` filter sees running
+/// containers only), so a later look can tell which game a port's
+/// container belongs to even when the port's claim record is lost.
+pub fn host_port_label(protocol: PortProtocol, port: u16) -> String {
+    format!("{LABEL_HOST_PORT_PREFIX}{}.{port}", protocol.as_str())
+}
+
+/// What every [`host_port_label`] starts with.
+pub const LABEL_HOST_PORT_PREFIX: &str = "rtmanager.dev/host-port.";
+
 /// The container name of a game in the installation whose key prefix is
 /// `prefix`: `rtm-<installation>-<game>`, the installation being
 /// [`installation_id`]`(prefix)`.
@@ -478,6 +490,11 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     /// The managed containers labelled as `game`'s, whatever their names
     /// (a container renamed by hand is still the game's), sorted by name.
     async fn list_game(&self, game: &str) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    /// The managed containers, in any state, that carry the label `key`
+    /// (whatever its value), sorted by name: e.g. the containers created to
+    /// publish one host port ([`host_port_label`]).
+    async fn list_labelled(&self, key: &str) -> Result<Vec<ContainerInfo>, RuntimeError>;
 
     /// Events of managed containers, from now on. The stream ends or yields
     /// an error when the daemon goes away or drops a slow reader (Docker's

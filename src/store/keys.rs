@@ -107,6 +107,17 @@ impl Keys {
         format!("{}{name}", self.leases())
     }
 
+    /// Every host-port claim of one node: `ports/<node>/`.
+    pub fn ports(&self, node: &str) -> String {
+        format!("{}/ports/{node}/", self.prefix)
+    }
+
+    /// The claim of one host port on one node:
+    /// `ports/<node>/<protocol>/<port>` (see `crate::ports`).
+    pub fn port(&self, node: &str, protocol: &str, port: u16) -> String {
+        format!("{}/ports/{node}/{protocol}/{port}", self.prefix)
+    }
+
     pub fn controllers(&self) -> String {
         format!("{}/controllers/", self.prefix)
     }

@@ -680,6 +680,14 @@ impl ContainerRuntime for CountingRuntime {
             .await
     }
 
+    async fn list_labelled(
+        &self,
+        key: &str,
+    ) -> std::result::Result<Vec<ContainerInfo>, RuntimeError> {
+        self.timed(RuntimeOp::ListManaged, self.inner.list_labelled(key))
+            .await
+    }
+
     fn events(&self) -> BoxStream<'static, std::result::Result<ContainerEvent, RuntimeError>> {
         self.inner.events()
     }
