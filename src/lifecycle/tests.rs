@@ -9,7 +9,7 @@ use super::*;
 use crate::model::parse::parse_documents;
 use crate::runtime::fake::FakeRuntime;
 use crate::store::memory::MemoryStore;
-use crate::store::{Keys, Store, StoreError};
+use crate::store::{Keys, Store, StoreError, Txn};
 
 const IMAGE: &str = "rtmanager-test/engine:1";
 
@@ -69,6 +69,14 @@ fn game(name: &str) -> GameBuilder {
 impl GameBuilder {
     fn image(mut self, image: &str) -> Self {
         self.image = image.into();
+        self
+    }
+
+    /// Publishes container port 7000 on TCP host port `host_port`.
+    fn host_port(mut self, host_port: u16) -> Self {
+        self.extra.push_str(&format!(
+            "  ports: [{{containerPort: 7000, hostPort: {host_port}}}]\n"
+        ));
         self
     }
 
@@ -712,4 +720,135 @@ async fn removing_a_game_whose_name_a_foreign_container_holds_clears_it_and_leav
     assert_eq!(w.runtime.count(RuntimeOp::Remove), 0, "nor removed");
     let theirs = w.runtime.inspect_container(&name("g1")).await.unwrap();
     assert!(theirs.is_some_and(|c| c.id == foreign_id && c.is_running()));
+}
+
+// ------------------------------------------------------------ host ports
+
+impl World {
+    async fn claim_of(&self, port: u16) -> Option<String> {
+        let key = Keys::default().port("node-a", "tcp", port);
+        let kv = self.store.get(&key).await.unwrap()?;
+        crate::ports::PortClaim::decode(&kv.value).map(|c| c.game)
+    }
+
+    async fn change(&self, builder: GameBuilder) {
+        let current = self.documents.get(&builder.name).await.unwrap().unwrap();
+        let revision = current
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .expect("a stored document has a resource version");
+        self.documents.update(&builder.build(), revision).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_host_port_stays_its_first_claimants_through_a_stop_a_crash_and_a_restart() {
+    let w = world().await;
+    w.apply(game("owner").host_port(17000)).await;
+    assert!(w.lifecycle.start(&request("owner")).await.is_success());
+    assert_eq!(w.claim_of(17000).await.as_deref(), Some("owner"));
+    w.apply(game("claimant").host_port(17000)).await;
+
+    let refused = |result: &OpResult| {
+        assert_failed(result, ErrorCode::PortConflict, "belongs to game owner");
+    };
+    refused(&w.lifecycle.start(&request("claimant")).await);
+    // Stopped: the port is still the owner's.
+    assert!(w.lifecycle.stop(&request("owner")).await.is_success());
+    refused(&w.lifecycle.start(&request("claimant")).await);
+    // Crashed.
+    assert!(w.lifecycle.start(&request("owner")).await.is_success());
+    w.runtime.exit_container(&name("owner"), 1).unwrap();
+    refused(&w.lifecycle.start(&request("claimant")).await);
+    // Mid-recreate and after it.
+    assert!(w.lifecycle.restart(&request("owner")).await.is_success());
+    refused(&w.lifecycle.start(&request("claimant")).await);
+    assert!(
+        w.runtime.container(&name("claimant")).is_none(),
+        "the claimant never got a container that could bind the port"
+    );
+    assert_eq!(w.claim_of(17000).await.as_deref(), Some("owner"));
+}
+
+#[tokio::test]
+async fn a_lost_claim_goes_back_to_the_game_whose_container_was_made_with_the_port() {
+    let w = world().await;
+    w.apply(game("owner").host_port(17001)).await;
+    assert!(w.lifecycle.start(&request("owner")).await.is_success());
+    assert!(w.lifecycle.stop(&request("owner")).await.is_success());
+    // etcdctl del <prefix>/ports/ --prefix, while the owner is stopped.
+    w.store
+        .txn(Txn::new().delete_prefix(Keys::default().ports("node-a")))
+        .await
+        .unwrap();
+    w.apply(game("claimant").host_port(17001)).await;
+    let result = w.lifecycle.start(&request("claimant")).await;
+    assert_failed(&result, ErrorCode::PortConflict, "belongs to game owner");
+    assert_eq!(
+        w.claim_of(17001).await.as_deref(),
+        Some("owner"),
+        "recorded again for the owner, from its container's label"
+    );
+    assert!(w.lifecycle.start(&request("owner")).await.is_success());
+}
+
+#[tokio::test]
+async fn a_port_its_owner_no_longer_asks_for_or_a_garbled_claim_is_claimed_anew() {
+    let w = world().await;
+    w.apply(game("owner").host_port(17002)).await;
+    assert!(w.lifecycle.start(&request("owner")).await.is_success());
+    w.apply(game("claimant").host_port(17002)).await;
+    assert!(!w.lifecycle.start(&request("claimant")).await.is_success());
+    // The owner moves to another port: its next recreate claims that one,
+    // and the old one is free for the claimant.
+    w.change(game("owner").host_port(17003)).await;
+    assert!(w.lifecycle.restart(&request("owner")).await.is_success());
+    assert!(w.lifecycle.start(&request("claimant")).await.is_success());
+    assert_eq!(w.claim_of(17002).await.as_deref(), Some("claimant"));
+    assert_eq!(w.claim_of(17003).await.as_deref(), Some("owner"));
+
+    // `etcdctl put <prefix>/ports/node-a/tcp/17004 garbage`.
+    let key = Keys::default().port("node-a", "tcp", 17004);
+    w.store.txn(Txn::new().put(key, b"garbage".to_vec())).await.unwrap();
+    w.apply(game("third").host_port(17004)).await;
+    assert!(w.lifecycle.start(&request("third")).await.is_success());
+    assert_eq!(w.claim_of(17004).await.as_deref(), Some("third"));
+}
+
+#[tokio::test]
+async fn removing_a_game_releases_its_host_ports() {
+    let w = world().await;
+    w.apply(game("owner").host_port(17005)).await;
+    assert!(w.lifecycle.start(&request("owner")).await.is_success());
+    w.documents.delete("owner", None).await.unwrap();
+    assert!(w.lifecycle.remove(&request("owner")).await.is_success());
+    assert_eq!(w.claim_of(17005).await, None);
+}
+
+#[tokio::test]
+async fn a_recreate_onto_another_games_port_is_refused_before_the_old_container_stops() {
+    let w = world().await;
+    w.apply(game("a").host_port(17006)).await;
+    w.apply(game("b").host_port(17007)).await;
+    assert!(w.lifecycle.start(&request("a")).await.is_success());
+    assert!(w.lifecycle.start(&request("b")).await.is_success());
+    let before = w.runtime.container(&name("b")).unwrap();
+    w.change(game("b").host_port(17006)).await;
+    let result = w.lifecycle.restart(&request("b")).await;
+    assert_failed(&result, ErrorCode::PortConflict, "belongs to game a");
+    let after = w.runtime.container(&name("b")).unwrap();
+    assert_eq!(after.id, before.id);
+    assert!(after.is_running(), "the working container was never stopped");
+}
+
+#[tokio::test]
+async fn a_port_outside_the_controllers_policy_is_refused_and_never_claimed() {
+    let w = world().await;
+    w.apply(game("low").host_port(80)).await;
+    let result = w.lifecycle.start(&request("low")).await;
+    assert_failed(&result, ErrorCode::PortNotAllowed, "--host-ports");
+    assert!(w.runtime.containers().is_empty());
+    assert_eq!(w.claim_of(80).await, None);
 }
