@@ -250,9 +250,17 @@ mod tests {
         let policy = HostPortPolicy::default();
         assert!(policy.check(&spec_with(27015, None)).is_ok());
         let low = policy.check(&spec_with(80, None)).unwrap_err();
-        assert!(low.contains("spec.ports[0].hostPort 80") && low.contains("--host-ports"), "{low}");
-        let address = policy.check(&spec_with(27015, Some("127.0.0.1"))).unwrap_err();
-        assert!(address.contains("hostIp (127.0.0.1)") && address.contains("--host-ips"), "{address}");
+        assert!(
+            low.contains("spec.ports[0].hostPort 80") && low.contains("--host-ports"),
+            "{low}"
+        );
+        let address = policy
+            .check(&spec_with(27015, Some("127.0.0.1")))
+            .unwrap_err();
+        assert!(
+            address.contains("hostIp (127.0.0.1)") && address.contains("--host-ips"),
+            "{address}"
+        );
         assert!(policy.check(&spec_with(27015, Some("0.0.0.0"))).is_ok());
     }
 
@@ -266,7 +274,10 @@ mod tests {
         assert!(policy.check(&spec_with(7000, Some("10.0.0.6"))).is_err());
         let any = HostPortPolicy::parse("1-65535", "*").unwrap();
         assert!(any.check(&spec_with(22, Some("192.168.1.1"))).is_ok());
-        assert_eq!(policy.to_string(), "host-ports: 80,7000-7999, host-ips: 10.0.0.5,0.0.0.0");
+        assert_eq!(
+            policy.to_string(),
+            "host-ports: 80,7000-7999, host-ips: 10.0.0.5,0.0.0.0"
+        );
     }
 
     #[test]
@@ -298,7 +309,10 @@ mod tests {
             protocol: PortProtocol::Udp,
             ..port
         };
-        assert!(!asks_for(&doc, "n2", udp), "another protocol is another port");
+        assert!(
+            !asks_for(&doc, "n2", udp),
+            "another protocol is another port"
+        );
     }
 
     #[test]

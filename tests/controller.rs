@@ -1988,3 +1988,146 @@ async fn a_dead_controllers_lease_kept_alive_by_another_writer_blocks_its_games_
     )
     .await;
 }
+
+/// A TCP port nothing on this host listens on right now.
+fn free_host_port() -> u16 {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("bind a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+fn publishing(doc: Doc, host_port: u16) -> Doc {
+    let mut doc = doc;
+    doc.0.spec.ports.push(rtmanager::model::PortMapping {
+        container_port: 7000,
+        host_port: Some(host_port),
+        protocol: rtmanager::model::Protocol::Tcp,
+        host_ip: None,
+    });
+    doc
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker: run scripts/test"]
+async fn a_host_port_stays_its_owners_through_a_crash_a_stop_and_a_restart_while_a_claimant_waits()
+{
+    let h = harness("ten-ports").await;
+    let owner = game_id("ten-ports-owner");
+    let claimant = game_id("ten-ports-claimant");
+    let _cleanup = Cleanup::new(&[
+        &container_name(h.keys.prefix(), &owner),
+        &container_name(h.keys.prefix(), &claimant),
+    ]);
+    let port = free_host_port();
+    let _controller = h.controller("ports").start().await;
+    let owned = h.create(publishing(doc(&owner), port)).await;
+    let (_, first) = h.wait_converged(&owned).await;
+    h.create(publishing(doc(&claimant), port)).await;
+
+    let refused = async || {
+        eventually(
+            CONVERGE,
+            "the claimant refused, naming the owner",
+            async || {
+                let entries = h.history(&claimant).await;
+                let refusal = entries.iter().find(|e| {
+                    e.error_code == Some(ErrorCode::PortConflict)
+                        && e.error_message
+                            .as_deref()
+                            .is_some_and(|m| m.contains(&format!("belongs to game {owner}")))
+                });
+                refusal.map(|_| ()).ok_or_else(|| timeline(&entries))
+            },
+        )
+        .await;
+        let containers = h.containers(&claimant).await.unwrap();
+        assert!(
+            containers.is_empty(),
+            "the claimant never gets a container: {}",
+            describe(&containers)
+        );
+    };
+    refused().await;
+
+    // A crash: the owner comes back on its port.
+    docker_ok(&["kill", &first.id]);
+    let (_, second) = eventually(CONVERGE, "the owner back after its crash", async || {
+        let (status, container) = h.converged(&owned).await?;
+        if status.restart_count >= 1 {
+            Ok((status, container))
+        } else {
+            Err(format!(
+                "{} restarts {}",
+                short(&container.id),
+                status.restart_count
+            ))
+        }
+    })
+    .await;
+    refused().await;
+
+    // A stop: the port stays the owner's.
+    let stopped = h
+        .change(&owner, |d| {
+            d.spec.state = rtmanager::model::DesiredState::Stopped
+        })
+        .await;
+    eventually(CONVERGE, "the owner stopped", async || {
+        match h.status(&owner).await? {
+            Some(s)
+                if s.phase == Phase::Stopped
+                    && s.observed_generation == stopped.metadata.generation =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // The claimant tries again while the owner is stopped (a new entry, or
+    // one more on its folded failure) and is refused again.
+    let attempts = async || {
+        let entries = h.history(&claimant).await;
+        entries
+            .first()
+            .map(|e| (e.seq, e.repeated))
+            .unwrap_or_default()
+    };
+    let before = attempts().await;
+    eventually(
+        CONVERGE,
+        "the claimant to try again while the owner is stopped",
+        async || {
+            let now = attempts().await;
+            if now > before {
+                Ok(())
+            } else {
+                Err(format!("{now:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        h.status(&owner).await.unwrap().map(|s| s.phase),
+        Some(Phase::Stopped),
+        "tried while the owner was still stopped"
+    );
+    refused().await;
+
+    // Running again, then a restart (a recreate): still the owner's.
+    let running = h
+        .change(&owner, |d| {
+            d.spec.state = rtmanager::model::DesiredState::Running
+        })
+        .await;
+    h.wait_converged(&running).await;
+    let restarted = h.request_restart(&owner, "tok-ports", "REQ-ports").await;
+    let (_, last) = h.wait_converged(&restarted).await;
+    assert_ne!(last.id, second.id, "recreated");
+    refused().await;
+    let published = docker_cli(&["port", &last.id, "7000/tcp"]);
+    let text = String::from_utf8_lossy(&published.stdout).to_string();
+    assert!(
+        text.contains(&format!(":{port}")),
+        "the owner publishes {port}: {text}"
+    );
+}

@@ -291,10 +291,16 @@ impl Drop for Running {
 }
 
 fn game(name: &str) -> String {
+    game_on_port(name, None)
+}
+
+/// [`game`], its port 7000 published on `host_port` when given.
+fn game_on_port(name: &str, host_port: Option<u16>) -> String {
+    let host = host_port.map_or(String::new(), |port| format!(", hostPort: {port}"));
     format!(
         "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: {name}\n  \
          labels:\n    tier: ranked\nspec:\n  image: rtmanager-test/engine:1\n  ports:\n    - \
-         {{containerPort: 7000, hostPort: 17000}}\n"
+         {{containerPort: 7000{host}}}\n"
     )
 }
 
@@ -1832,5 +1838,67 @@ async fn restart_wait_follows_a_restart_aborted_by_recovery_to_the_real_outcome(
         .expect("a container after the restart");
     assert_ne!(new_container, old_container, "a new container ran");
     remove_game(&world, &game_name).await;
+    world.done().await;
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn apply_refuses_a_new_claimant_of_another_games_host_port_naming_the_owner() {
+    let world = World::new("rtctl-ports").await;
+    let with_port = |name: &str, port: u16| game_on_port(name, Some(port));
+    let owner = world.file("owner.yaml", &with_port("owner", 17100));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&owner)
+        .assert()
+        .success();
+
+    let claimant = world.file("claimant.yaml", &with_port("claimant", 17100));
+    let output = world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&claimant)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(exit::CONFLICT), "{output:?}");
+    assert!(
+        stderr(&output).contains("host port 17100/tcp belongs to game owner"),
+        "{output:?}"
+    );
+    assert!(world.get("claimant").await.is_none(), "nothing written");
+
+    // Two documents of one apply asking for one port: refused before either is written.
+    let both = world.file(
+        "both.yaml",
+        &format!(
+            "{}---\n{}",
+            with_port("first", 17101),
+            with_port("second", 17101)
+        ),
+    );
+    let output = world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&both)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(exit::CONFLICT), "{output:?}");
+    assert!(world.get("first").await.is_none(), "all or nothing");
+
+    // The owner re-applied with its port is fine; another port is fine.
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&owner)
+        .assert()
+        .success();
+    let elsewhere = world.file("elsewhere.yaml", &with_port("claimant", 17102));
+    world
+        .rtctl()
+        .args(["apply", "-f"])
+        .arg(&elsewhere)
+        .assert()
+        .success();
     world.done().await;
 }

@@ -190,6 +190,7 @@ pub async fn apply(
         .source_ref
         .clone()
         .unwrap_or_else(|| generate_ref("apply"));
+    check_host_ports(session, &inputs).await?;
     let total = inputs.len();
     for (done, input) in inputs.iter().enumerate() {
         let action = apply_one(session, input, args, &source_ref)
@@ -204,6 +205,60 @@ pub async fn apply(
         )?;
     }
     Ok(Outcome::Success)
+}
+
+/// Refuses, before anything is written, a document that would be a new
+/// claimant of a host port another game asks for on a node they share
+/// (either names no node, or both name the same one), or that two of the
+/// applied documents both ask for. The controller refuses it anyway
+/// (`crate::ports`); here the user hears it at once, naming the owner. A
+/// document that already asks for the port is left to the controller,
+/// which knows who claimed it first.
+async fn check_host_ports(session: &Session, inputs: &[Input]) -> Result<(), CliError> {
+    use crate::ports::host_ports;
+    if inputs.iter().all(|i| host_ports(&i.doc.spec).is_empty()) {
+        return Ok(());
+    }
+    let listed = session
+        .documents()
+        .list()
+        .await
+        .map_err(|e| session.doc_error(e, "listing gameruntimes to check host ports"))?;
+    let share_a_node = |a: &GameRuntime, b: &GameRuntime| match (&a.spec.node, &b.spec.node) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    for (index, input) in inputs.iter().enumerate() {
+        let doc = &input.doc;
+        let name = doc.metadata.name.as_str();
+        let live = listed.items.iter().find(|d| d.metadata.name == name);
+        for port in host_ports(&doc.spec) {
+            if live.is_some_and(|l| share_a_node(l, doc) && host_ports(&l.spec).contains(&port)) {
+                continue;
+            }
+            let stored = listed
+                .items
+                .iter()
+                .filter(|other| other.metadata.name != name);
+            let applied = inputs[..index]
+                .iter()
+                .map(|i| &i.doc)
+                .filter(|other| other.metadata.name != name);
+            if let Some(owner) = stored
+                .chain(applied)
+                .find(|other| share_a_node(other, doc) && host_ports(&other.spec).contains(&port))
+            {
+                return Err(CliError::Conflict {
+                    message: format!(
+                        "{}: document {} ({name}): host port {port} belongs to game {} \
+                         (port_conflict); choose another hostPort, or free it in {}'s spec",
+                        input.source, input.index, owner.metadata.name, owner.metadata.name
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Adds to a failure how far apply got, when it got anywhere.

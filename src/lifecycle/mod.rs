@@ -38,7 +38,8 @@ use crate::model::validate::validate_name;
 use crate::model::{GameRuntime, LastOperation, OpKind, OpSource, Outcome, Phase};
 use crate::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, LABEL_OP_ID, LABEL_PREFIX, LABEL_RESTART_TOKEN,
-    LABEL_SPEC_HASH, PortBinding, PortProtocol, RuntimeError, RuntimeOp, container_name, host_port_label,
+    LABEL_SPEC_HASH, PortBinding, PortProtocol, RuntimeError, RuntimeOp, container_name,
+    host_port_label,
 };
 use crate::status::{StatusError, StatusStore};
 use crate::store::Documents;

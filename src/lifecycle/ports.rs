@@ -44,7 +44,9 @@ impl Lifecycle {
                             }
                             info!(%game, %port, previous = %held.game, "claiming a host port its previous owner no longer asks for");
                         }
-                        None => warn!(%game, %key, "a host-port claim does not decode; claiming the port anew"),
+                        None => {
+                            warn!(%game, %key, "a host-port claim does not decode; claiming the port anew")
+                        }
                     }
                     claim = claim.when(Compare::ModRevision {
                         key: key.clone(),

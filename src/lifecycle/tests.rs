@@ -739,7 +739,10 @@ impl World {
             .as_deref()
             .and_then(|v| v.parse().ok())
             .expect("a stored document has a resource version");
-        self.documents.update(&builder.build(), revision).await.unwrap();
+        self.documents
+            .update(&builder.build(), revision)
+            .await
+            .unwrap();
     }
 }
 
@@ -811,7 +814,10 @@ async fn a_port_its_owner_no_longer_asks_for_or_a_garbled_claim_is_claimed_anew(
 
     // `etcdctl put <prefix>/ports/node-a/tcp/17004 garbage`.
     let key = Keys::default().port("node-a", "tcp", 17004);
-    w.store.txn(Txn::new().put(key, b"garbage".to_vec())).await.unwrap();
+    w.store
+        .txn(Txn::new().put(key, b"garbage".to_vec()))
+        .await
+        .unwrap();
     w.apply(game("third").host_port(17004)).await;
     assert!(w.lifecycle.start(&request("third")).await.is_success());
     assert_eq!(w.claim_of(17004).await.as_deref(), Some("third"));
@@ -840,7 +846,10 @@ async fn a_recreate_onto_another_games_port_is_refused_before_the_old_container_
     assert_failed(&result, ErrorCode::PortConflict, "belongs to game a");
     let after = w.runtime.container(&name("b")).unwrap();
     assert_eq!(after.id, before.id);
-    assert!(after.is_running(), "the working container was never stopped");
+    assert!(
+        after.is_running(),
+        "the working container was never stopped"
+    );
 }
 
 #[tokio::test]
