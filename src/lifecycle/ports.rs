@@ -40,9 +40,13 @@ impl Lifecycle {
                         Some(held) if held.game == game => continue,
                         Some(held) => {
                             if self.still_asks(&held.game, node, port).await? {
-                                return Err(owned_by(port, &held.game));
+                                if !self.only_ours_publish(game, &held.game, port).await? {
+                                    return Err(owned_by(port, &held.game));
+                                }
+                                warn!(%game, %port, named = %held.game, "a host-port claim names a game no container of which publishes the port, while this game's does: the container is the truth; claiming it back");
+                            } else {
+                                info!(%game, %port, previous = %held.game, "claiming a host port its previous owner no longer asks for");
                             }
-                            info!(%game, %port, previous = %held.game, "claiming a host port its previous owner no longer asks for");
                         }
                         None => {
                             warn!(%game, %key, "a host-port claim does not decode; claiming the port anew")
@@ -114,6 +118,28 @@ impl Lifecycle {
             .get(owner)
             .await?
             .is_some_and(|doc| asks_for(&doc, node, port)))
+    }
+
+    /// Whether `game` has a container created to publish `port` while
+    /// `named` (whom the claim names) has none: a claim forged or garbled
+    /// by hand, which the containers contradict.
+    async fn only_ours_publish(
+        &self,
+        game: &str,
+        named: &str,
+        port: HostPort,
+    ) -> Result<bool, Failure> {
+        let containers = self
+            .runtime
+            .list_labelled(&host_port_label(port.protocol, port.port))
+            .await
+            .map_err(|e| Failure::runtime(RuntimeOp::ListManaged, &e))?;
+        let of = |who: &str| {
+            containers
+                .iter()
+                .any(|c| c.prefix() == Some(self.prefix()) && c.game() == Some(who))
+        };
+        Ok(of(game) && !of(named))
     }
 
     /// Another game of this installation whose container (in any state)

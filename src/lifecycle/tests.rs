@@ -861,3 +861,25 @@ async fn a_port_outside_the_controllers_policy_is_refused_and_never_claimed() {
     assert!(w.runtime.containers().is_empty());
     assert_eq!(w.claim_of(80).await, None);
 }
+
+#[tokio::test]
+async fn a_forged_claim_naming_another_claimant_never_keeps_the_owner_from_its_port() {
+    let w = world().await;
+    w.apply(game("owner").host_port(17008)).await;
+    assert!(w.lifecycle.start(&request("owner")).await.is_success());
+    w.apply(game("claimant").host_port(17008)).await;
+    // `etcdctl put <prefix>/ports/node-a/tcp/17008 '{"game":"claimant",…}'`,
+    // then the owner crashes.
+    let key = Keys::default().port("node-a", "tcp", 17008);
+    let forged = crate::ports::PortClaim::new("claimant").encode();
+    w.store.txn(Txn::new().put(key, forged)).await.unwrap();
+    w.runtime.exit_container(&name("owner"), 1).unwrap();
+    let result = w.lifecycle.start(&request("owner")).await;
+    assert!(
+        result.is_success(),
+        "the owner's container says whose the port is: {result:?}"
+    );
+    assert_eq!(w.claim_of(17008).await.as_deref(), Some("owner"));
+    let refused = w.lifecycle.start(&request("claimant")).await;
+    assert_failed(&refused, ErrorCode::PortConflict, "belongs to game owner");
+}
