@@ -198,6 +198,10 @@ user with the socket's group when docker.socketGroupId is set; then
   value: {{ .Values.controller.reconcileTimeout | quote }}
 - name: RTM_DRAIN_TIMEOUT
   value: {{ .Values.controller.drainTimeout | quote }}
+- name: RTM_HOST_PORTS
+  value: {{ .Values.controller.hostPorts | quote }}
+- name: RTM_HOST_IPS
+  value: {{ .Values.controller.hostIps | quote }}
 {{- with .Values.controller.extraEnv }}
 {{ toYaml . }}
 {{- end }}
