@@ -976,7 +976,7 @@ const METRICS: [&str; 9] = [
 
 #[tokio::test]
 #[ignore = "needs etcd and Docker: run scripts/test"]
-async fn metrics_are_served_and_a_converged_controller_writes_nothing_to_etcd() {
+async fn metrics_are_served_and_a_converged_controller_writes_nothing_but_its_heartbeat() {
     let h = harness("ctl-quiet").await;
     let games: Vec<String> = (0..3).map(|i| game_id(&format!("ctl-quiet{i}"))).collect();
     let names: Vec<String> = games
@@ -994,6 +994,7 @@ async fn metrics_are_served_and_a_converged_controller_writes_nothing_to_etcd() 
     // Steady state: the last writes (status, lease release) are done.
     h.wait_leases_released().await;
     let from = h.store.revision().await.unwrap() + 1;
+    let watched = Instant::now();
     let mut watch = h
         .store
         .watch(&h.keys.root(), from)
@@ -1022,6 +1023,7 @@ async fn metrics_are_served_and_a_converged_controller_writes_nothing_to_etcd() 
         .await
         .unwrap();
     let mut writes = Vec::new();
+    let mut heartbeats = 0;
     within(
         Duration::from_secs(10),
         "the sentinel write to come through the watch",
@@ -1035,6 +1037,12 @@ async fn metrics_are_served_and_a_converged_controller_writes_nothing_to_etcd() 
                 for event in batch {
                     if event.key() == sentinel {
                         return;
+                    }
+                    if event.key().starts_with(&h.keys.controllers()) {
+                        // The controller's heartbeat, rewritten every TTL/3
+                        // whatever the number of games (lease.rs).
+                        heartbeats += 1;
+                        continue;
                     }
                     writes.push(match event {
                         WatchEvent::Put(kv) => {
@@ -1051,6 +1059,14 @@ async fn metrics_are_served_and_a_converged_controller_writes_nothing_to_etcd() 
         writes.is_empty(),
         "a converged controller wrote to etcd during two resyncs:\n{}",
         writes.join("\n")
+    );
+    // One rewrite every TTL/3 whatever the number of games (one spare for
+    // a retry).
+    let expected = watched.elapsed().as_secs_f64() / (LEASE_TTL.as_secs_f64() / 3.0) + 2.0;
+    assert!(
+        f64::from(heartbeats) <= expected,
+        "{heartbeats} heartbeat rewrites in {:?}; at most {expected:.0} expected",
+        watched.elapsed()
     );
 
     let text = controller.metrics().await;
