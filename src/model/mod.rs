@@ -817,6 +817,24 @@ mod tests {
         }
     }
 
+    /// Pins the hash of documents written before `securityContext` and `resources.pids`
+    /// existed: a controller upgraded past them must adopt the containers it made, not
+    /// recreate them. The values were computed by the code before those fields were added.
+    #[test]
+    fn recreate_hash_of_a_document_without_the_hardening_fields_is_unchanged() {
+        // Spelled out rather than `base()`, so that editing the shared fixture cannot move
+        // the pin.
+        let full = game("g1")
+            .image("rtmanager-test/engine:1")
+            .env("SEED", "42")
+            .port(7000, Some(17000))
+            .memory("64Mi")
+            .cpus("0.5")
+            .build();
+        assert_eq!(hash(&full), "e85f44c78f872cf1");
+        assert_eq!(hash(&game("g1").build()), "dec98f847377a3ba");
+    }
+
     fn json<T: Serialize>(value: &T) -> String {
         serde_json::to_string(value).unwrap()
     }
