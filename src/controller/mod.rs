@@ -20,6 +20,7 @@
 pub mod backoff;
 pub mod config;
 pub mod events;
+pub mod hardening;
 mod mirror;
 pub mod plan;
 pub mod queue;
@@ -237,7 +238,8 @@ async fn run_session(
         config.history_retention,
         metrics.clone(),
     )
-    .with_node(&config.node_name);
+    .with_node(&config.node_name)
+    .with_policy(config.hardening.policy(session.keys().prefix()));
     let sharding = Sharding {
         node: config.node_name.clone(),
         take_unassigned: config.take_unassigned,

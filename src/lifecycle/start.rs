@@ -45,7 +45,7 @@ impl Lifecycle {
     ) -> Result<StatusChange, Failure> {
         let game = lease.game();
         let doc = self.load(request).await?;
-        let spec = container_spec(&doc, self.prefix(), &entry.op_id);
+        let spec = container_spec(&doc, self.prefix(), &entry.op_id, self.policy());
         entry.image_ref = spec.image.clone();
 
         let existing = self.current_container(game).await?;
@@ -54,6 +54,8 @@ impl Lifecycle {
             // game keeps what it has (an exited container stays to be seen).
             lease.check()?;
             self.require_image(&spec.image).await?;
+            // So is the policy: a refused game keeps what it has.
+            self.admit(&doc).await?;
         }
         if let Some(existing) = existing {
             entry.container_id_before = Some(existing.id.clone());

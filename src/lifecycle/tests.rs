@@ -652,7 +652,12 @@ async fn restart_stops_at_the_next_step_once_the_lease_is_lost() {
     let documents = Documents::new(store.clone(), Keys::default());
     documents.create(&game("g1").build()).await.unwrap();
     // Started by hand so that the stop is the restart's first Docker call.
-    let mut spec = container_spec(&game("g1").build(), "/rtmanager", "op-0");
+    let mut spec = container_spec(
+        &game("g1").build(),
+        "/rtmanager",
+        "op-0",
+        &ContainerPolicy::default(),
+    );
     spec.name = container_name("g1");
     let id = fake.create(&spec).await.unwrap();
     fake.start(&id).await.unwrap();
