@@ -606,3 +606,79 @@ async fn starting_on_the_isolated_network_costs_about_what_the_default_bridge_do
         "the isolated network doubles the start time: {isolated_median:?} vs {bridge_median:?}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker"]
+/// Docker 20.10 creates a container into a network id that is gone and
+/// refuses only its start: that start fails once, and the retry makes the
+/// network again.
+async fn a_network_removed_by_hand_is_created_again_at_the_next_start() {
+    let h = harness("netgone").await;
+    let _controller = h.controller("c1").await;
+    let game = doc(&game_id("netgone"));
+    let stored = h.create(&game).await;
+    let first = h.wait_running(game.name()).await;
+    let old_network = inspect(&h.network, "{{.Id}}");
+
+    // Stopped, the container no longer holds the network: an operator
+    // removes it by hand.
+    let mut stopped = stored.clone();
+    stopped.spec.state = rtmanager::model::DesiredState::Stopped;
+    let expected = stopped
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stopped = h
+        .documents
+        .update(&stopped, expected)
+        .await
+        .expect("stop asked");
+    eventually(CONVERGE, "the game to stop", async || {
+        let status = h.status(game.name()).await?;
+        (status.phase.as_str() == "Stopped")
+            .then_some(())
+            .ok_or(format!("phase {:?}", status.phase))
+    })
+    .await;
+    let removed = docker_cli(&["network", "rm", &h.network]);
+    assert!(
+        removed.status.success(),
+        "docker network rm: {}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+
+    let mut running = stopped.clone();
+    running.spec.state = rtmanager::model::DesiredState::Running;
+    let expected = running
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    h.documents
+        .update(&running, expected)
+        .await
+        .expect("start asked");
+    let second = eventually(CONVERGE, "the game to run again", async || {
+        let status = h.status(game.name()).await?;
+        match status.container_id.as_deref() {
+            Some(id) if id != first.id && status.phase.as_str() == "Running" => Ok(id.to_owned()),
+            other => Err(format!("status names {other:?}, phase {:?}", status.phase)),
+        }
+    })
+    .await;
+    let new_network = inspect(&h.network, "{{.Id}}");
+    assert_ne!(new_network, old_network, "the network was made again");
+    assert_eq!(inspect(&second, "{{.HostConfig.NetworkMode}}"), new_network);
+    assert_eq!(
+        inspect(
+            &h.network,
+            r#"{{index .Options "com.docker.network.bridge.enable_icc"}}"#
+        ),
+        "false"
+    );
+}

@@ -920,8 +920,19 @@ impl ContainerRuntime for DockerRuntime {
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
         let docker = self.client().await?;
         let request = docker.start_container(id, None::<StartContainerOptions>);
-        self.send_unit(&Call::Start { id }, self.inner.request_timeout, request)
-            .await
+        let started = self
+            .send_unit(&Call::Start { id }, self.inner.request_timeout, request)
+            .await;
+        if let Err(RuntimeError::NotFound { what }) = &started
+            && what.contains("network")
+        {
+            // Docker 20.10 accepts a create into a network id that no longer
+            // exists and refuses only the start: forget what we knew, so the
+            // next create makes the network again.
+            tracing::warn!(container = %id, %what, "the games' network vanished; it is made again at the next create");
+            self.inner.networks.lock().await.clear();
+        }
+        started
     }
 
     async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
