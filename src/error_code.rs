@@ -45,11 +45,19 @@ pub enum ErrorCode {
     DeadlineExceeded,
     /// An `http://` etcd endpoint serves TLS: the connection settings must say https://.
     TlsRequired,
+    /// `spec.securityContext.capabilities.add` names a capability the controller does not
+    /// allow (`--allowed-capabilities`).
+    CapabilityNotAllowed,
+    /// `spec.resources` asks more than the controller allows (`--max-memory`, `--max-cpus`,
+    /// `--pids-limit`).
+    ResourcesExceedLimit,
+    /// `spec.resources` asks more CPUs or memory than the Docker host has.
+    ResourcesExceedHost,
 }
 
 impl ErrorCode {
     /// Every code, in the order the README's table lists them.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Conflict,
         ErrorCode::NotFound,
@@ -65,6 +73,9 @@ impl ErrorCode {
         ErrorCode::Aborted,
         ErrorCode::DeadlineExceeded,
         ErrorCode::TlsRequired,
+        ErrorCode::CapabilityNotAllowed,
+        ErrorCode::ResourcesExceedLimit,
+        ErrorCode::ResourcesExceedHost,
     ];
 
     /// The wire form: what history entries, `rtctl` and metric labels carry.
@@ -85,6 +96,9 @@ impl ErrorCode {
             ErrorCode::Aborted => "aborted",
             ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::TlsRequired => "tls_required",
+            ErrorCode::CapabilityNotAllowed => "capability_not_allowed",
+            ErrorCode::ResourcesExceedLimit => "resources_exceed_limit",
+            ErrorCode::ResourcesExceedHost => "resources_exceed_host",
         }
     }
 
@@ -113,6 +127,15 @@ impl ErrorCode {
             ErrorCode::DeadlineExceeded => "a transitional phase missed its deadline",
             ErrorCode::TlsRequired => {
                 "an http:// etcd endpoint answered a TLS handshake: use https:// and a CA"
+            }
+            ErrorCode::CapabilityNotAllowed => {
+                "spec.securityContext.capabilities.add names a capability the controller does not allow"
+            }
+            ErrorCode::ResourcesExceedLimit => {
+                "spec.resources asks more memory, CPUs or processes than the controller allows"
+            }
+            ErrorCode::ResourcesExceedHost => {
+                "spec.resources asks more CPUs or memory than the Docker host has"
             }
         }
     }

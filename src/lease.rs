@@ -182,6 +182,10 @@ pub struct Session {
     heartbeat: Mutex<Heartbeat>,
     /// The other controllers' heartbeats, as last seen changing.
     peers: Mutex<std::collections::HashMap<String, PeerSeen>>,
+    /// Tokens of the game leases of this session that an operation holds
+    /// (or is taking): a key on this session's etcd lease with another
+    /// token was left behind by a release that failed.
+    held: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The session's own view of its lease's expiry: etcd keeps the lease for
@@ -259,6 +263,7 @@ impl Session {
             refreshed: Arc::new(AckClock::new(granted_at)),
             heartbeat: Mutex::new(Heartbeat::new(&holder_name, None)),
             peers: Mutex::new(std::collections::HashMap::new()),
+            held: Mutex::new(std::collections::HashSet::new()),
         });
         // Without its heartbeat the session's lease keys would look forged
         // to the other controllers: no heartbeat, no session.
@@ -460,12 +465,20 @@ impl Session {
                 "it is attached to no etcd lease (written by hand?)".into(),
             ));
         }
-        if kv.lease == self.lease {
-            return Ok(Holder::Live);
-        }
         let Ok(record) = serde_json::from_slice::<LeaseRecord>(&kv.value) else {
             return Ok(Holder::Forged("it holds no lease record".into()));
         };
+        if kv.lease == self.lease {
+            return Ok(if self.holds(&record.token) {
+                Holder::Live
+            } else {
+                Holder::Forged(
+                    "it is on this controller's own session, but no operation of it holds it (a \
+                     release that failed while etcd was unreachable left it behind)"
+                        .into(),
+                )
+            });
+        }
         let heartbeat = self
             .store
             .get(&self.keys.controller(&record.holder))
@@ -592,6 +605,9 @@ impl Session {
         let mut txn = Txn::new().when(Compare::Absent { key: key.clone() });
         txn.when.extend(unchanged);
         let txn = txn.put_with_lease(key.clone(), value, self.lease);
+        // Registered before the key can exist, so this session never takes
+        // its own fresh key for a leftover.
+        let taking = Taking::new(self, &record.token);
         let outcome = match self.store.txn(txn).await {
             Ok(outcome) => outcome,
             Err(StoreError::LeaseNotFound { .. }) => {
@@ -603,6 +619,7 @@ impl Session {
                 // is ours; otherwise report the failure.
                 return match self.store.get(&key).await {
                     Ok(Some(kv)) if kv.value == serde_json::to_vec(&record).unwrap_or_default() => {
+                        taking.keep();
                         Ok(Some(self.game_lease(game, key, kv.create_revision, record)))
                     }
                     _ => Err(e.into()),
@@ -610,9 +627,21 @@ impl Session {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(outcome
-            .succeeded
-            .then(|| self.game_lease(game, key, outcome.revision, record)))
+        if !outcome.succeeded {
+            return Ok(None);
+        }
+        taking.keep();
+        Ok(Some(self.game_lease(game, key, outcome.revision, record)))
+    }
+
+    fn holds(&self, token: &str) -> bool {
+        self.held_tokens().contains(token)
+    }
+
+    fn held_tokens(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn game_lease(
@@ -801,6 +830,7 @@ impl GameLease {
     /// Deletes the lease key if it is still ours.
     pub async fn release(mut self) -> Result<(), LeaseError> {
         self.released = true;
+        self.session.held_tokens().remove(&self.record.token);
         release(&self.session, &self.fence).await
     }
 
@@ -813,6 +843,7 @@ impl GameLease {
     /// tried, so the game is not left blocked until the session ends.
     pub async fn release_with(mut self, last: Txn) -> Result<Option<Revision>, LeaseError> {
         self.released = true;
+        self.session.held_tokens().remove(&self.record.token);
         let txn = last
             .when(self.fence.compare())
             .delete(self.fence.key.clone());
@@ -828,6 +859,37 @@ impl GameLease {
     }
 }
 
+/// A game lease token registered as held while its key is being created;
+/// forgotten again unless [`Taking::keep`] says the key is ours.
+struct Taking<'s> {
+    session: &'s Session,
+    token: String,
+    kept: bool,
+}
+
+impl<'s> Taking<'s> {
+    fn new(session: &'s Session, token: &str) -> Self {
+        session.held_tokens().insert(token.to_owned());
+        Taking {
+            session,
+            token: token.to_owned(),
+            kept: false,
+        }
+    }
+
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Taking<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.session.held_tokens().remove(&self.token);
+        }
+    }
+}
+
 async fn release(session: &Session, fence: &Fence) -> Result<(), LeaseError> {
     let txn = Txn::new().when(fence.compare()).delete(fence.key.clone());
     session.store.txn(txn).await?;
@@ -839,6 +901,7 @@ impl Drop for GameLease {
         if self.released || self.session.closed.load(Ordering::SeqCst) {
             return;
         }
+        self.session.held_tokens().remove(&self.record.token);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let session = self.session.clone();
             let fence = self.fence.clone();
@@ -1076,6 +1139,37 @@ mod tests {
             .await
             .expect("lost within the TTL");
         assert!(a.is_lost());
+    }
+
+    #[tokio::test]
+    async fn a_key_its_own_session_failed_to_release_never_blocks_the_game() {
+        let store = Arc::new(MemoryStore::new());
+        let a = session(&store, "node-a").await;
+        let held = a.acquire("g1", "op-1").await.unwrap();
+        let other = a.acquire("g2", "op-2").await.unwrap();
+        // etcd unreachable at the release: the key stays on the live session.
+        store.fail_next(StoreError::Unavailable {
+            endpoints: "test".into(),
+            message: "down".into(),
+        });
+        assert!(held.release().await.is_err());
+        assert!(
+            store
+                .get(&Keys::default().lease("g1"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let again = a
+            .acquire("g1", "op-3")
+            .await
+            .expect("a leftover of its own session is taken, not busy");
+        assert!(
+            matches!(a.acquire("g2", "op-4").await, Err(LeaseError::Busy { .. })),
+            "a key an operation of the same session holds stays busy"
+        );
+        again.release().await.unwrap();
+        other.release().await.unwrap();
     }
 
     #[tokio::test]

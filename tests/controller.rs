@@ -1838,7 +1838,12 @@ async fn a_container_named_the_old_way_is_renamed_and_adopted_not_recreated() {
     // What an rtmanager from before names carried the installation left
     // running: the game's container with every label, named rtm-<game>.
     let doc = h.create(doc(&game)).await;
-    let mut spec = rtmanager::lifecycle::container_spec(&doc, h.keys.prefix(), "op-old");
+    let mut spec = rtmanager::lifecycle::container_spec(
+        &doc,
+        h.keys.prefix(),
+        "op-old",
+        &rtmanager::lifecycle::policy::ContainerPolicy::default(),
+    );
     spec.name = old.clone();
     let id = h.runtime.create(&spec).await.expect("docker create");
     h.runtime.start(&id).await.expect("docker start");

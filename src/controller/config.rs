@@ -103,6 +103,10 @@ pub struct ControllerConfig {
     /// Print the effective configuration and exit.
     #[arg(long = "print-config")]
     pub print_config: bool,
+
+    /// Container hardening: capabilities, limits, the games' network.
+    #[command(flatten)]
+    pub hardening: crate::controller::hardening::HardeningArgs,
 }
 
 /// Why the configuration cannot be loaded.
@@ -220,6 +224,7 @@ impl ControllerConfig {
                 "--node-name must be a DNS-1123 subdomain (lower case letters, digits, '-', '.')",
             ));
         }
+        self.hardening.validate()?;
         Ok(())
     }
 }
@@ -304,6 +309,7 @@ impl fmt::Display for ControllerConfig {
             "drain-timeout: {}",
             humantime::format_duration(self.drain_timeout)
         )?;
+        write!(f, "{}", self.hardening)?;
         write!(
             f,
             "config: {}",

@@ -20,6 +20,7 @@
 pub mod backoff;
 pub mod config;
 pub mod events;
+pub mod hardening;
 mod mirror;
 pub mod plan;
 pub mod queue;
@@ -238,7 +239,8 @@ async fn run_session(
         metrics.clone(),
     )
     .with_node(&config.node_name)
-    .with_host_port_policy(config.host_port_policy());
+    .with_host_port_policy(config.host_port_policy())
+    .with_policy(config.hardening.policy(session.keys().prefix()));
     let sharding = Sharding {
         node: config.node_name.clone(),
         take_unassigned: config.take_unassigned,

@@ -17,6 +17,7 @@
 //! Docker calls whose outcome is unknown (a timeout) are resolved by
 //! inspecting again before the next step, never by retrying blindly.
 
+pub mod policy;
 mod ports;
 mod reclaim;
 mod remove;
@@ -44,6 +45,8 @@ use crate::runtime::{
 use crate::status::{StatusError, StatusStore};
 use crate::store::Documents;
 use crate::store::documents::DocumentError;
+
+pub use policy::ContainerPolicy;
 
 /// Who asks for an operation, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,6 +255,8 @@ pub struct Lifecycle {
     node: String,
     /// Which host ports and addresses documents may publish.
     host_ports: crate::ports::HostPortPolicy,
+    /// The hardening and limits of every container it creates.
+    policy: Arc<ContainerPolicy>,
 }
 
 impl Lifecycle {
@@ -272,6 +277,7 @@ impl Lifecycle {
             session,
             metrics,
             host_ports: crate::ports::HostPortPolicy::default(),
+            policy: Arc::new(ContainerPolicy::default()),
         }
     }
 
@@ -280,6 +286,30 @@ impl Lifecycle {
     pub fn with_host_port_policy(mut self, policy: crate::ports::HostPortPolicy) -> Self {
         self.host_ports = policy;
         self
+    }
+
+    /// Creates containers under `policy` (default: [`ContainerPolicy::default`]).
+    pub fn with_policy(mut self, policy: ContainerPolicy) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    pub fn policy(&self) -> &ContainerPolicy {
+        &self.policy
+    }
+
+    /// Checks the document against the policy and the Docker host before
+    /// anything is created, removed or stopped: a refused game keeps what
+    /// it has, and the refusal is the operation's recorded failure.
+    pub(crate) async fn admit(&self, doc: &GameRuntime) -> Result<(), Failure> {
+        let host = self
+            .runtime
+            .host_resources()
+            .await
+            .map_err(|e| Failure::runtime(RuntimeOp::Ping, &e))?;
+        self.policy
+            .admit(doc, host)
+            .map_err(|refusal| Failure::new(refusal.code, refusal.message))
     }
 
     /// Records `node` as the node running this controller's games
@@ -734,8 +764,14 @@ impl Lifecycle {
 }
 
 /// The container a document asks for, labelled with the spec hash (what a
-/// recreate compares) and the operation that created it.
-pub fn container_spec(doc: &GameRuntime, prefix: &str, op_id: &str) -> ContainerSpec {
+/// recreate compares) and the operation that created it, hardened and
+/// limited by `policy` (which the hash leaves out).
+pub fn container_spec(
+    doc: &GameRuntime,
+    prefix: &str,
+    op_id: &str,
+    policy: &ContainerPolicy,
+) -> ContainerSpec {
     let name = &doc.metadata.name;
     let spec = &doc.spec;
     let mut container = ContainerSpec::new(name, &spec.image);
@@ -761,8 +797,7 @@ pub fn container_spec(doc: &GameRuntime, prefix: &str, op_id: &str) -> Container
             host_ip: p.host_ip.clone(),
         })
         .collect();
-    container.memory_bytes = spec.resources.memory.as_ref().map(|m| m.bytes());
-    container.nano_cpus = spec.resources.cpus.as_ref().map(|c| c.nano_cpus());
+    policy.apply(doc, &mut container);
     container.stop_timeout = doc.spec.stop_timeout;
     container
         .labels

@@ -99,6 +99,9 @@ impl Lifecycle {
                 format!("gameruntime/{game} has no image to restart with"),
             ));
         }
+        // Never stop a working container for a replacement the policy
+        // refuses (a capability not allowed, more CPUs than the host has).
+        self.admit(&doc).await?;
         Ok(doc)
     }
 

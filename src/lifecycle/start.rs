@@ -45,14 +45,17 @@ impl Lifecycle {
     ) -> Result<StatusChange, Failure> {
         let game = lease.game();
         let doc = self.load(request).await?;
-        let spec = container_spec(&doc, self.prefix(), &entry.op_id);
+        let spec = container_spec(&doc, self.prefix(), &entry.op_id, self.policy());
         entry.image_ref = spec.image.clone();
 
         let existing = self.current_container(game).await?;
         if !existing.as_ref().is_some_and(|c| c.is_running()) {
-            // Checked before anything is removed: without its image the
-            // game keeps what it has (an exited container stays to be seen).
+            // Checked before anything is removed: refused by the policy,
+            // without its host ports or its image, the game keeps what it
+            // has (an exited container stays to be seen). The policy comes
+            // first: a refused document claims no port.
             lease.check()?;
+            self.admit(&doc).await?;
             self.require_host_ports(lease, &doc).await?;
             self.require_image(&spec.image).await?;
         }

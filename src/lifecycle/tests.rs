@@ -85,6 +85,12 @@ impl GameBuilder {
         self
     }
 
+    /// Extra `spec` lines, indented by two spaces: `"  resources: {pids: 64}\n"`.
+    fn spec_lines(mut self, lines: &str) -> Self {
+        self.extra.push_str(lines);
+        self
+    }
+
     fn build(&self) -> GameRuntime {
         let yaml = format!(
             "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: {}\n\
@@ -668,7 +674,12 @@ async fn restart_stops_at_the_next_step_once_the_lease_is_lost() {
     let documents = Documents::new(store.clone(), Keys::default());
     documents.create(&game("g1").build()).await.unwrap();
     // Started by hand so that the stop is the restart's first Docker call.
-    let spec = container_spec(&game("g1").build(), "/rtmanager", "op-0");
+    let spec = container_spec(
+        &game("g1").build(),
+        "/rtmanager",
+        "op-0",
+        &ContainerPolicy::default(),
+    );
     let id = fake.create(&spec).await.unwrap();
     fake.start(&id).await.unwrap();
 
@@ -882,4 +893,78 @@ async fn a_forged_claim_naming_another_claimant_never_keeps_the_owner_from_its_p
     assert_eq!(w.claim_of(17008).await.as_deref(), Some("owner"));
     let refused = w.lifecycle.start(&request("claimant")).await;
     assert_failed(&refused, ErrorCode::PortConflict, "belongs to game owner");
+}
+
+// ---------------------------------------------------------------- policy
+
+#[tokio::test]
+async fn start_creates_the_container_hardened_by_the_policy() {
+    let w = world().await;
+    w.apply(game("g1").spec_lines(
+        "  resources: {pids: 64}\n  securityContext:\n    capabilities: {add: [NET_BIND_SERVICE]}\n    \
+         runAsUser: 1000\n    readOnlyRootFilesystem: true\n",
+    ))
+    .await;
+    let result = w.lifecycle.start(&request("g1")).await;
+    assert!(result.is_success(), "{result:?}");
+    let id = result.container_id.unwrap();
+    let spec = w.runtime.spec_of(&id).expect("the fake kept the spec");
+    assert!(
+        spec.drop_all_capabilities && spec.no_new_privileges,
+        "{spec:?}"
+    );
+    assert_eq!(spec.cap_add, ["NET_BIND_SERVICE"]);
+    assert_eq!(spec.pids_limit, Some(64));
+    assert_eq!(spec.memory_bytes, Some(1 << 30), "the default memory");
+    assert_eq!(spec.nano_cpus, Some(1_000_000_000), "the default CPUs");
+    assert_eq!(spec.user.as_deref(), Some("1000"));
+    assert!(spec.read_only_root_filesystem);
+    assert!(spec.tmpfs.contains_key("/tmp"), "{spec:?}");
+}
+
+#[tokio::test]
+async fn a_start_the_policy_refuses_creates_nothing_and_is_recorded_with_its_code() {
+    let w = world().await;
+    w.apply(game("g1").spec_lines("  securityContext: {capabilities: {add: [SYS_ADMIN]}}\n"))
+        .await;
+    let result = w.lifecycle.start(&request("g1")).await;
+    assert_failed(
+        &result,
+        ErrorCode::CapabilityNotAllowed,
+        "SYS_ADMIN not allowed",
+    );
+    assert!(w.runtime.containers().is_empty());
+    assert_eq!(w.runtime.count(RuntimeOp::Create), 0);
+    let history = w.history("g1").await;
+    assert_eq!(
+        (history[0].op_kind, history[0].error_code),
+        (OpKind::Start, Some(ErrorCode::CapabilityNotAllowed)),
+        "{history:#?}"
+    );
+    let status = w.lifecycle.status().read("g1").await.unwrap().status;
+    let last = status.last_operation.expect("the failure is in the status");
+    assert_eq!(last.error_code.as_deref(), Some("capability_not_allowed"));
+}
+
+#[tokio::test]
+async fn a_restart_into_more_cpus_than_the_host_has_stops_nothing() {
+    let w = world().await;
+    let started = w.started("g1").await;
+    let mut doc = w.documents.get("g1").await.unwrap().unwrap();
+    let expected = doc
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    doc.spec.resources.cpus = Some("9".parse().unwrap());
+    w.documents.update(&doc, expected).await.unwrap();
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::ResourcesExceedHost, "host's 8 CPUs");
+    let left = w.runtime.containers();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(Some(&left[0].id), started.container_id.as_ref());
+    assert!(left[0].is_running(), "never stopped: {left:?}");
+    assert_eq!(w.runtime.count(RuntimeOp::Stop), 0);
 }

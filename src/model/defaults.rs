@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{
     DesiredState, GameRuntime, GameRuntimeSpec, Phase, Protocol, Resources, RestartPolicy,
+    SecurityContext,
 };
 
 /// How long a stop waits after SIGTERM before SIGKILL when `spec.stopTimeout` is absent:
@@ -69,6 +70,7 @@ impl Default for GameRuntimeSpec {
             restart_policy: DEFAULT_RESTART_POLICY,
             restart_token: String::new(),
             node: None,
+            security_context: SecurityContext::default(),
         }
     }
 }

@@ -93,6 +93,32 @@ impl GameBuilder {
         self
     }
 
+    pub(crate) fn pids(mut self, pids: i64) -> Self {
+        self.0.spec.resources.pids = Some(pids);
+        self
+    }
+
+    pub(crate) fn add_capability(mut self, capability: &str) -> Self {
+        self.0
+            .spec
+            .security_context
+            .capabilities
+            .add
+            .push(capability.into());
+        self
+    }
+
+    pub(crate) fn run_as(mut self, user: u32, group: Option<u32>) -> Self {
+        self.0.spec.security_context.run_as_user = Some(user);
+        self.0.spec.security_context.run_as_group = group;
+        self
+    }
+
+    pub(crate) fn read_only_root_filesystem(mut self) -> Self {
+        self.0.spec.security_context.read_only_root_filesystem = true;
+        self
+    }
+
     pub(crate) fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.0.spec.stop_timeout = timeout;
         self

@@ -32,7 +32,9 @@ pub use parse::{
     parse_documents, to_yaml,
 };
 pub use quantity::{Cpus, Memory, QuantityError, Timestamp};
-pub use validate::{FieldError, MAX_STOP_TIMEOUT, validate, validate_name};
+pub use validate::{
+    CAPABILITIES, FieldError, MAX_STOP_TIMEOUT, validate, validate_capability, validate_name,
+};
 
 /// The `apiVersion` every document carries.
 pub const API_VERSION: &str = "rtmanager.dev/v1alpha1";
@@ -112,7 +114,7 @@ pub struct GameRuntimeSpec {
     /// Ports the container listens on, and where to publish them on the host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortMapping>,
-    /// Memory and CPU limits; no limit when absent.
+    /// Memory, CPU and process limits; the controller's defaults when absent.
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
     /// How long a stop waits after SIGTERM before SIGKILL, e.g. `30s` (at most 10m).
@@ -128,6 +130,42 @@ pub struct GameRuntimeSpec {
     /// Which controller node runs the game; any node when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// What the container may do beyond the controller's hardened defaults (every
+    /// capability dropped, no-new-privileges, a pids limit): capabilities to add back, the
+    /// user to run as, a read-only root filesystem.
+    #[serde(default, skip_serializing_if = "SecurityContext::is_empty")]
+    pub security_context: SecurityContext,
+}
+
+/// Security settings of the container, a subset of Kubernetes' `securityContext`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecurityContext {
+    /// Linux capabilities given back to the container; every other one is dropped.
+    #[serde(default, skip_serializing_if = "Capabilities::is_empty")]
+    pub capabilities: Capabilities,
+    /// The numeric user id the container's processes run as (0-2147483647); the image's
+    /// user when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub run_as_user: Option<u32>,
+    /// The numeric group id the processes run as (0-2147483647); needs `runAsUser`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub run_as_group: Option<u32>,
+    /// Mounts the image's filesystem read-only; `/tmp` is then a small writable tmpfs.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only_root_filesystem: bool,
+}
+
+/// Linux capabilities of the container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Capabilities {
+    /// Capabilities to add back, by their Linux names without `CAP_`, e.g.
+    /// `NET_BIND_SERVICE`. The controller refuses any outside its `--allowed-capabilities`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
 }
 
 /// The state a game should be in.
@@ -198,6 +236,11 @@ pub struct Resources {
     /// CPU limit in CPUs, e.g. `"1.5"` or `500m` (at least 0.01).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<Cpus>,
+    /// Most processes (and threads) the container may have at once, e.g. `256`; the
+    /// controller's `--pids-limit` when absent, and never above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 8, max = 4194304))]
+    pub pids: Option<i64>,
 }
 
 /// What the controller does when the container exits without being asked to.
@@ -482,14 +525,18 @@ impl GameRuntimeSpec {
     }
 
     /// 16 hex characters identifying everything whose change needs a new container (image,
-    /// effective hostname, command, args, env, ports, resources). The controller labels each
+    /// effective hostname, command, args, env, ports, resources, securityContext). The
+    /// controller labels each
     /// container with it; a container whose label differs from the spec's hash is recreated.
     ///
     /// `state`, `restartPolicy`, `restartToken`, `node` and `stopTimeout` are left out: they
     /// change what the controller does, not what the container is. Env and ports are hashed in
     /// a sorted order, because reordering them changes nothing in Docker and must not restart
     /// a game. Changing `RecreateInputs` changes every hash, so an upgrade that does so
-    /// recreates every container.
+    /// recreates every container: fields added later (`resources.pids`, `securityContext`)
+    /// are hashed only when set, so the hash of a document without them stays what it was.
+    /// The controller's own hardening (its defaults and limits) is never hashed: a container
+    /// made before it is adopted as it is, and hardened at its next voluntary recreate.
     pub fn recreate_hash(&self, name: &str) -> String {
         let mut env: Vec<(&str, &str)> = self
             .env
@@ -519,6 +566,24 @@ impl GameRuntimeSpec {
             ports,
             memory_bytes: self.resources.memory.map(Memory::bytes),
             nano_cpus: self.resources.cpus.map(Cpus::nano_cpus),
+            pids: self.resources.pids,
+            security: (!self.security_context.is_empty()).then(|| {
+                let context = &self.security_context;
+                let mut cap_add: Vec<&str> = context
+                    .capabilities
+                    .add
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
+                cap_add.sort_unstable();
+                cap_add.dedup();
+                SecurityInputs {
+                    cap_add,
+                    run_as_user: context.run_as_user,
+                    run_as_group: context.run_as_group,
+                    read_only_root_filesystem: context.read_only_root_filesystem,
+                }
+            }),
         };
         let json = serde_json::to_vec(&inputs)
             .expect("RecreateInputs holds only strings, integers and sequences of them");
@@ -539,12 +604,45 @@ struct RecreateInputs<'a> {
     ports: Vec<(u16, &'a str, Option<u16>, Option<&'a str>)>,
     memory_bytes: Option<u64>,
     nano_cpus: Option<i64>,
+    // Added after the first release: left out when unset, so that older documents keep
+    // their hash (pinned by a test).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pids: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security: Option<SecurityInputs<'a>>,
+}
+
+/// The hashed form of a set `spec.securityContext`: capabilities sorted, as their order
+/// changes nothing in Docker.
+#[derive(Serialize)]
+struct SecurityInputs<'a> {
+    cap_add: Vec<&'a str>,
+    run_as_user: Option<u32>,
+    run_as_group: Option<u32>,
+    read_only_root_filesystem: bool,
 }
 
 impl Resources {
     /// True when no limit is set (the field is then left out of the YAML).
     pub fn is_empty(&self) -> bool {
-        self.memory.is_none() && self.cpus.is_none()
+        self.memory.is_none() && self.cpus.is_none() && self.pids.is_none()
+    }
+}
+
+impl SecurityContext {
+    /// True when nothing is set (the field is then left out of the YAML and the hash).
+    pub fn is_empty(&self) -> bool {
+        self.capabilities.is_empty()
+            && self.run_as_user.is_none()
+            && self.run_as_group.is_none()
+            && !self.read_only_root_filesystem
+    }
+}
+
+impl Capabilities {
+    /// True when no capability is added.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty()
     }
 }
 
@@ -751,6 +849,20 @@ mod tests {
             ("resources removed", |d| {
                 d.spec.resources = Resources::default()
             }),
+            ("pids", |d| d.spec.resources.pids = Some(256)),
+            ("capability added", |d| {
+                d.spec.security_context.capabilities.add = vec!["NET_BIND_SERVICE".into()]
+            }),
+            ("runAsUser", |d| {
+                d.spec.security_context.run_as_user = Some(1000)
+            }),
+            ("runAsGroup", |d| {
+                d.spec.security_context.run_as_user = Some(0);
+                d.spec.security_context.run_as_group = Some(1000)
+            }),
+            ("readOnlyRootFilesystem", |d| {
+                d.spec.security_context.read_only_root_filesystem = true
+            }),
         ];
         let before = hash(&base());
         for (what, change) in changes {
@@ -785,6 +897,9 @@ mod tests {
                 d.spec.hostname = Some("g1".into())
             }),
             ("empty hostname", |d| d.spec.hostname = Some(String::new())),
+            ("an empty securityContext", |d| {
+                d.spec.security_context = SecurityContext::default()
+            }),
             ("memory written in another unit", |d| {
                 d.spec.resources.memory = Some("65536Ki".parse().unwrap())
             }),
@@ -814,6 +929,60 @@ mod tests {
                 hash(&reference),
                 "changing {what} must not recreate"
             );
+        }
+    }
+
+    /// Pins the hash of documents written before `securityContext` and `resources.pids`
+    /// existed: a controller upgraded past them must adopt the containers it made, not
+    /// recreate them. The values were computed by the code before those fields were added.
+    #[test]
+    fn recreate_hash_of_a_document_without_the_hardening_fields_is_unchanged() {
+        // Spelled out rather than `base()`, so that editing the shared fixture cannot move
+        // the pin.
+        let full = game("g1")
+            .image("rtmanager-test/engine:1")
+            .env("SEED", "42")
+            .port(7000, Some(17000))
+            .memory("64Mi")
+            .cpus("0.5")
+            .build();
+        assert_eq!(hash(&full), "e85f44c78f872cf1");
+        assert_eq!(hash(&game("g1").build()), "dec98f847377a3ba");
+    }
+
+    #[test]
+    fn recreate_hash_ignores_the_order_of_added_capabilities() {
+        let mut one = base();
+        one.spec.security_context.capabilities.add =
+            vec!["NET_BIND_SERVICE".into(), "CHOWN".into()];
+        let mut other = base();
+        other.spec.security_context.capabilities.add =
+            vec!["CHOWN".into(), "NET_BIND_SERVICE".into()];
+        assert_eq!(hash(&one), hash(&other));
+    }
+
+    #[test]
+    fn security_context_reads_the_kubernetes_spelling_and_refuses_unknown_fields() {
+        let context: SecurityContext = serde_yaml::from_str(
+            "capabilities: {add: [NET_BIND_SERVICE]}\nrunAsUser: 1000\nrunAsGroup: 100\n\
+             readOnlyRootFilesystem: true\n",
+        )
+        .unwrap();
+        assert_eq!(context.capabilities.add, ["NET_BIND_SERVICE"]);
+        assert_eq!(context.run_as_user, Some(1000));
+        assert_eq!(context.run_as_group, Some(100));
+        assert!(context.read_only_root_filesystem);
+        // Everything is dropped anyway, and privilege is never granted: `drop` and
+        // `privileged` are unknown fields, not silently ignored settings.
+        for refused in [
+            "capabilities: {drop: [ALL]}",
+            "privileged: true",
+            "allowPrivilegeEscalation: true",
+        ] {
+            let err = serde_yaml::from_str::<SecurityContext>(refused)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("unknown field"), "{refused}: {err}");
         }
     }
 

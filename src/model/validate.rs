@@ -10,7 +10,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::port_number::RANGE_MESSAGE as PORT_RANGE_MESSAGE;
-use super::{API_VERSION, EnvVar, GameRuntime, KIND, Memory, PortMapping, Protocol, Resources};
+use super::{
+    API_VERSION, EnvVar, GameRuntime, KIND, Memory, PortMapping, Protocol, Resources,
+    SecurityContext,
+};
 
 /// The longest `spec.stopTimeout`: a stop holds the game's lease while it waits, and a stop
 /// that takes longer than this is a stuck container, better killed.
@@ -22,6 +25,70 @@ const MIN_MEMORY: Memory = Memory::from_bytes(6 << 20);
 /// Docker turns NanoCpus into a CFS quota over a 100ms period, and the kernel refuses quotas
 /// under 1ms: 1ms / 100ms = 0.01 CPU.
 const MIN_NANO_CPUS: i64 = 10_000_000;
+
+/// The largest `spec.resources.memory` a document may ask: no game server needs a TiB, and
+/// `1000000Gi` is a typo. The controller's `--max-memory` is the real, lower, limit.
+pub const MAX_MEMORY: Memory = Memory::from_bytes(1 << 40);
+
+/// The largest `spec.resources.cpus` a document may ask, in CPUs: above the biggest hosts
+/// sold today, so `500` written for `500m` is caught here. The controller's `--max-cpus`
+/// and the host's own count are the real limits.
+pub const MAX_CPUS: i64 = 512;
+
+/// The smallest `spec.resources.pids`: the init, the engine and a few helper processes.
+pub const MIN_PIDS: i64 = 8;
+/// The largest `spec.resources.pids`: the kernel's own ceiling on process ids
+/// (`PID_MAX_LIMIT`, 2^22 on 64-bit).
+pub const MAX_PIDS: i64 = 1 << 22;
+
+/// The largest user or group id, as in Kubernetes (ids are signed 32-bit there).
+const MAX_ID: u32 = i32::MAX as u32;
+
+/// Every Linux capability, by the name Docker and Kubernetes use (no `CAP_` prefix), as of
+/// Linux 5.9 (`CHECKPOINT_RESTORE`).
+pub const CAPABILITIES: [&str; 41] = [
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYSLOG",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "WAKE_ALARM",
+];
 
 /// Kubernetes' limit for label values and the name part of keys.
 const MAX_LABEL_LENGTH: usize = 63;
@@ -89,9 +156,11 @@ pub fn validate(doc: &GameRuntime) -> Result<(), Vec<FieldError>> {
     env(&spec.env, errors_ref);
     ports(&spec.ports, errors_ref);
     resources(&spec.resources, errors_ref);
+    resource_bounds(&spec.resources, errors_ref);
     stop_timeout(spec.stop_timeout, errors_ref);
     restart_token(&spec.restart_token, errors_ref);
     node(spec.node.as_deref(), errors_ref);
+    security_context(&spec.security_context, errors_ref);
     if errors.is_empty() {
         Ok(())
     } else {
@@ -308,6 +377,87 @@ fn resources(resources: &Resources, errors: &mut Vec<FieldError>) {
             format!(
                 "must be at least 0.01 (10m), the smallest quota the kernel allows, got {cpus}"
             ),
+        ));
+    }
+}
+
+fn resource_bounds(resources: &Resources, errors: &mut Vec<FieldError>) {
+    if let Some(memory) = resources.memory.filter(|memory| *memory > MAX_MEMORY) {
+        errors.push(FieldError::new(
+            "spec.resources.memory",
+            format!("must be at most {MAX_MEMORY}, got {memory}"),
+        ));
+    }
+    if let Some(cpus) = resources
+        .cpus
+        .filter(|cpus| cpus.nano_cpus() > MAX_CPUS * 1_000_000_000)
+    {
+        errors.push(FieldError::new(
+            "spec.resources.cpus",
+            format!("must be at most {MAX_CPUS} (did you mean {cpus}m?), got {cpus}"),
+        ));
+    }
+    if let Some(pids) = resources
+        .pids
+        .filter(|pids| !(MIN_PIDS..=MAX_PIDS).contains(pids))
+    {
+        errors.push(FieldError::new(
+            "spec.resources.pids",
+            format!("must be between {MIN_PIDS} and {MAX_PIDS}, got {pids}"),
+        ));
+    }
+}
+
+/// Checks a capability's spelling: one of [`CAPABILITIES`], upper case, no `CAP_`. Whether
+/// the controller allows it is its policy, checked when it creates the container.
+pub fn validate_capability(name: &str) -> Result<(), String> {
+    if CAPABILITIES.contains(&name) {
+        return Ok(());
+    }
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    Err(if name == "ALL" {
+        "ALL cannot be added: name each capability the game needs".to_owned()
+    } else if CAPABILITIES.contains(&bare) {
+        format!("write {bare:?}, the name without \"CAP_\" and in upper case")
+    } else {
+        format!(
+            "{:?} is not a Linux capability (such as NET_BIND_SERVICE)",
+            Quoted(name)
+        )
+    })
+}
+
+fn security_context(context: &SecurityContext, errors: &mut Vec<FieldError>) {
+    let mut first_index: HashMap<&str, usize> = HashMap::new();
+    for (index, name) in context.capabilities.add.iter().enumerate() {
+        let path = format!("spec.securityContext.capabilities.add[{index}]");
+        if let Err(message) = validate_capability(name) {
+            errors.push(FieldError::new(path, message));
+        } else if let Some(first) = first_index.get(name.as_str()) {
+            errors.push(FieldError::new(
+                path,
+                format!("duplicate capability {name}, first listed at add[{first}]"),
+            ));
+        } else {
+            first_index.insert(name, index);
+        }
+    }
+    for (field, id) in [
+        ("runAsUser", context.run_as_user),
+        ("runAsGroup", context.run_as_group),
+    ] {
+        if let Some(id) = id.filter(|id| *id > MAX_ID) {
+            errors.push(FieldError::new(
+                format!("spec.securityContext.{field}"),
+                format!("must be between 0 and {MAX_ID}, got {id}"),
+            ));
+        }
+    }
+    if context.run_as_group.is_some() && context.run_as_user.is_none() {
+        errors.push(FieldError::new(
+            "spec.securityContext.runAsGroup",
+            "needs runAsUser (Docker sets a group only with a user)",
         ));
     }
 }
@@ -629,6 +779,11 @@ mod tests {
             .stop_timeout(Duration::from_secs(10))
             .restart_token("REQ-42")
             .node("node-a.example")
+            .pids(256)
+            .add_capability("NET_BIND_SERVICE")
+            .add_capability("CHOWN")
+            .run_as(1000, Some(1000))
+            .read_only_root_filesystem()
             .build()
     }
 
@@ -705,6 +860,34 @@ mod tests {
                 d.spec.restart_token = "line\nbreak".into()
             }),
             ("spec.node", |d| d.spec.node = Some("Node_A".into())),
+            ("spec.resources.memory", |d| {
+                d.spec.resources.memory = Some("1000000Gi".parse().unwrap())
+            }),
+            ("spec.resources.cpus", |d| {
+                d.spec.resources.cpus = Some("1024".parse().unwrap())
+            }),
+            ("spec.resources.pids", |d| d.spec.resources.pids = Some(7)),
+            ("spec.resources.pids", |d| {
+                d.spec.resources.pids = Some(MAX_PIDS + 1)
+            }),
+            ("spec.securityContext.capabilities.add[1]", |d| {
+                d.spec.security_context.capabilities.add[1] = "CAP_CHOWN".into()
+            }),
+            ("spec.securityContext.capabilities.add[1]", |d| {
+                d.spec.security_context.capabilities.add[1] = "ALL".into()
+            }),
+            ("spec.securityContext.capabilities.add[1]", |d| {
+                d.spec.security_context.capabilities.add[1] = "NET_BIND_SERVICE".into()
+            }),
+            ("spec.securityContext.runAsUser", |d| {
+                d.spec.security_context.run_as_user = Some(u32::MAX)
+            }),
+            ("spec.securityContext.runAsGroup", |d| {
+                d.spec.security_context.run_as_group = Some(1 << 31)
+            }),
+            ("spec.securityContext.runAsGroup", |d| {
+                d.spec.security_context.run_as_user = None
+            }),
         ];
         for (path, break_rule) in rows {
             let mut doc = valid();
@@ -745,6 +928,32 @@ mod tests {
         doc.spec.hostname = Some(String::new());
         doc.spec.stop_timeout = Duration::ZERO;
         assert_eq!(validate(&doc), Ok(()));
+        doc.spec.resources.memory = Some(MAX_MEMORY);
+        doc.spec.resources.cpus = Some("512".parse().unwrap());
+        doc.spec.resources.pids = Some(MIN_PIDS);
+        doc.spec.security_context.run_as_user = Some(0);
+        doc.spec.security_context.run_as_group = Some(2_147_483_647);
+        assert_eq!(validate(&doc), Ok(()));
+        doc.spec.resources.pids = Some(MAX_PIDS);
+        assert_eq!(validate(&doc), Ok(()));
+    }
+
+    #[test]
+    fn capability_messages_say_how_to_write_the_name() {
+        for name in CAPABILITIES {
+            assert_eq!(validate_capability(name), Ok(()), "{name}");
+        }
+        let cases = [
+            ("cap_net_raw", "write \"NET_RAW\""),
+            ("net_bind_service", "write \"NET_BIND_SERVICE\""),
+            ("ALL", "name each capability"),
+            ("SUPERPOWERS", "not a Linux capability"),
+            ("", "not a Linux capability"),
+        ];
+        for (name, message) in cases {
+            let err = validate_capability(name).expect_err(name);
+            assert!(err.contains(message), "{name:?}: {err}");
+        }
     }
 
     #[test]

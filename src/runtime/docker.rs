@@ -19,6 +19,11 @@
 //!   own default API version (1.41 on Debian's 20.10); we still start from a
 //!   1.41 ceiling and negotiate down, so a later bollard that versions its
 //!   paths cannot speak above what these machines understand.
+//! - Docker 20.10 creates a second network of the same name when asked
+//!   (`CheckDuplicate` defaults to false and bollard 0.21 cannot send it):
+//!   containers join a network by its id, the smallest among those of the
+//!   name, and the others are removed, so two controllers racing to create it
+//!   converge on one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -30,20 +35,20 @@ use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EventMessage, EventMessageTypeEnum, HostConfig,
-    PortBinding as DockerPortBinding, RestartPolicy, RestartPolicyNameEnum,
+    NetworkCreateRequest, PortBinding as DockerPortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, KillContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, RenameContainerOptions, StartContainerOptions,
-    StopContainerOptions,
+    ListContainersOptions, ListNetworksOptions, RemoveContainerOptions, RenameContainerOptions,
+    StartContainerOptions, StopContainerOptions,
 };
 use bollard::{ClientVersion, Docker};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 use super::{
-    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ImageInfo,
-    LABEL_GAME, LABEL_MANAGED_BY, MANAGED_BY, RuntimeError, RuntimeOp,
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, HostResources,
+    ImageInfo, LABEL_GAME, LABEL_MANAGED_BY, MANAGED_BY, NetworkSpec, RuntimeError, RuntimeOp,
 };
 
 /// Where Docker listens when neither the caller nor `DOCKER_HOST` says.
@@ -63,6 +68,13 @@ const STOP_MARGIN: Duration = Duration::from_secs(15);
 /// How far back an event stream starts (see `events_since`).
 const EVENTS_SLACK: Duration = Duration::from_secs(1);
 
+/// The bridge option that stops containers on one network from reaching
+/// each other (iptables drops bridge-to-bridge traffic).
+const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
+/// Docker's predefined networks, used by name and never created.
+const PREDEFINED_NETWORKS: [&str; 3] = ["bridge", "host", "none"];
+
 /// Containers inspected at once by `list_managed`: enough to hide the
 /// per-request latency, few enough not to crowd out the lifecycle calls.
 const LIST_INSPECT_CONCURRENCY: usize = 8;
@@ -79,6 +91,11 @@ struct Inner {
     request_timeout: Duration,
     /// Built and version-negotiated on first use; retried while it fails.
     client: OnceCell<Docker>,
+    /// Network name → the id containers join, once made sure of. The lock
+    /// also keeps this process from creating one network twice at once.
+    networks: tokio::sync::Mutex<HashMap<String, String>>,
+    /// The host's CPUs and memory, asked once.
+    host: OnceCell<HostResources>,
 }
 
 impl fmt::Debug for DockerRuntime {
@@ -169,6 +186,8 @@ impl DockerRuntime {
                 endpoint: parse_host(&host)?,
                 request_timeout,
                 client: OnceCell::new(),
+                networks: tokio::sync::Mutex::new(HashMap::new()),
+                host: OnceCell::new(),
             }),
         };
         match runtime.client().await {
@@ -288,6 +307,139 @@ impl DockerRuntime {
         Ok(containers)
     }
 
+    /// The `NetworkMode` a container of `network` is created with: a
+    /// predefined network's name, or the id of the user-defined network,
+    /// created (isolated when asked) if there is none. Remembered after the
+    /// first success; [`DockerRuntime::forget_network`] undoes that when the
+    /// network vanished.
+    async fn network_mode(
+        &self,
+        docker: &Docker,
+        network: &NetworkSpec,
+    ) -> Result<String, RuntimeError> {
+        if PREDEFINED_NETWORKS.contains(&network.name.as_str()) {
+            return Ok(network.name.clone());
+        }
+        let mut known = self.inner.networks.lock().await;
+        if let Some(id) = known.get(&network.name) {
+            return Ok(id.clone());
+        }
+        let mut found = self.networks_named(docker, &network.name).await?;
+        if found.is_empty() {
+            self.create_network(docker, network).await?;
+            found = self.networks_named(docker, &network.name).await?;
+        }
+        let Some((id, options)) = found.first().cloned() else {
+            return Err(RuntimeError::NotFound {
+                what: format!(
+                    "network {} vanished right after it was created",
+                    network.name
+                ),
+            });
+        };
+        for (duplicate, _) in &found[1..] {
+            // A twin made by a racing controller: nothing joined it (joins
+            // go by the smallest id), so it goes; if it is in use, it stays.
+            let removed = self
+                .send(
+                    &Call::Network {
+                        name: &network.name,
+                    },
+                    self.inner.request_timeout,
+                    docker.remove_network(duplicate),
+                )
+                .await;
+            tracing::debug!(network = %network.name, %duplicate, ?removed, "removed a duplicate network");
+        }
+        if network.isolated && options.get(ICC_OPTION).map(String::as_str) != Some("false") {
+            tracing::warn!(
+                network = %network.name,
+                "the network exists without {ICC_OPTION}=false: its containers can reach each \
+                 other; remove it (docker network rm) to have rtmanager create it isolated"
+            );
+        }
+        known.insert(network.name.clone(), id.clone());
+        Ok(id)
+    }
+
+    /// Drops what [`DockerRuntime::network_mode`] remembered about `name`.
+    async fn forget_network(&self, name: &str) {
+        self.inner.networks.lock().await.remove(name);
+    }
+
+    /// The networks called exactly `name` (Docker's filter also matches
+    /// parts of names), with their options, smallest id first.
+    async fn networks_named(
+        &self,
+        docker: &Docker,
+        name: &str,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, RuntimeError> {
+        let options = ListNetworksOptions {
+            filters: Some(HashMap::from([("name".to_owned(), vec![name.to_owned()])])),
+        };
+        let listed = self
+            .send(
+                &Call::Network { name },
+                self.inner.request_timeout,
+                docker.list_networks(Some(options)),
+            )
+            .await;
+        let networks = match listed {
+            Ok(networks) => networks,
+            Err(Outcome::Failed(err)) => return Err(err),
+            Err(_) => Vec::new(),
+        };
+        let mut named: Vec<(String, HashMap<String, String>)> = networks
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .filter_map(|n| Some((n.id?, n.options.unwrap_or_default())))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(named)
+    }
+
+    async fn create_network(
+        &self,
+        docker: &Docker,
+        network: &NetworkSpec,
+    ) -> Result<(), RuntimeError> {
+        let mut options = HashMap::new();
+        if network.isolated {
+            options.insert(ICC_OPTION.to_owned(), "false".to_owned());
+        }
+        let mut labels: HashMap<String, String> = network.labels.clone().into_iter().collect();
+        labels.insert(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
+        let request = NetworkCreateRequest {
+            name: network.name.clone(),
+            driver: Some("bridge".to_owned()),
+            options: Some(options),
+            labels: Some(labels),
+            ..NetworkCreateRequest::default()
+        };
+        let call = Call::Network {
+            name: &network.name,
+        };
+        match self
+            .send(
+                &call,
+                self.inner.request_timeout,
+                docker.create_network(request),
+            )
+            .await
+        {
+            Ok(created) => {
+                tracing::info!(network = %network.name, id = %created.id, isolated = network.isolated, "created the games' network");
+                Ok(())
+            }
+            // Made by someone else meanwhile (a daemon that checks names).
+            Err(Outcome::AlreadySo) | Err(Outcome::Failed(RuntimeError::Conflict { .. })) => Ok(()),
+            Err(Outcome::Failed(err)) => Err(err),
+            Err(Outcome::Absent) => Err(RuntimeError::NotFound {
+                what: call.to_string(),
+            }),
+        }
+    }
+
     async fn inspect(
         &self,
         docker: &Docker,
@@ -370,6 +522,10 @@ enum Call<'a> {
     },
     ListManaged,
     Events,
+    /// Listing, creating or removing the games' network (part of a create).
+    Network {
+        name: &'a str,
+    },
 }
 
 impl Call<'_> {
@@ -387,6 +543,7 @@ impl Call<'_> {
             Call::Rename { .. } => RuntimeOp::Rename,
             Call::ListManaged => RuntimeOp::ListManaged,
             Call::Events => RuntimeOp::Events,
+            Call::Network { .. } => RuntimeOp::Create,
         }
     }
 }
@@ -405,6 +562,7 @@ impl fmt::Display for Call<'_> {
             | Call::Remove { id }
             | Call::Unpause { id } => write!(f, "{} {id}", self.op()),
             Call::Rename { id, name } => write!(f, "rename {id} to {name}"),
+            Call::Network { name } => write!(f, "network {name}"),
         }
     }
 }
@@ -454,6 +612,15 @@ fn classify_status(call: &Call<'_>, status: u16, message: String) -> Outcome {
     {
         return Outcome::Failed(RuntimeError::PortAllocated { message });
     }
+    // The network a container joins can vanish (`docker network rm`): that
+    // is not a missing image, and the caller makes the network again.
+    if matches!(call, Call::Create { .. })
+        && status == 404
+        && lower.contains("network")
+        && !lower.contains("no such image")
+    {
+        return Outcome::Failed(RuntimeError::NotFound { what: message });
+    }
     if let Call::Create { image, .. } = call
         && (status == 404 || lower.contains("no such image"))
     {
@@ -499,8 +666,10 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// The create body for a spec: Kubernetes-style command/args, our labels,
 /// an init so SIGTERM reaches the engine, no Docker restart policy (the
-/// controller alone restarts), the stop timeout stored in the container.
-fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+/// controller alone restarts), the stop timeout stored in the container,
+/// and the hardening (capabilities, no-new-privileges, pids, user, read-only
+/// root). `network_mode` is what [`DockerRuntime::network_mode`] resolved.
+fn create_body(spec: &ContainerSpec, network_mode: Option<String>) -> ContainerCreateBody {
     let labels: HashMap<String, String> = spec.effective_labels().into_iter().collect();
     let env = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut exposed_ports = Vec::new();
@@ -522,8 +691,12 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         }
     }
     let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let security_opt = spec
+        .no_new_privileges
+        .then(|| vec!["no-new-privileges".to_owned()]);
     ContainerCreateBody {
         hostname: Some(spec.hostname.clone()),
+        user: spec.user.clone(),
         image: Some(spec.image.clone()),
         entrypoint: non_empty(&spec.command),
         cmd: non_empty(&spec.args),
@@ -542,6 +715,13 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                 .memory_bytes
                 .map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
             nano_cpus: spec.nano_cpus,
+            cap_drop: spec.drop_all_capabilities.then(|| vec!["ALL".to_owned()]),
+            cap_add: non_empty(&spec.cap_add),
+            security_opt,
+            pids_limit: spec.pids_limit,
+            readonly_rootfs: spec.read_only_root_filesystem.then_some(true),
+            tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.clone().into_iter().collect()),
+            network_mode,
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()
@@ -623,6 +803,34 @@ fn managed_filter() -> HashMap<String, Vec<String>> {
 
 #[async_trait]
 impl ContainerRuntime for DockerRuntime {
+    async fn host_resources(&self) -> Result<Option<HostResources>, RuntimeError> {
+        let docker = self.client().await?;
+        let host = self
+            .inner
+            .host
+            .get_or_try_init(|| async {
+                match self
+                    .send(&Call::Ping, self.inner.request_timeout, docker.info())
+                    .await
+                {
+                    Ok(info) => Ok(HostResources {
+                        cpus: info.ncpu.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+                        memory_bytes: info
+                            .mem_total
+                            .and_then(|n| u64::try_from(n).ok())
+                            .unwrap_or(0),
+                    }),
+                    Err(Outcome::Failed(err)) => Err(err),
+                    Err(other) => Err(RuntimeError::Rejected {
+                        status: 0,
+                        message: format!("unexpected answer to info: {other:?}"),
+                    }),
+                }
+            })
+            .await?;
+        Ok(Some(*host))
+    }
+
     async fn ping(&self) -> Result<(), RuntimeError> {
         let docker = self.client().await?;
         let call = Call::Ping;
@@ -676,8 +884,25 @@ impl ContainerRuntime for DockerRuntime {
             name: Some(spec.name.clone()),
             ..CreateContainerOptions::default()
         };
-        let request = docker.create_container(Some(options), create_body(spec));
-        match self.send(&call, self.inner.request_timeout, request).await {
+        let network_mode = match &spec.network {
+            Some(network) => Some(self.network_mode(&docker, network).await?),
+            None => None,
+        };
+        let request =
+            docker.create_container(Some(options.clone()), create_body(spec, network_mode));
+        let mut answer = self.send(&call, self.inner.request_timeout, request).await;
+        if let (Some(network), Err(Outcome::Failed(RuntimeError::NotFound { .. }))) =
+            (&spec.network, &answer)
+        {
+            // The network was removed by hand since we made sure of it:
+            // make it again, once.
+            tracing::warn!(network = %network.name, "the games' network vanished; creating it again");
+            self.forget_network(&network.name).await;
+            let mode = self.network_mode(&docker, network).await?;
+            let request = docker.create_container(Some(options), create_body(spec, Some(mode)));
+            answer = self.send(&call, self.inner.request_timeout, request).await;
+        }
+        match answer {
             Ok(created) => {
                 for warning in &created.warnings {
                     tracing::warn!(container = %spec.name, %warning, "Docker warned on create");
@@ -695,8 +920,19 @@ impl ContainerRuntime for DockerRuntime {
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
         let docker = self.client().await?;
         let request = docker.start_container(id, None::<StartContainerOptions>);
-        self.send_unit(&Call::Start { id }, self.inner.request_timeout, request)
-            .await
+        let started = self
+            .send_unit(&Call::Start { id }, self.inner.request_timeout, request)
+            .await;
+        if let Err(RuntimeError::NotFound { what }) = &started
+            && what.contains("network")
+        {
+            // Docker 20.10 accepts a create into a network id that no longer
+            // exists and refuses only the start: forget what we knew, so the
+            // next create makes the network again.
+            tracing::warn!(container = %id, %what, "the games' network vanished; it is made again at the next create");
+            self.inner.networks.lock().await.clear();
+        }
+        started
     }
 
     async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
@@ -1038,7 +1274,7 @@ mod tests {
         spec.nano_cpus = Some(1_500_000_000);
         spec.stop_timeout = Duration::from_millis(2500);
 
-        let body = create_body(&spec);
+        let body = create_body(&spec, None);
         assert_eq!(body.hostname.as_deref(), Some("g1"));
         assert_eq!(body.entrypoint, Some(vec!["/engine".to_owned()]));
         assert_eq!(body.cmd, Some(vec!["--fast".to_owned()]));
@@ -1075,8 +1311,63 @@ mod tests {
     }
 
     #[test]
+    fn create_body_hardens_the_container() {
+        let mut spec = ContainerSpec::new("g1", "engine:1");
+        let host = create_body(&spec, None).host_config.unwrap();
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.cap_add, None);
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_owned()])
+        );
+        assert_eq!(host.readonly_rootfs, None);
+        assert_eq!(host.network_mode, None, "Docker's default bridge");
+
+        spec.cap_add = vec!["NET_BIND_SERVICE".into()];
+        spec.pids_limit = Some(256);
+        spec.user = Some("1000:100".into());
+        spec.read_only_root_filesystem = true;
+        spec.tmpfs
+            .insert("/tmp".into(), "rw,nosuid,nodev,size=64m".into());
+        let body = create_body(&spec, Some("4f2a".into()));
+        assert_eq!(body.user.as_deref(), Some("1000:100"));
+        let host = body.host_config.unwrap();
+        assert_eq!(host.cap_add, Some(vec!["NET_BIND_SERVICE".to_owned()]));
+        assert_eq!(host.pids_limit, Some(256));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(
+            host.tmpfs.unwrap()["/tmp"],
+            "rw,nosuid,nodev,size=64m".to_owned()
+        );
+        assert_eq!(host.network_mode.as_deref(), Some("4f2a"));
+
+        // Docker's defaults only when the caller asks for them.
+        spec.drop_all_capabilities = false;
+        spec.no_new_privileges = false;
+        let host = create_body(&spec, None).host_config.unwrap();
+        assert_eq!(host.cap_drop, None);
+        assert_eq!(host.security_opt, None);
+    }
+
+    #[test]
+    fn create_into_a_vanished_network_is_not_a_missing_image() {
+        let call = Call::Create {
+            name: "rtm-g1",
+            image: "engine:1",
+        };
+        assert!(matches!(
+            classify_status(&call, 404, "network rtm-net-1 not found".into()),
+            Outcome::Failed(RuntimeError::NotFound { .. })
+        ));
+        assert!(matches!(
+            classify_status(&call, 404, "No such image: engine:1".into()),
+            Outcome::Failed(RuntimeError::ImageNotFound { .. })
+        ));
+    }
+
+    #[test]
     fn empty_command_and_args_keep_the_images_entrypoint_and_cmd() {
-        let body = create_body(&ContainerSpec::new("g1", "engine:1"));
+        let body = create_body(&ContainerSpec::new("g1", "engine:1"), None);
         assert_eq!(body.entrypoint, None);
         assert_eq!(body.cmd, None);
         assert_eq!(body.exposed_ports, None);

@@ -3,7 +3,9 @@
 //! conflicts, event order), with knobs for tests: per-call latency, scripted
 //! failures, a call log, and helpers that play the world outside rtmanager
 //! (an engine crashing, an operator removing a container by hand, dockerd
-//! going away).
+//! going away). Every `ContainerSpec` it is given is kept (`spec_of`), so
+//! tests can assert what the container was created with (limits,
+//! capabilities, network).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -16,8 +18,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 use super::{
-    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ImageInfo,
-    LABEL_MANAGED_BY, MANAGED_BY, RuntimeError, RuntimeOp,
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, HostResources,
+    ImageInfo, LABEL_MANAGED_BY, MANAGED_BY, RuntimeError, RuntimeOp,
 };
 
 /// The operation a scripted failure or a logged call refers to.
@@ -86,7 +88,16 @@ struct State {
     down: bool,
     /// Replaced to end every open event stream (a daemon restart).
     events: broadcast::Sender<ContainerEvent>,
+    /// What `host_resources` answers.
+    host: Option<HostResources>,
 }
+
+/// The host the fake plays unless a test says otherwise: big enough for
+/// every default limit.
+pub const FAKE_HOST: HostResources = HostResources {
+    cpus: 8,
+    memory_bytes: 32 << 30,
+};
 
 #[derive(Debug, Clone)]
 struct FakeContainer {
@@ -135,6 +146,7 @@ impl FakeRuntime {
                     calls: Vec::new(),
                     down: false,
                     events,
+                    host: Some(FAKE_HOST),
                 }),
             }),
             latency: Duration::ZERO,
@@ -157,6 +169,11 @@ impl FakeRuntime {
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What `host_resources` answers from now on (`None`: unknown host).
+    pub fn set_host_resources(&self, host: Option<HostResources>) {
+        self.state().host = host;
     }
 
     /// Makes `reference` present; returns its image id. Idempotent.
@@ -510,6 +527,16 @@ impl State {
 
 #[async_trait]
 impl ContainerRuntime for FakeRuntime {
+    /// Not logged as a call: the real runtime asks Docker once and caches
+    /// the answer, so call-order assertions should not see it.
+    async fn host_resources(&self) -> Result<Option<HostResources>, RuntimeError> {
+        let state = self.state();
+        if state.down {
+            return Err(unreachable());
+        }
+        Ok(state.host)
+    }
+
     async fn ping(&self) -> Result<(), RuntimeError> {
         let after = self.enter(FakeOp::Ping, "").await?;
         settle(after, Ok(()))

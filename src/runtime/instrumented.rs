@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use super::{
-    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ImageInfo, RuntimeError,
-    RuntimeOp,
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, HostResources, ImageInfo,
+    RuntimeError, RuntimeOp,
 };
 use crate::metrics::Metrics;
 
@@ -46,6 +46,11 @@ impl Instrumented {
 impl ContainerRuntime for Instrumented {
     async fn ping(&self) -> Result<(), RuntimeError> {
         self.timed(RuntimeOp::Ping, self.inner.ping()).await
+    }
+
+    async fn host_resources(&self) -> Result<Option<HostResources>, RuntimeError> {
+        // Cached by the runtimes after the first answer: not worth a metric.
+        self.inner.host_resources().await
     }
 
     async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>, RuntimeError> {

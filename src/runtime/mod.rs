@@ -20,7 +20,7 @@ pub mod fake;
 pub mod instrumented;
 
 pub use docker::DockerRuntime;
-pub use fake::{FakeCall, FakeOp, FakeRuntime};
+pub use fake::{FAKE_HOST, FakeCall, FakeOp, FakeRuntime};
 
 /// Label carrying the key prefix of the rtmanager installation that owns the
 /// container: installations sharing a Docker host never touch each
@@ -108,6 +108,48 @@ pub struct ContainerSpec {
     /// How long a stop waits after SIGTERM before SIGKILL; also stored in the
     /// container so a `docker stop` by hand honours it.
     pub stop_timeout: Duration,
+    /// Drop every Linux capability (`CapDrop: ["ALL"]`) before adding back
+    /// `cap_add`; `false` keeps Docker's default set.
+    pub drop_all_capabilities: bool,
+    /// Capabilities added back, without `CAP_` (`NET_BIND_SERVICE`).
+    pub cap_add: Vec<String>,
+    /// `no-new-privileges`: setuid binaries and file capabilities cannot
+    /// raise the privileges of the container's processes.
+    pub no_new_privileges: bool,
+    /// Most processes and threads at once (the pids cgroup); `None`: unlimited.
+    pub pids_limit: Option<i64>,
+    /// `uid` or `uid:gid` the processes run as; `None`: the image's user.
+    pub user: Option<String>,
+    /// Mount the image's filesystem read-only.
+    pub read_only_root_filesystem: bool,
+    /// tmpfs mounts: path → mount options (`rw,size=64m`).
+    pub tmpfs: BTreeMap<String, String>,
+    /// The Docker network to attach the container to, created by the runtime
+    /// when absent (see [`NetworkSpec`]); `None`: Docker's default bridge.
+    pub network: Option<NetworkSpec>,
+}
+
+/// A user-defined bridge network the runtime makes sure exists before a
+/// container joins it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// The network's name; the predefined `bridge` is used as is.
+    pub name: String,
+    /// Containers on the network cannot reach each other
+    /// (`com.docker.network.bridge.enable_icc=false`); published host ports
+    /// still reach each one.
+    pub isolated: bool,
+    /// Labels of the network when the runtime creates it.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What the Docker host has, for checks of what a document asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostResources {
+    /// Logical CPUs (Docker `info` `NCPU`).
+    pub cpus: u32,
+    /// Memory in bytes (Docker `info` `MemTotal`).
+    pub memory_bytes: u64,
 }
 
 impl ContainerSpec {
@@ -128,6 +170,16 @@ impl ContainerSpec {
             nano_cpus: None,
             labels: BTreeMap::new(),
             stop_timeout: Duration::from_secs(30),
+            // Hardened unless the caller says otherwise: the lifecycle's
+            // policy fills in the limits.
+            drop_all_capabilities: true,
+            cap_add: Vec::new(),
+            no_new_privileges: true,
+            pids_limit: None,
+            user: None,
+            read_only_root_filesystem: false,
+            tmpfs: BTreeMap::new(),
+            network: None,
         }
     }
 
@@ -495,6 +547,13 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     /// (whatever its value), sorted by name: e.g. the containers created to
     /// publish one host port ([`host_port_label`]).
     async fn list_labelled(&self, key: &str) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    /// The host's CPUs and memory, or `None` when this runtime cannot tell
+    /// (then nothing is checked against the host). Implementations may
+    /// cache it: it does not change while the daemon runs.
+    async fn host_resources(&self) -> Result<Option<HostResources>, RuntimeError> {
+        Ok(None)
+    }
 
     /// Events of managed containers, from now on. The stream ends or yields
     /// an error when the daemon goes away or drops a slow reader (Docker's

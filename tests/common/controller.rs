@@ -95,6 +95,10 @@ impl ControllerOptions {
             ("RTM_RESYNC", "5s".to_owned()),
             ("RTM_GC_GRACE", "3s".to_owned()),
             ("RTM_LOG_FORMAT", "text".to_owned()),
+            // One network for every test installation, instead of one per
+            // (unique) test prefix that nothing would remove: Docker runs
+            // out of address pools after about thirty.
+            ("RTM_NETWORK", "rtm-test-games".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

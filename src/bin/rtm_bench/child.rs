@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rtmanager::lifecycle::{container_spec, new_id};
+use rtmanager::lifecycle::{ContainerPolicy, container_spec, new_id};
 use rtmanager::metrics::Metrics;
 use rtmanager::runtime::instrumented::Instrumented;
 use rtmanager::runtime::{ContainerRuntime, FakeRuntime};
@@ -142,7 +142,12 @@ pub async fn baseline(args: &BaselineArgs) -> Result<()> {
             let (docker, keys, store, status) = (&docker, &keys, &store, &status);
             async move {
                 let doc = game_doc(&format!("bench-{pid}-s{i}"))?;
-                let spec = container_spec(&doc, "/rtm-bench/baseline", &new_id());
+                let spec = container_spec(
+                    &doc,
+                    "/rtm-bench/baseline",
+                    &new_id(),
+                    &ContainerPolicy::default(),
+                );
                 let id = docker.create(&spec).await?;
                 docker.start(&id).await?;
                 let key = keys.status(&doc.metadata.name);

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtmanager::lifecycle::{container_spec, new_id};
+use rtmanager::lifecycle::{ContainerPolicy, container_spec, new_id};
 use rtmanager::metrics::Metrics;
 use rtmanager::model::{ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF};
 use rtmanager::runtime::instrumented::Instrumented;
@@ -76,7 +76,12 @@ async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>)
         // The baseline's container: the same spec, under a prefix label of
         // its own so the controller never treats it as an orphan.
         let raw_doc = bench.doc(&raw_game)?;
-        let raw_spec = container_spec(&raw_doc, &format!("{}-raw", bench.keys.prefix()), &new_id());
+        let raw_spec = container_spec(
+            &raw_doc,
+            &format!("{}-raw", bench.keys.prefix()),
+            &new_id(),
+            &ContainerPolicy::default(),
+        );
         let mut raw_id = docker.create(&raw_spec).await?;
         docker.start(&raw_id).await?;
         let timeout = raw_doc.spec.stop_timeout;

@@ -170,7 +170,12 @@ async fn a_garbled_history_entry_never_stops_a_game_being_reconciled() {
 async fn a_running_matching_container_without_status_is_adopted_not_recreated() {
     let w = world().await;
     let doc = w.apply(game("g1", "")).await;
-    let spec = crate::lifecycle::container_spec(&doc, "/rtmanager", "earlier-op");
+    let spec = crate::lifecycle::container_spec(
+        &doc,
+        "/rtmanager",
+        "earlier-op",
+        &crate::lifecycle::ContainerPolicy::default(),
+    );
     let id = w.runtime.create(&spec).await.unwrap();
     w.runtime.start(&id).await.unwrap();
     w.converge("g1").await;
@@ -189,7 +194,12 @@ async fn a_container_without_a_known_deletion_is_never_removed() {
     // A container of ours whose game the cache does not know: an orphan in
     // its GC grace, or a document not seen yet.
     let doc = game("g1", "");
-    let spec = crate::lifecycle::container_spec(&doc, "/rtmanager", "op");
+    let spec = crate::lifecycle::container_spec(
+        &doc,
+        "/rtmanager",
+        "op",
+        &crate::lifecycle::ContainerPolicy::default(),
+    );
     let id = w.runtime.create(&spec).await.unwrap();
     w.runtime.start(&id).await.unwrap();
     assert_eq!(w.reconciler.reconcile("g1").await.unwrap(), None);
