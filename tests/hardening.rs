@@ -106,8 +106,11 @@ impl Harness {
     }
 
     async fn controller_with(&self, name: &str, env: &[(&str, &str)]) -> ControllerProcess {
-        let mut options =
-            ControllerOptions::new(&self.keys, name).env("RTM_NETWORK", &self.network);
+        // The games publish on loopback only, which the operator allows
+        // (--host-ips admits only the wildcards by default).
+        let mut options = ControllerOptions::new(&self.keys, name)
+            .env("RTM_NETWORK", &self.network)
+            .env("RTM_HOST_IPS", "127.0.0.1,0.0.0.0,::");
         for (var, value) in env {
             options = options.env(var, value);
         }
