@@ -1,7 +1,7 @@
 //! The controller's HTTP endpoints: `/metrics` (Prometheus text),
 //! `/healthz` (the process is alive) and `/readyz` (it holds an etcd
 //! session, the first list of the desired state completed, and Docker
-//! answers).
+//! answers), within [`Limits`] on connections, header reads and request time.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +21,43 @@ use crate::runtime::ContainerRuntime;
 /// Bound on the Docker ping behind `/readyz`.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What one client may hold of the endpoint. The endpoint serves scrapers and probes, a few
+/// connections each asking every few seconds; these bounds keep clients that connect and then
+/// send slowly, or never read, from taking it over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; more wait in the kernel's accept queue until one closes.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, counted from the connection
+    /// (or the previous answer on a kept-alive one): then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Bound on answering one request (503 after it).
+    pub request_timeout: Duration,
+    /// How long one connection is kept: then it is closed after its current request, so a
+    /// client that never reads its answer holds a slot at most this long.
+    pub connection_lifetime: Duration,
+    /// How long a request in flight may take to finish once its connection is closing (its
+    /// lifetime is over, or the controller shuts down).
+    pub close_grace: Duration,
+}
+
+impl Default for Limits {
+    /// 64 connections: ample for a few scrapers and kubelet probes, while 64 tasks and sockets
+    /// cost nothing. 10 s for the headers: a probe sends them in one packet, and kubelet's
+    /// default probe timeout is 1 s. 10 s per request: `/readyz` pings Docker for at most 2 s,
+    /// `/metrics` renders in milliseconds. A minute per connection, for a scraper that keeps
+    /// one open a reconnect a minute.
+    fn default() -> Self {
+        Limits {
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            connection_lifetime: Duration::from_secs(60),
+            close_grace: Duration::from_secs(5),
+        }
+    }
+}
+
 /// What the endpoints look at.
 #[derive(Debug, Clone)]
 pub struct Health {
@@ -32,7 +69,7 @@ pub struct Health {
 }
 
 /// Binds `addr` (so a taken port is an error at start-up) and serves until
-/// `shutdown`.
+/// `shutdown`, within the default [`Limits`].
 pub async fn serve(
     addr: SocketAddr,
     health: Health,
@@ -44,14 +81,109 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(health);
-    Ok(tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "the HTTP endpoint failed");
+    Ok(tokio::spawn(serve_with(
+        listener,
+        app,
+        Limits::default(),
+        shutdown,
+    )))
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown`; returns once every connection
+/// closed (each within `close_grace` of the shutdown).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        // A slot first, then the connection: past the cap, clients wait in the accept queue.
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // Out of file descriptors, say: wait a little rather than spin.
+                tracing::warn!(%error, "accepting an HTTP connection failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        connections.spawn(connection(
+            stream,
+            app.clone(),
+            limits,
+            shutdown.clone(),
+            slot,
+        ));
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+/// Serves one connection within `limits`; its slot is freed when it ends.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let app = hyper_util::service::TowerToHyperService::new(app);
+    let request_timeout = limits.request_timeout;
+    let service = hyper::service::service_fn(move |request| {
+        let answer = hyper::service::Service::call(&app, request);
+        async move {
+            match tokio::time::timeout(request_timeout, answer).await {
+                Ok(answer) => answer,
+                Err(_) => Ok((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the request took too long\n",
+                )
+                    .into_response()),
+            }
         }
-    }))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let served = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(served);
+    let ended = tokio::select! {
+        ended = served.as_mut() => Some(ended),
+        _ = shutdown.cancelled() => None,
+        _ = tokio::time::sleep(limits.connection_lifetime) => None,
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            served.as_mut().graceful_shutdown();
+            match tokio::time::timeout(limits.close_grace, served).await {
+                Ok(ended) => ended,
+                // Dropped: the connection closes.
+                Err(_) => return,
+            }
+        }
+    };
+    if let Err(error) = ended {
+        // Header timeouts, clients that hang up: theirs, not ours.
+        tracing::debug!(%error, "an HTTP connection ended with an error");
+    }
 }
 
 async fn metrics(State(health): State<Health>) -> impl IntoResponse {

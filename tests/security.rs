@@ -853,7 +853,8 @@ async fn each_etcd_misconfiguration_gets_its_own_message_and_exit_code() {
             &wrong_password,
             exit::PERMISSION_DENIED,
             &bad_password,
-            "check --etcd-user / RTM_ETCD_USER and --etcd-password / RTM_ETCD_PASSWORD",
+            "check --etcd-user / RTM_ETCD_USER and the password (--etcd-password-file, \
+             RTM_ETCD_PASSWORD or the context's password)",
         ),
         (
             "nothing listening",
