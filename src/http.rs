@@ -230,3 +230,138 @@ async fn readyz(State(health): State<Health>) -> impl IntoResponse {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    /// An endpoint with `limits`, answering `/healthz` with "ok" and `/slow` after a minute.
+    async fn endpoint(limits: Limits) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("its address");
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    "late\n"
+                }),
+            );
+        let shutdown = CancellationToken::new();
+        let served = tokio::spawn(serve_with(listener, app, limits, shutdown.clone()));
+        (addr, shutdown, served)
+    }
+
+    fn short_limits() -> Limits {
+        Limits {
+            max_connections: 4,
+            header_read_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            connection_lifetime: Duration::from_secs(30),
+            close_grace: Duration::from_secs(1),
+        }
+    }
+
+    /// The whole answer to `GET path` on a fresh connection.
+    async fn get_text(addr: SocketAddr, path: &str) -> String {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        answer
+    }
+
+    /// Connections that send half a request line and hold.
+    async fn slow_clients(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+        let mut held = Vec::new();
+        for _ in 0..count {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(b"GET /heal").await.expect("send half a line");
+            held.push(stream);
+        }
+        held
+    }
+
+    #[tokio::test]
+    async fn slow_clients_are_closed_after_the_header_timeout_and_then_others_are_served() {
+        let limits = short_limits();
+        let (addr, shutdown, served) = endpoint(limits).await;
+        let started = Instant::now();
+        let mut held = slow_clients(addr, limits.max_connections + 3).await;
+        // Every slot is held: a fresh client waits, and is served once the slow ones are cut.
+        let answer = tokio::time::timeout(Duration::from_secs(10), get_text(addr, "/healthz"))
+            .await
+            .expect("/healthz answers once the slow clients are dropped");
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"), "{answer}");
+        assert!(
+            started.elapsed() >= limits.header_read_timeout,
+            "served after {:?}: before any slot was freed?",
+            started.elapsed()
+        );
+        for (i, stream) in held.iter_mut().enumerate() {
+            let mut buffer = [0u8; 512];
+            let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+                .await
+                .unwrap_or_else(|_| panic!("slow client {i} is still open after 10 s"));
+            // Closed by the server: end of stream (after a 408, if hyper sends one), or a reset.
+            if let Ok(n) = read
+                && n > 0
+            {
+                let text = String::from_utf8_lossy(&buffer[..n]);
+                assert!(text.starts_with("HTTP/1.1 408"), "slow client {i} got {text}");
+                let rest = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+                    .await
+                    .expect("closed after the 408");
+                assert!(matches!(rest, Ok(0) | Err(_)), "{rest:?}");
+            }
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("the endpoint stops within the close grace")
+            .expect("it does not panic");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_takes_too_long_is_answered_503() {
+        let (addr, shutdown, _served) = endpoint(short_limits()).await;
+        let started = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(10), get_text(addr, "/slow"))
+            .await
+            .expect("an answer within the request timeout");
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_connections_that_are_still_open() {
+        let (addr, shutdown, served) = endpoint(Limits {
+            header_read_timeout: Duration::from_secs(60),
+            ..short_limits()
+        })
+        .await;
+        let mut held = slow_clients(addr, 2).await;
+        // A kept-alive client between requests holds a connection too.
+        let mut idle = TcpStream::connect(addr).await.expect("connect");
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .expect("send");
+        let mut buffer = [0u8; 512];
+        let n = idle.read(&mut buffer).await.expect("an answer");
+        assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200"));
+        held.push(idle);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("the endpoint stops within the close grace, whatever its clients do")
+            .expect("it does not panic");
+    }
+}

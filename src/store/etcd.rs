@@ -1200,6 +1200,76 @@ mod tests {
     }
 
     #[test]
+    fn a_page_of_the_largest_records_stays_under_the_receive_limit() {
+        let mut pager = Pager::new(LIST_PAGE_SIZE);
+        // Before any record is seen, the first page fits records as large as etcd stores.
+        assert!(pager.limit() * ASSUMED_RECORD_BYTES <= PAGE_BUDGET);
+        assert!(pager.limit() >= 1);
+        // 256 KiB documents: pages of PAGE_BUDGET / 256 KiB, far under the limit.
+        for _ in 0..4 {
+            pager.served(256 * 1024);
+        }
+        assert_eq!(pager.limit(), PAGE_BUDGET / (256 * 1024));
+        assert!(pager.limit() * 256 * 1024 * 4 <= RECEIVE_LIMIT);
+        // Small records grow the page, at most doubling, up to the count bound.
+        let mut grown = Vec::new();
+        for _ in 0..8 {
+            pager.served(1024);
+            grown.push(pager.limit());
+        }
+        assert_eq!(grown.first(), Some(&(PAGE_BUDGET / (256 * 1024) * 2)));
+        assert_eq!(grown.last(), Some(&LIST_PAGE_SIZE));
+        assert!(grown.windows(2).all(|w| w[1] <= w[0] * 2), "{grown:?}");
+        // A record larger than the budget: one key a page.
+        pager.served(PAGE_BUDGET * 2);
+        assert_eq!(pager.limit(), 1);
+    }
+
+    #[test]
+    fn a_refused_page_is_halved_down_to_one_key() {
+        let mut pager = Pager::new(LIST_PAGE_SIZE);
+        for _ in 0..10 {
+            pager.served(10);
+        }
+        assert_eq!(pager.limit(), LIST_PAGE_SIZE);
+        let mut sizes = vec![pager.limit()];
+        while pager.refused() {
+            sizes.push(pager.limit());
+        }
+        assert_eq!(sizes, [500, 250, 125, 62, 31, 15, 7, 3, 1]);
+        assert!(!pager.refused(), "one key cannot be halved");
+    }
+
+    #[test]
+    fn the_newest_pages_never_ask_for_more_than_the_limit() {
+        let mut pager = Pager::new(3);
+        assert_eq!(pager.limit(), 3);
+        pager.served(1);
+        assert_eq!(pager.limit(), 3);
+        pager.at_most(2);
+        assert_eq!(pager.limit(), 2);
+        assert_eq!(Pager::new(0).limit(), 1);
+    }
+
+    #[test]
+    fn an_answer_over_the_receive_limit_is_told_from_other_errors() {
+        let refused = status(
+            tonic::Code::OutOfRange,
+            "Error, decoded message length too large: found 5243838 bytes, the limit is: \
+             4194304 bytes",
+        );
+        assert_eq!(too_large(&refused), Some(5_243_838));
+        let compacted = status(
+            tonic::Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted",
+        );
+        assert_eq!(too_large(&compacted), None);
+        assert!(matches!(mapped(compacted), StoreError::Compacted { .. }));
+        let other = status(tonic::Code::Unavailable, "message length too large: found 1 bytes");
+        assert_eq!(too_large(&other), None);
+    }
+
+    #[test]
     fn credentials_never_print_the_password() {
         let credentials = Credentials {
             user: "root".into(),
