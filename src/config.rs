@@ -187,7 +187,12 @@ impl EtcdArgs {
         if self.user.is_none() || !self.has_password() {
             return warnings;
         }
-        for path in self.password_file.iter().map(PathBuf::as_path).chain(config_file) {
+        for path in self
+            .password_file
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(config_file)
+        {
             if let Some(mode) = open_to_others(path) {
                 warnings.push(format!(
                     "{} holds the etcd password and group or others may open it (mode {mode:03o}); \
@@ -346,7 +351,11 @@ mod tests {
     #[test]
     fn a_password_file_gives_its_one_line_without_the_newline() {
         let dir = tempfile::tempdir().unwrap();
-        for (text, expected) in [("s3cret\n", "s3cret"), ("s3cret", "s3cret"), ("a b\r\n", "a b")] {
+        for (text, expected) in [
+            ("s3cret\n", "s3cret"),
+            ("s3cret", "s3cret"),
+            ("a b\r\n", "a b"),
+        ] {
             let path = private_file(&dir, "pw", text);
             assert_eq!(read_password_file(&path).unwrap(), expected, "{text:?}");
         }
@@ -354,7 +363,10 @@ mod tests {
             let path = private_file(&dir, "pw", text);
             let error = read_password_file(&path).unwrap_err().to_string();
             assert!(error.contains(why), "{text:?}: {error}");
-            assert!(!error.contains("one\ntwo"), "the text is never echoed: {error}");
+            assert!(
+                !error.contains("one\ntwo"),
+                "the text is never echoed: {error}"
+            );
         }
         let missing = dir.path().join("missing");
         let error = read_password_file(&missing).unwrap_err().to_string();

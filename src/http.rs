@@ -241,8 +241,12 @@ mod tests {
     use super::*;
 
     /// An endpoint with `limits`, answering `/healthz` with "ok" and `/slow` after a minute.
-    async fn endpoint(limits: Limits) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    async fn endpoint(
+        limits: Limits,
+    ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("its address");
         let app = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
@@ -283,7 +287,10 @@ mod tests {
         let mut held = Vec::new();
         for _ in 0..count {
             let mut stream = TcpStream::connect(addr).await.expect("connect");
-            stream.write_all(b"GET /heal").await.expect("send half a line");
+            stream
+                .write_all(b"GET /heal")
+                .await
+                .expect("send half a line");
             held.push(stream);
         }
         held
@@ -299,7 +306,10 @@ mod tests {
         let answer = tokio::time::timeout(Duration::from_secs(10), get_text(addr, "/healthz"))
             .await
             .expect("/healthz answers once the slow clients are dropped");
-        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"), "{answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
+            "{answer}"
+        );
         assert!(
             started.elapsed() >= limits.header_read_timeout,
             "served after {:?}: before any slot was freed?",
@@ -315,7 +325,10 @@ mod tests {
                 && n > 0
             {
                 let text = String::from_utf8_lossy(&buffer[..n]);
-                assert!(text.starts_with("HTTP/1.1 408"), "slow client {i} got {text}");
+                assert!(
+                    text.starts_with("HTTP/1.1 408"),
+                    "slow client {i} got {text}"
+                );
                 let rest = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
                     .await
                     .expect("closed after the 408");
@@ -337,7 +350,11 @@ mod tests {
             .await
             .expect("an answer within the request timeout");
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
         shutdown.cancel();
     }
 

@@ -98,7 +98,12 @@ async fn records_larger_than_a_default_grpc_answer_are_listed_whole_at_one_revis
         .expect("a listing of 12 × 1.4 MiB = 16.8 MiB");
     let took = started.elapsed();
     assert_eq!(listing.items.len(), count, "every record is listed");
-    assert!(listing.items.iter().all(|kv| kv.value.len() == record.len()));
+    assert!(
+        listing
+            .items
+            .iter()
+            .all(|kv| kv.value.len() == record.len())
+    );
     assert!(listing.revision >= before, "one revision for the listing");
     eprintln!("listed {count} records of 1.4 MiB in {took:?}");
 
@@ -111,7 +116,10 @@ async fn records_larger_than_a_default_grpc_answer_are_listed_whole_at_one_revis
         .list(&keys.statuses(), Some(listing.revision))
         .await
         .expect("the listing at its revision");
-    assert_eq!(again.items, listing.items, "a listing at a revision is that snapshot");
+    assert_eq!(
+        again.items, listing.items,
+        "a listing at a revision is that snapshot"
+    );
 
     // The newest entries of a log of large records, last key first.
     let newest = store
@@ -155,7 +163,11 @@ async fn forty_documents_of_the_maximum_size_are_listed_by_rtctl_and_converged_b
         .await
         .expect("read one back")
         .expect("it exists");
-    assert_eq!(stored.value.len(), MAX_DOCUMENT_BYTES, "stored at the maximum size");
+    assert_eq!(
+        stored.value.len(),
+        MAX_DOCUMENT_BYTES,
+        "stored at the maximum size"
+    );
 
     // rtctl get lists them all: one row each, under the header.
     let got = rtctl(&keys, &["get"]);
@@ -167,7 +179,9 @@ async fn forty_documents_of_the_maximum_size_are_listed_by_rtctl_and_converged_b
     );
     for name in &names {
         assert!(
-            stdout.lines().any(|line| line.split_whitespace().next() == Some(name)),
+            stdout
+                .lines()
+                .any(|line| line.split_whitespace().next() == Some(name)),
             "rtctl get does not show {name}:\n{stdout}"
         );
     }
@@ -187,7 +201,11 @@ async fn forty_documents_of_the_maximum_size_are_listed_by_rtctl_and_converged_b
         if waiting.is_empty() {
             Ok(())
         } else {
-            Err(format!("{} not running, e.g. {}", waiting.len(), waiting[0]))
+            Err(format!(
+                "{} not running, e.g. {}",
+                waiting.len(),
+                waiting[0]
+            ))
         }
     };
     eventually(CONVERGE, "every big game running", running).await;
@@ -212,7 +230,10 @@ async fn forty_documents_of_the_maximum_size_are_listed_by_rtctl_and_converged_b
     let started = Instant::now();
     let mut second = ControllerOptions::new(&keys, "big-2").spawn();
     second.wait_ready(Duration::from_secs(60)).await;
-    eprintln!("the restarted controller was ready in {:?}", started.elapsed());
+    eprintln!(
+        "the restarted controller was ready in {:?}",
+        started.elapsed()
+    );
     let runtime = DockerRuntime::connect(None, Duration::from_secs(30))
         .await
         .expect("Docker");

@@ -966,3 +966,211 @@ async fn each_etcd_misconfiguration_gets_its_own_message_and_exit_code() {
     controller.kill();
     assert_eq!(w.etcd.keys(), Vec::<String>::new(), "nothing was written");
 }
+
+/// A file holding `text`, with permission bits `mode`.
+fn file_with_mode(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write the file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    path
+}
+
+/// `env` without the password variable.
+fn without_password(env: &Env) -> Vec<(String, String)> {
+    env.iter()
+        .filter(|(k, _)| k != "RTM_ETCD_PASSWORD")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs openssl, /usr/bin/etcd and Docker: run scripts/test"]
+async fn the_password_comes_from_a_file_never_the_command_line_and_its_exposures_are_warned_about()
+{
+    let _serial = SERIAL.lock().await;
+    let w = World::new("sec-password").await;
+    let password = w.etcd.root_password.clone();
+    let dir = w.files.path();
+    let private = file_with_mode(dir, "password", &format!("{password}\n"), 0o600);
+    let open = file_with_mode(dir, "password-open", &format!("{password}\n"), 0o644);
+    let env = without_password(&w.etcd.root_env());
+
+    // The controller with --etcd-password-file: ready, and the password is in neither its
+    // command line nor its environment (what `ps` and /proc show).
+    let metrics = process::free_loopback_addr();
+    let log = dir.join("controller.log");
+    let log_file = std::fs::File::create(&log).expect("the log file");
+    let mut command = Command::new(BINARY);
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("RTM_") {
+            command.env_remove(&var);
+        }
+    }
+    command
+        .args([
+            "--etcd-password-file",
+            private.to_str().expect("a UTF-8 path"),
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RTM_PREFIX", w.keys.prefix())
+        .env("RTM_METRICS_ADDR", metrics.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().expect("duplicate the log file handle"))
+        .stderr(log_file);
+    let child = command.spawn().expect("start rtmanager");
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id();
+    let reap = Reap(child);
+    eventually(
+        CONVERGE,
+        "the controller ready with its password from a file",
+        async || match process::http_get(metrics, "/readyz").await {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!(
+                "{other:?}; log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )),
+        },
+    )
+    .await;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("its command line");
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("--etcd-password-file"), "{cmdline}");
+    assert!(
+        !cmdline.contains(&password),
+        "ps shows the password: {cmdline}"
+    );
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("its environment");
+    assert!(
+        !String::from_utf8_lossy(&environ).contains(&password),
+        "the password is in the controller's environment"
+    );
+    drop(reap);
+    let text = std::fs::read_to_string(&log).expect("the log");
+    assert!(
+        !text.contains(&password),
+        "the password was logged:\n{text}"
+    );
+    assert!(
+        !text.contains("holds the etcd password") && !text.contains("unencrypted"),
+        "a private file over TLS is nothing to warn about:\n{text}"
+    );
+
+    // A password file others may read: the controller says so.
+    let mut controller = without_password(&w.etcd.root_env())
+        .iter()
+        .fold(ControllerOptions::new(&w.keys, "open-file"), |o, (k, v)| {
+            o.env(k, v)
+        })
+        .env(
+            "RTM_ETCD_PASSWORD_FILE",
+            open.to_str().expect("a UTF-8 path"),
+        )
+        .start()
+        .await;
+    let text = controller.log_text();
+    assert!(
+        text.contains("holds the etcd password and group or others may open it (mode 644)"),
+        "{}",
+        controller.log_tail()
+    );
+    controller.terminate();
+    controller.wait_exit(Duration::from_secs(60)).await;
+
+    // The flag is refused by both binaries, with the way out and without the password.
+    let mut flagged = Command::new(BINARY);
+    flagged
+        .args(["--etcd-user", "root", "--etcd-password", &password])
+        .env_remove("RTM_ETCD_PASSWORD");
+    let refused = run_bounded(flagged, Duration::from_secs(30)).expect("rtmanager exits");
+    assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
+    for output in [
+        &refused,
+        &w.rtctl(&env, &["get", "--etcd-password", &password]),
+    ] {
+        let message = stderr(output);
+        assert!(
+            message.contains("--etcd-password is refused on the command line")
+                && message.contains("--etcd-password-file")
+                && !message.contains(&password),
+            "{message}"
+        );
+    }
+    let output = w.rtctl(&env, &["get", "--etcd-password", &password]);
+    assert_eq!(
+        output.status.code(),
+        Some(exit::USAGE),
+        "{}",
+        describe(&output)
+    );
+
+    // rtctl reads the file too, and warns about one others may read.
+    let file_flag = [
+        "--etcd-password-file",
+        private.to_str().expect("a UTF-8 path"),
+    ];
+    let output = w.rtctl(&env, &[&["get"][..], &file_flag].concat());
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        !stderr(&output).contains("warning"),
+        "{}",
+        describe(&output)
+    );
+    let open_flag = ["--etcd-password-file", open.to_str().expect("a UTF-8 path")];
+    let output = w.rtctl(&env, &[&["get"][..], &open_flag].concat());
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("warning: ") && stderr(&output).contains("chmod 600"),
+        "{}",
+        describe(&output)
+    );
+
+    // A context file holding the password, readable by others.
+    let context = file_with_mode(
+        dir,
+        "config.yaml",
+        &format!(
+            "currentContext: c\ncontexts:\n  - name: c\n    user: root\n    password: {}\n",
+            yaml_string(&password)
+        ),
+        0o644,
+    );
+    let mut context_env = without_password(&env);
+    context_env.retain(|(k, _)| k != "RTM_ETCD_USER");
+    context_env.push(("RTMCONFIG".into(), context.display().to_string()));
+    let output = w.rtctl(&context_env, &["get"]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains(&format!("{} holds the etcd password", context.display())),
+        "{}",
+        describe(&output)
+    );
+
+    // Credentials over plaintext: warned about before anything is sent.
+    let plaintext = [
+        (
+            "RTM_ETCD_ENDPOINTS".to_owned(),
+            "http://127.0.0.1:1".to_owned(),
+        ),
+        ("RTM_ETCD_USER".to_owned(), "root".to_owned()),
+        ("RTM_ETCD_PASSWORD".to_owned(), password.clone()),
+    ];
+    let output = w.rtctl(&plaintext, &["get"]);
+    assert!(
+        stderr(&output).contains("sent unencrypted to http://127.0.0.1:1"),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        !stderr(&output).contains(&password),
+        "{}",
+        describe(&output)
+    );
+}

@@ -63,7 +63,10 @@ async fn sigterm_while_start_up_waits_on_a_silent_etcd_exits_at_once() {
     let status = controller.wait_exit(DRAIN + MARGIN + SLACK).await;
     let took = asked.elapsed();
     eprintln!("exited {took:?} after SIGTERM ({status})");
-    assert!(status.success(), "a stop asked for is a clean exit: {status}");
+    assert!(
+        status.success(),
+        "a stop asked for is a clean exit: {status}"
+    );
     assert!(
         took < DRAIN + SLACK,
         "SIGTERM during start-up took {took:?}: start-up is not cancelled by the signal"

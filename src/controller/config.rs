@@ -286,11 +286,7 @@ impl fmt::Display for ControllerConfig {
                 "-"
             }
         )?;
-        writeln!(
-            f,
-            "etcd-password-file: {}",
-            optional(&etcd.password_file)
-        )?;
+        writeln!(f, "etcd-password-file: {}", optional(&etcd.password_file))?;
         writeln!(
             f,
             "etcd-timeout: {}",

@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{
     Certificate, Client, Compare as EtcdCompare, CompareOp, ConnectOptions, DeleteOptions,
-    EventType, GetOptions, Identity, KvClient, LeaseKeepAliveStream, LeaseKeeper, PutOptions, SortOrder,
-    SortTarget, TlsOptions, Txn as EtcdTxn, TxnOp, WatchClient, WatchOptions,
+    EventType, GetOptions, Identity, KvClient, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
+    SortOrder, SortTarget, TlsOptions, Txn as EtcdTxn, TxnOp, WatchClient, WatchOptions,
 };
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -206,9 +206,7 @@ impl EtcdStore {
             }
         };
         Ok(Self {
-            kv: client
-                .kv_client()
-                .max_decoding_message_size(RECEIVE_LIMIT),
+            kv: client.kv_client().max_decoding_message_size(RECEIVE_LIMIT),
             watch: client
                 .watch_client()
                 .max_decoding_message_size(RECEIVE_LIMIT),
@@ -1265,7 +1263,10 @@ mod tests {
         );
         assert_eq!(too_large(&compacted), None);
         assert!(matches!(mapped(compacted), StoreError::Compacted { .. }));
-        let other = status(tonic::Code::Unavailable, "message length too large: found 1 bytes");
+        let other = status(
+            tonic::Code::Unavailable,
+            "message length too large: found 1 bytes",
+        );
         assert_eq!(too_large(&other), None);
     }
 
