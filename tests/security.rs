@@ -190,6 +190,15 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// stderr without rtctl's warnings (credentials over `http://`, say): the error alone.
+fn error_lines(output: &Output) -> String {
+    stderr(output)
+        .lines()
+        .filter(|line| !line.starts_with("warning: "))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
 /// A running container with this id, or why not.
 async fn running(runtime: &DockerRuntime, id: &str) -> Result<ContainerInfo, String> {
     match runtime.inspect_container(id).await {
@@ -503,7 +512,7 @@ async fn tls_set_up_wrong_fails_clearly() {
     for (what, env, code, expected) in cases {
         let started = Instant::now();
         let output = w.rtctl(env, &["get"]);
-        let message = stderr(&output);
+        let message = error_lines(&output);
         assert_eq!(
             output.status.code(),
             Some(code),
@@ -867,7 +876,7 @@ async fn each_etcd_misconfiguration_gets_its_own_message_and_exit_code() {
     for (what, env, code, starts, contains) in cases {
         let started = Instant::now();
         let output = w.rtctl(env, &["get"]);
-        let message = stderr(&output);
+        let message = error_lines(&output);
         assert_eq!(
             output.status.code(),
             Some(code),
