@@ -1183,3 +1183,75 @@ async fn the_password_comes_from_a_file_never_the_command_line_and_its_exposures
         describe(&output)
     );
 }
+
+#[tokio::test]
+#[ignore = "needs openssl, /usr/bin/etcd and script(1): run scripts/test"]
+async fn rtctl_asks_for_a_missing_password_on_a_terminal_without_echoing_it() {
+    let _serial = SERIAL.lock().await;
+    let w = World::new("sec-prompt").await;
+    let password = w.etcd.root_password.clone();
+    // script(1) gives rtctl a terminal for stdin; what is typed is fed to it.
+    let settings: Vec<String> = without_password(&w.etcd.root_env())
+        .iter()
+        .chain(&[
+            ("RTM_PREFIX".to_owned(), w.keys.prefix().to_owned()),
+            ("RTMCONFIG".to_owned(), "/dev/null".to_owned()),
+        ])
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let inner = format!(
+        "env -u RTM_ETCD_PASSWORD {} {RTCTL} get",
+        settings.join(" ")
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) runs");
+    // Typed once the prompt shows, as a person does.
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let (sender, shown) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 256];
+        while let Ok(n) = std::io::Read::read(&mut stdout, &mut buffer) {
+            if n == 0 || sender.send(buffer[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("Password of etcd user root at") {
+        match shown.recv_timeout(Duration::from_secs(30)) {
+            Ok(bytes) => seen.extend(bytes),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no prompt: {}", String::from_utf8_lossy(&seen));
+            }
+        }
+    }
+    let mut typed = child.stdin.take().expect("piped stdin");
+    std::io::Write::write_all(&mut typed, format!("{password}\n").as_bytes())
+        .expect("type the password");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("poll script(1)").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rtctl under script(1) did not end within 60 s: the password was not read");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(typed);
+    let output = child.wait_with_output().expect("script(1)'s output");
+    seen.extend(shown.iter().flatten());
+    let seen = String::from_utf8_lossy(&seen).replace('\r', "");
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(seen.contains("Password of etcd user root at"), "{seen}");
+    assert!(
+        seen.contains("No gameruntimes found") || seen.contains("NAME"),
+        "the typed password authenticated: {seen}"
+    );
+    assert!(!seen.contains(&password), "the password was echoed: {seen}");
+}

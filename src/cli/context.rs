@@ -422,17 +422,20 @@ fn ask_password(user: &str, endpoints: &str) -> Result<String, CliError> {
     };
     let stdin = std::io::stdin();
     let mut stderr = std::io::stderr();
-    write!(stderr, "Password of etcd user {user} at {endpoints}: ").map_err(failed)?;
-    stderr.flush().map_err(failed)?;
     let saved = tcgetattr(&stdin).map_err(|e| failed(e.into()))?;
     let mut quiet = saved.clone();
     quiet.local_modes.remove(LocalModes::ECHO);
     quiet.local_modes.insert(LocalModes::ECHONL);
-    tcsetattr(&stdin, OptionalActions::Flush, &quiet).map_err(|e| failed(e.into()))?;
+    // `Now`, not `Flush`: a password typed (or piped through a terminal) before the prompt
+    // showed is kept, not thrown away.
+    tcsetattr(&stdin, OptionalActions::Now, &quiet).map_err(|e| failed(e.into()))?;
+    // The prompt once echo is off: what is typed after it never shows.
+    let prompted = write!(stderr, "Password of etcd user {user} at {endpoints}: ")
+        .and_then(|()| stderr.flush());
     let mut line = String::new();
-    let read = stdin.read_line(&mut line);
+    let read = prompted.and_then(|()| stdin.read_line(&mut line));
     // Echo back on before anything else, whatever the read did.
-    let restored = tcsetattr(&stdin, OptionalActions::Flush, &saved);
+    let restored = tcsetattr(&stdin, OptionalActions::Now, &saved);
     read.map_err(failed)?;
     restored.map_err(|e| failed(e.into()))?;
     let password = line.trim_end_matches(['\n', '\r']);
