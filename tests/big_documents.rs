@@ -148,7 +148,10 @@ async fn forty_documents_of_the_maximum_size_are_listed_by_rtctl_and_converged_b
     let _wipe = WipeOnDrop(keys.clone());
     let docs = Documents::new(store.clone(), keys.clone());
     let names: Vec<String> = (0..GAMES).map(|i| game_id(&format!("big{i:02}"))).collect();
-    let containers: Vec<String> = names.iter().map(|n| container_name(n)).collect();
+    let containers: Vec<String> = names
+        .iter()
+        .map(|n| container_name(keys.prefix(), n))
+        .collect();
     let _cleanup = Cleanup::new(&containers.iter().map(String::as_str).collect::<Vec<_>>());
 
     // Written as any client of the prefix writes them (rtctl apply adds its annotations, and
