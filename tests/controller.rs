@@ -1260,7 +1260,7 @@ fn help_lists_every_option_with_its_environment_variable_and_default() {
         ("--etcd-cert-file", "RTM_ETCD_CERT_FILE", None),
         ("--etcd-key-file", "RTM_ETCD_KEY_FILE", None),
         ("--etcd-user", "RTM_ETCD_USER", None),
-        ("--etcd-password", "RTM_ETCD_PASSWORD", None),
+        ("--etcd-password-file", "RTM_ETCD_PASSWORD_FILE", None),
         ("--etcd-timeout", "RTM_ETCD_TIMEOUT", Some("5s")),
         ("--docker-host", "DOCKER_HOST", None),
         ("--node-name", "RTM_NODE_NAME", Some("local")),

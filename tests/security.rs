@@ -190,6 +190,15 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// stderr without rtctl's warnings (credentials over `http://`, say): the error alone.
+fn error_lines(output: &Output) -> String {
+    stderr(output)
+        .lines()
+        .filter(|line| !line.starts_with("warning: "))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
 /// A running container with this id, or why not.
 async fn running(runtime: &DockerRuntime, id: &str) -> Result<ContainerInfo, String> {
     match runtime.inspect_container(id).await {
@@ -503,7 +512,7 @@ async fn tls_set_up_wrong_fails_clearly() {
     for (what, env, code, expected) in cases {
         let started = Instant::now();
         let output = w.rtctl(env, &["get"]);
-        let message = stderr(&output);
+        let message = error_lines(&output);
         assert_eq!(
             output.status.code(),
             Some(code),
@@ -853,7 +862,8 @@ async fn each_etcd_misconfiguration_gets_its_own_message_and_exit_code() {
             &wrong_password,
             exit::PERMISSION_DENIED,
             &bad_password,
-            "check --etcd-user / RTM_ETCD_USER and --etcd-password / RTM_ETCD_PASSWORD",
+            "check --etcd-user / RTM_ETCD_USER and the password (--etcd-password-file, \
+             RTM_ETCD_PASSWORD or the context's password)",
         ),
         (
             "nothing listening",
@@ -866,7 +876,7 @@ async fn each_etcd_misconfiguration_gets_its_own_message_and_exit_code() {
     for (what, env, code, starts, contains) in cases {
         let started = Instant::now();
         let output = w.rtctl(env, &["get"]);
-        let message = stderr(&output);
+        let message = error_lines(&output);
         assert_eq!(
             output.status.code(),
             Some(code),
@@ -964,4 +974,284 @@ async fn each_etcd_misconfiguration_gets_its_own_message_and_exit_code() {
     // Killed, not stopped: how a controller without etcd drains is not this test's subject.
     controller.kill();
     assert_eq!(w.etcd.keys(), Vec::<String>::new(), "nothing was written");
+}
+
+/// A file holding `text`, with permission bits `mode`.
+fn file_with_mode(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write the file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    path
+}
+
+/// `env` without the password variable.
+fn without_password(env: &Env) -> Vec<(String, String)> {
+    env.iter()
+        .filter(|(k, _)| k != "RTM_ETCD_PASSWORD")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs openssl, /usr/bin/etcd and Docker: run scripts/test"]
+async fn the_password_comes_from_a_file_never_the_command_line_and_its_exposures_are_warned_about()
+{
+    let _serial = SERIAL.lock().await;
+    let w = World::new("sec-password").await;
+    let password = w.etcd.root_password.clone();
+    let dir = w.files.path();
+    let private = file_with_mode(dir, "password", &format!("{password}\n"), 0o600);
+    let open = file_with_mode(dir, "password-open", &format!("{password}\n"), 0o644);
+    let env = without_password(&w.etcd.root_env());
+
+    // The controller with --etcd-password-file: ready, and the password is in neither its
+    // command line nor its environment (what `ps` and /proc show).
+    let metrics = process::free_loopback_addr();
+    let log = dir.join("controller.log");
+    let log_file = std::fs::File::create(&log).expect("the log file");
+    let mut command = Command::new(BINARY);
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("RTM_") {
+            command.env_remove(&var);
+        }
+    }
+    command
+        .args([
+            "--etcd-password-file",
+            private.to_str().expect("a UTF-8 path"),
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RTM_PREFIX", w.keys.prefix())
+        .env("RTM_METRICS_ADDR", metrics.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().expect("duplicate the log file handle"))
+        .stderr(log_file);
+    let child = command.spawn().expect("start rtmanager");
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id();
+    let reap = Reap(child);
+    eventually(
+        CONVERGE,
+        "the controller ready with its password from a file",
+        async || match process::http_get(metrics, "/readyz").await {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!(
+                "{other:?}; log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )),
+        },
+    )
+    .await;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("its command line");
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("--etcd-password-file"), "{cmdline}");
+    assert!(
+        !cmdline.contains(&password),
+        "ps shows the password: {cmdline}"
+    );
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("its environment");
+    assert!(
+        !String::from_utf8_lossy(&environ).contains(&password),
+        "the password is in the controller's environment"
+    );
+    drop(reap);
+    let text = std::fs::read_to_string(&log).expect("the log");
+    assert!(
+        !text.contains(&password),
+        "the password was logged:\n{text}"
+    );
+    assert!(
+        !text.contains("holds the etcd password") && !text.contains("unencrypted"),
+        "a private file over TLS is nothing to warn about:\n{text}"
+    );
+
+    // A password file others may read: the controller says so.
+    let mut controller = without_password(&w.etcd.root_env())
+        .iter()
+        .fold(ControllerOptions::new(&w.keys, "open-file"), |o, (k, v)| {
+            o.env(k, v)
+        })
+        .env(
+            "RTM_ETCD_PASSWORD_FILE",
+            open.to_str().expect("a UTF-8 path"),
+        )
+        .start()
+        .await;
+    let text = controller.log_text();
+    assert!(
+        text.contains("holds the etcd password and group or others may open it (mode 644)"),
+        "{}",
+        controller.log_tail()
+    );
+    controller.terminate();
+    controller.wait_exit(Duration::from_secs(60)).await;
+
+    // The flag is refused by both binaries, with the way out and without the password.
+    let mut flagged = Command::new(BINARY);
+    flagged
+        .args(["--etcd-user", "root", "--etcd-password", &password])
+        .env_remove("RTM_ETCD_PASSWORD");
+    let refused = run_bounded(flagged, Duration::from_secs(30)).expect("rtmanager exits");
+    assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
+    for output in [
+        &refused,
+        &w.rtctl(&env, &["get", "--etcd-password", &password]),
+    ] {
+        let message = stderr(output);
+        assert!(
+            message.contains("--etcd-password is refused on the command line")
+                && message.contains("--etcd-password-file")
+                && !message.contains(&password),
+            "{message}"
+        );
+    }
+    let output = w.rtctl(&env, &["get", "--etcd-password", &password]);
+    assert_eq!(
+        output.status.code(),
+        Some(exit::USAGE),
+        "{}",
+        describe(&output)
+    );
+
+    // rtctl reads the file too, and warns about one others may read.
+    let file_flag = [
+        "--etcd-password-file",
+        private.to_str().expect("a UTF-8 path"),
+    ];
+    let output = w.rtctl(&env, &[&["get"][..], &file_flag].concat());
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        !stderr(&output).contains("warning"),
+        "{}",
+        describe(&output)
+    );
+    let open_flag = ["--etcd-password-file", open.to_str().expect("a UTF-8 path")];
+    let output = w.rtctl(&env, &[&["get"][..], &open_flag].concat());
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("warning: ") && stderr(&output).contains("chmod 600"),
+        "{}",
+        describe(&output)
+    );
+
+    // A context file holding the password, readable by others.
+    let context = file_with_mode(
+        dir,
+        "config.yaml",
+        &format!(
+            "currentContext: c\ncontexts:\n  - name: c\n    user: root\n    password: {}\n",
+            yaml_string(&password)
+        ),
+        0o644,
+    );
+    let mut context_env = without_password(&env);
+    context_env.retain(|(k, _)| k != "RTM_ETCD_USER");
+    context_env.push(("RTMCONFIG".into(), context.display().to_string()));
+    let output = w.rtctl(&context_env, &["get"]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains(&format!("{} holds the etcd password", context.display())),
+        "{}",
+        describe(&output)
+    );
+
+    // Credentials over plaintext: warned about before anything is sent.
+    let plaintext = [
+        (
+            "RTM_ETCD_ENDPOINTS".to_owned(),
+            "http://127.0.0.1:1".to_owned(),
+        ),
+        ("RTM_ETCD_USER".to_owned(), "root".to_owned()),
+        ("RTM_ETCD_PASSWORD".to_owned(), password.clone()),
+    ];
+    let output = w.rtctl(&plaintext, &["get"]);
+    assert!(
+        stderr(&output).contains("sent unencrypted to http://127.0.0.1:1"),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        !stderr(&output).contains(&password),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs openssl, /usr/bin/etcd and script(1): run scripts/test"]
+async fn rtctl_asks_for_a_missing_password_on_a_terminal_without_echoing_it() {
+    let _serial = SERIAL.lock().await;
+    let w = World::new("sec-prompt").await;
+    let password = w.etcd.root_password.clone();
+    // script(1) gives rtctl a terminal for stdin; what is typed is fed to it.
+    let settings: Vec<String> = without_password(&w.etcd.root_env())
+        .iter()
+        .chain(&[
+            ("RTM_PREFIX".to_owned(), w.keys.prefix().to_owned()),
+            ("RTMCONFIG".to_owned(), "/dev/null".to_owned()),
+        ])
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let inner = format!(
+        "env -u RTM_ETCD_PASSWORD {} {RTCTL} get",
+        settings.join(" ")
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) runs");
+    // Typed once the prompt shows, as a person does.
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let (sender, shown) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 256];
+        while let Ok(n) = std::io::Read::read(&mut stdout, &mut buffer) {
+            if n == 0 || sender.send(buffer[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("Password of etcd user root at") {
+        match shown.recv_timeout(Duration::from_secs(30)) {
+            Ok(bytes) => seen.extend(bytes),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no prompt: {}", String::from_utf8_lossy(&seen));
+            }
+        }
+    }
+    let mut typed = child.stdin.take().expect("piped stdin");
+    std::io::Write::write_all(&mut typed, format!("{password}\n").as_bytes())
+        .expect("type the password");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("poll script(1)").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rtctl under script(1) did not end within 60 s: the password was not read");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(typed);
+    let output = child.wait_with_output().expect("script(1)'s output");
+    seen.extend(shown.iter().flatten());
+    let seen = String::from_utf8_lossy(&seen).replace('\r', "");
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(seen.contains("Password of etcd user root at"), "{seen}");
+    assert!(
+        seen.contains("No gameruntimes found") || seen.contains("NAME"),
+        "the typed password authenticated: {seen}"
+    );
+    assert!(!seen.contains(&password), "the password was echoed: {seen}");
 }

@@ -2,6 +2,7 @@
 //! [`rtmanager::controller::run`].
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use rtmanager::controller::config::{ControllerConfig, LoadError, LogFormat};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(config.log_format);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -31,9 +35,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone()));
+        tokio::spawn(watch_signals(shutdown.clone(), config.drain_timeout));
         match rtmanager::controller::run(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -41,8 +45,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // The work is done: a blocking task still running (a name lookup of a connection that
+    // never came up, say) need not hold the exit.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    code
 }
+
+/// How long the exit waits for blocking tasks once the controller stopped.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(200);
 
 /// `RUST_LOG` filters (default `info`); text for people, JSON for collectors.
 fn init_logging(format: LogFormat) {
@@ -59,8 +70,17 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// First SIGTERM or SIGINT: drain. Second: exit at once.
-async fn watch_signals(shutdown: CancellationToken) {
+/// What a drain may take beyond `--drain-timeout` (which bounds the in-flight operations):
+/// revoking the session and closing the HTTP connections, milliseconds with a live etcd, and
+/// bounded by the request timeout and the HTTP close grace when not.
+const EXIT_MARGIN: Duration = Duration::from_secs(5);
+
+/// First SIGTERM or SIGINT: drain. Second: exit at once. A drain still running after the drain
+/// timeout and [`EXIT_MARGIN`] (etcd or Docker not answering, whatever the controller was
+/// doing) ends the process: the drain timeout always applies. What was left is what a crash
+/// leaves: the session lease expires after its TTL and the next controller recovers the
+/// history.
+async fn watch_signals(shutdown: CancellationToken, drain_timeout: Duration) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -72,7 +92,22 @@ async fn watch_signals(shutdown: CancellationToken) {
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     tracing::info!("signal received: draining (send it again to exit at once)");
     shutdown.cancel();
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::warn!("second signal: exiting at once");
-    std::process::exit(130);
+    tokio::select! {
+        _ = term.recv() => {
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(130);
+        }
+        _ = int.recv() => {
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(130);
+        }
+        _ = tokio::time::sleep(drain_timeout + EXIT_MARGIN) => {
+            tracing::error!(
+                drain_timeout = ?drain_timeout,
+                "the drain did not end within the drain timeout; exiting (the session lease \
+                 expires after its TTL)"
+            );
+            std::process::exit(1);
+        }
+    }
 }

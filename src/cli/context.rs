@@ -17,9 +17,15 @@
 //!     certFile: certs/rtctl.pem
 //!     keyFile: certs/rtctl-key.pem
 //!     user: ops
-//!     password: secret
+//!     password: secret                        # keep the file private (chmod 600)
 //!     timeout: 5s
 //! ```
+//!
+//! The password never comes from the command line (`ps` shows it): it comes from
+//! `--etcd-password-file`, `RTM_ETCD_PASSWORD` or the context, and when none gives one for a
+//! user and stdin is a terminal, rtctl asks for it (without echo). A config file holding a
+//! password that group or others may open, and a password sent over `http://`, are warned
+//! about on stderr.
 //!
 //! `--context NAME` picks another context for one command; `rtctl config use-context NAME`
 //! changes the current one.
@@ -70,6 +76,9 @@ pub struct Explicit {
     pub key_file: bool,
     pub user: bool,
     pub password: bool,
+    pub password_file: bool,
+    /// `--etcd-password` was on the command line: refused by [`resolve`].
+    pub password_flag: bool,
     pub request_timeout: bool,
 }
 
@@ -90,6 +99,8 @@ impl Explicit {
             key_file: given("key_file"),
             user: given("user"),
             password: given("password"),
+            password_file: given("password_file"),
+            password_flag: crate::config::refuse_password_flag(matches).is_err(),
             request_timeout: given("request_timeout"),
         }
     }
@@ -104,6 +115,8 @@ impl Explicit {
             key_file: args.key_file.is_some(),
             user: args.user.is_some(),
             password: args.password.is_some(),
+            password_file: args.password_file.is_some(),
+            password_flag: false,
             request_timeout: humantime::parse_duration(DEFAULT_REQUEST_TIMEOUT)
                 .is_ok_and(|default| default != args.request_timeout),
         }
@@ -261,8 +274,33 @@ impl Resolved {
     }
 }
 
-/// Merges flags/env, the config file's context and the defaults.
+/// Merges flags/env, the config file's context and the defaults; asks for the password when a
+/// user has none and stdin is a terminal; warns on stderr about how the password is kept and
+/// sent.
 pub fn resolve(args: &ConnectionArgs, explicit: &Explicit) -> Result<Resolved, CliError> {
+    let prompt = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let (resolved, warnings) = resolve_settings(args, explicit, prompt.then_some(&ask_password))?;
+    for warning in warnings {
+        super::output::warn(&warning);
+    }
+    Ok(resolved)
+}
+
+/// Asks for the password of `user` on the terminal (see [`resolve_settings`]).
+type AskPassword = dyn Fn(&str, &str) -> Result<String, CliError>;
+
+/// [`resolve`], with the way to ask for a missing password given (none: don't ask) and the
+/// warnings returned.
+pub fn resolve_settings(
+    args: &ConnectionArgs,
+    explicit: &Explicit,
+    ask: Option<&AskPassword>,
+) -> Result<(Resolved, Vec<String>), CliError> {
+    if explicit.password_flag {
+        return Err(CliError::usage(
+            crate::config::ConfigError::PasswordOnCommandLine.to_string(),
+        ));
+    }
     let loaded = LoadedConfig::load(args.config.as_deref())?;
     let context_name = match (&args.context, &loaded) {
         (Some(name), _) => Some(name.clone()),
@@ -313,7 +351,7 @@ pub fn resolve(args: &ConnectionArgs, explicit: &Explicit) -> Result<Resolved, C
         if !explicit.user && context.user.is_some() {
             merged.user = context.user.clone();
         }
-        if !explicit.password && context.password.is_some() {
+        if !explicit.password && !explicit.password_file && context.password.is_some() {
             merged.password = context.password.clone();
         }
         if !explicit.request_timeout
@@ -341,6 +379,15 @@ pub fn resolve(args: &ConnectionArgs, explicit: &Explicit) -> Result<Resolved, C
         }
         _ => String::new(),
     };
+    if let (Some(user), false, Some(ask)) = (&merged.user, merged.has_password(), ask) {
+        merged.password = Some(ask(user, &merged.endpoints.join(","))?);
+    }
+    // The context's file holds a password whether or not a flag overrode it.
+    let password_file = match (context, &loaded) {
+        (Some(context), Some(loaded)) if context.password.is_some() => Some(loaded.path.as_path()),
+        _ => None,
+    };
+    let warnings = merged.credential_warnings(password_file);
     let mut etcd = merged.etcd_config().map_err(|e| {
         CliError::usage(format!(
             "invalid connection settings{where_from}: {e}; fix the flags, RTM_* variables or \
@@ -355,12 +402,49 @@ pub fn resolve(args: &ConnectionArgs, explicit: &Explicit) -> Result<Resolved, C
             "{e}{where_from}; use --prefix / RTM_PREFIX like /rtmanager"
         ))
     })?;
-    Ok(Resolved {
+    let resolved = Resolved {
         etcd,
         keys,
         context: context_name,
         config_path: loaded.map(|l| l.path),
-    })
+    };
+    Ok((resolved, warnings))
+}
+
+/// Reads a password from the terminal on stdin, echo off, after a prompt on stderr.
+fn ask_password(user: &str, endpoints: &str) -> Result<String, CliError> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    let failed = |e: std::io::Error| {
+        CliError::usage(format!(
+            "cannot read the password of etcd user {user:?} from the terminal ({e}); give it \
+             with --etcd-password-file FILE or RTM_ETCD_PASSWORD"
+        ))
+    };
+    let stdin = std::io::stdin();
+    let mut stderr = std::io::stderr();
+    let saved = tcgetattr(&stdin).map_err(|e| failed(e.into()))?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    // `Now`, not `Flush`: a password typed (or piped through a terminal) before the prompt
+    // showed is kept, not thrown away.
+    tcsetattr(&stdin, OptionalActions::Now, &quiet).map_err(|e| failed(e.into()))?;
+    // The prompt once echo is off: what is typed after it never shows.
+    let prompted = write!(stderr, "Password of etcd user {user} at {endpoints}: ")
+        .and_then(|()| stderr.flush());
+    let mut line = String::new();
+    let read = prompted.and_then(|()| stdin.read_line(&mut line));
+    // Echo back on before anything else, whatever the read did.
+    let restored = tcsetattr(&stdin, OptionalActions::Now, &saved);
+    read.map_err(failed)?;
+    restored.map_err(|e| failed(e.into()))?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err(CliError::usage(format!(
+            "no password was typed for etcd user {user:?}"
+        )));
+    }
+    Ok(password.to_owned())
 }
 
 /// `rtctl config ...`: look at and switch contexts.
@@ -387,7 +471,12 @@ pub fn config_command(
 ) -> Result<(), CliError> {
     match command {
         ConfigCommand::View => {
-            let resolved = resolve(args, explicit)?;
+            // Showing the settings needs no password: a missing one is not asked for.
+            let placeholder = |_: &str, _: &str| Ok(String::new());
+            let (resolved, warnings) = resolve_settings(args, explicit, Some(&placeholder))?;
+            for warning in warnings {
+                super::output::warn(&warning);
+            }
             let etcd = &resolved.etcd;
             let mut table = Table::new(["SETTING", "VALUE"]);
             let none = || "<none>".to_owned();
@@ -532,6 +621,7 @@ mod tests {
                 key_file: None,
                 user: None,
                 password: None,
+                password_file: None,
                 request_timeout: default_request_timeout(),
             },
             config,

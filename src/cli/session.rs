@@ -300,8 +300,8 @@ fn map_store_error(endpoints: &str, timeout: Duration, error: StoreError, doing:
         StoreError::AuthenticationFailed { endpoints } => CliError::Credentials {
             message: format!(
                 "etcd at {endpoints} refused the user name or password (authentication failed) \
-                 while {doing}; check --etcd-user / RTM_ETCD_USER and --etcd-password / \
-                 RTM_ETCD_PASSWORD"
+                 while {doing}; check --etcd-user / RTM_ETCD_USER and the password \
+                 (--etcd-password-file, RTM_ETCD_PASSWORD or the context's password)"
             ),
         },
         StoreError::Timeout { .. } => CliError::Unavailable {

@@ -107,6 +107,11 @@ pub struct ControllerConfig {
     /// Container hardening: capabilities, limits, the games' network.
     #[command(flatten)]
     pub hardening: crate::controller::hardening::HardeningArgs,
+
+    /// Whether the etcd password came from the config file (`etcd-password`), whose
+    /// permissions [`ControllerConfig::warnings`] then looks at.
+    #[arg(skip)]
+    pub password_in_config_file: bool,
 }
 
 /// Why the configuration cannot be loaded.
@@ -132,6 +137,7 @@ impl ControllerConfig {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         let command = Self::command();
         let matches = command.clone().try_get_matches_from(&args)?;
+        crate::config::refuse_password_flag(&matches)?;
         let first = Self::from_arg_matches(&matches)?;
         let Some(path) = &first.config_file else {
             first.validate()?;
@@ -147,6 +153,7 @@ impl ControllerConfig {
         // Rebuild the command line: the file's values go in only for
         // options that still hold their default.
         let mut rebuilt = args.clone();
+        let mut password_in_file = false;
         for (key, value) in values {
             let Some(arg) = command
                 .get_arguments()
@@ -165,6 +172,7 @@ impl ControllerConfig {
             {
                 continue;
             }
+            password_in_file |= id == "password";
             let text = match value {
                 serde_yaml::Value::String(s) => s,
                 serde_yaml::Value::Number(n) => n.to_string(),
@@ -185,9 +193,20 @@ impl ControllerConfig {
             };
             rebuilt.push(format!("--{key}={text}").into());
         }
-        let config = Self::try_parse_from(rebuilt)?;
+        let mut config = Self::try_parse_from(rebuilt)?;
+        config.password_in_config_file = password_in_file;
         config.validate()?;
         Ok(config)
+    }
+
+    /// What is unsafe in how the etcd password is kept or sent, for the log at start-up (see
+    /// [`EtcdArgs::credential_warnings`]).
+    pub fn warnings(&self) -> Vec<String> {
+        let config_file = self
+            .config_file
+            .as_deref()
+            .filter(|_| self.password_in_config_file);
+        self.etcd.credential_warnings(config_file)
     }
 
     /// Checks what clap cannot: ranges and the etcd settings.
@@ -272,6 +291,7 @@ impl fmt::Display for ControllerConfig {
                 "-"
             }
         )?;
+        writeln!(f, "etcd-password-file: {}", optional(&etcd.password_file))?;
         writeln!(
             f,
             "etcd-timeout: {}",

@@ -78,12 +78,23 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
     let keys = config.etcd.keys()?;
-    let etcd = EtcdStore::connect(&config.etcd.etcd_config()?).await?;
-    // Wrong TLS or credentials exit here; an etcd that is down is waited for.
-    etcd.check_settings().await?;
-    let store: Arc<dyn Store> = Arc::new(etcd);
-    let docker: Arc<dyn ContainerRuntime> =
-        Arc::new(DockerRuntime::connect(config.docker_host.as_deref(), DOCKER_TIMEOUT).await?);
+    let adapters = async {
+        let etcd = EtcdStore::connect(&config.etcd.etcd_config()?).await?;
+        // Wrong TLS or credentials exit here; an etcd that is down is waited for.
+        etcd.check_settings().await?;
+        let store: Arc<dyn Store> = Arc::new(etcd);
+        let docker: Arc<dyn ContainerRuntime> =
+            Arc::new(DockerRuntime::connect(config.docker_host.as_deref(), DOCKER_TIMEOUT).await?);
+        Ok::<_, ControllerError>((store, docker))
+    };
+    // A signal while etcd (or Docker) is still being reached stops at once: nothing runs yet.
+    let (store, docker) = tokio::select! {
+        _ = shutdown.cancelled() => {
+            info!("stopped during start-up");
+            return Ok(());
+        }
+        adapters = adapters => adapters?,
+    };
     let metrics = Metrics::new();
     let runtime: Arc<dyn ContainerRuntime> = Arc::new(Instrumented::new(docker, metrics.clone()));
     run_with(config, keys, store, runtime, metrics, shutdown).await

@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{
     Certificate, Client, Compare as EtcdCompare, CompareOp, ConnectOptions, DeleteOptions,
-    EventType, GetOptions, Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, SortOrder,
-    SortTarget, TlsOptions, Txn as EtcdTxn, TxnOp, WatchOptions,
+    EventType, GetOptions, Identity, KvClient, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
+    SortOrder, SortTarget, TlsOptions, Txn as EtcdTxn, TxnOp, WatchClient, WatchOptions,
 };
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,10 +26,26 @@ use super::{
 /// The default endpoint when `RTM_ETCD_ENDPOINTS` is not set.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
 
-/// Keys fetched per page when listing: keeps each response far below
-/// gRPC's 4 MiB message limit even with 256 KiB documents... at 16 per MiB
-/// a page of 500 small documents is ~0.5 MiB, and large documents are rare.
-const LIST_PAGE_SIZE: i64 = 500;
+/// The largest message the client accepts from etcd. gRPC's default, 4 MiB, is the size of
+/// sixteen 256 KiB documents (`MAX_DOCUMENT_BYTES`): one page of them, or one key a writer made
+/// as large as etcd's own request limit allows (`--max-request-bytes`, 1.5 MiB by default, at
+/// most ~10 MiB as etcd advises), must fit, with room left. A larger answer is refused by the
+/// client before it is buffered, so this also bounds what one answer costs in memory.
+pub const RECEIVE_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Bytes of records one list page aims at: a quarter of [`RECEIVE_LIMIT`], so a page sized
+/// from the records seen so far stays under the limit even when the next records are up to
+/// four times larger than those (a larger jump is a refused page, halved and asked again).
+const PAGE_BUDGET: usize = RECEIVE_LIMIT / 4;
+
+/// Most keys one page asks for, however small the records: at 500 small documents (~1 KiB) a
+/// page is ~0.5 MiB, and 10,000 games list in 20 round trips.
+const LIST_PAGE_SIZE: usize = 500;
+
+/// The size a record is assumed to have before any was seen: etcd's default request limit
+/// (1.5 MiB) plus the key and the framing, the largest record a default etcd stores. The
+/// first page of a listing so asks for 10 keys, and grows from what it got.
+const ASSUMED_RECORD_BYTES: usize = 1_600 * 1024;
 
 /// Extra time the outer guard allows beyond the client's own request
 /// timeout, so the client's (more precise) error wins when it fires.
@@ -116,6 +132,9 @@ impl fmt::Debug for Credentials {
 /// A connection to etcd. Cheap to clone: clones share one channel.
 pub struct EtcdStore {
     client: Client,
+    /// The client's KV and watch services, accepting answers up to [`RECEIVE_LIMIT`].
+    kv: KvClient,
+    watch: WatchClient,
     endpoints: String,
     /// What a failure before the first answer is read against (see [`Diagnosis`]).
     diagnosis: Diagnosis,
@@ -187,6 +206,10 @@ impl EtcdStore {
             }
         };
         Ok(Self {
+            kv: client.kv_client().max_decoding_message_size(RECEIVE_LIMIT),
+            watch: client
+                .watch_client()
+                .max_decoding_message_size(RECEIVE_LIMIT),
             client,
             endpoints,
             diagnosis,
@@ -636,12 +659,158 @@ fn cause_chain(first: &str, mut source: Option<&dyn std::error::Error>) -> Strin
     text
 }
 
+impl EtcdStore {
+    /// One page of keys in `[start, end)` at `revision` (0: the latest), as many as `pager`
+    /// asks for. A page larger than [`RECEIVE_LIMIT`] is refused by the client before it is
+    /// read; it is asked again at half the size, at the same revision, down to one key.
+    #[allow(clippy::too_many_arguments)] // one range read, spelled out: no natural group
+    async fn range_page(
+        &self,
+        operation: &'static str,
+        prefix: &str,
+        pager: &mut Pager,
+        start: &[u8],
+        end: &[u8],
+        revision: Revision,
+        order: SortOrder,
+    ) -> Result<etcd_client::GetResponse, StoreError> {
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.to_vec())
+                .with_limit(i64::try_from(pager.limit()).unwrap_or(i64::MAX));
+            if order == SortOrder::Descend {
+                options = options.with_sort(SortTarget::Key, SortOrder::Descend);
+            }
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let answer = self
+                .call(operation, || {
+                    let mut kv = self.kv.clone();
+                    let (start, options) = (start.to_vec(), options.clone());
+                    async move {
+                        match kv.get(start, Some(options)).await {
+                            Err(error) => match too_large(&error) {
+                                Some(found) => Ok(Err(found)),
+                                None => Err(error),
+                            },
+                            Ok(page) => Ok(Ok(page)),
+                        }
+                    }
+                })
+                .await
+                .map_err(|e| match e {
+                    StoreError::Compacted { .. } => StoreError::Compacted {
+                        requested: revision,
+                        compacted: 0,
+                    },
+                    other => other,
+                })?;
+            match answer {
+                Ok(page) => {
+                    pager.served(page.kvs().iter().map(record_bytes).max().unwrap_or(0));
+                    return Ok(page);
+                }
+                Err(found) => {
+                    tracing::debug!(
+                        operation,
+                        prefix,
+                        keys = pager.limit(),
+                        bytes = found,
+                        "a page was larger than the receive limit; asking for half"
+                    );
+                    if !pager.refused() {
+                        return Err(StoreError::Rejected {
+                            operation,
+                            message: format!(
+                                "one key under {prefix} is larger than the {} MiB the client \
+                                 accepts in one answer ({found} bytes); find it with `etcdctl \
+                                 get --prefix --keys-only {prefix}` and delete it",
+                                RECEIVE_LIMIT / (1024 * 1024)
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How many keys the next page of a listing asks for. It is sized from the largest record of
+/// the page before, so that a page holds about [`PAGE_BUDGET`] bytes; it at most doubles from
+/// one page to the next (records are not all alike: a small page is no promise about the
+/// next), and halves when a page came back too large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pager {
+    limit: usize,
+    most: usize,
+}
+
+impl Pager {
+    /// A pager asking for at most `most` keys a page (at least one).
+    fn new(most: usize) -> Pager {
+        let most = most.clamp(1, LIST_PAGE_SIZE);
+        Pager {
+            limit: (PAGE_BUDGET / ASSUMED_RECORD_BYTES).clamp(1, most),
+            most,
+        }
+    }
+
+    fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// No page asks for more than `remaining` keys from now on.
+    fn at_most(&mut self, remaining: usize) {
+        self.most = self.most.min(remaining).max(1);
+        self.limit = self.limit.min(self.most);
+    }
+
+    /// A page came back whose largest record was `largest` bytes.
+    fn served(&mut self, largest: usize) {
+        let by_bytes = PAGE_BUDGET / largest.max(1);
+        self.limit = by_bytes.min(self.limit * 2).clamp(1, self.most);
+    }
+
+    /// The page was too large: halve it. False when it was one key already.
+    fn refused(&mut self) -> bool {
+        if self.limit == 1 {
+            return false;
+        }
+        self.limit /= 2;
+        true
+    }
+}
+
+/// What one record costs in an answer: its key and value (the revisions and framing are a few
+/// dozen bytes more, inside the budget's margin).
+fn record_bytes(kv: &etcd_client::KeyValue) -> usize {
+    kv.key().len() + kv.value().len()
+}
+
+/// The size of an answer the client refused as larger than its receive limit (tonic: "decoded
+/// message length too large: found N bytes, the limit is: M bytes").
+fn too_large(error: &etcd_client::Error) -> Option<usize> {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return None;
+    };
+    if status.code() != tonic::Code::OutOfRange {
+        return None;
+    }
+    let rest = status
+        .message()
+        .split_once("message length too large: found ")?
+        .1;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let response = self
             .call("get", || {
-                let mut kv = self.client.kv_client();
+                let mut kv = self.kv.clone();
                 async move { kv.get(key, None).await }
             })
             .await?;
@@ -653,34 +822,26 @@ impl Store for EtcdStore {
         let mut start = prefix.as_bytes().to_vec();
         let mut revision = at.unwrap_or(0);
         let mut items = Vec::new();
+        let mut pager = Pager::new(LIST_PAGE_SIZE);
         // Pages are read at one revision (the first page's, unless given) so
-        // the listing is one consistent snapshot.
+        // the listing is one consistent snapshot, a page asked again included.
         loop {
-            let mut options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(LIST_PAGE_SIZE);
-            if revision > 0 {
-                options = options.with_revision(revision);
-            }
-            let response = self
-                .call("list", || {
-                    let mut kv = self.client.kv_client();
-                    let (start, options) = (start.clone(), options.clone());
-                    async move { kv.get(start, Some(options)).await }
-                })
-                .await
-                .map_err(|e| match e {
-                    StoreError::Compacted { .. } => StoreError::Compacted {
-                        requested: revision,
-                        compacted: 0,
-                    },
-                    other => other,
-                })?;
+            let page = self
+                .range_page(
+                    "list",
+                    prefix,
+                    &mut pager,
+                    &start,
+                    &end,
+                    revision,
+                    SortOrder::Ascend,
+                )
+                .await?;
             if revision == 0 {
-                revision = response.header().map(|h| h.revision()).unwrap_or_default();
+                revision = page.header().map(|h| h.revision()).unwrap_or_default();
             }
-            items.extend(response.kvs().iter().map(key_value));
-            match (response.more(), response.kvs().last()) {
+            items.extend(page.kvs().iter().map(key_value));
+            match (page.more(), page.kvs().last()) {
                 (true, Some(last)) => {
                     start = last.key().to_vec();
                     start.push(0);
@@ -692,18 +853,35 @@ impl Store for EtcdStore {
     }
 
     async fn newest(&self, prefix: &str, limit: usize) -> Result<Vec<KeyValue>, StoreError> {
-        let options = GetOptions::new()
-            .with_range(prefix_end(prefix))
-            .with_sort(SortTarget::Key, SortOrder::Descend)
-            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let response = self
-            .call("newest", || {
-                let mut kv = self.client.kv_client();
-                let options = options.clone();
-                async move { kv.get(prefix, Some(options)).await }
-            })
-            .await?;
-        Ok(response.kvs().iter().map(key_value).collect())
+        let mut end = prefix_end(prefix);
+        let mut revision = 0;
+        let mut items = Vec::new();
+        let mut pager = Pager::new(limit);
+        // Paged from the end: each page stops below the last (lowest) key of the one before.
+        while items.len() < limit {
+            pager.at_most(limit - items.len());
+            let page = self
+                .range_page(
+                    "newest",
+                    prefix,
+                    &mut pager,
+                    prefix.as_bytes(),
+                    &end,
+                    revision,
+                    SortOrder::Descend,
+                )
+                .await?;
+            if revision == 0 {
+                revision = page.header().map(|h| h.revision()).unwrap_or_default();
+            }
+            items.extend(page.kvs().iter().map(key_value));
+            match (page.more(), page.kvs().last()) {
+                (true, Some(last)) => end = last.key().to_vec(),
+                _ => break,
+            }
+        }
+        items.truncate(limit);
+        Ok(items)
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
@@ -712,7 +890,7 @@ impl Store for EtcdStore {
             .and_then(txn.then.into_iter().map(mutation).collect::<Vec<_>>());
         let response = self
             .call("txn", || {
-                let mut kv = self.client.kv_client();
+                let mut kv = self.kv.clone();
                 let request = request.clone();
                 async move { kv.txn(request).await }
             })
@@ -727,7 +905,7 @@ impl Store for EtcdStore {
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
         let stream = self
             .call("watch", || {
-                let mut watch = self.client.watch_client();
+                let mut watch = self.watch.clone();
                 let options = options.clone();
                 async move { watch.watch(prefix, Some(options)).await }
             })
@@ -861,7 +1039,7 @@ impl Store for EtcdStore {
         let options = GetOptions::new().with_count_only();
         let response = self
             .call("revision", || {
-                let mut kv = self.client.kv_client();
+                let mut kv = self.kv.clone();
                 let options = options.clone();
                 async move { kv.get("\0", Some(options)).await }
             })
@@ -875,7 +1053,7 @@ impl Store for EtcdStore {
         // the background; waiting for that can take longer than a request
         // timeout on a large keyspace.
         self.call("compact", || {
-            let mut kv = self.client.kv_client();
+            let mut kv = self.kv.clone();
             async move { kv.compact(revision, None).await }
         })
         .await?;
@@ -1017,6 +1195,79 @@ mod tests {
             !speaks_tls(&answering(b"").await, second).await,
             "a hang-up"
         );
+    }
+
+    #[test]
+    fn a_page_of_the_largest_records_stays_under_the_receive_limit() {
+        let mut pager = Pager::new(LIST_PAGE_SIZE);
+        // Before any record is seen, the first page fits records as large as etcd stores.
+        assert!(pager.limit() * ASSUMED_RECORD_BYTES <= PAGE_BUDGET);
+        assert!(pager.limit() >= 1);
+        // 256 KiB documents: pages of PAGE_BUDGET / 256 KiB, far under the limit.
+        for _ in 0..4 {
+            pager.served(256 * 1024);
+        }
+        assert_eq!(pager.limit(), PAGE_BUDGET / (256 * 1024));
+        assert!(pager.limit() * 256 * 1024 * 4 <= RECEIVE_LIMIT);
+        // Small records grow the page, at most doubling, up to the count bound.
+        let mut grown = Vec::new();
+        for _ in 0..8 {
+            pager.served(1024);
+            grown.push(pager.limit());
+        }
+        assert_eq!(grown.first(), Some(&(PAGE_BUDGET / (256 * 1024) * 2)));
+        assert_eq!(grown.last(), Some(&LIST_PAGE_SIZE));
+        assert!(grown.windows(2).all(|w| w[1] <= w[0] * 2), "{grown:?}");
+        // A record larger than the budget: one key a page.
+        pager.served(PAGE_BUDGET * 2);
+        assert_eq!(pager.limit(), 1);
+    }
+
+    #[test]
+    fn a_refused_page_is_halved_down_to_one_key() {
+        let mut pager = Pager::new(LIST_PAGE_SIZE);
+        for _ in 0..10 {
+            pager.served(10);
+        }
+        assert_eq!(pager.limit(), LIST_PAGE_SIZE);
+        let mut sizes = vec![pager.limit()];
+        while pager.refused() {
+            sizes.push(pager.limit());
+        }
+        assert_eq!(sizes, [500, 250, 125, 62, 31, 15, 7, 3, 1]);
+        assert!(!pager.refused(), "one key cannot be halved");
+    }
+
+    #[test]
+    fn the_newest_pages_never_ask_for_more_than_the_limit() {
+        let mut pager = Pager::new(3);
+        assert_eq!(pager.limit(), 3);
+        pager.served(1);
+        assert_eq!(pager.limit(), 3);
+        pager.at_most(2);
+        assert_eq!(pager.limit(), 2);
+        assert_eq!(Pager::new(0).limit(), 1);
+    }
+
+    #[test]
+    fn an_answer_over_the_receive_limit_is_told_from_other_errors() {
+        let refused = status(
+            tonic::Code::OutOfRange,
+            "Error, decoded message length too large: found 5243838 bytes, the limit is: \
+             4194304 bytes",
+        );
+        assert_eq!(too_large(&refused), Some(5_243_838));
+        let compacted = status(
+            tonic::Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted",
+        );
+        assert_eq!(too_large(&compacted), None);
+        assert!(matches!(mapped(compacted), StoreError::Compacted { .. }));
+        let other = status(
+            tonic::Code::Unavailable,
+            "message length too large: found 1 bytes",
+        );
+        assert_eq!(too_large(&other), None);
     }
 
     #[test]

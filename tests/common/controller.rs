@@ -188,6 +188,11 @@ impl ControllerProcess {
         self.child.id()
     }
 
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
     /// Waits until `/readyz` answers 200; fails the test if the process
     /// exits first or `limit` passes.
     pub async fn wait_ready(&mut self, limit: Duration) {

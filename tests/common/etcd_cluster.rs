@@ -189,6 +189,11 @@ impl EtcdCluster {
         }
     }
 
+    /// The pid of member `i` while it runs (to freeze it with SIGSTOP, say).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
+    }
+
     /// Starts member `i` again on the same ports and data.
     pub fn restart(&mut self, i: usize) {
         self.spawn(i);
