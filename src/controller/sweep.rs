@@ -53,6 +53,11 @@ const HISTORY_SCAN_PAGE: usize = 128;
 /// no one transaction grows with the operator's choice.
 const HISTORY_DELETE_BATCH: u64 = 1000;
 
+/// Newest entries read to find when a log was last active: an outer
+/// operation and the inner ones it appended (a restart: stop, start) end in
+/// the reverse order of their sequence numbers.
+const GRACE_LOOKBACK: usize = 8;
+
 /// The longest pause between two history scans: a deleted game's history
 /// outlives its grace by at most about this (plus one scan).
 const HISTORY_SCAN_MAX_PERIOD: Duration = Duration::from_secs(3600);
@@ -291,6 +296,7 @@ pub(crate) async fn sweep_history(
     let histories = keys.histories();
     let mut from = histories.clone();
     let mut removed = Vec::new();
+    let mut scanned = 0usize;
     loop {
         let page = match store.keys_from(&histories, &from, HISTORY_SCAN_PAGE).await {
             Ok(page) => page,
@@ -300,7 +306,7 @@ pub(crate) async fn sweep_history(
             }
         };
         let Some(last) = page.last() else {
-            return removed;
+            break;
         };
         // Where the next page starts: after every entry of the page's last
         // game (`history/<game>0` sorts right after `history/<game>/...`),
@@ -320,6 +326,7 @@ pub(crate) async fn sweep_history(
                 None => debug!(%key, "a key under history/ that names no game; left alone"),
             }
         }
+        scanned += games.len();
         for (game, oldest) in games {
             if cache.contains(game) || containers.contains(game) {
                 continue;
@@ -340,9 +347,15 @@ pub(crate) async fn sweep_history(
             }
         }
         if !full {
-            return removed;
+            break;
         }
     }
+    debug!(
+        games = scanned,
+        removed = removed.len(),
+        "history sweep done"
+    );
+    removed
 }
 
 /// When the history's newest entry last changed: when it finished (or the
@@ -376,22 +389,26 @@ async fn remove_history(
 ) -> Result<bool, RemoveError> {
     let session = lifecycle.session();
     let (store, keys) = (session.store(), session.keys());
-    let Some(newest) = store.newest(&keys.history(game), 1).await?.pop() else {
-        return Ok(false); // removed meanwhile (a peer's sweep)
+    let newest = store.newest(&keys.history(game), GRACE_LOOKBACK).await?;
+    let Some(seq) = newest
+        .first()
+        .and_then(|kv| keys.history_seq(game, &kv.key))
+    else {
+        return Ok(false); // removed meanwhile (a peer's sweep), or a key written by hand
     };
-    let Some(seq) = keys.history_seq(game, &newest.key) else {
+    // The log's last activity: an outer entry (a removal, a restart) ends
+    // after the inner ones appended behind it, so a few newest are read.
+    let Some(since) = newest
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<HistoryEntry>(&kv.value).ok())
+        .map(|entry| last_activity(&entry))
+        .max()
+    else {
+        // No time to measure the grace from: kept, like any record garbled
+        // by hand, for the operator to look at.
+        debug!(%game, "the newest history entries do not decode; kept");
         return Ok(false);
     };
-    let entry: HistoryEntry = match serde_json::from_slice(&newest.value) {
-        Ok(entry) => entry,
-        Err(error) => {
-            // No time to measure the grace from: kept, like any record
-            // garbled by hand, for the operator to look at.
-            debug!(%game, key = %newest.key, %error, "the newest history entry does not decode; kept");
-            return Ok(false);
-        }
-    };
-    let since = last_activity(&entry);
     if now.duration_since(since).unwrap_or_default() < grace {
         return Ok(false);
     }
@@ -740,6 +757,25 @@ mod tests {
             .unwrap();
         assert!(w.sweep_at(SystemTime::now()).await.is_empty());
         assert_eq!(w.history_keys("g1").await, 1);
+    }
+
+    #[tokio::test]
+    async fn an_outer_entry_that_ended_after_its_inner_ones_sets_the_grace_clock() {
+        let w = world().await;
+        // A removal (seq 1) that finished just now, and its inner stop (seq 2)
+        // that finished long ago.
+        w.old_history("g1", 2, days_ago(2)).await;
+        let key = Keys::default().history_entry("g1", 1);
+        let kv = w.store.get(&key).await.unwrap().unwrap();
+        let mut outer: HistoryEntry = serde_json::from_slice(&kv.value).unwrap();
+        outer.op_kind = OpKind::Remove;
+        outer.finished_at = Some(Timestamp::now());
+        w.store
+            .update(&key, serde_json::to_vec(&outer).unwrap(), kv.mod_revision)
+            .await
+            .unwrap();
+        assert!(w.sweep_at(SystemTime::now()).await.is_empty());
+        assert_eq!(w.history_keys("g1").await, 2);
     }
 
     #[test]
