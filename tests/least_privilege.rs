@@ -81,9 +81,13 @@ impl World {
 
     /// `scripts/etcd-roles` for this world's prefix, as root (its password in a file).
     fn etcd_roles(&self) -> Output {
+        self.etcd_roles_with(&self.etcd.root_password)
+    }
+
+    /// `scripts/etcd-roles` for this world's prefix, as root with `password` (in a file).
+    fn etcd_roles_with(&self, password: &str) -> Output {
         let root_file = self.dir.path().join("root.password");
-        std::fs::write(&root_file, format!("{}\n", self.etcd.root_password))
-            .expect("write root's password file");
+        std::fs::write(&root_file, format!("{password}\n")).expect("write root's password file");
         let path = |p: &Path| p.display().to_string();
         let mut command = Command::new(SCRIPT);
         for (var, _) in std::env::vars_os() {
@@ -192,6 +196,19 @@ async fn each_role_does_its_job_and_nothing_more() {
     };
     let game = game_id("least-privilege");
     let _cleanup = Cleanup::new(&[&container_name(&game)]);
+
+    // A wrong root password: refused before anything changes, and not echoed.
+    let refused = w.etcd_roles_with("not-roots-password");
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
+    assert!(
+        message.contains("authentication failed") && !message.contains("not-roots-password"),
+        "{message}"
+    );
+    assert!(
+        !w.users().exists(),
+        "nothing made before the credentials were checked"
+    );
 
     // The roles and users, twice: the second run finds everything as it should be.
     let first = w.etcd_roles();
