@@ -76,6 +76,14 @@ pub struct HistoryEntry {
     /// When the last of the `repeated` failures ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_repeated_at: Option<Timestamp>,
+    /// Whether `op_source` (and `source_ref`, when the document set one)
+    /// are the document writer's claim, copied from its annotations
+    /// (`rtmanager.dev/op-source`, `rtmanager.dev/source-ref`): nothing
+    /// checks them; who may write documents at all is etcd's RBAC (README,
+    /// Security). Never set with `op_source: reconcile`, which only the
+    /// controller records. Absent in entries written before it existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub source_claimed: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -105,6 +113,7 @@ impl HistoryEntry {
             fence_revision: None,
             repeated: 0,
             last_repeated_at: None,
+            source_claimed: false,
         }
     }
 
@@ -116,6 +125,7 @@ impl HistoryEntry {
             && self.game_id == later.game_id
             && self.op_kind == later.op_kind
             && self.op_source == later.op_source
+            && self.source_claimed == later.source_claimed
             && self.error_code == later.error_code
             && self.error_message == later.error_message
             && self.container_id_before == later.container_id_before
@@ -555,6 +565,25 @@ mod tests {
         ops.iter()
             .map(|(seq, op)| (*seq, (*op).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn an_entry_written_before_claims_were_recorded_decodes_as_unclaimed() {
+        let old = br#"{"seq":3,"game_id":"g1","op_id":"op-1","op_kind":"restart",
+            "op_source":"admin_cli","source_ref":"REQ-1","outcome":"success",
+            "started_at":"2024-01-01T00:00:00Z"}"#;
+        let entry: HistoryEntry = serde_json::from_slice(old).unwrap();
+        assert!(!entry.source_claimed);
+        assert!(
+            !String::from_utf8(encode(&entry))
+                .unwrap()
+                .contains("source_claimed"),
+            "an unclaimed source is not written out"
+        );
+        let mut claimed = entry.clone();
+        claimed.source_claimed = true;
+        let text = String::from_utf8(encode(&claimed)).unwrap();
+        assert!(text.contains(r#""source_claimed":true"#), "{text}");
     }
 
     #[tokio::test]

@@ -57,6 +57,10 @@ pub struct Metrics {
     pub games: IntGaugeVec,
     /// Status records written (a converged game writes none).
     pub status_writes: IntCounter,
+    /// Deleted games whose whole history the sweep removed after the
+    /// history grace: the one clean-up no history can record (it is the
+    /// history), so it is counted here and logged.
+    pub history_removed: IntCounter,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
@@ -164,6 +168,14 @@ impl Metrics {
                 r,
                 IntCounter::new("rtmanager_status_writes_total", "Status records written.")
                     .expect("valid metric"),
+            ),
+            history_removed: register(
+                r,
+                IntCounter::new(
+                    "rtmanager_history_removed_total",
+                    "Deleted games whose whole history was removed after the history grace.",
+                )
+                .expect("valid metric"),
             ),
             registry,
         };

@@ -1,5 +1,6 @@
 //! `rtctl history NAME`: a game's operation log, newest first, with the correlation ids that
-//! tie a restart to its inner stop and start.
+//! tie a restart to its inner stop and start. A source the document's writer claimed (its
+//! annotations) reads `admin_cli (claimed)`: only `reconcile` is the controller's own word.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -50,6 +51,16 @@ pub fn outcome_text(entry: &HistoryEntry) -> String {
     }
 }
 
+/// The source, marked when it is the document writer's claim rather than the controller's
+/// own knowledge (`api (claimed)`).
+pub fn source_text(entry: &HistoryEntry) -> String {
+    if entry.source_claimed {
+        format!("{} (claimed)", entry.op_source.as_str())
+    } else {
+        entry.op_source.as_str().to_owned()
+    }
+}
+
 /// `before→after` with short ids.
 pub fn containers(entry: &HistoryEntry) -> String {
     let id = |id: &Option<String>| id.as_deref().map(short_id).unwrap_or("-").to_owned();
@@ -93,7 +104,7 @@ pub fn table(entries: &[HistoryEntry], now: SystemTime) -> Table {
             entry.seq.to_string(),
             short_id(&entry.op_id).to_owned(),
             entry.op_kind.as_str().to_owned(),
-            entry.op_source.as_str().to_owned(),
+            source_text(entry),
             or_none(&entry.source_ref),
             outcome_text(entry),
             containers(entry),
@@ -188,5 +199,23 @@ mod tests {
         assert_eq!(outcome_text(&entry), "failure");
         entry.repeated = 4;
         assert_eq!(outcome_text(&entry), "failure ×5");
+    }
+
+    #[test]
+    fn a_claimed_source_is_marked_as_the_writers_claim() {
+        let mut entry = HistoryEntry::begin("g1", "op-1", OpKind::Restart, OpSource::AdminCli);
+        entry.source_ref = "REQ-OF-ALICE".into();
+        assert_eq!(source_text(&entry), "admin_cli");
+        entry.source_claimed = true;
+        assert_eq!(source_text(&entry), "admin_cli (claimed)");
+        let now = entry.started_at.system_time();
+        let text = table(&[entry], now).render();
+        let row = text.lines().nth(1).unwrap();
+        let columns: Vec<&str> = row.split("   ").map(str::trim).collect();
+        assert_eq!(
+            columns[3..5],
+            ["admin_cli (claimed)", "REQ-OF-ALICE"],
+            "{row}"
+        );
     }
 }

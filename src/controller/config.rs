@@ -73,6 +73,11 @@ pub struct ControllerConfig {
     #[arg(long = "history-retention", env = "RTM_HISTORY_RETENTION", default_value_t = DEFAULT_RETENTION)]
     pub history_retention: usize,
 
+    /// A deleted game's history (no document, no status, no container) is removed this long
+    /// after its last entry; 0 keeps it forever.
+    #[arg(long = "history-grace", env = "RTM_HISTORY_GRACE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub history_grace: Duration,
+
     /// Containers labelled as ours whose document is gone are removed after this grace period.
     #[arg(long = "gc-grace", env = "RTM_GC_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
     pub gc_grace: Duration,
@@ -316,6 +321,11 @@ impl fmt::Display for ControllerConfig {
         writeln!(f, "metrics-addr: {}", self.metrics_addr)?;
         writeln!(f, "log-format: {:?}", self.log_format)?;
         writeln!(f, "history-retention: {}", self.history_retention)?;
+        writeln!(
+            f,
+            "history-grace: {}",
+            humantime::format_duration(self.history_grace)
+        )?;
         writeln!(f, "gc-grace: {}", humantime::format_duration(self.gc_grace))?;
         writeln!(
             f,
@@ -355,6 +365,13 @@ mod tests {
         assert_eq!(config.concurrency, 32);
         assert_eq!(config.lease_ttl, Duration::from_secs(15));
         assert_eq!(config.metrics_addr.to_string(), "127.0.0.1:9464");
+        assert_eq!(config.history_grace, Duration::from_secs(24 * 3600));
+        let forever = load(&["--history-grace", "0s"]).unwrap();
+        assert_eq!(
+            forever.history_grace,
+            Duration::ZERO,
+            "0 keeps history forever"
+        );
         let cloud = load(&["--node-name", "ip-10-0-1-2.eu-west-1.compute.internal"]).unwrap();
         assert_eq!(cloud.node_name, "ip-10-0-1-2.eu-west-1.compute.internal");
     }

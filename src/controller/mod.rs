@@ -297,6 +297,8 @@ async fn run_session(
         queue.clone(),
         config.resync,
         config.gc_grace,
+        config.history_grace,
+        metrics.clone(),
         stop_work.clone(),
     ));
     tokio::select! {

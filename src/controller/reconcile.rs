@@ -520,18 +520,7 @@ impl Reconciler {
             _ => false,
         };
         let request = match doc.filter(|_| requested) {
-            Some(doc) => {
-                let annotations = &doc.metadata.annotations;
-                let op_source = annotations
-                    .get(ANNOTATION_OP_SOURCE)
-                    .and_then(|s| OpSource::parse(s))
-                    .unwrap_or(OpSource::Api);
-                let source_ref = annotations
-                    .get(ANNOTATION_SOURCE_REF)
-                    .cloned()
-                    .unwrap_or_default();
-                OpRequest::new(game, op_source).with_source_ref(source_ref)
-            }
+            Some(doc) => claimed_request(game, doc),
             None => OpRequest::new(game, OpSource::Reconcile),
         };
         match doc {
@@ -726,6 +715,29 @@ fn requeue_for(action: Action) -> Option<Duration> {
     match action {
         Action::WaitBackoff { remaining } => Some(remaining),
         _ => None,
+    }
+}
+
+/// The request for a change a document's writer asked for: who asked is
+/// whatever its annotations say, recorded as the writer's claim
+/// ([`crate::history::HistoryEntry::source_claimed`]), since anyone who may
+/// write the document may write them. `reconcile` (the controller's own
+/// source) and unknown values are recorded as a claimed `api`; a document
+/// with neither annotation is an unclaimed `api` (someone wrote it).
+fn claimed_request(game: &str, doc: &GameRuntime) -> OpRequest {
+    let annotations = &doc.metadata.annotations;
+    let claimed_source = annotations.get(ANNOTATION_OP_SOURCE);
+    let source_ref = annotations.get(ANNOTATION_SOURCE_REF);
+    let op_source = claimed_source
+        .and_then(|s| OpSource::parse(s))
+        .filter(|source| *source != OpSource::Reconcile)
+        .unwrap_or(OpSource::Api);
+    let request =
+        OpRequest::new(game, op_source).with_source_ref(source_ref.cloned().unwrap_or_default());
+    if claimed_source.is_some() || source_ref.is_some() {
+        request.claimed()
+    } else {
+        request
     }
 }
 

@@ -56,6 +56,9 @@ pub struct OpRequest {
     /// The caller's reference (request id, user); reused as the correlation
     /// id of a restart's entries. Empty when the caller has none.
     pub source_ref: String,
+    /// Whether `op_source` / `source_ref` are the document writer's claim
+    /// (its annotations), recorded as such in the history.
+    pub source_claimed: bool,
     /// The document the caller planned the operation with, read (or known
     /// unchanged) under the game's lease: the operation acts on it instead
     /// of reading it again, so the plan and the action see one version. A
@@ -70,12 +73,19 @@ impl OpRequest {
             game: game.into(),
             op_source,
             source_ref: String::new(),
+            source_claimed: false,
             document: None,
         }
     }
 
     pub fn with_source_ref(mut self, source_ref: impl Into<String>) -> Self {
         self.source_ref = source_ref.into();
+        self
+    }
+
+    /// Marks the source as the document writer's claim.
+    pub fn claimed(mut self) -> Self {
+        self.source_claimed = true;
         self
     }
 
@@ -445,6 +455,7 @@ impl Lifecycle {
     fn entry(&self, kind: OpKind, request: &OpRequest, op_id: &str) -> HistoryEntry {
         let mut entry = HistoryEntry::begin(&request.game, op_id, kind, request.op_source);
         entry.source_ref = request.source_ref.clone();
+        entry.source_claimed = request.source_claimed;
         entry.holder = self.session.holder().to_owned();
         entry
     }

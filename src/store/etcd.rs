@@ -1059,6 +1059,30 @@ impl Store for EtcdStore {
         .await?;
         Ok(())
     }
+
+    async fn keys_from(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let options = GetOptions::new()
+            .with_range(prefix_end(prefix))
+            .with_keys_only()
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let response = self
+            .call("keys", || {
+                let mut kv = self.client.kv_client();
+                let options = options.clone();
+                async move { kv.get(from, Some(options)).await }
+            })
+            .await?;
+        Ok(response
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .collect())
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,11 @@
 //! <prefix>/history/<name>/<seq>       operation entries (controller)
 //! <prefix>/leases/<name>              per-game lease (controller)
 //! <prefix>/controllers/<id>           controller heartbeat (controller)
+//! <prefix>/sessions/<name>            reserved for matchmakers' sessions (issue #14)
 //! ```
+//!
+//! The roles `scripts/etcd-roles` creates grant permissions on these
+//! prefixes (README, Security): a new key kind needs its role permissions.
 //!
 //! Names reach this module only after validation (DNS-1123 labels), so a
 //! name can never add a path segment; [`Keys::name_of`] still refuses
@@ -93,6 +97,19 @@ impl Keys {
     /// `g10`.
     pub fn history(&self, name: &str) -> String {
         format!("{}/history/{name}/", self.prefix)
+    }
+
+    /// Every game's history.
+    pub fn histories(&self) -> String {
+        format!("{}/history/", self.prefix)
+    }
+
+    /// The game whose history holds `key` (`history/<name>/...`), or
+    /// `None` for a key that is not under a plausible name.
+    pub fn history_game<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let collection = self.histories();
+        let (name, _) = key.strip_prefix(&collection)?.split_once('/')?;
+        self.name_of(&collection, &key[..collection.len() + name.len()])
     }
 
     pub fn history_entry(&self, name: &str, seq: u64) -> String {
@@ -188,6 +205,25 @@ mod tests {
         assert!(nine < ten, "byte order must be numeric order");
         assert_eq!(keys.history_seq("g", &ten), Some(10));
         assert_eq!(keys.history_seq("g1", &keys.history_entry("g10", 1)), None);
+    }
+
+    #[test]
+    fn history_game_names_the_game_of_a_history_key() {
+        let keys = Keys::default();
+        assert_eq!(keys.histories(), "/rtmanager/history/");
+        assert_eq!(
+            keys.history_game(&keys.history_entry("g-1", 3)),
+            Some("g-1")
+        );
+        assert!(keys.history("g1").starts_with(&keys.histories()));
+        for odd in [
+            "/rtmanager/history/g1",
+            "/rtmanager/history//1",
+            "/rtmanager/history/Bad/1",
+            "/rtmanager/status/g1/1",
+        ] {
+            assert_eq!(keys.history_game(odd), None, "{odd}");
+        }
     }
 
     #[test]

@@ -439,6 +439,24 @@ impl Store for MemoryStore {
         state.log.retain(|event| event.mod_revision() >= revision);
         Ok(())
     }
+
+    async fn keys_from(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut state = self.begin()?;
+        state.requests.reads += 1;
+        Ok(state
+            .keys
+            .range(from.max(prefix).to_owned()..)
+            .map(|(key, _)| key)
+            .take_while(|key| key.starts_with(prefix))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
 }
 
 #[cfg(test)]

@@ -358,6 +358,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// to provoke compaction errors).
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
 
+    /// Up to `limit` keys under `prefix`, in key order from `from`
+    /// (inclusive; a key under `prefix`) on, without their values: one page
+    /// of a scan that may skip ahead (the history sweep jumps over each
+    /// game's entries).
+    async fn keys_from(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Creates `key` only if it does not exist; returns the new revision.
     async fn create(
         &self,

@@ -558,6 +558,16 @@ impl Store for CountingStore {
         self.timed("revision", self.inner.revision()).await
     }
 
+    async fn keys_from(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+    ) -> std::result::Result<Vec<String>, StoreError> {
+        self.timed("keys_from", self.inner.keys_from(prefix, from, limit))
+            .await
+    }
+
     async fn compact(&self, revision: Revision) -> std::result::Result<(), StoreError> {
         self.timed("compact", self.inner.compact(revision)).await
     }

@@ -467,3 +467,77 @@ async fn with_the_status_cache_a_converged_game_reads_nothing_from_etcd() {
     }
     assert_eq!(w.runtime.count(FakeOp::Create), 1);
 }
+
+#[tokio::test]
+async fn a_documents_claimed_source_is_recorded_as_its_writers_claim_never_as_reconcile() {
+    let w = world().await;
+    w.apply(game("g1", "")).await;
+    w.converge("g1").await;
+    let start = w.history("g1").await.remove(0);
+    assert_eq!(
+        (start.op_source, start.source_claimed),
+        (OpSource::Api, false),
+        "a document naming no source: someone wrote it, nothing claimed"
+    );
+
+    // The writer claims to be the controller itself, on someone else's request.
+    let mut doc = game(
+        "g1",
+        "  annotations:\n    rtmanager.dev/op-source: reconcile\n    rtmanager.dev/source-ref: REQ-OF-ALICE\n",
+    );
+    doc.spec.restart_token = "t-1".into();
+    w.apply(doc.clone()).await;
+    w.converge("g1").await;
+    let restart = w
+        .history("g1")
+        .await
+        .into_iter()
+        .find(|e| e.op_kind == OpKind::Restart)
+        .unwrap();
+    assert_eq!(
+        restart.op_source,
+        OpSource::Api,
+        "reconcile cannot be claimed"
+    );
+    assert!(restart.source_claimed);
+    assert_eq!(restart.source_ref, "REQ-OF-ALICE", "kept, as a claim");
+    let inner: Vec<_> = w
+        .history("g1")
+        .await
+        .into_iter()
+        .filter(|e| e.source_ref == "REQ-OF-ALICE")
+        .collect();
+    assert!(
+        inner.len() >= 3 && inner.iter().all(|e| e.source_claimed),
+        "the inner stop and start carry the claim too: {inner:#?}"
+    );
+
+    // admin_cli, as rtctl writes it: recorded, marked as claimed.
+    doc.metadata
+        .annotations
+        .insert("rtmanager.dev/op-source".into(), "admin_cli".into());
+    doc.spec.restart_token = "t-2".into();
+    w.apply(doc).await;
+    w.converge("g1").await;
+    let newest = w
+        .history("g1")
+        .await
+        .into_iter()
+        .find(|e| e.op_kind == OpKind::Restart)
+        .unwrap();
+    assert_eq!(
+        (newest.op_source, newest.source_claimed),
+        (OpSource::AdminCli, true)
+    );
+
+    // Drift the controller repairs on its own is its own word.
+    let id = w.runtime.container("rtm-g1").unwrap().id;
+    w.runtime.exit_container(&id, 3).unwrap();
+    w.converge("g1").await;
+    let repair = w.history("g1").await.remove(0);
+    assert_eq!(
+        (repair.op_source, repair.source_claimed),
+        (OpSource::Reconcile, false),
+        "{repair:#?}"
+    );
+}
