@@ -1249,7 +1249,7 @@ fn help_lists_every_option_with_its_environment_variable_and_default() {
     let output = rtmanager(&["--help"], &[]);
     assert!(output.status.success(), "{output:?}");
     let help = String::from_utf8_lossy(&output.stdout);
-    let options: [(&str, &str, Option<&str>); 20] = [
+    let options: [(&str, &str, Option<&str>); 30] = [
         (
             "--etcd-endpoints",
             "RTM_ETCD_ENDPOINTS",
@@ -1274,6 +1274,20 @@ fn help_lists_every_option_with_its_environment_variable_and_default() {
         ("--gc-grace", "RTM_GC_GRACE", Some("60s")),
         ("--reconcile-timeout", "RTM_RECONCILE_TIMEOUT", Some("5m")),
         ("--drain-timeout", "RTM_DRAIN_TIMEOUT", Some("60s")),
+        ("--history-grace", "RTM_HISTORY_GRACE", Some("24h")),
+        ("--host-ports", "RTM_HOST_PORTS", Some("1024-65535")),
+        ("--host-ips", "RTM_HOST_IPS", Some("0.0.0.0,::")),
+        (
+            "--allowed-capabilities",
+            "RTM_ALLOWED_CAPABILITIES",
+            Some("NET_BIND_SERVICE"),
+        ),
+        ("--pids-limit", "RTM_PIDS_LIMIT", Some("1024")),
+        ("--default-memory", "RTM_DEFAULT_MEMORY", Some("1Gi")),
+        ("--max-memory", "RTM_MAX_MEMORY", Some("16Gi")),
+        ("--default-cpus", "RTM_DEFAULT_CPUS", Some("1")),
+        ("--max-cpus", "RTM_MAX_CPUS", Some("16")),
+        ("--network", "RTM_NETWORK", None),
     ];
     for (flag, var, default) in options {
         let block = help_block(&help, flag)

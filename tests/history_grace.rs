@@ -47,7 +47,10 @@ async fn a_deleted_games_history_goes_after_the_grace_and_a_recreated_games_stay
     let keys = unique_keys("history-grace");
     let _wipe = WipeOnDrop(keys.clone());
     let (gone, back) = (game_id("hg-gone"), game_id("hg-back"));
-    let _cleanup = Cleanup::new(&[&container_name(&gone), &container_name(&back)]);
+    let _cleanup = Cleanup::new(&[
+        &container_name(keys.prefix(), &gone),
+        &container_name(keys.prefix(), &back),
+    ]);
     let documents = Documents::new(store.clone(), keys.clone());
     let history = History::new(store.clone(), keys.clone(), 100);
     let controller = ControllerOptions::new(&keys, "history-grace")
@@ -164,7 +167,7 @@ async fn a_deleted_games_history_goes_after_the_grace_and_a_recreated_games_stay
     }
     assert!(
         runtime
-            .inspect_container(&container_name(&gone))
+            .inspect_container(&container_name(keys.prefix(), &gone))
             .await
             .expect("docker inspect")
             .is_none()

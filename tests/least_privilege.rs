@@ -195,7 +195,7 @@ async fn each_role_does_its_job_and_nothing_more() {
         dir: tempfile::tempdir().expect("a directory for passwords and manifests"),
     };
     let game = game_id("least-privilege");
-    let _cleanup = Cleanup::new(&[&container_name(&game)]);
+    let _cleanup = Cleanup::new(&[&container_name(w.keys.prefix(), &game)]);
 
     // A wrong root password: refused before anything changes, and not echoed.
     let refused = w.etcd_roles_with("not-roots-password");

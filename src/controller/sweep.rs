@@ -682,7 +682,9 @@ mod tests {
         let later = SystemTime::now() + GRACE * 2;
         assert!(w.sweep_at(later).await.is_empty(), "its container remains");
         // A status record alone (another node's game, its node away) keeps it too.
-        w.runtime.remove_by_hand(&container_name("g1")).unwrap();
+        w.runtime
+            .remove_by_hand(&container_name(crate::store::keys::DEFAULT_PREFIX, "g1"))
+            .unwrap();
         assert!(w.sweep_at(later).await.is_empty(), "its status remains");
         assert!(w.history_keys("g1").await >= 1);
     }

@@ -531,7 +531,7 @@ async fn a_documents_claimed_source_is_recorded_as_its_writers_claim_never_as_re
     );
 
     // Drift the controller repairs on its own is its own word.
-    let id = w.runtime.container("rtm-g1").unwrap().id;
+    let id = w.runtime.container(&name("g1")).unwrap().id;
     w.runtime.exit_container(&id, 3).unwrap();
     w.converge("g1").await;
     let repair = w.history("g1").await.remove(0);
