@@ -273,7 +273,25 @@ fn encode(doc: &GameRuntime) -> Result<Vec<u8>, DocumentError> {
     stored.metadata.generation = None;
     stored.metadata.resource_version = None;
     stored.status = None;
-    Ok(to_yaml(&stored).into_bytes())
+    let bytes = to_yaml(&stored).into_bytes();
+    // What parsing checks for a file, checked again for what is written:
+    // annotations a tool adds (rtctl's op-source and source-ref) may push a
+    // document at the limit over it, and then no reader could load it.
+    let limit = crate::model::MAX_DOCUMENT_BYTES;
+    if bytes.len() > limit {
+        return Err(DocumentError::Invalid {
+            name: doc.metadata.name.clone(),
+            errors: vec![FieldError::new(
+                "metadata",
+                format!(
+                    "stored it would be {} bytes (annotations included), more than the limit \
+                     of {limit} bytes; make the document smaller",
+                    bytes.len()
+                ),
+            )],
+        });
+    }
+    Ok(bytes)
 }
 
 /// Decodes a status value.
@@ -294,6 +312,20 @@ pub fn encode_status(status: &GameRuntimeStatus) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn a_document_whose_stored_form_is_over_the_limit_is_never_written() {
+        let (store, documents) = documents();
+        let mut doc = game("big");
+        doc.metadata.annotations.insert(
+            "example.com/blob".into(),
+            "x".repeat(crate::model::MAX_DOCUMENT_BYTES),
+        );
+        let error = documents.create(&doc).await.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::InvalidRequest, "{error}");
+        assert!(error.to_string().contains("more than the limit"), "{error}");
+        assert!(store.dump().is_empty(), "nothing written");
+    }
 
     fn documents() -> (Arc<MemoryStore>, Documents) {
         let store = Arc::new(MemoryStore::new());
