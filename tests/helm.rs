@@ -857,6 +857,11 @@ fn controller_env_vars() -> BTreeSet<String> {
         })
         .collect();
     assert!(names.contains("RTM_ETCD_ENDPOINTS"), "help: {help}");
+    let mut names = names;
+    // Read from the environment only: its flag is refused on a command line
+    // (`ps` would show it), so `--help` hides it. The chart sets it from a
+    // Secret (secretKeyRef), which never reaches the command line.
+    names.insert("RTM_ETCD_PASSWORD".to_owned());
     names
 }
 
