@@ -9,7 +9,7 @@ use crate::error_code::ErrorCode;
 use crate::lease::GameLease;
 use crate::model::GameRuntime;
 use crate::ports::{HostPort, PortClaim, asks_for, host_ports};
-use crate::runtime::{RuntimeOp, host_port_label};
+use crate::runtime::{ContainerInfo, RuntimeOp, host_port_label};
 use crate::store::{Compare, Txn};
 
 use super::{Failure, Lifecycle};
@@ -129,17 +129,21 @@ impl Lifecycle {
         named: &str,
         port: HostPort,
     ) -> Result<bool, Failure> {
-        let containers = self
+        let containers = self.publishers(port).await?;
+        let of = |who: &str| containers.iter().any(|c| c.game() == Some(who));
+        Ok(of(game) && !of(named))
+    }
+
+    /// This installation's containers, in any state, created to publish
+    /// `port` (their host-port label says so).
+    async fn publishers(&self, port: HostPort) -> Result<Vec<ContainerInfo>, Failure> {
+        let mut containers = self
             .runtime
             .list_labelled(&host_port_label(port.protocol, port.port))
             .await
             .map_err(|e| Failure::runtime(RuntimeOp::ListManaged, &e))?;
-        let of = |who: &str| {
-            containers
-                .iter()
-                .any(|c| c.prefix() == Some(self.prefix()) && c.game() == Some(who))
-        };
-        Ok(of(game) && !of(named))
+        containers.retain(|c| c.prefix() == Some(self.prefix()));
+        Ok(containers)
     }
 
     /// Another game of this installation whose container (in any state)
@@ -150,15 +154,7 @@ impl Lifecycle {
         node: &str,
         port: HostPort,
     ) -> Result<Option<String>, Failure> {
-        let containers = self
-            .runtime
-            .list_labelled(&host_port_label(port.protocol, port.port))
-            .await
-            .map_err(|e| Failure::runtime(RuntimeOp::ListManaged, &e))?;
-        for container in containers {
-            if container.prefix() != Some(self.prefix()) {
-                continue;
-            }
+        for container in self.publishers(port).await? {
             let Some(holder) = container.game().filter(|g| *g != game) else {
                 continue;
             };
