@@ -202,6 +202,24 @@ user with the socket's group when docker.socketGroupId is set; then
   value: {{ .Values.controller.hostPorts | quote }}
 - name: RTM_HOST_IPS
   value: {{ .Values.controller.hostIps | quote }}
+- name: RTM_HISTORY_GRACE
+  value: {{ .Values.controller.historyGrace | quote }}
+- name: RTM_ALLOWED_CAPABILITIES
+  value: {{ .Values.controller.allowedCapabilities | quote }}
+- name: RTM_PIDS_LIMIT
+  value: {{ .Values.controller.pidsLimit | quote }}
+- name: RTM_DEFAULT_MEMORY
+  value: {{ .Values.controller.defaultMemory | quote }}
+- name: RTM_MAX_MEMORY
+  value: {{ .Values.controller.maxMemory | quote }}
+- name: RTM_DEFAULT_CPUS
+  value: {{ .Values.controller.defaultCpus | quote }}
+- name: RTM_MAX_CPUS
+  value: {{ .Values.controller.maxCpus | quote }}
+{{- with .Values.controller.network }}
+- name: RTM_NETWORK
+  value: {{ . | quote }}
+{{- end }}
 {{- with .Values.controller.extraEnv }}
 {{ toYaml . }}
 {{- end }}
