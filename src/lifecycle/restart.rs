@@ -120,6 +120,21 @@ impl Lifecycle {
         failpoint::hit("restart.after_stop");
 
         lease.check()?;
+        if let Some(id) = &stop.container_id
+            && let Err(failure) = self.require_image(&outer.entry.image_ref).await
+        {
+            // The image went away while the old container stopped (removed
+            // by hand meanwhile): keep the game on its old container rather
+            // than remove it for a replacement that cannot be created.
+            let again = match self.runtime.start(id).await {
+                Ok(()) => "the old container was started again".to_owned(),
+                Err(e) => format!("starting the old container again failed too: {e}"),
+            };
+            return Err(Failure::new(
+                failure.code,
+                format!("{} (it vanished during the stop; {again})", failure.message),
+            ));
+        }
         if let Some(id) = &stop.container_id {
             self.remove_container(id, false).await.map_err(|e| {
                 Failure::new(ErrorCode::ServiceUnavailable, format!("docker remove: {e}"))
