@@ -21,24 +21,32 @@ RUN apt-get update \
 WORKDIR /src
 
 # Dependencies first, in their own layer, so that a change to the sources
-# does not rebuild them: build the real manifest with stub sources. Every
-# target path Cargo.toml names gets a stub, since cargo checks them all.
+# does not rebuild them: build the real manifests of the workspace with stub
+# sources (cargo checks that every member has its targets).
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/bin \
-    && touch src/lib.rs \
-    && for path in src/bin/rtmanager.rs src/bin/rtctl.rs \
-            $(sed -n 's/^path *= *"\(.*\)"/\1/p' Cargo.toml); do \
-        mkdir -p "$(dirname "$path")" && echo 'fn main() {}' > "$path"; \
+COPY crates/core/Cargo.toml crates/core/
+COPY crates/controller/Cargo.toml crates/controller/
+COPY crates/rtctl/Cargo.toml crates/rtctl/
+COPY crates/testkit/Cargo.toml crates/testkit/
+COPY crates/bench/Cargo.toml crates/bench/
+RUN for lib in core controller rtctl testkit; do \
+        mkdir -p "crates/$lib/src" && touch "crates/$lib/src/lib.rs"; \
     done \
-    && cargo build --release --locked --bin rtmanager --bin rtctl \
-    && rm -rf src
+    && mkdir -p crates/bench/src src/bin \
+    && for path in crates/bench/src/main.rs src/bin/rtmanager.rs src/bin/rtctl.rs; do \
+        echo 'fn main() {}' > "$path"; \
+    done \
+    && cargo build --release --locked -p rtmanager --bin rtmanager --bin rtctl \
+    && rm -rf src crates/*/src
 
 COPY src ./src
+COPY crates ./crates
 # COPY keeps the files' own modification times, which can be older than the
 # stub build above; without the touch, cargo would keep the stub binaries.
-# Only the two binaries the image ships (src/bin may hold dev tools too).
-RUN find src -name '*.rs' -exec touch {} + \
-    && cargo build --release --locked --bin rtmanager --bin rtctl \
+# Only the two binaries the image ships: the product package's, which
+# build neither the test kit nor the benchmark.
+RUN find src crates -name '*.rs' -exec touch {} + \
+    && cargo build --release --locked -p rtmanager --bin rtmanager --bin rtctl \
     && install -D -m 0755 target/release/rtmanager target/release/rtctl -t /out/
 
 # ---------------------------------------------------------------- runtime

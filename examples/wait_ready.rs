@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::StreamExt;
-use rtmanager::model::{ConditionStatus, GameRuntimeStatus};
-use rtmanager::store::documents::decode_status;
-use rtmanager::store::etcd::{DEFAULT_ENDPOINT, EtcdConfig, EtcdStore};
-use rtmanager::store::{Keys, Store, WatchEvent};
+use rtm_core::model::{ConditionStatus, GameRuntimeStatus};
+use rtm_core::records::documents::decode_status;
+use rtm_core::store::etcd::{DEFAULT_ENDPOINT, EtcdConfig, EtcdStore};
+use rtm_core::store::{Keys, Store, WatchEvent};
 
 fn is_ready(status: &GameRuntimeStatus) -> bool {
     status
@@ -27,7 +27,7 @@ fn is_ready(status: &GameRuntimeStatus) -> bool {
 }
 
 async fn wait_ready(game: &str, limit: Duration) -> anyhow::Result<bool> {
-    rtmanager::model::validate::validate_name(game)
+    rtm_core::model::validate::validate_name(game)
         .map_err(|reason| anyhow::anyhow!("invalid game name {game:?}: {reason}"))?;
     let endpoints = std::env::var("RTM_ETCD_ENDPOINTS").unwrap_or_else(|_| DEFAULT_ENDPOINT.into());
     let prefix = std::env::var("RTM_PREFIX").unwrap_or_else(|_| "/rtmanager".into());

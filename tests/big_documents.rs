@@ -10,17 +10,17 @@
 //! Ignored by a bare `cargo test` (they need etcd and Docker); `scripts/test` runs them, one
 //! at a time.
 
-mod common;
-#[path = "common/controller.rs"]
-mod process;
+use rtm_testkit as common;
+use rtm_testkit::process;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rtmanager::model::parse::{MAX_DOCUMENT_BYTES, parse_documents, to_yaml};
-use rtmanager::model::{GameRuntime, Phase};
-use rtmanager::runtime::{ContainerState, DockerRuntime, container_name};
-use rtmanager::store::{Documents, Store, Txn};
+use rtm_controller::runtime::{ContainerState, DockerRuntime, container_name};
+use rtm_core::model::parse::{MAX_DOCUMENT_BYTES, parse_documents, to_yaml};
+use rtm_core::model::{GameRuntime, Phase};
+use rtm_core::records::Documents;
+use rtm_core::store::{Store, Txn};
 
 use common::docker::{Cleanup, IMAGE_1, docker_cli, game as game_id};
 use common::{etcd, etcd_endpoints, unique_keys};
@@ -61,7 +61,7 @@ fn largest_document(name: &str) -> GameRuntime {
     doc
 }
 
-fn rtctl(keys: &rtmanager::store::Keys, args: &[&str]) -> std::process::Output {
+fn rtctl(keys: &rtm_core::store::Keys, args: &[&str]) -> std::process::Output {
     let mut command = Command::new(RTCTL);
     command
         .args(args)

@@ -9,9 +9,8 @@
 //! once on a small machine would make those timings flaky. Each has its own
 //! etcd prefix (its own installation) and game names of its own.
 
-mod common;
-#[path = "common/controller.rs"]
-mod process;
+use rtm_testkit as common;
+use rtm_testkit::process;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};
@@ -20,23 +19,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rtmanager::ErrorCode;
-use rtmanager::history::{History, HistoryEntry};
-use rtmanager::model::parse::parse_documents;
-use rtmanager::model::{
-    ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, ConditionStatus, EnvVar, GameRuntime,
-    GameRuntimeStatus, OpKind, OpSource, Outcome, Phase,
-};
-use rtmanager::runtime::{
+use rtm_controller::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, DockerRuntime, LABEL_GAME, LABEL_MANAGED_BY,
     LABEL_PREFIX, LABEL_SPEC_HASH, MANAGED_BY, container_name,
 };
-use rtmanager::store::{Documents, Keys, Store, Txn, WatchEvent};
+use rtm_core::ErrorCode;
+use rtm_core::model::parse::parse_documents;
+use rtm_core::model::{
+    ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, ConditionStatus, EnvVar, GameRuntime,
+    GameRuntimeStatus, OpKind, OpSource, Outcome, Phase,
+};
+use rtm_core::records::Documents;
+use rtm_core::records::history::{History, HistoryEntry};
+use rtm_core::store::{Keys, Store, Txn, WatchEvent};
 
 use common::docker::{Cleanup, IMAGE_1, IMAGE_2, docker, docker_cli, game as game_id, run_bounded};
 use common::{etcd, unique_keys, within};
 use process::{
-    BINARY, ControllerOptions, ControllerProcess, WipeOnDrop, containers_of, describe, eventually,
+    ControllerOptions, ControllerProcess, WipeOnDrop, binary, containers_of, describe, eventually,
     ready, short, summary, timeline,
 };
 
@@ -1163,7 +1163,7 @@ async fn a_status_record_left_without_a_document_is_cleared_and_another_nodes_is
             node: node.map(str::to_owned),
             ..GameRuntimeStatus::default()
         };
-        rtmanager::store::documents::encode_status(&status)
+        rtm_core::records::documents::encode_status(&status)
     };
     // Left by games deleted while no controller ran: one listed at start-up,
     // one seen by the status watch, and one of another node.
@@ -1214,7 +1214,7 @@ async fn a_status_record_left_without_a_document_is_cleared_and_another_nodes_is
 
 /// Runs `rtmanager` with none of the caller's rtmanager settings.
 fn rtmanager(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BINARY);
+    let mut command = Command::new(binary());
     for (var, _) in std::env::vars_os() {
         let name = var.to_string_lossy();
         if name.starts_with("RTM_") || name == "DOCKER_HOST" {
@@ -1524,7 +1524,7 @@ async fn a_paused_container_is_stopped_or_restarted_when_asked() {
     docker_ok(&["pause", &stop_name]);
     docker_ok(&["pause", &restart_name]);
     h.change(&stop, |d| {
-        d.spec.state = rtmanager::model::DesiredState::Stopped
+        d.spec.state = rtm_core::model::DesiredState::Stopped
     })
     .await;
     let restart_doc = h
@@ -1846,17 +1846,17 @@ async fn a_controller_waiting_for_an_unreachable_etcd_stops_at_once_on_sigterm()
 async fn a_container_named_the_old_way_is_renamed_and_adopted_not_recreated() {
     let h = harness("ten-legacy").await;
     let game = game_id("ten-legacy");
-    let old = rtmanager::runtime::legacy_container_name(&game);
+    let old = rtm_controller::runtime::legacy_container_name(&game);
     let new = container_name(h.keys.prefix(), &game);
     let _cleanup = Cleanup::new(&[&old, &new]);
     // What an rtmanager from before names carried the installation left
     // running: the game's container with every label, named rtm-<game>.
     let doc = h.create(doc(&game)).await;
-    let mut spec = rtmanager::lifecycle::container_spec(
+    let mut spec = rtm_controller::lifecycle::container_spec(
         &doc,
         h.keys.prefix(),
         "op-old",
-        &rtmanager::lifecycle::policy::ContainerPolicy::default(),
+        &rtm_controller::lifecycle::policy::ContainerPolicy::default(),
     );
     spec.name = old.clone();
     let id = h.runtime.create(&spec).await.expect("docker create");
@@ -1956,7 +1956,7 @@ async fn a_dead_controllers_lease_kept_alive_by_another_writer_blocks_its_games_
     h.wait_converged(&doc).await;
     let doc = h
         .change(&game, |d| {
-            d.spec.state = rtmanager::model::DesiredState::Stopped
+            d.spec.state = rtm_core::model::DesiredState::Stopped
         })
         .await;
     let held = eventually(
@@ -2032,10 +2032,10 @@ fn free_host_port() -> u16 {
 
 fn publishing(doc: Doc, host_port: u16) -> Doc {
     let mut doc = doc;
-    doc.0.spec.ports.push(rtmanager::model::PortMapping {
+    doc.0.spec.ports.push(rtm_core::model::PortMapping {
         container_port: 7000,
         host_port: Some(host_port),
-        protocol: rtmanager::model::Protocol::Tcp,
+        protocol: rtm_core::model::Protocol::Tcp,
         host_ip: None,
     });
     doc
@@ -2103,7 +2103,7 @@ async fn a_host_port_stays_its_owners_through_a_crash_a_stop_and_a_restart_while
     // A stop: the port stays the owner's.
     let stopped = h
         .change(&owner, |d| {
-            d.spec.state = rtmanager::model::DesiredState::Stopped
+            d.spec.state = rtm_core::model::DesiredState::Stopped
         })
         .await;
     eventually(CONVERGE, "the owner stopped", async || {
@@ -2151,7 +2151,7 @@ async fn a_host_port_stays_its_owners_through_a_crash_a_stop_and_a_restart_while
     // Running again, then a restart (a recreate): still the owner's.
     let running = h
         .change(&owner, |d| {
-            d.spec.state = rtmanager::model::DesiredState::Running
+            d.spec.state = rtm_core::model::DesiredState::Running
         })
         .await;
     h.wait_converged(&running).await;

@@ -3,20 +3,20 @@
 //! loads, and the library example `wait_ready` waits for a real game.
 //! (`tests/model_examples.rs` checks that the manifests parse.)
 
-mod common;
-#[path = "common/controller.rs"]
-mod process;
+use rtm_testkit as common;
+use rtm_testkit::process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rtmanager::controller::config::ControllerConfig;
-use rtmanager::model::parse::parse_documents;
-use rtmanager::model::{DesiredState, GameRuntime, Phase};
-use rtmanager::runtime::{ContainerRuntime, container_name};
-use rtmanager::status::StatusStore;
-use rtmanager::store::{Documents, Store};
+use rtm_controller::config::ControllerConfig;
+use rtm_controller::runtime::{ContainerRuntime, container_name};
+use rtm_controller::status::StatusStore;
+use rtm_core::model::parse::parse_documents;
+use rtm_core::model::{DesiredState, GameRuntime, Phase};
+use rtm_core::records::Documents;
+use rtm_core::store::Store;
 
 use common::docker::{Cleanup, docker};
 use common::{etcd, unique_keys};

@@ -9,24 +9,24 @@
 //! Ignored by a bare `cargo test` (they need etcd and Docker). Each test has
 //! its own prefix, games, and network, and removes what it made.
 
-mod common;
-#[path = "common/controller.rs"]
-mod process;
+use rtm_testkit as common;
+use rtm_testkit::process;
 
 use std::io::Read as _;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtmanager::ErrorCode;
-use rtmanager::controller::hardening::default_network_name;
-use rtmanager::lifecycle::{ContainerPolicy, container_spec, new_id};
-use rtmanager::model::parse::parse_documents;
-use rtmanager::model::{GameRuntime, GameRuntimeStatus, PortMapping, Protocol};
-use rtmanager::runtime::{
+use rtm_controller::hardening::default_network_name;
+use rtm_controller::lifecycle::{ContainerPolicy, container_spec, new_id};
+use rtm_controller::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, DockerRuntime, NetworkSpec,
 };
-use rtmanager::store::{Documents, Keys};
+use rtm_core::ErrorCode;
+use rtm_core::model::parse::parse_documents;
+use rtm_core::model::{GameRuntime, GameRuntimeStatus, PortMapping, Protocol};
+use rtm_core::records::Documents;
+use rtm_core::store::Keys;
 
 use common::docker::{IMAGE_1, docker, docker_cli, game as game_id, run_bounded};
 use common::{etcd, unique_keys};
@@ -552,7 +552,7 @@ async fn starting_on_the_isolated_network_costs_about_what_the_default_bridge_do
         name: h.network.clone(),
         isolated: true,
         labels: [(
-            rtmanager::runtime::LABEL_PREFIX.to_owned(),
+            rtm_controller::runtime::LABEL_PREFIX.to_owned(),
             h.keys.prefix().to_owned(),
         )]
         .into(),
@@ -560,7 +560,7 @@ async fn starting_on_the_isolated_network_costs_about_what_the_default_bridge_do
     // The network's one-off creation is not part of a start: make it first.
     let mut warm = ContainerSpec::new(&game_id("startcost-warm"), IMAGE_1);
     warm.labels.insert(
-        rtmanager::runtime::LABEL_PREFIX.into(),
+        rtm_controller::runtime::LABEL_PREFIX.into(),
         h.keys.prefix().into(),
     );
     warm.network = Some(network.clone());
@@ -576,7 +576,7 @@ async fn starting_on_the_isolated_network_costs_about_what_the_default_bridge_do
                 IMAGE_1,
             );
             spec.labels.insert(
-                rtmanager::runtime::LABEL_PREFIX.into(),
+                rtm_controller::runtime::LABEL_PREFIX.into(),
                 h.keys.prefix().into(),
             );
             spec.network = on_network.then(|| network.clone());
@@ -626,7 +626,7 @@ async fn a_network_removed_by_hand_is_created_again_at_the_next_start() {
     // Stopped, the container no longer holds the network: an operator
     // removes it by hand.
     let mut stopped = stored.clone();
-    stopped.spec.state = rtmanager::model::DesiredState::Stopped;
+    stopped.spec.state = rtm_core::model::DesiredState::Stopped;
     let expected = stopped
         .metadata
         .resource_version
@@ -654,7 +654,7 @@ async fn a_network_removed_by_hand_is_created_again_at_the_next_start() {
     );
 
     let mut running = stopped.clone();
-    running.spec.state = rtmanager::model::DesiredState::Running;
+    running.spec.state = rtm_core::model::DesiredState::Running;
     let expected = running
         .metadata
         .resource_version

@@ -1026,8 +1026,8 @@ fn the_dockerfile_builds_both_binaries_into_a_small_non_root_image() {
         text.contains("protobuf-compiler"),
         "etcd-client needs protoc"
     );
-    // The image ships the controller and the CLI, nothing else of src/bin.
-    let build = "cargo build --release --locked --bin rtmanager --bin rtctl";
+    // The image ships the controller and the CLI, nothing else of the workspace.
+    let build = "cargo build --release --locked -p rtmanager --bin rtmanager --bin rtctl";
     assert_eq!(
         lines.iter().filter(|l| l.contains(build)).count(),
         2,
@@ -1069,7 +1069,7 @@ fn the_dockerfile_builds_both_binaries_into_a_small_non_root_image() {
             ".dockerignore lacks {excluded}"
         );
     }
-    for needed in ["Cargo.toml", "Cargo.lock", "src", "src/"] {
+    for needed in ["Cargo.toml", "Cargo.lock", "src", "src/", "crates", "crates/"] {
         assert!(
             !ignored.contains(&needed),
             ".dockerignore excludes {needed}, which the build copies"

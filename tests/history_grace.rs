@@ -5,17 +5,17 @@
 //!
 //! Ignored by a bare `cargo test` (etcd and Docker are needed); `scripts/test` runs it.
 
-mod common;
-#[path = "common/controller.rs"]
-mod process;
+use rtm_testkit as common;
+use rtm_testkit::process;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use rtmanager::history::{History, HistoryEntry};
-use rtmanager::model::parse::parse_documents;
-use rtmanager::model::{OpKind, Outcome, Phase};
-use rtmanager::runtime::{ContainerRuntime, container_name};
-use rtmanager::store::{Documents, Store};
+use rtm_controller::runtime::{ContainerRuntime, container_name};
+use rtm_core::model::parse::parse_documents;
+use rtm_core::model::{OpKind, Outcome, Phase};
+use rtm_core::records::Documents;
+use rtm_core::records::history::{History, HistoryEntry};
+use rtm_core::store::Store;
 
 use common::docker::{Cleanup, IMAGE_1, docker, game as game_id};
 use common::{etcd, unique_keys};
@@ -29,7 +29,7 @@ const GRACE: Duration = Duration::from_secs(8);
 /// history goes within the grace plus one scan (the resync, 2 s, jittered by 20 %).
 const CONVERGE: Duration = Duration::from_secs(60);
 
-fn manifest(name: &str, state: &str) -> rtmanager::model::GameRuntime {
+fn manifest(name: &str, state: &str) -> rtm_core::model::GameRuntime {
     let yaml = format!(
         "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: {name}\n\
          spec:\n  image: {IMAGE_1}\n  state: {state}\n  stopTimeout: 5s\n"

@@ -4,9 +4,8 @@
 //!
 //! Ignored by a bare `cargo test` (it needs etcd and Docker); `scripts/test` runs it.
 
-mod common;
-#[path = "common/controller.rs"]
-mod process;
+use rtm_testkit as common;
+use rtm_testkit::process;
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use tokio::net::TcpStream;
 use common::unique_keys;
 use process::{ControllerOptions, WipeOnDrop, http_get};
 
-/// The binary's defaults (`rtmanager::http::Limits::default()`).
+/// The binary's defaults (`rtm_controller::http::Limits::default()`).
 const MAX_CONNECTIONS: usize = 64;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -15,25 +15,20 @@
 //! The script runs twice: the second run changes nothing. Ignored by a bare `cargo test`
 //! (etcd, openssl and Docker are needed); `scripts/test` runs it.
 
-mod common;
-#[path = "common/controller.rs"]
-mod process;
-#[path = "common/secure_etcd.rs"]
-#[allow(dead_code)] // shared with tests/security.rs, which uses all of it
-mod secure_etcd;
-#[path = "common/tls.rs"]
-#[allow(dead_code)] // shared with tests/security.rs, which uses all of it
-mod tls;
+use rtm_testkit as common;
+use rtm_testkit::process;
+use rtm_testkit::secure_etcd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rtmanager::model::Phase;
-use rtmanager::runtime::{ContainerRuntime, container_name};
-use rtmanager::store::etcd::{Credentials, EtcdConfig, EtcdStore, TlsFiles};
-use rtmanager::store::{Documents, Keys, Store, StoreError, Txn};
+use rtm_controller::runtime::{ContainerRuntime, container_name};
+use rtm_core::model::Phase;
+use rtm_core::records::Documents;
+use rtm_core::store::etcd::{Credentials, EtcdConfig, EtcdStore, TlsFiles};
+use rtm_core::store::{Keys, Store, StoreError, Txn};
 
 use common::docker::{Cleanup, IMAGE_1, docker, game as game_id, run_bounded};
 use common::unique_keys;

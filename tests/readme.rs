@@ -1,6 +1,6 @@
 //! The README's reference tables stay true to the code.
 
-use rtmanager::ErrorCode;
+use rtm_core::ErrorCode;
 
 /// The first two cells of each row of the README table whose header row is
 /// `header`, without Markdown code marks.
@@ -40,7 +40,7 @@ fn error_code_table_matches_the_code() {
 
 #[test]
 fn rtctl_exit_code_table_matches_rtctl_help() {
-    let help: Vec<(String, String)> = rtmanager::cli::error::EXIT_CODES_HELP
+    let help: Vec<(String, String)> = rtctl::error::EXIT_CODES_HELP
         .lines()
         .filter_map(|line| {
             let (code, meaning) = line.trim().split_once(char::is_whitespace)?;

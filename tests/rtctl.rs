@@ -7,11 +7,9 @@
 //! Run with `scripts/test` (these tests are ignored by a bare `cargo test`); a missing etcd
 //! fails them, it never skips them.
 
-mod common;
-#[path = "common/etcd_cluster.rs"]
-mod etcd_cluster;
-#[path = "common/controller.rs"]
-mod process;
+use rtm_testkit as common;
+use rtm_testkit::etcd_cluster;
+use rtm_testkit::process;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -20,15 +18,16 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rtmanager::ErrorCode;
-use rtmanager::history::{History, HistoryEntry};
-use rtmanager::model::{
+use rtm_core::ErrorCode;
+use rtm_core::model::{
     ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, Condition, ConditionStatus, DesiredState,
     GameRuntime, GameRuntimeStatus, OpKind, OpSource, Phase,
 };
-use rtmanager::store::documents::encode_status;
-use rtmanager::store::etcd::EtcdStore;
-use rtmanager::store::{Documents, Keys, Store, Txn};
+use rtm_core::records::Documents;
+use rtm_core::records::documents::encode_status;
+use rtm_core::records::history::{History, HistoryEntry};
+use rtm_core::store::etcd::EtcdStore;
+use rtm_core::store::{Keys, Store, Txn};
 
 use common::{etcd, etcd_endpoints, unique_keys, within};
 
@@ -1694,7 +1693,7 @@ async fn concurrent_restart_waits_of_one_game_all_report_the_restart_that_honour
     let _serial = CONTROLLER_TESTS.lock().await;
     let world = World::new("rtctl-restart-crowd").await;
     let game_name = common::docker::game("crowd");
-    let _cleanup = common::docker::Cleanup::new(&[&rtmanager::runtime::container_name(
+    let _cleanup = common::docker::Cleanup::new(&[&rtm_controller::runtime::container_name(
         world.keys.prefix(),
         &game_name,
     )]);
@@ -1775,7 +1774,7 @@ async fn restart_wait_follows_a_restart_aborted_by_recovery_to_the_real_outcome(
     let _serial = CONTROLLER_TESTS.lock().await;
     let world = World::new("rtctl-restart-aborted").await;
     let game_name = common::docker::game("aborted");
-    let container = rtmanager::runtime::container_name(world.keys.prefix(), &game_name);
+    let container = rtm_controller::runtime::container_name(world.keys.prefix(), &game_name);
     let _cleanup = common::docker::Cleanup::new(&[&container]);
     let mut controller = controller_for(&world, "first").await;
     apply_engine_game(&world, "aborted.yaml", &game_name);

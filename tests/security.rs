@@ -20,29 +20,26 @@
 //! Ignored by a bare `cargo test` (they need etcd, openssl and Docker); `scripts/test` runs
 //! them. The tests that run controllers run one at a time (their timings are in seconds).
 
-mod common;
-#[path = "common/controller.rs"]
-mod process;
-#[path = "common/secure_etcd.rs"]
-mod secure_etcd;
-#[path = "common/tls.rs"]
-mod tls;
+use rtm_testkit as common;
+use rtm_testkit::process;
+use rtm_testkit::secure_etcd;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtmanager::ErrorCode;
-use rtmanager::history::{History, HistoryEntry};
-use rtmanager::model::{GameRuntimeStatus, OpKind, Outcome, Phase};
-use rtmanager::runtime::{ContainerInfo, ContainerRuntime, DockerRuntime, container_name};
-use rtmanager::store::etcd::EtcdStore;
-use rtmanager::store::{Documents, Keys};
+use rtm_controller::runtime::{ContainerInfo, ContainerRuntime, DockerRuntime, container_name};
+use rtm_core::ErrorCode;
+use rtm_core::model::{GameRuntimeStatus, OpKind, Outcome, Phase};
+use rtm_core::records::Documents;
+use rtm_core::records::history::{History, HistoryEntry};
+use rtm_core::store::Keys;
+use rtm_core::store::etcd::EtcdStore;
 
 use common::docker::{Cleanup, IMAGE_1, docker, docker_cli, game as game_id, run_bounded};
 use common::unique_keys;
-use process::{BINARY, ControllerOptions, ControllerProcess, eventually, short};
+use process::{ControllerOptions, ControllerProcess, binary, eventually, short};
 use secure_etcd::SecureEtcd;
 
 const RTCTL: &str = env!("CARGO_BIN_EXE_rtctl");
@@ -219,7 +216,7 @@ async fn controller_and_rtctl_work_over_tls_with_etcd_users() {
     let _cleanup = Cleanup::new(&[&container_name(w.keys.prefix(), &game)]);
 
     // The password never shows, even where the configuration is printed.
-    let mut print = Command::new(BINARY);
+    let mut print = Command::new(binary());
     print.arg("--print-config").envs(w.etcd.root_env());
     let printed = run_bounded(print, Duration::from_secs(30)).expect("rtmanager --print-config");
     let printed_text = String::from_utf8_lossy(&printed.stdout);
@@ -1010,7 +1007,7 @@ async fn the_password_comes_from_a_file_never_the_command_line_and_its_exposures
     let metrics = process::free_loopback_addr();
     let log = dir.join("controller.log");
     let log_file = std::fs::File::create(&log).expect("the log file");
-    let mut command = Command::new(BINARY);
+    let mut command = Command::new(binary());
     for (var, _) in std::env::vars_os() {
         if var.to_string_lossy().starts_with("RTM_") {
             command.env_remove(&var);
@@ -1094,7 +1091,7 @@ async fn the_password_comes_from_a_file_never_the_command_line_and_its_exposures
     controller.wait_exit(Duration::from_secs(60)).await;
 
     // The flag is refused by both binaries, with the way out and without the password.
-    let mut flagged = Command::new(BINARY);
+    let mut flagged = Command::new(binary());
     flagged
         .args(["--etcd-user", "root", "--etcd-password", &password])
         .env_remove("RTM_ETCD_PASSWORD");

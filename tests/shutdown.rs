@@ -5,11 +5,9 @@
 //! Ignored by a bare `cargo test` (they need /usr/bin/etcd and Docker); `scripts/test` runs
 //! them, one at a time.
 
-mod common;
-#[path = "common/etcd_cluster.rs"]
-mod etcd_cluster;
-#[path = "common/controller.rs"]
-mod process;
+use rtm_testkit as common;
+use rtm_testkit::etcd_cluster;
+use rtm_testkit::process;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

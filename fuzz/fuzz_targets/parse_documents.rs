@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rtmanager::ErrorCode;
-use rtmanager::model::{
+use rtm_core::ErrorCode;
+use rtm_core::model::{
     GameRuntime, MAX_DOCUMENT_BYTES, ParseError, parse_document, parse_documents, to_yaml, validate,
 };
 

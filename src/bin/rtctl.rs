@@ -1,7 +1,7 @@
-//! `rtctl`: the command-line tool for GameRuntimes (see `rtmanager::cli`).
+//! `rtctl`: the command-line tool for GameRuntimes (see `rtctl`).
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    rtmanager::cli::main()
+    rtctl::main()
 }

@@ -1,10 +1,10 @@
 //! `rtmanager`, the controller binary: configuration, logging, signals, and
-//! [`rtmanager::controller::run`].
+//! [`rtm_controller::run`].
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rtmanager::controller::config::{ControllerConfig, LoadError, LogFormat};
+use rtm_controller::config::{ControllerConfig, LoadError, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone(), config.drain_timeout));
-        match rtmanager::controller::run(config, shutdown).await {
+        match rtm_controller::run(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(%error, "rtmanager failed");

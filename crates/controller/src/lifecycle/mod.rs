@@ -1,0 +1,868 @@
+//! The lifecycle services — start, stop, restart (as a recreate), remove,
+//! unpause, and reclaim (a container renamed by hand) — each run under the
+//! game's lease and recorded in its history. The
+//! semantics, error codes and the outer/inner entries of restart carry over
+//! from the Go service this project replaces.
+//!
+//! Every business outcome is an [`OpResult`] with a stable [`ErrorCode`],
+//! never a Rust error: callers (the controller, tests) branch on the code.
+//! The shape of every operation is the same:
+//!
+//! ```text
+//! validate ─► take the lease ─► history entry (in_progress, fenced)
+//!          ─► steps, checking the lease between them ─► status (fenced)
+//!          ─► history entry finished with the outcome ─► release
+//! ```
+//!
+//! Docker calls whose outcome is unknown (a timeout) are resolved by
+//! inspecting again before the next step, never by retrying blindly.
+
+pub mod policy;
+mod ports;
+mod reclaim;
+mod remove;
+mod restart;
+mod start;
+mod stop;
+mod unpause;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::lease::{GameLease, LeaseError, Session};
+use crate::metrics::Metrics;
+use crate::runtime::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, LABEL_OP_ID, LABEL_PREFIX, LABEL_RESTART_TOKEN,
+    LABEL_SPEC_HASH, PortBinding, RuntimeError, RuntimeOp, container_name,
+};
+use crate::status::{StatusError, StatusStore};
+use rtm_core::error_code::ErrorCode;
+use rtm_core::model::validate::validate_name;
+use rtm_core::model::{GameRuntime, LastOperation, OpKind, OpSource, Outcome, Phase};
+use rtm_core::ports::PortProtocol;
+use rtm_core::ports::host_port_label;
+use rtm_core::records::Documents;
+use rtm_core::records::documents::DocumentError;
+use rtm_core::records::history::{Appended, History, HistoryEntry, HistoryError};
+
+pub use policy::ContainerPolicy;
+
+/// Who asks for an operation, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpRequest {
+    pub game: String,
+    pub op_source: OpSource,
+    /// The caller's reference (request id, user); reused as the correlation
+    /// id of a restart's entries. Empty when the caller has none.
+    pub source_ref: String,
+    /// Whether `op_source` / `source_ref` are the document writer's claim
+    /// (its annotations), recorded as such in the history.
+    pub source_claimed: bool,
+    /// The document the caller planned the operation with, read (or known
+    /// unchanged) under the game's lease: the operation acts on it instead
+    /// of reading it again, so the plan and the action see one version. A
+    /// newer version is the next reconcile's (the watch has queued it).
+    /// `None`: the operation reads the document itself.
+    pub document: Option<Box<GameRuntime>>,
+}
+
+impl OpRequest {
+    pub fn new(game: impl Into<String>, op_source: OpSource) -> Self {
+        Self {
+            game: game.into(),
+            op_source,
+            source_ref: String::new(),
+            source_claimed: false,
+            document: None,
+        }
+    }
+
+    pub fn with_source_ref(mut self, source_ref: impl Into<String>) -> Self {
+        self.source_ref = source_ref.into();
+        self
+    }
+
+    /// Marks the source as the document writer's claim.
+    pub fn claimed(mut self) -> Self {
+        self.source_claimed = true;
+        self
+    }
+
+    /// Acts on `document` (see [`OpRequest::document`]).
+    pub fn with_document(mut self, document: GameRuntime) -> Self {
+        self.document = Some(Box::new(document));
+        self
+    }
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpResult {
+    pub op_id: String,
+    pub op_kind: OpKind,
+    pub outcome: Outcome,
+    pub error_code: Option<ErrorCode>,
+    pub error_message: Option<String>,
+    /// The game's container after the operation, if it has one.
+    pub container_id: Option<String>,
+    pub image_ref: String,
+    /// The correlation id recorded in the history.
+    pub source_ref: String,
+    /// On success, the status record as the operation left it, and the
+    /// container as it last inspected it: what the controller would
+    /// otherwise read back at once (one etcd read and one Docker call per
+    /// action). `None` when the operation did not record them (an outer
+    /// restart, an adoption, a removal).
+    pub status: Option<rtm_core::model::GameRuntimeStatus>,
+    pub container: Option<ContainerInfo>,
+}
+
+impl OpResult {
+    pub fn is_success(&self) -> bool {
+        self.outcome == Outcome::Success
+    }
+
+    fn from_entry(entry: &HistoryEntry) -> Self {
+        OpResult {
+            op_id: entry.op_id.clone(),
+            op_kind: entry.op_kind,
+            outcome: entry.outcome,
+            error_code: entry.error_code,
+            error_message: entry.error_message.clone(),
+            container_id: entry.container_id_after.clone(),
+            image_ref: entry.image_ref.clone(),
+            source_ref: entry.source_ref.clone(),
+            status: None,
+            container: None,
+        }
+    }
+
+    /// Adds what a successful operation left behind.
+    fn left(
+        mut self,
+        status: Option<rtm_core::model::GameRuntimeStatus>,
+        container: Option<ContainerInfo>,
+    ) -> Self {
+        if self.is_success() {
+            self.status = status;
+            self.container = container;
+        }
+        self
+    }
+}
+
+/// A failed step: its stable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn runtime(op: RuntimeOp, error: &RuntimeError) -> Self {
+        Self::new(error.code_during(op), format!("docker {op}: {error}"))
+    }
+}
+
+impl From<LeaseError> for Failure {
+    fn from(error: LeaseError) -> Self {
+        Failure::new(error.code(), error.to_string())
+    }
+}
+
+impl From<HistoryError> for Failure {
+    fn from(error: HistoryError) -> Self {
+        Failure::new(error.code(), error.to_string())
+    }
+}
+
+impl From<StatusError> for Failure {
+    fn from(error: StatusError) -> Self {
+        Failure::new(error.code(), error.to_string())
+    }
+}
+
+impl From<rtm_core::store::StoreError> for Failure {
+    fn from(error: rtm_core::store::StoreError) -> Self {
+        Failure::new(error.code(), error.to_string())
+    }
+}
+
+impl From<DocumentError> for Failure {
+    fn from(error: DocumentError) -> Self {
+        Failure::new(error.code(), error.to_string())
+    }
+}
+
+/// What a successful operation changes in the status record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StatusChange {
+    /// The container runs (or was stopped) as recorded.
+    Set {
+        phase: Phase,
+        container: Option<Recorded>,
+        hostname: String,
+    },
+    /// The game is gone: delete the record.
+    Clear,
+    /// Only the last operation changes (an outer restart entry, whose inner
+    /// start recorded the container: `container`, as that start left it).
+    LastOperationOnly {
+        container: Option<Box<ContainerInfo>>,
+    },
+}
+
+impl StatusChange {
+    /// The container the change records, as last inspected.
+    fn container(&self) -> Option<ContainerInfo> {
+        match self {
+            StatusChange::Set { container, .. } => container.as_ref().map(|c| (*c.info).clone()),
+            StatusChange::LastOperationOnly { container } => container.as_deref().cloned(),
+            StatusChange::Clear => None,
+        }
+    }
+}
+
+/// What the status records of a container, and the container as inspected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Recorded {
+    id: String,
+    exit_code: Option<i64>,
+    oom_killed: bool,
+    info: Box<ContainerInfo>,
+}
+
+impl From<ContainerInfo> for Recorded {
+    fn from(container: ContainerInfo) -> Self {
+        Recorded {
+            id: container.id.clone(),
+            exit_code: container.exit_code,
+            oom_killed: container.oom_killed,
+            info: Box::new(container),
+        }
+    }
+}
+
+/// The collaborators every operation uses.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    runtime: Arc<dyn ContainerRuntime>,
+    documents: Documents,
+    history: History,
+    status: StatusStore,
+    session: Arc<Session>,
+    metrics: Metrics,
+    /// The node recorded in status records (`status.node`), and whose
+    /// host ports games claim.
+    node: String,
+    /// Which host ports and addresses documents may publish.
+    host_ports: rtm_core::ports::HostPortPolicy,
+    /// The hardening and limits of every container it creates.
+    policy: Arc<ContainerPolicy>,
+}
+
+impl Lifecycle {
+    pub fn new(
+        runtime: Arc<dyn ContainerRuntime>,
+        session: Arc<Session>,
+        history_retention: usize,
+        metrics: Metrics,
+    ) -> Self {
+        let store = session.store().clone();
+        let keys = session.keys().clone();
+        Self {
+            runtime,
+            documents: Documents::new(store.clone(), keys.clone()),
+            history: History::new(store.clone(), keys.clone(), history_retention),
+            status: StatusStore::new(store, keys),
+            node: session.holder().to_owned(),
+            session,
+            metrics,
+            host_ports: rtm_core::ports::HostPortPolicy::default(),
+            policy: Arc::new(ContainerPolicy::default()),
+        }
+    }
+
+    /// Bounds the host ports and addresses documents may publish
+    /// (`--host-ports`, `--host-ips`).
+    pub fn with_host_port_policy(mut self, policy: rtm_core::ports::HostPortPolicy) -> Self {
+        self.host_ports = policy;
+        self
+    }
+
+    /// Creates containers under `policy` (default: [`ContainerPolicy::default`]).
+    pub fn with_policy(mut self, policy: ContainerPolicy) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    pub fn policy(&self) -> &ContainerPolicy {
+        &self.policy
+    }
+
+    /// Checks the document against the policy and the Docker host before
+    /// anything is created, removed or stopped: a refused game keeps what
+    /// it has, and the refusal is the operation's recorded failure.
+    pub(crate) async fn admit(&self, doc: &GameRuntime) -> Result<(), Failure> {
+        let host = self
+            .runtime
+            .host_resources()
+            .await
+            .map_err(|e| Failure::runtime(RuntimeOp::Ping, &e))?;
+        self.policy
+            .admit(doc, host)
+            .map_err(|refusal| Failure::new(refusal.code, refusal.message))
+    }
+
+    /// Records `node` as the node running this controller's games
+    /// (defaults to the session's holder name).
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.node = node.into();
+        self
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn documents(&self) -> &Documents {
+        &self.documents
+    }
+
+    /// Records that a running container which already matches its document
+    /// was adopted (after a controller restart, or a lost status): one
+    /// finished entry, no Docker call.
+    pub async fn record_adoption(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+        container_id: &str,
+        image_ref: &str,
+    ) -> OpResult {
+        let op_id = new_id();
+        let mut entry = self.entry(OpKind::Adopt, request, &op_id);
+        entry.container_id_before = Some(container_id.to_owned());
+        entry.container_id_after = Some(container_id.to_owned());
+        entry.image_ref = image_ref.to_owned();
+        entry.succeed();
+        if let Err(error) = self
+            .history
+            .append(Some(lease.fence()), entry.clone())
+            .await
+        {
+            entry.fail(error.code(), error.to_string());
+        }
+        self.finished(&entry);
+        OpResult::from_entry(&entry)
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn status(&self) -> &StatusStore {
+        &self.status
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn ContainerRuntime> {
+        &self.runtime
+    }
+
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// The key prefix of this installation, also a label on its containers.
+    pub fn prefix(&self) -> &str {
+        self.session.keys().prefix()
+    }
+
+    /// Takes the game's lease for one operation, or explains why not.
+    pub async fn acquire(&self, game: &str, op_id: &str) -> Result<GameLease, LeaseError> {
+        self.session.acquire(game, op_id).await
+    }
+
+    /// Runs `op` under the game's lease, released afterwards. A request
+    /// that is invalid, or whose lease is busy or unreachable, is recorded
+    /// as a finished failure entry without running anything.
+    async fn with_lease(
+        &self,
+        kind: OpKind,
+        request: &OpRequest,
+        op: impl AsyncFnOnce(&GameLease) -> OpResult,
+    ) -> OpResult {
+        let op_id = new_id();
+        if let Err(failure) = validate_request(request) {
+            return self.reject(None, kind, request, &op_id, failure).await;
+        }
+        let lease = match self.session.acquire(&request.game, &op_id).await {
+            Ok(lease) => lease,
+            Err(error) => {
+                return self.reject(None, kind, request, &op_id, error.into()).await;
+            }
+        };
+        let result = op(&lease).await;
+        if let Err(error) = lease.release().await {
+            // The key stays attached to the session lease: it frees itself
+            // when the session ends, and blocks only this game until then.
+            warn!(game = %request.game, %error, "releasing the game lease failed");
+        }
+        result
+    }
+
+    /// Records an operation that failed before it could begin: one
+    /// finished entry. Under a lease the caller holds, appended only while
+    /// that lease holds (a controller that lost it writes nothing into the
+    /// next holder's log); without one (nothing ran: the lease was busy or
+    /// etcd failed) appended unfenced. Best effort: when etcd is what
+    /// failed, only the log line and the metric remain.
+    async fn reject(
+        &self,
+        lease: Option<&GameLease>,
+        kind: OpKind,
+        request: &OpRequest,
+        op_id: &str,
+        failure: Failure,
+    ) -> OpResult {
+        let mut entry = self.entry(kind, request, op_id);
+        entry.fail(failure.code, failure.message);
+        // An invalid game id must not become a history key; a controller
+        // whose lease or session is lost writes nothing more.
+        let unwritable = matches!(
+            entry.error_code,
+            Some(ErrorCode::InvalidRequest | ErrorCode::LeaseLost)
+        );
+        if !unwritable
+            && let Err(error) = self
+                .history
+                .append(lease.map(GameLease::fence), entry.clone())
+                .await
+        {
+            warn!(game = %request.game, %error, "recording a failed operation failed");
+        }
+        self.finished(&entry);
+        OpResult::from_entry(&entry)
+    }
+
+    fn entry(&self, kind: OpKind, request: &OpRequest, op_id: &str) -> HistoryEntry {
+        let mut entry = HistoryEntry::begin(&request.game, op_id, kind, request.op_source);
+        entry.source_ref = request.source_ref.clone();
+        entry.source_claimed = request.source_claimed;
+        entry.holder = self.session.holder().to_owned();
+        entry
+    }
+
+    /// Appends the operation's in-progress entry under the lease.
+    async fn begin(
+        &self,
+        lease: &GameLease,
+        kind: OpKind,
+        request: &OpRequest,
+        op_id: &str,
+    ) -> Result<Appended, Failure> {
+        lease.check()?;
+        Ok(self
+            .history
+            .append(Some(lease.fence()), self.entry(kind, request, op_id))
+            .await?)
+    }
+
+    /// Ends an operation: writes the status change (on success), then
+    /// finishes the history entry with the outcome.
+    async fn conclude(
+        &self,
+        lease: &GameLease,
+        mut op: Appended,
+        result: Result<StatusChange, Failure>,
+    ) -> OpResult {
+        let container = result.as_ref().ok().and_then(StatusChange::container);
+        if let Ok(change) = &result
+            && let Some((done, status)) = self.conclude_at_once(lease, &op, change.clone()).await
+        {
+            self.finished(&done.entry);
+            return OpResult::from_entry(&done.entry).left(status, container);
+        }
+        let result = match result {
+            Ok(change) => self.apply_status(lease, &op.entry, change).await,
+            Err(failure) => {
+                self.record_failure_in_status(lease, &op.entry, &failure)
+                    .await;
+                Err(failure)
+            }
+        };
+        let status = match result {
+            Ok(status) => {
+                op.entry.succeed();
+                status
+            }
+            Err(failure) => {
+                op.entry.fail(failure.code, failure.message);
+                None
+            }
+        };
+        self.finish_entry(lease, &op).await;
+        self.finished(&op.entry);
+        OpResult::from_entry(&op.entry).left(status, container)
+    }
+
+    /// Writes an operation's finished entry under its lease; a failure
+    /// that only repeats the one before it is folded into that one.
+    async fn finish_entry(&self, lease: &GameLease, op: &Appended) {
+        let finished = if op.entry.outcome == Outcome::Failure {
+            self.history.finish_failure(op, lease.fence()).await
+        } else {
+            self.history.finish(op, Some(lease.fence())).await
+        };
+        if let Err(error) = finished {
+            warn!(game = %op.entry.game_id, key = %op.key, %error, "finishing the history entry failed; recovery resolves it");
+        }
+    }
+
+    /// Ends an operation that changes no status record (an eviction, a
+    /// renamed container named back, a duplicate removed): finishes its
+    /// entry with the outcome, fenced by the lease.
+    async fn close_entry(
+        &self,
+        lease: &GameLease,
+        mut op: Appended,
+        result: Result<(), Failure>,
+    ) -> OpResult {
+        match result {
+            Ok(()) => op.entry.succeed(),
+            Err(failure) => op.entry.fail(failure.code, failure.message),
+        }
+        self.finish_entry(lease, &op).await;
+        self.finished(&op.entry);
+        OpResult::from_entry(&op.entry)
+    }
+
+    /// A successful operation's status change and its finished entry in
+    /// one transaction: one round trip and one etcd revision instead of
+    /// two (BENCHMARKS.md). `None` when that did not apply (the lease was
+    /// lost, recovery resolved the entry, etcd failed): the caller then
+    /// goes step by step, which tells those cases apart and records them.
+    async fn conclude_at_once(
+        &self,
+        lease: &GameLease,
+        op: &Appended,
+        change: StatusChange,
+    ) -> Option<(Appended, Option<rtm_core::model::GameRuntimeStatus>)> {
+        let (current, next) = match change {
+            // A deletion needs no look at the record first.
+            StatusChange::Clear => (crate::status::StoredStatus::absent(), None),
+            change => {
+                let current = self.status.read_under(lease).await.ok()?;
+                let next = self.changed_status(&op.entry, change, &current.status);
+                (current, next)
+            }
+        };
+        let mut txn = self.status.txn(lease, &current, next.as_ref());
+        let mut done = op.clone();
+        done.entry.succeed();
+        let finish = self.history.finish_txn(&done, Some(lease.fence()));
+        txn.when.extend(finish.when);
+        txn.then.extend(finish.then);
+        let outcome = self.session.store().txn(txn).await.ok()?;
+        let done = Appended {
+            revision: outcome.revision,
+            ..done
+        };
+        if !outcome.succeeded {
+            return None;
+        }
+        self.status
+            .committed(lease, next.as_ref(), outcome.revision);
+        self.history.written(&done);
+        Some((done, next))
+    }
+
+    /// The status record a successful `change` leads to from `current`
+    /// (`None`: the record is deleted).
+    fn changed_status(
+        &self,
+        entry: &HistoryEntry,
+        change: StatusChange,
+        current: &rtm_core::model::GameRuntimeStatus,
+    ) -> Option<rtm_core::model::GameRuntimeStatus> {
+        let mut status = current.clone();
+        let last = last_operation(entry, Outcome::Success, None);
+        match change {
+            StatusChange::Clear => return None,
+            StatusChange::LastOperationOnly { .. } => status.last_operation = Some(last),
+            StatusChange::Set {
+                phase,
+                container,
+                hostname,
+            } => {
+                let now = std::time::SystemTime::now();
+                status.set_phase(phase, now);
+                // Ready follows the phase at once; the controller
+                // refines reason and message when it next looks.
+                let running = phase == Phase::Running;
+                let reason = if running {
+                    "ContainerRunning".to_owned()
+                } else {
+                    phase.to_string()
+                };
+                status.set_condition(rtm_core::model::READY, running, &reason, "", now);
+                status.container_id = container.as_ref().map(|c| c.id.clone());
+                status.image_ref = Some(entry.image_ref.clone()).filter(|i| !i.is_empty());
+                status.hostname = Some(hostname);
+                status.node = Some(self.node.clone());
+                // The last exit stays visible after a new container
+                // replaced the one that exited.
+                if let Some(code) = container.as_ref().and_then(|c| c.exit_code) {
+                    status.last_exit_code = Some(code);
+                    status.oom_killed = container.as_ref().is_some_and(|c| c.oom_killed);
+                }
+                status.last_operation = Some(last);
+            }
+        }
+        Some(status)
+    }
+
+    async fn apply_status(
+        &self,
+        lease: &GameLease,
+        entry: &HistoryEntry,
+        change: StatusChange,
+    ) -> Result<Option<rtm_core::model::GameRuntimeStatus>, Failure> {
+        let recorded_container = matches!(change, StatusChange::Set { .. });
+        let written = match change {
+            StatusChange::Clear => self.status.clear(lease).await.map(|()| None),
+            change => match self.status.read_under(lease).await {
+                Ok(current) => match self.changed_status(entry, change, &current.status) {
+                    Some(next) => self.status.write(lease, &current, next).await.map(Some),
+                    None => self.status.clear(lease).await.map(|()| None),
+                },
+                Err(e) => Err(e),
+            },
+        };
+        written.map_err(|e| {
+            if recorded_container {
+                Failure::new(
+                    e.code(),
+                    format!("the container changed but its status could not be recorded: {e}"),
+                )
+            } else {
+                e.into()
+            }
+        })
+    }
+
+    /// A failed operation still tells the status what happened, so `rtctl
+    /// get` shows it; best effort, the history entry is the record.
+    async fn record_failure_in_status(
+        &self,
+        lease: &GameLease,
+        entry: &HistoryEntry,
+        failure: &Failure,
+    ) {
+        if failure.code == ErrorCode::LeaseLost {
+            return;
+        }
+        let last = last_operation(entry, Outcome::Failure, Some(failure));
+        let result = self
+            .status
+            .update(lease, |status| status.last_operation = Some(last))
+            .await;
+        if let Err(error) = result {
+            warn!(game = %entry.game_id, %error, "recording the failure in the status failed");
+        }
+    }
+
+    fn finished(&self, entry: &HistoryEntry) {
+        let code = entry.error_code.map(ErrorCode::as_str).unwrap_or("");
+        self.metrics
+            .record_operation(entry.op_kind.as_str(), entry.outcome.as_str(), code);
+        match entry.outcome {
+            Outcome::Success => info!(
+                game = %entry.game_id, op_kind = entry.op_kind.as_str(), op_id = %entry.op_id,
+                source_ref = %entry.source_ref, container_before = ?entry.container_id_before,
+                container_after = ?entry.container_id_after, image_ref = %entry.image_ref,
+                "operation succeeded"
+            ),
+            _ => warn!(
+                game = %entry.game_id, op_kind = entry.op_kind.as_str(), op_id = %entry.op_id,
+                source_ref = %entry.source_ref, error_code = code,
+                error_message = entry.error_message.as_deref().unwrap_or(""),
+                "operation failed"
+            ),
+        }
+    }
+
+    /// The document an operation acts on: the request's, or etcd's.
+    async fn document(&self, request: &OpRequest) -> Result<Option<GameRuntime>, Failure> {
+        match &request.document {
+            Some(doc) => Ok(Some((**doc).clone())),
+            None => Ok(self.documents.get(&request.game).await?),
+        }
+    }
+
+    /// The document an operation acts on, or `not_found`.
+    async fn load(&self, request: &OpRequest) -> Result<GameRuntime, Failure> {
+        self.document(request).await?.ok_or_else(|| {
+            Failure::new(
+                ErrorCode::NotFound,
+                format!("gameruntime/{} does not exist", request.game),
+            )
+        })
+    }
+
+    /// The game's container, if any; a container with the game's name that
+    /// rtmanager does not manage is a conflict it never touches.
+    async fn current_container(&self, game: &str) -> Result<Option<ContainerInfo>, Failure> {
+        let name = container_name(self.prefix(), game);
+        let found = self
+            .runtime
+            .inspect_container(&name)
+            .await
+            .map_err(|e| Failure::runtime(RuntimeOp::InspectContainer, &e))?;
+        match found {
+            Some(container)
+                if !container.is_managed()
+                    || container.game() != Some(game)
+                    || container.prefix() != Some(self.prefix()) =>
+            {
+                Err(Failure::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "a container named {name} exists but is not managed by this rtmanager \
+                         installation for this game; rtmanager never touches it: rename or \
+                         remove it by hand"
+                    ),
+                ))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Stops a container (SIGTERM, SIGKILL after `timeout`). A timed-out
+    /// call is resolved by inspecting: Docker may have stopped it anyway.
+    async fn stop_container(&self, id: &str, timeout: Duration) -> Result<(), Failure> {
+        match self.runtime.stop(id, timeout).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) if e.outcome_unknown() => match self.runtime.inspect_container(id).await {
+                Ok(Some(c)) if c.is_running() => Err(Failure::runtime(RuntimeOp::Stop, &e)),
+                Ok(_) => Ok(()),
+                Err(_) => Err(Failure::runtime(RuntimeOp::Stop, &e)),
+            },
+            Err(e) => Err(Failure::runtime(RuntimeOp::Stop, &e)),
+        }
+    }
+
+    /// Removes a container (`docker rm`); an absent one counts as removed.
+    async fn remove_container(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        match self.runtime.remove(id, force).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) if e.outcome_unknown() => match self.runtime.inspect_container(id).await {
+                Ok(None) => Ok(()),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The container a document asks for, labelled with the spec hash (what a
+/// recreate compares) and the operation that created it, hardened and
+/// limited by `policy` (which the hash leaves out).
+pub fn container_spec(
+    doc: &GameRuntime,
+    prefix: &str,
+    op_id: &str,
+    policy: &ContainerPolicy,
+) -> ContainerSpec {
+    let name = &doc.metadata.name;
+    let spec = &doc.spec;
+    let mut container = ContainerSpec::new(name, &spec.image);
+    container.name = container_name(prefix, name);
+    container.hostname = effective_hostname(doc);
+    container.command = spec.command.clone();
+    container.args = spec.args.clone();
+    container.env = spec
+        .env
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
+    container.ports = spec
+        .ports
+        .iter()
+        .map(|p| PortBinding {
+            container_port: p.container_port,
+            host_port: p.host_port,
+            protocol: match p.protocol {
+                rtm_core::model::Protocol::Tcp => PortProtocol::Tcp,
+                rtm_core::model::Protocol::Udp => PortProtocol::Udp,
+            },
+            host_ip: p.host_ip.clone(),
+        })
+        .collect();
+    policy.apply(doc, &mut container);
+    container.stop_timeout = doc.spec.stop_timeout;
+    container
+        .labels
+        .insert(LABEL_SPEC_HASH.to_owned(), spec.recreate_hash(name));
+    container
+        .labels
+        .insert(LABEL_OP_ID.to_owned(), op_id.to_owned());
+    container
+        .labels
+        .insert(LABEL_RESTART_TOKEN.to_owned(), spec.restart_token.clone());
+    container
+        .labels
+        .insert(LABEL_PREFIX.to_owned(), prefix.to_owned());
+    for port in rtm_core::ports::host_ports(spec) {
+        container
+            .labels
+            .insert(host_port_label(port.protocol, port.port), String::new());
+    }
+    container
+}
+
+fn effective_hostname(doc: &GameRuntime) -> String {
+    doc.spec.effective_hostname(&doc.metadata.name).to_owned()
+}
+
+fn last_operation(
+    entry: &HistoryEntry,
+    outcome: Outcome,
+    failure: Option<&Failure>,
+) -> LastOperation {
+    LastOperation {
+        op_kind: entry.op_kind,
+        outcome,
+        error_code: failure.map(|f| f.code.as_str().to_owned()),
+        error_message: failure.map(|f| f.message.clone()),
+        source_ref: Some(entry.source_ref.clone()).filter(|s| !s.is_empty()),
+        finished_at: Some(rtm_core::model::Timestamp::now()),
+    }
+}
+
+fn validate_request(request: &OpRequest) -> Result<(), Failure> {
+    validate_name(&request.game).map_err(|message| {
+        Failure::new(
+            ErrorCode::InvalidRequest,
+            format!("game id {:?}: {message}", request.game),
+        )
+    })
+}
+
+/// A fresh operation id / token: 128 random bits, hex.
+pub fn new_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,111 @@
+//! remove: stop the game's container, `docker rm` it, and clear its status
+//! (the history stays, bounded). What the controller runs when a document
+//! is deleted.
+
+use crate::lease::GameLease;
+use rtm_core::error_code::ErrorCode;
+use rtm_core::model::OpKind;
+use rtm_core::records::history::Appended;
+
+use super::{Failure, Lifecycle, OpRequest, OpResult, StatusChange, new_id};
+
+impl Lifecycle {
+    /// Removes the game's container and status under its own lease.
+    pub async fn remove(&self, request: &OpRequest) -> OpResult {
+        self.with_lease(OpKind::Remove, request, async |lease: &GameLease| {
+            self.remove_under(lease, request).await
+        })
+        .await
+    }
+
+    /// Removes under a lease the caller holds.
+    pub async fn remove_under(&self, lease: &GameLease, request: &OpRequest) -> OpResult {
+        let op_id = lease.op_id();
+        let mut op = match self.begin(lease, OpKind::Remove, request, op_id).await {
+            Ok(op) => op,
+            Err(failure) => {
+                return self
+                    .reject(Some(lease), OpKind::Remove, request, op_id, failure)
+                    .await;
+            }
+        };
+        let result = self.remove_steps(lease, request, &mut op).await;
+        self.conclude(lease, op, result).await
+    }
+
+    async fn remove_steps(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+        op: &mut Appended,
+    ) -> Result<StatusChange, Failure> {
+        let inner = OpRequest {
+            source_ref: if request.source_ref.is_empty() {
+                op.entry.op_id.clone()
+            } else {
+                request.source_ref.clone()
+            },
+            ..request.clone()
+        };
+        op.entry.source_ref = inner.source_ref.clone();
+        let stop = self.stop_under(lease, &inner, &new_id()).await;
+        op.entry.container_id_before = stop.container_id.clone();
+        if !stop.is_success() {
+            return Err(Failure::new(
+                stop.error_code.unwrap_or(ErrorCode::Internal),
+                format!(
+                    "inner stop failed: {}",
+                    stop.error_message.unwrap_or_default()
+                ),
+            ));
+        }
+        lease.check()?;
+        if let Some(id) = &stop.container_id {
+            self.remove_container(id, true).await.map_err(|e| {
+                Failure::new(ErrorCode::ServiceUnavailable, format!("docker remove: {e}"))
+            })?;
+        }
+        self.release_host_ports(lease).await?;
+        Ok(StatusChange::Clear)
+    }
+}
+
+impl Lifecycle {
+    /// Stops and removes the game's container on this Docker host without
+    /// touching its status: the game now belongs to another node (its
+    /// `spec.node` changed), which records its own status. Without this the
+    /// game would run twice.
+    pub async fn evict_under(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+        reason: &str,
+    ) -> OpResult {
+        let op_id = lease.op_id();
+        let mut op = match self.begin(lease, OpKind::Remove, request, op_id).await {
+            Ok(op) => op,
+            Err(failure) => {
+                return self
+                    .reject(Some(lease), OpKind::Remove, request, op_id, failure)
+                    .await;
+            }
+        };
+        op.entry.note = Some(reason.to_owned());
+        let result = async {
+            let Some(container) = self.current_container(lease.game()).await? else {
+                return self.release_host_ports(lease).await;
+            };
+            op.entry.container_id_before = Some(container.id.clone());
+            op.entry.image_ref = container.image.clone();
+            lease.check()?;
+            self.remove_container(&container.id, true)
+                .await
+                .map_err(|e| {
+                    Failure::new(ErrorCode::ServiceUnavailable, format!("docker remove: {e}"))
+                })?;
+            self.release_host_ports(lease).await
+        }
+        .await;
+        self.close_entry(lease, op, result).await
+    }
+}

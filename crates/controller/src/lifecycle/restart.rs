@@ -1,0 +1,168 @@
+//! restart: a recreate under ONE outer lease — inner stop, `docker rm`,
+//! inner start with the current image. The hostname stays; the container
+//! id changes. The outer entry and the inner stop and start entries share
+//! one correlation id (the request's source_ref, or a generated one), and
+//! every failure branch keeps the Go service's error code.
+
+use crate::failpoint;
+use crate::lease::GameLease;
+use rtm_core::error_code::ErrorCode;
+use rtm_core::model::{OpKind, Phase};
+use rtm_core::records::history::Appended;
+
+use super::{Failure, Lifecycle, OpRequest, OpResult, StatusChange, new_id};
+
+impl Lifecycle {
+    /// Restarts the game as a recreate.
+    pub async fn restart(&self, request: &OpRequest) -> OpResult {
+        self.with_lease(OpKind::Restart, request, async |lease: &GameLease| {
+            self.restart_under(lease, request).await
+        })
+        .await
+    }
+
+    /// Restarts under a lease the caller holds; the outer entry takes the
+    /// lease's operation id.
+    pub async fn restart_under(&self, lease: &GameLease, request: &OpRequest) -> OpResult {
+        let op_id = lease.op_id();
+        let mut outer = match self.begin(lease, OpKind::Restart, request, op_id).await {
+            Ok(outer) => outer,
+            Err(failure) => {
+                return self
+                    .reject(Some(lease), OpKind::Restart, request, op_id, failure)
+                    .await;
+            }
+        };
+        // The record is checked before the correlation id exists: these
+        // failures keep the request's own source_ref, as in the Go service.
+        let doc = match self.restart_record(lease, request).await {
+            Ok(doc) => doc,
+            Err(failure) => return self.conclude(lease, outer, Err(failure)).await,
+        };
+        // Never stop a working container before its replacement can be
+        // created: without its host ports or its image, the old one keeps
+        // running.
+        outer.entry.image_ref = doc.spec.image.clone();
+        let ready = match self.require_host_ports(lease, &doc).await {
+            Ok(()) => self.require_image(&doc.spec.image).await,
+            Err(failure) => Err(failure),
+        };
+        if let Err(failure) = ready {
+            return self.conclude(lease, outer, Err(failure)).await;
+        }
+
+        let correlation = if request.source_ref.is_empty() {
+            new_id()
+        } else {
+            request.source_ref.clone()
+        };
+        outer.entry.source_ref = correlation.clone();
+        let inner = OpRequest {
+            source_ref: correlation,
+            ..request.clone()
+        };
+        let result = self.recreate(lease, &inner, &mut outer).await;
+        self.conclude(lease, outer, result).await
+    }
+
+    /// Loads what a restart needs: the document (missing → `not_found`, or
+    /// `conflict` when the game was removed) and its image.
+    async fn restart_record(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+    ) -> Result<rtm_core::model::GameRuntime, Failure> {
+        let game = lease.game();
+        let status = self.status.read_under(lease).await?;
+        let Some(doc) = self.document(request).await? else {
+            return Err(if status.mod_revision != 0 {
+                Failure::new(
+                    ErrorCode::Conflict,
+                    format!("runtime for game {game:?} is removed; cannot restart"),
+                )
+            } else {
+                Failure::new(
+                    ErrorCode::NotFound,
+                    format!("gameruntime/{game} does not exist"),
+                )
+            });
+        };
+        if status.status.phase == Phase::Removing {
+            return Err(Failure::new(
+                ErrorCode::Conflict,
+                format!("runtime for game {game:?} is being removed; cannot restart"),
+            ));
+        }
+        if doc.spec.image.trim().is_empty() {
+            return Err(Failure::new(
+                ErrorCode::Internal,
+                format!("gameruntime/{game} has no image to restart with"),
+            ));
+        }
+        // Never stop a working container for a replacement the policy
+        // refuses (a capability not allowed, more CPUs than the host has).
+        self.admit(&doc).await?;
+        Ok(doc)
+    }
+
+    /// inner stop → docker rm → inner start, all under the outer lease.
+    async fn recreate(
+        &self,
+        lease: &GameLease,
+        inner: &OpRequest,
+        outer: &mut Appended,
+    ) -> Result<StatusChange, Failure> {
+        let stop = self.stop_under(lease, inner, &new_id()).await;
+        outer.entry.container_id_before = stop.container_id.clone();
+        if !stop.is_success() {
+            return Err(inner_failure("inner stop failed", &stop));
+        }
+        failpoint::hit("restart.after_stop");
+
+        lease.check()?;
+        if let Some(id) = &stop.container_id
+            && let Err(failure) = self.require_image(&outer.entry.image_ref).await
+        {
+            // The image went away while the old container stopped (removed
+            // by hand meanwhile): keep the game on its old container rather
+            // than remove it for a replacement that cannot be created.
+            let again = match self.runtime.start(id).await {
+                Ok(()) => "the old container was started again".to_owned(),
+                Err(e) => format!("starting the old container again failed too: {e}"),
+            };
+            return Err(Failure::new(
+                failure.code,
+                format!("{} (it vanished during the stop; {again})", failure.message),
+            ));
+        }
+        if let Some(id) = &stop.container_id {
+            self.remove_container(id, false).await.map_err(|e| {
+                Failure::new(ErrorCode::ServiceUnavailable, format!("docker remove: {e}"))
+            })?;
+        }
+
+        failpoint::hit("restart.after_remove");
+        lease.check()?;
+        let start = self.start_under(lease, inner, &new_id()).await;
+        if !start.is_success() {
+            return Err(inner_failure("inner start failed", &start));
+        }
+        outer.entry.container_id_after = start.container_id.clone();
+        failpoint::hit("restart.before_status");
+        // The inner start recorded the new container in the status; the
+        // outer entry only adds itself as the last operation.
+        Ok(StatusChange::LastOperationOnly {
+            container: start.container.map(Box::new),
+        })
+    }
+}
+
+fn inner_failure(what: &str, inner: &OpResult) -> Failure {
+    Failure::new(
+        inner.error_code.unwrap_or(ErrorCode::Internal),
+        format!(
+            "{what}: {}",
+            inner.error_message.as_deref().unwrap_or("no message")
+        ),
+    )
+}

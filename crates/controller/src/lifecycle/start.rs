@@ -1,0 +1,178 @@
+//! start: make the game's container run from its current spec.
+
+use crate::failpoint;
+use crate::lease::GameLease;
+use crate::runtime::{ContainerInfo, RuntimeError, RuntimeOp};
+use rtm_core::error_code::ErrorCode;
+use rtm_core::model::{OpKind, Phase};
+
+use super::{Failure, Lifecycle, OpRequest, OpResult, StatusChange, container_spec};
+
+impl Lifecycle {
+    /// Starts the game's container under its own lease.
+    pub async fn start(&self, request: &OpRequest) -> OpResult {
+        self.with_lease(OpKind::Start, request, async |lease: &GameLease| {
+            self.start_under(lease, request, lease.op_id()).await
+        })
+        .await
+    }
+
+    /// Starts the game's container under a lease the caller holds (a
+    /// restart's inner start).
+    pub async fn start_under(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+        op_id: &str,
+    ) -> OpResult {
+        let mut op = match self.begin(lease, OpKind::Start, request, op_id).await {
+            Ok(op) => op,
+            Err(failure) => {
+                return self
+                    .reject(Some(lease), OpKind::Start, request, op_id, failure)
+                    .await;
+            }
+        };
+        let result = self.start_steps(lease, request, &mut op.entry).await;
+        self.conclude(lease, op, result).await
+    }
+
+    async fn start_steps(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+        entry: &mut rtm_core::records::history::HistoryEntry,
+    ) -> Result<StatusChange, Failure> {
+        let game = lease.game();
+        let doc = self.load(request).await?;
+        let spec = container_spec(&doc, self.prefix(), &entry.op_id, self.policy());
+        entry.image_ref = spec.image.clone();
+
+        let existing = self.current_container(game).await?;
+        if !existing.as_ref().is_some_and(|c| c.is_running()) {
+            // Checked before anything is removed: refused by the policy,
+            // without its host ports or its image, the game keeps what it
+            // has (an exited container stays to be seen). The policy comes
+            // first: a refused document claims no port.
+            lease.check()?;
+            self.admit(&doc).await?;
+            self.require_host_ports(lease, &doc).await?;
+            self.require_image(&spec.image).await?;
+        }
+        if let Some(existing) = existing {
+            entry.container_id_before = Some(existing.id.clone());
+            if existing.is_running() {
+                // Already running: starting is idempotent. Replacing it for
+                // a changed spec is a restart's job, not a start's.
+                entry.container_id_after = Some(existing.id.clone());
+                return Ok(running(existing, spec.hostname));
+            }
+            // An exited container is replaced, so the new one runs the
+            // current image and spec.
+            lease.check()?;
+            self.remove_container(&existing.id, true)
+                .await
+                .map_err(|e| Failure::runtime(RuntimeOp::Remove, &e))?;
+        }
+
+        lease.check()?;
+        let id = self.create_container(&spec).await?;
+        failpoint::hit("start.after_create");
+        entry.container_id_after = Some(id.clone());
+
+        // From here on a failure leaves a created container: remove it so
+        // nothing is orphaned, and say so in the failure.
+        if let Err(failure) = lease.check() {
+            return Err(failure.into());
+        }
+        if let Err(error) = self.start_container(&id).await {
+            let failure = Failure::runtime(RuntimeOp::Start, &error);
+            return Err(match self.remove_container(&id, true).await {
+                Ok(()) => {
+                    entry.container_id_after = None;
+                    failure
+                }
+                Err(rm) => Failure::new(
+                    failure.code,
+                    format!(
+                        "{}; removing the unstarted container failed too: {rm}",
+                        failure.message
+                    ),
+                ),
+            });
+        }
+        let started = self
+            .runtime
+            .inspect_container(&id)
+            .await
+            .map_err(|e| Failure::runtime(RuntimeOp::InspectContainer, &e))?
+            .ok_or_else(|| {
+                Failure::new(
+                    ErrorCode::StartFailed,
+                    format!("container {id} vanished right after it started"),
+                )
+            })?;
+        failpoint::hit("start.before_status");
+        Ok(running(started, spec.hostname))
+    }
+
+    /// Fails with `image_not_found` unless `image` is on the Docker host:
+    /// checked before any step that could leave the game without a
+    /// container (a recreate stops nothing until it passes).
+    pub(super) async fn require_image(&self, image: &str) -> Result<(), Failure> {
+        match self.runtime.inspect_image(image).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(Failure::new(
+                ErrorCode::ImageNotFound,
+                format!(
+                    "image {image} is not present on the Docker host; load or build it there \
+                     (rtmanager never pulls)"
+                ),
+            )),
+            Err(e) => Err(Failure::runtime(RuntimeOp::InspectImage, &e)),
+        }
+    }
+
+    /// Creates the container; a timed-out create is resolved by looking the
+    /// container up by name and checking it carries this operation's id.
+    async fn create_container(
+        &self,
+        spec: &crate::runtime::ContainerSpec,
+    ) -> Result<String, Failure> {
+        match self.runtime.create(spec).await {
+            Ok(id) => Ok(id),
+            Err(RuntimeError::NameConflict { name }) => Err(Failure::new(
+                ErrorCode::Conflict,
+                format!("container {name} appeared concurrently; the next reconcile resolves it"),
+            )),
+            Err(e) if e.outcome_unknown() => {
+                let op_id = spec.labels.get(crate::runtime::LABEL_OP_ID);
+                match self.runtime.inspect_container(&spec.name).await {
+                    Ok(Some(c)) if c.labels.get(crate::runtime::LABEL_OP_ID) == op_id => Ok(c.id),
+                    _ => Err(Failure::runtime(RuntimeOp::Create, &e)),
+                }
+            }
+            Err(e) => Err(Failure::runtime(RuntimeOp::Create, &e)),
+        }
+    }
+
+    /// Starts the container; a timed-out start counts if it now runs.
+    async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.runtime.start(id).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.outcome_unknown() => match self.runtime.inspect_container(id).await {
+                Ok(Some(c)) if c.is_running() => Ok(()),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn running(container: ContainerInfo, hostname: String) -> StatusChange {
+    StatusChange::Set {
+        phase: Phase::Running,
+        container: Some(container.into()),
+        hostname,
+    }
+}

@@ -1,0 +1,97 @@
+//! stop: SIGTERM the game's container, SIGKILL after its stopTimeout; the
+//! stopped container stays (a later start replaces it).
+
+use crate::failpoint;
+use crate::lease::GameLease;
+use rtm_core::error_code::ErrorCode;
+use rtm_core::model::defaults::DEFAULT_STOP_TIMEOUT;
+use rtm_core::model::{OpKind, Phase};
+use rtm_core::records::history::HistoryEntry;
+
+use super::{Failure, Lifecycle, OpRequest, OpResult, StatusChange, effective_hostname};
+
+impl Lifecycle {
+    /// Stops the game's container under its own lease.
+    pub async fn stop(&self, request: &OpRequest) -> OpResult {
+        self.with_lease(OpKind::Stop, request, async |lease: &GameLease| {
+            self.stop_under(lease, request, lease.op_id()).await
+        })
+        .await
+    }
+
+    /// Stops the game's container under a lease the caller holds (a
+    /// restart's inner stop, a remove).
+    pub async fn stop_under(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+        op_id: &str,
+    ) -> OpResult {
+        let mut op = match self.begin(lease, OpKind::Stop, request, op_id).await {
+            Ok(op) => op,
+            Err(failure) => {
+                return self
+                    .reject(Some(lease), OpKind::Stop, request, op_id, failure)
+                    .await;
+            }
+        };
+        let result = self.stop_steps(lease, request, &mut op.entry).await;
+        self.conclude(lease, op, result).await
+    }
+
+    async fn stop_steps(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+        entry: &mut HistoryEntry,
+    ) -> Result<StatusChange, Failure> {
+        let game = lease.game();
+        // The document may be gone (a remove stops what is left): the
+        // container is still stopped, with the default timeout.
+        let doc = self.document(request).await?;
+        let (timeout, hostname) = match &doc {
+            Some(doc) => (doc.spec.stop_timeout, effective_hostname(doc)),
+            None => (DEFAULT_STOP_TIMEOUT, game.to_owned()),
+        };
+        let ours = match self.current_container(game).await {
+            Ok(found) => found,
+            // Someone else's container holds the game's name: nothing of
+            // ours runs, so nothing is stopped (a remove can then finish),
+            // and theirs is never touched.
+            Err(failure) if failure.code == ErrorCode::Conflict => None,
+            Err(failure) => return Err(failure),
+        };
+        let Some(container) = ours else {
+            // Nothing runs: stopped already.
+            return Ok(StatusChange::Set {
+                phase: Phase::Stopped,
+                container: None,
+                hostname,
+            });
+        };
+        entry.container_id_before = Some(container.id.clone());
+        entry.container_id_after = Some(container.id.clone());
+        entry.image_ref = container.image.clone();
+        lease.check()?;
+        // A paused container is stopped too (Docker stops it as it is).
+        if container.is_alive() {
+            self.stop_container(&container.id, timeout).await?;
+            failpoint::hit("stop.after_stop");
+        }
+        let stopped = self.reinspect(&container.id).await.unwrap_or(container);
+        Ok(StatusChange::Set {
+            phase: Phase::Stopped,
+            container: Some(stopped.into()),
+            hostname,
+        })
+    }
+
+    /// The container as it is now (exit code after a stop), if readable.
+    pub(super) async fn reinspect(&self, id: &str) -> Option<crate::runtime::ContainerInfo> {
+        self.runtime.inspect_container(id).await.ok().flatten()
+    }
+}
+
+/// Compile-time check that the default stays a whole number of seconds, as
+/// Docker's stop API takes seconds.
+const _: () = assert!(DEFAULT_STOP_TIMEOUT.subsec_nanos() == 0);

@@ -1,0 +1,970 @@
+//! The lifecycle services against the in-memory store and the fake
+//! runtime: every branch of the Go restart service, plus start, stop and
+//! remove.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::runtime::fake::FakeRuntime;
+use rtm_core::model::parse::parse_documents;
+use rtm_core::store::memory::MemoryStore;
+use rtm_core::store::{Keys, Store, StoreError, Txn};
+
+const IMAGE: &str = "rtmanager-test/engine:1";
+
+/// The name the default installation gives `game`'s container.
+fn name(game: &str) -> String {
+    crate::runtime::container_name(rtm_core::store::keys::DEFAULT_PREFIX, game)
+}
+
+struct World {
+    store: Arc<MemoryStore>,
+    runtime: Arc<FakeRuntime>,
+    lifecycle: Lifecycle,
+    documents: Documents,
+    metrics: Metrics,
+}
+
+async fn world() -> World {
+    let store = Arc::new(MemoryStore::new());
+    let runtime = Arc::new(FakeRuntime::new());
+    runtime.add_image(IMAGE);
+    let metrics = Metrics::new();
+    let session = Session::open(
+        store.clone(),
+        Keys::default(),
+        "node-a",
+        Duration::from_secs(15),
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    let lifecycle = Lifecycle::new(runtime.clone(), session, 100, metrics.clone());
+    let documents = Documents::new(store.clone(), Keys::default());
+    World {
+        store,
+        runtime,
+        lifecycle,
+        documents,
+        metrics,
+    }
+}
+
+/// A small document builder: `game("g1").image("x:1").hostname("h")`.
+struct GameBuilder {
+    name: String,
+    image: String,
+    extra: String,
+}
+
+fn game(name: &str) -> GameBuilder {
+    GameBuilder {
+        name: name.into(),
+        image: IMAGE.into(),
+        extra: String::new(),
+    }
+}
+
+impl GameBuilder {
+    fn image(mut self, image: &str) -> Self {
+        self.image = image.into();
+        self
+    }
+
+    /// Publishes container port 7000 on TCP host port `host_port`.
+    fn host_port(mut self, host_port: u16) -> Self {
+        self.extra.push_str(&format!(
+            "  ports: [{{containerPort: 7000, hostPort: {host_port}}}]\n"
+        ));
+        self
+    }
+
+    fn hostname(mut self, hostname: &str) -> Self {
+        self.extra.push_str(&format!("  hostname: {hostname}\n"));
+        self
+    }
+
+    /// Extra `spec` lines, indented by two spaces: `"  resources: {pids: 64}\n"`.
+    fn spec_lines(mut self, lines: &str) -> Self {
+        self.extra.push_str(lines);
+        self
+    }
+
+    fn build(&self) -> GameRuntime {
+        let yaml = format!(
+            "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: {}\n\
+             spec:\n  image: {}\n  stopTimeout: 5s\n{}",
+            self.name, self.image, self.extra
+        );
+        parse_documents(&yaml).unwrap().remove(0)
+    }
+}
+
+impl World {
+    async fn apply(&self, builder: GameBuilder) -> GameRuntime {
+        self.documents.create(&builder.build()).await.unwrap()
+    }
+
+    async fn history(&self, game: &str) -> Vec<HistoryEntry> {
+        self.lifecycle.history().recent(game, 100).await.unwrap()
+    }
+
+    async fn started(&self, name: &str) -> OpResult {
+        self.apply(game(name)).await;
+        let result = self.lifecycle.start(&request(name)).await;
+        assert!(result.is_success(), "{result:?}");
+        result
+    }
+}
+
+fn request(game: &str) -> OpRequest {
+    OpRequest::new(game, OpSource::AdminCli)
+}
+
+fn assert_failed(result: &OpResult, code: ErrorCode, message_part: &str) {
+    assert_eq!(result.outcome, Outcome::Failure, "{result:?}");
+    assert_eq!(result.error_code, Some(code), "{result:?}");
+    let message = result.error_message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains(message_part),
+        "{message:?} should contain {message_part:?}"
+    );
+}
+
+// ---------------------------------------------------------------- start
+
+#[tokio::test]
+async fn start_creates_a_running_labelled_container_and_records_it() {
+    let w = world().await;
+    w.apply(game("g1").hostname("engine-g1")).await;
+    let result = w.lifecycle.start(&request("g1")).await;
+    assert!(result.is_success(), "{result:?}");
+
+    let container = w.runtime.container(&name("g1")).expect("container exists");
+    assert!(container.is_running());
+    assert_eq!(container.hostname, "engine-g1");
+    assert_eq!(container.game(), Some("g1"));
+    assert_eq!(
+        container.labels.get(crate::runtime::LABEL_OP_ID),
+        Some(&result.op_id)
+    );
+    assert!(container.spec_hash().is_some());
+    assert_eq!(result.container_id.as_deref(), Some(container.id.as_str()));
+
+    let status = w.lifecycle.status().read("g1").await.unwrap().status;
+    assert_eq!(status.phase, Phase::Running);
+    assert_eq!(status.container_id.as_deref(), Some(container.id.as_str()));
+    assert_eq!(status.hostname.as_deref(), Some("engine-g1"));
+    assert_eq!(status.image_ref.as_deref(), Some(IMAGE));
+
+    let history = w.history("g1").await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].op_kind, OpKind::Start);
+    assert_eq!(history[0].outcome, Outcome::Success);
+    assert_eq!(
+        history[0].container_id_after.as_deref(),
+        Some(container.id.as_str())
+    );
+    assert!(history[0].fence_revision.is_some());
+    assert!(w.metrics.render().contains(
+        r#"rtmanager_operations_total{error_code="",op_kind="start",outcome="success"} 1"#
+    ));
+    assert!(
+        w.store.get("/rtmanager/leases/g1").await.unwrap().is_none(),
+        "the lease is released"
+    );
+}
+
+#[tokio::test]
+async fn start_of_a_running_game_is_idempotent() {
+    let w = world().await;
+    let first = w.started("g1").await;
+    let again = w.lifecycle.start(&request("g1")).await;
+    assert!(again.is_success(), "{again:?}");
+    assert_eq!(again.container_id, first.container_id);
+    assert_eq!(w.runtime.count(RuntimeOp::Create), 1);
+}
+
+#[tokio::test]
+async fn start_with_a_missing_image_fails_and_leaves_no_container() {
+    let w = world().await;
+    w.apply(game("g1").image("rtmanager-test/missing:1")).await;
+    let result = w.lifecycle.start(&request("g1")).await;
+    assert_failed(
+        &result,
+        ErrorCode::ImageNotFound,
+        "rtmanager-test/missing:1",
+    );
+    assert!(w.runtime.containers().is_empty());
+    assert_eq!(
+        w.runtime.count(RuntimeOp::Create),
+        0,
+        "no create without the image"
+    );
+    let history = w.history("g1").await;
+    assert_eq!(history[0].error_code, Some(ErrorCode::ImageNotFound));
+    let status = w.lifecycle.status().read("g1").await.unwrap().status;
+    let last = status
+        .last_operation
+        .expect("the failure shows in the status");
+    assert_eq!(last.error_code.as_deref(), Some("image_not_found"));
+}
+
+#[tokio::test]
+async fn a_start_docker_refuses_removes_the_created_container() {
+    let w = world().await;
+    w.apply(game("g1")).await;
+    w.runtime.fail_next(
+        RuntimeOp::Start,
+        RuntimeError::PortAllocated {
+            message: "port is already allocated".into(),
+        },
+    );
+    let result = w.lifecycle.start(&request("g1")).await;
+    assert_failed(&result, ErrorCode::PortConflict, "already allocated");
+    assert!(
+        w.runtime.containers().is_empty(),
+        "no orphan: {:?}",
+        w.runtime.containers()
+    );
+}
+
+#[tokio::test]
+async fn start_of_an_unknown_game_is_not_found() {
+    let w = world().await;
+    let result = w.lifecycle.start(&request("ghost")).await;
+    assert_failed(&result, ErrorCode::NotFound, "gameruntime/ghost");
+}
+
+#[tokio::test]
+async fn a_foreign_container_with_the_games_name_is_never_touched() {
+    let w = world().await;
+    w.apply(game("g1")).await;
+    let mut foreign = crate::runtime::ContainerSpec::new("other", IMAGE);
+    foreign.name = name("g1");
+    w.runtime.create(&foreign).await.unwrap();
+    let result = w.lifecycle.start(&request("g1")).await;
+    assert_failed(
+        &result,
+        ErrorCode::Conflict,
+        "not managed by this rtmanager",
+    );
+    assert_eq!(w.runtime.count(RuntimeOp::Remove), 0);
+}
+
+#[tokio::test]
+async fn the_same_failure_again_and_again_is_recorded_once_with_a_count() {
+    let w = world().await;
+    w.apply(game("g1")).await;
+    let mut foreign = crate::runtime::ContainerSpec::new("other", IMAGE);
+    foreign.name = name("g1");
+    w.runtime.create(&foreign).await.unwrap();
+    for _ in 0..5 {
+        let result = w.lifecycle.start(&request("g1")).await;
+        assert_eq!(result.error_code, Some(ErrorCode::Conflict), "{result:?}");
+    }
+    let history = w.history("g1").await;
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0].repeated, 4);
+    assert!(history[0].last_repeated_at.is_some());
+    assert_eq!(history[0].outcome, Outcome::Failure);
+
+    // Something else in between starts a new entry, and the count again.
+    w.runtime.remove_by_hand(&name("g1")).unwrap();
+    assert!(w.lifecycle.start(&request("g1")).await.is_success());
+    w.runtime.remove_by_hand(&name("g1")).unwrap();
+    w.runtime.create(&foreign).await.unwrap();
+    w.lifecycle.start(&request("g1")).await;
+    let kinds: Vec<(Outcome, u64)> = w
+        .history("g1")
+        .await
+        .iter()
+        .map(|e| (e.outcome, e.repeated))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (Outcome::Failure, 0),
+            (Outcome::Success, 0),
+            (Outcome::Failure, 4)
+        ]
+    );
+}
+
+// ---------------------------------------------------------------- stop
+
+#[tokio::test(start_paused = true)]
+async fn stop_stops_the_container_and_records_phase_stopped() {
+    let w = world().await;
+    let started = w.started("g1").await;
+    // An engine that ignores SIGTERM shows the spec's stopTimeout (5s) is
+    // what Docker is given: the stop takes exactly that long.
+    w.runtime.ignore_sigterm(&name("g1")).unwrap();
+    let before = tokio::time::Instant::now();
+    let result = w.lifecycle.stop(&request("g1")).await;
+    let took = before.elapsed();
+    assert!(result.is_success(), "{result:?}");
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    let container = w.runtime.container(&name("g1")).unwrap();
+    assert!(!container.is_running());
+    let status = w.lifecycle.status().read("g1").await.unwrap().status;
+    assert_eq!(status.phase, Phase::Stopped);
+    assert_eq!(status.container_id, started.container_id);
+    assert_eq!(status.last_exit_code, Some(137));
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == rtm_core::model::READY)
+        .unwrap();
+    assert_eq!(
+        ready.status,
+        rtm_core::model::ConditionStatus::False,
+        "Ready follows the phase"
+    );
+}
+
+#[tokio::test]
+async fn stop_of_a_game_without_container_succeeds() {
+    let w = world().await;
+    w.apply(game("g1")).await;
+    assert!(w.lifecycle.stop(&request("g1")).await.is_success());
+}
+
+// ---------------------------------------------------------------- restart: the Go branches
+
+#[tokio::test]
+async fn restart_rejects_an_invalid_game_id_without_writing_anything() {
+    let w = world().await;
+    let before = w.store.revision().await.unwrap();
+    let result = w.lifecycle.restart(&request("../etc")).await;
+    assert_failed(&result, ErrorCode::InvalidRequest, "game id");
+    assert_eq!(w.store.revision().await.unwrap(), before, "nothing written");
+}
+
+#[tokio::test]
+async fn restart_while_the_lease_is_held_is_a_conflict_with_an_outer_entry() {
+    let w = world().await;
+    w.started("g1").await;
+    let held = w.lifecycle.acquire("g1", "someone-else").await.unwrap();
+    let result = w
+        .lifecycle
+        .restart(&request("g1").with_source_ref("REQ-1"))
+        .await;
+    assert_failed(
+        &result,
+        ErrorCode::Conflict,
+        "another lifecycle operation is in progress for this game",
+    );
+    let outer = &w.history("g1").await[0];
+    assert_eq!(outer.op_kind, OpKind::Restart);
+    assert_eq!(outer.outcome, Outcome::Failure);
+    assert_eq!(outer.source_ref, "REQ-1", "the request's ref is kept");
+    assert_eq!(w.runtime.count(RuntimeOp::Stop), 0);
+    held.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn restart_when_the_lease_store_fails_is_service_unavailable() {
+    let w = world().await;
+    w.started("g1").await;
+    w.store.fail_next(StoreError::Unavailable {
+        endpoints: "memory".into(),
+        message: "connection refused".into(),
+    });
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::ServiceUnavailable, "connection refused");
+    let outer = &w.history("g1").await[0];
+    assert_eq!(outer.error_code, Some(ErrorCode::ServiceUnavailable));
+}
+
+#[tokio::test]
+async fn restart_of_a_game_without_record_is_not_found() {
+    let w = world().await;
+    let result = w.lifecycle.restart(&request("ghost")).await;
+    assert_failed(&result, ErrorCode::NotFound, "does not exist");
+    let outer = &w.history("ghost").await[0];
+    assert_eq!(
+        (outer.op_kind, outer.error_code),
+        (OpKind::Restart, Some(ErrorCode::NotFound))
+    );
+}
+
+#[tokio::test]
+async fn restart_of_a_removed_game_is_a_conflict() {
+    let w = world().await;
+    w.started("g1").await;
+    w.documents.delete("g1", None).await.unwrap();
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::Conflict, "is removed");
+    assert_eq!(w.runtime.count(RuntimeOp::Stop), 0);
+}
+
+#[tokio::test]
+async fn restart_of_a_record_without_image_is_internal() {
+    let w = world().await;
+    w.started("g1").await;
+    // Written around validation, as a buggy client could.
+    let key = Keys::default().gameruntime("g1");
+    let kv = w.store.get(&key).await.unwrap().unwrap();
+    let broken = String::from_utf8(kv.value).unwrap().replace(IMAGE, "\"\"");
+    w.store
+        .update(&key, broken.into_bytes(), kv.mod_revision)
+        .await
+        .unwrap();
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_eq!(result.error_code, Some(ErrorCode::Internal), "{result:?}");
+    assert_eq!(w.runtime.count(RuntimeOp::Stop), 0);
+}
+
+#[tokio::test]
+async fn restart_keeps_the_inner_stops_failure_code() {
+    let w = world().await;
+    w.started("g1").await;
+    w.runtime.fail_next(
+        RuntimeOp::Stop,
+        RuntimeError::Rejected {
+            status: 500,
+            message: "driver failed".into(),
+        },
+    );
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::StopFailed, "inner stop failed: ");
+    assert_eq!(
+        w.runtime.count(RuntimeOp::Remove),
+        0,
+        "no rm after a failed stop"
+    );
+    let entries = w.history("g1").await;
+    let stop = entries.iter().find(|e| e.op_kind == OpKind::Stop).unwrap();
+    assert_eq!(stop.outcome, Outcome::Failure);
+    assert_eq!(stop.source_ref, entries[entries.len() - 2].source_ref);
+}
+
+#[tokio::test]
+async fn restart_when_docker_is_unreachable_during_stop_is_service_unavailable() {
+    let w = world().await;
+    w.started("g1").await;
+    w.runtime.fail_next(
+        RuntimeOp::Stop,
+        RuntimeError::Unreachable {
+            message: "gone".into(),
+        },
+    );
+    // The re-inspect after an unknown outcome fails too.
+    w.runtime.fail_next(
+        RuntimeOp::InspectContainer,
+        RuntimeError::Unreachable {
+            message: "gone".into(),
+        },
+    );
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::ServiceUnavailable, "inner stop failed");
+}
+
+#[tokio::test]
+async fn restart_when_docker_rm_fails_is_service_unavailable() {
+    let w = world().await;
+    w.started("g1").await;
+    w.runtime.fail_next(
+        RuntimeOp::Remove,
+        RuntimeError::Rejected {
+            status: 500,
+            message: "device busy".into(),
+        },
+    );
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::ServiceUnavailable, "docker remove");
+    assert_eq!(w.runtime.count(RuntimeOp::Create), 1, "no second create");
+}
+
+#[tokio::test]
+async fn a_restart_without_its_image_stops_nothing_and_keeps_the_old_container_running() {
+    let w = world().await;
+    let started = w.started("g1").await;
+    w.runtime.remove_image(IMAGE);
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::ImageNotFound, "is not present");
+    let left = w.runtime.containers();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(Some(&left[0].id), started.container_id.as_ref());
+    assert!(left[0].is_running(), "never stopped: {left:?}");
+    let history = w.history("g1").await;
+    assert_eq!(
+        (history[0].op_kind, history[0].error_code),
+        (OpKind::Restart, Some(ErrorCode::ImageNotFound)),
+        "the failure is recorded: {history:#?}"
+    );
+    assert!(
+        history.iter().all(|e| e.op_kind != OpKind::Stop),
+        "no inner stop ran: {history:#?}"
+    );
+}
+
+#[tokio::test]
+async fn restart_reports_an_inner_start_docker_refuses() {
+    let w = world().await;
+    w.started("g1").await;
+    w.runtime.fail_next(
+        RuntimeOp::Start,
+        RuntimeError::Rejected {
+            status: 400,
+            message: "OCI runtime create failed".into(),
+        },
+    );
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::StartFailed, "OCI runtime create failed");
+    assert!(
+        w.runtime.containers().is_empty(),
+        "the unstarted container is removed"
+    );
+}
+
+#[tokio::test]
+async fn restart_recreates_with_a_new_id_the_same_hostname_and_one_correlation_id() {
+    let w = world().await;
+    w.apply(game("g1").hostname("engine-g1")).await;
+    let first = w.lifecycle.start(&request("g1")).await;
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert!(result.is_success(), "{result:?}");
+
+    let container = w.runtime.container(&name("g1")).unwrap();
+    assert_ne!(
+        Some(container.id.clone()),
+        first.container_id,
+        "a new container"
+    );
+    assert_eq!(result.container_id.as_deref(), Some(container.id.as_str()));
+    assert_eq!(container.hostname, "engine-g1");
+    assert_eq!(w.runtime.containers().len(), 1);
+
+    // Newest first: inner start, inner stop, then the outer restart
+    // (appended first, finished last), then the original start.
+    let entries = w.history("g1").await;
+    let kinds: Vec<_> = entries.iter().map(|e| e.op_kind).collect();
+    assert_eq!(
+        kinds,
+        [OpKind::Start, OpKind::Stop, OpKind::Restart, OpKind::Start]
+    );
+    let correlation = &entries[2].source_ref;
+    assert!(!correlation.is_empty(), "a correlation id is generated");
+    assert!(entries[..3].iter().all(|e| &e.source_ref == correlation));
+    assert!(entries[..3].iter().all(|e| e.outcome == Outcome::Success));
+    assert_eq!(entries[2].container_id_before, first.container_id);
+    assert_eq!(
+        entries[2].container_id_after.as_deref(),
+        Some(container.id.as_str())
+    );
+    assert_eq!(result.source_ref, *correlation);
+
+    let status = w.lifecycle.status().read("g1").await.unwrap().status;
+    assert_eq!(status.container_id.as_deref(), Some(container.id.as_str()));
+    assert_eq!(status.last_operation.unwrap().op_kind, OpKind::Restart);
+}
+
+#[tokio::test]
+async fn restart_reuses_the_requests_source_ref_as_correlation_id() {
+    let w = world().await;
+    w.started("g1").await;
+    let result = w
+        .lifecycle
+        .restart(&request("g1").with_source_ref("REQ-42"))
+        .await;
+    assert!(result.is_success());
+    let entries = w.history("g1").await;
+    assert!(
+        entries[..3].iter().all(|e| e.source_ref == "REQ-42"),
+        "{entries:#?}"
+    );
+}
+
+/// Delegates to the fake, but revokes the controller's etcd session in the
+/// middle of the first stop, the way etcd expires a lease whose holder
+/// stalled, and returns only once the session noticed.
+#[derive(Debug)]
+struct LosesLeaseDuringStop {
+    inner: Arc<FakeRuntime>,
+    store: Arc<MemoryStore>,
+    session: std::sync::OnceLock<Arc<Session>>,
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for LosesLeaseDuringStop {
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.inner.ping().await
+    }
+    async fn inspect_image(
+        &self,
+        image: &str,
+    ) -> Result<Option<crate::runtime::ImageInfo>, RuntimeError> {
+        self.inner.inspect_image(image).await
+    }
+    async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+        self.inner.inspect_container(id).await
+    }
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        self.inner.create(spec).await
+    }
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.inner.start(id).await
+    }
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        let result = self.inner.stop(id, timeout).await;
+        let session = self.session.get().expect("session set before the restart");
+        self.store.revoke_lease(session.lease_id()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), session.lost().cancelled())
+            .await
+            .expect("the keepalive notices the revoked lease within one period");
+        result
+    }
+    async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
+        self.inner.kill(id).await
+    }
+    async fn remove(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        self.inner.remove(id, force).await
+    }
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
+        self.inner.unpause(id).await
+    }
+    async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        self.inner.rename(id, name).await
+    }
+    async fn list_managed(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        self.inner.list_managed().await
+    }
+    async fn list_game(&self, game: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        self.inner.list_game(game).await
+    }
+    async fn list_labelled(&self, key: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        self.inner.list_labelled(key).await
+    }
+    fn events(
+        &self,
+    ) -> futures::stream::BoxStream<'static, Result<crate::runtime::ContainerEvent, RuntimeError>>
+    {
+        self.inner.events()
+    }
+}
+
+#[tokio::test]
+async fn restart_stops_at_the_next_step_once_the_lease_is_lost() {
+    let store = Arc::new(MemoryStore::new());
+    let fake = Arc::new(FakeRuntime::new());
+    fake.add_image(IMAGE);
+    let runtime = Arc::new(LosesLeaseDuringStop {
+        inner: fake.clone(),
+        store: store.clone(),
+        session: std::sync::OnceLock::new(),
+    });
+    // A 3 s TTL: the keepalive checks every second.
+    let session = Session::open(
+        store.clone(),
+        Keys::default(),
+        "node-a",
+        Duration::from_secs(3),
+        Metrics::new(),
+    )
+    .await
+    .unwrap();
+    runtime.session.set(session.clone()).ok();
+    let lifecycle = Lifecycle::new(runtime, session, 100, Metrics::new());
+    let documents = Documents::new(store.clone(), Keys::default());
+    documents.create(&game("g1").build()).await.unwrap();
+    // Started by hand so that the stop is the restart's first Docker call.
+    let spec = container_spec(
+        &game("g1").build(),
+        "/rtmanager",
+        "op-0",
+        &ContainerPolicy::default(),
+    );
+    let id = fake.create(&spec).await.unwrap();
+    fake.start(&id).await.unwrap();
+
+    let result = lifecycle.restart(&request("g1")).await;
+    assert_eq!(result.error_code, Some(ErrorCode::LeaseLost), "{result:?}");
+    assert_eq!(
+        fake.count(RuntimeOp::Remove),
+        0,
+        "no step after the lease was lost"
+    );
+    assert_eq!(fake.count(RuntimeOp::Create), 1, "never a second container");
+}
+
+// ---------------------------------------------------------------- remove
+
+#[tokio::test]
+async fn remove_stops_and_removes_the_container_and_clears_the_status() {
+    let w = world().await;
+    w.started("g1").await;
+    w.documents.delete("g1", None).await.unwrap();
+    let result = w.lifecycle.remove(&request("g1")).await;
+    assert!(result.is_success(), "{result:?}");
+    assert!(w.runtime.containers().is_empty());
+    assert!(w.store.get("/rtmanager/status/g1").await.unwrap().is_none());
+    let kinds: Vec<_> = w.history("g1").await.iter().map(|e| e.op_kind).collect();
+    assert_eq!(
+        kinds,
+        [OpKind::Stop, OpKind::Remove, OpKind::Start],
+        "history is kept"
+    );
+}
+
+#[tokio::test]
+async fn removing_a_game_whose_name_a_foreign_container_holds_clears_it_and_leaves_that_alone() {
+    let w = world().await;
+    w.apply(game("g1")).await;
+    let mut foreign = crate::runtime::ContainerSpec::new("other", IMAGE);
+    foreign.name = name("g1");
+    let foreign_id = w.runtime.create(&foreign).await.unwrap();
+    w.runtime.start(&foreign_id).await.unwrap();
+    let refused = w.lifecycle.start(&request("g1")).await;
+    assert_failed(&refused, ErrorCode::Conflict, "not managed");
+    w.documents.delete("g1", None).await.unwrap();
+
+    let result = w.lifecycle.remove(&request("g1")).await;
+    assert!(result.is_success(), "nothing of ours to remove: {result:?}");
+    assert!(w.store.get("/rtmanager/status/g1").await.unwrap().is_none());
+    assert_eq!(w.runtime.count(RuntimeOp::Stop), 0, "theirs is not stopped");
+    assert_eq!(w.runtime.count(RuntimeOp::Remove), 0, "nor removed");
+    let theirs = w.runtime.inspect_container(&name("g1")).await.unwrap();
+    assert!(theirs.is_some_and(|c| c.id == foreign_id && c.is_running()));
+}
+
+// ------------------------------------------------------------ host ports
+
+impl World {
+    async fn claim_of(&self, port: u16) -> Option<String> {
+        let key = Keys::default().port("node-a", "tcp", port);
+        let kv = self.store.get(&key).await.unwrap()?;
+        rtm_core::ports::PortClaim::decode(&kv.value).map(|c| c.game)
+    }
+
+    async fn change(&self, builder: GameBuilder) {
+        let current = self.documents.get(&builder.name).await.unwrap().unwrap();
+        let revision = current
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .expect("a stored document has a resource version");
+        self.documents
+            .update(&builder.build(), revision)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_host_port_stays_its_first_claimants_through_a_stop_a_crash_and_a_restart() {
+    let w = world().await;
+    w.apply(game("owner").host_port(17000)).await;
+    assert!(w.lifecycle.start(&request("owner")).await.is_success());
+    assert_eq!(w.claim_of(17000).await.as_deref(), Some("owner"));
+    w.apply(game("claimant").host_port(17000)).await;
+
+    let refused = |result: &OpResult| {
+        assert_failed(result, ErrorCode::PortConflict, "belongs to game owner");
+    };
+    refused(&w.lifecycle.start(&request("claimant")).await);
+    // Stopped: the port is still the owner's.
+    assert!(w.lifecycle.stop(&request("owner")).await.is_success());
+    refused(&w.lifecycle.start(&request("claimant")).await);
+    // Crashed.
+    assert!(w.lifecycle.start(&request("owner")).await.is_success());
+    w.runtime.exit_container(&name("owner"), 1).unwrap();
+    refused(&w.lifecycle.start(&request("claimant")).await);
+    // Mid-recreate and after it.
+    assert!(w.lifecycle.restart(&request("owner")).await.is_success());
+    refused(&w.lifecycle.start(&request("claimant")).await);
+    assert!(
+        w.runtime.container(&name("claimant")).is_none(),
+        "the claimant never got a container that could bind the port"
+    );
+    assert_eq!(w.claim_of(17000).await.as_deref(), Some("owner"));
+}
+
+#[tokio::test]
+async fn a_lost_claim_goes_back_to_the_game_whose_container_was_made_with_the_port() {
+    let w = world().await;
+    w.apply(game("owner").host_port(17001)).await;
+    assert!(w.lifecycle.start(&request("owner")).await.is_success());
+    assert!(w.lifecycle.stop(&request("owner")).await.is_success());
+    // etcdctl del <prefix>/ports/ --prefix, while the owner is stopped.
+    w.store
+        .txn(Txn::new().delete_prefix(Keys::default().ports("node-a")))
+        .await
+        .unwrap();
+    w.apply(game("claimant").host_port(17001)).await;
+    let result = w.lifecycle.start(&request("claimant")).await;
+    assert_failed(&result, ErrorCode::PortConflict, "belongs to game owner");
+    assert_eq!(
+        w.claim_of(17001).await.as_deref(),
+        Some("owner"),
+        "recorded again for the owner, from its container's label"
+    );
+    assert!(w.lifecycle.start(&request("owner")).await.is_success());
+}
+
+#[tokio::test]
+async fn a_port_its_owner_no_longer_asks_for_or_a_garbled_claim_is_claimed_anew() {
+    let w = world().await;
+    w.apply(game("owner").host_port(17002)).await;
+    assert!(w.lifecycle.start(&request("owner")).await.is_success());
+    w.apply(game("claimant").host_port(17002)).await;
+    assert!(!w.lifecycle.start(&request("claimant")).await.is_success());
+    // The owner moves to another port: its next recreate claims that one,
+    // and the old one is free for the claimant.
+    w.change(game("owner").host_port(17003)).await;
+    assert!(w.lifecycle.restart(&request("owner")).await.is_success());
+    assert!(w.lifecycle.start(&request("claimant")).await.is_success());
+    assert_eq!(w.claim_of(17002).await.as_deref(), Some("claimant"));
+    assert_eq!(w.claim_of(17003).await.as_deref(), Some("owner"));
+
+    // `etcdctl put <prefix>/ports/node-a/tcp/17004 garbage`.
+    let key = Keys::default().port("node-a", "tcp", 17004);
+    w.store
+        .txn(Txn::new().put(key, b"garbage".to_vec()))
+        .await
+        .unwrap();
+    w.apply(game("third").host_port(17004)).await;
+    assert!(w.lifecycle.start(&request("third")).await.is_success());
+    assert_eq!(w.claim_of(17004).await.as_deref(), Some("third"));
+}
+
+#[tokio::test]
+async fn removing_a_game_releases_its_host_ports() {
+    let w = world().await;
+    w.apply(game("owner").host_port(17005)).await;
+    assert!(w.lifecycle.start(&request("owner")).await.is_success());
+    w.documents.delete("owner", None).await.unwrap();
+    assert!(w.lifecycle.remove(&request("owner")).await.is_success());
+    assert_eq!(w.claim_of(17005).await, None);
+}
+
+#[tokio::test]
+async fn a_recreate_onto_another_games_port_is_refused_before_the_old_container_stops() {
+    let w = world().await;
+    w.apply(game("a").host_port(17006)).await;
+    w.apply(game("b").host_port(17007)).await;
+    assert!(w.lifecycle.start(&request("a")).await.is_success());
+    assert!(w.lifecycle.start(&request("b")).await.is_success());
+    let before = w.runtime.container(&name("b")).unwrap();
+    w.change(game("b").host_port(17006)).await;
+    let result = w.lifecycle.restart(&request("b")).await;
+    assert_failed(&result, ErrorCode::PortConflict, "belongs to game a");
+    let after = w.runtime.container(&name("b")).unwrap();
+    assert_eq!(after.id, before.id);
+    assert!(
+        after.is_running(),
+        "the working container was never stopped"
+    );
+}
+
+#[tokio::test]
+async fn a_port_outside_the_controllers_policy_is_refused_and_never_claimed() {
+    let w = world().await;
+    w.apply(game("low").host_port(80)).await;
+    let result = w.lifecycle.start(&request("low")).await;
+    assert_failed(&result, ErrorCode::PortNotAllowed, "--host-ports");
+    assert!(w.runtime.containers().is_empty());
+    assert_eq!(w.claim_of(80).await, None);
+}
+
+#[tokio::test]
+async fn a_forged_claim_naming_another_claimant_never_keeps_the_owner_from_its_port() {
+    let w = world().await;
+    w.apply(game("owner").host_port(17008)).await;
+    assert!(w.lifecycle.start(&request("owner")).await.is_success());
+    w.apply(game("claimant").host_port(17008)).await;
+    // `etcdctl put <prefix>/ports/node-a/tcp/17008 '{"game":"claimant",…}'`,
+    // then the owner crashes.
+    let key = Keys::default().port("node-a", "tcp", 17008);
+    let forged = rtm_core::ports::PortClaim::new("claimant").encode();
+    w.store.txn(Txn::new().put(key, forged)).await.unwrap();
+    w.runtime.exit_container(&name("owner"), 1).unwrap();
+    let result = w.lifecycle.start(&request("owner")).await;
+    assert!(
+        result.is_success(),
+        "the owner's container says whose the port is: {result:?}"
+    );
+    assert_eq!(w.claim_of(17008).await.as_deref(), Some("owner"));
+    let refused = w.lifecycle.start(&request("claimant")).await;
+    assert_failed(&refused, ErrorCode::PortConflict, "belongs to game owner");
+}
+
+// ---------------------------------------------------------------- policy
+
+#[tokio::test]
+async fn start_creates_the_container_hardened_by_the_policy() {
+    let w = world().await;
+    w.apply(game("g1").spec_lines(
+        "  resources: {pids: 64}\n  securityContext:\n    capabilities: {add: [NET_BIND_SERVICE]}\n    \
+         runAsUser: 1000\n    readOnlyRootFilesystem: true\n",
+    ))
+    .await;
+    let result = w.lifecycle.start(&request("g1")).await;
+    assert!(result.is_success(), "{result:?}");
+    let id = result.container_id.unwrap();
+    let spec = w.runtime.spec_of(&id).expect("the fake kept the spec");
+    assert!(
+        spec.drop_all_capabilities && spec.no_new_privileges,
+        "{spec:?}"
+    );
+    assert_eq!(spec.cap_add, ["NET_BIND_SERVICE"]);
+    assert_eq!(spec.pids_limit, Some(64));
+    assert_eq!(spec.memory_bytes, Some(1 << 30), "the default memory");
+    assert_eq!(spec.nano_cpus, Some(1_000_000_000), "the default CPUs");
+    assert_eq!(spec.user.as_deref(), Some("1000"));
+    assert!(spec.read_only_root_filesystem);
+    assert!(spec.tmpfs.contains_key("/tmp"), "{spec:?}");
+}
+
+#[tokio::test]
+async fn a_start_the_policy_refuses_creates_nothing_and_is_recorded_with_its_code() {
+    let w = world().await;
+    w.apply(game("g1").spec_lines("  securityContext: {capabilities: {add: [SYS_ADMIN]}}\n"))
+        .await;
+    let result = w.lifecycle.start(&request("g1")).await;
+    assert_failed(
+        &result,
+        ErrorCode::CapabilityNotAllowed,
+        "SYS_ADMIN not allowed",
+    );
+    assert!(w.runtime.containers().is_empty());
+    assert_eq!(w.runtime.count(RuntimeOp::Create), 0);
+    let history = w.history("g1").await;
+    assert_eq!(
+        (history[0].op_kind, history[0].error_code),
+        (OpKind::Start, Some(ErrorCode::CapabilityNotAllowed)),
+        "{history:#?}"
+    );
+    let status = w.lifecycle.status().read("g1").await.unwrap().status;
+    let last = status.last_operation.expect("the failure is in the status");
+    assert_eq!(last.error_code.as_deref(), Some("capability_not_allowed"));
+}
+
+#[tokio::test]
+async fn a_restart_into_more_cpus_than_the_host_has_stops_nothing() {
+    let w = world().await;
+    let started = w.started("g1").await;
+    let mut doc = w.documents.get("g1").await.unwrap().unwrap();
+    let expected = doc
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    doc.spec.resources.cpus = Some("9".parse().unwrap());
+    w.documents.update(&doc, expected).await.unwrap();
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::ResourcesExceedHost, "host's 8 CPUs");
+    let left = w.runtime.containers();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(Some(&left[0].id), started.container_id.as_ref());
+    assert!(left[0].is_running(), "never stopped: {left:?}");
+    assert_eq!(w.runtime.count(RuntimeOp::Stop), 0);
+}

@@ -1,0 +1,415 @@
+//! The decision, with no I/O: given what a game should be (its document)
+//! and what it is (its status record and its container), what to do next
+//! and what its status should say. Level-based: the answer depends only on
+//! the two states, never on the event that caused the reconcile, so
+//! planning again after acting converges.
+
+use std::time::{Duration, SystemTime};
+
+use crate::runtime::{ContainerInfo, ContainerState};
+use rtm_core::model::{
+    DesiredState, GameRuntime, GameRuntimeStatus, Outcome, Phase, RestartPolicy,
+};
+
+pub use rtm_core::model::READY;
+
+/// The Ready condition's reason while the container is paused by hand.
+pub const CONTAINER_PAUSED: &str = "ContainerPaused";
+
+/// Knobs of the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Wait before the second restart of a crashing container; doubles
+    /// with each further crash.
+    pub crash_backoff_base: Duration,
+    /// Longest wait between crash restarts.
+    pub crash_backoff_max: Duration,
+    /// A container that ran this long before exiting restarts without
+    /// waiting (its earlier crashes no longer count).
+    pub crash_reset_after: Duration,
+    /// A transitional phase (Starting, Stopping, Removing) older than this
+    /// turns Failed.
+    pub transition_deadline: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            crash_backoff_base: Duration::from_secs(10),
+            crash_backoff_max: Duration::from_secs(300),
+            crash_reset_after: Duration::from_secs(600),
+            transition_deadline: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a game is, as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// The status record (default when none).
+    pub status: GameRuntimeStatus,
+    /// Whether a status record exists at all.
+    pub has_status: bool,
+    /// The game's container (`rtm-<game>`, ours), if any.
+    pub container: Option<ContainerInfo>,
+}
+
+/// Why the container must change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The document is new or asks for something new (a new generation).
+    SpecChanged,
+    /// `spec.restartToken` differs from `status.observedRestartToken`.
+    RestartRequested,
+    /// The container exited by itself (or was stopped by hand).
+    Exited,
+    /// The container disappeared (removed by hand).
+    Vanished,
+    /// A container was created but never started (an interrupted start).
+    NeverStarted,
+    /// The document was deleted.
+    Deleted,
+}
+
+/// What to do to the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing; at most the status needs writing.
+    None,
+    Start {
+        cause: Cause,
+    },
+    Stop {
+        cause: Cause,
+    },
+    /// Recreate (restart semantics: stop, rm, start with the current spec).
+    Recreate {
+        cause: Cause,
+    },
+    /// Replace an exited container after its crash backoff.
+    Restart {
+        cause: Cause,
+    },
+    /// Resume a container paused by hand: an involuntary disruption,
+    /// repaired at once and in place (the match goes on).
+    Unpause,
+    /// Stop and remove the container and clear the status.
+    Remove,
+    /// The container crashed and its backoff has not elapsed.
+    WaitBackoff {
+        remaining: Duration,
+    },
+}
+
+impl Action {
+    /// Whether the action changes the container (and so needs the lease).
+    pub fn acts(&self) -> bool {
+        !matches!(self, Action::None | Action::WaitBackoff { .. })
+    }
+}
+
+/// The decision for one game.
+pub fn plan(
+    doc: Option<&GameRuntime>,
+    observed: &Observed,
+    now: SystemTime,
+    settings: &Settings,
+) -> Action {
+    let container = observed.container.as_ref();
+    let Some(doc) = doc else {
+        return if container.is_some() || observed.has_status {
+            Action::Remove
+        } else {
+            Action::None
+        };
+    };
+    let spec = &doc.spec;
+    match spec.state {
+        DesiredState::Stopped => match container {
+            Some(c) if c.is_alive() => Action::Stop {
+                cause: Cause::SpecChanged,
+            },
+            _ => Action::None,
+        },
+        DesiredState::Running => {
+            let Some(c) = container else {
+                let cause = if observed.status.container_id.is_some() {
+                    Cause::Vanished
+                } else {
+                    Cause::SpecChanged
+                };
+                return Action::Start { cause };
+            };
+            match &c.state {
+                ContainerState::Running | ContainerState::Paused => {
+                    if c.spec_hash() != Some(spec.recreate_hash(&doc.metadata.name).as_str()) {
+                        Action::Recreate {
+                            cause: Cause::SpecChanged,
+                        }
+                    } else if restart_requested(doc, observed) {
+                        Action::Recreate {
+                            cause: Cause::RestartRequested,
+                        }
+                    } else if c.state == ContainerState::Paused {
+                        Action::Unpause
+                    } else {
+                        Action::None
+                    }
+                }
+                ContainerState::Created => Action::Start {
+                    cause: Cause::NeverStarted,
+                },
+                ContainerState::Exited | ContainerState::Dead => {
+                    if spec_changed(doc, &observed.status) {
+                        // Asked to run again (after a stop, or with a new
+                        // spec): not a crash, so no back-off and no count.
+                        return Action::Start {
+                            cause: Cause::SpecChanged,
+                        };
+                    }
+                    if !policy_restarts(spec.restart_policy, c.exit_code) {
+                        return Action::None;
+                    }
+                    match crash_backoff(c, &observed.status, now, settings) {
+                        Some((_, remaining)) => Action::WaitBackoff { remaining },
+                        None => Action::Restart {
+                            cause: Cause::Exited,
+                        },
+                    }
+                }
+                // Docker is in the middle of something; look again soon.
+                ContainerState::Restarting
+                | ContainerState::Removing
+                | ContainerState::Unknown(_) => Action::WaitBackoff {
+                    remaining: Duration::from_secs(2),
+                },
+            }
+        }
+    }
+}
+
+/// Whether the document changed since the controller last converged it.
+fn spec_changed(doc: &GameRuntime, status: &GameRuntimeStatus) -> bool {
+    doc.metadata.generation.is_some() && doc.metadata.generation != status.observed_generation
+}
+
+/// A restart is asked for when the token is set and not yet answered. The
+/// container's own label says which token it answers; the status record is
+/// only asked for a container older than that label. When neither says (such
+/// a container, and its record lost), nothing is restarted: losing a record
+/// must never disrupt a game.
+pub fn restart_requested(doc: &GameRuntime, observed: &Observed) -> bool {
+    let token = &doc.spec.restart_token;
+    if token.is_empty() {
+        return false;
+    }
+    let answered = observed
+        .container
+        .as_ref()
+        .and_then(ContainerInfo::restart_token)
+        .or(observed.status.observed_restart_token.as_deref());
+    match answered {
+        Some(answered) => answered != token,
+        None => observed.has_status,
+    }
+}
+
+fn policy_restarts(policy: RestartPolicy, exit_code: Option<i64>) -> bool {
+    match policy {
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => exit_code != Some(0),
+        RestartPolicy::Never => false,
+    }
+}
+
+/// The back-off of a crashed container and how much of it is left: none
+/// for the first crash (or after a long healthy run), then base, 2×base, …
+/// up to the maximum, counted from when it exited.
+fn crash_backoff(
+    container: &ContainerInfo,
+    status: &GameRuntimeStatus,
+    now: SystemTime,
+    settings: &Settings,
+) -> Option<(Duration, Duration)> {
+    let ran = match (container.started_at, container.finished_at) {
+        (Some(started), Some(finished)) => finished.duration_since(started).unwrap_or_default(),
+        _ => Duration::ZERO,
+    };
+    if ran >= settings.crash_reset_after || status.restart_count == 0 {
+        return None;
+    }
+    let exponent = (status.restart_count - 1).min(16);
+    let delay = settings
+        .crash_backoff_base
+        .saturating_mul(1 << exponent)
+        .min(settings.crash_backoff_max);
+    let finished = container.finished_at?;
+    let elapsed = now.duration_since(finished).unwrap_or_default();
+    let remaining = delay
+        .checked_sub(elapsed)
+        .filter(|remaining| !remaining.is_zero())?;
+    Some((delay, remaining))
+}
+
+/// The status a game should show, given what was observed (after any
+/// action). Fields that only actions change (restartCount,
+/// observedRestartToken, lastOperation) are carried over.
+pub fn derive_status(
+    doc: Option<&GameRuntime>,
+    observed: &Observed,
+    now: SystemTime,
+    settings: &Settings,
+) -> GameRuntimeStatus {
+    let previous = &observed.status;
+    let mut status = previous.clone();
+    let container = observed.container.as_ref();
+    let Some(doc) = doc else {
+        status.set_phase(Phase::Removing, now);
+        return status;
+    };
+    let spec = &doc.spec;
+
+    status.container_id = container.map(|c| c.id.clone());
+    if let Some(c) = container {
+        status.image_ref = Some(c.image.clone());
+        status.hostname = Some(c.hostname.clone());
+        if c.state.has_exited() {
+            status.last_exit_code = c.exit_code;
+            status.oom_killed = c.oom_killed;
+        }
+    }
+    let running = container.is_some_and(ContainerInfo::is_running);
+    let matches_spec = container
+        .is_some_and(|c| c.spec_hash() == Some(spec.recreate_hash(&doc.metadata.name).as_str()));
+    let last_failed = previous
+        .last_operation
+        .as_ref()
+        .is_some_and(|op| op.outcome == Outcome::Failure);
+
+    let (phase, message) = match (spec.state, container) {
+        (DesiredState::Stopped, Some(c)) if c.is_alive() => (Phase::Stopping, None),
+        (DesiredState::Stopped, _) => (Phase::Stopped, None),
+        (DesiredState::Running, None) if last_failed => (Phase::Failed, failure_message(previous)),
+        (DesiredState::Running, None) => (Phase::Pending, None),
+        (DesiredState::Running, Some(c)) => match &c.state {
+            ContainerState::Running => (Phase::Running, None),
+            ContainerState::Paused => (
+                Phase::Running,
+                Some("the container is paused (docker pause); resuming it".to_owned()),
+            ),
+            ContainerState::Created => (Phase::Starting, None),
+            ContainerState::Exited | ContainerState::Dead => {
+                exited_phase(spec.restart_policy, c, previous, now, settings)
+            }
+            _ => (Phase::Starting, None),
+        },
+    };
+    status.set_phase(phase, now);
+    status.message = message;
+
+    // A transitional phase that outlives its deadline is a failure.
+    if matches!(
+        status.phase,
+        Phase::Starting | Phase::Stopping | Phase::Removing
+    ) && let Some(since) = &status.phase_since
+        && now.duration_since(since.system_time()).unwrap_or_default()
+            > settings.transition_deadline
+    {
+        let stuck = status.phase;
+        status.set_phase(Phase::Failed, now);
+        status.message = Some(format!(
+            "deadline_exceeded: {stuck} for longer than {}",
+            humantime::format_duration(settings.transition_deadline)
+        ));
+    }
+
+    let converged = match spec.state {
+        DesiredState::Running => running && matches_spec,
+        DesiredState::Stopped => !running,
+    };
+    if converged {
+        status.observed_generation = doc.metadata.generation;
+        // The container says which restart it answers; the record follows
+        // it (a record rebuilt after a loss included).
+        if let Some(token) = container
+            .and_then(ContainerInfo::restart_token)
+            .filter(|t| !t.is_empty())
+        {
+            status.observed_restart_token = Some(token.to_owned());
+        }
+    }
+    if spec.state == DesiredState::Stopped {
+        // A restart asked for while stopped has nothing to restart.
+        status.observed_restart_token = Some(spec.restart_token.clone())
+            .filter(|t| !t.is_empty())
+            .or(status.observed_restart_token);
+    }
+
+    let ready = status.phase == Phase::Running && matches_spec && running;
+    let paused = container.is_some_and(|c| c.state == ContainerState::Paused);
+    let (reason, text) = if ready {
+        ("ContainerRunning".to_owned(), String::new())
+    } else if paused && status.phase == Phase::Running {
+        (
+            CONTAINER_PAUSED.to_owned(),
+            status.message.clone().unwrap_or_default(),
+        )
+    } else {
+        (
+            status.phase.to_string(),
+            status.message.clone().unwrap_or_default(),
+        )
+    };
+    status.set_condition(READY, ready, &reason, &text, now);
+    status
+}
+
+fn exited_phase(
+    policy: RestartPolicy,
+    container: &ContainerInfo,
+    status: &GameRuntimeStatus,
+    now: SystemTime,
+    settings: &Settings,
+) -> (Phase, Option<String>) {
+    let code = container.exit_code.unwrap_or(-1);
+    let oom = if container.oom_killed {
+        ", OOM-killed"
+    } else {
+        ""
+    };
+    if !policy_restarts(policy, container.exit_code) {
+        return if code == 0 {
+            (
+                Phase::Stopped,
+                Some("the container exited with code 0".into()),
+            )
+        } else {
+            (
+                Phase::Failed,
+                Some(format!("the container exited with code {code}{oom}")),
+            )
+        };
+    }
+    // The message names the whole back-off, not what is left of it, so
+    // that it does not change (and cost a status write) every reconcile.
+    let message = match crash_backoff(container, status, now, settings) {
+        Some((delay, _)) => format!(
+            "the container exited with code {code}{oom}; restarting after a back-off of {}",
+            humantime::format_duration(delay)
+        ),
+        None => format!("the container exited with code {code}{oom}; restarting"),
+    };
+    (Phase::CrashLoopBackOff, Some(message))
+}
+
+fn failure_message(status: &GameRuntimeStatus) -> Option<String> {
+    let op = status.last_operation.as_ref()?;
+    Some(format!(
+        "{}: {}",
+        op.error_code.as_deref().unwrap_or("failure"),
+        op.error_message.as_deref().unwrap_or("")
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,745 @@
+//! The reconcile driver for one game: observe → plan → act → record.
+//!
+//! A converged game costs two reads (its status record and one Docker
+//! inspect) and no write, and takes no lease. Only when the plan asks for
+//! an action, or the status must change, does the driver take the game's
+//! lease, then observe and plan again under it (the first look may be
+//! stale), act through the lifecycle services, and write the status.
+//! The lease is taken on the condition that the document and the status
+//! record are still as the first look saw them; when that holds, both are
+//! known exact under the lease and are not read again. Otherwise they are
+//! re-read from etcd, so a removal is only ever done for a deletion etcd
+//! itself confirms.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tracing::{info, warn};
+
+use crate::lease::{GameLease, LeaseError};
+use crate::lifecycle::{Lifecycle, OpRequest, OpResult, new_id};
+use crate::metrics::Metrics;
+use crate::runtime::{ContainerInfo, ContainerRuntime, container_name};
+use crate::status::StoredStatus;
+use rtm_core::error_code::ErrorCode;
+use rtm_core::model::{
+    ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, GameRuntimeStatus, OpSource, Outcome,
+    Phase, Timestamp,
+};
+use rtm_core::records::history::HistoryEntry;
+use rtm_core::store::Compare;
+
+use super::plan::{Action, Cause, Observed, Settings, derive_status, plan};
+use super::status_cache::StatusCache;
+use super::watcher::{Desired, DesiredCache};
+
+/// Look again this soon after acting, to confirm convergence.
+const AFTER_ACTION: Duration = Duration::from_secs(1);
+
+/// Look again this soon when another operation holds the game's lease.
+const LEASE_BUSY_RETRY: Duration = Duration::from_secs(2);
+
+/// History entries inspected for operations a crash left unfinished.
+const RECOVERY_WINDOW: usize = 20;
+
+/// A reconcile that failed; the worker retries it with backoff.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ReconcileError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ReconcileError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+macro_rules! from_coded_error {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for ReconcileError {
+            fn from(error: $ty) -> Self {
+                ReconcileError::new(error.code(), error.to_string())
+            }
+        }
+    )*};
+}
+
+from_coded_error!(
+    crate::status::StatusError,
+    rtm_core::records::documents::DocumentError,
+    rtm_core::records::history::HistoryError,
+    crate::runtime::RuntimeError,
+    LeaseError
+);
+
+impl From<OpResult> for ReconcileError {
+    fn from(result: OpResult) -> Self {
+        ReconcileError::new(
+            result.error_code.unwrap_or(ErrorCode::Internal),
+            format!(
+                "{}: {}",
+                result.op_kind,
+                result.error_message.unwrap_or_default()
+            ),
+        )
+    }
+}
+
+/// Which games this controller reconciles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sharding {
+    /// This controller's node (`RTM_NODE_NAME`).
+    pub node: String,
+    /// Whether it also takes games with no `spec.node`.
+    pub take_unassigned: bool,
+}
+
+impl Sharding {
+    pub fn owns(&self, doc: &GameRuntime) -> bool {
+        match doc.spec.node.as_deref() {
+            Some(node) => node == self.node,
+            None => self.take_unassigned,
+        }
+    }
+}
+
+/// Reconciles one game at a time (the queue guarantees no game runs twice
+/// at once; different games run in parallel).
+#[derive(Debug)]
+pub struct Reconciler {
+    lifecycle: Lifecycle,
+    runtime: Arc<dyn ContainerRuntime>,
+    cache: Arc<DesiredCache>,
+    /// The status records as the status watch keeps them, for first looks.
+    statuses: Arc<StatusCache>,
+    sharding: Sharding,
+    settings: Settings,
+    metrics: Metrics,
+    /// Games whose history was checked for unfinished operations since this
+    /// process started.
+    recovered: Mutex<HashSet<String>>,
+    /// The last phase of each game, for the `rtmanager_games` gauge.
+    phases: Mutex<std::collections::HashMap<String, Phase>>,
+}
+
+impl Reconciler {
+    pub fn new(
+        lifecycle: Lifecycle,
+        cache: Arc<DesiredCache>,
+        sharding: Sharding,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            runtime: lifecycle.runtime().clone(),
+            lifecycle,
+            cache,
+            statuses: Arc::new(StatusCache::new()),
+            sharding,
+            settings,
+            metrics,
+            recovered: Mutex::new(HashSet::new()),
+            phases: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// First looks read `statuses` (kept by the status watch) instead of
+    /// etcd while it follows etcd; without it they always read etcd.
+    pub fn with_status_cache(mut self, statuses: Arc<StatusCache>) -> Self {
+        self.statuses = statuses;
+        self
+    }
+
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    pub fn sharding(&self) -> &Sharding {
+        &self.sharding
+    }
+
+    /// Reconciles `game`; `Ok(Some(d))` asks to look again after `d`.
+    pub async fn reconcile(&self, game: &str) -> Result<Option<Duration>, ReconcileError> {
+        let desired = match self.cache.get(game) {
+            // Reported by the watcher; nothing is done until it is fixed.
+            Some(Desired::Invalid(_)) => return Ok(None),
+            Some(Desired::Valid(doc)) => Some(*doc),
+            None => None,
+        };
+        if let Some(doc) = desired.as_ref().filter(|doc| !self.sharding.owns(doc)) {
+            self.forget(game);
+            return self.evict_if_here(game, doc).await;
+        }
+        if desired.is_none() && !self.cache.is_gone(game) {
+            // Not known to be deleted (an orphan still in its GC grace, or
+            // a document this controller has not seen yet): leave it.
+            return Ok(None);
+        }
+        let (observed, status_revision) = self.first_look(game).await?;
+        let now = SystemTime::now();
+        let action = plan(desired.as_ref(), &observed, now, &self.settings);
+        let status = derive_status(desired.as_ref(), &observed, now, &self.settings);
+        let settled = !action.acts()
+            && (desired.is_none() || (observed.has_status && status == observed.status))
+            && !self.needs_adoption(&observed)
+            && self.recovery_checked(game).await?;
+        if settled {
+            if desired.is_none() {
+                // Nothing left of a deleted game: drop its tombstone.
+                self.cache.clear_gone(game);
+            }
+            self.track_phase(game, desired.as_ref().map(|_| status.phase));
+            return Ok(requeue_for(action));
+        }
+        let first = StoredStatus {
+            status: observed.status,
+            mod_revision: status_revision,
+        };
+        let seen = Seen {
+            desired,
+            container: observed.container,
+        };
+        let (lease, known) = match self.take_lease(game, seen, first).await {
+            Ok(taken) => taken,
+            Err(LeaseError::Busy { .. }) => return Ok(Some(LEASE_BUSY_RETRY)),
+            Err(error) => return Err(error.into()),
+        };
+        match self.act_under(&lease, game, known).await {
+            // The status write and the release share one transaction.
+            Ok(Acted {
+                status: Some(next),
+                result,
+            }) => {
+                let written = self
+                    .lifecycle
+                    .status()
+                    .write_and_release(lease, &next)
+                    .await?;
+                self.statuses.learn(game, written);
+                self.metrics.status_writes.inc();
+                self.track_phase(game, Some(next.phase));
+                result
+            }
+            acted => {
+                if let Err(error) = lease.release().await {
+                    warn!(%game, %error, "releasing the game lease failed");
+                }
+                acted.and_then(|acted| acted.result)
+            }
+        }
+    }
+
+    /// Takes the game's lease on the condition that its document (as
+    /// `seen`, from the cache) and its status record (as `first`) are
+    /// unchanged in etcd; then both are exact under the lease, and come
+    /// with it (`seen` returned, the status kept by the lease).
+    /// Otherwise takes it plainly, and the caller looks again.
+    async fn take_lease(
+        &self,
+        game: &str,
+        seen: Seen,
+        first: StoredStatus,
+    ) -> Result<(GameLease, Option<Seen>), LeaseError> {
+        let keys = self.lifecycle.session().keys();
+        let document = keys.gameruntime(game);
+        let revision = seen.desired.as_ref().map(|doc| {
+            doc.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|rv| rv.parse().ok())
+        });
+        let unchanged_document = match revision {
+            None => Some(Compare::Absent { key: document }),
+            Some(Some(revision)) => Some(Compare::ModRevision {
+                key: document,
+                revision,
+            }),
+            // A cached document without its revision: read it again.
+            Some(None) => None,
+        };
+        let status = keys.status(game);
+        let unchanged_status = match first.mod_revision {
+            0 => Compare::Absent { key: status },
+            revision => Compare::ModRevision {
+                key: status,
+                revision,
+            },
+        };
+        if let Some(unchanged_document) = unchanged_document {
+            let unchanged = vec![unchanged_document, unchanged_status];
+            let lease = self
+                .lifecycle
+                .session()
+                .acquire_if(game, &new_id(), unchanged)
+                .await?;
+            if let Some(lease) = lease {
+                lease.learn_status(first);
+                return Ok((lease, Some(seen)));
+            }
+        }
+        Ok((self.lifecycle.acquire(game, &new_id()).await?, None))
+    }
+
+    /// Observes, plans and acts again, holding the game's lease; leaves
+    /// the status write to the caller, who makes it with the release.
+    /// `seen` is the first look when the lease came with it.
+    async fn act_under(
+        &self,
+        lease: &GameLease,
+        game: &str,
+        seen: Option<Seen>,
+    ) -> Result<Acted, ReconcileError> {
+        let interrupted = self.recover(lease, game).await?;
+        let (desired, seen_container) = match seen {
+            Some(seen) => (seen.desired, Some(seen.container)),
+            // The cache may lag; etcd is the truth (and confirms a deletion).
+            None => (self.lifecycle.documents().get(game).await?, None),
+        };
+        if desired.as_ref().is_some_and(|doc| !self.sharding.owns(doc)) {
+            return Ok(Acted::done(Ok(None)));
+        }
+        if desired.is_none() && !self.cache.is_gone(game) {
+            return Ok(Acted::done(Ok(None)));
+        }
+        let mut observed = match seen_container {
+            // No other controller acted since the first look (etcd says
+            // so), and no operation was interrupted: the container seen a
+            // moment ago stands. Only hands in Docker could have changed it
+            // since, and every operation inspects before it acts.
+            Some(container) if !interrupted => Observed {
+                container,
+                ..self.observe_status_under(lease).await?
+            },
+            _ => self.observe_under(lease).await?,
+        };
+        let decide = |observed: &Observed| {
+            plan(
+                desired.as_ref(),
+                observed,
+                SystemTime::now(),
+                &self.settings,
+            )
+        };
+        let mut action = decide(&observed);
+        if observed.container.is_none() && matches!(action, Action::Start { .. }) {
+            // Nothing is named rtm-<game>: a container of the game renamed
+            // by hand is named back (or removed) before another is started.
+            let request = OpRequest::new(game, OpSource::Reconcile);
+            let reclaimed = self.lifecycle.reclaim_under(lease, &request).await;
+            if !reclaimed.is_empty() {
+                observed = self.observe_under(lease).await?;
+                action = decide(&observed);
+            }
+        }
+        let request = self.request(game, desired.as_ref(), &observed, action);
+        let result = match action {
+            Action::None => match &observed.container {
+                Some(container) if self.needs_adoption(&observed) => Some(
+                    self.lifecycle
+                        .record_adoption(lease, &request, &container.id, &container.image)
+                        .await,
+                ),
+                _ => None,
+            },
+            Action::WaitBackoff { .. } => None,
+            Action::Start { .. } | Action::Restart { .. } => {
+                Some(self.lifecycle.start_under(lease, &request, &new_id()).await)
+            }
+            Action::Stop { .. } => {
+                Some(self.lifecycle.stop_under(lease, &request, &new_id()).await)
+            }
+            Action::Unpause => Some(
+                self.lifecycle
+                    .unpause_under(lease, &request, &new_id())
+                    .await,
+            ),
+            Action::Recreate { .. } => Some(self.lifecycle.restart_under(lease, &request).await),
+            Action::Remove => {
+                let result = self.lifecycle.remove_under(lease, &request).await;
+                self.forget(game);
+                if !result.is_success() {
+                    return Err(result.into());
+                }
+                self.cache.clear_gone(game);
+                return Ok(Acted::done(Ok(None)));
+            }
+        };
+
+        let exited = observed.container.clone().filter(|c| c.state.has_exited());
+        let mut after = match &result {
+            // What the operation wrote and last inspected a moment ago:
+            // reading both back would cost an etcd read and a Docker call.
+            Some(OpResult {
+                status: Some(status),
+                container: Some(container),
+                ..
+            }) => Observed {
+                status: status.clone(),
+                has_status: true,
+                container: Some(container.clone()),
+            },
+            Some(_) => self.observe_under(lease).await?,
+            None => observed,
+        };
+        let stored = StoredStatus {
+            status: after.status.clone(),
+            mod_revision: i64::from(after.has_status),
+        };
+        if result.as_ref().is_some_and(OpResult::is_success) {
+            count_effects(desired.as_ref(), action, exited.as_ref(), &mut after);
+        }
+        if after.container.is_some() && after.status.node.is_none() {
+            // A record rebuilt from the container (adopted after a loss)
+            // names the node that runs it.
+            after.status.node = Some(self.lifecycle.node().to_owned());
+        }
+        let next = derive_status(desired.as_ref(), &after, SystemTime::now(), &self.settings);
+        let result = match result {
+            Some(result) if !result.is_success() => Err(result.into()),
+            Some(_) => Ok(Some(AFTER_ACTION)),
+            None => Ok(requeue_for(action)),
+        };
+        if next != stored.status || !after.has_status {
+            return Ok(Acted {
+                status: Some(next),
+                result,
+            });
+        }
+        self.track_phase(game, Some(next.phase));
+        Ok(Acted::done(result))
+    }
+
+    /// A game of another node must not keep a container here (it moved:
+    /// its `spec.node` changed), or it would run twice.
+    async fn evict_if_here(
+        &self,
+        game: &str,
+        doc: &GameRuntime,
+    ) -> Result<Option<Duration>, ReconcileError> {
+        if self.container(game).await?.is_none() {
+            return Ok(None);
+        }
+        let lease = match self.lifecycle.acquire(game, &new_id()).await {
+            Ok(lease) => lease,
+            Err(LeaseError::Busy { .. }) => return Ok(Some(LEASE_BUSY_RETRY)),
+            Err(error) => return Err(error.into()),
+        };
+        let node = doc.spec.node.as_deref().unwrap_or("any node");
+        let reason = format!("the game moved to {node}; its container here was removed");
+        let request = OpRequest::new(game, OpSource::Reconcile);
+        let result = self.lifecycle.evict_under(&lease, &request, &reason).await;
+        if let Err(error) = lease.release().await {
+            warn!(%game, %error, "releasing the game lease failed");
+        }
+        if result.is_success() {
+            Ok(None)
+        } else {
+            Err(result.into())
+        }
+    }
+
+    /// The first look, without the lease: the game's status record (from
+    /// the status cache, else etcd; with its revision) and its container.
+    async fn first_look(&self, game: &str) -> Result<(Observed, i64), ReconcileError> {
+        let stored = match self.statuses.get(game) {
+            Some(known) => known,
+            None => self.lifecycle.status().read(game).await?,
+        };
+        let revision = stored.mod_revision;
+        Ok((observed(stored, self.container(game).await?), revision))
+    }
+
+    /// The look under the game's lease: the status as the lease knows it
+    /// (read once), and the container as it is now.
+    async fn observe_under(&self, lease: &GameLease) -> Result<Observed, ReconcileError> {
+        let container = self.container(lease.game()).await?;
+        Ok(Observed {
+            container,
+            ..self.observe_status_under(lease).await?
+        })
+    }
+
+    /// The status part of [`Reconciler::observe_under`].
+    async fn observe_status_under(&self, lease: &GameLease) -> Result<Observed, ReconcileError> {
+        let stored = self.lifecycle.status().read_under(lease).await?;
+        Ok(observed(stored, None))
+    }
+
+    /// The game's container, only if it is ours: a foreign container with
+    /// the game's name is left to the lifecycle, which refuses to touch it.
+    async fn container(&self, game: &str) -> Result<Option<ContainerInfo>, ReconcileError> {
+        Ok(self
+            .runtime
+            .inspect_container(&container_name(self.lifecycle.prefix(), game))
+            .await?
+            .filter(|c| {
+                c.is_managed()
+                    && c.game() == Some(game)
+                    && c.prefix() == Some(self.lifecycle.prefix())
+            }))
+    }
+
+    /// A running container the status does not know yet (a lost status,
+    /// or a controller upgrade): adopt it rather than recreate it.
+    fn needs_adoption(&self, observed: &Observed) -> bool {
+        observed.container.as_ref().is_some_and(|c| {
+            c.is_running() && observed.status.container_id.as_deref() != Some(c.id.as_str())
+        })
+    }
+
+    /// Who asked: a change of the document carries its annotations; drift
+    /// the controller repairs on its own is `reconcile`. The operation acts
+    /// on the document the plan was made with.
+    fn request(
+        &self,
+        game: &str,
+        doc: Option<&GameRuntime>,
+        observed: &Observed,
+        action: Action,
+    ) -> OpRequest {
+        let requested = match action {
+            Action::Recreate {
+                cause: Cause::RestartRequested,
+            } => true,
+            Action::Start {
+                cause: Cause::SpecChanged,
+            }
+            | Action::Stop { .. }
+            | Action::Recreate {
+                cause: Cause::SpecChanged,
+            } => doc.is_some_and(|d| {
+                d.metadata.generation.is_some()
+                    && d.metadata.generation != observed.status.observed_generation
+            }),
+            _ => false,
+        };
+        let request = match doc.filter(|_| requested) {
+            Some(doc) => claimed_request(game, doc),
+            None => OpRequest::new(game, OpSource::Reconcile),
+        };
+        match doc {
+            Some(doc) => request.with_document(doc.clone()),
+            None => request,
+        }
+    }
+
+    /// Whether this game's history was checked for operations left
+    /// unfinished by a crash; checks it (reading only) the first time.
+    async fn recovery_checked(&self, game: &str) -> Result<bool, ReconcileError> {
+        if self.lock_recovered().contains(game) {
+            return Ok(true);
+        }
+        let entries = self
+            .lifecycle
+            .history()
+            .recent_readable(game, RECOVERY_WINDOW)
+            .await?;
+        let clean = !entries
+            .iter()
+            .any(|a| a.entry.outcome == Outcome::InProgress);
+        if clean {
+            self.lock_recovered().insert(game.to_owned());
+        }
+        Ok(clean)
+    }
+
+    /// Resolves the game's `in_progress` entries: holding its lease, no
+    /// other operation can be running, so they were interrupted. Returns
+    /// whether there were any.
+    async fn recover(&self, lease: &GameLease, game: &str) -> Result<bool, ReconcileError> {
+        // Always read here (acting is rare): a peer may have died in the
+        // middle of this game's operation since the last look.
+        let entries = self
+            .lifecycle
+            .history()
+            .recent_readable(game, RECOVERY_WINDOW)
+            .await?;
+        let mut interrupted = false;
+        for mut stale in entries
+            .into_iter()
+            .filter(|a| a.entry.outcome == Outcome::InProgress)
+        {
+            interrupted = true;
+            resolve_aborted(&mut stale.entry, lease.session().holder());
+            match self
+                .lifecycle
+                .history()
+                .finish(&stale, Some(lease.fence()))
+                .await
+            {
+                Ok(_) => {
+                    info!(%game, op_id = %stale.entry.op_id, op_kind = %stale.entry.op_kind, "resolved an interrupted operation as aborted");
+                    self.metrics.record_operation(
+                        stale.entry.op_kind.as_str(),
+                        Outcome::Failure.as_str(),
+                        ErrorCode::Aborted.as_str(),
+                    );
+                }
+                // Its own controller finished it meanwhile: nothing to do.
+                Err(rtm_core::records::history::HistoryError::AlreadyResolved { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        self.lock_recovered().insert(game.to_owned());
+        Ok(interrupted)
+    }
+
+    /// Forgets which games were checked for interrupted operations: a
+    /// peer controller died, and any game may now hold its unfinished
+    /// entries.
+    pub fn forget_recovery(&self) {
+        self.lock_recovered().clear();
+    }
+
+    fn lock_recovered(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.recovered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps the `rtmanager_games{phase}` gauge in step.
+    fn track_phase(&self, game: &str, phase: Option<Phase>) {
+        let mut phases = self
+            .phases
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let previous = match phase {
+            Some(phase) => phases.insert(game.to_owned(), phase),
+            None => phases.remove(game),
+        };
+        if previous == phase {
+            return;
+        }
+        if let Some(previous) = previous {
+            self.metrics
+                .games
+                .with_label_values(&[previous.as_str()])
+                .dec();
+        }
+        if let Some(phase) = phase {
+            self.metrics
+                .games
+                .with_label_values(&[phase.as_str()])
+                .inc();
+        }
+    }
+
+    fn forget(&self, game: &str) {
+        self.track_phase(game, None);
+    }
+}
+
+/// What a first look saw: the document (from the cache) and the container.
+#[derive(Debug)]
+struct Seen {
+    desired: Option<GameRuntime>,
+    container: Option<ContainerInfo>,
+}
+
+/// What acting under a game's lease leaves for its release.
+#[derive(Debug)]
+struct Acted {
+    /// The status to write, in the release's transaction.
+    status: Option<GameRuntimeStatus>,
+    /// What the reconcile returns once the lease is released.
+    result: Result<Option<Duration>, ReconcileError>,
+}
+
+impl Acted {
+    /// Nothing left to write.
+    fn done(result: Result<Option<Duration>, ReconcileError>) -> Self {
+        Acted {
+            status: None,
+            result,
+        }
+    }
+}
+
+/// What a successful action means for the fields only actions change.
+fn count_effects(
+    doc: Option<&GameRuntime>,
+    action: Action,
+    exited: Option<&crate::runtime::ContainerInfo>,
+    after: &mut Observed,
+) {
+    let Some(doc) = doc else { return };
+    if let Some(exited) = exited {
+        // The replaced container's exit stays visible.
+        after.status.last_exit_code = exited.exit_code;
+        after.status.oom_killed = exited.oom_killed;
+    }
+    if matches!(
+        action,
+        Action::Restart { .. }
+            | Action::Start {
+                cause: Cause::Vanished
+            }
+    ) {
+        after.status.restart_count = after.status.restart_count.saturating_add(1);
+    }
+    let token = &doc.spec.restart_token;
+    let new_container = matches!(
+        action,
+        Action::Recreate { .. } | Action::Start { .. } | Action::Restart { .. }
+    );
+    if new_container && !token.is_empty() {
+        // A new container answers any restart asked for so far.
+        after.status.observed_restart_token = Some(token.clone());
+    }
+}
+
+fn resolve_aborted(entry: &mut HistoryEntry, holder: &str) {
+    entry.outcome = Outcome::Failure;
+    entry.error_code = Some(ErrorCode::Aborted);
+    entry.error_message = Some(format!(
+        "interrupted before it finished (controller crash or shutdown); resolved by {holder}"
+    ));
+    entry.finished_at = Some(Timestamp::now());
+}
+
+fn observed(stored: StoredStatus, container: Option<ContainerInfo>) -> Observed {
+    Observed {
+        status: stored.status,
+        has_status: stored.mod_revision != 0,
+        container,
+    }
+}
+
+fn requeue_for(action: Action) -> Option<Duration> {
+    match action {
+        Action::WaitBackoff { remaining } => Some(remaining),
+        _ => None,
+    }
+}
+
+/// The request for a change a document's writer asked for: who asked is
+/// whatever its annotations say, recorded as the writer's claim
+/// ([`rtm_core::records::history::HistoryEntry::source_claimed`]), since anyone who may
+/// write the document may write them. `reconcile` (the controller's own
+/// source) and unknown values are recorded as a claimed `api`; a document
+/// with neither annotation is an unclaimed `api` (someone wrote it).
+fn claimed_request(game: &str, doc: &GameRuntime) -> OpRequest {
+    let annotations = &doc.metadata.annotations;
+    let claimed_source = annotations.get(ANNOTATION_OP_SOURCE);
+    let source_ref = annotations.get(ANNOTATION_SOURCE_REF);
+    let op_source = claimed_source
+        .and_then(|s| OpSource::parse(s))
+        .filter(|source| *source != OpSource::Reconcile)
+        .unwrap_or(OpSource::Api);
+    let request =
+        OpRequest::new(game, op_source).with_source_ref(source_ref.cloned().unwrap_or_default());
+    if claimed_source.is_some() || source_ref.is_some() {
+        request.claimed()
+    } else {
+        request
+    }
+}
+
+#[cfg(test)]
+mod tests;

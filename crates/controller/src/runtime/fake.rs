@@ -1,0 +1,1106 @@
+//! `FakeRuntime`: an in-memory `ContainerRuntime` that behaves like Docker
+//! where the controller can tell (name conflicts, 304-style no-ops, port
+//! conflicts, event order), with knobs for tests: per-call latency, scripted
+//! failures, a call log, and helpers that play the world outside rtmanager
+//! (an engine crashing, an operator removing a container by hand, dockerd
+//! going away). Every `ContainerSpec` it is given is kept (`spec_of`), so
+//! tests can assert what the container was created with (limits,
+//! capabilities, network).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
+
+use super::{
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, HostResources,
+    ImageInfo, LABEL_MANAGED_BY, MANAGED_BY, RuntimeError, RuntimeOp,
+};
+
+/// The operation a scripted failure or a logged call refers to.
+pub type FakeOp = RuntimeOp;
+
+/// Events a subscriber may fall behind by before it is dropped, like
+/// Docker's lossy event stream (which keeps 256).
+const EVENT_BUFFER: usize = 256;
+
+/// Exit code of a container killed by SIGKILL.
+const EXIT_SIGKILL: i64 = 137;
+
+/// One call the fake received, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeCall {
+    pub op: FakeOp,
+    /// The name, id or image the call was about; empty for ping, list and
+    /// events.
+    pub target: String,
+}
+
+impl fmt::Display for FakeCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.target.is_empty() {
+            f.write_str(self.op.as_str())
+        } else {
+            write!(f, "{} {}", self.op, self.target)
+        }
+    }
+}
+
+/// When a scripted failure strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strike {
+    /// Fail without doing anything.
+    Before,
+    /// Do the operation, then fail: a client timeout after Docker acted.
+    After,
+}
+
+/// An in-memory Docker. Cheap to clone: clones share the same state.
+#[derive(Clone)]
+pub struct FakeRuntime {
+    shared: Arc<Shared>,
+    latency: Duration,
+}
+
+struct Shared {
+    state: Mutex<State>,
+}
+
+struct State {
+    /// By container id.
+    containers: BTreeMap<String, FakeContainer>,
+    /// Container name → id, so that a lookup by name does not scan every
+    /// container (the scale benchmark holds 100,000).
+    names: HashMap<String, String>,
+    /// Game label → container ids, for `list_game` (same reason).
+    games: HashMap<String, Vec<String>>,
+    /// Image reference → image id.
+    images: BTreeMap<String, String>,
+    next_serial: u64,
+    failures: HashMap<FakeOp, VecDeque<(Strike, RuntimeError)>>,
+    calls: Vec<FakeCall>,
+    /// When set, every call fails with `Unreachable` (dockerd is down).
+    down: bool,
+    /// Replaced to end every open event stream (a daemon restart).
+    events: broadcast::Sender<ContainerEvent>,
+    /// What `host_resources` answers.
+    host: Option<HostResources>,
+}
+
+/// The host the fake plays unless a test says otherwise: big enough for
+/// every default limit.
+pub const FAKE_HOST: HostResources = HostResources {
+    cpus: 8,
+    memory_bytes: 32 << 30,
+};
+
+#[derive(Debug, Clone)]
+struct FakeContainer {
+    info: ContainerInfo,
+    spec: ContainerSpec,
+    /// Whether the engine exits on SIGTERM; `false` plays an engine that
+    /// ignores it, so a stop ends in SIGKILL (exit 137).
+    honours_sigterm: bool,
+}
+
+impl fmt::Debug for FakeRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
+        f.debug_struct("FakeRuntime")
+            .field("containers", &state.containers.len())
+            .field("images", &state.images.len())
+            .field("down", &state.down)
+            .field("latency", &self.latency)
+            .finish()
+    }
+}
+
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        FakeRuntime::new()
+    }
+}
+
+fn hex_id(seed: &str) -> String {
+    hex::encode(Sha256::digest(seed.as_bytes()))
+}
+
+impl FakeRuntime {
+    /// An empty Docker: no images, no containers, no latency.
+    pub fn new() -> FakeRuntime {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        FakeRuntime {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    containers: BTreeMap::new(),
+                    names: HashMap::new(),
+                    games: HashMap::new(),
+                    images: BTreeMap::new(),
+                    next_serial: 1,
+                    failures: HashMap::new(),
+                    calls: Vec::new(),
+                    down: false,
+                    events,
+                    host: Some(FAKE_HOST),
+                }),
+            }),
+            latency: Duration::ZERO,
+        }
+    }
+
+    /// Every call of the returned handle first sleeps `latency` (tokio time,
+    /// so paused-time tests stay instant). Shares state with `self`.
+    pub fn with_latency(&self, latency: Duration) -> FakeRuntime {
+        FakeRuntime {
+            shared: Arc::clone(&self.shared),
+            latency,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a failed test already; keep
+        // serving the state rather than cascading poison panics.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What `host_resources` answers from now on (`None`: unknown host).
+    pub fn set_host_resources(&self, host: Option<HostResources>) {
+        self.state().host = host;
+    }
+
+    /// Makes `reference` present; returns its image id. Idempotent.
+    pub fn add_image(&self, reference: &str) -> String {
+        let mut state = self.state();
+        let id = format!("sha256:{}", hex_id(&format!("image {reference}")));
+        state.images.insert(reference.to_owned(), id.clone());
+        id
+    }
+
+    /// Removes the image `reference` (containers made from it keep running).
+    pub fn remove_image(&self, reference: &str) {
+        self.state().images.remove(reference);
+    }
+
+    /// The next call of `op` fails with `err` and does nothing. Failures
+    /// queue up per operation, first scripted first served.
+    pub fn fail_next(&self, op: FakeOp, err: RuntimeError) {
+        self.script(op, Strike::Before, err);
+    }
+
+    /// The next call of `op` is carried out, then fails with `err`: plays a
+    /// client timeout after Docker acted (the outcome-unknown case).
+    pub fn fail_next_after_applying(&self, op: FakeOp, err: RuntimeError) {
+        self.script(op, Strike::After, err);
+    }
+
+    fn script(&self, op: FakeOp, strike: Strike, err: RuntimeError) {
+        self.state()
+            .failures
+            .entry(op)
+            .or_default()
+            .push_back((strike, err));
+    }
+
+    /// Every call received so far, in order (failed ones included).
+    pub fn calls(&self) -> Vec<FakeCall> {
+        self.state().calls.clone()
+    }
+
+    /// How many calls of `op` were received.
+    pub fn count(&self, op: FakeOp) -> usize {
+        self.state().calls.iter().filter(|c| c.op == op).count()
+    }
+
+    pub fn clear_calls(&self) {
+        self.state().calls.clear();
+    }
+
+    /// dockerd goes down (`true`): every call fails with `Unreachable` and
+    /// open event streams end. Back up (`false`): containers are as they
+    /// were, like a daemon with live-restore.
+    pub fn set_down(&self, down: bool) {
+        let mut state = self.state();
+        state.down = down;
+        if down {
+            state.restart_event_streams();
+        }
+    }
+
+    /// Ends every open event stream, as a daemon restart does.
+    pub fn drop_event_streams(&self) {
+        self.state().restart_event_streams();
+    }
+
+    /// The container by name or id, without logging a call.
+    pub fn container(&self, name_or_id: &str) -> Option<ContainerInfo> {
+        let state = self.state();
+        state
+            .resolve(name_or_id)
+            .map(|id| state.containers[&id].info.clone())
+    }
+
+    /// Every container, managed or not, sorted by name.
+    pub fn containers(&self) -> Vec<ContainerInfo> {
+        let mut all: Vec<ContainerInfo> = self
+            .state()
+            .containers
+            .values()
+            .map(|c| c.info.clone())
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The spec a container was created from.
+    pub fn spec_of(&self, name_or_id: &str) -> Option<ContainerSpec> {
+        let state = self.state();
+        state
+            .resolve(name_or_id)
+            .map(|id| state.containers[&id].spec.clone())
+    }
+
+    /// Makes the container's engine ignore SIGTERM: a stop then takes the
+    /// whole timeout (in tokio time) and ends with exit code 137.
+    pub fn ignore_sigterm(&self, name_or_id: &str) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        let id = state.existing(name_or_id)?;
+        if let Some(container) = state.containers.get_mut(&id) {
+            container.honours_sigterm = false;
+        }
+        Ok(())
+    }
+
+    /// The engine exits by itself with `code` (a crash when non-zero):
+    /// `die` event, state `Exited`.
+    pub fn exit_container(&self, name_or_id: &str, code: i64) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        let id = state.existing(name_or_id)?;
+        if state.containers[&id].info.is_running() {
+            state.exit(&id, code, false);
+        }
+        Ok(())
+    }
+
+    /// The kernel OOM-kills the engine: `oom` and `die` events, exit 137.
+    pub fn oom_kill(&self, name_or_id: &str) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        let id = state.existing(name_or_id)?;
+        if state.containers[&id].info.is_running() {
+            state.emit(&id, "oom");
+            state.exit(&id, EXIT_SIGKILL, true);
+        }
+        Ok(())
+    }
+
+    /// Someone runs `docker rm -f` by hand.
+    pub fn remove_by_hand(&self, name_or_id: &str) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        let id = state.existing(name_or_id)?;
+        state.destroy(&id, true);
+        Ok(())
+    }
+
+    /// Someone runs `docker pause` by hand.
+    pub fn pause_by_hand(&self, name_or_id: &str) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        let id = state.existing(name_or_id)?;
+        if let Some(container) = state.containers.get_mut(&id)
+            && container.info.is_running()
+        {
+            container.info.state = ContainerState::Paused;
+            state.emit(&id, "pause");
+        }
+        Ok(())
+    }
+
+    /// Someone runs `docker rename` by hand.
+    pub fn rename_by_hand(&self, name_or_id: &str, name: &str) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        let id = state.existing(name_or_id)?;
+        state.rename(&id, name)
+    }
+
+    /// Someone runs `docker stop` by hand: the engine exits 0 (or 137 if it
+    /// ignores SIGTERM).
+    pub fn stop_by_hand(&self, name_or_id: &str) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        let id = state.existing(name_or_id)?;
+        if state.containers[&id].info.is_running() {
+            let code = if state.containers[&id].honours_sigterm {
+                0
+            } else {
+                EXIT_SIGKILL
+            };
+            state.emit(&id, "kill");
+            state.exit(&id, code, false);
+            state.emit(&id, "stop");
+        }
+        Ok(())
+    }
+
+    /// Records the call, waits the latency, then applies any scripted
+    /// failure. Returns the `After` failure to raise once the operation ran.
+    async fn enter(&self, op: FakeOp, target: &str) -> Result<Option<RuntimeError>, RuntimeError> {
+        self.state().calls.push(FakeCall {
+            op,
+            target: target.to_owned(),
+        });
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        let mut state = self.state();
+        if let Some((strike, err)) = state.failures.get_mut(&op).and_then(VecDeque::pop_front) {
+            match strike {
+                Strike::Before => return Err(err),
+                Strike::After => return Ok(Some(err)),
+            }
+        }
+        if state.down {
+            return Err(unreachable());
+        }
+        Ok(None)
+    }
+}
+
+fn unreachable() -> RuntimeError {
+    RuntimeError::Unreachable {
+        message: "fake dockerd is down".to_owned(),
+    }
+}
+
+/// The result of an operation that ran, with an `After` failure applied.
+fn settle<T>(
+    after: Option<RuntimeError>,
+    result: Result<T, RuntimeError>,
+) -> Result<T, RuntimeError> {
+    match after {
+        Some(err) => Err(err),
+        None => result,
+    }
+}
+
+impl State {
+    /// Docker's lookup: exact id, exact name (with or without `/`), or a
+    /// unique id prefix.
+    fn resolve(&self, name_or_id: &str) -> Option<String> {
+        if name_or_id.is_empty() {
+            return None;
+        }
+        if self.containers.contains_key(name_or_id) {
+            return Some(name_or_id.to_owned());
+        }
+        let name = name_or_id.trim_start_matches('/');
+        if let Some(id) = self.names.get(name) {
+            return Some(id.clone());
+        }
+        let mut prefixed = self
+            .containers
+            .range::<str, _>((
+                std::ops::Bound::Included(name_or_id),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(id, _)| id)
+            .take_while(|id| id.starts_with(name_or_id));
+        match (prefixed.next(), prefixed.next()) {
+            (Some(id), None) => Some(id.clone()),
+            _ => None,
+        }
+    }
+
+    fn existing(&self, name_or_id: &str) -> Result<String, RuntimeError> {
+        self.resolve(name_or_id)
+            .ok_or_else(|| RuntimeError::NotFound {
+                what: format!("No such container: {name_or_id}"),
+            })
+    }
+
+    fn emit(&self, id: &str, action: &str) {
+        let game = self
+            .containers
+            .get(id)
+            .and_then(|c| c.info.game().map(str::to_owned));
+        // Only managed containers reach subscribers, as with the label filter.
+        let managed = self.containers.get(id).is_some_and(|c| c.info.is_managed());
+        if managed {
+            // No subscriber is fine: Docker does not wait for readers either.
+            let _ = self.events.send(ContainerEvent {
+                container_id: id.to_owned(),
+                game,
+                action: action.to_owned(),
+            });
+        }
+    }
+
+    fn rename(&mut self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        if self.names.get(name).is_some_and(|holder| holder != id) {
+            return Err(RuntimeError::NameConflict {
+                name: name.to_owned(),
+            });
+        }
+        let Some(container) = self.containers.get_mut(id) else {
+            return Err(RuntimeError::NotFound {
+                what: format!("No such container: {id}"),
+            });
+        };
+        let old = std::mem::replace(&mut container.info.name, name.to_owned());
+        container.spec.name = name.to_owned();
+        self.names.remove(&old);
+        self.names.insert(name.to_owned(), id.to_owned());
+        self.emit(id, "rename");
+        Ok(())
+    }
+
+    fn exit(&mut self, id: &str, code: i64, oom: bool) {
+        if let Some(container) = self.containers.get_mut(id) {
+            container.info.state = ContainerState::Exited;
+            container.info.exit_code = Some(code);
+            container.info.oom_killed = oom;
+            container.info.finished_at = Some(SystemTime::now());
+        }
+        self.emit(id, "die");
+    }
+
+    fn destroy(&mut self, id: &str, kill_first: bool) {
+        let running = self.containers.get(id).is_some_and(|c| c.info.is_alive());
+        if running && kill_first {
+            self.emit(id, "kill");
+            self.exit(id, EXIT_SIGKILL, false);
+        }
+        self.emit(id, "destroy");
+        if let Some(gone) = self.containers.remove(id) {
+            self.names.remove(&gone.info.name);
+            if let Some(game) = gone.info.game()
+                && let Some(ids) = self.games.get_mut(game)
+            {
+                ids.retain(|other| other != id);
+                if ids.is_empty() {
+                    self.games.remove(game);
+                }
+            }
+        }
+    }
+
+    fn restart_event_streams(&mut self) {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        // Dropping the old sender ends every receiver after its backlog.
+        self.events = events;
+    }
+
+    fn host_port_holder(&self, id: &str) -> Option<String> {
+        let wanted = &self.containers.get(id)?.spec.ports;
+        if wanted.iter().all(|p| p.host_port.is_none()) {
+            return None;
+        }
+        for other in self.containers.values() {
+            if other.info.id == id || !other.info.is_running() {
+                continue;
+            }
+            for mine in wanted.iter().filter(|p| p.host_port.is_some()) {
+                let clash = other.spec.ports.iter().any(|theirs| {
+                    theirs.host_port == mine.host_port
+                        && theirs.protocol == mine.protocol
+                        && (theirs.host_ip.is_none()
+                            || mine.host_ip.is_none()
+                            || theirs.host_ip == mine.host_ip)
+                });
+                if clash {
+                    let port = mine.host_port.unwrap_or_default();
+                    let ip = mine.host_ip.as_deref().unwrap_or("0.0.0.0");
+                    return Some(format!(
+                        "driver failed programming external connectivity on endpoint {}: Bind for {ip}:{port} failed: port is already allocated",
+                        self.containers[id].info.name
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for FakeRuntime {
+    /// Not logged as a call: the real runtime asks Docker once and caches
+    /// the answer, so call-order assertions should not see it.
+    async fn host_resources(&self) -> Result<Option<HostResources>, RuntimeError> {
+        let state = self.state();
+        if state.down {
+            return Err(unreachable());
+        }
+        Ok(state.host)
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        let after = self.enter(FakeOp::Ping, "").await?;
+        settle(after, Ok(()))
+    }
+
+    async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>, RuntimeError> {
+        let after = self.enter(FakeOp::InspectImage, image).await?;
+        let state = self.state();
+        let found = state
+            .images
+            .get(image)
+            .or_else(|| state.images.values().find(|id| id.as_str() == image))
+            .map(|id| ImageInfo { id: id.clone() });
+        settle(after, Ok(found))
+    }
+
+    async fn inspect_container(
+        &self,
+        name_or_id: &str,
+    ) -> Result<Option<ContainerInfo>, RuntimeError> {
+        let after = self.enter(FakeOp::InspectContainer, name_or_id).await?;
+        let state = self.state();
+        let found = state
+            .resolve(name_or_id)
+            .map(|id| state.containers[&id].info.clone());
+        settle(after, Ok(found))
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let after = self.enter(FakeOp::Create, &spec.name).await?;
+        let mut state = self.state();
+        let Some(image_id) = state.images.get(&spec.image).cloned() else {
+            return Err(RuntimeError::ImageNotFound {
+                image: spec.image.clone(),
+            });
+        };
+        if state.names.contains_key(&spec.name) {
+            return Err(RuntimeError::NameConflict {
+                name: spec.name.clone(),
+            });
+        }
+        let serial = state.next_serial;
+        state.next_serial += 1;
+        let id = hex_id(&format!("container {serial} {}", spec.name));
+        let info = ContainerInfo {
+            id: id.clone(),
+            name: spec.name.clone(),
+            image: spec.image.clone(),
+            image_id,
+            hostname: spec.hostname.clone(),
+            labels: spec.effective_labels(),
+            state: ContainerState::Created,
+            exit_code: None,
+            oom_killed: false,
+            started_at: None,
+            finished_at: None,
+            error: None,
+        };
+        state.names.insert(spec.name.clone(), id.clone());
+        state
+            .games
+            .entry(spec.game.clone())
+            .or_default()
+            .push(id.clone());
+        state.containers.insert(
+            id.clone(),
+            FakeContainer {
+                info,
+                spec: spec.clone(),
+                honours_sigterm: true,
+            },
+        );
+        state.emit(&id, "create");
+        settle(after, Ok(id))
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let after = self.enter(FakeOp::Start, id).await?;
+        let mut state = self.state();
+        let id = state.existing(id)?;
+        if state.containers[&id].info.is_running() {
+            return settle(after, Ok(()));
+        }
+        if let Some(message) = state.host_port_holder(&id) {
+            if let Some(container) = state.containers.get_mut(&id) {
+                container.info.error = Some(message.clone());
+            }
+            return Err(RuntimeError::PortAllocated { message });
+        }
+        if let Some(container) = state.containers.get_mut(&id) {
+            container.info.state = ContainerState::Running;
+            container.info.exit_code = None;
+            container.info.oom_killed = false;
+            container.info.error = None;
+            container.info.started_at = Some(SystemTime::now());
+        }
+        state.emit(&id, "start");
+        settle(after, Ok(()))
+    }
+
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        let after = self.enter(FakeOp::Stop, id).await?;
+        let honours_sigterm = {
+            let state = self.state();
+            let id = state.existing(id)?;
+            let container = &state.containers[&id];
+            if !container.info.is_alive() {
+                return settle(after, Ok(()));
+            }
+            container.honours_sigterm
+        };
+        if !honours_sigterm {
+            // Docker waits the whole timeout before SIGKILL.
+            tokio::time::sleep(timeout).await;
+        }
+        let mut state = self.state();
+        // The container may have gone while we waited.
+        let id = state.existing(id)?;
+        if state.containers[&id].info.is_alive() {
+            state.emit(&id, "kill");
+            let code = if honours_sigterm { 0 } else { EXIT_SIGKILL };
+            state.exit(&id, code, false);
+            state.emit(&id, "stop");
+        }
+        settle(after, Ok(()))
+    }
+
+    async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
+        let after = self.enter(FakeOp::Kill, id).await?;
+        let mut state = self.state();
+        let id = state.existing(id)?;
+        if state.containers[&id].info.is_alive() {
+            state.emit(&id, "kill");
+            state.exit(&id, EXIT_SIGKILL, false);
+        }
+        settle(after, Ok(()))
+    }
+
+    async fn remove(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        let after = self.enter(FakeOp::Remove, id).await?;
+        let mut state = self.state();
+        let id = state.existing(id)?;
+        if state.containers[&id].info.is_alive() && !force {
+            return Err(RuntimeError::Conflict {
+                message: format!(
+                    "You cannot remove a running container {id}. Stop the container before attempting removal or force remove"
+                ),
+            });
+        }
+        state.destroy(&id, force);
+        settle(after, Ok(()))
+    }
+
+    async fn unpause(&self, id: &str) -> Result<(), RuntimeError> {
+        let after = self.enter(FakeOp::Unpause, id).await?;
+        let mut state = self.state();
+        let id = state.existing(id)?;
+        if let Some(container) = state.containers.get_mut(&id)
+            && container.info.state == ContainerState::Paused
+        {
+            container.info.state = ContainerState::Running;
+            state.emit(&id, "unpause");
+        }
+        settle(after, Ok(()))
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        let after = self.enter(FakeOp::Rename, id).await?;
+        let mut state = self.state();
+        let id = state.existing(id)?;
+        state.rename(&id, name)?;
+        settle(after, Ok(()))
+    }
+
+    async fn list_game(&self, game: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let after = self.enter(FakeOp::ListManaged, game).await?;
+        let state = self.state();
+        let mut found: Vec<ContainerInfo> = state
+            .games
+            .get(game)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.containers.get(id))
+            .filter(|c| c.info.is_managed() && c.info.game() == Some(game))
+            .map(|c| c.info.clone())
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        settle(after, Ok(found))
+    }
+
+    async fn list_labelled(&self, key: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let after = self.enter(FakeOp::ListManaged, key).await?;
+        let state = self.state();
+        let mut found: Vec<ContainerInfo> = state
+            .containers
+            .values()
+            .filter(|c| c.info.is_managed() && c.info.labels.contains_key(key))
+            .map(|c| c.info.clone())
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        settle(after, Ok(found))
+    }
+
+    async fn list_managed(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let after = self.enter(FakeOp::ListManaged, "").await?;
+        let state = self.state();
+        let mut managed: Vec<ContainerInfo> = state
+            .containers
+            .values()
+            .filter(|c| c.info.labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY))
+            .map(|c| c.info.clone())
+            .collect();
+        managed.sort_by(|a, b| a.name.cmp(&b.name));
+        settle(after, Ok(managed))
+    }
+
+    fn events(&self) -> BoxStream<'static, Result<ContainerEvent, RuntimeError>> {
+        // Synchronous like Docker's subscribe: events after this call are
+        // seen. Latency does not apply; scripted failures and `down` do.
+        let mut state = self.state();
+        state.calls.push(FakeCall {
+            op: FakeOp::Events,
+            target: String::new(),
+        });
+        if let Some((_, err)) = state
+            .failures
+            .get_mut(&FakeOp::Events)
+            .and_then(VecDeque::pop_front)
+        {
+            return stream::iter([Err(err)]).boxed();
+        }
+        if state.down {
+            return stream::iter([Err(unreachable())]).boxed();
+        }
+        let receiver = state.events.subscribe();
+        stream::unfold(receiver, |mut receiver| async move {
+            match receiver.recv().await {
+                Ok(event) => Some((Ok(event), receiver)),
+                // Closed: the daemon restarted. Lagged: Docker drops slow
+                // subscribers; either way the stream ends and the caller
+                // re-opens it and relists.
+                Err(
+                    broadcast::error::RecvError::Closed | broadcast::error::RecvError::Lagged(_),
+                ) => None,
+            }
+        })
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The name the default installation gives `game`'s container.
+    fn name(game: &str) -> String {
+        crate::runtime::container_name(rtm_core::store::keys::DEFAULT_PREFIX, game)
+    }
+    use crate::runtime::{LABEL_GAME, PortBinding};
+    use rtm_core::ports::PortProtocol;
+
+    const IMAGE: &str = "engine:1";
+
+    fn fake() -> FakeRuntime {
+        let fake = FakeRuntime::new();
+        fake.add_image(IMAGE);
+        fake
+    }
+
+    async fn running(fake: &FakeRuntime, game: &str) -> String {
+        let id = fake.create(&ContainerSpec::new(game, IMAGE)).await.unwrap();
+        fake.start(&id).await.unwrap();
+        id
+    }
+
+    async fn next_actions(
+        events: &mut BoxStream<'static, Result<ContainerEvent, RuntimeError>>,
+        n: usize,
+    ) -> Vec<String> {
+        let mut actions = Vec::new();
+        for _ in 0..n {
+            let event = tokio::time::timeout(Duration::from_secs(1), events.next())
+                .await
+                .expect("an event the fake should have sent is missing")
+                .expect("stream ended early")
+                .unwrap();
+            actions.push(event.action);
+        }
+        actions
+    }
+
+    #[tokio::test]
+    async fn create_and_start_make_a_running_labelled_container() {
+        let fake = fake();
+        let id = running(&fake, "g1").await;
+        let info = fake.inspect_container(&name("g1")).await.unwrap().unwrap();
+        assert_eq!(info.id, id);
+        assert!(info.is_running());
+        assert!(info.is_managed());
+        assert_eq!(info.game(), Some("g1"));
+        assert_eq!(info.hostname, "g1");
+        assert_eq!(
+            info.image_id,
+            fake.inspect_image(IMAGE).await.unwrap().unwrap().id
+        );
+        assert!(info.started_at.is_some());
+        assert_eq!(
+            fake.inspect_container(&id[..12]).await.unwrap().unwrap().id,
+            id
+        );
+    }
+
+    #[tokio::test]
+    async fn names_are_unique_and_images_must_exist() {
+        let fake = fake();
+        fake.create(&ContainerSpec::new("g1", IMAGE)).await.unwrap();
+        assert_eq!(
+            fake.create(&ContainerSpec::new("g1", IMAGE)).await,
+            Err(RuntimeError::NameConflict { name: name("g1") })
+        );
+        assert_eq!(
+            fake.create(&ContainerSpec::new("g2", "engine:9")).await,
+            Err(RuntimeError::ImageNotFound {
+                image: "engine:9".into()
+            })
+        );
+        assert_eq!(fake.inspect_image("engine:9").await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn no_ops_succeed_like_dockers_304_and_missing_targets_are_not_found() {
+        let fake = fake();
+        let id = running(&fake, "g1").await;
+        fake.start(&id).await.unwrap();
+        fake.stop(&id, Duration::from_secs(1)).await.unwrap();
+        fake.stop(&id, Duration::from_secs(1)).await.unwrap();
+        fake.kill(&id).await.unwrap();
+        let info = fake.container(&id).unwrap();
+        assert_eq!(info.state, ContainerState::Exited);
+        assert_eq!(info.exit_code, Some(0));
+
+        assert_eq!(fake.inspect_container("rtm-nope").await, Ok(None));
+        assert!(
+            fake.remove("rtm-nope", true)
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+        assert!(
+            fake.stop("rtm-nope", Duration::ZERO)
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+        assert!(fake.start("rtm-nope").await.unwrap_err().is_not_found());
+    }
+
+    #[tokio::test]
+    async fn removing_a_running_container_needs_force() {
+        let fake = fake();
+        let id = running(&fake, "g1").await;
+        assert!(matches!(
+            fake.remove(&id, false).await,
+            Err(RuntimeError::Conflict { .. })
+        ));
+        fake.remove(&id, true).await.unwrap();
+        assert_eq!(fake.inspect_container(&id).await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn a_taken_host_port_fails_the_second_start() {
+        let fake = fake();
+        let mut spec = ContainerSpec::new("g1", IMAGE);
+        spec.ports = vec![PortBinding {
+            container_port: 7000,
+            host_port: Some(17000),
+            protocol: PortProtocol::Tcp,
+            host_ip: None,
+        }];
+        let first = fake.create(&spec).await.unwrap();
+        fake.start(&first).await.unwrap();
+        spec.name = name("g2");
+        spec.game = "g2".into();
+        let second = fake.create(&spec).await.unwrap();
+        let err = fake.start(&second).await.unwrap_err();
+        assert!(matches!(err, RuntimeError::PortAllocated { .. }), "{err:?}");
+        assert_eq!(
+            fake.container(&second).unwrap().state,
+            ContainerState::Created
+        );
+
+        fake.stop(&first, Duration::ZERO).await.unwrap();
+        fake.start(&second).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_engine_ignoring_sigterm_is_killed_after_the_timeout() {
+        let fake = fake();
+        let id = running(&fake, "g1").await;
+        fake.ignore_sigterm(&id).unwrap();
+        let started = tokio::time::Instant::now();
+        fake.stop(&id, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        assert_eq!(fake.container(&id).unwrap().exit_code, Some(137));
+    }
+
+    #[tokio::test]
+    async fn scripted_failures_strike_in_order_and_are_logged() {
+        let fake = fake();
+        let id = running(&fake, "g1").await;
+        fake.fail_next(
+            FakeOp::Stop,
+            RuntimeError::Unreachable {
+                message: "down".into(),
+            },
+        );
+        fake.fail_next(
+            FakeOp::Stop,
+            RuntimeError::Rejected {
+                status: 500,
+                message: "x".into(),
+            },
+        );
+        assert!(matches!(
+            fake.stop(&id, Duration::ZERO).await,
+            Err(RuntimeError::Unreachable { .. })
+        ));
+        assert!(matches!(
+            fake.stop(&id, Duration::ZERO).await,
+            Err(RuntimeError::Rejected { status: 500, .. })
+        ));
+        assert!(
+            fake.container(&id).unwrap().is_running(),
+            "failed stops did nothing"
+        );
+        fake.stop(&id, Duration::ZERO).await.unwrap();
+        assert!(!fake.container(&id).unwrap().is_running());
+        assert_eq!(fake.count(FakeOp::Stop), 3);
+        let log: Vec<String> = fake.calls().iter().map(ToString::to_string).collect();
+        assert_eq!(log[0], format!("create {}", name("g1")));
+        assert_eq!(log[1], format!("start {id}"));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_after_applying_leaves_the_operation_done() {
+        let fake = fake();
+        let id = running(&fake, "g1").await;
+        fake.fail_next_after_applying(
+            FakeOp::Stop,
+            RuntimeError::Timeout {
+                operation: "stop".into(),
+            },
+        );
+        let err = fake.stop(&id, Duration::ZERO).await.unwrap_err();
+        assert!(err.outcome_unknown());
+        assert!(
+            !fake.container(&id).unwrap().is_running(),
+            "the stop happened anyway"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_delays_every_call() {
+        let fake = fake().with_latency(Duration::from_millis(250));
+        let started = tokio::time::Instant::now();
+        fake.ping().await.unwrap();
+        fake.list_managed().await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+    }
+
+    #[tokio::test]
+    async fn list_managed_skips_foreign_containers() {
+        let fake = fake();
+        running(&fake, "g2").await;
+        running(&fake, "g1").await;
+        // A foreign container: effective_labels forces ours, so plant one.
+        let foreign = fake
+            .create(&ContainerSpec::new("other", IMAGE))
+            .await
+            .unwrap();
+        fake.state()
+            .containers
+            .get_mut(&foreign)
+            .unwrap()
+            .info
+            .labels
+            .remove(LABEL_MANAGED_BY);
+        let names: Vec<String> = fake
+            .list_managed()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, [name("g1"), name("g2")]);
+        assert_eq!(fake.containers().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn events_follow_dockers_order_for_stop_crash_and_removal() {
+        let fake = fake();
+        let mut events = fake.events();
+        let id = running(&fake, "g1").await;
+        assert_eq!(next_actions(&mut events, 2).await, ["create", "start"]);
+        fake.stop(&id, Duration::ZERO).await.unwrap();
+        assert_eq!(next_actions(&mut events, 3).await, ["kill", "die", "stop"]);
+        fake.start(&id).await.unwrap();
+        fake.exit_container(&id, 3).unwrap();
+        assert_eq!(next_actions(&mut events, 2).await, ["start", "die"]);
+        assert_eq!(fake.container(&id).unwrap().exit_code, Some(3));
+        fake.start(&id).await.unwrap();
+        fake.oom_kill(&id).unwrap();
+        assert_eq!(next_actions(&mut events, 3).await, ["start", "oom", "die"]);
+        assert!(fake.container(&id).unwrap().oom_killed);
+        fake.remove_by_hand(&id).unwrap();
+        assert_eq!(next_actions(&mut events, 1).await, ["destroy"]);
+        assert_eq!(fake.container(&id), None);
+    }
+
+    #[tokio::test]
+    async fn events_carry_the_game_label() {
+        let fake = fake();
+        let mut events = fake.events();
+        let id = fake.create(&ContainerSpec::new("g7", IMAGE)).await.unwrap();
+        let event = events.next().await.unwrap().unwrap();
+        assert_eq!(
+            event,
+            ContainerEvent {
+                container_id: id,
+                game: Some("g7".into()),
+                action: "create".into()
+            }
+        );
+        assert_eq!(
+            fake.container(&name("g7")).unwrap().labels[LABEL_GAME],
+            "g7"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_daemon_going_down_ends_event_streams_and_fails_calls() {
+        let fake = fake();
+        let id = running(&fake, "g1").await;
+        let mut events = fake.events();
+        fake.set_down(true);
+        let end = tokio::time::timeout(Duration::from_secs(1), events.next())
+            .await
+            .expect("set_down must end open event streams");
+        assert!(end.is_none());
+        assert!(matches!(
+            fake.ping().await,
+            Err(RuntimeError::Unreachable { .. })
+        ));
+        assert!(matches!(
+            fake.events().next().await,
+            Some(Err(RuntimeError::Unreachable { .. }))
+        ));
+        fake.set_down(false);
+        assert!(
+            fake.inspect_container(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_running()
+        );
+    }
+}

@@ -1,0 +1,403 @@
+//! The desired-state watcher: lists every document at a revision R, then
+//! watches from R + 1 ([`super::mirror`]), keeping an in-memory copy of
+//! every document (the cache reconciles read) and queueing each game whose
+//! document changed.
+//!
+//! When the watch ends (compaction, a broken connection, etcd restarting)
+//! it relists with jittered exponential backoff and diffs the listing
+//! against the cache to find deletions it missed. A failed list changes
+//! nothing: the controller never acts destructively because etcd blinked.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+use rtm_core::model::GameRuntime;
+use rtm_core::records::Documents;
+use rtm_core::records::documents::DocumentError;
+use rtm_core::store::{Revision, Store, WatchEvent};
+
+use super::mirror::Mirror;
+use super::queue::WorkQueue;
+
+/// What the cache holds for one game.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Desired {
+    Valid(Box<GameRuntime>),
+    /// A stored value that does not decode: reported, never acted on (in
+    /// particular, never taken for a deletion).
+    Invalid(String),
+}
+
+/// The latest known document of every game, whether the first list has
+/// completed (no reconcile may act before it), and which games are known
+/// to be gone (their removal is allowed).
+#[derive(Debug)]
+pub struct DesiredCache {
+    docs: RwLock<HashMap<String, Desired>>,
+    /// Games whose document etcd reported deleted, or whose orphaned
+    /// container outlived the GC grace: the only games a reconcile may
+    /// remove. A game merely absent from the cache is not enough (its
+    /// container may belong to a document created a moment ago).
+    gone: Mutex<HashSet<String>>,
+    ready: watch::Sender<bool>,
+}
+
+impl Default for DesiredCache {
+    fn default() -> Self {
+        Self {
+            docs: RwLock::new(HashMap::new()),
+            gone: Mutex::new(HashSet::new()),
+            ready: watch::channel(false).0,
+        }
+    }
+}
+
+impl DesiredCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Desired>> {
+        self.docs
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Desired>> {
+        self.docs
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The document of `game`: `None` when it has none (deleted, or never
+    /// existed).
+    pub fn get(&self, game: &str) -> Option<Desired> {
+        self.read().get(game).cloned()
+    }
+
+    pub fn contains(&self, game: &str) -> bool {
+        self.read().contains_key(game)
+    }
+
+    pub fn games(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn tombstones(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.gone
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Allows the removal of `game` (its document is gone).
+    pub fn mark_gone(&self, game: &str) {
+        self.tombstones().insert(game.to_owned());
+    }
+
+    /// Whether `game` may be removed.
+    pub fn is_gone(&self, game: &str) -> bool {
+        self.tombstones().contains(game)
+    }
+
+    /// `game` was removed (or came back): forget its tombstone.
+    pub fn clear_gone(&self, game: &str) {
+        self.tombstones().remove(game);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Marks the first list as done.
+    pub(crate) fn set_ready(&self) {
+        self.ready.send_replace(true);
+    }
+
+    /// Waits until the first list has completed.
+    pub async fn wait_ready(&self) {
+        let mut ready = self.ready.subscribe();
+        // The sender lives as long as the cache, so waiting cannot fail.
+        let _ = ready.wait_for(|ready| *ready).await;
+    }
+
+    /// Replaces the whole content with a fresh listing; returns the games
+    /// that changed or disappeared.
+    fn replace(&self, listing: HashMap<String, Desired>) -> Vec<String> {
+        let mut docs = self.write();
+        let mut changed: Vec<String> = docs
+            .keys()
+            .filter(|game| !listing.contains_key(*game))
+            .cloned()
+            .collect();
+        {
+            let mut gone = self.tombstones();
+            gone.extend(changed.iter().cloned());
+            gone.retain(|game| !listing.contains_key(game));
+        }
+        changed.extend(
+            listing
+                .iter()
+                .filter(|(game, doc)| docs.get(*game) != Some(doc))
+                .map(|(g, _)| g.clone()),
+        );
+        *docs = listing;
+        changed
+    }
+
+    /// Records a change of one game (a watch event).
+    pub(crate) fn apply(&self, game: String, doc: Option<Desired>) {
+        let mut docs = self.write();
+        match doc {
+            Some(doc) => {
+                self.clear_gone(&game);
+                docs.insert(game, doc);
+            }
+            None => {
+                self.mark_gone(&game);
+                docs.remove(&game);
+            }
+        }
+    }
+}
+
+/// Runs until `shutdown`: list, watch, relist (see [`super::mirror`]).
+pub async fn run(
+    documents: Documents,
+    cache: Arc<DesiredCache>,
+    queue: Arc<WorkQueue>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let mirror = DesiredMirror {
+        documents,
+        cache,
+        queue,
+    };
+    super::mirror::run(&mirror, &metrics, shutdown).await;
+}
+
+/// The desired state as the cache follows it: every change queues its game.
+struct DesiredMirror {
+    documents: Documents,
+    cache: Arc<DesiredCache>,
+    queue: Arc<WorkQueue>,
+}
+
+impl Mirror for DesiredMirror {
+    type Error = DocumentError;
+
+    fn what(&self) -> &'static str {
+        "gameruntimes"
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        self.documents.store()
+    }
+
+    fn prefix(&self) -> String {
+        self.documents.keys().gameruntimes()
+    }
+
+    async fn relist(&self) -> Result<Revision, DocumentError> {
+        relist(&self.documents, &self.cache, &self.queue).await
+    }
+
+    fn apply(&self, event: WatchEvent) {
+        let keys = self.documents.keys();
+        let Some(game) = keys.name_of(&keys.gameruntimes(), event.key()) else {
+            return;
+        };
+        let game = game.to_owned();
+        let doc = match &event {
+            WatchEvent::Put(kv) => Some(match self.documents.decode(kv) {
+                Ok(doc) => Desired::Valid(Box::new(doc)),
+                Err(error) => {
+                    warn!(%game, %error, "ignoring an invalid document");
+                    Desired::Invalid(error.to_string())
+                }
+            }),
+            WatchEvent::Delete { .. } => None,
+        };
+        self.cache.apply(game.clone(), doc);
+        self.queue.add(&game);
+    }
+}
+
+/// Lists every document, swaps it into the cache and queues what changed.
+async fn relist(
+    documents: &Documents,
+    cache: &DesiredCache,
+    queue: &WorkQueue,
+) -> Result<Revision, DocumentError> {
+    let list = documents.list().await?;
+    let keys = documents.keys();
+    let mut listing: HashMap<String, Desired> = list
+        .items
+        .into_iter()
+        .map(|doc| (doc.metadata.name.clone(), Desired::Valid(Box::new(doc))))
+        .collect();
+    for invalid in list.invalid {
+        warn!(key = %invalid.key, error = %invalid.error, "ignoring an invalid document");
+        if let Some(game) = keys.name_of(&keys.gameruntimes(), &invalid.key) {
+            listing.insert(game.to_owned(), Desired::Invalid(invalid.error.to_string()));
+        }
+    }
+    let games = listing.len();
+    // The first listing queues every game: in bulk, so that a change made
+    // while they converge is not queued behind all of them. A relist after
+    // a broken watch queues only what changed meanwhile, as changes.
+    let first = !cache.is_ready();
+    for game in cache.replace(listing) {
+        if first {
+            queue.add_bulk(&game);
+        } else {
+            queue.add(&game);
+        }
+    }
+    if !cache.is_ready() {
+        info!(games, revision = list.revision, "desired state listed");
+        cache.set_ready();
+    }
+    Ok(list.revision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtm_core::model::parse::parse_documents;
+    use std::time::Duration;
+
+    use rtm_core::store::memory::MemoryStore;
+    use rtm_core::store::{Keys, Store, StoreError};
+
+    fn game(name: &str, image: &str) -> GameRuntime {
+        let yaml = format!(
+            "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: {name}\nspec:\n  image: {image}\n"
+        );
+        parse_documents(&yaml).unwrap().remove(0)
+    }
+
+    async fn drain(queue: &WorkQueue) -> Vec<String> {
+        let mut games = Vec::new();
+        while !queue.is_empty() {
+            let game = queue.next().await.unwrap();
+            queue.done(&game);
+            games.push(game);
+        }
+        games.sort();
+        games
+    }
+
+    async fn eventually(what: &str, check: impl Fn() -> bool) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !check() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+
+    #[tokio::test]
+    async fn lists_then_follows_puts_and_deletes_and_relists_after_compaction() {
+        let store = Arc::new(MemoryStore::new());
+        let documents = Documents::new(store.clone(), Keys::default());
+        documents.create(&game("g1", "a:1")).await.unwrap();
+        documents.create(&game("g2", "a:1")).await.unwrap();
+        let cache = Arc::new(DesiredCache::new());
+        let queue = Arc::new(WorkQueue::new());
+        let metrics = Metrics::new();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            documents.clone(),
+            cache.clone(),
+            queue.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        tokio::time::timeout(Duration::from_secs(5), cache.wait_ready())
+            .await
+            .unwrap();
+        assert_eq!(cache.len(), 2);
+        assert_eq!(drain(&queue).await, ["g1", "g2"]);
+
+        documents.delete("g1", None).await.unwrap();
+        eventually("the delete to reach the cache", || !cache.contains("g1")).await;
+        assert_eq!(drain(&queue).await, ["g1"]);
+
+        // The watch breaks (etcd compacted past it); a delete happens while
+        // nobody watches; the relist finds it by diffing.
+        store.fail_with(StoreError::Compacted {
+            requested: 0,
+            compacted: 0,
+        });
+        store.recover();
+        documents.delete("g2", None).await.unwrap();
+        documents.create(&game("g3", "a:1")).await.unwrap();
+        eventually("the relist", || {
+            !cache.contains("g2") && cache.contains("g3")
+        })
+        .await;
+        assert!(
+            metrics
+                .render()
+                .contains("rtmanager_etcd_watch_restarts_total")
+        );
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_list_removes_nothing_and_an_invalid_document_is_kept_apart() {
+        let store = Arc::new(MemoryStore::new());
+        let documents = Documents::new(store.clone(), Keys::default());
+        documents.create(&game("g1", "a:1")).await.unwrap();
+        store
+            .create("/rtmanager/gameruntimes/bad", b"spec: [".to_vec(), None)
+            .await
+            .unwrap();
+        let cache = Arc::new(DesiredCache::new());
+        let queue = Arc::new(WorkQueue::new());
+        let shutdown = CancellationToken::new();
+        let metrics = Metrics::new();
+        let task = tokio::spawn(run(
+            documents.clone(),
+            cache.clone(),
+            queue.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        cache.wait_ready().await;
+        assert!(matches!(cache.get("bad"), Some(Desired::Invalid(_))));
+        // etcd goes away for a minute (paused clock: the relists and their
+        // backoff run through it); the cache keeps what it knew.
+        store.fail_with(StoreError::Unavailable {
+            endpoints: "m".into(),
+            message: "down".into(),
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(metrics.render().contains(
+            r#"rtmanager_etcd_watch_restarts_total{reason="broken",watch="gameruntimes"} 1"#
+        ));
+        assert!(
+            cache.contains("g1"),
+            "an unreachable etcd must not look like a deletion"
+        );
+        store.recover();
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+}

@@ -1,0 +1,574 @@
+//! `DockerRuntime` against the real Docker engine: what only dockerd can
+//! show (status codes, init and signals, port allocation, the event stream).
+//!
+//! Ignored by default; `scripts/test` runs them. They need a Docker daemon
+//! at `DOCKER_HOST` (or /var/run/docker.sock) and FAIL, not skip, without
+//! one. The first test to run builds the local images with
+//! `scripts/build-test-image` (a no-op when they are current).
+//!
+//! Every container is named after its test and this process id and is
+//! force-removed by a guard on every path, panics included.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rtm_controller::runtime::{
+    ContainerRuntime, ContainerSpec, ContainerState, DockerRuntime, LABEL_GAME, LABEL_MANAGED_BY,
+    LABEL_SPEC_HASH, MANAGED_BY, PortBinding, RuntimeError,
+};
+use rtm_core::ports::PortProtocol;
+
+use rtm_testkit as common;
+
+use common::docker::{
+    Cleanup, IMAGE_1, IMAGE_2, docker, docker_cli, game, wait_engine_listening,
+    within_secs as within,
+};
+
+/// The name `ContainerSpec::new` gives `game`'s container: the default
+/// installation's.
+fn default_name(game: &str) -> String {
+    rtm_controller::runtime::container_name(rtm_core::store::keys::DEFAULT_PREFIX, game)
+}
+
+fn spec(game: &str, image: &str) -> ContainerSpec {
+    let mut spec = ContainerSpec::new(game, image);
+    spec.stop_timeout = Duration::from_secs(10);
+    spec.labels.insert(LABEL_SPEC_HASH.into(), "hash-1".into());
+    spec
+}
+
+fn env(spec: &mut ContainerSpec, key: &str, value: &str) {
+    spec.env.push((key.into(), value.into()));
+}
+
+fn publish(spec: &mut ContainerSpec, host_port: u16) {
+    spec.ports.push(PortBinding {
+        container_port: 7000,
+        host_port: Some(host_port),
+        protocol: PortProtocol::Tcp,
+        host_ip: None,
+    });
+}
+
+/// A host port nobody listens on right now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// `docker inspect -f <format> <name>` through the CLI: for settings our
+/// ContainerInfo does not carry.
+fn docker_inspect(name: &str, format: &str) -> String {
+    let output = docker_cli(&["inspect", "-f", format, name]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+async fn create_and_start(docker: &DockerRuntime, spec: &ContainerSpec) -> String {
+    let id = within(20, "create", docker.create(spec))
+        .await
+        .unwrap_or_else(|e| panic!("create {}: {e}", spec.name));
+    within(20, "start", docker.start(&id))
+        .await
+        .unwrap_or_else(|e| panic!("start {}: {e}", spec.name));
+    id
+}
+
+async fn inspect(docker: &DockerRuntime, id: &str) -> rtm_controller::runtime::ContainerInfo {
+    within(10, "inspect", docker.inspect_container(id))
+        .await
+        .expect("inspect")
+        .expect("the container exists")
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn created_container_runs_with_our_hostname_labels_init_and_no_restart_policy() {
+    let docker = docker().await;
+    let game = game("create");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+
+    let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
+    let info = inspect(&docker, &name).await;
+    assert_eq!(info.id, id);
+    assert_eq!(info.name, name);
+    assert_eq!(info.state, ContainerState::Running);
+    assert!(info.is_running());
+    assert_eq!(info.hostname, game);
+    assert_eq!(info.image, IMAGE_1);
+    let image = within(10, "inspect_image", docker.inspect_image(IMAGE_1)).await;
+    assert_eq!(Some(info.image_id.clone()), image.unwrap().map(|i| i.id));
+    assert_eq!(info.game(), Some(game.as_str()));
+    assert!(info.is_managed());
+    assert_eq!(info.spec_hash(), Some("hash-1"));
+    assert_eq!(info.exit_code, None);
+    assert!(info.started_at.is_some());
+    assert_eq!(info.finished_at, None);
+    assert_eq!(
+        docker_inspect(
+            &name,
+            "{{.HostConfig.Init}} {{.HostConfig.RestartPolicy.Name}} {{.Config.StopTimeout}}"
+        ),
+        "true no 10"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn stop_reaches_the_engine_through_init_and_it_exits_zero_quickly() {
+    let docker = docker().await;
+    let game = game("stop");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
+    wait_engine_listening(&id);
+
+    let started = Instant::now();
+    within(
+        30,
+        "stop with a 10 s timeout",
+        docker.stop(&id, Duration::from_secs(10)),
+    )
+    .await
+    .expect("stop");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "stop took {took:?}: SIGTERM did not reach the engine (no init?)"
+    );
+    let info = inspect(&docker, &id).await;
+    assert_eq!(info.state, ContainerState::Exited);
+    assert_eq!(info.exit_code, Some(0));
+    assert!(info.finished_at.is_some());
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn init_stops_an_engine_that_has_no_sigterm_handler() {
+    // `sleep` as PID 1 would ignore SIGTERM; under docker-init it dies of it.
+    let docker = docker().await;
+    let game = game("init");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let mut spec = spec(&game, IMAGE_1);
+    spec.command = vec!["/bin/sleep".into()];
+    spec.args = vec!["300".into()];
+    let id = create_and_start(&docker, &spec).await;
+
+    let started = Instant::now();
+    within(30, "stop", docker.stop(&id, Duration::from_secs(10)))
+        .await
+        .expect("stop");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop waited {:?}: HostConfig.Init is missing",
+        started.elapsed()
+    );
+    assert_eq!(inspect(&docker, &id).await.exit_code, Some(128 + 15));
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn repeated_start_stop_and_kill_are_no_ops_not_errors() {
+    let docker = docker().await;
+    let game = game("noop");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
+    wait_engine_listening(&id);
+
+    within(20, "start of a running container (304)", docker.start(&id))
+        .await
+        .expect("start of a running container is Ok");
+    within(30, "stop", docker.stop(&id, Duration::from_secs(10)))
+        .await
+        .expect("stop");
+    within(
+        30,
+        "stop of a stopped container (304)",
+        docker.stop(&id, Duration::from_secs(10)),
+    )
+    .await
+    .expect("stop of a stopped container is Ok");
+    within(20, "kill of a stopped container (409)", docker.kill(&id))
+        .await
+        .expect("kill of a stopped container is Ok");
+    assert_eq!(inspect(&docker, &id).await.exit_code, Some(0));
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn missing_containers_inspect_as_none_and_remove_as_not_found() {
+    let docker = docker().await;
+    let name = default_name(&game("missing"));
+    let found = within(
+        10,
+        "inspect of a missing container",
+        docker.inspect_container(&name),
+    )
+    .await
+    .expect("inspect of a missing container is not an error");
+    assert_eq!(found, None);
+    let err = within(10, "remove", docker.remove(&name, true))
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    let err = within(10, "stop", docker.stop(&name, Duration::from_secs(1)))
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    let err = within(10, "start", docker.start(&name)).await.unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn images_inspect_by_reference_with_distinct_ids_and_missing_ones_as_none() {
+    let docker = docker().await;
+    let one = within(10, "inspect_image", docker.inspect_image(IMAGE_1)).await;
+    let two = within(10, "inspect_image", docker.inspect_image(IMAGE_2)).await;
+    let one = one.expect("inspect").expect("build-test-image made :1");
+    let two = two.expect("inspect").expect("build-test-image made :2");
+    assert!(one.id.starts_with("sha256:"), "{one:?}");
+    assert_ne!(one.id, two.id, ":1 and :2 must differ in content");
+    let missing = within(
+        10,
+        "inspect_image",
+        docker.inspect_image("rtmanager-test/absent:1"),
+    )
+    .await;
+    assert_eq!(missing, Ok(None));
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn creating_from_a_missing_image_is_image_not_found_and_leaves_nothing() {
+    let docker = docker().await;
+    let game = game("noimage");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let err = within(
+        20,
+        "create",
+        docker.create(&spec(&game, "rtmanager-test/absent:1")),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err,
+        RuntimeError::ImageNotFound {
+            image: "rtmanager-test/absent:1".into()
+        }
+    );
+    assert_eq!(docker.inspect_container(&name).await, Ok(None));
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn creating_twice_with_one_name_is_name_conflict() {
+    let docker = docker().await;
+    let game = game("twice");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let first = within(20, "create", docker.create(&spec(&game, IMAGE_1)))
+        .await
+        .expect("first create");
+    let err = within(20, "create", docker.create(&spec(&game, IMAGE_2)))
+        .await
+        .unwrap_err();
+    assert_eq!(err, RuntimeError::NameConflict { name: name.clone() });
+    assert_eq!(
+        inspect(&docker, &name).await.id,
+        first,
+        "the first one is untouched"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn second_container_on_a_taken_host_port_fails_to_start_with_port_allocated() {
+    let docker = docker().await;
+    let (game_a, game_b) = (game("port-a"), game("port-b"));
+    let (name_a, name_b) = (default_name(&game_a), default_name(&game_b));
+    let _cleanup = Cleanup::new(&[&name_a, &name_b]);
+    let port = free_port();
+    let mut a = spec(&game_a, IMAGE_1);
+    publish(&mut a, port);
+    let mut b = spec(&game_b, IMAGE_1);
+    publish(&mut b, port);
+
+    create_and_start(&docker, &a).await;
+    let id_b = within(20, "create", docker.create(&b))
+        .await
+        .expect("create b");
+    let err = within(20, "start", docker.start(&id_b)).await.unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::PortAllocated { message } if message.contains(&port.to_string())),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), rtm_core::ErrorCode::PortConflict);
+    let info = inspect(&docker, &id_b).await;
+    assert_eq!(info.state, ContainerState::Created);
+    assert!(info.error.is_some(), "Docker records why the start failed");
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn engine_answers_on_the_published_host_port_with_its_env() {
+    let docker = docker().await;
+    let game = game("serve");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let port = free_port();
+    let mut spec = spec(&game, IMAGE_2);
+    publish(&mut spec, port);
+    create_and_start(&docker, &spec).await;
+
+    // The engine needs a moment to listen; Docker's proxy accepts first.
+    let greeting = within(15, "the engine never answered on its host port", async {
+        loop {
+            let answer = tokio::task::spawn_blocking(move || {
+                let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+                stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                let mut text = String::new();
+                stream.read_to_string(&mut text).ok()?;
+                Some(text)
+            })
+            .await
+            .expect("probe task");
+            match answer {
+                Some(text) if text.contains("rtmanager-test engine") => return text,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    assert!(
+        greeting.contains(&format!("engine 2 on {game}")),
+        "{greeting:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn engine_ignoring_sigterm_is_killed_after_the_stop_timeout_with_137() {
+    let docker = docker().await;
+    let game = game("stubborn");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let mut spec = spec(&game, IMAGE_1);
+    env(&mut spec, "IGNORE_SIGTERM", "1");
+    let id = create_and_start(&docker, &spec).await;
+    wait_engine_listening(&id);
+
+    let started = Instant::now();
+    within(
+        30,
+        "stop with a 2 s timeout",
+        docker.stop(&id, Duration::from_secs(2)),
+    )
+    .await
+    .expect("stop");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "stop returned after {took:?}, before SIGKILL"
+    );
+    assert!(took < Duration::from_secs(12), "stop took {took:?}");
+    let info = inspect(&docker, &id).await;
+    assert_eq!(info.state, ContainerState::Exited);
+    assert_eq!(info.exit_code, Some(137));
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn removing_a_running_container_needs_force() {
+    let docker = docker().await;
+    let game = game("remove");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
+
+    let err = within(20, "remove", docker.remove(&id, false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::Conflict { .. }), "{err:?}");
+    within(20, "remove -f", docker.remove(&id, true))
+        .await
+        .expect("forced remove");
+    assert_eq!(docker.inspect_container(&id).await, Ok(None));
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn list_managed_finds_ours_in_every_state_and_not_foreign_containers() {
+    let docker = docker().await;
+    let (running_game, exited_game, created_game) =
+        (game("list-run"), game("list-exit"), game("list-new"));
+    let foreign = format!("foreign-{}", std::process::id());
+    let names = [
+        default_name(&running_game),
+        default_name(&exited_game),
+        default_name(&created_game),
+    ];
+    let _cleanup = Cleanup::new(&[&names[0], &names[1], &names[2], &foreign]);
+
+    create_and_start(&docker, &spec(&running_game, IMAGE_1)).await;
+    let exited = create_and_start(&docker, &spec(&exited_game, IMAGE_1)).await;
+    wait_engine_listening(&exited);
+    within(30, "stop", docker.stop(&exited, Duration::from_secs(10)))
+        .await
+        .expect("stop");
+    within(20, "create", docker.create(&spec(&created_game, IMAGE_1)))
+        .await
+        .expect("create");
+    let label = format!("{LABEL_GAME}=x");
+    let status = docker_cli(&["create", "--name", &foreign, "--label", &label, IMAGE_1]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    let listed = within(30, "list_managed", docker.list_managed())
+        .await
+        .expect("list_managed");
+    let by_name: BTreeMap<&str, _> = listed.iter().map(|c| (c.name.as_str(), c)).collect();
+    assert!(
+        !by_name.contains_key(foreign.as_str()),
+        "a foreign container was listed"
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|c| c.labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY))
+    );
+    let running = by_name[names[0].as_str()];
+    assert_eq!(running.state, ContainerState::Running);
+    assert_eq!(running.hostname, running_game);
+    let stopped = by_name[names[1].as_str()];
+    assert_eq!(stopped.state, ContainerState::Exited);
+    assert_eq!(
+        stopped.exit_code,
+        Some(0),
+        "list_managed includes exit codes"
+    );
+    let created = by_name[names[2].as_str()];
+    assert_eq!(created.state, ContainerState::Created);
+    assert_eq!(created.exit_code, None);
+    let mut sorted: Vec<&str> = listed.iter().map(|c| c.name.as_str()).collect();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        listed.iter().map(|c| c.name.as_str()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn events_report_die_for_a_managed_container_we_stop() {
+    let docker = docker().await;
+    let game = game("events");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let mut events = docker.events();
+    let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
+    within(30, "stop", docker.stop(&id, Duration::from_secs(10)))
+        .await
+        .expect("stop");
+
+    let mut seen = Vec::new();
+    within(
+        15,
+        "no `die` event for the stopped container: wrong event filter?",
+        async {
+            while let Some(event) = events.next().await {
+                let event = event.expect("the event stream failed");
+                if event.container_id != id {
+                    continue; // another test's container
+                }
+                assert_eq!(event.game.as_deref(), Some(game.as_str()));
+                seen.push(event.action.clone());
+                if event.action == "die" {
+                    return;
+                }
+            }
+            panic!("the event stream ended before `die`");
+        },
+    )
+    .await;
+    assert!(seen.contains(&"start".to_owned()), "{seen:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn a_crashing_engine_reports_its_exit_code_and_a_die_event() {
+    let docker = docker().await;
+    let game = game("crash");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let mut spec = spec(&game, IMAGE_1);
+    env(&mut spec, "EXIT_AFTER", "1");
+    env(&mut spec, "EXIT_CODE", "3");
+    let mut events = docker.events();
+    let id = create_and_start(&docker, &spec).await;
+
+    within(
+        15,
+        "no `die` event: EXIT_AFTER not honoured or events filtered out",
+        async {
+            while let Some(event) = events.next().await {
+                let event = event.expect("the event stream failed");
+                if event.container_id == id && event.action == "die" {
+                    return;
+                }
+            }
+            panic!("the event stream ended before `die`");
+        },
+    )
+    .await;
+    let info = inspect(&docker, &id).await;
+    assert_eq!(info.state, ContainerState::Exited);
+    assert_eq!(info.exit_code, Some(3));
+    assert!(!info.oom_killed);
+    assert!(info.finished_at >= info.started_at);
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn the_api_version_is_negotiated_and_never_above_1_41() {
+    let docker = docker().await;
+    let version = docker.api_version().await.expect("api_version");
+    let (major, minor) = version.split_once('.').expect("major.minor");
+    let parsed: (u32, u32) = (major.parse().unwrap(), minor.parse().unwrap());
+    assert!(parsed <= (1, 41), "we speak {version}, above Debian's 1.41");
+    assert!(
+        parsed >= (1, 25),
+        "{version}: init and StopTimeout need 1.25"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn an_unreachable_docker_host_makes_ping_fail_with_unreachable() {
+    let docker = DockerRuntime::connect(Some("unix:///nonexistent.sock"), Duration::from_secs(2))
+        .await
+        .expect("connect is lazy: a missing daemon is not a connect error");
+    let err = within(
+        10,
+        "ping of a missing socket must fail at once",
+        docker.ping(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, RuntimeError::Unreachable { .. }), "{err:?}");
+    assert_eq!(err.code(), rtm_core::ErrorCode::ServiceUnavailable);
+}

@@ -1,0 +1,22 @@
+//! The core of rtmanager, shared by the controller and `rtctl`: what a game
+//! is, where it is kept, and the records written about it.
+//!
+//! - [`model`]: the `GameRuntime` document — types, parsing, validation,
+//!   defaults, the CRD schema.
+//! - [`store`]: the `Store` port over etcd (the only user of `etcd_client`),
+//!   its in-memory twin (feature `testing`) and the key layout.
+//! - [`records`]: the records under the prefix, one home each — documents,
+//!   operation history, lease records and heartbeats.
+//! - [`ports`]: host ports — the policy on which may be published and the
+//!   claims that give each to one game.
+//! - [`config`]: the etcd connection settings both binaries share.
+//! - [`error_code`]: the stable error codes every failure carries.
+
+pub mod config;
+pub mod error_code;
+pub mod model;
+pub mod ports;
+pub mod records;
+pub mod store;
+
+pub use error_code::ErrorCode;

@@ -1,0 +1,726 @@
+//! `rtctl apply` and `rtctl diff`: make the stored documents match files, or show how they
+//! differ.
+//!
+//! Both compare the same thing: labels, annotations and spec. They ignore `status` (the
+//! controller's), the fields etcd and apply keep (`generation`, `resourceVersion`,
+//! `creationTimestamp`) and the per-request annotations `rtmanager.dev/op-source` and
+//! `rtmanager.dev/source-ref`, which apply sets on every write it makes. A file that leaves
+//! `spec.restartToken` empty keeps the live token: a restart requested with `rtctl restart`
+//! is not undone (nor repeated) by the next apply. So `rtctl get NAME -o yaml` applied back is
+//! `unchanged`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use similar::TextDiff;
+
+use super::error::{CliError, Outcome, one_line};
+use super::input::{Input, read_inputs};
+use super::output::note;
+use super::session::{Session, check_name};
+use rtm_core::model::parse::to_yaml;
+use rtm_core::model::{
+    ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, OpSource, Timestamp,
+};
+use rtm_core::records::documents::DocumentError;
+use rtm_core::store::{KeyValue, Revision};
+
+/// Attempts at a write that races with other writers (each re-reads the live document).
+pub const WRITE_ATTEMPTS: u32 = 5;
+/// First pause between attempts, doubled each time up to [`RETRY_PAUSE_MAX`], plus up to as
+/// much jitter.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Longest pause between attempts: a writer that lost many races in a row (a crowd of
+/// `rtctl restart`s of one game) keeps trying about once a second, not ever more rarely.
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApplyArgs {
+    /// Files, directories (their *.yaml, *.yml, *.json) or - for stdin.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required = true
+    )]
+    pub files: Vec<PathBuf>,
+    /// Read directories' subdirectories too.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Validate and show what would change, without writing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Overwrite whatever is stored, ignoring a metadata.resourceVersion in the files.
+    #[arg(long)]
+    pub force: bool,
+    /// The request id the controller records as the operations' source_ref (correlation id).
+    #[arg(long = "ref", value_name = "SOURCE_REF")]
+    pub source_ref: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiffArgs {
+    /// Files, directories (their *.yaml, *.yml, *.json) or - for stdin.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required = true
+    )]
+    pub files: Vec<PathBuf>,
+    /// Read directories' subdirectories too.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+}
+
+/// What apply does with one document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// The document apply would store for `applied`, given what is live, and what that is.
+/// Request annotations are not set here (see [`stamp_request`]).
+pub fn plan(
+    applied: &GameRuntime,
+    live: Option<&GameRuntime>,
+    now: Timestamp,
+) -> (Action, GameRuntime) {
+    let mut desired = applied.clone();
+    desired.status = None;
+    desired.metadata.generation = None;
+    desired.metadata.resource_version = None;
+    match live {
+        None => {
+            desired.metadata.creation_timestamp = Some(now);
+            (Action::Created, desired)
+        }
+        Some(live) => {
+            desired.metadata.creation_timestamp = live.metadata.creation_timestamp;
+            if desired.spec.restart_token.is_empty() {
+                desired.spec.restart_token = live.spec.restart_token.clone();
+            }
+            let action = if comparable(&desired) == comparable(live) {
+                Action::Unchanged
+            } else {
+                Action::Configured
+            };
+            (action, desired)
+        }
+    }
+}
+
+/// What apply and diff compare: no status, no store bookkeeping, no request annotations.
+pub fn comparable(doc: &GameRuntime) -> GameRuntime {
+    let mut doc = doc.clone();
+    doc.status = None;
+    doc.metadata.generation = None;
+    doc.metadata.resource_version = None;
+    doc.metadata.creation_timestamp = None;
+    doc.metadata.annotations.remove(ANNOTATION_OP_SOURCE);
+    doc.metadata.annotations.remove(ANNOTATION_SOURCE_REF);
+    doc
+}
+
+/// Marks a document about to be written as asked for by an admin through rtctl, with the
+/// request's correlation id.
+pub fn stamp_request(doc: &mut GameRuntime, source_ref: &str) {
+    doc.metadata.annotations.insert(
+        ANNOTATION_OP_SOURCE.to_owned(),
+        OpSource::AdminCli.as_str().to_owned(),
+    );
+    doc.metadata
+        .annotations
+        .insert(ANNOTATION_SOURCE_REF.to_owned(), source_ref.to_owned());
+}
+
+/// A correlation id for a request that was not given one: `rtctl-<what>-<time>-<random>`.
+pub fn generate_ref(what: &str) -> String {
+    format!(
+        "rtctl-{what}-{}-{:08x}",
+        Timestamp::now().unix_seconds(),
+        rand::random::<u32>()
+    )
+}
+
+/// Checks a `--ref` value: it becomes an annotation and a history field printed to people.
+pub fn check_ref(source_ref: &str) -> Result<(), CliError> {
+    if source_ref.is_empty()
+        || source_ref.chars().count() > 253
+        || source_ref.chars().any(char::is_control)
+    {
+        return Err(CliError::invalid(format!(
+            "invalid --ref {source_ref:?}: it must be 1 to 253 characters without control \
+             characters, like REQ-42"
+        )));
+    }
+    Ok(())
+}
+
+/// A pause before retry `attempt` (1-based): doubling, with jitter so racing writers spread.
+pub async fn backoff(attempt: u32) {
+    let base =
+        (RETRY_PAUSE * 2u32.saturating_pow(attempt.saturating_sub(1).min(10))).min(RETRY_PAUSE_MAX);
+    let jitter = base.mul_f64(rand::random::<f64>());
+    tokio::time::sleep(base + jitter).await;
+}
+
+pub async fn apply(
+    session: &Session,
+    args: &ApplyArgs,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    if let Some(source_ref) = &args.source_ref {
+        check_ref(source_ref)?;
+    }
+    // Every document of every file is parsed and validated before anything is written.
+    let inputs = read_inputs(&args.files, args.recursive)?;
+    let source_ref = args
+        .source_ref
+        .clone()
+        .unwrap_or_else(|| generate_ref("apply"));
+    check_host_ports(session, &inputs).await?;
+    let total = inputs.len();
+    for (done, input) in inputs.iter().enumerate() {
+        let action = apply_one(session, input, args, &source_ref)
+            .await
+            .map_err(|e| partial(e, done, total))?;
+        let suffix = if args.dry_run { " (dry run)" } else { "" };
+        writeln!(
+            out,
+            "gameruntime/{} {}{suffix}",
+            input.doc.metadata.name,
+            action.as_str()
+        )?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// Refuses, before anything is written, a document that would be a new
+/// claimant of a host port another game asks for on a node they share
+/// (either names no node, or both name the same one), or that two of the
+/// applied documents both ask for. The controller refuses it anyway
+/// (`rtm_core::ports`); here the user hears it at once, naming the owner. A
+/// document that already asks for the port is left to the controller,
+/// which knows who claimed it first.
+async fn check_host_ports(session: &Session, inputs: &[Input]) -> Result<(), CliError> {
+    use rtm_core::ports::host_ports;
+    if inputs.iter().all(|i| host_ports(&i.doc.spec).is_empty()) {
+        return Ok(());
+    }
+    let listed = session
+        .documents()
+        .list()
+        .await
+        .map_err(|e| session.doc_error(e, "listing gameruntimes to check host ports"))?;
+    let share_a_node = |a: &GameRuntime, b: &GameRuntime| match (&a.spec.node, &b.spec.node) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    for (index, input) in inputs.iter().enumerate() {
+        let doc = &input.doc;
+        let name = doc.metadata.name.as_str();
+        let live = listed.items.iter().find(|d| d.metadata.name == name);
+        for port in host_ports(&doc.spec) {
+            if live.is_some_and(|l| share_a_node(l, doc) && host_ports(&l.spec).contains(&port)) {
+                continue;
+            }
+            let stored = listed
+                .items
+                .iter()
+                .filter(|other| other.metadata.name != name);
+            let applied = inputs[..index]
+                .iter()
+                .map(|i| &i.doc)
+                .filter(|other| other.metadata.name != name);
+            if let Some(owner) = stored
+                .chain(applied)
+                .find(|other| share_a_node(other, doc) && host_ports(&other.spec).contains(&port))
+            {
+                return Err(CliError::Conflict {
+                    message: format!(
+                        "{}: document {} ({name}): host port {port} belongs to game {} \
+                         (port_conflict); choose another hostPort, or free it in {}'s spec",
+                        input.source, input.index, owner.metadata.name, owner.metadata.name
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds to a failure how far apply got, when it got anywhere.
+fn partial(error: CliError, done: usize, total: usize) -> CliError {
+    if done == 0 || total <= 1 {
+        return error;
+    }
+    let note = format!(" ({done} of {total} documents were applied before this one)");
+    match error {
+        CliError::Conflict { message } => CliError::Conflict {
+            message: message + &note,
+        },
+        CliError::Invalid { message } => CliError::Invalid {
+            message: message + &note,
+        },
+        CliError::Internal { message } => CliError::Internal {
+            message: message + &note,
+        },
+        CliError::Unavailable {
+            endpoints,
+            doing,
+            detail,
+            outcome_unknown,
+        } => CliError::Unavailable {
+            endpoints,
+            doing,
+            detail: detail + &note,
+            outcome_unknown,
+        },
+        other => other,
+    }
+}
+
+async fn apply_one(
+    session: &Session,
+    input: &Input,
+    args: &ApplyArgs,
+    source_ref: &str,
+) -> Result<Action, CliError> {
+    let name = input.doc.metadata.name.as_str();
+    let explicit_rv = match (&input.doc.metadata.resource_version, args.force) {
+        (Some(rv), false) => Some(rv.parse::<Revision>().map_err(|_| {
+            CliError::invalid(format!(
+                "{}: document {} ({name}): metadata.resourceVersion {rv:?} is not a number; \
+                 remove it or copy it from `rtctl get {name} -o yaml`",
+                input.source, input.index
+            ))
+        })?),
+        _ => None,
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let live = match read_live(session, name).await? {
+            Live::Readable(live) => live.map(|doc| *doc),
+            Live::Corrupt { kv, reason } => {
+                match replace_corrupt(session, input, args, source_ref, &kv, &reason).await? {
+                    Some(action) => return Ok(action),
+                    None if attempt >= WRITE_ATTEMPTS => {
+                        return Err(CliError::Conflict {
+                            message: format!(
+                                "{} kept changing while apply --force replaced it; try again",
+                                kv.key
+                            ),
+                        });
+                    }
+                    None => {
+                        backoff(attempt).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        let (action, mut desired) = plan(&input.doc, live.as_ref(), Timestamp::now());
+        let live_rv = live.as_ref().and_then(rv_of);
+        if let (Some(expected), Some(current)) = (explicit_rv, live_rv)
+            && action == Action::Configured
+            && expected != current
+        {
+            return Err(stale(name, expected, current));
+        }
+        if action == Action::Unchanged || args.dry_run {
+            return Ok(action);
+        }
+        stamp_request(&mut desired, source_ref);
+        let written = match (action, live_rv) {
+            (Action::Created, _) => session.create(&desired).await,
+            (_, Some(current)) => {
+                session
+                    .update(&desired, explicit_rv.unwrap_or(current))
+                    .await
+            }
+            (_, None) => {
+                return Err(CliError::internal(format!(
+                    "gameruntime/{name} was read without a resourceVersion; this is a bug"
+                )));
+            }
+        };
+        match written {
+            Ok(_) => return Ok(action),
+            Err(DocumentError::Conflict { .. }) if explicit_rv.is_some() => {
+                let current = session.get(name).await?.as_ref().and_then(rv_of);
+                return Err(stale(
+                    name,
+                    explicit_rv.unwrap_or_default(),
+                    current.unwrap_or_default(),
+                ));
+            }
+            // Someone else wrote (or created, or deleted) it meanwhile: look again.
+            Err(
+                e @ (DocumentError::Conflict { .. }
+                | DocumentError::AlreadyExists { .. }
+                | DocumentError::NotFound { .. }),
+            ) => {
+                if attempt >= WRITE_ATTEMPTS {
+                    return Err(session.doc_error(e, &format!("writing gameruntime/{name}")));
+                }
+                backoff(attempt).await;
+            }
+            Err(DocumentError::Store(e)) if e.outcome_unknown() => {
+                if landed(session, &desired, source_ref).await.is_some() {
+                    return Ok(action);
+                }
+                return Err(session.store_error(e, &format!("writing gameruntime/{name}")));
+            }
+            Err(e) => return Err(session.doc_error(e, &format!("writing gameruntime/{name}"))),
+        }
+    }
+}
+
+/// The stored document as apply sees it.
+enum Live {
+    /// Absent (`None`) or a valid document.
+    Readable(Option<Box<GameRuntime>>),
+    /// A value that is not a valid GameRuntime, with why.
+    Corrupt { kv: KeyValue, reason: String },
+}
+
+async fn read_live(session: &Session, name: &str) -> Result<Live, CliError> {
+    check_name(name)?;
+    let Some(kv) = session.raw(&session.keys().gameruntime(name)).await? else {
+        return Ok(Live::Readable(None));
+    };
+    match session.documents().decode(&kv) {
+        Ok(doc) => Ok(Live::Readable(Some(Box::new(doc)))),
+        Err(DocumentError::Corrupt { message, .. }) => Ok(Live::Corrupt {
+            kv,
+            reason: message,
+        }),
+        Err(e) => Err(session.doc_error(e, &format!("reading gameruntime/{name}"))),
+    }
+}
+
+/// Replaces an unreadable stored value with the applied document, with `--force` only, and
+/// only if the key is still the value that was read (its mod revision): a writer that fixed
+/// it meanwhile is not clobbered. `None`: the key changed meanwhile, look again.
+async fn replace_corrupt(
+    session: &Session,
+    input: &Input,
+    args: &ApplyArgs,
+    source_ref: &str,
+    kv: &KeyValue,
+    reason: &str,
+) -> Result<Option<Action>, CliError> {
+    let name = input.doc.metadata.name.as_str();
+    if !args.force {
+        return Err(CliError::Corrupt {
+            message: format!(
+                "gameruntime/{name} is invalid: the value stored at {} is not a valid \
+                 GameRuntime ({}); apply does not overwrite what it cannot read: rerun with \
+                 --force to replace it (`rtctl apply --force -f {}`), or remove it with `rtctl \
+                 delete {name}`",
+                kv.key,
+                one_line(reason),
+                input.source
+            ),
+        });
+    }
+    // A new document in place of the unreadable one (nothing of it can be kept).
+    let (_, mut desired) = plan(&input.doc, None, Timestamp::now());
+    if args.dry_run {
+        note(&format!(
+            "note: gameruntime/{name}: apply --force would replace the unreadable value at {}",
+            kv.key
+        ));
+        return Ok(Some(Action::Configured));
+    }
+    stamp_request(&mut desired, source_ref);
+    match session.update(&desired, kv.mod_revision).await {
+        Ok(_) => {
+            note(&format!(
+                "note: gameruntime/{name}: replaced the unreadable value at {} ({})",
+                kv.key,
+                one_line(reason)
+            ));
+            Ok(Some(Action::Configured))
+        }
+        Err(DocumentError::Conflict { .. } | DocumentError::NotFound { .. }) => Ok(None),
+        Err(DocumentError::Store(e)) if e.outcome_unknown() => {
+            if landed(session, &desired, source_ref).await.is_some() {
+                return Ok(Some(Action::Configured));
+            }
+            Err(session.store_error(e, &format!("writing gameruntime/{name}")))
+        }
+        Err(e) => Err(session.doc_error(e, &format!("writing gameruntime/{name}"))),
+    }
+}
+
+/// After a write whose answer was lost (a timeout, a dropped connection): the stored document
+/// if it is the one we wrote, so a write that did land is not reported as failed.
+pub async fn landed(
+    session: &Session,
+    desired: &GameRuntime,
+    source_ref: &str,
+) -> Option<GameRuntime> {
+    let live = session.get(&desired.metadata.name).await.ok()??;
+    let ours = live
+        .metadata
+        .annotations
+        .get(ANNOTATION_SOURCE_REF)
+        .map(String::as_str)
+        == Some(source_ref)
+        && comparable(&live) == comparable(desired);
+    ours.then_some(live)
+}
+
+pub fn rv_of(doc: &GameRuntime) -> Option<Revision> {
+    doc.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+fn stale(name: &str, expected: Revision, current: Revision) -> CliError {
+    CliError::Conflict {
+        message: format!(
+            "gameruntime/{name} was changed since resourceVersion {expected} (it is now at \
+             {current}); re-read it with `rtctl get {name} -o yaml`, redo your change and apply \
+             again, or apply with --force to overwrite"
+        ),
+    }
+}
+
+pub async fn diff(
+    session: &Session,
+    args: &DiffArgs,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let inputs = read_inputs(&args.files, args.recursive)?;
+    let mut outcome = Outcome::Success;
+    for input in &inputs {
+        let name = input.doc.metadata.name.as_str();
+        let live = session.get(name).await?;
+        let (_, desired) = plan(&input.doc, live.as_ref(), Timestamp::now());
+        if let Some(text) = unified_diff(name, live.as_ref(), &desired) {
+            out.write_all(text.as_bytes())?;
+            outcome = Outcome::Differences;
+        }
+    }
+    Ok(outcome)
+}
+
+/// The unified diff of the live document against the one apply would write (labels,
+/// annotations and spec, as YAML), or `None` when apply would leave it unchanged.
+pub fn unified_diff(
+    name: &str,
+    live: Option<&GameRuntime>,
+    desired: &GameRuntime,
+) -> Option<String> {
+    let old = live.map(|l| to_yaml(&comparable(l))).unwrap_or_default();
+    let new = to_yaml(&comparable(desired));
+    if old == new {
+        return None;
+    }
+    let old_header = if live.is_some() {
+        format!("live/gameruntime/{name}")
+    } else {
+        "/dev/null".to_owned()
+    };
+    let text = TextDiff::from_lines(&old, &new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&old_header, &format!("applied/gameruntime/{name}"))
+        .to_string();
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtm_core::model::parse::parse_documents;
+
+    fn doc(extra_spec: &str) -> GameRuntime {
+        parse_documents(&format!(
+            "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: g1\n\
+             spec:\n  image: rtmanager-test/engine:1\n{extra_spec}"
+        ))
+        .unwrap()
+        .remove(0)
+    }
+
+    fn stored(mut doc: GameRuntime) -> GameRuntime {
+        doc.metadata.generation = Some(3);
+        doc.metadata.resource_version = Some("42".into());
+        doc.metadata.creation_timestamp = Some(Timestamp::from_unix_seconds(1_700_000_000));
+        stamp_request(&mut doc, "REQ-1");
+        doc
+    }
+
+    #[test]
+    fn a_new_document_is_created_with_a_creation_timestamp() {
+        let now = Timestamp::from_unix_seconds(1_800_000_000);
+        let (action, desired) = plan(&doc(""), None, now);
+        assert_eq!(action, Action::Created);
+        assert_eq!(desired.metadata.creation_timestamp, Some(now));
+    }
+
+    #[test]
+    fn what_get_prints_applies_back_unchanged() {
+        let live = stored(doc(""));
+        let mut printed = live.clone();
+        printed.status = Some(Default::default());
+        let (action, _) = plan(&printed, Some(&live), Timestamp::now());
+        assert_eq!(action, Action::Unchanged);
+        assert_eq!(unified_diff("g1", Some(&live), &printed), None);
+    }
+
+    #[test]
+    fn a_changed_spec_is_configured_and_keeps_the_creation_timestamp() {
+        let live = stored(doc(""));
+        let (action, desired) = plan(&doc("  state: Stopped\n"), Some(&live), Timestamp::now());
+        assert_eq!(action, Action::Configured);
+        assert_eq!(
+            desired.metadata.creation_timestamp,
+            live.metadata.creation_timestamp
+        );
+    }
+
+    #[test]
+    fn an_empty_restart_token_keeps_the_live_one() {
+        let live = stored(doc("  restartToken: t-1\n"));
+        let (action, desired) = plan(&doc(""), Some(&live), Timestamp::now());
+        assert_eq!(action, Action::Unchanged);
+        assert_eq!(desired.spec.restart_token, "t-1");
+        let (action, _) = plan(&doc("  restartToken: t-2\n"), Some(&live), Timestamp::now());
+        assert_eq!(action, Action::Configured);
+    }
+
+    #[test]
+    fn the_diff_is_unified_and_names_both_sides() {
+        let live = stored(doc(""));
+        let applied = doc("  state: Stopped\n");
+        let text = unified_diff("g1", Some(&live), &applied).unwrap();
+        assert!(
+            text.starts_with("--- live/gameruntime/g1\n+++ applied/gameruntime/g1\n@@ "),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n-  state: Running\n+  state: Stopped\n"),
+            "{text}"
+        );
+        assert!(!text.contains("resourceVersion"), "{text}");
+        assert!(!text.contains("source-ref"), "{text}");
+
+        let created = unified_diff("g1", None, &applied).unwrap();
+        assert!(created.starts_with("--- /dev/null\n"), "{created}");
+        assert!(
+            created.contains("+  image: rtmanager-test/engine:1\n"),
+            "{created}"
+        );
+    }
+
+    fn force_args() -> ApplyArgs {
+        ApplyArgs {
+            files: Vec::new(),
+            recursive: false,
+            dry_run: false,
+            force: true,
+            source_ref: None,
+        }
+    }
+
+    async fn session_with_garbage() -> (
+        std::sync::Arc<rtm_core::store::memory::MemoryStore>,
+        Session,
+        KeyValue,
+    ) {
+        use rtm_core::store::{Keys, Store, Txn};
+        let store = std::sync::Arc::new(rtm_core::store::memory::MemoryStore::new());
+        let keys = Keys::default();
+        let session = Session::new(
+            store.clone(),
+            keys.clone(),
+            "memory".into(),
+            Duration::from_secs(1),
+        );
+        let key = keys.gameruntime("g1");
+        store
+            .txn(Txn::new().put(key.clone(), b"\xffgarbage".to_vec()))
+            .await
+            .unwrap();
+        let kv = store.get(&key).await.unwrap().unwrap();
+        (store, session, kv)
+    }
+
+    fn input() -> Input {
+        Input {
+            doc: doc(""),
+            source: "g1.yaml".into(),
+            index: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn apply_force_replaces_a_corrupt_document_it_read() {
+        let (_store, session, kv) = session_with_garbage().await;
+        let action = replace_corrupt(&session, &input(), &force_args(), "REQ-1", &kv, "bad")
+            .await
+            .unwrap();
+        assert_eq!(action, Some(Action::Configured));
+        let doc = session.get("g1").await.unwrap().unwrap();
+        assert_eq!(doc.spec.image, "rtmanager-test/engine:1");
+    }
+
+    #[tokio::test]
+    async fn apply_force_does_not_clobber_a_write_made_after_it_read_the_corrupt_key() {
+        use rtm_core::store::{Store, Txn};
+        let (store, session, kv) = session_with_garbage().await;
+        // Someone else writes the key between our read and our write.
+        store
+            .txn(Txn::new().put(kv.key.clone(), b"someone else's".to_vec()))
+            .await
+            .unwrap();
+        let action = replace_corrupt(&session, &input(), &force_args(), "REQ-1", &kv, "bad")
+            .await
+            .unwrap();
+        assert_eq!(action, None, "look again rather than overwrite");
+        let now = store.get(&kv.key).await.unwrap().unwrap();
+        assert_eq!(now.value, b"someone else's");
+    }
+
+    #[tokio::test]
+    async fn plain_apply_refuses_a_corrupt_document_naming_the_key_and_force() {
+        let (_store, session, kv) = session_with_garbage().await;
+        let mut args = force_args();
+        args.force = false;
+        let error = replace_corrupt(&session, &input(), &args, "REQ-1", &kv, "bad")
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains(&kv.key) && message.contains("--force"),
+            "{message}"
+        );
+        assert_eq!(error.exit_code(), super::super::error::exit::CORRUPT);
+    }
+
+    #[test]
+    fn refs_are_checked_and_generated_ones_pass() {
+        assert!(check_ref("REQ-42").is_ok());
+        assert!(check_ref(&generate_ref("restart")).is_ok());
+        assert!(check_ref("").is_err());
+        assert!(check_ref("a\nb").is_err());
+        assert!(check_ref(&"x".repeat(254)).is_err());
+    }
+}

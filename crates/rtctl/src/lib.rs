@@ -1,0 +1,383 @@
+//! `rtctl`, the kubectl-like tool: the command line, and the dispatch to one module per
+//! command group.
+//!
+//! - [`apply`] — `apply`, `diff`
+//! - [`get`] — `get` (table, wide, yaml, json, name; label selectors; `-w` watch)
+//! - [`describe`] — `describe`
+//! - [`history`] — `history`
+//! - [`actions`] — `restart`, `stop`, `start`, `delete`, `wait`
+//! - [`context`] — connection settings from flags, `RTM_*` env and a config file with named
+//!   contexts; `config` subcommands
+//! - [`session`] — the etcd connection, error mapping and watches that ride out etcd outages
+//! - [`input`] — reading `-f FILE|DIR|-`
+//! - [`output`] — tables, ages
+//! - [`error`] — [`CliError`] and the exit codes
+//!
+//! Every failure is one line on stderr, `error: <what, which object, why, what to do>`, with
+//! the exit code of its class (see [`error`]); nothing reaches a user as a panic or a debug
+//! dump.
+
+pub mod actions;
+pub mod apply;
+pub mod context;
+pub mod describe;
+pub mod error;
+pub mod get;
+pub mod history;
+pub mod input;
+pub mod output;
+pub mod session;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use self::context::{ConfigCommand, ConnectionArgs, DEFAULT_REQUEST_TIMEOUT, Explicit};
+use self::error::{CliError, EXIT_CODES_HELP, Outcome, exit, one_line};
+use self::session::Session;
+use rtm_core::model::DesiredState;
+
+/// rtctl: manage GameRuntimes — the desired state of game containers, kept in etcd and
+/// reconciled by rtmanager.
+#[derive(Debug, Parser)]
+#[command(name = "rtctl", version, about, long_about = None, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    #[command(flatten, next_help_heading = "Connection")]
+    pub connection: ConnectionArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Which connection settings were given as flags or env (filled in by [`parse_from`]);
+    /// `None` when the `Cli` was built some other way.
+    #[arg(skip)]
+    pub explicit: Option<Explicit>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update games from files: validates every document first, writes none if any
+    /// is invalid.
+    #[command(
+        after_help = "Examples:\n  rtctl apply -f arena.yaml\n  rtctl apply -f games/ \
+                            --dry-run\n  cat fleet.yaml | rtctl apply -f -"
+    )]
+    Apply(apply::ApplyArgs),
+    /// Show how files differ from the live games (exit 0: none, 1: differences, >1: error).
+    Diff(apply::DiffArgs),
+    /// List games, or follow their changes with -w.
+    #[command(
+        after_help = "Examples:\n  rtctl get\n  rtctl get arena-1 -o yaml\n  rtctl get \
+                            -l tier=ranked -o wide\n  rtctl get -w"
+    )]
+    Get(get::GetArgs),
+    /// Show one game in detail: spec, status, conditions, recent history.
+    Describe {
+        /// The game.
+        name: String,
+    },
+    /// Show a game's operation log, newest first.
+    History(history::HistoryArgs),
+    /// Ask for a restart (a recreate): writes a new spec.restartToken.
+    #[command(
+        after_help = "Examples:\n  rtctl restart arena-1\n  rtctl restart arena-1 --ref \
+                            REQ-42 --wait --timeout 5m"
+    )]
+    Restart(actions::RestartArgs),
+    /// Ask for the game's container to stop: sets spec.state to Stopped.
+    Stop(actions::StateArgs),
+    /// Ask for the game's container to run: sets spec.state to Running.
+    Start(actions::StateArgs),
+    /// Delete games; the controller then removes their containers.
+    Delete(actions::DeleteArgs),
+    /// Wait until games reach a phase, a condition, or are gone.
+    #[command(
+        after_help = "Examples:\n  rtctl wait arena-1 --for=phase=Running\n  rtctl wait \
+                            arena-1 --for=condition=Ready --timeout 2m\n  rtctl wait arena-1 \
+                            --for=delete"
+    )]
+    Wait(actions::WaitArgs),
+    /// Print the GameRuntime CustomResourceDefinition (generated from the types).
+    Crd,
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  rtctl completion bash > \
+                            /etc/bash_completion.d/rtctl\n  rtctl completion zsh > \
+                            \"${fpath[1]}/_rtctl\"\n  rtctl completion fish > \
+                            ~/.config/fish/completions/rtctl.fish")]
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Look at and switch the contexts of the config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// Shells `completion` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Command {
+    /// The game names given on the command line.
+    fn names(&self) -> Vec<&str> {
+        match self {
+            Command::Get(args) => args.names.iter().map(String::as_str).collect(),
+            Command::Describe { name } => vec![name],
+            Command::History(args) => vec![&args.name],
+            Command::Restart(args) => vec![&args.name],
+            Command::Stop(args) | Command::Start(args) => vec![&args.name],
+            Command::Delete(args) => args.names.iter().map(String::as_str).collect(),
+            Command::Wait(args) => args.names.iter().map(String::as_str).collect(),
+            Command::Apply(_)
+            | Command::Diff(_)
+            | Command::Crd
+            | Command::Completion { .. }
+            | Command::Config { .. } => Vec::new(),
+        }
+    }
+
+    /// Commands that wait or watch listen for Ctrl-C to stop cleanly; the others keep the
+    /// default (the process ends at once).
+    fn listens_for_interrupts(&self) -> bool {
+        match self {
+            Command::Get(args) => args.watch || args.watch_only,
+            Command::Restart(args) => args.wait,
+            Command::Stop(args) | Command::Start(args) => args.wait,
+            Command::Delete(args) => args.wait,
+            Command::Wait(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The clap command: the connection flags work before or after the subcommand (as kubectl's
+/// do) and the request timeout defaults to rtctl's short one.
+pub fn command() -> clap::Command {
+    Cli::command()
+        .mut_args(|arg| arg.global(true))
+        .mut_arg("request_timeout", |arg| {
+            arg.default_value(DEFAULT_REQUEST_TIMEOUT)
+        })
+}
+
+/// Parses a command line (the first item is the program name).
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    // Global flags given after the subcommand are recorded at the deepest level.
+    let mut leaf = &matches;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    cli.connection = ConnectionArgs::from_arg_matches(leaf)?;
+    cli.explicit = Some(Explicit::from_matches(leaf));
+    Ok(cli)
+}
+
+/// The whole of `rtctl`: parse the process's arguments and run.
+pub fn main() -> ExitCode {
+    match parse_from(std::env::args_os()) {
+        Ok(cli) => run(cli),
+        Err(error) => {
+            // clap's own layout (usage and a hint); help and version go to stdout with 0.
+            let _ = error.print();
+            if error.use_stderr() {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+    }
+}
+
+/// Runs one rtctl invocation and turns its result into an exit code, printing a failure as
+/// one line on stderr.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return report(&CliError::internal(format!(
+                "cannot start the runtime: {e}"
+            )));
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let result = runtime.block_on(execute(cli, &mut out));
+    let flushed = out.flush();
+    match (result, flushed) {
+        (Err(error), _) if error.is_broken_pipe() => ExitCode::SUCCESS,
+        (Err(error), _) => report(&error),
+        (Ok(_), Err(e)) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            report(&CliError::Output(e))
+        }
+        (Ok(outcome), _) => outcome.exit_code(),
+    }
+}
+
+fn report(error: &CliError) -> ExitCode {
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "error: {}",
+        one_line(&error.to_string())
+    );
+    ExitCode::from(error.exit_code())
+}
+
+async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
+    let explicit = cli
+        .explicit
+        .unwrap_or_else(|| Explicit::guess(&cli.connection.etcd));
+    match &cli.command {
+        Command::Crd => {
+            out.write_all(rtm_core::model::crd_yaml().as_bytes())?;
+            return Ok(Outcome::Success);
+        }
+        Command::Completion { shell } => {
+            let mut command = command();
+            match shell {
+                Shell::Bash => {
+                    clap_complete::generate(clap_complete::Shell::Bash, &mut command, "rtctl", out)
+                }
+                Shell::Zsh => {
+                    clap_complete::generate(clap_complete::Shell::Zsh, &mut command, "rtctl", out)
+                }
+                Shell::Fish => {
+                    clap_complete::generate(clap_complete::Shell::Fish, &mut command, "rtctl", out)
+                }
+            }
+            return Ok(Outcome::Success);
+        }
+        Command::Config { command } => {
+            context::config_command(command, &cli.connection, &explicit, out)?;
+            return Ok(Outcome::Success);
+        }
+        _ => {}
+    }
+
+    // Names first: a bad one is the user's mistake whatever the state of etcd.
+    for name in cli.command.names() {
+        session::check_name(name)?;
+    }
+    let resolved = context::resolve(&cli.connection, &explicit)?;
+    let session = Session::connect(&resolved).await?;
+    let interrupt = CancellationToken::new();
+    if cli.command.listens_for_interrupts() {
+        listen_for_interrupts(interrupt.clone());
+    }
+    match &cli.command {
+        Command::Apply(args) => apply::apply(&session, args, out).await,
+        Command::Diff(args) => apply::diff(&session, args, out).await,
+        Command::Get(args) => get::get(&session, args, out, interrupt.cancelled()).await,
+        Command::Describe { name } => describe::describe(&session, name, out).await,
+        Command::History(args) => history::history(&session, args, out).await,
+        Command::Restart(args) => actions::restart(&session, args, out, &interrupt).await,
+        Command::Stop(args) => {
+            actions::set_state(&session, args, DesiredState::Stopped, out, &interrupt).await
+        }
+        Command::Start(args) => {
+            actions::set_state(&session, args, DesiredState::Running, out, &interrupt).await
+        }
+        Command::Delete(args) => actions::delete(&session, args, out, &interrupt).await,
+        Command::Wait(args) => actions::wait(&session, args, out, &interrupt).await,
+        Command::Crd | Command::Completion { .. } | Command::Config { .. } => Ok(Outcome::Success),
+    }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+fn listen_for_interrupts(token: CancellationToken) {
+    tokio::spawn(async move {
+        let terminate = async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            }
+            #[cfg(not(unix))]
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+        token.cancel();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        parse_from(std::iter::once("rtctl").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn connection_flags_work_before_and_after_the_subcommand() {
+        let before = parse(&["--prefix", "/a", "get"]);
+        assert_eq!(before.connection.etcd.prefix, "/a");
+        let after = parse(&["get", "g1", "--prefix", "/b", "--context", "dev"]);
+        assert_eq!(after.connection.etcd.prefix, "/b");
+        assert_eq!(after.connection.context.as_deref(), Some("dev"));
+        let explicit = after.explicit.unwrap();
+        assert!(explicit.prefix);
+        assert!(!explicit.request_timeout);
+    }
+
+    #[test]
+    fn the_request_timeout_defaults_to_three_seconds() {
+        let cli = parse(&["get"]);
+        assert_eq!(
+            cli.connection.etcd.request_timeout,
+            std::time::Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn help_ends_with_the_exit_codes() {
+        let help = command().render_help().to_string();
+        assert!(help.contains("Exit codes:\n"), "{help}");
+        assert!(help.contains("130  interrupted"), "{help}");
+    }
+
+    #[test]
+    fn completion_scripts_are_generated() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "rtctl", &mut script);
+            let script = String::from_utf8(script).unwrap();
+            assert!(script.contains("restart"), "{shell}: {script}");
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! What the integration tests stand on (`publish = false`, a
+//! dev-dependency only): a connection to the real etcd
+//! (`RTM_ETCD_ENDPOINTS`, as every binary reads it) and a key prefix of
+//! the test's own, so tests run in parallel and never see each other's
+//! keys; the Docker engine ([`docker`]) and private engines ([`dockerd`]);
+//! etcd clusters ([`etcd_cluster`]) and etcd with TLS and authentication
+//! ([`secure_etcd`], [`tls`]); the controller as a child process
+//! ([`process`]).
+//!
+//! A missing service fails the test with a message saying how to start it;
+//! it never skips.
+
+pub mod docker;
+pub mod dockerd;
+pub mod etcd_cluster;
+pub mod process;
+pub mod secure_etcd;
+pub mod tls;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rtm_core::store::etcd::{DEFAULT_ENDPOINT, EtcdConfig, EtcdStore};
+use rtm_core::store::{Keys, Store};
+
+pub fn etcd_endpoints() -> Vec<String> {
+    std::env::var("RTM_ETCD_ENDPOINTS")
+        .unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned())
+        .split(',')
+        .map(|e| e.trim().to_owned())
+        .collect()
+}
+
+/// A connected store, or a panic that says how to start etcd.
+pub async fn etcd() -> Arc<EtcdStore> {
+    let config = EtcdConfig::new(etcd_endpoints());
+    let store = EtcdStore::connect(&config)
+        .await
+        .expect("etcd client configuration");
+    if let Err(e) = store.revision().await {
+        panic!("etcd is not reachable ({e}); run scripts/test, or eval \"$(scripts/services)\"");
+    }
+    Arc::new(store)
+}
+
+/// A key layout under a prefix no other test uses.
+pub fn unique_keys(test: &str) -> Keys {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    Keys::new(&format!(
+        "/rtm-test/{test}-{}-{n}-{nanos}",
+        std::process::id()
+    ))
+    .expect("test prefix is valid")
+}
+
+/// Deletes everything under the test's prefix.
+pub async fn wipe(store: &dyn Store, keys: &Keys) {
+    let txn = rtm_core::store::Txn::new().delete_prefix(keys.root());
+    store.txn(txn).await.expect("wipe test prefix");
+}
+
+/// Awaits `future`, failing the test with `what` if it takes longer than
+/// `limit`: every wait in a test names what it waited for.
+pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for {what}"))
+}

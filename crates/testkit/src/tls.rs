@@ -1,0 +1,145 @@
+//! Certificates made at test time with the `openssl` CLI, in a directory of the test's own: a
+//! CA, a server certificate for 127.0.0.1 (IP SAN, and `localhost`), a client certificate, and
+//! a second CA that signed none of them (the "wrong CA" of the negative tests).
+//!
+//! Keys are EC P-256 in PKCS#8 PEM, which both etcd (Go) and rustls (etcd-client's TLS) read.
+//! Certificates are valid for two days: a test never needs more, and a leaked one is useless
+//! soon. Not declared in `common/mod.rs`: a test binary includes it with `#[path]`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::docker::run_bounded;
+
+/// The common name of the client certificate. Deliberately not an etcd user: with
+/// `--client-cert-auth`, etcd 3.4 authorizes a request that carries no auth token as the
+/// user named by the certificate's CN, so a CN that is a user would be a password-free login
+/// for whoever holds the certificate. With this CN only the password authenticates.
+pub const CLIENT_CN: &str = "rtm-test-client";
+
+/// The files, all PEM, in the directory given to [`Certificates::generate`].
+#[derive(Debug, Clone)]
+pub struct Certificates {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A CA that signed nothing here: a client trusting only it must refuse etcd.
+    pub other_ca: PathBuf,
+}
+
+impl Certificates {
+    /// Makes every certificate under `dir`; fails the test, with openssl's message, if openssl
+    /// cannot.
+    pub fn generate(dir: &Path) -> Certificates {
+        let path = |name: &str| dir.join(name);
+        let certs = Certificates {
+            ca: path("ca.pem"),
+            server_cert: path("server.pem"),
+            server_key: path("server-key.pem"),
+            client_cert: path("client.pem"),
+            client_key: path("client-key.pem"),
+            other_ca: path("other-ca.pem"),
+        };
+        self_signed_ca(dir, "ca", "rtm-test-ca");
+        self_signed_ca(dir, "other-ca", "rtm-test-other-ca");
+        // clientAuth too: etcd's gRPC gateway dials etcd itself with the server certificate.
+        signed(
+            dir,
+            "server",
+            "rtm-test-etcd",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+        );
+        signed(dir, "client", CLIENT_CN, "extendedKeyUsage=clientAuth\n");
+        certs
+    }
+}
+
+fn self_signed_ca(dir: &Path, name: &str, cn: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}-key.pem"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+/// A key and a certificate signed by `ca.pem`, with the extensions in `extensions` (lines of
+/// an openssl extension file).
+fn signed(dir: &Path, name: &str, cn: &str, extensions: &str) {
+    let ext_file = dir.join(format!("{name}.ext"));
+    let text = format!(
+        "{extensions}keyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n"
+    );
+    std::fs::write(&ext_file, text).expect("write an openssl extension file");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}-key.pem"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={cn}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let mut command = Command::new("openssl");
+    command.args(args).current_dir(dir);
+    let output = run_bounded(command, Duration::from_secs(30)).unwrap_or_else(|| {
+        panic!("openssl {args:?} did not run or finish in 30 s: is openssl installed (scripts/services installs it)?")
+    });
+    assert!(
+        output.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
