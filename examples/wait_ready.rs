@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::StreamExt;
 use rtm_core::model::{ConditionStatus, GameRuntimeStatus};
-use rtm_core::records::documents::decode_status;
+use rtm_core::records::status;
 use rtm_core::store::etcd::{DEFAULT_ENDPOINT, EtcdConfig, EtcdStore};
 use rtm_core::store::{Keys, Store, WatchEvent};
 
@@ -42,7 +42,7 @@ async fn wait_ready(game: &str, limit: Duration) -> anyhow::Result<bool> {
     let key = keys.status(game);
     let listing = store.list(&key, None).await.context("reading the status")?;
     for kv in listing.items.iter().filter(|kv| kv.key == key) {
-        if is_ready(&decode_status(kv)?) {
+        if is_ready(&status::decode(kv)?) {
             return Ok(true);
         }
     }
@@ -57,7 +57,7 @@ async fn wait_ready(game: &str, limit: Duration) -> anyhow::Result<bool> {
                 for event in batch {
                     if let WatchEvent::Put(kv) = event
                         && kv.key == key
-                        && is_ready(&decode_status(&kv)?)
+                        && is_ready(&status::decode(&kv)?)
                     {
                         return Ok(true);
                     }

@@ -1163,7 +1163,7 @@ async fn a_status_record_left_without_a_document_is_cleared_and_another_nodes_is
             node: node.map(str::to_owned),
             ..GameRuntimeStatus::default()
         };
-        rtm_core::records::documents::encode_status(&status)
+        rtm_core::records::status::encode(&status)
     };
     // Left by games deleted while no controller ran: one listed at start-up,
     // one seen by the status watch, and one of another node.

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use rtm_controller::config::ControllerConfig;
 use rtm_controller::runtime::{ContainerRuntime, container_name};
-use rtm_controller::status::StatusStore;
 use rtm_core::model::parse::parse_documents;
 use rtm_core::model::{DesiredState, GameRuntime, Phase};
 use rtm_core::records::Documents;
+use rtm_core::records::StatusStore;
 use rtm_core::store::Store;
 
 use common::docker::{Cleanup, docker};
@@ -107,7 +107,7 @@ async fn every_example_manifest_converges_under_a_real_controller() {
             Duration::from_secs(90),
             &format!("{name} to be {want}"),
             async || {
-                let current = status.read(&name).await.map_err(|e| e.to_string())?.status;
+                let current = status.read(&name).await.map_err(|e| e.to_string())?.value;
                 if current.phase == want && current.observed_generation.is_some() {
                     Ok(())
                 } else {

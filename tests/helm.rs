@@ -1069,7 +1069,14 @@ fn the_dockerfile_builds_both_binaries_into_a_small_non_root_image() {
             ".dockerignore lacks {excluded}"
         );
     }
-    for needed in ["Cargo.toml", "Cargo.lock", "src", "src/", "crates", "crates/"] {
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src",
+        "src/",
+        "crates",
+        "crates/",
+    ] {
         assert!(
             !ignored.contains(&needed),
             ".dockerignore excludes {needed}, which the build copies"

@@ -24,8 +24,8 @@ use rtm_core::model::{
     GameRuntime, GameRuntimeStatus, OpKind, OpSource, Phase,
 };
 use rtm_core::records::Documents;
-use rtm_core::records::documents::encode_status;
 use rtm_core::records::history::{History, HistoryEntry};
+use rtm_core::records::status;
 use rtm_core::store::etcd::EtcdStore;
 use rtm_core::store::{Keys, Store, Txn};
 
@@ -146,7 +146,7 @@ impl World {
 
     /// Writes a status as the controller would.
     async fn put_status(&self, name: &str, status: &GameRuntimeStatus) {
-        let txn = Txn::new().put(self.keys.status(name), encode_status(status));
+        let txn = Txn::new().put(self.keys.status(name), status::encode(status));
         self.store.txn(txn).await.expect("write a status");
     }
 

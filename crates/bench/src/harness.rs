@@ -18,7 +18,7 @@ use rtm_controller::runtime::{
     RuntimeOp,
 };
 use rtm_core::model::{GameRuntime, GameRuntimeStatus, Phase, parse_documents, to_yaml};
-use rtm_core::records::documents::decode_status;
+use rtm_core::records::status;
 use rtm_core::store::etcd::{DEFAULT_ENDPOINT, EtcdConfig, EtcdStore};
 use rtm_core::store::{
     Keys, LeaseGrant, LeaseId, Listing, Revision, Store, StoreError, Txn, TxnOutcome, WatchEvent,
@@ -367,7 +367,7 @@ fn record(shared: &Shared, seen: &mut Seen, keys: &Keys, event: &WatchEvent, now
         let game = game.to_owned();
         match event {
             WatchEvent::Put(kv) => {
-                if let Ok(status) = decode_status(kv) {
+                if let Ok(status) = status::decode(kv) {
                     if (shared.converged_when)(&status) {
                         if seen.converged.insert(game.clone()) {
                             seen.converged_at.push(now);

@@ -21,9 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
-use crate::status::StoredStatus;
 use rtm_core::error_code::ErrorCode;
+use rtm_core::model::GameRuntimeStatus;
+use rtm_core::records::Versioned;
 use rtm_core::records::lease::{Fence, Heartbeat, LeaseRecord};
+use rtm_core::records::status::{StatusError, StatusRecord, StatusStore};
 use rtm_core::store::{Compare, Keys, LeaseId, Revision, Store, StoreError, Txn};
 
 /// How long a keepalive may keep failing before the session counts as lost:
@@ -697,8 +699,8 @@ pub struct GameLease {
     record: LeaseRecord,
     released: bool,
     /// The game's status record as this holder last read or wrote it (see
-    /// [`GameLease::known_status`]).
-    status: Mutex<Option<StoredStatus>>,
+    /// [`GameLease::status`]).
+    status: Mutex<Option<StatusRecord>>,
 }
 
 impl GameLease {
@@ -718,23 +720,86 @@ impl GameLease {
         &self.session
     }
 
-    /// The game's status record as this holder last read or wrote it.
-    /// Every status write is fenced by the game's lease, so while it is
-    /// held nobody else can change the record: this is exact, and reading
-    /// it again would only repeat it (one etcd read per step that looks).
-    pub fn known_status(&self) -> Option<StoredStatus> {
-        self.status_memo().clone()
-    }
-
-    /// Records what the holder just read or wrote of the status record.
-    pub fn learn_status(&self, status: StoredStatus) {
-        *self.status_memo() = Some(status);
-    }
-
-    fn status_memo(&self) -> std::sync::MutexGuard<'_, Option<StoredStatus>> {
+    /// What the holder last read or wrote of the game's status record.
+    fn status_memo(&self) -> std::sync::MutexGuard<'_, Option<StatusRecord>> {
         self.status
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Tells the lease the game's status record as the holder read it
+    /// (a first look the lease was taken on, compared when it was taken).
+    pub fn knows_status(&self, record: StatusRecord) {
+        *self.status_memo() = Some(record);
+    }
+
+    /// The game's status record as the holder knows it: read once, then
+    /// kept with the lease. Every status write is fenced by the lease, so
+    /// while it is held nobody else can change the record: this is exact,
+    /// and reading it again would only repeat it (one etcd read per step
+    /// that looks).
+    pub async fn status(&self, records: &StatusStore) -> Result<StatusRecord, StatusError> {
+        if let Some(known) = self.status_memo().clone() {
+            return Ok(known);
+        }
+        let record = records.read(&self.game).await?;
+        self.knows_status(record.clone());
+        Ok(record)
+    }
+
+    /// The transaction that writes `next` over `current` (or deletes the
+    /// record, for `None`) while the lease holds, for a caller that adds
+    /// its own writes and then calls [`GameLease::status_committed`].
+    pub fn status_txn(
+        &self,
+        records: &StatusStore,
+        current: &StatusRecord,
+        next: Option<&GameRuntimeStatus>,
+    ) -> Txn {
+        records.txn(&self.fence, &self.game, current, next)
+    }
+
+    /// Tells the lease what a transaction from [`GameLease::status_txn`]
+    /// that applied at `revision` left in the record.
+    pub fn status_committed(&self, next: Option<&GameRuntimeStatus>, revision: Revision) {
+        self.knows_status(match next {
+            Some(next) => Versioned::new(next.clone(), revision),
+            None => Versioned::absent(),
+        });
+    }
+
+    /// Writes `next` over `current` if it differs, while the lease holds.
+    pub async fn write_status(
+        &self,
+        records: &StatusStore,
+        current: &StatusRecord,
+        next: GameRuntimeStatus,
+    ) -> Result<StatusRecord, StatusError> {
+        let written = records
+            .write(&self.fence, &self.game, current, next)
+            .await?;
+        self.knows_status(written.clone());
+        Ok(written)
+    }
+
+    /// Applies `change` to the record and writes the result if it differs,
+    /// while the lease holds.
+    pub async fn update_status(
+        &self,
+        records: &StatusStore,
+        change: impl FnOnce(&mut GameRuntimeStatus),
+    ) -> Result<StatusRecord, StatusError> {
+        let current = self.status(records).await?;
+        let mut next = current.value.clone();
+        change(&mut next);
+        self.write_status(records, &current, next).await
+    }
+
+    /// Deletes the record (the game is gone), while the lease holds.
+    pub async fn clear_status(&self, records: &StatusStore) -> Result<(), StatusError> {
+        records.clear(&self.fence, &self.game).await?;
+        self.knows_status(Versioned::absent());
+        Ok(())
     }
 
     /// The step boundary check: fails once the session is lost.
@@ -783,6 +848,22 @@ impl GameLease {
                 }
                 Err(error.into())
             }
+        }
+    }
+
+    /// Writes `next` and releases the lease in one transaction (the last
+    /// step of a reconcile under the lease), if the lease is still held;
+    /// the lease is released in any case. Returns the record as written.
+    pub async fn release_with_status(
+        self,
+        records: &StatusStore,
+        next: &GameRuntimeStatus,
+    ) -> Result<StatusRecord, StatusError> {
+        let game = self.game.clone();
+        match self.release_with(records.put(&game, next)).await {
+            Ok(Some(revision)) => Ok(Versioned::new(next.clone(), revision)),
+            Err(LeaseError::Store(error)) => Err(error.into()),
+            Ok(None) | Err(_) => Err(StatusError::LeaseLost { game }),
         }
     }
 }

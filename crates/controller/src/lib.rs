@@ -3,8 +3,8 @@
 //!
 //! Module map: the ports and their adapters — [`runtime`] (the
 //! `ContainerRuntime` port over Docker, the only user of `bollard`); what
-//! acts — [`lease`] (per-game leases on one etcd session), [`status`] (the
-//! status record under a lease), [`lifecycle`] (start, stop, restart,
+//! acts — [`lease`] (per-game leases on one etcd session, and the status
+//! record as their holder knows it), [`lifecycle`] (start, stop, restart,
 //! remove, unpause, reclaim); the pipeline — [`watcher`], [`status_cache`],
 //! [`queue`], [`reconcile`] with its pure [`plan`], [`sweep`], [`events`];
 //! and around it [`config`], [`hardening`], [`metrics`], [`http`].
@@ -40,7 +40,6 @@ pub mod plan;
 pub mod queue;
 pub mod reconcile;
 pub mod runtime;
-pub mod status;
 pub mod status_cache;
 pub mod sweep;
 pub mod watcher;

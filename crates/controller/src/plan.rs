@@ -10,6 +10,7 @@ use crate::runtime::{ContainerInfo, ContainerState};
 use rtm_core::model::{
     DesiredState, GameRuntime, GameRuntimeStatus, Outcome, Phase, RestartPolicy,
 };
+use rtm_core::records::status::StatusRecord;
 
 pub use rtm_core::model::READY;
 
@@ -46,10 +47,8 @@ impl Default for Settings {
 /// What a game is, as observed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Observed {
-    /// The status record (default when none).
-    pub status: GameRuntimeStatus,
-    /// Whether a status record exists at all.
-    pub has_status: bool,
+    /// The status record (its value the default when there is none).
+    pub status: StatusRecord,
     /// The game's container (`rtm-<game>`, ours), if any.
     pub container: Option<ContainerInfo>,
 }
@@ -117,7 +116,7 @@ pub fn plan(
 ) -> Action {
     let container = observed.container.as_ref();
     let Some(doc) = doc else {
-        return if container.is_some() || observed.has_status {
+        return if container.is_some() || observed.status.exists() {
             Action::Remove
         } else {
             Action::None
@@ -133,7 +132,7 @@ pub fn plan(
         },
         DesiredState::Running => {
             let Some(c) = container else {
-                let cause = if observed.status.container_id.is_some() {
+                let cause = if observed.status.value.container_id.is_some() {
                     Cause::Vanished
                 } else {
                     Cause::SpecChanged
@@ -160,7 +159,7 @@ pub fn plan(
                     cause: Cause::NeverStarted,
                 },
                 ContainerState::Exited | ContainerState::Dead => {
-                    if spec_changed(doc, &observed.status) {
+                    if spec_changed(doc, &observed.status.value) {
                         // Asked to run again (after a stop, or with a new
                         // spec): not a crash, so no back-off and no count.
                         return Action::Start {
@@ -170,7 +169,7 @@ pub fn plan(
                     if !policy_restarts(spec.restart_policy, c.exit_code) {
                         return Action::None;
                     }
-                    match crash_backoff(c, &observed.status, now, settings) {
+                    match crash_backoff(c, &observed.status.value, now, settings) {
                         Some((_, remaining)) => Action::WaitBackoff { remaining },
                         None => Action::Restart {
                             cause: Cause::Exited,
@@ -207,10 +206,10 @@ pub fn restart_requested(doc: &GameRuntime, observed: &Observed) -> bool {
         .container
         .as_ref()
         .and_then(ContainerInfo::restart_token)
-        .or(observed.status.observed_restart_token.as_deref());
+        .or(observed.status.value.observed_restart_token.as_deref());
     match answered {
         Some(answered) => answered != token,
-        None => observed.has_status,
+        None => observed.status.exists(),
     }
 }
 
@@ -260,7 +259,7 @@ pub fn derive_status(
     now: SystemTime,
     settings: &Settings,
 ) -> GameRuntimeStatus {
-    let previous = &observed.status;
+    let previous = &observed.status.value;
     let mut status = previous.clone();
     let container = observed.container.as_ref();
     let Some(doc) = doc else {

@@ -21,13 +21,13 @@ use crate::lease::{GameLease, LeaseError};
 use crate::lifecycle::{Lifecycle, OpRequest, OpResult, new_id};
 use crate::metrics::Metrics;
 use crate::runtime::{ContainerInfo, ContainerRuntime, container_name};
-use crate::status::StoredStatus;
 use rtm_core::error_code::ErrorCode;
 use rtm_core::model::{
     ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, GameRuntimeStatus, OpSource, Outcome,
     Phase, Timestamp,
 };
 use rtm_core::records::history::HistoryEntry;
+use rtm_core::records::status::StatusRecord;
 use rtm_core::store::Compare;
 
 use super::plan::{Action, Cause, Observed, Settings, derive_status, plan};
@@ -71,7 +71,7 @@ macro_rules! from_coded_error {
 }
 
 from_coded_error!(
-    crate::status::StatusError,
+    rtm_core::records::status::StatusError,
     rtm_core::records::documents::DocumentError,
     rtm_core::records::history::HistoryError,
     crate::runtime::RuntimeError,
@@ -181,12 +181,12 @@ impl Reconciler {
             // a document this controller has not seen yet): leave it.
             return Ok(None);
         }
-        let (observed, status_revision) = self.first_look(game).await?;
+        let observed = self.first_look(game).await?;
         let now = SystemTime::now();
         let action = plan(desired.as_ref(), &observed, now, &self.settings);
         let status = derive_status(desired.as_ref(), &observed, now, &self.settings);
         let settled = !action.acts()
-            && (desired.is_none() || (observed.has_status && status == observed.status))
+            && (desired.is_none() || (observed.status.exists() && status == observed.status.value))
             && !self.needs_adoption(&observed)
             && self.recovery_checked(game).await?;
         if settled {
@@ -197,10 +197,7 @@ impl Reconciler {
             self.track_phase(game, desired.as_ref().map(|_| status.phase));
             return Ok(requeue_for(action));
         }
-        let first = StoredStatus {
-            status: observed.status,
-            mod_revision: status_revision,
-        };
+        let first = observed.status;
         let seen = Seen {
             desired,
             container: observed.container,
@@ -216,10 +213,8 @@ impl Reconciler {
                 status: Some(next),
                 result,
             }) => {
-                let written = self
-                    .lifecycle
-                    .status()
-                    .write_and_release(lease, &next)
+                let written = lease
+                    .release_with_status(self.lifecycle.status(), &next)
                     .await?;
                 self.statuses.learn(game, written);
                 self.metrics.status_writes.inc();
@@ -244,7 +239,7 @@ impl Reconciler {
         &self,
         game: &str,
         seen: Seen,
-        first: StoredStatus,
+        first: StatusRecord,
     ) -> Result<(GameLease, Option<Seen>), LeaseError> {
         let keys = self.lifecycle.session().keys();
         let document = keys.gameruntime(game);
@@ -264,9 +259,9 @@ impl Reconciler {
             Some(None) => None,
         };
         let status = keys.status(game);
-        let unchanged_status = match first.mod_revision {
-            0 => Compare::Absent { key: status },
-            revision => Compare::ModRevision {
+        let unchanged_status = match first.revision {
+            None => Compare::Absent { key: status },
+            Some(revision) => Compare::ModRevision {
                 key: status,
                 revision,
             },
@@ -279,7 +274,7 @@ impl Reconciler {
                 .acquire_if(game, &new_id(), unchanged)
                 .await?;
             if let Some(lease) = lease {
-                lease.learn_status(first);
+                lease.knows_status(first);
                 return Ok((lease, Some(seen)));
             }
         }
@@ -381,23 +376,19 @@ impl Reconciler {
                 ..
             }) => Observed {
                 status: status.clone(),
-                has_status: true,
                 container: Some(container.clone()),
             },
             Some(_) => self.observe_under(lease).await?,
             None => observed,
         };
-        let stored = StoredStatus {
-            status: after.status.clone(),
-            mod_revision: i64::from(after.has_status),
-        };
+        let before = after.status.clone();
         if result.as_ref().is_some_and(OpResult::is_success) {
             count_effects(desired.as_ref(), action, exited.as_ref(), &mut after);
         }
-        if after.container.is_some() && after.status.node.is_none() {
+        if after.container.is_some() && after.status.value.node.is_none() {
             // A record rebuilt from the container (adopted after a loss)
             // names the node that runs it.
-            after.status.node = Some(self.lifecycle.node().to_owned());
+            after.status.value.node = Some(self.lifecycle.node().to_owned());
         }
         let next = derive_status(desired.as_ref(), &after, SystemTime::now(), &self.settings);
         let result = match result {
@@ -405,7 +396,7 @@ impl Reconciler {
             Some(_) => Ok(Some(AFTER_ACTION)),
             None => Ok(requeue_for(action)),
         };
-        if next != stored.status || !after.has_status {
+        if next != before.value || !before.exists() {
             return Ok(Acted {
                 status: Some(next),
                 result,
@@ -446,13 +437,13 @@ impl Reconciler {
 
     /// The first look, without the lease: the game's status record (from
     /// the status cache, else etcd; with its revision) and its container.
-    async fn first_look(&self, game: &str) -> Result<(Observed, i64), ReconcileError> {
-        let stored = match self.statuses.get(game) {
+    async fn first_look(&self, game: &str) -> Result<Observed, ReconcileError> {
+        let status = match self.statuses.get(game) {
             Some(known) => known,
             None => self.lifecycle.status().read(game).await?,
         };
-        let revision = stored.mod_revision;
-        Ok((observed(stored, self.container(game).await?), revision))
+        let container = self.container(game).await?;
+        Ok(Observed { status, container })
     }
 
     /// The look under the game's lease: the status as the lease knows it
@@ -467,8 +458,11 @@ impl Reconciler {
 
     /// The status part of [`Reconciler::observe_under`].
     async fn observe_status_under(&self, lease: &GameLease) -> Result<Observed, ReconcileError> {
-        let stored = self.lifecycle.status().read_under(lease).await?;
-        Ok(observed(stored, None))
+        let status = lease.status(self.lifecycle.status()).await?;
+        Ok(Observed {
+            status,
+            container: None,
+        })
     }
 
     /// The game's container, only if it is ours: a foreign container with
@@ -489,7 +483,7 @@ impl Reconciler {
     /// or a controller upgrade): adopt it rather than recreate it.
     fn needs_adoption(&self, observed: &Observed) -> bool {
         observed.container.as_ref().is_some_and(|c| {
-            c.is_running() && observed.status.container_id.as_deref() != Some(c.id.as_str())
+            c.is_running() && observed.status.value.container_id.as_deref() != Some(c.id.as_str())
         })
     }
 
@@ -515,7 +509,7 @@ impl Reconciler {
                 cause: Cause::SpecChanged,
             } => doc.is_some_and(|d| {
                 d.metadata.generation.is_some()
-                    && d.metadata.generation != observed.status.observed_generation
+                    && d.metadata.generation != observed.status.value.observed_generation
             }),
             _ => false,
         };
@@ -671,8 +665,8 @@ fn count_effects(
     let Some(doc) = doc else { return };
     if let Some(exited) = exited {
         // The replaced container's exit stays visible.
-        after.status.last_exit_code = exited.exit_code;
-        after.status.oom_killed = exited.oom_killed;
+        after.status.value.last_exit_code = exited.exit_code;
+        after.status.value.oom_killed = exited.oom_killed;
     }
     if matches!(
         action,
@@ -681,7 +675,7 @@ fn count_effects(
                 cause: Cause::Vanished
             }
     ) {
-        after.status.restart_count = after.status.restart_count.saturating_add(1);
+        after.status.value.restart_count = after.status.value.restart_count.saturating_add(1);
     }
     let token = &doc.spec.restart_token;
     let new_container = matches!(
@@ -690,7 +684,7 @@ fn count_effects(
     );
     if new_container && !token.is_empty() {
         // A new container answers any restart asked for so far.
-        after.status.observed_restart_token = Some(token.clone());
+        after.status.value.observed_restart_token = Some(token.clone());
     }
 }
 
@@ -701,14 +695,6 @@ fn resolve_aborted(entry: &mut HistoryEntry, holder: &str) {
         "interrupted before it finished (controller crash or shutdown); resolved by {holder}"
     ));
     entry.finished_at = Some(Timestamp::now());
-}
-
-fn observed(stored: StoredStatus, container: Option<ContainerInfo>) -> Observed {
-    Observed {
-        status: stored.status,
-        has_status: stored.mod_revision != 0,
-        container,
-    }
 }
 
 fn requeue_for(action: Action) -> Option<Duration> {

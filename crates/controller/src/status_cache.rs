@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::status::StoredStatus;
+use rtm_core::records::Versioned;
+use rtm_core::records::status::{self, StatusRecord};
 use rtm_core::store::{Keys, Revision, Store, StoreError, WatchEvent};
 
 use super::mirror::Mirror;
@@ -25,8 +26,8 @@ use super::mirror::Mirror;
 #[derive(Debug, Default)]
 pub struct StatusCache {
     /// By game (a record that does not decode is kept as an empty one, see
-    /// [`StoredStatus::from_kv`]). A game absent here has no record.
-    statuses: RwLock<HashMap<String, StoredStatus>>,
+    /// [`status::from_kv`]). A game absent here has no record.
+    statuses: RwLock<HashMap<String, StatusRecord>>,
     /// Listed, and following the watch.
     following: AtomicBool,
 }
@@ -36,13 +37,13 @@ impl StatusCache {
         Self::default()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, StoredStatus>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, StatusRecord>> {
         self.statuses
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, StoredStatus>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, StatusRecord>> {
         self.statuses
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -51,20 +52,20 @@ impl StatusCache {
     /// The status record of `game` as last seen (absent: no record);
     /// `None` when the cache cannot say (not following etcd): the caller
     /// reads etcd.
-    pub fn get(&self, game: &str) -> Option<StoredStatus> {
+    pub fn get(&self, game: &str) -> Option<StatusRecord> {
         if !self.following.load(Ordering::Acquire) {
             return None;
         }
         match self.read().get(game) {
             Some(known) => Some(known.clone()),
-            None => Some(StoredStatus::absent()),
+            None => Some(Versioned::absent()),
         }
     }
 
     /// A record this controller just wrote, ahead of its watch event.
-    pub fn learn(&self, game: &str, status: StoredStatus) {
+    pub fn learn(&self, game: &str, status: StatusRecord) {
         let mut statuses = self.write();
-        if newer_than_known(&statuses, game, status.mod_revision) {
+        if newer_than_known(&statuses, game, status.revision.unwrap_or(0)) {
             statuses.insert(game.to_owned(), status);
         }
     }
@@ -84,7 +85,7 @@ impl StatusCache {
             self.read()
                 .iter()
                 .filter(|(game, known)| {
-                    !documented(game) && super::sweep::of_node(&known.status, node)
+                    !documented(game) && super::sweep::of_node(&known.value, node)
                 })
                 .map(|(game, _)| game.clone())
                 .collect(),
@@ -96,11 +97,11 @@ impl StatusCache {
 /// `game` (what this controller learned from its own write may be ahead of
 /// the watch).
 fn newer_than_known(
-    statuses: &HashMap<String, StoredStatus>,
+    statuses: &HashMap<String, StatusRecord>,
     game: &str,
     revision: Revision,
 ) -> bool {
-    !matches!(statuses.get(game), Some(known) if known.mod_revision >= revision)
+    !matches!(statuses.get(game), Some(known) if known.revision.unwrap_or(0) >= revision)
 }
 
 /// What the cache follows: the status prefix of one installation.
@@ -133,17 +134,17 @@ impl Mirror for StatusMirror {
     async fn relist(&self) -> Result<Revision, StoreError> {
         let prefix = self.keys.statuses();
         let listing = self.store.list(&prefix, None).await?;
-        let listed: HashMap<String, StoredStatus> = listing
+        let listed: HashMap<String, StatusRecord> = listing
             .items
             .iter()
             .filter_map(|kv| {
                 let game = self.keys.name_of(&prefix, &kv.key)?;
-                Some((game.to_owned(), StoredStatus::from_kv(kv)))
+                Some((game.to_owned(), status::from_kv(kv).0))
             })
             .collect();
         let mut statuses = self.cache.write();
         // Learned after the listing's revision: newer than what it shows.
-        let learned_since = |known: &StoredStatus| known.mod_revision > listing.revision;
+        let learned_since = |known: &StatusRecord| known.revision.unwrap_or(0) > listing.revision;
         statuses.retain(|game, known| listed.contains_key(game) || learned_since(known));
         for (game, status) in listed {
             match statuses.get(&game) {
@@ -169,7 +170,7 @@ impl Mirror for StatusMirror {
         }
         let rebuild = match &event {
             WatchEvent::Put(kv) => {
-                let (stored, valid) = StoredStatus::decoded(kv);
+                let (stored, valid) = status::from_kv(kv);
                 statuses.insert(game.to_owned(), stored);
                 !valid
             }
@@ -198,7 +199,7 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
     use rtm_core::model::{GameRuntimeStatus, Phase};
-    use rtm_core::records::documents::encode_status;
+    use rtm_core::records::status::encode;
     use rtm_core::store::KeyValue;
     use rtm_core::store::memory::MemoryStore;
 
@@ -219,7 +220,7 @@ mod tests {
     }
 
     fn phase_of(cache: &StatusCache, game: &str) -> Option<Phase> {
-        cache.get(game).map(|s| s.status.phase)
+        cache.get(game).map(|s| s.value.phase)
     }
 
     /// An empty store, and a cache with the mirror that fills it.
@@ -240,11 +241,7 @@ mod tests {
     async fn follows_puts_and_deletes_and_answers_nothing_before_the_listing() {
         let (store, keys, cache, mirror) = mirrored();
         store
-            .create(
-                &keys.status("g1"),
-                encode_status(&status(Phase::Running)),
-                None,
-            )
+            .create(&keys.status("g1"), encode(&status(Phase::Running)), None)
             .await
             .unwrap();
         store
@@ -265,35 +262,28 @@ mod tests {
         .await;
         let bad = cache.get("bad").expect("known");
         assert_eq!(
-            bad.status,
+            bad.value,
             GameRuntimeStatus::default(),
             "undecodable: an empty record the reconcile rebuilds"
         );
-        assert_ne!(
-            bad.mod_revision, 0,
-            "at its revision, so the rewrite compares it"
-        );
+        assert!(bad.exists(), "at its revision, so the rewrite compares it");
         assert_eq!(
             cache.get("g2"),
-            Some(StoredStatus::absent()),
+            Some(Versioned::absent()),
             "no record: absent"
         );
 
         let key = keys.status("g1");
         let current = store.get(&key).await.unwrap().unwrap();
         store
-            .update(
-                &key,
-                encode_status(&status(Phase::Stopped)),
-                current.mod_revision,
-            )
+            .update(&key, encode(&status(Phase::Stopped)), current.mod_revision)
             .await
             .unwrap();
         until("the put", || phase_of(&cache, "g1") == Some(Phase::Stopped)).await;
         let current = store.get(&key).await.unwrap().unwrap();
         store.delete(&key, current.mod_revision).await.unwrap();
         until("the delete", || {
-            cache.get("g1") == Some(StoredStatus::absent())
+            cache.get("g1") == Some(Versioned::absent())
         })
         .await;
 
@@ -327,7 +317,7 @@ mod tests {
         };
         mirror.apply(put(
             keys.status("fine"),
-            encode_status(&status(Phase::Running)),
+            encode(&status(Phase::Running)),
             10,
         ));
         assert!(queue.is_empty(), "a record that decodes is only cached");
@@ -356,7 +346,7 @@ mod tests {
             let mut record = status(Phase::Running);
             record.node = node.map(str::to_owned);
             store
-                .create(&keys.status(game), encode_status(&record), None)
+                .create(&keys.status(game), encode(&record), None)
                 .await
                 .unwrap();
         }
@@ -379,36 +369,22 @@ mod tests {
         let (store, keys, cache, mirror) = mirrored();
         mirror.relist().await.unwrap();
         let first = store
-            .create(
-                &keys.status("g1"),
-                encode_status(&status(Phase::Starting)),
-                None,
-            )
+            .create(&keys.status("g1"), encode(&status(Phase::Starting)), None)
             .await
             .unwrap();
         let second = store
-            .update(
-                &keys.status("g1"),
-                encode_status(&status(Phase::Running)),
-                first,
-            )
+            .update(&keys.status("g1"), encode(&status(Phase::Running)), first)
             .await
             .unwrap();
-        cache.learn(
-            "g1",
-            StoredStatus {
-                status: status(Phase::Running),
-                mod_revision: second,
-            },
-        );
+        cache.learn("g1", Versioned::new(status(Phase::Running), second));
         // The watch delivers the older put afterwards: it changes nothing.
         let older = store.get(&keys.status("g1")).await.unwrap().unwrap();
         mirror.apply(WatchEvent::Put(KeyValue {
             mod_revision: first,
-            value: encode_status(&status(Phase::Starting)),
+            value: encode(&status(Phase::Starting)),
             ..older
         }));
         assert_eq!(phase_of(&cache, "g1"), Some(Phase::Running));
-        assert_eq!(cache.get("g1").unwrap().mod_revision, second);
+        assert_eq!(cache.get("g1").unwrap().revision, Some(second));
     }
 }

@@ -202,7 +202,7 @@ async fn statuses_without_document(
         .iter()
         .filter_map(|kv| {
             let game = keys.name_of(&keys.statuses(), &kv.key)?;
-            let status = crate::status::StoredStatus::from_kv(kv).status;
+            let status = rtm_core::records::status::from_kv(kv).0.value;
             (!documented(game) && of_node(&status, lifecycle.node())).then(|| game.to_owned())
         })
         .collect()
@@ -335,7 +335,7 @@ pub(crate) async fn sweep_history(
             }
             if statuses
                 .and_then(|s| s.get(game))
-                .is_some_and(|s| s.mod_revision != 0)
+                .is_some_and(|s| s.exists())
             {
                 continue;
             }

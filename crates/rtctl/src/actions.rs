@@ -747,7 +747,7 @@ impl PhaseTracker {
 }
 
 fn decode_status(kv: &KeyValue) -> Option<GameRuntimeStatus> {
-    match rtm_core::records::documents::decode_status(kv) {
+    match rtm_core::records::status::decode(kv) {
         Ok(status) => Some(status),
         Err(e) => {
             warn(&format!("ignoring an unreadable status: {e}"));

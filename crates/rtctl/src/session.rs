@@ -15,8 +15,9 @@ use super::output::{note, warn};
 use rtm_core::model::validate::validate_name;
 use rtm_core::model::{GameRuntime, GameRuntimeStatus};
 use rtm_core::records::Documents;
-use rtm_core::records::documents::{DocumentError, decode_status};
+use rtm_core::records::documents::DocumentError;
 use rtm_core::records::history::{DEFAULT_RETENTION, History, HistoryEntry, HistoryError};
+use rtm_core::records::status;
 use rtm_core::store::etcd::EtcdStore;
 use rtm_core::store::{
     KeyValue, Keys, Listing, Revision, Store, StoreError, WatchBatch, WatchEvent,
@@ -261,7 +262,7 @@ impl Session {
 
     /// Decodes a status; an unreadable one is warned about and skipped.
     pub fn decode_status(&self, kv: &KeyValue) -> Option<GameRuntimeStatus> {
-        match decode_status(kv) {
+        match status::decode(kv) {
             Ok(status) => Some(status),
             Err(e) => {
                 warn(&format!("ignoring an unreadable status: {e}"));

@@ -37,15 +37,16 @@ use crate::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, LABEL_OP_ID, LABEL_PREFIX, LABEL_RESTART_TOKEN,
     LABEL_SPEC_HASH, PortBinding, RuntimeError, RuntimeOp, container_name,
 };
-use crate::status::{StatusError, StatusStore};
 use rtm_core::error_code::ErrorCode;
 use rtm_core::model::validate::validate_name;
 use rtm_core::model::{GameRuntime, LastOperation, OpKind, OpSource, Outcome, Phase};
 use rtm_core::ports::PortProtocol;
 use rtm_core::ports::host_port_label;
 use rtm_core::records::Documents;
+use rtm_core::records::Versioned;
 use rtm_core::records::documents::DocumentError;
 use rtm_core::records::history::{Appended, History, HistoryEntry, HistoryError};
+use rtm_core::records::status::{StatusError, StatusRecord, StatusStore};
 
 pub use policy::ContainerPolicy;
 
@@ -115,7 +116,7 @@ pub struct OpResult {
     /// otherwise read back at once (one etcd read and one Docker call per
     /// action). `None` when the operation did not record them (an outer
     /// restart, an adoption, a removal).
-    pub status: Option<rtm_core::model::GameRuntimeStatus>,
+    pub status: Option<StatusRecord>,
     pub container: Option<ContainerInfo>,
 }
 
@@ -140,11 +141,7 @@ impl OpResult {
     }
 
     /// Adds what a successful operation left behind.
-    fn left(
-        mut self,
-        status: Option<rtm_core::model::GameRuntimeStatus>,
-        container: Option<ContainerInfo>,
-    ) -> Self {
+    fn left(mut self, status: Option<StatusRecord>, container: Option<ContainerInfo>) -> Self {
         if self.is_success() {
             self.status = status;
             self.container = container;
@@ -555,17 +552,17 @@ impl Lifecycle {
         lease: &GameLease,
         op: &Appended,
         change: StatusChange,
-    ) -> Option<(Appended, Option<rtm_core::model::GameRuntimeStatus>)> {
+    ) -> Option<(Appended, Option<StatusRecord>)> {
         let (current, next) = match change {
             // A deletion needs no look at the record first.
-            StatusChange::Clear => (crate::status::StoredStatus::absent(), None),
+            StatusChange::Clear => (Versioned::absent(), None),
             change => {
-                let current = self.status.read_under(lease).await.ok()?;
-                let next = self.changed_status(&op.entry, change, &current.status);
+                let current = lease.status(&self.status).await.ok()?;
+                let next = self.changed_status(&op.entry, change, &current.value);
                 (current, next)
             }
         };
-        let mut txn = self.status.txn(lease, &current, next.as_ref());
+        let mut txn = lease.status_txn(&self.status, &current, next.as_ref());
         let mut done = op.clone();
         done.entry.succeed();
         let finish = self.history.finish_txn(&done, Some(lease.fence()));
@@ -579,10 +576,12 @@ impl Lifecycle {
         if !outcome.succeeded {
             return None;
         }
-        self.status
-            .committed(lease, next.as_ref(), outcome.revision);
+        lease.status_committed(next.as_ref(), outcome.revision);
         self.history.written(&done);
-        Some((done, next))
+        Some((
+            done,
+            next.map(|next| Versioned::new(next, outcome.revision)),
+        ))
     }
 
     /// The status record a successful `change` leads to from `current`
@@ -635,14 +634,17 @@ impl Lifecycle {
         lease: &GameLease,
         entry: &HistoryEntry,
         change: StatusChange,
-    ) -> Result<Option<rtm_core::model::GameRuntimeStatus>, Failure> {
+    ) -> Result<Option<StatusRecord>, Failure> {
         let recorded_container = matches!(change, StatusChange::Set { .. });
         let written = match change {
-            StatusChange::Clear => self.status.clear(lease).await.map(|()| None),
-            change => match self.status.read_under(lease).await {
-                Ok(current) => match self.changed_status(entry, change, &current.status) {
-                    Some(next) => self.status.write(lease, &current, next).await.map(Some),
-                    None => self.status.clear(lease).await.map(|()| None),
+            StatusChange::Clear => lease.clear_status(&self.status).await.map(|()| None),
+            change => match lease.status(&self.status).await {
+                Ok(current) => match self.changed_status(entry, change, &current.value) {
+                    Some(next) => lease
+                        .write_status(&self.status, &current, next)
+                        .await
+                        .map(Some),
+                    None => lease.clear_status(&self.status).await.map(|()| None),
                 },
                 Err(e) => Err(e),
             },
@@ -671,9 +673,8 @@ impl Lifecycle {
             return;
         }
         let last = last_operation(entry, Outcome::Failure, Some(failure));
-        let result = self
-            .status
-            .update(lease, |status| status.last_operation = Some(last))
+        let result = lease
+            .update_status(&self.status, |status| status.last_operation = Some(last))
             .await;
         if let Err(error) = result {
             warn!(game = %entry.game_id, %error, "recording the failure in the status failed");

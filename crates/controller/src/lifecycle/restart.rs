@@ -73,9 +73,9 @@ impl Lifecycle {
         request: &OpRequest,
     ) -> Result<rtm_core::model::GameRuntime, Failure> {
         let game = lease.game();
-        let status = self.status.read_under(lease).await?;
+        let status = lease.status(&self.status).await?;
         let Some(doc) = self.document(request).await? else {
-            return Err(if status.mod_revision != 0 {
+            return Err(if status.exists() {
                 Failure::new(
                     ErrorCode::Conflict,
                     format!("runtime for game {game:?} is removed; cannot restart"),
@@ -87,7 +87,7 @@ impl Lifecycle {
                 )
             });
         };
-        if status.status.phase == Phase::Removing {
+        if status.value.phase == Phase::Removing {
             return Err(Failure::new(
                 ErrorCode::Conflict,
                 format!("runtime for game {game:?} is being removed; cannot restart"),

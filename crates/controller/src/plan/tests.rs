@@ -9,6 +9,7 @@ use crate::runtime::{
 };
 use rtm_core::model::parse::parse_documents;
 use rtm_core::model::{Condition, ConditionStatus, LastOperation, OpKind};
+use rtm_core::records::Versioned;
 
 const T0: u64 = 1_800_000_000;
 
@@ -63,8 +64,7 @@ fn observed(container: Option<ContainerInfo>) -> Observed {
         ..GameRuntimeStatus::default()
     };
     Observed {
-        status,
-        has_status: true,
+        status: Versioned::new(status, 1),
         container,
     }
 }
@@ -88,7 +88,7 @@ fn no_container_and_state_running_starts() {
 fn a_container_removed_by_hand_is_started_again() {
     let d = doc("");
     let mut o = observed(None);
-    o.status.container_id = Some("gone".into());
+    o.status.value.container_id = Some("gone".into());
     assert_eq!(
         decide(Some(&d), &o, 0),
         Action::Start {
@@ -144,14 +144,14 @@ fn a_new_restart_token_recreates_once() {
     let d = doc("  restartToken: t-2\n");
     let c = container(&d, ContainerState::Running);
     let mut o = observed(Some(c));
-    o.status.observed_restart_token = Some("t-1".into());
+    o.status.value.observed_restart_token = Some("t-1".into());
     assert_eq!(
         decide(Some(&d), &o, 0),
         Action::Recreate {
             cause: Cause::RestartRequested
         }
     );
-    o.status.observed_restart_token = Some("t-2".into());
+    o.status.value.observed_restart_token = Some("t-2".into());
     assert_eq!(
         decide(Some(&d), &o, 0),
         Action::None,
@@ -184,7 +184,7 @@ fn the_containers_label_says_which_restart_it_answers_whatever_the_record_says()
         "a lost record never replays the restart the container answers"
     );
     let mut forged = observed(Some(answered));
-    forged.status.observed_restart_token = Some("t-0".into());
+    forged.status.value.observed_restart_token = Some("t-0".into());
     assert_eq!(
         decide(Some(&d), &forged, 0),
         Action::None,
@@ -279,7 +279,7 @@ fn a_first_crash_restarts_at_once_and_later_ones_back_off_exponentially() {
         }
     );
 
-    o.status.restart_count = 1; // second crash: 10 s
+    o.status.value.restart_count = 1; // second crash: 10 s
     assert_eq!(
         decide(Some(&d), &o, 64),
         Action::WaitBackoff {
@@ -292,14 +292,14 @@ fn a_first_crash_restarts_at_once_and_later_ones_back_off_exponentially() {
             cause: Cause::Exited
         }
     );
-    o.status.restart_count = 3; // fourth crash: 40 s
+    o.status.value.restart_count = 3; // fourth crash: 40 s
     assert_eq!(
         decide(Some(&d), &o, 61),
         Action::WaitBackoff {
             remaining: Duration::from_secs(39)
         }
     );
-    o.status.restart_count = 30; // capped at 5 minutes
+    o.status.value.restart_count = 30; // capped at 5 minutes
     assert_eq!(
         decide(Some(&d), &o, 60),
         Action::WaitBackoff {
@@ -313,7 +313,7 @@ fn a_crash_after_a_long_healthy_run_restarts_at_once() {
     let d = doc("");
     let crashed = exited(container(&d, ContainerState::Running), 1, 3600);
     let mut o = observed(Some(crashed));
-    o.status.restart_count = 8;
+    o.status.value.restart_count = 8;
     assert_eq!(
         decide(Some(&d), &o, 3600),
         Action::Restart {
@@ -407,7 +407,7 @@ fn ready_transition_time_changes_only_when_the_condition_flips() {
     let again = status_of(
         Some(&d),
         &Observed {
-            status: first.clone(),
+            status: Versioned::new(first.clone(), 1),
             ..running.clone()
         },
         100,
@@ -421,7 +421,7 @@ fn ready_transition_time_changes_only_when_the_condition_flips() {
     let flipped = status_of(
         Some(&d),
         &Observed {
-            status: again.clone(),
+            status: Versioned::new(again.clone(), 1),
             ..observed(Some(crashed))
         },
         200,
@@ -440,9 +440,9 @@ fn crash_loop_status_does_not_change_while_the_backoff_runs() {
     let d = doc("");
     let crashed = exited(container(&d, ContainerState::Running), 1, 0);
     let mut o = observed(Some(crashed));
-    o.status.restart_count = 2;
+    o.status.value.restart_count = 2;
     let first = status_of(Some(&d), &o, 1);
-    o.status = first.clone();
+    o.status.value = first.clone();
     assert_eq!(
         status_of(Some(&d), &o, 15),
         first,
@@ -465,8 +465,8 @@ fn an_oom_kill_is_reported() {
 fn a_failed_start_shows_phase_failed_with_its_code() {
     let d = doc("");
     let mut o = observed(None);
-    o.status.observed_generation = None; // never converged
-    o.status.last_operation = Some(LastOperation {
+    o.status.value.observed_generation = None; // never converged
+    o.status.value.last_operation = Some(LastOperation {
         op_kind: OpKind::Start,
         outcome: Outcome::Failure,
         error_code: Some("image_not_found".into()),
@@ -489,7 +489,7 @@ fn a_transitional_phase_past_its_deadline_turns_failed() {
     let later = status_of(
         Some(&d),
         &Observed {
-            status: starting,
+            status: Versioned::new(starting, 1),
             ..observed(Some(c))
         },
         301,
@@ -518,7 +518,7 @@ mod properties {
     fn act(doc: &GameRuntime, observed: &mut Observed, action: Action, now: SystemTime) {
         let fresh = |observed: &mut Observed| {
             let mut c = container(doc, ContainerState::Running);
-            c.id = format!("c{}", observed.status.restart_count + 100);
+            c.id = format!("c{}", observed.status.value.restart_count + 100);
             c.started_at = Some(now);
             c.labels.insert(
                 LABEL_RESTART_TOKEN.to_owned(),
@@ -535,13 +535,14 @@ mod properties {
             }
             Action::Start { cause } | Action::Restart { cause } | Action::Recreate { cause } => {
                 if matches!(action, Action::Restart { .. }) || cause == Cause::Vanished {
-                    observed.status.restart_count += 1;
+                    observed.status.value.restart_count += 1;
                 }
                 let c = fresh(observed);
-                observed.status.container_id = Some(c.id.clone());
+                observed.status.value.container_id = Some(c.id.clone());
                 observed.container = Some(c);
                 if !doc.spec.restart_token.is_empty() {
-                    observed.status.observed_restart_token = Some(doc.spec.restart_token.clone());
+                    observed.status.value.observed_restart_token =
+                        Some(doc.spec.restart_token.clone());
                 }
             }
             Action::Stop { .. } => {
@@ -553,11 +554,12 @@ mod properties {
             }
             Action::Remove => {
                 observed.container = None;
-                observed.has_status = false;
-                observed.status = GameRuntimeStatus::default();
+                observed.status = Versioned::absent();
             }
         }
-        observed.has_status = observed.has_status || action.acts();
+        if !observed.status.exists() && action.acts() {
+            observed.status.revision = Some(1);
+        }
     }
 
     fn arb_doc() -> impl Strategy<Value = GameRuntime> {
@@ -618,8 +620,8 @@ mod properties {
                 }
                 c
             }));
-            observed.status.restart_count = restart_count;
-            observed.status.observed_restart_token = observed_token;
+            observed.status.value.restart_count = restart_count;
+            observed.status.value.observed_restart_token = observed_token;
             let doc = (!deleted).then_some(doc);
             let mut now = at(60);
             let mut settled = false;
@@ -654,8 +656,8 @@ fn starting_a_stopped_game_again_is_no_crash() {
     let d = doc("");
     let stopped = exited(container(&d, ContainerState::Running), 0, 5);
     let mut o = observed(Some(stopped));
-    o.status.observed_generation = Some(2); // converged while Stopped; now generation 3
-    o.status.restart_count = 4;
+    o.status.value.observed_generation = Some(2); // converged while Stopped; now generation 3
+    o.status.value.restart_count = 4;
     assert_eq!(
         decide(Some(&d), &o, 6),
         Action::Start {

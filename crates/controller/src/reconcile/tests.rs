@@ -116,7 +116,7 @@ impl World {
             .read(name)
             .await
             .unwrap()
-            .status
+            .value
     }
 
     async fn history(&self, name: &str) -> Vec<HistoryEntry> {

@@ -114,7 +114,7 @@ impl Documents {
     pub async fn get_status(&self, name: &str) -> Result<Option<GameRuntimeStatus>, DocumentError> {
         check_name(name)?;
         match self.store.get(&self.keys.status(name)).await? {
-            Some(kv) => decode_status(&kv).map(Some),
+            Some(kv) => super::status::decode(&kv).map(Some),
             None => Ok(None),
         }
     }
@@ -292,20 +292,6 @@ fn encode(doc: &GameRuntime) -> Result<Vec<u8>, DocumentError> {
         });
     }
     Ok(bytes)
-}
-
-/// Decodes a status value.
-pub fn decode_status(kv: &KeyValue) -> Result<GameRuntimeStatus, DocumentError> {
-    serde_json::from_slice(&kv.value).map_err(|e| DocumentError::CorruptStatus {
-        key: kv.key.clone(),
-        message: e.to_string(),
-    })
-}
-
-/// The stored form of a status (JSON: written often, read by machines).
-pub fn encode_status(status: &GameRuntimeStatus) -> Vec<u8> {
-    // Serializing plain data with string keys cannot fail.
-    serde_json::to_vec(status).unwrap_or_default()
 }
 
 #[cfg(test)]

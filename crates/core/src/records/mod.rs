@@ -1,11 +1,52 @@
 //! The records rtmanager keeps under its prefix, one home each: the
-//! `GameRuntime` documents ([`documents`]), the per-game operation log
-//! ([`history`]) and what lease keys and controller heartbeats hold
-//! ([`lease`]).
+//! `GameRuntime` documents ([`documents`]), the status records
+//! ([`status`]), the per-game operation log ([`history`]) and what lease
+//! keys and controller heartbeats hold ([`lease`]). A record as read is a
+//! [`Versioned`] value: the value and the revision it was read at.
 
 pub mod documents;
 pub mod history;
 pub mod lease;
+pub mod status;
 
 pub use documents::Documents;
 pub use history::{History, HistoryEntry};
+pub use status::{StatusRecord, StatusStore};
+
+use crate::store::Revision;
+
+/// A record as read: its value, and the etcd revision that last changed it
+/// (`None`: there was no record, and `value` is what its absence means).
+/// Compare the revision to write only over what was read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Versioned<T> {
+    /// The record's value.
+    pub value: T,
+    /// The record's mod revision; `None` when there was no record.
+    pub revision: Option<Revision>,
+}
+
+impl<T> Versioned<T> {
+    /// A record read at `revision`.
+    pub fn new(value: T, revision: Revision) -> Self {
+        Self {
+            value,
+            revision: Some(revision),
+        }
+    }
+
+    /// Whether there was a record.
+    pub fn exists(&self) -> bool {
+        self.revision.is_some()
+    }
+}
+
+impl<T: Default> Versioned<T> {
+    /// No record: the default value, no revision.
+    pub fn absent() -> Self {
+        Self {
+            value: T::default(),
+            revision: None,
+        }
+    }
+}
