@@ -49,8 +49,8 @@ pub enum LeaseError {
     Store(#[from] StoreError),
 }
 
-impl LeaseError {
-    pub fn code(&self) -> ErrorCode {
+impl rtm_core::Coded for LeaseError {
+    fn code(&self) -> ErrorCode {
         match self {
             LeaseError::Busy { .. } => ErrorCode::Conflict,
             LeaseError::Lost { .. } | LeaseError::SessionLost => ErrorCode::LeaseLost,
@@ -926,6 +926,7 @@ impl Drop for GameLease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtm_core::Coded;
     use rtm_core::store::memory::MemoryStore;
 
     async fn session(store: &Arc<MemoryStore>, holder: &str) -> Arc<Session> {

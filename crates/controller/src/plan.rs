@@ -141,7 +141,7 @@ pub fn plan(
             };
             match &c.state {
                 ContainerState::Running | ContainerState::Paused => {
-                    if c.spec_hash() != Some(spec.recreate_hash(&doc.metadata.name).as_str()) {
+                    if !runs_spec(c, doc) {
                         Action::Recreate {
                             cause: Cause::SpecChanged,
                         }
@@ -187,8 +187,14 @@ pub fn plan(
     }
 }
 
+/// Whether the container was created from the document's current spec
+/// (its spec-hash label).
+fn runs_spec(container: &ContainerInfo, doc: &GameRuntime) -> bool {
+    container.spec_hash() == Some(doc.spec.recreate_hash(&doc.metadata.name).as_str())
+}
+
 /// Whether the document changed since the controller last converged it.
-fn spec_changed(doc: &GameRuntime, status: &GameRuntimeStatus) -> bool {
+pub fn spec_changed(doc: &GameRuntime, status: &GameRuntimeStatus) -> bool {
     doc.metadata.generation.is_some() && doc.metadata.generation != status.observed_generation
 }
 
@@ -278,8 +284,7 @@ pub fn derive_status(
         }
     }
     let running = container.is_some_and(ContainerInfo::is_running);
-    let matches_spec = container
-        .is_some_and(|c| c.spec_hash() == Some(spec.recreate_hash(&doc.metadata.name).as_str()));
+    let matches_spec = container.is_some_and(|c| runs_spec(c, doc));
     let last_failed = previous
         .last_operation
         .as_ref()

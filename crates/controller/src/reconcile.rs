@@ -17,20 +17,22 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
-use crate::lease::{GameLease, LeaseError};
+use crate::lease::{GameLease, LeaseError, Session};
 use crate::lifecycle::{Lifecycle, OpRequest, OpResult, new_id};
 use crate::metrics::Metrics;
 use crate::runtime::{ContainerInfo, ContainerRuntime, container_name};
 use rtm_core::error_code::ErrorCode;
+use rtm_core::failure::Failure;
 use rtm_core::model::{
     ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, GameRuntimeStatus, OpSource, Outcome,
     Phase, Timestamp,
 };
+use rtm_core::records::Documents;
 use rtm_core::records::history::HistoryEntry;
-use rtm_core::records::status::StatusRecord;
-use rtm_core::store::Compare;
+use rtm_core::records::status::{StatusRecord, StatusStore};
+use rtm_core::store::{Compare, Keys};
 
-use super::plan::{Action, Cause, Observed, Settings, derive_status, plan};
+use super::plan::{Action, Cause, Observed, Settings, derive_status, plan, spec_changed};
 use super::status_cache::StatusCache;
 use super::watcher::{Desired, DesiredCache};
 
@@ -43,44 +45,11 @@ const LEASE_BUSY_RETRY: Duration = Duration::from_secs(2);
 /// History entries inspected for operations a crash left unfinished.
 const RECOVERY_WINDOW: usize = 20;
 
-/// A reconcile that failed; the worker retries it with backoff.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct ReconcileError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl ReconcileError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-macro_rules! from_coded_error {
-    ($($ty:ty),*) => {$(
-        impl From<$ty> for ReconcileError {
-            fn from(error: $ty) -> Self {
-                ReconcileError::new(error.code(), error.to_string())
-            }
-        }
-    )*};
-}
-
-from_coded_error!(
-    rtm_core::records::status::StatusError,
-    rtm_core::records::documents::DocumentError,
-    rtm_core::records::history::HistoryError,
-    crate::runtime::RuntimeError,
-    LeaseError
-);
-
-impl From<OpResult> for ReconcileError {
+/// A failed operation, as the reconcile that ran it fails: its code, and
+/// the operation named in the message.
+impl From<OpResult> for Failure {
     fn from(result: OpResult) -> Self {
-        ReconcileError::new(
+        Failure::new(
             result.error_code.unwrap_or(ErrorCode::Internal),
             format!(
                 "{}: {}",
@@ -115,6 +84,12 @@ impl Sharding {
 pub struct Reconciler {
     lifecycle: Lifecycle,
     runtime: Arc<dyn ContainerRuntime>,
+    /// The etcd session game leases are taken on.
+    session: Arc<Session>,
+    /// The installation's key layout (its prefix also labels its containers).
+    keys: Keys,
+    documents: Documents,
+    status: StatusStore,
     cache: Arc<DesiredCache>,
     /// The status records as the status watch keeps them, for first looks.
     statuses: Arc<StatusCache>,
@@ -136,8 +111,14 @@ impl Reconciler {
         settings: Settings,
         metrics: Metrics,
     ) -> Self {
+        let session = lifecycle.session().clone();
+        let (store, keys) = (session.store().clone(), session.keys().clone());
         Self {
+            session,
             runtime: lifecycle.runtime().clone(),
+            documents: Documents::new(store.clone(), keys.clone()),
+            status: StatusStore::new(store, keys.clone()),
+            keys,
             lifecycle,
             cache,
             statuses: Arc::new(StatusCache::new()),
@@ -165,7 +146,7 @@ impl Reconciler {
     }
 
     /// Reconciles `game`; `Ok(Some(d))` asks to look again after `d`.
-    pub async fn reconcile(&self, game: &str) -> Result<Option<Duration>, ReconcileError> {
+    pub async fn reconcile(&self, game: &str) -> Result<Option<Duration>, Failure> {
         let desired = match self.cache.get(game) {
             // Reported by the watcher; nothing is done until it is fixed.
             Some(Desired::Invalid(_)) => return Ok(None),
@@ -213,9 +194,7 @@ impl Reconciler {
                 status: Some(next),
                 result,
             }) => {
-                let written = lease
-                    .release_with_status(self.lifecycle.status(), &next)
-                    .await?;
+                let written = lease.release_with_status(&self.status, &next).await?;
                 self.statuses.learn(game, written);
                 self.metrics.status_writes.inc();
                 self.track_phase(game, Some(next.phase));
@@ -241,7 +220,7 @@ impl Reconciler {
         seen: Seen,
         first: StatusRecord,
     ) -> Result<(GameLease, Option<Seen>), LeaseError> {
-        let keys = self.lifecycle.session().keys();
+        let keys = &self.keys;
         let document = keys.gameruntime(game);
         let revision = seen.desired.as_ref().map(|doc| {
             doc.metadata
@@ -268,17 +247,13 @@ impl Reconciler {
         };
         if let Some(unchanged_document) = unchanged_document {
             let unchanged = vec![unchanged_document, unchanged_status];
-            let lease = self
-                .lifecycle
-                .session()
-                .acquire_if(game, &new_id(), unchanged)
-                .await?;
+            let lease = self.session.acquire_if(game, &new_id(), unchanged).await?;
             if let Some(lease) = lease {
                 lease.knows_status(first);
                 return Ok((lease, Some(seen)));
             }
         }
-        Ok((self.lifecycle.acquire(game, &new_id()).await?, None))
+        Ok((self.session.acquire(game, &new_id()).await?, None))
     }
 
     /// Observes, plans and acts again, holding the game's lease; leaves
@@ -289,12 +264,12 @@ impl Reconciler {
         lease: &GameLease,
         game: &str,
         seen: Option<Seen>,
-    ) -> Result<Acted, ReconcileError> {
+    ) -> Result<Acted, Failure> {
         let interrupted = self.recover(lease, game).await?;
         let (desired, seen_container) = match seen {
             Some(seen) => (seen.desired, Some(seen.container)),
             // The cache may lag; etcd is the truth (and confirms a deletion).
-            None => (self.lifecycle.documents().get(game).await?, None),
+            None => (self.documents.get(game).await?, None),
         };
         if desired.as_ref().is_some_and(|doc| !self.sharding.owns(doc)) {
             return Ok(Acted::done(Ok(None)));
@@ -412,11 +387,11 @@ impl Reconciler {
         &self,
         game: &str,
         doc: &GameRuntime,
-    ) -> Result<Option<Duration>, ReconcileError> {
+    ) -> Result<Option<Duration>, Failure> {
         if self.container(game).await?.is_none() {
             return Ok(None);
         }
-        let lease = match self.lifecycle.acquire(game, &new_id()).await {
+        let lease = match self.session.acquire(game, &new_id()).await {
             Ok(lease) => lease,
             Err(LeaseError::Busy { .. }) => return Ok(Some(LEASE_BUSY_RETRY)),
             Err(error) => return Err(error.into()),
@@ -437,10 +412,10 @@ impl Reconciler {
 
     /// The first look, without the lease: the game's status record (from
     /// the status cache, else etcd; with its revision) and its container.
-    async fn first_look(&self, game: &str) -> Result<Observed, ReconcileError> {
+    async fn first_look(&self, game: &str) -> Result<Observed, Failure> {
         let status = match self.statuses.get(game) {
             Some(known) => known,
-            None => self.lifecycle.status().read(game).await?,
+            None => self.status.read(game).await?,
         };
         let container = self.container(game).await?;
         Ok(Observed { status, container })
@@ -448,7 +423,7 @@ impl Reconciler {
 
     /// The look under the game's lease: the status as the lease knows it
     /// (read once), and the container as it is now.
-    async fn observe_under(&self, lease: &GameLease) -> Result<Observed, ReconcileError> {
+    async fn observe_under(&self, lease: &GameLease) -> Result<Observed, Failure> {
         let container = self.container(lease.game()).await?;
         Ok(Observed {
             container,
@@ -457,8 +432,8 @@ impl Reconciler {
     }
 
     /// The status part of [`Reconciler::observe_under`].
-    async fn observe_status_under(&self, lease: &GameLease) -> Result<Observed, ReconcileError> {
-        let status = lease.status(self.lifecycle.status()).await?;
+    async fn observe_status_under(&self, lease: &GameLease) -> Result<Observed, Failure> {
+        let status = lease.status(&self.status).await?;
         Ok(Observed {
             status,
             container: None,
@@ -467,16 +442,12 @@ impl Reconciler {
 
     /// The game's container, only if it is ours: a foreign container with
     /// the game's name is left to the lifecycle, which refuses to touch it.
-    async fn container(&self, game: &str) -> Result<Option<ContainerInfo>, ReconcileError> {
+    async fn container(&self, game: &str) -> Result<Option<ContainerInfo>, Failure> {
         Ok(self
             .runtime
-            .inspect_container(&container_name(self.lifecycle.prefix(), game))
+            .inspect_container(&container_name(self.keys.prefix(), game))
             .await?
-            .filter(|c| {
-                c.is_managed()
-                    && c.game() == Some(game)
-                    && c.prefix() == Some(self.lifecycle.prefix())
-            }))
+            .filter(|c| c.is_of_game(self.keys.prefix(), game)))
     }
 
     /// A running container the status does not know yet (a lost status,
@@ -507,10 +478,7 @@ impl Reconciler {
             | Action::Stop { .. }
             | Action::Recreate {
                 cause: Cause::SpecChanged,
-            } => doc.is_some_and(|d| {
-                d.metadata.generation.is_some()
-                    && d.metadata.generation != observed.status.value.observed_generation
-            }),
+            } => doc.is_some_and(|d| spec_changed(d, &observed.status.value)),
             _ => false,
         };
         let request = match doc.filter(|_| requested) {
@@ -525,7 +493,7 @@ impl Reconciler {
 
     /// Whether this game's history was checked for operations left
     /// unfinished by a crash; checks it (reading only) the first time.
-    async fn recovery_checked(&self, game: &str) -> Result<bool, ReconcileError> {
+    async fn recovery_checked(&self, game: &str) -> Result<bool, Failure> {
         if self.lock_recovered().contains(game) {
             return Ok(true);
         }
@@ -546,7 +514,7 @@ impl Reconciler {
     /// Resolves the game's `in_progress` entries: holding its lease, no
     /// other operation can be running, so they were interrupted. Returns
     /// whether there were any.
-    async fn recover(&self, lease: &GameLease, game: &str) -> Result<bool, ReconcileError> {
+    async fn recover(&self, lease: &GameLease, game: &str) -> Result<bool, Failure> {
         // Always read here (acting is rare): a peer may have died in the
         // middle of this game's operation since the last look.
         let entries = self
@@ -642,12 +610,12 @@ struct Acted {
     /// The status to write, in the release's transaction.
     status: Option<GameRuntimeStatus>,
     /// What the reconcile returns once the lease is released.
-    result: Result<Option<Duration>, ReconcileError>,
+    result: Result<Option<Duration>, Failure>,
 }
 
 impl Acted {
     /// Nothing left to write.
-    fn done(result: Result<Option<Duration>, ReconcileError>) -> Self {
+    fn done(result: Result<Option<Duration>, Failure>) -> Self {
         Acted {
             status: None,
             result,

@@ -16,7 +16,7 @@ use rtm_controller::runtime::{ContainerRuntime, DockerRuntime, container_name};
 use rtm_core::ErrorCode;
 use rtm_core::model::parse::parse_documents;
 use rtm_core::model::{OpKind, OpSource, Outcome};
-use rtm_core::records::Documents;
+use rtm_core::records::{Documents, StatusStore};
 use rtm_core::store::{Keys, Store, Txn};
 
 use common::docker::{Cleanup, IMAGE_1, docker, game as game_id, wait_engine_listening};
@@ -100,7 +100,11 @@ async fn start_runs_the_container_with_the_stable_hostname_and_our_labels() {
     assert!(container.spec_hash().is_some());
     assert_eq!(result.container_id.as_deref(), Some(container.id.as_str()));
 
-    let status = w.lifecycle.status().read(&game).await.unwrap().value;
+    let status = StatusStore::new(w.store.clone(), w.keys.clone())
+        .read(&game)
+        .await
+        .unwrap()
+        .value;
     assert_eq!(status.container_id.as_deref(), Some(container.id.as_str()));
     w.lifecycle.remove(&request(&game)).await;
     w.finish().await;
@@ -370,7 +374,11 @@ async fn stopping_a_container_that_ignores_sigterm_completes_after_its_stop_time
         .unwrap();
     assert!(!container.is_running());
     assert_eq!(container.exit_code, Some(137), "killed by SIGKILL");
-    let status = w.lifecycle.status().read(&game).await.unwrap().value;
+    let status = StatusStore::new(w.store.clone(), w.keys.clone())
+        .read(&game)
+        .await
+        .unwrap()
+        .value;
     assert_eq!(status.last_exit_code, Some(137));
     w.lifecycle.remove(&request(&game)).await;
     w.finish().await;

@@ -10,13 +10,16 @@
 //! - [`ports`]: host ports — the policy on which may be published and the
 //!   claims that give each to one game.
 //! - [`config`]: the etcd connection settings both binaries share.
-//! - [`error_code`]: the stable error codes every failure carries.
+//! - [`error_code`]: the stable error codes every failure carries, and
+//!   [`failure`]: the one error that crosses a layer, code and source kept.
 
 pub mod config;
 pub mod error_code;
+pub mod failure;
 pub mod model;
 pub mod ports;
 pub mod records;
 pub mod store;
 
 pub use error_code::ErrorCode;
+pub use failure::{Coded, Failure};

@@ -38,15 +38,15 @@ use crate::runtime::{
     LABEL_SPEC_HASH, PortBinding, RuntimeError, RuntimeOp, container_name,
 };
 use rtm_core::error_code::ErrorCode;
+use rtm_core::failure::Failure;
 use rtm_core::model::validate::validate_name;
 use rtm_core::model::{GameRuntime, LastOperation, OpKind, OpSource, Outcome, Phase};
 use rtm_core::ports::PortProtocol;
 use rtm_core::ports::host_port_label;
 use rtm_core::records::Documents;
 use rtm_core::records::Versioned;
-use rtm_core::records::documents::DocumentError;
-use rtm_core::records::history::{Appended, History, HistoryEntry, HistoryError};
-use rtm_core::records::status::{StatusError, StatusRecord, StatusStore};
+use rtm_core::records::history::{Appended, History, HistoryEntry};
+use rtm_core::records::status::{StatusRecord, StatusStore};
 
 pub use policy::ContainerPolicy;
 
@@ -150,54 +150,14 @@ impl OpResult {
     }
 }
 
-/// A failed step: its stable code and a message for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Failure {
-    code: ErrorCode,
-    message: String,
-}
-
-impl Failure {
-    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn runtime(op: RuntimeOp, error: &RuntimeError) -> Self {
-        Self::new(error.code_during(op), format!("docker {op}: {error}"))
-    }
-}
-
-impl From<LeaseError> for Failure {
-    fn from(error: LeaseError) -> Self {
-        Failure::new(error.code(), error.to_string())
-    }
-}
-
-impl From<HistoryError> for Failure {
-    fn from(error: HistoryError) -> Self {
-        Failure::new(error.code(), error.to_string())
-    }
-}
-
-impl From<StatusError> for Failure {
-    fn from(error: StatusError) -> Self {
-        Failure::new(error.code(), error.to_string())
-    }
-}
-
-impl From<rtm_core::store::StoreError> for Failure {
-    fn from(error: rtm_core::store::StoreError) -> Self {
-        Failure::new(error.code(), error.to_string())
-    }
-}
-
-impl From<DocumentError> for Failure {
-    fn from(error: DocumentError) -> Self {
-        Failure::new(error.code(), error.to_string())
-    }
+/// A failed Docker call as a step's failure: the code the call's failure
+/// means during `op`, and the call named in the message.
+fn runtime_failure(op: RuntimeOp, error: &RuntimeError) -> Failure {
+    Failure::caused_by(
+        error.code_during(op),
+        format!("docker {op}: {error}"),
+        error.clone(),
+    )
 }
 
 /// What a successful operation changes in the status record.
@@ -314,7 +274,7 @@ impl Lifecycle {
             .runtime
             .host_resources()
             .await
-            .map_err(|e| Failure::runtime(RuntimeOp::Ping, &e))?;
+            .map_err(|e| runtime_failure(RuntimeOp::Ping, &e))?;
         self.policy
             .admit(doc, host)
             .map_err(|refusal| Failure::new(refusal.code, refusal.message))
@@ -329,10 +289,6 @@ impl Lifecycle {
 
     pub fn node(&self) -> &str {
         &self.node
-    }
-
-    pub fn documents(&self) -> &Documents {
-        &self.documents
     }
 
     /// Records that a running container which already matches its document
@@ -364,10 +320,6 @@ impl Lifecycle {
 
     pub fn history(&self) -> &History {
         &self.history
-    }
-
-    pub fn status(&self) -> &StatusStore {
-        &self.status
     }
 
     pub fn runtime(&self) -> &Arc<dyn ContainerRuntime> {
@@ -651,10 +603,8 @@ impl Lifecycle {
         };
         written.map_err(|e| {
             if recorded_container {
-                Failure::new(
-                    e.code(),
-                    format!("the container changed but its status could not be recorded: {e}"),
-                )
+                Failure::from(e)
+                    .context("the container changed but its status could not be recorded")
             } else {
                 e.into()
             }
@@ -727,22 +677,16 @@ impl Lifecycle {
             .runtime
             .inspect_container(&name)
             .await
-            .map_err(|e| Failure::runtime(RuntimeOp::InspectContainer, &e))?;
+            .map_err(|e| runtime_failure(RuntimeOp::InspectContainer, &e))?;
         match found {
-            Some(container)
-                if !container.is_managed()
-                    || container.game() != Some(game)
-                    || container.prefix() != Some(self.prefix()) =>
-            {
-                Err(Failure::new(
-                    ErrorCode::Conflict,
-                    format!(
-                        "a container named {name} exists but is not managed by this rtmanager \
+            Some(container) if !container.is_of_game(self.prefix(), game) => Err(Failure::new(
+                ErrorCode::Conflict,
+                format!(
+                    "a container named {name} exists but is not managed by this rtmanager \
                          installation for this game; rtmanager never touches it: rename or \
                          remove it by hand"
-                    ),
-                ))
-            }
+                ),
+            )),
             other => Ok(other),
         }
     }
@@ -754,11 +698,11 @@ impl Lifecycle {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) if e.outcome_unknown() => match self.runtime.inspect_container(id).await {
-                Ok(Some(c)) if c.is_running() => Err(Failure::runtime(RuntimeOp::Stop, &e)),
+                Ok(Some(c)) if c.is_running() => Err(runtime_failure(RuntimeOp::Stop, &e)),
                 Ok(_) => Ok(()),
-                Err(_) => Err(Failure::runtime(RuntimeOp::Stop, &e)),
+                Err(_) => Err(runtime_failure(RuntimeOp::Stop, &e)),
             },
-            Err(e) => Err(Failure::runtime(RuntimeOp::Stop, &e)),
+            Err(e) => Err(runtime_failure(RuntimeOp::Stop, &e)),
         }
     }
 

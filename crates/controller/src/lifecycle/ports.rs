@@ -13,7 +13,8 @@ use rtm_core::ports::host_port_label;
 use rtm_core::ports::{HostPort, PortClaim, asks_for, host_ports};
 use rtm_core::store::{Compare, Txn};
 
-use super::{Failure, Lifecycle};
+use super::{Lifecycle, runtime_failure};
+use rtm_core::failure::Failure;
 
 impl Lifecycle {
     /// Fails with `port_not_allowed` when `doc` publishes what the
@@ -142,8 +143,8 @@ impl Lifecycle {
             .runtime
             .list_labelled(&host_port_label(port.protocol, port.port))
             .await
-            .map_err(|e| Failure::runtime(RuntimeOp::ListManaged, &e))?;
-        containers.retain(|c| c.prefix() == Some(self.prefix()));
+            .map_err(|e| runtime_failure(RuntimeOp::ListManaged, &e))?;
+        containers.retain(|c| c.belongs_to(self.prefix()));
         Ok(containers)
     }
 

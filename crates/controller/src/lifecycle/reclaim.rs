@@ -13,7 +13,8 @@ use crate::runtime::{ContainerInfo, RuntimeOp, container_name, legacy_container_
 use rtm_core::error_code::ErrorCode;
 use rtm_core::model::OpKind;
 
-use super::{Failure, Lifecycle, OpRequest, OpResult, new_id};
+use super::{Lifecycle, OpRequest, OpResult, new_id, runtime_failure};
+use rtm_core::failure::Failure;
 
 impl Lifecycle {
     /// The game's containers of this installation that are not named
@@ -28,9 +29,9 @@ impl Lifecycle {
             .runtime
             .list_game(game)
             .await
-            .map_err(|e| Failure::runtime(RuntimeOp::ListManaged, &e))?
+            .map_err(|e| runtime_failure(RuntimeOp::ListManaged, &e))?
             .into_iter()
-            .filter(|c| c.prefix() == Some(self.prefix()) && c.name.trim_start_matches('/') != name)
+            .filter(|c| c.belongs_to(self.prefix()) && c.name.trim_start_matches('/') != name)
             .collect();
         found.sort_by_key(|c| !c.is_alive());
         Ok(found)
@@ -116,7 +117,7 @@ impl Lifecycle {
                 .runtime
                 .rename(&container.id, &name)
                 .await
-                .map_err(|e| Failure::runtime(RuntimeOp::Rename, &e)),
+                .map_err(|e| runtime_failure(RuntimeOp::Rename, &e)),
             Err(error) => Err(error.into()),
         };
         self.close_entry(lease, op, result).await
@@ -149,7 +150,11 @@ impl Lifecycle {
                 .remove_container(&container.id, true)
                 .await
                 .map_err(|e| {
-                    Failure::new(ErrorCode::ServiceUnavailable, format!("docker remove: {e}"))
+                    Failure::caused_by(
+                        ErrorCode::ServiceUnavailable,
+                        format!("docker remove: {e}"),
+                        e,
+                    )
                 }),
             Err(error) => Err(error.into()),
         };

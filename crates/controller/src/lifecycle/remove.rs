@@ -7,7 +7,8 @@ use rtm_core::error_code::ErrorCode;
 use rtm_core::model::OpKind;
 use rtm_core::records::history::Appended;
 
-use super::{Failure, Lifecycle, OpRequest, OpResult, StatusChange, new_id};
+use super::{Lifecycle, OpRequest, OpResult, StatusChange, new_id};
+use rtm_core::failure::Failure;
 
 impl Lifecycle {
     /// Removes the game's container and status under its own lease.
@@ -62,7 +63,11 @@ impl Lifecycle {
         lease.check()?;
         if let Some(id) = &stop.container_id {
             self.remove_container(id, true).await.map_err(|e| {
-                Failure::new(ErrorCode::ServiceUnavailable, format!("docker remove: {e}"))
+                Failure::caused_by(
+                    ErrorCode::ServiceUnavailable,
+                    format!("docker remove: {e}"),
+                    e,
+                )
             })?;
         }
         self.release_host_ports(lease).await?;
@@ -101,7 +106,11 @@ impl Lifecycle {
             self.remove_container(&container.id, true)
                 .await
                 .map_err(|e| {
-                    Failure::new(ErrorCode::ServiceUnavailable, format!("docker remove: {e}"))
+                    Failure::caused_by(
+                        ErrorCode::ServiceUnavailable,
+                        format!("docker remove: {e}"),
+                        e,
+                    )
                 })?;
             self.release_host_ports(lease).await
         }

@@ -10,7 +10,8 @@ use rtm_core::error_code::ErrorCode;
 use rtm_core::model::{OpKind, Phase};
 use rtm_core::records::history::Appended;
 
-use super::{Failure, Lifecycle, OpRequest, OpResult, StatusChange, new_id};
+use super::{Lifecycle, OpRequest, OpResult, StatusChange, new_id};
+use rtm_core::failure::Failure;
 
 impl Lifecycle {
     /// Restarts the game as a recreate.
@@ -137,7 +138,11 @@ impl Lifecycle {
         }
         if let Some(id) = &stop.container_id {
             self.remove_container(id, false).await.map_err(|e| {
-                Failure::new(ErrorCode::ServiceUnavailable, format!("docker remove: {e}"))
+                Failure::caused_by(
+                    ErrorCode::ServiceUnavailable,
+                    format!("docker remove: {e}"),
+                    e,
+                )
             })?;
         }
 

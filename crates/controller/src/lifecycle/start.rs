@@ -6,7 +6,8 @@ use crate::runtime::{ContainerInfo, RuntimeError, RuntimeOp};
 use rtm_core::error_code::ErrorCode;
 use rtm_core::model::{OpKind, Phase};
 
-use super::{Failure, Lifecycle, OpRequest, OpResult, StatusChange, container_spec};
+use super::{Lifecycle, OpRequest, OpResult, StatusChange, container_spec, runtime_failure};
+use rtm_core::failure::Failure;
 
 impl Lifecycle {
     /// Starts the game's container under its own lease.
@@ -72,7 +73,7 @@ impl Lifecycle {
             lease.check()?;
             self.remove_container(&existing.id, true)
                 .await
-                .map_err(|e| Failure::runtime(RuntimeOp::Remove, &e))?;
+                .map_err(|e| runtime_failure(RuntimeOp::Remove, &e))?;
         }
 
         lease.check()?;
@@ -86,7 +87,7 @@ impl Lifecycle {
             return Err(failure.into());
         }
         if let Err(error) = self.start_container(&id).await {
-            let failure = Failure::runtime(RuntimeOp::Start, &error);
+            let failure = runtime_failure(RuntimeOp::Start, &error);
             return Err(match self.remove_container(&id, true).await {
                 Ok(()) => {
                     entry.container_id_after = None;
@@ -105,7 +106,7 @@ impl Lifecycle {
             .runtime
             .inspect_container(&id)
             .await
-            .map_err(|e| Failure::runtime(RuntimeOp::InspectContainer, &e))?
+            .map_err(|e| runtime_failure(RuntimeOp::InspectContainer, &e))?
             .ok_or_else(|| {
                 Failure::new(
                     ErrorCode::StartFailed,
@@ -129,7 +130,7 @@ impl Lifecycle {
                      (rtmanager never pulls)"
                 ),
             )),
-            Err(e) => Err(Failure::runtime(RuntimeOp::InspectImage, &e)),
+            Err(e) => Err(runtime_failure(RuntimeOp::InspectImage, &e)),
         }
     }
 
@@ -149,10 +150,10 @@ impl Lifecycle {
                 let op_id = spec.labels.get(crate::runtime::LABEL_OP_ID);
                 match self.runtime.inspect_container(&spec.name).await {
                     Ok(Some(c)) if c.labels.get(crate::runtime::LABEL_OP_ID) == op_id => Ok(c.id),
-                    _ => Err(Failure::runtime(RuntimeOp::Create, &e)),
+                    _ => Err(runtime_failure(RuntimeOp::Create, &e)),
                 }
             }
-            Err(e) => Err(Failure::runtime(RuntimeOp::Create, &e)),
+            Err(e) => Err(runtime_failure(RuntimeOp::Create, &e)),
         }
     }
 

@@ -8,7 +8,8 @@ use rtm_core::model::defaults::DEFAULT_STOP_TIMEOUT;
 use rtm_core::model::{OpKind, Phase};
 use rtm_core::records::history::HistoryEntry;
 
-use super::{Failure, Lifecycle, OpRequest, OpResult, StatusChange, effective_hostname};
+use super::{Lifecycle, OpRequest, OpResult, StatusChange, effective_hostname};
+use rtm_core::failure::Failure;
 
 impl Lifecycle {
     /// Stops the game's container under its own lease.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::*;
 use crate::runtime::fake::FakeRuntime;
 use rtm_core::model::parse::parse_documents;
+use rtm_core::records::StatusStore;
 use rtm_core::store::memory::MemoryStore;
 use rtm_core::store::{Keys, Store, StoreError, Txn};
 
@@ -152,7 +153,11 @@ async fn start_creates_a_running_labelled_container_and_records_it() {
     assert!(container.spec_hash().is_some());
     assert_eq!(result.container_id.as_deref(), Some(container.id.as_str()));
 
-    let status = w.lifecycle.status().read("g1").await.unwrap().value;
+    let status = StatusStore::new(w.store.clone(), Keys::default())
+        .read("g1")
+        .await
+        .unwrap()
+        .value;
     assert_eq!(status.phase, Phase::Running);
     assert_eq!(status.container_id.as_deref(), Some(container.id.as_str()));
     assert_eq!(status.hostname.as_deref(), Some("engine-g1"));
@@ -204,7 +209,11 @@ async fn start_with_a_missing_image_fails_and_leaves_no_container() {
     );
     let history = w.history("g1").await;
     assert_eq!(history[0].error_code, Some(ErrorCode::ImageNotFound));
-    let status = w.lifecycle.status().read("g1").await.unwrap().value;
+    let status = StatusStore::new(w.store.clone(), Keys::default())
+        .read("g1")
+        .await
+        .unwrap()
+        .value;
     let last = status
         .last_operation
         .expect("the failure shows in the status");
@@ -311,7 +320,11 @@ async fn stop_stops_the_container_and_records_phase_stopped() {
     );
     let container = w.runtime.container(&name("g1")).unwrap();
     assert!(!container.is_running());
-    let status = w.lifecycle.status().read("g1").await.unwrap().value;
+    let status = StatusStore::new(w.store.clone(), Keys::default())
+        .read("g1")
+        .await
+        .unwrap()
+        .value;
     assert_eq!(status.phase, Phase::Stopped);
     assert_eq!(status.container_id, started.container_id);
     assert_eq!(status.last_exit_code, Some(137));
@@ -560,7 +573,11 @@ async fn restart_recreates_with_a_new_id_the_same_hostname_and_one_correlation_i
     );
     assert_eq!(result.source_ref, *correlation);
 
-    let status = w.lifecycle.status().read("g1").await.unwrap().value;
+    let status = StatusStore::new(w.store.clone(), Keys::default())
+        .read("g1")
+        .await
+        .unwrap()
+        .value;
     assert_eq!(status.container_id.as_deref(), Some(container.id.as_str()));
     assert_eq!(status.last_operation.unwrap().op_kind, OpKind::Restart);
 }
@@ -941,7 +958,11 @@ async fn a_start_the_policy_refuses_creates_nothing_and_is_recorded_with_its_cod
         (OpKind::Start, Some(ErrorCode::CapabilityNotAllowed)),
         "{history:#?}"
     );
-    let status = w.lifecycle.status().read("g1").await.unwrap().value;
+    let status = StatusStore::new(w.store.clone(), Keys::default())
+        .read("g1")
+        .await
+        .unwrap()
+        .value;
     let last = status.last_operation.expect("the failure is in the status");
     assert_eq!(last.error_code.as_deref(), Some("capability_not_allowed"));
 }

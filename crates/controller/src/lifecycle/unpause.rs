@@ -8,7 +8,8 @@ use rtm_core::error_code::ErrorCode;
 use rtm_core::model::{OpKind, Phase};
 use rtm_core::records::history::HistoryEntry;
 
-use super::{Failure, Lifecycle, OpRequest, OpResult, StatusChange, effective_hostname};
+use super::{Lifecycle, OpRequest, OpResult, StatusChange, effective_hostname, runtime_failure};
+use rtm_core::failure::Failure;
 
 impl Lifecycle {
     /// Resumes the game's paused container under a lease the caller holds.
@@ -51,7 +52,7 @@ impl Lifecycle {
             self.runtime
                 .unpause(&container.id)
                 .await
-                .map_err(|e| Failure::runtime(RuntimeOp::Unpause, &e))?;
+                .map_err(|e| runtime_failure(RuntimeOp::Unpause, &e))?;
         }
         let resumed = self.reinspect(&container.id).await.unwrap_or(container);
         if !resumed.is_running() {

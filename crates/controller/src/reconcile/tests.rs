@@ -10,8 +10,8 @@ use crate::runtime::FakeRuntime;
 use crate::runtime::fake::FakeOp;
 use rtm_core::model::parse::parse_documents;
 use rtm_core::model::{OpKind, Outcome};
-use rtm_core::records::Documents;
 use rtm_core::records::history::HistoryEntry;
+use rtm_core::records::{Documents, StatusStore};
 use rtm_core::store::memory::MemoryStore;
 use rtm_core::store::{Keys, Store};
 
@@ -110,9 +110,7 @@ impl World {
 
     /// The game's status record as stored.
     async fn status(&self, name: &str) -> GameRuntimeStatus {
-        self.reconciler
-            .lifecycle()
-            .status()
+        StatusStore::new(self.store.clone(), Keys::default())
             .read(name)
             .await
             .unwrap()

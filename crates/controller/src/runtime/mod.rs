@@ -235,6 +235,19 @@ impl ContainerInfo {
         self.labels.get(LABEL_PREFIX).map(String::as_str)
     }
 
+    /// Whether the installation whose key prefix is `prefix` created it
+    /// (managed by rtmanager and labelled with that prefix): the one test
+    /// of "ours" before anything judges or touches a container.
+    pub fn belongs_to(&self, prefix: &str) -> bool {
+        self.is_managed() && self.prefix() == Some(prefix)
+    }
+
+    /// Whether it is the container of `game` in the installation of
+    /// `prefix`.
+    pub fn is_of_game(&self, prefix: &str, game: &str) -> bool {
+        self.belongs_to(prefix) && self.game() == Some(game)
+    }
+
     pub fn spec_hash(&self) -> Option<&str> {
         self.labels.get(LABEL_SPEC_HASH).map(String::as_str)
     }
@@ -406,6 +419,12 @@ pub enum RuntimeError {
     /// answered something unreadable (no usable status).
     #[error("Docker refused ({status}): {message}")]
     Rejected { status: u16, message: String },
+}
+
+impl rtm_core::Coded for RuntimeError {
+    fn code(&self) -> ErrorCode {
+        RuntimeError::code(self)
+    }
 }
 
 impl RuntimeError {
