@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::time::SystemTime;
 
+use super::client::{Client, check_name};
 use super::error::{CliError, Outcome};
 use super::history::table as history_table;
 use super::output::{Table, age_since};
-use super::session::{Session, check_name};
 use rtm_core::model::{GameRuntime, GameRuntimeStatus, Timestamp};
 use rtm_core::records::history::HistoryEntry;
 use rtm_core::records::lease::LeaseRecord;
@@ -20,23 +20,23 @@ const HISTORY_ENTRIES: usize = 10;
 /// Width of the label column: the longest label, "  Observed Restart Token:", and a space.
 const LABEL_WIDTH: usize = 26;
 
-pub async fn describe(
-    session: &Session,
+pub(crate) async fn describe(
+    client: &Client,
     name: &str,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     check_name(name)?;
-    let keys = session.keys();
-    let Some(raw) = session.raw(&keys.gameruntime(name)).await? else {
-        return Err(session.not_found(name));
+    let keys = client.keys();
+    let Some(raw) = client.raw(&keys.gameruntime(name)).await? else {
+        return Err(client.not_found(name));
     };
-    let decoded = session.documents().decode(&raw);
-    let status = session.status(name).await?;
-    let history = session.history(name, HISTORY_ENTRIES).await?;
-    let lease = match session.raw(&keys.lease(name)).await? {
+    let decoded = client.documents().decode(&raw);
+    let status = client.status(name).await?;
+    let history = client.history(name, HISTORY_ENTRIES).await?;
+    let lease = match client.raw(&keys.lease(name)).await? {
         Some(lease) => {
             let heartbeat = match lease_record(&lease) {
-                Some(record) => session.raw(&keys.controller(&record.holder)).await?,
+                Some(record) => client.raw(&keys.controller(&record.holder)).await?,
                 None => None,
             };
             Some(LeaseView {
@@ -79,24 +79,24 @@ pub async fn describe(
                 rtm_core::records::documents::DocumentError::Corrupt { message, .. } => message,
                 other => other.to_string(),
             };
-            Err(session.corrupt(&raw.key, &reason))
+            Err(client.corrupt(&raw.key, &reason))
         }
     }
 }
 
 /// A game's lease key as describe shows it.
 #[derive(Debug)]
-pub struct LeaseView {
-    pub kv: KeyValue,
+pub(crate) struct LeaseView {
+    pub(crate) kv: KeyValue,
     /// When the holder's operation began (its history entry), if known.
-    pub since: Option<Timestamp>,
+    pub(crate) since: Option<Timestamp>,
     /// The holder's heartbeat key, if it has one.
-    pub heartbeat: Option<KeyValue>,
+    pub(crate) heartbeat: Option<KeyValue>,
 }
 
 /// One line about a lease key: who holds it, for which operation, since when, and whether it
 /// is attached to an etcd lease (a key that is not never expires by itself).
-pub fn lease_line(kv: &KeyValue, since: Option<(Timestamp, SystemTime)>) -> String {
+pub(crate) fn lease_line(kv: &KeyValue, since: Option<(Timestamp, SystemTime)>) -> String {
     let mut line = match lease_record(kv) {
         Some(record) => format!(
             "held by {} for operation {}",
@@ -223,7 +223,7 @@ fn list_or_none(items: &[String]) -> String {
 }
 
 /// The whole description.
-pub fn render(
+pub(crate) fn render(
     doc: &GameRuntime,
     history: &[HistoryEntry],
     lease: Option<&LeaseView>,

@@ -5,15 +5,15 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::SystemTime;
 
+use super::client::{Client, MultiWatch, WatchItem, check_name};
 use super::error::{CliError, Outcome};
 use super::output::{Table, age_since, note, short_id, warn};
-use super::session::{MultiWatch, Session, WatchItem, check_name};
 use rtm_core::model::parse::to_yaml;
-use rtm_core::model::{ConditionStatus, GameRuntime, GameRuntimeStatus};
+use rtm_core::model::{GameRuntime, GameRuntimeStatus};
 use rtm_core::store::{Listing, WatchEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     /// NAME STATE PHASE READY RESTARTS IMAGE AGE.
     Table,
     /// The table plus CONTAINER, NODE and HOSTNAME.
@@ -27,32 +27,32 @@ pub enum OutputFormat {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct GetArgs {
+pub(crate) struct GetArgs {
     /// Games to show; all when none is given.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
-    pub output: OutputFormat,
+    pub(crate) output: OutputFormat,
     /// Label selector: key=value, key!=value, key (exists), !key; comma-separated, all must hold.
     #[arg(short = 'l', long, value_name = "SELECTOR")]
-    pub selector: Option<String>,
+    pub(crate) selector: Option<String>,
     /// After listing, print one line (row, document or name) per change.
     #[arg(short, long)]
-    pub watch: bool,
+    pub(crate) watch: bool,
     /// Print only the changes, not the initial listing.
     #[arg(long)]
-    pub watch_only: bool,
+    pub(crate) watch_only: bool,
     /// With --watch: start each line with ADDED, MODIFIED or DELETED.
     #[arg(long)]
-    pub output_watch_events: bool,
+    pub(crate) output_watch_events: bool,
     /// Leave out the table's header.
     #[arg(long)]
-    pub no_headers: bool,
+    pub(crate) no_headers: bool,
 }
 
 /// One requirement of a label selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Requirement {
+pub(crate) enum Requirement {
     Equals(String, String),
     NotEquals(String, String),
     Exists(String),
@@ -61,10 +61,10 @@ pub enum Requirement {
 
 /// A conjunction of requirements (`tier=ranked,region!=eu,canary`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Selector(pub Vec<Requirement>);
+pub(crate) struct Selector(pub Vec<Requirement>);
 
 impl Selector {
-    pub fn parse(text: &str) -> Result<Selector, CliError> {
+    pub(crate) fn parse(text: &str) -> Result<Selector, CliError> {
         let bad = |part: &str, why: &str| {
             CliError::usage(format!(
                 "invalid label selector {text:?} at {part:?}: {why}; write it like \
@@ -113,7 +113,7 @@ impl Selector {
         Ok(Selector(requirements))
     }
 
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub(crate) fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.iter().all(|requirement| match requirement {
             Requirement::Equals(k, v) => labels.get(k) == Some(v),
             Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
@@ -124,7 +124,7 @@ impl Selector {
 }
 
 /// The table's header for a format.
-pub fn headers(wide: bool) -> Vec<String> {
+pub(crate) fn headers(wide: bool) -> Vec<String> {
     let mut headers: Vec<String> = [
         "NAME", "STATE", "PHASE", "READY", "RESTARTS", "IMAGE", "AGE",
     ]
@@ -138,22 +138,23 @@ pub fn headers(wide: bool) -> Vec<String> {
 }
 
 /// The Ready condition's status, `-` without one.
-pub fn ready(status: Option<&GameRuntimeStatus>) -> String {
+pub(crate) fn ready(status: Option<&GameRuntimeStatus>) -> String {
     status
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
         .map(|c| c.status.as_str().to_owned())
         .unwrap_or_else(|| "-".to_owned())
 }
 
-/// Whether the Ready condition holds.
-pub fn is_ready(status: Option<&GameRuntimeStatus>) -> bool {
+/// Whether the Ready condition holds (only the tests ask; the table shows [`ready`]).
+#[cfg(test)]
+pub(crate) fn is_ready(status: Option<&GameRuntimeStatus>) -> bool {
     status
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == ConditionStatus::True)
+        .is_some_and(|c| c.status == rtm_core::model::ConditionStatus::True)
 }
 
 /// One table row for a game (its document carries its status).
-pub fn row(doc: &GameRuntime, wide: bool, now: SystemTime) -> Vec<String> {
+pub(crate) fn row(doc: &GameRuntime, wide: bool, now: SystemTime) -> Vec<String> {
     let spec = RowSpec {
         state: doc.spec.state.as_str().to_owned(),
         image: doc.spec.image.clone(),
@@ -167,14 +168,14 @@ pub fn row(doc: &GameRuntime, wide: bool, now: SystemTime) -> Vec<String> {
 /// A stored document that cannot be read (garbage bytes, a name that does not match its key),
 /// shown by `get` as STATE `Invalid` so it is not mistaken for a missing game.
 #[derive(Debug, Clone, PartialEq)]
-pub struct InvalidGame {
-    pub key: String,
-    pub reason: String,
-    pub status: Option<GameRuntimeStatus>,
+pub(crate) struct InvalidGame {
+    pub(crate) key: String,
+    pub(crate) reason: String,
+    pub(crate) status: Option<GameRuntimeStatus>,
 }
 
 /// The table row of an invalid game: what its status says, dashes for the unreadable spec.
-pub fn invalid_row(name: &str, game: &InvalidGame, wide: bool) -> Vec<String> {
+pub(crate) fn invalid_row(name: &str, game: &InvalidGame, wide: bool) -> Vec<String> {
     let spec = RowSpec {
         state: "Invalid".to_owned(),
         image: "-".to_owned(),
@@ -240,12 +241,12 @@ fn cells(
 
 /// The error `get` ends with when it met invalid documents (after printing what it could).
 fn invalid_error(
-    session: &Session,
+    client: &Client,
     invalid: &[(&String, &InvalidGame)],
     format: OutputFormat,
 ) -> CliError {
     if let [(_, game)] = invalid {
-        let error = session.corrupt(&game.key, &game.reason);
+        let error = client.corrupt(&game.key, &game.reason);
         return match (format, error) {
             (OutputFormat::Yaml | OutputFormat::Json, CliError::Corrupt { message }) => {
                 CliError::Corrupt {
@@ -281,16 +282,16 @@ fn json(value: &impl serde::Serialize) -> Result<String, CliError> {
 
 /// The games of a listing of the documents and status prefixes, by name: the readable ones,
 /// and the invalid ones.
-pub fn games_from(
-    session: &Session,
+pub(crate) fn games_from(
+    client: &Client,
     docs: &Listing,
     statuses: &Listing,
 ) -> (BTreeMap<String, GameRuntime>, BTreeMap<String, InvalidGame>) {
-    let keys = session.keys();
+    let keys = client.keys();
     let mut status_of: BTreeMap<&str, GameRuntimeStatus> = BTreeMap::new();
     for kv in &statuses.items {
         if let Some(name) = keys.name_of(&keys.statuses(), &kv.key)
-            && let Some(status) = session.decode_status(kv)
+            && let Some(status) = client.decode_status(kv)
         {
             status_of.insert(name, status);
         }
@@ -298,7 +299,7 @@ pub fn games_from(
     let mut games = BTreeMap::new();
     let mut invalid = BTreeMap::new();
     for kv in &docs.items {
-        match session.documents().decode(kv) {
+        match client.documents().decode(kv) {
             Ok(mut doc) => {
                 doc.status = status_of.remove(doc.metadata.name.as_str());
                 games.insert(doc.metadata.name.clone(), doc);
@@ -502,8 +503,8 @@ impl Printer {
     }
 }
 
-pub async fn get(
-    session: &Session,
+pub(crate) async fn get(
+    client: &Client,
     args: &GetArgs,
     out: &mut dyn Write,
     shutdown: impl Future<Output = ()>,
@@ -517,12 +518,12 @@ pub async fn get(
     };
     // --watch-only implies --watch, as in kubectl.
     let watching = args.watch || args.watch_only;
-    let keys = session.keys().clone();
+    let keys = client.keys().clone();
     let prefixes = vec![keys.gameruntimes(), keys.statuses()];
 
     if !watching {
-        let (listings, _) = session.list_at_one_revision(&prefixes).await?;
-        let (games, invalid) = games_from(session, &listings[0], &listings[1]);
+        let (listings, _) = client.list_at_one_revision(&prefixes).await?;
+        let (games, invalid) = games_from(client, &listings[0], &listings[1]);
         let shown = select(&games, &invalid, &args.names, &selector);
         let missing: Vec<&String> = args
             .names
@@ -550,17 +551,17 @@ pub async fn get(
             })
             .collect();
         return match missing.first() {
-            Some(name) => Err(session.not_found(name)),
+            Some(name) => Err(client.not_found(name)),
             None if !met.is_empty() => {
                 out.flush()?;
-                Err(invalid_error(session, &met, args.output))
+                Err(invalid_error(client, &met, args.output))
             }
             None => Ok(Outcome::Success),
         };
     }
 
-    let (mut watch, listings, _) = MultiWatch::start(session, prefixes).await?;
-    let (mut games, mut invalid) = games_from(session, &listings[0], &listings[1]);
+    let (mut watch, listings, _) = MultiWatch::start(client, prefixes).await?;
+    let (mut games, mut invalid) = games_from(client, &listings[0], &listings[1]);
     if !args.watch_only
         && let Some(missing) = args
             .names
@@ -569,7 +570,7 @@ pub async fn get(
     {
         // As kubectl: watching a named game that does not exist is an error; --watch-only
         // waits for it to appear.
-        return Err(session.not_found(missing));
+        return Err(client.not_found(missing));
     }
     let mut printer = Printer::new(args.output, true, args.output_watch_events);
     if !args.watch_only {
@@ -621,7 +622,7 @@ pub async fn get(
                 let mut invalid_gone: BTreeMap<String, InvalidGame> = BTreeMap::new();
                 for event in &batch {
                     if let Some((name, kind)) = apply_event(
-                        session,
+                        client,
                         &mut Cache {
                             games: &mut games,
                             tombstones: &mut tombstones,
@@ -651,7 +652,7 @@ pub async fn get(
                 }
             }
             WatchItem::Relisted(listings) => {
-                let (fresh, fresh_invalid) = games_from(session, &listings[0], &listings[1]);
+                let (fresh, fresh_invalid) = games_from(client, &listings[0], &listings[1]);
                 for (name, doc) in &fresh {
                     let kind = match games.get(name) {
                         None => "ADDED",
@@ -779,11 +780,11 @@ struct Cache<'c> {
 
 /// Folds one watch event into the cache; returns the game it changed and how.
 fn apply_event(
-    session: &Session,
+    client: &Client,
     cache: &mut Cache<'_>,
     event: &WatchEvent,
 ) -> Option<(String, &'static str)> {
-    let keys = session.keys();
+    let keys = client.keys();
     let docs_prefix = keys.gameruntimes();
     let status_prefix = keys.statuses();
     if let Some(name) = keys.name_of(&docs_prefix, event.key()) {
@@ -798,7 +799,7 @@ fn apply_event(
                     .and_then(|old| old.status.clone())
                     .or_else(|| cache.invalid.get(&name).and_then(|i| i.status.clone()))
                     .or_else(|| cache.tombstones.remove(&name).and_then(|t| t.status));
-                match session.documents().decode(kv) {
+                match client.documents().decode(kv) {
                     Ok(mut doc) => {
                         doc.status = status;
                         cache.invalid.remove(&name);
@@ -832,7 +833,7 @@ fn apply_event(
     if let Some(name) = keys.name_of(&status_prefix, event.key()) {
         let name = name.to_owned();
         let status = match event {
-            WatchEvent::Put(kv) => session.decode_status(kv),
+            WatchEvent::Put(kv) => client.decode_status(kv),
             WatchEvent::Delete { .. } => None,
         };
         if let Some(doc) = cache.games.get_mut(&name) {
@@ -863,7 +864,7 @@ fn apply_event(
 mod tests {
     use super::*;
     use rtm_core::model::parse::parse_documents;
-    use rtm_core::model::{Condition, Phase, Timestamp};
+    use rtm_core::model::{Condition, ConditionStatus, Phase, Timestamp};
     use std::time::Duration;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -975,7 +976,7 @@ mod tests {
     fn a_watched_document_turning_to_garbage_is_invalid_until_it_is_fixed_or_deleted() {
         use rtm_core::store::{KeyValue, Keys};
         let keys = Keys::default();
-        let session = Session::new(
+        let client = Client::new(
             std::sync::Arc::new(rtm_core::store::memory::MemoryStore::new()),
             keys.clone(),
             "memory".into(),
@@ -1001,7 +1002,7 @@ mod tests {
             invalid: &mut invalid,
             invalid_gone: &mut gone,
         };
-        let mut step = |event: &WatchEvent| apply_event(&session, &mut cache, event);
+        let mut step = |event: &WatchEvent| apply_event(&client, &mut cache, event);
         assert_eq!(step(&put(valid, 2)), Some(("g1".into(), "ADDED")));
         assert_eq!(
             step(&put(b"\xffgarbage", 3)),
