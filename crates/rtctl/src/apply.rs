@@ -294,6 +294,8 @@ fn partial(error: CliError, done: usize, total: usize) -> CliError {
     }
 }
 
+/// Applies one document: plans it against the live one and writes it, re-reading and
+/// retrying when someone else wrote first (unless the file pinned a resourceVersion).
 async fn apply_one(
     client: &Client,
     input: &Input,
@@ -301,16 +303,7 @@ async fn apply_one(
     source_ref: &str,
 ) -> Result<Action, CliError> {
     let name = input.doc.metadata.name.as_str();
-    let explicit_rv = match (&input.doc.metadata.resource_version, args.force) {
-        (Some(rv), false) => Some(rv.parse::<Revision>().map_err(|_| {
-            CliError::invalid(format!(
-                "{}: document {} ({name}): metadata.resourceVersion {rv:?} is not a number; \
-                 remove it or copy it from `rtctl get {name} -o yaml`",
-                input.source, input.index
-            ))
-        })?),
-        _ => None,
-    };
+    let explicit_rv = explicit_rv(input, args)?;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -319,14 +312,7 @@ async fn apply_one(
             Live::Corrupt { kv, reason } => {
                 match replace_corrupt(client, input, args, source_ref, &kv, &reason).await? {
                     Some(action) => return Ok(action),
-                    None if attempt >= WRITE_ATTEMPTS => {
-                        return Err(CliError::Conflict {
-                            message: format!(
-                                "{} kept changing while apply --force replaced it; try again",
-                                kv.key
-                            ),
-                        });
-                    }
+                    None if attempt >= WRITE_ATTEMPTS => return Err(kept_changing(&kv)),
                     None => {
                         backoff(attempt).await;
                         continue;
@@ -362,12 +348,9 @@ async fn apply_one(
         match written {
             Ok(_) => return Ok(action),
             Err(DocumentError::Conflict { .. }) if explicit_rv.is_some() => {
+                let expected = explicit_rv.unwrap_or_default();
                 let current = client.get(name).await?.as_ref().and_then(rv_of);
-                return Err(stale(
-                    name,
-                    explicit_rv.unwrap_or_default(),
-                    current.unwrap_or_default(),
-                ));
+                return Err(stale(name, expected, current.unwrap_or_default()));
             }
             // Someone else wrote (or created, or deleted) it meanwhile: look again.
             Err(
@@ -388,6 +371,32 @@ async fn apply_one(
             }
             Err(e) => return Err(client.doc_error(e, &format!("writing gameruntime/{name}"))),
         }
+    }
+}
+
+/// The failure of `apply --force` when the unreadable key changed under it every time.
+fn kept_changing(kv: &KeyValue) -> CliError {
+    CliError::Conflict {
+        message: format!(
+            "{} kept changing while apply --force replaced it; try again",
+            kv.key
+        ),
+    }
+}
+
+/// The `metadata.resourceVersion` a file pins (without `--force`): the revision an update
+/// must find.
+fn explicit_rv(input: &Input, args: &ApplyArgs) -> Result<Option<Revision>, CliError> {
+    let name = input.doc.metadata.name.as_str();
+    match (&input.doc.metadata.resource_version, args.force) {
+        (Some(rv), false) => Ok(Some(rv.parse::<Revision>().map_err(|_| {
+            CliError::invalid(format!(
+                "{}: document {} ({name}): metadata.resourceVersion {rv:?} is not a number; \
+                 remove it or copy it from `rtctl get {name} -o yaml`",
+                input.source, input.index
+            ))
+        })?)),
+        _ => Ok(None),
     }
 }
 

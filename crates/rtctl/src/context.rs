@@ -301,70 +301,10 @@ pub(crate) fn resolve_settings(
         ));
     }
     let loaded = LoadedConfig::load(args.config.as_deref())?;
-    let context_name = match (&args.context, &loaded) {
-        (Some(name), _) => Some(name.clone()),
-        (None, Some(loaded)) => loaded.file.current_context.clone(),
-        (None, None) => None,
-    };
-    let context = match (&context_name, &loaded) {
-        (None, _) => None,
-        (Some(name), Some(loaded)) => Some(loaded.context(name).ok_or_else(|| {
-            CliError::usage(format!(
-                "context {name:?} is not defined in {}; list the contexts with `rtctl config \
-                 get-contexts`",
-                loaded.path.display()
-            ))
-        })?),
-        (Some(name), None) => {
-            return Err(CliError::usage(format!(
-                "context {name:?} was asked for, but there is no config file (looked for {}); \
-                 create it or pass --config",
-                default_config_path()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "~/.config/rtmanager/config.yaml".into())
-            )));
-        }
-    };
-
+    let (context_name, context) = pick_context(args, loaded.as_ref())?;
     let mut merged = args.etcd.clone();
     if let (Some(context), Some(loaded)) = (context, &loaded) {
-        if !explicit.endpoints
-            && let Some(endpoints) = &context.endpoints
-        {
-            merged.endpoints = endpoints.to_vec();
-        }
-        if !explicit.prefix
-            && let Some(prefix) = &context.prefix
-        {
-            merged.prefix = prefix.clone();
-        }
-        if !explicit.ca_file && context.ca_file.is_some() {
-            merged.ca_file = context.ca_file.as_deref().map(|p| loaded.resolve_path(p));
-        }
-        if !explicit.cert_file && context.cert_file.is_some() {
-            merged.cert_file = context.cert_file.as_deref().map(|p| loaded.resolve_path(p));
-        }
-        if !explicit.key_file && context.key_file.is_some() {
-            merged.key_file = context.key_file.as_deref().map(|p| loaded.resolve_path(p));
-        }
-        if !explicit.user && context.user.is_some() {
-            merged.user = context.user.clone();
-        }
-        if !explicit.password && !explicit.password_file && context.password.is_some() {
-            merged.password = context.password.clone();
-        }
-        if !explicit.request_timeout
-            && let Some(timeout) = &context.timeout
-        {
-            merged.request_timeout = humantime::parse_duration(timeout).map_err(|e| {
-                CliError::usage(format!(
-                    "context {:?} in {}: timeout {timeout:?} is not a duration ({e}); write it \
-                     like 5s",
-                    context.name,
-                    loaded.path.display()
-                ))
-            })?;
-        }
+        fill_in(&mut merged, explicit, context, loaded)?;
     }
     if merged.request_timeout.is_zero() {
         return Err(CliError::usage(
@@ -408,6 +348,86 @@ pub(crate) fn resolve_settings(
         config_path: loaded.map(|l| l.path),
     };
     Ok((resolved, warnings))
+}
+
+/// The context to use (`--context`, else the file's current one), by name and as defined
+/// in the config file; an unknown one, or one asked for without a file, is a usage error.
+fn pick_context<'c>(
+    args: &ConnectionArgs,
+    loaded: Option<&'c LoadedConfig>,
+) -> Result<(Option<String>, Option<&'c NamedContext>), CliError> {
+    let context_name = match (&args.context, loaded) {
+        (Some(name), _) => Some(name.clone()),
+        (None, Some(loaded)) => loaded.file.current_context.clone(),
+        (None, None) => None,
+    };
+    let context = match (&context_name, loaded) {
+        (None, _) => None,
+        (Some(name), Some(loaded)) => Some(loaded.context(name).ok_or_else(|| {
+            CliError::usage(format!(
+                "context {name:?} is not defined in {}; list the contexts with `rtctl config \
+                 get-contexts`",
+                loaded.path.display()
+            ))
+        })?),
+        (Some(name), None) => {
+            return Err(CliError::usage(format!(
+                "context {name:?} was asked for, but there is no config file (looked for {}); \
+                 create it or pass --config",
+                default_config_path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "~/.config/rtmanager/config.yaml".into())
+            )));
+        }
+    };
+    Ok((context_name, context))
+}
+
+/// Fills in from the context what no flag or env variable gave.
+fn fill_in(
+    merged: &mut EtcdArgs,
+    explicit: &Explicit,
+    context: &NamedContext,
+    loaded: &LoadedConfig,
+) -> Result<(), CliError> {
+    if !explicit.endpoints
+        && let Some(endpoints) = &context.endpoints
+    {
+        merged.endpoints = endpoints.to_vec();
+    }
+    if !explicit.prefix
+        && let Some(prefix) = &context.prefix
+    {
+        merged.prefix = prefix.clone();
+    }
+    if !explicit.ca_file && context.ca_file.is_some() {
+        merged.ca_file = context.ca_file.as_deref().map(|p| loaded.resolve_path(p));
+    }
+    if !explicit.cert_file && context.cert_file.is_some() {
+        merged.cert_file = context.cert_file.as_deref().map(|p| loaded.resolve_path(p));
+    }
+    if !explicit.key_file && context.key_file.is_some() {
+        merged.key_file = context.key_file.as_deref().map(|p| loaded.resolve_path(p));
+    }
+    if !explicit.user && context.user.is_some() {
+        merged.user = context.user.clone();
+    }
+    if !explicit.password && !explicit.password_file && context.password.is_some() {
+        merged.password = context.password.clone();
+    }
+    if !explicit.request_timeout
+        && let Some(timeout) = &context.timeout
+    {
+        merged.request_timeout = humantime::parse_duration(timeout).map_err(|e| {
+            CliError::usage(format!(
+                "context {:?} in {}: timeout {timeout:?} is not a duration ({e}); write it \
+                 like 5s",
+                context.name,
+                loaded.path.display()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Reads a password from the terminal on stdin, echo off, after a prompt on stderr.
@@ -462,6 +482,7 @@ pub(crate) enum ConfigCommand {
     },
 }
 
+/// `rtctl config ...`: one function per subcommand.
 pub(crate) fn config_command(
     command: &ConfigCommand,
     args: &ConnectionArgs,
@@ -469,126 +490,138 @@ pub(crate) fn config_command(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     match command {
-        ConfigCommand::View => {
-            // Showing the settings needs no password: a missing one is not asked for.
-            let placeholder = |_: &str, _: &str| Ok(String::new());
-            let (resolved, warnings) = resolve_settings(args, explicit, Some(&placeholder))?;
-            for warning in warnings {
-                super::output::warn(&warning);
-            }
-            let etcd = &resolved.etcd;
-            let mut table = Table::new(["SETTING", "VALUE"]);
-            let none = || "<none>".to_owned();
-            table.row([
-                "config file".into(),
-                resolved
-                    .config_path
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(none),
-            ]);
-            table.row([
-                "context".into(),
-                resolved.context.clone().unwrap_or_else(none),
-            ]);
-            table.row(["endpoints".into(), resolved.endpoints_text()]);
-            table.row(["prefix".into(), resolved.keys.prefix().to_owned()]);
-            table.row([
-                "timeout".into(),
-                humantime::format_duration(etcd.request_timeout).to_string(),
-            ]);
-            table.row([
-                "tls ca file".into(),
-                etcd.tls
-                    .as_ref()
-                    .map(|t| t.ca_file.display().to_string())
-                    .unwrap_or_else(none),
-            ]);
-            table.row([
-                "client cert".into(),
-                etcd.tls
-                    .as_ref()
-                    .and_then(|t| t.cert_file.as_ref())
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(none),
-            ]);
-            table.row([
-                "user".into(),
-                etcd.credentials
-                    .as_ref()
-                    .map(|c| c.user.clone())
-                    .unwrap_or_else(none),
-            ]);
-            out.write_all(table.render().as_bytes())?;
-            Ok(())
-        }
-        ConfigCommand::GetContexts => {
-            let Some(loaded) = LoadedConfig::load(args.config.as_deref())? else {
-                return Err(no_config_file());
-            };
-            let current = args
-                .context
-                .clone()
-                .or_else(|| loaded.file.current_context.clone());
-            let mut table = Table::new(["CURRENT", "NAME", "ENDPOINTS", "PREFIX"]);
-            for context in &loaded.file.contexts {
-                table.row([
-                    if current.as_deref() == Some(context.name.as_str()) {
-                        "*".into()
-                    } else {
-                        String::new()
-                    },
-                    context.name.clone(),
-                    context
-                        .endpoints
-                        .as_ref()
-                        .map(|e| e.to_vec().join(","))
-                        .unwrap_or_else(|| "<default>".into()),
-                    context.prefix.clone().unwrap_or_else(|| "<default>".into()),
-                ]);
-            }
-            out.write_all(table.render().as_bytes())?;
-            Ok(())
-        }
-        ConfigCommand::CurrentContext => {
-            let Some(loaded) = LoadedConfig::load(args.config.as_deref())? else {
-                return Err(no_config_file());
-            };
-            match &loaded.file.current_context {
-                Some(name) => {
-                    writeln!(out, "{name}")?;
-                    Ok(())
-                }
-                None => Err(CliError::usage(format!(
-                    "{} has no currentContext; set one with `rtctl config use-context NAME`",
-                    loaded.path.display()
-                ))),
-            }
-        }
-        ConfigCommand::UseContext { name } => {
-            let Some(mut loaded) = LoadedConfig::load(args.config.as_deref())? else {
-                return Err(no_config_file());
-            };
-            if loaded.context(name).is_none() {
-                return Err(CliError::usage(format!(
-                    "context {name:?} is not defined in {}; list the contexts with `rtctl \
-                     config get-contexts`",
-                    loaded.path.display()
-                )));
-            }
-            loaded.file.current_context = Some(name.clone());
-            let text = serde_yaml::to_string(&loaded.file)
-                .map_err(|e| CliError::internal(format!("cannot print the config file: {e}")))?;
-            std::fs::write(&loaded.path, text).map_err(|e| {
-                CliError::usage(format!(
-                    "cannot write the config file {}: {e}",
-                    loaded.path.display()
-                ))
-            })?;
-            writeln!(out, "Switched to context {name:?}.")?;
-            Ok(())
-        }
+        ConfigCommand::View => view(args, explicit, out),
+        ConfigCommand::GetContexts => get_contexts(args, out),
+        ConfigCommand::CurrentContext => current_context(args, out),
+        ConfigCommand::UseContext { name } => use_context(args, name, out),
     }
+}
+
+/// `rtctl config view`: the settings rtctl would connect with, password hidden.
+fn view(args: &ConnectionArgs, explicit: &Explicit, out: &mut dyn Write) -> Result<(), CliError> {
+    // Showing the settings needs no password: a missing one is not asked for.
+    let placeholder = |_: &str, _: &str| Ok(String::new());
+    let (resolved, warnings) = resolve_settings(args, explicit, Some(&placeholder))?;
+    for warning in warnings {
+        super::output::warn(&warning);
+    }
+    let etcd = &resolved.etcd;
+    let mut table = Table::new(["SETTING", "VALUE"]);
+    let none = || "<none>".to_owned();
+    table.row([
+        "config file".into(),
+        resolved
+            .config_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(none),
+    ]);
+    table.row([
+        "context".into(),
+        resolved.context.clone().unwrap_or_else(none),
+    ]);
+    table.row(["endpoints".into(), resolved.endpoints_text()]);
+    table.row(["prefix".into(), resolved.keys.prefix().to_owned()]);
+    table.row([
+        "timeout".into(),
+        humantime::format_duration(etcd.request_timeout).to_string(),
+    ]);
+    table.row([
+        "tls ca file".into(),
+        etcd.tls
+            .as_ref()
+            .map(|t| t.ca_file.display().to_string())
+            .unwrap_or_else(none),
+    ]);
+    table.row([
+        "client cert".into(),
+        etcd.tls
+            .as_ref()
+            .and_then(|t| t.cert_file.as_ref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(none),
+    ]);
+    table.row([
+        "user".into(),
+        etcd.credentials
+            .as_ref()
+            .map(|c| c.user.clone())
+            .unwrap_or_else(none),
+    ]);
+    out.write_all(table.render().as_bytes())?;
+    Ok(())
+}
+
+/// `rtctl config get-contexts`: the contexts of the config file, the current one starred.
+fn get_contexts(args: &ConnectionArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let Some(loaded) = LoadedConfig::load(args.config.as_deref())? else {
+        return Err(no_config_file());
+    };
+    let current = args
+        .context
+        .clone()
+        .or_else(|| loaded.file.current_context.clone());
+    let mut table = Table::new(["CURRENT", "NAME", "ENDPOINTS", "PREFIX"]);
+    for context in &loaded.file.contexts {
+        table.row([
+            if current.as_deref() == Some(context.name.as_str()) {
+                "*".into()
+            } else {
+                String::new()
+            },
+            context.name.clone(),
+            context
+                .endpoints
+                .as_ref()
+                .map(|e| e.to_vec().join(","))
+                .unwrap_or_else(|| "<default>".into()),
+            context.prefix.clone().unwrap_or_else(|| "<default>".into()),
+        ]);
+    }
+    out.write_all(table.render().as_bytes())?;
+    Ok(())
+}
+
+/// `rtctl config current-context`: the current context's name.
+fn current_context(args: &ConnectionArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let Some(loaded) = LoadedConfig::load(args.config.as_deref())? else {
+        return Err(no_config_file());
+    };
+    match &loaded.file.current_context {
+        Some(name) => {
+            writeln!(out, "{name}")?;
+            Ok(())
+        }
+        None => Err(CliError::usage(format!(
+            "{} has no currentContext; set one with `rtctl config use-context NAME`",
+            loaded.path.display()
+        ))),
+    }
+}
+
+/// `rtctl config use-context NAME`: rewrites the config file with NAME current.
+fn use_context(args: &ConnectionArgs, name: &str, out: &mut dyn Write) -> Result<(), CliError> {
+    let Some(mut loaded) = LoadedConfig::load(args.config.as_deref())? else {
+        return Err(no_config_file());
+    };
+    if loaded.context(name).is_none() {
+        return Err(CliError::usage(format!(
+            "context {name:?} is not defined in {}; list the contexts with `rtctl \
+             config get-contexts`",
+            loaded.path.display()
+        )));
+    }
+    loaded.file.current_context = Some(name.to_owned());
+    let text = serde_yaml::to_string(&loaded.file)
+        .map_err(|e| CliError::internal(format!("cannot print the config file: {e}")))?;
+    std::fs::write(&loaded.path, text).map_err(|e| {
+        CliError::usage(format!(
+            "cannot write the config file {}: {e}",
+            loaded.path.display()
+        ))
+    })?;
+    writeln!(out, "Switched to context {name:?}.")?;
+    Ok(())
 }
 
 fn no_config_file() -> CliError {
