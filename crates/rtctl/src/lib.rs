@@ -1,21 +1,34 @@
 //! `rtctl`, the kubectl-like tool: the command line, and the dispatch to one module per
 //! command group.
 //!
-//! - [`apply`] — `apply`, `diff`
-//! - [`get`] — `get` (table, wide, yaml, json, name; label selectors; `-w` watch)
-//! - [`describe`] — `describe`
-//! - [`history`] — `history`
-//! - [`actions`] — `restart`, `stop`, `start`, `delete`, `wait`
-//! - [`context`] — connection settings from flags, `RTM_*` env and a config file with named
+//! The modules (all private but [`error`], whose exit-code table the README quotes):
+//!
+//! - `apply` — `apply`, `diff`
+//! - `get` — `get`: the list mode; `get::watch` the `-w` mode; both share `get::games` (the
+//!   games of a listing, invalid ones included, and which a command line picks),
+//!   `get::selector` (`-l`), `get::row` (table rows) and `get::printer` (the `-o` formats)
+//! - `describe` — `describe`
+//! - `history` — `history`
+//! - `restart` — `restart` (and the waiter that follows a restart request to its outcome)
+//! - `state` — `stop`, `start`
+//! - `delete` — `delete`
+//! - `request` — what those write verbs share: the request ref and the read-modify-write that
+//!   stamps it
+//! - `wait` — `wait`, and what it and the verbs' `--wait` wait for (phase, condition, gone);
+//!   `wait::engine` follows a game's keys for a waiter, within a deadline, until Ctrl-C
+//! - `context` — connection settings from flags, `RTM_*` env and a config file with named
 //!   contexts; `config` subcommands
-//! - [`client`] — the etcd connection, error mapping and watches that ride out etcd outages
-//! - [`input`] — reading `-f FILE|DIR|-`
-//! - [`output`] — tables, ages
-//! - [`error`] — [`CliError`] and the exit codes
+//! - `client` — the etcd client of one command: typed reads and writes, error mapping;
+//!   `client::watch` the watch that rides out etcd outages
+//! - `input` — reading `-f FILE|DIR|-`
+//! - `output` — tables, ages, warnings
+//! - [`error`] — `CliError` and the exit codes
 //!
 //! Every failure is one line on stderr, `error: <what, which object, why, what to do>`, with
 //! the exit code of its class (see [`error`]); nothing reaches a user as a panic or a debug
 //! dump.
+
+#![warn(missing_docs, unreachable_pub)]
 
 mod apply;
 mod client;

@@ -15,7 +15,7 @@ pub(crate) enum Requirement {
 
 /// A conjunction of requirements (`tier=ranked,region!=eu,canary`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Selector(pub Vec<Requirement>);
+pub(crate) struct Selector(pub(crate) Vec<Requirement>);
 
 impl Selector {
     pub(crate) fn parse(text: &str) -> Result<Selector, CliError> {
