@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use similar::TextDiff;
 
+use super::client::{Client, check_name};
 use super::error::{CliError, Outcome, one_line};
 use super::input::{Input, read_inputs};
 use super::output::note;
-use super::session::{Session, check_name};
 use rtm_core::model::parse::to_yaml;
 use rtm_core::model::{
     ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, OpSource, Timestamp,
@@ -27,7 +27,7 @@ use rtm_core::records::documents::DocumentError;
 use rtm_core::store::{KeyValue, Revision};
 
 /// Attempts at a write that races with other writers (each re-reads the live document).
-pub const WRITE_ATTEMPTS: u32 = 5;
+pub(crate) const WRITE_ATTEMPTS: u32 = 5;
 /// First pause between attempts, doubled each time up to [`RETRY_PAUSE_MAX`], plus up to as
 /// much jitter.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -36,7 +36,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct ApplyArgs {
+pub(crate) struct ApplyArgs {
     /// Files, directories (their *.yaml, *.yml, *.json) or - for stdin.
     #[arg(
         short = 'f',
@@ -44,23 +44,23 @@ pub struct ApplyArgs {
         value_name = "FILE|DIR|-",
         required = true
     )]
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
     /// Read directories' subdirectories too.
     #[arg(short = 'R', long)]
-    pub recursive: bool,
+    pub(crate) recursive: bool,
     /// Validate and show what would change, without writing.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Overwrite whatever is stored, ignoring a metadata.resourceVersion in the files.
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// The request id the controller records as the operations' source_ref (correlation id).
     #[arg(long = "ref", value_name = "SOURCE_REF")]
-    pub source_ref: Option<String>,
+    pub(crate) source_ref: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct DiffArgs {
+pub(crate) struct DiffArgs {
     /// Files, directories (their *.yaml, *.yml, *.json) or - for stdin.
     #[arg(
         short = 'f',
@@ -68,22 +68,22 @@ pub struct DiffArgs {
         value_name = "FILE|DIR|-",
         required = true
     )]
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
     /// Read directories' subdirectories too.
     #[arg(short = 'R', long)]
-    pub recursive: bool,
+    pub(crate) recursive: bool,
 }
 
 /// What apply does with one document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Created,
     Configured,
     Unchanged,
 }
 
 impl Action {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Action::Created => "created",
             Action::Configured => "configured",
@@ -94,7 +94,7 @@ impl Action {
 
 /// The document apply would store for `applied`, given what is live, and what that is.
 /// Request annotations are not set here (see [`stamp_request`]).
-pub fn plan(
+pub(crate) fn plan(
     applied: &GameRuntime,
     live: Option<&GameRuntime>,
     now: Timestamp,
@@ -124,7 +124,7 @@ pub fn plan(
 }
 
 /// What apply and diff compare: no status, no store bookkeeping, no request annotations.
-pub fn comparable(doc: &GameRuntime) -> GameRuntime {
+pub(crate) fn comparable(doc: &GameRuntime) -> GameRuntime {
     let mut doc = doc.clone();
     doc.status = None;
     doc.metadata.generation = None;
@@ -137,7 +137,7 @@ pub fn comparable(doc: &GameRuntime) -> GameRuntime {
 
 /// Marks a document about to be written as asked for by an admin through rtctl, with the
 /// request's correlation id.
-pub fn stamp_request(doc: &mut GameRuntime, source_ref: &str) {
+pub(crate) fn stamp_request(doc: &mut GameRuntime, source_ref: &str) {
     doc.metadata.annotations.insert(
         ANNOTATION_OP_SOURCE.to_owned(),
         OpSource::AdminCli.as_str().to_owned(),
@@ -148,7 +148,7 @@ pub fn stamp_request(doc: &mut GameRuntime, source_ref: &str) {
 }
 
 /// A correlation id for a request that was not given one: `rtctl-<what>-<time>-<random>`.
-pub fn generate_ref(what: &str) -> String {
+pub(crate) fn generate_ref(what: &str) -> String {
     format!(
         "rtctl-{what}-{}-{:08x}",
         Timestamp::now().unix_seconds(),
@@ -157,7 +157,7 @@ pub fn generate_ref(what: &str) -> String {
 }
 
 /// Checks a `--ref` value: it becomes an annotation and a history field printed to people.
-pub fn check_ref(source_ref: &str) -> Result<(), CliError> {
+pub(crate) fn check_ref(source_ref: &str) -> Result<(), CliError> {
     if source_ref.is_empty()
         || source_ref.chars().count() > 253
         || source_ref.chars().any(char::is_control)
@@ -171,15 +171,15 @@ pub fn check_ref(source_ref: &str) -> Result<(), CliError> {
 }
 
 /// A pause before retry `attempt` (1-based): doubling, with jitter so racing writers spread.
-pub async fn backoff(attempt: u32) {
+pub(crate) async fn backoff(attempt: u32) {
     let base =
         (RETRY_PAUSE * 2u32.saturating_pow(attempt.saturating_sub(1).min(10))).min(RETRY_PAUSE_MAX);
     let jitter = base.mul_f64(rand::random::<f64>());
     tokio::time::sleep(base + jitter).await;
 }
 
-pub async fn apply(
-    session: &Session,
+pub(crate) async fn apply(
+    client: &Client,
     args: &ApplyArgs,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
@@ -192,10 +192,10 @@ pub async fn apply(
         .source_ref
         .clone()
         .unwrap_or_else(|| generate_ref("apply"));
-    check_host_ports(session, &inputs).await?;
+    check_host_ports(client, &inputs).await?;
     let total = inputs.len();
     for (done, input) in inputs.iter().enumerate() {
-        let action = apply_one(session, input, args, &source_ref)
+        let action = apply_one(client, input, args, &source_ref)
             .await
             .map_err(|e| partial(e, done, total))?;
         let suffix = if args.dry_run { " (dry run)" } else { "" };
@@ -216,16 +216,16 @@ pub async fn apply(
 /// (`rtm_core::ports`); here the user hears it at once, naming the owner. A
 /// document that already asks for the port is left to the controller,
 /// which knows who claimed it first.
-async fn check_host_ports(session: &Session, inputs: &[Input]) -> Result<(), CliError> {
+async fn check_host_ports(client: &Client, inputs: &[Input]) -> Result<(), CliError> {
     use rtm_core::ports::host_ports;
     if inputs.iter().all(|i| host_ports(&i.doc.spec).is_empty()) {
         return Ok(());
     }
-    let listed = session
+    let listed = client
         .documents()
         .list()
         .await
-        .map_err(|e| session.doc_error(e, "listing gameruntimes to check host ports"))?;
+        .map_err(|e| client.doc_error(e, "listing gameruntimes to check host ports"))?;
     let share_a_node = |a: &GameRuntime, b: &GameRuntime| match (&a.spec.node, &b.spec.node) {
         (Some(a), Some(b)) => a == b,
         _ => true,
@@ -294,39 +294,25 @@ fn partial(error: CliError, done: usize, total: usize) -> CliError {
     }
 }
 
+/// Applies one document: plans it against the live one and writes it, re-reading and
+/// retrying when someone else wrote first (unless the file pinned a resourceVersion).
 async fn apply_one(
-    session: &Session,
+    client: &Client,
     input: &Input,
     args: &ApplyArgs,
     source_ref: &str,
 ) -> Result<Action, CliError> {
     let name = input.doc.metadata.name.as_str();
-    let explicit_rv = match (&input.doc.metadata.resource_version, args.force) {
-        (Some(rv), false) => Some(rv.parse::<Revision>().map_err(|_| {
-            CliError::invalid(format!(
-                "{}: document {} ({name}): metadata.resourceVersion {rv:?} is not a number; \
-                 remove it or copy it from `rtctl get {name} -o yaml`",
-                input.source, input.index
-            ))
-        })?),
-        _ => None,
-    };
+    let explicit_rv = explicit_rv(input, args)?;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let live = match read_live(session, name).await? {
+        let live = match read_live(client, name).await? {
             Live::Readable(live) => live.map(|doc| *doc),
             Live::Corrupt { kv, reason } => {
-                match replace_corrupt(session, input, args, source_ref, &kv, &reason).await? {
+                match replace_corrupt(client, input, args, source_ref, &kv, &reason).await? {
                     Some(action) => return Ok(action),
-                    None if attempt >= WRITE_ATTEMPTS => {
-                        return Err(CliError::Conflict {
-                            message: format!(
-                                "{} kept changing while apply --force replaced it; try again",
-                                kv.key
-                            ),
-                        });
-                    }
+                    None if attempt >= WRITE_ATTEMPTS => return Err(kept_changing(&kv)),
                     None => {
                         backoff(attempt).await;
                         continue;
@@ -347,9 +333,9 @@ async fn apply_one(
         }
         stamp_request(&mut desired, source_ref);
         let written = match (action, live_rv) {
-            (Action::Created, _) => session.create(&desired).await,
+            (Action::Created, _) => client.create(&desired).await,
             (_, Some(current)) => {
-                session
+                client
                     .update(&desired, explicit_rv.unwrap_or(current))
                     .await
             }
@@ -362,12 +348,9 @@ async fn apply_one(
         match written {
             Ok(_) => return Ok(action),
             Err(DocumentError::Conflict { .. }) if explicit_rv.is_some() => {
-                let current = session.get(name).await?.as_ref().and_then(rv_of);
-                return Err(stale(
-                    name,
-                    explicit_rv.unwrap_or_default(),
-                    current.unwrap_or_default(),
-                ));
+                let expected = explicit_rv.unwrap_or_default();
+                let current = client.get(name).await?.as_ref().and_then(rv_of);
+                return Err(stale(name, expected, current.unwrap_or_default()));
             }
             // Someone else wrote (or created, or deleted) it meanwhile: look again.
             Err(
@@ -376,18 +359,44 @@ async fn apply_one(
                 | DocumentError::NotFound { .. }),
             ) => {
                 if attempt >= WRITE_ATTEMPTS {
-                    return Err(session.doc_error(e, &format!("writing gameruntime/{name}")));
+                    return Err(client.doc_error(e, &format!("writing gameruntime/{name}")));
                 }
                 backoff(attempt).await;
             }
             Err(DocumentError::Store(e)) if e.outcome_unknown() => {
-                if landed(session, &desired, source_ref).await.is_some() {
+                if landed(client, &desired, source_ref).await.is_some() {
                     return Ok(action);
                 }
-                return Err(session.store_error(e, &format!("writing gameruntime/{name}")));
+                return Err(client.store_error(e, &format!("writing gameruntime/{name}")));
             }
-            Err(e) => return Err(session.doc_error(e, &format!("writing gameruntime/{name}"))),
+            Err(e) => return Err(client.doc_error(e, &format!("writing gameruntime/{name}"))),
         }
+    }
+}
+
+/// The failure of `apply --force` when the unreadable key changed under it every time.
+fn kept_changing(kv: &KeyValue) -> CliError {
+    CliError::Conflict {
+        message: format!(
+            "{} kept changing while apply --force replaced it; try again",
+            kv.key
+        ),
+    }
+}
+
+/// The `metadata.resourceVersion` a file pins (without `--force`): the revision an update
+/// must find.
+fn explicit_rv(input: &Input, args: &ApplyArgs) -> Result<Option<Revision>, CliError> {
+    let name = input.doc.metadata.name.as_str();
+    match (&input.doc.metadata.resource_version, args.force) {
+        (Some(rv), false) => Ok(Some(rv.parse::<Revision>().map_err(|_| {
+            CliError::invalid(format!(
+                "{}: document {} ({name}): metadata.resourceVersion {rv:?} is not a number; \
+                 remove it or copy it from `rtctl get {name} -o yaml`",
+                input.source, input.index
+            ))
+        })?)),
+        _ => Ok(None),
     }
 }
 
@@ -399,18 +408,18 @@ enum Live {
     Corrupt { kv: KeyValue, reason: String },
 }
 
-async fn read_live(session: &Session, name: &str) -> Result<Live, CliError> {
+async fn read_live(client: &Client, name: &str) -> Result<Live, CliError> {
     check_name(name)?;
-    let Some(kv) = session.raw(&session.keys().gameruntime(name)).await? else {
+    let Some(kv) = client.raw(&client.keys().gameruntime(name)).await? else {
         return Ok(Live::Readable(None));
     };
-    match session.documents().decode(&kv) {
+    match client.documents().decode(&kv) {
         Ok(doc) => Ok(Live::Readable(Some(Box::new(doc)))),
         Err(DocumentError::Corrupt { message, .. }) => Ok(Live::Corrupt {
             kv,
             reason: message,
         }),
-        Err(e) => Err(session.doc_error(e, &format!("reading gameruntime/{name}"))),
+        Err(e) => Err(client.doc_error(e, &format!("reading gameruntime/{name}"))),
     }
 }
 
@@ -418,7 +427,7 @@ async fn read_live(session: &Session, name: &str) -> Result<Live, CliError> {
 /// only if the key is still the value that was read (its mod revision): a writer that fixed
 /// it meanwhile is not clobbered. `None`: the key changed meanwhile, look again.
 async fn replace_corrupt(
-    session: &Session,
+    client: &Client,
     input: &Input,
     args: &ApplyArgs,
     source_ref: &str,
@@ -449,7 +458,7 @@ async fn replace_corrupt(
         return Ok(Some(Action::Configured));
     }
     stamp_request(&mut desired, source_ref);
-    match session.update(&desired, kv.mod_revision).await {
+    match client.update(&desired, kv.mod_revision).await {
         Ok(_) => {
             note(&format!(
                 "note: gameruntime/{name}: replaced the unreadable value at {} ({})",
@@ -460,23 +469,23 @@ async fn replace_corrupt(
         }
         Err(DocumentError::Conflict { .. } | DocumentError::NotFound { .. }) => Ok(None),
         Err(DocumentError::Store(e)) if e.outcome_unknown() => {
-            if landed(session, &desired, source_ref).await.is_some() {
+            if landed(client, &desired, source_ref).await.is_some() {
                 return Ok(Some(Action::Configured));
             }
-            Err(session.store_error(e, &format!("writing gameruntime/{name}")))
+            Err(client.store_error(e, &format!("writing gameruntime/{name}")))
         }
-        Err(e) => Err(session.doc_error(e, &format!("writing gameruntime/{name}"))),
+        Err(e) => Err(client.doc_error(e, &format!("writing gameruntime/{name}"))),
     }
 }
 
 /// After a write whose answer was lost (a timeout, a dropped connection): the stored document
 /// if it is the one we wrote, so a write that did land is not reported as failed.
-pub async fn landed(
-    session: &Session,
+pub(crate) async fn landed(
+    client: &Client,
     desired: &GameRuntime,
     source_ref: &str,
 ) -> Option<GameRuntime> {
-    let live = session.get(&desired.metadata.name).await.ok()??;
+    let live = client.get(&desired.metadata.name).await.ok()??;
     let ours = live
         .metadata
         .annotations
@@ -487,7 +496,7 @@ pub async fn landed(
     ours.then_some(live)
 }
 
-pub fn rv_of(doc: &GameRuntime) -> Option<Revision> {
+pub(crate) fn rv_of(doc: &GameRuntime) -> Option<Revision> {
     doc.metadata.resource_version.as_deref()?.parse().ok()
 }
 
@@ -501,8 +510,8 @@ fn stale(name: &str, expected: Revision, current: Revision) -> CliError {
     }
 }
 
-pub async fn diff(
-    session: &Session,
+pub(crate) async fn diff(
+    client: &Client,
     args: &DiffArgs,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
@@ -510,7 +519,7 @@ pub async fn diff(
     let mut outcome = Outcome::Success;
     for input in &inputs {
         let name = input.doc.metadata.name.as_str();
-        let live = session.get(name).await?;
+        let live = client.get(name).await?;
         let (_, desired) = plan(&input.doc, live.as_ref(), Timestamp::now());
         if let Some(text) = unified_diff(name, live.as_ref(), &desired) {
             out.write_all(text.as_bytes())?;
@@ -522,7 +531,7 @@ pub async fn diff(
 
 /// The unified diff of the live document against the one apply would write (labels,
 /// annotations and spec, as YAML), or `None` when apply would leave it unchanged.
-pub fn unified_diff(
+pub(crate) fn unified_diff(
     name: &str,
     live: Option<&GameRuntime>,
     desired: &GameRuntime,
@@ -640,15 +649,15 @@ mod tests {
         }
     }
 
-    async fn session_with_garbage() -> (
+    async fn client_with_garbage() -> (
         std::sync::Arc<rtm_core::store::memory::MemoryStore>,
-        Session,
+        Client,
         KeyValue,
     ) {
         use rtm_core::store::{Keys, Store, Txn};
         let store = std::sync::Arc::new(rtm_core::store::memory::MemoryStore::new());
         let keys = Keys::default();
-        let session = Session::new(
+        let client = Client::new(
             store.clone(),
             keys.clone(),
             "memory".into(),
@@ -660,7 +669,7 @@ mod tests {
             .await
             .unwrap();
         let kv = store.get(&key).await.unwrap().unwrap();
-        (store, session, kv)
+        (store, client, kv)
     }
 
     fn input() -> Input {
@@ -673,25 +682,25 @@ mod tests {
 
     #[tokio::test]
     async fn apply_force_replaces_a_corrupt_document_it_read() {
-        let (_store, session, kv) = session_with_garbage().await;
-        let action = replace_corrupt(&session, &input(), &force_args(), "REQ-1", &kv, "bad")
+        let (_store, client, kv) = client_with_garbage().await;
+        let action = replace_corrupt(&client, &input(), &force_args(), "REQ-1", &kv, "bad")
             .await
             .unwrap();
         assert_eq!(action, Some(Action::Configured));
-        let doc = session.get("g1").await.unwrap().unwrap();
+        let doc = client.get("g1").await.unwrap().unwrap();
         assert_eq!(doc.spec.image, "rtmanager-test/engine:1");
     }
 
     #[tokio::test]
     async fn apply_force_does_not_clobber_a_write_made_after_it_read_the_corrupt_key() {
         use rtm_core::store::{Store, Txn};
-        let (store, session, kv) = session_with_garbage().await;
+        let (store, client, kv) = client_with_garbage().await;
         // Someone else writes the key between our read and our write.
         store
             .txn(Txn::new().put(kv.key.clone(), b"someone else's".to_vec()))
             .await
             .unwrap();
-        let action = replace_corrupt(&session, &input(), &force_args(), "REQ-1", &kv, "bad")
+        let action = replace_corrupt(&client, &input(), &force_args(), "REQ-1", &kv, "bad")
             .await
             .unwrap();
         assert_eq!(action, None, "look again rather than overwrite");
@@ -701,10 +710,10 @@ mod tests {
 
     #[tokio::test]
     async fn plain_apply_refuses_a_corrupt_document_naming_the_key_and_force() {
-        let (_store, session, kv) = session_with_garbage().await;
+        let (_store, client, kv) = client_with_garbage().await;
         let mut args = force_args();
         args.force = false;
-        let error = replace_corrupt(&session, &input(), &args, "REQ-1", &kv, "bad")
+        let error = replace_corrupt(&client, &input(), &args, "REQ-1", &kv, "bad")
             .await
             .unwrap_err();
         let message = error.to_string();

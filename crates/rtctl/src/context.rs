@@ -32,7 +32,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clap::parser::ValueSource;
 use serde::{Deserialize, Serialize};
@@ -44,47 +43,47 @@ use rtm_core::store::Keys;
 use rtm_core::store::etcd::EtcdConfig;
 
 /// The environment variable naming the config file.
-pub const ENV_CONFIG: &str = "RTMCONFIG";
+pub(crate) const ENV_CONFIG: &str = "RTMCONFIG";
 
 /// rtctl's bound on one etcd request unless told otherwise: a person waits for the answer,
 /// and an unreachable etcd must be reported within a few seconds, not hang.
-pub const DEFAULT_REQUEST_TIMEOUT: &str = "3s";
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: &str = "3s";
 
 /// Connection flags and the config file that supplies what they leave out.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ConnectionArgs {
+pub(crate) struct ConnectionArgs {
     #[command(flatten)]
-    pub etcd: EtcdArgs,
+    pub(crate) etcd: EtcdArgs,
 
     /// Config file with named contexts [default: ~/.config/rtmanager/config.yaml].
     #[arg(long, env = ENV_CONFIG, value_name = "FILE", global = true)]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 
     /// The context of the config file to use instead of its currentContext.
     #[arg(long, value_name = "NAME", global = true)]
-    pub context: Option<String>,
+    pub(crate) context: Option<String>,
 }
 
 /// Which connection settings came from a flag or the environment (and so beat the config
 /// file), as opposed to clap's defaults.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Explicit {
-    pub endpoints: bool,
-    pub prefix: bool,
-    pub ca_file: bool,
-    pub cert_file: bool,
-    pub key_file: bool,
-    pub user: bool,
-    pub password: bool,
-    pub password_file: bool,
+pub(crate) struct Explicit {
+    pub(crate) endpoints: bool,
+    pub(crate) prefix: bool,
+    pub(crate) ca_file: bool,
+    pub(crate) cert_file: bool,
+    pub(crate) key_file: bool,
+    pub(crate) user: bool,
+    pub(crate) password: bool,
+    pub(crate) password_file: bool,
     /// `--etcd-password` was on the command line: refused by [`resolve`].
-    pub password_flag: bool,
-    pub request_timeout: bool,
+    pub(crate) password_flag: bool,
+    pub(crate) request_timeout: bool,
 }
 
 impl Explicit {
     /// Reads the value sources clap recorded (the ids are `EtcdArgs`' field names).
-    pub fn from_matches(matches: &clap::ArgMatches) -> Explicit {
+    pub(crate) fn from_matches(matches: &clap::ArgMatches) -> Explicit {
         let given = |id: &str| {
             matches!(
                 matches.value_source(id),
@@ -106,7 +105,7 @@ impl Explicit {
     }
 
     /// Without clap's matches: a value that differs from the default was given.
-    pub fn guess(args: &EtcdArgs) -> Explicit {
+    pub(crate) fn guess(args: &EtcdArgs) -> Explicit {
         Explicit {
             endpoints: args.endpoints != [rtm_core::store::etcd::DEFAULT_ENDPOINT],
             prefix: args.prefix != rtm_core::store::keys::DEFAULT_PREFIX,
@@ -126,47 +125,47 @@ impl Explicit {
 /// The config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_context: Option<String>,
+    pub(crate) current_context: Option<String>,
     #[serde(default)]
-    pub contexts: Vec<NamedContext>,
+    pub(crate) contexts: Vec<NamedContext>,
 }
 
 /// One named set of connection settings; anything left out falls back to the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct NamedContext {
-    pub name: String,
+pub(crate) struct NamedContext {
+    pub(crate) name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoints: Option<Endpoints>,
+    pub(crate) endpoints: Option<Endpoints>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
+    pub(crate) prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert_file: Option<PathBuf>,
+    pub(crate) cert_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
     /// Bound on one etcd request, e.g. `5s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+    pub(crate) timeout: Option<String>,
 }
 
 /// Endpoints as a list or as one comma-separated string (as in `RTM_ETCD_ENDPOINTS`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum Endpoints {
+pub(crate) enum Endpoints {
     List(Vec<String>),
     Text(String),
 }
 
 impl Endpoints {
-    pub fn to_vec(&self) -> Vec<String> {
+    pub(crate) fn to_vec(&self) -> Vec<String> {
         match self {
             Endpoints::List(list) => list.clone(),
             Endpoints::Text(text) => text.split(',').map(|e| e.trim().to_owned()).collect(),
@@ -176,15 +175,15 @@ impl Endpoints {
 
 /// A config file as read, with where it came from.
 #[derive(Debug, Clone)]
-pub struct LoadedConfig {
-    pub path: PathBuf,
-    pub file: ConfigFile,
+pub(crate) struct LoadedConfig {
+    pub(crate) path: PathBuf,
+    pub(crate) file: ConfigFile,
 }
 
 impl LoadedConfig {
     /// The file named by `--config`/`RTMCONFIG` (which must exist), else the default one if it
     /// exists.
-    pub fn load(explicit: Option<&Path>) -> Result<Option<LoadedConfig>, CliError> {
+    pub(crate) fn load(explicit: Option<&Path>) -> Result<Option<LoadedConfig>, CliError> {
         let (path, required) = match explicit {
             Some(path) => (path.to_path_buf(), true),
             None => match default_config_path() {
@@ -226,7 +225,7 @@ impl LoadedConfig {
 }
 
 /// Parses a config file; an empty file is an empty config.
-pub fn parse_config(text: &str) -> Result<ConfigFile, String> {
+pub(crate) fn parse_config(text: &str) -> Result<ConfigFile, String> {
     if text.trim().is_empty() {
         return Ok(ConfigFile::default());
     }
@@ -259,17 +258,17 @@ fn default_config_path() -> Option<PathBuf> {
 
 /// The connection settings rtctl uses, and how to describe them in messages.
 #[derive(Debug, Clone)]
-pub struct Resolved {
-    pub etcd: EtcdConfig,
-    pub keys: Keys,
+pub(crate) struct Resolved {
+    pub(crate) etcd: EtcdConfig,
+    pub(crate) keys: Keys,
     /// The context used, if any.
-    pub context: Option<String>,
+    pub(crate) context: Option<String>,
     /// The config file read, if any.
-    pub config_path: Option<PathBuf>,
+    pub(crate) config_path: Option<PathBuf>,
 }
 
 impl Resolved {
-    pub fn endpoints_text(&self) -> String {
+    pub(crate) fn endpoints_text(&self) -> String {
         self.etcd.endpoints.join(",")
     }
 }
@@ -277,7 +276,7 @@ impl Resolved {
 /// Merges flags/env, the config file's context and the defaults; asks for the password when a
 /// user has none and stdin is a terminal; warns on stderr about how the password is kept and
 /// sent.
-pub fn resolve(args: &ConnectionArgs, explicit: &Explicit) -> Result<Resolved, CliError> {
+pub(crate) fn resolve(args: &ConnectionArgs, explicit: &Explicit) -> Result<Resolved, CliError> {
     let prompt = std::io::IsTerminal::is_terminal(&std::io::stdin());
     let (resolved, warnings) = resolve_settings(args, explicit, prompt.then_some(&ask_password))?;
     for warning in warnings {
@@ -291,7 +290,7 @@ type AskPassword = dyn Fn(&str, &str) -> Result<String, CliError>;
 
 /// [`resolve`], with the way to ask for a missing password given (none: don't ask) and the
 /// warnings returned.
-pub fn resolve_settings(
+pub(crate) fn resolve_settings(
     args: &ConnectionArgs,
     explicit: &Explicit,
     ask: Option<&AskPassword>,
@@ -302,70 +301,10 @@ pub fn resolve_settings(
         ));
     }
     let loaded = LoadedConfig::load(args.config.as_deref())?;
-    let context_name = match (&args.context, &loaded) {
-        (Some(name), _) => Some(name.clone()),
-        (None, Some(loaded)) => loaded.file.current_context.clone(),
-        (None, None) => None,
-    };
-    let context = match (&context_name, &loaded) {
-        (None, _) => None,
-        (Some(name), Some(loaded)) => Some(loaded.context(name).ok_or_else(|| {
-            CliError::usage(format!(
-                "context {name:?} is not defined in {}; list the contexts with `rtctl config \
-                 get-contexts`",
-                loaded.path.display()
-            ))
-        })?),
-        (Some(name), None) => {
-            return Err(CliError::usage(format!(
-                "context {name:?} was asked for, but there is no config file (looked for {}); \
-                 create it or pass --config",
-                default_config_path()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "~/.config/rtmanager/config.yaml".into())
-            )));
-        }
-    };
-
+    let (context_name, context) = pick_context(args, loaded.as_ref())?;
     let mut merged = args.etcd.clone();
     if let (Some(context), Some(loaded)) = (context, &loaded) {
-        if !explicit.endpoints
-            && let Some(endpoints) = &context.endpoints
-        {
-            merged.endpoints = endpoints.to_vec();
-        }
-        if !explicit.prefix
-            && let Some(prefix) = &context.prefix
-        {
-            merged.prefix = prefix.clone();
-        }
-        if !explicit.ca_file && context.ca_file.is_some() {
-            merged.ca_file = context.ca_file.as_deref().map(|p| loaded.resolve_path(p));
-        }
-        if !explicit.cert_file && context.cert_file.is_some() {
-            merged.cert_file = context.cert_file.as_deref().map(|p| loaded.resolve_path(p));
-        }
-        if !explicit.key_file && context.key_file.is_some() {
-            merged.key_file = context.key_file.as_deref().map(|p| loaded.resolve_path(p));
-        }
-        if !explicit.user && context.user.is_some() {
-            merged.user = context.user.clone();
-        }
-        if !explicit.password && !explicit.password_file && context.password.is_some() {
-            merged.password = context.password.clone();
-        }
-        if !explicit.request_timeout
-            && let Some(timeout) = &context.timeout
-        {
-            merged.request_timeout = humantime::parse_duration(timeout).map_err(|e| {
-                CliError::usage(format!(
-                    "context {:?} in {}: timeout {timeout:?} is not a duration ({e}); write it \
-                     like 5s",
-                    context.name,
-                    loaded.path.display()
-                ))
-            })?;
-        }
+        fill_in(&mut merged, explicit, context, loaded)?;
     }
     if merged.request_timeout.is_zero() {
         return Err(CliError::usage(
@@ -411,6 +350,86 @@ pub fn resolve_settings(
     Ok((resolved, warnings))
 }
 
+/// The context to use (`--context`, else the file's current one), by name and as defined
+/// in the config file; an unknown one, or one asked for without a file, is a usage error.
+fn pick_context<'c>(
+    args: &ConnectionArgs,
+    loaded: Option<&'c LoadedConfig>,
+) -> Result<(Option<String>, Option<&'c NamedContext>), CliError> {
+    let context_name = match (&args.context, loaded) {
+        (Some(name), _) => Some(name.clone()),
+        (None, Some(loaded)) => loaded.file.current_context.clone(),
+        (None, None) => None,
+    };
+    let context = match (&context_name, loaded) {
+        (None, _) => None,
+        (Some(name), Some(loaded)) => Some(loaded.context(name).ok_or_else(|| {
+            CliError::usage(format!(
+                "context {name:?} is not defined in {}; list the contexts with `rtctl config \
+                 get-contexts`",
+                loaded.path.display()
+            ))
+        })?),
+        (Some(name), None) => {
+            return Err(CliError::usage(format!(
+                "context {name:?} was asked for, but there is no config file (looked for {}); \
+                 create it or pass --config",
+                default_config_path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "~/.config/rtmanager/config.yaml".into())
+            )));
+        }
+    };
+    Ok((context_name, context))
+}
+
+/// Fills in from the context what no flag or env variable gave.
+fn fill_in(
+    merged: &mut EtcdArgs,
+    explicit: &Explicit,
+    context: &NamedContext,
+    loaded: &LoadedConfig,
+) -> Result<(), CliError> {
+    if !explicit.endpoints
+        && let Some(endpoints) = &context.endpoints
+    {
+        merged.endpoints = endpoints.to_vec();
+    }
+    if !explicit.prefix
+        && let Some(prefix) = &context.prefix
+    {
+        merged.prefix = prefix.clone();
+    }
+    if !explicit.ca_file && context.ca_file.is_some() {
+        merged.ca_file = context.ca_file.as_deref().map(|p| loaded.resolve_path(p));
+    }
+    if !explicit.cert_file && context.cert_file.is_some() {
+        merged.cert_file = context.cert_file.as_deref().map(|p| loaded.resolve_path(p));
+    }
+    if !explicit.key_file && context.key_file.is_some() {
+        merged.key_file = context.key_file.as_deref().map(|p| loaded.resolve_path(p));
+    }
+    if !explicit.user && context.user.is_some() {
+        merged.user = context.user.clone();
+    }
+    if !explicit.password && !explicit.password_file && context.password.is_some() {
+        merged.password = context.password.clone();
+    }
+    if !explicit.request_timeout
+        && let Some(timeout) = &context.timeout
+    {
+        merged.request_timeout = humantime::parse_duration(timeout).map_err(|e| {
+            CliError::usage(format!(
+                "context {:?} in {}: timeout {timeout:?} is not a duration ({e}); write it \
+                 like 5s",
+                context.name,
+                loaded.path.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// Reads a password from the terminal on stdin, echo off, after a prompt on stderr.
 fn ask_password(user: &str, endpoints: &str) -> Result<String, CliError> {
     use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
@@ -449,7 +468,7 @@ fn ask_password(user: &str, endpoints: &str) -> Result<String, CliError> {
 
 /// `rtctl config ...`: look at and switch contexts.
 #[derive(Debug, Clone, clap::Subcommand)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Show the settings rtctl would connect with (password hidden).
     View,
     /// List the contexts of the config file.
@@ -463,133 +482,146 @@ pub enum ConfigCommand {
     },
 }
 
-pub fn config_command(
+/// `rtctl config ...`: one function per subcommand.
+pub(crate) fn config_command(
     command: &ConfigCommand,
     args: &ConnectionArgs,
     explicit: &Explicit,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     match command {
-        ConfigCommand::View => {
-            // Showing the settings needs no password: a missing one is not asked for.
-            let placeholder = |_: &str, _: &str| Ok(String::new());
-            let (resolved, warnings) = resolve_settings(args, explicit, Some(&placeholder))?;
-            for warning in warnings {
-                super::output::warn(&warning);
-            }
-            let etcd = &resolved.etcd;
-            let mut table = Table::new(["SETTING", "VALUE"]);
-            let none = || "<none>".to_owned();
-            table.row([
-                "config file".into(),
-                resolved
-                    .config_path
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(none),
-            ]);
-            table.row([
-                "context".into(),
-                resolved.context.clone().unwrap_or_else(none),
-            ]);
-            table.row(["endpoints".into(), resolved.endpoints_text()]);
-            table.row(["prefix".into(), resolved.keys.prefix().to_owned()]);
-            table.row([
-                "timeout".into(),
-                humantime::format_duration(etcd.request_timeout).to_string(),
-            ]);
-            table.row([
-                "tls ca file".into(),
-                etcd.tls
-                    .as_ref()
-                    .map(|t| t.ca_file.display().to_string())
-                    .unwrap_or_else(none),
-            ]);
-            table.row([
-                "client cert".into(),
-                etcd.tls
-                    .as_ref()
-                    .and_then(|t| t.cert_file.as_ref())
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(none),
-            ]);
-            table.row([
-                "user".into(),
-                etcd.credentials
-                    .as_ref()
-                    .map(|c| c.user.clone())
-                    .unwrap_or_else(none),
-            ]);
-            out.write_all(table.render().as_bytes())?;
-            Ok(())
-        }
-        ConfigCommand::GetContexts => {
-            let Some(loaded) = LoadedConfig::load(args.config.as_deref())? else {
-                return Err(no_config_file());
-            };
-            let current = args
-                .context
-                .clone()
-                .or_else(|| loaded.file.current_context.clone());
-            let mut table = Table::new(["CURRENT", "NAME", "ENDPOINTS", "PREFIX"]);
-            for context in &loaded.file.contexts {
-                table.row([
-                    if current.as_deref() == Some(context.name.as_str()) {
-                        "*".into()
-                    } else {
-                        String::new()
-                    },
-                    context.name.clone(),
-                    context
-                        .endpoints
-                        .as_ref()
-                        .map(|e| e.to_vec().join(","))
-                        .unwrap_or_else(|| "<default>".into()),
-                    context.prefix.clone().unwrap_or_else(|| "<default>".into()),
-                ]);
-            }
-            out.write_all(table.render().as_bytes())?;
-            Ok(())
-        }
-        ConfigCommand::CurrentContext => {
-            let Some(loaded) = LoadedConfig::load(args.config.as_deref())? else {
-                return Err(no_config_file());
-            };
-            match &loaded.file.current_context {
-                Some(name) => {
-                    writeln!(out, "{name}")?;
-                    Ok(())
-                }
-                None => Err(CliError::usage(format!(
-                    "{} has no currentContext; set one with `rtctl config use-context NAME`",
-                    loaded.path.display()
-                ))),
-            }
-        }
-        ConfigCommand::UseContext { name } => {
-            let Some(mut loaded) = LoadedConfig::load(args.config.as_deref())? else {
-                return Err(no_config_file());
-            };
-            if loaded.context(name).is_none() {
-                return Err(CliError::usage(format!(
-                    "context {name:?} is not defined in {}; list the contexts with `rtctl \
-                     config get-contexts`",
-                    loaded.path.display()
-                )));
-            }
-            loaded.file.current_context = Some(name.clone());
-            let text = serde_yaml::to_string(&loaded.file)
-                .map_err(|e| CliError::internal(format!("cannot print the config file: {e}")))?;
-            std::fs::write(&loaded.path, text).map_err(|e| {
-                CliError::usage(format!(
-                    "cannot write the config file {}: {e}",
-                    loaded.path.display()
-                ))
-            })?;
-            writeln!(out, "Switched to context {name:?}.")?;
-            Ok(())
-        }
+        ConfigCommand::View => view(args, explicit, out),
+        ConfigCommand::GetContexts => get_contexts(args, out),
+        ConfigCommand::CurrentContext => current_context(args, out),
+        ConfigCommand::UseContext { name } => use_context(args, name, out),
     }
+}
+
+/// `rtctl config view`: the settings rtctl would connect with, password hidden.
+fn view(args: &ConnectionArgs, explicit: &Explicit, out: &mut dyn Write) -> Result<(), CliError> {
+    // Showing the settings needs no password: a missing one is not asked for.
+    let placeholder = |_: &str, _: &str| Ok(String::new());
+    let (resolved, warnings) = resolve_settings(args, explicit, Some(&placeholder))?;
+    for warning in warnings {
+        super::output::warn(&warning);
+    }
+    let etcd = &resolved.etcd;
+    let mut table = Table::new(["SETTING", "VALUE"]);
+    let none = || "<none>".to_owned();
+    table.row([
+        "config file".into(),
+        resolved
+            .config_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(none),
+    ]);
+    table.row([
+        "context".into(),
+        resolved.context.clone().unwrap_or_else(none),
+    ]);
+    table.row(["endpoints".into(), resolved.endpoints_text()]);
+    table.row(["prefix".into(), resolved.keys.prefix().to_owned()]);
+    table.row([
+        "timeout".into(),
+        humantime::format_duration(etcd.request_timeout).to_string(),
+    ]);
+    table.row([
+        "tls ca file".into(),
+        etcd.tls
+            .as_ref()
+            .map(|t| t.ca_file.display().to_string())
+            .unwrap_or_else(none),
+    ]);
+    table.row([
+        "client cert".into(),
+        etcd.tls
+            .as_ref()
+            .and_then(|t| t.cert_file.as_ref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(none),
+    ]);
+    table.row([
+        "user".into(),
+        etcd.credentials
+            .as_ref()
+            .map(|c| c.user.clone())
+            .unwrap_or_else(none),
+    ]);
+    out.write_all(table.render().as_bytes())?;
+    Ok(())
+}
+
+/// `rtctl config get-contexts`: the contexts of the config file, the current one starred.
+fn get_contexts(args: &ConnectionArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let Some(loaded) = LoadedConfig::load(args.config.as_deref())? else {
+        return Err(no_config_file());
+    };
+    let current = args
+        .context
+        .clone()
+        .or_else(|| loaded.file.current_context.clone());
+    let mut table = Table::new(["CURRENT", "NAME", "ENDPOINTS", "PREFIX"]);
+    for context in &loaded.file.contexts {
+        table.row([
+            if current.as_deref() == Some(context.name.as_str()) {
+                "*".into()
+            } else {
+                String::new()
+            },
+            context.name.clone(),
+            context
+                .endpoints
+                .as_ref()
+                .map(|e| e.to_vec().join(","))
+                .unwrap_or_else(|| "<default>".into()),
+            context.prefix.clone().unwrap_or_else(|| "<default>".into()),
+        ]);
+    }
+    out.write_all(table.render().as_bytes())?;
+    Ok(())
+}
+
+/// `rtctl config current-context`: the current context's name.
+fn current_context(args: &ConnectionArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let Some(loaded) = LoadedConfig::load(args.config.as_deref())? else {
+        return Err(no_config_file());
+    };
+    match &loaded.file.current_context {
+        Some(name) => {
+            writeln!(out, "{name}")?;
+            Ok(())
+        }
+        None => Err(CliError::usage(format!(
+            "{} has no currentContext; set one with `rtctl config use-context NAME`",
+            loaded.path.display()
+        ))),
+    }
+}
+
+/// `rtctl config use-context NAME`: rewrites the config file with NAME current.
+fn use_context(args: &ConnectionArgs, name: &str, out: &mut dyn Write) -> Result<(), CliError> {
+    let Some(mut loaded) = LoadedConfig::load(args.config.as_deref())? else {
+        return Err(no_config_file());
+    };
+    if loaded.context(name).is_none() {
+        return Err(CliError::usage(format!(
+            "context {name:?} is not defined in {}; list the contexts with `rtctl \
+             config get-contexts`",
+            loaded.path.display()
+        )));
+    }
+    loaded.file.current_context = Some(name.to_owned());
+    let text = serde_yaml::to_string(&loaded.file)
+        .map_err(|e| CliError::internal(format!("cannot print the config file: {e}")))?;
+    std::fs::write(&loaded.path, text).map_err(|e| {
+        CliError::usage(format!(
+            "cannot write the config file {}: {e}",
+            loaded.path.display()
+        ))
+    })?;
+    writeln!(out, "Switched to context {name:?}.")?;
+    Ok(())
 }
 
 fn no_config_file() -> CliError {
@@ -602,14 +634,15 @@ fn no_config_file() -> CliError {
     ))
 }
 
-/// The default request timeout as a `Duration`.
-pub fn default_request_timeout() -> Duration {
-    humantime::parse_duration(DEFAULT_REQUEST_TIMEOUT).unwrap_or(Duration::from_secs(3))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// The default request timeout as a `Duration`.
+    fn default_request_timeout() -> Duration {
+        humantime::parse_duration(DEFAULT_REQUEST_TIMEOUT).unwrap_or(Duration::from_secs(3))
+    }
 
     fn args(config: Option<PathBuf>, context: Option<&str>) -> ConnectionArgs {
         ConnectionArgs {

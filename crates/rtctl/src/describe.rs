@@ -5,11 +5,13 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::time::SystemTime;
 
+use super::client::{Client, check_name};
 use super::error::{CliError, Outcome};
 use super::history::table as history_table;
 use super::output::{Table, age_since};
-use super::session::{Session, check_name};
-use rtm_core::model::{GameRuntime, GameRuntimeStatus, Timestamp};
+use rtm_core::model::{
+    Condition, GameRuntime, GameRuntimeSpec, GameRuntimeStatus, LastOperation, Timestamp,
+};
 use rtm_core::records::history::HistoryEntry;
 use rtm_core::records::lease::LeaseRecord;
 use rtm_core::store::KeyValue;
@@ -20,23 +22,23 @@ const HISTORY_ENTRIES: usize = 10;
 /// Width of the label column: the longest label, "  Observed Restart Token:", and a space.
 const LABEL_WIDTH: usize = 26;
 
-pub async fn describe(
-    session: &Session,
+pub(crate) async fn describe(
+    client: &Client,
     name: &str,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     check_name(name)?;
-    let keys = session.keys();
-    let Some(raw) = session.raw(&keys.gameruntime(name)).await? else {
-        return Err(session.not_found(name));
+    let keys = client.keys();
+    let Some(raw) = client.raw(&keys.gameruntime(name)).await? else {
+        return Err(client.not_found(name));
     };
-    let decoded = session.documents().decode(&raw);
-    let status = session.status(name).await?;
-    let history = session.history(name, HISTORY_ENTRIES).await?;
-    let lease = match session.raw(&keys.lease(name)).await? {
+    let decoded = client.documents().decode(&raw);
+    let status = client.status(name).await?;
+    let history = client.history(name, HISTORY_ENTRIES).await?;
+    let lease = match client.raw(&keys.lease(name)).await? {
         Some(lease) => {
             let heartbeat = match lease_record(&lease) {
-                Some(record) => session.raw(&keys.controller(&record.holder)).await?,
+                Some(record) => client.raw(&keys.controller(&record.holder)).await?,
                 None => None,
             };
             Some(LeaseView {
@@ -79,24 +81,24 @@ pub async fn describe(
                 rtm_core::records::documents::DocumentError::Corrupt { message, .. } => message,
                 other => other.to_string(),
             };
-            Err(session.corrupt(&raw.key, &reason))
+            Err(client.corrupt(&raw.key, &reason))
         }
     }
 }
 
 /// A game's lease key as describe shows it.
 #[derive(Debug)]
-pub struct LeaseView {
-    pub kv: KeyValue,
+pub(crate) struct LeaseView {
+    pub(crate) kv: KeyValue,
     /// When the holder's operation began (its history entry), if known.
-    pub since: Option<Timestamp>,
+    pub(crate) since: Option<Timestamp>,
     /// The holder's heartbeat key, if it has one.
-    pub heartbeat: Option<KeyValue>,
+    pub(crate) heartbeat: Option<KeyValue>,
 }
 
 /// One line about a lease key: who holds it, for which operation, since when, and whether it
 /// is attached to an etcd lease (a key that is not never expires by itself).
-pub fn lease_line(kv: &KeyValue, since: Option<(Timestamp, SystemTime)>) -> String {
+pub(crate) fn lease_line(kv: &KeyValue, since: Option<(Timestamp, SystemTime)>) -> String {
     let mut line = match lease_record(kv) {
         Some(record) => format!(
             "held by {} for operation {}",
@@ -223,51 +225,87 @@ fn list_or_none(items: &[String]) -> String {
 }
 
 /// The whole description.
-pub fn render(
+pub(crate) fn render(
     doc: &GameRuntime,
     history: &[HistoryEntry],
     lease: Option<&LeaseView>,
     now: SystemTime,
 ) -> String {
     let mut text = String::new();
+    render_metadata(&mut text, doc, now);
+    render_spec(&mut text, doc);
+    lease_field(&mut text, lease, now);
+    render_status(&mut text, doc.status.as_ref(), doc.metadata.generation, now);
+    render_history(&mut text, history, now);
+    text
+}
+
+/// Name, labels, annotations and the store's bookkeeping.
+fn render_metadata(text: &mut String, doc: &GameRuntime, now: SystemTime) {
     let meta = &doc.metadata;
-    let spec = &doc.spec;
-    field(&mut text, 0, "Name", &meta.name);
-    map_lines(&mut text, 0, "Labels", &meta.labels);
-    map_lines(&mut text, 0, "Annotations", &meta.annotations);
-    field(&mut text, 0, "Created", &when(meta.creation_timestamp, now));
+    field(text, 0, "Name", &meta.name);
+    map_lines(text, 0, "Labels", &meta.labels);
+    map_lines(text, 0, "Annotations", &meta.annotations);
+    field(text, 0, "Created", &when(meta.creation_timestamp, now));
     field(
-        &mut text,
+        text,
         0,
         "Generation",
         &meta.generation.map(|g| g.to_string()).unwrap_or_default(),
     );
     field(
-        &mut text,
+        text,
         0,
         "Resource Version",
         meta.resource_version.as_deref().unwrap_or(""),
     );
+}
 
+/// The `Spec:` section.
+fn render_spec(text: &mut String, doc: &GameRuntime) {
+    let spec = &doc.spec;
     let _ = writeln!(text, "Spec:");
-    field(&mut text, 2, "Image", &spec.image);
-    field(&mut text, 2, "State", spec.state.as_str());
+    field(text, 2, "Image", &spec.image);
+    field(text, 2, "State", spec.state.as_str());
     field(
-        &mut text,
+        text,
         2,
         "Hostname",
-        spec.effective_hostname(&meta.name),
+        spec.effective_hostname(&doc.metadata.name),
     );
-    field(&mut text, 2, "Command", &list_or_none(&spec.command));
-    field(&mut text, 2, "Args", &list_or_none(&spec.args));
+    field(text, 2, "Command", &list_or_none(&spec.command));
+    field(text, 2, "Args", &list_or_none(&spec.args));
     let env: Vec<String> = spec
         .env
         .iter()
         .map(|v| format!("{}={}", v.name, v.value))
         .collect();
-    field(&mut text, 2, "Env", &list_or_none(&env));
-    let ports: Vec<String> = spec
-        .ports
+    field(text, 2, "Env", &list_or_none(&env));
+    field(text, 2, "Ports", &list_or_none(&ports(spec)));
+    field(text, 2, "Resources", &list_or_none(&limits(spec)));
+    field(
+        text,
+        2,
+        "Stop Timeout",
+        &humantime::format_duration(spec.stop_timeout).to_string(),
+    );
+    field(text, 2, "Restart Policy", spec.restart_policy.as_str());
+    field(
+        text,
+        2,
+        "Restart Token",
+        if spec.restart_token.is_empty() {
+            "<none>"
+        } else {
+            &spec.restart_token
+        },
+    );
+    field(text, 2, "Node", spec.node.as_deref().unwrap_or("<any>"));
+}
+
+/// `HOST_IP:HOST_PORT->CONTAINER_PORT/PROTOCOL` per port.
+fn ports(spec: &GameRuntimeSpec) -> Vec<String> {
+    spec.ports
         .iter()
         .map(|p| {
             let host = match (&p.host_ip, p.host_port) {
@@ -277,8 +315,11 @@ pub fn render(
             };
             format!("{host}{}/{}", p.container_port, p.protocol.as_str())
         })
-        .collect();
-    field(&mut text, 2, "Ports", &list_or_none(&ports));
+        .collect()
+}
+
+/// `memory=…`, `cpus=…`: the limits the spec sets.
+fn limits(spec: &GameRuntimeSpec) -> Vec<String> {
     let mut limits = Vec::new();
     if let Some(memory) = spec.resources.memory {
         limits.push(format!("memory={memory}"));
@@ -286,125 +327,105 @@ pub fn render(
     if let Some(cpus) = spec.resources.cpus {
         limits.push(format!("cpus={cpus}"));
     }
-    field(&mut text, 2, "Resources", &list_or_none(&limits));
-    field(
-        &mut text,
-        2,
-        "Stop Timeout",
-        &humantime::format_duration(spec.stop_timeout).to_string(),
-    );
-    field(&mut text, 2, "Restart Policy", spec.restart_policy.as_str());
-    field(
-        &mut text,
-        2,
-        "Restart Token",
-        if spec.restart_token.is_empty() {
-            "<none>"
-        } else {
-            &spec.restart_token
-        },
-    );
-    field(
-        &mut text,
-        2,
-        "Node",
-        spec.node.as_deref().unwrap_or("<any>"),
-    );
-    lease_field(&mut text, lease, now);
-    render_status(&mut text, doc.status.as_ref(), meta.generation, now);
-    render_history(&mut text, history, now);
-    text
+    limits
 }
 
+/// The `Status:` section (or that there is none yet), with the conditions.
 fn render_status(
     text: &mut String,
     status: Option<&GameRuntimeStatus>,
     generation: Option<i64>,
     now: SystemTime,
 ) {
-    match status {
-        None => {
-            field(
-                text,
-                0,
-                "Status",
-                "<none> (the controller has not reported yet)",
-            );
-        }
-        Some(status) => {
-            let _ = writeln!(text, "Status:");
-            let phase = match status.phase_since {
-                Some(since) => format!("{} (since {})", status.phase, when(Some(since), now)),
-                None => status.phase.to_string(),
-            };
-            field(text, 2, "Phase", &phase);
-            if let Some(message) = &status.message {
-                field(text, 2, "Message", message);
-            }
-            let observed = status
-                .observed_generation
-                .map(|g| g.to_string())
-                .unwrap_or_else(|| "<none>".into());
-            let lag = match (status.observed_generation, generation) {
-                (Some(seen), Some(current)) if seen < current => " (not yet observed the latest)",
-                _ => "",
-            };
-            field(text, 2, "Observed Generation", &format!("{observed}{lag}"));
-            let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "<none>".into());
-            field(text, 2, "Container", &opt(&status.container_id));
-            field(text, 2, "Image", &opt(&status.image_ref));
-            field(text, 2, "Hostname", &opt(&status.hostname));
-            field(text, 2, "Node", &opt(&status.node));
-            field(text, 2, "Restarts", &status.restart_count.to_string());
-            field(
-                text,
-                2,
-                "Observed Restart Token",
-                &opt(&status.observed_restart_token),
-            );
-            if let Some(code) = status.last_exit_code {
-                let oom = if status.oom_killed {
-                    " (OOM killed)"
-                } else {
-                    ""
-                };
-                field(text, 2, "Last Exit Code", &format!("{code}{oom}"));
-            }
-            if let Some(op) = &status.last_operation {
-                let mut line = format!("{} {}", op.op_kind, op.outcome);
-                if let Some(code) = &op.error_code {
-                    let _ = write!(line, " {code}");
-                    if let Some(message) = &op.error_message {
-                        let _ = write!(line, ": {message}");
-                    }
-                }
-                if let Some(source_ref) = &op.source_ref {
-                    let _ = write!(line, " (ref {source_ref})");
-                }
-                if let Some(finished) = op.finished_at {
-                    let _ = write!(line, ", finished {}", when(Some(finished), now));
-                }
-                field(text, 2, "Last Operation", &line);
-            }
-            let _ = writeln!(text, "Conditions:");
-            if status.conditions.is_empty() {
-                let _ = writeln!(text, "  <none>");
-            } else {
-                let mut table =
-                    Table::new(["TYPE", "STATUS", "REASON", "LAST TRANSITION", "MESSAGE"]);
-                for condition in &status.conditions {
-                    table.row([
-                        condition.type_.clone(),
-                        condition.status.as_str().to_owned(),
-                        condition.reason.clone(),
-                        when(condition.last_transition_time, now),
-                        condition.message.clone(),
-                    ]);
-                }
-                indent(text, &table.render());
-            }
+    let Some(status) = status else {
+        field(
+            text,
+            0,
+            "Status",
+            "<none> (the controller has not reported yet)",
+        );
+        return;
+    };
+    let _ = writeln!(text, "Status:");
+    let phase = match status.phase_since {
+        Some(since) => format!("{} (since {})", status.phase, when(Some(since), now)),
+        None => status.phase.to_string(),
+    };
+    field(text, 2, "Phase", &phase);
+    if let Some(message) = &status.message {
+        field(text, 2, "Message", message);
+    }
+    let observed = status
+        .observed_generation
+        .map(|g| g.to_string())
+        .unwrap_or_else(|| "<none>".into());
+    let lag = match (status.observed_generation, generation) {
+        (Some(seen), Some(current)) if seen < current => " (not yet observed the latest)",
+        _ => "",
+    };
+    field(text, 2, "Observed Generation", &format!("{observed}{lag}"));
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "<none>".into());
+    field(text, 2, "Container", &opt(&status.container_id));
+    field(text, 2, "Image", &opt(&status.image_ref));
+    field(text, 2, "Hostname", &opt(&status.hostname));
+    field(text, 2, "Node", &opt(&status.node));
+    field(text, 2, "Restarts", &status.restart_count.to_string());
+    field(
+        text,
+        2,
+        "Observed Restart Token",
+        &opt(&status.observed_restart_token),
+    );
+    if let Some(code) = status.last_exit_code {
+        let oom = if status.oom_killed {
+            " (OOM killed)"
+        } else {
+            ""
+        };
+        field(text, 2, "Last Exit Code", &format!("{code}{oom}"));
+    }
+    if let Some(op) = &status.last_operation {
+        field(text, 2, "Last Operation", &last_operation(op, now));
+    }
+    render_conditions(text, &status.conditions, now);
+}
+
+/// `restart failure start_failed: boom (ref REQ-42), finished …`.
+fn last_operation(op: &LastOperation, now: SystemTime) -> String {
+    let mut line = format!("{} {}", op.op_kind, op.outcome);
+    if let Some(code) = &op.error_code {
+        let _ = write!(line, " {code}");
+        if let Some(message) = &op.error_message {
+            let _ = write!(line, ": {message}");
         }
     }
+    if let Some(source_ref) = &op.source_ref {
+        let _ = write!(line, " (ref {source_ref})");
+    }
+    if let Some(finished) = op.finished_at {
+        let _ = write!(line, ", finished {}", when(Some(finished), now));
+    }
+    line
+}
+
+/// The `Conditions:` table.
+fn render_conditions(text: &mut String, conditions: &[Condition], now: SystemTime) {
+    let _ = writeln!(text, "Conditions:");
+    if conditions.is_empty() {
+        let _ = writeln!(text, "  <none>");
+        return;
+    }
+    let mut table = Table::new(["TYPE", "STATUS", "REASON", "LAST TRANSITION", "MESSAGE"]);
+    for condition in conditions {
+        table.row([
+            condition.type_.clone(),
+            condition.status.as_str().to_owned(),
+            condition.reason.clone(),
+            when(condition.last_transition_time, now),
+            condition.message.clone(),
+        ]);
+    }
+    indent(text, &table.render());
 }
 
 fn render_history(text: &mut String, history: &[HistoryEntry], now: SystemTime) {

@@ -23,24 +23,25 @@
 
 use std::process::ExitCode;
 
+#[cfg(test)]
 use rtm_core::error_code::ErrorCode;
 
 /// Exit codes, one per class of failure (see the module doc).
-pub mod exit {
-    pub const SUCCESS: u8 = 0;
-    pub const DIFFERENCES: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const INVALID: u8 = 3;
-    pub const NOT_FOUND: u8 = 4;
-    pub const CONFLICT: u8 = 5;
-    pub const UNAVAILABLE: u8 = 6;
-    pub const PERMISSION_DENIED: u8 = 7;
-    pub const OPERATION_FAILED: u8 = 8;
-    pub const TIMEOUT: u8 = 9;
-    pub const INTERNAL: u8 = 10;
-    pub const OUTPUT: u8 = 11;
-    pub const CORRUPT: u8 = 12;
-    pub const INTERRUPTED: u8 = 130;
+pub(crate) mod exit {
+    pub(crate) const SUCCESS: u8 = 0;
+    pub(crate) const DIFFERENCES: u8 = 1;
+    pub(crate) const USAGE: u8 = 2;
+    pub(crate) const INVALID: u8 = 3;
+    pub(crate) const NOT_FOUND: u8 = 4;
+    pub(crate) const CONFLICT: u8 = 5;
+    pub(crate) const UNAVAILABLE: u8 = 6;
+    pub(crate) const PERMISSION_DENIED: u8 = 7;
+    pub(crate) const OPERATION_FAILED: u8 = 8;
+    pub(crate) const TIMEOUT: u8 = 9;
+    pub(crate) const INTERNAL: u8 = 10;
+    pub(crate) const OUTPUT: u8 = 11;
+    pub(crate) const CORRUPT: u8 = 12;
+    pub(crate) const INTERRUPTED: u8 = 130;
 }
 
 /// The exit-code table as `rtctl --help` prints it (after the options).
@@ -64,7 +65,7 @@ Exit codes:
 /// Why an rtctl command failed. Every message is one line, names the object and says what
 /// to do next.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// Bad flags, selector, config file or connection settings.
     #[error("{message}")]
     Usage { message: String },
@@ -150,26 +151,26 @@ pub enum CliError {
 }
 
 impl CliError {
-    pub fn usage(message: impl Into<String>) -> CliError {
+    pub(crate) fn usage(message: impl Into<String>) -> CliError {
         CliError::Usage {
             message: message.into(),
         }
     }
 
-    pub fn invalid(message: impl Into<String>) -> CliError {
+    pub(crate) fn invalid(message: impl Into<String>) -> CliError {
         CliError::Invalid {
             message: message.into(),
         }
     }
 
-    pub fn internal(message: impl Into<String>) -> CliError {
+    pub(crate) fn internal(message: impl Into<String>) -> CliError {
         CliError::Internal {
             message: message.into(),
         }
     }
 
     /// The process exit code of this class of failure.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage { .. } => exit::USAGE,
             CliError::Invalid { .. } => exit::INVALID,
@@ -188,8 +189,10 @@ impl CliError {
         }
     }
 
-    /// The stable error code of the failure, where one applies.
-    pub fn code(&self) -> Option<ErrorCode> {
+    /// The stable error code of the failure, where one applies (no command prints it yet;
+    /// the tests keep the mapping).
+    #[cfg(test)]
+    pub(crate) fn code(&self) -> Option<ErrorCode> {
         match self {
             CliError::Usage { .. } | CliError::Invalid { .. } => Some(ErrorCode::InvalidRequest),
             CliError::NotFound { .. } => Some(ErrorCode::NotFound),
@@ -208,20 +211,20 @@ impl CliError {
 
     /// True for a write to stdout that failed because the reader went away (`rtctl get | head`):
     /// not a failure worth a message.
-    pub fn is_broken_pipe(&self) -> bool {
+    pub(crate) fn is_broken_pipe(&self) -> bool {
         matches!(self, CliError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
     }
 }
 
 /// What a command that ran to its end reports: success, or `diff`'s "differences found".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Success,
     Differences,
 }
 
 impl Outcome {
-    pub fn exit_code(self) -> ExitCode {
+    pub(crate) fn exit_code(self) -> ExitCode {
         match self {
             Outcome::Success => ExitCode::from(exit::SUCCESS),
             Outcome::Differences => ExitCode::from(exit::DIFFERENCES),
@@ -231,7 +234,7 @@ impl Outcome {
 
 /// Keeps a message on one line: a newline inside a cause (a YAML error, a gRPC status) would
 /// split what scripts and people read as one error.
-pub fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     let mut line = String::with_capacity(text.len());
     for (i, part) in text
         .lines()

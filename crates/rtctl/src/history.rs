@@ -5,35 +5,35 @@
 use std::io::Write;
 use std::time::SystemTime;
 
+use super::client::{Client, check_name};
 use super::error::{CliError, Outcome};
 use super::output::{Table, age_since, note, or_none, short_id};
-use super::session::{Session, check_name};
 use rtm_core::records::history::HistoryEntry;
 
 /// The most entries one call reads (the controller keeps 100 per game by default).
-pub const MAX_LIMIT: usize = 1000;
+pub(crate) const MAX_LIMIT: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum HistoryFormat {
+pub(crate) enum HistoryFormat {
     Table,
     Json,
     Yaml,
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct HistoryArgs {
+pub(crate) struct HistoryArgs {
     /// The game.
-    pub name: String,
+    pub(crate) name: String,
     /// How many entries to show, newest first.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT as u64))]
-    pub limit: u64,
+    pub(crate) limit: u64,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
-    pub output: HistoryFormat,
+    pub(crate) output: HistoryFormat,
 }
 
 /// `code: message`, or the outcome alone.
-pub fn error_text(entry: &HistoryEntry) -> String {
+pub(crate) fn error_text(entry: &HistoryEntry) -> String {
     match (&entry.error_code, &entry.error_message) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.to_string(),
@@ -44,7 +44,7 @@ pub fn error_text(entry: &HistoryEntry) -> String {
 
 /// The outcome, with how many times a repeated failure happened in all
 /// (`failure ×5`: the entry and the 4 folded into it).
-pub fn outcome_text(entry: &HistoryEntry) -> String {
+pub(crate) fn outcome_text(entry: &HistoryEntry) -> String {
     match entry.repeated {
         0 => entry.outcome.as_str().to_owned(),
         more => format!("{} ×{}", entry.outcome.as_str(), more.saturating_add(1)),
@@ -53,7 +53,7 @@ pub fn outcome_text(entry: &HistoryEntry) -> String {
 
 /// The source, marked when it is the document writer's claim rather than the controller's
 /// own knowledge (`api (claimed)`).
-pub fn source_text(entry: &HistoryEntry) -> String {
+pub(crate) fn source_text(entry: &HistoryEntry) -> String {
     if entry.source_claimed {
         format!("{} (claimed)", entry.op_source.as_str())
     } else {
@@ -62,7 +62,7 @@ pub fn source_text(entry: &HistoryEntry) -> String {
 }
 
 /// `before→after` with short ids.
-pub fn containers(entry: &HistoryEntry) -> String {
+pub(crate) fn containers(entry: &HistoryEntry) -> String {
     let id = |id: &Option<String>| id.as_deref().map(short_id).unwrap_or("-").to_owned();
     match (&entry.container_id_before, &entry.container_id_after) {
         (None, None) => "-".to_owned(),
@@ -72,7 +72,7 @@ pub fn containers(entry: &HistoryEntry) -> String {
 }
 
 /// The duration of a finished entry, `-` for one in progress.
-pub fn duration(entry: &HistoryEntry) -> String {
+pub(crate) fn duration(entry: &HistoryEntry) -> String {
     match entry.finished_at {
         Some(finished) => humantime::format_duration(
             finished
@@ -86,7 +86,7 @@ pub fn duration(entry: &HistoryEntry) -> String {
 }
 
 /// The history table: SEQ OP-ID KIND SOURCE REF OUTCOME ERROR CONTAINER STARTED DURATION.
-pub fn table(entries: &[HistoryEntry], now: SystemTime) -> Table {
+pub(crate) fn table(entries: &[HistoryEntry], now: SystemTime) -> Table {
     let mut table = Table::new([
         "SEQ",
         "OP-ID",
@@ -116,17 +116,17 @@ pub fn table(entries: &[HistoryEntry], now: SystemTime) -> Table {
     table
 }
 
-pub async fn history(
-    session: &Session,
+pub(crate) async fn history(
+    client: &Client,
     args: &HistoryArgs,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
     check_name(&args.name)?;
     let limit = usize::try_from(args.limit).unwrap_or(MAX_LIMIT);
-    let entries = session.history(&args.name, limit).await?;
+    let entries = client.history(&args.name, limit).await?;
     if entries.is_empty() {
         // A game with no operations yet is not an error; an unknown one is.
-        session.require(&args.name).await?;
+        client.require(&args.name).await?;
         note(&format!("No history for gameruntime/{} yet.", args.name));
         if args.output == HistoryFormat::Json {
             writeln!(out, "[]")?;

@@ -14,18 +14,18 @@ const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
 /// One document and where it came from.
 #[derive(Debug, Clone)]
-pub struct Input {
-    pub doc: GameRuntime,
+pub(crate) struct Input {
+    pub(crate) doc: GameRuntime,
     /// The file (`-` for stdin).
-    pub source: String,
+    pub(crate) source: String,
     /// 1-based index of the document within its file.
-    pub index: usize,
+    pub(crate) index: usize,
 }
 
 /// Reads and checks every document of every `-f` argument. Directories contribute their
 /// `*.yaml`, `*.yml` and `*.json` files in name order (and their subdirectories' with
 /// `recursive`).
-pub fn read_inputs(paths: &[PathBuf], recursive: bool) -> Result<Vec<Input>, CliError> {
+pub(crate) fn read_inputs(paths: &[PathBuf], recursive: bool) -> Result<Vec<Input>, CliError> {
     let mut files = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {
@@ -147,7 +147,7 @@ fn read_error(path: &Path, error: &std::io::Error) -> CliError {
 }
 
 /// `FILE: document N (name): field.path: what is wrong; nothing was written`.
-pub fn parse_error(source: &str, error: &ParseError) -> CliError {
+pub(crate) fn parse_error(source: &str, error: &ParseError) -> CliError {
     CliError::invalid(format!(
         "{source}: {}; fix it and run again (nothing was written)",
         one_line(&error.to_string())

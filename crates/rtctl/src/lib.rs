@@ -1,32 +1,49 @@
 //! `rtctl`, the kubectl-like tool: the command line, and the dispatch to one module per
 //! command group.
 //!
-//! - [`apply`] — `apply`, `diff`
-//! - [`get`] — `get` (table, wide, yaml, json, name; label selectors; `-w` watch)
-//! - [`describe`] — `describe`
-//! - [`history`] — `history`
-//! - [`actions`] — `restart`, `stop`, `start`, `delete`, `wait`
-//! - [`context`] — connection settings from flags, `RTM_*` env and a config file with named
+//! The modules (all private but [`error`], whose exit-code table the README quotes):
+//!
+//! - `apply` — `apply`, `diff`
+//! - `get` — `get`: the list mode; `get::watch` the `-w` mode; both share `get::games` (the
+//!   games of a listing, invalid ones included, and which a command line picks),
+//!   `get::selector` (`-l`), `get::row` (table rows) and `get::printer` (the `-o` formats)
+//! - `describe` — `describe`
+//! - `history` — `history`
+//! - `restart` — `restart` (and the waiter that follows a restart request to its outcome)
+//! - `state` — `stop`, `start`
+//! - `delete` — `delete`
+//! - `request` — what those write verbs share: the request ref and the read-modify-write that
+//!   stamps it
+//! - `wait` — `wait`, and what it and the verbs' `--wait` wait for (phase, condition, gone);
+//!   `wait::engine` follows a game's keys for a waiter, within a deadline, until Ctrl-C
+//! - `context` — connection settings from flags, `RTM_*` env and a config file with named
 //!   contexts; `config` subcommands
-//! - [`session`] — the etcd connection, error mapping and watches that ride out etcd outages
-//! - [`input`] — reading `-f FILE|DIR|-`
-//! - [`output`] — tables, ages
-//! - [`error`] — [`CliError`] and the exit codes
+//! - `client` — the etcd client of one command: typed reads and writes, error mapping;
+//!   `client::watch` the watch that rides out etcd outages
+//! - `input` — reading `-f FILE|DIR|-`
+//! - `output` — tables, ages, warnings
+//! - [`error`] — `CliError` and the exit codes
 //!
 //! Every failure is one line on stderr, `error: <what, which object, why, what to do>`, with
 //! the exit code of its class (see [`error`]); nothing reaches a user as a panic or a debug
 //! dump.
 
-pub mod actions;
-pub mod apply;
-pub mod context;
-pub mod describe;
+#![warn(missing_docs, unreachable_pub)]
+
+mod apply;
+mod client;
+mod context;
+mod delete;
+mod describe;
 pub mod error;
-pub mod get;
-pub mod history;
-pub mod input;
-pub mod output;
-pub mod session;
+mod get;
+mod history;
+mod input;
+mod output;
+mod request;
+mod restart;
+mod state;
+mod wait;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -35,30 +52,30 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use self::client::Client;
 use self::context::{ConfigCommand, ConnectionArgs, DEFAULT_REQUEST_TIMEOUT, Explicit};
 use self::error::{CliError, EXIT_CODES_HELP, Outcome, exit, one_line};
-use self::session::Session;
 use rtm_core::model::DesiredState;
 
 /// rtctl: manage GameRuntimes — the desired state of game containers, kept in etcd and
 /// reconciled by rtmanager.
 #[derive(Debug, Parser)]
 #[command(name = "rtctl", version, about, long_about = None, after_help = EXIT_CODES_HELP)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten, next_help_heading = "Connection")]
-    pub connection: ConnectionArgs,
+    pub(crate) connection: ConnectionArgs,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 
     /// Which connection settings were given as flags or env (filled in by [`parse_from`]);
     /// `None` when the `Cli` was built some other way.
     #[arg(skip)]
-    pub explicit: Option<Explicit>,
+    pub(crate) explicit: Option<Explicit>,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Create or update games from files: validates every document first, writes none if any
     /// is invalid.
     #[command(
@@ -86,20 +103,20 @@ pub enum Command {
         after_help = "Examples:\n  rtctl restart arena-1\n  rtctl restart arena-1 --ref \
                             REQ-42 --wait --timeout 5m"
     )]
-    Restart(actions::RestartArgs),
+    Restart(restart::RestartArgs),
     /// Ask for the game's container to stop: sets spec.state to Stopped.
-    Stop(actions::StateArgs),
+    Stop(state::StateArgs),
     /// Ask for the game's container to run: sets spec.state to Running.
-    Start(actions::StateArgs),
+    Start(state::StateArgs),
     /// Delete games; the controller then removes their containers.
-    Delete(actions::DeleteArgs),
+    Delete(delete::DeleteArgs),
     /// Wait until games reach a phase, a condition, or are gone.
     #[command(
         after_help = "Examples:\n  rtctl wait arena-1 --for=phase=Running\n  rtctl wait \
                             arena-1 --for=condition=Ready --timeout 2m\n  rtctl wait arena-1 \
                             --for=delete"
     )]
-    Wait(actions::WaitArgs),
+    Wait(wait::WaitArgs),
     /// Print the GameRuntime CustomResourceDefinition (generated from the types).
     Crd,
     /// Print a shell completion script.
@@ -121,7 +138,7 @@ pub enum Command {
 
 /// Shells `completion` writes scripts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Shell {
+pub(crate) enum Shell {
     Bash,
     Zsh,
     Fish,
@@ -162,7 +179,7 @@ impl Command {
 
 /// The clap command: the connection flags work before or after the subcommand (as kubectl's
 /// do) and the request timeout defaults to rtctl's short one.
-pub fn command() -> clap::Command {
+pub(crate) fn command() -> clap::Command {
     Cli::command()
         .mut_args(|arg| arg.global(true))
         .mut_arg("request_timeout", |arg| {
@@ -171,7 +188,7 @@ pub fn command() -> clap::Command {
 }
 
 /// Parses a command line (the first item is the program name).
-pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+pub(crate) fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -206,7 +223,7 @@ pub fn main() -> ExitCode {
 
 /// Runs one rtctl invocation and turns its result into an exit code, printing a failure as
 /// one line on stderr.
-pub fn run(cli: Cli) -> ExitCode {
+pub(crate) fn run(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -274,29 +291,29 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
 
     // Names first: a bad one is the user's mistake whatever the state of etcd.
     for name in cli.command.names() {
-        session::check_name(name)?;
+        client::check_name(name)?;
     }
     let resolved = context::resolve(&cli.connection, &explicit)?;
-    let session = Session::connect(&resolved).await?;
+    let client = Client::connect(&resolved).await?;
     let interrupt = CancellationToken::new();
     if cli.command.listens_for_interrupts() {
         listen_for_interrupts(interrupt.clone());
     }
     match &cli.command {
-        Command::Apply(args) => apply::apply(&session, args, out).await,
-        Command::Diff(args) => apply::diff(&session, args, out).await,
-        Command::Get(args) => get::get(&session, args, out, interrupt.cancelled()).await,
-        Command::Describe { name } => describe::describe(&session, name, out).await,
-        Command::History(args) => history::history(&session, args, out).await,
-        Command::Restart(args) => actions::restart(&session, args, out, &interrupt).await,
+        Command::Apply(args) => apply::apply(&client, args, out).await,
+        Command::Diff(args) => apply::diff(&client, args, out).await,
+        Command::Get(args) => get::get(&client, args, out, interrupt.cancelled()).await,
+        Command::Describe { name } => describe::describe(&client, name, out).await,
+        Command::History(args) => history::history(&client, args, out).await,
+        Command::Restart(args) => restart::restart(&client, args, out, &interrupt).await,
         Command::Stop(args) => {
-            actions::set_state(&session, args, DesiredState::Stopped, out, &interrupt).await
+            state::set_state(&client, args, DesiredState::Stopped, out, &interrupt).await
         }
         Command::Start(args) => {
-            actions::set_state(&session, args, DesiredState::Running, out, &interrupt).await
+            state::set_state(&client, args, DesiredState::Running, out, &interrupt).await
         }
-        Command::Delete(args) => actions::delete(&session, args, out, &interrupt).await,
-        Command::Wait(args) => actions::wait(&session, args, out, &interrupt).await,
+        Command::Delete(args) => delete::delete(&client, args, out, &interrupt).await,
+        Command::Wait(args) => wait::wait(&client, args, out, &interrupt).await,
         Command::Crd | Command::Completion { .. } | Command::Config { .. } => Ok(Outcome::Success),
     }
 }

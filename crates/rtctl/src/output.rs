@@ -10,23 +10,23 @@ use rtm_core::model::Timestamp;
 const COLUMN_GAP: usize = 3;
 
 /// How many characters of a container id tables show (as `docker ps`).
-pub const SHORT_ID: usize = 12;
+pub(crate) const SHORT_ID: usize = 12;
 
 /// A table whose columns are as wide as their widest cell. The widths are kept, so rows
 /// printed later (`get -w`) line up with the ones printed first.
 #[derive(Debug, Clone)]
-pub struct Table {
+pub(crate) struct Table {
     headers: Vec<String>,
     rows: Vec<Vec<String>>,
     widths: Vec<usize>,
 }
 
 impl Table {
-    pub fn new<const N: usize>(headers: [&str; N]) -> Table {
+    pub(crate) fn new<const N: usize>(headers: [&str; N]) -> Table {
         Table::with_headers(headers.iter().map(|h| (*h).to_owned()).collect())
     }
 
-    pub fn with_headers(headers: Vec<String>) -> Table {
+    pub(crate) fn with_headers(headers: Vec<String>) -> Table {
         let widths = headers.iter().map(|h| h.chars().count()).collect();
         Table {
             headers,
@@ -36,20 +36,16 @@ impl Table {
     }
 
     /// Makes column `index` at least `width` wide (so rows printed later fit without shifting).
-    pub fn min_width(&mut self, index: usize, width: usize) {
+    pub(crate) fn min_width(&mut self, index: usize, width: usize) {
         if let Some(w) = self.widths.get_mut(index) {
             *w = (*w).max(width);
         }
     }
 
-    pub fn row(&mut self, cells: impl IntoIterator<Item = String>) {
+    pub(crate) fn row(&mut self, cells: impl IntoIterator<Item = String>) {
         let cells: Vec<String> = cells.into_iter().collect();
         self.grow(&cells);
         self.rows.push(cells);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
     }
 
     fn grow(&mut self, cells: &[String]) {
@@ -63,7 +59,7 @@ impl Table {
     }
 
     /// The header and every row, each line ending in a newline.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut text = self.line(&self.headers);
         for row in &self.rows {
             text.push_str(&self.line(row));
@@ -72,12 +68,12 @@ impl Table {
     }
 
     /// The rows without the header.
-    pub fn render_rows(&self) -> String {
+    pub(crate) fn render_rows(&self) -> String {
         self.rows.iter().map(|row| self.line(row)).collect()
     }
 
     /// One more row, laid out with the widths so far (growing them if it is wider), not kept.
-    pub fn render_row(&mut self, cells: &[String]) -> String {
+    pub(crate) fn render_row(&mut self, cells: &[String]) -> String {
         self.grow(cells);
         self.line(cells)
     }
@@ -102,7 +98,7 @@ impl Table {
 
 /// A duration the way kubectl prints ages: `45s`, `3m20s`, `25m`, `5h10m`, `20h`, `3d4h`,
 /// `30d`, `2y45d`, `9y`: precise when young, coarse when old.
-pub fn format_age(age: Duration) -> String {
+pub(crate) fn format_age(age: Duration) -> String {
     let seconds = age.as_secs();
     if seconds < 120 {
         return format!("{seconds}s");
@@ -149,7 +145,7 @@ pub fn format_age(age: Duration) -> String {
 
 /// The age of something created at `since`, or `<unknown>`. A time slightly in the future
 /// (clock skew between machines) counts as now.
-pub fn age_since(since: Option<Timestamp>, now: SystemTime) -> String {
+pub(crate) fn age_since(since: Option<Timestamp>, now: SystemTime) -> String {
     match since {
         Some(since) => format_age(
             now.duration_since(since.system_time())
@@ -160,7 +156,7 @@ pub fn age_since(since: Option<Timestamp>, now: SystemTime) -> String {
 }
 
 /// The first [`SHORT_ID`] characters of a container id.
-pub fn short_id(id: &str) -> &str {
+pub(crate) fn short_id(id: &str) -> &str {
     match id.char_indices().nth(SHORT_ID) {
         Some((end, _)) => &id[..end],
         None => id,
@@ -168,7 +164,7 @@ pub fn short_id(id: &str) -> &str {
 }
 
 /// Prints a warning line on stderr; a closed stderr is not worth failing for.
-pub fn warn(message: &str) {
+pub(crate) fn warn(message: &str) {
     let _ = writeln!(
         std::io::stderr().lock(),
         "warning: {}",
@@ -177,12 +173,12 @@ pub fn warn(message: &str) {
 }
 
 /// Prints a note for people on stderr (e.g. "No gameruntimes found"), keeping stdout for data.
-pub fn note(message: &str) {
+pub(crate) fn note(message: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{message}");
 }
 
 /// `<none>` for an empty cell.
-pub fn or_none(text: &str) -> String {
+pub(crate) fn or_none(text: &str) -> String {
     if text.is_empty() {
         "<none>".to_owned()
     } else {

@@ -1,0 +1,203 @@
+//! How `get` prints games in each `-o` format: the whole listing at once, or one change at a
+//! time for the watch (with the table's columns sized so later rows line up).
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use super::games::{InvalidGame, Shown, warn_invalid};
+use super::row::{headers, invalid_row, row};
+use crate::error::CliError;
+use crate::output::Table;
+use rtm_core::model::GameRuntime;
+use rtm_core::model::parse::to_yaml;
+
+/// The `-o` formats of `get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// NAME STATE PHASE READY RESTARTS IMAGE AGE.
+    Table,
+    /// The table plus CONTAINER, NODE and HOSTNAME.
+    Wide,
+    /// The documents with their status, as `---`-separated YAML (applies back unchanged).
+    Yaml,
+    /// One document as a JSON object, several as a GameRuntimeList.
+    Json,
+    /// gameruntime/NAME.
+    Name,
+}
+
+/// Renders a document for `-o json` (pretty).
+fn json(value: &impl serde::Serialize) -> Result<String, CliError> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::internal(format!("cannot print JSON: {e}")))
+}
+
+/// The printer shared by the listing and the watch.
+#[derive(Debug)]
+pub(crate) struct Printer {
+    format: OutputFormat,
+    table: Table,
+    events: bool,
+}
+
+impl Printer {
+    /// A printer for `format`; `watching`: rows come one at a time; `events`: each starts
+    /// with ADDED, MODIFIED or DELETED.
+    pub(crate) fn new(format: OutputFormat, watching: bool, events: bool) -> Printer {
+        let mut headers = headers(format == OutputFormat::Wide);
+        if events {
+            headers.insert(0, "EVENT".to_owned());
+        }
+        let mut table = Table::with_headers(headers);
+        if watching {
+            // Rows arrive one at a time while watching: size the columns whose values vary
+            // in width for their widest value, so later rows line up with the first.
+            let offset = usize::from(events);
+            if events {
+                table.min_width(0, "MODIFIED".len());
+            }
+            table.min_width(offset + 2, "CrashLoopBackOff".len());
+            table.min_width(offset + 3, "Unknown".len());
+        }
+        Printer {
+            format,
+            table,
+            events,
+        }
+    }
+
+    /// The initial listing (invalid games: rows in tables, names with `-o name`, left out of
+    /// YAML and JSON, which have no document to print for them).
+    pub(crate) fn listing(
+        &mut self,
+        games: &[Shown<'_>],
+        no_headers: bool,
+        out: &mut dyn Write,
+    ) -> Result<(), CliError> {
+        let now = SystemTime::now();
+        let wide = self.format == OutputFormat::Wide;
+        let docs: Vec<&GameRuntime> = games
+            .iter()
+            .filter_map(|shown| match shown {
+                Shown::Valid(doc) => Some(*doc),
+                Shown::Invalid(..) => None,
+            })
+            .collect();
+        match self.format {
+            OutputFormat::Table | OutputFormat::Wide => {
+                for shown in games {
+                    let mut cells = match shown {
+                        Shown::Valid(doc) => row(doc, wide, now),
+                        Shown::Invalid(name, game) => invalid_row(name, game, wide),
+                    };
+                    if self.events {
+                        cells.insert(0, "ADDED".to_owned());
+                    }
+                    self.table.row(cells);
+                }
+                let text = if no_headers {
+                    self.table.render_rows()
+                } else {
+                    self.table.render()
+                };
+                out.write_all(text.as_bytes())?;
+            }
+            OutputFormat::Yaml => {
+                for (i, doc) in docs.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(out, "---")?;
+                    }
+                    out.write_all(to_yaml(doc).as_bytes())?;
+                }
+            }
+            OutputFormat::Json => {
+                if docs.is_empty() && !games.is_empty() {
+                    // Only invalid games: no JSON for them (the error says why).
+                    return Ok(());
+                }
+                let text = match docs.as_slice() {
+                    [one] => json(one)?,
+                    many => json(&serde_json::json!({
+                        "apiVersion": rtm_core::model::API_VERSION,
+                        "kind": "GameRuntimeList",
+                        "items": many,
+                    }))?,
+                };
+                writeln!(out, "{text}")?;
+            }
+            OutputFormat::Name => {
+                for shown in games {
+                    writeln!(out, "gameruntime/{}", shown.name())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One change of the watch to a document that cannot be read: a row in tables, the name
+    /// with `-o name`, a warning for YAML and JSON.
+    pub(crate) fn change_invalid(
+        &mut self,
+        event: &str,
+        name: &str,
+        game: &InvalidGame,
+        out: &mut dyn Write,
+    ) -> Result<(), CliError> {
+        match self.format {
+            OutputFormat::Table | OutputFormat::Wide => {
+                let mut cells = invalid_row(name, game, self.format == OutputFormat::Wide);
+                if self.events {
+                    cells.insert(0, event.to_owned());
+                }
+                let line = self.table.render_row(&cells);
+                out.write_all(line.as_bytes())?;
+            }
+            OutputFormat::Name if self.events => writeln!(out, "{event} gameruntime/{name}")?,
+            OutputFormat::Name => writeln!(out, "gameruntime/{name}")?,
+            OutputFormat::Yaml | OutputFormat::Json => {}
+        }
+        out.flush()?;
+        warn_invalid(name, game);
+        Ok(())
+    }
+
+    /// One change of the watch.
+    pub(crate) fn change(
+        &mut self,
+        event: &str,
+        doc: &GameRuntime,
+        out: &mut dyn Write,
+    ) -> Result<(), CliError> {
+        let prefix = if self.events {
+            format!("{event} ")
+        } else {
+            String::new()
+        };
+        match self.format {
+            OutputFormat::Table | OutputFormat::Wide => {
+                let mut cells = row(doc, self.format == OutputFormat::Wide, SystemTime::now());
+                if self.events {
+                    cells.insert(0, event.to_owned());
+                }
+                let line = self.table.render_row(&cells);
+                out.write_all(line.as_bytes())?;
+            }
+            OutputFormat::Yaml => {
+                if self.events {
+                    writeln!(out, "--- # {event}")?;
+                } else {
+                    writeln!(out, "---")?;
+                }
+                out.write_all(to_yaml(doc).as_bytes())?;
+            }
+            OutputFormat::Json => {
+                let line = serde_json::to_string(doc)
+                    .map_err(|e| CliError::internal(format!("cannot print JSON: {e}")))?;
+                writeln!(out, "{prefix}{line}")?;
+            }
+            OutputFormat::Name => writeln!(out, "{prefix}gameruntime/{}", doc.metadata.name)?,
+        }
+        out.flush()?;
+        Ok(())
+    }
+}
