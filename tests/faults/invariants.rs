@@ -36,10 +36,8 @@
 //! - [`Rng`]: a seeded generator for the randomized soak (stable across
 //!   versions of the `rand` crate, so a printed seed replays the same run).
 //!
-//! Not declared in `common/mod.rs`: `tests/faults.rs` includes it with
-//! `#[path]`.
-
-#![allow(dead_code)] // a helper library: each scenario uses a part of it
+//! A module of the fault suite (`tests/faults/main.rs`) alone: no other
+//! test binary uses it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -1071,11 +1069,6 @@ impl Monitor {
         lock(&self.state).foreign.push(foreign);
     }
 
-    /// The violations so far (the monitor goes on).
-    pub fn violations_so_far(&self) -> usize {
-        lock(&self.state).report.violation_count
-    }
-
     /// Stops the monitor and returns its report, with the verdict on
     /// every container that stopped running while it watched.
     pub async fn finish(mut self) -> MonitorReport {
@@ -1651,7 +1644,7 @@ impl ReplacementAudit {
     }
 }
 
-/// The replacement check, pure (unit-tested in `tests/faults.rs`): every
+/// The replacement check, pure (unit-tested in `tests/faults/main.rs`): every
 /// disappearance of a running container needs a reason, taken in this
 /// order:
 ///
