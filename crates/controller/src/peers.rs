@@ -108,3 +108,120 @@ pub(crate) async fn announce(session: &Session, node: &str) {
         warn!(%error, "writing the controller heartbeat failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::lifecycle::Lifecycle;
+    use crate::metrics::Metrics;
+    use crate::plan::Settings;
+    use crate::reconcile::Sharding;
+    use crate::runtime::FakeRuntime;
+    use rtm_core::store::Keys;
+    use rtm_core::store::memory::MemoryStore;
+
+    /// The peer watch of one session of node-a, its cache listed and empty.
+    async fn peers(store: Arc<MemoryStore>) -> Peers {
+        let metrics = Metrics::new();
+        let session = Session::open(
+            store,
+            Keys::default(),
+            "node-a-1",
+            Duration::from_secs(15),
+            metrics.clone(),
+        )
+        .await
+        .unwrap();
+        let lifecycle = Lifecycle::new(
+            Arc::new(FakeRuntime::new()),
+            session.clone(),
+            100,
+            metrics.clone(),
+        );
+        let cache = Arc::new(DesiredCache::new());
+        cache.set_ready();
+        let sharding = Sharding {
+            node: "node-a".into(),
+            take_unassigned: true,
+        };
+        let reconciler = Reconciler::new(
+            lifecycle,
+            cache.clone(),
+            sharding,
+            Settings::default(),
+            metrics,
+        );
+        Peers {
+            session,
+            node: "node-a".into(),
+            reconciler: Arc::new(reconciler),
+            cache,
+            queue: Arc::new(WorkQueue::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_controller_going_away_queues_every_game_and_a_forged_own_heartbeat_is_written_again()
+    {
+        let store = Arc::new(MemoryStore::new());
+        let peers = peers(store.clone()).await;
+        let documents = ["g1", "g2"];
+        for game in documents {
+            let doc = rtm_core::model::parse::parse_documents(&format!(
+                "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: {game}\nspec:\n  image: x:1\n"
+            ))
+            .unwrap()
+            .remove(0);
+            peers.cache.apply(
+                game.to_owned(),
+                Some(crate::desired::Desired::Valid(Box::new(doc))),
+            );
+        }
+        peers.relist().await.unwrap();
+        let keys = Keys::default();
+        peers
+            .apply(vec![WatchEvent::Put(rtm_core::store::KeyValue {
+                key: keys.controller("node-b-1"),
+                value: b"{}".to_vec(),
+                create_revision: 1,
+                mod_revision: 1,
+                version: 1,
+                lease: 7,
+            })])
+            .await;
+        assert!(
+            peers.queue.is_empty(),
+            "a controller arriving changes nothing"
+        );
+
+        peers
+            .apply(vec![WatchEvent::Delete {
+                key: keys.controller("node-b-1"),
+                mod_revision: 2,
+            }])
+            .await;
+        let mut queued = Vec::new();
+        while !peers.queue.is_empty() {
+            queued.push(peers.queue.next().await.unwrap());
+        }
+        queued.sort();
+        assert_eq!(queued, documents, "every game, looked at again");
+
+        let own = keys.controller(peers.session.holder());
+        store
+            .delete(&own, store.get(&own).await.unwrap().unwrap().mod_revision)
+            .await
+            .unwrap();
+        peers
+            .apply(vec![WatchEvent::Delete {
+                key: own.clone(),
+                mod_revision: 3,
+            }])
+            .await;
+        let written = store.get(&own).await.unwrap().expect("announced again");
+        assert_eq!(written.lease, peers.session.lease_id());
+        assert!(peers.queue.is_empty(), "its own heartbeat is no departure");
+    }
+}
