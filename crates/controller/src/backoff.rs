@@ -1,5 +1,6 @@
-//! Jittered exponential backoff: per game after failed reconciles, and for
-//! relisting after the watch broke.
+//! Jittered exponential backoff: per game after failed reconciles, for
+//! relisting after a watch broke, and for reopening a connection (the
+//! Docker event stream, the etcd session).
 
 use std::time::Duration;
 
@@ -19,6 +20,15 @@ impl Backoff {
             max,
             failures: 0,
         }
+    }
+
+    /// For reopening what a daemon serves (the Docker event stream, the
+    /// etcd session): from 500 ms, so that a restart of dockerd or an etcd
+    /// leader election (about a second) costs a try or two, doubling up to
+    /// 30 s, so that the end of a long outage is noticed within half a
+    /// minute without every controller knocking on the daemon in step.
+    pub fn reconnect() -> Self {
+        Self::new(Duration::from_millis(500), Duration::from_secs(30))
     }
 
     /// The delay before the next attempt; each call counts one failure.

@@ -3,18 +3,16 @@
 //! ends it when it stops), so when it ends it is opened again with backoff
 //! and every game is queued, and the periodic sweep catches the rest.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use futures::StreamExt;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::runtime::ContainerRuntime;
 
 use super::backoff::Backoff;
+use super::desired::DesiredCache;
 use super::queue::WorkQueue;
-use super::watcher::DesiredCache;
 
 /// Runs until `shutdown`.
 pub async fn run(
@@ -23,7 +21,7 @@ pub async fn run(
     queue: Arc<WorkQueue>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut backoff = Backoff::reconnect();
     // Never listed while etcd is down: a shutdown must not wait for it.
     tokio::select! {
         _ = shutdown.cancelled() => return,
@@ -56,9 +54,7 @@ pub async fn run(
         }
         // Events may have been lost: look at every game again (in bulk,
         // behind changes).
-        for game in cache.games() {
-            queue.add_bulk(&game);
-        }
+        queue.add_bulk_all(cache.games());
         let delay = backoff.next_delay();
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -14,9 +14,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use crate::desired::DesiredCache;
 use crate::metrics::Metrics;
 use crate::runtime::ContainerRuntime;
-use crate::watcher::DesiredCache;
 
 /// Bound on the Docker ping behind `/readyz`.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(2);

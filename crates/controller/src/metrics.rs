@@ -71,6 +71,7 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -
 }
 
 impl Metrics {
+    // Long because: one flat registration per metric reads best whole.
     pub fn new() -> Self {
         let registry = Registry::new();
         let r = &registry;
@@ -186,7 +187,7 @@ impl Metrics {
     /// Label values that exist from the start, so that dashboards and
     /// alerts see a 0 rather than no series.
     fn initialise(&self) {
-        for watch in ["gameruntimes", "status"] {
+        for watch in ["gameruntimes", "status", "controllers"] {
             for reason in ["compacted", "broken"] {
                 self.watch_restarts.with_label_values(&[watch, reason]);
             }

@@ -1,8 +1,10 @@
-//! The list-then-watch loop behind every in-memory copy of an etcd prefix
-//! the controller keeps (the desired state, the status records): list at a
-//! revision R, follow the prefix watch from R + 1, and when the watch ends
-//! (compaction, a broken connection, etcd restarting) relist with jittered
-//! exponential backoff. One loop, so both copies recover the same way.
+//! The list-then-watch loop behind every etcd prefix the controller
+//! follows (the desired state and the status records, each into its
+//! [`Cache`](super::cache::Cache); the other controllers' heartbeats, in
+//! [`super::peers`]): list at a revision R, follow the prefix watch from
+//! R + 1, and when the watch ends (compaction, a broken connection, etcd
+//! restarting) relist with jittered exponential backoff. One loop, so every
+//! follower recovers the same way.
 
 use std::fmt::Display;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use super::backoff::Backoff;
 const RELIST_MIN: Duration = Duration::from_millis(200);
 const RELIST_MAX: Duration = Duration::from_secs(30);
 
-/// An in-memory copy of one etcd prefix.
+/// A follower of one etcd prefix (most keep an in-memory copy of it).
 pub(crate) trait Mirror {
     type Error: Display;
 
@@ -37,8 +39,9 @@ pub(crate) trait Mirror {
     /// Lists the prefix, swaps the listing in, and returns its revision.
     async fn relist(&self) -> Result<Revision, Self::Error>;
 
-    /// Applies one change seen by the watch.
-    fn apply(&self, event: WatchEvent);
+    /// Applies one batch of changes seen by the watch (in revision order;
+    /// a follower that acts on changes does so once per batch).
+    async fn apply(&self, batch: Vec<WatchEvent>);
 
     /// The watch ended: until the next relist the copy may miss changes.
     fn broken(&self) {}
@@ -105,9 +108,7 @@ async fn follow(mirror: &impl Mirror, revision: Revision, backoff: &mut Backoff)
             }
         };
         backoff.reset();
-        for event in batch {
-            mirror.apply(event);
-        }
+        mirror.apply(batch).await;
     }
     "broken"
 }

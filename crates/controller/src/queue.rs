@@ -9,10 +9,10 @@
 //! Two priorities: a game added with [`WorkQueue::add`] or
 //! [`WorkQueue::add_after`] (a changed document, a Docker event, a requeue)
 //! is handed out before any game queued in bulk with
-//! [`WorkQueue::add_bulk`] (the periodic resync, the first listing, an
-//! event-stream reconnect), which only fill the time left over. Without it
-//! a change made during a resync of 10,000 games waited behind all of them
-//! (seconds; BENCHMARKS.md, apply-latency). controller-runtime's priority
+//! [`WorkQueue::add_bulk`] or [`WorkQueue::add_bulk_all`] (the periodic
+//! resync, the first listing, an event-stream reconnect), which only fill
+//! the time left over. Without it a change made during a resync of 10,000
+//! games waited behind all of them (seconds; BENCHMARKS.md, apply-latency). controller-runtime's priority
 //! queue makes the same split.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -123,6 +123,17 @@ impl WorkQueue {
         state.due.insert((due, game.to_owned()));
         drop(state);
         self.wake.notify_waiters();
+    }
+
+    /// Schedules each of `games` in bulk ([`WorkQueue::add_bulk`]): how
+    /// every game is looked at again (a resync, the first listing, an
+    /// event stream or an etcd session that was lost, a peer that went
+    /// away), so that a change coming in meanwhile is not queued behind
+    /// them all.
+    pub fn add_bulk_all(&self, games: impl IntoIterator<Item = String>) {
+        for game in games {
+            self.add_bulk(&game);
+        }
     }
 
     /// Schedules `game` now, behind every game scheduled with

@@ -32,9 +32,9 @@ use rtm_core::records::history::HistoryEntry;
 use rtm_core::records::status::{StatusRecord, StatusStore};
 use rtm_core::store::{Compare, Keys};
 
+use super::desired::{Desired, DesiredCache};
 use super::plan::{Action, Cause, Observed, Settings, derive_status, plan, spec_changed};
-use super::status_cache::StatusCache;
-use super::watcher::{Desired, DesiredCache};
+use super::statuses::StatusCache;
 
 /// Look again this soon after acting, to confirm convergence.
 const AFTER_ACTION: Duration = Duration::from_secs(1);
@@ -147,10 +147,11 @@ impl Reconciler {
 
     /// Reconciles `game`; `Ok(Some(d))` asks to look again after `d`.
     pub async fn reconcile(&self, game: &str) -> Result<Option<Duration>, Failure> {
-        let desired = match self.cache.get(game) {
+        let looked = self.cache.get(game);
+        let desired = match looked.as_deref() {
             // Reported by the watcher; nothing is done until it is fixed.
             Some(Desired::Invalid(_)) => return Ok(None),
-            Some(Desired::Valid(doc)) => Some(*doc),
+            Some(Desired::Valid(doc)) => Some(&**doc),
             None => None,
         };
         if let Some(doc) = desired.as_ref().filter(|doc| !self.sharding.owns(doc)) {
@@ -164,8 +165,8 @@ impl Reconciler {
         }
         let observed = self.first_look(game).await?;
         let now = SystemTime::now();
-        let action = plan(desired.as_ref(), &observed, now, &self.settings);
-        let status = derive_status(desired.as_ref(), &observed, now, &self.settings);
+        let action = plan(desired, &observed, now, &self.settings);
+        let status = derive_status(desired, &observed, now, &self.settings);
         let settled = !action.acts()
             && (desired.is_none() || (observed.status.exists() && status == observed.status.value))
             && !self.needs_adoption(&observed)
@@ -180,7 +181,7 @@ impl Reconciler {
         }
         let first = observed.status;
         let seen = Seen {
-            desired,
+            desired: desired.cloned(),
             container: observed.container,
         };
         let (lease, known) = match self.take_lease(game, seen, first).await {
@@ -414,7 +415,7 @@ impl Reconciler {
     /// the status cache, else etcd; with its revision) and its container.
     async fn first_look(&self, game: &str) -> Result<Observed, Failure> {
         let status = match self.statuses.get(game) {
-            Some(known) => known,
+            Some(known) => StatusRecord::clone(&known),
             None => self.status.read(game).await?,
         };
         let container = self.container(game).await?;

@@ -35,12 +35,12 @@ use crate::metrics::Metrics;
 use crate::runtime::container_name;
 use rtm_core::model::OpSource;
 use rtm_core::records::history::HistoryEntry;
-use rtm_core::store::{Compare, Txn};
+use rtm_core::store::{Compare, Keys, Store, StoreError, Txn};
 
 use super::backoff::jitter;
+use super::desired::DesiredCache;
 use super::queue::WorkQueue;
-use super::status_cache::StatusCache;
-use super::watcher::DesiredCache;
+use super::statuses::{StatusCache, of_node};
 
 /// Keys read per page of the history scan, without values: a history key
 /// is ~60 bytes, so a page is a few KiB; the scan jumps over the rest of
@@ -123,9 +123,7 @@ async fn sweep(
     orphans: &mut HashMap<String, Instant>,
 ) {
     // In bulk: behind any change that comes in meanwhile (queue.rs).
-    for game in cache.games() {
-        queue.add_bulk(&game);
-    }
+    queue.add_bulk_all(cache.games());
     let runtime = lifecycle.runtime();
     match runtime.list_managed().await {
         Ok(containers) => {
@@ -133,7 +131,7 @@ async fn sweep(
             let mut seen_orphans = Vec::new();
             let mut misnamed = Vec::new();
             for container in containers {
-                if container.prefix() != Some(lifecycle.prefix()) {
+                if !container.belongs_to(lifecycle.prefix()) {
                     continue; // another installation's, or hand-made: never ours to judge
                 }
                 let Some(game) = container.game().map(str::to_owned) else {
@@ -208,11 +206,6 @@ async fn statuses_without_document(
         .collect()
 }
 
-/// Whether a status record belongs to `node` (or to no node yet).
-pub(crate) fn of_node(status: &rtm_core::model::GameRuntimeStatus, node: &str) -> bool {
-    status.node.as_deref().is_none_or(|n| n == node)
-}
-
 /// Containers claiming `game` under another name than `rtm-<game>`: one
 /// renamed by hand is named back when the game has no container, every
 /// other one is removed; under the game's lease, each recorded in its
@@ -282,16 +275,16 @@ pub(crate) async fn sweep_history(
     grace: Duration,
     now: SystemTime,
 ) -> Vec<String> {
-    let containers: HashSet<String> = match lifecycle.runtime().list_managed().await {
-        Ok(containers) => containers
-            .iter()
-            .filter(|c| c.prefix() == Some(lifecycle.prefix()))
-            .filter_map(|c| c.game().map(str::to_owned))
-            .collect(),
-        Err(error) => {
-            warn!(%error, "listing managed containers failed; the history sweep waits for the next round");
-            return Vec::new();
-        }
+    let Some(containers) = games_with_containers(lifecycle).await else {
+        return Vec::new();
+    };
+    // Deleted as far as this node can tell; the removal checks etcd again.
+    let deleted = |game: &str| {
+        !cache.contains(game)
+            && !containers.contains(game)
+            && !statuses
+                .and_then(|s| s.get(game))
+                .is_some_and(|s| s.exists())
     };
     let session = lifecycle.session();
     let (store, keys) = (session.store(), session.keys());
@@ -310,35 +303,10 @@ pub(crate) async fn sweep_history(
         let Some(last) = page.last() else {
             break;
         };
-        // Where the next page starts: after every entry of the page's last
-        // game (`history/<game>0` sorts right after `history/<game>/...`),
-        // or right after a key that names no game (written by hand).
-        from = match keys.history_game(last) {
-            Some(game) => format!("{}0", keys.history(game).trim_end_matches('/')),
-            None => format!("{last}\0"),
-        };
-        let full = page.len() == HISTORY_SCAN_PAGE;
-        let mut games: Vec<(&str, &str)> = Vec::new();
-        for key in &page {
-            match keys.history_game(key) {
-                Some(game) if games.last().is_none_or(|(seen, _)| *seen != game) => {
-                    games.push((game, key));
-                }
-                Some(_) => {}
-                None => debug!(%key, "a key under history/ that names no game; left alone"),
-            }
-        }
+        from = next_page_start(keys, last);
+        let games = first_key_of_each_game(keys, &page);
         scanned += games.len();
-        for (game, oldest) in games {
-            if cache.contains(game) || containers.contains(game) {
-                continue;
-            }
-            if statuses
-                .and_then(|s| s.get(game))
-                .is_some_and(|s| s.exists())
-            {
-                continue;
-            }
+        for (game, oldest) in games.into_iter().filter(|(game, _)| deleted(game)) {
             let oldest = keys.history_seq(game, oldest).unwrap_or(0);
             match remove_history(lifecycle, game, oldest, grace, now).await {
                 Ok(true) => removed.push(game.to_owned()),
@@ -348,7 +316,7 @@ pub(crate) async fn sweep_history(
                 }
             }
         }
-        if !full {
+        if page.len() < HISTORY_SCAN_PAGE {
             break;
         }
     }
@@ -358,6 +326,50 @@ pub(crate) async fn sweep_history(
         "history sweep done"
     );
     removed
+}
+
+/// The games of this installation that have a container on this host;
+/// `None` (logged) when Docker cannot say.
+async fn games_with_containers(lifecycle: &Lifecycle) -> Option<HashSet<String>> {
+    match lifecycle.runtime().list_managed().await {
+        Ok(containers) => Some(
+            containers
+                .iter()
+                .filter(|c| c.belongs_to(lifecycle.prefix()))
+                .filter_map(|c| c.game().map(str::to_owned))
+                .collect(),
+        ),
+        Err(error) => {
+            warn!(%error, "listing managed containers failed; the history sweep waits for the next round");
+            None
+        }
+    }
+}
+
+/// Where the history scan's next page starts after a page ending at
+/// `last`: after every entry of its game (`history/<game>0` sorts right
+/// after `history/<game>/...`), or right after a key that names no game
+/// (written by hand).
+fn next_page_start(keys: &Keys, last: &str) -> String {
+    match keys.history_game(last) {
+        Some(game) => format!("{}0", keys.history(game).trim_end_matches('/')),
+        None => format!("{last}\0"),
+    }
+}
+
+/// Each game of a page of history keys, with its first (oldest) key there.
+fn first_key_of_each_game<'a>(keys: &Keys, page: &'a [String]) -> Vec<(&'a str, &'a str)> {
+    let mut games: Vec<(&str, &str)> = Vec::new();
+    for key in page {
+        match keys.history_game(key) {
+            Some(game) if games.last().is_none_or(|(seen, _)| *seen != game) => {
+                games.push((game, key));
+            }
+            Some(_) => {}
+            None => debug!(%key, "a key under history/ that names no game; left alone"),
+        }
+    }
+    games
 }
 
 /// When the history's newest entry last changed: when it finished (or the
@@ -391,24 +403,7 @@ async fn remove_history(
 ) -> Result<bool, RemoveError> {
     let session = lifecycle.session();
     let (store, keys) = (session.store(), session.keys());
-    let newest = store.newest(&keys.history(game), GRACE_LOOKBACK).await?;
-    let Some(seq) = newest
-        .first()
-        .and_then(|kv| keys.history_seq(game, &kv.key))
-    else {
-        return Ok(false); // removed meanwhile (a peer's sweep), or a key written by hand
-    };
-    // The log's last activity: an outer entry (a removal, a restart) ends
-    // after the inner ones appended behind it, so a few newest are read.
-    let Some(since) = newest
-        .iter()
-        .filter_map(|kv| serde_json::from_slice::<HistoryEntry>(&kv.value).ok())
-        .map(|entry| last_activity(&entry))
-        .max()
-    else {
-        // No time to measure the grace from: kept, like any record garbled
-        // by hand, for the operator to look at.
-        debug!(%game, "the newest history entries do not decode; kept");
+    let Some((seq, since)) = newest_activity(store.as_ref(), keys, game).await? else {
         return Ok(false);
     };
     if now.duration_since(since).unwrap_or_default() < grace {
@@ -440,9 +435,63 @@ async fn remove_history(
             .into_iter()
             .fold(txn.when(lease.fence().compare()), Txn::when)
     };
+    // On an error the lease is dropped, which releases it in the background.
+    let applied = delete_history(store.as_ref(), keys, game, oldest..=seq, guarded).await?;
+    if let Err(error) = lease.release().await {
+        warn!(%game, %error, "releasing the game lease failed");
+    }
+    if applied {
+        let idle = humantime::format_duration(Duration::from_secs(
+            now.duration_since(since).unwrap_or_default().as_secs(),
+        ));
+        info!(%game, oldest, newest = seq, %idle, "removed the history of a deleted game past the history grace");
+    }
+    Ok(applied)
+}
+
+/// The sequence number of `game`'s newest history entry and when the log
+/// was last active; `None` when there is nothing to measure the grace from.
+async fn newest_activity(
+    store: &dyn Store,
+    keys: &Keys,
+    game: &str,
+) -> Result<Option<(u64, SystemTime)>, StoreError> {
+    let newest = store.newest(&keys.history(game), GRACE_LOOKBACK).await?;
+    let Some(seq) = newest
+        .first()
+        .and_then(|kv| keys.history_seq(game, &kv.key))
+    else {
+        return Ok(None); // removed meanwhile (a peer's sweep), or a key written by hand
+    };
+    // The log's last activity: an outer entry (a removal, a restart) ends
+    // after the inner ones appended behind it, so a few newest are read.
+    let Some(since) = newest
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<HistoryEntry>(&kv.value).ok())
+        .map(|entry| last_activity(&entry))
+        .max()
+    else {
+        // No time to measure the grace from: kept, like any record garbled
+        // by hand, for the operator to look at.
+        debug!(%game, "the newest history entries do not decode; kept");
+        return Ok(None);
+    };
+    Ok(Some((seq, since)))
+}
+
+/// Deletes the history entries `seqs` of `game` (and whatever else is
+/// under its history) in transactions `guarded` adds its conditions to;
+/// returns whether every one applied.
+async fn delete_history(
+    store: &dyn Store,
+    keys: &Keys,
+    game: &str,
+    seqs: std::ops::RangeInclusive<u64>,
+    guarded: impl Fn(Txn) -> Txn,
+) -> Result<bool, StoreError> {
     // Oldest first, in bounded ranges; the last transaction (which holds
     // the newest entry, the grace's clock) deletes whatever is left.
-    let mut start = oldest;
+    let (mut start, seq) = seqs.into_inner();
     let mut applied = true;
     while applied && seq.saturating_sub(start) >= HISTORY_DELETE_BATCH {
         let end = start + HISTORY_DELETE_BATCH;
@@ -457,26 +506,17 @@ async fn remove_history(
         let txn = guarded(Txn::new()).delete_prefix(keys.history(game));
         applied = store.txn(txn).await?.succeeded;
     }
-    if let Err(error) = lease.release().await {
-        warn!(%game, %error, "releasing the game lease failed");
-    }
-    if applied {
-        let idle = humantime::format_duration(Duration::from_secs(
-            now.duration_since(since).unwrap_or_default().as_secs(),
-        ));
-        info!(%game, oldest, newest = seq, %idle, "removed the history of a deleted game past the history grace");
-    }
     Ok(applied)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desired::Desired;
     use crate::lease::Session;
     use crate::plan::Settings;
     use crate::reconcile::{Reconciler, Sharding};
     use crate::runtime::FakeRuntime;
-    use crate::watcher::Desired;
     use rtm_core::model::parse::parse_documents;
     use rtm_core::model::{GameRuntime, OpKind, Timestamp};
     use rtm_core::records::Documents;

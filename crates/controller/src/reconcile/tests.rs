@@ -440,7 +440,7 @@ async fn a_cache_that_lags_behind_etcd_is_not_acted_on() {
 #[tokio::test]
 async fn with_the_status_cache_a_converged_game_reads_nothing_from_etcd() {
     use crate::mirror::Mirror;
-    use crate::status_cache::StatusMirror;
+    use crate::statuses::StatusMirror;
 
     let w = world().await;
     let statuses = Arc::new(StatusCache::new());

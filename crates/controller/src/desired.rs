@@ -1,7 +1,7 @@
-//! The desired-state watcher: lists every document at a revision R, then
-//! watches from R + 1 ([`super::mirror`]), keeping an in-memory copy of
-//! every document (the cache reconciles read) and queueing each game whose
-//! document changed.
+//! The desired state: the last-seen document of every game (the cache
+//! reconciles read), kept by a prefix watch that lists every document at a
+//! revision R, then watches from R + 1 ([`super::mirror`]), and queues each
+//! game whose document changed.
 //!
 //! When the watch ends (compaction, a broken connection, etcd restarting)
 //! it relists with jittered exponential backoff and diffs the listing
@@ -9,9 +9,8 @@
 //! nothing: the controller never acts destructively because etcd blinked.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -21,6 +20,7 @@ use rtm_core::records::Documents;
 use rtm_core::records::documents::DocumentError;
 use rtm_core::store::{Revision, Store, WatchEvent};
 
+use super::cache::Cache;
 use super::mirror::Mirror;
 use super::queue::WorkQueue;
 
@@ -36,25 +36,14 @@ pub enum Desired {
 /// The latest known document of every game, whether the first list has
 /// completed (no reconcile may act before it), and which games are known
 /// to be gone (their removal is allowed).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct DesiredCache {
-    docs: RwLock<HashMap<String, Desired>>,
+    docs: Cache<Desired>,
     /// Games whose document etcd reported deleted, or whose orphaned
     /// container outlived the GC grace: the only games a reconcile may
     /// remove. A game merely absent from the cache is not enough (its
     /// container may belong to a document created a moment ago).
     gone: Mutex<HashSet<String>>,
-    ready: watch::Sender<bool>,
-}
-
-impl Default for DesiredCache {
-    fn default() -> Self {
-        Self {
-            docs: RwLock::new(HashMap::new()),
-            gone: Mutex::new(HashSet::new()),
-            ready: watch::channel(false).0,
-        }
-    }
 }
 
 impl DesiredCache {
@@ -62,41 +51,30 @@ impl DesiredCache {
         Self::default()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Desired>> {
-        self.docs
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Desired>> {
-        self.docs
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The document of `game`: `None` when it has none (deleted, or never
-    /// existed).
-    pub fn get(&self, game: &str) -> Option<Desired> {
-        self.read().get(game).cloned()
+    /// The document of `game`, shared with the cache: `None` when it has
+    /// none (deleted, or never existed).
+    pub fn get(&self, game: &str) -> Option<Arc<Desired>> {
+        self.docs.get(game)
     }
 
     pub fn contains(&self, game: &str) -> bool {
-        self.read().contains_key(game)
+        self.docs.contains(game)
     }
 
     pub fn games(&self) -> Vec<String> {
-        self.read().keys().cloned().collect()
+        self.docs.names()
     }
 
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.docs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.docs.is_empty()
     }
 
     fn tombstones(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A set of names: whatever a panicking holder left is still a set.
         self.gone
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -117,26 +95,27 @@ impl DesiredCache {
         self.tombstones().remove(game);
     }
 
+    /// Whether the first list has completed (a broken watch later does
+    /// not undo it: the cache then lags, which every reconcile allows for).
     pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
+        self.docs.is_listed()
     }
 
-    /// Marks the first list as done.
+    /// A listing is in (the first marks the cache ready) and the watch
+    /// follows it.
     pub(crate) fn set_ready(&self) {
-        self.ready.send_replace(true);
+        self.docs.set_following();
     }
 
     /// Waits until the first list has completed.
     pub async fn wait_ready(&self) {
-        let mut ready = self.ready.subscribe();
-        // The sender lives as long as the cache, so waiting cannot fail.
-        let _ = ready.wait_for(|ready| *ready).await;
+        self.docs.wait_listed().await;
     }
 
     /// Replaces the whole content with a fresh listing; returns the games
     /// that changed or disappeared.
     fn replace(&self, listing: HashMap<String, Desired>) -> Vec<String> {
-        let mut docs = self.write();
+        let mut docs = self.docs.write();
         let mut changed: Vec<String> = docs
             .keys()
             .filter(|game| !listing.contains_key(*game))
@@ -150,20 +129,23 @@ impl DesiredCache {
         changed.extend(
             listing
                 .iter()
-                .filter(|(game, doc)| docs.get(*game) != Some(doc))
+                .filter(|(game, doc)| docs.get(*game).map(|known| &**known) != Some(*doc))
                 .map(|(g, _)| g.clone()),
         );
-        *docs = listing;
+        *docs = listing
+            .into_iter()
+            .map(|(game, doc)| (game, Arc::new(doc)))
+            .collect();
         changed
     }
 
     /// Records a change of one game (a watch event).
     pub(crate) fn apply(&self, game: String, doc: Option<Desired>) {
-        let mut docs = self.write();
+        let mut docs = self.docs.write();
         match doc {
             Some(doc) => {
                 self.clear_gone(&game);
-                docs.insert(game, doc);
+                docs.insert(game, Arc::new(doc));
             }
             None => {
                 self.mark_gone(&game);
@@ -215,7 +197,20 @@ impl Mirror for DesiredMirror {
         relist(&self.documents, &self.cache, &self.queue).await
     }
 
-    fn apply(&self, event: WatchEvent) {
+    async fn apply(&self, batch: Vec<WatchEvent>) {
+        for event in batch {
+            self.apply_one(event);
+        }
+    }
+
+    fn broken(&self) {
+        self.cache.docs.set_broken();
+    }
+}
+
+impl DesiredMirror {
+    /// Caches one change and queues its game.
+    fn apply_one(&self, event: WatchEvent) {
         let keys = self.documents.keys();
         let Some(game) = keys.name_of(&keys.gameruntimes(), event.key()) else {
             return;
@@ -260,17 +255,16 @@ async fn relist(
     // while they converge is not queued behind all of them. A relist after
     // a broken watch queues only what changed meanwhile, as changes.
     let first = !cache.is_ready();
-    for game in cache.replace(listing) {
-        if first {
-            queue.add_bulk(&game);
-        } else {
+    let changed = cache.replace(listing);
+    if first {
+        queue.add_bulk_all(changed);
+        info!(games, revision = list.revision, "desired state listed");
+    } else {
+        for game in changed {
             queue.add(&game);
         }
     }
-    if !cache.is_ready() {
-        info!(games, revision = list.revision, "desired state listed");
-        cache.set_ready();
-    }
+    cache.set_ready();
     Ok(list.revision)
 }
 
@@ -381,7 +375,10 @@ mod tests {
             shutdown.clone(),
         ));
         cache.wait_ready().await;
-        assert!(matches!(cache.get("bad"), Some(Desired::Invalid(_))));
+        assert!(matches!(
+            cache.get("bad").as_deref(),
+            Some(Desired::Invalid(_))
+        ));
         // etcd goes away for a minute (paused clock: the relists and their
         // backoff run through it); the cache keeps what it knew.
         store.fail_with(StoreError::Unavailable {

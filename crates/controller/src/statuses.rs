@@ -13,23 +13,28 @@
 //! etcd as before.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use rtm_core::model::GameRuntimeStatus;
 use rtm_core::records::Versioned;
 use rtm_core::records::status::{self, StatusRecord};
 use rtm_core::store::{Keys, Revision, Store, StoreError, WatchEvent};
 
+use super::cache::{Cache, Records};
 use super::mirror::Mirror;
+
+/// Whether a status record belongs to `node` (or to no node yet): the
+/// games whose leftovers this node clears.
+pub(crate) fn of_node(status: &GameRuntimeStatus, node: &str) -> bool {
+    status.node.as_deref().is_none_or(|n| n == node)
+}
 
 /// The status records as last seen.
 #[derive(Debug, Default)]
 pub struct StatusCache {
     /// By game (a record that does not decode is kept as an empty one, see
     /// [`status::from_kv`]). A game absent here has no record.
-    statuses: RwLock<HashMap<String, StatusRecord>>,
-    /// Listed, and following the watch.
-    following: AtomicBool,
+    statuses: Cache<StatusRecord>,
 }
 
 impl StatusCache {
@@ -37,36 +42,25 @@ impl StatusCache {
         Self::default()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, StatusRecord>> {
-        self.statuses
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, StatusRecord>> {
-        self.statuses
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The status record of `game` as last seen (absent: no record);
-    /// `None` when the cache cannot say (not following etcd): the caller
-    /// reads etcd.
-    pub fn get(&self, game: &str) -> Option<StatusRecord> {
-        if !self.following.load(Ordering::Acquire) {
+    /// The status record of `game` as last seen (absent: no record),
+    /// shared with the cache; `None` when the cache cannot say (not
+    /// following etcd): the caller reads etcd.
+    pub fn get(&self, game: &str) -> Option<Arc<StatusRecord>> {
+        if !self.statuses.is_following() {
             return None;
         }
-        match self.read().get(game) {
-            Some(known) => Some(known.clone()),
-            None => Some(Versioned::absent()),
-        }
+        Some(
+            self.statuses
+                .get(game)
+                .unwrap_or_else(|| Arc::new(Versioned::absent())),
+        )
     }
 
     /// A record this controller just wrote, ahead of its watch event.
     pub fn learn(&self, game: &str, status: StatusRecord) {
-        let mut statuses = self.write();
+        let mut statuses = self.statuses.write();
         if newer_than_known(&statuses, game, status.revision.unwrap_or(0)) {
-            statuses.insert(game.to_owned(), status);
+            statuses.insert(game.to_owned(), Arc::new(status));
         }
     }
 
@@ -78,15 +72,14 @@ impl StatusCache {
         documented: impl Fn(&str) -> bool,
         node: &str,
     ) -> Option<Vec<String>> {
-        if !self.following.load(Ordering::Acquire) {
+        if !self.statuses.is_following() {
             return None;
         }
         Some(
-            self.read()
+            self.statuses
+                .read()
                 .iter()
-                .filter(|(game, known)| {
-                    !documented(game) && super::sweep::of_node(&known.value, node)
-                })
+                .filter(|(game, known)| !documented(game) && of_node(&known.value, node))
                 .map(|(game, _)| game.clone())
                 .collect(),
         )
@@ -96,11 +89,7 @@ impl StatusCache {
 /// Whether a change at `revision` is newer than what the cache knows of
 /// `game` (what this controller learned from its own write may be ahead of
 /// the watch).
-fn newer_than_known(
-    statuses: &HashMap<String, StatusRecord>,
-    game: &str,
-    revision: Revision,
-) -> bool {
+fn newer_than_known(statuses: &Records<StatusRecord>, game: &str, revision: Revision) -> bool {
     !matches!(statuses.get(game), Some(known) if known.revision.unwrap_or(0) >= revision)
 }
 
@@ -142,7 +131,7 @@ impl Mirror for StatusMirror {
                 Some((game.to_owned(), status::from_kv(kv).0))
             })
             .collect();
-        let mut statuses = self.cache.write();
+        let mut statuses = self.cache.statuses.write();
         // Learned after the listing's revision: newer than what it shows.
         let learned_since = |known: &StatusRecord| known.revision.unwrap_or(0) > listing.revision;
         statuses.retain(|game, known| listed.contains_key(game) || learned_since(known));
@@ -150,28 +139,42 @@ impl Mirror for StatusMirror {
             match statuses.get(&game) {
                 Some(known) if learned_since(known) => {}
                 _ => {
-                    statuses.insert(game, status);
+                    statuses.insert(game, Arc::new(status));
                 }
             }
         }
         drop(statuses);
-        self.cache.following.store(true, Ordering::Release);
+        self.cache.statuses.set_following();
         Ok(listing.revision)
     }
 
-    fn apply(&self, event: WatchEvent) {
+    async fn apply(&self, batch: Vec<WatchEvent>) {
+        for event in batch {
+            self.apply_one(event);
+        }
+    }
+
+    fn broken(&self) {
+        self.cache.statuses.set_broken();
+    }
+}
+
+impl StatusMirror {
+    /// Caches one change (unless the cache already knows a newer one) and
+    /// queues the game of a record deleted or garbled.
+    fn apply_one(&self, event: WatchEvent) {
         let prefix = self.keys.statuses();
         let Some(game) = self.keys.name_of(&prefix, event.key()) else {
             return;
         };
-        let mut statuses = self.cache.write();
+        let mut statuses = self.cache.statuses.write();
         if !newer_than_known(&statuses, game, event.mod_revision()) {
             return;
         }
         let rebuild = match &event {
             WatchEvent::Put(kv) => {
                 let (stored, valid) = status::from_kv(kv);
-                statuses.insert(game.to_owned(), stored);
+                statuses.insert(game.to_owned(), Arc::new(stored));
                 !valid
             }
             WatchEvent::Delete { .. } => {
@@ -183,10 +186,6 @@ impl Mirror for StatusMirror {
         if rebuild && let Some(queue) = &self.queue {
             queue.add(game);
         }
-    }
-
-    fn broken(&self) {
-        self.cache.following.store(false, Ordering::Release);
     }
 }
 
@@ -268,8 +267,8 @@ mod tests {
         );
         assert!(bad.exists(), "at its revision, so the rewrite compares it");
         assert_eq!(
-            cache.get("g2"),
-            Some(Versioned::absent()),
+            cache.get("g2").as_deref(),
+            Some(&Versioned::absent()),
             "no record: absent"
         );
 
@@ -283,7 +282,7 @@ mod tests {
         let current = store.get(&key).await.unwrap().unwrap();
         store.delete(&key, current.mod_revision).await.unwrap();
         until("the delete", || {
-            cache.get("g1") == Some(Versioned::absent())
+            cache.get("g1").as_deref() == Some(&Versioned::absent())
         })
         .await;
 
@@ -315,17 +314,23 @@ mod tests {
                 lease: 0,
             })
         };
-        mirror.apply(put(
-            keys.status("fine"),
-            encode(&status(Phase::Running)),
-            10,
-        ));
+        mirror
+            .apply(vec![put(
+                keys.status("fine"),
+                encode(&status(Phase::Running)),
+                10,
+            )])
+            .await;
         assert!(queue.is_empty(), "a record that decodes is only cached");
-        mirror.apply(put(keys.status("garbled"), b"{not json".to_vec(), 11));
-        mirror.apply(WatchEvent::Delete {
-            key: keys.status("fine"),
-            mod_revision: 12,
-        });
+        mirror
+            .apply(vec![
+                put(keys.status("garbled"), b"{not json".to_vec(), 11),
+                WatchEvent::Delete {
+                    key: keys.status("fine"),
+                    mod_revision: 12,
+                },
+            ])
+            .await;
         let mut queued = vec![queue.next().await.unwrap(), queue.next().await.unwrap()];
         queued.sort();
         assert_eq!(queued, ["fine", "garbled"]);
@@ -379,11 +384,13 @@ mod tests {
         cache.learn("g1", Versioned::new(status(Phase::Running), second));
         // The watch delivers the older put afterwards: it changes nothing.
         let older = store.get(&keys.status("g1")).await.unwrap().unwrap();
-        mirror.apply(WatchEvent::Put(KeyValue {
-            mod_revision: first,
-            value: encode(&status(Phase::Starting)),
-            ..older
-        }));
+        mirror
+            .apply(vec![WatchEvent::Put(KeyValue {
+                mod_revision: first,
+                value: encode(&status(Phase::Starting)),
+                ..older
+            })])
+            .await;
         assert_eq!(phase_of(&cache, "g1"), Some(Phase::Running));
         assert_eq!(cache.get("g1").unwrap().revision, Some(second));
     }
