@@ -14,6 +14,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Delays that start at `min` and double up to `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
         Self {
             min,
@@ -44,6 +45,7 @@ impl Backoff {
         self.failures = 0;
     }
 
+    /// Consecutive failures since the last success.
     pub fn failures(&self) -> u32 {
         self.failures
     }

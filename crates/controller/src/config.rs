@@ -22,6 +22,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
 #[command(name = "rtmanager", version, about, long_about = None)]
 pub struct ControllerConfig {
+    /// The etcd connection (endpoints, TLS, credentials, prefix).
     #[command(flatten)]
     pub etcd: EtcdArgs,
 
@@ -122,10 +123,19 @@ pub struct ControllerConfig {
 /// Why the configuration cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The command line or the environment does not parse (or asks for
+    /// `--help`/`--version`: clap prints those itself).
     #[error(transparent)]
     Args(#[from] clap::Error),
+    /// The `--config` file cannot be read or does not parse.
     #[error("config file {path}: {message}")]
-    File { path: String, message: String },
+    File {
+        /// The file named by `--config`.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The settings parse but do not hold together.
     #[error(transparent)]
     Invalid(#[from] ConfigError),
 }

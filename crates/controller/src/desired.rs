@@ -27,6 +27,7 @@ use super::queue::WorkQueue;
 /// What the cache holds for one game.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Desired {
+    /// A document that decodes and validates.
     Valid(Box<GameRuntime>),
     /// A stored value that does not decode: reported, never acted on (in
     /// particular, never taken for a deletion).
@@ -47,6 +48,7 @@ pub struct DesiredCache {
 }
 
 impl DesiredCache {
+    /// An empty cache, not yet listed.
     pub fn new() -> Self {
         Self::default()
     }
@@ -57,18 +59,22 @@ impl DesiredCache {
         self.docs.get(game)
     }
 
+    /// Whether `game` has a document (valid or not).
     pub fn contains(&self, game: &str) -> bool {
         self.docs.contains(game)
     }
 
+    /// Every game with a document.
     pub fn games(&self) -> Vec<String> {
         self.docs.names()
     }
 
+    /// How many games have a document.
     pub fn len(&self) -> usize {
         self.docs.len()
     }
 
+    /// Whether no game has a document.
     pub fn is_empty(&self) -> bool {
         self.docs.is_empty()
     }

@@ -61,8 +61,11 @@ impl Default for Limits {
 /// What the endpoints look at.
 #[derive(Debug, Clone)]
 pub struct Health {
+    /// What `/metrics` serves.
     pub metrics: Metrics,
+    /// Ready only once the first listing of documents completed.
     pub cache: Arc<DesiredCache>,
+    /// Ready only while Docker answers a ping.
     pub runtime: Arc<dyn ContainerRuntime>,
     /// False while the controller has no etcd session.
     pub session_ok: Arc<std::sync::atomic::AtomicBool>,

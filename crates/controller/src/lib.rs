@@ -83,16 +83,21 @@ const DOCKER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why the controller could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
+    /// The settings do not hold together (an unknown prefix, a bad file).
     #[error("invalid configuration: {0}")]
     Config(#[from] rtm_core::config::ConfigError),
     /// The message names etcd and what went wrong (not reachable, TLS, credentials).
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The Docker client could not be built (a bad `DOCKER_HOST`).
     #[error("cannot set up Docker: {0}")]
     Runtime(#[from] crate::runtime::RuntimeError),
+    /// The endpoint's address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address asked for (`--metrics-addr`).
         addr: std::net::SocketAddr,
+        /// Why binding it failed.
         source: std::io::Error,
     },
 }

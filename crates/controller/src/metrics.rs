@@ -71,6 +71,7 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -
 }
 
 impl Metrics {
+    /// Every metric, registered in a registry of its own (README, "Metrics").
     // Long because: one flat registration per metric reads best whole.
     pub fn new() -> Self {
         let registry = Registry::new();
@@ -197,12 +198,14 @@ impl Metrics {
         }
     }
 
+    /// Counts a finished lifecycle operation (`rtmanager_operations_total`).
     pub fn record_operation(&self, op_kind: &str, outcome: &str, error_code: &str) {
         self.operations
             .with_label_values(&[op_kind, outcome, error_code])
             .inc();
     }
 
+    /// Observes one lease acquisition (`rtmanager_lease_acquire_duration_seconds`).
     pub fn record_lease_acquire(&self, result: &str, elapsed: Duration) {
         self.lease_acquire
             .with_label_values(&[result])

@@ -71,6 +71,7 @@ pub struct WorkQueue {
 }
 
 impl WorkQueue {
+    /// An empty queue.
     pub fn new() -> Self {
         Self::default()
     }
@@ -254,6 +255,7 @@ impl WorkQueue {
         self.lock().waiting.len()
     }
 
+    /// Whether no game waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

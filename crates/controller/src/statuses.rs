@@ -38,6 +38,7 @@ pub struct StatusCache {
 }
 
 impl StatusCache {
+    /// An empty cache, not yet following etcd.
     pub fn new() -> Self {
         Self::default()
     }
@@ -96,8 +97,11 @@ fn newer_than_known(statuses: &Records<StatusRecord>, game: &str, revision: Revi
 /// What the cache follows: the status prefix of one installation.
 #[derive(Debug)]
 pub struct StatusMirror {
+    /// Where the records are.
     pub store: Arc<dyn Store>,
+    /// Whose records (the installation's prefix).
     pub keys: Keys,
+    /// What it keeps them in.
     pub cache: Arc<StatusCache>,
     /// Where a record deleted or garbled by someone else sends its game:
     /// the reconcile rebuilds it from the container within moments, not at
