@@ -45,10 +45,6 @@ impl Backoff {
         self.failures = 0;
     }
 
-    /// Consecutive failures since the last success.
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
 }
 
 /// `delay` ±20%.

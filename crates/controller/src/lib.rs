@@ -30,12 +30,12 @@
 //! etcd reports it lost (a long partition), the workers stop, and a new
 //! session is opened; in between, nothing acts.
 
-pub mod backoff;
+mod backoff;
 mod cache;
 pub mod config;
-pub mod desired;
-pub mod events;
-pub mod failpoint;
+mod desired;
+mod events;
+mod failpoint;
 pub mod hardening;
 pub mod http;
 pub mod lease;
@@ -44,11 +44,11 @@ pub mod metrics;
 mod mirror;
 mod peers;
 pub mod plan;
-pub mod queue;
+mod queue;
 pub mod reconcile;
 pub mod runtime;
-pub mod statuses;
-pub mod sweep;
+mod statuses;
+mod sweep;
 mod worker;
 
 use std::sync::Arc;

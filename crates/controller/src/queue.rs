@@ -155,11 +155,13 @@ impl WorkQueue {
 
     /// Waits for the next game that is due and not being reconciled, and
     /// marks it running. `None` once the queue is closed.
+    #[cfg(test)]
     pub async fn next(&self) -> Option<String> {
         self.next_due().await.map(|(game, _)| game)
     }
 
-    /// Like [`WorkQueue::next`], with how long the game had been due when
+    /// The next game that is due and not being reconciled, marked running,
+    /// with how long the game had been due when
     /// it was handed out (`rtmanager_queue_wait_seconds`).
     pub async fn next_due(&self) -> Option<(String, Duration)> {
         loop {
@@ -256,6 +258,7 @@ impl WorkQueue {
     }
 
     /// Whether no game waits.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
