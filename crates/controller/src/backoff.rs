@@ -44,7 +44,6 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.failures = 0;
     }
-
 }
 
 /// `delay` ±20%.
