@@ -12,25 +12,25 @@ use rtm_core::model::{
 };
 use rtm_core::records::status::StatusRecord;
 
-pub use rtm_core::model::READY;
+pub(crate) use rtm_core::model::READY;
 
 /// The Ready condition's reason while the container is paused by hand.
-pub const CONTAINER_PAUSED: &str = "ContainerPaused";
+pub(crate) const CONTAINER_PAUSED: &str = "ContainerPaused";
 
 /// Knobs of the decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Wait before the second restart of a crashing container; doubles
     /// with each further crash.
-    pub crash_backoff_base: Duration,
+    pub(crate) crash_backoff_base: Duration,
     /// Longest wait between crash restarts.
-    pub crash_backoff_max: Duration,
+    pub(crate) crash_backoff_max: Duration,
     /// A container that ran this long before exiting restarts without
     /// waiting (its earlier crashes no longer count).
-    pub crash_reset_after: Duration,
+    pub(crate) crash_reset_after: Duration,
     /// A transitional phase (Starting, Stopping, Removing) older than this
     /// turns Failed.
-    pub transition_deadline: Duration,
+    pub(crate) transition_deadline: Duration,
 }
 
 impl Default for Settings {
@@ -46,16 +46,16 @@ impl Default for Settings {
 
 /// What a game is, as observed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Observed {
+pub(crate) struct Observed {
     /// The status record (its value the default when there is none).
-    pub status: StatusRecord,
+    pub(crate) status: StatusRecord,
     /// The game's container (`rtm-<game>`, ours), if any.
-    pub container: Option<ContainerInfo>,
+    pub(crate) container: Option<ContainerInfo>,
 }
 
 /// Why the container must change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// The document is new or asks for something new (a new generation).
     SpecChanged,
     /// `spec.restartToken` differs from `status.observedRestartToken`.
@@ -66,27 +66,31 @@ pub enum Cause {
     Vanished,
     /// A container was created but never started (an interrupted start).
     NeverStarted,
-    /// The document was deleted.
-    Deleted,
 }
 
 /// What to do to the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Nothing; at most the status needs writing.
     None,
+    /// Create and start the container (there is none, or only a stale one).
     Start {
+        /// Why.
         cause: Cause,
     },
+    /// Stop the container, keeping it (the document asks `Stopped`).
     Stop {
+        /// Why.
         cause: Cause,
     },
     /// Recreate (restart semantics: stop, rm, start with the current spec).
     Recreate {
+        /// Why.
         cause: Cause,
     },
     /// Replace an exited container after its crash backoff.
     Restart {
+        /// Why.
         cause: Cause,
     },
     /// Resume a container paused by hand: an involuntary disruption,
@@ -96,19 +100,20 @@ pub enum Action {
     Remove,
     /// The container crashed and its backoff has not elapsed.
     WaitBackoff {
+        /// How long until the restart is due.
         remaining: Duration,
     },
 }
 
 impl Action {
     /// Whether the action changes the container (and so needs the lease).
-    pub fn acts(&self) -> bool {
+    pub(crate) fn acts(&self) -> bool {
         !matches!(self, Action::None | Action::WaitBackoff { .. })
     }
 }
 
 /// The decision for one game.
-pub fn plan(
+pub(crate) fn plan(
     doc: Option<&GameRuntime>,
     observed: &Observed,
     now: SystemTime,
@@ -194,7 +199,7 @@ fn runs_spec(container: &ContainerInfo, doc: &GameRuntime) -> bool {
 }
 
 /// Whether the document changed since the controller last converged it.
-pub fn spec_changed(doc: &GameRuntime, status: &GameRuntimeStatus) -> bool {
+pub(crate) fn spec_changed(doc: &GameRuntime, status: &GameRuntimeStatus) -> bool {
     doc.metadata.generation.is_some() && doc.metadata.generation != status.observed_generation
 }
 
@@ -203,7 +208,7 @@ pub fn spec_changed(doc: &GameRuntime, status: &GameRuntimeStatus) -> bool {
 /// only asked for a container older than that label. When neither says (such
 /// a container, and its record lost), nothing is restarted: losing a record
 /// must never disrupt a game.
-pub fn restart_requested(doc: &GameRuntime, observed: &Observed) -> bool {
+pub(crate) fn restart_requested(doc: &GameRuntime, observed: &Observed) -> bool {
     let token = &doc.spec.restart_token;
     if token.is_empty() {
         return false;
@@ -259,7 +264,7 @@ fn crash_backoff(
 /// The status a game should show, given what was observed (after any
 /// action). Fields that only actions change (restartCount,
 /// observedRestartToken, lastOperation) are carried over.
-pub fn derive_status(
+pub(crate) fn derive_status(
     doc: Option<&GameRuntime>,
     observed: &Observed,
     now: SystemTime,

@@ -62,15 +62,17 @@ impl From<OpResult> for Failure {
 
 /// Which games this controller reconciles.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sharding {
+pub(crate) struct Sharding {
     /// This controller's node (`RTM_NODE_NAME`).
-    pub node: String,
+    pub(crate) node: String,
     /// Whether it also takes games with no `spec.node`.
-    pub take_unassigned: bool,
+    pub(crate) take_unassigned: bool,
 }
 
 impl Sharding {
-    pub fn owns(&self, doc: &GameRuntime) -> bool {
+    /// Whether this controller reconciles `doc`'s game: its `spec.node`
+    /// names this node, or it names none and unassigned games are taken.
+    pub(crate) fn owns(&self, doc: &GameRuntime) -> bool {
         match doc.spec.node.as_deref() {
             Some(node) => node == self.node,
             None => self.take_unassigned,
@@ -81,7 +83,7 @@ impl Sharding {
 /// Reconciles one game at a time (the queue guarantees no game runs twice
 /// at once; different games run in parallel).
 #[derive(Debug)]
-pub struct Reconciler {
+pub(crate) struct Reconciler {
     lifecycle: Lifecycle,
     runtime: Arc<dyn ContainerRuntime>,
     /// The etcd session game leases are taken on.
@@ -104,7 +106,9 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    pub fn new(
+    /// A reconciler acting through `lifecycle` (and its session), reading
+    /// documents from `cache`, owning the games `sharding` gives it.
+    pub(crate) fn new(
         lifecycle: Lifecycle,
         cache: Arc<DesiredCache>,
         sharding: Sharding,
@@ -132,21 +136,20 @@ impl Reconciler {
 
     /// First looks read `statuses` (kept by the status watch) instead of
     /// etcd while it follows etcd; without it they always read etcd.
-    pub fn with_status_cache(mut self, statuses: Arc<StatusCache>) -> Self {
+    pub(crate) fn with_status_cache(mut self, statuses: Arc<StatusCache>) -> Self {
         self.statuses = statuses;
         self
     }
 
-    pub fn lifecycle(&self) -> &Lifecycle {
+    /// The lifecycle services it acts through (tests reach the history
+    /// and leases through it).
+    #[cfg(test)]
+    pub(crate) fn lifecycle(&self) -> &Lifecycle {
         &self.lifecycle
     }
 
-    pub fn sharding(&self) -> &Sharding {
-        &self.sharding
-    }
-
     /// Reconciles `game`; `Ok(Some(d))` asks to look again after `d`.
-    pub async fn reconcile(&self, game: &str) -> Result<Option<Duration>, Failure> {
+    pub(crate) async fn reconcile(&self, game: &str) -> Result<Option<Duration>, Failure> {
         let desired = match self.cache.get(game) {
             // Reported by the watcher; nothing is done until it is fixed.
             Some(Desired::Invalid(_)) => return Ok(None),
@@ -555,7 +558,7 @@ impl Reconciler {
     /// Forgets which games were checked for interrupted operations: a
     /// peer controller died, and any game may now hold its unfinished
     /// entries.
-    pub fn forget_recovery(&self) {
+    pub(crate) fn forget_recovery(&self) {
         self.lock_recovered().clear();
     }
 
