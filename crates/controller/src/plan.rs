@@ -277,8 +277,22 @@ pub(crate) fn derive_status(
         status.set_phase(Phase::Removing, now);
         return status;
     };
-    let spec = &doc.spec;
+    record_container(&mut status, container);
+    let running = container.is_some_and(ContainerInfo::is_running);
+    let matches_spec = container.is_some_and(|c| runs_spec(c, doc));
 
+    let (phase, message) = observed_phase(doc, container, previous, now, settings);
+    status.set_phase(phase, now);
+    status.message = message;
+    fail_if_stuck(&mut status, now, settings);
+    record_convergence(&mut status, doc, container, running && matches_spec);
+    set_ready(&mut status, container, running && matches_spec, now);
+    status
+}
+
+/// Copies what the container shows (id, image, hostname, how it last
+/// exited) into the status; no container clears the id.
+fn record_container(status: &mut GameRuntimeStatus, container: Option<&ContainerInfo>) {
     status.container_id = container.map(|c| c.id.clone());
     if let Some(c) = container {
         status.image_ref = Some(c.image.clone());
@@ -288,14 +302,23 @@ pub(crate) fn derive_status(
             status.oom_killed = c.oom_killed;
         }
     }
-    let running = container.is_some_and(ContainerInfo::is_running);
-    let matches_spec = container.is_some_and(|c| runs_spec(c, doc));
+}
+
+/// The phase (and message) the desired state and the container's state
+/// give.
+fn observed_phase(
+    doc: &GameRuntime,
+    container: Option<&ContainerInfo>,
+    previous: &GameRuntimeStatus,
+    now: SystemTime,
+    settings: &Settings,
+) -> (Phase, Option<String>) {
+    let spec = &doc.spec;
     let last_failed = previous
         .last_operation
         .as_ref()
         .is_some_and(|op| op.outcome == Outcome::Failure);
-
-    let (phase, message) = match (spec.state, container) {
+    match (spec.state, container) {
         (DesiredState::Stopped, Some(c)) if c.is_alive() => (Phase::Stopping, None),
         (DesiredState::Stopped, _) => (Phase::Stopped, None),
         (DesiredState::Running, None) if last_failed => (Phase::Failed, failure_message(previous)),
@@ -312,11 +335,11 @@ pub(crate) fn derive_status(
             }
             _ => (Phase::Starting, None),
         },
-    };
-    status.set_phase(phase, now);
-    status.message = message;
+    }
+}
 
-    // A transitional phase that outlives its deadline is a failure.
+/// A transitional phase that outlives its deadline is a failure.
+fn fail_if_stuck(status: &mut GameRuntimeStatus, now: SystemTime, settings: &Settings) {
     if matches!(
         status.phase,
         Phase::Starting | Phase::Stopping | Phase::Removing
@@ -331,9 +354,21 @@ pub(crate) fn derive_status(
             humantime::format_duration(settings.transition_deadline)
         ));
     }
+}
 
+/// Once the container is what the document asks (`serving`: running the
+/// current spec), the status observes the document's generation and the
+/// restart the container answers.
+fn record_convergence(
+    status: &mut GameRuntimeStatus,
+    doc: &GameRuntime,
+    container: Option<&ContainerInfo>,
+    serving: bool,
+) {
+    let spec = &doc.spec;
+    let running = container.is_some_and(ContainerInfo::is_running);
     let converged = match spec.state {
-        DesiredState::Running => running && matches_spec,
+        DesiredState::Running => serving,
         DesiredState::Stopped => !running,
     };
     if converged {
@@ -351,10 +386,19 @@ pub(crate) fn derive_status(
         // A restart asked for while stopped has nothing to restart.
         status.observed_restart_token = Some(spec.restart_token.clone())
             .filter(|t| !t.is_empty())
-            .or(status.observed_restart_token);
+            .or(status.observed_restart_token.take());
     }
+}
 
-    let ready = status.phase == Phase::Running && matches_spec && running;
+/// The Ready condition: true while Running and `serving` (running the
+/// current spec); otherwise its reason names the phase (or the pause).
+fn set_ready(
+    status: &mut GameRuntimeStatus,
+    container: Option<&ContainerInfo>,
+    serving: bool,
+    now: SystemTime,
+) {
+    let ready = status.phase == Phase::Running && serving;
     let paused = container.is_some_and(|c| c.state == ContainerState::Paused);
     let (reason, text) = if ready {
         ("ContainerRunning".to_owned(), String::new())
@@ -370,7 +414,6 @@ pub(crate) fn derive_status(
         )
     };
     status.set_condition(READY, ready, &reason, &text, now);
-    status
 }
 
 fn exited_phase(

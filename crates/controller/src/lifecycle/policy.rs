@@ -120,8 +120,18 @@ impl ContainerPolicy {
         doc: &GameRuntime,
         host: Option<HostResources>,
     ) -> Result<(), Refusal> {
-        let spec = &doc.spec;
-        let refused: Vec<&str> = spec
+        self.admit_capabilities(doc)?;
+        self.admit_limits(doc)?;
+        match host {
+            Some(host) => self.admit_on_host(doc, host),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses capabilities the controller does not allow to be added back.
+    fn admit_capabilities(&self, doc: &GameRuntime) -> Result<(), Refusal> {
+        let refused: Vec<&str> = doc
+            .spec
             .security_context
             .capabilities
             .add
@@ -129,27 +139,33 @@ impl ContainerPolicy {
             .map(String::as_str)
             .filter(|c| !self.allowed_capabilities.contains(*c))
             .collect();
-        if !refused.is_empty() {
-            let allowed = if self.allowed_capabilities.is_empty() {
-                "none".to_owned()
-            } else {
-                self.allowed_capabilities
-                    .iter()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            return Err(Refusal::new(
-                ErrorCode::CapabilityNotAllowed,
-                format!(
-                    "spec.securityContext.capabilities.add: {} not allowed by this controller \
-                     (--allowed-capabilities: {allowed})",
-                    refused.join(", ")
-                ),
-            ));
+        if refused.is_empty() {
+            return Ok(());
         }
+        let allowed = if self.allowed_capabilities.is_empty() {
+            "none".to_owned()
+        } else {
+            self.allowed_capabilities
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(Refusal::new(
+            ErrorCode::CapabilityNotAllowed,
+            format!(
+                "spec.securityContext.capabilities.add: {} not allowed by this controller \
+                 (--allowed-capabilities: {allowed})",
+                refused.join(", ")
+            ),
+        ))
+    }
+
+    /// Refuses resources above the controller's own maxima.
+    fn admit_limits(&self, doc: &GameRuntime) -> Result<(), Refusal> {
+        let resources = &doc.spec.resources;
         let limit = ErrorCode::ResourcesExceedLimit;
-        if let (Some(asked), Some(max)) = (spec.resources.memory, self.max_memory)
+        if let (Some(asked), Some(max)) = (resources.memory, self.max_memory)
             && asked > max
         {
             return Err(Refusal::new(
@@ -159,7 +175,7 @@ impl ContainerPolicy {
                 ),
             ));
         }
-        if let (Some(asked), Some(max)) = (spec.resources.cpus, self.max_cpus)
+        if let (Some(asked), Some(max)) = (resources.cpus, self.max_cpus)
             && asked > max
         {
             return Err(Refusal::new(
@@ -167,7 +183,7 @@ impl ContainerPolicy {
                 format!("spec.resources.cpus {asked} is above this controller's --max-cpus {max}"),
             ));
         }
-        if let Some(asked) = spec.resources.pids.filter(|p| *p > self.pids_limit) {
+        if let Some(asked) = resources.pids.filter(|p| *p > self.pids_limit) {
             return Err(Refusal::new(
                 limit,
                 format!(
@@ -176,9 +192,13 @@ impl ContainerPolicy {
                 ),
             ));
         }
-        let Some(host) = host else {
-            return Ok(());
-        };
+        Ok(())
+    }
+
+    /// Refuses CPUs or memory (asked, or the controller's defaults) that
+    /// the Docker host does not have.
+    fn admit_on_host(&self, doc: &GameRuntime, host: HostResources) -> Result<(), Refusal> {
+        let resources = &doc.spec.resources;
         let exceeds = ErrorCode::ResourcesExceedHost;
         // A host that reported nothing (0) is not checked rather than
         // refusing every game.
@@ -186,7 +206,7 @@ impl ContainerPolicy {
             && host.cpus > 0
             && asked.nano_cpus() > i64::from(host.cpus) * 1_000_000_000
         {
-            let source = if spec.resources.cpus.is_some() {
+            let source = if resources.cpus.is_some() {
                 "spec.resources.cpus"
             } else {
                 "this controller's --default-cpus"
@@ -203,7 +223,7 @@ impl ContainerPolicy {
             && host.memory_bytes > 0
             && asked.bytes() > host.memory_bytes
         {
-            let source = if spec.resources.memory.is_some() {
+            let source = if resources.memory.is_some() {
                 "spec.resources.memory"
             } else {
                 "this controller's --default-memory"
