@@ -7,7 +7,7 @@ use std::time::Duration;
 /// Delays that double from `min` up to `max`, each jittered by ±20% so
 /// that many games (or controllers) failing together do not retry in step.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     failures: u32,
@@ -15,7 +15,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// Delays that start at `min` and double up to `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Self {
             min,
             max,
@@ -28,12 +28,12 @@ impl Backoff {
     /// leader election (about a second) costs a try or two, doubling up to
     /// 30 s, so that the end of a long outage is noticed within half a
     /// minute without every controller knocking on the daemon in step.
-    pub fn reconnect() -> Self {
+    pub(crate) fn reconnect() -> Self {
         Self::new(Duration::from_millis(500), Duration::from_secs(30))
     }
 
     /// The delay before the next attempt; each call counts one failure.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let exponent = self.failures.min(20);
         self.failures = self.failures.saturating_add(1);
         let base = self.min.saturating_mul(1 << exponent).min(self.max);
@@ -41,13 +41,13 @@ impl Backoff {
     }
 
     /// Back to `min` after a success.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.failures = 0;
     }
 }
 
 /// `delay` ±20%.
-pub fn jitter(delay: Duration) -> Duration {
+pub(crate) fn jitter(delay: Duration) -> Duration {
     delay.mul_f64(rand::random_range(0.8..1.2))
 }
 

@@ -162,7 +162,7 @@ impl DesiredCache {
 }
 
 /// Runs until `shutdown`: list, watch, relist (see [`super::mirror`]).
-pub async fn run(
+pub(crate) async fn run(
     documents: Documents,
     cache: Arc<DesiredCache>,
     queue: Arc<WorkQueue>,

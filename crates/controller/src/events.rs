@@ -15,7 +15,7 @@ use super::desired::DesiredCache;
 use super::queue::WorkQueue;
 
 /// Runs until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     runtime: Arc<dyn ContainerRuntime>,
     cache: Arc<DesiredCache>,
     queue: Arc<WorkQueue>,

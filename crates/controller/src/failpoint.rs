@@ -8,11 +8,12 @@
 //! `restart.after_stop`, `restart.after_remove`, `restart.before_status`.
 
 /// The environment variable naming the step to crash at.
-pub const ENV: &str = "RTM_FAILPOINT";
+#[cfg(feature = "failpoints")]
+const ENV: &str = "RTM_FAILPOINT";
 
 /// Aborts the process if `RTM_FAILPOINT` names `step`.
 #[cfg(feature = "failpoints")]
-pub fn hit(step: &str) {
+pub(crate) fn hit(step: &str) {
     if std::env::var(ENV).is_ok_and(|wanted| wanted == step) {
         eprintln!("failpoint {step}: aborting the process");
         std::process::abort();
@@ -22,4 +23,4 @@ pub fn hit(step: &str) {
 /// Does nothing: failpoints are compiled out.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-pub fn hit(_step: &str) {}
+pub(crate) fn hit(_step: &str) {}

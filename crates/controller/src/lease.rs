@@ -39,12 +39,24 @@ const KEEPALIVE_RETRY: Duration = Duration::from_millis(500);
 /// Why a lease could not be taken or kept.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LeaseError {
+    /// Another operation holds the game's lease; retry later.
     #[error("another lifecycle operation is in progress for this game (lease held by {holder})")]
-    Busy { game: String, holder: String },
+    Busy {
+        /// The game asked for.
+        game: String,
+        /// The controller holding it (its session's holder name).
+        holder: String,
+    },
+    /// The lease was held and is gone: nothing more may be written under it.
     #[error("the lease of game {game} was lost (expired or taken over); the operation stopped")]
-    Lost { game: String },
+    Lost {
+        /// The game whose lease was lost.
+        game: String,
+    },
+    /// The session's own etcd lease is gone, and with it every game lease.
     #[error("the controller's etcd session is lost")]
     SessionLost,
+    /// etcd failed or could not be reached.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -223,7 +235,7 @@ impl Session {
 
     /// Writes (or rewrites) the holder's heartbeat on the session's lease;
     /// the session rewrites it every TTL/3 from then on.
-    pub async fn announce(&self, heartbeat: &Heartbeat) -> Result<(), LeaseError> {
+    pub(crate) async fn announce(&self, heartbeat: &Heartbeat) -> Result<(), LeaseError> {
         *self.heartbeat_memo() = heartbeat.clone();
         self.refresh().await
     }
@@ -260,29 +272,29 @@ impl Session {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn lease_id(&self) -> LeaseId {
+    /// The session's etcd lease, to which every game lease is attached.
+    pub(crate) fn lease_id(&self) -> LeaseId {
         self.lease
     }
 
-    pub fn holder(&self) -> &str {
+    /// The holder name recorded in lease records and the heartbeat.
+    pub(crate) fn holder(&self) -> &str {
         &self.holder
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
-    pub fn keys(&self) -> &Keys {
+    /// The key layout of the installation.
+    pub(crate) fn keys(&self) -> &Keys {
         &self.keys
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    /// The store the session's lease lives in.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
     /// Cancelled when the session's etcd lease is gone: every operation of
     /// this controller must stop at its next step.
-    pub fn lost(&self) -> &CancellationToken {
+    pub(crate) fn lost(&self) -> &CancellationToken {
         &self.lost
     }
 
@@ -293,7 +305,7 @@ impl Session {
     /// its keepalive task even gets to ask etcd), or its heartbeat has not
     /// been rewritten for so long that the other controllers may count it
     /// dead and revoke its lease.
-    pub fn is_lost(&self) -> bool {
+    pub(crate) fn is_lost(&self) -> bool {
         if self.lost.is_cancelled() {
             return true;
         }
@@ -480,7 +492,7 @@ impl Session {
     /// it need not be read again under the lease. `Ok(None)` when the
     /// transaction did not apply (the lease is busy, or something changed):
     /// the caller then takes it with [`Session::acquire`] and reads afresh.
-    pub async fn acquire_if(
+    pub(crate) async fn acquire_if(
         self: &Arc<Self>,
         game: &str,
         op_id: &str,
@@ -704,19 +716,24 @@ pub struct GameLease {
 }
 
 impl GameLease {
-    pub fn game(&self) -> &str {
+    /// The game whose lease this is.
+    pub(crate) fn game(&self) -> &str {
         &self.game
     }
 
+    /// The lease key and its create revision: the comparison every write
+    /// under the lease carries.
     pub fn fence(&self) -> &Fence {
         &self.fence
     }
 
-    pub fn op_id(&self) -> &str {
+    /// The operation the lease was taken for.
+    pub(crate) fn op_id(&self) -> &str {
         &self.record.op_id
     }
 
-    pub fn session(&self) -> &Arc<Session> {
+    /// The session the lease is attached to.
+    pub(crate) fn session(&self) -> &Arc<Session> {
         &self.session
     }
 
@@ -729,7 +746,7 @@ impl GameLease {
 
     /// Tells the lease the game's status record as the holder read it
     /// (a first look the lease was taken on, compared when it was taken).
-    pub fn knows_status(&self, record: StatusRecord) {
+    pub(crate) fn knows_status(&self, record: StatusRecord) {
         *self.status_memo() = Some(record);
     }
 
@@ -738,7 +755,7 @@ impl GameLease {
     /// while it is held nobody else can change the record: this is exact,
     /// and reading it again would only repeat it (one etcd read per step
     /// that looks).
-    pub async fn status(&self, records: &StatusStore) -> Result<StatusRecord, StatusError> {
+    pub(crate) async fn status(&self, records: &StatusStore) -> Result<StatusRecord, StatusError> {
         if let Some(known) = self.status_memo().clone() {
             return Ok(known);
         }
@@ -750,7 +767,7 @@ impl GameLease {
     /// The transaction that writes `next` over `current` (or deletes the
     /// record, for `None`) while the lease holds, for a caller that adds
     /// its own writes and then calls [`GameLease::status_committed`].
-    pub fn status_txn(
+    pub(crate) fn status_txn(
         &self,
         records: &StatusStore,
         current: &StatusRecord,
@@ -761,7 +778,7 @@ impl GameLease {
 
     /// Tells the lease what a transaction from [`GameLease::status_txn`]
     /// that applied at `revision` left in the record.
-    pub fn status_committed(&self, next: Option<&GameRuntimeStatus>, revision: Revision) {
+    pub(crate) fn status_committed(&self, next: Option<&GameRuntimeStatus>, revision: Revision) {
         self.knows_status(match next {
             Some(next) => Versioned::new(next.clone(), revision),
             None => Versioned::absent(),
@@ -769,7 +786,7 @@ impl GameLease {
     }
 
     /// Writes `next` over `current` if it differs, while the lease holds.
-    pub async fn write_status(
+    pub(crate) async fn write_status(
         &self,
         records: &StatusStore,
         current: &StatusRecord,
@@ -784,7 +801,7 @@ impl GameLease {
 
     /// Applies `change` to the record and writes the result if it differs,
     /// while the lease holds.
-    pub async fn update_status(
+    pub(crate) async fn update_status(
         &self,
         records: &StatusStore,
         change: impl FnOnce(&mut GameRuntimeStatus),
@@ -796,14 +813,14 @@ impl GameLease {
     }
 
     /// Deletes the record (the game is gone), while the lease holds.
-    pub async fn clear_status(&self, records: &StatusStore) -> Result<(), StatusError> {
+    pub(crate) async fn clear_status(&self, records: &StatusStore) -> Result<(), StatusError> {
         records.clear(&self.fence, &self.game).await?;
         self.knows_status(Versioned::absent());
         Ok(())
     }
 
     /// The step boundary check: fails once the session is lost.
-    pub fn check(&self) -> Result<(), LeaseError> {
+    pub(crate) fn check(&self) -> Result<(), LeaseError> {
         if self.session.is_lost() {
             Err(LeaseError::Lost {
                 game: self.game.clone(),
@@ -834,7 +851,7 @@ impl GameLease {
     /// and its release then cost one round trip and one etcd revision, not
     /// two (BENCHMARKS.md). When etcd fails, a plain release is still
     /// tried, so the game is not left blocked until the session ends.
-    pub async fn release_with(mut self, last: Txn) -> Result<Option<Revision>, LeaseError> {
+    pub(crate) async fn release_with(mut self, last: Txn) -> Result<Option<Revision>, LeaseError> {
         self.released = true;
         self.session.held_tokens().remove(&self.record.token);
         let txn = last
@@ -854,7 +871,7 @@ impl GameLease {
     /// Writes `next` and releases the lease in one transaction (the last
     /// step of a reconcile under the lease), if the lease is still held;
     /// the lease is released in any case. Returns the record as written.
-    pub async fn release_with_status(
+    pub(crate) async fn release_with_status(
         self,
         records: &StatusStore,
         next: &GameRuntimeStatus,

@@ -30,6 +30,8 @@
 //! etcd reports it lost (a long partition), the workers stop, and a new
 //! session is opened; in between, nothing acts.
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod backoff;
 mod cache;
 pub mod config;
@@ -43,9 +45,9 @@ pub mod lifecycle;
 pub mod metrics;
 mod mirror;
 mod peers;
-pub mod plan;
+mod plan;
 mod queue;
-pub mod reconcile;
+mod reconcile;
 pub mod runtime;
 mod statuses;
 mod sweep;

@@ -12,25 +12,25 @@ use rtm_core::model::{
 };
 use rtm_core::records::status::StatusRecord;
 
-pub use rtm_core::model::READY;
+pub(crate) use rtm_core::model::READY;
 
 /// The Ready condition's reason while the container is paused by hand.
-pub const CONTAINER_PAUSED: &str = "ContainerPaused";
+pub(crate) const CONTAINER_PAUSED: &str = "ContainerPaused";
 
 /// Knobs of the decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Wait before the second restart of a crashing container; doubles
     /// with each further crash.
-    pub crash_backoff_base: Duration,
+    pub(crate) crash_backoff_base: Duration,
     /// Longest wait between crash restarts.
-    pub crash_backoff_max: Duration,
+    pub(crate) crash_backoff_max: Duration,
     /// A container that ran this long before exiting restarts without
     /// waiting (its earlier crashes no longer count).
-    pub crash_reset_after: Duration,
+    pub(crate) crash_reset_after: Duration,
     /// A transitional phase (Starting, Stopping, Removing) older than this
     /// turns Failed.
-    pub transition_deadline: Duration,
+    pub(crate) transition_deadline: Duration,
 }
 
 impl Default for Settings {
@@ -46,16 +46,16 @@ impl Default for Settings {
 
 /// What a game is, as observed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Observed {
+pub(crate) struct Observed {
     /// The status record (its value the default when there is none).
-    pub status: StatusRecord,
+    pub(crate) status: StatusRecord,
     /// The game's container (`rtm-<game>`, ours), if any.
-    pub container: Option<ContainerInfo>,
+    pub(crate) container: Option<ContainerInfo>,
 }
 
 /// Why the container must change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// The document is new or asks for something new (a new generation).
     SpecChanged,
     /// `spec.restartToken` differs from `status.observedRestartToken`.
@@ -66,27 +66,31 @@ pub enum Cause {
     Vanished,
     /// A container was created but never started (an interrupted start).
     NeverStarted,
-    /// The document was deleted.
-    Deleted,
 }
 
 /// What to do to the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Nothing; at most the status needs writing.
     None,
+    /// Create and start the container (there is none, or only a stale one).
     Start {
+        /// Why.
         cause: Cause,
     },
+    /// Stop the container, keeping it (the document asks `Stopped`).
     Stop {
+        /// Why.
         cause: Cause,
     },
     /// Recreate (restart semantics: stop, rm, start with the current spec).
     Recreate {
+        /// Why.
         cause: Cause,
     },
     /// Replace an exited container after its crash backoff.
     Restart {
+        /// Why.
         cause: Cause,
     },
     /// Resume a container paused by hand: an involuntary disruption,
@@ -96,19 +100,20 @@ pub enum Action {
     Remove,
     /// The container crashed and its backoff has not elapsed.
     WaitBackoff {
+        /// How long until the restart is due.
         remaining: Duration,
     },
 }
 
 impl Action {
     /// Whether the action changes the container (and so needs the lease).
-    pub fn acts(&self) -> bool {
+    pub(crate) fn acts(&self) -> bool {
         !matches!(self, Action::None | Action::WaitBackoff { .. })
     }
 }
 
 /// The decision for one game.
-pub fn plan(
+pub(crate) fn plan(
     doc: Option<&GameRuntime>,
     observed: &Observed,
     now: SystemTime,
@@ -194,7 +199,7 @@ fn runs_spec(container: &ContainerInfo, doc: &GameRuntime) -> bool {
 }
 
 /// Whether the document changed since the controller last converged it.
-pub fn spec_changed(doc: &GameRuntime, status: &GameRuntimeStatus) -> bool {
+pub(crate) fn spec_changed(doc: &GameRuntime, status: &GameRuntimeStatus) -> bool {
     doc.metadata.generation.is_some() && doc.metadata.generation != status.observed_generation
 }
 
@@ -203,7 +208,7 @@ pub fn spec_changed(doc: &GameRuntime, status: &GameRuntimeStatus) -> bool {
 /// only asked for a container older than that label. When neither says (such
 /// a container, and its record lost), nothing is restarted: losing a record
 /// must never disrupt a game.
-pub fn restart_requested(doc: &GameRuntime, observed: &Observed) -> bool {
+pub(crate) fn restart_requested(doc: &GameRuntime, observed: &Observed) -> bool {
     let token = &doc.spec.restart_token;
     if token.is_empty() {
         return false;
@@ -259,7 +264,7 @@ fn crash_backoff(
 /// The status a game should show, given what was observed (after any
 /// action). Fields that only actions change (restartCount,
 /// observedRestartToken, lastOperation) are carried over.
-pub fn derive_status(
+pub(crate) fn derive_status(
     doc: Option<&GameRuntime>,
     observed: &Observed,
     now: SystemTime,
@@ -272,8 +277,22 @@ pub fn derive_status(
         status.set_phase(Phase::Removing, now);
         return status;
     };
-    let spec = &doc.spec;
+    record_container(&mut status, container);
+    let running = container.is_some_and(ContainerInfo::is_running);
+    let matches_spec = container.is_some_and(|c| runs_spec(c, doc));
 
+    let (phase, message) = observed_phase(doc, container, previous, now, settings);
+    status.set_phase(phase, now);
+    status.message = message;
+    fail_if_stuck(&mut status, now, settings);
+    record_convergence(&mut status, doc, container, running && matches_spec);
+    set_ready(&mut status, container, running && matches_spec, now);
+    status
+}
+
+/// Copies what the container shows (id, image, hostname, how it last
+/// exited) into the status; no container clears the id.
+fn record_container(status: &mut GameRuntimeStatus, container: Option<&ContainerInfo>) {
     status.container_id = container.map(|c| c.id.clone());
     if let Some(c) = container {
         status.image_ref = Some(c.image.clone());
@@ -283,14 +302,23 @@ pub fn derive_status(
             status.oom_killed = c.oom_killed;
         }
     }
-    let running = container.is_some_and(ContainerInfo::is_running);
-    let matches_spec = container.is_some_and(|c| runs_spec(c, doc));
+}
+
+/// The phase (and message) the desired state and the container's state
+/// give.
+fn observed_phase(
+    doc: &GameRuntime,
+    container: Option<&ContainerInfo>,
+    previous: &GameRuntimeStatus,
+    now: SystemTime,
+    settings: &Settings,
+) -> (Phase, Option<String>) {
+    let spec = &doc.spec;
     let last_failed = previous
         .last_operation
         .as_ref()
         .is_some_and(|op| op.outcome == Outcome::Failure);
-
-    let (phase, message) = match (spec.state, container) {
+    match (spec.state, container) {
         (DesiredState::Stopped, Some(c)) if c.is_alive() => (Phase::Stopping, None),
         (DesiredState::Stopped, _) => (Phase::Stopped, None),
         (DesiredState::Running, None) if last_failed => (Phase::Failed, failure_message(previous)),
@@ -307,11 +335,11 @@ pub fn derive_status(
             }
             _ => (Phase::Starting, None),
         },
-    };
-    status.set_phase(phase, now);
-    status.message = message;
+    }
+}
 
-    // A transitional phase that outlives its deadline is a failure.
+/// A transitional phase that outlives its deadline is a failure.
+fn fail_if_stuck(status: &mut GameRuntimeStatus, now: SystemTime, settings: &Settings) {
     if matches!(
         status.phase,
         Phase::Starting | Phase::Stopping | Phase::Removing
@@ -326,9 +354,21 @@ pub fn derive_status(
             humantime::format_duration(settings.transition_deadline)
         ));
     }
+}
 
+/// Once the container is what the document asks (`serving`: running the
+/// current spec), the status observes the document's generation and the
+/// restart the container answers.
+fn record_convergence(
+    status: &mut GameRuntimeStatus,
+    doc: &GameRuntime,
+    container: Option<&ContainerInfo>,
+    serving: bool,
+) {
+    let spec = &doc.spec;
+    let running = container.is_some_and(ContainerInfo::is_running);
     let converged = match spec.state {
-        DesiredState::Running => running && matches_spec,
+        DesiredState::Running => serving,
         DesiredState::Stopped => !running,
     };
     if converged {
@@ -346,10 +386,19 @@ pub fn derive_status(
         // A restart asked for while stopped has nothing to restart.
         status.observed_restart_token = Some(spec.restart_token.clone())
             .filter(|t| !t.is_empty())
-            .or(status.observed_restart_token);
+            .or(status.observed_restart_token.take());
     }
+}
 
-    let ready = status.phase == Phase::Running && matches_spec && running;
+/// The Ready condition: true while Running and `serving` (running the
+/// current spec); otherwise its reason names the phase (or the pause).
+fn set_ready(
+    status: &mut GameRuntimeStatus,
+    container: Option<&ContainerInfo>,
+    serving: bool,
+    now: SystemTime,
+) {
+    let ready = status.phase == Phase::Running && serving;
     let paused = container.is_some_and(|c| c.state == ContainerState::Paused);
     let (reason, text) = if ready {
         ("ContainerRunning".to_owned(), String::new())
@@ -365,7 +414,6 @@ pub fn derive_status(
         )
     };
     status.set_condition(READY, ready, &reason, &text, now);
-    status
 }
 
 fn exited_phase(

@@ -63,7 +63,7 @@ impl State {
 
 /// A deduplicating delay queue of game names.
 #[derive(Debug, Default)]
-pub struct WorkQueue {
+pub(crate) struct WorkQueue {
     state: Mutex<State>,
     wake: Notify,
     /// How many bulk games may be handed out at once; `None`: no limit.
@@ -72,7 +72,7 @@ pub struct WorkQueue {
 
 impl WorkQueue {
     /// An empty queue.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -80,7 +80,7 @@ impl WorkQueue {
     /// slot fewer than there are workers, a resync never occupies every
     /// worker, so a change waits for none of its reconciles (BENCHMARKS.md,
     /// apply-latency).
-    pub fn with_bulk_slots(mut self, slots: usize) -> Self {
+    pub(crate) fn with_bulk_slots(mut self, slots: usize) -> Self {
         self.bulk_slots = Some(slots.max(1));
         self
     }
@@ -94,7 +94,7 @@ impl WorkQueue {
     }
 
     /// Schedules `game` now.
-    pub fn add(&self, game: &str) {
+    pub(crate) fn add(&self, game: &str) {
         self.add_after(game, Duration::ZERO);
     }
 
@@ -104,7 +104,7 @@ impl WorkQueue {
     ///
     /// A game backing off after a failure ([`WorkQueue::hold`]) is not
     /// scheduled before its hold ends, whoever asks.
-    pub fn add_after(&self, game: &str, delay: Duration) {
+    pub(crate) fn add_after(&self, game: &str, delay: Duration) {
         let now = Instant::now();
         let mut due = now + delay;
         let mut state = self.lock();
@@ -131,7 +131,7 @@ impl WorkQueue {
     /// event stream or an etcd session that was lost, a peer that went
     /// away), so that a change coming in meanwhile is not queued behind
     /// them all.
-    pub fn add_bulk_all(&self, games: impl IntoIterator<Item = String>) {
+    pub(crate) fn add_bulk_all(&self, games: impl IntoIterator<Item = String>) {
         for game in games {
             self.add_bulk(&game);
         }
@@ -139,7 +139,7 @@ impl WorkQueue {
 
     /// Schedules `game` now, behind every game scheduled with
     /// [`WorkQueue::add`]; a game already waiting keeps its place.
-    pub fn add_bulk(&self, game: &str) {
+    pub(crate) fn add_bulk(&self, game: &str) {
         let mut state = self.lock();
         // A held game is already scheduled for the end of its hold.
         if state.closed || state.waiting.contains_key(game) || state.held.contains_key(game) {
@@ -156,14 +156,14 @@ impl WorkQueue {
     /// Waits for the next game that is due and not being reconciled, and
     /// marks it running. `None` once the queue is closed.
     #[cfg(test)]
-    pub async fn next(&self) -> Option<String> {
+    pub(crate) async fn next(&self) -> Option<String> {
         self.next_due().await.map(|(game, _)| game)
     }
 
     /// The next game that is due and not being reconciled, marked running,
     /// with how long the game had been due when
     /// it was handed out (`rtmanager_queue_wait_seconds`).
-    pub async fn next_due(&self) -> Option<(String, Duration)> {
+    pub(crate) async fn next_due(&self) -> Option<(String, Duration)> {
         loop {
             // Registered before looking, so an add between the look and the
             // wait is not missed.
@@ -222,7 +222,7 @@ impl WorkQueue {
 
     /// Holds `game` back for `delay` (its backoff after a failure) and
     /// schedules it then.
-    pub fn hold(&self, game: &str, delay: Duration) {
+    pub(crate) fn hold(&self, game: &str, delay: Duration) {
         let until = Instant::now() + delay;
         {
             let mut state = self.lock();
@@ -237,13 +237,13 @@ impl WorkQueue {
     }
 
     /// Ends the hold of `game` (its reconcile succeeded).
-    pub fn release(&self, game: &str) {
+    pub(crate) fn release(&self, game: &str) {
         self.lock().held.remove(game);
     }
 
     /// Marks `game` no longer running; if it was added meanwhile, it is
     /// handed out again when due.
-    pub fn done(&self, game: &str) {
+    pub(crate) fn done(&self, game: &str) {
         {
             let mut state = self.lock();
             state.running.remove(game);
@@ -253,18 +253,18 @@ impl WorkQueue {
     }
 
     /// Games waiting (not counting those running).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().waiting.len()
     }
 
     /// Whether no game waits.
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Stops handing out work: waiting workers get `None`.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.wake.notify_waiters();
     }

@@ -62,15 +62,17 @@ impl From<OpResult> for Failure {
 
 /// Which games this controller reconciles.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sharding {
+pub(crate) struct Sharding {
     /// This controller's node (`RTM_NODE_NAME`).
-    pub node: String,
+    pub(crate) node: String,
     /// Whether it also takes games with no `spec.node`.
-    pub take_unassigned: bool,
+    pub(crate) take_unassigned: bool,
 }
 
 impl Sharding {
-    pub fn owns(&self, doc: &GameRuntime) -> bool {
+    /// Whether this controller reconciles `doc`'s game: its `spec.node`
+    /// names this node, or it names none and unassigned games are taken.
+    pub(crate) fn owns(&self, doc: &GameRuntime) -> bool {
         match doc.spec.node.as_deref() {
             Some(node) => node == self.node,
             None => self.take_unassigned,
@@ -81,7 +83,7 @@ impl Sharding {
 /// Reconciles one game at a time (the queue guarantees no game runs twice
 /// at once; different games run in parallel).
 #[derive(Debug)]
-pub struct Reconciler {
+pub(crate) struct Reconciler {
     lifecycle: Lifecycle,
     runtime: Arc<dyn ContainerRuntime>,
     /// The etcd session game leases are taken on.
@@ -104,7 +106,9 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    pub fn new(
+    /// A reconciler acting through `lifecycle` (and its session), reading
+    /// documents from `cache`, owning the games `sharding` gives it.
+    pub(crate) fn new(
         lifecycle: Lifecycle,
         cache: Arc<DesiredCache>,
         sharding: Sharding,
@@ -132,21 +136,20 @@ impl Reconciler {
 
     /// First looks read `statuses` (kept by the status watch) instead of
     /// etcd while it follows etcd; without it they always read etcd.
-    pub fn with_status_cache(mut self, statuses: Arc<StatusCache>) -> Self {
+    pub(crate) fn with_status_cache(mut self, statuses: Arc<StatusCache>) -> Self {
         self.statuses = statuses;
         self
     }
 
-    pub fn lifecycle(&self) -> &Lifecycle {
+    /// The lifecycle services it acts through (tests reach the history
+    /// and leases through it).
+    #[cfg(test)]
+    pub(crate) fn lifecycle(&self) -> &Lifecycle {
         &self.lifecycle
     }
 
-    pub fn sharding(&self) -> &Sharding {
-        &self.sharding
-    }
-
     /// Reconciles `game`; `Ok(Some(d))` asks to look again after `d`.
-    pub async fn reconcile(&self, game: &str) -> Result<Option<Duration>, Failure> {
+    pub(crate) async fn reconcile(&self, game: &str) -> Result<Option<Duration>, Failure> {
         let looked = self.cache.get(game);
         let desired = match looked.as_deref() {
             // Reported by the watcher; nothing is done until it is fixed.
@@ -266,48 +269,12 @@ impl Reconciler {
         game: &str,
         seen: Option<Seen>,
     ) -> Result<Acted, Failure> {
-        let interrupted = self.recover(lease, game).await?;
-        let (desired, seen_container) = match seen {
-            Some(seen) => (seen.desired, Some(seen.container)),
-            // The cache may lag; etcd is the truth (and confirms a deletion).
-            None => (self.documents.get(game).await?, None),
-        };
-        if desired.as_ref().is_some_and(|doc| !self.sharding.owns(doc)) {
+        let Some((desired, observed)) = self.look_under(lease, game, seen).await? else {
             return Ok(Acted::done(Ok(None)));
-        }
-        if desired.is_none() && !self.cache.is_gone(game) {
-            return Ok(Acted::done(Ok(None)));
-        }
-        let mut observed = match seen_container {
-            // No other controller acted since the first look (etcd says
-            // so), and no operation was interrupted: the container seen a
-            // moment ago stands. Only hands in Docker could have changed it
-            // since, and every operation inspects before it acts.
-            Some(container) if !interrupted => Observed {
-                container,
-                ..self.observe_status_under(lease).await?
-            },
-            _ => self.observe_under(lease).await?,
         };
-        let decide = |observed: &Observed| {
-            plan(
-                desired.as_ref(),
-                observed,
-                SystemTime::now(),
-                &self.settings,
-            )
-        };
-        let mut action = decide(&observed);
-        if observed.container.is_none() && matches!(action, Action::Start { .. }) {
-            // Nothing is named rtm-<game>: a container of the game renamed
-            // by hand is named back (or removed) before another is started.
-            let request = OpRequest::new(game, OpSource::Reconcile);
-            let reclaimed = self.lifecycle.reclaim_under(lease, &request).await;
-            if !reclaimed.is_empty() {
-                observed = self.observe_under(lease).await?;
-                action = decide(&observed);
-            }
-        }
+        let (observed, action) = self
+            .plan_under(lease, game, desired.as_ref(), observed)
+            .await?;
         let request = self.request(game, desired.as_ref(), &observed, action);
         let result = match action {
             Action::None => match &observed.container {
@@ -341,7 +308,80 @@ impl Reconciler {
                 return Ok(Acted::done(Ok(None)));
             }
         };
+        self.record_under(lease, game, desired.as_ref(), action, observed, result)
+            .await
+    }
 
+    /// The game's document and what it is, under the lease; `None` when
+    /// there is nothing to do under it (another node's game, or a deletion
+    /// the cache has not confirmed). Recovers interrupted operations first.
+    async fn look_under(
+        &self,
+        lease: &GameLease,
+        game: &str,
+        seen: Option<Seen>,
+    ) -> Result<Option<(Option<GameRuntime>, Observed)>, Failure> {
+        let interrupted = self.recover(lease, game).await?;
+        let (desired, seen_container) = match seen {
+            Some(seen) => (seen.desired, Some(seen.container)),
+            // The cache may lag; etcd is the truth (and confirms a deletion).
+            None => (self.documents.get(game).await?, None),
+        };
+        if desired.as_ref().is_some_and(|doc| !self.sharding.owns(doc)) {
+            return Ok(None);
+        }
+        if desired.is_none() && !self.cache.is_gone(game) {
+            return Ok(None);
+        }
+        let observed = match seen_container {
+            // No other controller acted since the first look (etcd says
+            // so), and no operation was interrupted: the container seen a
+            // moment ago stands. Only hands in Docker could have changed it
+            // since, and every operation inspects before it acts.
+            Some(container) if !interrupted => Observed {
+                container,
+                ..self.observe_status_under(lease).await?
+            },
+            _ => self.observe_under(lease).await?,
+        };
+        Ok(Some((desired, observed)))
+    }
+
+    /// The action for what was observed. Before a start with nothing named
+    /// rtm-<game>, a container of the game renamed by hand is named back
+    /// (or removed), and the game observed and planned again.
+    async fn plan_under(
+        &self,
+        lease: &GameLease,
+        game: &str,
+        desired: Option<&GameRuntime>,
+        observed: Observed,
+    ) -> Result<(Observed, Action), Failure> {
+        let action = plan(desired, &observed, SystemTime::now(), &self.settings);
+        if observed.container.is_some() || !matches!(action, Action::Start { .. }) {
+            return Ok((observed, action));
+        }
+        let request = OpRequest::new(game, OpSource::Reconcile);
+        let reclaimed = self.lifecycle.reclaim_under(lease, &request).await;
+        if reclaimed.is_empty() {
+            return Ok((observed, action));
+        }
+        let observed = self.observe_under(lease).await?;
+        let action = plan(desired, &observed, SystemTime::now(), &self.settings);
+        Ok((observed, action))
+    }
+
+    /// The status the game shows after `action` (which ended in `result`,
+    /// `None` when nothing ran), and when to look again.
+    async fn record_under(
+        &self,
+        lease: &GameLease,
+        game: &str,
+        desired: Option<&GameRuntime>,
+        action: Action,
+        observed: Observed,
+        result: Option<OpResult>,
+    ) -> Result<Acted, Failure> {
         let exited = observed.container.clone().filter(|c| c.state.has_exited());
         let mut after = match &result {
             // What the operation wrote and last inspected a moment ago:
@@ -359,14 +399,14 @@ impl Reconciler {
         };
         let before = after.status.clone();
         if result.as_ref().is_some_and(OpResult::is_success) {
-            count_effects(desired.as_ref(), action, exited.as_ref(), &mut after);
+            count_effects(desired, action, exited.as_ref(), &mut after);
         }
         if after.container.is_some() && after.status.value.node.is_none() {
             // A record rebuilt from the container (adopted after a loss)
             // names the node that runs it.
             after.status.value.node = Some(self.lifecycle.node().to_owned());
         }
-        let next = derive_status(desired.as_ref(), &after, SystemTime::now(), &self.settings);
+        let next = derive_status(desired, &after, SystemTime::now(), &self.settings);
         let result = match result {
             Some(result) if !result.is_success() => Err(result.into()),
             Some(_) => Ok(Some(AFTER_ACTION)),
@@ -556,7 +596,7 @@ impl Reconciler {
     /// Forgets which games were checked for interrupted operations: a
     /// peer controller died, and any game may now hold its unfinished
     /// entries.
-    pub fn forget_recovery(&self) {
+    pub(crate) fn forget_recovery(&self) {
         self.lock_recovered().clear();
     }
 

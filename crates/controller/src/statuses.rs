@@ -31,7 +31,7 @@ pub(crate) fn of_node(status: &GameRuntimeStatus, node: &str) -> bool {
 
 /// The status records as last seen.
 #[derive(Debug, Default)]
-pub struct StatusCache {
+pub(crate) struct StatusCache {
     /// By game (a record that does not decode is kept as an empty one, see
     /// [`status::from_kv`]). A game absent here has no record.
     statuses: Cache<StatusRecord>,
@@ -39,14 +39,14 @@ pub struct StatusCache {
 
 impl StatusCache {
     /// An empty cache, not yet following etcd.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The status record of `game` as last seen (absent: no record),
     /// shared with the cache; `None` when the cache cannot say (not
     /// following etcd): the caller reads etcd.
-    pub fn get(&self, game: &str) -> Option<Arc<StatusRecord>> {
+    pub(crate) fn get(&self, game: &str) -> Option<Arc<StatusRecord>> {
         if !self.statuses.is_following() {
             return None;
         }
@@ -58,7 +58,7 @@ impl StatusCache {
     }
 
     /// A record this controller just wrote, ahead of its watch event.
-    pub fn learn(&self, game: &str, status: StatusRecord) {
+    pub(crate) fn learn(&self, game: &str, status: StatusRecord) {
         let mut statuses = self.statuses.write();
         if newer_than_known(&statuses, game, status.revision.unwrap_or(0)) {
             statuses.insert(game.to_owned(), Arc::new(status));
@@ -68,7 +68,7 @@ impl StatusCache {
     /// The games of `node` (or of no node yet) that have a status record
     /// but are not `documented`; `None` when the cache cannot say (not
     /// following etcd). A record that does not decode belongs to no node.
-    pub fn without_document(
+    pub(crate) fn without_document(
         &self,
         documented: impl Fn(&str) -> bool,
         node: &str,
@@ -96,7 +96,7 @@ fn newer_than_known(statuses: &Records<StatusRecord>, game: &str, revision: Revi
 
 /// What the cache follows: the status prefix of one installation.
 #[derive(Debug)]
-pub struct StatusMirror {
+pub(crate) struct StatusMirror {
     /// Where the records are.
     pub store: Arc<dyn Store>,
     /// Whose records (the installation's prefix).

@@ -66,7 +66,7 @@ const HISTORY_SCAN_MAX_PERIOD: Duration = Duration::from_secs(3600);
 /// `history_grace` is zero (history kept forever), one history scan per
 /// [`history_period`].
 #[allow(clippy::too_many_arguments)] // the sweep's collaborators and its three periods
-pub async fn run(
+pub(crate) async fn run(
     lifecycle: Lifecycle,
     cache: Arc<DesiredCache>,
     statuses: Arc<StatusCache>,

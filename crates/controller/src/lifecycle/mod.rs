@@ -53,7 +53,9 @@ pub use policy::ContainerPolicy;
 /// Who asks for an operation, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpRequest {
+    /// The game to act on (validated as a name before anything runs).
     pub game: String,
+    /// Who asked (the controller, `rtctl`, ...), recorded in the history.
     pub op_source: OpSource,
     /// The caller's reference (request id, user); reused as the correlation
     /// id of a restart's entries. Empty when the caller has none.
@@ -70,6 +72,8 @@ pub struct OpRequest {
 }
 
 impl OpRequest {
+    /// A request for `game` from `op_source`, with no reference, not
+    /// claimed, reading the document itself.
     pub fn new(game: impl Into<String>, op_source: OpSource) -> Self {
         Self {
             game: game.into(),
@@ -80,19 +84,20 @@ impl OpRequest {
         }
     }
 
+    /// Sets the caller's reference (see [`OpRequest::source_ref`]).
     pub fn with_source_ref(mut self, source_ref: impl Into<String>) -> Self {
         self.source_ref = source_ref.into();
         self
     }
 
     /// Marks the source as the document writer's claim.
-    pub fn claimed(mut self) -> Self {
+    pub(crate) fn claimed(mut self) -> Self {
         self.source_claimed = true;
         self
     }
 
     /// Acts on `document` (see [`OpRequest::document`]).
-    pub fn with_document(mut self, document: GameRuntime) -> Self {
+    pub(crate) fn with_document(mut self, document: GameRuntime) -> Self {
         self.document = Some(Box::new(document));
         self
     }
@@ -101,13 +106,19 @@ impl OpRequest {
 /// How an operation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpResult {
+    /// The id of the operation's history entry.
     pub op_id: String,
+    /// What the operation was (a restart reports its outer entry).
     pub op_kind: OpKind,
+    /// Success or failure, as recorded in the history.
     pub outcome: Outcome,
+    /// Why it failed; `None` on success.
     pub error_code: Option<ErrorCode>,
+    /// The failure as recorded (for people); `None` on success.
     pub error_message: Option<String>,
     /// The game's container after the operation, if it has one.
     pub container_id: Option<String>,
+    /// The image the operation worked with (`spec.image`).
     pub image_ref: String,
     /// The correlation id recorded in the history.
     pub source_ref: String,
@@ -117,10 +128,12 @@ pub struct OpResult {
     /// action). `None` when the operation did not record them (an outer
     /// restart, an adoption, a removal).
     pub status: Option<StatusRecord>,
+    /// See [`OpResult::status`].
     pub container: Option<ContainerInfo>,
 }
 
 impl OpResult {
+    /// The operation did what it was asked.
     pub fn is_success(&self) -> bool {
         self.outcome == Outcome::Success
     }
@@ -228,6 +241,9 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
+    /// Services acting through `runtime` under `session`'s leases, keeping
+    /// the newest `history_retention` history entries per game; the node is
+    /// the session's holder, and the policies are the defaults until set.
     pub fn new(
         runtime: Arc<dyn ContainerRuntime>,
         session: Arc<Session>,
@@ -251,18 +267,19 @@ impl Lifecycle {
 
     /// Bounds the host ports and addresses documents may publish
     /// (`--host-ports`, `--host-ips`).
-    pub fn with_host_port_policy(mut self, policy: rtm_core::ports::HostPortPolicy) -> Self {
+    pub(crate) fn with_host_port_policy(mut self, policy: rtm_core::ports::HostPortPolicy) -> Self {
         self.host_ports = policy;
         self
     }
 
     /// Creates containers under `policy` (default: [`ContainerPolicy::default`]).
-    pub fn with_policy(mut self, policy: ContainerPolicy) -> Self {
+    pub(crate) fn with_policy(mut self, policy: ContainerPolicy) -> Self {
         self.policy = Arc::new(policy);
         self
     }
 
-    pub fn policy(&self) -> &ContainerPolicy {
+    /// The policy containers are created under.
+    pub(crate) fn policy(&self) -> &ContainerPolicy {
         &self.policy
     }
 
@@ -282,19 +299,20 @@ impl Lifecycle {
 
     /// Records `node` as the node running this controller's games
     /// (defaults to the session's holder name).
-    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+    pub(crate) fn with_node(mut self, node: impl Into<String>) -> Self {
         self.node = node.into();
         self
     }
 
-    pub fn node(&self) -> &str {
+    /// The node recorded in status records.
+    pub(crate) fn node(&self) -> &str {
         &self.node
     }
 
     /// Records that a running container which already matches its document
     /// was adopted (after a controller restart, or a lost status): one
     /// finished entry, no Docker call.
-    pub async fn record_adoption(
+    pub(crate) async fn record_adoption(
         &self,
         lease: &GameLease,
         request: &OpRequest,
@@ -318,25 +336,28 @@ impl Lifecycle {
         OpResult::from_entry(&entry)
     }
 
+    /// The games' operation history, as the services record it.
     pub fn history(&self) -> &History {
         &self.history
     }
 
-    pub fn runtime(&self) -> &Arc<dyn ContainerRuntime> {
+    /// The container runtime the services act through.
+    pub(crate) fn runtime(&self) -> &Arc<dyn ContainerRuntime> {
         &self.runtime
     }
 
-    pub fn session(&self) -> &Arc<Session> {
+    /// The etcd session whose leases the services take.
+    pub(crate) fn session(&self) -> &Arc<Session> {
         &self.session
     }
 
     /// The key prefix of this installation, also a label on its containers.
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         self.session.keys().prefix()
     }
 
     /// Takes the game's lease for one operation, or explains why not.
-    pub async fn acquire(&self, game: &str, op_id: &str) -> Result<GameLease, LeaseError> {
+    pub(crate) async fn acquire(&self, game: &str, op_id: &str) -> Result<GameLease, LeaseError> {
         self.session.acquire(game, op_id).await
     }
 

@@ -18,46 +18,46 @@ use rtm_core::model::{Cpus, GameRuntime, Memory};
 /// `--pids-limit`'s default: far above what a game server runs (an engine
 /// and a few helpers, with their threads), far below what hurts a host
 /// (a fork bomb stops here).
-pub const DEFAULT_PIDS_LIMIT: i64 = 1024;
+pub(crate) const DEFAULT_PIDS_LIMIT: i64 = 1024;
 
 /// `--default-memory`: what a game without `spec.resources.memory` gets.
-pub const DEFAULT_MEMORY: Memory = Memory::from_bytes(1 << 30);
+pub(crate) const DEFAULT_MEMORY: Memory = Memory::from_bytes(1 << 30);
 
 /// `--max-memory`: the most a document may ask.
-pub const DEFAULT_MAX_MEMORY: Memory = Memory::from_bytes(16 << 30);
+pub(crate) const DEFAULT_MAX_MEMORY: Memory = Memory::from_bytes(16 << 30);
 
 /// `--default-cpus`, in CPUs.
-pub const DEFAULT_CPUS: i64 = 1;
+pub(crate) const DEFAULT_CPUS: i64 = 1;
 
 /// `--max-cpus`, in CPUs.
-pub const DEFAULT_MAX_CPUS: i64 = 16;
+pub(crate) const DEFAULT_MAX_CPUS: i64 = 16;
 
 /// `--allowed-capabilities`'s default: the one capability a game server
 /// plausibly needs (binding a port below 1024 as root).
-pub const DEFAULT_ALLOWED_CAPABILITIES: &[&str] = &["NET_BIND_SERVICE"];
+pub(crate) const DEFAULT_ALLOWED_CAPABILITIES: &[&str] = &["NET_BIND_SERVICE"];
 
 /// Where a read-only root filesystem keeps a writable scratch space, and
 /// its options: bounded so a game cannot fill the host's memory with it,
 /// `nosuid`/`nodev` as Docker's own tmpfs defaults.
-pub const READ_ONLY_TMPFS: (&str, &str) = ("/tmp", "rw,nosuid,nodev,size=64m,mode=1777");
+pub(crate) const READ_ONLY_TMPFS: (&str, &str) = ("/tmp", "rw,nosuid,nodev,size=64m,mode=1777");
 
 /// The hardening and limits the controller applies to every container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerPolicy {
     /// Capabilities a document may add back (`--allowed-capabilities`).
-    pub allowed_capabilities: BTreeSet<String>,
+    pub(crate) allowed_capabilities: BTreeSet<String>,
     /// The pids limit of every container, and the most a document may ask.
-    pub pids_limit: i64,
+    pub(crate) pids_limit: i64,
     /// Memory of a game that does not say; `None`: unlimited.
-    pub default_memory: Option<Memory>,
+    pub(crate) default_memory: Option<Memory>,
     /// The most memory a document may ask; `None`: no controller limit.
-    pub max_memory: Option<Memory>,
+    pub(crate) max_memory: Option<Memory>,
     /// CPUs of a game that does not say; `None`: unlimited.
-    pub default_cpus: Option<Cpus>,
+    pub(crate) default_cpus: Option<Cpus>,
     /// The most CPUs a document may ask; `None`: no controller limit.
-    pub max_cpus: Option<Cpus>,
+    pub(crate) max_cpus: Option<Cpus>,
     /// The network every game joins; `None`: Docker's default bridge.
-    pub network: Option<NetworkSpec>,
+    pub(crate) network: Option<NetworkSpec>,
 }
 
 impl Default for ContainerPolicy {
@@ -87,9 +87,11 @@ fn cpus(whole: i64) -> Cpus {
 /// the field, the value and the limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub struct Refusal {
-    pub code: ErrorCode,
-    pub message: String,
+pub(crate) struct Refusal {
+    /// The stable code the refused operation is recorded with.
+    pub(crate) code: ErrorCode,
+    /// Names the field, the value asked and the limit.
+    pub(crate) message: String,
 }
 
 impl Refusal {
@@ -100,12 +102,12 @@ impl Refusal {
 
 impl ContainerPolicy {
     /// The memory limit the game's container gets.
-    pub fn memory(&self, doc: &GameRuntime) -> Option<Memory> {
+    pub(crate) fn memory(&self, doc: &GameRuntime) -> Option<Memory> {
         doc.spec.resources.memory.or(self.default_memory)
     }
 
     /// The CPU limit the game's container gets.
-    pub fn cpus(&self, doc: &GameRuntime) -> Option<Cpus> {
+    pub(crate) fn cpus(&self, doc: &GameRuntime) -> Option<Cpus> {
         doc.spec.resources.cpus.or(self.default_cpus)
     }
 
@@ -113,9 +115,23 @@ impl ContainerPolicy {
     /// (`None`: the host is not known, only the policy is checked). Pure:
     /// the lifecycle calls it before it creates, removes or stops anything,
     /// so a refused game keeps the container it has.
-    pub fn admit(&self, doc: &GameRuntime, host: Option<HostResources>) -> Result<(), Refusal> {
-        let spec = &doc.spec;
-        let refused: Vec<&str> = spec
+    pub(crate) fn admit(
+        &self,
+        doc: &GameRuntime,
+        host: Option<HostResources>,
+    ) -> Result<(), Refusal> {
+        self.admit_capabilities(doc)?;
+        self.admit_limits(doc)?;
+        match host {
+            Some(host) => self.admit_on_host(doc, host),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses capabilities the controller does not allow to be added back.
+    fn admit_capabilities(&self, doc: &GameRuntime) -> Result<(), Refusal> {
+        let refused: Vec<&str> = doc
+            .spec
             .security_context
             .capabilities
             .add
@@ -123,27 +139,33 @@ impl ContainerPolicy {
             .map(String::as_str)
             .filter(|c| !self.allowed_capabilities.contains(*c))
             .collect();
-        if !refused.is_empty() {
-            let allowed = if self.allowed_capabilities.is_empty() {
-                "none".to_owned()
-            } else {
-                self.allowed_capabilities
-                    .iter()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            return Err(Refusal::new(
-                ErrorCode::CapabilityNotAllowed,
-                format!(
-                    "spec.securityContext.capabilities.add: {} not allowed by this controller \
-                     (--allowed-capabilities: {allowed})",
-                    refused.join(", ")
-                ),
-            ));
+        if refused.is_empty() {
+            return Ok(());
         }
+        let allowed = if self.allowed_capabilities.is_empty() {
+            "none".to_owned()
+        } else {
+            self.allowed_capabilities
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(Refusal::new(
+            ErrorCode::CapabilityNotAllowed,
+            format!(
+                "spec.securityContext.capabilities.add: {} not allowed by this controller \
+                 (--allowed-capabilities: {allowed})",
+                refused.join(", ")
+            ),
+        ))
+    }
+
+    /// Refuses resources above the controller's own maxima.
+    fn admit_limits(&self, doc: &GameRuntime) -> Result<(), Refusal> {
+        let resources = &doc.spec.resources;
         let limit = ErrorCode::ResourcesExceedLimit;
-        if let (Some(asked), Some(max)) = (spec.resources.memory, self.max_memory)
+        if let (Some(asked), Some(max)) = (resources.memory, self.max_memory)
             && asked > max
         {
             return Err(Refusal::new(
@@ -153,7 +175,7 @@ impl ContainerPolicy {
                 ),
             ));
         }
-        if let (Some(asked), Some(max)) = (spec.resources.cpus, self.max_cpus)
+        if let (Some(asked), Some(max)) = (resources.cpus, self.max_cpus)
             && asked > max
         {
             return Err(Refusal::new(
@@ -161,7 +183,7 @@ impl ContainerPolicy {
                 format!("spec.resources.cpus {asked} is above this controller's --max-cpus {max}"),
             ));
         }
-        if let Some(asked) = spec.resources.pids.filter(|p| *p > self.pids_limit) {
+        if let Some(asked) = resources.pids.filter(|p| *p > self.pids_limit) {
             return Err(Refusal::new(
                 limit,
                 format!(
@@ -170,9 +192,13 @@ impl ContainerPolicy {
                 ),
             ));
         }
-        let Some(host) = host else {
-            return Ok(());
-        };
+        Ok(())
+    }
+
+    /// Refuses CPUs or memory (asked, or the controller's defaults) that
+    /// the Docker host does not have.
+    fn admit_on_host(&self, doc: &GameRuntime, host: HostResources) -> Result<(), Refusal> {
+        let resources = &doc.spec.resources;
         let exceeds = ErrorCode::ResourcesExceedHost;
         // A host that reported nothing (0) is not checked rather than
         // refusing every game.
@@ -180,7 +206,7 @@ impl ContainerPolicy {
             && host.cpus > 0
             && asked.nano_cpus() > i64::from(host.cpus) * 1_000_000_000
         {
-            let source = if spec.resources.cpus.is_some() {
+            let source = if resources.cpus.is_some() {
                 "spec.resources.cpus"
             } else {
                 "this controller's --default-cpus"
@@ -197,7 +223,7 @@ impl ContainerPolicy {
             && host.memory_bytes > 0
             && asked.bytes() > host.memory_bytes
         {
-            let source = if spec.resources.memory.is_some() {
+            let source = if resources.memory.is_some() {
                 "spec.resources.memory"
             } else {
                 "this controller's --default-memory"
@@ -215,7 +241,7 @@ impl ContainerPolicy {
 
     /// Fills the container's limits and hardening from the policy and what
     /// the document asks (`spec.resources`, `spec.securityContext`).
-    pub fn apply(&self, doc: &GameRuntime, container: &mut ContainerSpec) {
+    pub(crate) fn apply(&self, doc: &GameRuntime, container: &mut ContainerSpec) {
         let spec = &doc.spec;
         let context = &spec.security_context;
         container.memory_bytes = self.memory(doc).map(Memory::bytes);

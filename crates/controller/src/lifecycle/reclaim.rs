@@ -42,7 +42,11 @@ impl Lifecycle {
     /// adoption); every other misnamed one is removed (each recorded as a
     /// removal). Returns the results, in order; empty when there was
     /// nothing to do.
-    pub async fn reclaim_under(&self, lease: &GameLease, request: &OpRequest) -> Vec<OpResult> {
+    pub(crate) async fn reclaim_under(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+    ) -> Vec<OpResult> {
         let game = lease.game();
         let found = match self.misnamed_containers(game).await {
             Ok(found) => found,
@@ -126,7 +130,7 @@ impl Lifecycle {
     /// Removes a container that claims the game but is not its container
     /// (the sweep's duplicates, the leftovers of a reclaim), recorded as a
     /// removal with `note`.
-    pub async fn remove_duplicate_under(
+    pub(crate) async fn remove_duplicate_under(
         &self,
         lease: &GameLease,
         request: &OpRequest,

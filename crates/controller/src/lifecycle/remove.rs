@@ -20,7 +20,7 @@ impl Lifecycle {
     }
 
     /// Removes under a lease the caller holds.
-    pub async fn remove_under(&self, lease: &GameLease, request: &OpRequest) -> OpResult {
+    pub(crate) async fn remove_under(&self, lease: &GameLease, request: &OpRequest) -> OpResult {
         let op_id = lease.op_id();
         let mut op = match self.begin(lease, OpKind::Remove, request, op_id).await {
             Ok(op) => op,
@@ -80,7 +80,7 @@ impl Lifecycle {
     /// touching its status: the game now belongs to another node (its
     /// `spec.node` changed), which records its own status. Without this the
     /// game would run twice.
-    pub async fn evict_under(
+    pub(crate) async fn evict_under(
         &self,
         lease: &GameLease,
         request: &OpRequest,

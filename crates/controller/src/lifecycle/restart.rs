@@ -24,7 +24,7 @@ impl Lifecycle {
 
     /// Restarts under a lease the caller holds; the outer entry takes the
     /// lease's operation id.
-    pub async fn restart_under(&self, lease: &GameLease, request: &OpRequest) -> OpResult {
+    pub(crate) async fn restart_under(&self, lease: &GameLease, request: &OpRequest) -> OpResult {
         let op_id = lease.op_id();
         let mut outer = match self.begin(lease, OpKind::Restart, request, op_id).await {
             Ok(outer) => outer,

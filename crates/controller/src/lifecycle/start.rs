@@ -20,7 +20,7 @@ impl Lifecycle {
 
     /// Starts the game's container under a lease the caller holds (a
     /// restart's inner start).
-    pub async fn start_under(
+    pub(crate) async fn start_under(
         &self,
         lease: &GameLease,
         request: &OpRequest,

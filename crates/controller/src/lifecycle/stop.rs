@@ -22,7 +22,7 @@ impl Lifecycle {
 
     /// Stops the game's container under a lease the caller holds (a
     /// restart's inner stop, a remove).
-    pub async fn stop_under(
+    pub(crate) async fn stop_under(
         &self,
         lease: &GameLease,
         request: &OpRequest,

@@ -13,7 +13,7 @@ use rtm_core::failure::Failure;
 
 impl Lifecycle {
     /// Resumes the game's paused container under a lease the caller holds.
-    pub async fn unpause_under(
+    pub(crate) async fn unpause_under(
         &self,
         lease: &GameLease,
         request: &OpRequest,

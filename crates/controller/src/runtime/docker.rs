@@ -52,7 +52,7 @@ use super::{
 };
 
 /// Where Docker listens when neither the caller nor `DOCKER_HOST` says.
-pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
 /// The highest API version we ever speak: Debian's Docker 20.10.
 const MAX_API_VERSION: ClientVersion = ClientVersion {

@@ -22,7 +22,8 @@ use super::{
     ImageInfo, LABEL_MANAGED_BY, MANAGED_BY, RuntimeError, RuntimeOp,
 };
 
-/// The operation a scripted failure or a logged call refers to.
+/// The operation a scripted failure or a logged call refers to (the
+/// benchmark counts calls by it).
 pub type FakeOp = RuntimeOp;
 
 /// Events a subscriber may fall behind by before it is dropped, like
@@ -35,6 +36,7 @@ const EXIT_SIGKILL: i64 = 137;
 /// One call the fake received, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeCall {
+    /// Which operation was called.
     pub op: FakeOp,
     /// The name, id or image the call was about; empty for ping, list and
     /// events.
@@ -57,6 +59,8 @@ enum Strike {
     /// Fail without doing anything.
     Before,
     /// Do the operation, then fail: a client timeout after Docker acted.
+    /// Only this crate's unit tests script it (`fail_next_after_applying`).
+    #[cfg_attr(not(test), allow(dead_code))]
     After,
 }
 
@@ -94,7 +98,7 @@ struct State {
 
 /// The host the fake plays unless a test says otherwise: big enough for
 /// every default limit.
-pub const FAKE_HOST: HostResources = HostResources {
+const FAKE_HOST: HostResources = HostResources {
     cpus: 8,
     memory_bytes: 32 << 30,
 };
@@ -171,11 +175,6 @@ impl FakeRuntime {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// What `host_resources` answers from now on (`None`: unknown host).
-    pub fn set_host_resources(&self, host: Option<HostResources>) {
-        self.state().host = host;
-    }
-
     /// Makes `reference` present; returns its image id. Idempotent.
     pub fn add_image(&self, reference: &str) -> String {
         let mut state = self.state();
@@ -185,7 +184,8 @@ impl FakeRuntime {
     }
 
     /// Removes the image `reference` (containers made from it keep running).
-    pub fn remove_image(&self, reference: &str) {
+    #[cfg(test)]
+    pub(crate) fn remove_image(&self, reference: &str) {
         self.state().images.remove(reference);
     }
 
@@ -197,7 +197,8 @@ impl FakeRuntime {
 
     /// The next call of `op` is carried out, then fails with `err`: plays a
     /// client timeout after Docker acted (the outcome-unknown case).
-    pub fn fail_next_after_applying(&self, op: FakeOp, err: RuntimeError) {
+    #[cfg(test)]
+    pub(crate) fn fail_next_after_applying(&self, op: FakeOp, err: RuntimeError) {
         self.script(op, Strike::After, err);
     }
 
@@ -219,6 +220,8 @@ impl FakeRuntime {
         self.state().calls.iter().filter(|c| c.op == op).count()
     }
 
+    /// Forgets the calls received so far, so a later [`FakeRuntime::count`]
+    /// measures one phase alone.
     pub fn clear_calls(&self) {
         self.state().calls.clear();
     }
@@ -226,7 +229,8 @@ impl FakeRuntime {
     /// dockerd goes down (`true`): every call fails with `Unreachable` and
     /// open event streams end. Back up (`false`): containers are as they
     /// were, like a daemon with live-restore.
-    pub fn set_down(&self, down: bool) {
+    #[cfg(test)]
+    pub(crate) fn set_down(&self, down: bool) {
         let mut state = self.state();
         state.down = down;
         if down {
@@ -260,7 +264,8 @@ impl FakeRuntime {
     }
 
     /// The spec a container was created from.
-    pub fn spec_of(&self, name_or_id: &str) -> Option<ContainerSpec> {
+    #[cfg(test)]
+    pub(crate) fn spec_of(&self, name_or_id: &str) -> Option<ContainerSpec> {
         let state = self.state();
         state
             .resolve(name_or_id)
@@ -269,7 +274,8 @@ impl FakeRuntime {
 
     /// Makes the container's engine ignore SIGTERM: a stop then takes the
     /// whole timeout (in tokio time) and ends with exit code 137.
-    pub fn ignore_sigterm(&self, name_or_id: &str) -> Result<(), RuntimeError> {
+    #[cfg(test)]
+    pub(crate) fn ignore_sigterm(&self, name_or_id: &str) -> Result<(), RuntimeError> {
         let mut state = self.state();
         let id = state.existing(name_or_id)?;
         if let Some(container) = state.containers.get_mut(&id) {
@@ -280,7 +286,8 @@ impl FakeRuntime {
 
     /// The engine exits by itself with `code` (a crash when non-zero):
     /// `die` event, state `Exited`.
-    pub fn exit_container(&self, name_or_id: &str, code: i64) -> Result<(), RuntimeError> {
+    #[cfg(test)]
+    pub(crate) fn exit_container(&self, name_or_id: &str, code: i64) -> Result<(), RuntimeError> {
         let mut state = self.state();
         let id = state.existing(name_or_id)?;
         if state.containers[&id].info.is_running() {
@@ -290,7 +297,8 @@ impl FakeRuntime {
     }
 
     /// The kernel OOM-kills the engine: `oom` and `die` events, exit 137.
-    pub fn oom_kill(&self, name_or_id: &str) -> Result<(), RuntimeError> {
+    #[cfg(test)]
+    pub(crate) fn oom_kill(&self, name_or_id: &str) -> Result<(), RuntimeError> {
         let mut state = self.state();
         let id = state.existing(name_or_id)?;
         if state.containers[&id].info.is_running() {
@@ -301,48 +309,11 @@ impl FakeRuntime {
     }
 
     /// Someone runs `docker rm -f` by hand.
-    pub fn remove_by_hand(&self, name_or_id: &str) -> Result<(), RuntimeError> {
+    #[cfg(test)]
+    pub(crate) fn remove_by_hand(&self, name_or_id: &str) -> Result<(), RuntimeError> {
         let mut state = self.state();
         let id = state.existing(name_or_id)?;
         state.destroy(&id, true);
-        Ok(())
-    }
-
-    /// Someone runs `docker pause` by hand.
-    pub fn pause_by_hand(&self, name_or_id: &str) -> Result<(), RuntimeError> {
-        let mut state = self.state();
-        let id = state.existing(name_or_id)?;
-        if let Some(container) = state.containers.get_mut(&id)
-            && container.info.is_running()
-        {
-            container.info.state = ContainerState::Paused;
-            state.emit(&id, "pause");
-        }
-        Ok(())
-    }
-
-    /// Someone runs `docker rename` by hand.
-    pub fn rename_by_hand(&self, name_or_id: &str, name: &str) -> Result<(), RuntimeError> {
-        let mut state = self.state();
-        let id = state.existing(name_or_id)?;
-        state.rename(&id, name)
-    }
-
-    /// Someone runs `docker stop` by hand: the engine exits 0 (or 137 if it
-    /// ignores SIGTERM).
-    pub fn stop_by_hand(&self, name_or_id: &str) -> Result<(), RuntimeError> {
-        let mut state = self.state();
-        let id = state.existing(name_or_id)?;
-        if state.containers[&id].info.is_running() {
-            let code = if state.containers[&id].honours_sigterm {
-                0
-            } else {
-                EXIT_SIGKILL
-            };
-            state.emit(&id, "kill");
-            state.exit(&id, code, false);
-            state.emit(&id, "stop");
-        }
         Ok(())
     }
 

@@ -22,6 +22,8 @@ pub struct Instrumented {
 }
 
 impl Instrumented {
+    /// Wraps `inner`; every call is observed in `metrics`, labelled by
+    /// operation and by outcome (`ok`, `error`).
     pub fn new(inner: Arc<dyn ContainerRuntime>, metrics: Metrics) -> Self {
         Self { inner, metrics }
     }

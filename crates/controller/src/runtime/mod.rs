@@ -23,7 +23,7 @@ pub mod instrumented;
 
 pub use docker::DockerRuntime;
 #[cfg(any(test, feature = "testing"))]
-pub use fake::{FAKE_HOST, FakeCall, FakeOp, FakeRuntime};
+pub use fake::{FakeCall, FakeOp, FakeRuntime};
 
 /// Label carrying the key prefix of the rtmanager installation that owns the
 /// container: installations sharing a Docker host never touch each
@@ -43,7 +43,7 @@ pub const LABEL_OP_ID: &str = "rtmanager.dev/op-id";
 /// Label carrying the `spec.restartToken` the container was created under:
 /// a new container answers every restart asked for until then. With it, a
 /// lost or forged status record can never replay a restart.
-pub const LABEL_RESTART_TOKEN: &str = "rtmanager.dev/restart-token";
+pub(crate) const LABEL_RESTART_TOKEN: &str = "rtmanager.dev/restart-token";
 
 /// The container name of a game in the installation whose key prefix is
 /// `prefix`: `rtm-<installation>-<game>`, the installation being
@@ -61,7 +61,7 @@ pub fn container_name(prefix: &str, game: &str) -> String {
 
 /// The short id of an installation in container names: the first six hex
 /// digits of the SHA-256 of its key prefix.
-pub fn installation_id(prefix: &str) -> String {
+pub(crate) fn installation_id(prefix: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(prefix.as_bytes());
     hex::encode(&digest[..3])
@@ -83,13 +83,17 @@ pub struct ContainerSpec {
     pub game: String,
     /// The image reference (`spec.image`), used as given: never pulled.
     pub image: String,
+    /// The hostname inside the container (`spec.hostname`, default the game).
     pub hostname: String,
     /// Replaces the image's ENTRYPOINT when non-empty (Kubernetes `command`).
     pub command: Vec<String>,
     /// Replaces the image's CMD when non-empty (Kubernetes `args`).
     pub args: Vec<String>,
+    /// Environment variables, name then value, in the order the spec lists them.
     pub env: Vec<(String, String)>,
+    /// The ports to expose and, where a host port is given, publish.
     pub ports: Vec<PortBinding>,
+    /// Memory limit in bytes; `None`: no limit (the policy normally sets one).
     pub memory_bytes: Option<u64>,
     /// CPU limit in billionths of a CPU (`1.5` CPUs = `1_500_000_000`).
     pub nano_cpus: Option<i64>,
@@ -175,7 +179,7 @@ impl ContainerSpec {
     }
 
     /// The labels the container is created with: `labels` plus ours.
-    pub fn effective_labels(&self) -> BTreeMap<String, String> {
+    pub(crate) fn effective_labels(&self) -> BTreeMap<String, String> {
         let mut labels = self.labels.clone();
         labels.insert(LABEL_GAME.to_owned(), self.game.clone());
         labels.insert(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
@@ -186,11 +190,13 @@ impl ContainerSpec {
 /// One published port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortBinding {
+    /// The port the engine listens on inside the container.
     pub container_port: u16,
     /// The host port to publish on; `None` only exposes the port on the
     /// container's network (no random host port: it would change on every
     /// recreate).
     pub host_port: Option<u16>,
+    /// TCP or UDP; Docker binds each protocol separately.
     pub protocol: PortProtocol,
     /// The host address to bind; `None` binds all addresses.
     pub host_ip: Option<String>,
@@ -199,6 +205,7 @@ pub struct PortBinding {
 /// What the runtime observed about one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {
+    /// Docker's container id (64 hex digits).
     pub id: String,
     /// Without Docker's leading `/`.
     pub name: String,
@@ -206,13 +213,20 @@ pub struct ContainerInfo {
     pub image: String,
     /// The id of that image (`sha256:...`), as resolved at create time.
     pub image_id: String,
+    /// The hostname the container was created with.
     pub hostname: String,
+    /// Every label of the container: ours ([`LABEL_GAME`], ...) and any
+    /// the image carries.
     pub labels: BTreeMap<String, String>,
+    /// Docker's status at inspect time.
     pub state: ContainerState,
     /// Set once the container has run and exited (`Exited`, `Dead`).
     pub exit_code: Option<i64>,
+    /// The kernel killed the last run for exceeding the memory limit.
     pub oom_killed: bool,
+    /// When the last run started; `None` if it never ran.
     pub started_at: Option<SystemTime>,
+    /// When the last run ended; `None` while running or if it never ran.
     pub finished_at: Option<SystemTime>,
     /// Docker's last error for the container (e.g. why a start failed).
     pub error: Option<String>,
@@ -238,16 +252,18 @@ impl ContainerInfo {
     /// Whether the installation whose key prefix is `prefix` created it
     /// (managed by rtmanager and labelled with that prefix): the one test
     /// of "ours" before anything judges or touches a container.
-    pub fn belongs_to(&self, prefix: &str) -> bool {
+    pub(crate) fn belongs_to(&self, prefix: &str) -> bool {
         self.is_managed() && self.prefix() == Some(prefix)
     }
 
     /// Whether it is the container of `game` in the installation of
     /// `prefix`.
-    pub fn is_of_game(&self, prefix: &str, game: &str) -> bool {
+    pub(crate) fn is_of_game(&self, prefix: &str, game: &str) -> bool {
         self.belongs_to(prefix) && self.game() == Some(game)
     }
 
+    /// The hash of the spec it was created from ([`LABEL_SPEC_HASH`]);
+    /// `None` for a container we did not create.
     pub fn spec_hash(&self) -> Option<&str> {
         self.labels.get(LABEL_SPEC_HASH).map(String::as_str)
     }
@@ -259,7 +275,7 @@ impl ContainerInfo {
 
     /// Running or paused: its process exists, so only a stop (or a forced
     /// removal) ends it. Docker refuses a plain `rm` of either.
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         matches!(self.state, ContainerState::Running | ContainerState::Paused)
     }
 
@@ -274,12 +290,19 @@ impl ContainerInfo {
 /// Docker's container status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContainerState {
+    /// Created and never started (or start failed before the process ran).
     Created,
+    /// Its process runs and is not frozen.
     Running,
+    /// Its process exists but is frozen (`docker pause`).
     Paused,
+    /// Docker's own restart policy is restarting it (we never set one).
     Restarting,
+    /// A removal is in progress.
     Removing,
+    /// It ran and its process ended; `exit_code` says how.
     Exited,
+    /// Docker failed to stop or remove it; only a forced removal helps.
     Dead,
     /// A status this build does not know, kept verbatim.
     Unknown(String),
@@ -326,15 +349,18 @@ impl fmt::Display for ContainerState {
     }
 }
 
+/// What the runtime observed about one image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageInfo {
-    /// `sha256:...`
+    /// The image id, `sha256:...`: what a container's `image_id` is
+    /// compared with.
     pub id: String,
 }
 
 /// One container event from Docker's event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerEvent {
+    /// The container the event is about.
     pub container_id: String,
     /// From the container's [`LABEL_GAME`] label (Docker copies labels into
     /// the event's actor attributes).
@@ -348,21 +374,35 @@ pub struct ContainerEvent {
 /// scripts failures in the in-memory twin (`fake::FakeRuntime`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RuntimeOp {
+    /// [`ContainerRuntime::ping`].
     Ping,
+    /// [`ContainerRuntime::inspect_image`].
     InspectImage,
+    /// [`ContainerRuntime::inspect_container`].
     InspectContainer,
+    /// [`ContainerRuntime::create`].
     Create,
+    /// [`ContainerRuntime::start`].
     Start,
+    /// [`ContainerRuntime::stop`].
     Stop,
+    /// [`ContainerRuntime::kill`].
     Kill,
+    /// [`ContainerRuntime::remove`].
     Remove,
+    /// [`ContainerRuntime::unpause`].
     Unpause,
+    /// [`ContainerRuntime::rename`].
     Rename,
+    /// The listings: [`ContainerRuntime::list_managed`], `list_game` and
+    /// `list_labelled`.
     ListManaged,
+    /// [`ContainerRuntime::events`].
     Events,
 }
 
 impl RuntimeOp {
+    /// The name in errors, logs and the `op` label of the Docker metrics.
     pub const fn as_str(self) -> &'static str {
         match self {
             RuntimeOp::Ping => "ping",
@@ -393,32 +433,58 @@ impl fmt::Display for RuntimeOp {
 pub enum RuntimeError {
     /// No such container (or image, for calls other than create).
     #[error("not found: {what}")]
-    NotFound { what: String },
+    NotFound {
+        /// The name or id looked for.
+        what: String,
+    },
     /// A container with this name already exists.
     #[error("container name {name} is already in use")]
-    NameConflict { name: String },
+    NameConflict {
+        /// The container name asked for.
+        name: String,
+    },
     /// The image is not on the Docker host (nothing is ever pulled).
     #[error("image {image} is not present on the Docker host")]
-    ImageNotFound { image: String },
+    ImageNotFound {
+        /// The image reference of the spec.
+        image: String,
+    },
     /// A host port of the spec is taken (by a container or another process).
     #[error("host port already allocated: {message}")]
-    PortAllocated { message: String },
+    PortAllocated {
+        /// Docker's message, naming the port.
+        message: String,
+    },
     /// Any other 409: removing a running container, a removal already in
     /// progress, ...
     #[error("conflict: {message}")]
-    Conflict { message: String },
+    Conflict {
+        /// Docker's message.
+        message: String,
+    },
     /// The daemon could not be reached: socket missing, connection refused,
     /// connection lost mid-request.
     #[error("Docker is unreachable: {message}")]
-    Unreachable { message: String },
+    Unreachable {
+        /// What the client saw (the socket error).
+        message: String,
+    },
     /// No answer in time. Docker may still have done it (a timed-out stop
     /// still stops the container): inspect again before deciding.
     #[error("Docker did not answer {operation} in time; the outcome is unknown")]
-    Timeout { operation: String },
+    Timeout {
+        /// The call that timed out ([`RuntimeOp::as_str`]).
+        operation: String,
+    },
     /// Any other error answer. `status` is the HTTP status, or 0 when Docker
     /// answered something unreadable (no usable status).
     #[error("Docker refused ({status}): {message}")]
-    Rejected { status: u16, message: String },
+    Rejected {
+        /// The HTTP status, 0 when unreadable.
+        status: u16,
+        /// Docker's message.
+        message: String,
+    },
 }
 
 impl rtm_core::Coded for RuntimeError {
@@ -454,7 +520,7 @@ impl RuntimeError {
     /// start a container is `start_failed` (bad entrypoint, OCI runtime
     /// error, ...), refusing to stop, kill or remove it is `stop_failed`;
     /// everything else as [`RuntimeError::code`].
-    pub fn code_during(&self, op: RuntimeOp) -> ErrorCode {
+    pub(crate) fn code_during(&self, op: RuntimeOp) -> ErrorCode {
         match (self, op) {
             (RuntimeError::Rejected { .. }, RuntimeOp::Create | RuntimeOp::Start) => {
                 ErrorCode::StartFailed
@@ -467,6 +533,7 @@ impl RuntimeError {
         }
     }
 
+    /// No such container or image: for a removal or stop, already done.
     pub fn is_not_found(&self) -> bool {
         matches!(self, RuntimeError::NotFound { .. })
     }

@@ -20,23 +20,53 @@ use crate::store::{KeyValue, Keys, Revision, Store, StoreError};
 /// Why a document operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DocumentError {
+    /// The document fails validation; nothing was written.
     #[error("gameruntime {name:?} is invalid: {}", list(errors))]
     Invalid {
+        /// The document's name, as given.
         name: String,
+        /// Every field that is wrong, not only the first.
         errors: Vec<FieldError>,
     },
+    /// A create found a document of that name.
     #[error("gameruntime/{name} already exists")]
-    AlreadyExists { name: String },
+    AlreadyExists {
+        /// The document's name.
+        name: String,
+    },
+    /// An update's `resourceVersion` is not the stored one.
     #[error(
         "gameruntime/{name} was changed by someone else (resourceVersion {expected} is stale); re-read and retry"
     )]
-    Conflict { name: String, expected: Revision },
+    Conflict {
+        /// The document's name.
+        name: String,
+        /// The revision the writer had read.
+        expected: Revision,
+    },
+    /// An update or delete found no document of that name.
     #[error("gameruntime/{name} not found")]
-    NotFound { name: String },
+    NotFound {
+        /// The document's name.
+        name: String,
+    },
+    /// A stored document does not decode.
     #[error("the value stored at {key} is not a valid GameRuntime: {message}")]
-    Corrupt { key: String, message: String },
+    Corrupt {
+        /// Its key.
+        key: String,
+        /// What the decoder said.
+        message: String,
+    },
+    /// A stored status record does not decode.
     #[error("the value stored at {key} is not a valid status record: {message}")]
-    CorruptStatus { key: String, message: String },
+    CorruptStatus {
+        /// Its key.
+        key: String,
+        /// What the decoder said.
+        message: String,
+    },
+    /// etcd failed or could not be reached.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -50,6 +80,7 @@ fn list(errors: &[FieldError]) -> String {
 }
 
 impl DocumentError {
+    /// The stable error code of this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
             DocumentError::Invalid { .. } => ErrorCode::InvalidRequest,
@@ -69,15 +100,21 @@ impl DocumentError {
 /// version): reported, never acted on.
 #[derive(Debug, Clone)]
 pub struct InvalidDocument {
+    /// The key it is stored at.
     pub key: String,
+    /// Why it does not decode ([`DocumentError::Corrupt`]).
     pub error: DocumentError,
 }
 
 /// Every document under the prefix at one revision.
 #[derive(Debug, Clone, Default)]
 pub struct DocumentList {
+    /// The documents that decode, in key (that is, name) order.
     pub items: Vec<GameRuntime>,
+    /// The ones that do not, reported apart.
     pub invalid: Vec<InvalidDocument>,
+    /// The revision of the listing: a watch from `revision + 1` misses
+    /// nothing.
     pub revision: Revision,
 }
 
@@ -89,14 +126,17 @@ pub struct Documents {
 }
 
 impl Documents {
+    /// The documents under `keys` in `store`.
     pub fn new(store: Arc<dyn Store>, keys: Keys) -> Self {
         Self { store, keys }
     }
 
+    /// The store the documents live in.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
+    /// The key layout of the installation.
     pub fn keys(&self) -> &Keys {
         &self.keys
     }

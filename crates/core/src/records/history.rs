@@ -33,27 +33,39 @@ pub struct HistoryEntry {
     /// Position in the game's log; 0 until appended.
     #[serde(default)]
     pub seq: u64,
+    /// The game the operation was on.
     pub game_id: String,
     /// This operation's own id (also on the container as a label).
     pub op_id: String,
+    /// What the operation was.
     pub op_kind: OpKind,
+    /// Who asked for it.
     pub op_source: OpSource,
     /// The correlation id: an outer restart entry and its inner stop and
     /// start entries share it.
     #[serde(default)]
     pub source_ref: String,
+    /// The image the operation worked with; empty when it had none.
     #[serde(default)]
     pub image_ref: String,
+    /// The game's container when the operation began; `None`: it had none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id_before: Option<String>,
+    /// The game's container when it ended; `None`: it has none (removed, or
+    /// not yet known while in progress).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id_after: Option<String>,
+    /// In progress until finished, then success or failure.
     pub outcome: Outcome,
+    /// Why it failed; `None` unless the outcome is a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<ErrorCode>,
+    /// The failure for people; `None` unless the outcome is a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    /// When the operation began.
     pub started_at: Timestamp,
+    /// When it ended; `None` while in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
     /// Why the operation ran, when the kind alone does not say (e.g. a
@@ -119,7 +131,7 @@ impl HistoryEntry {
 
     /// Whether `later` is this failure again: same operation, source,
     /// code, message and container, this one finished as a failure.
-    pub fn fails_like(&self, later: &HistoryEntry) -> bool {
+    fn fails_like(&self, later: &HistoryEntry) -> bool {
         self.outcome == Outcome::Failure
             && later.outcome == Outcome::Failure
             && self.game_id == later.game_id
@@ -133,6 +145,7 @@ impl HistoryEntry {
             && self.note == later.note
     }
 
+    /// Finishes the entry as a success, now.
     pub fn succeed(&mut self) {
         self.outcome = Outcome::Success;
         self.error_code = None;
@@ -140,6 +153,7 @@ impl HistoryEntry {
         self.finished_at = Some(Timestamp::now());
     }
 
+    /// Finishes the entry as a failure with `code` and `message`, now.
     pub fn fail(&mut self, code: ErrorCode, message: impl Into<String>) {
         self.outcome = Outcome::Failure;
         self.error_code = Some(code);
@@ -152,27 +166,52 @@ impl HistoryEntry {
 /// compares).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
+    /// The entry as written (its `seq` set).
     pub entry: HistoryEntry,
+    /// The entry's key.
     pub key: String,
+    /// The mod revision of the write.
     pub revision: Revision,
 }
 
 /// Why the log could not be written or read.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HistoryError {
+    /// A fenced write found the game's lease gone: nothing was written.
     #[error("the lease of game {game} was lost before its history entry could be written")]
-    LeaseLost { game: String },
+    LeaseLost {
+        /// The game whose lease was lost.
+        game: String,
+    },
+    /// Finishing found the entry changed: a recovery finished it first.
     #[error("history entry {key} was resolved by someone else (recovery) first")]
-    AlreadyResolved { key: String },
+    AlreadyResolved {
+        /// The entry's key.
+        key: String,
+    },
+    /// Unfenced appends kept racing for the next sequence number.
     #[error("history of game {game} is busy: {attempts} appends raced")]
-    Contended { game: String, attempts: usize },
+    Contended {
+        /// The game whose log was contended.
+        game: String,
+        /// How many appends were tried.
+        attempts: usize,
+    },
+    /// A stored entry does not decode (written by hand or by a newer version).
     #[error("history entry {key} is not valid JSON: {message}")]
-    Corrupt { key: String, message: String },
+    Corrupt {
+        /// The entry's key.
+        key: String,
+        /// What the decoder said.
+        message: String,
+    },
+    /// etcd failed or could not be reached.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl HistoryError {
+    /// The stable error code of this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
             HistoryError::LeaseLost { .. } => ErrorCode::LeaseLost,
@@ -205,6 +244,8 @@ pub struct History {
 }
 
 impl History {
+    /// The history under `keys`, keeping the newest `retention` entries
+    /// per game (at least one).
     pub fn new(store: Arc<dyn Store>, keys: Keys, retention: usize) -> Self {
         Self {
             store,
@@ -440,7 +481,7 @@ impl History {
 
     /// Like [`History::recent`], with each entry's key and revision (what
     /// recovery needs to resolve an entry).
-    pub async fn recent_appended(
+    async fn recent_appended(
         &self,
         game: &str,
         limit: usize,

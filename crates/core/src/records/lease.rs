@@ -14,8 +14,11 @@ use crate::store::{Compare, Revision};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LeaseRecord {
+    /// The controller holding the lease (its session's holder name).
     pub holder: String,
+    /// Random, one per taking: tells two takings by one holder apart.
     pub token: String,
+    /// The operation the lease was taken for.
     pub op_id: String,
 }
 
@@ -33,10 +36,15 @@ pub struct LeaseRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Heartbeat {
+    /// The controller's holder name (also the key's last segment).
     pub holder: String,
+    /// The node it runs games for; `None` before it knows (the first
+    /// heartbeat of a session).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The controller's version (`CARGO_PKG_VERSION`), for people.
     pub version: String,
+    /// When the session started.
     pub started_at: crate::model::Timestamp,
     /// When the holder last rewrote the heartbeat (every TTL/3). Absent in
     /// heartbeats of controllers older than the refresh: those are judged
@@ -50,6 +58,8 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
+    /// The first heartbeat of `holder`, started now, this build's version;
+    /// the session fills in the refresh and the TTL when it writes it.
     pub fn new(holder: &str, node: Option<&str>) -> Self {
         Heartbeat {
             holder: holder.to_owned(),
@@ -67,7 +77,10 @@ impl Heartbeat {
 /// still ours.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Fence {
+    /// The game's lease key.
     pub key: String,
+    /// The create revision of that key when this holder took it: a later
+    /// taking, even by the same holder, has another.
     pub revision: Revision,
 }
 
