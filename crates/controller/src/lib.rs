@@ -38,6 +38,8 @@ pub mod config;
 mod desired;
 mod events;
 mod failpoint;
+#[cfg(test)]
+mod fixture;
 pub mod hardening;
 pub mod http;
 pub mod lease;

@@ -111,13 +111,12 @@ pub(crate) async fn announce(session: &Session, node: &str) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
+    use crate::fixture;
     use crate::lifecycle::Lifecycle;
     use crate::metrics::Metrics;
-    use crate::plan::Settings;
-    use crate::reconcile::Sharding;
+
     use crate::runtime::FakeRuntime;
     use rtm_core::store::Keys;
     use rtm_core::store::memory::MemoryStore;
@@ -125,37 +124,13 @@ mod tests {
     /// The peer watch of one session of node-a, its cache listed and empty.
     async fn peers(store: Arc<MemoryStore>) -> Peers {
         let metrics = Metrics::new();
-        let session = Session::open(
-            store,
-            Keys::default(),
-            "node-a-1",
-            Duration::from_secs(15),
-            metrics.clone(),
-        )
-        .await
-        .unwrap();
-        let lifecycle = Lifecycle::new(
-            Arc::new(FakeRuntime::new()),
-            session.clone(),
-            100,
-            metrics.clone(),
-        );
-        let cache = Arc::new(DesiredCache::new());
-        cache.set_ready();
-        let sharding = Sharding {
-            node: "node-a".into(),
-            take_unassigned: true,
-        };
-        let reconciler = Reconciler::new(
-            lifecycle,
-            cache.clone(),
-            sharding,
-            Settings::default(),
-            metrics,
-        );
+        let session = fixture::session(store, "node-a-1").await;
+        let runtime = Arc::new(FakeRuntime::new());
+        let lifecycle = Lifecycle::new(runtime, session.clone(), 100, metrics.clone());
+        let (cache, reconciler) = fixture::reconciler(lifecycle, metrics);
         Peers {
             session,
-            node: "node-a".into(),
+            node: fixture::NODE.into(),
             reconciler: Arc::new(reconciler),
             cache,
             queue: Arc::new(WorkQueue::new()),

@@ -513,9 +513,9 @@ async fn delete_history(
 mod tests {
     use super::*;
     use crate::desired::Desired;
-    use crate::lease::Session;
-    use crate::plan::Settings;
-    use crate::reconcile::{Reconciler, Sharding};
+    use crate::fixture;
+
+    use crate::reconcile::Reconciler;
     use crate::runtime::FakeRuntime;
     use rtm_core::model::parse::parse_documents;
     use rtm_core::model::{GameRuntime, OpKind, Timestamp};
@@ -536,38 +536,19 @@ mod tests {
     }
 
     async fn world() -> World {
-        let store = Arc::new(MemoryStore::new());
-        let runtime = Arc::new(FakeRuntime::new());
-        runtime.add_image(IMAGE);
-        let metrics = Metrics::new();
-        let session = Session::open(
-            store.clone(),
-            Keys::default(),
-            "node-a",
-            Duration::from_secs(15),
-            metrics.clone(),
+        let parts = fixture::parts().await;
+        let lifecycle = Lifecycle::new(
+            parts.runtime.clone(),
+            parts.session,
+            5000,
+            parts.metrics.clone(),
         )
-        .await
-        .unwrap();
-        let lifecycle =
-            Lifecycle::new(runtime.clone(), session, 5000, metrics.clone()).with_node("node-a");
-        let cache = Arc::new(DesiredCache::new());
-        cache.set_ready();
-        let sharding = Sharding {
-            node: "node-a".into(),
-            take_unassigned: true,
-        };
-        let reconciler = Reconciler::new(
-            lifecycle,
-            cache.clone(),
-            sharding,
-            Settings::default(),
-            metrics,
-        );
+        .with_node(fixture::NODE);
+        let (cache, reconciler) = fixture::reconciler(lifecycle, parts.metrics);
         World {
-            documents: Documents::new(store.clone(), Keys::default()),
-            store,
-            runtime,
+            documents: parts.documents,
+            store: parts.store,
+            runtime: parts.runtime,
             cache,
             reconciler,
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::fixture;
 use crate::runtime::fake::FakeRuntime;
 use rtm_core::model::parse::parse_documents;
 use rtm_core::records::StatusStore;
@@ -28,27 +29,19 @@ struct World {
 }
 
 async fn world() -> World {
-    let store = Arc::new(MemoryStore::new());
-    let runtime = Arc::new(FakeRuntime::new());
-    runtime.add_image(IMAGE);
-    let metrics = Metrics::new();
-    let session = Session::open(
-        store.clone(),
-        Keys::default(),
-        "node-a",
-        Duration::from_secs(15),
-        metrics.clone(),
-    )
-    .await
-    .unwrap();
-    let lifecycle = Lifecycle::new(runtime.clone(), session, 100, metrics.clone());
-    let documents = Documents::new(store.clone(), Keys::default());
+    let parts = fixture::parts().await;
+    let lifecycle = Lifecycle::new(
+        parts.runtime.clone(),
+        parts.session,
+        100,
+        parts.metrics.clone(),
+    );
     World {
-        store,
-        runtime,
+        store: parts.store,
+        runtime: parts.runtime,
         lifecycle,
-        documents,
-        metrics,
+        documents: parts.documents,
+        metrics: parts.metrics,
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::lease::Session;
+use crate::fixture;
 use crate::runtime::FakeRuntime;
 use crate::runtime::fake::FakeOp;
 use rtm_core::model::parse::parse_documents;
@@ -31,40 +31,20 @@ struct World {
 }
 
 async fn world() -> World {
-    let store = Arc::new(MemoryStore::new());
-    let runtime = Arc::new(FakeRuntime::new());
-    runtime.add_image(IMAGE);
-    let metrics = Metrics::new();
-    let session = Session::open(
-        store.clone(),
-        Keys::default(),
-        "node-a",
-        Duration::from_secs(15),
-        metrics.clone(),
+    let parts = fixture::parts().await;
+    let lifecycle = Lifecycle::new(
+        parts.runtime.clone(),
+        parts.session,
+        100,
+        parts.metrics.clone(),
     )
-    .await
-    .unwrap();
-    let lifecycle =
-        Lifecycle::new(runtime.clone(), session, 100, metrics.clone()).with_node("node-a");
-    let cache = Arc::new(DesiredCache::new());
-    cache.set_ready();
-    let sharding = Sharding {
-        node: "node-a".into(),
-        take_unassigned: true,
-    };
-    let reconciler = Reconciler::new(
-        lifecycle,
-        cache.clone(),
-        sharding,
-        Settings::default(),
-        metrics,
-    );
-    let documents = Documents::new(store.clone(), Keys::default());
+    .with_node(fixture::NODE);
+    let (cache, reconciler) = fixture::reconciler(lifecycle, parts.metrics);
     World {
-        store,
-        runtime,
+        store: parts.store,
+        runtime: parts.runtime,
         cache,
-        documents,
+        documents: parts.documents,
         reconciler,
     }
 }
