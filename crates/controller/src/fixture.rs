@@ -83,3 +83,34 @@ pub(crate) fn reconciler(
     );
     (cache, reconciler)
 }
+
+/// A reconciler of [`NODE`] on fresh [`Parts`], keeping `history_retention`
+/// entries per game, with what its tests look at.
+#[derive(Debug)]
+pub(crate) struct World {
+    pub(crate) store: Arc<MemoryStore>,
+    pub(crate) runtime: Arc<FakeRuntime>,
+    pub(crate) cache: Arc<DesiredCache>,
+    pub(crate) documents: Documents,
+    pub(crate) reconciler: Reconciler,
+}
+
+/// A fresh [`World`].
+pub(crate) async fn world(history_retention: usize) -> World {
+    let parts = parts().await;
+    let lifecycle = Lifecycle::new(
+        parts.runtime.clone(),
+        parts.session,
+        history_retention,
+        parts.metrics.clone(),
+    )
+    .with_node(NODE);
+    let (cache, reconciler) = reconciler(lifecycle, parts.metrics);
+    World {
+        store: parts.store,
+        runtime: parts.runtime,
+        cache,
+        documents: parts.documents,
+        reconciler,
+    }
+}

@@ -527,31 +527,10 @@ mod tests {
     const IMAGE: &str = "rtmanager-test/engine:1";
     const GRACE: Duration = Duration::from_secs(24 * 3600);
 
-    struct World {
-        store: Arc<MemoryStore>,
-        runtime: Arc<FakeRuntime>,
-        cache: Arc<DesiredCache>,
-        documents: Documents,
-        reconciler: Reconciler,
-    }
+    use crate::fixture::World;
 
     async fn world() -> World {
-        let parts = fixture::parts().await;
-        let lifecycle = Lifecycle::new(
-            parts.runtime.clone(),
-            parts.session,
-            5000,
-            parts.metrics.clone(),
-        )
-        .with_node(fixture::NODE);
-        let (cache, reconciler) = fixture::reconciler(lifecycle, parts.metrics);
-        World {
-            documents: parts.documents,
-            store: parts.store,
-            runtime: parts.runtime,
-            cache,
-            reconciler,
-        }
+        fixture::world(5000).await
     }
 
     fn game(name: &str) -> GameRuntime {

@@ -22,31 +22,10 @@ fn name(game: &str) -> String {
     crate::runtime::container_name(rtm_core::store::keys::DEFAULT_PREFIX, game)
 }
 
-struct World {
-    store: Arc<MemoryStore>,
-    runtime: Arc<FakeRuntime>,
-    cache: Arc<DesiredCache>,
-    documents: Documents,
-    reconciler: Reconciler,
-}
+use crate::fixture::World;
 
 async fn world() -> World {
-    let parts = fixture::parts().await;
-    let lifecycle = Lifecycle::new(
-        parts.runtime.clone(),
-        parts.session,
-        100,
-        parts.metrics.clone(),
-    )
-    .with_node(fixture::NODE);
-    let (cache, reconciler) = fixture::reconciler(lifecycle, parts.metrics);
-    World {
-        store: parts.store,
-        runtime: parts.runtime,
-        cache,
-        documents: parts.documents,
-        reconciler,
-    }
+    fixture::world(100).await
 }
 
 fn game(name: &str, extra: &str) -> GameRuntime {
