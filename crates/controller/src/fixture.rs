@@ -114,3 +114,29 @@ pub(crate) async fn world(history_retention: usize) -> World {
         reconciler,
     }
 }
+
+impl World {
+    /// Deletes the game's document in etcd and tells the cache.
+    pub(crate) async fn delete(&self, name: &str) {
+        self.documents
+            .delete(name, None)
+            .await
+            .expect("the document is deleted");
+        self.cache.apply(name.to_owned(), None);
+    }
+
+    /// Reconciles until the game needs nothing more (bounded).
+    pub(crate) async fn converge(&self, name: &str) {
+        for _ in 0..5 {
+            match self
+                .reconciler
+                .reconcile(name)
+                .await
+                .expect("the reconcile succeeds")
+            {
+                Some(delay) if delay <= Duration::from_secs(2) => continue,
+                _ => return,
+            }
+        }
+    }
+}

@@ -515,13 +515,9 @@ mod tests {
     use crate::desired::Desired;
     use crate::fixture;
 
-    use crate::reconcile::Reconciler;
-    use crate::runtime::FakeRuntime;
     use rtm_core::model::parse::parse_documents;
     use rtm_core::model::{GameRuntime, OpKind, Timestamp};
-    use rtm_core::records::Documents;
     use rtm_core::records::history::History;
-    use rtm_core::store::memory::MemoryStore;
     use rtm_core::store::{Keys, Store};
 
     const IMAGE: &str = "rtmanager-test/engine:1";
@@ -553,20 +549,6 @@ mod tests {
             if cache {
                 self.cache
                     .apply(name.to_owned(), Some(Desired::Valid(Box::new(stored))));
-            }
-        }
-
-        async fn delete(&self, name: &str) {
-            self.documents.delete(name, None).await.unwrap();
-            self.cache.apply(name.to_owned(), None);
-        }
-
-        async fn converge(&self, name: &str) {
-            for _ in 0..5 {
-                match self.reconciler.reconcile(name).await.unwrap() {
-                    Some(delay) if delay <= Duration::from_secs(2) => continue,
-                    _ => return,
-                }
             }
         }
 

@@ -2,17 +2,14 @@
 //! what it writes, when it takes no lease, what it never removes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::*;
 use crate::fixture;
-use crate::runtime::FakeRuntime;
 use crate::runtime::fake::FakeOp;
 use rtm_core::model::parse::parse_documents;
 use rtm_core::model::{OpKind, Outcome};
+use rtm_core::records::StatusStore;
 use rtm_core::records::history::HistoryEntry;
-use rtm_core::records::{Documents, StatusStore};
-use rtm_core::store::memory::MemoryStore;
 use rtm_core::store::{Keys, Store};
 
 const IMAGE: &str = "rtmanager-test/engine:1";
@@ -50,21 +47,6 @@ impl World {
         self.cache
             .apply(name, Some(Desired::Valid(Box::new(stored.clone()))));
         stored
-    }
-
-    async fn delete(&self, name: &str) {
-        self.documents.delete(name, None).await.unwrap();
-        self.cache.apply(name.to_owned(), None);
-    }
-
-    /// Reconciles until the game needs nothing more (bounded).
-    async fn converge(&self, name: &str) {
-        for _ in 0..5 {
-            match self.reconciler.reconcile(name).await.unwrap() {
-                Some(delay) if delay <= Duration::from_secs(2) => continue,
-                _ => return,
-            }
-        }
     }
 
     /// The game's status record as stored.
