@@ -431,19 +431,30 @@ impl Lifecycle {
         entry
     }
 
-    /// Appends the operation's in-progress entry under the lease.
+    /// Appends the operation's in-progress entry under the lease; when
+    /// that fails, the operation ends there, recorded as a finished failure
+    /// (the `Err` is its result).
     async fn begin(
         &self,
         lease: &GameLease,
         kind: OpKind,
         request: &OpRequest,
         op_id: &str,
-    ) -> Result<Appended, Failure> {
-        lease.check()?;
-        Ok(self
-            .history
-            .append(Some(lease.fence()), self.entry(kind, request, op_id))
-            .await?)
+    ) -> Result<Appended, OpResult> {
+        let appended = match lease.check() {
+            Ok(()) => self
+                .history
+                .append(Some(lease.fence()), self.entry(kind, request, op_id))
+                .await
+                .map_err(Failure::from),
+            Err(error) => Err(error.into()),
+        };
+        match appended {
+            Ok(op) => Ok(op),
+            Err(failure) => Err(self
+                .reject(Some(lease), kind, request, op_id, failure)
+                .await),
+        }
     }
 
     /// Ends an operation: writes the status change (on success), then

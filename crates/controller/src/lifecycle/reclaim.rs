@@ -97,11 +97,7 @@ impl Lifecycle {
         let op_id = new_id();
         let mut op = match self.begin(lease, OpKind::Adopt, request, &op_id).await {
             Ok(op) => op,
-            Err(failure) => {
-                return self
-                    .reject(Some(lease), OpKind::Adopt, request, &op_id, failure)
-                    .await;
-            }
+            Err(rejected) => return rejected,
         };
         let name = container_name(self.prefix(), lease.game());
         let was = container.name.trim_start_matches('/');
@@ -140,11 +136,7 @@ impl Lifecycle {
         let op_id = new_id();
         let mut op = match self.begin(lease, OpKind::Remove, request, &op_id).await {
             Ok(op) => op,
-            Err(failure) => {
-                return self
-                    .reject(Some(lease), OpKind::Remove, request, &op_id, failure)
-                    .await;
-            }
+            Err(rejected) => return rejected,
         };
         op.entry.container_id_before = Some(container.id.clone());
         op.entry.image_ref = container.image.clone();

@@ -24,11 +24,7 @@ impl Lifecycle {
         let op_id = lease.op_id();
         let mut op = match self.begin(lease, OpKind::Remove, request, op_id).await {
             Ok(op) => op,
-            Err(failure) => {
-                return self
-                    .reject(Some(lease), OpKind::Remove, request, op_id, failure)
-                    .await;
-            }
+            Err(rejected) => return rejected,
         };
         let result = self.remove_steps(lease, request, &mut op).await;
         self.conclude(lease, op, result).await
@@ -89,11 +85,7 @@ impl Lifecycle {
         let op_id = lease.op_id();
         let mut op = match self.begin(lease, OpKind::Remove, request, op_id).await {
             Ok(op) => op,
-            Err(failure) => {
-                return self
-                    .reject(Some(lease), OpKind::Remove, request, op_id, failure)
-                    .await;
-            }
+            Err(rejected) => return rejected,
         };
         op.entry.note = Some(reason.to_owned());
         let result = async {

@@ -28,11 +28,7 @@ impl Lifecycle {
         let op_id = lease.op_id();
         let mut outer = match self.begin(lease, OpKind::Restart, request, op_id).await {
             Ok(outer) => outer,
-            Err(failure) => {
-                return self
-                    .reject(Some(lease), OpKind::Restart, request, op_id, failure)
-                    .await;
-            }
+            Err(rejected) => return rejected,
         };
         // The record is checked before the correlation id exists: these
         // failures keep the request's own source_ref, as in the Go service.

@@ -28,11 +28,7 @@ impl Lifecycle {
     ) -> OpResult {
         let mut op = match self.begin(lease, OpKind::Start, request, op_id).await {
             Ok(op) => op,
-            Err(failure) => {
-                return self
-                    .reject(Some(lease), OpKind::Start, request, op_id, failure)
-                    .await;
-            }
+            Err(rejected) => return rejected,
         };
         let result = self.start_steps(lease, request, &mut op.entry).await;
         self.conclude(lease, op, result).await

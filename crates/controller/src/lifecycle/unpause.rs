@@ -21,11 +21,7 @@ impl Lifecycle {
     ) -> OpResult {
         let mut op = match self.begin(lease, OpKind::Unpause, request, op_id).await {
             Ok(op) => op,
-            Err(failure) => {
-                return self
-                    .reject(Some(lease), OpKind::Unpause, request, op_id, failure)
-                    .await;
-            }
+            Err(rejected) => return rejected,
         };
         let result = self.unpause_steps(lease, request, &mut op.entry).await;
         self.conclude(lease, op, result).await
