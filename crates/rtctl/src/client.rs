@@ -113,11 +113,13 @@ impl Client {
             },
             DocumentError::NotFound { name } => self.not_found(&name),
             DocumentError::Corrupt { key, message } => self.corrupt(&key, &message),
-            DocumentError::CorruptStatus { key, message } => CliError::internal(format!(
-                "the value stored at {key} is not a valid status record ({}); the controller \
-                 rebuilds it from the game's container",
-                one_line(&message)
-            )),
+            DocumentError::CorruptStatus(status::Corrupt { key, message }) => {
+                CliError::internal(format!(
+                    "the value stored at {key} is not a valid status record ({}); the controller \
+                     rebuilds it from the game's container",
+                    one_line(&message)
+                ))
+            }
             DocumentError::Store(e) => self.store_error(e, doing),
         }
     }

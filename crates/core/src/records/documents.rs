@@ -58,14 +58,9 @@ pub enum DocumentError {
         /// What the decoder said.
         message: String,
     },
-    /// A stored status record does not decode.
-    #[error("the value stored at {key} is not a valid status record: {message}")]
-    CorruptStatus {
-        /// Its key.
-        key: String,
-        /// What the decoder said.
-        message: String,
-    },
+    /// A stored status record does not decode (read beside its document).
+    #[error(transparent)]
+    CorruptStatus(#[from] super::status::Corrupt),
     /// etcd failed or could not be reached.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -88,9 +83,7 @@ impl DocumentError {
                 ErrorCode::Conflict
             }
             DocumentError::NotFound { .. } => ErrorCode::NotFound,
-            DocumentError::Corrupt { .. } | DocumentError::CorruptStatus { .. } => {
-                ErrorCode::Internal
-            }
+            DocumentError::Corrupt { .. } | DocumentError::CorruptStatus(_) => ErrorCode::Internal,
             DocumentError::Store(e) => e.code(),
         }
     }
@@ -150,11 +143,12 @@ impl Documents {
         }
     }
 
-    /// The status the controller last wrote, if any.
+    /// The status the controller last wrote beside the document, if any
+    /// (decoded by the record's home, [`super::status`]).
     pub async fn get_status(&self, name: &str) -> Result<Option<GameRuntimeStatus>, DocumentError> {
         check_name(name)?;
         match self.store.get(&self.keys.status(name)).await? {
-            Some(kv) => super::status::decode(&kv).map(Some),
+            Some(kv) => Ok(Some(super::status::decode(&kv)?)),
             None => Ok(None),
         }
     }

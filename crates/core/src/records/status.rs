@@ -12,7 +12,6 @@ use std::sync::Arc;
 use tracing::warn;
 
 use super::Versioned;
-use super::documents::DocumentError;
 use super::lease::Fence;
 use crate::error_code::ErrorCode;
 use crate::model::GameRuntimeStatus;
@@ -47,9 +46,19 @@ impl StatusError {
     }
 }
 
+/// A stored status record that does not decode (edited by hand).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the value stored at {key} is not a valid status record: {message}")]
+pub struct Corrupt {
+    /// Its key.
+    pub key: String,
+    /// What the decoder said.
+    pub message: String,
+}
+
 /// Decodes a stored status.
-pub fn decode(kv: &KeyValue) -> Result<GameRuntimeStatus, DocumentError> {
-    serde_json::from_slice(&kv.value).map_err(|e| DocumentError::CorruptStatus {
+pub fn decode(kv: &KeyValue) -> Result<GameRuntimeStatus, Corrupt> {
+    serde_json::from_slice(&kv.value).map_err(|e| Corrupt {
         key: kv.key.clone(),
         message: e.to_string(),
     })
