@@ -12,6 +12,8 @@
 //! - [`config`]: the etcd connection settings both binaries share.
 //! - [`error_code`]: the stable error codes every failure carries.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod config;
 pub mod error_code;
 pub mod model;
