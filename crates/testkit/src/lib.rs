@@ -10,6 +10,8 @@
 //! A missing service fails the test with a message saying how to start it;
 //! it never skips.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod docker;
 pub mod dockerd;
 pub mod etcd_cluster;
@@ -24,6 +26,8 @@ use std::time::Duration;
 use rtm_core::store::etcd::{DEFAULT_ENDPOINT, EtcdConfig, EtcdStore};
 use rtm_core::store::{Keys, Store};
 
+/// The endpoints of the shared etcd: `RTM_ETCD_ENDPOINTS` (comma-separated), as every
+/// binary reads it, else etcd's default.
 pub fn etcd_endpoints() -> Vec<String> {
     std::env::var("RTM_ETCD_ENDPOINTS")
         .unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned())
@@ -63,6 +67,24 @@ pub fn unique_keys(test: &str) -> Keys {
 pub async fn wipe(store: &dyn Store, keys: &Keys) {
     let txn = rtm_core::store::Txn::new().delete_prefix(keys.root());
     store.txn(txn).await.expect("wipe test prefix");
+}
+
+/// Starts `command` with no input and its output (both streams) appended to `log`, or fails
+/// the test: "cannot start `what`".
+pub(crate) fn spawn_logged(
+    command: &mut std::process::Command,
+    log: std::fs::File,
+    what: &dyn std::fmt::Display,
+) -> std::process::Child {
+    use std::process::Stdio;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(
+            log.try_clone().expect("duplicate the log file handle"),
+        ))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
 }
 
 /// Awaits `future`, failing the test with `what` if it takes longer than
