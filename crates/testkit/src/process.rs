@@ -146,13 +146,7 @@ impl ControllerOptions {
         let log_path = log_dir.path().join(format!("{}.log", self.name));
         let log = std::fs::File::create(&log_path).expect("create the controller log file");
         let mut command = Command::new(binary());
-        // Nothing of the caller's rtmanager settings may leak in (scripts/
-        // services exports RTM_PREFIX=/rtmanager, for one): only ours count.
-        for (var, _) in std::env::vars_os() {
-            if var.to_string_lossy().starts_with("RTM_") {
-                command.env_remove(&var);
-            }
-        }
+        crate::without_rtm_env(&mut command);
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info,rtmanager=debug");
         }
