@@ -1,8 +1,9 @@
-//! What every scenario uses: a unique key prefix per run, documents written
-//! in bulk, a watch over the run's whole prefix (it counts etcd writes by
-//! revision and tracks status records), counting decorators around the
-//! store and the container runtime, the controller run in-process, RSS,
-//! and clean-up of keys and containers.
+//! What every scenario uses: the etcd connection and a unique key prefix
+//! per run, the real Docker engine (checked for the test image) or a
+//! simulated one, documents written in bulk, a watch over the run's whole
+//! prefix (it counts etcd writes by revision and tracks status records),
+//! counting decorators around the store and the container runtime, the
+//! controller run in-process, RSS, and clean-up of keys and containers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,7 +5,11 @@
 //! keys; the Docker engine ([`docker`]) and private engines ([`dockerd`]);
 //! etcd clusters ([`etcd_cluster`]) and etcd with TLS and authentication
 //! ([`secure_etcd`], [`tls`]); the controller as a child process
-//! ([`process`]).
+//! ([`process`]). Here too, what many test files repeated: a stored
+//! document's revision ([`revision_of`]), the controllers' heartbeats
+//! ([`heartbeats`]), an environment free of the caller's `RTM_` settings
+//! ([`without_rtm_env`]) and a time bound that names what it waited for
+//! ([`within`]).
 //!
 //! A missing service fails the test with a message saying how to start it;
 //! it never skips.
