@@ -408,8 +408,9 @@ fn resource_bounds(resources: &Resources, errors: &mut Vec<FieldError>) {
     }
 }
 
-/// Checks a capability's spelling: one of [`CAPABILITIES`], upper case, no `CAP_`. Whether
-/// the controller allows it is its policy, checked when it creates the container.
+/// Checks a capability's spelling: one of the Linux capabilities (as of Linux 5.9), upper
+/// case, no `CAP_`. Whether the controller allows it is its policy, checked when it creates
+/// the container.
 pub fn validate_capability(name: &str) -> Result<(), String> {
     if CAPABILITIES.contains(&name) {
         return Ok(());
