@@ -34,7 +34,7 @@ use rtm_core::records::history::{History, HistoryEntry};
 use rtm_core::store::{Keys, Store, Txn, WatchEvent};
 
 use common::docker::{Cleanup, IMAGE_1, IMAGE_2, docker, docker_cli, game as game_id, run_bounded};
-use common::{etcd, unique_keys, within};
+use common::{etcd, revision_of, unique_keys, within};
 use process::{
     ControllerOptions, ControllerProcess, WipeOnDrop, binary, containers_of, describe, eventually,
     ready, short, summary, timeline,
@@ -146,12 +146,7 @@ impl Harness {
             .await
             .expect("etcd answers")
             .expect("the document exists");
-        let expected = doc
-            .metadata
-            .resource_version
-            .as_deref()
-            .and_then(|rv| rv.parse().ok())
-            .expect("a stored document has a resourceVersion");
+        let expected = revision_of(&doc);
         change(&mut doc);
         self.documents
             .update(&doc, expected)
@@ -251,17 +246,7 @@ impl Harness {
 
     /// The ids of the controllers whose heartbeat key exists.
     async fn heartbeats(&self) -> Result<BTreeSet<String>, String> {
-        let prefix = self.keys.controllers();
-        let listing = self
-            .store
-            .list(&prefix, None)
-            .await
-            .map_err(|e| format!("list {prefix}: {e}"))?;
-        Ok(listing
-            .items
-            .iter()
-            .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_owned))
-            .collect())
+        common::heartbeats(self.store.as_ref(), &self.keys).await
     }
 
     /// Creates and starts a container with every label rtmanager puts on

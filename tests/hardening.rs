@@ -29,7 +29,7 @@ use rtm_core::records::Documents;
 use rtm_core::store::Keys;
 
 use common::docker::{IMAGE_1, docker, docker_cli, game as game_id, run_bounded};
-use common::{etcd, unique_keys};
+use common::{etcd, revision_of, unique_keys};
 use process::{ControllerOptions, ControllerProcess, WipeOnDrop, eventually, free_loopback_addr};
 
 /// A start of the test engine takes about a second; the rest is slack.
@@ -390,13 +390,7 @@ async fn a_capability_the_controller_does_not_allow_is_refused_with_its_code() {
     // Asking for the allowed one instead runs the game with it.
     let mut fixed = stored.clone();
     fixed.spec.security_context.capabilities.add = vec!["NET_BIND_SERVICE".into()];
-    let expected = fixed
-        .metadata
-        .resource_version
-        .clone()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let expected = revision_of(&fixed);
     h.documents
         .update(&fixed, expected)
         .await
@@ -506,13 +500,7 @@ async fn a_container_made_before_hardening_is_adopted_as_is_until_its_next_recre
     // A voluntary recreate (rtctl restart) brings the hardening.
     let mut restart = stored.clone();
     restart.spec.restart_token = "REQ-harden".into();
-    let expected = restart
-        .metadata
-        .resource_version
-        .clone()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let expected = revision_of(&restart);
     h.documents
         .update(&restart, expected)
         .await
@@ -627,13 +615,7 @@ async fn a_network_removed_by_hand_is_created_again_at_the_next_start() {
     // removes it by hand.
     let mut stopped = stored.clone();
     stopped.spec.state = rtm_core::model::DesiredState::Stopped;
-    let expected = stopped
-        .metadata
-        .resource_version
-        .clone()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let expected = revision_of(&stopped);
     let stopped = h
         .documents
         .update(&stopped, expected)
@@ -655,13 +637,7 @@ async fn a_network_removed_by_hand_is_created_again_at_the_next_start() {
 
     let mut running = stopped.clone();
     running.spec.state = rtm_core::model::DesiredState::Running;
-    let expected = running
-        .metadata
-        .resource_version
-        .clone()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let expected = revision_of(&running);
     h.documents
         .update(&running, expected)
         .await

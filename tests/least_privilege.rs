@@ -31,7 +31,7 @@ use rtm_core::store::etcd::{Credentials, EtcdConfig, EtcdStore, TlsFiles};
 use rtm_core::store::{Keys, Store, StoreError, Txn};
 
 use common::docker::{Cleanup, IMAGE_1, docker, game as game_id, run_bounded};
-use common::unique_keys;
+use common::{unique_keys, without_rtm_env};
 use process::{ControllerOptions, eventually};
 use secure_etcd::SecureEtcd;
 
@@ -105,12 +105,7 @@ impl World {
     /// rtctl as `user`, with this world's prefix and nothing of the caller's settings.
     fn rtctl(&self, user: &str, args: &[&str]) -> Output {
         let mut command = Command::new(RTCTL);
-        for (var, _) in std::env::vars_os() {
-            if var.to_string_lossy().starts_with("RTM_") {
-                command.env_remove(&var);
-            }
-        }
-        command
+        without_rtm_env(&mut command)
             .env("RTMCONFIG", "/dev/null")
             .env("RTM_PREFIX", self.keys.prefix())
             .envs(self.env(user))

@@ -38,7 +38,7 @@ use rtm_core::store::Keys;
 use rtm_core::store::etcd::EtcdStore;
 
 use common::docker::{Cleanup, IMAGE_1, docker, docker_cli, game as game_id, run_bounded};
-use common::unique_keys;
+use common::{unique_keys, without_rtm_env};
 use process::{ControllerOptions, ControllerProcess, binary, eventually, short};
 use secure_etcd::SecureEtcd;
 
@@ -90,12 +90,7 @@ impl World {
     /// rtmanager settings and no config file.
     fn rtctl(&self, env: &Env, args: &[&str]) -> Output {
         let mut command = Command::new(RTCTL);
-        for (var, _) in std::env::vars_os() {
-            if var.to_string_lossy().starts_with("RTM_") {
-                command.env_remove(&var);
-            }
-        }
-        command
+        without_rtm_env(&mut command)
             .env("RTMCONFIG", "/dev/null")
             .env("RTM_PREFIX", self.keys.prefix())
             .envs(env.iter().map(|(k, v)| (k, v)))

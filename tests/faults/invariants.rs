@@ -64,6 +64,7 @@ use rtm_core::store::{Keys, Revision, Store, WatchEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::docker::IMAGE_1;
+use crate::common::revision_of;
 use crate::process::{ControllerProcess, describe, eventually, ready, short, summary, timeline};
 
 /// How often the monitor looks at Docker: a recreate takes about a second,
@@ -249,12 +250,7 @@ impl Installation {
     /// the request id it carries (`rtmanager.dev/source-ref`), which the
     /// operations that read it record.
     fn record_spec(&self, doc: &GameRuntime, what: &str, issued: SystemTime) {
-        let revision = doc
-            .metadata
-            .resource_version
-            .as_deref()
-            .and_then(|rv| rv.parse().ok())
-            .expect("a stored document has a resourceVersion");
+        let revision = revision_of(doc);
         self.record(
             Some(doc.name()),
             Deed::Spec {
@@ -298,12 +294,7 @@ impl Installation {
                 .await
                 .map_err(|e| format!("read: {e}"))?
                 .ok_or_else(|| "no such document".to_owned())?;
-            let expected = doc
-                .metadata
-                .resource_version
-                .as_deref()
-                .and_then(|rv| rv.parse().ok())
-                .expect("a stored document has a resourceVersion");
+            let expected = revision_of(&doc);
             change(&mut doc);
             self.documents
                 .update(&doc, expected)
@@ -674,17 +665,7 @@ impl Installation {
 
     /// The ids of the controllers whose heartbeat key exists.
     pub async fn heartbeats(&self) -> Result<BTreeSet<String>, String> {
-        let prefix = self.keys.controllers();
-        let listing = self
-            .store
-            .list(&prefix, None)
-            .await
-            .map_err(|e| format!("list {prefix}: {e}"))?;
-        Ok(listing
-            .items
-            .iter()
-            .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_owned))
-            .collect())
+        crate::common::heartbeats(self.store.as_ref(), &self.keys).await
     }
 
     /// Waits until some operation of `games` is under way (an entry in

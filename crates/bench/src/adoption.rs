@@ -11,39 +11,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rtm_controller::metrics::Metrics;
-use rtm_controller::runtime::instrumented::Instrumented;
-use rtm_controller::runtime::{ContainerRuntime, DockerRuntime};
+use rtm_controller::runtime::ContainerRuntime;
 use rtm_core::store::{Store, Txn};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::harness::{
-    Bench, CountingStore, IMAGE, InProcess, PrefixWatch, Result, controller_config, error, pause,
-    remove_containers, running_at,
+    Bench, CountingStore, InProcess, PrefixWatch, Result, controller_config, error, pause,
+    real_docker, running_at,
 };
 use super::report::{Figure, Report, Row, Target};
 
 #[derive(Debug, Clone, clap::Parser)]
-pub struct Args {
+pub(crate) struct Args {
     /// Running containers to adopt.
     #[arg(long, default_value_t = 200)]
-    pub containers: usize,
+    pub(crate) containers: usize,
 }
 
-pub async fn run(args: &Args) -> Result<Report> {
+pub(crate) async fn run(args: &Args) -> Result<Report> {
     let bench = Bench::new("adoption", "a").await?;
-    let docker: Arc<dyn ContainerRuntime> =
-        Arc::new(DockerRuntime::connect(None, Duration::from_secs(60)).await?);
-    docker.ping().await?;
-    if docker.inspect_image(IMAGE).await?.is_none() {
-        return Err(error(format!(
-            "{IMAGE} is missing: run scripts/build-test-image"
-        )));
-    }
+    let docker = real_docker().await?;
     let result = measure(args, &bench, &docker).await;
-    let removed = remove_containers(docker.as_ref(), bench.keys.prefix()).await;
-    bench.wipe().await?;
-    removed?;
+    bench.clean_up(docker.as_ref()).await?;
     result
 }
 
@@ -68,25 +57,48 @@ fn recreated(before: &HashMap<String, String>, after: &HashMap<String, String>) 
         .count()
 }
 
+/// What one controller restart did.
+#[derive(Debug)]
+struct Restarted {
+    /// Until it counted every game Running and every status said so.
+    took: Duration,
+    /// etcd writes (revisions) it made.
+    writes: u64,
+    /// Containers it recreated rather than adopted.
+    recreated: usize,
+    /// Its operations by kind, and its etcd calls.
+    ops: Value,
+}
+
+impl Restarted {
+    fn json(&self) -> Value {
+        json!({
+            "secs": self.took.as_secs_f64(),
+            "writes": self.writes,
+            "recreated": self.recreated,
+            "ops": self.ops,
+        })
+    }
+}
+
 /// Starts a controller and waits until it has looked at every game and
-/// counts it Running, and every status says Running at generation 1.
+/// counts it Running, and every status says Running at generation 1;
+/// `before` is the containers that ran before it started.
 async fn restart(
     bench: &Bench,
     docker: &Arc<dyn ContainerRuntime>,
     watch: &PrefixWatch,
-    n: usize,
-) -> Result<(Duration, u64, serde_json::Value)> {
+    before: &HashMap<String, String>,
+) -> Result<Restarted> {
+    let n = before.len();
     let writes0 = watch.with(|seen| seen.revisions);
     let store = Arc::new(CountingStore::new(bench.store.clone()));
-    let metrics = Metrics::new();
-    let runtime = Arc::new(Instrumented::new(docker.clone(), metrics.clone()));
     let started = Instant::now();
     let controller = InProcess::start(
         controller_config(&bench.keys, &[])?,
         &bench.keys,
         store.clone(),
-        runtime,
-        metrics,
+        docker.clone(),
     );
     let outcome = async {
         let deadline = started + Duration::from_secs(600);
@@ -107,6 +119,21 @@ async fn restart(
         Ok(took)
     }
     .await;
+    let ops = operations(&controller, &store);
+    controller.stop().await?;
+    let took = outcome?;
+    let after = containers(docker.as_ref(), bench.keys.prefix()).await?;
+    Ok(Restarted {
+        took,
+        writes: watch.with(|seen| seen.revisions) - writes0,
+        recreated: recreated(before, &after),
+        ops,
+    })
+}
+
+/// The operations a controller carried out (acted on containers, or
+/// adopted them) and its etcd calls.
+fn operations(controller: &InProcess, store: &CountingStore) -> Value {
     let m = &controller.metrics;
     let acted: u64 = ["start", "restart", "stop", "remove"]
         .iter()
@@ -119,35 +146,23 @@ async fn restart(
     let calls = json!({
         "etcd": super::harness::counters_delta(&Default::default(), &store.counters.snapshot(), 1.0),
     });
-    controller.stop().await?;
-    let took = outcome?;
-    let writes = watch.with(|seen| seen.revisions) - writes0;
-    Ok((
-        took,
-        writes,
-        json!({ "acted": acted, "adopted": adopted, "calls": calls }),
-    ))
+    json!({ "acted": acted, "adopted": adopted, "calls": calls })
 }
 
-async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>) -> Result<Report> {
-    let n = args.containers;
-    let docs = (0..n)
-        .map(|i| bench.doc(&bench.game(i)))
-        .collect::<Result<Vec<_>>>()?;
-    let (_, highest) = bench.create_docs(docs, 64).await?;
-    let watch =
-        PrefixWatch::start(bench.store.clone(), &bench.keys, highest + 1, running_at(1)).await?;
-
-    // Controller A starts every container.
+/// Controller A starts every container; returns how long until all ran,
+/// and the containers (by name) it left running.
+async fn cold_start(
+    bench: &Bench,
+    docker: &Arc<dyn ContainerRuntime>,
+    watch: &PrefixWatch,
+    n: usize,
+) -> Result<(Duration, HashMap<String, String>)> {
     let started = Instant::now();
-    let metrics = Metrics::new();
-    let runtime = Arc::new(Instrumented::new(docker.clone(), metrics.clone()));
     let a = InProcess::start(
         controller_config(&bench.keys, &[])?,
         &bench.keys,
         bench.store.clone(),
-        runtime,
-        metrics,
+        docker.clone(),
     );
     let cold = async {
         watch
@@ -166,20 +181,27 @@ async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>)
     .await;
     a.stop().await?;
     let cold = cold?;
-    let prefix = bench.keys.prefix();
-    let before = containers(docker.as_ref(), prefix).await?;
-    if before.len() != n {
+    let running = containers(docker.as_ref(), bench.keys.prefix()).await?;
+    if running.len() != n {
         return Err(error(format!(
             "{} containers run, {n} expected",
-            before.len()
+            running.len()
         )));
     }
+    Ok((cold, running))
+}
 
-    // Baseline: list them and inspect each, as many at a time as the
-    // controller runs reconciles (its default concurrency).
+/// The baseline: list the containers and inspect each, as many at a time
+/// as the controller runs reconciles (its default concurrency). Returns
+/// that concurrency and the time it took.
+async fn list_and_inspect(
+    bench: &Bench,
+    docker: &Arc<dyn ContainerRuntime>,
+    n: usize,
+) -> Result<(usize, Duration)> {
     let concurrency = controller_config(&bench.keys, &[])?.concurrency;
-    let raw_started = Instant::now();
-    let listed = containers(docker.as_ref(), prefix).await?;
+    let started = Instant::now();
+    let listed = containers(docker.as_ref(), bench.keys.prefix()).await?;
     let inspected = futures::stream::iter(listed.keys().cloned())
         .map(|name| {
             let docker = docker.clone();
@@ -189,16 +211,25 @@ async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>)
         .filter(|r| futures::future::ready(matches!(r, Ok(Some(_)))))
         .count()
         .await;
-    let raw = raw_started.elapsed();
+    let took = started.elapsed();
     if inspected != n {
         return Err(error(format!("the baseline inspected {inspected} of {n}")));
     }
+    Ok((concurrency, took))
+}
 
+async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>) -> Result<Report> {
+    let n = args.containers;
+    let docs = (0..n)
+        .map(|i| bench.doc(&bench.game(i)))
+        .collect::<Result<Vec<_>>>()?;
+    let (_, highest) = bench.create_docs(docs, 64).await?;
+    let watch =
+        PrefixWatch::start(bench.store.clone(), &bench.keys, highest + 1, running_at(1)).await?;
+    let (cold, before) = cold_start(bench, docker, &watch, n).await?;
+    let (concurrency, raw) = list_and_inspect(bench, docker, n).await?;
     // B: a plain restart, status records kept.
-    let (kept, kept_writes, kept_ops) = restart(bench, docker, &watch, n).await?;
-    let after_kept = containers(docker.as_ref(), prefix).await?;
-    let kept_recreated = recreated(&before, &after_kept);
-
+    let kept = restart(bench, docker, &watch, &before).await?;
     // C: the status records are gone; Docker alone tells what runs.
     bench
         .store
@@ -211,9 +242,7 @@ async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>)
             |seen| seen.statuses.is_empty(),
         )
         .await?;
-    let (lost, lost_writes, lost_ops) = restart(bench, docker, &watch, n).await?;
-    let after_lost = containers(docker.as_ref(), prefix).await?;
-    let lost_recreated = recreated(&before, &after_lost);
+    let lost = restart(bench, docker, &watch, &before).await?;
 
     let mut report = Report::new("adoption");
     report.note(format!(
@@ -225,46 +254,49 @@ async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>)
         format!("cold start of {n} containers"),
         Figure::Seconds(cold.as_secs_f64()),
     ));
-    report.row(
-        Row::new(
-            "restart, status kept: converged",
-            Figure::Seconds(kept.as_secs_f64()),
-        )
-        .baseline(Figure::Seconds(raw.as_secs_f64())),
-    );
-    report.row(
-        Row::new(
-            "restart, status kept: recreated",
-            Figure::Count(kept_recreated as f64),
-        )
-        .target(Target::AtMost(0.0)),
-    );
-    report.row(Row::new(
-        "restart, status kept: etcd writes",
-        Figure::Count(kept_writes as f64),
-    ));
-    report.row(
-        Row::new(
-            "restart, status lost: converged",
-            Figure::Seconds(lost.as_secs_f64()),
-        )
-        .baseline(Figure::Seconds(raw.as_secs_f64())),
-    );
-    report.row(
-        Row::new(
-            "restart, status lost: recreated",
-            Figure::Count(lost_recreated as f64),
-        )
-        .target(Target::AtMost(0.0)),
-    );
-    report.row(Row::new(
-        "restart, status lost: etcd writes per game",
-        Figure::Count(lost_writes as f64 / n as f64),
-    ));
+    restart_rows(&mut report, "status kept", &kept, raw, None);
+    restart_rows(&mut report, "status lost", &lost, raw, Some(n));
     report.detail("containers", json!(n));
     report.detail("cold_start_secs", json!(cold.as_secs_f64()));
     report.detail("baseline_secs", json!(raw.as_secs_f64()));
-    report.detail("status_kept", json!({ "secs": kept.as_secs_f64(), "writes": kept_writes, "recreated": kept_recreated, "ops": kept_ops }));
-    report.detail("status_lost", json!({ "secs": lost.as_secs_f64(), "writes": lost_writes, "recreated": lost_recreated, "ops": lost_ops }));
+    report.detail("status_kept", kept.json());
+    report.detail("status_lost", lost.json());
     Ok(report)
+}
+
+/// One restart's rows: converged (against the baseline `raw`), recreated
+/// (none allowed) and its etcd writes, per game when `per_game_of` says
+/// how many.
+fn restart_rows(
+    report: &mut Report,
+    case: &str,
+    restarted: &Restarted,
+    raw: Duration,
+    per_game_of: Option<usize>,
+) {
+    report.row(
+        Row::new(
+            format!("restart, {case}: converged"),
+            Figure::Seconds(restarted.took.as_secs_f64()),
+        )
+        .baseline(Figure::Seconds(raw.as_secs_f64())),
+    );
+    report.row(
+        Row::new(
+            format!("restart, {case}: recreated"),
+            Figure::Count(restarted.recreated as f64),
+        )
+        .target(Target::AtMost(0.0)),
+    );
+    let row = match per_game_of {
+        Some(n) => Row::new(
+            format!("restart, {case}: etcd writes per game"),
+            Figure::Count(restarted.writes as f64 / n as f64),
+        ),
+        None => Row::new(
+            format!("restart, {case}: etcd writes"),
+            Figure::Count(restarted.writes as f64),
+        ),
+    };
+    report.row(row);
 }

@@ -11,33 +11,31 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtm_controller::metrics::Metrics;
 use rtm_controller::runtime::FakeRuntime;
-use rtm_controller::runtime::instrumented::Instrumented;
 use rtm_core::model::GameRuntime;
 use rtm_core::store::Revision;
 use serde_json::json;
 
 use super::harness::{
-    Bench, CountingRuntime, CountingStore, IMAGE, InProcess, PrefixWatch, Result,
-    controller_config, error, pause, running_at,
+    Bench, CountingRuntime, CountingStore, InProcess, PrefixWatch, Result, controller_config,
+    error, pause, running_at, simulated_docker,
 };
 use super::report::{Figure, Report, Row, Stats, Target};
 
 #[derive(Debug, Clone, clap::Parser)]
-pub struct Args {
+pub(crate) struct Args {
     /// Existing games, one run each (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = [100usize, 10_000])]
-    pub games: Vec<usize>,
+    pub(crate) games: Vec<usize>,
     /// Spec writes on the quiet controller.
     #[arg(long, default_value_t = 300)]
-    pub writes: usize,
+    pub(crate) writes: usize,
     /// Time between two writes (open loop).
     #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Simulated Docker latency per call.
     #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
-    pub docker_latency: Duration,
+    pub(crate) docker_latency: Duration,
 }
 
 /// One write's latencies, from the moment the write was sent to etcd.
@@ -51,7 +49,7 @@ struct Sample {
     commit: Duration,
 }
 
-pub async fn run(args: &Args) -> Result<Report> {
+pub(crate) async fn run(args: &Args) -> Result<Report> {
     let mut report = Report::new("apply-latency");
     report.note(format!(
         "latency = spec write sent → its reconcile's first Docker call (the status comes \
@@ -140,6 +138,22 @@ impl World<'_> {
     fn watch_handle(&self) -> &PrefixWatch {
         self.watch
     }
+
+    /// Writes one game's spec every `interval` while `more(written so
+    /// far)` holds; returns the tasks resolving to their latencies.
+    async fn open_loop(
+        &mut self,
+        interval: Duration,
+        mut more: impl FnMut(usize) -> bool,
+    ) -> Result<Vec<tokio::task::JoinHandle<Result<Sample>>>> {
+        let mut tasks = Vec::new();
+        while more(tasks.len()) {
+            let sent = Instant::now();
+            tasks.push(self.write().await?);
+            pause(interval.saturating_sub(sent.elapsed())).await?;
+        }
+        Ok(tasks)
+    }
 }
 
 async fn collect(tasks: Vec<tokio::task::JoinHandle<Result<Sample>>>) -> Result<Vec<Sample>> {
@@ -150,12 +164,22 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<Result<Sample>>>) -> Result<
     Ok(samples)
 }
 
+/// What one run measured.
+#[derive(Debug)]
+struct Measured {
+    /// Until every game first ran.
+    converged: Duration,
+    /// The writes on the quiet controller.
+    quiet: Vec<Sample>,
+    /// The writes right after every game was queued at once.
+    burst: Vec<Sample>,
+    /// How long the burst lasted (until every game was looked at once).
+    burst_secs: f64,
+}
+
 async fn one(args: &Args, bench: &Bench, n: usize, report: &mut Report) -> Result<()> {
-    let fake = FakeRuntime::new();
-    fake.add_image(IMAGE);
-    let probe = Arc::new(CountingRuntime::new(Arc::new(
-        fake.with_latency(args.docker_latency),
-    )));
+    let (fake, trimmer) = simulated_docker(args.docker_latency);
+    let probe = Arc::new(CountingRuntime::new(Arc::new(fake.clone())));
     let docs = (0..n)
         .map(|i| bench.doc(&bench.game(i)))
         .collect::<Result<Vec<_>>>()?;
@@ -163,142 +187,143 @@ async fn one(args: &Args, bench: &Bench, n: usize, report: &mut Report) -> Resul
     let watch =
         PrefixWatch::start(bench.store.clone(), &bench.keys, highest + 1, running_at(1)).await?;
     let store = Arc::new(CountingStore::new(bench.store.clone()));
-    let metrics = Metrics::new();
-    let runtime = Arc::new(Instrumented::new(probe.clone(), metrics.clone()));
     // No periodic resync during the quiet phase: the burst phase queues
     // every game at once on purpose instead.
     let controller = InProcess::start(
         controller_config(&bench.keys, &["--resync", "10m"])?,
         &bench.keys,
         store,
-        runtime,
-        metrics,
+        probe.clone(),
     );
-    let trimmer = {
-        let fake = fake.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                fake.clear_calls();
-            }
-        })
-    };
-    let measured = async {
-        let started = Instant::now();
-        let limit = Duration::from_secs(120) + Duration::from_millis(50) * u32::try_from(n)?;
-        watch
-            .wait(&format!("{n} games to converge"), limit, |seen| {
-                seen.converged() >= n
+    // The round-robin starts at a random game, then goes through them.
+    let mut world = World {
+        bench,
+        watch: &watch,
+        probe: &probe,
+        docs: docs
+            .into_iter()
+            .map(|doc| {
+                let revision = revisions[&doc.metadata.name];
+                (doc, revision)
             })
-            .await?;
-        let converged = started.elapsed();
-        watch
-            .wait_quiet(Duration::from_secs(3), Duration::from_secs(300))
-            .await?;
-
-        // Start the round-robin at a random game, then go through them.
-        let mut world = World {
-            bench,
-            watch: &watch,
-            probe: &probe,
-            docs: docs
-                .into_iter()
-                .map(|doc| {
-                    let revision = revisions[&doc.metadata.name];
-                    (doc, revision)
-                })
-                .collect(),
-            next: rand::random_range(0..n),
-            seq: 0,
-        };
-
-        let mut tasks = Vec::new();
-        for _ in 0..args.writes {
-            let sent = Instant::now();
-            tasks.push(world.write().await?);
-            pause(args.interval.saturating_sub(sent.elapsed())).await?;
-        }
-        let quiet = collect(tasks).await?;
-        watch
-            .wait_quiet(Duration::from_secs(3), Duration::from_secs(300))
-            .await?;
-
-        // Every game queued at once: Docker's event stream ends, and the
-        // controller queues every game (as a resync does), then writes
-        // go on until each game was looked at once.
-        let inspects = probe.inspects();
-        let triggered = Instant::now();
-        fake.drop_event_streams();
-        let mut tasks = Vec::new();
-        while probe.inspects() - inspects < n as u64 && tasks.len() < 5000 {
-            let sent = Instant::now();
-            tasks.push(world.write().await?);
-            pause(args.interval.saturating_sub(sent.elapsed())).await?;
-        }
-        let burst_secs = triggered.elapsed().as_secs_f64();
-        let burst = collect(tasks).await?;
-        Ok::<_, super::harness::Error>((converged, quiet, burst, burst_secs))
-    }
-    .await;
+            .collect(),
+        next: rand::random_range(0..n),
+        seq: 0,
+    };
+    let measured = measure(args, &mut world, &fake, n).await;
     trimmer.abort();
     controller.stop().await?;
-    let (converged, quiet, burst, burst_secs) = measured?;
+    report_rows(report, n, &measured?)
+}
 
+/// Waits for convergence, then times the quiet writes and the burst.
+async fn measure(
+    args: &Args,
+    world: &mut World<'_>,
+    fake: &FakeRuntime,
+    n: usize,
+) -> Result<Measured> {
+    let watch = world.watch;
+    let started = Instant::now();
+    let limit = Duration::from_secs(120) + Duration::from_millis(50) * u32::try_from(n)?;
+    watch
+        .wait(&format!("{n} games to converge"), limit, |seen| {
+            seen.converged() >= n
+        })
+        .await?;
+    let converged = started.elapsed();
+    watch
+        .wait_quiet(Duration::from_secs(3), Duration::from_secs(300))
+        .await?;
+
+    let tasks = world
+        .open_loop(args.interval, |written| written < args.writes)
+        .await?;
+    let quiet = collect(tasks).await?;
+    watch
+        .wait_quiet(Duration::from_secs(3), Duration::from_secs(300))
+        .await?;
+
+    // Every game queued at once: Docker's event stream ends, and the
+    // controller queues every game (as a resync does), then writes
+    // go on until each game was looked at once.
+    let probe = world.probe;
+    let inspects = probe.inspects();
+    let triggered = Instant::now();
+    fake.drop_event_streams();
+    let tasks = world
+        .open_loop(args.interval, |written| {
+            probe.inspects() - inspects < n as u64 && written < 5000
+        })
+        .await?;
+    let burst_secs = triggered.elapsed().as_secs_f64();
+    let burst = collect(tasks).await?;
+    Ok(Measured {
+        converged,
+        quiet,
+        burst,
+        burst_secs,
+    })
+}
+
+fn report_rows(report: &mut Report, n: usize, measured: &Measured) -> Result<()> {
     let stats = |samples: &[Sample], pick: fn(&Sample) -> Duration| {
         Stats::of(&samples.iter().map(pick).collect::<Vec<_>>())
     };
     let reconcile = |s: &Sample| s.reconcile;
     let watched = |s: &Sample| s.watch;
     let committed = |s: &Sample| s.commit;
-    let quiet_ctl = stats(&quiet, reconcile).ok_or_else(|| error("no samples"))?;
-    let quiet_base = stats(&quiet, watched).ok_or_else(|| error("no samples"))?;
-    let target = if n >= 10_000 {
-        Some(Target::AtMost(50.0))
-    } else {
-        None
-    };
-    report.row(
-        Row::new(format!("{n} games, quiet: p50"), Figure::ms(quiet_ctl.p50))
-            .baseline(Figure::ms(quiet_base.p50)),
-    );
-    let mut row = Row::new(format!("{n} games, quiet: p99"), Figure::ms(quiet_ctl.p99))
-        .baseline(Figure::ms(quiet_base.p99));
-    if let Some(target) = target {
-        row = row.target(target);
-    }
-    report.row(row);
+    let target = (n >= 10_000).then_some(Target::AtMost(50.0));
+    let quiet_ctl = stats(&measured.quiet, reconcile).ok_or_else(|| error("no samples"))?;
+    let quiet_base = stats(&measured.quiet, watched).ok_or_else(|| error("no samples"))?;
+    let quiet = format!("{n} games, quiet");
+    phase_rows(report, &quiet, "", (&quiet_ctl, &quiet_base), target);
     let mut burst_json = json!(null);
-    if let (Some(ctl), Some(base)) = (stats(&burst, reconcile), stats(&burst, watched)) {
-        report.row(
-            Row::new(
-                format!("{n} games, all queued: p50 (n={})", ctl.n),
-                Figure::ms(ctl.p50),
-            )
-            .baseline(Figure::ms(base.p50)),
-        );
-        let mut row = Row::new(
-            format!("{n} games, all queued: p99 (n={})", ctl.n),
-            Figure::ms(ctl.p99),
-        )
-        .baseline(Figure::ms(base.p99));
-        if let Some(target) = target {
-            row = row.target(target);
-        }
-        report.row(row);
-        burst_json =
-            json!({ "controller": ctl.json(), "baseline": base.json(), "secs": burst_secs });
+    if let (Some(ctl), Some(base)) = (
+        stats(&measured.burst, reconcile),
+        stats(&measured.burst, watched),
+    ) {
+        let phase = format!("{n} games, all queued");
+        let samples = format!(" (n={})", ctl.n);
+        phase_rows(report, &phase, &samples, (&ctl, &base), target);
+        burst_json = json!({
+            "controller": ctl.json(),
+            "baseline": base.json(),
+            "secs": measured.burst_secs,
+        });
     }
     report.detail(
         &format!("games_{n}"),
         json!({
-            "converge_secs": converged.as_secs_f64(),
+            "converge_secs": measured.converged.as_secs_f64(),
             "quiet": {
                 "controller": quiet_ctl.json(),
                 "baseline": quiet_base.json(),
-                "commit": stats(&quiet, committed).map(|s| s.json()),
+                "commit": stats(&measured.quiet, committed).map(|s| s.json()),
             },
             "all_queued": burst_json,
         }),
     );
     Ok(())
+}
+
+/// A phase's two rows, p50 and p99 (with the target, if any), the
+/// controller's figure against the baseline's.
+fn phase_rows(
+    report: &mut Report,
+    phase: &str,
+    suffix: &str,
+    (ctl, base): (&Stats, &Stats),
+    target: Option<Target>,
+) {
+    report.row(
+        Row::new(format!("{phase}: p50{suffix}"), Figure::ms(ctl.p50))
+            .baseline(Figure::ms(base.p50)),
+    );
+    let mut row = Row::new(format!("{phase}: p99{suffix}"), Figure::ms(ctl.p99))
+        .baseline(Figure::ms(base.p99));
+    if let Some(target) = target {
+        row = row.target(target);
+    }
+    report.row(row);
 }

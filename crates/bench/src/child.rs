@@ -14,54 +14,37 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rtm_controller::lifecycle::{ContainerPolicy, container_spec, new_id};
-use rtm_controller::metrics::Metrics;
-use rtm_controller::runtime::instrumented::Instrumented;
-use rtm_controller::runtime::{ContainerRuntime, FakeRuntime};
-use rtm_core::store::etcd::{DEFAULT_ENDPOINT, EtcdConfig, EtcdStore};
+use rtm_controller::runtime::ContainerRuntime;
 use rtm_core::store::{Keys, Store, Txn};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
 use super::harness::{
-    CountingRuntime, CountingStore, IMAGE, InProcess, Result, controller_config, counters_delta,
-    game_doc, rss_mib,
+    CountingRuntime, CountingStore, IMAGE, InProcess, Result, connect_etcd, controller_config,
+    counters_delta, game_doc, rss_mib, simulated_docker,
 };
 
 #[derive(Debug, Clone, clap::Parser)]
-pub struct ControllerArgs {
+pub(crate) struct ControllerArgs {
     /// The run's key prefix.
     #[arg(long)]
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Simulated Docker latency per call.
     #[arg(long, value_parser = humantime::parse_duration)]
-    pub docker_latency: Duration,
+    pub(crate) docker_latency: Duration,
     /// Flags passed on to the controller (e.g. `--concurrency=8`).
     #[arg(long = "controller-flag", allow_hyphen_values = true)]
-    pub controller_flags: Vec<String>,
+    pub(crate) controller_flags: Vec<String>,
 }
 
-pub async fn controller(args: &ControllerArgs) -> Result<()> {
+pub(crate) async fn controller(args: &ControllerArgs) -> Result<()> {
     let keys = Keys::new(&args.prefix)?;
-    let etcd = Arc::new(EtcdStore::connect(&EtcdConfig::new(endpoints())).await?);
-    let store = Arc::new(CountingStore::new(etcd));
-    let fake = FakeRuntime::new();
-    fake.add_image(IMAGE);
-    let counted = Arc::new(CountingRuntime::new(Arc::new(
-        fake.with_latency(args.docker_latency),
-    )));
-    let metrics = Metrics::new();
-    let runtime = Arc::new(Instrumented::new(counted.clone(), metrics.clone()));
+    let store = Arc::new(CountingStore::new(Arc::new(connect_etcd().await?)));
+    let (docker, trimmer) = simulated_docker(args.docker_latency);
+    let counted = Arc::new(CountingRuntime::new(Arc::new(docker)));
     let flags: Vec<&str> = args.controller_flags.iter().map(String::as_str).collect();
     let config = controller_config(&keys, &flags)?;
-    let controller = InProcess::start(config, &keys, store.clone(), runtime, metrics);
-    // The fake logs every call for tests; at this scale the log would be
-    // the biggest thing in memory, so it is emptied (our counters count).
-    let trimmer = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            fake.clear_calls();
-        }
-    });
+    let controller = InProcess::start(config, &keys, store.clone(), counted.clone());
     println!("{}", json!({ "event": "started" }));
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let empty = Default::default();
@@ -105,36 +88,23 @@ fn snapshot(
 }
 
 #[derive(Debug, Clone, clap::Parser)]
-pub struct BaselineArgs {
+pub(crate) struct BaselineArgs {
     #[arg(long)]
-    pub games: usize,
+    pub(crate) games: usize,
     #[arg(long, value_parser = humantime::parse_duration)]
-    pub docker_latency: Duration,
+    pub(crate) docker_latency: Duration,
     #[arg(long)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Where to write one status-sized value per game in etcd.
     #[arg(long)]
-    pub etcd_prefix: String,
+    pub(crate) etcd_prefix: String,
 }
 
-pub async fn baseline(args: &BaselineArgs) -> Result<()> {
+pub(crate) async fn baseline(args: &BaselineArgs) -> Result<()> {
     let keys = Keys::new(&args.etcd_prefix)?;
-    let store = CountingStore::new(Arc::new(
-        EtcdStore::connect(&EtcdConfig::new(endpoints())).await?,
-    ));
+    let store = CountingStore::new(Arc::new(connect_etcd().await?));
     let status = serde_json::to_vec(&running_status())?;
-    let fake = FakeRuntime::new();
-    fake.add_image(IMAGE);
-    let docker = fake.with_latency(args.docker_latency);
-    let trimmer = {
-        let fake = fake.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                fake.clear_calls();
-            }
-        })
-    };
+    let (docker, trimmer) = simulated_docker(args.docker_latency);
     let pid = std::process::id();
     let started = Instant::now();
     let failures = futures::stream::iter(0..args.games)
@@ -174,14 +144,6 @@ pub async fn baseline(args: &BaselineArgs) -> Result<()> {
         json!({ "secs": secs, "rss_mib": rss, "hwm_mib": hwm, "failures": failures, "etcd_ms": etcd_ms })
     );
     Ok(())
-}
-
-fn endpoints() -> Vec<String> {
-    std::env::var("RTM_ETCD_ENDPOINTS")
-        .unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned())
-        .split(',')
-        .map(|e| e.trim().to_owned())
-        .collect()
 }
 
 /// A status record the size of a running game's.

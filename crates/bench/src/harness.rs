@@ -1,8 +1,9 @@
-//! What every scenario uses: a unique key prefix per run, documents written
-//! in bulk, a watch over the run's whole prefix (it counts etcd writes by
-//! revision and tracks status records), counting decorators around the
-//! store and the container runtime, the controller run in-process, RSS,
-//! and clean-up of keys and containers.
+//! What every scenario uses: the etcd connection and a unique key prefix
+//! per run, the real Docker engine (checked for the test image) or a
+//! simulated one, documents written in bulk, a watch over the run's whole
+//! prefix (it counts etcd writes by revision and tracks status records),
+//! counting decorators around the store and the container runtime, the
+//! controller run in-process, RSS, and clean-up of keys and containers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,9 +14,10 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use rtm_controller::config::ControllerConfig;
 use rtm_controller::metrics::Metrics;
+use rtm_controller::runtime::instrumented::Instrumented;
 use rtm_controller::runtime::{
-    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ImageInfo, RuntimeError,
-    RuntimeOp,
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, DockerRuntime, FakeRuntime,
+    ImageInfo, RuntimeError, RuntimeOp,
 };
 use rtm_core::model::{GameRuntime, GameRuntimeStatus, Phase, parse_documents, to_yaml};
 use rtm_core::records::status;
@@ -28,46 +30,88 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
-pub type Result<T> = std::result::Result<T, Error>;
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Result<T> = std::result::Result<T, Error>;
 
 /// The image every scenario runs (built by scripts/build-test-image).
-pub const IMAGE: &str = "rtmanager-test/engine:1";
+pub(crate) const IMAGE: &str = "rtmanager-test/engine:1";
 
 /// Every run's keys live under this; containers carry it in their prefix
 /// label, which is how leftovers of a killed run are recognised.
 const ROOT: &str = "/rtm-bench";
 
 /// Cancelled by Ctrl-C: scenarios stop waiting and clean up.
-pub fn interrupted() -> &'static CancellationToken {
+pub(crate) fn interrupted() -> &'static CancellationToken {
     static TOKEN: OnceLock<CancellationToken> = OnceLock::new();
     TOKEN.get_or_init(CancellationToken::new)
 }
 
-pub fn error(message: impl Into<String>) -> Error {
+pub(crate) fn error(message: impl Into<String>) -> Error {
     message.into().into()
+}
+
+/// The etcd endpoints every binary reads: `RTM_ETCD_ENDPOINTS`
+/// (comma-separated), else etcd's default.
+fn endpoints() -> Vec<String> {
+    std::env::var("RTM_ETCD_ENDPOINTS")
+        .unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned())
+        .split(',')
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+/// A client of the etcd at [`endpoints`] (not yet asked anything).
+pub(crate) async fn connect_etcd() -> Result<EtcdStore> {
+    Ok(EtcdStore::connect(&EtcdConfig::new(endpoints())).await?)
+}
+
+/// The real Docker engine, checked to answer and to hold [`IMAGE`].
+pub(crate) async fn real_docker() -> Result<Arc<dyn ContainerRuntime>> {
+    let docker: Arc<dyn ContainerRuntime> =
+        Arc::new(DockerRuntime::connect(None, Duration::from_secs(60)).await?);
+    docker.ping().await?;
+    if docker.inspect_image(IMAGE).await?.is_none() {
+        return Err(error(format!(
+            "{IMAGE} is missing: run scripts/build-test-image"
+        )));
+    }
+    Ok(docker)
+}
+
+/// A simulated Docker holding [`IMAGE`], `latency` per call, whose call
+/// log is emptied every second for as long as the returned task runs: the
+/// fake logs every call for tests, and at a benchmark's scale that log
+/// would be the biggest thing in memory (our counters count instead).
+pub(crate) fn simulated_docker(latency: Duration) -> (FakeRuntime, tokio::task::JoinHandle<()>) {
+    let fake = FakeRuntime::new();
+    fake.add_image(IMAGE);
+    let trimmer = {
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                fake.clear_calls();
+            }
+        })
+    };
+    (fake.with_latency(latency), trimmer)
 }
 
 /// One scenario's etcd connection and key prefix.
 #[derive(Debug, Clone)]
-pub struct Bench {
-    pub store: Arc<EtcdStore>,
-    pub keys: Keys,
+pub(crate) struct Bench {
+    pub(crate) store: Arc<EtcdStore>,
+    pub(crate) keys: Keys,
     /// `bench-<pid>-<tag>`: the start of every game name of this scenario.
-    pub game_prefix: String,
+    pub(crate) game_prefix: String,
 }
 
 impl Bench {
     /// Connects to etcd (`RTM_ETCD_ENDPOINTS`) and picks a prefix no other
     /// run uses: `/rtm-bench/<scenario>-<pid>-<unix seconds>`.
-    pub async fn new(scenario: &str, tag: &str) -> Result<Bench> {
-        let endpoints: Vec<String> = std::env::var("RTM_ETCD_ENDPOINTS")
-            .unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned())
-            .split(',')
-            .map(|e| e.trim().to_owned())
-            .filter(|e| !e.is_empty())
-            .collect();
-        let store = EtcdStore::connect(&EtcdConfig::new(endpoints)).await?;
+    pub(crate) async fn new(scenario: &str, tag: &str) -> Result<Bench> {
+        let store = connect_etcd().await?;
         let revision = store.revision().await.map_err(|e| {
             error(format!(
                 "etcd is not reachable ({e}); run eval \"$(scripts/services)\" first"
@@ -95,23 +139,31 @@ impl Bench {
         })
     }
 
-    pub fn game(&self, i: usize) -> String {
+    pub(crate) fn game(&self, i: usize) -> String {
         format!("{}{i}", self.game_prefix)
     }
 
     /// Deletes every key of this run.
-    pub async fn wipe(&self) -> Result<()> {
+    pub(crate) async fn wipe(&self) -> Result<()> {
         delete_gently(self.store.as_ref(), &self.keys.root()).await
     }
 
+    /// Removes this run's containers from `docker` and deletes its keys
+    /// (both, even when the first fails).
+    pub(crate) async fn clean_up(&self, docker: &dyn ContainerRuntime) -> Result<()> {
+        let removed = remove_containers(docker, self.keys.prefix()).await;
+        self.wipe().await?;
+        removed.map(drop)
+    }
+
     /// A `GameRuntime` the way a user writes it (defaults applied).
-    pub fn doc(&self, name: &str) -> Result<GameRuntime> {
+    pub(crate) fn doc(&self, name: &str) -> Result<GameRuntime> {
         game_doc(name)
     }
 
     /// Creates the documents, `concurrency` writes at a time; returns each
     /// game's resourceVersion (mod_revision) and the highest revision.
-    pub async fn create_docs(
+    pub(crate) async fn create_docs(
         &self,
         docs: Vec<GameRuntime>,
         concurrency: usize,
@@ -139,7 +191,11 @@ impl Bench {
     }
 
     /// Replaces a document written at `expected`; returns its new revision.
-    pub async fn update_doc(&self, doc: &GameRuntime, expected: Revision) -> Result<Revision> {
+    pub(crate) async fn update_doc(
+        &self,
+        doc: &GameRuntime,
+        expected: Revision,
+    ) -> Result<Revision> {
         let key = self.keys.gameruntime(&doc.metadata.name);
         Ok(self
             .store
@@ -149,7 +205,7 @@ impl Bench {
 }
 
 /// A `GameRuntime` the way a user writes it (defaults applied).
-pub fn game_doc(name: &str) -> Result<GameRuntime> {
+pub(crate) fn game_doc(name: &str) -> Result<GameRuntime> {
     let yaml = format!(
         "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: {name}\n\
          spec:\n  image: {IMAGE}\n  stopTimeout: 10s\n"
@@ -160,44 +216,46 @@ pub fn game_doc(name: &str) -> Result<GameRuntime> {
 }
 
 /// The default convergence test: Running, at the generation asked for.
-pub fn running_at(generation: i64) -> impl Fn(&GameRuntimeStatus) -> bool + Send + Sync + 'static {
+pub(crate) fn running_at(
+    generation: i64,
+) -> impl Fn(&GameRuntimeStatus) -> bool + Send + Sync + 'static {
     move |status| status.phase == Phase::Running && status.observed_generation == Some(generation)
 }
 
 /// What the prefix watch has seen.
 #[derive(Debug)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// Revisions that changed a key under the prefix: etcd writes (one
     /// transaction, however many keys, is one revision).
-    pub revisions: u64,
+    pub(crate) revisions: u64,
     last_revision: Revision,
     /// Keys put and deleted, by collection (`status`, `history`, ...).
-    pub puts: BTreeMap<String, u64>,
-    pub deletes: BTreeMap<String, u64>,
+    pub(crate) puts: BTreeMap<String, u64>,
+    pub(crate) deletes: BTreeMap<String, u64>,
     /// The latest status of each game and when it arrived.
-    pub statuses: HashMap<String, (GameRuntimeStatus, Instant)>,
+    pub(crate) statuses: HashMap<String, (GameRuntimeStatus, Instant)>,
     /// Games whose latest status passes the convergence test.
     converged: HashSet<String>,
     /// When the count of converged games first reached each value.
-    pub converged_at: Vec<Instant>,
+    pub(crate) converged_at: Vec<Instant>,
     /// Games whose lease key exists.
-    pub leases: HashSet<String>,
+    pub(crate) leases: HashSet<String>,
     /// When each game's document was last seen written, at which revision.
-    pub docs: HashMap<String, (Revision, Instant)>,
-    pub last_event: Instant,
-    pub failed: Option<String>,
+    pub(crate) docs: HashMap<String, (Revision, Instant)>,
+    pub(crate) last_event: Instant,
+    pub(crate) failed: Option<String>,
 }
 
 impl Seen {
-    pub fn converged(&self) -> usize {
+    pub(crate) fn converged(&self) -> usize {
         self.converged.len()
     }
 
-    pub fn status(&self, game: &str) -> Option<&GameRuntimeStatus> {
+    pub(crate) fn status(&self, game: &str) -> Option<&GameRuntimeStatus> {
         self.statuses.get(game).map(|(status, _)| status)
     }
 
-    pub fn counts_json(&self) -> Value {
+    pub(crate) fn counts_json(&self) -> Value {
         json!({ "revisions": self.revisions, "puts": self.puts, "deletes": self.deletes })
     }
 }
@@ -211,7 +269,7 @@ struct Shared {
 }
 
 /// A watch over a run's whole prefix.
-pub struct PrefixWatch {
+pub(crate) struct PrefixWatch {
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -230,7 +288,7 @@ impl Drop for PrefixWatch {
 
 impl PrefixWatch {
     /// Watches everything under `keys.root()` from revision `from`.
-    pub async fn start(
+    pub(crate) async fn start(
         store: Arc<dyn Store>,
         keys: &Keys,
         from: Revision,
@@ -285,12 +343,12 @@ impl PrefixWatch {
     }
 
     /// Reads what was seen.
-    pub fn with<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
         f(&lock(&self.shared.seen))
     }
 
     /// Waits until `done` holds (checked on every change), at most `limit`.
-    pub async fn wait(
+    pub(crate) async fn wait(
         &self,
         what: &str,
         limit: Duration,
@@ -327,7 +385,7 @@ impl PrefixWatch {
     }
 
     /// Waits until nothing under the prefix changed for `quiet`.
-    pub async fn wait_quiet(&self, quiet: Duration, limit: Duration) -> Result<()> {
+    pub(crate) async fn wait_quiet(&self, quiet: Duration, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         loop {
             let since = self.with(|seen| seen.last_event.elapsed());
@@ -402,7 +460,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Calls and time spent, per method.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     calls: Mutex<BTreeMap<&'static str, (u64, Duration)>>,
 }
 
@@ -414,13 +472,13 @@ impl Counters {
         entry.1 += took;
     }
 
-    pub fn snapshot(&self) -> BTreeMap<&'static str, (u64, Duration)> {
+    pub(crate) fn snapshot(&self) -> BTreeMap<&'static str, (u64, Duration)> {
         lock(&self.calls).clone()
     }
 }
 
 /// `after - before`, per method, as JSON (calls and milliseconds).
-pub fn counters_delta(
+pub(crate) fn counters_delta(
     before: &BTreeMap<&'static str, (u64, Duration)>,
     after: &BTreeMap<&'static str, (u64, Duration)>,
     per: f64,
@@ -455,7 +513,7 @@ const DELETE_PAUSE: Duration = Duration::from_millis(50);
 /// copies all of it for every read and every compared transaction (etcd's
 /// pprof: 58 % of its CPU in `bucketBuffer.Copy` and the garbage
 /// collection after it, BENCHMARKS.md).
-pub async fn delete_gently(store: &dyn Store, prefix: &str) -> Result<()> {
+pub(crate) async fn delete_gently(store: &dyn Store, prefix: &str) -> Result<()> {
     let keys: Vec<String> = store
         .list(prefix, None)
         .await?
@@ -479,13 +537,13 @@ pub async fn delete_gently(store: &dyn Store, prefix: &str) -> Result<()> {
 
 /// A [`Store`] that counts and times every call of the store it wraps.
 #[derive(Debug)]
-pub struct CountingStore {
+pub(crate) struct CountingStore {
     inner: Arc<dyn Store>,
-    pub counters: Counters,
+    pub(crate) counters: Counters,
 }
 
 impl CountingStore {
-    pub fn new(inner: Arc<dyn Store>) -> CountingStore {
+    pub(crate) fn new(inner: Arc<dyn Store>) -> CountingStore {
         CountingStore {
             inner,
             counters: Counters::default(),
@@ -578,15 +636,15 @@ impl Store for CountingStore {
 /// inspected after it asked ([`CountingRuntime::arm`]): the first thing a
 /// reconcile does with Docker, so "the start of its reconcile".
 #[derive(Debug)]
-pub struct CountingRuntime {
+pub(crate) struct CountingRuntime {
     inner: Arc<dyn ContainerRuntime>,
-    pub counters: Counters,
+    pub(crate) counters: Counters,
     armed: Mutex<HashMap<String, oneshot::Sender<Instant>>>,
     inspects: AtomicU64,
 }
 
 impl CountingRuntime {
-    pub fn new(inner: Arc<dyn ContainerRuntime>) -> CountingRuntime {
+    pub(crate) fn new(inner: Arc<dyn ContainerRuntime>) -> CountingRuntime {
         CountingRuntime {
             inner,
             counters: Counters::default(),
@@ -596,14 +654,14 @@ impl CountingRuntime {
     }
 
     /// Resolves with the time of the next inspect of `container`.
-    pub fn arm(&self, container: &str) -> oneshot::Receiver<Instant> {
+    pub(crate) fn arm(&self, container: &str) -> oneshot::Receiver<Instant> {
         let (tx, rx) = oneshot::channel();
         lock(&self.armed).insert(container.to_owned(), tx);
         rx
     }
 
     /// Container inspects so far.
-    pub fn inspects(&self) -> u64 {
+    pub(crate) fn inspects(&self) -> u64 {
         self.inspects.load(Ordering::Relaxed)
     }
 
@@ -705,7 +763,7 @@ impl ContainerRuntime for CountingRuntime {
 
 /// The controller's configuration for a bench run: the run's prefix, a
 /// free metrics port, node `bench`, plus `extra` flags.
-pub fn controller_config(keys: &Keys, extra: &[&str]) -> Result<ControllerConfig> {
+pub(crate) fn controller_config(keys: &Keys, extra: &[&str]) -> Result<ControllerConfig> {
     let mut args = vec![
         "rtmanager",
         "--prefix",
@@ -721,22 +779,24 @@ pub fn controller_config(keys: &Keys, extra: &[&str]) -> Result<ControllerConfig
 
 /// The controller, run in this process by [`rtm_controller::run_with`].
 #[derive(Debug)]
-pub struct InProcess {
+pub(crate) struct InProcess {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<std::result::Result<(), rtm_controller::ControllerError>>,
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
 }
 
 impl InProcess {
-    /// Starts it; `metrics` must be the registry `runtime` reports to, if
-    /// it is [`rtm_controller::runtime::instrumented::Instrumented`].
-    pub fn start(
+    /// Starts it on `store` and `runtime`, the runtime wrapped as the
+    /// controller's binary wraps Docker (its calls counted in the
+    /// controller's own metrics).
+    pub(crate) fn start(
         config: ControllerConfig,
         keys: &Keys,
         store: Arc<dyn Store>,
         runtime: Arc<dyn ContainerRuntime>,
-        metrics: Metrics,
     ) -> InProcess {
+        let metrics = Metrics::new();
+        let runtime = Arc::new(Instrumented::new(runtime, metrics.clone()));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(rtm_controller::run_with(
             config,
@@ -754,7 +814,7 @@ impl InProcess {
     }
 
     /// Drains and stops it (SIGTERM's path).
-    pub async fn stop(self) -> Result<()> {
+    pub(crate) async fn stop(self) -> Result<()> {
         self.shutdown.cancel();
         match tokio::time::timeout(Duration::from_secs(120), self.task).await {
             Ok(Ok(Ok(()))) => Ok(()),
@@ -764,13 +824,13 @@ impl InProcess {
         }
     }
 
-    pub fn games_in(&self, phase: &str) -> i64 {
+    pub(crate) fn games_in(&self, phase: &str) -> i64 {
         self.metrics.games.with_label_values(&[phase]).get()
     }
 }
 
 /// `(VmRSS, VmHWM)` of a process in MiB (`None`: this process).
-pub fn rss_mib(pid: Option<u32>) -> (f64, f64) {
+pub(crate) fn rss_mib(pid: Option<u32>) -> (f64, f64) {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/status"),
         None => "/proc/self/status".to_owned(),
@@ -793,7 +853,10 @@ pub fn rss_mib(pid: Option<u32>) -> (f64, f64) {
 }
 
 /// Force-removes every container whose prefix label starts with `prefix`.
-pub async fn remove_containers(docker: &dyn ContainerRuntime, prefix: &str) -> Result<usize> {
+pub(crate) async fn remove_containers(
+    docker: &dyn ContainerRuntime,
+    prefix: &str,
+) -> Result<usize> {
     let doomed: Vec<ContainerInfo> = docker
         .list_managed()
         .await?
@@ -811,7 +874,7 @@ pub async fn remove_containers(docker: &dyn ContainerRuntime, prefix: &str) -> R
 
 /// Removes the containers of earlier runs that died before cleaning up
 /// (their prefix names a process that no longer exists).
-pub async fn remove_leftovers(docker: &dyn ContainerRuntime) -> Result<usize> {
+pub(crate) async fn remove_leftovers(docker: &dyn ContainerRuntime) -> Result<usize> {
     let stale: Vec<String> = docker
         .list_managed()
         .await?
@@ -837,7 +900,7 @@ pub async fn remove_leftovers(docker: &dyn ContainerRuntime) -> Result<usize> {
 }
 
 /// Sleeps, unless interrupted.
-pub async fn pause(d: Duration) -> Result<()> {
+pub(crate) async fn pause(d: Duration) -> Result<()> {
     tokio::select! {
         _ = interrupted().cancelled() => Err(error("interrupted")),
         _ = tokio::time::sleep(d) => Ok(()),

@@ -11,6 +11,8 @@
 //! results are reported (`report`), and the child processes the scale
 //! scenario measures (`child`).
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod adoption;
 mod apply;
 mod child;

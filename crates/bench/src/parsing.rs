@@ -13,15 +13,15 @@ use super::harness::{Result, error};
 use super::report::{Figure, Report, Row, Stats, Target};
 
 #[derive(Debug, Clone, clap::Parser)]
-pub struct Args {
+pub(crate) struct Args {
     /// Parses of each input.
     #[arg(long, default_value_t = 20)]
-    pub n: usize,
+    pub(crate) n: usize,
     /// Also time serde_yaml alone (one read into a `serde_yaml::Value`, no limits) on each
     /// input but the alias bomb: what the parser cost before its limits. Slow: ~20 s for
     /// some of the deep flow mappings in a release build.
     #[arg(long)]
-    pub with_serde_yaml: bool,
+    pub(crate) with_serde_yaml: bool,
 }
 
 /// Any document must be refused or accepted within this, in a release build (issue 11).
@@ -57,6 +57,36 @@ struct Input {
     unbounded_ok: bool,
 }
 
+impl Input {
+    /// A document the parser must accept.
+    fn accepted(what: &'static str, text: String) -> Input {
+        Input {
+            what,
+            text,
+            accepted: true,
+            unbounded_ok: true,
+        }
+    }
+
+    /// A document the parser must refuse.
+    fn refused(what: &'static str, text: String) -> Input {
+        Input {
+            what,
+            text,
+            accepted: false,
+            unbounded_ok: true,
+        }
+    }
+
+    /// Not for serde_yaml without limits.
+    fn bomb(self) -> Input {
+        Input {
+            unbounded_ok: false,
+            ..self
+        }
+    }
+}
+
 fn inputs() -> Vec<Input> {
     let deep = 100_000;
     let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
@@ -66,88 +96,61 @@ fn inputs() -> Vec<Input> {
         .collect();
     let brackets = "[{".repeat(50_000);
     vec![
-        Input {
-            what: "normal document",
-            text: normal(),
-            accepted: true,
-            unbounded_ok: true,
-        },
-        Input {
-            what: "2,000 args of 85 bytes (accepted)",
-            text: format!("{HEAD}  args:\n{long_args}"),
-            accepted: true,
-            unbounded_ok: true,
-        },
-        Input {
-            what: "100,000 brackets in a quoted arg (accepted)",
-            text: spec(format!("args: ['{brackets}']")),
-            accepted: true,
-            unbounded_ok: true,
-        },
-        Input {
-            what: "flow sequences 100,000 deep",
-            text: spec(format!("args: {}", nested(deep))),
-            accepted: false,
-            unbounded_ok: true,
-        },
-        Input {
-            what: "flow mappings {a: 50,000 deep",
-            text: spec(format!(
+        Input::accepted("normal document", normal()),
+        Input::accepted(
+            "2,000 args of 85 bytes (accepted)",
+            format!("{HEAD}  args:\n{long_args}"),
+        ),
+        Input::accepted(
+            "100,000 brackets in a quoted arg (accepted)",
+            spec(format!("args: ['{brackets}']")),
+        ),
+        Input::refused(
+            "flow sequences 100,000 deep",
+            spec(format!("args: {}", nested(deep))),
+        ),
+        Input::refused(
+            "flow mappings {a: 50,000 deep",
+            spec(format!(
                 "args: {}x{}",
                 "{a: ".repeat(50_000),
                 "}".repeat(50_000)
             )),
-            accepted: false,
-            unbounded_ok: true,
-        },
-        Input {
-            what: "flow mappings {? 100,000 deep",
-            text: "{?".repeat(deep),
-            accepted: false,
-            unbounded_ok: true,
-        },
-        Input {
-            what: "block sequences 100,000 deep",
-            text: spec(format!("command:\n    {}x", "- ".repeat(deep))),
-            accepted: false,
-            unbounded_ok: true,
-        },
-        Input {
-            what: "block sequences then flow, 50,000 deep",
-            text: spec(format!(
+        ),
+        Input::refused("flow mappings {? 100,000 deep", "{?".repeat(deep)),
+        Input::refused(
+            "block sequences 100,000 deep",
+            spec(format!("command:\n    {}x", "- ".repeat(deep))),
+        ),
+        Input::refused(
+            "block sequences then flow, 50,000 deep",
+            spec(format!(
                 "args:\n    {}{}",
                 "- ".repeat(20),
                 "[{? ".repeat(deep / 2)
             )),
-            accepted: false,
-            unbounded_ok: true,
-        },
-        Input {
-            what: "anchored flow levels, 50,000 deep",
-            text: spec(format!("args: {}", "&a [".repeat(deep / 2))),
-            accepted: false,
-            unbounded_ok: true,
-        },
-        Input {
-            what: "65,536 values in one list",
-            text: spec(format!("args: [{}]", vec!["a"; 65_536].join(","))),
-            accepted: false,
-            unbounded_ok: true,
-        },
-        Input {
-            what: "a list repeated by 20,000 aliases",
-            text: spec(format!(
+        ),
+        Input::refused(
+            "anchored flow levels, 50,000 deep",
+            spec(format!("args: {}", "&a [".repeat(deep / 2))),
+        ),
+        Input::refused(
+            "65,536 values in one list",
+            spec(format!("args: [{}]", vec!["a"; 65_536].join(","))),
+        ),
+        Input::refused(
+            "a list repeated by 20,000 aliases",
+            spec(format!(
                 "args: &x [{}]\n  command: [{}]",
                 vec!["a"; 20_000].join(","),
                 vec!["*x"; 20_000].join(",")
             )),
-            accepted: false,
-            unbounded_ok: false,
-        },
+        )
+        .bomb(),
     ]
 }
 
-pub async fn run(args: &Args) -> Result<Report> {
+pub(crate) async fn run(args: &Args) -> Result<Report> {
     if args.n == 0 {
         return Err(error("--n must be at least 1"));
     }

@@ -10,17 +10,17 @@ use serde_json::{Map, Value, json};
 
 /// One line of the table.
 #[derive(Debug, Clone)]
-pub struct Row {
-    pub metric: String,
-    pub controller: Figure,
-    pub baseline: Option<Figure>,
+pub(crate) struct Row {
+    pub(crate) metric: String,
+    pub(crate) controller: Figure,
+    pub(crate) baseline: Option<Figure>,
     /// What the figure should be; `None` when it is informative only.
-    pub target: Option<Target>,
+    pub(crate) target: Option<Target>,
 }
 
 /// A measured value and its unit.
 #[derive(Debug, Clone, Copy)]
-pub enum Figure {
+pub(crate) enum Figure {
     Millis(f64),
     Seconds(f64),
     MiB(f64),
@@ -28,11 +28,11 @@ pub enum Figure {
 }
 
 impl Figure {
-    pub fn ms(d: Duration) -> Figure {
+    pub(crate) fn ms(d: Duration) -> Figure {
         Figure::Millis(d.as_secs_f64() * 1000.0)
     }
 
-    pub fn value(self) -> f64 {
+    pub(crate) fn value(self) -> f64 {
         match self {
             Figure::Millis(v) | Figure::Seconds(v) | Figure::MiB(v) | Figure::Count(v) => v,
         }
@@ -61,7 +61,7 @@ impl Figure {
 
 /// A pass/fail bound.
 #[derive(Debug, Clone, Copy)]
-pub enum Target {
+pub(crate) enum Target {
     /// controller / baseline at most this.
     RatioAtMost(f64),
     /// The controller's figure at most this (in its own unit).
@@ -79,7 +79,7 @@ impl Target {
 }
 
 impl Row {
-    pub fn new(metric: impl Into<String>, controller: Figure) -> Row {
+    pub(crate) fn new(metric: impl Into<String>, controller: Figure) -> Row {
         Row {
             metric: metric.into(),
             controller,
@@ -88,22 +88,22 @@ impl Row {
         }
     }
 
-    pub fn baseline(mut self, baseline: Figure) -> Row {
+    pub(crate) fn baseline(mut self, baseline: Figure) -> Row {
         self.baseline = Some(baseline);
         self
     }
 
-    pub fn target(mut self, target: Target) -> Row {
+    pub(crate) fn target(mut self, target: Target) -> Row {
         self.target = Some(target);
         self
     }
 
-    pub fn ratio(&self) -> Option<f64> {
+    pub(crate) fn ratio(&self) -> Option<f64> {
         let baseline = self.baseline?.value();
         (baseline > 0.0).then(|| self.controller.value() / baseline)
     }
 
-    pub fn passed(&self) -> Option<bool> {
+    pub(crate) fn passed(&self) -> Option<bool> {
         Some(match self.target? {
             Target::RatioAtMost(bound) => self.ratio()? <= bound,
             Target::AtMost(bound) => self.controller.value() <= bound,
@@ -125,15 +125,15 @@ impl Row {
 
 /// The result of one scenario.
 #[derive(Debug, Clone)]
-pub struct Report {
-    pub scenario: String,
-    pub rows: Vec<Row>,
-    pub details: Map<String, Value>,
-    pub notes: Vec<String>,
+pub(crate) struct Report {
+    pub(crate) scenario: String,
+    pub(crate) rows: Vec<Row>,
+    pub(crate) details: Map<String, Value>,
+    pub(crate) notes: Vec<String>,
 }
 
 impl Report {
-    pub fn new(scenario: &str) -> Report {
+    pub(crate) fn new(scenario: &str) -> Report {
         Report {
             scenario: scenario.to_owned(),
             rows: Vec::new(),
@@ -142,20 +142,20 @@ impl Report {
         }
     }
 
-    pub fn row(&mut self, row: Row) {
+    pub(crate) fn row(&mut self, row: Row) {
         self.rows.push(row);
     }
 
-    pub fn detail(&mut self, key: &str, value: Value) {
+    pub(crate) fn detail(&mut self, key: &str, value: Value) {
         self.details.insert(key.to_owned(), value);
     }
 
-    pub fn note(&mut self, note: impl Into<String>) {
+    pub(crate) fn note(&mut self, note: impl Into<String>) {
         self.notes.push(note.into());
     }
 
     /// The table, as printed.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let header = ["metric", "controller", "baseline", "ratio", "target", ""];
         let lines: Vec<[String; 6]> = self
             .rows
@@ -211,7 +211,7 @@ impl Report {
         out
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({
             "scenario": self.scenario,
             "finished_at": rtm_core::model::Timestamp::now().to_string(),
@@ -223,7 +223,7 @@ impl Report {
     }
 
     /// Writes `<dir>/<scenario>.json`.
-    pub fn write(&self, dir: &Path) -> std::io::Result<std::path::PathBuf> {
+    pub(crate) fn write(&self, dir: &Path) -> std::io::Result<std::path::PathBuf> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{}.json", self.scenario));
         let text = serde_json::to_string_pretty(&self.json()).unwrap_or_default();
@@ -258,18 +258,18 @@ fn machine() -> Value {
 
 /// Summary statistics of latency samples.
 #[derive(Debug, Clone, Copy)]
-pub struct Stats {
-    pub n: usize,
-    pub p50: Duration,
-    pub p95: Duration,
-    pub p99: Duration,
-    pub max: Duration,
-    pub mean: Duration,
+pub(crate) struct Stats {
+    pub(crate) n: usize,
+    pub(crate) p50: Duration,
+    pub(crate) p95: Duration,
+    pub(crate) p99: Duration,
+    pub(crate) max: Duration,
+    pub(crate) mean: Duration,
 }
 
 impl Stats {
     /// Nearest-rank percentiles; `None` without samples.
-    pub fn of(samples: &[Duration]) -> Option<Stats> {
+    pub(crate) fn of(samples: &[Duration]) -> Option<Stats> {
         if samples.is_empty() {
             return None;
         }
@@ -290,7 +290,7 @@ impl Stats {
         })
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         json!({
             "n": self.n,

@@ -7,145 +7,73 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtm_controller::lifecycle::{ContainerPolicy, container_spec, new_id};
-use rtm_controller::metrics::Metrics;
-use rtm_controller::runtime::instrumented::Instrumented;
-use rtm_controller::runtime::{ContainerRuntime, DockerRuntime};
-use rtm_core::model::{ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF};
-use serde_json::json;
+use rtm_controller::runtime::{ContainerRuntime, ContainerSpec};
+use rtm_core::model::{ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, Phase};
+use rtm_core::store::Revision;
+use serde_json::{Value, json};
 
 use super::harness::{
-    Bench, CountingRuntime, CountingStore, IMAGE, InProcess, PrefixWatch, Result,
-    controller_config, counters_delta, error, pause, remove_containers, running_at,
+    Bench, CountingRuntime, CountingStore, InProcess, PrefixWatch, Result, controller_config,
+    counters_delta, error, pause, real_docker, running_at,
 };
 use super::report::{Figure, Report, Row, Stats, Target};
 
 #[derive(Debug, Clone, clap::Parser)]
-pub struct Args {
+pub(crate) struct Args {
     /// Restarts of each kind.
     #[arg(long, default_value_t = 30)]
-    pub n: usize,
+    pub(crate) n: usize,
 }
 
-pub async fn run(args: &Args) -> Result<Report> {
+pub(crate) async fn run(args: &Args) -> Result<Report> {
     let bench = Bench::new("restart", "r").await?;
-    let docker: Arc<dyn ContainerRuntime> =
-        Arc::new(DockerRuntime::connect(None, Duration::from_secs(60)).await?);
-    docker.ping().await?;
-    if docker.inspect_image(IMAGE).await?.is_none() {
-        return Err(error(format!(
-            "{IMAGE} is missing: run scripts/build-test-image"
-        )));
-    }
+    let docker = real_docker().await?;
     let result = measure(args, &bench, &docker).await;
-    let removed = remove_containers(docker.as_ref(), bench.keys.prefix()).await;
-    bench.wipe().await?;
-    removed?;
+    bench.clean_up(docker.as_ref()).await?;
     result
+}
+
+/// What the interleaved restarts measured.
+#[derive(Debug)]
+struct Samples {
+    /// Restart written → status Running with the new container id.
+    through_controller: Vec<Duration>,
+    /// stop + rm + create + start straight through Docker.
+    raw: Vec<Duration>,
+    /// etcd writes, etcd and Docker calls, and the time until the
+    /// operation finished, per controller restart.
+    per_restart: Value,
 }
 
 async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>) -> Result<Report> {
     let game = bench.game(0);
-    let raw_game = format!("{}raw", bench.game_prefix);
-    let mut doc = bench.doc(&game)?;
+    let doc = bench.doc(&game)?;
     let (revisions, created) = bench.create_docs(vec![doc.clone()], 1).await?;
-    let mut rv = revisions[&game];
     let watch =
         PrefixWatch::start(bench.store.clone(), &bench.keys, created + 1, running_at(1)).await?;
-
     let store = Arc::new(CountingStore::new(bench.store.clone()));
     let counted = Arc::new(CountingRuntime::new(docker.clone()));
-    let metrics = Metrics::new();
-    let runtime = Arc::new(Instrumented::new(counted.clone(), metrics.clone()));
     let controller = InProcess::start(
         controller_config(&bench.keys, &[])?,
         &bench.keys,
         store.clone(),
-        runtime,
-        metrics,
+        counted.clone(),
     );
+    let mut subject = Subject {
+        bench,
+        watch: &watch,
+        revision: revisions[&game],
+        game,
+        doc,
+    };
     let outcome = async {
-        watch
-            .wait("the game to run", Duration::from_secs(60), |seen| {
-                seen.converged() == 1
-            })
-            .await?;
-        watch
-            .wait_quiet(Duration::from_secs(2), Duration::from_secs(30))
-            .await?;
-
-        // The baseline's container: the same spec, under a prefix label of
-        // its own so the controller never treats it as an orphan.
-        let raw_doc = bench.doc(&raw_game)?;
-        let raw_spec = container_spec(
-            &raw_doc,
-            &format!("{}-raw", bench.keys.prefix()),
-            &new_id(),
-            &ContainerPolicy::default(),
-        );
-        let mut raw_id = docker.create(&raw_spec).await?;
-        docker.start(&raw_id).await?;
-        let timeout = raw_doc.spec.stop_timeout;
-
-        let mut through_controller = Vec::new();
-        let mut raw = Vec::new();
+        subject.wait_settled().await?;
+        let mut raw = RawContainer::start(bench, docker).await?;
         let (store_before, docker_before) =
             (store.counters.snapshot(), counted.counters.snapshot());
         let writes_before = watch.with(|seen| seen.revisions);
-        let mut controller_total = Duration::ZERO;
-        for i in 0..args.n {
-            // Alternate which goes first, so neither always runs right
-            // after the other's tail.
-            for controller_turn in [i % 2 == 0, i % 2 == 1] {
-                if controller_turn {
-                    let old =
-                        watch.with(|seen| seen.status(&game).and_then(|s| s.container_id.clone()));
-                    let token = format!("bench-{i}-{}", new_id());
-                    doc.spec.restart_token = token.clone();
-                    doc.metadata
-                        .annotations
-                        .insert(ANNOTATION_OP_SOURCE.into(), "api".into());
-                    doc.metadata
-                        .annotations
-                        .insert(ANNOTATION_SOURCE_REF.into(), format!("bench-restart-{i}"));
-                    let started = Instant::now();
-                    rv = bench.update_doc(&doc, rv).await?;
-                    watch
-                        .wait(
-                            "the restart's new container in the status",
-                            Duration::from_secs(60),
-                            |seen| {
-                                seen.status(&game).is_some_and(|s| {
-                                    s.phase == rtm_core::model::Phase::Running
-                                        && s.container_id.is_some()
-                                        && s.container_id != old
-                                })
-                            },
-                        )
-                        .await?;
-                    let at = watch.with(|seen| seen.statuses[&game].1);
-                    through_controller.push(at - started);
-                    // Let the operation finish (outer entry, lease release)
-                    // before the next measurement.
-                    watch
-                        .wait("the restart to finish", Duration::from_secs(60), |seen| {
-                            !seen.leases.contains(&game)
-                                && seen.status(&game).is_some_and(|s| {
-                                    s.observed_restart_token.as_deref() == Some(token.as_str())
-                                })
-                        })
-                        .await?;
-                    controller_total += watch.with(|seen| seen.last_event) - started;
-                } else {
-                    let started = Instant::now();
-                    docker.stop(&raw_id, timeout).await?;
-                    docker.remove(&raw_id, false).await?;
-                    raw_id = docker.create(&raw_spec).await?;
-                    docker.start(&raw_id).await?;
-                    raw.push(started.elapsed());
-                }
-                pause(Duration::from_millis(300)).await?;
-            }
-        }
+        let (through_controller, raw, controller_total) =
+            interleave(args.n, &mut subject, &mut raw).await?;
         let n = args.n as f64;
         let per_restart = json!({
             "etcd_writes": (watch.with(|seen| seen.revisions) - writes_before) as f64 / n,
@@ -153,14 +81,147 @@ async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>)
             "docker_calls": counters_delta(&docker_before, &counted.counters.snapshot(), n),
             "until_operation_finished_ms": controller_total.as_secs_f64() * 1000.0 / n,
         });
-        Ok::<_, super::harness::Error>((through_controller, raw, per_restart))
+        Ok::<_, super::harness::Error>(Samples {
+            through_controller,
+            raw,
+            per_restart,
+        })
     }
     .await;
     controller.stop().await?;
-    let (through_controller, raw, per_restart) = outcome?;
+    report(args, &outcome?)
+}
 
-    let ctl = Stats::of(&through_controller).ok_or_else(|| error("no samples"))?;
-    let base = Stats::of(&raw).ok_or_else(|| error("no samples"))?;
+/// `n` restarts of each kind, alternating which goes first so that
+/// neither always runs right after the other's tail. Returns the
+/// controller's samples, the raw ones, and the controller's total time
+/// until its operations finished.
+async fn interleave(
+    n: usize,
+    subject: &mut Subject<'_>,
+    raw: &mut RawContainer<'_>,
+) -> Result<(Vec<Duration>, Vec<Duration>, Duration)> {
+    let mut through_controller = Vec::new();
+    let mut raw_samples = Vec::new();
+    let mut controller_total = Duration::ZERO;
+    for i in 0..n {
+        for controller_turn in [i % 2 == 0, i % 2 == 1] {
+            if controller_turn {
+                let (running, finished) = subject.restart(i).await?;
+                through_controller.push(running);
+                controller_total += finished;
+            } else {
+                raw_samples.push(raw.recreate().await?);
+            }
+            pause(Duration::from_millis(300)).await?;
+        }
+    }
+    Ok((through_controller, raw_samples, controller_total))
+}
+
+/// The game the controller restarts, and its document's revision.
+struct Subject<'a> {
+    bench: &'a Bench,
+    watch: &'a PrefixWatch,
+    game: String,
+    doc: GameRuntime,
+    revision: Revision,
+}
+
+impl Subject<'_> {
+    /// Waits until the game runs and the controller stopped writing.
+    async fn wait_settled(&self) -> Result<()> {
+        self.watch
+            .wait("the game to run", Duration::from_secs(60), |seen| {
+                seen.converged() == 1
+            })
+            .await?;
+        self.watch
+            .wait_quiet(Duration::from_secs(2), Duration::from_secs(30))
+            .await
+    }
+
+    /// Bumps the restart token (as `rtctl restart` does); returns the
+    /// time until the status shows a new running container, and until the
+    /// operation finished (outer entry written, lease released).
+    async fn restart(&mut self, i: usize) -> Result<(Duration, Duration)> {
+        let (game, watch) = (&self.game, self.watch);
+        let old = watch.with(|seen| seen.status(game).and_then(|s| s.container_id.clone()));
+        let token = format!("bench-{i}-{}", new_id());
+        self.doc.spec.restart_token = token.clone();
+        let annotations = &mut self.doc.metadata.annotations;
+        annotations.insert(ANNOTATION_OP_SOURCE.into(), "api".into());
+        annotations.insert(ANNOTATION_SOURCE_REF.into(), format!("bench-restart-{i}"));
+        let started = Instant::now();
+        self.revision = self.bench.update_doc(&self.doc, self.revision).await?;
+        let what = "the restart's new container in the status";
+        watch
+            .wait(what, Duration::from_secs(60), |seen| {
+                seen.status(game).is_some_and(|s| {
+                    s.phase == Phase::Running && s.container_id.is_some() && s.container_id != old
+                })
+            })
+            .await?;
+        let running = watch.with(|seen| seen.statuses[game].1) - started;
+        // Let the operation finish before the next measurement.
+        watch
+            .wait("the restart to finish", Duration::from_secs(60), |seen| {
+                !seen.leases.contains(game)
+                    && seen.status(game).is_some_and(|s| {
+                        s.observed_restart_token.as_deref() == Some(token.as_str())
+                    })
+            })
+            .await?;
+        let finished = watch.with(|seen| seen.last_event) - started;
+        Ok((running, finished))
+    }
+}
+
+/// The baseline's container: the same spec, under a prefix label of its
+/// own so the controller never treats it as an orphan.
+struct RawContainer<'a> {
+    docker: &'a Arc<dyn ContainerRuntime>,
+    spec: ContainerSpec,
+    id: String,
+    stop_timeout: Duration,
+}
+
+impl RawContainer<'_> {
+    async fn start<'a>(
+        bench: &Bench,
+        docker: &'a Arc<dyn ContainerRuntime>,
+    ) -> Result<RawContainer<'a>> {
+        let doc = bench.doc(&format!("{}raw", bench.game_prefix))?;
+        let spec = container_spec(
+            &doc,
+            &format!("{}-raw", bench.keys.prefix()),
+            &new_id(),
+            &ContainerPolicy::default(),
+        );
+        let id = docker.create(&spec).await?;
+        docker.start(&id).await?;
+        Ok(RawContainer {
+            docker,
+            spec,
+            id,
+            stop_timeout: doc.spec.stop_timeout,
+        })
+    }
+
+    /// stop + rm + create + start; returns how long that took.
+    async fn recreate(&mut self) -> Result<Duration> {
+        let started = Instant::now();
+        self.docker.stop(&self.id, self.stop_timeout).await?;
+        self.docker.remove(&self.id, false).await?;
+        self.id = self.docker.create(&self.spec).await?;
+        self.docker.start(&self.id).await?;
+        Ok(started.elapsed())
+    }
+}
+
+fn report(args: &Args, samples: &Samples) -> Result<Report> {
+    let ctl = Stats::of(&samples.through_controller).ok_or_else(|| error("no samples"))?;
+    let base = Stats::of(&samples.raw).ok_or_else(|| error("no samples"))?;
     let mut report = Report::new("restart-overhead");
     report.row(
         Row::new("restart p50", Figure::ms(ctl.p50))
@@ -175,22 +236,32 @@ async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>)
     report.row(Row::new("restart mean", Figure::ms(ctl.mean)).baseline(Figure::ms(base.mean)));
     report.row(Row::new(
         "etcd writes per restart",
-        Figure::Count(per_restart["etcd_writes"].as_f64().unwrap_or_default()),
+        Figure::Count(
+            samples.per_restart["etcd_writes"]
+                .as_f64()
+                .unwrap_or_default(),
+        ),
     ));
     report.note(format!(
         "N={} each, interleaved; controller = restartToken write → status Running with the new \
          container id; baseline = DockerRuntime stop+rm+create+start of the same image",
         args.n
     ));
+    let millis = |samples: &[Duration]| {
+        samples
+            .iter()
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect::<Vec<_>>()
+    };
     report.detail("n", json!(args.n));
     report.detail("controller", ctl.json());
     report.detail("baseline", base.json());
-    report.detail("per_restart", per_restart);
+    report.detail("per_restart", samples.per_restart.clone());
     report.detail(
         "samples_ms",
         json!({
-            "controller": through_controller.iter().map(|d| d.as_secs_f64() * 1000.0).collect::<Vec<_>>(),
-            "baseline": raw.iter().map(|d| d.as_secs_f64() * 1000.0).collect::<Vec<_>>(),
+            "controller": millis(&samples.through_controller),
+            "baseline": millis(&samples.raw),
         }),
     );
     Ok(report)

@@ -18,23 +18,23 @@ use super::harness::{Bench, PrefixWatch, Result, error, running_at};
 use super::report::{Figure, Report, Row, Target};
 
 #[derive(Debug, Clone, clap::Parser)]
-pub struct Args {
+pub(crate) struct Args {
     /// Games, one run each (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = [10_000usize])]
-    pub games: Vec<usize>,
+    pub(crate) games: Vec<usize>,
     /// Simulated Docker latency per call.
     #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
-    pub docker_latency: Duration,
+    pub(crate) docker_latency: Duration,
     /// The controller's --concurrency (reconciles at once; its default).
     #[arg(long, default_value_t = 32)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// The controller's --resync period; one resync is measured after
     /// convergence.
     #[arg(long, default_value = "60s")]
-    pub resync: String,
+    pub(crate) resync: String,
 }
 
-pub async fn run(args: &Args) -> Result<Report> {
+pub(crate) async fn run(args: &Args) -> Result<Report> {
     let mut report = Report::new("scale");
     report.note(format!(
         "simulated Docker: {:?} per call; controller --concurrency {} --resync {}; baseline = the \
@@ -230,10 +230,80 @@ async fn one(args: &Args, bench: &Bench, n: usize, report: &mut Report) -> Resul
     let create_secs = created.elapsed().as_secs_f64();
     // The baseline runs before and after the controller; their mean is
     // the comparison (the machine's load changes meanwhile).
-    let baseline_before = baseline(args, bench, n).await?;
+    let before = baseline(args, bench, n).await?;
     let watch =
         PrefixWatch::start(bench.store.clone(), &bench.keys, highest + 1, running_at(1)).await?;
+    let run = run_controller(args, bench, &watch, n).await?;
+    let after = baseline(args, bench, n).await?;
+    rows(report, n, &run, [&before, &after]);
+    report.detail(
+        &format!("games_{n}"),
+        json!({
+            "create_docs_secs": create_secs,
+            "converge_secs": run.converged.converge.as_secs_f64(),
+            "converge_50pct_secs": run.converged.at50.as_secs_f64(),
+            "converge_90pct_secs": run.converged.at90.as_secs_f64(),
+            "hwm_mib": run.hwm,
+            "peak_rss_sampled_mib": run.peak_sampled,
+            "baseline": { "before": before, "after": after },
+            "writes_until_settled": run.converged.writes,
+            "steady_resync_writes": run.resynced.steady_writes,
+            "resync_secs": run.resynced.resync.as_secs_f64(),
+            "at_converged": run.converged.at_converged,
+            "settled": run.converged.settled,
+            "after_resync": run.resynced.after_resync,
+            "last": run.last,
+        }),
+    );
+    Ok(())
+}
 
+/// The controller's run from scratch to convergence.
+#[derive(Debug)]
+struct Converged {
+    /// Until every game converged, half of them, nine in ten.
+    converge: Duration,
+    at50: Duration,
+    at90: Duration,
+    /// The child's counters when the last game converged.
+    at_converged: Value,
+    /// The etcd writes until it settled.
+    writes: Value,
+    /// The child's counters once it had nothing left to do.
+    settled: Value,
+}
+
+/// The steady-state resync after convergence.
+#[derive(Debug)]
+struct Resynced {
+    /// The child's counters after it.
+    after_resync: Value,
+    /// From its first reconcile until every game was reconciled.
+    resync: Duration,
+    /// etcd writes it made (none is the target).
+    steady_writes: u64,
+}
+
+/// What the controller child did and how much memory it took.
+#[derive(Debug)]
+struct ControllerRun {
+    converged: Converged,
+    resynced: Resynced,
+    /// The child's last line, printed as it stopped.
+    last: Value,
+    /// The peak RSS the child reports (VmHWM), else the sampled peak.
+    hwm: f64,
+    peak_sampled: f64,
+}
+
+/// Runs the controller child on the games: converges them from scratch,
+/// then one steady-state resync.
+async fn run_controller(
+    args: &Args,
+    bench: &Bench,
+    watch: &PrefixWatch,
+    n: usize,
+) -> Result<ControllerRun> {
     let started = Instant::now();
     let mut child = ControllerChild::spawn(args, bench).await?;
     let peak_rss = Arc::new(AtomicU64::new(0));
@@ -247,162 +317,166 @@ async fn one(args: &Args, bench: &Bench, n: usize, report: &mut Report) -> Resul
             }
         })
     };
-    let limit = Duration::from_secs(120) + Duration::from_millis(50) * u32::try_from(n)?;
     let measured = async {
-        watch
-            .wait(&format!("{n} games to converge"), limit, |seen| {
-                seen.converged() >= n
-            })
-            .await?;
-        let (converge, at50, at90) = watch.with(|seen| {
-            let at = |share: f64| {
-                let index = ((n as f64 * share).ceil() as usize).clamp(1, n) - 1;
-                seen.converged_at[index] - started
-            };
-            (at(1.0), at(0.5), at(0.9))
-        });
-        let at_converged = child.mark().await?;
-        watch
-            .wait_quiet(Duration::from_secs(3), Duration::from_secs(300))
-            .await?;
-        // Converged games are looked at once more (the follow-up after an
-        // action); the controller is settled when it has nothing to do.
-        let settled = child.idle().await?;
-        let writes = watch.with(|seen| seen.counts_json());
-
-        // One steady-state resync: the next periodic sweep, every game
-        // reconciled once more.
-        let reconciles0 = settled["reconciles"].as_f64().unwrap_or_default();
-        let writes0 = watch.with(|seen| seen.revisions);
-        let mut resync_began = None;
-        let resync_limit = Instant::now() + Duration::from_secs(900);
-        let after_resync = loop {
-            let snapshot = child.mark().await?;
-            let done = snapshot["reconciles"].as_f64().unwrap_or_default() - reconciles0;
-            if done > 0.0 && resync_began.is_none() {
-                resync_began = Some(Instant::now());
-            }
-            if done >= n as f64 && is_idle(&snapshot) {
-                break snapshot;
-            }
-            if Instant::now() > resync_limit {
-                return Err(error("no full resync within 900 s"));
-            }
-            super::harness::pause(Duration::from_millis(250)).await?;
-        };
-        let resync = resync_began
-            .map(|began| began.elapsed())
-            .unwrap_or_default();
-        watch
-            .wait_quiet(Duration::from_secs(2), Duration::from_secs(60))
-            .await?;
-        let steady_writes = watch.with(|seen| seen.revisions) - writes0;
-        Ok::<_, super::harness::Error>((
-            converge,
-            at50,
-            at90,
-            at_converged,
-            writes,
-            settled,
-            after_resync,
-            resync,
-            steady_writes,
-        ))
+        let converged = converge(&mut child, watch, n, started).await?;
+        let resynced = resync(&mut child, watch, n, &converged.settled).await?;
+        Ok::<_, super::harness::Error>((converged, resynced))
     }
     .await;
     let last = child.stop().await;
     sampler.abort();
-    let (converge, at50, at90, at_converged, writes, settled, after_resync, resync, steady_writes) =
-        measured?;
+    let (converged, resynced) = measured?;
     let last = last?;
     let peak_sampled = peak_rss.load(Ordering::Relaxed) as f64 / 1024.0;
     let hwm = last["hwm_mib"].as_f64().unwrap_or(peak_sampled);
+    Ok(ControllerRun {
+        converged,
+        resynced,
+        last,
+        hwm,
+        peak_sampled,
+    })
+}
 
-    let baseline_after = baseline(args, bench, n).await?;
+/// Waits until every game converged, then until the controller settled.
+async fn converge(
+    child: &mut ControllerChild,
+    watch: &PrefixWatch,
+    n: usize,
+    started: Instant,
+) -> Result<Converged> {
+    let limit = Duration::from_secs(120) + Duration::from_millis(50) * u32::try_from(n)?;
+    watch
+        .wait(&format!("{n} games to converge"), limit, |seen| {
+            seen.converged() >= n
+        })
+        .await?;
+    let (converge, at50, at90) = watch.with(|seen| {
+        let at = |share: f64| {
+            let index = ((n as f64 * share).ceil() as usize).clamp(1, n) - 1;
+            seen.converged_at[index] - started
+        };
+        (at(1.0), at(0.5), at(0.9))
+    });
+    let at_converged = child.mark().await?;
+    watch
+        .wait_quiet(Duration::from_secs(3), Duration::from_secs(300))
+        .await?;
+    // Converged games are looked at once more (the follow-up after an
+    // action); the controller is settled when it has nothing to do.
+    let settled = child.idle().await?;
+    let writes = watch.with(|seen| seen.counts_json());
+    Ok(Converged {
+        converge,
+        at50,
+        at90,
+        at_converged,
+        writes,
+        settled,
+    })
+}
+
+/// One steady-state resync: the next periodic sweep, every game
+/// reconciled once more after `settled`.
+async fn resync(
+    child: &mut ControllerChild,
+    watch: &PrefixWatch,
+    n: usize,
+    settled: &Value,
+) -> Result<Resynced> {
+    let reconciles0 = settled["reconciles"].as_f64().unwrap_or_default();
+    let writes0 = watch.with(|seen| seen.revisions);
+    let mut resync_began = None;
+    let resync_limit = Instant::now() + Duration::from_secs(900);
+    let after_resync = loop {
+        let snapshot = child.mark().await?;
+        let done = snapshot["reconciles"].as_f64().unwrap_or_default() - reconciles0;
+        if done > 0.0 && resync_began.is_none() {
+            resync_began = Some(Instant::now());
+        }
+        if done >= n as f64 && is_idle(&snapshot) {
+            break snapshot;
+        }
+        if Instant::now() > resync_limit {
+            return Err(error("no full resync within 900 s"));
+        }
+        super::harness::pause(Duration::from_millis(250)).await?;
+    };
+    let resync = resync_began
+        .map(|began| began.elapsed())
+        .unwrap_or_default();
+    watch
+        .wait_quiet(Duration::from_secs(2), Duration::from_secs(60))
+        .await?;
+    let steady_writes = watch.with(|seen| seen.revisions) - writes0;
+    Ok(Resynced {
+        after_resync,
+        resync,
+        steady_writes,
+    })
+}
+
+/// The table's rows for `n` games; `baselines` are the runs before and
+/// after the controller's.
+fn rows(report: &mut Report, n: usize, run: &ControllerRun, baselines: [&Value; 2]) {
     let mean = |key: &str| {
-        (baseline_before[key].as_f64().unwrap_or_default()
-            + baseline_after[key].as_f64().unwrap_or_default())
+        baselines
+            .iter()
+            .map(|b| b[key].as_f64().unwrap_or_default())
+            .sum::<f64>()
             / 2.0
     };
-    let base_secs = mean("secs");
-    let base_hwm = mean("hwm_mib");
-
+    let (converged, resynced) = (&run.converged, &run.resynced);
     let nf = n as f64;
-    let revisions = writes["revisions"].as_f64().unwrap_or_default();
+    let revisions = converged.writes["revisions"].as_f64().unwrap_or_default();
     let label = |what: &str| format!("{what} ({n} games)");
     let ten_k = n == 10_000;
     let mut row = Row::new(
         label("converge from scratch"),
-        Figure::Seconds(converge.as_secs_f64()),
+        Figure::Seconds(converged.converge.as_secs_f64()),
     )
-    .baseline(Figure::Seconds(base_secs));
+    .baseline(Figure::Seconds(mean("secs")));
     if ten_k {
         row = row.target(Target::AtMost(30.0));
     }
     report.row(row);
-    let mut row = Row::new(label("peak RSS"), Figure::MiB(hwm)).baseline(Figure::MiB(base_hwm));
+    let mut row =
+        Row::new(label("peak RSS"), Figure::MiB(run.hwm)).baseline(Figure::MiB(mean("hwm_mib")));
     if ten_k {
         row = row.target(Target::AtMost(150.0));
     }
     report.row(row);
-    report.row(Row::new(
-        label("etcd writes per converged game"),
-        Figure::Count(revisions / nf),
-    ));
-    report.row(Row::new(
-        label("etcd reads per converged game"),
-        Figure::Count(reads(&settled) / nf),
-    ));
-    report.row(Row::new(
-        label("Docker calls per converged game"),
-        Figure::Count(calls(&settled, "docker") / nf),
-    ));
+    let settled = &converged.settled;
+    let per_game = [
+        ("etcd writes per converged game", revisions),
+        ("etcd reads per converged game", reads(settled)),
+        ("Docker calls per converged game", calls(settled, "docker")),
+    ];
+    for (what, count) in per_game {
+        report.row(Row::new(label(what), Figure::Count(count / nf)));
+    }
     // The machine's etcd speed during the run: convergence time scales
     // with it, so compare runs only at similar figures.
     report.row(
         Row::new(
             label("etcd request, mean, while converging"),
-            Figure::Millis(etcd_mean_ms(&settled)),
+            Figure::Millis(etcd_mean_ms(settled)),
         )
-        .baseline(Figure::Millis(
-            (baseline_before["etcd_ms"].as_f64().unwrap_or_default()
-                + baseline_after["etcd_ms"].as_f64().unwrap_or_default())
-                / 2.0,
-        )),
+        .baseline(Figure::Millis(mean("etcd_ms"))),
     );
     report.row(
         Row::new(
             label("etcd writes in a steady-state resync"),
-            Figure::Count(steady_writes as f64),
+            Figure::Count(resynced.steady_writes as f64),
         )
         .target(Target::AtMost(0.0)),
     );
     report.row(Row::new(
         label("steady-state resync duration"),
-        Figure::Seconds(resync.as_secs_f64()),
+        Figure::Seconds(resynced.resync.as_secs_f64()),
     ));
     report.row(Row::new(
         label("etcd reads per game in a resync"),
-        Figure::Count((reads(&after_resync) - reads(&settled)) / nf),
+        Figure::Count((reads(&resynced.after_resync) - reads(settled)) / nf),
     ));
-    report.detail(
-        &format!("games_{n}"),
-        json!({
-            "create_docs_secs": create_secs,
-            "converge_secs": converge.as_secs_f64(),
-            "converge_50pct_secs": at50.as_secs_f64(),
-            "converge_90pct_secs": at90.as_secs_f64(),
-            "hwm_mib": hwm,
-            "peak_rss_sampled_mib": peak_sampled,
-            "baseline": { "before": baseline_before, "after": baseline_after },
-            "writes_until_settled": writes,
-            "steady_resync_writes": steady_writes,
-            "resync_secs": resync.as_secs_f64(),
-            "at_converged": at_converged,
-            "settled": settled,
-            "after_resync": after_resync,
-            "last": last,
-        }),
-    );
-    Ok(())
 }

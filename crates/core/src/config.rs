@@ -9,19 +9,27 @@ use std::time::Duration;
 use crate::store::etcd::{Credentials, DEFAULT_ENDPOINT, EtcdConfig, TlsFiles};
 use crate::store::keys::{DEFAULT_PREFIX, Keys, PrefixError};
 
-pub const ENV_ETCD_ENDPOINTS: &str = "RTM_ETCD_ENDPOINTS";
-pub const ENV_PREFIX: &str = "RTM_PREFIX";
+/// The variable `--etcd-endpoints` is read from.
+pub(crate) const ENV_ETCD_ENDPOINTS: &str = "RTM_ETCD_ENDPOINTS";
+/// The variable `--prefix` is read from.
+pub(crate) const ENV_PREFIX: &str = "RTM_PREFIX";
 
 /// Why the connection settings cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// The key prefix is not a usable path.
     #[error(transparent)]
     Prefix(#[from] PrefixError),
+    /// An endpoint is not an `http://` or `https://` address that fits the TLS settings.
     #[error("invalid etcd endpoint {endpoint:?}: {reason}")]
     Endpoint {
+        /// The endpoint as given.
         endpoint: String,
+        /// What is wrong with it.
         reason: &'static str,
     },
+    /// Settings that need one another are given apart (a client certificate without a
+    /// CA, a user without a password, ...); the message says which.
     #[error("{0}")]
     Incomplete(&'static str),
     /// `--etcd-password-file` names a file that cannot be read, or holds no password.
@@ -30,7 +38,12 @@ pub enum ConfigError {
          holding the password (one line)",
         path.display()
     )]
-    PasswordFile { path: PathBuf, reason: String },
+    PasswordFile {
+        /// The file named.
+        path: PathBuf,
+        /// Why it cannot serve.
+        reason: String,
+    },
     /// `--etcd-password` was given on the command line, where `ps` shows it to every user.
     #[error(
         "--etcd-password is refused on the command line, where `ps` shows it to every user of \
@@ -235,7 +248,7 @@ pub fn refuse_password_flag(matches: &clap::ArgMatches) -> Result<(), ConfigErro
 
 /// The password a password file holds: its text without the trailing newline(s) (`echo pw >
 /// file` writes one).
-pub fn read_password_file(path: &Path) -> Result<String, ConfigError> {
+fn read_password_file(path: &Path) -> Result<String, ConfigError> {
     let error = |reason: String| ConfigError::PasswordFile {
         path: path.to_path_buf(),
         reason,
@@ -254,7 +267,7 @@ pub fn read_password_file(path: &Path) -> Result<String, ConfigError> {
 }
 
 /// The permission bits of `path` when group or others have any access to it.
-pub fn open_to_others(path: &Path) -> Option<u32> {
+fn open_to_others(path: &Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
     (mode & 0o077 != 0).then_some(mode)

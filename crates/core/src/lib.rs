@@ -13,6 +13,8 @@
 //! - [`error_code`]: the stable error codes every failure carries, and
 //!   [`failure`]: the one error that crosses a layer, code and source kept.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod config;
 pub mod error_code;
 pub mod failure;

@@ -43,6 +43,7 @@ pub struct PortClaim {
 }
 
 impl PortClaim {
+    /// A claim by `game`, made now.
     pub fn new(game: &str) -> PortClaim {
         PortClaim {
             game: game.to_owned(),
@@ -50,6 +51,7 @@ impl PortClaim {
         }
     }
 
+    /// The claim key's value (JSON).
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
@@ -63,7 +65,9 @@ impl PortClaim {
 /// One host port a spec publishes: the unit of ownership on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HostPort {
+    /// TCP or UDP: the two are separate ports.
     pub protocol: PortProtocol,
+    /// The port number on the host.
     pub port: u16,
 }
 
@@ -232,9 +236,12 @@ impl fmt::Display for HostPortPolicy {
     }
 }
 
+/// The protocol of a host port, in Docker's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PortProtocol {
+    /// `tcp`.
     Tcp,
+    /// `udp`.
     Udp,
 }
 
@@ -264,7 +271,7 @@ pub fn host_port_label(protocol: PortProtocol, port: u16) -> String {
 }
 
 /// What every [`host_port_label`] starts with.
-pub const LABEL_HOST_PORT_PREFIX: &str = "rtmanager.dev/host-port.";
+const LABEL_HOST_PORT_PREFIX: &str = "rtmanager.dev/host-port.";
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,7 @@ use rtm_core::records::documents::DocumentError;
 use rtm_core::store::etcd::{EtcdConfig, EtcdStore};
 use rtm_core::store::{Compare, Store, StoreError, Txn, WatchEvent};
 
-use common::{etcd, unique_keys, wipe, within};
+use common::{etcd, revision_of, unique_keys, wipe, within};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -36,13 +36,7 @@ async fn documents_create_get_list_and_conflict_on_stale_resource_version() {
 
     let created = docs.create(&game("arena-1")).await.unwrap();
     assert_eq!(created.metadata.generation, Some(1));
-    let rv: i64 = created
-        .metadata
-        .resource_version
-        .clone()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rv: i64 = revision_of(&created);
     docs.create(&game("arena-2")).await.unwrap();
 
     let fetched = docs

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use rtm_controller::runtime::{ContainerRuntime, DockerRuntime};
 
+/// The test engine's image (scripts/build-test-image builds it).
 pub const IMAGE_1: &str = "rtmanager-test/engine:1";
+/// The same engine under a second tag, for tests that change the image.
 pub const IMAGE_2: &str = "rtmanager-test/engine:2";
 
 /// Runs a command for at most `limit`; `None` when it could not run or was
@@ -86,13 +88,14 @@ pub fn game(tag: &str) -> String {
 pub struct Cleanup(Vec<String>);
 
 impl Cleanup {
+    /// Guards `names`, removing any already there (leftovers of an earlier run).
     pub fn new(names: &[&str]) -> Cleanup {
         let cleanup = Cleanup(names.iter().map(|n| n.to_string()).collect());
         cleanup.remove_all(); // leftovers of an earlier run with the same pid
         cleanup
     }
 
-    pub fn remove_all(&self) {
+    fn remove_all(&self) {
         for name in &self.0 {
             let mut command = Command::new("docker");
             command.args(["rm", "-f", "-v", name]);

@@ -11,13 +11,10 @@
 //! docker -H <ours> load`): nothing is pulled. On drop the engine is
 //! stopped, whatever it left mounted is unmounted and the directory is
 //! deleted; only processes it started are signalled, by pid.
-//!
-//! Not declared in `common/mod.rs`: `tests/faults.rs` includes it with
-//! `#[path]`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::docker::{IMAGE_1, IMAGE_2, ensure_test_images, run_bounded};
@@ -117,20 +114,16 @@ impl PrivateDockerd {
             .args(["--iptables=false", "--ip-masq=false", "--ip-forward=false"])
             // Works on any filesystem, needs no kernel module.
             .args(["--storage-driver=vfs", "--log-level=warn"])
-            .env_remove("DOCKER_HOST")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                log.try_clone().expect("duplicate the log file handle"),
-            ))
-            .stderr(Stdio::from(log));
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start unshare --net dockerd: {e}"));
-        self.child = Some(child);
+            .env_remove("DOCKER_HOST");
+        self.child = Some(crate::spawn_logged(
+            &mut command,
+            log,
+            &"unshare --net dockerd",
+        ));
     }
 
     /// Waits until `docker version` answers on our socket.
-    pub async fn wait_answering(&mut self, limit: Duration) {
+    async fn wait_answering(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(child) = self.child.as_mut()
@@ -175,22 +168,10 @@ impl PrivateDockerd {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        terminate(&child);
         let deadline = Instant::now() + STOP_LIMIT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-            }
+        while !reaped(&mut child, deadline) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.reap_containerd();
     }
@@ -211,6 +192,7 @@ impl PrivateDockerd {
         );
     }
 
+    /// Whether the engine runs (started, and not stopped since).
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -309,27 +291,36 @@ impl Drop for PrivateDockerd {
                     let _ = run_bounded(command, Duration::from_secs(60));
                 }
             }
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            terminate(child);
             let deadline = Instant::now() + STOP_LIMIT;
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
+            while !reaped(child, deadline) {
+                std::thread::sleep(Duration::from_millis(50));
             }
             self.child = None;
         }
         self.reap_containerd();
         unmount_under(self.dir.path());
         // The TempDir removes the directory itself when dropped next.
+    }
+}
+
+/// Asks `child` to stop gracefully (SIGTERM, by its pid).
+fn terminate(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+/// Whether `child` is gone: it exited, or `deadline` passed and it was
+/// SIGKILLed and reaped.
+fn reaped(child: &mut Child, deadline: Instant) -> bool {
+    match child.try_wait() {
+        Ok(Some(_)) => true,
+        Ok(None) if Instant::now() < deadline => false,
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            true
+        }
     }
 }

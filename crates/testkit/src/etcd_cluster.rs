@@ -5,14 +5,11 @@
 //!
 //! Every member is a child process of the test (`/usr/bin/etcd`), signalled
 //! only by its own pid and killed on drop; the directory goes with it.
-//!
-//! Not declared in `common/mod.rs`: `tests/faults.rs` includes it with
-//! `#[path]`.
 
 use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::docker::run_bounded;
@@ -113,12 +110,13 @@ impl EtcdCluster {
         self.members.iter().map(Member::client_url).collect()
     }
 
+    /// How many members the cluster has (stopped ones included).
     pub fn size(&self) -> usize {
         self.members.len()
     }
 
     /// The client URLs of the members that run.
-    pub fn live_endpoints(&self) -> Vec<String> {
+    fn live_endpoints(&self) -> Vec<String> {
         self.members
             .iter()
             .filter(|m| m.child.is_some())
@@ -166,16 +164,8 @@ impl EtcdCluster {
             .arg(&token)
             // Ignored on a restart: the data directory holds the cluster.
             .arg("--initial-cluster-state")
-            .arg("new")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                log.try_clone().expect("duplicate the log file handle"),
-            ))
-            .stderr(Stdio::from(log));
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {ETCD}: {e}"));
-        member.child = Some(child);
+            .arg("new");
+        member.child = Some(crate::spawn_logged(&mut command, log, &ETCD));
     }
 
     /// SIGKILLs member `i` (a crash) and reaps it.

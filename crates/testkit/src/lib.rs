@@ -5,10 +5,16 @@
 //! keys; the Docker engine ([`docker`]) and private engines ([`dockerd`]);
 //! etcd clusters ([`etcd_cluster`]) and etcd with TLS and authentication
 //! ([`secure_etcd`], [`tls`]); the controller as a child process
-//! ([`process`]).
+//! ([`process`]). Here too, what many test files repeated: a stored
+//! document's revision ([`revision_of`]), the controllers' heartbeats
+//! ([`heartbeats`]), an environment free of the caller's `RTM_` settings
+//! ([`without_rtm_env`]) and a time bound that names what it waited for
+//! ([`within`]).
 //!
 //! A missing service fails the test with a message saying how to start it;
 //! it never skips.
+
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod docker;
 pub mod dockerd;
@@ -17,13 +23,17 @@ pub mod process;
 pub mod secure_etcd;
 pub mod tls;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use rtm_core::model::GameRuntime;
 use rtm_core::store::etcd::{DEFAULT_ENDPOINT, EtcdConfig, EtcdStore};
-use rtm_core::store::{Keys, Store};
+use rtm_core::store::{Keys, Revision, Store};
 
+/// The endpoints of the shared etcd: `RTM_ETCD_ENDPOINTS` (comma-separated), as every
+/// binary reads it, else etcd's default.
 pub fn etcd_endpoints() -> Vec<String> {
     std::env::var("RTM_ETCD_ENDPOINTS")
         .unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned())
@@ -63,6 +73,60 @@ pub fn unique_keys(test: &str) -> Keys {
 pub async fn wipe(store: &dyn Store, keys: &Keys) {
     let txn = rtm_core::store::Txn::new().delete_prefix(keys.root());
     store.txn(txn).await.expect("wipe test prefix");
+}
+
+/// The revision a document read from the store was written at (its resourceVersion): what
+/// an update of it must expect.
+pub fn revision_of(doc: &GameRuntime) -> Revision {
+    doc.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|rv| rv.parse().ok())
+        .expect("a stored document has a resourceVersion")
+}
+
+/// The ids of the controllers whose heartbeat key exists under `keys`.
+pub async fn heartbeats(store: &dyn Store, keys: &Keys) -> Result<BTreeSet<String>, String> {
+    let prefix = keys.controllers();
+    let listing = store
+        .list(&prefix, None)
+        .await
+        .map_err(|e| format!("list {prefix}: {e}"))?;
+    Ok(listing
+        .items
+        .iter()
+        .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_owned))
+        .collect())
+}
+
+/// Removes every `RTM_` variable of the caller's environment from `command`: nothing of the
+/// caller's rtmanager settings may leak into a binary a test runs (scripts/services exports
+/// `RTM_PREFIX=/rtmanager`, for one); only the test's own count.
+pub fn without_rtm_env(command: &mut std::process::Command) -> &mut std::process::Command {
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("RTM_") {
+            command.env_remove(&var);
+        }
+    }
+    command
+}
+
+/// Starts `command` with no input and its output (both streams) appended to `log`, or fails
+/// the test: "cannot start `what`".
+pub(crate) fn spawn_logged(
+    command: &mut std::process::Command,
+    log: std::fs::File,
+    what: &dyn std::fmt::Display,
+) -> std::process::Child {
+    use std::process::Stdio;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(
+            log.try_clone().expect("duplicate the log file handle"),
+        ))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
 }
 
 /// Awaits `future`, failing the test with `what` if it takes longer than

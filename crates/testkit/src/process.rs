@@ -8,16 +8,13 @@
 //! waited for and what it saw last, a minimal HTTP GET (the crate has no
 //! HTTP client), a reader of Prometheus text, and a guard that wipes the
 //! test's etcd prefix even when the test panics.
-//!
-//! Not declared in `common/mod.rs` (each test binary includes only what
-//! it needs): `tests/controller.rs` includes it with `#[path]`.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -38,7 +35,7 @@ pub fn binary() -> &'static Path {
 /// One of the product's binaries (`rtmanager`, `rtctl`) of this build. Cargo
 /// builds them into `target/<profile>/` before it runs the product's
 /// integration tests, whose own binaries sit in `target/<profile>/deps/`.
-pub fn product_binary(name: &str) -> PathBuf {
+fn product_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
         .parent()
@@ -149,27 +146,14 @@ impl ControllerOptions {
         let log_path = log_dir.path().join(format!("{}.log", self.name));
         let log = std::fs::File::create(&log_path).expect("create the controller log file");
         let mut command = Command::new(binary());
-        // Nothing of the caller's rtmanager settings may leak in (scripts/
-        // services exports RTM_PREFIX=/rtmanager, for one): only ours count.
-        for (var, _) in std::env::vars_os() {
-            if var.to_string_lossy().starts_with("RTM_") {
-                command.env_remove(&var);
-            }
-        }
+        crate::without_rtm_env(&mut command);
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info,rtmanager=debug");
         }
         command
             .envs(&self.env)
-            .env("RTM_METRICS_ADDR", metrics_addr.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                log.try_clone().expect("duplicate the log file handle"),
-            ))
-            .stderr(Stdio::from(log));
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary().display()));
+            .env("RTM_METRICS_ADDR", metrics_addr.to_string());
+        let child = crate::spawn_logged(&mut command, log, &binary().display());
         ControllerProcess {
             name: self.name,
             child,
@@ -200,10 +184,12 @@ pub struct ControllerProcess {
 }
 
 impl ControllerProcess {
+    /// The name it was started under (what failure messages call it).
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// Its process id, for signals.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -431,7 +417,7 @@ fn dechunk(mut body: &str) -> Result<String, String> {
 
 /// The sum of every sample of metric `name` in Prometheus text (0 when
 /// absent): `name 3` and `name{a="b"} 3` count, `name_bucket{...}` does not.
-pub fn metric_total(text: &str, name: &str) -> f64 {
+fn metric_total(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {

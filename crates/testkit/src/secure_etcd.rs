@@ -8,14 +8,11 @@
 //! How the two kinds of authentication combine in etcd 3.4: TLS proves the client holds a
 //! certificate of the CA; the user comes from the auth token the client gets with its user
 //! and password, and only when a request carries no token from the certificate's CN. The
-//! client certificate here has a CN that is no user ([`crate::tls::CLIENT_CN`]), so a client
-//! without the password gets nothing.
-//!
-//! Not declared in `common/mod.rs`: a test binary includes it with `#[path]`, next to
-//! `common/tls.rs`.
+//! client certificate here has a CN that is no user (`rtm-test-client`, see [`crate::tls`]),
+//! so a client without the password gets nothing.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,10 +29,12 @@ const START_LIMIT: Duration = Duration::from_secs(30);
 /// Bound on one etcdctl call.
 const ETCDCTL_LIMIT: Duration = Duration::from_secs(20);
 
+/// A running private etcd (see the module docs); stopped and removed on drop.
 #[derive(Debug)]
 pub struct SecureEtcd {
     /// `https://127.0.0.1:<port>`.
     pub endpoint: String,
+    /// The CA, server and client files it was started with.
     pub certs: Certificates,
     /// The password of `root`.
     pub root_password: String,
@@ -68,7 +67,8 @@ impl SecureEtcd {
         let endpoint = format!("https://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("create etcd.log");
-        let child = Command::new(ETCD)
+        let mut command = Command::new(ETCD);
+        command
             .args(["--name", "rtm-secure"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
@@ -83,14 +83,8 @@ impl SecureEtcd {
             .arg("--cert-file")
             .arg(&certs.server_cert)
             .arg("--key-file")
-            .arg(&certs.server_key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                log.try_clone().expect("duplicate the log handle"),
-            ))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {ETCD}: {e}"));
+            .arg(&certs.server_key);
+        let child = crate::spawn_logged(&mut command, log, &ETCD);
         let mut etcd = SecureEtcd {
             endpoint,
             certs,
@@ -203,7 +197,7 @@ impl SecureEtcd {
     }
 
     /// etcdctl as `user` (root's password; `None`: no user, the certificate alone).
-    pub fn etcdctl_as(&self, user: Option<&str>, args: &[&str]) -> Output {
+    fn etcdctl_as(&self, user: Option<&str>, args: &[&str]) -> Output {
         let mut command = Command::new("etcdctl");
         command
             .env("ETCDCTL_API", "3")

@@ -4,7 +4,7 @@
 //!
 //! Keys are EC P-256 in PKCS#8 PEM, which both etcd (Go) and rustls (etcd-client's TLS) read.
 //! Certificates are valid for two days: a test never needs more, and a leaked one is useless
-//! soon. Not declared in `common/mod.rs`: a test binary includes it with `#[path]`.
+//! soon.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,15 +16,20 @@ use crate::docker::run_bounded;
 /// `--client-cert-auth`, etcd 3.4 authorizes a request that carries no auth token as the
 /// user named by the certificate's CN, so a CN that is a user would be a password-free login
 /// for whoever holds the certificate. With this CN only the password authenticates.
-pub const CLIENT_CN: &str = "rtm-test-client";
+const CLIENT_CN: &str = "rtm-test-client";
 
 /// The files, all PEM, in the directory given to [`Certificates::generate`].
 #[derive(Debug, Clone)]
 pub struct Certificates {
+    /// The CA that signed the server and client certificates.
     pub ca: PathBuf,
+    /// etcd's certificate, for 127.0.0.1 and `localhost`.
     pub server_cert: PathBuf,
+    /// Its key.
     pub server_key: PathBuf,
+    /// The client certificate (CN `rtm-test-client`, no etcd user).
     pub client_cert: PathBuf,
+    /// Its key.
     pub client_key: PathBuf,
     /// A CA that signed nothing here: a client trusting only it must refuse etcd.
     pub other_ca: PathBuf,
@@ -58,30 +63,47 @@ impl Certificates {
 }
 
 fn self_signed_ca(dir: &Path, name: &str, cn: &str) {
-    openssl(
+    new_key(
         dir,
+        name,
+        cn,
+        Some(&format!("{name}.pem")),
         &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}-key.pem"),
-            "-out",
-            &format!("{name}.pem"),
             "-days",
             "2",
-            "-subj",
-            &format!("/CN={cn}"),
             "-addext",
             "basicConstraints=critical,CA:TRUE",
             "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
+}
+
+/// A new EC P-256 key `<name>-key.pem` with the subject `cn`: self-signed into `certificate`
+/// when given (with `extra` options), else a signing request `<name>.csr`.
+fn new_key(dir: &Path, name: &str, cn: &str, certificate: Option<&str>, extra: &[&str]) {
+    let key = format!("{name}-key.pem");
+    let request = format!("{name}.csr");
+    let subject = format!("/CN={cn}");
+    let mut args = vec!["req"];
+    if certificate.is_some() {
+        args.push("-x509");
+    }
+    args.extend([
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        certificate.unwrap_or(&request),
+        "-subj",
+        &subject,
+    ]);
+    args.extend_from_slice(extra);
+    openssl(dir, &args);
 }
 
 /// A key and a certificate signed by `ca.pem`, with the extensions in `extensions` (lines of
@@ -92,23 +114,7 @@ fn signed(dir: &Path, name: &str, cn: &str, extensions: &str) {
         "{extensions}keyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n"
     );
     std::fs::write(&ext_file, text).expect("write an openssl extension file");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}-key.pem"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ],
-    );
+    new_key(dir, name, cn, None, &[]);
     openssl(
         dir,
         &[

@@ -33,7 +33,7 @@ const KUBERNETES_FORMATS: [&str; 8] = [
 
 /// The CRD as JSON: `apiextensions.k8s.io/v1`, cluster-scoped, one served and stored version
 /// with a status subresource and the columns `kubectl get` would print.
-pub fn custom_resource_definition() -> Value {
+pub(crate) fn custom_resource_definition() -> Value {
     let (group, version) = API_VERSION.split_once('/').unwrap_or((API_VERSION, ""));
     let crd = json!({
         "apiVersion": "apiextensions.k8s.io/v1",

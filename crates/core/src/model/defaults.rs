@@ -13,16 +13,16 @@ use super::{
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A new game runs unless its document says otherwise.
-pub const DEFAULT_STATE: DesiredState = DesiredState::Running;
+const DEFAULT_STATE: DesiredState = DesiredState::Running;
 
 /// A game that exits by itself is brought back, like a Kubernetes pod.
-pub const DEFAULT_RESTART_POLICY: RestartPolicy = RestartPolicy::Always;
+const DEFAULT_RESTART_POLICY: RestartPolicy = RestartPolicy::Always;
 
 /// Ports are TCP unless marked UDP, as in Docker and Kubernetes.
-pub const DEFAULT_PROTOCOL: Protocol = Protocol::Tcp;
+const DEFAULT_PROTOCOL: Protocol = Protocol::Tcp;
 
 /// The phase of a game the controller has not acted on yet.
-pub const DEFAULT_PHASE: Phase = Phase::Pending;
+const DEFAULT_PHASE: Phase = Phase::Pending;
 
 /// For `#[serde(default = ...)]`: `Duration::default()` would be zero, not our default.
 pub(super) fn stop_timeout() -> Duration {

@@ -1,11 +1,13 @@
 //! Builders for documents in tests (feature `testing`): `game("g1").image("x:1").stopped().build()`,
-//! so tests state only what they are about.
+//! so tests state only what they are about. The setters other crates' tests use are public;
+//! those only this crate's tests use are compiled for them alone.
 
+#[cfg(test)]
 use std::time::Duration;
 
-use super::{
-    DesiredState, EnvVar, GameRuntime, GameRuntimeSpec, PortMapping, Protocol, RestartPolicy,
-};
+#[cfg(test)]
+use super::{DesiredState, EnvVar, PortMapping, Protocol};
+use super::{GameRuntime, GameRuntimeSpec};
 
 /// A valid game named `name` with image `rtmanager-test/engine:1` and every default.
 pub fn game(name: &str) -> GameBuilder {
@@ -22,39 +24,96 @@ pub fn game(name: &str) -> GameBuilder {
 #[derive(Debug, Clone)]
 pub struct GameBuilder(GameRuntime);
 
-#[allow(dead_code)] // a toolbox: not every test module needs every method
 impl GameBuilder {
-    pub fn image(mut self, image: &str) -> Self {
+    /// A memory limit (`512Mi`).
+    pub fn memory(mut self, memory: &str) -> Self {
+        self.0.spec.resources.memory = Some(memory.parse().expect("fixture memory parses"));
+        self
+    }
+
+    /// A CPU limit (`1.5`, `500m`).
+    pub fn cpus(mut self, cpus: &str) -> Self {
+        self.0.spec.resources.cpus = Some(cpus.parse().expect("fixture cpus parse"));
+        self
+    }
+
+    /// A limit on processes.
+    pub fn pids(mut self, pids: i64) -> Self {
+        self.0.spec.resources.pids = Some(pids);
+        self
+    }
+
+    /// Adds a Linux capability (`NET_BIND_SERVICE`).
+    pub fn add_capability(mut self, capability: &str) -> Self {
+        self.0
+            .spec
+            .security_context
+            .capabilities
+            .add
+            .push(capability.into());
+        self
+    }
+
+    /// Runs as `user` and, when given, `group`.
+    pub fn run_as(mut self, user: u32, group: Option<u32>) -> Self {
+        self.0.spec.security_context.run_as_user = Some(user);
+        self.0.spec.security_context.run_as_group = group;
+        self
+    }
+
+    /// Mounts the root filesystem read-only.
+    pub fn read_only_root_filesystem(mut self) -> Self {
+        self.0.spec.security_context.read_only_root_filesystem = true;
+        self
+    }
+
+    /// The document.
+    pub fn build(self) -> GameRuntime {
+        self.0
+    }
+}
+
+/// What only this crate's own tests use.
+#[cfg(test)]
+impl GameBuilder {
+    /// The image reference.
+    pub(crate) fn image(mut self, image: &str) -> Self {
         self.0.spec.image = image.into();
         self
     }
 
-    pub fn stopped(mut self) -> Self {
+    /// Desired state `Stopped`.
+    pub(crate) fn stopped(mut self) -> Self {
         self.0.spec.state = DesiredState::Stopped;
         self
     }
 
-    pub fn hostname(mut self, hostname: &str) -> Self {
+    /// The container's hostname.
+    pub(crate) fn hostname(mut self, hostname: &str) -> Self {
         self.0.spec.hostname = Some(hostname.into());
         self
     }
 
-    pub fn node(mut self, node: &str) -> Self {
+    /// Pinned to `node`.
+    pub(crate) fn node(mut self, node: &str) -> Self {
         self.0.spec.node = Some(node.into());
         self
     }
 
-    pub fn command(mut self, command: &[&str]) -> Self {
+    /// The command, replacing the image's entrypoint.
+    pub(crate) fn command(mut self, command: &[&str]) -> Self {
         self.0.spec.command = command.iter().map(|s| s.to_string()).collect();
         self
     }
 
-    pub fn args(mut self, args: &[&str]) -> Self {
+    /// The arguments.
+    pub(crate) fn args(mut self, args: &[&str]) -> Self {
         self.0.spec.args = args.iter().map(|s| s.to_string()).collect();
         self
     }
 
-    pub fn env(mut self, name: &str, value: &str) -> Self {
+    /// Adds an environment variable.
+    pub(crate) fn env(mut self, name: &str, value: &str) -> Self {
         self.0.spec.env.push(EnvVar {
             name: name.into(),
             value: value.into(),
@@ -63,11 +122,12 @@ impl GameBuilder {
     }
 
     /// A TCP port, published on `host_port` when given.
-    pub fn port(self, container_port: u16, host_port: Option<u16>) -> Self {
+    pub(crate) fn port(self, container_port: u16, host_port: Option<u16>) -> Self {
         self.port_with(container_port, host_port, Protocol::Tcp, None)
     }
 
-    pub fn port_with(
+    /// A port with every field given.
+    pub(crate) fn port_with(
         mut self,
         container_port: u16,
         host_port: Option<u16>,
@@ -83,68 +143,27 @@ impl GameBuilder {
         self
     }
 
-    pub fn memory(mut self, memory: &str) -> Self {
-        self.0.spec.resources.memory = Some(memory.parse().expect("fixture memory parses"));
-        self
-    }
-
-    pub fn cpus(mut self, cpus: &str) -> Self {
-        self.0.spec.resources.cpus = Some(cpus.parse().expect("fixture cpus parse"));
-        self
-    }
-
-    pub fn pids(mut self, pids: i64) -> Self {
-        self.0.spec.resources.pids = Some(pids);
-        self
-    }
-
-    pub fn add_capability(mut self, capability: &str) -> Self {
-        self.0
-            .spec
-            .security_context
-            .capabilities
-            .add
-            .push(capability.into());
-        self
-    }
-
-    pub fn run_as(mut self, user: u32, group: Option<u32>) -> Self {
-        self.0.spec.security_context.run_as_user = Some(user);
-        self.0.spec.security_context.run_as_group = group;
-        self
-    }
-
-    pub fn read_only_root_filesystem(mut self) -> Self {
-        self.0.spec.security_context.read_only_root_filesystem = true;
-        self
-    }
-
-    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+    /// The grace period between SIGTERM and SIGKILL.
+    pub(crate) fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.0.spec.stop_timeout = timeout;
         self
     }
 
-    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
-        self.0.spec.restart_policy = policy;
-        self
-    }
-
-    pub fn restart_token(mut self, token: &str) -> Self {
+    /// The restart token (a new one asks for a restart).
+    pub(crate) fn restart_token(mut self, token: &str) -> Self {
         self.0.spec.restart_token = token.into();
         self
     }
 
-    pub fn label(mut self, key: &str, value: &str) -> Self {
+    /// Adds a label.
+    pub(crate) fn label(mut self, key: &str, value: &str) -> Self {
         self.0.metadata.labels.insert(key.into(), value.into());
         self
     }
 
-    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+    /// Adds an annotation.
+    pub(crate) fn annotation(mut self, key: &str, value: &str) -> Self {
         self.0.metadata.annotations.insert(key.into(), value.into());
         self
-    }
-
-    pub fn build(self) -> GameRuntime {
-        self.0
     }
 }

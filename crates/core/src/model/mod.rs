@@ -23,18 +23,14 @@ pub mod parse;
 pub mod quantity;
 pub mod validate;
 
-pub use crd::{crd_yaml, custom_resource_definition};
-pub use defaults::{
-    DEFAULT_PHASE, DEFAULT_PROTOCOL, DEFAULT_RESTART_POLICY, DEFAULT_STATE, DEFAULT_STOP_TIMEOUT,
-};
+pub use crd::crd_yaml;
+pub use defaults::DEFAULT_STOP_TIMEOUT;
 pub use parse::{
     MAX_DOCUMENT_BYTES, MAX_FILE_BYTES, MAX_NESTING, MAX_NODES, ParseError, parse_document,
     parse_documents, to_yaml,
 };
 pub use quantity::{Cpus, Memory, QuantityError, Timestamp};
-pub use validate::{
-    CAPABILITIES, FieldError, MAX_STOP_TIMEOUT, validate, validate_capability, validate_name,
-};
+pub use validate::{FieldError, validate, validate_capability, validate_name};
 
 /// The `apiVersion` every document carries.
 pub const API_VERSION: &str = "rtmanager.dev/v1alpha1";
@@ -652,14 +648,6 @@ impl Protocol {
         match self {
             Protocol::Tcp => "TCP",
             Protocol::Udp => "UDP",
-        }
-    }
-
-    /// The form Docker's port bindings use: `tcp` or `udp`.
-    pub const fn docker_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
         }
     }
 }

@@ -44,13 +44,21 @@ pub const MAX_NODES: usize = MAX_DOCUMENT_BYTES / 4;
 pub enum ParseError {
     /// The whole input is larger than [`MAX_FILE_BYTES`].
     #[error("the input is {size} bytes, more than the limit of {limit} bytes")]
-    FileTooLarge { size: usize, limit: usize },
+    FileTooLarge {
+        /// The input's size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
 
     /// One document is larger than [`MAX_DOCUMENT_BYTES`]; checked before parsing it.
     #[error("document {}: {size} bytes, more than the limit of {limit} bytes", .document + 1)]
     TooLarge {
+        /// Which document of the input (0-based).
         document: usize,
+        /// Its size in bytes.
         size: usize,
+        /// The limit in bytes.
         limit: usize,
     },
 
@@ -61,7 +69,12 @@ pub enum ParseError {
          alias, *name, repeats everything its anchor, &name, holds)",
         .document + 1
     )]
-    Expands { document: usize, limit: usize },
+    Expands {
+        /// Which document of the input (0-based).
+        document: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
 
     /// Lists and mappings nest deeper than [`MAX_NESTING`]: found by a scan of the text before
     /// parsing (`line` set, 1-based in the whole input), or while reading, counting what
@@ -73,8 +86,11 @@ pub enum ParseError {
         line_prefix(*.line)
     )]
     TooDeep {
+        /// Which document of the input (0-based).
         document: usize,
+        /// Where the scan found it, when the scan did.
         line: Option<usize>,
+        /// The limit in levels.
         limit: usize,
     },
 
@@ -86,8 +102,11 @@ pub enum ParseError {
         .document + 1
     )]
     TooManyNodes {
+        /// Which document of the input (0-based).
         document: usize,
+        /// Where the count passed the limit.
         line: usize,
+        /// The limit in nodes.
         limit: usize,
     },
 
@@ -100,17 +119,24 @@ pub enum ParseError {
         label(*.document, Some(.name))
     )]
     StoredTooLarge {
+        /// Which document of the input (0-based).
         document: usize,
+        /// The game it names.
         name: String,
+        /// Its stored size in bytes.
         size: usize,
+        /// The limit in bytes.
         limit: usize,
     },
 
     /// Not YAML. `line` is 1-based in the whole input.
     #[error("document {}: {}{message}", .document + 1, line_prefix(*.line))]
     Syntax {
+        /// Which document of the input (0-based).
         document: usize,
+        /// Where, when the YAML reader knows.
         line: Option<usize>,
+        /// What the YAML reader said.
         message: String,
     },
 
@@ -118,17 +144,24 @@ pub enum ParseError {
     /// path of the field (`spec.imagee`), empty when the document itself has the wrong shape.
     #[error("{}: {}{message}", label(*.document, .name.as_deref()), path_prefix(.path))]
     Field {
+        /// Which document of the input (0-based).
         document: usize,
+        /// The game it names, when that much could be read.
         name: Option<String>,
+        /// The field's dotted path.
         path: String,
+        /// What is wrong with it.
         message: String,
     },
 
     /// Well-formed, but breaks validation rules (all of them are listed).
     #[error("{}: {}", label(*.document, .name.as_deref()), join(.errors))]
     Invalid {
+        /// Which document of the input (0-based).
         document: usize,
+        /// The game it names, when the name itself is valid.
         name: Option<String>,
+        /// Every rule it breaks.
         errors: Vec<FieldError>,
     },
 
@@ -136,14 +169,20 @@ pub enum ParseError {
     /// them.
     #[error("{}: metadata.name: {name:?} is already used by document {}", label(*.document, Some(.name)), .first + 1)]
     DuplicateName {
+        /// The later document (0-based).
         document: usize,
+        /// The name both use.
         name: String,
+        /// The document that used it first (0-based).
         first: usize,
     },
 
     /// [`parse_document`] wants exactly one document.
     #[error("expected exactly one document, found {found}")]
-    NotOneDocument { found: usize },
+    NotOneDocument {
+        /// How many documents the input holds.
+        found: usize,
+    },
 
     /// The bytes are not UTF-8 text.
     #[error("the input is not UTF-8 text")]

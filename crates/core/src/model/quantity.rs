@@ -42,7 +42,7 @@ const MEMORY_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(k|M|G|Ki|Mi|Gi)?$";
 
 impl Memory {
     /// Docker takes the limit as an i64, so larger values are refused when parsing.
-    pub const MAX_BYTES: u64 = i64::MAX as u64;
+    pub(crate) const MAX_BYTES: u64 = i64::MAX as u64;
 
     /// A limit of `bytes`; values above [`Memory::MAX_BYTES`] are clamped to it.
     pub const fn from_bytes(bytes: u64) -> Memory {
@@ -130,7 +130,7 @@ const CPUS_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?m?$";
 impl Cpus {
     /// The largest limit accepted. No host here has more CPUs; the bound is there to catch
     /// `500` written where `500m` was meant, which Docker would refuse only at start time.
-    pub const MAX_CPUS: i64 = 1024;
+    pub(crate) const MAX_CPUS: i64 = 1024;
 
     /// A limit of `nano_cpus` billionths of a CPU; it must be above 0 and at most
     /// [`Cpus::MAX_CPUS`] CPUs.

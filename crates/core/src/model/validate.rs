@@ -17,7 +17,7 @@ use super::{
 
 /// The longest `spec.stopTimeout`: a stop holds the game's lease while it waits, and a stop
 /// that takes longer than this is a stuck container, better killed.
-pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(600);
+const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Docker refuses memory limits under 6 MiB (`linuxMinMemory` in the daemon).
 const MIN_MEMORY: Memory = Memory::from_bytes(6 << 20);
@@ -28,12 +28,12 @@ const MIN_NANO_CPUS: i64 = 10_000_000;
 
 /// The largest `spec.resources.memory` a document may ask: no game server needs a TiB, and
 /// `1000000Gi` is a typo. The controller's `--max-memory` is the real, lower, limit.
-pub const MAX_MEMORY: Memory = Memory::from_bytes(1 << 40);
+const MAX_MEMORY: Memory = Memory::from_bytes(1 << 40);
 
 /// The largest `spec.resources.cpus` a document may ask, in CPUs: above the biggest hosts
 /// sold today, so `500` written for `500m` is caught here. The controller's `--max-cpus`
 /// and the host's own count are the real limits.
-pub const MAX_CPUS: i64 = 512;
+const MAX_CPUS: i64 = 512;
 
 /// The smallest `spec.resources.pids`: the init, the engine and a few helper processes.
 pub const MIN_PIDS: i64 = 8;
@@ -46,7 +46,7 @@ const MAX_ID: u32 = i32::MAX as u32;
 
 /// Every Linux capability, by the name Docker and Kubernetes use (no `CAP_` prefix), as of
 /// Linux 5.9 (`CHECKPOINT_RESTORE`).
-pub const CAPABILITIES: [&str; 41] = [
+const CAPABILITIES: [&str; 41] = [
     "AUDIT_CONTROL",
     "AUDIT_READ",
     "AUDIT_WRITE",
@@ -408,8 +408,9 @@ fn resource_bounds(resources: &Resources, errors: &mut Vec<FieldError>) {
     }
 }
 
-/// Checks a capability's spelling: one of [`CAPABILITIES`], upper case, no `CAP_`. Whether
-/// the controller allows it is its policy, checked when it creates the container.
+/// Checks a capability's spelling: one of the Linux capabilities (as of Linux 5.9), upper
+/// case, no `CAP_`. Whether the controller allows it is its policy, checked when it creates
+/// the container.
 pub fn validate_capability(name: &str) -> Result<(), String> {
     if CAPABILITIES.contains(&name) {
         return Ok(());

@@ -31,7 +31,7 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
 /// as large as etcd's own request limit allows (`--max-request-bytes`, 1.5 MiB by default, at
 /// most ~10 MiB as etcd advises), must fit, with room left. A larger answer is refused by the
 /// client before it is buffered, so this also bounds what one answer costs in memory.
-pub const RECEIVE_LIMIT: usize = 64 * 1024 * 1024;
+const RECEIVE_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Bytes of records one list page aims at: a quarter of [`RECEIVE_LIMIT`], so a page sized
 /// from the records seen so far stays under the limit even when the next records are up to
@@ -72,11 +72,15 @@ pub struct EtcdConfig {
     pub connect_timeout: Duration,
     /// Bound on one request (not on the life of a watch stream).
     pub request_timeout: Duration,
+    /// TLS to etcd; `None` for plain `http://`.
     pub tls: Option<TlsFiles>,
+    /// etcd's own authentication; `None` when etcd has none.
     pub credentials: Option<Credentials>,
 }
 
 impl EtcdConfig {
+    /// Plain connections to `endpoints` with the default time bounds (3 s to connect, 5 s
+    /// per request), no TLS and no authentication.
     pub fn new(endpoints: Vec<String>) -> Self {
         Self {
             endpoints,
@@ -108,15 +112,20 @@ impl fmt::Debug for EtcdConfig {
 /// and, for client-certificate auth, our certificate and key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
+    /// The CA that signed etcd's server certificate.
     pub ca_file: PathBuf,
+    /// Our client certificate, for etcd's `--client-cert-auth`.
     pub cert_file: Option<PathBuf>,
+    /// The key of [`TlsFiles::cert_file`].
     pub key_file: Option<PathBuf>,
 }
 
 /// etcd user and password (etcd's own auth).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The etcd user.
     pub user: String,
+    /// Its password (never logged: see the `Debug` below).
     pub password: String,
 }
 
@@ -549,72 +558,15 @@ fn map_error(
     error: etcd_client::Error,
 ) -> StoreError {
     use etcd_client::Error as E;
-    use tonic::Code;
-    // Transport failures first: refused connections and TLS alerts have causes of their own.
-    let unavailable = |message: String| {
-        if message.to_ascii_lowercase().contains("connection refused") {
-            StoreError::Refused {
-                endpoints: endpoints.to_owned(),
-            }
-        } else if let Some(alert) = certificate_alert(&message) {
-            StoreError::CertificateRefused {
-                endpoints: endpoints.to_owned(),
-                why: format!("TLS alert {alert}"),
-            }
-        } else {
-            StoreError::Unavailable {
-                endpoints: endpoints.to_owned(),
-                message,
-            }
-        }
-    };
     match error {
-        E::GRpcStatus(status) => {
-            // The status message alone often says only "tcp connect
-            // error"; its sources say why (connection refused, ...).
-            let message = cause_chain(status.message(), std::error::Error::source(&status));
-            match status.code() {
-                Code::Unavailable | Code::Unknown if is_transport_failure(&message) => {
-                    unavailable(message)
-                }
-                Code::Unavailable => unavailable(message),
-                Code::DeadlineExceeded | Code::Cancelled => StoreError::Timeout {
-                    endpoints: endpoints.to_owned(),
-                    operation,
-                    timeout,
-                },
-                Code::PermissionDenied | Code::Unauthenticated
-                    if message.contains("authentication failed") =>
-                {
-                    StoreError::AuthenticationFailed {
-                        endpoints: endpoints.to_owned(),
-                    }
-                }
-                Code::PermissionDenied | Code::Unauthenticated => {
-                    StoreError::PermissionDenied { message }
-                }
-                Code::OutOfRange if message.contains("compacted") => StoreError::Compacted {
-                    requested: 0,
-                    compacted: 0,
-                },
-                Code::NotFound if message.contains("lease not found") => {
-                    StoreError::LeaseNotFound { lease: 0 }
-                }
-                Code::InvalidArgument if message.contains("authentication failed") => {
-                    StoreError::AuthenticationFailed {
-                        endpoints: endpoints.to_owned(),
-                    }
-                }
-                _ => StoreError::Rejected { operation, message },
-            }
-        }
-        E::TransportError(e) => unavailable(error_chain(&e)),
-        E::IoError(e) => unavailable(e.to_string()),
-        E::WatchError(message) => unavailable(message),
+        E::GRpcStatus(status) => map_status(operation, endpoints, timeout, &status),
+        E::TransportError(e) => transport_failure(endpoints, error_chain(&e)),
+        E::IoError(e) => transport_failure(endpoints, e.to_string()),
+        E::WatchError(message) => transport_failure(endpoints, message),
         E::LeaseKeepAliveError(message) if message.contains("lease not found") => {
             StoreError::LeaseNotFound { lease: 0 }
         }
-        E::LeaseKeepAliveError(message) => unavailable(message),
+        E::LeaseKeepAliveError(message) => transport_failure(endpoints, message),
         E::InvalidArgs(message) => StoreError::Config { message },
         E::InvalidUri(e) => StoreError::Config {
             message: format!("invalid endpoint URL: {e}"),
@@ -624,6 +576,72 @@ fn map_error(
             operation,
             message: other.to_string(),
         },
+    }
+}
+
+/// Maps a gRPC status from etcd: its code decides, its message (with the
+/// sources' reasons) picks between causes that share a code.
+fn map_status(
+    operation: &'static str,
+    endpoints: &str,
+    timeout: Duration,
+    status: &tonic::Status,
+) -> StoreError {
+    use tonic::Code;
+    // The status message alone often says only "tcp connect error"; its
+    // sources say why (connection refused, ...).
+    let message = cause_chain(status.message(), std::error::Error::source(status));
+    match status.code() {
+        Code::Unavailable | Code::Unknown if is_transport_failure(&message) => {
+            transport_failure(endpoints, message)
+        }
+        Code::Unavailable => transport_failure(endpoints, message),
+        Code::DeadlineExceeded | Code::Cancelled => StoreError::Timeout {
+            endpoints: endpoints.to_owned(),
+            operation,
+            timeout,
+        },
+        Code::PermissionDenied | Code::Unauthenticated
+            if message.contains("authentication failed") =>
+        {
+            StoreError::AuthenticationFailed {
+                endpoints: endpoints.to_owned(),
+            }
+        }
+        Code::PermissionDenied | Code::Unauthenticated => StoreError::PermissionDenied { message },
+        Code::OutOfRange if message.contains("compacted") => StoreError::Compacted {
+            requested: 0,
+            compacted: 0,
+        },
+        Code::NotFound if message.contains("lease not found") => {
+            StoreError::LeaseNotFound { lease: 0 }
+        }
+        Code::InvalidArgument if message.contains("authentication failed") => {
+            StoreError::AuthenticationFailed {
+                endpoints: endpoints.to_owned(),
+            }
+        }
+        _ => StoreError::Rejected { operation, message },
+    }
+}
+
+/// A failure of the connection itself. Refused connections and TLS alerts
+/// have causes of their own, and so errors of their own.
+fn transport_failure(endpoints: &str, message: String) -> StoreError {
+    if message.to_ascii_lowercase().contains("connection refused") {
+        StoreError::Refused {
+            endpoints: endpoints.to_owned(),
+        }
+    } else if let Some(alert) = certificate_alert(&message) {
+        StoreError::CertificateRefused {
+            endpoints: endpoints.to_owned(),
+            why: format!("TLS alert {alert}"),
+        }
+    } else {
+        StoreError::Unavailable {
+            endpoints: endpoints.to_owned(),
+            message,
+        }
     }
 }
 

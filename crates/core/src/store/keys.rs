@@ -33,7 +33,9 @@ pub struct Keys {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid key prefix {prefix:?}: {reason}")]
 pub struct PrefixError {
+    /// The prefix as given.
     pub prefix: String,
+    /// What is wrong with it.
     pub reason: &'static str,
 }
 
@@ -68,6 +70,7 @@ impl Keys {
         })
     }
 
+    /// The normalised prefix, `/a/b`.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -77,18 +80,22 @@ impl Keys {
         format!("{}/", self.prefix)
     }
 
+    /// Every game's document: `gameruntimes/`.
     pub fn gameruntimes(&self) -> String {
         format!("{}/gameruntimes/", self.prefix)
     }
 
+    /// One game's document: `gameruntimes/<name>`.
     pub fn gameruntime(&self, name: &str) -> String {
         format!("{}{name}", self.gameruntimes())
     }
 
+    /// Every game's status record: `status/`.
     pub fn statuses(&self) -> String {
         format!("{}/status/", self.prefix)
     }
 
+    /// One game's status record: `status/<name>`.
     pub fn status(&self, name: &str) -> String {
         format!("{}{name}", self.statuses())
     }
@@ -112,14 +119,18 @@ impl Keys {
         self.name_of(&collection, &key[..collection.len() + name.len()])
     }
 
+    /// One history entry: `history/<name>/<seq>`, the sequence number zero-padded so
+    /// that key order is entry order.
     pub fn history_entry(&self, name: &str, seq: u64) -> String {
         format!("{}{seq:0width$}", self.history(name), width = SEQ_WIDTH)
     }
 
+    /// Every game's operation lease: `leases/`.
     pub fn leases(&self) -> String {
         format!("{}/leases/", self.prefix)
     }
 
+    /// One game's operation lease: `leases/<name>`.
     pub fn lease(&self, name: &str) -> String {
         format!("{}{name}", self.leases())
     }
@@ -135,10 +146,12 @@ impl Keys {
         format!("{}/ports/{node}/{protocol}/{port}", self.prefix)
     }
 
+    /// Every controller's heartbeat: `controllers/`.
     pub fn controllers(&self) -> String {
         format!("{}/controllers/", self.prefix)
     }
 
+    /// One controller's heartbeat: `controllers/<id>`.
     pub fn controller(&self, id: &str) -> String {
         format!("{}{id}", self.controllers())
     }

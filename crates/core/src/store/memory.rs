@@ -48,6 +48,7 @@ struct State {
 pub struct Requests {
     /// `get`, `list` and `newest`.
     pub reads: usize,
+    /// Transactions (every write is one).
     pub txns: usize,
 }
 
@@ -70,6 +71,7 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// An empty store at revision 0.
     pub fn new() -> Self {
         Self::default()
     }
@@ -97,6 +99,7 @@ impl MemoryStore {
         self.lock().read_only.push(prefix.to_owned());
     }
 
+    /// Ends the outage [`Self::fail_with`] began.
     pub fn recover(&self) {
         self.lock().outage = None;
     }

@@ -30,7 +30,9 @@ pub type LeaseId = i64;
 /// One key with its value and the revisions etcd tracks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
+    /// The full key, prefix included.
     pub key: String,
+    /// The stored bytes (YAML or JSON, as the record's home writes them).
     pub value: Vec<u8>,
     /// Revision of the write that created the key (it changes when the key
     /// is deleted and created again).
@@ -47,6 +49,7 @@ pub struct KeyValue {
 /// The keys under a prefix, read at one consistent revision.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
+    /// The keys, in key order.
     pub items: Vec<KeyValue>,
     /// The store revision the listing was read at: watch from `revision + 1`
     /// to miss nothing.
@@ -57,19 +60,41 @@ pub struct Listing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Compare {
     /// The key does not exist (a create-only write).
-    Absent { key: String },
+    Absent {
+        /// The key checked.
+        key: String,
+    },
     /// The key exists and was last written at `revision`.
-    ModRevision { key: String, revision: Revision },
+    ModRevision {
+        /// The key checked.
+        key: String,
+        /// Its expected last write.
+        revision: Revision,
+    },
     /// The key exists and was created at `revision` (a lease fence: the key
     /// was not deleted and re-created since).
-    CreateRevision { key: String, revision: Revision },
+    CreateRevision {
+        /// The key checked.
+        key: String,
+        /// Its expected creation.
+        revision: Revision,
+    },
     /// The key exists and holds exactly `value`.
-    Value { key: String, value: Vec<u8> },
+    Value {
+        /// The key checked.
+        key: String,
+        /// The bytes it must hold.
+        value: Vec<u8>,
+    },
     /// No key starts with `prefix` (an empty log, say).
-    PrefixEmpty { prefix: String },
+    PrefixEmpty {
+        /// The prefix checked.
+        prefix: String,
+    },
 }
 
 impl Compare {
+    /// The key (or prefix) the comparison looks at.
     pub fn key(&self) -> &str {
         match self {
             Compare::Absent { key }
@@ -84,20 +109,31 @@ impl Compare {
 /// A write inside a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mutation {
+    /// Writes `value` at `key`, attached to `lease` if given (the key then
+    /// goes when the lease does).
     Put {
+        /// The key written.
         key: String,
+        /// The bytes written.
         value: Vec<u8>,
+        /// The lease the key is attached to, if any.
         lease: Option<LeaseId>,
     },
+    /// Deletes one key (nothing when it is absent).
     Delete {
+        /// The key deleted.
         key: String,
     },
+    /// Deletes every key that starts with `prefix`.
     DeletePrefix {
+        /// The prefix whose keys go.
         prefix: String,
     },
     /// Deletes every key in `[from, to)`.
     DeleteRange {
+        /// The first key deleted.
         from: String,
+        /// The end of the range, not deleted itself.
         to: String,
     },
 }
@@ -106,20 +142,25 @@ pub enum Mutation {
 /// one revision; otherwise nothing does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Txn {
+    /// The comparisons that must all hold.
     pub when: Vec<Compare>,
+    /// The writes applied when they do, in order.
     pub then: Vec<Mutation>,
 }
 
 impl Txn {
+    /// A transaction with no comparison and no write yet.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Adds a comparison that must hold.
     pub fn when(mut self, compare: Compare) -> Self {
         self.when.push(compare);
         self
     }
 
+    /// Writes `value` at `key`.
     pub fn put(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
         self.then.push(Mutation::Put {
             key: key.into(),
@@ -129,6 +170,7 @@ impl Txn {
         self
     }
 
+    /// Writes `value` at `key`, attached to `lease`.
     pub fn put_with_lease(
         mut self,
         key: impl Into<String>,
@@ -143,11 +185,13 @@ impl Txn {
         self
     }
 
+    /// Deletes `key`.
     pub fn delete(mut self, key: impl Into<String>) -> Self {
         self.then.push(Mutation::Delete { key: key.into() });
         self
     }
 
+    /// Deletes every key under `prefix`.
     pub fn delete_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.then.push(Mutation::DeletePrefix {
             prefix: prefix.into(),
@@ -155,6 +199,7 @@ impl Txn {
         self
     }
 
+    /// Deletes every key in `[from, to)`.
     pub fn delete_range(mut self, from: impl Into<String>, to: impl Into<String>) -> Self {
         self.then.push(Mutation::DeleteRange {
             from: from.into(),
@@ -176,11 +221,19 @@ pub struct TxnOutcome {
 /// One change seen by a watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
+    /// The key was written; its new value and revisions.
     Put(KeyValue),
-    Delete { key: String, mod_revision: Revision },
+    /// The key was deleted.
+    Delete {
+        /// The key deleted.
+        key: String,
+        /// The revision of the deletion.
+        mod_revision: Revision,
+    },
 }
 
 impl WatchEvent {
+    /// The key that changed.
     pub fn key(&self) -> &str {
         match self {
             WatchEvent::Put(kv) => &kv.key,
@@ -188,6 +241,7 @@ impl WatchEvent {
         }
     }
 
+    /// The revision of the change.
     pub fn mod_revision(&self) -> Revision {
         match self {
             WatchEvent::Put(kv) => kv.mod_revision,
@@ -207,73 +261,127 @@ pub type WatchStream = BoxStream<'static, Result<WatchBatch, StoreError>>;
 /// A granted etcd lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseGrant {
+    /// The lease's id, for keep-alives, revocation and [`Txn::put_with_lease`].
     pub id: LeaseId,
+    /// The time to live etcd granted (it may differ from the one asked for).
     pub ttl: Duration,
 }
 
 /// Why a store call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The connection failed or broke for another reason than those below.
     #[error(
         "etcd at {endpoints} is unreachable ({message}); check that etcd runs and that \
          RTM_ETCD_ENDPOINTS points at it"
     )]
-    Unavailable { endpoints: String, message: String },
+    Unavailable {
+        /// The endpoints tried, comma-separated.
+        endpoints: String,
+        /// What the client said.
+        message: String,
+    },
     /// Nothing listens at the endpoint: etcd is down, or the address is wrong.
     #[error(
         "etcd at {endpoints} is not reachable (connection refused); check that etcd runs there \
          and that RTM_ETCD_ENDPOINTS points at it"
     )]
-    Refused { endpoints: String },
+    Refused {
+        /// The endpoints tried, comma-separated.
+        endpoints: String,
+    },
     /// An `http://` endpoint answered a TLS handshake: etcd serves TLS there.
     #[error(
         "etcd at {endpoint} requires TLS (the endpoint answered a TLS handshake); use \
          https://{address} and give the CA that signed etcd's certificate (RTM_ETCD_CA_FILE)"
     )]
-    TlsRequired { endpoint: String, address: String },
+    TlsRequired {
+        /// The `http://` endpoint as configured.
+        endpoint: String,
+        /// Its host and port, for the `https://` form the message suggests.
+        address: String,
+    },
     /// etcd refused our client certificate, or wanted one and none was given
     /// (`--client-cert-auth`).
     #[error(
         "etcd at {endpoints} refused the client certificate (or none was given; {why}); give one \
          signed by the CA etcd trusts (RTM_ETCD_CERT_FILE and RTM_ETCD_KEY_FILE)"
     )]
-    CertificateRefused { endpoints: String, why: String },
+    CertificateRefused {
+        /// The endpoints tried, comma-separated.
+        endpoints: String,
+        /// The TLS alert or error, as the client reported it.
+        why: String,
+    },
     /// etcd's own authentication refused the user name or password.
     #[error(
         "etcd at {endpoints} refused the user name or password (authentication failed); check \
          RTM_ETCD_USER and RTM_ETCD_PASSWORD"
     )]
-    AuthenticationFailed { endpoints: String },
+    AuthenticationFailed {
+        /// The endpoints tried, comma-separated.
+        endpoints: String,
+    },
+    /// No answer within the call's time bound: a write may or may not have
+    /// been applied ([`StoreError::outcome_unknown`]).
     #[error(
         "etcd at {endpoints} did not answer {operation} within {}; the outcome is unknown",
         humantime::format_duration(*timeout)
     )]
     Timeout {
+        /// The endpoints tried, comma-separated.
         endpoints: String,
+        /// The call that timed out (`txn`, `list`, ...).
         operation: &'static str,
+        /// The bound it exceeded.
         timeout: Duration,
     },
+    /// A transaction's comparison failed: someone else wrote first.
     #[error("{key} was changed concurrently (stale resourceVersion or fence)")]
-    Conflict { key: String },
+    Conflict {
+        /// The key whose comparison failed.
+        key: String,
+    },
+    /// A read or watch asked for history etcd no longer keeps.
     #[error("revision {requested} has been compacted (oldest kept: {compacted}); relist")]
     Compacted {
+        /// The revision asked for.
         requested: Revision,
+        /// The oldest revision etcd still has.
         compacted: Revision,
     },
+    /// The lease expired or was revoked: whatever was attached to it is gone.
     #[error("etcd lease {lease:x} is gone (expired or revoked)")]
-    LeaseNotFound { lease: LeaseId },
+    LeaseNotFound {
+        /// The lease asked for.
+        lease: LeaseId,
+    },
+    /// etcd's authorization refused the operation (a role without the
+    /// permission, say).
     #[error("etcd refused the credentials or the operation: {message}")]
-    PermissionDenied { message: String },
+    PermissionDenied {
+        /// What etcd said.
+        message: String,
+    },
+    /// The connection settings cannot work (an invalid endpoint URL, say).
     #[error("the etcd connection settings are invalid: {message}")]
-    Config { message: String },
+    Config {
+        /// What is wrong with them.
+        message: String,
+    },
+    /// Any other refusal of the request by etcd or its client (too large,
+    /// say): a bug or a limit, not a passing condition.
     #[error("etcd rejected {operation}: {message}")]
     Rejected {
+        /// The call refused.
         operation: &'static str,
+        /// What etcd said.
         message: String,
     },
 }
 
 impl StoreError {
+    /// The stable error code this failure reports as.
     pub fn code(&self) -> ErrorCode {
         match self {
             StoreError::Unavailable { .. }
@@ -294,7 +402,7 @@ impl StoreError {
 
     /// True when the connection settings are wrong (TLS, the client certificate, the user
     /// name or password): waiting for etcd will not help, the settings must change.
-    pub fn is_misconfiguration(&self) -> bool {
+    pub(crate) fn is_misconfiguration(&self) -> bool {
         matches!(
             self,
             StoreError::TlsRequired { .. }

@@ -318,18 +318,14 @@ impl<'t> Scanner<'t> {
         let byte = c.byte(0);
         if c.column == 0 && byte == b'%' {
             // A directive: the parser allows it only before `---`; its line holds no node.
-            self.unroll_indent(-1);
-            self.remove_simple_key()?;
-            self.simple_key_allowed = false;
+            self.end_block_context()?;
             while !self.cursor.is_breakz(0) {
                 self.cursor.skip();
             }
             return Ok(true);
         }
         if c.at_document_indicator() {
-            self.unroll_indent(-1);
-            self.remove_simple_key()?;
-            self.simple_key_allowed = false;
+            self.end_block_context()?;
             for _ in 0..3 {
                 self.cursor.skip();
             }
@@ -337,17 +333,7 @@ impl<'t> Scanner<'t> {
         }
         match byte {
             b'[' | b'{' => self.flow_collection_start()?,
-            b']' | b'}' => {
-                self.remove_simple_key()?;
-                if self.flow_level > 0 {
-                    self.close_pair();
-                    self.flow_level -= 1;
-                    self.flows.pop();
-                    self.simple_keys.pop();
-                }
-                self.simple_key_allowed = false;
-                self.cursor.skip();
-            }
+            b']' | b'}' => self.flow_collection_end()?,
             b',' => {
                 self.close_pair();
                 self.remove_simple_key()?;
@@ -355,19 +341,7 @@ impl<'t> Scanner<'t> {
                 self.cursor.skip();
             }
             b'-' if c.is_blankz(1) => self.block_entry()?,
-            b'?' if flow || c.is_blankz(1) => {
-                if flow {
-                    self.open_pair()?;
-                } else {
-                    if !self.simple_key_allowed {
-                        return Err(Stop::SyntaxError);
-                    }
-                    self.key_at(self.cursor.column as isize)?;
-                }
-                self.remove_simple_key()?;
-                self.simple_key_allowed = !flow;
-                self.cursor.skip();
-            }
+            b'?' if flow || c.is_blankz(1) => self.key_indicator(flow)?,
             b':' if flow || c.is_blankz(1) => self.value()?,
             b'*' | b'&' => {
                 self.save_simple_key()?;
@@ -404,6 +378,45 @@ impl<'t> Scanner<'t> {
             _ => return Err(Stop::SyntaxError),
         }
         Ok(true)
+    }
+
+    /// Before a directive or a document indicator: every block collection ends, and no
+    /// simple key may span it.
+    fn end_block_context(&mut self) -> Result<(), Stop> {
+        self.unroll_indent(-1);
+        self.remove_simple_key()?;
+        self.simple_key_allowed = false;
+        Ok(())
+    }
+
+    /// `]` or `}`: the innermost flow collection ends (outside any, it is only skipped).
+    fn flow_collection_end(&mut self) -> Result<(), Stop> {
+        self.remove_simple_key()?;
+        if self.flow_level > 0 {
+            self.close_pair();
+            self.flow_level -= 1;
+            self.flows.pop();
+            self.simple_keys.pop();
+        }
+        self.simple_key_allowed = false;
+        self.cursor.skip();
+        Ok(())
+    }
+
+    /// `?`: an explicit key, opening a pair in flow context or a key in a block mapping.
+    fn key_indicator(&mut self, flow: bool) -> Result<(), Stop> {
+        if flow {
+            self.open_pair()?;
+        } else {
+            if !self.simple_key_allowed {
+                return Err(Stop::SyntaxError);
+            }
+            self.key_at(self.cursor.column as isize)?;
+        }
+        self.remove_simple_key()?;
+        self.simple_key_allowed = !flow;
+        self.cursor.skip();
+        Ok(())
     }
 
     /// Whether the character under the cursor starts a plain scalar (libyaml's test).
