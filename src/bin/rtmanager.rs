@@ -57,7 +57,9 @@ const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(200);
 
 /// `RUST_LOG` filters (default `info`); text for people, JSON for collectors.
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let filter =
+        EnvFilter::try_new(log_directives(&spec)).unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a terminal, not for files and log collectors.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -68,6 +70,36 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// The crates the controller logs under (their targets are module paths).
+const LOG_TARGETS: [&str; 2] = ["rtm_controller", "rtm_core"];
+
+/// `RUST_LOG` (`info` when empty), with a directive for the target
+/// `rtmanager` — the one crate of earlier versions, and the project's
+/// name — given to every crate the controller logs under, so that
+/// `RUST_LOG=info,rtmanager=debug` keeps meaning what it says.
+fn log_directives(spec: &str) -> String {
+    if spec.trim().is_empty() {
+        return "info".to_owned();
+    }
+    spec.split(',')
+        .flat_map(|directive| {
+            let directive = directive.trim();
+            let level = match directive.strip_prefix("rtmanager") {
+                Some("") => Some(""),
+                Some(rest) if rest.starts_with('=') => Some(rest),
+                _ => None,
+            };
+            match level {
+                Some(level) => LOG_TARGETS
+                    .map(|target| format!("{target}{level}"))
+                    .to_vec(),
+                None => vec![directive.to_owned()],
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// What a drain may take beyond `--drain-timeout` (which bounds the in-flight operations):
@@ -109,5 +141,25 @@ async fn watch_signals(shutdown: CancellationToken, drain_timeout: Duration) {
             );
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_directives;
+
+    #[test]
+    fn a_directive_for_rtmanager_reaches_every_crate_the_controller_logs_under() {
+        assert_eq!(
+            log_directives("info,rtmanager=debug"),
+            "info,rtm_controller=debug,rtm_core=debug"
+        );
+        assert_eq!(log_directives("rtmanager"), "rtm_controller,rtm_core");
+        assert_eq!(log_directives("warn,rtm_core=trace"), "warn,rtm_core=trace");
+        assert_eq!(
+            log_directives("rtmanager_other=debug"),
+            "rtmanager_other=debug"
+        );
+        assert_eq!(log_directives(""), "info");
     }
 }
