@@ -96,6 +96,15 @@ impl GameBuilder {
 }
 
 impl World {
+    /// The game's status record as stored.
+    async fn status(&self, game: &str) -> rtm_core::model::GameRuntimeStatus {
+        StatusStore::new(self.store.clone(), Keys::default())
+            .read(game)
+            .await
+            .unwrap()
+            .value
+    }
+
     async fn apply(&self, builder: GameBuilder) -> GameRuntime {
         self.documents.create(&builder.build()).await.unwrap()
     }
@@ -146,11 +155,7 @@ async fn start_creates_a_running_labelled_container_and_records_it() {
     assert!(container.spec_hash().is_some());
     assert_eq!(result.container_id.as_deref(), Some(container.id.as_str()));
 
-    let status = StatusStore::new(w.store.clone(), Keys::default())
-        .read("g1")
-        .await
-        .unwrap()
-        .value;
+    let status = w.status("g1").await;
     assert_eq!(status.phase, Phase::Running);
     assert_eq!(status.container_id.as_deref(), Some(container.id.as_str()));
     assert_eq!(status.hostname.as_deref(), Some("engine-g1"));
@@ -202,11 +207,7 @@ async fn start_with_a_missing_image_fails_and_leaves_no_container() {
     );
     let history = w.history("g1").await;
     assert_eq!(history[0].error_code, Some(ErrorCode::ImageNotFound));
-    let status = StatusStore::new(w.store.clone(), Keys::default())
-        .read("g1")
-        .await
-        .unwrap()
-        .value;
+    let status = w.status("g1").await;
     let last = status
         .last_operation
         .expect("the failure shows in the status");
@@ -313,11 +314,7 @@ async fn stop_stops_the_container_and_records_phase_stopped() {
     );
     let container = w.runtime.container(&name("g1")).unwrap();
     assert!(!container.is_running());
-    let status = StatusStore::new(w.store.clone(), Keys::default())
-        .read("g1")
-        .await
-        .unwrap()
-        .value;
+    let status = w.status("g1").await;
     assert_eq!(status.phase, Phase::Stopped);
     assert_eq!(status.container_id, started.container_id);
     assert_eq!(status.last_exit_code, Some(137));
@@ -566,11 +563,7 @@ async fn restart_recreates_with_a_new_id_the_same_hostname_and_one_correlation_i
     );
     assert_eq!(result.source_ref, *correlation);
 
-    let status = StatusStore::new(w.store.clone(), Keys::default())
-        .read("g1")
-        .await
-        .unwrap()
-        .value;
+    let status = w.status("g1").await;
     assert_eq!(status.container_id.as_deref(), Some(container.id.as_str()));
     assert_eq!(status.last_operation.unwrap().op_kind, OpKind::Restart);
 }
@@ -951,11 +944,7 @@ async fn a_start_the_policy_refuses_creates_nothing_and_is_recorded_with_its_cod
         (OpKind::Start, Some(ErrorCode::CapabilityNotAllowed)),
         "{history:#?}"
     );
-    let status = StatusStore::new(w.store.clone(), Keys::default())
-        .read("g1")
-        .await
-        .unwrap()
-        .value;
+    let status = w.status("g1").await;
     let last = status.last_operation.expect("the failure is in the status");
     assert_eq!(last.error_code.as_deref(), Some("capability_not_allowed"));
 }

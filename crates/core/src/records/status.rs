@@ -158,11 +158,6 @@ impl StatusStore {
         self.commit(txn, game).await.map(|_| ())
     }
 
-    /// Whether a record exists (a removed game keeps none).
-    pub async fn exists(&self, game: &str) -> Result<bool, StatusError> {
-        Ok(self.store.get(&self.keys.status(game)).await?.is_some())
-    }
-
     async fn commit(&self, txn: Txn, game: &str) -> Result<Revision, StatusError> {
         let outcome = self.store.txn(txn).await?;
         if !outcome.succeeded {
