@@ -53,11 +53,15 @@ pub enum ErrorCode {
     ResourcesExceedLimit,
     /// `spec.resources` asks more CPUs or memory than the Docker host has.
     ResourcesExceedHost,
+    /// The health check failed `failureThreshold` times in a row after the game was Ready.
+    HealthCheckFailed,
+    /// The health check never passed within `startupTimeout` of a start.
+    StartupTimeout,
 }
 
 impl ErrorCode {
     /// Every code, in the order the README's table lists them.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Conflict,
         ErrorCode::NotFound,
@@ -76,6 +80,8 @@ impl ErrorCode {
         ErrorCode::CapabilityNotAllowed,
         ErrorCode::ResourcesExceedLimit,
         ErrorCode::ResourcesExceedHost,
+        ErrorCode::HealthCheckFailed,
+        ErrorCode::StartupTimeout,
     ];
 
     /// The wire form: what history entries, `rtctl` and metric labels carry.
@@ -99,6 +105,8 @@ impl ErrorCode {
             ErrorCode::CapabilityNotAllowed => "capability_not_allowed",
             ErrorCode::ResourcesExceedLimit => "resources_exceed_limit",
             ErrorCode::ResourcesExceedHost => "resources_exceed_host",
+            ErrorCode::HealthCheckFailed => "health_check_failed",
+            ErrorCode::StartupTimeout => "startup_timeout",
         }
     }
 
@@ -136,6 +144,12 @@ impl ErrorCode {
             }
             ErrorCode::ResourcesExceedHost => {
                 "spec.resources asks more CPUs or memory than the Docker host has"
+            }
+            ErrorCode::HealthCheckFailed => {
+                "the health check failed failureThreshold times in a row after the game was Ready"
+            }
+            ErrorCode::StartupTimeout => {
+                "the health check never passed within startupTimeout of a start"
             }
         }
     }

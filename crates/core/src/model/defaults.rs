@@ -29,6 +29,44 @@ pub(super) fn stop_timeout() -> Duration {
     DEFAULT_STOP_TIMEOUT
 }
 
+/// `healthCheck.interval`: Agones' and Docker's health checks default to 5s and 30s; a
+/// matchmaker wants to learn of a hung server within seconds, and a probe costs little.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `healthCheck.timeout`: a game answering its health path slower than this is not serving.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `healthCheck.failureThreshold`, as in Kubernetes and Docker (`--retries`): one lost
+/// answer never replaces a game.
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+
+/// `healthCheck.startupTimeout`: maps load for minutes on big servers; past five minutes a
+/// start is stuck (the same bound as any other transition).
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `healthCheck.http.path` when absent.
+const DEFAULT_PROBE_PATH: &str = "/";
+
+pub(super) fn probe_interval() -> Duration {
+    DEFAULT_PROBE_INTERVAL
+}
+
+pub(super) fn probe_timeout() -> Duration {
+    DEFAULT_PROBE_TIMEOUT
+}
+
+pub(super) fn failure_threshold() -> u32 {
+    DEFAULT_FAILURE_THRESHOLD
+}
+
+pub(super) fn startup_timeout() -> Duration {
+    DEFAULT_STARTUP_TIMEOUT
+}
+
+pub(super) fn probe_path() -> String {
+    DEFAULT_PROBE_PATH.to_owned()
+}
+
 impl Default for DesiredState {
     fn default() -> DesiredState {
         DEFAULT_STATE
@@ -71,6 +109,7 @@ impl Default for GameRuntimeSpec {
             restart_token: String::new(),
             node: None,
             security_context: SecurityContext::default(),
+            health_check: None,
         }
     }
 }

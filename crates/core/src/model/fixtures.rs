@@ -67,6 +67,40 @@ impl GameBuilder {
         self
     }
 
+    /// A health check probing `probe` with every default timing; tune it with
+    /// [`GameBuilder::probe_timing`].
+    pub fn health_check(mut self, probe: super::ProbeKind) -> Self {
+        self.0.spec.health_check = Some(super::HealthCheck::of(probe));
+        self
+    }
+
+    /// The health check's interval, failure threshold and startup timeout (the timeout
+    /// becomes the smaller of 1s and the interval). Needs [`GameBuilder::health_check`].
+    pub fn probe_timing(
+        mut self,
+        interval: std::time::Duration,
+        failure_threshold: u32,
+        startup_timeout: std::time::Duration,
+    ) -> Self {
+        let check = self
+            .0
+            .spec
+            .health_check
+            .as_mut()
+            .expect("probe_timing needs health_check first");
+        check.interval = interval;
+        check.timeout = interval.min(std::time::Duration::from_secs(1));
+        check.failure_threshold = failure_threshold;
+        check.startup_timeout = startup_timeout;
+        self
+    }
+
+    /// The restart policy.
+    pub fn restart_policy(mut self, policy: super::RestartPolicy) -> Self {
+        self.0.spec.restart_policy = policy;
+        self
+    }
+
     /// The document.
     pub fn build(self) -> GameRuntime {
         self.0

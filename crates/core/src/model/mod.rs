@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 // re-exports below are the flat API most callers want.
 pub mod crd;
 pub mod defaults;
+pub mod health;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
 pub mod parse;
@@ -25,6 +26,10 @@ pub mod validate;
 
 pub use crd::crd_yaml;
 pub use defaults::DEFAULT_STOP_TIMEOUT;
+pub use health::{
+    DockerProbe, ExecProbe, HealthCheck, HealthStatus, HealthVerdict, HttpProbe, Probe, ProbeKind,
+    PublishedPort, TcpProbe,
+};
 pub use parse::{
     MAX_DOCUMENT_BYTES, MAX_FILE_BYTES, MAX_NESTING, MAX_NODES, ParseError, parse_document,
     parse_documents, to_yaml,
@@ -131,6 +136,11 @@ pub struct GameRuntimeSpec {
     /// user to run as, a read-only root filesystem.
     #[serde(default, skip_serializing_if = "SecurityContext::is_empty")]
     pub security_context: SecurityContext,
+    /// How the controller tells that the game serves (an http, tcp, exec or docker probe):
+    /// Ready then means the probe passes. Without it, Ready means the container runs.
+    /// Changing it never recreates the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
 }
 
 /// Security settings of the container, a subset of Kubernetes' `securityContext`.
@@ -296,6 +306,16 @@ pub struct GameRuntimeStatus {
     /// The last lifecycle operation the controller ran for the game.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_operation: Option<LastOperation>,
+    /// Where players connect: the advertised address of the node that runs the game
+    /// (with a port of `ports`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The container's published ports, as Docker reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PublishedPort>,
+    /// What the health check says of the current container (with `spec.healthCheck`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
 }
 
 /// Where a game is in its lifecycle.
@@ -303,7 +323,8 @@ pub struct GameRuntimeStatus {
 pub enum Phase {
     /// Accepted, nothing done yet.
     Pending,
-    /// The container is being created or started.
+    /// The container is being created or started, or runs and has not passed its health
+    /// check yet.
     Starting,
     /// The container runs.
     Running,
@@ -463,7 +484,8 @@ impl GameRuntime {
 }
 
 /// The condition type `rtctl` and `rtctl wait --for=condition=Ready` read:
-/// True while the game's container runs its current spec.
+/// True while the game's container runs its current spec and, with a
+/// `spec.healthCheck`, its probe passes.
 pub const READY: &str = "Ready";
 
 impl GameRuntimeStatus {

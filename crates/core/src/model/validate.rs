@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use super::port_number::RANGE_MESSAGE as PORT_RANGE_MESSAGE;
 use super::{
-    API_VERSION, EnvVar, GameRuntime, KIND, Memory, PortMapping, Protocol, Resources,
-    SecurityContext,
+    API_VERSION, EnvVar, GameRuntime, HealthCheck, KIND, Memory, PortMapping, Probe, Protocol,
+    Resources, SecurityContext,
 };
 
 /// The longest `spec.stopTimeout`: a stop holds the game's lease while it waits, and a stop
@@ -161,6 +161,9 @@ pub fn validate(doc: &GameRuntime) -> Result<(), Vec<FieldError>> {
     restart_token(&spec.restart_token, errors_ref);
     node(spec.node.as_deref(), errors_ref);
     security_context(&spec.security_context, errors_ref);
+    if let Some(check) = &spec.health_check {
+        health_check(check, errors_ref);
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -461,6 +464,122 @@ fn security_context(context: &SecurityContext, errors: &mut Vec<FieldError>) {
             "needs runAsUser (Docker sets a group only with a user)",
         ));
     }
+}
+
+/// Bounds of `spec.healthCheck`: probes at most once a second (a game's own health path is
+/// not a benchmark), at least once an hour (a slower check sees nothing), and deadlines of at
+/// most an hour.
+const MIN_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_PROBE_DURATION: Duration = Duration::from_secs(3600);
+const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(100);
+const MAX_FAILURE_THRESHOLD: u32 = 100;
+/// The request line of an http probe carries the path: bounded, and printable ASCII only.
+const MAX_PROBE_PATH_LENGTH: usize = 1024;
+
+fn health_check(check: &HealthCheck, errors: &mut Vec<FieldError>) {
+    let probes = check.probes();
+    if probes.len() != 1 {
+        let named: Vec<&str> = probes.iter().map(Probe::kind).collect();
+        errors.push(FieldError::new(
+            "spec.healthCheck",
+            if named.is_empty() {
+                "names no probe: give exactly one of http, tcp, exec or docker".to_owned()
+            } else {
+                format!(
+                    "names {} probes ({}): give exactly one of http, tcp, exec or docker",
+                    named.len(),
+                    named.join(", ")
+                )
+            },
+        ));
+    }
+    for probe in probes {
+        match probe {
+            Probe::Http(http) => {
+                probe_port("spec.healthCheck.http.port", http.port, errors);
+                probe_path(&http.path, errors);
+            }
+            Probe::Tcp(tcp) => probe_port("spec.healthCheck.tcp.port", tcp.port, errors),
+            Probe::Exec(exec) => {
+                if exec.command.is_empty() || exec.command[0].is_empty() {
+                    errors.push(FieldError::new(
+                        "spec.healthCheck.exec.command",
+                        "must name a program to run, such as [/bin/check]",
+                    ));
+                }
+                no_nul_in_each("spec.healthCheck.exec.command", &exec.command, errors);
+            }
+            Probe::Docker => {}
+        }
+    }
+    let mut within = |field: &str, value: Duration, min: Duration, max: Duration| {
+        if value < min || value > max {
+            errors.push(FieldError::new(
+                format!("spec.healthCheck.{field}"),
+                format!(
+                    "must be between {} and {}, got {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max),
+                    humantime::format_duration(value)
+                ),
+            ));
+        }
+    };
+    within(
+        "interval",
+        check.interval,
+        MIN_PROBE_INTERVAL,
+        MAX_PROBE_DURATION,
+    );
+    within(
+        "timeout",
+        check.timeout,
+        MIN_PROBE_TIMEOUT,
+        check.interval.max(MIN_PROBE_TIMEOUT),
+    );
+    within(
+        "startPeriod",
+        check.start_period,
+        Duration::ZERO,
+        MAX_PROBE_DURATION,
+    );
+    within(
+        "startupTimeout",
+        check.startup_timeout,
+        check.interval.min(MAX_PROBE_DURATION),
+        MAX_PROBE_DURATION,
+    );
+    if !(1..=MAX_FAILURE_THRESHOLD).contains(&check.failure_threshold) {
+        errors.push(FieldError::new(
+            "spec.healthCheck.failureThreshold",
+            format!(
+                "must be between 1 and {MAX_FAILURE_THRESHOLD}, got {}",
+                check.failure_threshold
+            ),
+        ));
+    }
+}
+
+fn probe_port(path: &str, port: u16, errors: &mut Vec<FieldError>) {
+    if port == 0 {
+        errors.push(FieldError::new(path, PORT_RANGE_MESSAGE));
+    }
+}
+
+fn probe_path(path: &str, errors: &mut Vec<FieldError>) {
+    let message = if !path.starts_with('/') {
+        "must start with '/', such as /healthz"
+    } else if path.len() > MAX_PROBE_PATH_LENGTH {
+        "must be at most 1024 characters"
+    } else if !path.bytes().all(|b| b.is_ascii_graphic()) {
+        "must be printable ASCII without spaces (percent-encode anything else)"
+    } else {
+        return;
+    };
+    errors.push(FieldError::new(
+        "spec.healthCheck.http.path",
+        format!("{message}, got {:?}", Quoted(path)),
+    ));
 }
 
 fn stop_timeout(timeout: Duration, errors: &mut Vec<FieldError>) {
@@ -785,7 +904,15 @@ mod tests {
             .add_capability("CHOWN")
             .run_as(1000, Some(1000))
             .read_only_root_filesystem()
+            .health_check(super::super::ProbeKind::Http {
+                port: 8080,
+                path: "/healthz".into(),
+            })
             .build()
+    }
+
+    fn check(doc: &mut GameRuntime) -> &mut HealthCheck {
+        doc.spec.health_check.as_mut().expect("valid() has a check")
     }
 
     #[test]
@@ -888,6 +1015,60 @@ mod tests {
             }),
             ("spec.securityContext.runAsGroup", |d| {
                 d.spec.security_context.run_as_user = None
+            }),
+            ("spec.healthCheck", |d| check(d).http = None),
+            ("spec.healthCheck", |d| {
+                check(d).tcp = Some(super::super::TcpProbe { port: 7000 })
+            }),
+            ("spec.healthCheck.http.port", |d| {
+                check(d).http.as_mut().unwrap().port = 0
+            }),
+            ("spec.healthCheck.http.path", |d| {
+                check(d).http.as_mut().unwrap().path = "healthz".into()
+            }),
+            ("spec.healthCheck.http.path", |d| {
+                check(d).http.as_mut().unwrap().path = "/a b".into()
+            }),
+            ("spec.healthCheck.http.path", |d| {
+                check(d).http.as_mut().unwrap().path = format!("/{}", "a".repeat(1024))
+            }),
+            ("spec.healthCheck.exec.command", |d| {
+                let check = check(d);
+                check.http = None;
+                check.exec = Some(super::super::ExecProbe { command: vec![] });
+            }),
+            ("spec.healthCheck.exec.command[1]", |d| {
+                let check = check(d);
+                check.http = None;
+                check.exec = Some(super::super::ExecProbe {
+                    command: vec!["/bin/check".into(), "a\0b".into()],
+                });
+            }),
+            ("spec.healthCheck.interval", |d| {
+                let check = check(d);
+                check.interval = Duration::from_millis(500);
+                check.timeout = Duration::from_millis(200);
+            }),
+            ("spec.healthCheck.interval", |d| {
+                check(d).interval = Duration::from_secs(3601)
+            }),
+            ("spec.healthCheck.timeout", |d| {
+                check(d).timeout = Duration::from_secs(6)
+            }),
+            ("spec.healthCheck.timeout", |d| {
+                check(d).timeout = Duration::from_millis(50)
+            }),
+            ("spec.healthCheck.startPeriod", |d| {
+                check(d).start_period = Duration::from_secs(3601)
+            }),
+            ("spec.healthCheck.startupTimeout", |d| {
+                check(d).startup_timeout = Duration::from_secs(4)
+            }),
+            ("spec.healthCheck.failureThreshold", |d| {
+                check(d).failure_threshold = 0
+            }),
+            ("spec.healthCheck.failureThreshold", |d| {
+                check(d).failure_threshold = 101
             }),
         ];
         for (path, break_rule) in rows {
