@@ -1050,7 +1050,9 @@ mod tests {
                 check.timeout = Duration::from_millis(200);
             }),
             ("spec.healthCheck.interval", |d| {
-                check(d).interval = Duration::from_secs(3601)
+                let check = check(d);
+                check.interval = Duration::from_secs(3601);
+                check.startup_timeout = Duration::from_secs(3600);
             }),
             ("spec.healthCheck.timeout", |d| {
                 check(d).timeout = Duration::from_secs(6)
