@@ -69,6 +69,20 @@ pub struct OpRequest {
     /// newer version is the next reconcile's (the watch has queued it).
     /// `None`: the operation reads the document itself.
     pub document: Option<Box<GameRuntime>>,
+    /// The failure the operation repairs (a replacement of a game whose
+    /// health check failed), recorded in each of its entries.
+    pub cause: Option<OpCause>,
+}
+
+/// Why an operation the controller runs on its own was needed: a failure
+/// of the game it repairs, recorded as the history entry's `cause` and
+/// `note`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpCause {
+    /// `health_check_failed` or `startup_timeout`.
+    pub code: ErrorCode,
+    /// What was seen, for people (the last probe failure).
+    pub detail: String,
 }
 
 impl OpRequest {
@@ -81,6 +95,7 @@ impl OpRequest {
             source_ref: String::new(),
             source_claimed: false,
             document: None,
+            cause: None,
         }
     }
 
@@ -93,6 +108,12 @@ impl OpRequest {
     /// Marks the source as the document writer's claim.
     pub(crate) fn claimed(mut self) -> Self {
         self.source_claimed = true;
+        self
+    }
+
+    /// Records `cause` as the failure the operation repairs.
+    pub(crate) fn with_cause(mut self, cause: OpCause) -> Self {
+        self.cause = Some(cause);
         self
     }
 
@@ -428,6 +449,10 @@ impl Lifecycle {
         entry.source_ref = request.source_ref.clone();
         entry.source_claimed = request.source_claimed;
         entry.holder = self.session.holder().to_owned();
+        if let Some(cause) = &request.cause {
+            entry.cause = Some(cause.code);
+            entry.note = Some(cause.detail.clone());
+        }
         entry
     }
 

@@ -47,6 +47,7 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 use super::{
+    ExecOutcome,
     ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, HostResources,
     ImageInfo, LABEL_GAME, LABEL_MANAGED_BY, MANAGED_BY, NetworkSpec, RuntimeError, RuntimeOp,
 };
@@ -766,6 +767,9 @@ fn container_info(response: ContainerInspectResponse) -> ContainerInfo {
         started_at: parse_time(state.started_at.as_deref()),
         finished_at: parse_time(state.finished_at.as_deref()),
         error: state.error.filter(|error| !error.is_empty()),
+        address: None,
+        ports: Vec::new(),
+        health: None,
     }
 }
 
@@ -1018,6 +1022,22 @@ impl ContainerRuntime for DockerRuntime {
         let mut containers = self.list(filters).await?;
         containers.retain(|c| c.game() == Some(game));
         Ok(containers)
+    }
+
+    async fn exec(
+        &self,
+        _id: &str,
+        _command: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        Err(RuntimeError::Rejected {
+            status: 501,
+            message: "exec: not implemented yet".into(),
+        })
+    }
+
+    async fn exec_running(&self, _exec_id: &str) -> Result<bool, RuntimeError> {
+        Ok(false)
     }
 
     fn events(&self) -> BoxStream<'static, Result<ContainerEvent, RuntimeError>> {

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 use super::{
+    ExecOutcome,
     ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, HostResources,
     ImageInfo, LABEL_MANAGED_BY, MANAGED_BY, RuntimeError, RuntimeOp,
 };
@@ -565,6 +566,9 @@ impl ContainerRuntime for FakeRuntime {
             started_at: None,
             finished_at: None,
             error: None,
+            address: None,
+            ports: Vec::new(),
+            health: None,
         };
         state.names.insert(spec.name.clone(), id.clone());
         state
@@ -722,6 +726,22 @@ impl ContainerRuntime for FakeRuntime {
             .collect();
         managed.sort_by(|a, b| a.name.cmp(&b.name));
         settle(after, Ok(managed))
+    }
+
+    async fn exec(
+        &self,
+        _id: &str,
+        _command: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        Err(RuntimeError::Rejected {
+            status: 501,
+            message: "exec: not implemented yet".into(),
+        })
+    }
+
+    async fn exec_running(&self, _exec_id: &str) -> Result<bool, RuntimeError> {
+        Ok(false)
     }
 
     fn events(&self) -> BoxStream<'static, Result<ContainerEvent, RuntimeError>> {

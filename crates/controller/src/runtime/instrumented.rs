@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use super::{
+    ExecOutcome,
     ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, HostResources, ImageInfo,
     RuntimeError, RuntimeOp,
 };
@@ -114,6 +115,21 @@ impl ContainerRuntime for Instrumented {
 
     async fn list_labelled(&self, key: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
         self.timed(RuntimeOp::ListManaged, self.inner.list_labelled(key))
+            .await
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        self.timed(RuntimeOp::Exec, self.inner.exec(id, command, timeout))
+            .await
+    }
+
+    async fn exec_running(&self, exec_id: &str) -> Result<bool, RuntimeError> {
+        self.timed(RuntimeOp::Exec, self.inner.exec_running(exec_id))
             .await
     }
 

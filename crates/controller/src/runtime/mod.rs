@@ -230,6 +230,50 @@ pub struct ContainerInfo {
     pub finished_at: Option<SystemTime>,
     /// Docker's last error for the container (e.g. why a start failed).
     pub error: Option<String>,
+    /// The container's address on its Docker network (the one its host config names, else
+    /// the first with an address); `None` when it has none (not running, or host network).
+    pub address: Option<std::net::IpAddr>,
+    /// Its published ports (those with a host binding), as Docker reports them, sorted.
+    pub ports: Vec<rtm_core::model::PublishedPort>,
+    /// Docker's verdict on the image's HEALTHCHECK (`State.Health`); `None` when the
+    /// container has no HEALTHCHECK.
+    pub health: Option<DockerHealth>,
+}
+
+/// Docker's verdict on a container's HEALTHCHECK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerHealth {
+    /// `starting`, `healthy` or `unhealthy`.
+    pub status: DockerHealthStatus,
+    /// Failed checks in a row.
+    pub failing_streak: u32,
+    /// The output of the last check, trimmed and cut to at most 512 bytes.
+    pub last_output: Option<String>,
+    /// The exit code of the last check.
+    pub last_exit_code: Option<i64>,
+}
+
+/// Docker's health status of a container with a HEALTHCHECK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerHealthStatus {
+    /// No check has passed yet, within the image's start period.
+    Starting,
+    /// The last check passed (or fewer than `retries` failed since).
+    Healthy,
+    /// `retries` checks failed in a row.
+    Unhealthy,
+}
+
+/// How a command run in a container ([`ContainerRuntime::exec`]) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// Docker's id of the exec, for [`ContainerRuntime::exec_running`].
+    pub exec_id: String,
+    /// Its exit code; `None` when it had not ended within the timeout (Docker cannot kill
+    /// an exec: it runs on, and the caller should not start another before it ended).
+    pub exit_code: Option<i64>,
+    /// Its output (stdout and stderr interleaved), at most 4 KiB: the start when longer.
+    pub output: String,
 }
 
 impl ContainerInfo {
@@ -399,6 +443,8 @@ pub enum RuntimeOp {
     ListManaged,
     /// [`ContainerRuntime::events`].
     Events,
+    /// [`ContainerRuntime::exec`] and [`ContainerRuntime::exec_running`].
+    Exec,
 }
 
 impl RuntimeOp {
@@ -417,6 +463,7 @@ impl RuntimeOp {
             RuntimeOp::Rename => "rename",
             RuntimeOp::ListManaged => "list_managed",
             RuntimeOp::Events => "events",
+            RuntimeOp::Exec => "exec",
         }
     }
 }
@@ -610,6 +657,20 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
         Ok(None)
     }
 
+    /// Runs `command` (no shell) in the running container `id`, waiting at most `timeout`
+    /// for it to end. A container that is not running (or paused) is `Conflict`, a missing
+    /// one `NotFound`.
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RuntimeError>;
+
+    /// Whether the exec `exec_id` (of [`ContainerRuntime::exec`]) still runs; a forgotten
+    /// one (its container gone) is `false`.
+    async fn exec_running(&self, exec_id: &str) -> Result<bool, RuntimeError>;
+
     /// Events of managed containers, from now on. The stream ends or yields
     /// an error when the daemon goes away or drops a slow reader (Docker's
     /// stream is lossy): re-open it and relist.
@@ -637,6 +698,9 @@ mod tests {
             started_at: None,
             finished_at: None,
             error: None,
+            address: None,
+            ports: Vec::new(),
+            health: None,
         }
     }
 

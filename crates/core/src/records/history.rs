@@ -72,6 +72,11 @@ pub struct HistoryEntry {
     /// removal because the game moved to another node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The failure the operation repairs, when it replaces a game that stopped serving
+    /// (`health_check_failed`, `startup_timeout`); `note` says what the probe saw. Unlike
+    /// `error_code`, it does not mean the operation failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<ErrorCode>,
     /// The controller that ran the operation.
     #[serde(default)]
     pub holder: String,
@@ -121,6 +126,7 @@ impl HistoryEntry {
             started_at: Timestamp::now(),
             finished_at: None,
             note: None,
+            cause: None,
             holder: String::new(),
             fence_revision: None,
             repeated: 0,
