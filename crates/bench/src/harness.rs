@@ -743,6 +743,21 @@ impl ContainerRuntime for CountingRuntime {
             .await
     }
 
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> std::result::Result<rtm_controller::runtime::ExecOutcome, RuntimeError> {
+        self.timed(RuntimeOp::Exec, self.inner.exec(id, command, timeout))
+            .await
+    }
+
+    async fn exec_running(&self, exec_id: &str) -> std::result::Result<bool, RuntimeError> {
+        self.timed(RuntimeOp::Exec, self.inner.exec_running(exec_id))
+            .await
+    }
+
     async fn list_game(&self, game: &str) -> std::result::Result<Vec<ContainerInfo>, RuntimeError> {
         self.timed(RuntimeOp::ListManaged, self.inner.list_game(game))
             .await

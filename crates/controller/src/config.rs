@@ -9,6 +9,11 @@ use std::time::Duration;
 use rtm_core::config::{ConfigError, EtcdArgs};
 use rtm_core::records::history::DEFAULT_RETENTION;
 
+/// Probes running at once by default: enough for 10,000 games probed every
+/// 5 s with probes of ~10 ms (2,000 a second), while a fleet whose probes
+/// all hang for their timeout cannot hold more sockets or execs than this.
+pub const DEFAULT_PROBE_CONCURRENCY: usize = 256;
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -96,6 +101,17 @@ pub struct ControllerConfig {
     /// (0.0.0.0 and :: stand for all addresses; `*` allows any).
     #[arg(long = "host-ips", env = "RTM_HOST_IPS", default_value = rtm_core::ports::DEFAULT_HOST_IPS, value_parser = host_ips_arg)]
     pub host_ips: String,
+
+    /// The address players reach this node's games at, shown as each game's
+    /// `status.address`: an IP address or a DNS name. By default the host's
+    /// address on its default route (127.0.0.1 when it has none).
+    #[arg(long = "advertise-address", env = "RTM_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+
+    /// Health-check probes run at once, across all games (a probe takes at
+    /// most its check's timeout).
+    #[arg(long = "probe-concurrency", env = "RTM_PROBE_CONCURRENCY", default_value_t = DEFAULT_PROBE_CONCURRENCY)]
+    pub probe_concurrency: usize,
 
     /// On SIGTERM, how long in-flight operations may take to finish.
     #[arg(long = "drain-timeout", env = "RTM_DRAIN_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -258,9 +274,46 @@ impl ControllerConfig {
                 "--node-name must be a DNS-1123 subdomain (lower case letters, digits, '-', '.')",
             ));
         }
+        if self.probe_concurrency == 0 || self.probe_concurrency > 4096 {
+            return Err(ConfigError::Incomplete(
+                "--probe-concurrency must be between 1 and 4096",
+            ));
+        }
+        if let Some(address) = &self.advertise_address
+            && address.parse::<std::net::IpAddr>().is_err()
+            && !rtm_core::model::validate::is_dns1123_subdomain(address)
+        {
+            return Err(ConfigError::Incomplete(
+                "--advertise-address must be an IP address or a DNS name",
+            ));
+        }
         self.hardening.validate()?;
         Ok(())
     }
+
+    /// The address shown as `status.address`: `--advertise-address`, else
+    /// the source address of the host's default route, else 127.0.0.1.
+    pub fn advertised_address(&self) -> String {
+        self.advertise_address
+            .clone()
+            .unwrap_or_else(|| default_route_address().to_string())
+    }
+}
+
+/// The address the host would send from to reach the world: connecting a
+/// UDP socket sends nothing, it only asks the kernel for a route (to
+/// 192.0.2.1, a documentation address that is never used).
+fn default_route_address() -> std::net::IpAddr {
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|socket| {
+            socket.connect("192.0.2.1:9")?;
+            socket.local_addr()
+        })
+        .map(|local| local.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(loopback)
 }
 
 fn host_ports_arg(text: &str) -> Result<String, String> {
@@ -344,6 +397,8 @@ impl fmt::Display for ControllerConfig {
         )?;
         writeln!(f, "host-ports: {}", self.host_ports)?;
         writeln!(f, "host-ips: {}", self.host_ips)?;
+        writeln!(f, "advertise-address: {}", self.advertised_address())?;
+        writeln!(f, "probe-concurrency: {}", self.probe_concurrency)?;
         writeln!(
             f,
             "drain-timeout: {}",

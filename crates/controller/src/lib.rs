@@ -40,6 +40,7 @@ mod events;
 mod failpoint;
 #[cfg(test)]
 mod fixture;
+mod health;
 pub mod hardening;
 pub mod http;
 pub mod lease;
@@ -75,6 +76,7 @@ use rtm_core::store::{Keys, Store, StoreError};
 use self::backoff::Backoff;
 use self::config::ControllerConfig;
 use self::desired::DesiredCache;
+use self::health::Health;
 use self::peers::{Peers, announce};
 use self::queue::WorkQueue;
 use self::reconcile::{Reconciler, Sharding};
@@ -146,7 +148,10 @@ pub async fn run_with(
 ) -> Result<(), ControllerError> {
     // Bulk work (resyncs) leaves one worker free for changes.
     let queue = Arc::new(WorkQueue::new().with_bulk_slots(config.concurrency.saturating_sub(1)));
+    let address = config.advertised_address();
     let controller = Controller {
+        health: Arc::new(Health::new(metrics.clone())),
+        address,
         config,
         keys,
         store,
@@ -181,9 +186,14 @@ struct Controller {
     metrics: Metrics,
     cache: Arc<DesiredCache>,
     statuses: Arc<StatusCache>,
+    /// What the probes said of each game's container; outlives sessions
+    /// (a new session must not forget that a game passed).
+    health: Arc<Health>,
     queue: Arc<WorkQueue>,
     /// Whether an etcd session is held (`/healthz`, `/readyz`).
     session_ok: Arc<AtomicBool>,
+    /// `status.address` of the games this node runs.
+    address: String,
 }
 
 impl Controller {
@@ -229,6 +239,13 @@ impl Controller {
             self.runtime.clone(),
             self.cache.clone(),
             self.queue.clone(),
+            stop.clone(),
+        ));
+        stages.spawn(health::run(
+            self.health.clone(),
+            self.runtime.clone(),
+            self.queue.clone(),
+            self.config.probe_concurrency,
             stop.clone(),
         ));
         stages.spawn(report_queue_depth(
@@ -316,10 +333,14 @@ impl Controller {
                     node: self.config.node_name.clone(),
                     take_unassigned: self.config.take_unassigned,
                 },
-                plan::Settings::default(),
+                plan::Settings {
+                    address: Some(self.address.clone()),
+                    ..plan::Settings::default()
+                },
                 self.metrics.clone(),
             )
-            .with_status_cache(self.statuses.clone()),
+            .with_status_cache(self.statuses.clone())
+            .with_health(self.health.clone()),
         );
         // Workers stop taking work when this is cancelled: on shutdown or
         // when the session is lost.

@@ -61,6 +61,16 @@ pub struct Metrics {
     /// history grace: the one clean-up no history can record (it is the
     /// history), so it is counted here and logged.
     pub history_removed: IntCounter,
+    /// Health-check probes run, by `kind` (http, tcp, exec, docker) and
+    /// `result` (passed, failed, pending).
+    pub probes: IntCounterVec,
+    /// Duration of one probe, by `kind`.
+    pub probe_duration: HistogramVec,
+    /// How late a probe started: from when it was due to when it ran (a
+    /// fleet probed on time keeps this near zero).
+    pub probe_lateness: Histogram,
+    /// Games whose containers this controller probes.
+    pub probed_games: IntGauge,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
@@ -179,6 +189,36 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            probes: counter_vec(
+                "rtmanager_probes_total",
+                "Health-check probes run, by kind and result.",
+                &["kind", "result"],
+            ),
+            probe_duration: histogram_vec(
+                "rtmanager_probe_duration_seconds",
+                "Duration of one health-check probe, by kind.",
+                FAST_BUCKETS,
+                &["kind"],
+            ),
+            probe_lateness: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "rtmanager_probe_lateness_seconds",
+                        "Time from a probe being due to it running.",
+                    )
+                    .buckets(FAST_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            probed_games: register(
+                r,
+                IntGauge::new(
+                    "rtmanager_probed_games",
+                    "Games whose containers this controller probes.",
+                )
+                .expect("valid metric"),
+            ),
             registry,
         };
         metrics.initialise();
@@ -195,6 +235,11 @@ impl Metrics {
         }
         for result in ["ok", "failed", "timed_out", "panicked"] {
             self.reconciles.with_label_values(&[result]);
+        }
+        for kind in ["http", "tcp", "exec", "docker"] {
+            for result in ["passed", "failed", "pending"] {
+                self.probes.with_label_values(&[kind, result]);
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::health::{HealthView, Judged};
 use crate::runtime::{ContainerInfo, ContainerState};
 use rtm_core::model::{
     DesiredState, GameRuntime, GameRuntimeStatus, Outcome, Phase, RestartPolicy,
@@ -13,6 +14,10 @@ use rtm_core::model::{
 use rtm_core::records::status::StatusRecord;
 
 pub(crate) use rtm_core::model::READY;
+
+mod health;
+
+pub(crate) use self::health::{HEALTH_CHECK_FAILING, HEALTH_CHECK_PASSED};
 
 /// The Ready condition's reason while the container is paused by hand.
 pub(crate) const CONTAINER_PAUSED: &str = "ContainerPaused";
@@ -29,8 +34,12 @@ pub(crate) struct Settings {
     /// waiting (its earlier crashes no longer count).
     pub(crate) crash_reset_after: Duration,
     /// A transitional phase (Starting, Stopping, Removing) older than this
-    /// turns Failed.
+    /// turns Failed (a running container waiting for its first passing
+    /// probe has its check's `startupTimeout` instead).
     pub(crate) transition_deadline: Duration,
+    /// The node's advertised address, shown as `status.address` of the
+    /// games it runs.
+    pub(crate) address: Option<String>,
 }
 
 impl Default for Settings {
@@ -40,6 +49,7 @@ impl Default for Settings {
             crash_backoff_max: Duration::from_secs(300),
             crash_reset_after: Duration::from_secs(600),
             transition_deadline: Duration::from_secs(300),
+            address: None,
         }
     }
 }
@@ -51,6 +61,8 @@ pub(crate) struct Observed {
     pub(crate) status: StatusRecord,
     /// The game's container (`rtm-<game>`, ours), if any.
     pub(crate) container: Option<ContainerInfo>,
+    /// What this controller's probes said of that container, if it probes it.
+    pub(crate) health: Option<HealthView>,
 }
 
 /// Why the container must change.
@@ -66,6 +78,10 @@ pub(crate) enum Cause {
     Vanished,
     /// A container was created but never started (an interrupted start).
     NeverStarted,
+    /// The health check failed `failureThreshold` times in a row after Ready.
+    Unhealthy,
+    /// The health check did not pass within `startupTimeout` of the start.
+    StartupTimeout,
 }
 
 /// What to do to the container.
@@ -157,7 +173,7 @@ pub(crate) fn plan(
                     } else if c.state == ContainerState::Paused {
                         Action::Unpause
                     } else {
-                        Action::None
+                        replace_if_unhealthy(doc, observed, now, settings)
                     }
                 }
                 ContainerState::Created => Action::Start {
@@ -190,6 +206,49 @@ pub(crate) fn plan(
             }
         }
     }
+}
+
+/// A running container its health check judged unhealthy (or never
+/// started serving) is replaced, after the crash-loop back-off; with
+/// `restartPolicy: Never` it is kept as it is.
+fn replace_if_unhealthy(
+    doc: &GameRuntime,
+    observed: &Observed,
+    now: SystemTime,
+    settings: &Settings,
+) -> Action {
+    let Some(judged) = health::judged(doc, observed, now) else {
+        return Action::None;
+    };
+    if doc.spec.restart_policy == RestartPolicy::Never {
+        return Action::None;
+    }
+    if let Some((_, remaining)) = health::replacement_wait(doc, observed, now, settings) {
+        return Action::WaitBackoff { remaining };
+    }
+    Action::Recreate {
+        cause: match judged {
+            Judged::Unhealthy => Cause::Unhealthy,
+            Judged::StartupTimeout => Cause::StartupTimeout,
+        },
+    }
+}
+
+/// What a replacement for `cause` repairs, for its history entries: the
+/// code and what the probe saw.
+pub(crate) fn repaired(
+    doc: &GameRuntime,
+    observed: &Observed,
+    cause: Cause,
+) -> Option<(rtm_core::error_code::ErrorCode, String)> {
+    use rtm_core::error_code::ErrorCode;
+    let check = doc.spec.health_check.as_ref()?;
+    let (judged, code) = match cause {
+        Cause::Unhealthy => (Judged::Unhealthy, ErrorCode::HealthCheckFailed),
+        Cause::StartupTimeout => (Judged::StartupTimeout, ErrorCode::StartupTimeout),
+        _ => return None,
+    };
+    Some((code, health::judgement(judged, check, observed)))
 }
 
 /// Whether the container was created from the document's current spec
@@ -248,17 +307,23 @@ fn crash_backoff(
     if ran >= settings.crash_reset_after || status.restart_count == 0 {
         return None;
     }
-    let exponent = (status.restart_count - 1).min(16);
-    let delay = settings
-        .crash_backoff_base
-        .saturating_mul(1 << exponent)
-        .min(settings.crash_backoff_max);
+    let delay = backoff_delay(status.restart_count, settings);
     let finished = container.finished_at?;
     let elapsed = now.duration_since(finished).unwrap_or_default();
     let remaining = delay
         .checked_sub(elapsed)
         .filter(|remaining| !remaining.is_zero())?;
     Some((delay, remaining))
+}
+
+/// The wait before the next restart of a game restarted `restart_count`
+/// times (at least once): base, 2×base, … up to the maximum.
+fn backoff_delay(restart_count: u32, settings: &Settings) -> Duration {
+    let exponent = restart_count.saturating_sub(1).min(16);
+    settings
+        .crash_backoff_base
+        .saturating_mul(1 << exponent)
+        .min(settings.crash_backoff_max)
 }
 
 /// The status a game should show, given what was observed (after any
@@ -277,23 +342,40 @@ pub(crate) fn derive_status(
         status.set_phase(Phase::Removing, now);
         return status;
     };
-    record_container(&mut status, container);
+    record_container(&mut status, container, settings);
+    health::record(&mut status, doc, observed);
     let running = container.is_some_and(ContainerInfo::is_running);
     let matches_spec = container.is_some_and(|c| runs_spec(c, doc));
-
-    let (phase, message) = observed_phase(doc, container, previous, now, settings);
+    let probed = running
+        .then(|| health::phase(doc, observed, now, settings))
+        .flatten();
+    let waits_for_probe = probed.is_some();
+    let (phase, message) =
+        probed.unwrap_or_else(|| observed_phase(doc, container, previous, now, settings));
     status.set_phase(phase, now);
     status.message = message;
-    fail_if_stuck(&mut status, now, settings);
+    if !waits_for_probe {
+        // A running container waiting for its first passing probe has its
+        // check's startup timeout instead.
+        fail_if_stuck(&mut status, now, settings);
+    }
     record_convergence(&mut status, doc, container, running && matches_spec);
-    set_ready(&mut status, container, running && matches_spec, now);
+    let passing = health::passing(doc, observed);
+    set_ready(&mut status, container, running && matches_spec, passing, now);
     status
 }
 
 /// Copies what the container shows (id, image, hostname, how it last
-/// exited) into the status; no container clears the id.
-fn record_container(status: &mut GameRuntimeStatus, container: Option<&ContainerInfo>) {
+/// exited, its published ports) into the status, with the node's address;
+/// no container clears the id, the address and the ports.
+fn record_container(
+    status: &mut GameRuntimeStatus,
+    container: Option<&ContainerInfo>,
+    settings: &Settings,
+) {
     status.container_id = container.map(|c| c.id.clone());
+    status.address = container.and(settings.address.clone());
+    status.ports = container.map(|c| c.ports.clone()).unwrap_or_default();
     if let Some(c) = container {
         status.image_ref = Some(c.image.clone());
         status.hostname = Some(c.hostname.clone());
@@ -391,17 +473,27 @@ fn record_convergence(
 }
 
 /// The Ready condition: true while Running and `serving` (running the
-/// current spec); otherwise its reason names the phase (or the pause).
+/// current spec) and, with a health check, its probe `passing`; otherwise
+/// its reason names the phase, the pause or the failing probe.
 fn set_ready(
     status: &mut GameRuntimeStatus,
     container: Option<&ContainerInfo>,
     serving: bool,
+    passing: Option<bool>,
     now: SystemTime,
 ) {
-    let ready = status.phase == Phase::Running && serving;
+    let running = status.phase == Phase::Running && serving;
+    let ready = running && passing != Some(false);
     let paused = container.is_some_and(|c| c.state == ContainerState::Paused);
-    let (reason, text) = if ready {
+    let (reason, text) = if ready && passing == Some(true) {
+        (HEALTH_CHECK_PASSED.to_owned(), String::new())
+    } else if ready {
         ("ContainerRunning".to_owned(), String::new())
+    } else if running && !paused {
+        (
+            HEALTH_CHECK_FAILING.to_owned(),
+            status.message.clone().unwrap_or_default(),
+        )
     } else if paused && status.phase == Phase::Running {
         (
             CONTAINER_PAUSED.to_owned(),

@@ -17,8 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
+use crate::health::Health;
 use crate::lease::{GameLease, LeaseError, Session};
-use crate::lifecycle::{Lifecycle, OpRequest, OpResult, new_id};
+use crate::lifecycle::{Lifecycle, OpCause, OpRequest, OpResult, new_id};
 use crate::metrics::Metrics;
 use crate::runtime::{ContainerInfo, ContainerRuntime, container_name};
 use rtm_core::error_code::ErrorCode;
@@ -33,7 +34,9 @@ use rtm_core::records::status::{StatusRecord, StatusStore};
 use rtm_core::store::{Compare, Keys};
 
 use super::desired::{Desired, DesiredCache};
-use super::plan::{Action, Cause, Observed, Settings, derive_status, plan, spec_changed};
+use super::plan::{
+    Action, Cause, Observed, Settings, derive_status, plan, repaired, spec_changed,
+};
 use super::statuses::StatusCache;
 
 /// Look again this soon after acting, to confirm convergence.
@@ -95,6 +98,9 @@ pub(crate) struct Reconciler {
     cache: Arc<DesiredCache>,
     /// The status records as the status watch keeps them, for first looks.
     statuses: Arc<StatusCache>,
+    /// What the probes of each game's container said (the prober follows
+    /// the containers each reconcile observes).
+    health: Arc<Health>,
     sharding: Sharding,
     settings: Settings,
     metrics: Metrics,
@@ -126,6 +132,7 @@ impl Reconciler {
             lifecycle,
             cache,
             statuses: Arc::new(StatusCache::new()),
+            health: Arc::new(Health::new(metrics.clone())),
             sharding,
             settings,
             metrics,
@@ -138,6 +145,14 @@ impl Reconciler {
     /// etcd while it follows etcd; without it they always read etcd.
     pub(crate) fn with_status_cache(mut self, statuses: Arc<StatusCache>) -> Self {
         self.statuses = statuses;
+        self
+    }
+
+    /// Follows the games' containers in `health` (which the prober runs)
+    /// and judges them by its probes; without it no probe result is ever
+    /// known.
+    pub(crate) fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = health;
         self
     }
 
@@ -167,6 +182,7 @@ impl Reconciler {
             return Ok(None);
         }
         let observed = self.first_look(game).await?;
+        let observed = self.probed(game, desired, observed);
         let now = SystemTime::now();
         let action = plan(desired, &observed, now, &self.settings);
         let status = derive_status(desired, &observed, now, &self.settings);
@@ -344,6 +360,7 @@ impl Reconciler {
             },
             _ => self.observe_under(lease).await?,
         };
+        let observed = self.probed(game, desired.as_ref(), observed);
         Ok(Some((desired, observed)))
     }
 
@@ -367,6 +384,7 @@ impl Reconciler {
             return Ok((observed, action));
         }
         let observed = self.observe_under(lease).await?;
+        let observed = self.probed(game, desired, observed);
         let action = plan(desired, &observed, SystemTime::now(), &self.settings);
         Ok((observed, action))
     }
@@ -383,7 +401,7 @@ impl Reconciler {
         result: Option<OpResult>,
     ) -> Result<Acted, Failure> {
         let exited = observed.container.clone().filter(|c| c.state.has_exited());
-        let mut after = match &result {
+        let after = match &result {
             // What the operation wrote and last inspected a moment ago:
             // reading both back would cost an etcd read and a Docker call.
             Some(OpResult {
@@ -393,10 +411,12 @@ impl Reconciler {
             }) => Observed {
                 status: status.clone(),
                 container: Some(container.clone()),
+                health: None,
             },
             Some(_) => self.observe_under(lease).await?,
             None => observed,
         };
+        let mut after = self.probed(game, desired, after);
         let before = after.status.clone();
         if result.as_ref().is_some_and(OpResult::is_success) {
             count_effects(desired, action, exited.as_ref(), &mut after);
@@ -459,7 +479,11 @@ impl Reconciler {
             None => self.status.read(game).await?,
         };
         let container = self.container(game).await?;
-        Ok(Observed { status, container })
+        Ok(Observed {
+            status,
+            container,
+            health: None,
+        })
     }
 
     /// The look under the game's lease: the status as the lease knows it
@@ -478,6 +502,7 @@ impl Reconciler {
         Ok(Observed {
             status,
             container: None,
+            health: None,
         })
     }
 
@@ -489,6 +514,16 @@ impl Reconciler {
             .inspect_container(&container_name(self.keys.prefix(), game))
             .await?
             .filter(|c| c.is_of_game(self.keys.prefix(), game)))
+    }
+
+    /// `observed` with what the probes said of its container; the prober
+    /// follows that container from now on (or stops probing the game).
+    fn probed(&self, game: &str, desired: Option<&GameRuntime>, observed: Observed) -> Observed {
+        let check = desired.and_then(|doc| doc.spec.health_check.as_ref());
+        let container = observed.container.as_ref();
+        self.health.observe(game, check, container);
+        let health = container.and_then(|c| self.health.view(game, &c.id));
+        Observed { health, ..observed }
     }
 
     /// A running container the status does not know yet (a lost status,
@@ -525,6 +560,13 @@ impl Reconciler {
         let request = match doc.filter(|_| requested) {
             Some(doc) => claimed_request(game, doc),
             None => OpRequest::new(game, OpSource::Reconcile),
+        };
+        let request = match (doc, action) {
+            (Some(doc), Action::Recreate { cause }) => match repaired(doc, observed, cause) {
+                Some((code, detail)) => request.with_cause(OpCause { code, detail }),
+                None => request,
+            },
+            _ => request,
         };
         match doc {
             Some(doc) => request.with_document(doc.clone()),
@@ -634,6 +676,7 @@ impl Reconciler {
     }
 
     fn forget(&self, game: &str) {
+        self.health.untrack(game);
         self.track_phase(game, None);
     }
 }
@@ -682,6 +725,9 @@ fn count_effects(
         Action::Restart { .. }
             | Action::Start {
                 cause: Cause::Vanished
+            }
+            | Action::Recreate {
+                cause: Cause::Unhealthy | Cause::StartupTimeout
             }
     ) {
         after.status.value.restart_count = after.status.value.restart_count.saturating_add(1);

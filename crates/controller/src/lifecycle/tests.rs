@@ -638,6 +638,17 @@ impl ContainerRuntime for LosesLeaseDuringStop {
     async fn list_managed(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
         self.inner.list_managed().await
     }
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<crate::runtime::ExecOutcome, RuntimeError> {
+        self.inner.exec(id, command, timeout).await
+    }
+    async fn exec_running(&self, exec_id: &str) -> Result<bool, RuntimeError> {
+        self.inner.exec_running(exec_id).await
+    }
     async fn list_game(&self, game: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
         self.inner.list_game(game).await
     }

@@ -69,6 +69,7 @@ fn observed(container: Option<ContainerInfo>) -> Observed {
     Observed {
         status: Versioned::new(status, 1),
         container,
+        health: None,
     }
 }
 
