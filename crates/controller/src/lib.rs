@@ -40,8 +40,8 @@ mod events;
 mod failpoint;
 #[cfg(test)]
 mod fixture;
-mod health;
 pub mod hardening;
+mod health;
 pub mod http;
 pub mod lease;
 pub mod lifecycle;

@@ -361,7 +361,13 @@ pub(crate) fn derive_status(
     }
     record_convergence(&mut status, doc, container, running && matches_spec);
     let passing = health::passing(doc, observed);
-    set_ready(&mut status, container, running && matches_spec, passing, now);
+    set_ready(
+        &mut status,
+        container,
+        running && matches_spec,
+        passing,
+        now,
+    );
     status
 }
 

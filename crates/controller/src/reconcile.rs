@@ -34,9 +34,7 @@ use rtm_core::records::status::{StatusRecord, StatusStore};
 use rtm_core::store::{Compare, Keys};
 
 use super::desired::{Desired, DesiredCache};
-use super::plan::{
-    Action, Cause, Observed, Settings, derive_status, plan, repaired, spec_changed,
-};
+use super::plan::{Action, Cause, Observed, Settings, derive_status, plan, repaired, spec_changed};
 use super::statuses::StatusCache;
 
 /// Look again this soon after acting, to confirm convergence.

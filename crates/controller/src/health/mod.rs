@@ -43,8 +43,8 @@ use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerState};
 use rtm_core::model::HealthCheck;
 
 use self::probe::{ProbeOutcome, Target};
-pub(crate) use self::state::{HealthView, Judged, judge};
 use self::state::ProbeState;
+pub(crate) use self::state::{HealthView, Judged, judge};
 
 /// The most a container is left unprobed before its first pass.
 const STARTUP_CADENCE: Duration = Duration::from_secs(1);
@@ -169,7 +169,12 @@ impl Health {
             container_id: container.id.clone(),
             address: container.address,
             check: check.clone(),
-            state: ProbeState::new(&container.id, container.started_at, check, SystemTime::now()),
+            state: ProbeState::new(
+                &container.id,
+                container.started_at,
+                check,
+                SystemTime::now(),
+            ),
             seq: 0,
             due: now,
             suspended,
@@ -246,7 +251,13 @@ impl Health {
         // On the grid of the due times, so lateness does not accumulate; a probe that
         // missed its next slot runs one cadence from now.
         let next = (job.due + cadence).max(now + cadence / 2);
-        schedule(&mut inner.due, &mut inner.next_seq, &job.game, tracked, next);
+        schedule(
+            &mut inner.due,
+            &mut inner.next_seq,
+            &job.game,
+            tracked,
+            next,
+        );
         changed
     }
 
@@ -376,4 +387,3 @@ pub(crate) async fn run(
         }
     }
 }
-

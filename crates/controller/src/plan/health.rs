@@ -6,8 +6,8 @@
 use std::time::{Duration, SystemTime};
 
 use rtm_core::model::{
-    GameRuntime, GameRuntimeStatus, HealthCheck, HealthStatus, HealthVerdict, Phase,
-    RestartPolicy, Timestamp,
+    GameRuntime, GameRuntimeStatus, HealthCheck, HealthStatus, HealthVerdict, Phase, RestartPolicy,
+    Timestamp,
 };
 
 use super::{Observed, Settings, backoff_delay};
@@ -167,7 +167,10 @@ pub(super) fn phase(
                     "waiting for the first passing probe ({}): {failure}",
                     probe_name(check)
                 ),
-                None => format!("waiting for the first passing probe ({})", probe_name(check)),
+                None => format!(
+                    "waiting for the first passing probe ({})",
+                    probe_name(check)
+                ),
             }),
         ),
     })

@@ -47,9 +47,9 @@ fn container(doc: &GameRuntime, state: ContainerState) -> ContainerInfo {
         started_at: Some(at(0)),
         finished_at: None,
         error: None,
-            address: None,
-            ports: Vec::new(),
-            health: None,
+        address: None,
+        ports: Vec::new(),
+        health: None,
     }
 }
 
@@ -669,3 +669,5 @@ fn starting_a_stopped_game_again_is_no_crash() {
         }
     );
 }
+
+mod health;

@@ -47,9 +47,9 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 use super::{
-    ExecOutcome,
-    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, HostResources,
-    ImageInfo, LABEL_GAME, LABEL_MANAGED_BY, MANAGED_BY, NetworkSpec, RuntimeError, RuntimeOp,
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutcome,
+    HostResources, ImageInfo, LABEL_GAME, LABEL_MANAGED_BY, MANAGED_BY, NetworkSpec, RuntimeError,
+    RuntimeOp,
 };
 
 /// Where Docker listens when neither the caller nor `DOCKER_HOST` says.
