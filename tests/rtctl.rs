@@ -591,10 +591,15 @@ async fn get_prints_the_columns_filters_by_label_and_names() {
             "AGE",
             "CONTAINER",
             "NODE",
-            "HOSTNAME"
+            "HOSTNAME",
+            "ADDRESS",
+            "PORTS"
         ]
     );
-    assert_eq!(lines[1][7..], ["0123456789ab", "-", "g1"]);
+    assert_eq!(
+        lines[1][7..],
+        ["0123456789ab", "-", "g1", "<none>", "<none>"]
+    );
 
     world
         .rtctl()

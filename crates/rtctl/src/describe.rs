@@ -1,5 +1,5 @@
-//! `rtctl describe NAME`: one game laid out for a person — spec, status, conditions and the
-//! last history entries.
+//! `rtctl describe NAME`: one game laid out for a person — spec, status (with where players
+//! connect), the health check and what it last saw, conditions and the last history entries.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -8,9 +8,10 @@ use std::time::SystemTime;
 use super::client::{Client, check_name};
 use super::error::{CliError, Outcome};
 use super::history::table as history_table;
-use super::output::{Table, age_since};
+use super::output::{Table, age_since, published_ports, short_id};
 use rtm_core::model::{
-    Condition, GameRuntime, GameRuntimeSpec, GameRuntimeStatus, LastOperation, Timestamp,
+    Condition, GameRuntime, GameRuntimeSpec, GameRuntimeStatus, HealthCheck, HealthStatus,
+    HealthVerdict, LastOperation, Timestamp,
 };
 use rtm_core::records::history::HistoryEntry;
 use rtm_core::records::lease::LeaseRecord;
@@ -180,6 +181,9 @@ fn render_invalid(
     );
     lease_field(&mut text, lease, now);
     render_status(&mut text, status, None, now);
+    if let Some(status) = status {
+        render_conditions(&mut text, &status.conditions, now);
+    }
     render_history(&mut text, history, now);
     text
 }
@@ -195,17 +199,19 @@ fn map_lines(
     label: &str,
     map: &std::collections::BTreeMap<String, String>,
 ) {
-    if map.is_empty() {
+    let pairs: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    lines(text, indent, label, &pairs);
+}
+
+/// One value per line under a label, `<none>` when there is none.
+fn lines(text: &mut String, indent: usize, label: &str, values: &[String]) {
+    let Some((first, rest)) = values.split_first() else {
         field(text, indent, label, "<none>");
         return;
-    }
-    for (i, (key, value)) in map.iter().enumerate() {
-        let shown = format!("{key}={value}");
-        if i == 0 {
-            field(text, indent, label, &shown);
-        } else {
-            let _ = writeln!(text, "{:LABEL_WIDTH$} {shown}", "");
-        }
+    };
+    field(text, indent, label, first);
+    for value in rest {
+        let _ = writeln!(text, "{:LABEL_WIDTH$} {value}", "");
     }
 }
 
@@ -236,6 +242,12 @@ pub(crate) fn render(
     render_spec(&mut text, doc);
     lease_field(&mut text, lease, now);
     render_status(&mut text, doc.status.as_ref(), doc.metadata.generation, now);
+    if let Some(check) = &doc.spec.health_check {
+        render_health(&mut text, check, doc.status.as_ref(), now);
+    }
+    if let Some(status) = &doc.status {
+        render_conditions(&mut text, &status.conditions, now);
+    }
     render_history(&mut text, history, now);
     text
 }
@@ -330,7 +342,7 @@ fn limits(spec: &GameRuntimeSpec) -> Vec<String> {
     limits
 }
 
-/// The `Status:` section (or that there is none yet), with the conditions.
+/// The `Status:` section (or that there is none yet); the conditions follow it.
 fn render_status(
     text: &mut String,
     status: Option<&GameRuntimeStatus>,
@@ -369,6 +381,8 @@ fn render_status(
     field(text, 2, "Image", &opt(&status.image_ref));
     field(text, 2, "Hostname", &opt(&status.hostname));
     field(text, 2, "Node", &opt(&status.node));
+    field(text, 2, "Address", &opt(&status.address));
+    lines(text, 2, "Ports", &published_ports(&status.ports));
     field(text, 2, "Restarts", &status.restart_count.to_string());
     field(
         text,
@@ -387,7 +401,91 @@ fn render_status(
     if let Some(op) = &status.last_operation {
         field(text, 2, "Last Operation", &last_operation(op, now));
     }
-    render_conditions(text, &status.conditions, now);
+}
+
+/// The `Health Check:` section of a game whose spec has one: the probe and its timing, then
+/// what the probes of the current container last said (`status.health`).
+fn render_health(
+    text: &mut String,
+    check: &HealthCheck,
+    status: Option<&GameRuntimeStatus>,
+    now: SystemTime,
+) {
+    let duration = |d| humantime::format_duration(d).to_string();
+    let probes: Vec<String> = check.probes().iter().map(ToString::to_string).collect();
+    let _ = writeln!(text, "Health Check:");
+    field(text, 2, "Probe", &list_or_none(&probes));
+    field(text, 2, "Interval", &duration(check.interval));
+    field(text, 2, "Timeout", &duration(check.timeout));
+    field(
+        text,
+        2,
+        "Failure Threshold",
+        &check.failure_threshold.to_string(),
+    );
+    field(text, 2, "Start Period", &duration(check.start_period));
+    field(text, 2, "Startup Timeout", &duration(check.startup_timeout));
+    let Some(health) = status.and_then(|s| s.health.as_ref()) else {
+        field(text, 2, "Verdict", "no result yet");
+        return;
+    };
+    let mut verdict = health.verdict.to_string();
+    if health.verdict == HealthVerdict::Unknown {
+        verdict.push_str(" (no result yet)");
+    }
+    if let Some(since) = health.since {
+        let _ = write!(verdict, " since {}", when(Some(since), now));
+    }
+    field(text, 2, "Verdict", &verdict);
+    if probes.first() != Some(&health.probe) {
+        // The spec changed and the controller has not probed the new way yet.
+        field(
+            text,
+            2,
+            "Probed With",
+            &format!("{} (an earlier spec)", health.probe),
+        );
+    }
+    if let Some(about) = stale_container(health, status) {
+        field(
+            text,
+            2,
+            "Container",
+            &format!("{about} (an earlier container, not the current one)"),
+        );
+    }
+    field(
+        text,
+        2,
+        "Passed",
+        if health.passed { "yes" } else { "not yet" },
+    );
+    field(
+        text,
+        2,
+        "Consecutive Failures",
+        &format!(
+            "{} (of {} that make it unhealthy)",
+            health.consecutive_failures, check.failure_threshold
+        ),
+    );
+    field(
+        text,
+        2,
+        "Last Message",
+        health.message.as_deref().unwrap_or("<none>"),
+    );
+}
+
+/// The short id of the container a verdict is about, when that is not the status's current
+/// one (the controller has not probed the new container yet).
+fn stale_container<'h>(
+    health: &'h HealthStatus,
+    status: Option<&GameRuntimeStatus>,
+) -> Option<&'h str> {
+    let about = health.container_id.as_deref()?;
+    let current = status.and_then(|s| s.container_id.as_deref());
+    (current != Some(about)).then(|| short_id(about))
 }
 
 /// `restart failure start_failed: boom (ref REQ-42), finished …`.
@@ -447,7 +545,7 @@ fn indent(text: &mut String, block: &str) {
 mod tests {
     use super::*;
     use rtm_core::model::parse::parse_documents;
-    use rtm_core::model::{OpKind, OpSource, Phase};
+    use rtm_core::model::{ConditionStatus, OpKind, OpSource, Phase, Protocol, PublishedPort};
 
     #[test]
     fn a_description_has_every_section() {
@@ -479,5 +577,210 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
+    }
+
+    /// A game with an HTTP health check, every timing set, from YAML as a user writes it.
+    fn checked_game() -> GameRuntime {
+        parse_documents(
+            "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata: {name: g1}\n\
+             spec: {image: 'x:1', healthCheck: {http: {port: 8080, path: /healthz}, interval: \
+             5s, timeout: 2s, failureThreshold: 3, startPeriod: 10s, startupTimeout: 2m}}\n",
+        )
+        .unwrap()
+        .remove(0)
+    }
+
+    fn ready(status: ConditionStatus, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: "Ready".into(),
+            status,
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: None,
+        }
+    }
+
+    /// The lines of `text` from the one starting with `heading` to the next unindented one.
+    fn section<'t>(text: &'t str, heading: &str) -> Vec<&'t str> {
+        let mut lines = text.lines().skip_while(|l| !l.starts_with(heading));
+        let first = lines
+            .next()
+            .unwrap_or_else(|| panic!("no {heading} in\n{text}"));
+        std::iter::once(first)
+            .chain(lines.take_while(|l| l.starts_with(' ')))
+            .collect()
+    }
+
+    #[test]
+    fn the_status_says_where_players_connect() {
+        let mut doc = parse_documents(
+            "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata: {name: g1}\n\
+             spec: {image: 'x:1'}\n",
+        )
+        .unwrap()
+        .remove(0);
+        doc.status = Some(GameRuntimeStatus {
+            phase: Phase::Running,
+            ..GameRuntimeStatus::default()
+        });
+        let text = render(&doc, &[], None, SystemTime::now());
+        assert!(
+            text.contains("  Address:                 <none>\n  Ports:                   <none>\n"),
+            "{text}"
+        );
+        let status = doc.status.as_mut().unwrap();
+        status.address = Some("10.1.2.3".into());
+        status.ports = vec![
+            PublishedPort {
+                container_port: 7000,
+                protocol: Protocol::Tcp,
+                host_ip: Some("0.0.0.0".into()),
+                host_port: 17000,
+            },
+            PublishedPort {
+                container_port: 7001,
+                protocol: Protocol::Udp,
+                host_ip: Some("127.0.0.1".into()),
+                host_port: 17001,
+            },
+        ];
+        let text = render(&doc, &[], None, SystemTime::now());
+        assert!(
+            text.contains(
+                "  Address:                 10.1.2.3\n\
+                 \x20 Ports:                   17000->7000/tcp\n\
+                 \x20                          127.0.0.1:17001->7001/udp\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_health_check_shows_its_probe_and_what_the_probes_last_saw() {
+        let mut doc = checked_game();
+        let now = Timestamp::from_unix_seconds(1_700_000_100).system_time();
+        doc.status = Some(GameRuntimeStatus {
+            phase: Phase::Running,
+            container_id: Some("0123456789abcdef".into()),
+            conditions: vec![ready(
+                ConditionStatus::False,
+                "HealthCheckFailing",
+                "http 503 from 172.17.0.5:8080/healthz",
+            )],
+            health: Some(HealthStatus {
+                probe: "http :8080/healthz".into(),
+                verdict: HealthVerdict::Failing,
+                container_id: Some("0123456789abcdef".into()),
+                passed: true,
+                consecutive_failures: 2,
+                message: Some("http 503 from 172.17.0.5:8080/healthz".into()),
+                since: Some(Timestamp::from_unix_seconds(1_700_000_040)),
+            }),
+            ..GameRuntimeStatus::default()
+        });
+        let text = render(&doc, &[], None, now);
+        assert_eq!(
+            section(&text, "Health Check:"),
+            [
+                "Health Check:",
+                "  Probe:                   http :8080/healthz",
+                "  Interval:                5s",
+                "  Timeout:                 2s",
+                "  Failure Threshold:       3",
+                "  Start Period:            10s",
+                "  Startup Timeout:         2m",
+                "  Verdict:                 Failing since 2023-11-14T22:14:00Z (60s ago)",
+                "  Passed:                  yes",
+                "  Consecutive Failures:    2 (of 3 that make it unhealthy)",
+                "  Last Message:            http 503 from 172.17.0.5:8080/healthz",
+            ]
+        );
+        // It sits between the status and the conditions, whose Ready reason it explains.
+        let health_at = text.find("Health Check:").unwrap();
+        assert!(text.find("Status:").unwrap() < health_at, "{text}");
+        assert!(health_at < text.find("Conditions:").unwrap(), "{text}");
+        assert!(text.contains("HealthCheckFailing"), "{text}");
+    }
+
+    #[test]
+    fn a_health_check_without_a_result_says_so() {
+        let mut doc = checked_game();
+        let now = SystemTime::now();
+        // No status at all yet, then a status the probes have not reported in.
+        let text = render(&doc, &[], None, now);
+        assert!(
+            text.contains(
+                "  Startup Timeout:         2m\n  Verdict:                 no result yet\n"
+            ),
+            "{text}"
+        );
+        doc.status = Some(GameRuntimeStatus {
+            phase: Phase::Starting,
+            conditions: vec![ready(ConditionStatus::False, "Starting", "")],
+            ..GameRuntimeStatus::default()
+        });
+        let text = render(&doc, &[], None, now);
+        assert!(
+            text.contains("  Verdict:                 no result yet\n"),
+            "{text}"
+        );
+        doc.status.as_mut().unwrap().health = Some(HealthStatus {
+            probe: "http :8080/healthz".into(),
+            verdict: HealthVerdict::Unknown,
+            container_id: None,
+            passed: false,
+            consecutive_failures: 0,
+            message: None,
+            since: None,
+        });
+        let text = render(&doc, &[], None, now);
+        for expected in [
+            "  Verdict:                 Unknown (no result yet)\n",
+            "  Passed:                  not yet\n",
+            "  Last Message:            <none>\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_verdict_about_an_earlier_probe_or_container_says_so() {
+        let mut doc = checked_game();
+        doc.status = Some(GameRuntimeStatus {
+            phase: Phase::Running,
+            container_id: Some("bbbbbbbbbbbbbbbbbbbb".into()),
+            health: Some(HealthStatus {
+                probe: "tcp :7000".into(),
+                verdict: HealthVerdict::Passing,
+                container_id: Some("aaaaaaaaaaaaaaaaaaaa".into()),
+                passed: true,
+                consecutive_failures: 0,
+                message: None,
+                since: None,
+            }),
+            ..GameRuntimeStatus::default()
+        });
+        let text = render(&doc, &[], None, SystemTime::now());
+        for expected in [
+            "  Verdict:                 Passing\n",
+            "  Probed With:             tcp :7000 (an earlier spec)\n",
+            "  Container:               aaaaaaaaaaaa (an earlier container, not the current one)\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_game_without_a_health_check_has_no_health_section() {
+        let mut doc = parse_documents(
+            "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata: {name: g1}\n\
+             spec: {image: 'x:1'}\n",
+        )
+        .unwrap()
+        .remove(0);
+        doc.status = Some(GameRuntimeStatus::default());
+        let text = render(&doc, &[], None, SystemTime::now());
+        assert!(!text.contains("Health Check:"), "{text}");
+        assert!(text.contains("Conditions:\n  <none>\n"), "{text}");
     }
 }

@@ -1,6 +1,9 @@
 //! `rtctl history NAME`: a game's operation log, newest first, with the correlation ids that
 //! tie a restart to its inner stop and start. A source the document's writer claimed (its
 //! annotations) reads `admin_cli (claimed)`: only `reconcile` is the controller's own word.
+//! An operation that repairs a failure (a restart after the health check failed) shows it
+//! as its CAUSE, with what the probe saw (the entry's note) in MESSAGE; the operation's own
+//! failure, if any, comes first there.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -32,7 +35,7 @@ pub(crate) struct HistoryArgs {
     pub(crate) output: HistoryFormat,
 }
 
-/// `code: message`, or the outcome alone.
+/// `code: message`, or either alone; empty when the operation did not fail.
 pub(crate) fn error_text(entry: &HistoryEntry) -> String {
     match (&entry.error_code, &entry.error_message) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
@@ -40,6 +43,25 @@ pub(crate) fn error_text(entry: &HistoryEntry) -> String {
         (None, Some(message)) => message.clone(),
         (None, None) => String::new(),
     }
+}
+
+/// The MESSAGE cell: the operation's failure, then the note on why it ran (for a repair,
+/// what the probe saw), `; `-separated when there are both.
+pub(crate) fn message_text(entry: &HistoryEntry) -> String {
+    let error = error_text(entry);
+    match entry.note.as_deref() {
+        Some(note) if error.is_empty() => note.to_owned(),
+        Some(note) => format!("{error}; {note}"),
+        None => error,
+    }
+}
+
+/// The failure the operation repairs (`health_check_failed`, `startup_timeout`), `-` for none.
+pub(crate) fn cause_text(entry: &HistoryEntry) -> String {
+    entry
+        .cause
+        .map(|code| code.as_str().to_owned())
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 /// The outcome, with how many times a repeated failure happened in all
@@ -85,7 +107,8 @@ pub(crate) fn duration(entry: &HistoryEntry) -> String {
     }
 }
 
-/// The history table: SEQ OP-ID KIND SOURCE REF OUTCOME ERROR CONTAINER STARTED DURATION.
+/// The history table: SEQ OP-ID KIND SOURCE REF OUTCOME CONTAINER STARTED DURATION CAUSE
+/// MESSAGE (the free text last, so the columns before it stay narrow).
 pub(crate) fn table(entries: &[HistoryEntry], now: SystemTime) -> Table {
     let mut table = Table::new([
         "SEQ",
@@ -97,7 +120,8 @@ pub(crate) fn table(entries: &[HistoryEntry], now: SystemTime) -> Table {
         "CONTAINER",
         "STARTED",
         "DURATION",
-        "ERROR",
+        "CAUSE",
+        "MESSAGE",
     ]);
     for entry in entries {
         table.row([
@@ -110,7 +134,8 @@ pub(crate) fn table(entries: &[HistoryEntry], now: SystemTime) -> Table {
             containers(entry),
             format!("{} ago", age_since(Some(entry.started_at), now)),
             duration(entry),
-            error_text(entry),
+            cause_text(entry),
+            message_text(entry),
         ]);
     }
     table
@@ -133,22 +158,25 @@ pub(crate) async fn history(
         }
         return Ok(Outcome::Success);
     }
-    match args.output {
-        HistoryFormat::Table => {
-            out.write_all(table(&entries, SystemTime::now()).render().as_bytes())?;
-        }
-        HistoryFormat::Json => {
-            let text = serde_json::to_string_pretty(&entries)
-                .map_err(|e| CliError::internal(format!("cannot print JSON: {e}")))?;
-            writeln!(out, "{text}")?;
-        }
-        HistoryFormat::Yaml => {
-            let text = serde_yaml::to_string(&entries)
-                .map_err(|e| CliError::internal(format!("cannot print YAML: {e}")))?;
-            out.write_all(text.as_bytes())?;
-        }
-    }
+    out.write_all(render(&entries, args.output, SystemTime::now())?.as_bytes())?;
     Ok(Outcome::Success)
+}
+
+/// The entries in a format: the table, or the entries as they are stored (every field,
+/// `cause` and `note` among them) in JSON or YAML.
+pub(crate) fn render(
+    entries: &[HistoryEntry],
+    format: HistoryFormat,
+    now: SystemTime,
+) -> Result<String, CliError> {
+    match format {
+        HistoryFormat::Table => Ok(table(entries, now).render()),
+        HistoryFormat::Json => serde_json::to_string_pretty(entries)
+            .map(|text| text + "\n")
+            .map_err(|e| CliError::internal(format!("cannot print JSON: {e}"))),
+        HistoryFormat::Yaml => serde_yaml::to_string(entries)
+            .map_err(|e| CliError::internal(format!("cannot print YAML: {e}"))),
+    }
 }
 
 #[cfg(test)]
@@ -186,10 +214,105 @@ mod tests {
                 "63s",
                 "ago",
                 "3s",
+                "-",
                 "start_failed:",
                 "boom"
             ]
         );
+    }
+
+    /// The restart the controller runs when a game stops serving, as it records it.
+    fn repair(cause: ErrorCode, note: &str) -> HistoryEntry {
+        let mut entry = HistoryEntry::begin("g1", "op-9", OpKind::Restart, OpSource::Reconcile);
+        entry.seq = 9;
+        entry.started_at = Timestamp::from_unix_seconds(1_700_000_000);
+        entry.cause = Some(cause);
+        entry.note = Some(note.into());
+        entry.succeed();
+        entry.finished_at = Some(Timestamp::from_unix_seconds(1_700_000_002));
+        entry
+    }
+
+    /// The cells of the table's rows (split on the column gaps, so spaces inside a cell stay).
+    fn rows(text: &str) -> Vec<Vec<String>> {
+        text.lines()
+            .map(|line| {
+                line.split("   ")
+                    .map(str::trim)
+                    .filter(|cell| !cell.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_repair_shows_its_cause_and_what_the_probe_saw() {
+        let entry = repair(
+            ErrorCode::HealthCheckFailed,
+            "3 probes in a row failed: http 503 from 172.17.0.5:8080/healthz",
+        );
+        let now = Timestamp::from_unix_seconds(1_700_000_060).system_time();
+        let text = table(&[entry], now).render();
+        let rows = rows(&text);
+        assert_eq!(rows[0][8..], ["DURATION", "CAUSE", "MESSAGE"], "{text}");
+        assert_eq!(
+            rows[1][5..],
+            [
+                "success",
+                "-",
+                "60s ago",
+                "2s",
+                "health_check_failed",
+                "3 probes in a row failed: http 503 from 172.17.0.5:8080/healthz"
+            ],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_repair_that_failed_shows_its_failure_before_its_note() {
+        let mut entry = repair(
+            ErrorCode::StartupTimeout,
+            "no probe passed within 2m: connection refused",
+        );
+        entry.fail(ErrorCode::StartFailed, "boom");
+        assert_eq!(cause_text(&entry), "startup_timeout");
+        assert_eq!(
+            message_text(&entry),
+            "start_failed: boom; no probe passed within 2m: connection refused"
+        );
+        // An entry with neither says nothing.
+        let plain = HistoryEntry::begin("g1", "op-1", OpKind::Start, OpSource::Reconcile);
+        assert_eq!(
+            (cause_text(&plain), message_text(&plain)),
+            ("-".into(), "".into())
+        );
+    }
+
+    #[test]
+    fn json_and_yaml_carry_the_cause_as_a_field() {
+        let entries = [repair(ErrorCode::StartupTimeout, "connection refused")];
+        let now = SystemTime::now();
+        let json = render(&entries, HistoryFormat::Json, now).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value[0]["cause"], "startup_timeout", "{json}");
+        assert_eq!(value[0]["note"], "connection refused", "{json}");
+        let back: Vec<HistoryEntry> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, entries);
+        let yaml = render(&entries, HistoryFormat::Yaml, now).unwrap();
+        assert!(yaml.contains("cause: startup_timeout\n"), "{yaml}");
+        let back: Vec<HistoryEntry> = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(back, entries);
+        // An entry without a cause has no such field.
+        let plain = [HistoryEntry::begin(
+            "g1",
+            "op-1",
+            OpKind::Start,
+            OpSource::Reconcile,
+        )];
+        let json = render(&plain, HistoryFormat::Json, now).unwrap();
+        assert!(!json.contains("cause"), "{json}");
     }
 
     #[test]

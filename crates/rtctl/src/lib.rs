@@ -91,7 +91,7 @@ pub(crate) enum Command {
                             -l tier=ranked -o wide\n  rtctl get -w"
     )]
     Get(get::GetArgs),
-    /// Show one game in detail: spec, status, conditions, recent history.
+    /// Show one game in detail: spec, status, health check, conditions, recent history.
     Describe {
         /// The game.
         name: String,

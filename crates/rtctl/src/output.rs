@@ -1,10 +1,10 @@
 //! Output building blocks shared by the commands: aligned tables, kubectl-style ages,
-//! short container ids, and warnings on stderr.
+//! short container ids, published ports, and warnings on stderr.
 
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
-use rtm_core::model::Timestamp;
+use rtm_core::model::{PublishedPort, Timestamp};
 
 /// Spaces between columns (kubectl's tabwriter uses 3).
 const COLUMN_GAP: usize = 3;
@@ -163,6 +163,32 @@ pub(crate) fn short_id(id: &str) -> &str {
     }
 }
 
+/// The published ports the way `docker ps` shows them, `17000->7000/tcp`, with the host
+/// address only when Docker bound one rather than all (`127.0.0.1:17000->7000/tcp`). Each
+/// shows once: Docker lists a port published on every address once per IP family
+/// (`0.0.0.0` and `::`), which reads the same here.
+pub(crate) fn published_ports(ports: &[PublishedPort]) -> Vec<String> {
+    let mut shown: Vec<String> = Vec::with_capacity(ports.len());
+    for port in ports {
+        let host = match port.host_ip.as_deref() {
+            None | Some("" | "0.0.0.0" | "::" | "[::]") => String::new(),
+            // An IPv6 address is bracketed so its colons do not run into the port's.
+            Some(ip) if ip.contains(':') && !ip.starts_with('[') => format!("[{ip}]:"),
+            Some(ip) => format!("{ip}:"),
+        };
+        let text = format!(
+            "{host}{}->{}/{}",
+            port.host_port,
+            port.container_port,
+            port.protocol.as_str().to_ascii_lowercase()
+        );
+        if !shown.contains(&text) {
+            shown.push(text);
+        }
+    }
+    shown
+}
+
 /// Prints a warning line on stderr; a closed stderr is not worth failing for.
 pub(crate) fn warn(message: &str) {
     let _ = writeln!(
@@ -189,6 +215,7 @@ pub(crate) fn or_none(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtm_core::model::Protocol;
 
     #[test]
     fn ages_read_like_kubectl() {
@@ -241,6 +268,36 @@ mod tests {
             table.render_row(&["a-much-longer-name".into(), "Stopped".into(), "1m".into()]),
             "a-much-longer-name   Stopped            1m\n"
         );
+    }
+
+    fn port(container: u16, protocol: Protocol, ip: Option<&str>, host: u16) -> PublishedPort {
+        PublishedPort {
+            container_port: container,
+            protocol,
+            host_ip: ip.map(str::to_owned),
+            host_port: host,
+        }
+    }
+
+    #[test]
+    fn published_ports_read_like_docker_ps_without_wildcard_addresses() {
+        let ports = [
+            port(7000, Protocol::Tcp, Some("0.0.0.0"), 17000),
+            port(7000, Protocol::Tcp, Some("::"), 17000),
+            port(7001, Protocol::Udp, None, 17001),
+            port(7002, Protocol::Tcp, Some("127.0.0.1"), 17002),
+            port(7003, Protocol::Udp, Some("::1"), 17003),
+        ];
+        assert_eq!(
+            published_ports(&ports),
+            [
+                "17000->7000/tcp",
+                "17001->7001/udp",
+                "127.0.0.1:17002->7002/tcp",
+                "[::1]:17003->7003/udp"
+            ]
+        );
+        assert!(published_ports(&[]).is_empty());
     }
 
     #[test]

@@ -429,4 +429,76 @@ mod tests {
         );
         assert!(waiter.observe(Which::Doc, None, &mut out).is_err());
     }
+
+    #[test]
+    fn a_ready_wait_is_not_satisfied_by_a_running_game_that_is_still_starting() {
+        let status = |phase, ready: ConditionStatus, reason: &str| {
+            let status = GameRuntimeStatus {
+                phase,
+                conditions: vec![rtm_core::model::Condition {
+                    type_: "Ready".into(),
+                    status: ready,
+                    reason: reason.into(),
+                    message: String::new(),
+                    last_transition_time: None,
+                }],
+                ..GameRuntimeStatus::default()
+            };
+            kv("s/g1", serde_json::to_vec(&status).unwrap(), 1)
+        };
+        let WaitFor::Condition {
+            type_,
+            status: want,
+        } = "condition=Ready".parse().unwrap()
+        else {
+            panic!("condition=Ready parses as a condition");
+        };
+        let mut waiter = ConditionWaiter {
+            name: "g1".into(),
+            type_,
+            status: want,
+        };
+        let mut out = Vec::new();
+        for (phase, ready, reason) in [
+            (Phase::Running, ConditionStatus::False, "Starting"),
+            (Phase::Running, ConditionStatus::False, "HealthCheckFailing"),
+            (Phase::Running, ConditionStatus::Unknown, "Starting"),
+        ] {
+            assert_eq!(
+                waiter
+                    .observe(Which::Status, Some(&status(phase, ready, reason)), &mut out)
+                    .unwrap(),
+                None,
+                "{phase} with Ready={ready} ({reason}) is not Ready"
+            );
+        }
+        // A status without the condition does not satisfy it either, whatever its phase.
+        let bare = GameRuntimeStatus {
+            phase: Phase::Running,
+            ..GameRuntimeStatus::default()
+        };
+        let bare = kv("s/g1", serde_json::to_vec(&bare).unwrap(), 1);
+        assert_eq!(
+            waiter
+                .observe(Which::Status, Some(&bare), &mut out)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            waiter
+                .observe(
+                    Which::Status,
+                    Some(&status(
+                        Phase::Running,
+                        ConditionStatus::True,
+                        "HealthCheckPassed"
+                    )),
+                    &mut out
+                )
+                .unwrap()
+                .as_deref(),
+            Some("gameruntime/g1 condition Ready=True")
+        );
+        assert!(out.is_empty(), "a condition wait prints only its last line");
+    }
 }

@@ -5,9 +5,9 @@ use std::io::Write;
 use std::time::SystemTime;
 
 use super::games::{InvalidGame, Shown, warn_invalid};
-use super::row::{headers, invalid_row, row};
+use super::row::{ADDRESS_COLUMN, CONTAINER_COLUMN, headers, invalid_row, row};
 use crate::error::CliError;
-use crate::output::Table;
+use crate::output::{SHORT_ID, Table};
 use rtm_core::model::GameRuntime;
 use rtm_core::model::parse::to_yaml;
 
@@ -16,7 +16,7 @@ use rtm_core::model::parse::to_yaml;
 pub(crate) enum OutputFormat {
     /// NAME STATE PHASE READY RESTARTS IMAGE AGE.
     Table,
-    /// The table plus CONTAINER, NODE and HOSTNAME.
+    /// The table plus CONTAINER, NODE, HOSTNAME, ADDRESS and PORTS.
     Wide,
     /// The documents with their status, as `---`-separated YAML (applies back unchanged).
     Yaml,
@@ -58,6 +58,13 @@ impl Printer {
             }
             table.min_width(offset + 2, "CrashLoopBackOff".len());
             table.min_width(offset + 3, "Unknown".len());
+            if format == OutputFormat::Wide {
+                // A game gets its container id and address once it runs; PORTS, the last
+                // column, needs no room kept. The address is sized for dotted IPv4, the
+                // usual advertised address; a longer one moves PORTS along, no more.
+                table.min_width(offset + CONTAINER_COLUMN, SHORT_ID);
+                table.min_width(offset + ADDRESS_COLUMN, "255.255.255.255".len());
+            }
         }
         Printer {
             format,
@@ -199,5 +206,60 @@ impl Printer {
         }
         out.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtm_core::model::fixtures::game;
+    use rtm_core::model::{GameRuntimeStatus, Phase, Protocol, PublishedPort};
+
+    /// Where PORTS starts in each line (the last column: the one a shifted column would move).
+    fn ports_offsets(text: &str) -> Vec<usize> {
+        text.lines()
+            .map(|line| {
+                line.rfind("   ")
+                    .map(|gap| gap + 3)
+                    .unwrap_or_else(|| panic!("no columns in {line:?}"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_wide_watch_keeps_its_columns_when_a_game_gets_a_container_and_an_address() {
+        let mut printer = Printer::new(OutputFormat::Wide, true, true);
+        let mut doc = game("g1").build();
+        let mut out = Vec::new();
+        printer
+            .listing(&[Shown::Valid(&doc)], false, &mut out)
+            .unwrap();
+        doc.status = Some(GameRuntimeStatus {
+            phase: Phase::Running,
+            container_id: Some("0123456789abcdef".into()),
+            address: Some("192.168.100.200".into()),
+            ports: vec![PublishedPort {
+                container_port: 7000,
+                protocol: Protocol::Tcp,
+                host_ip: Some("0.0.0.0".into()),
+                host_port: 17000,
+            }],
+            ..GameRuntimeStatus::default()
+        });
+        printer.change("MODIFIED", &doc, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("EVENT"), "{text}");
+        assert!(lines[0].ends_with("ADDRESS           PORTS"), "{text}");
+        assert!(lines[1].ends_with("<none>            <none>"), "{text}");
+        assert!(
+            lines[2].ends_with("192.168.100.200   17000->7000/tcp"),
+            "{text}"
+        );
+        let offsets = ports_offsets(&text);
+        assert!(
+            offsets.iter().all(|o| *o == offsets[0]),
+            "PORTS moved:\n{text}"
+        );
     }
 }

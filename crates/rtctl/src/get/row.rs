@@ -1,10 +1,11 @@
 //! The table rows of `get`: NAME STATE PHASE READY RESTARTS IMAGE AGE, and with `-o wide`
-//! CONTAINER NODE HOSTNAME; an unreadable document's row says `Invalid`.
+//! CONTAINER NODE HOSTNAME ADDRESS PORTS; an unreadable document's row says `Invalid`.
+//! READY is the Ready condition (with a health check it follows the probe), never the phase.
 
 use std::time::SystemTime;
 
 use super::games::InvalidGame;
-use crate::output::{age_since, short_id};
+use crate::output::{age_since, published_ports, short_id};
 use rtm_core::model::{GameRuntime, GameRuntimeStatus};
 
 /// The table's header for a format.
@@ -16,10 +17,19 @@ pub(crate) fn headers(wide: bool) -> Vec<String> {
     .map(|h| (*h).to_owned())
     .collect();
     if wide {
-        headers.extend(["CONTAINER", "NODE", "HOSTNAME"].map(str::to_owned));
+        headers.extend(WIDE_HEADERS.map(str::to_owned));
     }
     headers
 }
+
+/// The columns `-o wide` adds, after the table's seven.
+const WIDE_HEADERS: [&str; 5] = ["CONTAINER", "NODE", "HOSTNAME", "ADDRESS", "PORTS"];
+
+/// Where the wide columns whose values vary while a game runs are (the watch sizes them
+/// ahead, see the printer), counted without the watch's EVENT column.
+pub(crate) const CONTAINER_COLUMN: usize = 7;
+/// See [`CONTAINER_COLUMN`].
+pub(crate) const ADDRESS_COLUMN: usize = 10;
 
 /// The Ready condition's status, `-` without one.
 pub(crate) fn ready(status: Option<&GameRuntimeStatus>) -> String {
@@ -72,7 +82,7 @@ struct RowSpec {
 }
 
 /// The cells of one row: NAME STATE PHASE READY RESTARTS IMAGE AGE, and
-/// with `wide` CONTAINER NODE HOSTNAME.
+/// with `wide` CONTAINER NODE HOSTNAME ADDRESS PORTS.
 fn cells(
     name: &str,
     spec: &RowSpec,
@@ -110,6 +120,16 @@ fn cells(
                 .or_else(|| spec.hostname.clone())
                 .unwrap_or_else(dash),
         );
+        let none = || "<none>".to_owned();
+        cells.push(status.and_then(|s| s.address.clone()).unwrap_or_else(none));
+        let ports = status
+            .map(|s| published_ports(&s.ports))
+            .unwrap_or_default();
+        cells.push(if ports.is_empty() {
+            none()
+        } else {
+            ports.join(",")
+        });
     }
     cells
 }
@@ -117,8 +137,9 @@ fn cells(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtm_core::model::fixtures::game;
     use rtm_core::model::parse::parse_documents;
-    use rtm_core::model::{Condition, ConditionStatus, Phase, Timestamp};
+    use rtm_core::model::{Condition, ConditionStatus, Phase, Protocol, PublishedPort, Timestamp};
     use std::time::Duration;
 
     #[test]
@@ -168,9 +189,111 @@ mod tests {
                 "3m20s",
                 "0123456789ab",
                 "-",
-                "g1"
+                "g1",
+                "<none>",
+                "<none>"
             ]
         );
         assert!(is_ready(doc.status.as_ref()));
+    }
+
+    /// A Ready condition, as the controller writes it.
+    fn ready_condition(status: ConditionStatus, reason: &str) -> Condition {
+        Condition {
+            type_: "Ready".into(),
+            status,
+            reason: reason.into(),
+            message: String::new(),
+            last_transition_time: None,
+        }
+    }
+
+    #[test]
+    fn ready_is_the_ready_condition_even_while_the_phase_is_running() {
+        let mut doc = game("g1").build();
+        let now = SystemTime::now();
+        doc.status = Some(GameRuntimeStatus {
+            phase: Phase::Running,
+            conditions: vec![ready_condition(ConditionStatus::False, "Starting")],
+            ..GameRuntimeStatus::default()
+        });
+        let cells = row(&doc, false, now);
+        assert_eq!(cells[2..4], ["Running", "False"]);
+        assert!(!is_ready(doc.status.as_ref()));
+
+        doc.status.as_mut().unwrap().conditions =
+            vec![ready_condition(ConditionStatus::True, "HealthCheckPassed")];
+        assert_eq!(row(&doc, false, now)[2..4], ["Running", "True"]);
+
+        // A status without the condition says nothing of readiness, whatever its phase.
+        doc.status.as_mut().unwrap().conditions.clear();
+        assert_eq!(row(&doc, false, now)[2..4], ["Running", "-"]);
+    }
+
+    #[test]
+    fn wide_rows_show_the_address_and_the_published_ports() {
+        let mut doc = game("g1").build();
+        let port = |container, protocol, ip: &str, host| PublishedPort {
+            container_port: container,
+            protocol,
+            host_ip: Some(ip.to_owned()),
+            host_port: host,
+        };
+        doc.status = Some(GameRuntimeStatus {
+            phase: Phase::Running,
+            address: Some("10.1.2.3".into()),
+            ports: vec![
+                port(7000, Protocol::Tcp, "0.0.0.0", 17000),
+                port(7000, Protocol::Tcp, "::", 17000),
+                port(7001, Protocol::Udp, "0.0.0.0", 17001),
+                port(7002, Protocol::Tcp, "127.0.0.1", 17002),
+            ],
+            ..GameRuntimeStatus::default()
+        });
+        let cells = row(&doc, true, SystemTime::now());
+        assert_eq!(headers(true)[10..], ["ADDRESS", "PORTS"]);
+        assert_eq!(
+            cells[10..],
+            [
+                "10.1.2.3",
+                "17000->7000/tcp,17001->7001/udp,127.0.0.1:17002->7002/tcp"
+            ]
+        );
+        assert_eq!(headers(true)[ADDRESS_COLUMN], "ADDRESS");
+        assert_eq!(headers(true)[CONTAINER_COLUMN], "CONTAINER");
+        // The narrow table leaves them out.
+        assert_eq!(
+            row(&doc, false, SystemTime::now()).len(),
+            headers(false).len()
+        );
+    }
+
+    #[test]
+    fn an_invalid_games_wide_row_still_shows_where_its_container_listens() {
+        let game = InvalidGame {
+            key: "/rtmanager/gameruntimes/g1".into(),
+            reason: "garbage".into(),
+            status: Some(GameRuntimeStatus {
+                address: Some("node-a.example".into()),
+                ports: vec![PublishedPort {
+                    container_port: 7000,
+                    protocol: Protocol::Tcp,
+                    host_ip: None,
+                    host_port: 17000,
+                }],
+                ..GameRuntimeStatus::default()
+            }),
+        };
+        let cells = invalid_row("g1", &game, true);
+        assert_eq!(cells[1], "Invalid");
+        assert_eq!(cells[10..], ["node-a.example", "17000->7000/tcp"]);
+        let without_status = InvalidGame {
+            status: None,
+            ..game
+        };
+        assert_eq!(
+            invalid_row("g1", &without_status, true)[10..],
+            ["<none>", "<none>"]
+        );
     }
 }
