@@ -41,6 +41,7 @@ mod failpoint;
 #[cfg(test)]
 mod fixture;
 pub mod hardening;
+mod health;
 pub mod http;
 pub mod lease;
 pub mod lifecycle;
