@@ -343,7 +343,9 @@ pub(crate) async fn run(
                 ))
                 .catch_unwind()
                 .await
-                .unwrap_or_else(|_| ProbeOutcome::fail("the probe panicked (a bug in rtmanager)"));
+                .unwrap_or_else(|_| {
+                    ProbeOutcome::failed("the probe panicked (a bug in rtmanager)")
+                });
                 (job, outcome, started.elapsed())
             });
         }

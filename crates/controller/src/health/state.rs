@@ -207,7 +207,7 @@ mod tests {
     }
 
     fn fail(message: &str) -> ProbeOutcome {
-        ProbeOutcome::fail(message)
+        ProbeOutcome::failed(message)
     }
 
     fn started(now: u64) -> ProbeState {
@@ -320,14 +320,14 @@ mod tests {
         let mut state = started(0);
         let starting = ProbeOutcome {
             pending: true,
-            ..ProbeOutcome::fail("starting")
+            ..ProbeOutcome::failed("starting")
         };
         assert!(!state.record(&starting, &check(), at(1)));
         assert_eq!(state.view().verdict, HealthVerdict::Unknown);
         state.record(&pass(), &check(), at(6));
         let unhealthy = ProbeOutcome {
             docker_failing_streak: Some(4),
-            ..ProbeOutcome::fail("docker: unhealthy")
+            ..ProbeOutcome::failed("docker: unhealthy")
         };
         state.record(&unhealthy, &check(), at(7));
         assert_eq!(state.view().consecutive_failures, 4);
