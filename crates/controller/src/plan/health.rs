@@ -116,7 +116,7 @@ pub(super) fn effective(doc: &GameRuntime, observed: &Observed) -> Option<Effect
             passed: health.passed,
             consecutive_failures: health.consecutive_failures,
             message: health.message.clone(),
-            since: health.since.clone(),
+            since: health.since,
         },
         None => Effective {
             verdict: HealthVerdict::Unknown,
