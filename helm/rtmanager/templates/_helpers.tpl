@@ -204,6 +204,16 @@ user with the socket's group when docker.socketGroupId is set; then
   value: {{ .Values.controller.hostIps | quote }}
 - name: RTM_HISTORY_GRACE
   value: {{ .Values.controller.historyGrace | quote }}
+- name: RTM_ADVERTISE_ADDRESS
+{{- if .Values.controller.advertiseAddress }}
+  value: {{ .Values.controller.advertiseAddress | quote }}
+{{- else }}
+  valueFrom:
+    fieldRef:
+      fieldPath: status.hostIP
+{{- end }}
+- name: RTM_PROBE_CONCURRENCY
+  value: {{ .Values.controller.probeConcurrency | quote }}
 - name: RTM_ALLOWED_CAPABILITIES
   value: {{ .Values.controller.allowedCapabilities | quote }}
 - name: RTM_PIDS_LIMIT
