@@ -132,7 +132,10 @@ impl Harness {
     }
 
     async fn entries(&self, game: &str) -> Vec<HistoryEntry> {
-        self.history.recent(game, 1000).await.expect("history reads")
+        self.history
+            .recent(game, 1000)
+            .await
+            .expect("history reads")
     }
 
     /// The outer restarts recorded as repairs of `code`.
@@ -146,18 +149,22 @@ impl Harness {
 
     /// Waits for `count` successful repairs of `code`; returns them.
     async fn wait_repairs(&self, game: &str, code: ErrorCode, count: usize) -> Vec<HistoryEntry> {
-        eventually(CONVERGE, &format!("{count} {code} repair(s) of {game}"), async || {
-            let repairs = self.repairs(game, code).await;
-            let done = repairs
-                .iter()
-                .filter(|e| e.outcome == Outcome::Success)
-                .count();
-            if done >= count {
-                Ok(repairs)
-            } else {
-                Err(format!("{done} so far: {repairs:?}"))
-            }
-        })
+        eventually(
+            CONVERGE,
+            &format!("{count} {code} repair(s) of {game}"),
+            async || {
+                let repairs = self.repairs(game, code).await;
+                let done = repairs
+                    .iter()
+                    .filter(|e| e.outcome == Outcome::Success)
+                    .count();
+                if done >= count {
+                    Ok(repairs)
+                } else {
+                    Err(format!("{done} so far: {repairs:?}"))
+                }
+            },
+        )
         .await
     }
 }
@@ -253,7 +260,8 @@ async fn a_tcp_probe_replaces_a_game_whose_listener_died() {
     let h = harness("health-tcp").await;
     let _controller = h.controller("c1").await;
     let game = game_id("health-tcp");
-    let check = "    tcp: {port: 7000}\n    interval: 1s\n    timeout: 1s\n    failureThreshold: 2\n";
+    let check =
+        "    tcp: {port: 7000}\n    interval: 1s\n    timeout: 1s\n    failureThreshold: 2\n";
     h.documents
         .create(&doc(&game, IMAGE_1, check, ""))
         .await
@@ -301,7 +309,12 @@ async fn a_game_that_never_answers_ends_in_startup_timeout_and_its_replacements_
     let check = "    http: {port: 8080, path: /healthz}\n    interval: 1s\n    timeout: 1s\n    \
                  startupTimeout: 3s\n";
     h.documents
-        .create(&doc(&game, IMAGE_1, check, "  env: [{name: HEALTHY, value: \"0\"}]\n"))
+        .create(&doc(
+            &game,
+            IMAGE_1,
+            check,
+            "  env: [{name: HEALTHY, value: \"0\"}]\n",
+        ))
         .await
         .expect("document written");
     let starting = h
@@ -323,7 +336,11 @@ async fn a_game_that_never_answers_ends_in_startup_timeout_and_its_replacements_
     })
     .await;
     assert!(
-        backing_off.message.as_deref().unwrap_or("").contains("back-off of 10s"),
+        backing_off
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("back-off of 10s"),
         "{backing_off:?}"
     );
     let both = h.wait_repairs(&game, ErrorCode::StartupTimeout, 2).await;
@@ -373,7 +390,11 @@ async fn with_restart_policy_never_an_unhealthy_game_is_failed_and_kept_for_insp
     let still = h.container(&failed).await;
     assert_eq!(still.id, kept.id, "the same container");
     assert!(still.is_running(), "left running for inspection");
-    assert!(h.repairs(&game, ErrorCode::HealthCheckFailed).await.is_empty());
+    assert!(
+        h.repairs(&game, ErrorCode::HealthCheckFailed)
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -444,7 +465,9 @@ async fn a_paused_game_is_not_ready_and_is_resumed_never_replaced() {
     let after = h.container(&h.status(&game).await.unwrap()).await;
     assert_eq!(after.id, container.id, "resumed in place");
     assert!(
-        h.repairs(&game, ErrorCode::HealthCheckFailed).await.is_empty(),
+        h.repairs(&game, ErrorCode::HealthCheckFailed)
+            .await
+            .is_empty(),
         "a pause is repaired, never judged"
     );
     assert!(
@@ -469,8 +492,13 @@ async fn fifty_healthy_games_probed_every_second_for_a_minute_write_nothing_to_e
             .expect("document written");
     }
     for game in &games {
-        h.wait_ready(game, ConditionStatus::True, "HealthCheckPassed", CONVERGE * 3)
-            .await;
+        h.wait_ready(
+            game,
+            ConditionStatus::True,
+            "HealthCheckPassed",
+            CONVERGE * 3,
+        )
+        .await;
     }
     let before = game_keys(&h).await;
     let probes_before = controller.metric("rtmanager_probes_total").await;
@@ -486,7 +514,10 @@ async fn fifty_healthy_games_probed_every_second_for_a_minute_write_nothing_to_e
     }
     let probes = controller.metric("rtmanager_probes_total").await - probes_before;
     // 50 games × 60 one-second probes, less what a loaded machine delays.
-    assert!(probes >= 50.0 * 50.0, "only {probes} probes ran in the minute");
+    assert!(
+        probes >= 50.0 * 50.0,
+        "only {probes} probes ran in the minute"
+    );
     controller.terminate();
 }
 

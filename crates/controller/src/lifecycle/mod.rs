@@ -202,6 +202,9 @@ enum StatusChange {
         phase: Phase,
         container: Option<Recorded>,
         hostname: String,
+        /// The game has a health check: a container that runs is not
+        /// Ready until the controller saw a probe pass.
+        probed: bool,
     },
     /// The game is gone: delete the record.
     Clear,
@@ -610,18 +613,37 @@ impl Lifecycle {
                 phase,
                 container,
                 hostname,
+                probed,
             } => {
                 let now = std::time::SystemTime::now();
-                status.set_phase(phase, now);
-                // Ready follows the phase at once; the controller
-                // refines reason and message when it next looks.
                 let running = phase == Phase::Running;
-                let reason = if running {
-                    "ContainerRunning".to_owned()
+                if probed && running && entry.op_kind == OpKind::Unpause {
+                    // Resumed: Ready stays False (paused) until the
+                    // controller looks at what the probes say.
+                    status.set_phase(phase, now);
+                } else if probed && running {
+                    // A new container of a health-checked game: never
+                    // Ready before a probe passed, not even for the
+                    // moment until the controller next looks.
+                    status.set_phase(Phase::Starting, now);
+                    status.set_condition(
+                        rtm_core::model::READY,
+                        false,
+                        &Phase::Starting.to_string(),
+                        "waiting for the first passing probe",
+                        now,
+                    );
                 } else {
-                    phase.to_string()
-                };
-                status.set_condition(rtm_core::model::READY, running, &reason, "", now);
+                    status.set_phase(phase, now);
+                    // Ready follows the phase at once; the controller
+                    // refines reason and message when it next looks.
+                    let reason = if running {
+                        "ContainerRunning".to_owned()
+                    } else {
+                        phase.to_string()
+                    };
+                    status.set_condition(rtm_core::model::READY, running, &reason, "", now);
+                }
                 status.container_id = container.as_ref().map(|c| c.id.clone());
                 status.image_ref = Some(entry.image_ref.clone()).filter(|i| !i.is_empty());
                 status.hostname = Some(hostname);

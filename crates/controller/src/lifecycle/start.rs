@@ -62,7 +62,7 @@ impl Lifecycle {
                 // Already running: starting is idempotent. Replacing it for
                 // a changed spec is a restart's job, not a start's.
                 entry.container_id_after = Some(existing.id.clone());
-                return Ok(running(existing, spec.hostname));
+                return Ok(running(existing, spec.hostname, probed(&doc)));
             }
             // An exited container is replaced, so the new one runs the
             // current image and spec.
@@ -110,7 +110,7 @@ impl Lifecycle {
                 )
             })?;
         failpoint::hit("start.before_status");
-        Ok(running(started, spec.hostname))
+        Ok(running(started, spec.hostname, probed(&doc)))
     }
 
     /// Fails with `image_not_found` unless `image` is on the Docker host:
@@ -166,10 +166,17 @@ impl Lifecycle {
     }
 }
 
-fn running(container: ContainerInfo, hostname: String) -> StatusChange {
+fn running(container: ContainerInfo, hostname: String, probed: bool) -> StatusChange {
     StatusChange::Set {
         phase: Phase::Running,
         container: Some(container.into()),
         hostname,
+        probed,
     }
+}
+
+/// Whether the game has a health check: then its container is not Ready
+/// before a probe passed.
+fn probed(doc: &rtm_core::model::GameRuntime) -> bool {
+    doc.spec.health_check.is_some()
 }

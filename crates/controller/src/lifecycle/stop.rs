@@ -64,6 +64,7 @@ impl Lifecycle {
                 phase: Phase::Stopped,
                 container: None,
                 hostname,
+                probed: false,
             });
         };
         entry.container_id_before = Some(container.id.clone());
@@ -80,6 +81,7 @@ impl Lifecycle {
             phase: Phase::Stopped,
             container: Some(stopped.into()),
             hostname,
+            probed: false,
         })
     }
 

@@ -138,6 +138,24 @@ fn assert_failed(result: &OpResult, code: ErrorCode, message_part: &str) {
 // ---------------------------------------------------------------- start
 
 #[tokio::test]
+async fn a_health_checked_game_is_never_ready_from_its_start_alone() {
+    let w = world().await;
+    w.apply(game("g1").spec_lines("  healthCheck: {tcp: {port: 7000}}\n"))
+        .await;
+    let result = w.lifecycle.start(&request("g1")).await;
+    assert!(result.is_success(), "{result:?}");
+    let status = w.status("g1").await;
+    assert_eq!(status.phase, Phase::Starting, "{status:?}");
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == rtm_core::model::READY)
+        .expect("Ready");
+    assert_eq!(ready.status, rtm_core::model::ConditionStatus::False);
+    assert_eq!(ready.reason, "Starting");
+}
+
+#[tokio::test]
 async fn start_creates_a_running_labelled_container_and_records_it() {
     let w = world().await;
     w.apply(game("g1").hostname("engine-g1")).await;

@@ -64,6 +64,7 @@ impl Lifecycle {
             phase: Phase::Running,
             container: Some(resumed.into()),
             hostname: effective_hostname(&doc),
+            probed: doc.spec.health_check.is_some(),
         })
     }
 }
