@@ -644,6 +644,17 @@ impl ContainerRuntime for LosesLeaseDuringStop {
     async fn list_labelled(&self, key: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
         self.inner.list_labelled(key).await
     }
+    async fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<crate::runtime::ExecOutcome, RuntimeError> {
+        self.inner.exec(id, command, timeout).await
+    }
+    async fn exec_running(&self, exec_id: &str) -> Result<bool, RuntimeError> {
+        self.inner.exec_running(exec_id).await
+    }
     fn events(
         &self,
     ) -> futures::stream::BoxStream<'static, Result<crate::runtime::ContainerEvent, RuntimeError>>

@@ -18,9 +18,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 use super::{
-    ExecOutcome,
-    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, HostResources,
-    ImageInfo, LABEL_MANAGED_BY, MANAGED_BY, RuntimeError, RuntimeOp,
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutcome,
+    HostResources, ImageInfo, LABEL_MANAGED_BY, MANAGED_BY, RuntimeError, RuntimeOp,
 };
 
 /// The operation a scripted failure or a logged call refers to (the

@@ -9,9 +9,8 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use super::{
-    ExecOutcome,
-    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, HostResources, ImageInfo,
-    RuntimeError, RuntimeOp,
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ExecOutcome, HostResources,
+    ImageInfo, RuntimeError, RuntimeOp,
 };
 use crate::metrics::Metrics;
 

@@ -276,6 +276,27 @@ pub struct ExecOutcome {
     pub output: String,
 }
 
+/// The most output [`ExecOutcome::output`] keeps: 4 KiB is room for any health
+/// script's message, and bounds what one hung or chatty exec can cost.
+pub(crate) const EXEC_OUTPUT_LIMIT: usize = 4096;
+
+/// The most of a HEALTHCHECK's last output [`DockerHealth::last_output`] keeps:
+/// enough for a line of diagnosis (Docker itself keeps 4 KiB per check).
+pub(crate) const HEALTH_OUTPUT_LIMIT: usize = 512;
+
+/// The longest start of `text` that is at most `max` bytes and ends on a
+/// character boundary.
+pub(crate) fn cut_at_char_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl ContainerInfo {
     /// The game named by the [`LABEL_GAME`] label.
     pub fn game(&self) -> Option<&str> {
@@ -702,6 +723,17 @@ mod tests {
             ports: Vec::new(),
             health: None,
         }
+    }
+
+    #[test]
+    fn cutting_text_never_splits_a_character() {
+        assert_eq!(cut_at_char_boundary("healthy", 512), "healthy");
+        assert_eq!(cut_at_char_boundary("abcdef", 3), "abc");
+        // "é" is two bytes: a cut through it keeps the text before it.
+        assert_eq!(cut_at_char_boundary("aé", 2), "a");
+        assert_eq!(cut_at_char_boundary("aé", 3), "aé");
+        assert_eq!(cut_at_char_boundary("€", 2), "");
+        assert_eq!(cut_at_char_boundary("", 0), "");
     }
 
     #[test]
