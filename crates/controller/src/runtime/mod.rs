@@ -23,7 +23,7 @@ pub mod instrumented;
 
 pub use docker::DockerRuntime;
 #[cfg(any(test, feature = "testing"))]
-pub use fake::{FakeCall, FakeOp, FakeRuntime};
+pub use fake::{FakeCall, FakeExec, FakeOp, FakeRuntime};
 
 /// Label carrying the key prefix of the rtmanager installation that owns the
 /// container: installations sharing a Docker host never touch each
