@@ -47,9 +47,9 @@ fn container(doc: &GameRuntime, state: ContainerState) -> ContainerInfo {
         started_at: Some(at(0)),
         finished_at: None,
         error: None,
-        address: None,
-        ports: Vec::new(),
-        health: None,
+            address: None,
+            ports: Vec::new(),
+            health: None,
     }
 }
 

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use super::{
-    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ExecOutcome, HostResources,
-    ImageInfo, RuntimeError, RuntimeOp,
+    ExecOutcome,
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, HostResources, ImageInfo,
+    RuntimeError, RuntimeOp,
 };
 use crate::metrics::Metrics;
 

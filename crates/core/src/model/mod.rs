@@ -17,9 +17,9 @@ use sha2::{Digest, Sha256};
 // re-exports below are the flat API most callers want.
 pub mod crd;
 pub mod defaults;
+pub mod health;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
-pub mod health;
 pub mod parse;
 pub mod quantity;
 pub mod validate;
