@@ -10,20 +10,23 @@
 //! force-removed by a guard on every path, panics included.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rtm_controller::runtime::{
-    ContainerRuntime, ContainerSpec, ContainerState, DockerRuntime, LABEL_GAME, LABEL_MANAGED_BY,
-    LABEL_SPEC_HASH, MANAGED_BY, PortBinding, RuntimeError,
+    ContainerRuntime, ContainerSpec, ContainerState, DockerHealthStatus, DockerRuntime, LABEL_GAME,
+    LABEL_MANAGED_BY, LABEL_SPEC_HASH, MANAGED_BY, NetworkSpec, PortBinding, RuntimeError,
 };
+use rtm_core::model::{Protocol, PublishedPort};
 use rtm_core::ports::PortProtocol;
 
 use rtm_testkit as common;
 
 use common::docker::{
-    Cleanup, IMAGE_1, IMAGE_2, docker, docker_cli, game, wait_engine_listening,
+    Cleanup, IMAGE_1, IMAGE_2, IMAGE_HEALTH, docker, docker_cli, game, wait_engine_listening,
     within_secs as within,
 };
 
@@ -571,4 +574,350 @@ async fn an_unreachable_docker_host_makes_ping_fail_with_unreachable() {
     .unwrap_err();
     assert!(matches!(err, RuntimeError::Unreachable { .. }), "{err:?}");
     assert_eq!(err.code(), rtm_core::ErrorCode::ServiceUnavailable);
+}
+
+fn command(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| (*w).to_owned()).collect()
+}
+
+/// Polls `check` every 100 ms until it yields a value; fails the test after
+/// `secs` naming `what`.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    within(secs, what, async {
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
+/// The status code of `GET /healthz` at `address`, with a plain socket;
+/// `None` when nothing answers (yet).
+async fn get_healthz(address: SocketAddr) -> Option<u16> {
+    tokio::task::spawn_blocking(move || {
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\nHost: engine\r\n\r\n")
+            .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        answer.split_whitespace().nth(1)?.parse().ok()
+    })
+    .await
+    .expect("probe task")
+}
+
+/// Removes a Docker network when dropped (after the containers on it:
+/// declare it first).
+struct NetworkCleanup(String);
+
+impl NetworkCleanup {
+    fn new(name: &str) -> NetworkCleanup {
+        let _ = docker_cli(&["network", "rm", name]); // an earlier run's
+        NetworkCleanup(name.to_owned())
+    }
+}
+
+impl Drop for NetworkCleanup {
+    fn drop(&mut self) {
+        let _ = docker_cli(&["network", "rm", &self.0]);
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn exec_returns_the_exit_code_and_the_output() {
+    let docker = docker().await;
+    let game = game("exec-ok");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
+
+    let outcome = within(
+        15,
+        "exec",
+        docker.exec(
+            &id,
+            &command(&["/bin/sh", "-c", "echo out; echo err >&2"]),
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .expect("exec");
+    assert_eq!(outcome.exit_code, Some(0), "{outcome:?}");
+    assert!(
+        outcome.output.contains("out\n") && outcome.output.contains("err\n"),
+        "stdout and stderr both: {outcome:?}"
+    );
+    assert!(!outcome.exec_id.is_empty());
+    assert!(
+        !docker
+            .exec_running(&outcome.exec_id)
+            .await
+            .expect("exec_running"),
+        "an exec that returned its code has ended"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn a_failing_command_returns_its_exit_code_and_long_output_is_cut_to_4_kib() {
+    let docker = docker().await;
+    let game = game("exec-fail");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
+
+    let failed = within(
+        15,
+        "exec",
+        docker.exec(
+            &id,
+            &command(&["/bin/sh", "-c", "echo no marker >&2; exit 3"]),
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .expect("exec");
+    assert_eq!(failed.exit_code, Some(3), "{failed:?}");
+    assert_eq!(failed.output, "no marker\n");
+
+    // 64 KiB of output: the start is kept, the rest drained (the command
+    // must not block on a full pipe and still report its code).
+    let chatty = within(
+        15,
+        "exec of a chatty command",
+        docker.exec(
+            &id,
+            &command(&[
+                "/bin/sh",
+                "-c",
+                "yes 0123456789abcdef | head -c 65536; exit 4",
+            ]),
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .expect("exec");
+    assert_eq!(chatty.exit_code, Some(4));
+    assert_eq!(chatty.output.len(), 4096);
+    assert!(chatty.output.starts_with("0123456789abcdef\n"));
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn a_command_outliving_its_timeout_returns_without_an_exit_code_and_runs_on_until_it_ends() {
+    let docker = docker().await;
+    let game = game("exec-hang");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
+
+    let timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let hung = within(
+        15,
+        "exec past its timeout",
+        docker.exec(
+            &id,
+            &command(&["/bin/sh", "-c", "echo begun; sleep 3"]),
+            timeout,
+        ),
+    )
+    .await
+    .expect("a timed-out exec is not an error");
+    let took = started.elapsed();
+    assert!(
+        took >= timeout && took < timeout + Duration::from_millis(1500),
+        "exec returned after {took:?} for a {timeout:?} timeout"
+    );
+    assert_eq!(hung.exit_code, None, "{hung:?}");
+    assert_eq!(hung.output, "begun\n", "the output so far");
+    assert!(
+        docker
+            .exec_running(&hung.exec_id)
+            .await
+            .expect("exec_running"),
+        "Docker cannot kill an exec: it still runs"
+    );
+    eventually(15, "the exec never ended", || async {
+        let running = docker
+            .exec_running(&hung.exec_id)
+            .await
+            .expect("exec_running");
+        (!running).then_some(())
+    })
+    .await;
+    assert!(
+        !docker
+            .exec_running("0000000000000000000000000000000000000000000000000000000000000000")
+            .await
+            .expect("exec_running of an unknown exec"),
+        "an exec Docker does not know is not running"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn exec_in_a_stopped_container_is_conflict_and_in_a_missing_one_not_found() {
+    let docker = docker().await;
+    let game = game("exec-stopped");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let id = create_and_start(&docker, &spec(&game, IMAGE_1)).await;
+    wait_engine_listening(&id);
+    within(30, "stop", docker.stop(&id, Duration::from_secs(10)))
+        .await
+        .expect("stop");
+
+    let err = within(
+        15,
+        "exec in a stopped container",
+        docker.exec(&id, &command(&["/bin/true"]), Duration::from_secs(5)),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, RuntimeError::Conflict { .. }), "{err:?}");
+    let missing = default_name(&format!("{game}-missing"));
+    let err = within(
+        15,
+        "exec in a missing container",
+        docker.exec(&missing, &command(&["/bin/true"]), Duration::from_secs(5)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn inspect_of_a_running_container_on_a_user_network_reports_its_address_and_published_ports()
+{
+    let docker = docker().await;
+    let game = game("address");
+    let name = default_name(&game);
+    let network = format!("rtm-it-net-{}", std::process::id());
+    let _network = NetworkCleanup::new(&network);
+    let _cleanup = Cleanup::new(&[&name]);
+    let port = free_port();
+    let mut spec = spec(&game, IMAGE_1);
+    publish(&mut spec, port);
+    spec.network = Some(NetworkSpec {
+        name: network.clone(),
+        isolated: true,
+        labels: BTreeMap::new(),
+    });
+    create_and_start(&docker, &spec).await;
+
+    let info = inspect(&docker, &name).await;
+    let address = info.address.expect("a running container has an address");
+    let expected: IpAddr = docker_inspect(
+        &name,
+        &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+    )
+    .parse()
+    .expect("docker inspect shows an IPv4 address");
+    assert_eq!(address, expected, "the address on the games' network");
+    assert!(!info.ports.is_empty(), "{info:?}");
+    for published in &info.ports {
+        assert_eq!(
+            (
+                published.container_port,
+                published.protocol,
+                published.host_port
+            ),
+            (7000, Protocol::Tcp, port),
+            "{:?}",
+            info.ports
+        );
+    }
+    assert!(info.ports.contains(&PublishedPort {
+        container_port: 7000,
+        protocol: Protocol::Tcp,
+        host_ip: Some("0.0.0.0".into()),
+        host_port: port,
+    }));
+
+    // The engine serves its health endpoint on that address.
+    let status = eventually(15, "GET /healthz never answered 200", || async {
+        get_healthz(SocketAddr::new(address, 8080))
+            .await
+            .filter(|status| *status == 200)
+    })
+    .await;
+    assert_eq!(status, 200);
+
+    within(30, "stop", docker.stop(&name, Duration::from_secs(10)))
+        .await
+        .expect("stop");
+    let stopped = inspect(&docker, &name).await;
+    assert_eq!(
+        (stopped.address, stopped.ports.len()),
+        (None, 0),
+        "a stopped container has neither"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn the_health_image_is_healthy_then_unhealthy_with_a_failing_streak_once_its_marker_is_gone()
+{
+    let docker = docker().await;
+    let game = game("docker-health");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let id = create_and_start(&docker, &spec(&game, IMAGE_HEALTH)).await;
+
+    let first = inspect(&docker, &id)
+        .await
+        .health
+        .expect("the image declares a HEALTHCHECK");
+    assert!(
+        matches!(
+            first.status,
+            DockerHealthStatus::Starting | DockerHealthStatus::Healthy
+        ),
+        "{first:?}"
+    );
+    eventually(15, "the container never became healthy", || async {
+        let health = inspect(&docker, &id).await.health?;
+        (health.status == DockerHealthStatus::Healthy).then_some(())
+    })
+    .await;
+
+    let removed = within(
+        15,
+        "exec rm",
+        docker.exec(
+            &id,
+            &command(&["rm", "/tmp/www/healthz"]),
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .expect("exec rm");
+    assert_eq!(removed.exit_code, Some(0), "{removed:?}");
+    let sick = eventually(15, "the container never became unhealthy", || async {
+        let health = inspect(&docker, &id).await.health?;
+        (health.status == DockerHealthStatus::Unhealthy).then_some(health)
+    })
+    .await;
+    assert!(sick.failing_streak >= 2, "{sick:?}");
+    assert_eq!(sick.last_exit_code, Some(1), "{sick:?}");
+
+    // A plain engine has no HEALTHCHECK.
+    let plain = default_name(&format!("{game}-plain"));
+    let _plain = Cleanup::new(&[&plain]);
+    let plain_spec = spec(&format!("{game}-plain"), IMAGE_1);
+    create_and_start(&docker, &plain_spec).await;
+    assert_eq!(inspect(&docker, &plain).await.health, None);
 }

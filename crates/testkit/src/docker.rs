@@ -13,6 +13,10 @@ use rtm_controller::runtime::{ContainerRuntime, DockerRuntime};
 pub const IMAGE_1: &str = "rtmanager-test/engine:1";
 /// The same engine under a second tag, for tests that change the image.
 pub const IMAGE_2: &str = "rtmanager-test/engine:2";
+/// The engine of [`IMAGE_1`] with a Docker HEALTHCHECK (every second,
+/// unhealthy after two failures) that passes while `/tmp/www/healthz`
+/// exists: `docker exec <c> rm /tmp/www/healthz` makes it unhealthy.
+pub const IMAGE_HEALTH: &str = "rtmanager-test/engine:health";
 
 /// Runs a command for at most `limit`; `None` when it could not run or was
 /// killed at the deadline (a hung dockerd must fail the test, not hang it).

@@ -162,6 +162,7 @@ impl Health {
             if resumed {
                 // Probed again soon after the pause ends.
                 reschedule(&mut inner.due, &mut inner.next_seq, game, tracked, now);
+                self.wake.notify_one();
             }
             return;
         }
@@ -389,3 +390,6 @@ pub(crate) async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

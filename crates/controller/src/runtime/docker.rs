@@ -24,18 +24,25 @@
 //!   containers join a network by its id, the smallest among those of the
 //!   name, and the others are removed, so two controllers racing to create it
 //!   converge on one.
+//! - Docker cannot kill an exec: one that outlives its timeout runs on, and
+//!   `exec` returns without its exit code (`exec_running` tells when it ends).
+//!   A container stopped or paused refuses `create_exec` with 409.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
+use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EventMessage, EventMessageTypeEnum, HostConfig,
-    NetworkCreateRequest, PortBinding as DockerPortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, EventMessage,
+    EventMessageTypeEnum, ExecConfig, Health, HealthStatusEnum, HostConfig, NetworkCreateRequest,
+    PortBinding as DockerPortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, KillContainerOptions,
@@ -46,10 +53,13 @@ use bollard::{ClientVersion, Docker};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
+use rtm_core::model::{Protocol, PublishedPort};
+
 use super::{
-    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutcome,
-    HostResources, ImageInfo, LABEL_GAME, LABEL_MANAGED_BY, MANAGED_BY, NetworkSpec, RuntimeError,
-    RuntimeOp,
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, DockerHealth,
+    DockerHealthStatus, EXEC_OUTPUT_LIMIT, ExecOutcome, HEALTH_OUTPUT_LIMIT, HostResources,
+    ImageInfo, LABEL_GAME, LABEL_MANAGED_BY, MANAGED_BY, NetworkSpec, RuntimeError, RuntimeOp,
+    cut_at_char_boundary,
 };
 
 /// Where Docker listens when neither the caller nor `DOCKER_HOST` says.
@@ -79,6 +89,11 @@ const PREDEFINED_NETWORKS: [&str; 3] = ["bridge", "host", "none"];
 /// Containers inspected at once by `list_managed`: enough to hide the
 /// per-request latency, few enough not to crowd out the lifecycle calls.
 const LIST_INSPECT_CONCURRENCY: usize = 8;
+
+/// How often `exec` asks whether an exec whose output ended has exited:
+/// Docker flips `Running` a few milliseconds after the stream closes, so the
+/// first poll nearly always answers and a short period costs little.
+const EXEC_POLL: Duration = Duration::from_millis(25);
 
 /// The `ContainerRuntime` over a Docker daemon. Cheap to clone: clones share
 /// one client.
@@ -523,6 +538,14 @@ enum Call<'a> {
     },
     ListManaged,
     Events,
+    /// Creating, starting and reading an exec in the container `id`.
+    Exec {
+        id: &'a str,
+    },
+    /// Asking whether an exec still runs.
+    InspectExec {
+        exec_id: &'a str,
+    },
     /// Listing, creating or removing the games' network (part of a create).
     Network {
         name: &'a str,
@@ -544,6 +567,7 @@ impl Call<'_> {
             Call::Rename { .. } => RuntimeOp::Rename,
             Call::ListManaged => RuntimeOp::ListManaged,
             Call::Events => RuntimeOp::Events,
+            Call::Exec { .. } | Call::InspectExec { .. } => RuntimeOp::Exec,
             Call::Network { .. } => RuntimeOp::Create,
         }
     }
@@ -564,6 +588,8 @@ impl fmt::Display for Call<'_> {
             | Call::Unpause { id } => write!(f, "{} {id}", self.op()),
             Call::Rename { id, name } => write!(f, "rename {id} to {name}"),
             Call::Network { name } => write!(f, "network {name}"),
+            Call::Exec { id } => write!(f, "exec in {id}"),
+            Call::InspectExec { exec_id } => write!(f, "inspect_exec {exec_id}"),
         }
     }
 }
@@ -630,7 +656,10 @@ fn classify_status(call: &Call<'_>, status: u16, message: String) -> Outcome {
         });
     }
     match (status, call) {
-        (404, Call::InspectContainer { .. } | Call::InspectImage { .. }) => Outcome::Absent,
+        (
+            404,
+            Call::InspectContainer { .. } | Call::InspectImage { .. } | Call::InspectExec { .. },
+        ) => Outcome::Absent,
         (404, _) => Outcome::Failed(RuntimeError::NotFound { what: message }),
         (409, Call::Create { name, .. }) if lower.contains("already in use") => {
             Outcome::Failed(RuntimeError::NameConflict {
@@ -735,9 +764,128 @@ fn parse_time(text: Option<&str>) -> Option<SystemTime> {
     humantime::parse_rfc3339(text?).ok()
 }
 
+/// The container's address: on the network its `HostConfig.NetworkMode`
+/// names (by name or by id, as our creates give it), else on the first
+/// network, by name, that has one. `None` when no network has one (stopped,
+/// `host` or `none` network).
+fn container_address(
+    network_mode: Option<&str>,
+    networks: &HashMap<String, EndpointSettings>,
+) -> Option<IpAddr> {
+    if let Some(mode) = network_mode.filter(|mode| !mode.is_empty()) {
+        // `default` is what a create without a network records: the bridge.
+        let mode = if mode == "default" { "bridge" } else { mode };
+        let named = networks.iter().find(|(name, endpoint)| {
+            name.as_str() == mode || endpoint.network_id.as_deref() == Some(mode)
+        });
+        if let Some(address) = named.and_then(|(_, endpoint)| endpoint_address(endpoint)) {
+            return Some(address);
+        }
+    }
+    let mut names: Vec<&String> = networks.keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .find_map(|name| endpoint_address(&networks[name]))
+}
+
+/// An endpoint's IPv4 address, else its global IPv6 one.
+fn endpoint_address(endpoint: &EndpointSettings) -> Option<IpAddr> {
+    let v4 = endpoint
+        .ip_address
+        .as_deref()
+        .and_then(|text| text.parse::<Ipv4Addr>().ok())
+        .map(IpAddr::V4);
+    v4.or_else(|| {
+        endpoint
+            .global_ipv6_address
+            .as_deref()
+            .and_then(|text| text.parse::<Ipv6Addr>().ok())
+            .map(IpAddr::V6)
+    })
+}
+
+/// The published ports of `NetworkSettings.Ports` (`"7000/tcp"` → its host
+/// bindings): one per binding with a host port, sorted, each once. Docker
+/// 20.10 binds IPv4 and IPv6 separately, so one port often appears twice,
+/// with `0.0.0.0` and `::`. Exposed ports without a binding and SCTP ports
+/// are left out.
+fn published_ports(ports: &PortMap) -> Vec<PublishedPort> {
+    let mut published = Vec::new();
+    for (key, bindings) in ports {
+        // Docker always names the protocol; a bare port would mean TCP.
+        let (port, protocol) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+        let protocol = match protocol {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            _ => continue,
+        };
+        let Ok(container_port) = port.parse::<u16>() else {
+            continue;
+        };
+        for binding in bindings.iter().flatten() {
+            let Some(host_port) = binding
+                .host_port
+                .as_deref()
+                .and_then(|text| text.parse::<u16>().ok())
+            else {
+                continue;
+            };
+            published.push(PublishedPort {
+                container_port,
+                protocol,
+                host_ip: binding.host_ip.clone().filter(|ip| !ip.is_empty()),
+                host_port,
+            });
+        }
+    }
+    published.sort();
+    published.dedup();
+    published
+}
+
+/// Docker's verdict on the HEALTHCHECK (`State.Health`); `None` without one
+/// (no `Health`, or status `none`/empty).
+fn docker_health(health: Option<Health>) -> Option<DockerHealth> {
+    let health = health?;
+    let status = match health.status? {
+        HealthStatusEnum::STARTING => DockerHealthStatus::Starting,
+        HealthStatusEnum::HEALTHY => DockerHealthStatus::Healthy,
+        HealthStatusEnum::UNHEALTHY => DockerHealthStatus::Unhealthy,
+        HealthStatusEnum::EMPTY | HealthStatusEnum::NONE => return None,
+    };
+    let last = health.log.and_then(|log| log.into_iter().last());
+    let last_exit_code = last.as_ref().and_then(|result| result.exit_code);
+    let last_output = last
+        .and_then(|result| result.output)
+        .map(|output| cut_at_char_boundary(output.trim(), HEALTH_OUTPUT_LIMIT).to_owned())
+        .filter(|output| !output.is_empty());
+    Some(DockerHealth {
+        status,
+        failing_streak: health
+            .failing_streak
+            .map(|streak| u32::try_from(streak.max(0)).unwrap_or(u32::MAX))
+            .unwrap_or(0),
+        last_output,
+        last_exit_code,
+    })
+}
+
 fn container_info(response: ContainerInspectResponse) -> ContainerInfo {
     let config = response.config.unwrap_or_default();
-    let state = response.state.unwrap_or_default();
+    let mut state = response.state.unwrap_or_default();
+    let network_mode = response.host_config.and_then(|host| host.network_mode);
+    let settings = response.network_settings.unwrap_or_default();
+    let address = settings
+        .networks
+        .as_ref()
+        .and_then(|networks| container_address(network_mode.as_deref(), networks));
+    let ports = settings
+        .ports
+        .as_ref()
+        .map(published_ports)
+        .unwrap_or_default();
+    let health = docker_health(state.health.take());
     let status = state
         .status
         .map(|status| ContainerState::parse(status.as_ref()))
@@ -767,9 +915,9 @@ fn container_info(response: ContainerInspectResponse) -> ContainerInfo {
         started_at: parse_time(state.started_at.as_deref()),
         finished_at: parse_time(state.finished_at.as_deref()),
         error: state.error.filter(|error| !error.is_empty()),
-        address: None,
-        ports: Vec::new(),
-        health: None,
+        address,
+        ports,
+        health,
     }
 }
 
@@ -796,6 +944,31 @@ fn events_since(now: SystemTime) -> String {
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .unwrap_or_default();
     format!("{}.{:09}", since.as_secs(), since.subsec_nanos())
+}
+
+/// The error for an answer a call cannot have (a 304 to a create, ...).
+fn unexpected(call: &Call<'_>, outcome: &Outcome) -> RuntimeError {
+    RuntimeError::Rejected {
+        status: 0,
+        message: format!("unexpected answer to {call}: {outcome:?}"),
+    }
+}
+
+/// Appends an exec's output chunk, keeping at most [`EXEC_OUTPUT_LIMIT`]
+/// bytes: the rest is read and dropped, so the exec never blocks on a full
+/// pipe.
+fn keep_output(collected: &mut Vec<u8>, chunk: &LogOutput) {
+    let bytes: &[u8] = chunk.as_ref();
+    let room = EXEC_OUTPUT_LIMIT.saturating_sub(collected.len());
+    collected.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+/// The kept output as text: invalid UTF-8 replaced, then cut to the limit
+/// again (a replacement character can be longer than the bytes it stands
+/// for).
+fn output_text(collected: &[u8]) -> String {
+    let text = String::from_utf8_lossy(collected);
+    cut_at_char_boundary(&text, EXEC_OUTPUT_LIMIT).to_owned()
 }
 
 fn managed_filter() -> HashMap<String, Vec<String>> {
@@ -1026,18 +1199,152 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn exec(
         &self,
-        _id: &str,
-        _command: &[String],
-        _timeout: Duration,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
     ) -> Result<ExecOutcome, RuntimeError> {
-        Err(RuntimeError::Rejected {
-            status: 501,
-            message: "exec: not implemented yet".into(),
+        let deadline = tokio::time::Instant::now() + timeout;
+        let call = Call::Exec { id };
+        let timed_out = || RuntimeError::Timeout {
+            operation: call.to_string(),
+        };
+        let docker = tokio::time::timeout_at(deadline, self.client())
+            .await
+            .map_err(|_elapsed| timed_out())??;
+
+        // Until Docker gave the exec an id there is nothing to report but
+        // the timeout; the create gets what is left of the whole call.
+        let config = ExecConfig {
+            attach_stdin: Some(false),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            cmd: Some(command.to_vec()),
+            ..ExecConfig::default()
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let exec_id = match self
+            .send(
+                &call,
+                left.min(self.inner.request_timeout),
+                docker.create_exec(id, config),
+            )
+            .await
+        {
+            Ok(created) => created.id,
+            Err(Outcome::Failed(err)) => return Err(err),
+            Err(other) => return Err(unexpected(&call, &other)),
+        };
+        let unfinished = |output: String| ExecOutcome {
+            exec_id: exec_id.clone(),
+            exit_code: None,
+            output,
+        };
+
+        // From here on the exec may run: past the deadline the answer is
+        // "no exit code yet" with its id, never an error.
+        let options = StartExecOptions {
+            detach: false,
+            tty: false,
+            output_capacity: None,
+        };
+        let started = tokio::time::timeout_at(
+            deadline,
+            self.send(
+                &call,
+                self.inner.request_timeout,
+                docker.start_exec(&exec_id, Some(options)),
+            ),
+        )
+        .await;
+        let (mut stream, _input) = match started {
+            Err(_elapsed) => return Ok(unfinished(String::new())),
+            Ok(Ok(StartExecResults::Attached { output, input })) => (output, input),
+            Ok(Ok(StartExecResults::Detached)) => {
+                return Err(RuntimeError::Rejected {
+                    status: 0,
+                    message: format!("{call}: Docker detached an exec started attached"),
+                });
+            }
+            Ok(Err(Outcome::Failed(err))) => return Err(err),
+            Ok(Err(other)) => return Err(unexpected(&call, &other)),
+        };
+
+        let mut collected = Vec::new();
+        let drained = tokio::time::timeout_at(deadline, async {
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(chunk) => keep_output(&mut collected, &chunk),
+                    // A broken stream: the inspect below says how it ended
+                    // (or that Docker is gone).
+                    Err(err) => {
+                        tracing::debug!(container = %id, %exec_id, error = %error_chain(&err), "the exec's output stream broke");
+                        return;
+                    }
+                }
+            }
         })
+        .await;
+        drop(stream);
+        let output = output_text(&collected);
+        if drained.is_err() {
+            return Ok(unfinished(output));
+        }
+
+        // The stream ends when the process does; `Running` follows a moment
+        // later.
+        let inspect_call = Call::InspectExec { exec_id: &exec_id };
+        loop {
+            let inspected = tokio::time::timeout_at(
+                deadline,
+                self.send(
+                    &inspect_call,
+                    self.inner.request_timeout,
+                    docker.inspect_exec(&exec_id),
+                ),
+            )
+            .await;
+            match inspected {
+                Err(_elapsed) => return Ok(unfinished(output)),
+                Ok(Ok(inspect)) if inspect.running == Some(true) => {
+                    let next = (tokio::time::Instant::now() + EXEC_POLL).min(deadline);
+                    tokio::time::sleep_until(next).await;
+                }
+                Ok(Ok(inspect)) => {
+                    return Ok(ExecOutcome {
+                        exec_id: exec_id.clone(),
+                        exit_code: inspect.exit_code,
+                        output,
+                    });
+                }
+                Ok(Err(Outcome::Absent)) => {
+                    return Err(RuntimeError::NotFound {
+                        what: inspect_call.to_string(),
+                    });
+                }
+                Ok(Err(Outcome::Failed(err))) => return Err(err),
+                Ok(Err(other)) => return Err(unexpected(&inspect_call, &other)),
+            }
+        }
     }
 
-    async fn exec_running(&self, _exec_id: &str) -> Result<bool, RuntimeError> {
-        Ok(false)
+    async fn exec_running(&self, exec_id: &str) -> Result<bool, RuntimeError> {
+        let docker = self.client().await?;
+        let call = Call::InspectExec { exec_id };
+        match self
+            .send(
+                &call,
+                self.inner.request_timeout,
+                docker.inspect_exec(exec_id),
+            )
+            .await
+        {
+            Ok(inspect) => Ok(inspect.running == Some(true)),
+            // Docker forgets an exec with its container.
+            Err(Outcome::Absent) => Ok(false),
+            Err(Outcome::Failed(err)) => Err(err),
+            Err(other) => Err(unexpected(&call, &other)),
+        }
     }
 
     fn events(&self) -> BoxStream<'static, Result<ContainerEvent, RuntimeError>> {
@@ -1433,6 +1740,293 @@ mod tests {
             serde_json::from_value(serde_json::json!({"Type": "network", "Action": "connect"}))
                 .unwrap();
         assert_eq!(container_event(network), None);
+    }
+
+    fn endpoint(ipv4: &str, ipv6: &str, network_id: &str) -> EndpointSettings {
+        EndpointSettings {
+            ip_address: Some(ipv4.into()),
+            global_ipv6_address: Some(ipv6.into()),
+            network_id: Some(network_id.into()),
+            ..EndpointSettings::default()
+        }
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn the_address_is_on_the_network_the_host_config_names() {
+        let networks = HashMap::from([
+            ("a-other".to_owned(), endpoint("172.18.0.9", "", "1111")),
+            ("rtm-games".to_owned(), endpoint("172.19.0.4", "", "4f2a")),
+        ]);
+        assert_eq!(
+            container_address(Some("rtm-games"), &networks),
+            ip("172.19.0.4")
+        );
+        // Our creates name the network by id.
+        assert_eq!(container_address(Some("4f2a"), &networks), ip("172.19.0.4"));
+        let bridge = HashMap::from([("bridge".to_owned(), endpoint("172.17.0.2", "", "b"))]);
+        assert_eq!(
+            container_address(Some("default"), &bridge),
+            ip("172.17.0.2")
+        );
+    }
+
+    #[test]
+    fn without_an_address_on_its_own_network_the_first_network_by_name_that_has_one_answers() {
+        let networks = HashMap::from([
+            ("zeta".to_owned(), endpoint("172.20.0.2", "", "3")),
+            ("beta".to_owned(), endpoint("172.21.0.3", "", "2")),
+            ("alpha".to_owned(), endpoint("", "", "1")),
+        ]);
+        assert_eq!(
+            container_address(Some("alpha"), &networks),
+            ip("172.21.0.3")
+        );
+        assert_eq!(container_address(None, &networks), ip("172.21.0.3"));
+        assert_eq!(container_address(Some("gone"), &networks), ip("172.21.0.3"));
+    }
+
+    #[test]
+    fn the_address_is_ipv4_else_global_ipv6_else_none() {
+        let v6 = HashMap::from([("n".to_owned(), endpoint("", "fd00::5", "1"))]);
+        assert_eq!(container_address(Some("n"), &v6), ip("fd00::5"));
+        let both = HashMap::from([("n".to_owned(), endpoint("10.0.0.7", "fd00::5", "1"))]);
+        assert_eq!(container_address(Some("n"), &both), ip("10.0.0.7"));
+        let garbage = HashMap::from([("n".to_owned(), endpoint("not-an-ip", "", "1"))]);
+        assert_eq!(container_address(Some("n"), &garbage), None);
+        let stopped = HashMap::from([("n".to_owned(), endpoint("", "", "1"))]);
+        assert_eq!(container_address(Some("n"), &stopped), None);
+        assert_eq!(container_address(Some("host"), &HashMap::new()), None);
+    }
+
+    fn binding(ip: &str, port: &str) -> DockerPortBinding {
+        DockerPortBinding {
+            host_ip: Some(ip.into()),
+            host_port: Some(port.into()),
+        }
+    }
+
+    fn published(
+        container_port: u16,
+        protocol: Protocol,
+        ip: Option<&str>,
+        host_port: u16,
+    ) -> PublishedPort {
+        PublishedPort {
+            container_port,
+            protocol,
+            host_ip: ip.map(str::to_owned),
+            host_port,
+        }
+    }
+
+    #[test]
+    fn published_ports_list_each_host_binding_sorted_and_once() {
+        let ports: PortMap = HashMap::from([
+            (
+                "7000/tcp".to_owned(),
+                Some(vec![
+                    binding("::", "17000"),
+                    binding("0.0.0.0", "17000"),
+                    binding("0.0.0.0", "17000"),
+                ]),
+            ),
+            ("7001/udp".to_owned(), Some(vec![binding("", "17001")])),
+            // Exposed only: no binding.
+            ("8080/tcp".to_owned(), None),
+            ("8081/tcp".to_owned(), Some(Vec::new())),
+            // Not ours to report.
+            (
+                "9000/sctp".to_owned(),
+                Some(vec![binding("0.0.0.0", "19000")]),
+            ),
+            ("7002/tcp".to_owned(), Some(vec![binding("0.0.0.0", "")])),
+            (
+                "7003/tcp".to_owned(),
+                Some(vec![binding("0.0.0.0", "99999")]),
+            ),
+            ("junk/tcp".to_owned(), Some(vec![binding("0.0.0.0", "1")])),
+        ]);
+        assert_eq!(
+            published_ports(&ports),
+            [
+                published(7000, Protocol::Tcp, Some("0.0.0.0"), 17000),
+                published(7000, Protocol::Tcp, Some("::"), 17000),
+                published(7001, Protocol::Udp, None, 17001),
+            ]
+        );
+        assert_eq!(published_ports(&HashMap::new()), []);
+    }
+
+    fn health(status: HealthStatusEnum, streak: i64, log: &[(&str, i64)]) -> Health {
+        Health {
+            status: Some(status),
+            failing_streak: Some(streak),
+            log: Some(
+                log.iter()
+                    .map(|(output, code)| bollard::models::HealthcheckResult {
+                        output: Some((*output).to_owned()),
+                        exit_code: Some(*code),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn docker_health_reports_status_streak_and_the_last_check() {
+        let unhealthy = health(
+            HealthStatusEnum::UNHEALTHY,
+            2,
+            &[("", 0), ("first failure\n", 1), ("  no marker\n", 1)],
+        );
+        assert_eq!(
+            docker_health(Some(unhealthy)),
+            Some(DockerHealth {
+                status: DockerHealthStatus::Unhealthy,
+                failing_streak: 2,
+                last_output: Some("no marker".into()),
+                last_exit_code: Some(1),
+            })
+        );
+        let starting = health(HealthStatusEnum::STARTING, 0, &[]);
+        assert_eq!(
+            docker_health(Some(starting)),
+            Some(DockerHealth {
+                status: DockerHealthStatus::Starting,
+                failing_streak: 0,
+                last_output: None,
+                last_exit_code: None,
+            })
+        );
+        let healthy = docker_health(Some(health(HealthStatusEnum::HEALTHY, 0, &[("\n", 0)])));
+        assert_eq!(
+            healthy.map(|h| (h.status, h.last_output)),
+            Some((DockerHealthStatus::Healthy, None))
+        );
+    }
+
+    #[test]
+    fn no_healthcheck_means_no_docker_health() {
+        assert_eq!(docker_health(None), None);
+        assert_eq!(
+            docker_health(Some(health(HealthStatusEnum::NONE, 0, &[]))),
+            None
+        );
+        assert_eq!(
+            docker_health(Some(health(HealthStatusEnum::EMPTY, 0, &[]))),
+            None
+        );
+        assert_eq!(docker_health(Some(Health::default())), None);
+    }
+
+    #[test]
+    fn a_long_health_output_is_cut_at_a_character_boundary_within_512_bytes() {
+        // 511 ASCII bytes then a two-byte character straddling the limit.
+        let output = format!("{}é and more", "x".repeat(511));
+        let parsed = docker_health(Some(health(
+            HealthStatusEnum::UNHEALTHY,
+            9,
+            &[(&output, 1)],
+        )))
+        .and_then(|h| h.last_output)
+        .unwrap();
+        assert_eq!(parsed, "x".repeat(511));
+        let streak = docker_health(Some(health(HealthStatusEnum::UNHEALTHY, -3, &[])))
+            .map(|h| h.failing_streak);
+        assert_eq!(streak, Some(0), "a negative streak is no streak");
+    }
+
+    #[test]
+    fn inspect_reads_address_ports_and_health_from_dockers_json() {
+        let response: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
+            "Id": "9f2c",
+            "Name": "/rtm-abc123-g1",
+            "State": {
+                "Status": "running",
+                "Health": {
+                    "Status": "healthy",
+                    "FailingStreak": 0,
+                    "Log": [{"Start": "2024-05-07T21:09:36Z", "End": "2024-05-07T21:09:36Z", "ExitCode": 0, "Output": ""}]
+                }
+            },
+            "HostConfig": {"NetworkMode": "4f2a"},
+            "NetworkSettings": {
+                "Ports": {"7000/tcp": [{"HostIp": "0.0.0.0", "HostPort": "17000"}], "8080/tcp": null},
+                "Networks": {"rtm-games": {"NetworkID": "4f2a", "IPAddress": "172.19.0.4", "GlobalIPv6Address": ""}}
+            }
+        }))
+        .unwrap();
+        let info = container_info(response);
+        assert_eq!(info.address, ip("172.19.0.4"));
+        assert_eq!(
+            info.ports,
+            [published(7000, Protocol::Tcp, Some("0.0.0.0"), 17000)]
+        );
+        assert_eq!(
+            info.health.map(|h| (h.status, h.last_exit_code)),
+            Some((DockerHealthStatus::Healthy, Some(0)))
+        );
+    }
+
+    #[test]
+    fn exec_output_keeps_the_first_4_kib_as_text() {
+        let mut kept = Vec::new();
+        let chunk = |text: &str| LogOutput::StdOut {
+            message: text.as_bytes().to_vec().into(),
+        };
+        keep_output(&mut kept, &chunk(&"a".repeat(4000)));
+        keep_output(
+            &mut kept,
+            &LogOutput::StdErr {
+                message: "b".repeat(200).into_bytes().into(),
+            },
+        );
+        keep_output(&mut kept, &chunk("dropped"));
+        assert_eq!(kept.len(), EXEC_OUTPUT_LIMIT);
+        let text = output_text(&kept);
+        assert!(text.starts_with(&"a".repeat(4000)) && text.ends_with(&"b".repeat(96)));
+        // Invalid UTF-8 becomes U+FFFD (three bytes for one) and is cut again.
+        let invalid = vec![0xff; EXEC_OUTPUT_LIMIT];
+        let text = output_text(&invalid);
+        assert!(text.len() <= EXEC_OUTPUT_LIMIT && text.chars().all(|c| c == '\u{fffd}'));
+    }
+
+    #[test]
+    fn exec_in_a_stopped_or_missing_container_is_conflict_or_not_found() {
+        let call = Call::Exec { id: "rtm-g1" };
+        assert_eq!(
+            failed(&call, 409, "Container 9f2c is not running"),
+            Outcome::Failed(RuntimeError::Conflict {
+                message: "Container 9f2c is not running".into()
+            })
+        );
+        assert!(matches!(
+            failed(
+                &call,
+                409,
+                "Container 9f2c is paused, unpause the container before exec"
+            ),
+            Outcome::Failed(RuntimeError::Conflict { .. })
+        ));
+        assert!(matches!(
+            failed(&call, 404, "No such container: rtm-g1"),
+            Outcome::Failed(RuntimeError::NotFound { .. })
+        ));
+        assert_eq!(
+            failed(
+                &Call::InspectExec { exec_id: "e1" },
+                404,
+                "No such exec instance: e1"
+            ),
+            Outcome::Absent
+        );
+        assert_eq!(call.op(), RuntimeOp::Exec);
+        assert_eq!(Call::InspectExec { exec_id: "e1" }.op(), RuntimeOp::Exec);
     }
 
     async fn runtime_at(path: &std::path::Path, timeout: Duration) -> DockerRuntime {

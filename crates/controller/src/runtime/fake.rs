@@ -6,9 +6,16 @@
 //! going away). Every `ContainerSpec` it is given is kept (`spec_of`), so
 //! tests can assert what the container was created with (limits,
 //! capabilities, network).
+//!
+//! For health checks a running container has an address (`10.88.x.y`, from
+//! its serial) and the spec's published ports; Docker's HEALTHCHECK verdict
+//! ([`FakeRuntime::set_docker_health`]) and what an exec answers
+//! ([`FakeRuntime::set_exec`], [`FakeExec`]) are scripted per container and
+//! per game.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -17,9 +24,12 @@ use futures::stream::{self, BoxStream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
+use rtm_core::model::{Protocol, PublishedPort};
+
 use super::{
-    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ExecOutcome,
-    HostResources, ImageInfo, LABEL_MANAGED_BY, MANAGED_BY, RuntimeError, RuntimeOp,
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, DockerHealth,
+    EXEC_OUTPUT_LIMIT, ExecOutcome, HostResources, ImageInfo, LABEL_MANAGED_BY, MANAGED_BY,
+    PortProtocol, RuntimeError, RuntimeOp, cut_at_char_boundary,
 };
 
 /// The operation a scripted failure or a logged call refers to (the
@@ -52,6 +62,38 @@ impl fmt::Display for FakeCall {
         }
     }
 }
+
+/// What an exec in a game's container answers ([`FakeRuntime::set_exec`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FakeExec {
+    /// The command ends at once with this exit code and output (cut to
+    /// 4 KiB like Docker's).
+    Exit {
+        /// The exit code.
+        code: i64,
+        /// Its output.
+        output: String,
+    },
+    /// The command outlives the timeout: the call returns after it (tokio
+    /// time) without an exit code, and the exec keeps running until
+    /// [`FakeRuntime::release_execs`] or the container stops.
+    Hang,
+    /// The call fails with this error (e.g. `Conflict`, `Unreachable`).
+    Fail(RuntimeError),
+}
+
+impl Default for FakeExec {
+    /// What Docker answers for a command that succeeds silently.
+    fn default() -> Self {
+        FakeExec::Exit {
+            code: 0,
+            output: String::new(),
+        }
+    }
+}
+
+/// Prefix of the fake's exec ids (Docker's are 64 hex digits).
+const EXEC_ID_PREFIX: &str = "exec-";
 
 /// When a scripted failure strikes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +136,13 @@ struct State {
     events: broadcast::Sender<ContainerEvent>,
     /// What `host_resources` answers.
     host: Option<HostResources>,
+    /// Game → what an exec in its containers answers; absent: the default.
+    exec_answers: HashMap<String, FakeExec>,
+    /// Game → exec calls that reached one of its containers.
+    exec_counts: HashMap<String, usize>,
+    /// Hung execs still running: exec id → container id.
+    running_execs: HashMap<String, String>,
+    next_exec: u64,
 }
 
 /// The host the fake plays unless a test says otherwise: big enough for
@@ -110,6 +159,8 @@ struct FakeContainer {
     /// Whether the engine exits on SIGTERM; `false` plays an engine that
     /// ignores it, so a stop ends in SIGKILL (exit 137).
     honours_sigterm: bool,
+    /// Its creation order, from which its address is made.
+    serial: u64,
 }
 
 impl fmt::Debug for FakeRuntime {
@@ -151,6 +202,10 @@ impl FakeRuntime {
                     down: false,
                     events,
                     host: Some(FAKE_HOST),
+                    exec_answers: HashMap::new(),
+                    exec_counts: HashMap::new(),
+                    running_execs: HashMap::new(),
+                    next_exec: 1,
                 }),
             }),
             latency: Duration::ZERO,
@@ -317,6 +372,54 @@ impl FakeRuntime {
         Ok(())
     }
 
+    /// Sets Docker's HEALTHCHECK verdict of the container (`None`: the image
+    /// has no HEALTHCHECK). It stays as set, whatever the container does,
+    /// until set again.
+    pub fn set_docker_health(
+        &self,
+        name_or_id: &str,
+        health: Option<DockerHealth>,
+    ) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        let id = state.existing(name_or_id)?;
+        if let Some(container) = state.containers.get_mut(&id) {
+            container.info.health = health;
+        }
+        Ok(())
+    }
+
+    /// What every later exec in `game`'s containers answers, until set
+    /// again; the default is exit 0 with no output. A one-off failure is
+    /// [`FakeRuntime::fail_next`] with [`FakeOp::Exec`] instead.
+    pub fn set_exec(&self, game: &str, answer: FakeExec) {
+        self.state().exec_answers.insert(game.to_owned(), answer);
+    }
+
+    /// Ends every hung exec ([`FakeExec::Hang`]) in `game`'s containers:
+    /// `exec_running` says `false` for them from now on.
+    pub fn release_execs(&self, game: &str) {
+        let mut state = self.state();
+        let ids: Vec<String> = state
+            .running_execs
+            .iter()
+            .filter(|(_, container)| {
+                state.containers.get(*container).and_then(|c| c.info.game()) == Some(game)
+            })
+            .map(|(exec, _)| exec.clone())
+            .collect();
+        for exec in ids {
+            state.running_execs.remove(&exec);
+        }
+    }
+
+    /// How many exec calls reached a container of `game` (failed ones
+    /// included; `exec_running` calls not). The call log has both under
+    /// [`FakeOp::Exec`]: an exec's target is the container, an
+    /// `exec_running`'s the exec id.
+    pub fn exec_count(&self, game: &str) -> usize {
+        self.state().exec_counts.get(game).copied().unwrap_or(0)
+    }
+
     /// Records the call, waits the latency, then applies any scripted
     /// failure. Returns the `After` failure to raise once the operation ran.
     async fn enter(&self, op: FakeOp, target: &str) -> Result<Option<RuntimeError>, RuntimeError> {
@@ -339,6 +442,37 @@ impl FakeRuntime {
         }
         Ok(None)
     }
+}
+
+/// The address of the container created `serial`th: `10.88.x.y`, one per
+/// container for the first 65,534 (the scale benchmark's 100,000 wrap).
+fn address_of(serial: u64) -> IpAddr {
+    let host = (serial.saturating_sub(1) % 65_534) + 1;
+    let [.., x, y] = host.to_be_bytes();
+    IpAddr::V4(Ipv4Addr::new(10, 88, x, y))
+}
+
+/// The ports Docker reports for a running container of `spec`: those with a
+/// host port, sorted, each once.
+fn published_ports(spec: &ContainerSpec) -> Vec<PublishedPort> {
+    let mut ports: Vec<PublishedPort> = spec
+        .ports
+        .iter()
+        .filter_map(|port| {
+            Some(PublishedPort {
+                container_port: port.container_port,
+                protocol: match port.protocol {
+                    PortProtocol::Tcp => Protocol::Tcp,
+                    PortProtocol::Udp => Protocol::Udp,
+                },
+                host_ip: port.host_ip.clone(),
+                host_port: port.host_port?,
+            })
+        })
+        .collect();
+    ports.sort();
+    ports.dedup();
+    ports
 }
 
 fn unreachable() -> RuntimeError {
@@ -435,7 +569,12 @@ impl State {
             container.info.exit_code = Some(code);
             container.info.oom_killed = oom;
             container.info.finished_at = Some(SystemTime::now());
+            // Docker releases the endpoint and the port bindings with the
+            // process; its execs die with it.
+            container.info.address = None;
+            container.info.ports.clear();
         }
+        self.running_execs.retain(|_, container| container != id);
         self.emit(id, "die");
     }
 
@@ -446,6 +585,7 @@ impl State {
             self.exit(id, EXIT_SIGKILL, false);
         }
         self.emit(id, "destroy");
+        self.running_execs.retain(|_, container| container != id);
         if let Some(gone) = self.containers.remove(id) {
             self.names.remove(&gone.info.name);
             if let Some(game) = gone.info.game()
@@ -581,6 +721,7 @@ impl ContainerRuntime for FakeRuntime {
                 info,
                 spec: spec.clone(),
                 honours_sigterm: true,
+                serial,
             },
         );
         state.emit(&id, "create");
@@ -606,6 +747,8 @@ impl ContainerRuntime for FakeRuntime {
             container.info.oom_killed = false;
             container.info.error = None;
             container.info.started_at = Some(SystemTime::now());
+            container.info.address = Some(address_of(container.serial));
+            container.info.ports = published_ports(&container.spec);
         }
         state.emit(&id, "start");
         settle(after, Ok(()))
@@ -729,18 +872,61 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn exec(
         &self,
-        _id: &str,
+        id: &str,
         _command: &[String],
-        _timeout: Duration,
+        timeout: Duration,
     ) -> Result<ExecOutcome, RuntimeError> {
-        Err(RuntimeError::Rejected {
-            status: 501,
-            message: "exec: not implemented yet".into(),
-        })
+        let after = self.enter(FakeOp::Exec, id).await?;
+        let (exec_id, answer) = {
+            let mut state = self.state();
+            let id = state.existing(id)?;
+            let info = &state.containers[&id].info;
+            let game = info.game().unwrap_or_default().to_owned();
+            // Docker's refusals (409) for a container without a process
+            // to join, or a frozen one.
+            let refusal = match info.state {
+                ContainerState::Running => None,
+                ContainerState::Paused => Some(format!(
+                    "Container {id} is paused, unpause the container before exec"
+                )),
+                _ => Some(format!("Container {id} is not running")),
+            };
+            *state.exec_counts.entry(game.clone()).or_default() += 1;
+            if let Some(message) = refusal {
+                return Err(RuntimeError::Conflict { message });
+            }
+            let answer = state.exec_answers.get(&game).cloned().unwrap_or_default();
+            let exec_id = format!("{EXEC_ID_PREFIX}{}", state.next_exec);
+            state.next_exec += 1;
+            if answer == FakeExec::Hang {
+                state.running_execs.insert(exec_id.clone(), id);
+            }
+            (exec_id, answer)
+        };
+        let outcome = match answer {
+            FakeExec::Exit { code, output } => Ok(ExecOutcome {
+                exec_id,
+                exit_code: Some(code),
+                output: cut_at_char_boundary(&output, EXEC_OUTPUT_LIMIT).to_owned(),
+            }),
+            FakeExec::Hang => {
+                // Docker's exec call gives up at its timeout.
+                tokio::time::sleep(timeout).await;
+                Ok(ExecOutcome {
+                    exec_id,
+                    exit_code: None,
+                    output: String::new(),
+                })
+            }
+            FakeExec::Fail(err) => Err(err),
+        };
+        settle(after, outcome)
     }
 
-    async fn exec_running(&self, _exec_id: &str) -> Result<bool, RuntimeError> {
-        Ok(false)
+    async fn exec_running(&self, exec_id: &str) -> Result<bool, RuntimeError> {
+        let after = self.enter(FakeOp::Exec, exec_id).await?;
+        let running = self.state().running_execs.contains_key(exec_id);
+        settle(after, Ok(running))
     }
 
     fn events(&self) -> BoxStream<'static, Result<ContainerEvent, RuntimeError>> {
@@ -786,7 +972,6 @@ mod tests {
         crate::runtime::container_name(rtm_core::store::keys::DEFAULT_PREFIX, game)
     }
     use crate::runtime::{LABEL_GAME, PortBinding};
-    use rtm_core::ports::PortProtocol;
 
     const IMAGE: &str = "engine:1";
 
@@ -1063,6 +1248,267 @@ mod tests {
         assert_eq!(
             fake.container(&name("g7")).unwrap().labels[LABEL_GAME],
             "g7"
+        );
+    }
+
+    fn cmd() -> Vec<String> {
+        vec!["/bin/check".to_owned()]
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn a_running_container_has_an_address_and_its_published_ports_until_it_stops() {
+        let fake = fake();
+        let mut spec = ContainerSpec::new("g1", IMAGE);
+        spec.ports = vec![
+            PortBinding {
+                container_port: 7001,
+                host_port: Some(17001),
+                protocol: PortProtocol::Udp,
+                host_ip: Some("127.0.0.1".into()),
+            },
+            PortBinding {
+                container_port: 7000,
+                host_port: Some(17000),
+                protocol: PortProtocol::Tcp,
+                host_ip: None,
+            },
+            PortBinding {
+                container_port: 8080,
+                host_port: None,
+                protocol: PortProtocol::Tcp,
+                host_ip: None,
+            },
+        ];
+        let id = fake.create(&spec).await.unwrap();
+        let created = fake.container(&id).unwrap();
+        assert_eq!((created.address, created.ports.len()), (None, 0));
+
+        fake.start(&id).await.unwrap();
+        let info = fake.inspect_container(&id).await.unwrap().unwrap();
+        assert_eq!(info.address, Some("10.88.0.1".parse().unwrap()));
+        assert_eq!(
+            info.ports,
+            [
+                PublishedPort {
+                    container_port: 7000,
+                    protocol: Protocol::Tcp,
+                    host_ip: None,
+                    host_port: 17000
+                },
+                PublishedPort {
+                    container_port: 7001,
+                    protocol: Protocol::Udp,
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: 17001
+                },
+            ]
+        );
+        let other = running(&fake, "g2").await;
+        assert_eq!(
+            fake.container(&other).unwrap().address,
+            Some("10.88.0.2".parse().unwrap()),
+            "each container has its own address"
+        );
+
+        fake.stop(&id, Duration::ZERO).await.unwrap();
+        let stopped = fake.container(&id).unwrap();
+        assert_eq!((stopped.address, stopped.ports.len()), (None, 0));
+        fake.start(&id).await.unwrap();
+        assert_eq!(
+            fake.container(&id).unwrap().address,
+            info.address,
+            "the same container gets its address back"
+        );
+    }
+
+    #[test]
+    fn fake_addresses_stay_in_10_88_and_wrap_after_65534_containers() {
+        assert_eq!(address_of(1), "10.88.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(address_of(256), "10.88.1.0".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            address_of(65_534),
+            "10.88.255.254".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            address_of(65_535),
+            address_of(1),
+            "the scale benchmark wraps"
+        );
+        assert_eq!(address_of(0), address_of(1));
+    }
+
+    #[tokio::test]
+    async fn docker_health_is_what_the_test_sets() {
+        let fake = fake();
+        let id = running(&fake, "g1").await;
+        assert_eq!(
+            fake.container(&id).unwrap().health,
+            None,
+            "no HEALTHCHECK by default"
+        );
+        let unhealthy = DockerHealth {
+            status: crate::runtime::DockerHealthStatus::Unhealthy,
+            failing_streak: 3,
+            last_output: Some("no marker".into()),
+            last_exit_code: Some(1),
+        };
+        fake.set_docker_health(&name("g1"), Some(unhealthy.clone()))
+            .unwrap();
+        assert_eq!(
+            fake.inspect_container(&id).await.unwrap().unwrap().health,
+            Some(unhealthy)
+        );
+        fake.set_docker_health(&id, None).unwrap();
+        assert_eq!(fake.container(&id).unwrap().health, None);
+        assert!(
+            fake.set_docker_health("rtm-nope", None)
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
+
+    #[tokio::test]
+    async fn exec_answers_exit_zero_by_default_and_what_the_game_is_scripted_to() {
+        let fake = fake();
+        let id = running(&fake, "g1").await;
+        let other = running(&fake, "g2").await;
+        let outcome = fake.exec(&id, &cmd(), SECOND).await.unwrap();
+        assert_eq!((outcome.exit_code, outcome.output.as_str()), (Some(0), ""));
+        assert!(!fake.exec_running(&outcome.exec_id).await.unwrap());
+
+        fake.set_exec(
+            "g1",
+            FakeExec::Exit {
+                code: 3,
+                output: "é".repeat(3000),
+            },
+        );
+        let failed = fake.exec(&id, &cmd(), SECOND).await.unwrap();
+        assert_eq!(failed.exit_code, Some(3));
+        assert_eq!(failed.output, "é".repeat(2048), "cut to 4 KiB");
+        assert_ne!(failed.exec_id, outcome.exec_id);
+        assert_eq!(
+            fake.exec(&other, &cmd(), SECOND).await.unwrap().exit_code,
+            Some(0),
+            "another game's script does not apply"
+        );
+
+        let refused = RuntimeError::Unreachable {
+            message: "gone".into(),
+        };
+        fake.set_exec("g1", FakeExec::Fail(refused.clone()));
+        assert_eq!(fake.exec(&id, &cmd(), SECOND).await, Err(refused.clone()));
+        assert_eq!(
+            fake.exec(&id, &cmd(), SECOND).await,
+            Err(refused),
+            "until set again"
+        );
+        assert_eq!((fake.exec_count("g1"), fake.exec_count("g2")), (4, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_exec_returns_at_its_timeout_and_runs_until_released() {
+        let fake = fake();
+        let id = running(&fake, "g1").await;
+        fake.set_exec("g1", FakeExec::Hang);
+        let started = tokio::time::Instant::now();
+        let hung = fake
+            .exec(&id, &cmd(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert_eq!(hung.exit_code, None);
+        assert!(fake.exec_running(&hung.exec_id).await.unwrap());
+        fake.release_execs("g2");
+        assert!(
+            fake.exec_running(&hung.exec_id).await.unwrap(),
+            "another game's release"
+        );
+        fake.release_execs("g1");
+        assert!(!fake.exec_running(&hung.exec_id).await.unwrap());
+        assert!(
+            !fake.exec_running("exec-999").await.unwrap(),
+            "an unknown exec"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hung_exec_ends_with_its_container() {
+        let fake = fake();
+        let id = running(&fake, "g1").await;
+        fake.set_exec("g1", FakeExec::Hang);
+        let hung = fake.exec(&id, &cmd(), Duration::ZERO).await.unwrap();
+        assert!(fake.exec_running(&hung.exec_id).await.unwrap());
+        fake.kill(&id).await.unwrap();
+        assert!(!fake.exec_running(&hung.exec_id).await.unwrap());
+
+        fake.start(&id).await.unwrap();
+        let hung = fake.exec(&id, &cmd(), Duration::ZERO).await.unwrap();
+        fake.remove(&id, true).await.unwrap();
+        assert!(!fake.exec_running(&hung.exec_id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn exec_needs_a_running_container_and_is_logged_like_every_call() {
+        let fake = fake();
+        let id = fake.create(&ContainerSpec::new("g1", IMAGE)).await.unwrap();
+        let err = fake.exec(&id, &cmd(), SECOND).await.unwrap_err();
+        assert!(
+            matches!(&err, RuntimeError::Conflict { message } if message.contains("is not running")),
+            "{err:?}"
+        );
+        fake.start(&id).await.unwrap();
+        fake.state().containers.get_mut(&id).unwrap().info.state = ContainerState::Paused;
+        let err = fake.exec(&id, &cmd(), SECOND).await.unwrap_err();
+        assert!(
+            matches!(&err, RuntimeError::Conflict { message } if message.contains("paused")),
+            "{err:?}"
+        );
+        assert!(
+            fake.exec("rtm-nope", &cmd(), SECOND)
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+
+        fake.unpause(&id).await.unwrap();
+        fake.fail_next(
+            FakeOp::Exec,
+            RuntimeError::Timeout {
+                operation: "exec".into(),
+            },
+        );
+        assert!(
+            fake.exec(&id, &cmd(), SECOND)
+                .await
+                .unwrap_err()
+                .outcome_unknown()
+        );
+        let done = fake.exec(&id, &cmd(), SECOND).await.unwrap();
+        fake.exec_running(&done.exec_id).await.unwrap();
+        let execs: Vec<String> = fake
+            .calls()
+            .iter()
+            .filter(|c| c.op == FakeOp::Exec)
+            .map(|c| c.target.clone())
+            .collect();
+        assert_eq!(
+            execs,
+            [
+                id.clone(),
+                id.clone(),
+                "rtm-nope".into(),
+                id.clone(),
+                id,
+                done.exec_id
+            ]
+        );
+        assert_eq!(
+            fake.exec_count("g1"),
+            3,
+            "the scripted failure struck before the container"
         );
     }
 

@@ -23,7 +23,7 @@ pub mod instrumented;
 
 pub use docker::DockerRuntime;
 #[cfg(any(test, feature = "testing"))]
-pub use fake::{FakeCall, FakeOp, FakeRuntime};
+pub use fake::{FakeCall, FakeExec, FakeOp, FakeRuntime};
 
 /// Label carrying the key prefix of the rtmanager installation that owns the
 /// container: installations sharing a Docker host never touch each
@@ -274,6 +274,27 @@ pub struct ExecOutcome {
     pub exit_code: Option<i64>,
     /// Its output (stdout and stderr interleaved), at most 4 KiB: the start when longer.
     pub output: String,
+}
+
+/// The most output [`ExecOutcome::output`] keeps: 4 KiB is room for any health
+/// script's message, and bounds what one hung or chatty exec can cost.
+pub(crate) const EXEC_OUTPUT_LIMIT: usize = 4096;
+
+/// The most of a HEALTHCHECK's last output [`DockerHealth::last_output`] keeps:
+/// enough for a line of diagnosis (Docker itself keeps 4 KiB per check).
+pub(crate) const HEALTH_OUTPUT_LIMIT: usize = 512;
+
+/// The longest start of `text` that is at most `max` bytes and ends on a
+/// character boundary.
+pub(crate) fn cut_at_char_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 impl ContainerInfo {
@@ -702,6 +723,17 @@ mod tests {
             ports: Vec::new(),
             health: None,
         }
+    }
+
+    #[test]
+    fn cutting_text_never_splits_a_character() {
+        assert_eq!(cut_at_char_boundary("healthy", 512), "healthy");
+        assert_eq!(cut_at_char_boundary("abcdef", 3), "abc");
+        // "é" is two bytes: a cut through it keeps the text before it.
+        assert_eq!(cut_at_char_boundary("aé", 2), "a");
+        assert_eq!(cut_at_char_boundary("aé", 3), "aé");
+        assert_eq!(cut_at_char_boundary("€", 2), "");
+        assert_eq!(cut_at_char_boundary("", 0), "");
     }
 
     #[test]
