@@ -896,6 +896,8 @@ fn print_config(manifests: &Manifests) -> String {
             value.to_owned()
         } else if entry["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName" {
             "node-1".to_owned()
+        } else if entry["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP" {
+            "10.0.0.7".to_owned()
         } else if let Some(key) = entry["valueFrom"]["secretKeyRef"]["key"].as_str() {
             format!("secret-{key}")
         } else {
@@ -923,6 +925,9 @@ fn the_controller_accepts_the_configuration_the_chart_renders() {
         "node-name: node-1",
         "take-unassigned: false",
         "metrics-addr: 0.0.0.0:9464",
+        // The node's own IP (the downward API), where players reach its games.
+        "advertise-address: 10.0.0.7",
+        "probe-concurrency: 256",
         "log-format: Json",
         "lease-ttl: 15s",
     ] {

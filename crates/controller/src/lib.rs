@@ -9,16 +9,18 @@
 //! loop behind every followed prefix) filling `cache`s (the last-seen
 //! records of one prefix, shared by `Arc`): [`desired`] and [`statuses`];
 //! `peers` (the other controllers' heartbeats), [`events`], [`sweep`],
-//! [`queue`], `worker`, [`reconcile`] with its pure [`plan`]; and around it
+//! [`queue`], `worker`, [`reconcile`] with its pure [`plan`]; [`health`]
+//! (the prober: what each game's health check said, in memory); and around it
 //! [`backoff`], [`config`], [`hardening`], [`metrics`], [`http`].
 //!
 //! ```text
 //! desired watch (list at R, watch from R+1) ─┐
 //! Docker events ─────────────────────────────┤
 //! sweep (resync, GC) ────────────────────────┼─► queue ─► workers ─► reconcile
-//! peer heartbeats (a controller went away) ──┘   (dedup,    (bounded,   observe → plan
-//!                                                 delays)    backoff)   → act → record
+//! peer heartbeats (a controller went away) ──┤   (dedup,    (bounded,   observe → plan
+//! prober (a health verdict changed) ─────────┘    delays)    backoff)   → act → record
 //! status watch ─► status cache (the first look of a reconcile)
+//! reconcile ─► prober (the containers to probe) ─► its verdicts, read by plan
 //! ```
 //!
 //! [`run`] wires the stages and owns shutdown: the first cancellation of

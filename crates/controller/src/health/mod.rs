@@ -245,6 +245,11 @@ impl Health {
         }
         tracked.in_flight = false;
         tracked.running_exec = outcome.running_exec.clone();
+        if tracked.suspended {
+            // Paused while it ran: a frozen process answers nothing, and that is no
+            // evidence (resuming schedules the next probe).
+            return false;
+        }
         let changed = tracked
             .state
             .record(outcome, &tracked.check, SystemTime::now());

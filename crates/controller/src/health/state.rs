@@ -97,7 +97,7 @@ impl ProbeState {
         now: SystemTime,
     ) -> bool {
         let before = self.judged;
-        let shown = self.shown();
+        let shown = self.shown(check);
         let view = &mut self.view;
         view.results += 1;
         if outcome.passed {
@@ -120,7 +120,11 @@ impl ProbeState {
                 };
             }
             view.last_failure = Some(outcome.message.clone());
-            if view.passed || view.message.is_none() || view.verdict != HealthVerdict::Failing {
+            // Shown: every failure up to the threshold once it passed (then the game is
+            // replaced, or waits to be: what it shows stays put meanwhile), else the
+            // first of the run.
+            let counting = view.passed && view.consecutive_failures <= check.failure_threshold;
+            if counting || view.message.is_none() || view.verdict != HealthVerdict::Failing {
                 view.message = Some(outcome.message.clone());
             }
             self.set_verdict(HealthVerdict::Failing, now);
@@ -132,7 +136,7 @@ impl ProbeState {
             // counts from here.
             self.view.since = now;
         }
-        after != before || self.shown() != shown
+        after != before || self.shown(check) != shown
     }
 
     fn set_verdict(&mut self, verdict: HealthVerdict, now: SystemTime) {
@@ -143,12 +147,12 @@ impl ProbeState {
     }
 
     /// What the status record shows of this state: written on every change.
-    fn shown(&self) -> (HealthVerdict, bool, u32, Option<String>) {
+    fn shown(&self, check: &HealthCheck) -> (HealthVerdict, bool, u32, Option<String>) {
         let view = &self.view;
         // Before the first pass, failures are not counted in the record (a slow start
-        // would otherwise write once per probe).
+        // would otherwise write once per probe), and past the threshold neither.
         let failures = if view.passed {
-            view.consecutive_failures
+            view.consecutive_failures.min(check.failure_threshold)
         } else {
             0
         };
@@ -285,6 +289,23 @@ mod tests {
             Some(Judged::Unhealthy)
         );
         assert_eq!(state.view().since, at(13), "the back-off counts from here");
+    }
+
+    #[test]
+    fn failures_past_the_threshold_change_nothing_shown() {
+        let mut state = started(0);
+        state.record(&pass(), &check(), at(10));
+        for second in 11..=13 {
+            state.record(&fail("http 503"), &check(), at(second));
+        }
+        for second in 14..200 {
+            assert!(
+                !state.record(&fail(&format!("http 503 #{second}")), &check(), at(second)),
+                "a game waiting for its replacement costs no write per probe"
+            );
+        }
+        assert_eq!(state.view().message.as_deref(), Some("http 503"));
+        assert_eq!(state.view().last_failure.as_deref(), Some("http 503 #199"));
     }
 
     #[test]

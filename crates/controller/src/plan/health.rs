@@ -86,30 +86,36 @@ pub(super) fn replacement_wait(
 /// their first result, what the status record says of the same container (a controller
 /// restart must not flip Ready); else no result yet.
 pub(super) fn effective(doc: &GameRuntime, observed: &Observed) -> Option<Effective> {
-    let (_, container) = checked(doc, observed)?;
+    let (check, container) = checked(doc, observed)?;
     let probed = observed
         .health
         .as_ref()
         .filter(|view| view.container_id == container.id && view.results > 0);
-    if let Some(view) = probed {
-        return Some(Effective {
-            verdict: view.verdict,
-            passed: view.passed,
-            consecutive_failures: if view.passed {
-                view.consecutive_failures
-            } else {
-                0
-            },
-            message: view.message.clone(),
-            since: Some(Timestamp::from(view.since)),
-        });
-    }
     let recorded = observed
         .status
         .value
         .health
         .as_ref()
         .filter(|health| health.container_id.as_deref() == Some(container.id.as_str()));
+    if let Some(view) = probed {
+        // The record's time stands while it says the same (a restarted
+        // controller's first results must not rewrite every status).
+        let since = match recorded {
+            Some(health) if health.verdict == view.verdict => health.since,
+            _ => Some(Timestamp::from(view.since)),
+        };
+        return Some(Effective {
+            verdict: view.verdict,
+            passed: view.passed || recorded.is_some_and(|health| health.passed),
+            consecutive_failures: if view.passed {
+                view.consecutive_failures.min(check.failure_threshold)
+            } else {
+                0
+            },
+            message: view.message.clone(),
+            since,
+        });
+    }
     Some(match recorded {
         Some(health) => Effective {
             verdict: health.verdict,

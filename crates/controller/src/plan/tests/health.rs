@@ -281,3 +281,17 @@ fn the_status_says_where_to_connect() {
     assert_eq!(gone.address, None);
     assert!(gone.ports.is_empty());
 }
+
+#[test]
+fn a_restarted_controllers_first_results_rewrite_no_status_that_says_the_same() {
+    let d = checked("");
+    let written = status_of(
+        Some(&d),
+        &probed(&d, HealthVerdict::Passing, true, 0, 5),
+        10,
+    );
+    // A new controller's probes: the same verdict, seen from a later moment.
+    let mut again = probed(&d, HealthVerdict::Passing, true, 0, 100);
+    again.status = Versioned::new(written.clone(), 7);
+    assert_eq!(status_of(Some(&d), &again, 100), written);
+}
