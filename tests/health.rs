@@ -550,3 +550,43 @@ async fn game_keys(h: &Harness) -> Vec<(String, i64)> {
         .map(|kv| (kv.key, kv.mod_revision))
         .collect()
 }
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker"]
+async fn a_restarted_controller_and_a_second_one_leave_a_healthy_games_status_alone() {
+    let h = harness("health-restart").await;
+    let mut first = h.controller("c1").await;
+    let game = game_id("health-restart");
+    h.documents
+        .create(&doc(&game, IMAGE_1, HTTP_CHECK, ""))
+        .await
+        .expect("document written");
+    h.wait_ready(&game, ConditionStatus::True, "HealthCheckPassed", CONVERGE)
+        .await;
+    let before = game_keys(&h).await;
+    first.kill();
+    // Two controllers from scratch, each with its own first results: neither may flip
+    // Ready or rewrite the record (a verdict's time is the record's while it stands).
+    let again = h.controller("c2").await;
+    let second = h.controller("c3").await;
+    for controller in [&again, &second] {
+        eventually(CONVERGE, "ten probes by each controller", async || {
+            let probes = controller.metric("rtmanager_probes_total").await;
+            if probes >= 10.0 {
+                Ok(())
+            } else {
+                Err(format!("{probes} probes"))
+            }
+        })
+        .await;
+    }
+    let after = game_keys(&h).await;
+    let status_key = h.keys.status(&game);
+    let status_of = |keys: &[(String, i64)]| keys.iter().find(|(k, _)| *k == status_key).cloned();
+    assert!(status_of(&before).is_some(), "{status_key} in {before:?}");
+    assert_eq!(
+        status_of(&after),
+        status_of(&before),
+        "the status record was rewritten"
+    );
+}
