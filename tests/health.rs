@@ -63,13 +63,7 @@ async fn harness(test: &str) -> Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        let filter = format!("label=rtmanager.dev/prefix={}", self.keys.prefix());
-        let listed = docker_cli(&["ps", "-aq", "--filter", &filter]);
-        for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
-            let mut command = std::process::Command::new("docker");
-            command.args(["rm", "-f", "-v", id]);
-            let _ = run_bounded(command, Duration::from_secs(30));
-        }
+        common::docker::remove_installation_containers(self.keys.prefix());
     }
 }
 

@@ -114,6 +114,19 @@ impl Drop for Cleanup {
     }
 }
 
+/// Force-removes every container (and its anonymous volumes) of the
+/// installation whose key prefix is `prefix`: what a test's controllers
+/// made, whatever happened to them.
+pub fn remove_installation_containers(prefix: &str) {
+    let filter = format!("label=rtmanager.dev/prefix={prefix}");
+    let listed = docker_cli(&["ps", "-aq", "--filter", &filter]);
+    for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
+        let mut command = Command::new("docker");
+        command.args(["rm", "-f", "-v", id]);
+        let _ = run_bounded(command, Duration::from_secs(30));
+    }
+}
+
 /// Waits until the test engine in `container` has installed its signal
 /// handling and listens (it logs "listening" then): a stop sent before
 /// that reaches a shell with no trap yet, which dies of SIGTERM (143)

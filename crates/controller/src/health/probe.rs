@@ -502,6 +502,17 @@ mod tests {
         )
     }
 
+    /// An http probe of `path` on the loopback `port`.
+    async fn get(port: u16, path: &str) -> ProbeOutcome {
+        run(
+            &http_check(port, path),
+            &at(Some(LOCALHOST)),
+            &no_runtime(),
+            None,
+        )
+        .await
+    }
+
     fn tcp_check(port: u16) -> HealthCheck {
         check(ProbeKind::Tcp { port }, SHORT)
     }
@@ -600,13 +611,7 @@ mod tests {
     #[tokio::test]
     async fn http_200_passes() {
         let (port, _) = serve_once(answer("200 OK")).await;
-        let outcome = run(
-            &http_check(port, "/healthz"),
-            &at(Some(LOCALHOST)),
-            &no_runtime(),
-            None,
-        )
-        .await;
+        let outcome = get(port, "/healthz").await;
         assert!(outcome.passed, "{outcome:?}");
         assert_eq!(
             outcome.message,
@@ -624,13 +629,7 @@ mod tests {
                 "HTTP/1.1 {status}\r\nLocation: http://127.0.0.1:1/elsewhere\r\nContent-Length: 0\r\n\r\n"
             );
             let (port, _) = serve_once(Some(reply.into_bytes())).await;
-            let outcome = run(
-                &http_check(port, "/"),
-                &at(Some(LOCALHOST)),
-                &no_runtime(),
-                None,
-            )
-            .await;
+            let outcome = get(port, "/").await;
             assert!(outcome.passed, "{status}: {outcome:?}");
         }
     }
@@ -639,13 +638,7 @@ mod tests {
     async fn http_404_and_503_fail_naming_the_status() {
         for (status, code) in [("404 Not Found", 404), ("503 Service Unavailable", 503)] {
             let (port, _) = serve_once(answer(status)).await;
-            let outcome = run(
-                &http_check(port, "/healthz"),
-                &at(Some(LOCALHOST)),
-                &no_runtime(),
-                None,
-            )
-            .await;
+            let outcome = get(port, "/healthz").await;
             assert!(!outcome.passed, "{status}: {outcome:?}");
             assert_eq!(
                 outcome.message,
@@ -658,13 +651,7 @@ mod tests {
     async fn http_server_that_never_answers_fails_with_a_timeout_in_time() {
         let (port, _) = serve_once(None).await;
         let started = Instant::now();
-        let outcome = run(
-            &http_check(port, "/"),
-            &at(Some(LOCALHOST)),
-            &no_runtime(),
-            None,
-        )
-        .await;
+        let outcome = get(port, "/").await;
         assert!(!outcome.passed);
         assert_eq!(outcome.message, "timeout after 200ms");
         assert!(started.elapsed() >= SHORT, "gave up before its timeout");
@@ -673,13 +660,7 @@ mod tests {
     #[tokio::test]
     async fn http_connection_refused_fails_naming_the_address() {
         let port = closed_port().await;
-        let outcome = run(
-            &http_check(port, "/"),
-            &at(Some(LOCALHOST)),
-            &no_runtime(),
-            None,
-        )
-        .await;
+        let outcome = get(port, "/").await;
         assert!(!outcome.passed);
         assert_eq!(
             outcome.message,
@@ -690,13 +671,7 @@ mod tests {
     #[tokio::test]
     async fn http_garbage_for_an_answer_fails_cleanly() {
         let (port, _) = serve_once(Some(b"\x00\xffSSH-2.0-not http\r\n\r\n".to_vec())).await;
-        let outcome = run(
-            &http_check(port, "/healthz"),
-            &at(Some(LOCALHOST)),
-            &no_runtime(),
-            None,
-        )
-        .await;
+        let outcome = get(port, "/healthz").await;
         assert!(!outcome.passed);
         assert!(
             outcome
@@ -714,13 +689,7 @@ mod tests {
         }
         reply.extend_from_slice(b"\r\n");
         let (port, _) = serve_once(Some(reply)).await;
-        let outcome = run(
-            &http_check(port, "/"),
-            &at(Some(LOCALHOST)),
-            &no_runtime(),
-            None,
-        )
-        .await;
+        let outcome = get(port, "/").await;
         assert!(!outcome.passed, "{outcome:?}");
         assert!(outcome.message.starts_with("http from "), "{outcome:?}");
     }
@@ -728,13 +697,7 @@ mod tests {
     #[tokio::test]
     async fn http_request_carries_the_path_host_user_agent_and_connection_close() {
         let (port, head) = serve_once(answer("200 OK")).await;
-        let outcome = run(
-            &http_check(port, "/healthz?deep=1"),
-            &at(Some(LOCALHOST)),
-            &no_runtime(),
-            None,
-        )
-        .await;
+        let outcome = get(port, "/healthz?deep=1").await;
         assert!(outcome.passed, "{outcome:?}");
         let head = tokio::time::timeout(SLACK, head)
             .await
