@@ -75,8 +75,6 @@ struct Tracked {
     state: ProbeState,
     /// The game's current heap entry.
     seq: u64,
-    /// When that entry is due.
-    due: Instant,
     /// The container is paused: no probe runs (a frozen process answers nothing, and a
     /// pause is repaired at once, not judged).
     suspended: bool,
@@ -177,7 +175,6 @@ impl Health {
                 SystemTime::now(),
             ),
             seq: 0,
-            due: now,
             suspended,
             in_flight: false,
             running_exec: None,
@@ -297,7 +294,6 @@ fn schedule(
 ) {
     *next_seq += 1;
     tracked.seq = *next_seq;
-    tracked.due = at;
     due.push(Reverse((at, *next_seq, game.to_owned())));
 }
 
