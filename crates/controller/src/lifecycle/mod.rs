@@ -72,6 +72,10 @@ pub struct OpRequest {
     /// The failure the operation repairs (a replacement of a game whose
     /// health check failed), recorded in each of its entries.
     pub cause: Option<OpCause>,
+    /// The image a start creates the container from instead of
+    /// `spec.image`: its id, when a restart found the tag gone after its
+    /// stop but the image it named still there.
+    pub(crate) image: Option<String>,
 }
 
 /// Why an operation the controller runs on its own was needed: a failure
@@ -96,6 +100,7 @@ impl OpRequest {
             source_claimed: false,
             document: None,
             cause: None,
+            image: None,
         }
     }
 

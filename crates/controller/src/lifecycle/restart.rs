@@ -44,9 +44,10 @@ impl Lifecycle {
             Ok(()) => self.require_image(&doc.spec.image).await,
             Err(failure) => Err(failure),
         };
-        if let Err(failure) = ready {
-            return self.conclude(lease, outer, Err(failure)).await;
-        }
+        let image_id = match ready {
+            Ok(image_id) => image_id,
+            Err(failure) => return self.conclude(lease, outer, Err(failure)).await,
+        };
 
         let correlation = if request.source_ref.is_empty() {
             new_id()
@@ -58,7 +59,7 @@ impl Lifecycle {
             source_ref: correlation,
             ..request.clone()
         };
-        let result = self.recreate(lease, &inner, &mut outer).await;
+        let result = self.recreate(lease, &inner, &mut outer, &image_id).await;
         self.conclude(lease, outer, result).await
     }
 
@@ -102,12 +103,14 @@ impl Lifecycle {
         Ok(doc)
     }
 
-    /// inner stop → docker rm → inner start, all under the outer lease.
+    /// inner stop → docker rm → inner start, all under the outer lease;
+    /// `image_id` is what the image reference named when it was checked.
     async fn recreate(
         &self,
         lease: &GameLease,
         inner: &OpRequest,
         outer: &mut Appended,
+        image_id: &str,
     ) -> Result<StatusChange, Failure> {
         let stop = self.stop_under(lease, inner, &new_id()).await;
         outer.entry.container_id_before = stop.container_id.clone();
@@ -117,20 +120,37 @@ impl Lifecycle {
         failpoint::hit("restart.after_stop");
 
         lease.check()?;
+        let mut start_request = inner.clone();
         if let Some(id) = &stop.container_id
             && let Err(failure) = self.require_image(&outer.entry.image_ref).await
         {
-            // The image went away while the old container stopped (removed
-            // by hand meanwhile): keep the game on its old container rather
-            // than remove it for a replacement that cannot be created.
-            let again = match self.runtime.start(id).await {
-                Ok(()) => "the old container was started again".to_owned(),
-                Err(e) => format!("starting the old container again failed too: {e}"),
-            };
-            return Err(Failure::new(
-                failure.code,
-                format!("{} (it vanished during the stop; {again})", failure.message),
-            ));
+            if let Ok(Some(_)) = self.runtime.inspect_image(image_id).await {
+                // Only the tag went (a `docker rmi` of one of its names during the
+                // stop): the image it named is still there, and the replacement is
+                // made from it, by id, rather than leave the game stopped.
+                start_request.image = Some(image_id.to_owned());
+                let note = format!(
+                    "{} was untagged during the stop; the replacement runs {image_id}, the \
+                     image it named",
+                    outer.entry.image_ref
+                );
+                outer.entry.note = Some(match outer.entry.note.take() {
+                    Some(cause) => format!("{cause}; {note}"),
+                    None => note,
+                });
+            } else {
+                // The image went away while the old container stopped (removed
+                // by hand meanwhile): keep the game on its old container rather
+                // than remove it for a replacement that cannot be created.
+                let again = match self.runtime.start(id).await {
+                    Ok(()) => "the old container was started again".to_owned(),
+                    Err(e) => format!("starting the old container again failed too: {e}"),
+                };
+                return Err(Failure::new(
+                    failure.code,
+                    format!("{} (it vanished during the stop; {again})", failure.message),
+                ));
+            }
         }
         if let Some(id) = &stop.container_id {
             self.remove_container(id, false).await.map_err(|e| {
@@ -144,7 +164,7 @@ impl Lifecycle {
 
         failpoint::hit("restart.after_remove");
         lease.check()?;
-        let start = self.start_under(lease, inner, &new_id()).await;
+        let start = self.start_under(lease, &start_request, &new_id()).await;
         if !start.is_success() {
             return Err(inner_failure("inner start failed", &start));
         }

@@ -42,7 +42,10 @@ impl Lifecycle {
     ) -> Result<StatusChange, Failure> {
         let game = lease.game();
         let doc = self.load(request).await?;
-        let spec = container_spec(&doc, self.prefix(), &entry.op_id, self.policy());
+        let mut spec = container_spec(&doc, self.prefix(), &entry.op_id, self.policy());
+        if let Some(image) = &request.image {
+            spec.image = image.clone();
+        }
         entry.image_ref = spec.image.clone();
 
         let existing = self.current_container(game).await?;
@@ -116,9 +119,9 @@ impl Lifecycle {
     /// Fails with `image_not_found` unless `image` is on the Docker host:
     /// checked before any step that could leave the game without a
     /// container (a recreate stops nothing until it passes).
-    pub(super) async fn require_image(&self, image: &str) -> Result<(), Failure> {
+    pub(super) async fn require_image(&self, image: &str) -> Result<String, Failure> {
         match self.runtime.inspect_image(image).await {
-            Ok(Some(_)) => Ok(()),
+            Ok(Some(found)) => Ok(found.id),
             Ok(None) => Err(Failure::new(
                 ErrorCode::ImageNotFound,
                 format!(

@@ -138,6 +138,68 @@ fn assert_failed(result: &OpResult, code: ErrorCode, message_part: &str) {
 // ---------------------------------------------------------------- start
 
 #[tokio::test]
+async fn a_restart_whose_image_tag_is_removed_during_the_stop_runs_the_image_it_named() {
+    let w = world().await;
+    let first = w.started("g1").await;
+    let image_id = w.runtime.add_image(IMAGE);
+    w.runtime.untag_during_next_stop(IMAGE);
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert!(result.is_success(), "{result:?}");
+    let after = result.container_id.clone().expect("a new container");
+    assert_ne!(Some(after.clone()), first.container_id);
+    let container = w
+        .runtime
+        .inspect_container(&after)
+        .await
+        .unwrap()
+        .expect("the replacement exists");
+    assert!(container.is_running());
+    assert_eq!(
+        container.image_id, image_id,
+        "made from the image the tag named"
+    );
+    let outer = w
+        .history("g1")
+        .await
+        .into_iter()
+        .find(|e| e.op_kind == OpKind::Restart)
+        .expect("the restart entry");
+    assert!(
+        outer
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("untagged during the stop"),
+        "{outer:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_onto_an_image_removed_during_the_stop_starts_the_old_container_again() {
+    let w = world().await;
+    let first = w.started("g1").await;
+    let old = first.container_id.clone().unwrap();
+    w.runtime.add_image("rtmanager-test/engine:2");
+    let mut doc = w.documents.get("g1").await.unwrap().unwrap();
+    doc.spec.image = "rtmanager-test/engine:2".into();
+    let revision = doc
+        .metadata
+        .resource_version
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    w.documents.update(&doc, revision).await.unwrap();
+    // Its only tag, of an image no container uses: the image itself goes.
+    w.runtime
+        .remove_image_during_next_stop("rtmanager-test/engine:2");
+    let result = w.lifecycle.restart(&request("g1")).await;
+    assert_failed(&result, ErrorCode::ImageNotFound, "started again");
+    let container = w.runtime.inspect_container(&old).await.unwrap().unwrap();
+    assert!(container.is_running(), "the game keeps its old container");
+}
+
+#[tokio::test]
 async fn a_health_checked_game_is_never_ready_from_its_start_alone() {
     let w = world().await;
     w.apply(game("g1").spec_lines("  healthCheck: {tcp: {port: 7000}}\n"))

@@ -127,6 +127,12 @@ struct State {
     games: HashMap<String, Vec<String>>,
     /// Image reference → image id.
     images: BTreeMap<String, String>,
+    /// An image reference the next stop removes (`docker rmi` by hand while
+    /// a stop waits), for [`FakeRuntime::untag_during_next_stop`].
+    untag_on_stop: Option<(String, bool)>,
+    /// Ids of images whose tag was removed while a container used them:
+    /// Docker keeps such an image (untagged) until it is removed by id.
+    untagged: std::collections::BTreeSet<String>,
     next_serial: u64,
     failures: HashMap<FakeOp, VecDeque<(Strike, RuntimeError)>>,
     calls: Vec<FakeCall>,
@@ -196,6 +202,8 @@ impl FakeRuntime {
                     names: HashMap::new(),
                     games: HashMap::new(),
                     images: BTreeMap::new(),
+                    untag_on_stop: None,
+                    untagged: std::collections::BTreeSet::new(),
                     next_serial: 1,
                     failures: HashMap::new(),
                     calls: Vec::new(),
@@ -242,6 +250,21 @@ impl FakeRuntime {
     #[cfg(test)]
     pub(crate) fn remove_image(&self, reference: &str) {
         self.state().images.remove(reference);
+    }
+
+    /// The next stop removes the tag `reference` while it stops the
+    /// container (a `docker rmi` by hand in the middle of a restart); the
+    /// image stays, untagged, as Docker keeps an image a container uses.
+    #[cfg(test)]
+    pub(crate) fn untag_during_next_stop(&self, reference: &str) {
+        self.state().untag_on_stop = Some((reference.to_owned(), true));
+    }
+
+    /// The next stop removes the image `reference` altogether (its only
+    /// tag, of an image no container uses).
+    #[cfg(test)]
+    pub(crate) fn remove_image_during_next_stop(&self, reference: &str) {
+        self.state().untag_on_stop = Some((reference.to_owned(), false));
     }
 
     /// The next call of `op` fails with `err` and does nothing. Failures
@@ -493,6 +516,23 @@ fn settle<T>(
 }
 
 impl State {
+    /// The id of the image `reference` names (a tag, or an id): like
+    /// Docker, an image whose every tag was removed stays while a container
+    /// was made from it.
+    fn image_id(&self, reference: &str) -> Option<String> {
+        self.images
+            .get(reference)
+            .or_else(|| self.images.values().find(|id| id.as_str() == reference))
+            .or_else(|| self.untagged.get(reference))
+            .or_else(|| {
+                self.containers
+                    .values()
+                    .map(|c| &c.info.image_id)
+                    .find(|id| id.as_str() == reference)
+            })
+            .cloned()
+    }
+
     /// Docker's lookup: exact id, exact name (with or without `/`), or a
     /// unique id prefix.
     fn resolve(&self, name_or_id: &str) -> Option<String> {
@@ -656,11 +696,7 @@ impl ContainerRuntime for FakeRuntime {
     async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>, RuntimeError> {
         let after = self.enter(FakeOp::InspectImage, image).await?;
         let state = self.state();
-        let found = state
-            .images
-            .get(image)
-            .or_else(|| state.images.values().find(|id| id.as_str() == image))
-            .map(|id| ImageInfo { id: id.clone() });
+        let found = state.image_id(image).map(|id| ImageInfo { id });
         settle(after, Ok(found))
     }
 
@@ -679,7 +715,7 @@ impl ContainerRuntime for FakeRuntime {
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         let after = self.enter(FakeOp::Create, &spec.name).await?;
         let mut state = self.state();
-        let Some(image_id) = state.images.get(&spec.image).cloned() else {
+        let Some(image_id) = state.image_id(&spec.image) else {
             return Err(RuntimeError::ImageNotFound {
                 image: spec.image.clone(),
             });
@@ -770,6 +806,12 @@ impl ContainerRuntime for FakeRuntime {
             tokio::time::sleep(timeout).await;
         }
         let mut state = self.state();
+        if let Some((reference, kept)) = state.untag_on_stop.take()
+            && let Some(image_id) = state.images.remove(&reference)
+            && kept
+        {
+            state.untagged.insert(image_id);
+        }
         // The container may have gone while we waited.
         let id = state.existing(id)?;
         if state.containers[&id].info.is_alive() {
