@@ -1735,10 +1735,21 @@ pub fn judge_replacements(
         // or the document is read again under it); maybe when it came
         // before the operation's first entry (written after the document
         // was read), and then surely when the operation names its request.
+        // Every entry under one fence belongs to one operation, which read the
+        // document once, before its first entry: an inner start written after a
+        // write still acted on the document its outer restart read before it.
+        let mut read_before: BTreeMap<Revision, Revision> = BTreeMap::new();
+        for op in game_ops {
+            let first = read_before.entry(op.fence).or_insert(op.first_revision);
+            *first = (*first).min(op.first_revision);
+        }
         let saw = |op: &Op, revision: Revision, source_ref: Option<&str>| {
+            let read = read_before
+                .get(&op.fence)
+                .copied()
+                .unwrap_or(op.first_revision);
             revision < op.fence
-                || (revision < op.first_revision
-                    && source_ref.is_some_and(|r| r == op.entry.source_ref))
+                || (revision < read && source_ref.is_some_and(|r| r == op.entry.source_ref))
         };
         let answered = |revision: Revision, source_ref: Option<&str>, before: &Op| {
             game_ops.iter().any(|op| {

@@ -2134,6 +2134,45 @@ mod replacement_check {
     }
 
     #[test]
+    fn a_change_made_during_a_restart_explains_the_recreate_after_it() {
+        // Restart (fence 192) for the request at 183 reads the document once,
+        // writes its outer entry at 193 and its inner start at 200; the spec
+        // changes at 196 (the annotations carried over, so the same request
+        // id). The inner start made its container from the document read
+        // before 196, so the next recreate (fence 214) is for 196.
+        let mut outer = op(OpKind::Restart, 192, 4, 8, "a");
+        outer.first_revision = 193;
+        let mut stop = op(OpKind::Stop, 192, 4, 7, "a");
+        stop.first_revision = 194;
+        let mut start = op(OpKind::Start, 192, 7, 8, "a");
+        start.entry.container_id_before = None;
+        start.first_revision = 200;
+        let mut again = op(OpKind::Restart, 214, 8, 11, "b");
+        again.first_revision = 215;
+        let mut list = vec![outer, stop, start, again];
+        for op in &mut list {
+            op.entry.source_ref = "REQ-183".to_owned();
+        }
+        let change = hand(
+            Deed::Spec {
+                revision: 196,
+                source_ref: Some("REQ-183".to_owned()),
+            },
+            5,
+        );
+        let audit = judge_replacements(
+            &[gone("a", 6), gone("b", 10)],
+            &ops(list),
+            &[request(183, 3), change],
+        );
+        assert_eq!(
+            (audit.explained.len(), audit.unexplained.len()),
+            (2, 0),
+            "{audit:?}"
+        );
+    }
+
+    #[test]
     fn a_request_answered_by_an_operation_that_read_it_under_its_lease_explains_no_replay() {
         let mut first = op(OpKind::Restart, 20, 5, 7, "x");
         first.first_revision = 30;
