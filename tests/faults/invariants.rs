@@ -1632,8 +1632,9 @@ impl ReplacementAudit {
 /// 1. the game's container was made by hand without a document (garbage);
 /// 2. a hand of the test on the game's container, or on the engine, done
 ///    before the container was seen gone and at most [`HAND_WINDOW`]
-///    earlier, and after it was up; each hand explains one end (the
-///    engine's, one per game);
+///    earlier, and after it was up; a hand on a container explains one
+///    end, an engine restart every end within its window (it takes every
+///    running container with it, also one started as it went down);
 /// 3. an operation of the game's history that ran around that time
 ///    (started before the poll that saw the end, finished after the poll
 ///    before; history timestamps are whole seconds, hence the slacks),
@@ -1690,7 +1691,10 @@ pub fn judge_replacements(
         let hand = hands.iter().enumerate().find(|(i, h)| {
             matches!(h.deed, Deed::Container | Deed::Engine)
                 && mine(h)
-                && !hand_used.contains(&(*i, d.game.clone()))
+                // A hand on one container ends one; an engine restart ends every
+                // container that runs during it, also one the controller started
+                // while the engine was going down.
+                && (h.deed == Deed::Engine || !hand_used.contains(&(*i, d.game.clone())))
                 && h.issued <= d.by
                 && d.by <= h.acked + HAND_WINDOW
                 && h.acked + Duration::from_secs(1) >= d.up_since

@@ -2219,6 +2219,24 @@ mod replacement_check {
     }
 
     #[test]
+    fn an_engine_restart_explains_every_end_within_its_window() {
+        // The engine went down at 3: it took the game's container, and the
+        // one the controller had started as it was going down.
+        let mut later = gone("y", 5);
+        later.up_since = at(3);
+        let audit = judge_replacements(
+            &[gone("x", 3), later],
+            &ops(Vec::new()),
+            &[hand(Deed::Engine, 3)],
+        );
+        assert_eq!(
+            (audit.explained.len(), audit.unexplained.len()),
+            (2, 0),
+            "{audit:?}"
+        );
+    }
+
+    #[test]
     fn a_pause_or_a_rename_is_no_reason() {
         let audit = judge_replacements(&[gone("x", 3)], &ops(Vec::new()), &[hand(Deed::Note, 3)]);
         assert_eq!(audit.unexplained.len(), 1, "{audit:?}");
