@@ -82,10 +82,6 @@ impl ProbeOutcome {
         }
     }
 
-    fn fail(failure: &Failure) -> ProbeOutcome {
-        ProbeOutcome::failed(failure)
-    }
-
     /// A failure, saying `message`.
     pub(crate) fn failed(message: impl fmt::Display) -> ProbeOutcome {
         ProbeOutcome {
@@ -100,7 +96,7 @@ impl ProbeOutcome {
     fn from_result(result: Result<String, Failure>) -> ProbeOutcome {
         match result {
             Ok(message) => ProbeOutcome::pass(message),
-            Err(failure) => ProbeOutcome::fail(&failure),
+            Err(failure) => ProbeOutcome::failed(&failure),
         }
     }
 
@@ -230,7 +226,7 @@ pub(crate) async fn probe(
             exec_probe(&exec.command, target, runtime, timeout, previous_exec).await
         }
         Some(Probe::Docker) => docker_probe(target, runtime).await,
-        None => ProbeOutcome::fail(&Failure::NoSingleProbe),
+        None => ProbeOutcome::failed(Failure::NoSingleProbe),
     }
 }
 
@@ -317,7 +313,7 @@ async fn exec_probe(
         // Docker cannot kill an exec: starting another beside a hung one would pile them up
         // in the container, one per interval.
         let still = |failure: &Failure| {
-            ProbeOutcome::fail(failure).with_running_exec(Some(previous.to_owned()))
+            ProbeOutcome::failed(failure).with_running_exec(Some(previous.to_owned()))
         };
         match runtime.exec_running(previous).await {
             Ok(false) => {}
@@ -330,14 +326,14 @@ async fn exec_probe(
     match runtime.exec(target.container_id, command, timeout).await {
         Ok(outcome) => match outcome.exit_code {
             Some(0) => ProbeOutcome::pass("exec exited 0"),
-            Some(code) => ProbeOutcome::fail(&Failure::ExecExit {
+            Some(code) => ProbeOutcome::failed(Failure::ExecExit {
                 code,
                 output: one_line(&outcome.output, MAX_OUTPUT_CHARS),
             }),
-            None => ProbeOutcome::fail(&Failure::Timeout(timeout))
+            None => ProbeOutcome::failed(Failure::Timeout(timeout))
                 .with_running_exec(Some(outcome.exec_id)),
         },
-        Err(error) => ProbeOutcome::fail(&Failure::Exec(error)),
+        Err(error) => ProbeOutcome::failed(Failure::Exec(error)),
     }
 }
 
@@ -346,20 +342,20 @@ async fn docker_probe(target: &Target<'_>, runtime: &dyn ContainerRuntime) -> Pr
     let info = match runtime.inspect_container(target.container_id).await {
         Ok(Some(info)) => info,
         Ok(None) | Err(RuntimeError::NotFound { .. }) => {
-            return ProbeOutcome::fail(&Failure::ContainerGone);
+            return ProbeOutcome::failed(Failure::ContainerGone);
         }
-        Err(error) => return ProbeOutcome::fail(&Failure::Inspect(error)),
+        Err(error) => return ProbeOutcome::failed(Failure::Inspect(error)),
     };
     let Some(health) = info.health else {
-        return ProbeOutcome::fail(&Failure::NoHealthcheck);
+        return ProbeOutcome::failed(Failure::NoHealthcheck);
     };
     let outcome = match health.status {
         DockerHealthStatus::Healthy => ProbeOutcome::pass("docker: healthy"),
         DockerHealthStatus::Starting => ProbeOutcome {
             pending: true,
-            ..ProbeOutcome::fail(&Failure::DockerStarting)
+            ..ProbeOutcome::failed(Failure::DockerStarting)
         },
-        DockerHealthStatus::Unhealthy => ProbeOutcome::fail(&Failure::DockerUnhealthy {
+        DockerHealthStatus::Unhealthy => ProbeOutcome::failed(Failure::DockerUnhealthy {
             streak: health.failing_streak,
             output: one_line(
                 health.last_output.as_deref().unwrap_or_default(),

@@ -182,13 +182,7 @@ async fn a_restart_onto_an_image_removed_during_the_stop_starts_the_old_containe
     w.runtime.add_image("rtmanager-test/engine:2");
     let mut doc = w.documents.get("g1").await.unwrap().unwrap();
     doc.spec.image = "rtmanager-test/engine:2".into();
-    let revision = doc
-        .metadata
-        .resource_version
-        .as_deref()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let revision = rtm_testkit::revision_of(&doc);
     w.documents.update(&doc, revision).await.unwrap();
     // Its only tag, of an image no container uses: the image itself goes.
     w.runtime

@@ -362,13 +362,7 @@ async fn a_cache_that_lags_behind_etcd_is_not_acted_on() {
     let cached = w.apply(cached).await;
     let mut newer = game("g1", "");
     newer.spec.restart_token = "t-2".into();
-    let rv = cached
-        .metadata
-        .resource_version
-        .as_deref()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rv = rtm_testkit::revision_of(&cached);
     w.documents.update(&newer, rv).await.unwrap();
     w.cache
         .apply("g1".into(), Some(Desired::Valid(Box::new(cached))));
