@@ -16,6 +16,7 @@ use rtm_core::records::status::StatusRecord;
 pub(crate) use rtm_core::model::READY;
 
 mod health;
+pub(crate) mod schedule;
 
 pub(crate) use self::health::{HEALTH_CHECK_FAILING, HEALTH_CHECK_PASSED};
 
@@ -82,6 +83,8 @@ pub(crate) enum Cause {
     Unhealthy,
     /// The health check did not pass within `startupTimeout` of the start.
     StartupTimeout,
+    /// A window of `spec.restartSchedule` came and the container predates it.
+    Scheduled,
 }
 
 /// What to do to the container.
@@ -169,6 +172,10 @@ pub(crate) fn plan(
                     } else if restart_requested(doc, observed) {
                         Action::Recreate {
                             cause: Cause::RestartRequested,
+                        }
+                    } else if schedule::due(doc, observed, now).is_some() {
+                        Action::Recreate {
+                            cause: Cause::Scheduled,
                         }
                     } else if c.state == ContainerState::Paused {
                         Action::Unpause
@@ -344,6 +351,7 @@ pub(crate) fn derive_status(
     };
     record_container(&mut status, container, settings);
     health::record(&mut status, doc, observed);
+    schedule::record(&mut status, doc, observed, now);
     let running = container.is_some_and(ContainerInfo::is_running);
     let matches_spec = container.is_some_and(|c| runs_spec(c, doc));
     let probed = running

@@ -555,9 +555,20 @@ impl Reconciler {
             } => doc.is_some_and(|d| spec_changed(d, &observed.status.value)),
             _ => false,
         };
-        let request = match doc.filter(|_| requested) {
-            Some(doc) => claimed_request(game, doc),
-            None => OpRequest::new(game, OpSource::Reconcile),
+        let scheduled = match (doc, action) {
+            (
+                Some(doc),
+                Action::Recreate {
+                    cause: Cause::Scheduled,
+                },
+            ) => crate::plan::schedule::due(doc, observed, SystemTime::now()),
+            _ => None,
+        };
+        let request = match (doc.filter(|_| requested), scheduled) {
+            (_, Some(window)) => OpRequest::new(game, OpSource::Schedule)
+                .with_source_ref(format!("window {}", Timestamp::from(window))),
+            (Some(doc), None) => claimed_request(game, doc),
+            (None, None) => OpRequest::new(game, OpSource::Reconcile),
         };
         let request = match (doc, action) {
             (Some(doc), Action::Recreate { cause }) => match repaired(doc, observed, cause) {

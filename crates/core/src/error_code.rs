@@ -57,11 +57,19 @@ pub enum ErrorCode {
     HealthCheckFailed,
     /// The health check never passed within `startupTimeout` of a start.
     StartupTimeout,
+    /// The game is not Ready, so it cannot be allocated.
+    NotReady,
+    /// The game is in session (Allocated): what was asked would end a live match
+    /// (`--force` overrides).
+    InSession,
+    /// `spec.lifecycle.preStop` failed or timed out (the stop went on).
+    #[serde(rename = "prestop_failed")]
+    PreStopFailed,
 }
 
 impl ErrorCode {
     /// Every code, in the order the README's table lists them.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Conflict,
         ErrorCode::NotFound,
@@ -82,6 +90,9 @@ impl ErrorCode {
         ErrorCode::ResourcesExceedHost,
         ErrorCode::HealthCheckFailed,
         ErrorCode::StartupTimeout,
+        ErrorCode::NotReady,
+        ErrorCode::InSession,
+        ErrorCode::PreStopFailed,
     ];
 
     /// The wire form: what history entries, `rtctl` and metric labels carry.
@@ -107,6 +118,9 @@ impl ErrorCode {
             ErrorCode::ResourcesExceedHost => "resources_exceed_host",
             ErrorCode::HealthCheckFailed => "health_check_failed",
             ErrorCode::StartupTimeout => "startup_timeout",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::InSession => "in_session",
+            ErrorCode::PreStopFailed => "prestop_failed",
         }
     }
 
@@ -150,6 +164,13 @@ impl ErrorCode {
             }
             ErrorCode::StartupTimeout => {
                 "the health check never passed within startupTimeout of a start"
+            }
+            ErrorCode::NotReady => "the game is not Ready, so it cannot be allocated",
+            ErrorCode::InSession => {
+                "the game is in session (Allocated): the request would end a live match"
+            }
+            ErrorCode::PreStopFailed => {
+                "spec.lifecycle.preStop failed or timed out; the stop went on"
             }
         }
     }

@@ -9,6 +9,7 @@
 //!   operation history, lease records and heartbeats.
 //! - [`ports`]: host ports — the policy on which may be published and the
 //!   claims that give each to one game.
+//! - [`schedule`]: cron expressions in a time zone, for scheduled restarts.
 //! - [`config`]: the etcd connection settings both binaries share.
 //! - [`error_code`]: the stable error codes every failure carries, and
 //!   [`failure`]: the one error that crosses a layer, code and source kept.
@@ -21,6 +22,7 @@ pub mod failure;
 pub mod model;
 pub mod ports;
 pub mod records;
+pub mod schedule;
 pub mod store;
 
 pub use error_code::ErrorCode;

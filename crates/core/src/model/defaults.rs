@@ -47,6 +47,17 @@ pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(300);
 /// `healthCheck.http.path` when absent.
 const DEFAULT_PROBE_PATH: &str = "/";
 
+/// The signal a stop sends when `spec.lifecycle.stopSignal` is absent, as Docker does.
+pub const STOP_SIGNAL: &str = "SIGTERM";
+
+/// `lifecycle.preStop.timeout` when absent (or the stop timeout, when shorter).
+pub const PRE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `restartSchedule.whenIdle` when absent: a scheduled restart waits for the session.
+pub(super) fn when_idle() -> bool {
+    true
+}
+
 pub(super) fn probe_interval() -> Duration {
     DEFAULT_PROBE_INTERVAL
 }
@@ -110,6 +121,9 @@ impl Default for GameRuntimeSpec {
             node: None,
             security_context: SecurityContext::default(),
             health_check: None,
+            disruption: super::Disruption::default(),
+            lifecycle: super::Lifecycle::default(),
+            restart_schedule: None,
         }
     }
 }

@@ -15,17 +15,25 @@ use sha2::{Digest, Sha256};
 
 // Public so either path works (`model::FieldError` or `model::validate::FieldError`); the
 // re-exports below are the flat API most callers want.
+pub mod budget;
 pub mod crd;
 pub mod defaults;
+pub mod disruption;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
 pub mod health;
 pub mod parse;
 pub mod quantity;
+pub mod session;
 pub mod validate;
 
+pub use budget::{
+    BUDGET_KIND, BudgetSpec, GameDisruptionBudget, LabelOperator, LabelRequirement, LabelSelector,
+    MaxUnavailable, validate_budget,
+};
 pub use crd::crd_yaml;
 pub use defaults::DEFAULT_STOP_TIMEOUT;
+pub use disruption::{Disruption, ExecAction, Lifecycle, PreStop, RestartSchedule};
 pub use health::{
     DockerProbe, ExecProbe, HealthCheck, HealthStatus, HealthVerdict, HttpProbe, Probe, ProbeKind,
     PublishedPort, TcpProbe,
@@ -35,6 +43,7 @@ pub use parse::{
     parse_documents, to_yaml,
 };
 pub use quantity::{Cpus, Memory, QuantityError, Timestamp};
+pub use session::{Session, SessionState};
 pub use validate::{FieldError, validate, validate_capability, validate_name};
 
 /// The `apiVersion` every document carries.
@@ -141,6 +150,17 @@ pub struct GameRuntimeSpec {
     /// Changing it never recreates the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// How voluntary disruptions treat the game while it is in session (Allocated): they
+    /// wait for its end, at most `maxSessionWait` when set.
+    #[serde(default, skip_serializing_if = "Disruption::is_empty")]
+    pub disruption: Disruption,
+    /// How the container is stopped: a preStop command, a delay and the stop signal.
+    #[serde(default, skip_serializing_if = "Lifecycle::is_empty")]
+    pub lifecycle: Lifecycle,
+    /// Restarts the game on a schedule (a cron expression in a time zone), by default
+    /// only once its session has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_schedule: Option<RestartSchedule>,
 }
 
 /// Security settings of the container, a subset of Kubernetes' `securityContext`.
@@ -316,6 +336,10 @@ pub struct GameRuntimeStatus {
     /// What the health check says of the current container (with `spec.healthCheck`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthStatus>,
+    /// The game's session as the controller last recorded it in the history (the record at
+    /// `sessions/<game>` is the truth; this says which of its changes were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
 }
 
 /// Where a game is in its lifecycle.
@@ -412,6 +436,10 @@ pub enum OpKind {
     Unpause,
     /// Resolve an operation a crashed controller left unfinished.
     Recover,
+    /// A session began on the game (a matchmaker or `rtctl allocate`); no container change.
+    Allocate,
+    /// The game's session ended (`rtctl release`, the matchmaker); no container change.
+    Release,
 }
 
 /// Who asked for a lifecycle operation (the history's `op_source`). A tool that writes a spec
@@ -427,18 +455,26 @@ pub enum OpSource {
     AdminCli,
     /// Another service, through the API.
     Api,
+    /// The controller, for `spec.restartSchedule`.
+    Schedule,
 }
 
 impl OpSource {
     /// Every source.
-    pub const ALL: [OpSource; 3] = [OpSource::Reconcile, OpSource::AdminCli, OpSource::Api];
+    pub const ALL: [OpSource; 4] = [
+        OpSource::Reconcile,
+        OpSource::AdminCli,
+        OpSource::Api,
+        OpSource::Schedule,
+    ];
 
-    /// The wire form: `reconcile`, `admin_cli`, `api`.
+    /// The wire form: `reconcile`, `admin_cli`, `api`, `schedule`.
     pub const fn as_str(self) -> &'static str {
         match self {
             OpSource::Reconcile => "reconcile",
             OpSource::AdminCli => "admin_cli",
             OpSource::Api => "api",
+            OpSource::Schedule => "schedule",
         }
     }
 
@@ -487,6 +523,24 @@ impl GameRuntime {
 /// True while the game's container runs its current spec and, with a
 /// `spec.healthCheck`, its probe passes.
 pub const READY: &str = "Ready";
+
+/// The condition type that says a voluntary disruption waits: True while a spec change,
+/// a restart or a scheduled restart waits for the game's session to end (reason
+/// `InSession`) or for a slot of a disruption budget (reason `DisruptionBudget`).
+pub const UPDATE_PENDING: &str = "UpdatePending";
+
+/// The reason of `UpdatePending` while a voluntary disruption waits for the session to end.
+pub const REASON_IN_SESSION: &str = "InSession";
+
+/// The reason of `UpdatePending` while a voluntary disruption waits for a slot of a
+/// disruption budget.
+pub const REASON_DISRUPTION_BUDGET: &str = "DisruptionBudget";
+
+/// Annotation a tool sets to force the voluntary disruption its write asks for past the
+/// game's session and its budgets (`rtctl restart --force`, `rtctl stop --force`). Its value
+/// is the generation the write creates, so it forces that change only: any later write of
+/// the document makes a new generation, which the annotation no longer names.
+pub const ANNOTATION_FORCE: &str = "rtmanager.dev/force-disruption";
 
 impl GameRuntimeStatus {
     /// Sets the phase; `phaseSince` moves only when the phase changes.
@@ -733,6 +787,8 @@ impl OpKind {
             OpKind::Adopt => "adopt",
             OpKind::Unpause => "unpause",
             OpKind::Recover => "recover",
+            OpKind::Allocate => "allocate",
+            OpKind::Release => "release",
         }
     }
 }
@@ -771,6 +827,10 @@ display_as_str!(
 
 fn is_false(value: &bool) -> bool {
     !*value
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// Port numbers read with a message that states the allowed range, the same message

@@ -7,6 +7,7 @@ use std::ops::Range;
 use serde_yaml::Value;
 
 use super::GameRuntime;
+use super::budget::{BUDGET_KIND, GameDisruptionBudget, validate_budget};
 use super::validate::{FieldError, join, validate};
 use crate::ErrorCode;
 
@@ -257,6 +258,57 @@ fn path_prefix(path: &str) -> String {
 /// ones, and returns them validated and with defaults applied. Stops at the first bad
 /// document.
 pub fn parse_documents(text: &str) -> Result<Vec<GameRuntime>, ParseError> {
+    read_documents(text, Kinds::GamesOnly)?
+        .into_iter()
+        .map(|object| match object {
+            Object::Game(doc) => Ok(doc),
+            Object::Budget(_) => unreachable!("GamesOnly reads every document as a GameRuntime"),
+        })
+        .collect()
+}
+
+/// A document of any kind rtmanager stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    /// A `GameRuntime`.
+    Game(GameRuntime),
+    /// A `GameDisruptionBudget`.
+    Budget(GameDisruptionBudget),
+}
+
+impl Object {
+    /// The document's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Game(_) => super::KIND,
+            Object::Budget(_) => BUDGET_KIND,
+        }
+    }
+
+    /// The document's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Object::Game(doc) => &doc.metadata.name,
+            Object::Budget(budget) => &budget.metadata.name,
+        }
+    }
+}
+
+/// Like [`parse_documents`], for an input that may mix kinds: each document is read as the
+/// kind its `kind` field names (`GameRuntime` when absent or unknown, so the error names
+/// the field). Two documents of one kind may not share a name.
+pub fn parse_objects(text: &str) -> Result<Vec<Object>, ParseError> {
+    read_documents(text, Kinds::Any)
+}
+
+/// Which kinds [`read_documents`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kinds {
+    GamesOnly,
+    Any,
+}
+
+fn read_documents(text: &str, kinds: Kinds) -> Result<Vec<Object>, ParseError> {
     if text.len() > MAX_FILE_BYTES {
         return Err(ParseError::FileTooLarge {
             size: text.len(),
@@ -296,7 +348,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<GameRuntime>, ParseError> {
         })?;
     }
     let mut docs = Vec::new();
-    let mut first_use: HashMap<String, usize> = HashMap::new();
+    let mut first_use: HashMap<(&'static str, String), usize> = HashMap::new();
     for (document, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
         // Returning on the first error matters: after a syntax error serde_yaml's iterator
         // yields the same error forever.
@@ -315,18 +367,26 @@ pub fn parse_documents(text: &str) -> Result<Vec<GameRuntime>, ParseError> {
                     },
                 }
             })?;
-        let Some(doc) = from_value(document, value)? else {
+        let is_budget =
+            kinds == Kinds::Any && value.get("kind").and_then(Value::as_str) == Some(BUDGET_KIND);
+        let object = if is_budget {
+            budget_from_value(document, value)?.map(Object::Budget)
+        } else {
+            from_value(document, value)?.map(Object::Game)
+        };
+        let Some(object) = object else {
             continue;
         };
-        if let Some(first) = first_use.get(&doc.metadata.name) {
+        let used = (object.kind(), object.name().to_owned());
+        if let Some(first) = first_use.get(&used) {
             return Err(ParseError::DuplicateName {
                 document,
-                name: doc.metadata.name,
+                name: used.1,
                 first: *first,
             });
         }
-        first_use.insert(doc.metadata.name.clone(), document);
-        docs.push(doc);
+        first_use.insert(used, document);
+        docs.push(object);
     }
     Ok(docs)
 }
@@ -395,6 +455,32 @@ fn from_value(document: usize, mut value: Value) -> Result<Option<GameRuntime>, 
         });
     }
     Ok(Some(doc))
+}
+
+/// One document's value → a checked `GameDisruptionBudget`.
+fn budget_from_value(
+    document: usize,
+    mut value: Value,
+) -> Result<Option<GameDisruptionBudget>, ParseError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    value
+        .apply_merge()
+        .map_err(|err| syntax_error(document, &err))?;
+    let name = value
+        .get("metadata")
+        .and_then(|metadata| metadata.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let budget: GameDisruptionBudget =
+        serde_path_to_error::deserialize(value).map_err(|err| field_error(document, name, &err))?;
+    validate_budget(&budget).map_err(|errors| ParseError::Invalid {
+        document,
+        name: Some(budget.metadata.name.clone()),
+        errors,
+    })?;
+    Ok(Some(budget))
 }
 
 fn syntax_error(document: usize, err: &serde_yaml::Error) -> ParseError {

@@ -351,6 +351,30 @@ pub(crate) mod duration {
     }
 }
 
+/// Serde for an optional humantime duration (absent or `null`: none), for
+/// `#[serde(default, with = "quantity::optional_duration")]`.
+pub(crate) mod optional_duration {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => super::duration::serialize(value, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::duration")] Duration);
+        Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(duration)| duration))
+    }
+}
+
 /// The schema of a humantime duration: numbers with units (`30s`, `1m 30s`). ASCII units
 /// only: humantime also reads `µs`, but no stop timeout needs microseconds.
 pub(crate) fn duration_schema(_: &mut SchemaGenerator) -> Schema {

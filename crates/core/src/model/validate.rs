@@ -9,6 +9,7 @@ use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::disruption::{Disruption, Lifecycle, RestartSchedule, STOP_SIGNALS};
 use super::port_number::RANGE_MESSAGE as PORT_RANGE_MESSAGE;
 use super::{
     API_VERSION, EnvVar, GameRuntime, HealthCheck, KIND, Memory, PortMapping, Probe, Protocol,
@@ -164,6 +165,11 @@ pub fn validate(doc: &GameRuntime) -> Result<(), Vec<FieldError>> {
     if let Some(check) = &spec.health_check {
         health_check(check, errors_ref);
     }
+    disruption(&spec.disruption, errors_ref);
+    lifecycle(&spec.lifecycle, spec.stop_timeout, errors_ref);
+    if let Some(schedule) = &spec.restart_schedule {
+        restart_schedule(schedule, errors_ref);
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -210,8 +216,17 @@ fn metadata_name(name: &str, errors: &mut Vec<FieldError>) {
 }
 
 fn labels(labels: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
+    labels_of("metadata.labels", labels, errors);
+}
+
+/// Checks label keys and values at `path` (`metadata.labels`, a selector's `matchLabels`).
+pub(super) fn labels_of(
+    path: &str,
+    labels: &BTreeMap<String, String>,
+    errors: &mut Vec<FieldError>,
+) {
     for (key, value) in labels {
-        let path = format!("metadata.labels[{:?}]", Quoted(key));
+        let path = format!("{path}[{:?}]", Quoted(key));
         if let Err(message) = qualified_name(key) {
             errors.push(FieldError::new(&path, format!("invalid key: {message}")));
         }
@@ -582,6 +597,83 @@ fn probe_path(path: &str, errors: &mut Vec<FieldError>) {
     ));
 }
 
+/// The longest `spec.disruption.maxSessionWait`: a month covers any match.
+const MAX_SESSION_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn disruption(disruption: &Disruption, errors: &mut Vec<FieldError>) {
+    if let Some(wait) = disruption.max_session_wait
+        && !(Duration::from_secs(1)..=MAX_SESSION_WAIT).contains(&wait)
+    {
+        errors.push(FieldError::new(
+            "spec.disruption.maxSessionWait",
+            format!(
+                "must be between 1s and 30days, got {}",
+                humantime::format_duration(wait)
+            ),
+        ));
+    }
+}
+
+/// A preStop command, its delay and the signal wait all happen within the stop timeout.
+fn lifecycle(lifecycle: &Lifecycle, stop_timeout: Duration, errors: &mut Vec<FieldError>) {
+    if let Some(signal) = &lifecycle.stop_signal
+        && !STOP_SIGNALS.contains(&signal.as_str())
+    {
+        errors.push(FieldError::new(
+            "spec.lifecycle.stopSignal",
+            format!(
+                "{:?} is not a stop signal; give one of {}",
+                Quoted(signal),
+                STOP_SIGNALS.join(", ")
+            ),
+        ));
+    }
+    let mut used = lifecycle.shutdown_delay;
+    if let Some(pre_stop) = &lifecycle.pre_stop {
+        let command = &pre_stop.exec.command;
+        if command.is_empty() || command[0].is_empty() {
+            errors.push(FieldError::new(
+                "spec.lifecycle.preStop.exec.command",
+                "must name a program, such as [/bin/sh, -c, \"echo bye > /proc/1/fd/1\"]",
+            ));
+        }
+        no_nul_in_each("spec.lifecycle.preStop.exec.command", command, errors);
+        if let Some(timeout) = pre_stop.timeout
+            && (timeout < Duration::from_secs(1) || timeout > stop_timeout)
+        {
+            errors.push(FieldError::new(
+                "spec.lifecycle.preStop.timeout",
+                format!(
+                    "must be between 1s and spec.stopTimeout ({}), got {}",
+                    humantime::format_duration(stop_timeout),
+                    humantime::format_duration(timeout)
+                ),
+            ));
+        }
+        used += pre_stop.effective_timeout(stop_timeout);
+    }
+    if used > stop_timeout {
+        errors.push(FieldError::new(
+            "spec.lifecycle",
+            format!(
+                "preStop.timeout and shutdownDelay together ({}) must fit within spec.stopTimeout \
+                 ({}): raise stopTimeout or shorten them",
+                humantime::format_duration(used),
+                humantime::format_duration(stop_timeout)
+            ),
+        ));
+    }
+}
+
+fn restart_schedule(schedule: &RestartSchedule, errors: &mut Vec<FieldError>) {
+    if let Err(error) = crate::schedule::Schedule::parse(&schedule.cron, schedule.zone()) {
+        errors.push(FieldError::new(
+            format!("spec.restartSchedule.{}", error.field()),
+            error.to_string(),
+        ));
+    }
+}
+
 fn stop_timeout(timeout: Duration, errors: &mut Vec<FieldError>) {
     let message = if timeout.subsec_nanos() != 0 {
         "must be a whole number of seconds (Docker's stop timeout is in seconds)"
@@ -677,6 +769,16 @@ fn qualified_name(key: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A label key (`[prefix/]name`), as selectors name it.
+pub(super) fn label_key(key: &str) -> Result<(), String> {
+    qualified_name(key)
+}
+
+/// A label value, as selectors name it.
+pub(super) fn label_value_of(value: &str) -> Result<(), String> {
+    label_value(value)
 }
 
 fn label_value(value: &str) -> Result<(), String> {
@@ -864,7 +966,7 @@ fn path_component(component: &str) -> Result<(), String> {
 }
 
 /// Joins errors as one line for people: `a: x; b: y`.
-pub(super) fn join(errors: &[FieldError]) -> String {
+pub(crate) fn join(errors: &[FieldError]) -> String {
     let mut line = String::new();
     for (index, error) in errors.iter().enumerate() {
         if index > 0 {

@@ -1,12 +1,15 @@
 //! The records rtmanager keeps under its prefix, one home each: the
 //! `GameRuntime` documents ([`documents`]), the status records
 //! ([`status`]), the per-game operation log ([`history`]) and what lease
-//! keys and controller heartbeats hold ([`lease`]). A record as read is a
+//! keys and controller heartbeats hold ([`lease`]), the games' sessions
+//! ([`sessions`]) and the disruption budgets with their slots ([`budgets`]). A record as read is a
 //! [`Versioned`] value: the value and the revision it was read at.
 
+pub mod budgets;
 pub mod documents;
 pub mod history;
 pub mod lease;
+pub mod sessions;
 pub mod status;
 
 pub use documents::Documents;

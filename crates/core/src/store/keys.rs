@@ -6,7 +6,10 @@
 //! <prefix>/history/<name>/<seq>       operation entries (controller)
 //! <prefix>/leases/<name>              per-game lease (controller)
 //! <prefix>/controllers/<id>           controller heartbeat (controller)
-//! <prefix>/sessions/<name>            reserved for matchmakers' sessions (issue #14)
+//! <prefix>/sessions/<name>            the game's session, Idle or Allocated (matchmakers, rtctl)
+//! <prefix>/budgets/<name>             GameDisruptionBudget documents (rtctl, any client)
+//! <prefix>/budget-slots/<budget>/<i>  a slot of a budget held by one game (controller)
+//! <prefix>/revisions/<name>/<gen>     the last few applied specs of a game (rtctl)
 //! ```
 //!
 //! The roles `scripts/etcd-roles` creates grant permissions on these
@@ -156,6 +159,70 @@ impl Keys {
         format!("{}{id}", self.controllers())
     }
 
+    /// Every game's session record: `sessions/`.
+    pub fn sessions(&self) -> String {
+        format!("{}/sessions/", self.prefix)
+    }
+
+    /// One game's session record: `sessions/<name>`.
+    pub fn session(&self, name: &str) -> String {
+        format!("{}{name}", self.sessions())
+    }
+
+    /// Every disruption budget document: `budgets/`.
+    pub fn budgets(&self) -> String {
+        format!("{}/budgets/", self.prefix)
+    }
+
+    /// One disruption budget document: `budgets/<name>`.
+    pub fn budget(&self, name: &str) -> String {
+        format!("{}{name}", self.budgets())
+    }
+
+    /// Every slot of every budget: `budget-slots/`.
+    pub fn all_budget_slots(&self) -> String {
+        format!("{}/budget-slots/", self.prefix)
+    }
+
+    /// Every slot of one budget: `budget-slots/<budget>/`.
+    pub fn budget_slots(&self, budget: &str) -> String {
+        format!("{}{budget}/", self.all_budget_slots())
+    }
+
+    /// One slot of a budget: `budget-slots/<budget>/<index>`.
+    pub fn budget_slot(&self, budget: &str, index: usize) -> String {
+        format!("{}{index}", self.budget_slots(budget))
+    }
+
+    /// The budget and slot index of a slot key, or `None` for a key that is not one.
+    pub fn slot_of<'k>(&self, key: &'k str) -> Option<(&'k str, usize)> {
+        let collection = self.all_budget_slots();
+        let (budget, index) = key.strip_prefix(&collection)?.split_once('/')?;
+        self.name_of(&collection, &key[..collection.len() + budget.len()])?;
+        let index = index.parse().ok().filter(|_| !index.starts_with('+'))?;
+        Some((budget, index))
+    }
+
+    /// Every applied spec kept of one game: `revisions/<name>/`.
+    pub fn revisions(&self, name: &str) -> String {
+        format!("{}/revisions/{name}/", self.prefix)
+    }
+
+    /// Every game's kept specs: `revisions/`.
+    pub fn all_revisions(&self) -> String {
+        format!("{}/revisions/", self.prefix)
+    }
+
+    /// The spec of one generation of a game: `revisions/<name>/<generation>`, zero-padded so
+    /// that key order is generation order.
+    pub fn revision(&self, name: &str, generation: i64) -> String {
+        format!(
+            "{}{generation:0width$}",
+            self.revisions(name),
+            width = SEQ_WIDTH
+        )
+    }
+
     /// The name in a key read back from under `collection` (one of the
     /// prefixes above), or `None` for a key that is not a direct child
     /// holding a plausible name (written by hand, or by a future version).
@@ -201,6 +268,35 @@ mod tests {
             keys.history_entry("g1", 7),
             "/rtmanager/history/g1/00000000000000000007"
         );
+    }
+
+    #[test]
+    fn session_budget_and_revision_keys_follow_the_layout() {
+        let keys = Keys::default();
+        assert_eq!(keys.session("g1"), "/rtmanager/sessions/g1");
+        assert_eq!(keys.budget("casual"), "/rtmanager/budgets/casual");
+        assert_eq!(
+            keys.budget_slot("casual", 3),
+            "/rtmanager/budget-slots/casual/3"
+        );
+        assert_eq!(
+            keys.slot_of(&keys.budget_slot("casual", 3)),
+            Some(("casual", 3))
+        );
+        for odd in [
+            "/rtmanager/budget-slots/casual",
+            "/rtmanager/budget-slots/casual/x",
+            "/rtmanager/budget-slots/Bad/1",
+            "/rtmanager/budget-slots/casual/+1",
+        ] {
+            assert_eq!(keys.slot_of(odd), None, "{odd}");
+        }
+        assert!(!keys.budget_slots("a").starts_with(&keys.budgets()));
+        assert_eq!(
+            keys.revision("g1", 12),
+            "/rtmanager/revisions/g1/00000000000000000012"
+        );
+        assert!(keys.revision("g1", 9) < keys.revision("g1", 10));
     }
 
     #[test]
