@@ -74,6 +74,11 @@ impl DesiredCache {
         self.docs.len()
     }
 
+    /// How many documents `matches` accepts.
+    pub(crate) fn count(&self, matches: impl Fn(&Desired) -> bool) -> usize {
+        self.docs.read().values().filter(|doc| matches(doc)).count()
+    }
+
     /// Whether no game has a document.
     pub fn is_empty(&self) -> bool {
         self.docs.is_empty()

@@ -38,6 +38,7 @@ mod backoff;
 mod cache;
 pub mod config;
 mod desired;
+mod disruption;
 mod events;
 mod failpoint;
 #[cfg(test)]
@@ -78,6 +79,7 @@ use rtm_core::store::{Keys, Store, StoreError};
 use self::backoff::Backoff;
 use self::config::ControllerConfig;
 use self::desired::DesiredCache;
+use self::disruption::{BudgetMirror, Disruptions, SessionMirror, SlotMirror};
 use self::health::Health;
 use self::peers::{Peers, announce};
 use self::queue::WorkQueue;
@@ -151,7 +153,15 @@ pub async fn run_with(
     // Bulk work (resyncs) leaves one worker free for changes.
     let queue = Arc::new(WorkQueue::new().with_bulk_slots(config.concurrency.saturating_sub(1)));
     let address = config.advertised_address();
+    let cache = Arc::new(DesiredCache::new());
+    let disruptions = Arc::new(Disruptions::new(
+        store.clone(),
+        keys.clone(),
+        cache.clone(),
+        Some(queue.clone()),
+    ));
     let controller = Controller {
+        disruptions,
         health: Arc::new(Health::new(metrics.clone())),
         address,
         config,
@@ -159,7 +169,7 @@ pub async fn run_with(
         store,
         runtime,
         metrics,
-        cache: Arc::new(DesiredCache::new()),
+        cache,
         statuses: Arc::new(StatusCache::new()),
         queue,
         session_ok: Arc::new(AtomicBool::new(false)),
@@ -191,6 +201,7 @@ struct Controller {
     /// What the probes said of each game's container; outlives sessions
     /// (a new session must not forget that a game passed).
     health: Arc<Health>,
+    disruptions: Arc<Disruptions>,
     queue: Arc<WorkQueue>,
     /// Whether an etcd session is held (`/healthz`, `/readyz`).
     session_ok: Arc<AtomicBool>,
@@ -237,6 +248,17 @@ impl Controller {
         stages.spawn(async move {
             mirror::run(&status_mirror, &metrics, status_stop).await;
         });
+        for mirror in 0..3 {
+            let (disruptions, metrics, stop) =
+                (self.disruptions.clone(), self.metrics.clone(), stop.clone());
+            stages.spawn(async move {
+                match mirror {
+                    0 => mirror::run(&SessionMirror(disruptions), &metrics, stop).await,
+                    1 => mirror::run(&BudgetMirror(disruptions), &metrics, stop).await,
+                    _ => mirror::run(&SlotMirror(disruptions), &metrics, stop).await,
+                }
+            });
+        }
         stages.spawn(events::run(
             self.runtime.clone(),
             self.cache.clone(),
@@ -342,7 +364,8 @@ impl Controller {
                 self.metrics.clone(),
             )
             .with_status_cache(self.statuses.clone())
-            .with_health(self.health.clone()),
+            .with_health(self.health.clone())
+            .with_disruptions(self.disruptions.clone()),
         );
         // Workers stop taking work when this is cancelled: on shutdown or
         // when the session is lost.

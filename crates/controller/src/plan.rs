@@ -11,13 +11,16 @@ use crate::runtime::{ContainerInfo, ContainerState};
 use rtm_core::model::{
     DesiredState, GameRuntime, GameRuntimeStatus, Outcome, Phase, RestartPolicy,
 };
+use rtm_core::records::sessions::SessionRecord;
 use rtm_core::records::status::StatusRecord;
 
 pub(crate) use rtm_core::model::READY;
 
+pub(crate) mod disruption;
 mod health;
 pub(crate) mod schedule;
 
+pub(crate) use self::disruption::{BudgetWait, Hold};
 pub(crate) use self::health::{HEALTH_CHECK_FAILING, HEALTH_CHECK_PASSED};
 
 /// The Ready condition's reason while the container is paused by hand.
@@ -64,6 +67,11 @@ pub(crate) struct Observed {
     pub(crate) container: Option<ContainerInfo>,
     /// What this controller's probes said of that container, if it probes it.
     pub(crate) health: Option<HealthView>,
+    /// The game's session record (none: Idle).
+    pub(crate) session: SessionRecord,
+    /// A disruption budget covering the game with no slot left for it, when a voluntary
+    /// recreate would need one (found by the reconcile, which reads the budgets).
+    pub(crate) budget_wait: Option<BudgetWait>,
 }
 
 /// Why the container must change.
@@ -122,17 +130,45 @@ pub(crate) enum Action {
         /// How long until the restart is due.
         remaining: Duration,
     },
+    /// A voluntary disruption (a recreate or a stop for `cause`) is held back by the
+    /// game's session or a disruption budget; the game keeps running.
+    Defer {
+        /// What the disruption would be for.
+        cause: Cause,
+        /// What holds it back.
+        hold: Hold,
+        /// When it goes ahead anyway (`maxSessionWait`), if it is bounded.
+        remaining: Option<Duration>,
+    },
 }
 
 impl Action {
     /// Whether the action changes the container (and so needs the lease).
     pub(crate) fn acts(&self) -> bool {
-        !matches!(self, Action::None | Action::WaitBackoff { .. })
+        !matches!(
+            self,
+            Action::None | Action::WaitBackoff { .. } | Action::Defer { .. }
+        )
     }
 }
 
-/// The decision for one game.
+/// The decision for one game: what its document and container call for, unless it is a
+/// voluntary disruption its session or a budget holds back.
 pub(crate) fn plan(
+    doc: Option<&GameRuntime>,
+    observed: &Observed,
+    now: SystemTime,
+    settings: &Settings,
+) -> Action {
+    let action = decide(doc, observed, now, settings);
+    match doc {
+        Some(doc) => disruption::gate(doc, observed, action, now),
+        None => action,
+    }
+}
+
+/// What the document and the container call for, sessions and budgets aside.
+fn decide(
     doc: Option<&GameRuntime>,
     observed: &Observed,
     now: SystemTime,
@@ -352,6 +388,9 @@ pub(crate) fn derive_status(
     record_container(&mut status, container, settings);
     health::record(&mut status, doc, observed);
     schedule::record(&mut status, doc, observed, now);
+    status.session = disruption::session_seen(previous.session.as_ref(), &observed.session, now);
+    let action = plan(Some(doc), observed, now, settings);
+    disruption::record(&mut status, doc, observed, &action, now);
     let running = container.is_some_and(ContainerInfo::is_running);
     let matches_spec = container.is_some_and(|c| runs_spec(c, doc));
     let probed = running

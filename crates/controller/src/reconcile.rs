@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
+use crate::disruption::Disruptions;
 use crate::health::Health;
 use crate::lease::{GameLease, LeaseError, Session};
 use crate::lifecycle::{Lifecycle, OpCause, OpRequest, OpResult, new_id};
@@ -34,7 +35,10 @@ use rtm_core::records::status::{StatusRecord, StatusStore};
 use rtm_core::store::{Compare, Keys};
 
 use super::desired::{Desired, DesiredCache};
-use super::plan::{Action, Cause, Observed, Settings, derive_status, plan, repaired, spec_changed};
+use super::plan::disruption::{forced, session_changes, voluntary, went_ahead};
+use super::plan::{
+    Action, Cause, Hold, Observed, Settings, derive_status, plan, repaired, spec_changed,
+};
 use super::statuses::StatusCache;
 
 /// Look again this soon after acting, to confirm convergence.
@@ -42,6 +46,10 @@ const AFTER_ACTION: Duration = Duration::from_secs(1);
 
 /// Look again this soon when another operation holds the game's lease.
 const LEASE_BUSY_RETRY: Duration = Duration::from_secs(2);
+
+/// Look again this soon while a disruption budget holds a recreate back (a freed slot
+/// queues the game at once; this is the fallback).
+const BUDGET_RETRY: Duration = Duration::from_secs(10);
 
 /// History entries inspected for operations a crash left unfinished.
 const RECOVERY_WINDOW: usize = 20;
@@ -99,6 +107,8 @@ pub(crate) struct Reconciler {
     /// What the probes of each game's container said (the prober follows
     /// the containers each reconcile observes).
     health: Arc<Health>,
+    /// The games' sessions, the disruption budgets and their slots.
+    disruptions: Arc<Disruptions>,
     sharding: Sharding,
     settings: Settings,
     metrics: Metrics,
@@ -121,7 +131,13 @@ impl Reconciler {
     ) -> Self {
         let session = lifecycle.session().clone();
         let (store, keys) = (session.store().clone(), session.keys().clone());
+        let disruptions = Arc::new(Disruptions::none(
+            store.clone(),
+            keys.clone(),
+            cache.clone(),
+        ));
         Self {
+            disruptions,
             session,
             runtime: lifecycle.runtime().clone(),
             documents: Documents::new(store.clone(), keys.clone()),
@@ -154,6 +170,14 @@ impl Reconciler {
         self
     }
 
+    /// Follows the games' sessions and the disruption budgets in
+    /// `disruptions` (which its mirrors keep); without it no game is ever
+    /// in session and no budget covers any.
+    pub(crate) fn with_disruptions(mut self, disruptions: Arc<Disruptions>) -> Self {
+        self.disruptions = disruptions;
+        self
+    }
+
     /// The lifecycle services it acts through (tests reach the history
     /// and leases through it).
     #[cfg(test)]
@@ -182,7 +206,9 @@ impl Reconciler {
         let observed = self.first_look(game).await?;
         let observed = self.probed(game, desired, observed);
         let now = SystemTime::now();
+        let observed = self.budgeted(desired, observed, now);
         let action = plan(desired, &observed, now, &self.settings);
+        self.note_wait(game, &action, &observed);
         let status = derive_status(desired, &observed, now, &self.settings);
         let settled = !action.acts()
             && (desired.is_none() || (observed.status.exists() && status == observed.status.value))
@@ -194,12 +220,14 @@ impl Reconciler {
                 self.cache.clear_gone(game);
             }
             self.track_phase(game, desired.as_ref().map(|_| status.phase));
+            self.free_slots(game, desired, &status).await;
             return Ok(requeue_for(action));
         }
         let first = observed.status;
         let seen = Seen {
             desired: desired.cloned(),
             container: observed.container,
+            session: observed.session,
         };
         let (lease, known) = match self.take_lease(game, seen, first).await {
             Ok(taken) => taken,
@@ -216,6 +244,8 @@ impl Reconciler {
                 self.statuses.learn(game, written);
                 self.metrics.status_writes.inc();
                 self.track_phase(game, Some(next.phase));
+                self.free_slots(game, self.cache_doc(game).as_deref(), &next)
+                    .await;
                 result
             }
             acted => {
@@ -263,8 +293,18 @@ impl Reconciler {
                 revision,
             },
         };
+        let session = keys.session(game);
+        let unchanged_session = match seen.session.revision {
+            None => Compare::Absent { key: session },
+            Some(revision) => Compare::ModRevision {
+                key: session,
+                revision,
+            },
+        };
         if let Some(unchanged_document) = unchanged_document {
-            let unchanged = vec![unchanged_document, unchanged_status];
+            // The session too: an allocation made after the lease was taken fails
+            // (it compares the lease key absent), and one made before it is seen.
+            let unchanged = vec![unchanged_document, unchanged_status, unchanged_session];
             let lease = self.session.acquire_if(game, &new_id(), unchanged).await?;
             if let Some(lease) = lease {
                 lease.knows_status(first);
@@ -289,6 +329,10 @@ impl Reconciler {
         let (observed, action) = self
             .plan_under(lease, game, desired.as_ref(), observed)
             .await?;
+        let (observed, action) = self
+            .budget_under(lease, desired.as_ref(), observed, action)
+            .await?;
+        self.note_wait(game, &action, &observed);
         let request = self.request(game, desired.as_ref(), &observed, action);
         let result = match action {
             Action::None => match &observed.container {
@@ -299,7 +343,7 @@ impl Reconciler {
                 ),
                 _ => None,
             },
-            Action::WaitBackoff { .. } => None,
+            Action::WaitBackoff { .. } | Action::Defer { .. } => None,
             Action::Start { .. } | Action::Restart { .. } => {
                 Some(self.lifecycle.start_under(lease, &request, &new_id()).await)
             }
@@ -317,6 +361,11 @@ impl Reconciler {
                 self.forget(game);
                 if !result.is_success() {
                     return Err(result.into());
+                }
+                if observed.session.exists() {
+                    self.lifecycle
+                        .end_session_of_removed(lease, game, &observed.session)
+                        .await?;
                 }
                 self.cache.clear_gone(game);
                 return Ok(Acted::done(Ok(None)));
@@ -336,10 +385,10 @@ impl Reconciler {
         seen: Option<Seen>,
     ) -> Result<Option<(Option<GameRuntime>, Observed)>, Failure> {
         let interrupted = self.recover(lease, game).await?;
-        let (desired, seen_container) = match seen {
-            Some(seen) => (seen.desired, Some(seen.container)),
+        let (desired, seen_container, session) = match seen {
+            Some(seen) => (seen.desired, Some(seen.container), Some(seen.session)),
             // The cache may lag; etcd is the truth (and confirms a deletion).
-            None => (self.documents.get(game).await?, None),
+            None => (self.documents.get(game).await?, None, None),
         };
         if desired.as_ref().is_some_and(|doc| !self.sharding.owns(doc)) {
             return Ok(None);
@@ -358,7 +407,19 @@ impl Reconciler {
             },
             _ => self.observe_under(lease).await?,
         };
-        let observed = self.probed(game, desired.as_ref(), observed);
+        let session = match session {
+            Some(session) => session,
+            // Read after the lease was taken: an allocation that won the race is seen.
+            None => self.disruptions.read_session(game).await?,
+        };
+        let observed = self.probed(
+            game,
+            desired.as_ref(),
+            Observed {
+                session,
+                ..observed
+            },
+        );
         Ok(Some((desired, observed)))
     }
 
@@ -372,7 +433,9 @@ impl Reconciler {
         desired: Option<&GameRuntime>,
         observed: Observed,
     ) -> Result<(Observed, Action), Failure> {
-        let action = plan(desired, &observed, SystemTime::now(), &self.settings);
+        let now = SystemTime::now();
+        let observed = self.budgeted(desired, observed, now);
+        let action = plan(desired, &observed, now, &self.settings);
         if observed.container.is_some() || !matches!(action, Action::Start { .. }) {
             return Ok((observed, action));
         }
@@ -381,9 +444,14 @@ impl Reconciler {
         if reclaimed.is_empty() {
             return Ok((observed, action));
         }
-        let observed = self.observe_under(lease).await?;
+        let observed = Observed {
+            session: observed.session,
+            ..self.observe_under(lease).await?
+        };
         let observed = self.probed(game, desired, observed);
-        let action = plan(desired, &observed, SystemTime::now(), &self.settings);
+        let now = SystemTime::now();
+        let observed = self.budgeted(desired, observed, now);
+        let action = plan(desired, &observed, now, &self.settings);
         Ok((observed, action))
     }
 
@@ -409,9 +477,13 @@ impl Reconciler {
             }) => Observed {
                 status: status.clone(),
                 container: Some(container.clone()),
-                health: None,
+                session: observed.session.clone(),
+                ..Observed::default()
             },
-            Some(_) => self.observe_under(lease).await?,
+            Some(_) => Observed {
+                session: observed.session.clone(),
+                ..self.observe_under(lease).await?
+            },
             None => observed,
         };
         let mut after = self.probed(game, desired, after);
@@ -424,7 +496,15 @@ impl Reconciler {
             // names the node that runs it.
             after.status.value.node = Some(self.lifecycle.node().to_owned());
         }
-        let next = derive_status(desired, &after, SystemTime::now(), &self.settings);
+        let mut next = derive_status(desired, &after, SystemTime::now(), &self.settings);
+        let changes = session_changes(before.value.session.as_ref(), next.session.as_ref());
+        if !changes.is_empty()
+            && let Err(error) = self.lifecycle.record_sessions(lease, game, &changes).await
+        {
+            // Recorded next time: the status keeps what the history holds.
+            warn!(%game, %error, "recording a session change in the history failed");
+            next.session = before.value.session.clone();
+        }
         let result = match result {
             Some(result) if !result.is_success() => Err(result.into()),
             Some(_) => Ok(Some(AFTER_ACTION)),
@@ -477,10 +557,15 @@ impl Reconciler {
             None => self.status.read(game).await?,
         };
         let container = self.container(game).await?;
+        let session = match self.disruptions.session(game) {
+            Some(session) => session,
+            None => self.disruptions.read_session(game).await?,
+        };
         Ok(Observed {
             status,
             container,
-            health: None,
+            session,
+            ..Observed::default()
         })
     }
 
@@ -499,8 +584,7 @@ impl Reconciler {
         let status = lease.status(&self.status).await?;
         Ok(Observed {
             status,
-            container: None,
-            health: None,
+            ..Observed::default()
         })
     }
 
@@ -577,9 +661,87 @@ impl Reconciler {
             },
             _ => request,
         };
+        let request =
+            match doc.and_then(|doc| went_ahead(doc, observed, &action, SystemTime::now())) {
+                Some(note) => request.with_note(note),
+                None => request,
+            };
         match doc {
             Some(doc) => request.with_document(doc.clone()),
             None => request,
+        }
+    }
+
+    /// `observed` with the disruption budget that holds a voluntary recreate back, as the
+    /// caches show it (none when the plan is no such recreate).
+    fn budgeted(&self, doc: Option<&GameRuntime>, observed: Observed, now: SystemTime) -> Observed {
+        let mut observed = Observed {
+            budget_wait: None,
+            ..observed
+        };
+        let Some(doc) = doc else { return observed };
+        let action = plan(Some(doc), &observed, now, &self.settings);
+        if matches!(action, Action::Recreate { .. })
+            && voluntary(&action, &observed).is_some_and(|cause| !forced(doc, cause))
+        {
+            observed.budget_wait = self.disruptions.wait_for(doc);
+        }
+        observed
+    }
+
+    /// Under the lease, a voluntary recreate takes a slot of every budget covering the
+    /// game first; when one has none left, the recreate waits instead.
+    async fn budget_under(
+        &self,
+        lease: &GameLease,
+        doc: Option<&GameRuntime>,
+        mut observed: Observed,
+        action: Action,
+    ) -> Result<(Observed, Action), Failure> {
+        let Some(doc) = doc else {
+            return Ok((observed, action));
+        };
+        let Some(cause) = voluntary(&action, &observed) else {
+            return Ok((observed, action));
+        };
+        if !matches!(action, Action::Recreate { .. }) || forced(doc, cause) {
+            return Ok((observed, action));
+        }
+        let reason = super::plan::disruption::what(doc, cause);
+        match self.disruptions.take_slots(lease, doc, &reason).await? {
+            None => Ok((observed, action)),
+            Some(wait) => {
+                observed.budget_wait = Some(wait);
+                let action = plan(Some(doc), &observed, SystemTime::now(), &self.settings);
+                Ok((observed, action))
+            }
+        }
+    }
+
+    /// Keeps the game on the waiting list of the budget that holds it back (or on none).
+    fn note_wait(&self, game: &str, action: &Action, observed: &Observed) {
+        let budget = match action {
+            Action::Defer {
+                hold: Hold::Budget, ..
+            } => observed.budget_wait.as_ref().map(|w| w.budget.as_str()),
+            _ => None,
+        };
+        self.disruptions.waits(game, budget);
+    }
+
+    /// Frees the budget slots the game holds once it no longer needs them (a failure
+    /// only delays that: the next look tries again).
+    async fn free_slots(&self, game: &str, doc: Option<&GameRuntime>, status: &GameRuntimeStatus) {
+        if let Err(error) = self.disruptions.release_if_done(game, doc, status).await {
+            warn!(%game, %error, "freeing a disruption budget slot failed; trying again at the next look");
+        }
+    }
+
+    /// The game's document as the cache holds it.
+    fn cache_doc(&self, game: &str) -> Option<Box<GameRuntime>> {
+        match self.cache.get(game).as_deref() {
+            Some(Desired::Valid(doc)) => Some(doc.clone()),
+            _ => None,
         }
     }
 
@@ -690,11 +852,12 @@ impl Reconciler {
     }
 }
 
-/// What a first look saw: the document (from the cache) and the container.
+/// What a first look saw: the document (from the cache), the container and the session.
 #[derive(Debug)]
 struct Seen {
     desired: Option<GameRuntime>,
     container: Option<ContainerInfo>,
+    session: rtm_core::records::sessions::SessionRecord,
 }
 
 /// What acting under a game's lease leaves for its release.
@@ -764,6 +927,10 @@ fn resolve_aborted(entry: &mut HistoryEntry, holder: &str) {
 fn requeue_for(action: Action) -> Option<Duration> {
     match action {
         Action::WaitBackoff { remaining } => Some(remaining),
+        Action::Defer {
+            hold: Hold::Budget, ..
+        } => Some(BUDGET_RETRY),
+        Action::Defer { remaining, .. } => remaining,
         _ => None,
     }
 }

@@ -22,6 +22,7 @@ mod ports;
 mod reclaim;
 mod remove;
 mod restart;
+mod session;
 mod start;
 mod stop;
 mod unpause;
@@ -76,6 +77,9 @@ pub struct OpRequest {
     /// `spec.image`: its id, when a restart found the tag gone after its
     /// stop but the image it named still there.
     pub(crate) image: Option<String>,
+    /// What the history should say of why the operation ran as it did (a
+    /// voluntary disruption forced past the game's session, say).
+    pub note: Option<String>,
 }
 
 /// Why an operation the controller runs on its own was needed: a failure
@@ -101,7 +105,14 @@ impl OpRequest {
             document: None,
             cause: None,
             image: None,
+            note: None,
         }
+    }
+
+    /// Records `note` in each of the operation's entries.
+    pub(crate) fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.note = Some(note.into());
+        self
     }
 
     /// Sets the caller's reference (see [`OpRequest::source_ref`]).
@@ -460,6 +471,12 @@ impl Lifecycle {
         if let Some(cause) = &request.cause {
             entry.cause = Some(cause.code);
             entry.note = Some(cause.detail.clone());
+        }
+        if let Some(note) = &request.note {
+            entry.note = Some(match entry.note.take() {
+                Some(detail) => format!("{note}; {detail}"),
+                None => note.clone(),
+            });
         }
         entry
     }

@@ -69,7 +69,7 @@ fn observed(container: Option<ContainerInfo>) -> Observed {
     Observed {
         status: Versioned::new(status, 1),
         container,
-        health: None,
+        ..Observed::default()
     }
 }
 
@@ -531,7 +531,7 @@ mod properties {
             c
         };
         match action {
-            Action::None | Action::WaitBackoff { .. } => {}
+            Action::None | Action::WaitBackoff { .. } | Action::Defer { .. } => {}
             Action::Unpause => {
                 if let Some(c) = observed.container.as_mut() {
                     c.state = ContainerState::Running;
@@ -670,4 +670,5 @@ fn starting_a_stopped_game_again_is_no_crash() {
     );
 }
 
+mod disruption;
 mod health;
