@@ -397,8 +397,13 @@ pub(crate) fn derive_status(
         .then(|| health::phase(doc, observed, now, settings))
         .flatten();
     let waits_for_probe = probed.is_some();
-    let (phase, message) =
-        probed.unwrap_or_else(|| observed_phase(doc, container, previous, now, settings));
+    // A running container whose replacement (or stop) waits for its session or a
+    // budget goes on serving the match: Running, and Ready while its probe passes.
+    let deferred = running && matches!(action, Action::Defer { .. });
+    let (phase, message) = probed.unwrap_or_else(|| match deferred {
+        true => (Phase::Running, None),
+        false => observed_phase(doc, container, previous, now, settings),
+    });
     status.set_phase(phase, now);
     status.message = message;
     if !waits_for_probe {
@@ -411,7 +416,7 @@ pub(crate) fn derive_status(
     set_ready(
         &mut status,
         container,
-        running && matches_spec,
+        running && (matches_spec || deferred),
         passing,
         now,
     );

@@ -333,6 +333,8 @@ impl Reconciler {
             .budget_under(lease, desired.as_ref(), observed, action)
             .await?;
         self.note_wait(game, &action, &observed);
+        // Before acting: the history then tells a release before the recreate it let go.
+        let session = self.record_session(lease, game, &observed).await;
         let request = self.request(game, desired.as_ref(), &observed, action);
         let result = match action {
             Action::None => match &observed.container {
@@ -371,8 +373,16 @@ impl Reconciler {
                 return Ok(Acted::done(Ok(None)));
             }
         };
-        self.record_under(lease, game, desired.as_ref(), action, observed, result)
-            .await
+        self.record_under(
+            lease,
+            game,
+            desired.as_ref(),
+            action,
+            observed,
+            result,
+            session,
+        )
+        .await
     }
 
     /// The game's document and what it is, under the lease; `None` when
@@ -465,6 +475,7 @@ impl Reconciler {
         action: Action,
         observed: Observed,
         result: Option<OpResult>,
+        session: Option<rtm_core::model::Session>,
     ) -> Result<Acted, Failure> {
         let exited = observed.container.clone().filter(|c| c.state.has_exited());
         let after = match &result {
@@ -497,14 +508,8 @@ impl Reconciler {
             after.status.value.node = Some(self.lifecycle.node().to_owned());
         }
         let mut next = derive_status(desired, &after, SystemTime::now(), &self.settings);
-        let changes = session_changes(before.value.session.as_ref(), next.session.as_ref());
-        if !changes.is_empty()
-            && let Err(error) = self.lifecycle.record_sessions(lease, game, &changes).await
-        {
-            // Recorded next time: the status keeps what the history holds.
-            warn!(%game, %error, "recording a session change in the history failed");
-            next.session = before.value.session.clone();
-        }
+        // The status says what the history holds of the session.
+        next.session = session;
         let result = match result {
             Some(result) if !result.is_success() => Err(result.into()),
             Some(_) => Ok(Some(AFTER_ACTION)),
@@ -714,6 +719,34 @@ impl Reconciler {
                 observed.budget_wait = Some(wait);
                 let action = plan(Some(doc), &observed, SystemTime::now(), &self.settings);
                 Ok((observed, action))
+            }
+        }
+    }
+
+    /// Records in the history how the game's session changed since the status last said,
+    /// and returns the session the history now holds (the one before, when recording
+    /// failed: it is tried again at the next look).
+    async fn record_session(
+        &self,
+        lease: &GameLease,
+        game: &str,
+        observed: &Observed,
+    ) -> Option<rtm_core::model::Session> {
+        let before = observed.status.value.session.clone();
+        let next = super::plan::disruption::session_seen(
+            before.as_ref(),
+            &observed.session,
+            SystemTime::now(),
+        );
+        let changes = session_changes(before.as_ref(), next.as_ref());
+        if changes.is_empty() {
+            return before;
+        }
+        match self.lifecycle.record_sessions(lease, game, &changes).await {
+            Ok(()) => next,
+            Err(error) => {
+                warn!(%game, %error, "recording a session change in the history failed");
+                before
             }
         }
     }

@@ -181,7 +181,7 @@ fn what_of(doc: &GameRuntime, action: &Action) -> String {
 /// The session as the status records it: the record as it is, or — once the record is
 /// gone (deleted by hand, which also ends a session) — an Idle session in place of the
 /// Allocated one recorded before. Changes of it are what the history records.
-pub(super) fn session_seen(
+pub(crate) fn session_seen(
     previous: Option<&Session>,
     observed: &SessionRecord,
     now: SystemTime,

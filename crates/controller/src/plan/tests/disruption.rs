@@ -64,6 +64,17 @@ fn an_allocated_game_keeps_its_container_through_an_image_change_and_says_why() 
         status.session.as_ref().map(|s| s.state),
         Some(SessionState::Allocated)
     );
+    assert_eq!(
+        status.phase,
+        Phase::Running,
+        "the old container serves the match"
+    );
+    assert_eq!(ready(&status).status, ConditionStatus::True);
+    assert_eq!(
+        status.observed_generation,
+        Some(3),
+        "generation 4 is not observed yet"
+    );
 }
 
 #[test]
