@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use rtm_controller::config::ControllerConfig;
 use rtm_controller::runtime::{ContainerRuntime, container_name};
-use rtm_core::model::parse::parse_documents;
-use rtm_core::model::{DesiredState, GameRuntime, Phase};
+use rtm_core::model::parse::{Object, parse_objects};
+use rtm_core::model::{DesiredState, GameDisruptionBudget, GameRuntime, Phase};
 use rtm_core::records::Documents;
 use rtm_core::records::StatusStore;
 use rtm_core::store::Store;
@@ -28,11 +28,16 @@ fn example(path: &str) -> PathBuf {
         .join(path)
 }
 
-/// The manifests of `file`, renamed for this run (container names and host
+/// The game manifests of `file`, renamed for this run (container names and host
 /// ports are global on the Docker host) but otherwise as written.
 fn manifests(file: &str) -> Vec<GameRuntime> {
-    let text = std::fs::read_to_string(example(file)).expect("example readable");
-    let mut docs = parse_documents(&text).expect("example parses");
+    let mut docs: Vec<GameRuntime> = objects(file)
+        .into_iter()
+        .filter_map(|object| match object {
+            Object::Game(doc) => Some(doc),
+            Object::Budget(_) => None,
+        })
+        .collect();
     for doc in &mut docs {
         doc.metadata.name = format!("{}-x{}", doc.metadata.name, std::process::id());
         if let Some(hostname) = &mut doc.spec.hostname {
@@ -45,6 +50,23 @@ fn manifests(file: &str) -> Vec<GameRuntime> {
         }
     }
     docs
+}
+
+/// Every document of `file`, of any kind, as written.
+fn objects(file: &str) -> Vec<Object> {
+    let text = std::fs::read_to_string(example(file)).expect("example readable");
+    parse_objects(&text).expect("example parses")
+}
+
+/// The disruption budgets of `file`, as written (a test's prefix is its own).
+fn budgets(file: &str) -> Vec<GameDisruptionBudget> {
+    objects(file)
+        .into_iter()
+        .filter_map(|object| match object {
+            Object::Budget(budget) => Some(budget),
+            Object::Game(_) => None,
+        })
+        .collect()
 }
 
 /// The binary of a `cargo` example. `cargo test` builds examples only as
@@ -76,12 +98,22 @@ async fn every_example_manifest_converges_under_a_real_controller() {
     let status = StatusStore::new(store.clone(), keys.clone());
 
     let mut games = Vec::new();
+    let budget_records = rtm_core::records::budgets::Budgets::new(store.clone(), keys.clone());
     for file in [
         "basic.yaml",
         "stopped.yaml",
         "fleet.yaml",
         "tournament.yaml",
+        "sessions.yaml",
+        "graceful.yaml",
+        "scheduled.yaml",
     ] {
+        for budget in budgets(file) {
+            budget_records
+                .create(&budget)
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
         for doc in manifests(file) {
             documents
                 .create(&doc)
@@ -148,6 +180,39 @@ async fn every_example_manifest_converges_under_a_real_controller() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("is ready"), "{stdout}");
+
+    // The allocate example allocates a Ready game of sessions.yaml and releases it.
+    let duel = games
+        .iter()
+        .find(|g| g.metadata.name.starts_with("duel-1"))
+        .expect("sessions.yaml holds duel-1");
+    let run_allocate = |args: &[&str]| {
+        Command::new(example_binary("allocate"))
+            .args(args)
+            .env("RTM_ETCD_ENDPOINTS", common::etcd_endpoints().join(","))
+            .env("RTM_PREFIX", keys.prefix())
+            .output()
+            .expect("run the allocate example")
+    };
+    let output = run_allocate(&[&duel.metadata.name, "match-42"]);
+    assert!(output.status.success(), "{output:?}");
+    let session = store
+        .get(&keys.session(&duel.metadata.name))
+        .await
+        .unwrap()
+        .expect("the session record");
+    assert!(
+        rtm_core::records::sessions::decode(&session).is_allocated(),
+        "{session:?}"
+    );
+    let again = run_allocate(&[&duel.metadata.name, "match-43"]);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("[conflict]"),
+        "{again:?}"
+    );
+    let output = run_allocate(&[&duel.metadata.name, "match-42-over", "release"]);
+    assert!(output.status.success(), "{output:?}");
 
     // And gives up on a game that never becomes Ready.
     let output = Command::new(example_binary("wait_ready"))

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rtm_core::model::{DesiredState, GameRuntime, parse_documents};
+use rtm_core::model::parse::{Object, parse_objects};
+use rtm_core::model::{DesiredState, GameRuntime};
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
@@ -21,10 +22,22 @@ fn yaml_files() -> Vec<PathBuf> {
     files
 }
 
-fn parse_file(path: &Path) -> Vec<GameRuntime> {
+/// Every document of the file, of any kind.
+fn parse_objects_of(path: &Path) -> Vec<Object> {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
-    parse_documents(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+    parse_objects(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+/// The games of the file.
+fn parse_file(path: &Path) -> Vec<GameRuntime> {
+    parse_objects_of(path)
+        .into_iter()
+        .filter_map(|object| match object {
+            Object::Game(game) => Some(game),
+            Object::Budget(_) => None,
+        })
+        .collect()
 }
 
 fn example(name: &str) -> Vec<GameRuntime> {
@@ -39,7 +52,7 @@ fn every_example_parses_and_validates() {
         "expected the example files, found {files:?}"
     );
     for path in files {
-        let docs = parse_file(&path);
+        let docs = parse_objects_of(&path);
         assert!(!docs.is_empty(), "{} holds no document", path.display());
     }
 }
