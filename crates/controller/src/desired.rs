@@ -74,6 +74,18 @@ impl DesiredCache {
         self.docs.len()
     }
 
+    /// Every valid document, shared with the cache.
+    pub(crate) fn documents(&self) -> Vec<GameRuntime> {
+        self.docs
+            .read()
+            .values()
+            .filter_map(|doc| match &**doc {
+                Desired::Valid(doc) => Some((**doc).clone()),
+                Desired::Invalid(_) => None,
+            })
+            .collect()
+    }
+
     /// How many documents `matches` accepts.
     pub(crate) fn count(&self, matches: impl Fn(&Desired) -> bool) -> usize {
         self.docs.read().values().filter(|doc| matches(doc)).count()

@@ -18,6 +18,7 @@ use crate::desired::{Desired, DesiredCache};
 use crate::lease::GameLease;
 use crate::plan::BudgetWait;
 use crate::queue::WorkQueue;
+use crate::statuses::StatusCache;
 use rtm_core::failure::Failure;
 use rtm_core::model::{
     ConditionStatus, DesiredState, GameDisruptionBudget, GameRuntime, GameRuntimeStatus,
@@ -40,11 +41,17 @@ pub(crate) struct Disruptions {
     keys: Keys,
     sessions: Cache<SessionRecord>,
     budgets: Cache<GameDisruptionBudget>,
+    /// Budgets stored in a form that does not decode, with why: each holds back every
+    /// voluntary recreate (its selector is unknown) until it is fixed or deleted.
+    unreadable: Mutex<HashMap<String, String>>,
     slots: RwLock<HashMap<String, HeldSlot>>,
     /// Budget name → games waiting for one of its slots.
     waiters: Mutex<HashMap<String, HashSet<String>>>,
-    /// The documents, to count the games a percentage covers.
+    /// The documents, to count the games a budget covers.
     desired: Arc<DesiredCache>,
+    /// The status records, to tell which covered games are not Ready (`None`: not
+    /// followed; then only slots count, as for a reconciler that follows no budget).
+    statuses: Option<Arc<StatusCache>>,
     queue: Option<Arc<WorkQueue>>,
 }
 
@@ -54,13 +61,16 @@ impl Disruptions {
         store: Arc<dyn Store>,
         keys: Keys,
         desired: Arc<DesiredCache>,
+        statuses: Option<Arc<StatusCache>>,
         queue: Option<Arc<WorkQueue>>,
     ) -> Self {
         Self {
+            statuses,
             store,
             keys,
             sessions: Cache::default(),
             budgets: Cache::default(),
+            unreadable: Mutex::new(HashMap::new()),
             slots: RwLock::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             desired,
@@ -71,7 +81,7 @@ impl Disruptions {
     /// No sessions and no budgets, known as such (for a reconciler that follows neither:
     /// tests of other parts, tools).
     pub(crate) fn none(store: Arc<dyn Store>, keys: Keys, desired: Arc<DesiredCache>) -> Self {
-        let none = Self::new(store, keys, desired, None);
+        let none = Self::new(store, keys, desired, None, None);
         none.sessions.set_following();
         none.budgets.set_following();
         none
@@ -155,23 +165,77 @@ impl Disruptions {
         let game = doc.name();
         let Some(covering) = self.covering(doc) else {
             return Some(BudgetWait {
-                budget: "(not known yet)".to_owned(),
+                budget: "(not listed yet)".to_owned(),
                 allowed: 0,
                 holders: Vec::new(),
+                unreadable: Some("the budgets are not listed yet".to_owned()),
             });
         };
-        covering.iter().find_map(|budget| {
-            let held = self.slots_of(budget.name());
-            if held.iter().any(|slot| slot.game() == Some(game)) {
-                return None;
+        if let Some((budget, why)) = self.lock_unreadable().iter().next() {
+            return Some(BudgetWait {
+                budget: budget.clone(),
+                allowed: 0,
+                holders: Vec::new(),
+                unreadable: Some(why.clone()),
+            });
+        }
+        covering
+            .iter()
+            .find_map(|budget| self.room(budget, game).err())
+    }
+
+    /// A free slot index of `budget` for `game` (`Ok(None)`: it holds one already), or
+    /// what holds it back. A budget is used by the games holding its slots and by every
+    /// other game it covers that should run and is not Ready (crashing, starting, or
+    /// down for a disruption whose slot went with a lost etcd session): so a rollout
+    /// never adds to an outage, and a lost session does not let the next batch through
+    /// while the last one is still down.
+    fn room(&self, budget: &GameDisruptionBudget, game: &str) -> Result<Option<usize>, BudgetWait> {
+        let held = self.slots_of(budget.name());
+        if held.iter().any(|slot| slot.game() == Some(game)) {
+            return Ok(None);
+        }
+        let allowed = self.allowed(budget);
+        let mut users = holders(&held);
+        let wait = |users: Vec<String>, unreadable: Option<&str>| BudgetWait {
+            budget: budget.name().to_owned(),
+            allowed,
+            holders: users,
+            unreadable: unreadable.map(str::to_owned),
+        };
+        let Some(unready) = self.unready_covered(budget, game) else {
+            return Err(wait(users, Some("the status records are not followed yet")));
+        };
+        for other in unready {
+            if !users.contains(&other) {
+                users.push(other);
             }
-            let allowed = self.allowed(budget);
-            (held.len() >= allowed).then(|| BudgetWait {
-                budget: budget.name().to_owned(),
-                allowed,
-                holders: holders(&held),
-            })
-        })
+        }
+        if users.len() >= allowed {
+            return Err(wait(users, None));
+        }
+        match (0..allowed).find(|index| !held.iter().any(|s| s.index == *index)) {
+            Some(index) => Ok(Some(index)),
+            None => Err(wait(users, None)),
+        }
+    }
+
+    /// The games other than `game` that `budget` covers, that should run and whose status
+    /// is not Ready; `None` while the status records are not followed.
+    fn unready_covered(&self, budget: &GameDisruptionBudget, game: &str) -> Option<Vec<String>> {
+        let statuses = self.statuses.as_ref()?;
+        let docs = self.desired.documents();
+        let mut unready = Vec::new();
+        for doc in docs.iter().filter(|doc| {
+            doc.name() != game && doc.spec.state == DesiredState::Running && budget.covers(doc)
+        }) {
+            let status = statuses.get(doc.name())?;
+            if !is_ready(&status.value) {
+                unready.push(doc.name().to_owned());
+            }
+        }
+        unready.sort();
+        Some(unready)
     }
 
     /// Registers `game` as waiting on `budget` (queued again when one of its slots is
@@ -207,21 +271,16 @@ impl Disruptions {
             let Some(covering) = self.covering(doc) else {
                 return Ok(self.wait_for(doc));
             };
+            if !self.lock_unreadable().is_empty() {
+                return Ok(self.wait_for(doc));
+            }
             let mut txn = Txn::new().when(lease.fence().compare());
             let mut taken = Vec::new();
             for budget in &covering {
-                let held = self.slots_of(budget.name());
-                if held.iter().any(|slot| slot.game() == Some(game)) {
-                    continue;
-                }
-                let allowed = self.allowed(budget);
-                let free = (0..allowed).find(|index| !held.iter().any(|s| s.index == *index));
-                let Some(index) = free.filter(|_| held.len() < allowed) else {
-                    return Ok(Some(BudgetWait {
-                        budget: budget.name().to_owned(),
-                        allowed,
-                        holders: holders(&held),
-                    }));
+                let index = match self.room(budget, game) {
+                    Ok(Some(index)) => index,
+                    Ok(None) => continue,
+                    Err(wait) => return Ok(Some(wait)),
                 };
                 let key = self.keys.budget_slot(budget.name(), index);
                 let slot = Slot {
@@ -349,6 +408,12 @@ impl Disruptions {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn lock_unreadable(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn lock_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
         self.waiters
             .lock()
@@ -361,6 +426,14 @@ fn holders(held: &[HeldSlot]) -> Vec<String> {
     held.iter()
         .map(|slot| slot.game().unwrap_or("?").to_owned())
         .collect()
+}
+
+/// Whether a status says Ready.
+fn is_ready(status: &GameRuntimeStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == ConditionStatus::True)
 }
 
 /// Whether a game that holds slots no longer needs them: it is gone or stopped, or Ready
@@ -485,6 +558,7 @@ impl Mirror for BudgetMirror {
         let prefix = d.keys.budgets();
         let listing = d.store.list(&prefix, None).await?;
         let mut listed = HashMap::new();
+        let mut unreadable = HashMap::new();
         for kv in &listing.items {
             let Some(name) = d.keys.name_of(&prefix, &kv.key) else {
                 continue;
@@ -493,10 +567,14 @@ impl Mirror for BudgetMirror {
                 Ok(budget) => {
                     listed.insert(name.to_owned(), Arc::new(budget));
                 }
-                Err(error) => warn!(%error, "a disruption budget does not decode; it is ignored"),
+                Err(error) => {
+                    warn!(%error, "a disruption budget does not decode; voluntary recreates wait until it is fixed or deleted");
+                    unreadable.insert(name.to_owned(), error.to_string());
+                }
             }
         }
         *d.budgets.write() = listed;
+        *d.lock_unreadable() = unreadable;
         d.budgets.set_following();
         let names: Vec<String> = d.lock_waiters().keys().cloned().collect();
         names.iter().for_each(|budget| d.wake(budget));
@@ -514,17 +592,24 @@ impl Mirror for BudgetMirror {
                 WatchEvent::Put(kv) => match budgets::decode(kv) {
                     Ok(budget) => {
                         d.budgets.write().insert(name.to_owned(), Arc::new(budget));
+                        d.lock_unreadable().remove(name);
                     }
                     Err(error) => {
-                        warn!(%error, "a disruption budget does not decode; it is ignored");
+                        warn!(%error, "a disruption budget does not decode; voluntary recreates wait until it is fixed or deleted");
                         d.budgets.write().remove(name);
+                        d.lock_unreadable()
+                            .insert(name.to_owned(), error.to_string());
                     }
                 },
                 WatchEvent::Delete { .. } => {
                     d.budgets.write().remove(name);
+                    d.lock_unreadable().remove(name);
                 }
             }
             d.wake(name);
+            // Every waiter may have waited on this one while it did not decode.
+            let all: Vec<String> = d.lock_waiters().keys().cloned().collect();
+            all.iter().for_each(|budget| d.wake(budget));
         }
     }
 

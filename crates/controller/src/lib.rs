@@ -154,10 +154,12 @@ pub async fn run_with(
     let queue = Arc::new(WorkQueue::new().with_bulk_slots(config.concurrency.saturating_sub(1)));
     let address = config.advertised_address();
     let cache = Arc::new(DesiredCache::new());
+    let statuses = Arc::new(StatusCache::new());
     let disruptions = Arc::new(Disruptions::new(
         store.clone(),
         keys.clone(),
         cache.clone(),
+        Some(statuses.clone()),
         Some(queue.clone()),
     ));
     let controller = Controller {
@@ -170,7 +172,7 @@ pub async fn run_with(
         runtime,
         metrics,
         cache,
-        statuses: Arc::new(StatusCache::new()),
+        statuses,
         queue,
         session_ok: Arc::new(AtomicBool::new(false)),
     };

@@ -39,6 +39,9 @@ pub(crate) struct BudgetWait {
     pub(crate) allowed: usize,
     /// The games holding its slots.
     pub(crate) holders: Vec<String>,
+    /// Why it cannot be read, for a budget stored in a form that does not decode (it
+    /// then holds back every voluntary recreate until it is fixed or deleted).
+    pub(crate) unreadable: Option<String>,
 }
 
 /// The cause of `action` when it is a voluntary disruption of the game's running
@@ -277,6 +280,14 @@ pub(super) fn record(
                 }
                 Hold::Budget => {
                     let message = match &observed.budget_wait {
+                        Some(BudgetWait {
+                            budget,
+                            unreadable: Some(why),
+                            ..
+                        }) => format!(
+                            "{what} waits: disruption budget {budget} does not decode ({why}); \
+                             fix or delete it"
+                        ),
                         Some(wait) => format!(
                             "{what} waits for a slot of disruption budget {}: {} of {} held ({})",
                             wait.budget,

@@ -233,6 +233,7 @@ fn a_full_budget_holds_a_voluntary_recreate_back_but_not_a_repair() {
         budget: "casual".into(),
         allowed: 2,
         holders: vec!["g7".into(), "g8".into()],
+        unreadable: None,
     });
     let action = decide(Some(&new), &observed, 10);
     assert_eq!(
