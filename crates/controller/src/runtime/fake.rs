@@ -396,6 +396,20 @@ impl FakeRuntime {
         Ok(())
     }
 
+    /// Someone runs `docker pause` by hand: `pause` event, state `Paused`.
+    #[cfg(test)]
+    pub(crate) fn pause_by_hand(&self, name_or_id: &str) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        let id = state.existing(name_or_id)?;
+        if let Some(container) = state.containers.get_mut(&id)
+            && container.info.is_running()
+        {
+            container.info.state = ContainerState::Paused;
+            state.emit(&id, "pause");
+        }
+        Ok(())
+    }
+
     /// Someone runs `docker rm -f` by hand.
     #[cfg(test)]
     pub(crate) fn remove_by_hand(&self, name_or_id: &str) -> Result<(), RuntimeError> {
