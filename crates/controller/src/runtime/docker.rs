@@ -24,6 +24,9 @@
 //!   containers join a network by its id, the smallest among those of the
 //!   name, and the others are removed, so two controllers racing to create it
 //!   converge on one.
+//! - The stop API takes a signal only from API 1.42 on (1.41 ignores the
+//!   parameter): a stop with a signal of its own is a kill with that signal,
+//!   a wait for the exit and a SIGKILL, as Docker's stop does inside.
 //! - Docker cannot kill an exec: one that outlives its timeout runs on, and
 //!   `exec` returns without its exit code (`exec_running` tells when it ends).
 //!   A container stopped or paused refuses `create_exec` with 409.
@@ -181,8 +184,8 @@ fn stop_seconds(timeout: Duration) -> i32 {
 
 impl DockerRuntime {
     /// A runtime for `docker_host`, else `DOCKER_HOST`, else the default unix
-    /// socket. Every call but `stop` is bounded by `request_timeout`; `stop`
-    /// by its own timeout plus a margin.
+    /// socket. Every call but the stops is bounded by `request_timeout`; a
+    /// stop by its own timeout plus a margin.
     ///
     /// Connects lazily: it tries once to reach the daemon and negotiate the
     /// API version, and if the daemon is down it still returns the runtime

@@ -646,8 +646,9 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     /// Starts the container; starting a running one is `Ok`.
     async fn start(&self, id: &str) -> Result<(), RuntimeError>;
 
-    /// SIGTERM, then SIGKILL after `timeout`; stopping a stopped container is
-    /// `Ok`, a missing one is `NotFound`.
+    /// The container's own stop signal (SIGTERM unless it was created with
+    /// another), then SIGKILL after `timeout`; stopping a stopped container
+    /// is `Ok`, a missing one is `NotFound`.
     async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError>;
 
     /// Sends `signal` (a name such as `SIGINT`), waits at most `timeout` for
