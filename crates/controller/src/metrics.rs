@@ -23,6 +23,11 @@ const SLOW_BUCKETS: &[f64] = &[
     0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
+/// The results `rtmanager_prestop_hooks_total` counts: the command exited 0,
+/// failed (another exit code, or it could not run), did not end within its
+/// timeout, or was skipped (the container was paused or had exited).
+pub const PRE_STOP_RESULTS: [&str; 4] = ["exited_0", "failed", "timed_out", "skipped"];
+
 /// Every metric rtmanager exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -71,6 +76,9 @@ pub struct Metrics {
     pub probe_lateness: Histogram,
     /// Games whose containers this controller probes.
     pub probed_games: IntGauge,
+    /// preStop commands (`spec.lifecycle.preStop`) of stops, by `result`
+    /// (exited_0, failed, timed_out, skipped).
+    pub pre_stops: IntCounterVec,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
@@ -189,6 +197,11 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            pre_stops: counter_vec(
+                "rtmanager_prestop_hooks_total",
+                "preStop commands of stops, by result.",
+                &["result"],
+            ),
             probes: counter_vec(
                 "rtmanager_probes_total",
                 "Health-check probes run, by kind and result.",
@@ -241,6 +254,15 @@ impl Metrics {
                 self.probes.with_label_values(&[kind, result]);
             }
         }
+        for result in PRE_STOP_RESULTS {
+            self.pre_stops.with_label_values(&[result]);
+        }
+    }
+
+    /// Counts one preStop command of a stop (`rtmanager_prestop_hooks_total`):
+    /// `result` is one of [`PRE_STOP_RESULTS`].
+    pub fn record_pre_stop(&self, result: &str) {
+        self.pre_stops.with_label_values(&[result]).inc();
     }
 
     /// Counts a finished lifecycle operation (`rtmanager_operations_total`).

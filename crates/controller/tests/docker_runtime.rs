@@ -921,3 +921,125 @@ async fn the_health_image_is_healthy_then_unhealthy_with_a_failing_streak_once_i
     create_and_start(&docker, &plain_spec).await;
     assert_eq!(inspect(&docker, &plain).await.health, None);
 }
+
+/// An engine that says which stop signal it got, then exits 0 (`trap ''`
+/// for one of them: it ignores that one). It logs "listening" once its
+/// traps are in place.
+fn signal_reporter(game: &str, ignored: Option<&str>) -> ContainerSpec {
+    let mut traps = String::new();
+    for signal in ["INT", "TERM"] {
+        if ignored == Some(signal) {
+            traps.push_str(&format!("trap '' {signal}\n"));
+        } else {
+            traps.push_str(&format!("trap 'echo got SIG{signal}; exit 0' {signal}\n"));
+        }
+    }
+    let script = format!("{traps}echo listening\nwhile :; do sleep 1 & wait $!; done\n");
+    let mut spec = spec(game, IMAGE_1);
+    spec.command = vec!["/bin/sh".into(), "-c".into(), script];
+    spec
+}
+
+/// The container's log (stdout and stderr).
+fn logs(container: &str) -> String {
+    let output = docker_cli(&["logs", container]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Waits until the container's log says "listening" `times` times (once per
+/// run of the engine): its traps are in place.
+fn wait_listening(container: &str, times: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while logs(container).matches("listening").count() < times {
+        assert!(
+            Instant::now() < deadline,
+            "{container} did not log \"listening\" {times} time(s) within 20 s: {}",
+            logs(container)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn a_stop_with_a_signal_sends_that_signal_whatever_the_container_was_created_with() {
+    let docker = docker().await;
+    let game = game("signal");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let mut spec = signal_reporter(&game, None);
+    spec.stop_signal = Some("SIGINT".into());
+    let id = create_and_start(&docker, &spec).await;
+    assert_eq!(docker_inspect(&id, "{{.Config.StopSignal}}"), "SIGINT");
+    wait_listening(&id, 1);
+
+    within(
+        40,
+        "stop with SIGTERM",
+        docker.stop_with_signal(&id, "SIGTERM", Duration::from_secs(20)),
+    )
+    .await
+    .expect("stop with a signal");
+    let stopped = inspect(&docker, &id).await;
+    assert!(!stopped.is_running());
+    assert_eq!(stopped.exit_code, Some(0), "the engine's trap, not SIGKILL");
+    assert!(logs(&id).contains("got SIGTERM"), "{}", logs(&id));
+    assert!(!logs(&id).contains("got SIGINT"), "{}", logs(&id));
+
+    // A `docker stop` by hand sends the signal the container was created with.
+    within(20, "start again", docker.start(&id))
+        .await
+        .expect("start");
+    wait_listening(&id, 2);
+    let by_hand = docker_cli(&["stop", "-t", "20", &id]);
+    assert!(by_hand.status.success(), "{by_hand:?}");
+    assert!(logs(&id).contains("got SIGINT"), "{}", logs(&id));
+
+    within(
+        20,
+        "stop of a stopped container",
+        docker.stop_with_signal(&id, "SIGINT", Duration::from_secs(5)),
+    )
+    .await
+    .expect("stopping a stopped container is Ok");
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn a_stop_with_a_signal_the_engine_ignores_ends_in_sigkill_at_the_timeout() {
+    let docker = docker().await;
+    let game = game("signal-ignored");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let id = create_and_start(&docker, &signal_reporter(&game, Some("INT"))).await;
+    wait_listening(&id, 1);
+    within(
+        30,
+        "stop with an ignored SIGINT",
+        docker.stop_with_signal(&id, "SIGINT", Duration::from_secs(1)),
+    )
+    .await
+    .expect("the SIGKILL ends it");
+    let stopped = inspect(&docker, &id).await;
+    assert!(!stopped.is_running());
+    assert_eq!(stopped.exit_code, Some(137), "{}", logs(&id));
+}
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn a_stop_with_a_signal_of_a_missing_container_is_not_found() {
+    let docker = docker().await;
+    let name = default_name(&game("signal-missing"));
+    let err = within(
+        20,
+        "stop with a signal",
+        docker.stop_with_signal(&name, "SIGINT", Duration::from_secs(1)),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+}

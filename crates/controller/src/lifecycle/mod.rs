@@ -17,6 +17,7 @@
 //! Docker calls whose outcome is unknown (a timeout) are resolved by
 //! inspecting again before the next step, never by retrying blindly.
 
+mod graceful;
 pub mod policy;
 mod ports;
 mod reclaim;
@@ -792,10 +793,20 @@ impl Lifecycle {
         }
     }
 
-    /// Stops a container (SIGTERM, SIGKILL after `timeout`). A timed-out
-    /// call is resolved by inspecting: Docker may have stopped it anyway.
-    async fn stop_container(&self, id: &str, timeout: Duration) -> Result<(), Failure> {
-        match self.runtime.stop(id, timeout).await {
+    /// Stops a container: `signal` (`None`: the one it was created with),
+    /// SIGKILL after `timeout`. A timed-out call is resolved by inspecting:
+    /// Docker may have stopped it anyway.
+    async fn stop_container(
+        &self,
+        id: &str,
+        signal: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let stopped = match signal {
+            Some(signal) => self.runtime.stop_with_signal(id, signal, timeout).await,
+            None => self.runtime.stop(id, timeout).await,
+        };
+        match stopped {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) if e.outcome_unknown() => match self.runtime.inspect_container(id).await {
@@ -857,6 +868,9 @@ pub fn container_spec(
         .collect();
     policy.apply(doc, &mut container);
     container.stop_timeout = doc.spec.stop_timeout;
+    // For a `docker stop` by hand; the controller's own stops send the
+    // signal the document names at the time.
+    container.stop_signal = spec.lifecycle.stop_signal.clone();
     container
         .labels
         .insert(LABEL_SPEC_HASH.to_owned(), spec.recreate_hash(name));

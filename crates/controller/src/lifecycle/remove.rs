@@ -72,10 +72,10 @@ impl Lifecycle {
 }
 
 impl Lifecycle {
-    /// Stops and removes the game's container on this Docker host without
-    /// touching its status: the game now belongs to another node (its
-    /// `spec.node` changed), which records its own status. Without this the
-    /// game would run twice.
+    /// Stops (as its `spec.lifecycle` says) and removes the game's container
+    /// on this Docker host without touching its status: the game now belongs
+    /// to another node (its `spec.node` changed), which records its own
+    /// status. Without this the game would run twice.
     pub(crate) async fn evict_under(
         &self,
         lease: &GameLease,
@@ -95,6 +95,10 @@ impl Lifecycle {
             op.entry.container_id_before = Some(container.id.clone());
             op.entry.image_ref = container.image.clone();
             lease.check()?;
+            if container.is_alive() {
+                self.evict_stop(lease, request, &container, &mut op.entry)
+                    .await?;
+            }
             self.remove_container(&container.id, true)
                 .await
                 .map_err(|e| {
@@ -108,5 +112,44 @@ impl Lifecycle {
         }
         .await;
         self.close_entry(lease, op, result).await
+    }
+}
+
+impl Lifecycle {
+    /// The graceful stop before an eviction's forced removal. Best effort:
+    /// without the document (etcd failed) it stops with the defaults, and
+    /// a failed stop is noted, as the removal kills what is left anyway.
+    async fn evict_stop(
+        &self,
+        lease: &GameLease,
+        request: &OpRequest,
+        container: &crate::runtime::ContainerInfo,
+        entry: &mut rtm_core::records::history::HistoryEntry,
+    ) -> Result<(), Failure> {
+        let doc = self.document(request).await.ok().flatten();
+        let (lifecycle, timeout) = match &doc {
+            Some(doc) => (doc.spec.lifecycle.clone(), doc.spec.stop_timeout),
+            None => (
+                rtm_core::model::Lifecycle::default(),
+                rtm_core::model::defaults::DEFAULT_STOP_TIMEOUT,
+            ),
+        };
+        match self
+            .stop_gracefully(lease, container, &lifecycle, timeout, entry)
+            .await
+        {
+            Err(failure) if failure.code == ErrorCode::LeaseLost => Err(failure),
+            Err(failure) => {
+                super::graceful::add_note(
+                    entry,
+                    &format!(
+                        "the stop failed ({}); the container was removed by force",
+                        failure.message
+                    ),
+                );
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
     }
 }

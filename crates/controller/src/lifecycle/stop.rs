@@ -1,5 +1,6 @@
-//! stop: SIGTERM the game's container, SIGKILL after its stopTimeout; the
-//! stopped container stays (a later start replaces it).
+//! stop: the game's container stopped as its `spec.lifecycle` says (preStop
+//! command, shutdown delay, stop signal; graceful.rs), SIGKILL at its
+//! stopTimeout; the stopped container stays (a later start replaces it).
 
 use crate::failpoint;
 use crate::lease::GameLease;
@@ -46,9 +47,13 @@ impl Lifecycle {
         // The document may be gone (a remove stops what is left): the
         // container is still stopped, with the default timeout.
         let doc = self.document(request).await?;
-        let (timeout, hostname) = match &doc {
-            Some(doc) => (doc.spec.stop_timeout, effective_hostname(doc)),
-            None => (DEFAULT_STOP_TIMEOUT, game.to_owned()),
+        let (timeout, hostname, lifecycle) = match &doc {
+            Some(doc) => (
+                doc.spec.stop_timeout,
+                effective_hostname(doc),
+                doc.spec.lifecycle.clone(),
+            ),
+            None => (DEFAULT_STOP_TIMEOUT, game.to_owned(), Default::default()),
         };
         let ours = match self.current_container(game).await {
             Ok(found) => found,
@@ -73,8 +78,11 @@ impl Lifecycle {
         lease.check()?;
         // A paused container is stopped too (Docker stops it as it is).
         if container.is_alive() {
-            self.stop_container(&container.id, timeout).await?;
+            self.stop_gracefully(lease, &container, &lifecycle, timeout, entry)
+                .await?;
             failpoint::hit("stop.after_stop");
+        } else {
+            self.skip_pre_stop(&lifecycle, &container, entry);
         }
         let stopped = self.reinspect(&container.id).await.unwrap_or(container);
         Ok(StatusChange::Set {

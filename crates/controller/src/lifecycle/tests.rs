@@ -411,6 +411,343 @@ async fn stop_of_a_game_without_container_succeeds() {
     assert!(w.lifecycle.stop(&request("g1")).await.is_success());
 }
 
+// ---------------------------------------------------------------- stop: spec.lifecycle
+
+/// `spec.lifecycle` lines: SIGINT, a preStop command bounded by
+/// `pre_stop_timeout`, and `delay` (stopTimeout is the builder's 5s).
+fn lifecycle_lines(pre_stop_timeout: &str, delay: &str) -> String {
+    format!(
+        "  lifecycle:\n    stopSignal: SIGINT\n    preStop:\n      exec: {{command: [/bin/save, --all]}}\n      \
+         timeout: {pre_stop_timeout}\n    shutdownDelay: {delay}\n"
+    )
+}
+
+impl World {
+    /// The game's newest entry of `kind`.
+    async fn last_entry(&self, game: &str, kind: OpKind) -> HistoryEntry {
+        self.history(game)
+            .await
+            .into_iter()
+            .find(|e| e.op_kind == kind)
+            .unwrap_or_else(|| panic!("a {kind:?} entry of {game}"))
+    }
+
+    /// The calls made to the game's container from its first exec on.
+    fn stop_calls(&self) -> Vec<crate::runtime::FakeCall> {
+        let calls = self.runtime.calls();
+        let first = calls
+            .iter()
+            .position(|c| matches!(c.op, RuntimeOp::Exec | RuntimeOp::Stop))
+            .unwrap_or(calls.len());
+        calls[first..]
+            .iter()
+            .filter(|c| matches!(c.op, RuntimeOp::Exec | RuntimeOp::Stop | RuntimeOp::Kill))
+            .cloned()
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_runs_the_pre_stop_then_waits_the_delay_then_sends_the_documents_signal() {
+    let w = world().await;
+    w.apply(game("g1").spec_lines(&lifecycle_lines("2s", "2s")))
+        .await;
+    assert!(w.lifecycle.start(&request("g1")).await.is_success());
+    w.runtime.set_exec(
+        "g1",
+        crate::runtime::FakeExec::Exit {
+            code: 0,
+            output: "match 7 saved\n".into(),
+        },
+    );
+    w.runtime.clear_calls();
+
+    let result = w.lifecycle.stop(&request("g1")).await;
+
+    assert!(result.is_success(), "{result:?}");
+    let calls = w.stop_calls();
+    let ops: Vec<String> = calls.iter().map(ToString::to_string).collect();
+    assert_eq!(calls.len(), 2, "one exec, then one stop: {ops:?}");
+    assert_eq!(calls[0].op, RuntimeOp::Exec, "{ops:?}");
+    assert_eq!(calls[1].op, RuntimeOp::Stop, "{ops:?}");
+    assert_eq!(calls[1].signal.as_deref(), Some("SIGINT"), "{ops:?}");
+    assert!(
+        calls[1].at - calls[0].at >= Duration::from_secs(2),
+        "the signal waits the shutdown delay after the preStop: {:?}",
+        calls[1].at - calls[0].at
+    );
+    let stop = w.last_entry("g1", OpKind::Stop).await;
+    assert_eq!(stop.outcome, Outcome::Success);
+    assert_eq!(
+        stop.note.as_deref(),
+        Some("preStop exited 0 after 0.0s: match 7 saved")
+    );
+    assert!(!w.runtime.container(&name("g1")).unwrap().is_running());
+}
+
+#[tokio::test]
+async fn a_stop_without_a_lifecycle_sends_sigterm_and_runs_nothing() {
+    let w = world().await;
+    w.started("g1").await;
+    w.runtime.clear_calls();
+    assert!(w.lifecycle.stop(&request("g1")).await.is_success());
+    let calls = w.stop_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].signal.as_deref(), Some("SIGTERM"));
+    assert_eq!(w.runtime.exec_count("g1"), 0);
+    assert_eq!(w.last_entry("g1", OpKind::Stop).await.note, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_pre_stop_is_noted_as_prestop_failed_and_the_stop_goes_on() {
+    let w = world().await;
+    w.apply(game("g1").spec_lines(&lifecycle_lines("2s", "1s")))
+        .await;
+    assert!(w.lifecycle.start(&request("g1")).await.is_success());
+    w.runtime.set_exec(
+        "g1",
+        crate::runtime::FakeExec::Exit {
+            code: 3,
+            output: "no disk".into(),
+        },
+    );
+    let result = w.lifecycle.stop(&request("g1")).await;
+    assert!(
+        result.is_success(),
+        "the stop's outcome is its own: {result:?}"
+    );
+    assert!(!w.runtime.container(&name("g1")).unwrap().is_running());
+    let note = w
+        .last_entry("g1", OpKind::Stop)
+        .await
+        .note
+        .unwrap_or_default();
+    assert_eq!(note, "prestop_failed: preStop exited 3 after 0.0s: no disk");
+    let failed = w.metrics.pre_stops.with_label_values(&["failed"]).get();
+    assert_eq!(failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pre_stop_docker_cannot_run_is_noted_and_the_stop_goes_on() {
+    let w = world().await;
+    w.apply(game("g1").spec_lines(&lifecycle_lines("2s", "0s")))
+        .await;
+    assert!(w.lifecycle.start(&request("g1")).await.is_success());
+    w.runtime.set_exec(
+        "g1",
+        crate::runtime::FakeExec::Fail(RuntimeError::Rejected {
+            status: 500,
+            message: "OCI runtime exec failed: /bin/save: not found".into(),
+        }),
+    );
+    assert!(w.lifecycle.stop(&request("g1")).await.is_success());
+    let note = w
+        .last_entry("g1", OpKind::Stop)
+        .await
+        .note
+        .unwrap_or_default();
+    assert!(
+        note.starts_with("prestop_failed: preStop could not run: docker exec: ")
+            && note.contains("/bin/save: not found"),
+        "{note}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_pre_stop_never_makes_the_stop_outlast_its_stop_timeout() {
+    let w = world().await;
+    // 4s of preStop and 1s of delay fill the whole 5s stopTimeout, and the
+    // engine ignores the signal: only the SIGKILL at 5s ends it.
+    w.apply(game("g1").spec_lines(&lifecycle_lines("4s", "1s")))
+        .await;
+    assert!(w.lifecycle.start(&request("g1")).await.is_success());
+    w.runtime.set_exec("g1", crate::runtime::FakeExec::Hang);
+    w.runtime.ignore_sigterm(&name("g1")).unwrap();
+    let before = tokio::time::Instant::now();
+
+    let result = w.lifecycle.stop(&request("g1")).await;
+
+    let took = before.elapsed();
+    assert!(result.is_success(), "{result:?}");
+    assert!(took <= Duration::from_secs(5), "the stop took {took:?}");
+    let container = w.runtime.container(&name("g1")).unwrap();
+    assert!(!container.is_running());
+    assert_eq!(container.exit_code, Some(137));
+    let note = w
+        .last_entry("g1", OpKind::Stop)
+        .await
+        .note
+        .unwrap_or_default();
+    assert!(
+        note.starts_with("prestop_failed: preStop did not finish within 4.0s"),
+        "{note}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_of_a_game_with_a_hung_pre_stop_still_recreates_it_in_time() {
+    let w = world().await;
+    w.apply(game("g1").spec_lines(&lifecycle_lines("3s", "1s")))
+        .await;
+    let first = w.lifecycle.start(&request("g1")).await;
+    assert!(first.is_success(), "{first:?}");
+    w.runtime.set_exec("g1", crate::runtime::FakeExec::Hang);
+    let before = tokio::time::Instant::now();
+
+    let result = w.lifecycle.restart(&request("g1")).await;
+
+    assert!(result.is_success(), "{result:?}");
+    assert!(
+        before.elapsed() <= Duration::from_secs(5),
+        "{:?}",
+        before.elapsed()
+    );
+    assert_ne!(result.container_id, first.container_id);
+    let stop = w.last_entry("g1", OpKind::Stop).await;
+    assert_eq!(stop.outcome, Outcome::Success);
+    assert!(
+        stop.note
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("prestop_failed: "),
+        "{stop:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_container_is_stopped_without_its_pre_stop_or_delay() {
+    let w = world().await;
+    w.apply(game("g1").spec_lines(&lifecycle_lines("2s", "2s")))
+        .await;
+    assert!(w.lifecycle.start(&request("g1")).await.is_success());
+    w.runtime.pause_by_hand(&name("g1")).unwrap();
+    w.runtime.clear_calls();
+    let before = tokio::time::Instant::now();
+
+    assert!(w.lifecycle.stop(&request("g1")).await.is_success());
+
+    assert!(
+        before.elapsed() < Duration::from_secs(2),
+        "no shutdown delay"
+    );
+    assert_eq!(
+        w.runtime.exec_count("g1"),
+        0,
+        "nothing runs in a frozen container"
+    );
+    let calls = w.stop_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].op, RuntimeOp::Stop);
+    assert_eq!(
+        calls[0].signal, None,
+        "Docker's own stop, which unpauses it"
+    );
+    assert!(!w.runtime.container(&name("g1")).unwrap().is_alive());
+    assert_eq!(
+        w.last_entry("g1", OpKind::Stop).await.note.as_deref(),
+        Some("preStop skipped: the container is paused")
+    );
+}
+
+#[tokio::test]
+async fn a_stop_of_an_exited_container_notes_the_skipped_pre_stop() {
+    let w = world().await;
+    w.apply(game("g1").spec_lines(&lifecycle_lines("2s", "2s")))
+        .await;
+    assert!(w.lifecycle.start(&request("g1")).await.is_success());
+    w.runtime.exit_container(&name("g1"), 1).unwrap();
+    assert!(w.lifecycle.stop(&request("g1")).await.is_success());
+    assert_eq!(w.runtime.exec_count("g1"), 0);
+    assert_eq!(
+        w.last_entry("g1", OpKind::Stop).await.note.as_deref(),
+        Some("preStop skipped: the container is exited")
+    );
+}
+
+#[tokio::test]
+async fn a_restart_sends_the_signal_the_document_names_now_and_creates_with_it() {
+    let w = world().await;
+    let first = w.started("g1").await;
+    assert_eq!(
+        w.runtime.spec_of(&name("g1")).unwrap().stop_signal,
+        None,
+        "Docker's default"
+    );
+    let mut doc = w.documents.get("g1").await.unwrap().unwrap();
+    doc.spec.lifecycle.stop_signal = Some("SIGINT".into());
+    let revision = rtm_testkit::revision_of(&doc);
+    w.documents.update(&doc, revision).await.unwrap();
+    w.runtime.clear_calls();
+
+    let result = w.lifecycle.restart(&request("g1")).await;
+
+    assert!(result.is_success(), "{result:?}");
+    let stop = w
+        .stop_calls()
+        .into_iter()
+        .find(|c| c.op == RuntimeOp::Stop)
+        .expect("the old container was stopped");
+    assert_eq!(stop.target, first.container_id.unwrap());
+    assert_eq!(stop.signal.as_deref(), Some("SIGINT"));
+    assert_eq!(
+        w.runtime
+            .spec_of(&name("g1"))
+            .unwrap()
+            .stop_signal
+            .as_deref(),
+        Some("SIGINT"),
+        "a `docker stop` by hand sends it too"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_remove_runs_the_pre_stop_before_it_stops_and_removes() {
+    let w = world().await;
+    w.apply(game("g1").spec_lines(&lifecycle_lines("2s", "0s")))
+        .await;
+    assert!(w.lifecycle.start(&request("g1")).await.is_success());
+    w.runtime.clear_calls();
+    let result = w.lifecycle.remove(&request("g1")).await;
+    assert!(result.is_success(), "{result:?}");
+    let ops: Vec<RuntimeOp> = w.stop_calls().iter().map(|c| c.op).collect();
+    assert_eq!(ops, [RuntimeOp::Exec, RuntimeOp::Stop]);
+    assert!(w.runtime.container(&name("g1")).is_none());
+    assert!(
+        w.last_entry("g1", OpKind::Stop)
+            .await
+            .note
+            .unwrap_or_default()
+            .starts_with("preStop exited 0")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_eviction_stops_the_container_gracefully_before_it_removes_it() {
+    let w = world().await;
+    w.apply(game("g1").spec_lines(&lifecycle_lines("2s", "1s")))
+        .await;
+    assert!(w.lifecycle.start(&request("g1")).await.is_success());
+    w.runtime.clear_calls();
+    let lease = w.lifecycle.acquire("g1", &new_id()).await.unwrap();
+    let result = w
+        .lifecycle
+        .evict_under(&lease, &request("g1"), "the game moved to node-b")
+        .await;
+    lease.release().await.unwrap();
+    assert!(result.is_success(), "{result:?}");
+    let calls = w.stop_calls();
+    let ops: Vec<RuntimeOp> = calls.iter().map(|c| c.op).collect();
+    assert_eq!(ops, [RuntimeOp::Exec, RuntimeOp::Stop], "{calls:?}");
+    assert_eq!(calls[1].signal.as_deref(), Some("SIGINT"));
+    assert!(w.runtime.container(&name("g1")).is_none());
+    let entry = w.last_entry("g1", OpKind::Remove).await;
+    let note = entry.note.unwrap_or_default();
+    assert!(
+        note.starts_with("the game moved to node-b; preStop exited 0"),
+        "{note}"
+    );
+}
+
 // ---------------------------------------------------------------- restart: the Go branches
 
 #[tokio::test]

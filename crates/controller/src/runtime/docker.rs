@@ -24,6 +24,9 @@
 //!   containers join a network by its id, the smallest among those of the
 //!   name, and the others are removed, so two controllers racing to create it
 //!   converge on one.
+//! - The stop API takes a signal only from API 1.42 on (1.41 ignores the
+//!   parameter): a stop with a signal of its own is a kill with that signal,
+//!   a wait for the exit and a SIGKILL, as Docker's stop does inside.
 //! - Docker cannot kill an exec: one that outlives its timeout runs on, and
 //!   `exec` returns without its exit code (`exec_running` tells when it ends).
 //!   A container stopped or paused refuses `create_exec` with 409.
@@ -47,7 +50,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, KillContainerOptions,
     ListContainersOptions, ListNetworksOptions, RemoveContainerOptions, RenameContainerOptions,
-    StartContainerOptions, StopContainerOptions,
+    StartContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
 use bollard::{ClientVersion, Docker};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
@@ -181,8 +184,8 @@ fn stop_seconds(timeout: Duration) -> i32 {
 
 impl DockerRuntime {
     /// A runtime for `docker_host`, else `DOCKER_HOST`, else the default unix
-    /// socket. Every call but `stop` is bounded by `request_timeout`; `stop`
-    /// by its own timeout plus a margin.
+    /// socket. Every call but the stops is bounded by `request_timeout`; a
+    /// stop by its own timeout plus a margin.
     ///
     /// Connects lazily: it tries once to reach the daemon and negotiate the
     /// API version, and if the daemon is down it still returns the runtime
@@ -263,6 +266,36 @@ impl DockerRuntime {
             Err(_elapsed) => Err(Outcome::Failed(RuntimeError::Timeout {
                 operation: call.to_string(),
             })),
+        }
+    }
+
+    /// Waits until the container is not running, or `deadline`: `true` when
+    /// it exited. Docker answers the wait's headers at once and its body at
+    /// the exit (or at once when it is not running), so bollard's timeout,
+    /// which covers the headers, does not cut it short.
+    async fn wait_for_exit(
+        &self,
+        docker: &Docker,
+        id: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<bool, RuntimeError> {
+        let call = Call::Wait { id };
+        let options = WaitContainerOptions {
+            condition: "not-running".to_owned(),
+        };
+        let mut waiting = docker.wait_container(id, Some(options));
+        match tokio::time::timeout_at(deadline, waiting.next()).await {
+            Err(_elapsed) => Ok(false),
+            // bollard reports a non-zero exit code as an error: it exited.
+            Ok(Some(Ok(_) | Err(DockerError::DockerContainerWaitError { .. }))) => Ok(true),
+            Ok(Some(Err(err))) => match classify(&call, err) {
+                Outcome::Failed(err) => Err(err),
+                other => Err(unexpected(&call, &other)),
+            },
+            // The answer ended without a word: the connection broke.
+            Ok(None) => Err(RuntimeError::Unreachable {
+                message: format!("{call}: the answer ended early"),
+            }),
         }
     }
 
@@ -526,6 +559,10 @@ enum Call<'a> {
     Kill {
         id: &'a str,
     },
+    /// Waiting for a signalled container to exit (part of a stop).
+    Wait {
+        id: &'a str,
+    },
     Remove {
         id: &'a str,
     },
@@ -562,6 +599,7 @@ impl Call<'_> {
             Call::Start { .. } => RuntimeOp::Start,
             Call::Stop { .. } => RuntimeOp::Stop,
             Call::Kill { .. } => RuntimeOp::Kill,
+            Call::Wait { .. } => RuntimeOp::Stop,
             Call::Remove { .. } => RuntimeOp::Remove,
             Call::Unpause { .. } => RuntimeOp::Unpause,
             Call::Rename { .. } => RuntimeOp::Rename,
@@ -586,6 +624,7 @@ impl fmt::Display for Call<'_> {
             | Call::Kill { id }
             | Call::Remove { id }
             | Call::Unpause { id } => write!(f, "{} {id}", self.op()),
+            Call::Wait { id } => write!(f, "wait for the exit of {id}"),
             Call::Rename { id, name } => write!(f, "rename {id} to {name}"),
             Call::Network { name } => write!(f, "network {name}"),
             Call::Exec { id } => write!(f, "exec in {id}"),
@@ -734,6 +773,7 @@ fn create_body(spec: &ContainerSpec, network_mode: Option<String>) -> ContainerC
         labels: Some(labels),
         exposed_ports: (!exposed_ports.is_empty()).then_some(exposed_ports),
         stop_timeout: Some(i64::from(stop_seconds(spec.stop_timeout))),
+        stop_signal: spec.stop_signal.clone(),
         host_config: Some(HostConfig {
             init: Some(true),
             restart_policy: Some(RestartPolicy {
@@ -1126,6 +1166,46 @@ impl ContainerRuntime for DockerRuntime {
         };
         let request = docker.stop_container(id, Some(options));
         self.send_unit(&Call::Stop { id }, deadline, request).await
+    }
+
+    async fn stop_with_signal(
+        &self,
+        id: &str,
+        signal: &str,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        // What Docker's own stop does, with our signal: the stop API takes
+        // one only from API 1.42 on, and 1.41 ignores the parameter.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let docker = self.client().await?;
+        let options = KillContainerOptions {
+            signal: signal.to_owned(),
+        };
+        let request = docker.kill_container(id, Some(options));
+        match self
+            .send(&Call::Kill { id }, self.inner.request_timeout, request)
+            .await
+        {
+            Ok(()) => {}
+            // 409 "is not running": stopped already, what a stop's 304 says.
+            Err(Outcome::AlreadySo) => return Ok(()),
+            Err(Outcome::Failed(err)) => return Err(err),
+            Err(other) => return Err(unexpected(&Call::Kill { id }, &other)),
+        }
+        if self.wait_for_exit(&docker, id, deadline).await? {
+            return Ok(());
+        }
+        self.kill(id).await?;
+        // After SIGKILL Docker still reaps the process and tears down its
+        // network: the same margin as a stop's.
+        let killed = tokio::time::Instant::now() + STOP_MARGIN;
+        if self.wait_for_exit(&docker, id, killed).await? {
+            Ok(())
+        } else {
+            Err(RuntimeError::Timeout {
+                operation: Call::Wait { id }.to_string(),
+            })
+        }
     }
 
     async fn kill(&self, id: &str) -> Result<(), RuntimeError> {

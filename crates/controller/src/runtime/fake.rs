@@ -51,14 +51,24 @@ pub struct FakeCall {
     /// The name, id or image the call was about; empty for ping, list and
     /// events.
     pub target: String,
+    /// The signal a stop named (`stop_with_signal`); `None` for every other
+    /// call, and for a plain `stop` (the container's own signal).
+    pub signal: Option<String>,
+    /// When it was received (tokio time: paused-time tests see the delays
+    /// between calls).
+    pub at: tokio::time::Instant,
 }
 
 impl fmt::Display for FakeCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.target.is_empty() {
-            f.write_str(self.op.as_str())
+            f.write_str(self.op.as_str())?;
         } else {
-            write!(f, "{} {}", self.op, self.target)
+            write!(f, "{} {}", self.op, self.target)?;
+        }
+        match &self.signal {
+            Some(signal) => write!(f, " with {signal}"),
+            None => Ok(()),
         }
     }
 }
@@ -386,6 +396,20 @@ impl FakeRuntime {
         Ok(())
     }
 
+    /// Someone runs `docker pause` by hand: `pause` event, state `Paused`.
+    #[cfg(test)]
+    pub(crate) fn pause_by_hand(&self, name_or_id: &str) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        let id = state.existing(name_or_id)?;
+        if let Some(container) = state.containers.get_mut(&id)
+            && container.info.is_running()
+        {
+            container.info.state = ContainerState::Paused;
+            state.emit(&id, "pause");
+        }
+        Ok(())
+    }
+
     /// Someone runs `docker rm -f` by hand.
     #[cfg(test)]
     pub(crate) fn remove_by_hand(&self, name_or_id: &str) -> Result<(), RuntimeError> {
@@ -443,12 +467,64 @@ impl FakeRuntime {
         self.state().exec_counts.get(game).copied().unwrap_or(0)
     }
 
+    /// A stop once its call is logged: the engine exits at once (0) on
+    /// the signal, or, when it ignores it, after `timeout` (tokio time) by
+    /// SIGKILL (137).
+    async fn stop_entered(
+        &self,
+        id: &str,
+        timeout: Duration,
+        after: Option<RuntimeError>,
+    ) -> Result<(), RuntimeError> {
+        let honours_sigterm = {
+            let state = self.state();
+            let id = state.existing(id)?;
+            let container = &state.containers[&id];
+            if !container.info.is_alive() {
+                return settle(after, Ok(()));
+            }
+            container.honours_sigterm
+        };
+        if !honours_sigterm {
+            // Docker waits the whole timeout before SIGKILL.
+            tokio::time::sleep(timeout).await;
+        }
+        let mut state = self.state();
+        if let Some((reference, kept)) = state.untag_on_stop.take()
+            && let Some(image_id) = state.images.remove(&reference)
+            && kept
+        {
+            state.untagged.insert(image_id);
+        }
+        // The container may have gone while we waited.
+        let id = state.existing(id)?;
+        if state.containers[&id].info.is_alive() {
+            state.emit(&id, "kill");
+            let code = if honours_sigterm { 0 } else { EXIT_SIGKILL };
+            state.exit(&id, code, false);
+            state.emit(&id, "stop");
+        }
+        settle(after, Ok(()))
+    }
+
     /// Records the call, waits the latency, then applies any scripted
     /// failure. Returns the `After` failure to raise once the operation ran.
     async fn enter(&self, op: FakeOp, target: &str) -> Result<Option<RuntimeError>, RuntimeError> {
+        self.enter_signalled(op, target, None).await
+    }
+
+    /// [`FakeRuntime::enter`] for a call that names a signal.
+    async fn enter_signalled(
+        &self,
+        op: FakeOp,
+        target: &str,
+        signal: Option<&str>,
+    ) -> Result<Option<RuntimeError>, RuntimeError> {
         self.state().calls.push(FakeCall {
             op,
             target: target.to_owned(),
+            signal: signal.map(str::to_owned),
+            at: tokio::time::Instant::now(),
         });
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
@@ -792,35 +868,19 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
         let after = self.enter(FakeOp::Stop, id).await?;
-        let honours_sigterm = {
-            let state = self.state();
-            let id = state.existing(id)?;
-            let container = &state.containers[&id];
-            if !container.info.is_alive() {
-                return settle(after, Ok(()));
-            }
-            container.honours_sigterm
-        };
-        if !honours_sigterm {
-            // Docker waits the whole timeout before SIGKILL.
-            tokio::time::sleep(timeout).await;
-        }
-        let mut state = self.state();
-        if let Some((reference, kept)) = state.untag_on_stop.take()
-            && let Some(image_id) = state.images.remove(&reference)
-            && kept
-        {
-            state.untagged.insert(image_id);
-        }
-        // The container may have gone while we waited.
-        let id = state.existing(id)?;
-        if state.containers[&id].info.is_alive() {
-            state.emit(&id, "kill");
-            let code = if honours_sigterm { 0 } else { EXIT_SIGKILL };
-            state.exit(&id, code, false);
-            state.emit(&id, "stop");
-        }
-        settle(after, Ok(()))
+        self.stop_entered(id, timeout, after).await
+    }
+
+    /// Logged as a stop, with the signal: the fake's engines exit on any
+    /// stop signal unless told to ignore it ([`FakeRuntime::ignore_sigterm`]).
+    async fn stop_with_signal(
+        &self,
+        id: &str,
+        signal: &str,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        let after = self.enter_signalled(FakeOp::Stop, id, Some(signal)).await?;
+        self.stop_entered(id, timeout, after).await
     }
 
     async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
@@ -978,6 +1038,8 @@ impl ContainerRuntime for FakeRuntime {
         state.calls.push(FakeCall {
             op: FakeOp::Events,
             target: String::new(),
+            signal: None,
+            at: tokio::time::Instant::now(),
         });
         if let Some((_, err)) = state
             .failures

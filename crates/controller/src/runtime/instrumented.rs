@@ -84,6 +84,19 @@ impl ContainerRuntime for Instrumented {
             .await
     }
 
+    async fn stop_with_signal(
+        &self,
+        id: &str,
+        signal: &str,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        self.timed(
+            RuntimeOp::Stop,
+            self.inner.stop_with_signal(id, signal, timeout),
+        )
+        .await
+    }
+
     async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
         self.timed(RuntimeOp::Kill, self.inner.kill(id)).await
     }

@@ -103,6 +103,10 @@ pub struct ContainerSpec {
     /// How long a stop waits after SIGTERM before SIGKILL; also stored in the
     /// container so a `docker stop` by hand honours it.
     pub stop_timeout: Duration,
+    /// The signal a `docker stop` by hand sends (`Config.StopSignal`, e.g.
+    /// `SIGINT`); `None`: Docker's default, SIGTERM. The controller's own stops
+    /// name their signal per call ([`ContainerRuntime::stop_with_signal`]).
+    pub stop_signal: Option<String>,
     /// Drop every Linux capability (`CapDrop: ["ALL"]`) before adding back
     /// `cap_add`; `false` keeps Docker's default set.
     pub drop_all_capabilities: bool,
@@ -165,6 +169,7 @@ impl ContainerSpec {
             nano_cpus: None,
             labels: BTreeMap::new(),
             stop_timeout: Duration::from_secs(30),
+            stop_signal: None,
             // Hardened unless the caller says otherwise: the lifecycle's
             // policy fills in the limits.
             drop_all_capabilities: true,
@@ -641,9 +646,29 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     /// Starts the container; starting a running one is `Ok`.
     async fn start(&self, id: &str) -> Result<(), RuntimeError>;
 
-    /// SIGTERM, then SIGKILL after `timeout`; stopping a stopped container is
-    /// `Ok`, a missing one is `NotFound`.
+    /// The container's own stop signal (SIGTERM unless it was created with
+    /// another), then SIGKILL after `timeout`; stopping a stopped container
+    /// is `Ok`, a missing one is `NotFound`.
     async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError>;
+
+    /// Sends `signal` (a name such as `SIGINT`), waits at most `timeout` for
+    /// the container to exit, then SIGKILL: a stop with the signal chosen
+    /// per call, whatever the container was created with. Stopping a stopped
+    /// container is `Ok`, a missing one `NotFound`; like `stop`, a timed-out
+    /// call leaves the outcome unknown.
+    ///
+    /// The default is [`ContainerRuntime::stop`], which sends the
+    /// container's own stop signal: for wrappers and test doubles that only
+    /// forward `stop`.
+    async fn stop_with_signal(
+        &self,
+        id: &str,
+        signal: &str,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        let _ = signal;
+        self.stop(id, timeout).await
+    }
 
     /// SIGKILL; killing a container that is not running is `Ok`.
     async fn kill(&self, id: &str) -> Result<(), RuntimeError>;
