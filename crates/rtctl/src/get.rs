@@ -4,7 +4,7 @@
 //! The list mode is here; the watch mode is [`watch`]. Both read the games through [`games`],
 //! pick them with a [`selector`] and print them with one [`printer`] (rows from [`row`]).
 
-mod games;
+pub(crate) mod games;
 mod printer;
 mod row;
 mod selector;
@@ -15,7 +15,7 @@ use std::io::Write;
 use self::games::{InvalidGame, Shown, games_from, note_none_found, prefixes, select};
 pub(crate) use self::printer::OutputFormat;
 use self::printer::Printer;
-use self::selector::Selector;
+pub(crate) use self::selector::Selector;
 use super::client::{Client, check_name};
 use super::error::{CliError, Outcome};
 
