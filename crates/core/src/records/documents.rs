@@ -182,8 +182,7 @@ impl Documents {
         let name = &doc.metadata.name;
         let value = encode(doc)?;
         let key = self.keys.gameruntime(name);
-        let txn = revisions::forget(Txn::new(), &self.keys, name);
-        let txn = revisions::record(txn, &self.keys, name, 1, &value)
+        let txn = revisions::start(Txn::new(), &self.keys, name, &value)
             .when(Compare::Absent { key: key.clone() })
             .put(key, value);
         let outcome = self.store.txn(txn).await?;

@@ -36,6 +36,20 @@ pub fn forget(txn: Txn, keys: &Keys, game: &str) -> Txn {
     txn.delete_prefix(keys.revisions(game))
 }
 
+/// Adds to `txn` what a create of `game` does to its revisions: drop any left by an earlier
+/// game of the name and record `stored` as generation 1. (etcd refuses a transaction that
+/// deletes a range and puts a key inside it, so the ranges go around generation 1's key,
+/// which the put overwrites.)
+pub fn start(txn: Txn, keys: &Keys, game: &str, stored: &[u8]) -> Txn {
+    let first = keys.revision(game, 1);
+    let prefix = keys.revisions(game);
+    // The end of the prefix's range: its trailing '/' plus one is '0'.
+    let end = format!("{}0", prefix.trim_end_matches('/'));
+    txn.delete_range(prefix, first.clone())
+        .delete_range(format!("{first}\0"), end)
+        .put(first, stored.to_vec())
+}
+
 /// A kept revision: the generation it was and the document as stored then.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Revision {
