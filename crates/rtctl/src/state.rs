@@ -108,7 +108,7 @@ impl One<'_> {
         let modified = modify(client, name, source_ref, WRITE_ATTEMPTS, force, |doc| {
             // A forced stop of a game already set to Stopped (its stop waiting on a session)
             // still writes, so the annotation names a generation of its own.
-            if doc.spec.state == state && !(force && !forced(doc)) {
+            if doc.spec.state == state && (!force || forced(doc)) {
                 false
             } else {
                 doc.spec.state = state;

@@ -213,8 +213,7 @@ mod tests {
         assert_eq!(revisions.list("g10").await.unwrap().len(), 1);
         let left: Vec<String> = store
             .dump()
-            .into_iter()
-            .map(|(k, _)| k)
+            .into_keys()
             .filter(|k| k.contains("/revisions/g1/"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
