@@ -5,12 +5,14 @@
 //!
 //! - the controller, as `rtm-controller`, reconciles a game from apply to removal, and
 //!   removes the deleted game's history after its grace; it may not write documents;
-//! - the operator, as `rtm-operator`, applies, gets, restarts and deletes with rtctl; it may
-//!   not write the controller's records;
+//! - the operator, as `rtm-operator`, applies (a budget beside the game), gets, restarts,
+//!   allocates and releases, and deletes with rtctl; it may not write the controller's records;
 //! - the viewer, as `rtm-viewer`, may get and read the history, and every write is refused
 //!   (rtctl exit 7, permission_denied);
-//! - the matchmaker, as `rtm-matchmaker`, reads games and status and writes under
-//!   `sessions/`, and may neither write games nor status nor read the history.
+//! - the matchmaker, as `rtm-matchmaker`, allocates and releases a game through the library
+//!   (`records::sessions`: it reads games, status and the lease key, and writes under
+//!   `sessions/`), and may neither write games nor status nor leases nor read the history;
+//! - the controller may write sessions (it removes a deleted game's) and budget slots.
 //!
 //! The script runs twice: the second run changes nothing. Ignored by a bare `cargo test`
 //! (etcd, openssl and Docker are needed); `scripts/test` runs it.
@@ -27,6 +29,7 @@ use std::time::Duration;
 use rtm_controller::runtime::{ContainerRuntime, container_name};
 use rtm_core::model::Phase;
 use rtm_core::records::Documents;
+use rtm_core::records::sessions::{Released, SessionRequest, Sessions};
 use rtm_core::store::etcd::{Credentials, EtcdConfig, EtcdStore, TlsFiles};
 use rtm_core::store::{Keys, Store, StoreError, Txn};
 
@@ -250,11 +253,19 @@ async fn each_role_does_its_job_and_nothing_more() {
          spec:\n  image: {IMAGE_1}\n  stopTimeout: 5s\n"
         ),
     );
-    let applied = w.rtctl_ok(OPERATOR, &["apply", "-f", &manifest]);
+    let budget = w.manifest(
+        "budget.yaml",
+        "apiVersion: rtmanager.dev/v1alpha1\nkind: GameDisruptionBudget\nmetadata: {name: lp}\n\
+         spec:\n  selector: {matchLabels: {tier: lp}}\n  maxUnavailable: 1\n",
+    );
+    let applied = w.rtctl_ok(OPERATOR, &["apply", "-f", &manifest, "-f", &budget]);
     assert!(
-        applied.contains(&format!("gameruntime/{game} created")),
+        applied.contains(&format!("gameruntime/{game} created"))
+            && applied.contains("gamedisruptionbudget/lp created"),
         "{applied}"
     );
+    let budgets = w.rtctl_ok(OPERATOR, &["get", "budgets"]);
+    assert!(budgets.contains("lp"), "{budgets}");
     let running = async |not: Option<&str>| {
         eventually(CONVERGE, "the game to run", async || {
             let status = root
@@ -359,6 +370,32 @@ async fn each_role_does_its_job_and_nothing_more() {
         .delete(&session, kv.mod_revision)
         .await
         .expect("and is deleted");
+    matchmaker
+        .get(&w.keys.lease(&game))
+        .await
+        .expect("the matchmaker reads the lease key its allocation compares");
+    // The library call a matchmaker makes: allocate, then release, atomically.
+    let sessions = Sessions::new(matchmaker.clone(), w.keys.clone());
+    let request = SessionRequest {
+        reference: Some("LP-MATCH".into()),
+        ..SessionRequest::default()
+    };
+    let allocated = sessions
+        .allocate(&game, &request)
+        .await
+        .expect("the matchmaker allocates the Ready game");
+    assert!(allocated.value.is_allocated());
+    let listed = w.rtctl_ok(VIEWER, &["get", &game]);
+    assert!(listed.contains("Allocated"), "{listed}");
+    assert!(matches!(
+        sessions.release(&game, &request).await,
+        Ok(Released::Ended(_))
+    ));
+    // The operator allocates and releases with rtctl.
+    let said = w.rtctl_ok(OPERATOR, &["allocate", &game, "--ref", "LP-OP"]);
+    assert!(said.contains("allocated (ref LP-OP)"), "{said}");
+    let said = w.rtctl_ok(OPERATOR, &["release", &game]);
+    assert!(said.contains("released"), "{said}");
     denied(
         "the matchmaker writing a game",
         put(&matchmaker, &w.keys.gameruntime("mm-game")).await,
@@ -391,9 +428,28 @@ async fn each_role_does_its_job_and_nothing_more() {
         "the controller writing a game",
         put(&as_controller, &w.keys.gameruntime("c-game")).await,
     );
+    // The controller removes a deleted game's session, and takes budget slots.
+    for key in [session.clone(), w.keys.budget_slot("lp", 0)] {
+        put(&as_controller, &key)
+            .await
+            .unwrap_or_else(|e| panic!("the controller writes {key}: {e}"));
+        let kv = as_controller
+            .get(&key)
+            .await
+            .unwrap()
+            .expect("it reads back");
+        as_controller
+            .delete(&key, kv.mod_revision)
+            .await
+            .expect("and deletes it");
+    }
     denied(
-        "the controller writing a session",
-        put(&as_controller, &session).await,
+        "the controller writing a budget",
+        put(&as_controller, &w.keys.budget("c-budget")).await,
+    );
+    denied(
+        "the matchmaker writing a budget slot",
+        put(&matchmaker, &w.keys.budget_slot("lp", 1)).await,
     );
     denied(
         "anyone writing outside the prefix",

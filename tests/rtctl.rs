@@ -548,24 +548,33 @@ async fn get_prints_the_columns_filters_by_label_and_names() {
     assert_eq!(
         lines[0],
         [
-            "NAME", "STATE", "PHASE", "READY", "RESTARTS", "IMAGE", "AGE"
+            "NAME", "STATE", "PHASE", "READY", "SESSION", "RESTARTS", "IMAGE", "AGE"
         ]
     );
     assert_eq!(
-        lines[1][..6],
+        lines[1][..7],
         [
             "g1",
             "Running",
             "Running",
             "True",
+            "Idle",
             "1",
             "rtmanager-test/engine:1"
         ]
     );
-    assert!(lines[1][6].ends_with('s'), "age in seconds: {text}");
+    assert!(lines[1][7].ends_with('s'), "age in seconds: {text}");
     assert_eq!(
-        lines[2][..6],
-        ["g2", "Running", "-", "-", "0", "rtmanager-test/engine:1"]
+        lines[2][..7],
+        [
+            "g2",
+            "Running",
+            "-",
+            "-",
+            "Idle",
+            "0",
+            "rtmanager-test/engine:1"
+        ]
     );
     assert_eq!(lines.len(), 3, "{text}");
 
@@ -586,9 +595,11 @@ async fn get_prints_the_columns_filters_by_label_and_names() {
             "STATE",
             "PHASE",
             "READY",
+            "SESSION",
             "RESTARTS",
             "IMAGE",
             "AGE",
+            "SESSION-REF",
             "CONTAINER",
             "NODE",
             "HOSTNAME",
@@ -597,8 +608,8 @@ async fn get_prints_the_columns_filters_by_label_and_names() {
         ]
     );
     assert_eq!(
-        lines[1][7..],
-        ["0123456789ab", "-", "g1", "<none>", "<none>"]
+        lines[1][8..],
+        ["-", "0123456789ab", "-", "g1", "<none>", "<none>"]
     );
 
     world

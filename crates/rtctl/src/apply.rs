@@ -4,7 +4,8 @@
 //! Both compare the same thing: labels, annotations and spec. They ignore `status` (the
 //! controller's), the fields etcd and apply keep (`generation`, `resourceVersion`,
 //! `creationTimestamp`) and the per-request annotations `rtmanager.dev/op-source` and
-//! `rtmanager.dev/source-ref`, which apply sets on every write it makes. A file that leaves
+//! `rtmanager.dev/source-ref`, which apply sets on every write it makes (and
+//! `rtmanager.dev/force-disruption`, which a write by apply drops). A file that leaves
 //! `spec.restartToken` empty keeps the live token: a restart requested with `rtctl restart`
 //! is not undone (nor repeated) by the next apply. So `rtctl get NAME -o yaml` applied back is
 //! `unchanged`.
@@ -17,11 +18,11 @@ use similar::TextDiff;
 
 use super::client::{Client, check_name};
 use super::error::{CliError, Outcome, one_line};
-use super::input::{Input, read_inputs};
+use super::input::{Input, Inputs, read_objects};
 use super::output::note;
 use rtm_core::model::parse::to_yaml;
 use rtm_core::model::{
-    ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, OpSource, Timestamp,
+    ANNOTATION_FORCE, ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, OpSource, Timestamp,
 };
 use rtm_core::records::documents::DocumentError;
 use rtm_core::store::{KeyValue, Revision};
@@ -132,12 +133,15 @@ pub(crate) fn comparable(doc: &GameRuntime) -> GameRuntime {
     doc.metadata.creation_timestamp = None;
     doc.metadata.annotations.remove(ANNOTATION_OP_SOURCE);
     doc.metadata.annotations.remove(ANNOTATION_SOURCE_REF);
+    doc.metadata.annotations.remove(ANNOTATION_FORCE);
     doc
 }
 
 /// Marks a document about to be written as asked for by an admin through rtctl, with the
 /// request's correlation id.
 pub(crate) fn stamp_request(doc: &mut GameRuntime, source_ref: &str) {
+    // A force names the generation of the write that set it; this write makes another one.
+    doc.metadata.annotations.remove(ANNOTATION_FORCE);
     doc.metadata.annotations.insert(
         ANNOTATION_OP_SOURCE.to_owned(),
         OpSource::AdminCli.as_str().to_owned(),
@@ -187,14 +191,31 @@ pub(crate) async fn apply(
         check_ref(source_ref)?;
     }
     // Every document of every file is parsed and validated before anything is written.
-    let inputs = read_inputs(&args.files, args.recursive)?;
+    let Inputs {
+        games: inputs,
+        budgets,
+    } = read_objects(&args.files, args.recursive)?;
     let source_ref = args
         .source_ref
         .clone()
         .unwrap_or_else(|| generate_ref("apply"));
     check_host_ports(client, &inputs).await?;
-    let total = inputs.len();
+    let total = inputs.len() + budgets.len();
+    // Budgets first: a budget applied with the games it covers guards their changes.
+    for (done, input) in budgets.iter().enumerate() {
+        let action = super::budget::apply_one(client, input, args.dry_run)
+            .await
+            .map_err(|e| partial(e, done, total))?;
+        let suffix = if args.dry_run { " (dry run)" } else { "" };
+        writeln!(
+            out,
+            "gamedisruptionbudget/{} {}{suffix}",
+            input.budget.name(),
+            action.as_str()
+        )?;
+    }
     for (done, input) in inputs.iter().enumerate() {
+        let done = done + budgets.len();
         let action = apply_one(client, input, args, &source_ref)
             .await
             .map_err(|e| partial(e, done, total))?;
@@ -515,8 +536,17 @@ pub(crate) async fn diff(
     args: &DiffArgs,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
-    let inputs = read_inputs(&args.files, args.recursive)?;
+    let Inputs {
+        games: inputs,
+        budgets,
+    } = read_objects(&args.files, args.recursive)?;
     let mut outcome = Outcome::Success;
+    for input in &budgets {
+        if let Some(text) = super::budget::diff_one(client, input).await? {
+            out.write_all(text.as_bytes())?;
+            outcome = Outcome::Differences;
+        }
+    }
     for input in &inputs {
         let name = input.doc.metadata.name.as_str();
         let live = client.get(name).await?;

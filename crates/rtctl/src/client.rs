@@ -14,8 +14,11 @@ use super::output::warn;
 use rtm_core::model::validate::validate_name;
 use rtm_core::model::{GameRuntime, GameRuntimeStatus};
 use rtm_core::records::Documents;
+use rtm_core::records::budgets::{BudgetError, Budgets};
 use rtm_core::records::documents::DocumentError;
 use rtm_core::records::history::{DEFAULT_RETENTION, History, HistoryEntry, HistoryError};
+use rtm_core::records::revisions::{RevisionError, Revisions};
+use rtm_core::records::sessions::{SessionError, Sessions};
 use rtm_core::records::status;
 use rtm_core::store::etcd::EtcdStore;
 use rtm_core::store::{KeyValue, Keys, Listing, Revision, Store, StoreError};
@@ -29,6 +32,9 @@ pub(crate) struct Client {
     store: Arc<dyn Store>,
     docs: Documents,
     history: History,
+    sessions: Sessions,
+    budgets: Budgets,
+    revisions: Revisions,
     keys: Keys,
     endpoints: String,
     timeout: Duration,
@@ -67,6 +73,9 @@ impl Client {
         Client {
             docs: Documents::new(store.clone(), keys.clone()),
             history: History::new(store.clone(), keys.clone(), DEFAULT_RETENTION),
+            sessions: Sessions::new(store.clone(), keys.clone()),
+            budgets: Budgets::new(store.clone(), keys.clone()),
+            revisions: Revisions::new(store.clone(), keys.clone()),
             store,
             keys,
             endpoints,
@@ -82,6 +91,81 @@ impl Client {
         &self.docs
     }
 
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    pub(crate) fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    pub(crate) fn revisions(&self) -> &Revisions {
+        &self.revisions
+    }
+
+    /// A session failure while `doing` something, for people.
+    pub(crate) fn session_error(&self, error: SessionError, doing: &str) -> CliError {
+        let message = error.to_string();
+        match error {
+            SessionError::Invalid(message) => CliError::invalid(message),
+            SessionError::NotFound { game } => self.not_found(&game),
+            SessionError::NotReady { game, .. } => CliError::NotReady {
+                message: format!("{message} (not_ready); see `rtctl describe {game}`"),
+            },
+            SessionError::AlreadyAllocated { game, .. } => CliError::Conflict {
+                message: format!(
+                    "{message} (conflict); release it first with `rtctl release {game}`"
+                ),
+            },
+            SessionError::OtherSession { .. } | SessionError::Busy { .. } => CliError::Conflict {
+                message: format!("{message} (conflict)"),
+            },
+            SessionError::Store(e) => self.store_error(e, doing),
+        }
+    }
+
+    /// A budget failure while `doing` something, for people.
+    pub(crate) fn budget_error(&self, error: BudgetError, doing: &str) -> CliError {
+        let message = error.to_string();
+        match error {
+            BudgetError::Invalid { .. } => {
+                CliError::invalid(format!("{message}; fix it and try again"))
+            }
+            BudgetError::AlreadyExists { .. } | BudgetError::Conflict { .. } => {
+                CliError::Conflict {
+                    message: format!("{message}; run the command again"),
+                }
+            }
+            BudgetError::NotFound { name } => CliError::NotFoundKind {
+                kind: "gamedisruptionbudget",
+                name,
+                prefix: self.keys.prefix().to_owned(),
+                list: "rtctl get budgets",
+            },
+            BudgetError::Corrupt { .. } => CliError::Corrupt {
+                message: format!(
+                    "{}; `rtctl apply -f FILE` cannot replace it, remove it with `rtctl delete \
+                     budget NAME`",
+                    one_line(&message)
+                ),
+            },
+            BudgetError::Store(e) => self.store_error(e, doing),
+        }
+    }
+
+    /// A failure reading kept revisions while `doing` something, for people.
+    pub(crate) fn revision_error(&self, error: RevisionError, doing: &str) -> CliError {
+        match error {
+            RevisionError::Corrupt { key, message } => CliError::Corrupt {
+                message: format!(
+                    "the revision stored at {key} is not a valid GameRuntime ({}); delete it \
+                     with etcdctl, or undo by applying the file you want",
+                    one_line(&message)
+                ),
+            },
+            RevisionError::Store(e) => self.store_error(e, doing),
+        }
+    }
     /// A store failure while `doing` something, for people.
     pub(crate) fn store_error(&self, error: StoreError, doing: &str) -> CliError {
         map_store_error(&self.endpoints, self.timeout, error, doing)

@@ -1,5 +1,7 @@
-//! `rtctl delete`: deletes the documents (named, or read from `-f` files); with `--wait`,
-//! waits until the controller has removed the containers (their status is gone).
+//! `rtctl delete`: deletes the documents (named, read from `-f` files, or matched by `-l` /
+//! `--all`), refusing games in session unless `--force`; with `--wait`, waits until the
+//! controller has removed the containers (their status is gone). `delete budget NAME`
+//! deletes a disruption budget.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,21 +13,32 @@ use super::client::{Client, check_name};
 use super::error::{CliError, Outcome};
 use super::input::read_inputs;
 use super::request::DEFAULT_ACTION_TIMEOUT;
+use super::session::with_ref;
+use super::target::{Targets, each};
 use super::wait::engine::{Deadline, Follow, Wait, wait_for};
 use super::wait::{GoneWaiter, PhaseTracker};
 
 /// The arguments of `rtctl delete`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct DeleteArgs {
-    /// Games to delete.
-    #[arg(required_unless_present = "files", conflicts_with = "files")]
+    /// Games to delete (or `budget NAME` for a disruption budget).
+    #[arg(conflicts_with_all = ["files", "selector", "all"])]
     pub(crate) names: Vec<String>,
     /// Delete the games named in these files, directories or - (stdin).
-    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-", conflicts_with_all = ["selector", "all"])]
     pub(crate) files: Vec<PathBuf>,
     /// Read directories' subdirectories too.
     #[arg(short = 'R', long)]
     pub(crate) recursive: bool,
+    /// Delete every game whose labels match: key=value, key!=value, key, !key.
+    #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "all")]
+    pub(crate) selector: Option<String>,
+    /// Delete every game.
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// Delete games in session (Allocated) too, ending their matches.
+    #[arg(long)]
+    pub(crate) force: bool,
     /// Succeed for games that do not exist.
     #[arg(long)]
     pub(crate) ignore_not_found: bool,
@@ -37,14 +50,53 @@ pub(crate) struct DeleteArgs {
     pub(crate) timeout: Duration,
 }
 
-/// `rtctl delete`: deletes every game, then with `--wait` waits for each to be removed.
+impl DeleteArgs {
+    /// `delete budget NAME`: the budget's name.
+    pub(crate) fn budget(&self) -> Option<&str> {
+        match self.names.as_slice() {
+            [kind, name] if super::budget::is_budget_kind(kind) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The game names given on the command line (none for `delete budget NAME`).
+    pub(crate) fn game_names(&self) -> &[String] {
+        if self.budget().is_some() {
+            &[]
+        } else {
+            &self.names
+        }
+    }
+}
+
+/// `rtctl delete`: deletes every game, then with `--wait` waits for each to be removed. A game
+/// in session is refused (in_session) unless `--force`; with several games each is reported
+/// on its own line and the exit code is the worst.
 pub(crate) async fn delete(
     client: &Client,
     args: &DeleteArgs,
     out: &mut dyn Write,
     interrupt: &CancellationToken,
 ) -> Result<Outcome, CliError> {
-    let names: Vec<String> = if args.files.is_empty() {
+    if let Some(budget) = args.budget() {
+        return super::budget::delete(client, budget, out).await;
+    }
+    let bulk = args.selector.is_some() || args.all;
+    let names: Vec<String> = if bulk {
+        Targets {
+            names: Vec::new(),
+            selector: args.selector.clone(),
+            all: args.all,
+        }
+        .resolve(client, "delete")
+        .await?
+    } else if args.files.is_empty() {
+        if args.names.is_empty() {
+            return Err(CliError::usage(
+                "rtctl delete takes game names, -f FILE, -l SELECTOR or --all, e.g. `rtctl \
+                 delete arena-1`",
+            ));
+        }
         args.names.clone()
     } else {
         read_inputs(&args.files, args.recursive)?
@@ -56,19 +108,25 @@ pub(crate) async fn delete(
         check_name(name)?;
     }
     let mut deleted = Vec::new();
-    for name in &names {
-        match client.delete(name).await {
-            Ok(()) => {
-                writeln!(out, "gameruntime/{name} deleted")?;
+    let mut outcome = Outcome::Success;
+    if bulk {
+        outcome = each(&names, async |name: &str| {
+            delete_one(client, name, args, &mut *out).await.map(|gone| {
+                deleted.extend(gone.then(|| name.to_owned()));
+                Outcome::Success
+            })
+        })
+        .await;
+    } else {
+        for name in &names {
+            if delete_one(client, name, args, out).await? {
                 deleted.push(name.clone());
             }
-            Err(CliError::NotFound { .. }) if args.ignore_not_found => {}
-            Err(e) => return Err(e),
         }
     }
     out.flush()?;
     if !args.wait {
-        return Ok(Outcome::Success);
+        return Ok(outcome);
     }
     let deadline = Deadline::after(args.timeout);
     for name in &deleted {
@@ -88,5 +146,39 @@ pub(crate) async fn delete(
         })
         .await?;
     }
-    Ok(Outcome::Success)
+    Ok(outcome)
+}
+
+/// Deletes one game unless it is in session (and not `--force`); `false` when it did not
+/// exist and `--ignore-not-found` says that is fine.
+async fn delete_one(
+    client: &Client,
+    name: &str,
+    args: &DeleteArgs,
+    out: &mut dyn Write,
+) -> Result<bool, CliError> {
+    if !args.force {
+        let session = client
+            .sessions()
+            .get(name)
+            .await
+            .map_err(|e| client.session_error(e, &format!("reading the session of {name}")))?;
+        if let Some(session) = session.value.filter(|s| s.is_allocated()) {
+            return Err(CliError::InSession {
+                message: format!(
+                    "gameruntime/{name} is in session{} (in_session): deleting it ends the \
+                     match; release it first (`rtctl release {name}`) or delete with --force",
+                    with_ref(session.reference.as_deref())
+                ),
+            });
+        }
+    }
+    match client.delete(name).await {
+        Ok(()) => {
+            writeln!(out, "gameruntime/{name} deleted")?;
+            Ok(true)
+        }
+        Err(CliError::NotFound { .. }) if args.ignore_not_found => Ok(false),
+        Err(e) => Err(e),
+    }
 }

@@ -1,5 +1,6 @@
 //! `rtctl describe NAME`: one game laid out for a person — spec, status (with where players
-//! connect), the health check and what it last saw, conditions and the last history entries.
+//! connect), its session (Allocated or Idle), the health check and what it last saw,
+//! conditions (UpdatePending among them: what waits, and why) and the last history entries.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -11,7 +12,7 @@ use super::history::table as history_table;
 use super::output::{Table, age_since, published_ports, short_id};
 use rtm_core::model::{
     Condition, GameRuntime, GameRuntimeSpec, GameRuntimeStatus, HealthCheck, HealthStatus,
-    HealthVerdict, LastOperation, Timestamp,
+    HealthVerdict, LastOperation, Session, Timestamp,
 };
 use rtm_core::records::history::HistoryEntry;
 use rtm_core::records::lease::LeaseRecord;
@@ -36,6 +37,12 @@ pub(crate) async fn describe(
     let decoded = client.documents().decode(&raw);
     let status = client.status(name).await?;
     let history = client.history(name, HISTORY_ENTRIES).await?;
+    let session = client
+        .sessions()
+        .get(name)
+        .await
+        .map_err(|e| client.session_error(e, &format!("reading the session of {name}")))?
+        .value;
     let lease = match client.raw(&keys.lease(name)).await? {
         Some(lease) => {
             let heartbeat = match lease_record(&lease) {
@@ -59,7 +66,9 @@ pub(crate) async fn describe(
     match decoded {
         Ok(mut doc) => {
             doc.status = status;
-            out.write_all(render(&doc, &history, lease.as_ref(), now).as_bytes())?;
+            out.write_all(
+                render(&doc, session.as_ref(), &history, lease.as_ref(), now).as_bytes(),
+            )?;
             Ok(Outcome::Success)
         }
         Err(error) => {
@@ -233,6 +242,7 @@ fn list_or_none(items: &[String]) -> String {
 /// The whole description.
 pub(crate) fn render(
     doc: &GameRuntime,
+    session: Option<&Session>,
     history: &[HistoryEntry],
     lease: Option<&LeaseView>,
     now: SystemTime,
@@ -241,6 +251,7 @@ pub(crate) fn render(
     render_metadata(&mut text, doc, now);
     render_spec(&mut text, doc);
     lease_field(&mut text, lease, now);
+    render_session(&mut text, session, now);
     render_status(&mut text, doc.status.as_ref(), doc.metadata.generation, now);
     if let Some(check) = &doc.spec.health_check {
         render_health(&mut text, check, doc.status.as_ref(), now);
@@ -506,6 +517,35 @@ fn last_operation(op: &LastOperation, now: SystemTime) -> String {
     line
 }
 
+/// The `Session:` section: the record at `sessions/<game>` (none: Idle).
+fn render_session(text: &mut String, session: Option<&Session>, now: SystemTime) {
+    let Some(session) = session else {
+        field(text, 0, "Session", "Idle (no session record)");
+        return;
+    };
+    let _ = writeln!(text, "Session:");
+    field(text, 2, "State", session.state.as_str());
+    field(
+        text,
+        2,
+        "Ref",
+        session.reference.as_deref().unwrap_or("<none>"),
+    );
+    field(text, 2, "Since", &when(Some(session.since), now));
+    field(
+        text,
+        2,
+        "Container",
+        session.container_id.as_deref().map_or("<none>", short_id),
+    );
+    field(
+        text,
+        2,
+        "Source",
+        session.source.as_deref().unwrap_or("api"),
+    );
+}
+
 /// The `Conditions:` table.
 fn render_conditions(text: &mut String, conditions: &[Condition], now: SystemTime) {
     let _ = writeln!(text, "Conditions:");
@@ -563,7 +603,7 @@ mod tests {
             ..GameRuntimeStatus::default()
         });
         let entry = HistoryEntry::begin("g1", "op-1", OpKind::Start, OpSource::Reconcile);
-        let text = render(&doc, &[entry], None, SystemTime::now());
+        let text = render(&doc, None, &[entry], None, SystemTime::now());
         for expected in [
             "Name:                      g1\n",
             "Labels:                    tier=ranked\n",
@@ -623,7 +663,7 @@ mod tests {
             phase: Phase::Running,
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, &[], None, SystemTime::now());
+        let text = render(&doc, None, &[], None, SystemTime::now());
         assert!(
             text.contains("  Address:                 <none>\n  Ports:                   <none>\n"),
             "{text}"
@@ -644,7 +684,7 @@ mod tests {
                 host_port: 17001,
             },
         ];
-        let text = render(&doc, &[], None, SystemTime::now());
+        let text = render(&doc, None, &[], None, SystemTime::now());
         assert!(
             text.contains(
                 "  Address:                 10.1.2.3\n\
@@ -678,7 +718,7 @@ mod tests {
             }),
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, &[], None, now);
+        let text = render(&doc, None, &[], None, now);
         assert_eq!(
             section(&text, "Health Check:"),
             [
@@ -707,7 +747,7 @@ mod tests {
         let mut doc = checked_game();
         let now = SystemTime::now();
         // No status at all yet, then a status the probes have not reported in.
-        let text = render(&doc, &[], None, now);
+        let text = render(&doc, None, &[], None, now);
         assert!(
             text.contains(
                 "  Startup Timeout:         2m\n  Verdict:                 no result yet\n"
@@ -719,7 +759,7 @@ mod tests {
             conditions: vec![ready(ConditionStatus::False, "Starting", "")],
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, &[], None, now);
+        let text = render(&doc, None, &[], None, now);
         assert!(
             text.contains("  Verdict:                 no result yet\n"),
             "{text}"
@@ -733,7 +773,7 @@ mod tests {
             message: None,
             since: None,
         });
-        let text = render(&doc, &[], None, now);
+        let text = render(&doc, None, &[], None, now);
         for expected in [
             "  Verdict:                 Unknown (no result yet)\n",
             "  Passed:                  not yet\n",
@@ -760,7 +800,7 @@ mod tests {
             }),
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, &[], None, SystemTime::now());
+        let text = render(&doc, None, &[], None, SystemTime::now());
         for expected in [
             "  Verdict:                 Passing\n",
             "  Probed With:             tcp :7000 (an earlier spec)\n",
@@ -779,8 +819,65 @@ mod tests {
         .unwrap()
         .remove(0);
         doc.status = Some(GameRuntimeStatus::default());
-        let text = render(&doc, &[], None, SystemTime::now());
+        let text = render(&doc, None, &[], None, SystemTime::now());
         assert!(!text.contains("Health Check:"), "{text}");
         assert!(text.contains("Conditions:\n  <none>\n"), "{text}");
+    }
+
+    #[test]
+    fn the_session_and_an_update_pending_condition_are_described() {
+        use rtm_core::model::{SessionState, UPDATE_PENDING};
+        let now = SystemTime::now();
+        let mut doc = rtm_core::model::fixtures::game("g1").build();
+        doc.status = Some(GameRuntimeStatus {
+            conditions: vec![
+                ready(ConditionStatus::True, "ContainerRunning", ""),
+                Condition {
+                    type_: UPDATE_PENDING.into(),
+                    status: ConditionStatus::True,
+                    reason: "InSession".into(),
+                    message: "the restart waits for the session (ref match-42) to end".into(),
+                    last_transition_time: Some(Timestamp::now()),
+                },
+            ],
+            ..GameRuntimeStatus::default()
+        });
+        let session = Session {
+            state: SessionState::Allocated,
+            reference: Some("match-42".into()),
+            since: Timestamp::now(),
+            container_id: Some("0123456789abcdef0123".into()),
+            source: Some("admin_cli".into()),
+        };
+        let text = render(&doc, Some(&session), &[], None, now);
+        let described = section(&text, "Session:");
+        assert!(
+            described
+                .iter()
+                .any(|l| l.contains("State:") && l.ends_with("Allocated")),
+            "{text}"
+        );
+        assert!(described.iter().any(|l| l.ends_with("match-42")), "{text}");
+        assert!(
+            described.iter().any(|l| l.ends_with("0123456789ab")),
+            "{text}"
+        );
+        assert!(described.iter().any(|l| l.ends_with("admin_cli")), "{text}");
+        let conditions = section(&text, "Conditions:");
+        let pending = conditions
+            .iter()
+            .find(|l| l.trim_start().starts_with("UpdatePending"))
+            .unwrap_or_else(|| panic!("no UpdatePending row:\n{text}"));
+        assert!(
+            pending.contains("True") && pending.contains("InSession"),
+            "{pending}"
+        );
+        assert!(
+            pending.ends_with("the restart waits for the session (ref match-42) to end"),
+            "{pending}"
+        );
+        let idle = render(&doc, None, &[], None, now);
+        assert!(idle.contains("Session:"), "{idle}");
+        assert!(idle.contains("Idle (no session record)"), "{idle}");
     }
 }

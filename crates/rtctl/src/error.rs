@@ -17,6 +17,9 @@
 //! | 10   | internal | other corrupt data in etcd (a history entry), or a bug in rtctl |
 //! | 11   | output | the output could not be written (other than a closed pipe) |
 //! | 12   | corrupt | a stored document cannot be read: `get` shows it `Invalid`; `apply --force` replaces it |
+//! | 13   | not_ready | `allocate`: the game is not Ready, so no match is sent to it |
+//! | 14   | in_session | `delete`: the game is Allocated (release it, or `--force`) |
+//! | 15   | not done | `rollout status`: some game is not yet updated and Ready (`-w` waits; its timeout is 9) |
 //! | 130  | interrupted | Ctrl-C while waiting |
 //!
 //! [`EXIT_CODES_HELP`] is the same table for `rtctl --help`; a test keeps them together.
@@ -41,6 +44,9 @@ pub(crate) mod exit {
     pub(crate) const INTERNAL: u8 = 10;
     pub(crate) const OUTPUT: u8 = 11;
     pub(crate) const CORRUPT: u8 = 12;
+    pub(crate) const NOT_READY: u8 = 13;
+    pub(crate) const IN_SESSION: u8 = 14;
+    pub(crate) const NOT_DONE: u8 = 15;
     pub(crate) const INTERRUPTED: u8 = 130;
 }
 
@@ -60,6 +66,9 @@ Exit codes:
     10   internal: other corrupt data in etcd (a history entry), or a bug in rtctl
     11   the output could not be written
     12   corrupt: a stored document cannot be read (get shows it Invalid; apply --force replaces it)
+    13   not_ready: allocate: the game is not Ready
+    14   in_session: delete: the game is Allocated (release it, or --force)
+    15   rollout status: not every game is updated and Ready yet (-w waits; its timeout is 9)
     130  interrupted (Ctrl-C) while waiting";
 
 /// Why an rtctl command failed. Every message is one line, names the object and says what
@@ -77,6 +86,19 @@ pub(crate) enum CliError {
     /// The game does not exist.
     #[error("gameruntime/{name} not found under prefix {prefix}; list the games with `rtctl get`")]
     NotFound { name: String, prefix: String },
+
+    /// An object of another kind (a budget, a revision) does not exist.
+    #[error("{kind}/{name} not found under prefix {prefix}; list them with `{list}`")]
+    NotFoundKind {
+        kind: &'static str,
+        name: String,
+        prefix: String,
+        list: &'static str,
+    },
+
+    /// Something asked for is not there (e.g. an earlier revision to roll back to).
+    #[error("{message}")]
+    Missing { message: String },
 
     /// A concurrent change won.
     #[error("{message}")]
@@ -145,6 +167,14 @@ pub(crate) enum CliError {
     #[error("{message}")]
     Corrupt { message: String },
 
+    /// The game is not Ready, so it cannot be allocated.
+    #[error("{message}")]
+    NotReady { message: String },
+
+    /// The game is Allocated: a delete would end its match.
+    #[error("{message}")]
+    InSession { message: String },
+
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
@@ -174,7 +204,9 @@ impl CliError {
         match self {
             CliError::Usage { .. } => exit::USAGE,
             CliError::Invalid { .. } => exit::INVALID,
-            CliError::NotFound { .. } => exit::NOT_FOUND,
+            CliError::NotFound { .. }
+            | CliError::NotFoundKind { .. }
+            | CliError::Missing { .. } => exit::NOT_FOUND,
             CliError::Conflict { .. } => exit::CONFLICT,
             CliError::Unavailable { .. } => exit::UNAVAILABLE,
             CliError::PermissionDenied { .. } | CliError::Credentials { .. } => {
@@ -185,6 +217,8 @@ impl CliError {
             CliError::Internal { .. } => exit::INTERNAL,
             CliError::Output(_) => exit::OUTPUT,
             CliError::Corrupt { .. } => exit::CORRUPT,
+            CliError::NotReady { .. } => exit::NOT_READY,
+            CliError::InSession { .. } => exit::IN_SESSION,
             CliError::Interrupted { .. } => exit::INTERRUPTED,
         }
     }
@@ -195,7 +229,9 @@ impl CliError {
     pub(crate) fn code(&self) -> Option<ErrorCode> {
         match self {
             CliError::Usage { .. } | CliError::Invalid { .. } => Some(ErrorCode::InvalidRequest),
-            CliError::NotFound { .. } => Some(ErrorCode::NotFound),
+            CliError::NotFound { .. }
+            | CliError::NotFoundKind { .. }
+            | CliError::Missing { .. } => Some(ErrorCode::NotFound),
             CliError::Conflict { .. } => Some(ErrorCode::Conflict),
             CliError::Unavailable { .. } => Some(ErrorCode::ServiceUnavailable),
             CliError::PermissionDenied { .. } | CliError::Credentials { .. } => {
@@ -205,6 +241,8 @@ impl CliError {
             CliError::Internal { .. } => Some(ErrorCode::Internal),
             // Not rtmanager's invariant breaking: someone stored what no version wrote.
             CliError::Corrupt { .. } => Some(ErrorCode::InvalidRequest),
+            CliError::NotReady { .. } => Some(ErrorCode::NotReady),
+            CliError::InSession { .. } => Some(ErrorCode::InSession),
             CliError::Timeout { .. } | CliError::Interrupted { .. } | CliError::Output(_) => None,
         }
     }
@@ -216,11 +254,14 @@ impl CliError {
     }
 }
 
-/// What a command that ran to its end reports: success, or `diff`'s "differences found".
+/// What a command that ran to its end reports: success, `diff`'s "differences found", or
+/// the exit code of a command that reported its failures itself (a bulk verb's worst, one
+/// line per game; `rollout status` not done).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Success,
     Differences,
+    Exit(u8),
 }
 
 impl Outcome {
@@ -228,6 +269,21 @@ impl Outcome {
         match self {
             Outcome::Success => ExitCode::from(exit::SUCCESS),
             Outcome::Differences => ExitCode::from(exit::DIFFERENCES),
+            Outcome::Exit(code) => ExitCode::from(code),
+        }
+    }
+
+    /// The worse of two outcomes of a bulk verb: the higher exit code (success is 0).
+    pub(crate) fn worst(self, other: Outcome) -> Outcome {
+        let code = |o: Outcome| match o {
+            Outcome::Success => exit::SUCCESS,
+            Outcome::Differences => exit::DIFFERENCES,
+            Outcome::Exit(code) => code,
+        };
+        if code(other) > code(self) {
+            other
+        } else {
+            self
         }
     }
 }
@@ -274,7 +330,7 @@ mod tests {
 
     #[test]
     fn the_module_doc_and_the_help_list_the_same_exit_codes() {
-        let expected = vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 130];
+        let expected = vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 130];
         assert_eq!(codes_in_module_doc(), expected);
         assert_eq!(codes_in_help(), expected);
     }
@@ -321,6 +377,12 @@ mod tests {
             CliError::Interrupted {
                 what: "w".into(),
                 hint: "h".into(),
+            },
+            CliError::NotReady {
+                message: "n".into(),
+            },
+            CliError::InSession {
+                message: "s".into(),
             },
         ];
         let mut codes: Vec<u8> = errors.iter().map(CliError::exit_code).collect();

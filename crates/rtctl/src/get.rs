@@ -4,7 +4,7 @@
 //! The list mode is here; the watch mode is [`watch`]. Both read the games through [`games`],
 //! pick them with a [`selector`] and print them with one [`printer`] (rows from [`row`]).
 
-mod games;
+pub(crate) mod games;
 mod printer;
 mod row;
 mod selector;
@@ -12,10 +12,12 @@ mod watch;
 
 use std::io::Write;
 
-use self::games::{InvalidGame, Shown, games_from, note_none_found, prefixes, select};
+use self::games::{
+    InvalidGame, Shown, games_from, note_none_found, prefixes, select, sessions_from,
+};
 pub(crate) use self::printer::OutputFormat;
 use self::printer::Printer;
-use self::selector::Selector;
+pub(crate) use self::selector::Selector;
 use super::client::{Client, check_name};
 use super::error::{CliError, Outcome};
 
@@ -120,6 +122,7 @@ async fn list(
         .filter(|n| !games.contains_key(*n) && !invalid.contains_key(*n))
         .collect();
     let mut printer = Printer::new(args.output, false, false);
+    printer.set_sessions(sessions_from(client.keys(), &listings[2]));
     if shown.is_empty() && args.names.is_empty() {
         note_none_found(client.keys());
         if args.output == OutputFormat::Json {

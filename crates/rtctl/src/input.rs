@@ -1,13 +1,14 @@
 //! The `-f FILE|DIR|-` inputs of apply, diff and delete: read every file, parse and validate
-//! every document, and refuse the whole set when any one is wrong, so nothing is half-applied.
+//! every document (GameRuntimes and GameDisruptionBudgets), and refuse the whole set when any
+//! one is wrong, so nothing is half-applied.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::error::{CliError, one_line};
-use rtm_core::model::GameRuntime;
-use rtm_core::model::parse::{MAX_FILE_BYTES, ParseError, parse_documents};
+use rtm_core::model::parse::{MAX_FILE_BYTES, Object, ParseError, parse_objects};
+use rtm_core::model::{GameDisruptionBudget, GameRuntime};
 
 /// File name endings read from a directory.
 const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
@@ -22,10 +23,35 @@ pub(crate) struct Input {
     pub(crate) index: usize,
 }
 
-/// Reads and checks every document of every `-f` argument. Directories contribute their
-/// `*.yaml`, `*.yml` and `*.json` files in name order (and their subdirectories' with
-/// `recursive`).
+/// One disruption budget document and where it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct BudgetInput {
+    pub(crate) budget: GameDisruptionBudget,
+}
+
+/// Every document of the `-f` arguments, by kind.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Inputs {
+    pub(crate) games: Vec<Input>,
+    pub(crate) budgets: Vec<BudgetInput>,
+}
+
+/// Reads and checks every GameRuntime of every `-f` argument (a GameDisruptionBudget among
+/// them is skipped: the callers of this act on games only).
 pub(crate) fn read_inputs(paths: &[PathBuf], recursive: bool) -> Result<Vec<Input>, CliError> {
+    let inputs = read_objects(paths, recursive)?;
+    if inputs.games.is_empty() {
+        return Err(CliError::invalid(
+            "no GameRuntime documents found in the given files; nothing was written",
+        ));
+    }
+    Ok(inputs.games)
+}
+
+/// Reads and checks every document of every `-f` argument, GameRuntimes and
+/// GameDisruptionBudgets. Directories contribute their `*.yaml`, `*.yml` and `*.json` files
+/// in name order (and their subdirectories' with `recursive`).
+pub(crate) fn read_objects(paths: &[PathBuf], recursive: bool) -> Result<Inputs, CliError> {
     let mut files = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {
@@ -46,8 +72,8 @@ pub(crate) fn read_inputs(paths: &[PathBuf], recursive: bool) -> Result<Vec<Inpu
         }
     }
 
-    let mut inputs: Vec<Input> = Vec::new();
-    let mut first_use: HashMap<String, (String, usize)> = HashMap::new();
+    let mut inputs = Inputs::default();
+    let mut first_use: HashMap<(&'static str, String), (String, usize)> = HashMap::new();
     let mut stdin_read = false;
     for file in files {
         let (source, text) = match file {
@@ -60,30 +86,40 @@ pub(crate) fn read_inputs(paths: &[PathBuf], recursive: bool) -> Result<Vec<Inpu
             }
             Some(path) => (path.display().to_string(), read_file(&path)?),
         };
-        let docs = parse_documents(&text).map_err(|e| parse_error(&source, &e))?;
-        for (i, doc) in docs.into_iter().enumerate() {
-            // parse_documents skips empty documents, so count the kept ones for the message;
+        let objects = parse_objects(&text).map_err(|e| parse_error(&source, &e))?;
+        for (i, object) in objects.into_iter().enumerate() {
+            // parse_objects skips empty documents, so count the kept ones for the message;
             // its own errors carry the exact index.
             let index = i + 1;
-            let name = doc.metadata.name.clone();
-            if let Some((other, other_index)) = first_use.get(&name) {
+            let name = object.name().to_owned();
+            let used = (object.kind(), name.clone());
+            if let Some((other, other_index)) = first_use.get(&used) {
+                let what = if matches!(object, Object::Game(_)) {
+                    "game"
+                } else {
+                    "budget"
+                };
                 return Err(CliError::invalid(format!(
                     "{source}: document {index} ({name}): metadata.name {name:?} is also used by \
-                     document {other_index} of {other}; each game may appear once; nothing was \
+                     document {other_index} of {other}; each {what} may appear once; nothing was \
                      written"
                 )));
             }
-            first_use.insert(name, (source.clone(), index));
-            inputs.push(Input {
-                doc,
-                source: source.clone(),
-                index,
-            });
+            first_use.insert(used, (source.clone(), index));
+            match object {
+                Object::Game(doc) => inputs.games.push(Input {
+                    doc,
+                    source: source.clone(),
+                    index,
+                }),
+                Object::Budget(budget) => inputs.budgets.push(BudgetInput { budget }),
+            }
         }
     }
-    if inputs.is_empty() {
+    if inputs.games.is_empty() && inputs.budgets.is_empty() {
         return Err(CliError::invalid(
-            "no GameRuntime documents found in the given files; nothing was written",
+            "no GameRuntime or GameDisruptionBudget documents found in the given files; nothing \
+             was written",
         ));
     }
     Ok(inputs)

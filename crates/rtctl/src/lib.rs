@@ -8,6 +8,12 @@
 //!   games of a listing, invalid ones included, and which a command line picks),
 //!   `get::selector` (`-l`), `get::row` (table rows) and `get::printer` (the `-o` formats)
 //! - `describe` — `describe`
+//! - `budget` — GameDisruptionBudgets: their part of `apply`/`diff`, `get budgets`, `describe
+//!   budget`, `delete budget`
+//! - `session` — `allocate`, `release`
+//! - `rollout` — `rollout status`, `rollout undo`
+//! - `target` — which games a verb acts on (names, `-l`, `--all`) and the one-line-per-game
+//!   report of the bulk verbs
 //! - `history` — `history`
 //! - `restart` — `restart` (and the waiter that follows a restart request to its outcome)
 //! - `state` — `stop`, `start`
@@ -31,6 +37,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod apply;
+mod budget;
 mod client;
 mod context;
 mod delete;
@@ -42,7 +49,10 @@ mod input;
 mod output;
 mod request;
 mod restart;
+mod rollout;
+mod session;
 mod state;
+mod target;
 mod wait;
 
 use std::ffi::OsString;
@@ -85,16 +95,33 @@ pub(crate) enum Command {
     Apply(apply::ApplyArgs),
     /// Show how files differ from the live games (exit 0: none, 1: differences, >1: error).
     Diff(apply::DiffArgs),
-    /// List games, or follow their changes with -w.
+    /// List games (or disruption budgets: `get budgets`), or follow their changes with -w.
     #[command(
         after_help = "Examples:\n  rtctl get\n  rtctl get arena-1 -o yaml\n  rtctl get \
-                            -l tier=ranked -o wide\n  rtctl get -w"
+                            -l tier=ranked -o wide\n  rtctl get -w\n  rtctl get budgets"
     )]
     Get(get::GetArgs),
-    /// Show one game in detail: spec, status, health check, conditions, recent history.
+    /// Show one game in detail: spec, status, session, health check, conditions, recent
+    /// history; or a disruption budget (`describe budget NAME`).
     Describe {
-        /// The game.
+        /// The game (or `budget`, then the budget's name).
         name: String,
+        /// With `budget`: the budget's name.
+        budget: Option<String>,
+    },
+    /// Allocate a game to a session (a match): voluntary disruptions then wait for its end.
+    #[command(after_help = "Examples:\n  rtctl allocate arena-1 --ref match-42")]
+    Allocate(session::AllocateArgs),
+    /// End a game's session; an idle game stays idle.
+    #[command(
+        after_help = "Examples:\n  rtctl release arena-1\n  rtctl release arena-1 \
+                            --if-ref match-42"
+    )]
+    Release(session::ReleaseArgs),
+    /// Follow or undo a rollout over many games.
+    Rollout {
+        #[command(subcommand)]
+        command: rollout::RolloutCommand,
     },
     /// Show a game's operation log, newest first.
     History(history::HistoryArgs),
@@ -105,10 +132,17 @@ pub(crate) enum Command {
     )]
     Restart(restart::RestartArgs),
     /// Ask for the game's container to stop: sets spec.state to Stopped.
-    Stop(state::StateArgs),
+    #[command(
+        after_help = "Examples:\n  rtctl stop arena-1\n  rtctl stop -l tier=casual\n  \
+                            rtctl stop arena-1 --force"
+    )]
+    Stop(state::StopArgs),
     /// Ask for the game's container to run: sets spec.state to Running.
     Start(state::StateArgs),
-    /// Delete games; the controller then removes their containers.
+    /// Delete games (or a disruption budget: `delete budget NAME`); the controller then
+    /// removes their containers.
+    #[command(after_help = "Examples:\n  rtctl delete arena-1\n  rtctl delete -l \
+                            tier=casual\n  rtctl delete budget casual")]
     Delete(delete::DeleteArgs),
     /// Wait until games reach a phase, a condition, or are gone.
     #[command(
@@ -117,7 +151,8 @@ pub(crate) enum Command {
                             --for=delete"
     )]
     Wait(wait::WaitArgs),
-    /// Print the GameRuntime CustomResourceDefinition (generated from the types).
+    /// Print the CustomResourceDefinitions of GameRuntime and GameDisruptionBudget (generated
+    /// from the types).
     Crd,
     /// Print a shell completion script.
     #[command(after_help = "Examples:\n  rtctl completion bash > \
@@ -148,12 +183,30 @@ impl Command {
     /// The game names given on the command line.
     fn names(&self) -> Vec<&str> {
         match self {
-            Command::Get(args) => args.names.iter().map(String::as_str).collect(),
-            Command::Describe { name } => vec![name],
+            Command::Get(args) => match args.names.split_first() {
+                Some((kind, rest)) if budget::is_budget_kind(kind) => {
+                    rest.iter().map(String::as_str).collect()
+                }
+                _ => args.names.iter().map(String::as_str).collect(),
+            },
+            Command::Describe { name, budget } => match budget {
+                Some(budget) => vec![budget],
+                None => vec![name],
+            },
             Command::History(args) => vec![&args.name],
-            Command::Restart(args) => vec![&args.name],
-            Command::Stop(args) | Command::Start(args) => vec![&args.name],
-            Command::Delete(args) => args.names.iter().map(String::as_str).collect(),
+            Command::Allocate(args) => vec![&args.name],
+            Command::Release(args) => vec![&args.name],
+            Command::Restart(args) => args.targets.names.iter().map(String::as_str).collect(),
+            Command::Stop(args) => args
+                .state
+                .targets
+                .names
+                .iter()
+                .map(String::as_str)
+                .collect(),
+            Command::Start(args) => args.targets.names.iter().map(String::as_str).collect(),
+            Command::Rollout { command } => command.names(),
+            Command::Delete(args) => args.game_names().iter().map(String::as_str).collect(),
             Command::Wait(args) => args.names.iter().map(String::as_str).collect(),
             Command::Apply(_)
             | Command::Diff(_)
@@ -169,7 +222,9 @@ impl Command {
         match self {
             Command::Get(args) => args.watch || args.watch_only,
             Command::Restart(args) => args.wait,
-            Command::Stop(args) | Command::Start(args) => args.wait,
+            Command::Stop(args) => args.state.wait,
+            Command::Start(args) => args.wait,
+            Command::Rollout { command } => command.waits(),
             Command::Delete(args) => args.wait,
             Command::Wait(_) => true,
             _ => false,
@@ -265,6 +320,8 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
     match &cli.command {
         Command::Crd => {
             out.write_all(rtm_core::model::crd_yaml().as_bytes())?;
+            out.write_all(b"---\n")?;
+            out.write_all(rtm_core::model::crd::budget_crd_yaml().as_bytes())?;
             return Ok(Outcome::Success);
         }
         Command::Completion { shell } => {
@@ -302,15 +359,48 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
     match &cli.command {
         Command::Apply(args) => apply::apply(&client, args, out).await,
         Command::Diff(args) => apply::diff(&client, args, out).await,
-        Command::Get(args) => get::get(&client, args, out, interrupt.cancelled()).await,
-        Command::Describe { name } => describe::describe(&client, name, out).await,
+        Command::Get(args) => match args.names.split_first() {
+            Some((kind, rest)) if budget::is_budget_kind(kind) => {
+                if rest.len() > 1 || args.watch || args.watch_only || args.selector.is_some() {
+                    return Err(CliError::usage(
+                        "rtctl get budgets takes at most one name, and neither -w nor -l",
+                    ));
+                }
+                let name = rest.first().map(String::as_str);
+                budget::get(&client, name, args.output, args.no_headers, out).await
+            }
+            _ => get::get(&client, args, out, interrupt.cancelled()).await,
+        },
+        Command::Describe {
+            name,
+            budget: Some(budget_name),
+        } => {
+            if !budget::is_budget_kind(name) {
+                return Err(CliError::usage(format!(
+                    "rtctl describe takes one game name, or `budget NAME`; {name:?} is not a kind"
+                )));
+            }
+            budget::describe(&client, budget_name, out).await
+        }
+        Command::Describe { name, budget: None } => describe::describe(&client, name, out).await,
+        Command::Allocate(args) => session::allocate(&client, args, out).await,
+        Command::Release(args) => session::release(&client, args, out).await,
+        Command::Rollout { command } => rollout::rollout(&client, command, out, &interrupt).await,
         Command::History(args) => history::history(&client, args, out).await,
         Command::Restart(args) => restart::restart(&client, args, out, &interrupt).await,
         Command::Stop(args) => {
-            state::set_state(&client, args, DesiredState::Stopped, out, &interrupt).await
+            state::set_state(
+                &client,
+                &args.state,
+                args.force,
+                DesiredState::Stopped,
+                out,
+                &interrupt,
+            )
+            .await
         }
         Command::Start(args) => {
-            state::set_state(&client, args, DesiredState::Running, out, &interrupt).await
+            state::set_state(&client, args, false, DesiredState::Running, out, &interrupt).await
         }
         Command::Delete(args) => delete::delete(&client, args, out, &interrupt).await,
         Command::Wait(args) => wait::wait(&client, args, out, &interrupt).await,

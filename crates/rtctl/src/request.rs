@@ -5,11 +5,17 @@
 //! (re-read and retry on conflict) and carries the request annotations
 //! (`rtmanager.dev/op-source: admin_cli`, `rtmanager.dev/source-ref: <ref>`), which the
 //! controller records in the history of the operation it runs for the change.
+//!
+//! `--force` (restart, stop) also sets `rtmanager.dev/force-disruption` to the generation the
+//! write creates, so that change, and only it, goes past the game's session and its budgets;
+//! any write without `--force` drops an annotation left by an earlier one.
 
 use super::apply::{backoff, check_ref, generate_ref, landed, rv_of, stamp_request};
 use super::client::Client;
 use super::error::CliError;
-use rtm_core::model::GameRuntime;
+use super::output::note;
+use super::session::with_ref;
+use rtm_core::model::{ANNOTATION_FORCE, GameRuntime};
 use rtm_core::records::documents::DocumentError;
 
 /// How long the verbs' `--wait` waits unless told otherwise.
@@ -24,13 +30,14 @@ pub(crate) struct Modified {
 }
 
 /// Reads the game, lets `change` edit it (returning whether it changed anything) and writes
-/// it back with the request annotations, re-reading and retrying when someone else wrote
-/// first.
+/// it back with the request annotations (and, with `force`, the force annotation naming the
+/// generation the write makes), re-reading and retrying when someone else wrote first.
 pub(crate) async fn modify(
     client: &Client,
     name: &str,
     source_ref: &str,
     attempts: u32,
+    force: bool,
     mut change: impl FnMut(&mut GameRuntime) -> bool,
 ) -> Result<Modified, CliError> {
     let mut attempt = 0;
@@ -49,6 +56,9 @@ pub(crate) async fn modify(
             });
         }
         stamp_request(&mut doc, source_ref);
+        if force {
+            force_generation(&mut doc);
+        }
         match client.update(&doc, rv).await {
             Ok(written) => {
                 return Ok(Modified {
@@ -84,5 +94,71 @@ pub(crate) fn request_ref(given: &Option<String>, what: &str) -> Result<String, 
             Ok(source_ref.clone())
         }
         None => Ok(generate_ref(what)),
+    }
+}
+
+/// Marks a document about to be written (read at its current generation) so that the change
+/// the write makes is forced: the annotation names the generation the write creates. The
+/// write compares the resourceVersion read with the generation, so the number is exact.
+pub(crate) fn force_generation(doc: &mut GameRuntime) {
+    let next = doc.metadata.generation.unwrap_or(0) + 1;
+    doc.metadata
+        .annotations
+        .insert(ANNOTATION_FORCE.to_owned(), next.to_string());
+}
+
+/// Whether the document's force annotation names its own generation (a forced change still
+/// in force).
+pub(crate) fn forced(doc: &GameRuntime) -> bool {
+    let generation = doc.metadata.generation.map(|g| g.to_string());
+    generation.is_some() && doc.metadata.annotations.get(ANNOTATION_FORCE) == generation.as_ref()
+}
+
+/// After a voluntary disruption was requested without `--force`: tells the user when the game
+/// is in session, so the change waits (`what`: "the restart", "the stop").
+pub(crate) async fn tell_if_in_session(
+    client: &Client,
+    name: &str,
+    what: &str,
+) -> Result<(), CliError> {
+    let session = client
+        .sessions()
+        .get(name)
+        .await
+        .map_err(|e| client.session_error(e, &format!("reading the session of {name}")))?;
+    if let Some(session) = session.value.filter(|s| s.is_allocated()) {
+        note(&format!(
+            "{name} is in session{}: {what} waits for the session to end (condition \
+             UpdatePending); --force ends the match now",
+            with_ref(session.reference.as_deref())
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtm_core::model::fixtures::game;
+
+    #[test]
+    fn force_names_the_generation_the_write_creates() {
+        let mut doc = game("g1").build();
+        doc.metadata.generation = Some(4);
+        force_generation(&mut doc);
+        assert_eq!(doc.metadata.annotations[ANNOTATION_FORCE], "5");
+        assert!(!forced(&doc), "generation 4 is not the forced one");
+        doc.metadata.generation = Some(5);
+        assert!(forced(&doc));
+    }
+
+    #[test]
+    fn a_write_without_force_drops_a_stale_force_annotation() {
+        let mut doc = game("g1").build();
+        doc.metadata
+            .annotations
+            .insert(ANNOTATION_FORCE.to_owned(), "3".to_owned());
+        stamp_request(&mut doc, "REQ-1");
+        assert!(!doc.metadata.annotations.contains_key(ANNOTATION_FORCE));
     }
 }

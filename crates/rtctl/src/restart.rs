@@ -12,7 +12,8 @@ use super::client::decode_status;
 use super::client::{Client, check_name};
 use super::error::{CliError, Outcome};
 use super::output::{note, short_id, warn};
-use super::request::{DEFAULT_ACTION_TIMEOUT, modify, request_ref};
+use super::request::{DEFAULT_ACTION_TIMEOUT, modify, request_ref, tell_if_in_session};
+use super::target::{Targets, each};
 use super::wait::engine::{Deadline, Follow, Wait, Waiter, Which, wait_for};
 use super::wait::{PhaseTracker, deleted_while_waiting};
 use rtm_core::ErrorCode;
@@ -29,16 +30,20 @@ const RESTART_WRITE_ATTEMPTS: u32 = 15;
 /// The arguments of `rtctl restart`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RestartArgs {
-    /// The game.
-    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) targets: Targets,
     /// The request id (correlation id) the controller records as the restart's source_ref;
     /// generated when absent.
     #[arg(long = "ref", value_name = "SOURCE_REF")]
     pub(crate) source_ref: Option<String>,
+    /// Restart now even while the game is in session (ends its match) or its disruption
+    /// budgets are used up.
+    #[arg(long)]
+    pub(crate) force: bool,
     /// Follow the restart until its history entry has an outcome; fail if it failed.
     #[arg(long)]
     pub(crate) wait: bool,
-    /// How long --wait waits.
+    /// How long --wait waits (for all the games together).
     #[arg(long, default_value = DEFAULT_ACTION_TIMEOUT, value_parser = humantime::parse_duration)]
     pub(crate) timeout: Duration,
 }
@@ -53,21 +58,55 @@ pub(crate) fn new_restart_token() -> String {
     )
 }
 
-/// `rtctl restart`: writes the request, then with `--wait` follows it to its end.
+/// `rtctl restart`: writes the request for each game, then with `--wait` follows it to its
+/// end. One game named: its failure is the command's; several: one line each, the worst
+/// exit code.
 pub(crate) async fn restart(
     client: &Client,
     args: &RestartArgs,
     out: &mut dyn Write,
     interrupt: &CancellationToken,
 ) -> Result<Outcome, CliError> {
-    check_name(&args.name)?;
     let source_ref = request_ref(&args.source_ref, "restart")?;
+    let names = args.targets.resolve(client, "restart").await?;
+    let deadline = Deadline::after(args.timeout);
+    if let [name] = names.as_slice()
+        && args.targets.by_name()
+    {
+        return restart_one(client, name, &source_ref, args, deadline, out, interrupt).await;
+    }
+    Ok(each(&names, async |name: &str| {
+        restart_one(
+            client,
+            name,
+            &source_ref,
+            args,
+            deadline,
+            &mut *out,
+            interrupt,
+        )
+        .await
+    })
+    .await)
+}
+
+async fn restart_one(
+    client: &Client,
+    name: &str,
+    source_ref: &str,
+    args: &RestartArgs,
+    deadline: Deadline,
+    out: &mut dyn Write,
+    interrupt: &CancellationToken,
+) -> Result<Outcome, CliError> {
+    check_name(name)?;
     let mut token = String::new();
     let modified = modify(
         client,
-        &args.name,
-        &source_ref,
+        name,
+        source_ref,
         RESTART_WRITE_ATTEMPTS,
+        args.force,
         |doc| {
             // A fresh token per attempt: each write is a request of its own.
             token = new_restart_token();
@@ -76,41 +115,39 @@ pub(crate) async fn restart(
         },
     )
     .await?;
+    let forced = if args.force { ", forced" } else { "" };
     writeln!(
         out,
-        "gameruntime/{} restart requested (ref {source_ref})",
-        args.name
+        "gameruntime/{name} restart requested (ref {source_ref}{forced})"
     )?;
     out.flush()?;
     if modified.doc.spec.state == DesiredState::Stopped {
         note(&format!(
             "note: gameruntime/{name} is Stopped (spec.state): the controller records the restart \
-             without starting a container; `rtctl start {name}` starts it",
-            name = args.name
+             without starting a container; `rtctl start {name}` starts it"
         ));
+    } else if !args.force {
+        tell_if_in_session(client, name, "the restart").await?;
     }
     if !args.wait {
         return Ok(Outcome::Success);
     }
     let after = rv_of(&modified.doc).unwrap_or_default();
-    let mut waiter = RestartWaiter::new(&args.name, &source_ref, &token, after);
+    let mut waiter = RestartWaiter::new(name, source_ref, &token, after);
     wait_for(Wait {
         client,
-        name: &args.name,
+        name,
         follow: Follow {
             history: true,
             from: Some(after),
             lease: true,
         },
         waiter: &mut waiter,
-        deadline: Deadline::after(args.timeout),
-        what: format!(
-            "the restart of gameruntime/{} (ref {source_ref})",
-            args.name
-        ),
+        deadline,
+        what: format!("the restart of gameruntime/{name} (ref {source_ref})"),
         hint: format!(
-            "the restart stays requested: follow it with `rtctl history {}` or `rtctl get {} -w`",
-            args.name, args.name
+            "the restart stays requested: follow it with `rtctl history {name}` or `rtctl get \
+             {name} -w`"
         ),
         out,
         interrupt,

@@ -1,22 +1,22 @@
-//! The CustomResourceDefinition of `GameRuntime`, its schema generated from the Rust types so
-//! the two cannot drift (a test compares it with the committed `crds/gameruntime.yaml`).
+//! The CustomResourceDefinitions of `GameRuntime` and `GameDisruptionBudget`, their schemas
+//! generated from the Rust types so the two cannot drift (tests compare them with the
+//! committed `crds/gameruntime.yaml` and `crds/gamedisruptionbudget.yaml`).
 //!
 //! schemars gives an OpenAPI 3 schema; Kubernetes wants a *structural* one, so the output is
 //! post-processed: everything inlined, every node typed, enums as plain string enums, no
 //! `additionalProperties: false` next to `properties` (Kubernetes prunes unknown fields
 //! instead), and `metadata` left to the API server.
 
+use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
-use super::{API_VERSION, GameRuntime, KIND};
+use super::budget::BUDGET_KIND;
+use super::{API_VERSION, GameDisruptionBudget, GameRuntime, KIND};
 
-/// The first line of `crds/gameruntime.yaml`.
+/// The first line of each committed CRD.
 const HEADER: &str =
     "# Generated from the Rust types by `rtctl crd`; a test fails when it drifts.\n";
-
-const PLURAL: &str = "gameruntimes";
-const SINGULAR: &str = "gameruntime";
 
 /// Formats Kubernetes validates or documents; schemars' `uint16`, `uint32`... are not among
 /// them (the `minimum: 0` it emits next to them carries the meaning).
@@ -31,59 +31,111 @@ const KUBERNETES_FORMATS: [&str; 8] = [
     "password",
 ];
 
-/// The CRD as JSON: `apiextensions.k8s.io/v1`, cluster-scoped, one served and stored version
-/// with a status subresource and the columns `kubectl get` would print.
+/// What differs between the CRDs of the two kinds.
+struct Definition {
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    short_names: &'static [&'static str],
+    /// Whether the kind has a status subresource (a budget has no status).
+    status: bool,
+    columns: Value,
+    schema: Value,
+}
+
+/// The CRD of `GameRuntime` as JSON.
 pub(crate) fn custom_resource_definition() -> Value {
+    definition(Definition {
+        kind: KIND,
+        plural: "gameruntimes",
+        singular: "gameruntime",
+        short_names: &["gr"],
+        status: true,
+        columns: json!([
+            { "name": "State", "type": "string", "jsonPath": ".spec.state" },
+            { "name": "Phase", "type": "string", "jsonPath": ".status.phase" },
+            { "name": "Restarts", "type": "integer", "jsonPath": ".status.restartCount" },
+            { "name": "Image", "type": "string", "jsonPath": ".spec.image" },
+            { "name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp" },
+        ]),
+        schema: open_api_schema::<GameRuntime>(),
+    })
+}
+
+/// The CRD of `GameDisruptionBudget` as JSON.
+pub(crate) fn budget_custom_resource_definition() -> Value {
+    definition(Definition {
+        kind: BUDGET_KIND,
+        plural: "gamedisruptionbudgets",
+        singular: "gamedisruptionbudget",
+        short_names: &["gdb"],
+        status: false,
+        columns: json!([
+            { "name": "Max-Unavailable", "type": "string", "jsonPath": ".spec.maxUnavailable" },
+            { "name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp" },
+        ]),
+        schema: open_api_schema::<GameDisruptionBudget>(),
+    })
+}
+
+/// A CRD: `apiextensions.k8s.io/v1`, cluster-scoped, one served and stored version (with a
+/// status subresource when the kind has one) and the columns `kubectl get` would print.
+fn definition(d: Definition) -> Value {
     let (group, version) = API_VERSION.split_once('/').unwrap_or((API_VERSION, ""));
+    let mut served = json!({
+        "name": version,
+        "served": true,
+        "storage": true,
+        "additionalPrinterColumns": d.columns,
+        "schema": { "openAPIV3Schema": d.schema },
+    });
+    if d.status {
+        served["subresources"] = json!({ "status": {} });
+    }
     let crd = json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": { "name": format!("{PLURAL}.{group}") },
+        "metadata": { "name": format!("{}.{group}", d.plural) },
         "spec": {
             "group": group,
             "names": {
-                "kind": KIND,
-                "listKind": format!("{KIND}List"),
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": ["gr"],
+                "kind": d.kind,
+                "listKind": format!("{}List", d.kind),
+                "plural": d.plural,
+                "singular": d.singular,
+                "shortNames": d.short_names,
             },
             "scope": "Cluster",
-            "versions": [{
-                "name": version,
-                "served": true,
-                "storage": true,
-                "subresources": { "status": {} },
-                "additionalPrinterColumns": [
-                    { "name": "State", "type": "string", "jsonPath": ".spec.state" },
-                    { "name": "Phase", "type": "string", "jsonPath": ".status.phase" },
-                    { "name": "Restarts", "type": "integer", "jsonPath": ".status.restartCount" },
-                    { "name": "Image", "type": "string", "jsonPath": ".spec.image" },
-                    { "name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp" },
-                ],
-                "schema": { "openAPIV3Schema": open_api_schema() },
-            }],
+            "versions": [served],
         },
     });
     sorted(crd)
 }
 
-/// The CRD as YAML, with the header line saying where it comes from.
-pub fn crd_yaml() -> String {
-    let yaml = serde_yaml::to_string(&custom_resource_definition())
-        .expect("a JSON value always serializes to YAML");
+fn to_yaml(crd: &Value) -> String {
+    let yaml = serde_yaml::to_string(crd).expect("a JSON value always serializes to YAML");
     format!("{HEADER}{yaml}")
 }
 
-/// The structural schema of a `GameRuntime` document.
-fn open_api_schema() -> Value {
+/// The GameRuntime CRD as YAML, with the header line saying where it comes from.
+pub fn crd_yaml() -> String {
+    to_yaml(&custom_resource_definition())
+}
+
+/// The GameDisruptionBudget CRD as YAML, with the header line.
+pub fn budget_crd_yaml() -> String {
+    to_yaml(&budget_custom_resource_definition())
+}
+
+/// The structural schema of a document of type `T`.
+fn open_api_schema<T: JsonSchema>() -> Value {
     let generator = SchemaSettings::openapi3()
         .with(|settings| {
             settings.inline_subschemas = true;
             settings.meta_schema = None;
         })
         .into_generator();
-    let mut schema = generator.into_root_schema_for::<GameRuntime>().to_value();
+    let mut schema = generator.into_root_schema_for::<T>().to_value();
     if let Value::Object(root) = &mut schema {
         root.remove("title");
         root.remove("$schema");
@@ -101,6 +153,7 @@ fn open_api_schema() -> Value {
 fn make_structural(node: &mut Value) {
     let Value::Object(object) = node else { return };
     merge_string_enum_alternatives(object);
+    merge_int_or_string(object);
     if object.contains_key("properties")
         && object.get("additionalProperties") == Some(&Value::Bool(false))
     {
@@ -153,6 +206,23 @@ fn merge_string_enum_alternatives(object: &mut Map<String, Value>) {
     }
 }
 
+/// A value that is a number or a string (`maxUnavailable: 2` or `"20%"`): schemars says
+/// `anyOf` integer, string; Kubernetes' structural form is `x-kubernetes-int-or-string`.
+fn merge_int_or_string(object: &mut Map<String, Value>) {
+    let Some(Value::Array(alternatives)) = object.get("anyOf") else {
+        return;
+    };
+    let mut types: Vec<&str> = alternatives
+        .iter()
+        .filter_map(|a| a.get("type").and_then(Value::as_str))
+        .collect();
+    types.sort_unstable();
+    if alternatives.len() == 2 && types == ["integer", "string"] {
+        object.remove("anyOf");
+        object.insert("x-kubernetes-int-or-string".to_owned(), Value::Bool(true));
+    }
+}
+
 /// The same value with every object's keys sorted, so the output does not depend on whether
 /// some crate in the build turned on serde_json's `preserve_order`.
 fn sorted(value: Value) -> Value {
@@ -181,6 +251,38 @@ mod tests {
     use super::*;
 
     const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../crds/gameruntime.yaml");
+    const COMMITTED_BUDGET: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crds/gamedisruptionbudget.yaml"
+    );
+
+    #[test]
+    fn committed_budget_crd_matches_the_types() {
+        let generated = budget_crd_yaml();
+        if std::env::var("RTM_BLESS").as_deref() == Ok("1") {
+            std::fs::write(COMMITTED_BUDGET, &generated).unwrap();
+            return;
+        }
+        let committed = std::fs::read_to_string(COMMITTED_BUDGET).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "crds/gamedisruptionbudget.yaml differs from the schema of the Rust types; \
+             regenerate it with `RTM_BLESS=1 cargo test -p rtm-core --lib \
+             committed_budget_crd_matches_the_types` and commit the result"
+        );
+    }
+
+    #[test]
+    fn the_budget_schema_is_structural() {
+        let crd = budget_custom_resource_definition();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        assert_structural(schema, "");
+        assert!(crd["spec"]["versions"][0].get("subresources").is_none());
+        assert_eq!(
+            crd["metadata"]["name"],
+            "gamedisruptionbudgets.rtmanager.dev"
+        );
+    }
 
     #[test]
     fn committed_crd_matches_the_types() {
@@ -223,7 +325,8 @@ mod tests {
             );
         }
         assert!(
-            object.get("type").is_some_and(Value::is_string),
+            object.get("type").is_some_and(Value::is_string)
+                || object.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)),
             "{path}: no type: {node}"
         );
         if object.contains_key("properties") {

@@ -149,7 +149,8 @@ pub fn encode(budget: &GameDisruptionBudget) -> Result<Vec<u8>, BudgetError> {
     let mut stored = budget.clone();
     stored.metadata.generation = None;
     stored.metadata.resource_version = None;
-    stored.metadata.creation_timestamp = None;
+    // creationTimestamp is kept, as a game's is: etcd keeps no creation time, and `rtctl get
+    // budgets` shows the AGE from it.
     Ok(serde_yaml::to_string(&stored)
         .expect("a budget always serializes")
         .into_bytes())

@@ -7,6 +7,9 @@
 //! `resourceVersion`, which etcd tracks itself) and `spec`; status lives under
 //! its own key so that a user's apply and the controller's status write
 //! never conflict.
+//!
+//! Every create and update also keeps the stored document as a revision of the game, in the
+//! same transaction (home: [`super::revisions`]); a delete removes them.
 
 use std::sync::Arc;
 
@@ -15,7 +18,8 @@ use crate::model::parse::{ParseError, parse_document, to_yaml};
 use crate::model::validate::{FieldError, validate};
 use crate::model::{GameRuntime, GameRuntimeStatus};
 
-use crate::store::{KeyValue, Keys, Revision, Store, StoreError};
+use super::revisions;
+use crate::store::{Compare, KeyValue, Keys, Revision, Store, StoreError, Txn};
 
 /// Why a document operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -172,22 +176,24 @@ impl Documents {
         Ok(list)
     }
 
-    /// Creates a new document; fails if one with that name exists.
+    /// Creates a new document; fails if one with that name exists. Its generation 1 is kept
+    /// as its first revision (revisions left by an earlier game of the name go).
     pub async fn create(&self, doc: &GameRuntime) -> Result<GameRuntime, DocumentError> {
         let name = &doc.metadata.name;
         let value = encode(doc)?;
         let key = self.keys.gameruntime(name);
-        match self.store.create(&key, value, None).await {
-            Ok(revision) => Ok(self.written(doc, revision, Some(1)).await),
-            Err(StoreError::Conflict { .. }) => {
-                Err(DocumentError::AlreadyExists { name: name.clone() })
-            }
-            Err(e) => Err(e.into()),
+        let txn = revisions::start(Txn::new(), &self.keys, name, &value)
+            .when(Compare::Absent { key: key.clone() })
+            .put(key, value);
+        let outcome = self.store.txn(txn).await?;
+        if !outcome.succeeded {
+            return Err(DocumentError::AlreadyExists { name: name.clone() });
         }
+        Ok(self.written(doc, outcome.revision, Some(1)).await)
     }
 
     /// Replaces a document if it is still at `expected` (its
-    /// `resourceVersion`).
+    /// `resourceVersion`), keeping the new generation as a revision.
     pub async fn update(
         &self,
         doc: &GameRuntime,
@@ -196,15 +202,35 @@ impl Documents {
         let name = &doc.metadata.name;
         let value = encode(doc)?;
         let key = self.keys.gameruntime(name);
-        match self.store.update(&key, value, expected).await {
-            Ok(revision) => Ok(self.written(doc, revision, None).await),
-            Err(StoreError::Conflict { .. }) => Err(self.missing_or_conflict(name, expected).await),
-            Err(e) => Err(e.into()),
+        // The generation this write makes: the version of the key at `expected`, plus one.
+        // The write compares the mod revision, so the version read here is the one it
+        // replaces (or the write fails).
+        let current = match self.store.get(&key).await? {
+            Some(kv) if kv.mod_revision == expected => kv,
+            Some(_) => {
+                return Err(DocumentError::Conflict {
+                    name: name.clone(),
+                    expected,
+                });
+            }
+            None => return Err(DocumentError::NotFound { name: name.clone() }),
+        };
+        let generation = current.version + 1;
+        let txn = revisions::record(Txn::new(), &self.keys, name, generation, &value)
+            .when(Compare::ModRevision {
+                key: key.clone(),
+                revision: expected,
+            })
+            .put(key, value);
+        let outcome = self.store.txn(txn).await?;
+        if !outcome.succeeded {
+            return Err(self.missing_or_conflict(name, expected).await);
         }
+        Ok(self.written(doc, outcome.revision, Some(generation)).await)
     }
 
-    /// Deletes a document (only if still at `expected`, when given). The
-    /// controller then removes the container and cleans up the status.
+    /// Deletes a document (only if still at `expected`, when given), and its revisions.
+    /// The controller then removes the container and cleans up the status.
     pub async fn delete(
         &self,
         name: &str,
@@ -223,10 +249,16 @@ impl Documents {
                 }
             },
         };
-        match self.store.delete(&key, expected).await {
-            Ok(_) => Ok(()),
-            Err(StoreError::Conflict { .. }) => Err(self.missing_or_conflict(name, expected).await),
-            Err(e) => Err(e.into()),
+        let txn = revisions::forget(Txn::new(), &self.keys, name)
+            .when(Compare::ModRevision {
+                key: key.clone(),
+                revision: expected,
+            })
+            .delete(key);
+        if self.store.txn(txn).await?.succeeded {
+            Ok(())
+        } else {
+            Err(self.missing_or_conflict(name, expected).await)
         }
     }
 

@@ -2,13 +2,15 @@
 //! `GameRuntime` documents ([`documents`]), the status records
 //! ([`status`]), the per-game operation log ([`history`]) and what lease
 //! keys and controller heartbeats hold ([`lease`]), the games' sessions
-//! ([`sessions`]) and the disruption budgets with their slots ([`budgets`]). A record as read is a
+//! ([`sessions`]), the disruption budgets with their slots ([`budgets`]) and the kept specs of
+//! each game ([`revisions`]). A record as read is a
 //! [`Versioned`] value: the value and the revision it was read at.
 
 pub mod budgets;
 pub mod documents;
 pub mod history;
 pub mod lease;
+pub mod revisions;
 pub mod sessions;
 pub mod status;
 

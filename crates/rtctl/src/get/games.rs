@@ -8,7 +8,7 @@ use super::selector::Selector;
 use crate::client::Client;
 use crate::error::one_line;
 use crate::output::{note, warn};
-use rtm_core::model::{GameRuntime, GameRuntimeStatus};
+use rtm_core::model::{GameRuntime, GameRuntimeStatus, Session};
 use rtm_core::records::documents::DocumentError;
 use rtm_core::store::{Keys, Listing};
 
@@ -21,9 +21,22 @@ pub(crate) struct InvalidGame {
     pub(crate) status: Option<GameRuntimeStatus>,
 }
 
-/// What a listing of games reads, in the order [`games_from`] takes: documents, then statuses.
+/// What a listing of games reads: documents and statuses (in the order [`games_from`] takes
+/// them), then sessions ([`sessions_from`]).
 pub(crate) fn prefixes(keys: &Keys) -> Vec<String> {
-    vec![keys.gameruntimes(), keys.statuses()]
+    vec![keys.gameruntimes(), keys.statuses(), keys.sessions()]
+}
+
+/// The session records of a listing of `sessions/`, by game.
+pub(crate) fn sessions_from(keys: &Keys, sessions: &Listing) -> BTreeMap<String, Session> {
+    sessions
+        .items
+        .iter()
+        .filter_map(|kv| {
+            let game = keys.name_of(&keys.sessions(), &kv.key)?;
+            Some((game.to_owned(), rtm_core::records::sessions::decode(kv)))
+        })
+        .collect()
 }
 
 /// The games of a listing of the documents and status prefixes, by name: the readable ones,

@@ -5,18 +5,19 @@ use std::io::Write;
 use std::time::SystemTime;
 
 use super::games::{InvalidGame, Shown, warn_invalid};
-use super::row::{ADDRESS_COLUMN, CONTAINER_COLUMN, headers, invalid_row, row};
+use super::row::{ADDRESS_COLUMN, CONTAINER_COLUMN, SESSION_COLUMN, headers, invalid_row, row};
 use crate::error::CliError;
 use crate::output::{SHORT_ID, Table};
-use rtm_core::model::GameRuntime;
 use rtm_core::model::parse::to_yaml;
+use rtm_core::model::{GameRuntime, Session};
+use std::collections::BTreeMap;
 
 /// The `-o` formats of `get`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum OutputFormat {
-    /// NAME STATE PHASE READY RESTARTS IMAGE AGE.
+    /// NAME STATE PHASE READY SESSION RESTARTS IMAGE AGE.
     Table,
-    /// The table plus CONTAINER, NODE, HOSTNAME, ADDRESS and PORTS.
+    /// The table plus SESSION-REF, CONTAINER, NODE, HOSTNAME, ADDRESS and PORTS.
     Wide,
     /// The documents with their status, as `---`-separated YAML (applies back unchanged).
     Yaml,
@@ -38,6 +39,8 @@ pub(crate) struct Printer {
     format: OutputFormat,
     table: Table,
     events: bool,
+    /// The games' session records, by game (read from one listing of `sessions/`).
+    sessions: BTreeMap<String, Session>,
 }
 
 impl Printer {
@@ -58,6 +61,7 @@ impl Printer {
             }
             table.min_width(offset + 2, "CrashLoopBackOff".len());
             table.min_width(offset + 3, "Unknown".len());
+            table.min_width(offset + SESSION_COLUMN, "Allocated".len());
             if format == OutputFormat::Wide {
                 // A game gets its container id and address once it runs; PORTS, the last
                 // column, needs no room kept. The address is sized for dotted IPv4, the
@@ -70,7 +74,21 @@ impl Printer {
             format,
             table,
             events,
+            sessions: BTreeMap::new(),
         }
+    }
+
+    /// The session records the rows show.
+    pub(crate) fn set_sessions(&mut self, sessions: BTreeMap<String, Session>) {
+        self.sessions = sessions;
+    }
+
+    /// One game's session record changed (`None`: deleted).
+    pub(crate) fn set_session(&mut self, game: &str, session: Option<Session>) {
+        match session {
+            Some(session) => self.sessions.insert(game.to_owned(), session),
+            None => self.sessions.remove(game),
+        };
     }
 
     /// The initial listing (invalid games: rows in tables, names with `-o name`, left out of
@@ -94,8 +112,12 @@ impl Printer {
             OutputFormat::Table | OutputFormat::Wide => {
                 for shown in games {
                     let mut cells = match shown {
-                        Shown::Valid(doc) => row(doc, wide, now),
-                        Shown::Invalid(name, game) => invalid_row(name, game, wide),
+                        Shown::Valid(doc) => {
+                            row(doc, self.sessions.get(&doc.metadata.name), wide, now)
+                        }
+                        Shown::Invalid(name, game) => {
+                            invalid_row(name, game, self.sessions.get(*name), wide)
+                        }
                     };
                     if self.events {
                         cells.insert(0, "ADDED".to_owned());
@@ -152,7 +174,12 @@ impl Printer {
     ) -> Result<(), CliError> {
         match self.format {
             OutputFormat::Table | OutputFormat::Wide => {
-                let mut cells = invalid_row(name, game, self.format == OutputFormat::Wide);
+                let mut cells = invalid_row(
+                    name,
+                    game,
+                    self.sessions.get(name),
+                    self.format == OutputFormat::Wide,
+                );
                 if self.events {
                     cells.insert(0, event.to_owned());
                 }
@@ -182,7 +209,12 @@ impl Printer {
         };
         match self.format {
             OutputFormat::Table | OutputFormat::Wide => {
-                let mut cells = row(doc, self.format == OutputFormat::Wide, SystemTime::now());
+                let mut cells = row(
+                    doc,
+                    self.sessions.get(&doc.metadata.name),
+                    self.format == OutputFormat::Wide,
+                    SystemTime::now(),
+                );
                 if self.events {
                     cells.insert(0, event.to_owned());
                 }

@@ -1,17 +1,18 @@
-//! The table rows of `get`: NAME STATE PHASE READY RESTARTS IMAGE AGE, and with `-o wide`
-//! CONTAINER NODE HOSTNAME ADDRESS PORTS; an unreadable document's row says `Invalid`.
-//! READY is the Ready condition (with a health check it follows the probe), never the phase.
+//! The table rows of `get`: NAME STATE PHASE READY SESSION RESTARTS IMAGE AGE, and with `-o
+//! wide` SESSION-REF CONTAINER NODE HOSTNAME ADDRESS PORTS; an unreadable document's row says
+//! `Invalid`. READY is the Ready condition (with a health check it follows the probe), never
+//! the phase; SESSION is the session record (`Allocated` or `Idle`).
 
 use std::time::SystemTime;
 
 use super::games::InvalidGame;
 use crate::output::{age_since, published_ports, short_id};
-use rtm_core::model::{GameRuntime, GameRuntimeStatus};
+use rtm_core::model::{GameRuntime, GameRuntimeStatus, Session, SessionState};
 
 /// The table's header for a format.
 pub(crate) fn headers(wide: bool) -> Vec<String> {
     let mut headers: Vec<String> = [
-        "NAME", "STATE", "PHASE", "READY", "RESTARTS", "IMAGE", "AGE",
+        "NAME", "STATE", "PHASE", "READY", "SESSION", "RESTARTS", "IMAGE", "AGE",
     ]
     .iter()
     .map(|h| (*h).to_owned())
@@ -22,14 +23,23 @@ pub(crate) fn headers(wide: bool) -> Vec<String> {
     headers
 }
 
-/// The columns `-o wide` adds, after the table's seven.
-const WIDE_HEADERS: [&str; 5] = ["CONTAINER", "NODE", "HOSTNAME", "ADDRESS", "PORTS"];
+/// The columns `-o wide` adds, after the table's eight.
+const WIDE_HEADERS: [&str; 6] = [
+    "SESSION-REF",
+    "CONTAINER",
+    "NODE",
+    "HOSTNAME",
+    "ADDRESS",
+    "PORTS",
+];
 
 /// Where the wide columns whose values vary while a game runs are (the watch sizes them
 /// ahead, see the printer), counted without the watch's EVENT column.
-pub(crate) const CONTAINER_COLUMN: usize = 7;
+pub(crate) const CONTAINER_COLUMN: usize = 9;
 /// See [`CONTAINER_COLUMN`].
-pub(crate) const ADDRESS_COLUMN: usize = 10;
+pub(crate) const ADDRESS_COLUMN: usize = 12;
+/// Where SESSION is (sized ahead by the watch, see the printer).
+pub(crate) const SESSION_COLUMN: usize = 4;
 
 /// The Ready condition's status, `-` without one.
 pub(crate) fn ready(status: Option<&GameRuntimeStatus>) -> String {
@@ -47,8 +57,13 @@ pub(crate) fn is_ready(status: Option<&GameRuntimeStatus>) -> bool {
         .is_some_and(|c| c.status == rtm_core::model::ConditionStatus::True)
 }
 
-/// One table row for a game (its document carries its status).
-pub(crate) fn row(doc: &GameRuntime, wide: bool, now: SystemTime) -> Vec<String> {
+/// One table row for a game (its document carries its status) and its session record.
+pub(crate) fn row(
+    doc: &GameRuntime,
+    session: Option<&Session>,
+    wide: bool,
+    now: SystemTime,
+) -> Vec<String> {
     let spec = RowSpec {
         state: doc.spec.state.as_str().to_owned(),
         image: doc.spec.image.clone(),
@@ -56,11 +71,22 @@ pub(crate) fn row(doc: &GameRuntime, wide: bool, now: SystemTime) -> Vec<String>
         node: doc.spec.node.clone(),
         hostname: Some(doc.spec.effective_hostname(&doc.metadata.name).to_owned()),
     };
-    cells(&doc.metadata.name, &spec, doc.status.as_ref(), wide)
+    cells(
+        &doc.metadata.name,
+        &spec,
+        doc.status.as_ref(),
+        session,
+        wide,
+    )
 }
 
 /// The table row of an invalid game: what its status says, dashes for the unreadable spec.
-pub(crate) fn invalid_row(name: &str, game: &InvalidGame, wide: bool) -> Vec<String> {
+pub(crate) fn invalid_row(
+    name: &str,
+    game: &InvalidGame,
+    session: Option<&Session>,
+    wide: bool,
+) -> Vec<String> {
     let spec = RowSpec {
         state: "Invalid".to_owned(),
         image: "-".to_owned(),
@@ -68,7 +94,7 @@ pub(crate) fn invalid_row(name: &str, game: &InvalidGame, wide: bool) -> Vec<Str
         node: None,
         hostname: None,
     };
-    cells(name, &spec, game.status.as_ref(), wide)
+    cells(name, &spec, game.status.as_ref(), session, wide)
 }
 
 /// What a row takes from the document (or says in its place).
@@ -81,12 +107,18 @@ struct RowSpec {
     hostname: Option<String>,
 }
 
-/// The cells of one row: NAME STATE PHASE READY RESTARTS IMAGE AGE, and
-/// with `wide` CONTAINER NODE HOSTNAME ADDRESS PORTS.
+/// The SESSION cell: the record's state; no record is Idle.
+pub(crate) fn session_state(session: Option<&Session>) -> &'static str {
+    session.map_or(SessionState::Idle, |s| s.state).as_str()
+}
+
+/// The cells of one row: NAME STATE PHASE READY SESSION RESTARTS IMAGE AGE, and
+/// with `wide` SESSION-REF CONTAINER NODE HOSTNAME ADDRESS PORTS.
 fn cells(
     name: &str,
     spec: &RowSpec,
     status: Option<&GameRuntimeStatus>,
+    session: Option<&Session>,
     wide: bool,
 ) -> Vec<String> {
     let dash = || "-".to_owned();
@@ -97,11 +129,18 @@ fn cells(
             .map(|s| s.phase.as_str().to_owned())
             .unwrap_or_else(dash),
         ready(status),
+        session_state(session).to_owned(),
         status.map(|s| s.restart_count).unwrap_or(0).to_string(),
         spec.image.clone(),
         spec.age.clone(),
     ];
     if wide {
+        cells.push(
+            session
+                .filter(|s| s.is_allocated())
+                .and_then(|s| s.reference.clone())
+                .unwrap_or_else(dash),
+        );
         cells.push(
             status
                 .and_then(|s| s.container_id.as_deref())
@@ -153,12 +192,13 @@ mod tests {
         let now = SystemTime::now();
         doc.metadata.creation_timestamp = Some(Timestamp::from(now - Duration::from_secs(200)));
         assert_eq!(
-            row(&doc, false, now),
+            row(&doc, None, false, now),
             [
                 "g1",
                 "Running",
                 "-",
                 "-",
+                "Idle",
                 "0",
                 "rtmanager-test/engine:1",
                 "3m20s"
@@ -178,15 +218,17 @@ mod tests {
             ..GameRuntimeStatus::default()
         });
         assert_eq!(
-            row(&doc, true, now),
+            row(&doc, None, true, now),
             [
                 "g1",
                 "Running",
                 "Running",
                 "True",
+                "Idle",
                 "2",
                 "rtmanager-test/engine:1",
                 "3m20s",
+                "-",
                 "0123456789ab",
                 "-",
                 "g1",
@@ -217,17 +259,17 @@ mod tests {
             conditions: vec![ready_condition(ConditionStatus::False, "Starting")],
             ..GameRuntimeStatus::default()
         });
-        let cells = row(&doc, false, now);
+        let cells = row(&doc, None, false, now);
         assert_eq!(cells[2..4], ["Running", "False"]);
         assert!(!is_ready(doc.status.as_ref()));
 
         doc.status.as_mut().unwrap().conditions =
             vec![ready_condition(ConditionStatus::True, "HealthCheckPassed")];
-        assert_eq!(row(&doc, false, now)[2..4], ["Running", "True"]);
+        assert_eq!(row(&doc, None, false, now)[2..4], ["Running", "True"]);
 
         // A status without the condition says nothing of readiness, whatever its phase.
         doc.status.as_mut().unwrap().conditions.clear();
-        assert_eq!(row(&doc, false, now)[2..4], ["Running", "-"]);
+        assert_eq!(row(&doc, None, false, now)[2..4], ["Running", "-"]);
     }
 
     #[test]
@@ -250,10 +292,10 @@ mod tests {
             ],
             ..GameRuntimeStatus::default()
         });
-        let cells = row(&doc, true, SystemTime::now());
-        assert_eq!(headers(true)[10..], ["ADDRESS", "PORTS"]);
+        let cells = row(&doc, None, true, SystemTime::now());
+        assert_eq!(headers(true)[12..], ["ADDRESS", "PORTS"]);
         assert_eq!(
-            cells[10..],
+            cells[12..],
             [
                 "10.1.2.3",
                 "17000->7000/tcp,17001->7001/udp,127.0.0.1:17002->7002/tcp"
@@ -263,7 +305,7 @@ mod tests {
         assert_eq!(headers(true)[CONTAINER_COLUMN], "CONTAINER");
         // The narrow table leaves them out.
         assert_eq!(
-            row(&doc, false, SystemTime::now()).len(),
+            row(&doc, None, false, SystemTime::now()).len(),
             headers(false).len()
         );
     }
@@ -284,16 +326,47 @@ mod tests {
                 ..GameRuntimeStatus::default()
             }),
         };
-        let cells = invalid_row("g1", &game, true);
+        let cells = invalid_row("g1", &game, None, true);
         assert_eq!(cells[1], "Invalid");
-        assert_eq!(cells[10..], ["node-a.example", "17000->7000/tcp"]);
+        assert_eq!(cells[12..], ["node-a.example", "17000->7000/tcp"]);
         let without_status = InvalidGame {
             status: None,
             ..game
         };
         assert_eq!(
-            invalid_row("g1", &without_status, true)[10..],
+            invalid_row("g1", &without_status, None, true)[12..],
             ["<none>", "<none>"]
+        );
+    }
+
+    #[test]
+    fn the_session_column_says_allocated_and_wide_adds_the_ref() {
+        let doc = game("g1").build();
+        let now = SystemTime::now();
+        let allocated = Session {
+            state: SessionState::Allocated,
+            reference: Some("match-42".into()),
+            since: Timestamp::now(),
+            container_id: None,
+            source: Some("admin_cli".into()),
+        };
+        assert_eq!(headers(false)[SESSION_COLUMN], "SESSION");
+        assert_eq!(
+            row(&doc, Some(&allocated), false, now)[SESSION_COLUMN],
+            "Allocated"
+        );
+        assert_eq!(row(&doc, None, false, now)[SESSION_COLUMN], "Idle");
+        let wide = row(&doc, Some(&allocated), true, now);
+        assert_eq!(headers(true)[8], "SESSION-REF");
+        assert_eq!(wide[8], "match-42");
+        let ended = Session {
+            state: SessionState::Idle,
+            ..allocated
+        };
+        let wide = row(&doc, Some(&ended), true, now);
+        assert_eq!(
+            (wide[SESSION_COLUMN].as_str(), wide[8].as_str()),
+            ("Idle", "-")
         );
     }
 }

@@ -6,7 +6,8 @@ use std::io::Write;
 
 use super::GetArgs;
 use super::games::{
-    InvalidGame, Shown, corrupt_reason, games_from, note_none_found, prefixes, select, warn_invalid,
+    InvalidGame, Shown, corrupt_reason, games_from, note_none_found, prefixes, select,
+    sessions_from, warn_invalid,
 };
 use super::printer::Printer;
 use super::selector::Selector;
@@ -41,6 +42,7 @@ pub(super) async fn watch(
         return Err(client.not_found(missing));
     }
     let mut printer = Printer::new(args.output, true, args.output_watch_events);
+    printer.set_sessions(sessions_from(client.keys(), &listings[2]));
     if !args.watch_only {
         print_initial(client, &known, args, selector, &mut printer, out)?;
     }
@@ -135,7 +137,21 @@ fn print_batch(
     let mut changed: Vec<(String, &'static str)> = Vec::new();
     // Invalid games deleted in this batch, for their last line.
     let mut invalid_gone: BTreeMap<String, InvalidGame> = BTreeMap::new();
+    let keys = client.keys();
     for event in batch {
+        // A session record changed: the game's row (its SESSION) changed.
+        if let Some(name) = keys.name_of(&keys.sessions(), event.key()) {
+            let session = match event {
+                WatchEvent::Put(kv) => Some(rtm_core::records::sessions::decode(kv)),
+                WatchEvent::Delete { .. } => None,
+            };
+            printer.set_session(name, session);
+            let known = known.games.contains_key(name) || known.invalid.contains_key(name);
+            if known && !changed.iter().any(|(n, _)| n == name) {
+                changed.push((name.to_owned(), "MODIFIED"));
+            }
+            continue;
+        }
         let mut cache = Cache {
             games: &mut known.games,
             tombstones: &mut known.tombstones,
@@ -177,6 +193,7 @@ fn print_relisted(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let (fresh, fresh_invalid) = games_from(client, &listings[0], &listings[1]);
+    printer.set_sessions(sessions_from(client.keys(), &listings[2]));
     for (name, doc) in &fresh {
         let kind = match known.games.get(name) {
             None => "ADDED",
