@@ -671,3 +671,4 @@ fn starting_a_stopped_game_again_is_no_crash() {
 }
 
 mod health;
+mod schedule;
