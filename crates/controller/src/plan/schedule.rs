@@ -10,7 +10,7 @@
 //! schedule just added, changed, or whose record was lost starts from now: losing a record
 //! never disrupts a game.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rtm_core::model::{
     GameRuntime, GameRuntimeStatus, RestartSchedule, RestartScheduleStatus, Timestamp,
@@ -77,6 +77,24 @@ pub(super) fn record(
         }
     }
     status.restart_schedule = Some(record);
+}
+
+/// How long after the next window the queue should look at the game again: the timer runs
+/// on the monotonic clock and the window on the wall clock, so a wake a little early finds
+/// nothing due and asks again for the (then tiny) rest.
+const WAKE_AFTER_WINDOW: Duration = Duration::from_millis(100);
+
+/// How long until the game should be looked at for its next window (none without a
+/// schedule). The periodic resync alone would answer a window up to a resync late, and
+/// with a per-minute schedule merge two windows into one.
+#[allow(
+    dead_code,
+    reason = "the reconciler's requeue takes the earlier of this and its own (reconcile.rs)"
+)]
+pub(crate) fn wake(doc: Option<&GameRuntime>, now: SystemTime) -> Option<Duration> {
+    let spec = doc?.spec.restart_schedule.as_ref()?;
+    let next = read(spec)?.next_after(now)?;
+    Some(next.duration_since(now).unwrap_or_default() + WAKE_AFTER_WINDOW)
 }
 
 /// The status record, when it is for this cron expression and zone.

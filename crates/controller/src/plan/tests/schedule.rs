@@ -276,3 +276,15 @@ fn a_restart_request_goes_before_the_schedule() {
         }
     );
 }
+
+#[test]
+fn the_game_is_woken_just_after_its_next_window() {
+    let d = scheduled("*/15 * * * *", None);
+    let wake = crate::plan::schedule::wake(Some(&d), at(100)).expect("a wake");
+    assert_eq!(wake, Duration::from_secs(800) + Duration::from_millis(100));
+    // At the window itself: the next one.
+    let wake = crate::plan::schedule::wake(Some(&d), at(900)).expect("a wake");
+    assert_eq!(wake, Duration::from_secs(900) + Duration::from_millis(100));
+    assert_eq!(crate::plan::schedule::wake(Some(&doc("")), at(100)), None);
+    assert_eq!(crate::plan::schedule::wake(None, at(100)), None);
+}
