@@ -672,3 +672,4 @@ fn starting_a_stopped_game_again_is_no_crash() {
 
 mod disruption;
 mod health;
+mod schedule;

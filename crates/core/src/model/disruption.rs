@@ -9,7 +9,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{defaults, is_true, quantity};
+use super::{Timestamp, defaults, is_true, quantity};
 
 /// How voluntary disruptions (a spec change that needs a new container, a restart, a
 /// scheduled restart) treat a game in session.
@@ -137,4 +137,22 @@ impl RestartSchedule {
     pub fn zone(&self) -> &str {
         self.time_zone.as_deref().unwrap_or("UTC")
     }
+}
+
+/// What the controller keeps of `spec.restartSchedule` in the status (`status.restartSchedule`)
+/// to restart once per window. Written when the schedule is first seen (or changed) and when
+/// a window is answered: at most once per window, never on every reconcile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestartScheduleStatus {
+    /// The cron expression this record is for; a different one starts a new record.
+    pub cron: String,
+    /// The time zone it is read in (`UTC` when absent); a different one starts a new record.
+    pub time_zone: String,
+    /// When the controller first saw this schedule. Only windows after it restart the game:
+    /// a schedule added (or a record lost) never makes up a past window.
+    pub since: Timestamp,
+    /// The latest window the current container answers (it was started at or after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_window: Option<Timestamp>,
 }

@@ -33,7 +33,9 @@ pub use budget::{
 };
 pub use crd::crd_yaml;
 pub use defaults::DEFAULT_STOP_TIMEOUT;
-pub use disruption::{Disruption, ExecAction, Lifecycle, PreStop, RestartSchedule};
+pub use disruption::{
+    Disruption, ExecAction, Lifecycle, PreStop, RestartSchedule, RestartScheduleStatus,
+};
 pub use health::{
     DockerProbe, ExecProbe, HealthCheck, HealthStatus, HealthVerdict, HttpProbe, Probe, ProbeKind,
     PublishedPort, TcpProbe,
@@ -340,6 +342,10 @@ pub struct GameRuntimeStatus {
     /// `sessions/<game>` is the truth; this says which of its changes were recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<Session>,
+    /// What the controller keeps of `spec.restartSchedule` to restart once per window (with
+    /// a schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_schedule: Option<RestartScheduleStatus>,
 }
 
 /// Where a game is in its lifecycle.
