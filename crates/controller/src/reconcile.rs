@@ -221,7 +221,7 @@ impl Reconciler {
             }
             self.track_phase(game, desired.as_ref().map(|_| status.phase));
             self.free_slots(game, desired, &status).await;
-            return Ok(requeue_for(action));
+            return Ok(requeue_for(action, desired, now));
         }
         let first = observed.status;
         let seen = Seen {
@@ -513,7 +513,7 @@ impl Reconciler {
         let result = match result {
             Some(result) if !result.is_success() => Err(result.into()),
             Some(_) => Ok(Some(AFTER_ACTION)),
-            None => Ok(requeue_for(action)),
+            None => Ok(requeue_for(action, desired, SystemTime::now())),
         };
         if next != before.value || !before.exists() {
             return Ok(Acted {
@@ -957,14 +957,20 @@ fn resolve_aborted(entry: &mut HistoryEntry, holder: &str) {
     entry.finished_at = Some(Timestamp::now());
 }
 
-fn requeue_for(action: Action) -> Option<Duration> {
-    match action {
+/// When to look at the game again, unasked: the earlier of what the action waits for and
+/// the next window of its restart schedule (a resync alone would answer it late).
+fn requeue_for(action: Action, doc: Option<&GameRuntime>, now: SystemTime) -> Option<Duration> {
+    let waited = match action {
         Action::WaitBackoff { remaining } => Some(remaining),
         Action::Defer {
             hold: Hold::Budget, ..
         } => Some(BUDGET_RETRY),
         Action::Defer { remaining, .. } => remaining,
         _ => None,
+    };
+    match (waited, crate::plan::schedule::wake(doc, now)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

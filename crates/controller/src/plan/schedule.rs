@@ -87,10 +87,6 @@ const WAKE_AFTER_WINDOW: Duration = Duration::from_millis(100);
 /// How long until the game should be looked at for its next window (none without a
 /// schedule). The periodic resync alone would answer a window up to a resync late, and
 /// with a per-minute schedule merge two windows into one.
-#[allow(
-    dead_code,
-    reason = "the reconciler's requeue takes the earlier of this and its own (reconcile.rs)"
-)]
 pub(crate) fn wake(doc: Option<&GameRuntime>, now: SystemTime) -> Option<Duration> {
     let spec = doc?.spec.restart_schedule.as_ref()?;
     let next = read(spec)?.next_after(now)?;

@@ -181,6 +181,8 @@ fn a_lost_status_record_restarts_nothing() {
         status: Versioned::absent(),
         container: Some(running),
         health: None,
+        session: Versioned::absent(),
+        budget_wait: None,
     };
     assert!(crate::plan::schedule::due(&d, &lost, at(600)).is_none());
     assert_ne!(
