@@ -106,6 +106,13 @@ fn condition<'s>(
     status.conditions.iter().find(|c| c.type_ == kind)
 }
 
+/// The value of one sample (`name{labels}` exactly as exposed) on a `/metrics` page.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .next()
+}
+
 fn is_ready(status: &GameRuntimeStatus) -> bool {
     condition(status, "Ready").is_some_and(|c| c.status == ConditionStatus::True)
 }
@@ -168,15 +175,20 @@ impl Harness {
 
     /// Changes the image of `game` (a voluntary disruption: a new container is needed).
     async fn set_image(&self, game: &str, image: &str) {
-        let mut doc = self.documents.get(game).await.unwrap().expect("document");
+        let mut doc = self
+            .documents
+            .get(game)
+            .await
+            .expect("documents read")
+            .expect("document");
         doc.spec.image = image.to_owned();
         let revision = doc
             .metadata
             .resource_version
-            .clone()
-            .unwrap()
+            .as_deref()
+            .expect("a stored document has a resourceVersion")
             .parse()
-            .unwrap();
+            .expect("resourceVersion is a number");
         self.documents.update(&doc, revision).await.expect("update");
     }
 
@@ -299,7 +311,7 @@ impl Monitor {
 #[ignore = "needs etcd and Docker"]
 async fn an_allocated_game_keeps_its_container_through_an_image_change_until_released() {
     let h = harness("session-keeps").await;
-    let _c = h.controller("c", "local").await;
+    let c = h.controller("c", "local").await;
     let g = game_id("sess-keep");
     h.documents
         .create(&game(&g, IMAGE_1, "", ""))
@@ -324,9 +336,21 @@ async fn an_allocated_game_keeps_its_container_through_an_image_change_until_rel
         "the match goes on"
     );
     assert!(is_ready(&waiting), "still Ready: players stay connected");
+    let pending = r#"rtmanager_updates_pending{reason="InSession"}"#;
+    let gauge = async |want: f64| {
+        eventually(Duration::from_secs(10), pending, async || {
+            match sample(&c.metrics().await, pending) {
+                Some(v) if v == want => Ok(()),
+                other => Err(format!("{pending} is {other:?}, not {want}")),
+            }
+        })
+        .await
+    };
+    gauge(1.0).await;
 
     h.release(&g, "match-42-over").await;
     let after = h.wait_ready(&g).await;
+    gauge(0.0).await;
     let second = after.container_id.clone().unwrap();
     assert_ne!(second, first, "recreated on the new spec after the release");
     assert_eq!(after.image_ref.as_deref(), Some(IMAGE_2));

@@ -3,6 +3,8 @@
 //! the vocabulary of the YAML and the history (`op_kind`, `outcome`,
 //! `error_code`, `phase`).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::core::Collector;
@@ -79,7 +81,16 @@ pub struct Metrics {
     /// preStop commands (`spec.lifecycle.preStop`) of stops, by `result`
     /// (exited_0, failed, timed_out, skipped).
     pub pre_stops: IntCounterVec,
+    /// Games whose voluntary disruption waits (condition `UpdatePending`
+    /// True), by its `reason` (InSession, DisruptionBudget).
+    pub updates_pending: IntGaugeVec,
 }
+
+/// The reasons `rtmanager_updates_pending` counts: the condition's reasons.
+pub const UPDATE_PENDING_REASONS: [&str; 2] = [
+    rtm_core::model::REASON_IN_SESSION,
+    rtm_core::model::REASON_DISRUPTION_BUDGET,
+];
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
     registry
@@ -197,6 +208,17 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            updates_pending: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "rtmanager_updates_pending",
+                        "Games whose voluntary disruption waits, by the reason of UpdatePending.",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid metric"),
+            ),
             pre_stops: counter_vec(
                 "rtmanager_prestop_hooks_total",
                 "preStop commands of stops, by result.",
@@ -257,6 +279,9 @@ impl Metrics {
         for result in PRE_STOP_RESULTS {
             self.pre_stops.with_label_values(&[result]);
         }
+        for reason in UPDATE_PENDING_REASONS {
+            self.updates_pending.with_label_values(&[reason]);
+        }
     }
 
     /// Counts one preStop command of a stop (`rtmanager_prestop_hooks_total`):
@@ -313,5 +338,45 @@ mod tests {
         );
         assert!(text.contains(r#"rtmanager_reconciles_total{result="noop"} 1"#));
         assert!(text.contains("rtmanager_queue_depth 0"));
+    }
+}
+
+/// A gauge that counts games by one label, each game under at most one value at a time
+/// (`rtmanager_games{phase}`, `rtmanager_updates_pending{reason}`): moving a game from
+/// one value to another is one decrement and one increment, whatever order games are
+/// looked at in.
+#[derive(Debug)]
+pub(crate) struct GamesBy {
+    gauge: IntGaugeVec,
+    values: Mutex<HashMap<String, &'static str>>,
+}
+
+impl GamesBy {
+    pub(crate) fn new(gauge: IntGaugeVec) -> Self {
+        Self {
+            gauge,
+            values: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts `game` under `value` from now on (none: under no value).
+    pub(crate) fn set(&self, game: &str, value: Option<&'static str>) {
+        let mut values = self
+            .values
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let previous = match value {
+            Some(value) => values.insert(game.to_owned(), value),
+            None => values.remove(game),
+        };
+        if previous == value {
+            return;
+        }
+        if let Some(previous) = previous {
+            self.gauge.with_label_values(&[previous]).dec();
+        }
+        if let Some(value) = value {
+            self.gauge.with_label_values(&[value]).inc();
+        }
     }
 }

@@ -21,13 +21,13 @@ use crate::disruption::Disruptions;
 use crate::health::Health;
 use crate::lease::{GameLease, LeaseError, Session};
 use crate::lifecycle::{Lifecycle, OpCause, OpRequest, OpResult, new_id};
-use crate::metrics::Metrics;
+use crate::metrics::{GamesBy, Metrics, UPDATE_PENDING_REASONS};
 use crate::runtime::{ContainerInfo, ContainerRuntime, container_name};
 use rtm_core::error_code::ErrorCode;
 use rtm_core::failure::Failure;
 use rtm_core::model::{
-    ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, GameRuntimeStatus, OpSource, Outcome,
-    Phase, Timestamp,
+    ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, ConditionStatus, GameRuntime, GameRuntimeStatus,
+    OpSource, Outcome, Timestamp, UPDATE_PENDING,
 };
 use rtm_core::records::Documents;
 use rtm_core::records::history::HistoryEntry;
@@ -115,8 +115,10 @@ pub(crate) struct Reconciler {
     /// Games whose history was checked for unfinished operations since this
     /// process started.
     recovered: Mutex<HashSet<String>>,
-    /// The last phase of each game, for the `rtmanager_games` gauge.
-    phases: Mutex<std::collections::HashMap<String, Phase>>,
+    /// Each game's phase, for the `rtmanager_games` gauge.
+    phases: GamesBy,
+    /// Each game's UpdatePending reason, for the `rtmanager_updates_pending` gauge.
+    pending: GamesBy,
 }
 
 impl Reconciler {
@@ -149,9 +151,10 @@ impl Reconciler {
             health: Arc::new(Health::new(metrics.clone())),
             sharding,
             settings,
+            phases: GamesBy::new(metrics.games.clone()),
+            pending: GamesBy::new(metrics.updates_pending.clone()),
             metrics,
             recovered: Mutex::new(HashSet::new()),
-            phases: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -219,7 +222,7 @@ impl Reconciler {
                 // Nothing left of a deleted game: drop its tombstone.
                 self.cache.clear_gone(game);
             }
-            self.track_phase(game, desired.as_ref().map(|_| status.phase));
+            self.track(game, desired.map(|_| &status));
             self.free_slots(game, desired, &status).await;
             return Ok(requeue_for(action, desired, now));
         }
@@ -243,7 +246,7 @@ impl Reconciler {
                 let written = lease.release_with_status(&self.status, &next).await?;
                 self.statuses.learn(game, written);
                 self.metrics.status_writes.inc();
-                self.track_phase(game, Some(next.phase));
+                self.track(game, Some(&next));
                 self.free_slots(game, self.cache_doc(game).as_deref(), &next)
                     .await;
                 result
@@ -373,16 +376,8 @@ impl Reconciler {
                 return Ok(Acted::done(Ok(None)));
             }
         };
-        self.record_under(
-            lease,
-            game,
-            desired.as_ref(),
-            action,
-            observed,
-            result,
-            session,
-        )
-        .await
+        self.record_under(lease, desired.as_ref(), action, observed, result, session)
+            .await
     }
 
     /// The game's document and what it is, under the lease; `None` when
@@ -470,13 +465,13 @@ impl Reconciler {
     async fn record_under(
         &self,
         lease: &GameLease,
-        game: &str,
         desired: Option<&GameRuntime>,
         action: Action,
         observed: Observed,
         result: Option<OpResult>,
         session: Option<rtm_core::model::Session>,
     ) -> Result<Acted, Failure> {
+        let game = lease.game();
         let exited = observed.container.clone().filter(|c| c.state.has_exited());
         let after = match &result {
             // What the operation wrote and last inspected a moment ago:
@@ -521,7 +516,7 @@ impl Reconciler {
                 result,
             });
         }
-        self.track_phase(game, Some(next.phase));
+        self.track(game, Some(&next));
         Ok(Acted::done(result))
     }
 
@@ -852,36 +847,20 @@ impl Reconciler {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Keeps the `rtmanager_games{phase}` gauge in step.
-    fn track_phase(&self, game: &str, phase: Option<Phase>) {
-        let mut phases = self
-            .phases
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let previous = match phase {
-            Some(phase) => phases.insert(game.to_owned(), phase),
-            None => phases.remove(game),
-        };
-        if previous == phase {
-            return;
-        }
-        if let Some(previous) = previous {
-            self.metrics
-                .games
-                .with_label_values(&[previous.as_str()])
-                .dec();
-        }
-        if let Some(phase) = phase {
-            self.metrics
-                .games
-                .with_label_values(&[phase.as_str()])
-                .inc();
-        }
+    /// Keeps the `rtmanager_games{phase}` and `rtmanager_updates_pending{reason}` gauges
+    /// in step with the status the game was left with (none: no longer reconciled here).
+    fn track(&self, game: &str, status: Option<&GameRuntimeStatus>) {
+        self.phases.set(game, status.map(|s| s.phase.as_str()));
+        let pending = status
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == UPDATE_PENDING))
+            .filter(|c| c.status == ConditionStatus::True)
+            .and_then(|c| UPDATE_PENDING_REASONS.into_iter().find(|r| *r == c.reason));
+        self.pending.set(game, pending);
     }
 
     fn forget(&self, game: &str) {
         self.health.untrack(game);
-        self.track_phase(game, None);
+        self.track(game, None);
     }
 }
 

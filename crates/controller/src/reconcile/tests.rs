@@ -7,7 +7,7 @@ use super::*;
 use crate::fixture;
 use crate::runtime::fake::FakeOp;
 use rtm_core::model::parse::parse_documents;
-use rtm_core::model::{OpKind, Outcome};
+use rtm_core::model::{OpKind, Outcome, Phase};
 use rtm_core::records::StatusStore;
 use rtm_core::records::history::HistoryEntry;
 use rtm_core::store::{Keys, Store};
