@@ -421,10 +421,16 @@ impl Disruptions {
     }
 }
 
-/// The games holding `held` (a slot whose record does not decode shows as `?`).
+/// The games holding `held`. A slot no controller holds (it does not decode, or is
+/// attached to no etcd lease: written by hand) shows as its key, so that the person who
+/// made it knows what to delete: the controller never frees a slot it did not take.
 fn holders(held: &[HeldSlot]) -> Vec<String> {
     held.iter()
-        .map(|slot| slot.game().unwrap_or("?").to_owned())
+        .map(|slot| match slot.game() {
+            Some(game) if slot.lease != 0 => game.to_owned(),
+            Some(game) => format!("{game} by hand at {} (no controller holds it)", slot.key),
+            None => format!("an unreadable slot at {}", slot.key),
+        })
         .collect()
 }
 
@@ -664,5 +670,44 @@ impl Mirror for SlotMirror {
                 WatchEvent::Delete { key, .. } => d.forget_slot(key),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtm_core::records::budgets::Slot;
+
+    fn held(key: &str, game: Option<&str>, lease: i64) -> HeldSlot {
+        HeldSlot {
+            budget: "casual".to_owned(),
+            index: 0,
+            key: key.to_owned(),
+            slot: game.map(|game| Slot {
+                game: game.to_owned(),
+                holder: "c1".to_owned(),
+                since: Timestamp::now(),
+                reason: "restart".to_owned(),
+            }),
+            lease,
+            create_revision: 7,
+        }
+    }
+
+    #[test]
+    fn a_slot_no_controller_holds_is_named_by_its_key() {
+        let shown = holders(&[
+            held("/p/budget-slots/casual/0", Some("g1"), 42),
+            held("/p/budget-slots/casual/1", Some("g2"), 0),
+            held("/p/budget-slots/casual/2", None, 42),
+        ]);
+        assert_eq!(
+            shown,
+            [
+                "g1",
+                "g2 by hand at /p/budget-slots/casual/1 (no controller holds it)",
+                "an unreadable slot at /p/budget-slots/casual/2",
+            ]
+        );
     }
 }

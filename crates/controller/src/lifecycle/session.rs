@@ -5,7 +5,7 @@
 
 use rtm_core::failure::Failure;
 use rtm_core::model::{OpKind, OpSource, Session};
-use rtm_core::records::sessions::SessionRecord;
+use rtm_core::records::sessions::{SessionRecord, UNREADABLE};
 use rtm_core::store::{Compare, Txn};
 
 use super::{Lifecycle, OpRequest, new_id};
@@ -29,13 +29,13 @@ impl Lifecycle {
             };
             let mut request = OpRequest::new(game, source)
                 .with_source_ref(session.reference.clone().unwrap_or_default());
-            let by_hand = matches!(session.source.as_deref(), Some("deleted" | "unreadable"));
+            let by_hand = matches!(session.source.as_deref(), Some("deleted" | UNREADABLE));
             if !by_hand && source != OpSource::Reconcile {
                 request = request.claimed();
             }
             let note = match (session.source.as_deref(), note) {
                 (Some("deleted"), _) => Some("the session record was deleted".to_owned()),
-                (Some("unreadable"), _) => Some(
+                (Some(UNREADABLE), _) => Some(
                     "the session record does not decode: the game counts as Allocated until it \
                      is fixed or deleted"
                         .to_owned(),
@@ -46,7 +46,11 @@ impl Lifecycle {
             entry.note = note;
             entry.container_id_before = session.container_id.clone();
             entry.container_id_after = session.container_id.clone();
-            entry.started_at = session.since;
+            // An unreadable record has no time of its own: the entry says when it was seen.
+            entry.started_at = match session.source.as_deref() {
+                Some(UNREADABLE) => rtm_core::model::Timestamp::now(),
+                _ => session.since,
+            };
             entry.succeed();
             self.history
                 .append(Some(lease.fence()), entry.clone())

@@ -17,7 +17,7 @@ use rtm_core::model::{
     ANNOTATION_FORCE, ConditionStatus, GameRuntime, GameRuntimeStatus, OpKind,
     REASON_DISRUPTION_BUDGET, REASON_IN_SESSION, Session, SessionState, Timestamp, UPDATE_PENDING,
 };
-use rtm_core::records::sessions::SessionRecord;
+use rtm_core::records::sessions::{SessionRecord, UNREADABLE};
 
 use super::{Action, Cause, Observed};
 
@@ -263,9 +263,13 @@ pub(super) fn record(
                         .and_then(|s| s.reference.as_deref())
                         .map(|r| format!(" {r}"))
                         .unwrap_or_default();
-                    let since = session
-                        .map(|s| format!(" (allocated since {})", s.since))
-                        .unwrap_or_default();
+                    let since = match session {
+                        Some(s) if s.source.as_deref() == Some(UNREADABLE) => {
+                            " (its record does not decode: fix or delete it)".to_owned()
+                        }
+                        Some(s) => format!(" (allocated since {})", s.since),
+                        None => String::new(),
+                    };
                     let bound = match session_deadline(doc, status, now) {
                         Some(deadline) => format!(
                             "; it goes ahead at {} (maxSessionWait)",

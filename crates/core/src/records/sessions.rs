@@ -134,15 +134,19 @@ pub enum Released {
     AlreadyIdle,
 }
 
+/// The `source` of the Allocated session a record that does not decode reads as.
+pub const UNREADABLE: &str = "unreadable";
+
 /// Decodes a stored session. One that does not decode reads as an Allocated session with
-/// no ref, so that it holds voluntary disruptions back rather than let them through.
+/// no ref (source [`UNREADABLE`], always the same value, so that reading it again is no
+/// change), so that it holds voluntary disruptions back rather than let them through.
 pub fn decode(kv: &KeyValue) -> Session {
     serde_json::from_slice(&kv.value).unwrap_or_else(|_| Session {
         state: SessionState::Allocated,
         reference: None,
         since: Timestamp::from_unix_seconds(0),
         container_id: None,
-        source: Some("unreadable".to_owned()),
+        source: Some(UNREADABLE.to_owned()),
     })
 }
 

@@ -323,6 +323,14 @@ fn an_unreadable_session_record_counts_as_allocated() {
             ..
         }
     ));
+    // It has no time of its own: the condition says what to do, not "since 1970".
+    let status = status_of(Some(&new), &observed, 10);
+    let message = &pending(&status).expect("UpdatePending").message;
+    assert!(
+        message.contains("does not decode: fix or delete it"),
+        "{message}"
+    );
+    assert!(!message.contains("1970"), "{message}");
 }
 
 #[test]
