@@ -32,6 +32,7 @@ const CONVERGE: Duration = Duration::from_secs(60);
 mod exit {
     pub const NOT_FOUND: i32 = 4;
     pub const CONFLICT: i32 = 5;
+    pub const CORRUPT: i32 = 12;
     pub const NOT_READY: i32 = 13;
     pub const IN_SESSION: i32 = 14;
     pub const NOT_DONE: i32 = 15;
@@ -287,6 +288,21 @@ async fn budgets_apply_with_games_and_the_bulk_verbs_act_on_each_matched_game() 
         w.ok(&["delete", "budget", "casual"])
             .contains("gamedisruptionbudget/casual deleted")
     );
+    assert!(w.ok(&["get", "budgets"]).is_empty());
+
+    // A budget garbled by hand holds every voluntary recreate back: get and describe say
+    // so with exit 12 and the key, and delete removes it.
+    let key = w.keys.budget("broken");
+    w.store
+        .txn(Txn::new().put(key.clone(), b"kind: Nope".to_vec()))
+        .await
+        .expect("write a garbled budget");
+    for args in [&["get", "budgets"][..], &["describe", "budget", "broken"]] {
+        let said = w.fails(args, exit::CORRUPT);
+        assert!(said.stderr.contains(&key), "{args:?}: {}", said.stderr);
+        assert!(said.stderr.contains("voluntary recreates wait"), "{}", said.stderr);
+    }
+    w.ok(&["delete", "budget", "broken"]);
     assert!(w.ok(&["get", "budgets"]).is_empty());
 }
 

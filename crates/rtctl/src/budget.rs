@@ -15,7 +15,7 @@ use similar::TextDiff;
 
 use super::apply::Action;
 use super::client::{Client, check_name};
-use super::error::{CliError, Outcome};
+use super::error::{CliError, Outcome, one_line};
 use super::get::OutputFormat;
 use super::get::games::games_from;
 use super::input::BudgetInput;
@@ -160,6 +160,8 @@ pub(crate) async fn diff_one(
 /// Everything `get budgets` and `describe budget` show, read at one revision for the games.
 struct Fleet {
     budgets: Vec<GameDisruptionBudget>,
+    /// The budget keys whose values do not decode, and why.
+    invalid: Vec<(String, String)>,
     games: BTreeMap<String, GameRuntime>,
     slots: Vec<HeldSlot>,
 }
@@ -170,9 +172,11 @@ async fn read_fleet(client: &Client) -> Result<Fleet, CliError> {
         .list()
         .await
         .map_err(|e| client.budget_error(e, "listing gamedisruptionbudgets"))?;
-    for (key, error) in &list.invalid {
-        super::output::warn(&format!("skipping {key}: {error}"));
-    }
+    let invalid = list
+        .invalid
+        .iter()
+        .map(|(key, error)| (key.clone(), error.to_string()))
+        .collect();
     let keys = client.keys();
     let (listings, _) = client
         .list_at_one_revision(&[keys.gameruntimes(), keys.statuses()])
@@ -185,12 +189,35 @@ async fn read_fleet(client: &Client) -> Result<Fleet, CliError> {
         .map_err(|e| client.budget_error(e, "listing budget slots"))?;
     Ok(Fleet {
         budgets: list.items,
+        invalid,
         games,
         slots,
     })
 }
 
 impl Fleet {
+    /// Exit 12 naming every budget that cannot be read (after what could be shown was
+    /// shown): while one is unreadable the controllers hold every voluntary recreate back.
+    fn corrupt(&self, only: Option<&str>) -> Result<(), CliError> {
+        let invalid: Vec<String> = self
+            .invalid
+            .iter()
+            .filter(|(key, _)| only.is_none_or(|name| key.rsplit('/').next() == Some(name)))
+            .map(|(key, why)| format!("{key}: {}", one_line(why)))
+            .collect();
+        if invalid.is_empty() {
+            return Ok(());
+        }
+        Err(CliError::Corrupt {
+            message: format!(
+                "{} stored gamedisruptionbudget(s) cannot be read, so voluntary recreates wait \
+                 ({}); delete it (rtctl delete budget NAME), then apply it again",
+                invalid.len(),
+                invalid.join("; ")
+            ),
+        })
+    }
+
     fn covered<'f>(&'f self, budget: &GameDisruptionBudget) -> Vec<&'f GameRuntime> {
         self.games.values().filter(|g| budget.covers(g)).collect()
     }
@@ -247,6 +274,7 @@ pub(crate) async fn get(
     if let Some(name) = name
         && shown.is_empty()
     {
+        fleet.corrupt(Some(name))?;
         return Err(not_found(client, name));
     }
     if shown.is_empty() && format != OutputFormat::Json {
@@ -254,6 +282,7 @@ pub(crate) async fn get(
             "No gamedisruptionbudgets found under prefix {}.",
             client.keys().prefix()
         ));
+        fleet.corrupt(None)?;
         return Ok(Outcome::Success);
     }
     match format {
@@ -302,6 +331,7 @@ pub(crate) async fn get(
             }
         }
     }
+    fleet.corrupt(name)?;
     Ok(Outcome::Success)
 }
 
@@ -323,6 +353,7 @@ pub(crate) async fn describe(
     check_name(name)?;
     let fleet = read_fleet(client).await?;
     let Some(budget) = fleet.budgets.iter().find(|b| b.name() == name) else {
+        fleet.corrupt(Some(name))?;
         return Err(not_found(client, name));
     };
     let text = render(
