@@ -300,7 +300,11 @@ async fn budgets_apply_with_games_and_the_bulk_verbs_act_on_each_matched_game() 
     for args in [&["get", "budgets"][..], &["describe", "budget", "broken"]] {
         let said = w.fails(args, exit::CORRUPT);
         assert!(said.stderr.contains(&key), "{args:?}: {}", said.stderr);
-        assert!(said.stderr.contains("voluntary recreates wait"), "{}", said.stderr);
+        assert!(
+            said.stderr.contains("voluntary recreates wait"),
+            "{}",
+            said.stderr
+        );
     }
     w.ok(&["delete", "budget", "broken"]);
     assert!(w.ok(&["get", "budgets"]).is_empty());
