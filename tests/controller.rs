@@ -2104,7 +2104,9 @@ async fn a_host_port_stays_its_owners_through_a_crash_a_stop_and_a_restart_while
     })
     .await;
     // The claimant tries again while the owner is stopped (a new entry, or
-    // one more on its folded failure) and is refused again.
+    // one more on its folded failure) and is refused again. Its retries
+    // back off (1 s doubling to 5 min), so by now the next one may be a
+    // minute away: a change of its document makes it try at once.
     let attempts = async || {
         let entries = h.history(&claimant).await;
         entries
@@ -2113,6 +2115,12 @@ async fn a_host_port_stays_its_owners_through_a_crash_a_stop_and_a_restart_while
             .unwrap_or_default()
     };
     let before = attempts().await;
+    h.change(&claimant, |d| {
+        d.metadata
+            .labels
+            .insert("try".to_owned(), "again".to_owned());
+    })
+    .await;
     eventually(
         CONVERGE,
         "the claimant to try again while the owner is stopped",

@@ -566,22 +566,33 @@ pub(crate) fn unified_diff(
     live: Option<&GameRuntime>,
     desired: &GameRuntime,
 ) -> Option<String> {
-    let old = live.map(|l| to_yaml(&comparable(l))).unwrap_or_default();
-    let new = to_yaml(&comparable(desired));
-    if old == new {
+    let old = live.map(|l| to_yaml(&comparable(l)));
+    yaml_diff("gameruntime", name, old, &to_yaml(&comparable(desired)))
+}
+
+/// The unified diff of `kind/name` from its live YAML (`None`: there is none) to the
+/// applied one, or `None` when they agree: what `diff` prints for every kind.
+pub(crate) fn yaml_diff(
+    kind: &str,
+    name: &str,
+    live: Option<String>,
+    applied: &str,
+) -> Option<String> {
+    let old_header = match live {
+        Some(_) => format!("live/{kind}/{name}"),
+        None => "/dev/null".to_owned(),
+    };
+    let old = live.unwrap_or_default();
+    if old == applied {
         return None;
     }
-    let old_header = if live.is_some() {
-        format!("live/gameruntime/{name}")
-    } else {
-        "/dev/null".to_owned()
-    };
-    let text = TextDiff::from_lines(&old, &new)
-        .unified_diff()
-        .context_radius(3)
-        .header(&old_header, &format!("applied/gameruntime/{name}"))
-        .to_string();
-    Some(text)
+    Some(
+        TextDiff::from_lines(&old, applied)
+            .unified_diff()
+            .context_radius(3)
+            .header(&old_header, &format!("applied/{kind}/{name}"))
+            .to_string(),
+    )
 }
 
 #[cfg(test)]

@@ -11,9 +11,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::time::SystemTime;
 
-use similar::TextDiff;
-
-use super::apply::Action;
+use super::apply::{Action, yaml_diff};
 use super::client::{Client, check_name};
 use super::error::{CliError, Outcome, one_line};
 use super::get::OutputFormat;
@@ -123,23 +121,12 @@ pub(crate) fn unified_diff(
     live: Option<&GameDisruptionBudget>,
     applied: &GameDisruptionBudget,
 ) -> Option<String> {
-    let name = applied.name();
-    let old = live.map(|l| yaml(&comparable(l))).unwrap_or_default();
-    let new = yaml(&comparable(applied));
-    if old == new {
-        return None;
-    }
-    let old_header = if live.is_some() {
-        format!("live/gamedisruptionbudget/{name}")
-    } else {
-        "/dev/null".to_owned()
-    };
-    Some(
-        TextDiff::from_lines(&old, &new)
-            .unified_diff()
-            .context_radius(3)
-            .header(&old_header, &format!("applied/gamedisruptionbudget/{name}"))
-            .to_string(),
+    let old = live.map(|l| yaml(&comparable(l)));
+    yaml_diff(
+        "gamedisruptionbudget",
+        applied.name(),
+        old,
+        &yaml(&comparable(applied)),
     )
 }
 
