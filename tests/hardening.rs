@@ -233,6 +233,14 @@ async fn a_game_runs_with_every_capability_dropped_no_new_privileges_and_limits(
         (1u64 << 30).to_string()
     );
     assert_eq!(inspect(id, "{{.HostConfig.NanoCpus}}"), "1000000000");
+    // A bounded log by default: json-file, 10 MiB, three files.
+    assert_eq!(
+        inspect(
+            id,
+            r#"{{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config "max-size"}} {{index .HostConfig.LogConfig.Config "max-file"}}"#
+        ),
+        format!("json-file {} 3", 10u64 << 20)
+    );
     // The kernel agrees: no capability in any set, no_new_privs on.
     let (_, proc_status) = exec(
         id,
@@ -274,9 +282,18 @@ async fn a_fork_bomb_inside_a_game_stays_within_its_pids_limit() {
     let mut controller = h.controller("c1").await;
     let mut game = doc(&game_id("forkbomb"));
     game.spec.resources.pids = Some(64);
+    game.spec.logging.max_files = Some(1);
     h.create(&game).await;
     let container = h.wait_running(game.name()).await;
     assert_eq!(inspect(&container.id, "{{.HostConfig.PidsLimit}}"), "64");
+    assert_eq!(
+        inspect(
+            &container.id,
+            r#"{{index .HostConfig.LogConfig.Config "max-size"}} {{index .HostConfig.LogConfig.Config "max-file"}}"#
+        ),
+        format!("{} 1", 10u64 << 20),
+        "spec.logging.maxFiles set, maxSize the controller's"
+    );
 
     // Forks until the kernel says no; asks for 1,000 processes.
     let started = Instant::now();

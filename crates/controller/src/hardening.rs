@@ -1,6 +1,7 @@
 //! The controller's hardening options (`--allowed-capabilities`,
 //! `--pids-limit`, `--default-memory`, `--max-memory`, `--default-cpus`,
-//! `--max-cpus`, `--network`) and the [`ContainerPolicy`] they make.
+//! `--max-cpus`, `--log-max-size`, `--log-max-files`, `--network`) and the
+//! [`ContainerPolicy`] they make.
 
 use std::fmt;
 
@@ -8,11 +9,12 @@ use sha2::{Digest, Sha256};
 
 use crate::lifecycle::ContainerPolicy;
 use crate::lifecycle::policy::{
-    DEFAULT_ALLOWED_CAPABILITIES, DEFAULT_CPUS, DEFAULT_MAX_CPUS, DEFAULT_PIDS_LIMIT,
+    DEFAULT_ALLOWED_CAPABILITIES, DEFAULT_CPUS, DEFAULT_LOG_MAX_FILES, DEFAULT_MAX_CPUS,
+    DEFAULT_PIDS_LIMIT,
 };
-use crate::runtime::{LABEL_PREFIX, NetworkSpec};
+use crate::runtime::{LABEL_PREFIX, LogRotation, NetworkSpec};
 use rtm_core::config::ConfigError;
-use rtm_core::model::validate::{MAX_PIDS, MIN_PIDS};
+use rtm_core::model::validate::{MAX_LOG_FILES, MAX_LOG_SIZE, MAX_PIDS, MIN_LOG_SIZE, MIN_PIDS};
 use rtm_core::model::{Cpus, Memory, validate_capability};
 
 /// The value of `--network` that keeps Docker's default bridge (no isolation
@@ -56,6 +58,18 @@ pub struct HardeningArgs {
     /// The most CPUs spec.resources.cpus may ask (the Docker host's count is checked too).
     #[arg(long = "max-cpus", env = "RTM_MAX_CPUS", default_value_t = whole_cpus(DEFAULT_MAX_CPUS))]
     pub max_cpus: Cpus,
+
+    /// Where a game's json-file log is rotated when spec.logging.maxSize is absent (1Mi-1Gi).
+    #[arg(
+        long = "log-max-size",
+        env = "RTM_LOG_MAX_SIZE",
+        default_value = "10Mi"
+    )]
+    pub log_max_size: Memory,
+
+    /// Log files kept per game when spec.logging.maxFiles is absent (1-100).
+    #[arg(long = "log-max-files", env = "RTM_LOG_MAX_FILES", default_value_t = DEFAULT_LOG_MAX_FILES)]
+    pub log_max_files: u32,
 
     /// Docker network of the games, created at the first start with inter-container traffic
     /// off (rtm-games-<hash of the prefix> when unset); "bridge" keeps Docker's default bridge,
@@ -131,6 +145,16 @@ impl HardeningArgs {
                 "--default-cpus must not be above --max-cpus",
             ));
         }
+        if !(MIN_LOG_SIZE..=MAX_LOG_SIZE).contains(&self.log_max_size) {
+            return Err(ConfigError::Incomplete(
+                "--log-max-size must be between 1Mi and 1Gi",
+            ));
+        }
+        if !(1..=MAX_LOG_FILES).contains(&self.log_max_files) {
+            return Err(ConfigError::Incomplete(
+                "--log-max-files must be between 1 and 100",
+            ));
+        }
         if let Some(network) = &self.network {
             check_network_name(network)?;
         }
@@ -161,6 +185,10 @@ impl HardeningArgs {
             default_cpus: Some(self.default_cpus),
             max_cpus: Some(self.max_cpus),
             network: Some(network),
+            log_rotation: LogRotation {
+                max_size_bytes: self.log_max_size.bytes(),
+                max_files: self.log_max_files,
+            },
         }
     }
 }
@@ -180,6 +208,8 @@ impl fmt::Display for HardeningArgs {
         writeln!(f, "max-memory: {}", self.max_memory)?;
         writeln!(f, "default-cpus: {}", self.default_cpus)?;
         writeln!(f, "max-cpus: {}", self.max_cpus)?;
+        writeln!(f, "log-max-size: {}", self.log_max_size)?;
+        writeln!(f, "log-max-files: {}", self.log_max_files)?;
         writeln!(
             f,
             "network: {}",
@@ -236,9 +266,20 @@ mod tests {
             "2",
             "--network",
             "bridge",
+            "--log-max-size",
+            "50Mi",
+            "--log-max-files",
+            "5",
         ])
         .unwrap();
         let policy = config.hardening.policy("/rtmanager");
+        assert_eq!(
+            policy.log_rotation,
+            LogRotation {
+                max_size_bytes: 50 << 20,
+                max_files: 5
+            }
+        );
         assert_eq!(policy.allowed_capabilities.len(), 2);
         assert_eq!(policy.pids_limit, 64);
         assert_eq!(policy.default_cpus, Some("0.5".parse().unwrap()));
@@ -257,6 +298,7 @@ mod tests {
         );
         assert!(printed.contains("pids-limit: 64"), "{printed}");
         assert!(printed.contains("network: bridge"), "{printed}");
+        assert!(printed.contains("log-max-size: 50Mi"), "{printed}");
     }
 
     #[test]
@@ -272,6 +314,10 @@ mod tests {
             (&["--default-memory", "32Gi"], "--max-memory"),
             (&["--default-cpus", "32"], "--max-cpus"),
             (&["--max-cpus", "500m0"], "CPU"),
+            (&["--log-max-size", "512Ki"], "--log-max-size"),
+            (&["--log-max-size", "2Gi"], "--log-max-size"),
+            (&["--log-max-files", "0"], "--log-max-files"),
+            (&["--log-max-files", "101"], "--log-max-files"),
             (&["--network", "host"], "--network"),
             (&["--network=-games"], "--network"),
         ] {

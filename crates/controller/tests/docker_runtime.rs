@@ -1043,3 +1043,50 @@ async fn a_stop_with_a_signal_of_a_missing_container_is_not_found() {
     .unwrap_err();
     assert!(err.is_not_found(), "{err:?}");
 }
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn the_log_is_a_json_file_rotated_at_its_size_with_its_files_kept() {
+    let docker = docker().await;
+    let game = game("logrot");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let mut spec = spec(&game, IMAGE_1);
+    // A chatty engine: about 1 MiB of output every few milliseconds.
+    spec.command = vec!["/bin/sh".into(), "-c".into()];
+    spec.args = vec!["yes 0123456789012345678901234567890123456789".into()];
+    spec.log_rotation = Some(rtm_controller::runtime::LogRotation {
+        max_size_bytes: 1 << 20,
+        max_files: 2,
+    });
+    create_and_start(&docker, &spec).await;
+    assert_eq!(
+        docker_inspect(
+            &name,
+            "{{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config \"max-size\"}} \
+             {{index .HostConfig.LogConfig.Config \"max-file\"}}"
+        ),
+        "json-file 1048576 2"
+    );
+    // Where the engine runs on this host (the scripts' dockerd or the machine's), the
+    // files themselves show the rotation: one rotated file, none beyond max-file, each
+    // at most max-size (Docker rotates after the write that crosses it: one line more).
+    let log_path = std::path::PathBuf::from(docker_inspect(&name, "{{.LogPath}}"));
+    if log_path.exists() {
+        let rotated = log_path.with_extension("log.1");
+        eventually(20, "the log to rotate", || {
+            let rotated = rotated.clone();
+            async move { rotated.exists().then_some(()) }
+        })
+        .await;
+        let beyond = log_path.with_extension("log.2");
+        assert!(
+            !beyond.exists(),
+            "{} kept beyond max-file",
+            beyond.display()
+        );
+        let size = std::fs::metadata(&rotated).expect("the rotated file").len();
+        assert!(size <= (1 << 20) + 4096, "rotated at {size} bytes");
+    }
+    within(20, "kill", docker.kill(&name)).await.expect("kill");
+}

@@ -226,6 +226,10 @@ user with the socket's group when docker.socketGroupId is set; then
   value: {{ .Values.controller.defaultCpus | quote }}
 - name: RTM_MAX_CPUS
   value: {{ .Values.controller.maxCpus | quote }}
+- name: RTM_LOG_MAX_SIZE
+  value: {{ .Values.controller.logMaxSize | quote }}
+- name: RTM_LOG_MAX_FILES
+  value: {{ .Values.controller.logMaxFiles | quote }}
 {{- with .Values.controller.network }}
 - name: RTM_NETWORK
   value: {{ . | quote }}

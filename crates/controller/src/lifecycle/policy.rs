@@ -1,6 +1,7 @@
 //! The controller's container policy: the hardening every container it
 //! creates gets (every capability dropped, `no-new-privileges`, a pids
-//! limit, a default memory and CPU limit, the games' isolated network), and
+//! limit, a default memory and CPU limit, a rotated log, the games' isolated
+//! network), and
 //! the limits a document's asks are checked against before anything is
 //! created or stopped.
 //!
@@ -11,7 +12,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::runtime::{ContainerSpec, HostResources, NetworkSpec};
+use crate::runtime::{ContainerSpec, HostResources, LogRotation, NetworkSpec};
 use rtm_core::error_code::ErrorCode;
 use rtm_core::model::{Cpus, GameRuntime, Memory};
 
@@ -31,6 +32,14 @@ pub(crate) const DEFAULT_CPUS: i64 = 1;
 
 /// `--max-cpus`, in CPUs.
 pub(crate) const DEFAULT_MAX_CPUS: i64 = 16;
+
+/// `--log-max-size`: where a game's json-file log is rotated unless
+/// `spec.logging.maxSize` says otherwise.
+pub(crate) const DEFAULT_LOG_MAX_SIZE: Memory = Memory::from_bytes(10 << 20);
+
+/// `--log-max-files`: the log files kept unless `spec.logging.maxFiles` says
+/// otherwise (so a game's log takes at most 30 MiB of the host by default).
+pub(crate) const DEFAULT_LOG_MAX_FILES: u32 = 3;
 
 /// `--allowed-capabilities`'s default: the one capability a game server
 /// plausibly needs (binding a port below 1024 as root).
@@ -58,6 +67,8 @@ pub struct ContainerPolicy {
     pub(crate) max_cpus: Option<Cpus>,
     /// The network every game joins; `None`: Docker's default bridge.
     pub(crate) network: Option<NetworkSpec>,
+    /// The log rotation of a game that does not say (`spec.logging`).
+    pub(crate) log_rotation: LogRotation,
 }
 
 impl Default for ContainerPolicy {
@@ -75,6 +86,10 @@ impl Default for ContainerPolicy {
             default_cpus: Some(cpus(DEFAULT_CPUS)),
             max_cpus: Some(cpus(DEFAULT_MAX_CPUS)),
             network: None,
+            log_rotation: LogRotation {
+                max_size_bytes: DEFAULT_LOG_MAX_SIZE.bytes(),
+                max_files: DEFAULT_LOG_MAX_FILES,
+            },
         }
     }
 }
@@ -267,6 +282,19 @@ impl ContainerPolicy {
             container.tmpfs.insert(path.to_owned(), options.to_owned());
         }
         container.network = self.network.clone();
+        container.log_rotation = Some(self.log_rotation(doc));
+    }
+
+    /// The rotation of the game's log: what `spec.logging` sets, the
+    /// controller's defaults for the rest.
+    pub(crate) fn log_rotation(&self, doc: &GameRuntime) -> LogRotation {
+        let logging = &doc.spec.logging;
+        LogRotation {
+            max_size_bytes: logging
+                .max_size
+                .map_or(self.log_rotation.max_size_bytes, Memory::bytes),
+            max_files: logging.max_files.unwrap_or(self.log_rotation.max_files),
+        }
     }
 }
 
@@ -303,6 +331,37 @@ mod tests {
         assert_eq!(container.user, None);
         assert!(!container.read_only_root_filesystem);
         assert!(container.tmpfs.is_empty());
+    }
+
+    #[test]
+    fn every_log_is_rotated_by_default_and_spec_logging_overrides_each_bound() {
+        let policy = ContainerPolicy::default();
+        let mut container = ContainerSpec::new("g1", "engine:1");
+        policy.apply(&game("g1").build(), &mut container);
+        assert_eq!(
+            container.log_rotation,
+            Some(LogRotation {
+                max_size_bytes: 10 << 20,
+                max_files: 3
+            }),
+            "no game fills a disk by default"
+        );
+        let mut doc = game("g1").build();
+        doc.spec.logging.max_files = Some(7);
+        policy.apply(&doc, &mut container);
+        assert_eq!(
+            container.log_rotation,
+            Some(LogRotation {
+                max_size_bytes: 10 << 20,
+                max_files: 7
+            })
+        );
+        doc.spec.logging.max_size = Some("2Mi".parse().unwrap());
+        policy.apply(&doc, &mut container);
+        assert_eq!(
+            container.log_rotation.map(|r| r.max_size_bytes),
+            Some(2 << 20)
+        );
     }
 
     #[test]

@@ -44,8 +44,9 @@ use bollard::errors::Error as DockerError;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, EventMessage,
-    EventMessageTypeEnum, ExecConfig, Health, HealthStatusEnum, HostConfig, NetworkCreateRequest,
-    PortBinding as DockerPortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
+    EventMessageTypeEnum, ExecConfig, Health, HealthStatusEnum, HostConfig, HostConfigLogConfig,
+    NetworkCreateRequest, PortBinding as DockerPortBinding, PortMap, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, KillContainerOptions,
@@ -792,6 +793,16 @@ fn create_body(spec: &ContainerSpec, network_mode: Option<String>) -> ContainerC
             readonly_rootfs: spec.read_only_root_filesystem.then_some(true),
             tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.clone().into_iter().collect()),
             network_mode,
+            log_config: spec.log_rotation.map(|rotation| HostConfigLogConfig {
+                typ: Some("json-file".to_owned()),
+                config: Some(
+                    [
+                        ("max-size".to_owned(), rotation.max_size_bytes.to_string()),
+                        ("max-file".to_owned(), rotation.max_files.to_string()),
+                    ]
+                    .into(),
+                ),
+            }),
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()

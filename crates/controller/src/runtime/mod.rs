@@ -126,6 +126,18 @@ pub struct ContainerSpec {
     /// The Docker network to attach the container to, created by the runtime
     /// when absent (see [`NetworkSpec`]); `None`: Docker's default bridge.
     pub network: Option<NetworkSpec>,
+    /// The rotation of the container's json-file log; `None`: the Docker
+    /// daemon's own log settings (the policy normally sets one).
+    pub log_rotation: Option<LogRotation>,
+}
+
+/// A json-file log rotated at `max_size_bytes`, `max_files` files kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRotation {
+    /// The size at which the file is rotated (Docker's `max-size`).
+    pub max_size_bytes: u64,
+    /// The files kept, the current one included (Docker's `max-file`).
+    pub max_files: u32,
 }
 
 /// A user-defined bridge network the runtime makes sure exists before a
@@ -180,6 +192,7 @@ impl ContainerSpec {
             read_only_root_filesystem: false,
             tmpfs: BTreeMap::new(),
             network: None,
+            log_rotation: None,
         }
     }
 

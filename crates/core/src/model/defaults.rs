@@ -115,6 +115,7 @@ impl Default for GameRuntimeSpec {
             env: Vec::new(),
             ports: Vec::new(),
             resources: Resources::default(),
+            logging: super::Logging::default(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             restart_policy: DEFAULT_RESTART_POLICY,
             restart_token: String::new(),

@@ -129,6 +129,11 @@ pub struct GameRuntimeSpec {
     /// Memory, CPU and process limits; the controller's defaults when absent.
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
+    /// How much of its output the container keeps on the host: Docker's json-file log,
+    /// rotated at `maxSize`, `maxFiles` files kept. The controller's defaults when absent,
+    /// so no game fills a disk by default.
+    #[serde(default, skip_serializing_if = "Logging::is_empty")]
+    pub logging: Logging,
     /// How long a stop waits after SIGTERM before SIGKILL, e.g. `30s` (at most 10m).
     #[serde(default = "defaults::stop_timeout", with = "quantity::duration")]
     #[schemars(schema_with = "quantity::duration_schema")]
@@ -269,6 +274,28 @@ pub struct Resources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 8, max = 4194304))]
     pub pids: Option<i64>,
+}
+
+/// The rotation of the container's log (Docker's json-file driver).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Logging {
+    /// The size at which the log file is rotated, e.g. `10Mi` (1Mi to 1Gi); the
+    /// controller's `--log-max-size` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<Memory>,
+    /// How many log files are kept, the current one included, e.g. `3` (1 to 100); the
+    /// controller's `--log-max-files` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_files: Option<u32>,
+}
+
+impl Logging {
+    /// True when nothing is set (the field is then left out of the YAML).
+    pub fn is_empty(&self) -> bool {
+        self.max_size.is_none() && self.max_files.is_none()
+    }
 }
 
 /// What the controller does when the container exits without being asked to.
@@ -603,7 +630,7 @@ impl GameRuntimeSpec {
     }
 
     /// 16 hex characters identifying everything whose change needs a new container (image,
-    /// effective hostname, command, args, env, ports, resources, securityContext). The
+    /// effective hostname, command, args, env, ports, resources, securityContext, logging). The
     /// controller labels each
     /// container with it; a container whose label differs from the spec's hash is recreated.
     ///
@@ -662,6 +689,12 @@ impl GameRuntimeSpec {
                     read_only_root_filesystem: context.read_only_root_filesystem,
                 }
             }),
+            logging: (!self.logging.is_empty()).then(|| {
+                (
+                    self.logging.max_size.map(Memory::bytes),
+                    self.logging.max_files,
+                )
+            }),
         };
         let json = serde_json::to_vec(&inputs)
             .expect("RecreateInputs holds only strings, integers and sequences of them");
@@ -688,6 +721,9 @@ struct RecreateInputs<'a> {
     pids: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     security: Option<SecurityInputs<'a>>,
+    /// `spec.logging` when set: the maximum size in bytes and the number of files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logging: Option<(Option<u64>, Option<u32>)>,
 }
 
 /// The hashed form of a set `spec.securityContext`: capabilities sorted, as their order
@@ -911,6 +947,10 @@ mod tests {
                 })
             }),
             ("container port", |d| d.spec.ports[0].container_port = 7001),
+            ("logging.maxSize", |d| {
+                d.spec.logging.max_size = Some("20Mi".parse().unwrap())
+            }),
+            ("logging.maxFiles", |d| d.spec.logging.max_files = Some(5)),
             ("host port", |d| d.spec.ports[0].host_port = Some(17001)),
             ("protocol", |d| d.spec.ports[0].protocol = Protocol::Udp),
             ("host ip", |d| {

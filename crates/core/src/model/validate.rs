@@ -158,6 +158,7 @@ pub fn validate(doc: &GameRuntime) -> Result<(), Vec<FieldError>> {
     ports(&spec.ports, errors_ref);
     resources(&spec.resources, errors_ref);
     resource_bounds(&spec.resources, errors_ref);
+    logging_bounds(&spec.logging, errors_ref);
     stop_timeout(spec.stop_timeout, errors_ref);
     restart_token(&spec.restart_token, errors_ref);
     node(spec.node.as_deref(), errors_ref);
@@ -422,6 +423,36 @@ fn resource_bounds(resources: &Resources, errors: &mut Vec<FieldError>) {
         errors.push(FieldError::new(
             "spec.resources.pids",
             format!("must be between {MIN_PIDS} and {MAX_PIDS}, got {pids}"),
+        ));
+    }
+}
+
+/// The smallest `spec.logging.maxSize`: a log rotated more often loses what a crash printed.
+pub const MIN_LOG_SIZE: Memory = Memory::from_bytes(1 << 20);
+
+/// The largest `spec.logging.maxSize`.
+pub const MAX_LOG_SIZE: Memory = Memory::from_bytes(1 << 30);
+
+/// The most files `spec.logging.maxFiles` may keep.
+pub const MAX_LOG_FILES: u32 = 100;
+
+fn logging_bounds(logging: &super::Logging, errors: &mut Vec<FieldError>) {
+    if let Some(size) = logging
+        .max_size
+        .filter(|size| !(MIN_LOG_SIZE..=MAX_LOG_SIZE).contains(size))
+    {
+        errors.push(FieldError::new(
+            "spec.logging.maxSize",
+            format!("must be between {MIN_LOG_SIZE} and {MAX_LOG_SIZE}, got {size}"),
+        ));
+    }
+    if let Some(files) = logging
+        .max_files
+        .filter(|files| !(1..=MAX_LOG_FILES).contains(files))
+    {
+        errors.push(FieldError::new(
+            "spec.logging.maxFiles",
+            format!("must be between 1 and {MAX_LOG_FILES}, got {files}"),
         ));
     }
 }
@@ -1095,6 +1126,18 @@ mod tests {
             }),
             ("spec.resources.cpus", |d| {
                 d.spec.resources.cpus = Some("1024".parse().unwrap())
+            }),
+            ("spec.logging.maxSize", |d| {
+                d.spec.logging.max_size = Some("512Ki".parse().unwrap())
+            }),
+            ("spec.logging.maxSize", |d| {
+                d.spec.logging.max_size = Some("2Gi".parse().unwrap())
+            }),
+            ("spec.logging.maxFiles", |d| {
+                d.spec.logging.max_files = Some(0)
+            }),
+            ("spec.logging.maxFiles", |d| {
+                d.spec.logging.max_files = Some(101)
             }),
             ("spec.resources.pids", |d| d.spec.resources.pids = Some(7)),
             ("spec.resources.pids", |d| {
