@@ -319,28 +319,6 @@ impl Default for Metrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn render_names_follow_prometheus_conventions() {
-        let metrics = Metrics::new();
-        metrics.record_operation("restart", "failure", "conflict");
-        metrics.record_lease_acquire("busy", Duration::from_millis(3));
-        metrics.reconciles.with_label_values(&["noop"]).inc();
-        let text = metrics.render();
-        assert!(text.contains(
-            r#"rtmanager_operations_total{error_code="conflict",op_kind="restart",outcome="failure"} 1"#
-        ));
-        assert!(
-            text.contains(r#"rtmanager_lease_acquire_duration_seconds_count{result="busy"} 1"#)
-        );
-        assert!(text.contains(r#"rtmanager_reconciles_total{result="noop"} 1"#));
-        assert!(text.contains("rtmanager_queue_depth 0"));
-    }
-}
-
 /// A gauge that counts games by one label, each game under at most one value at a time
 /// (`rtmanager_games{phase}`, `rtmanager_updates_pending{reason}`): moving a game from
 /// one value to another is one decrement and one increment, whatever order games are
@@ -378,5 +356,27 @@ impl GamesBy {
         if let Some(value) = value {
             self.gauge.with_label_values(&[value]).inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_names_follow_prometheus_conventions() {
+        let metrics = Metrics::new();
+        metrics.record_operation("restart", "failure", "conflict");
+        metrics.record_lease_acquire("busy", Duration::from_millis(3));
+        metrics.reconciles.with_label_values(&["noop"]).inc();
+        let text = metrics.render();
+        assert!(text.contains(
+            r#"rtmanager_operations_total{error_code="conflict",op_kind="restart",outcome="failure"} 1"#
+        ));
+        assert!(
+            text.contains(r#"rtmanager_lease_acquire_duration_seconds_count{result="busy"} 1"#)
+        );
+        assert!(text.contains(r#"rtmanager_reconciles_total{result="noop"} 1"#));
+        assert!(text.contains("rtmanager_queue_depth 0"));
     }
 }

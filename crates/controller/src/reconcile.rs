@@ -26,8 +26,8 @@ use crate::runtime::{ContainerInfo, ContainerRuntime, container_name};
 use rtm_core::error_code::ErrorCode;
 use rtm_core::failure::Failure;
 use rtm_core::model::{
-    ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, ConditionStatus, GameRuntime, GameRuntimeStatus,
-    OpSource, Outcome, Timestamp, UPDATE_PENDING,
+    ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, GameRuntime, GameRuntimeStatus, OpSource, Outcome,
+    Timestamp,
 };
 use rtm_core::records::Documents;
 use rtm_core::records::history::HistoryEntry;
@@ -35,7 +35,7 @@ use rtm_core::records::status::{StatusRecord, StatusStore};
 use rtm_core::store::{Compare, Keys};
 
 use super::desired::{Desired, DesiredCache};
-use super::plan::disruption::{forced, session_changes, voluntary, went_ahead};
+use super::plan::disruption::{forced, session_changes, update_pending, voluntary, went_ahead};
 use super::plan::{
     Action, Cause, Hold, Observed, Settings, derive_status, plan, repaired, spec_changed,
 };
@@ -852,8 +852,7 @@ impl Reconciler {
     fn track(&self, game: &str, status: Option<&GameRuntimeStatus>) {
         self.phases.set(game, status.map(|s| s.phase.as_str()));
         let pending = status
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == UPDATE_PENDING))
-            .filter(|c| c.status == ConditionStatus::True)
+            .and_then(update_pending)
             .and_then(|c| UPDATE_PENDING_REASONS.into_iter().find(|r| *r == c.reason));
         self.pending.set(game, pending);
     }

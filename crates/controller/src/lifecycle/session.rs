@@ -5,7 +5,7 @@
 
 use rtm_core::failure::Failure;
 use rtm_core::model::{OpKind, OpSource, Session};
-use rtm_core::records::sessions::{SessionRecord, UNREADABLE};
+use rtm_core::records::sessions::{DELETED, SessionRecord, UNREADABLE};
 use rtm_core::store::{Compare, Txn};
 
 use super::{Lifecycle, OpRequest, new_id};
@@ -29,12 +29,12 @@ impl Lifecycle {
             };
             let mut request = OpRequest::new(game, source)
                 .with_source_ref(session.reference.clone().unwrap_or_default());
-            let by_hand = matches!(session.source.as_deref(), Some("deleted" | UNREADABLE));
+            let by_hand = matches!(session.source.as_deref(), Some(DELETED | UNREADABLE));
             if !by_hand && source != OpSource::Reconcile {
                 request = request.claimed();
             }
             let note = match (session.source.as_deref(), note) {
-                (Some("deleted"), _) => Some("the session record was deleted".to_owned()),
+                (Some(DELETED), _) => Some("the session record was deleted".to_owned()),
                 (Some(UNREADABLE), _) => Some(
                     "the session record does not decode: the game counts as Allocated until it \
                      is fixed or deleted"

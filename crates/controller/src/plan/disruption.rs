@@ -14,10 +14,10 @@
 use std::time::{Duration, SystemTime};
 
 use rtm_core::model::{
-    ANNOTATION_FORCE, ConditionStatus, GameRuntime, GameRuntimeStatus, OpKind,
+    ANNOTATION_FORCE, Condition, ConditionStatus, GameRuntime, GameRuntimeStatus, OpKind,
     REASON_DISRUPTION_BUDGET, REASON_IN_SESSION, Session, SessionState, Timestamp, UPDATE_PENDING,
 };
-use rtm_core::records::sessions::{SessionRecord, UNREADABLE};
+use rtm_core::records::sessions::{DELETED, SessionRecord, UNREADABLE};
 
 use super::{Action, Cause, Observed};
 
@@ -75,14 +75,20 @@ fn allocated(observed: &Observed) -> Option<&Session> {
     observed.session.value.as_ref().filter(|s| s.is_allocated())
 }
 
-/// Since when a voluntary disruption has waited for the session (the condition's
-/// transition time while it says InSession; `now` when it begins).
-fn waiting_since(status: &GameRuntimeStatus, now: SystemTime) -> SystemTime {
+/// The `UpdatePending` condition while it is True: a voluntary disruption waits.
+pub(crate) fn update_pending(status: &GameRuntimeStatus) -> Option<&Condition> {
     status
         .conditions
         .iter()
         .find(|c| c.type_ == UPDATE_PENDING)
-        .filter(|c| c.status == ConditionStatus::True && c.reason == REASON_IN_SESSION)
+        .filter(|c| c.status == ConditionStatus::True)
+}
+
+/// Since when a voluntary disruption has waited for the session (the condition's
+/// transition time while it says InSession; `now` when it begins).
+fn waiting_since(status: &GameRuntimeStatus, now: SystemTime) -> SystemTime {
+    update_pending(status)
+        .filter(|c| c.reason == REASON_IN_SESSION)
         .and_then(|c| c.last_transition_time)
         .map_or(now, Timestamp::system_time)
 }
@@ -196,7 +202,7 @@ pub(crate) fn session_seen(
             reference: None,
             since: Timestamp::from(now),
             container_id: previous.container_id.clone(),
-            source: Some("deleted".to_owned()),
+            source: Some(DELETED.to_owned()),
         }),
         (None, previous) => previous.cloned(),
     }
@@ -307,11 +313,7 @@ pub(super) fn record(
             status.set_condition(UPDATE_PENDING, true, reason, &message, now);
         }
         _ => {
-            let pending = status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == UPDATE_PENDING && c.status == ConditionStatus::True);
-            if pending {
+            if update_pending(status).is_some() {
                 status.set_condition(UPDATE_PENDING, false, "UpToDate", "", now);
             }
         }

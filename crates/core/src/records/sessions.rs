@@ -137,6 +137,10 @@ pub enum Released {
 /// The `source` of the Allocated session a record that does not decode reads as.
 pub const UNREADABLE: &str = "unreadable";
 
+/// The `source` of the Idle session the controller records when a session record it had
+/// seen Allocated was deleted (deleting the key releases the game).
+pub const DELETED: &str = "deleted";
+
 /// Decodes a stored session. One that does not decode reads as an Allocated session with
 /// no ref (source [`UNREADABLE`], always the same value, so that reading it again is no
 /// change), so that it holds voluntary disruptions back rather than let them through.
