@@ -758,6 +758,15 @@ impl ContainerRuntime for CountingRuntime {
             .await
     }
 
+    async fn last_output(
+        &self,
+        id: &str,
+        max_bytes: usize,
+    ) -> std::result::Result<String, RuntimeError> {
+        self.timed(RuntimeOp::Logs, self.inner.last_output(id, max_bytes))
+            .await
+    }
+
     async fn list_game(&self, game: &str) -> std::result::Result<Vec<ContainerInfo>, RuntimeError> {
         self.timed(RuntimeOp::ListManaged, self.inner.list_game(game))
             .await

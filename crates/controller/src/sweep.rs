@@ -503,7 +503,10 @@ async fn delete_history(
         start = end;
     }
     if applied {
-        let txn = guarded(Txn::new()).delete_prefix(keys.history(game));
+        // The kept output of its previous container goes with the history that names it.
+        let txn = guarded(Txn::new())
+            .delete_prefix(keys.history(game))
+            .delete(keys.previous(game));
         applied = store.txn(txn).await?.succeeded;
     }
     Ok(applied)
@@ -608,6 +611,12 @@ mod tests {
         w.deleted_game("g1").await;
         let kept = w.history_keys("g1").await;
         assert!(kept >= 2, "a start and a remove: {kept}");
+        // As a removal of a container that had exited leaves it.
+        let previous = Keys::default().previous("g1");
+        w.store
+            .txn(rtm_core::store::Txn::new().put(previous.clone(), b"{}".to_vec()))
+            .await
+            .unwrap();
 
         let now = SystemTime::now();
         assert!(w.sweep_at(now).await.is_empty(), "within the grace");
@@ -616,6 +625,10 @@ mod tests {
         let later = now + GRACE + Duration::from_secs(1);
         assert_eq!(w.sweep_at(later).await, ["g1"]);
         assert_eq!(w.history_keys("g1").await, 0);
+        assert!(
+            !w.store.dump().contains_key(&previous),
+            "the kept output goes with the history"
+        );
         assert!(
             w.store.dump().keys().all(|k| !k.contains("/leases/")),
             "the game's lease is released: {:?}",

@@ -1085,6 +1085,11 @@ mod tests {
                 .unwrap_or_else(|| Err(refused()))
         }
 
+        async fn last_output(&self, id: &str, _max: usize) -> Result<String, RuntimeError> {
+            self.log(format!("last_output {id}"));
+            Err(refused())
+        }
+
         async fn exec_running(&self, exec_id: &str) -> Result<bool, RuntimeError> {
             self.log(format!("exec_running {exec_id}"));
             self.exec_running

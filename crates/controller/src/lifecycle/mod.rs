@@ -17,6 +17,7 @@
 //! Docker calls whose outcome is unknown (a timeout) are resolved by
 //! inspecting again before the next step, never by retrying blindly.
 
+mod forensics;
 mod graceful;
 pub mod policy;
 mod ports;
@@ -36,8 +37,8 @@ use tracing::{info, warn};
 use crate::lease::{GameLease, LeaseError, Session};
 use crate::metrics::Metrics;
 use crate::runtime::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, LABEL_OP_ID, LABEL_PREFIX, LABEL_RESTART_TOKEN,
-    LABEL_SPEC_HASH, PortBinding, RuntimeError, RuntimeOp, container_name,
+    ContainerInfo, ContainerRuntime, ContainerSpec, LABEL_GENERATION, LABEL_OP_ID, LABEL_PREFIX,
+    LABEL_RESTART_TOKEN, LABEL_SPEC_HASH, PortBinding, RuntimeError, RuntimeOp, container_name,
 };
 use rtm_core::error_code::ErrorCode;
 use rtm_core::failure::Failure;
@@ -48,6 +49,7 @@ use rtm_core::ports::host_port_label;
 use rtm_core::records::Documents;
 use rtm_core::records::Versioned;
 use rtm_core::records::history::{Appended, History, HistoryEntry};
+use rtm_core::records::previous::PreviousContainers;
 use rtm_core::records::status::{StatusRecord, StatusStore};
 
 pub use policy::ContainerPolicy;
@@ -270,6 +272,8 @@ pub struct Lifecycle {
     documents: Documents,
     history: History,
     status: StatusStore,
+    /// Where the last output of a replaced container is kept.
+    previous: PreviousContainers,
     session: Arc<Session>,
     metrics: Metrics,
     /// The node recorded in status records (`status.node`), and whose
@@ -297,7 +301,8 @@ impl Lifecycle {
             runtime,
             documents: Documents::new(store.clone(), keys.clone()),
             history: History::new(store.clone(), keys.clone(), history_retention),
-            status: StatusStore::new(store, keys),
+            status: StatusStore::new(store.clone(), keys.clone()),
+            previous: PreviousContainers::new(store, keys),
             node: session.holder().to_owned(),
             session,
             metrics,
@@ -883,6 +888,11 @@ pub fn container_spec(
     container
         .labels
         .insert(LABEL_PREFIX.to_owned(), prefix.to_owned());
+    if let Some(generation) = doc.metadata.generation {
+        container
+            .labels
+            .insert(LABEL_GENERATION.to_owned(), generation.to_string());
+    }
     for port in rtm_core::ports::host_ports(spec) {
         container
             .labels

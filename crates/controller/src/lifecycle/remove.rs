@@ -45,6 +45,14 @@ impl Lifecycle {
             ..request.clone()
         };
         op.entry.source_ref = inner.source_ref.clone();
+        // Looked at before the stop: a container that had exited by itself leaves its
+        // last output behind (one the stop ends does not).
+        let exited = self
+            .current_container(lease.game())
+            .await
+            .ok()
+            .flatten()
+            .filter(|c| c.state.has_exited());
         let stop = self.stop_under(lease, &inner, &new_id()).await;
         op.entry.container_id_before = stop.container_id.clone();
         if !stop.is_success() {
@@ -57,6 +65,10 @@ impl Lifecycle {
             ));
         }
         lease.check()?;
+        if let Some(exited) = exited.filter(|c| stop.container_id.as_ref() == Some(&c.id)) {
+            self.keep_previous(lease, &exited, None, &mut op.entry)
+                .await;
+        }
         if let Some(id) = &stop.container_id {
             self.remove_container(id, true).await.map_err(|e| {
                 Failure::caused_by(
@@ -98,6 +110,9 @@ impl Lifecycle {
             if container.is_alive() {
                 self.evict_stop(lease, request, &container, &mut op.entry)
                     .await?;
+            } else if container.state.has_exited() {
+                self.keep_previous(lease, &container, None, &mut op.entry)
+                    .await;
             }
             self.remove_container(&container.id, true)
                 .await

@@ -59,7 +59,9 @@ impl Lifecycle {
             source_ref: correlation,
             ..request.clone()
         };
-        let result = self.recreate(lease, &inner, &mut outer, &image_id).await;
+        let result = self
+            .recreate(lease, &inner, &mut outer, &doc, &image_id)
+            .await;
         self.conclude(lease, outer, result).await
     }
 
@@ -104,18 +106,28 @@ impl Lifecycle {
     }
 
     /// inner stop → docker rm → inner start, all under the outer lease;
-    /// `image_id` is what the image reference named when it was checked.
+    /// `image_id` is what the image reference named when it was checked. The
+    /// outer entry records what changed in `doc` since the old container's
+    /// generation, and for a repair what the old container said last.
     async fn recreate(
         &self,
         lease: &GameLease,
         inner: &OpRequest,
         outer: &mut Appended,
+        doc: &rtm_core::model::GameRuntime,
         image_id: &str,
     ) -> Result<StatusChange, Failure> {
         let stop = self.stop_under(lease, inner, &new_id()).await;
         outer.entry.container_id_before = stop.container_id.clone();
         if !stop.is_success() {
             return Err(inner_failure("inner stop failed", &stop));
+        }
+        if let Some(stopped) = &stop.container {
+            outer.entry.spec_changes = self.spec_changes(stopped, doc).await;
+            if let Some(cause) = &inner.cause {
+                self.keep_previous(lease, stopped, Some(cause.code), &mut outer.entry)
+                    .await;
+            }
         }
         failpoint::hit("restart.after_stop");
 

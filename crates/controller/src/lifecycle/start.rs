@@ -70,6 +70,10 @@ impl Lifecycle {
             // An exited container is replaced, so the new one runs the
             // current image and spec.
             lease.check()?;
+            if existing.state.has_exited() {
+                let cause = request.cause.as_ref().map(|cause| cause.code);
+                self.keep_previous(lease, &existing, cause, entry).await;
+            }
             self.remove_container(&existing.id, true)
                 .await
                 .map_err(|e| runtime_failure(RuntimeOp::Remove, &e))?;

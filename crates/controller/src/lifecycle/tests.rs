@@ -1060,6 +1060,9 @@ impl ContainerRuntime for LosesLeaseDuringStop {
     async fn exec_running(&self, exec_id: &str) -> Result<bool, RuntimeError> {
         self.inner.exec_running(exec_id).await
     }
+    async fn last_output(&self, id: &str, max_bytes: usize) -> Result<String, RuntimeError> {
+        self.inner.last_output(id, max_bytes).await
+    }
     async fn list_game(&self, game: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
         self.inner.list_game(game).await
     }
@@ -1392,4 +1395,192 @@ async fn a_restart_into_more_cpus_than_the_host_has_stops_nothing() {
     assert_eq!(Some(&left[0].id), started.container_id.as_ref());
     assert!(left[0].is_running(), "never stopped: {left:?}");
     assert_eq!(w.runtime.count(RuntimeOp::Stop), 0);
+}
+
+// ---------------------------------------------------------------- forensics
+
+impl World {
+    /// The game's kept previous container.
+    async fn previous(&self, game: &str) -> Option<rtm_core::records::previous::PreviousContainer> {
+        rtm_core::records::previous::PreviousContainers::new(self.store.clone(), Keys::default())
+            .read(game)
+            .await
+            .unwrap()
+    }
+
+    /// The newest history entry of `game`.
+    async fn newest(&self, game: &str) -> HistoryEntry {
+        self.history(game).await.remove(0)
+    }
+
+    /// The newest history entry of `game` of `kind`.
+    async fn newest_of(&self, game: &str, kind: OpKind) -> HistoryEntry {
+        let history = self.history(game).await;
+        history
+            .into_iter()
+            .find(|e| e.op_kind == kind)
+            .expect("an entry of the kind")
+    }
+}
+
+#[tokio::test]
+async fn a_crashed_container_s_last_output_and_exit_are_kept_before_its_replacement() {
+    let w = world().await;
+    let first = w.started("g1").await;
+    let old = first.container_id.unwrap();
+    w.runtime.print(&old, "loading map de_dust").unwrap();
+    w.runtime.print(&old, "panic: map not found").unwrap();
+    w.runtime.exit_container(&old, 1).unwrap();
+
+    let result = w.lifecycle.start(&request("g1")).await;
+
+    assert!(result.is_success(), "{result:?}");
+    assert_ne!(result.container_id.as_deref(), Some(old.as_str()));
+    let kept = w.previous("g1").await.expect("the output was kept");
+    assert_eq!(kept.container_id, old);
+    assert_eq!(
+        kept.op_id, result.op_id,
+        "named by the operation that replaced it"
+    );
+    assert_eq!(kept.ended.exit_code, Some(1));
+    assert!(!kept.ended.oom_killed);
+    assert!(kept.ended.finished_at.is_some());
+    assert_eq!(kept.cause, None);
+    let lines: Vec<&str> = kept.output.lines().collect();
+    assert_eq!(lines.len(), 2, "{:?}", kept.output);
+    assert!(lines[1].ends_with(" panic: map not found"), "{lines:?}");
+    let entry = w.newest("g1").await;
+    assert_eq!(entry.op_id, result.op_id);
+    assert_eq!(
+        entry.ended.as_ref().map(|e| e.summary()).as_deref(),
+        Some("exited 1")
+    );
+}
+
+#[tokio::test]
+async fn the_removal_of_an_oom_killed_container_keeps_its_end() {
+    let w = world().await;
+    let first = w.started("g1").await;
+    let old = first.container_id.unwrap();
+    w.runtime.print(&old, "allocating 4 GiB").unwrap();
+    w.runtime.oom_kill(&old).unwrap();
+
+    let result = w.lifecycle.remove(&request("g1")).await;
+
+    assert!(result.is_success(), "{result:?}");
+    assert!(w.runtime.container(&old).is_none());
+    let kept = w.previous("g1").await.expect("the output was kept");
+    assert!(kept.ended.oom_killed);
+    assert!(
+        kept.output.contains("allocating 4 GiB"),
+        "{:?}",
+        kept.output
+    );
+    let remove = w
+        .history("g1")
+        .await
+        .into_iter()
+        .find(|e| e.op_kind == OpKind::Remove)
+        .unwrap();
+    assert_eq!(
+        remove.ended.map(|e| e.summary()).as_deref(),
+        Some("exited 137, OOM-killed")
+    );
+}
+
+#[tokio::test]
+async fn a_container_that_ran_well_leaves_nothing_behind() {
+    let w = world().await;
+    let first = w.started("g1").await;
+    w.runtime
+        .print(first.container_id.as_deref().unwrap(), "serving")
+        .unwrap();
+
+    assert!(w.lifecycle.restart(&request("g1")).await.is_success());
+    assert!(w.lifecycle.remove(&request("g1")).await.is_success());
+
+    assert_eq!(w.previous("g1").await, None);
+    assert!(w.history("g1").await.iter().all(|e| e.ended.is_none()));
+}
+
+#[tokio::test]
+async fn a_replacement_for_a_failed_health_check_keeps_what_the_engine_said() {
+    let w = world().await;
+    let first = w.started("g1").await;
+    let old = first.container_id.unwrap();
+    w.runtime.print(&old, "tick took 900 ms").unwrap();
+    let cause = OpCause {
+        code: ErrorCode::HealthCheckFailed,
+        detail: "3 probes failed in a row: connection refused".into(),
+    };
+
+    let result = w.lifecycle.restart(&request("g1").with_cause(cause)).await;
+
+    assert!(result.is_success(), "{result:?}");
+    let kept = w.previous("g1").await.expect("the output was kept");
+    assert_eq!(kept.cause, Some(ErrorCode::HealthCheckFailed));
+    assert!(kept.output.contains("tick took 900 ms"));
+    let outer = w.newest_of("g1", OpKind::Restart).await;
+    assert_eq!(outer.cause, Some(ErrorCode::HealthCheckFailed));
+    assert!(outer.ended.is_some(), "{outer:?}");
+}
+
+#[tokio::test]
+async fn output_docker_cannot_give_is_noted_and_the_repair_goes_on() {
+    let w = world().await;
+    let first = w.started("g1").await;
+    let old = first.container_id.unwrap();
+    w.runtime.exit_container(&old, 2).unwrap();
+    w.runtime.fail_next(
+        RuntimeOp::Logs,
+        RuntimeError::Unreachable {
+            message: "connection reset".into(),
+        },
+    );
+
+    let result = w.lifecycle.start(&request("g1")).await;
+
+    assert!(result.is_success(), "{result:?}");
+    let entry = w.newest("g1").await;
+    assert_eq!(entry.ended.map(|e| e.exit_code), Some(Some(2)));
+    let note = entry.note.unwrap_or_default();
+    assert!(note.contains("its last output could not be read"), "{note}");
+    let kept = w
+        .previous("g1")
+        .await
+        .expect("the end is kept without output");
+    assert_eq!(kept.output, "");
+}
+
+#[tokio::test]
+async fn a_recreate_for_a_new_spec_records_the_fields_that_changed() {
+    let w = world().await;
+    w.runtime.add_image("rtmanager-test/engine:2");
+    w.started("g1").await;
+    let mut doc = w.documents.get("g1").await.unwrap().unwrap();
+    doc.spec.image = "rtmanager-test/engine:2".into();
+    doc.spec.env.push(rtm_core::model::EnvVar {
+        name: "MODE".into(),
+        value: "secret".into(),
+    });
+    let revision = rtm_testkit::revision_of(&doc);
+    w.documents.update(&doc, revision).await.unwrap();
+
+    let result = w.lifecycle.restart(&request("g1")).await;
+
+    assert!(result.is_success(), "{result:?}");
+    let outer = w.newest_of("g1", OpKind::Restart).await;
+    assert_eq!(
+        outer.spec_changes,
+        [
+            "env[MODE] added",
+            "image: rtmanager-test/engine:1 → rtmanager-test/engine:2",
+        ]
+    );
+    assert_eq!(outer.ended, None, "a container that ran well");
+    // The next restart, with nothing changed, records no change.
+    assert!(w.lifecycle.restart(&request("g1")).await.is_success());
+    let again = w.newest_of("g1", OpKind::Restart).await;
+    assert_ne!(again.op_id, outer.op_id);
+    assert!(again.spec_changes.is_empty(), "{again:?}");
 }

@@ -50,8 +50,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, KillContainerOptions,
-    ListContainersOptions, ListNetworksOptions, RemoveContainerOptions, RenameContainerOptions,
-    StartContainerOptions, StopContainerOptions, WaitContainerOptions,
+    ListContainersOptions, ListNetworksOptions, LogsOptions, RemoveContainerOptions,
+    RenameContainerOptions, StartContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
 use bollard::{ClientVersion, Docker};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
@@ -584,6 +584,10 @@ enum Call<'a> {
     InspectExec {
         exec_id: &'a str,
     },
+    /// Reading the end of a container's log.
+    Logs {
+        id: &'a str,
+    },
     /// Listing, creating or removing the games' network (part of a create).
     Network {
         name: &'a str,
@@ -607,6 +611,7 @@ impl Call<'_> {
             Call::ListManaged => RuntimeOp::ListManaged,
             Call::Events => RuntimeOp::Events,
             Call::Exec { .. } | Call::InspectExec { .. } => RuntimeOp::Exec,
+            Call::Logs { .. } => RuntimeOp::Logs,
             Call::Network { .. } => RuntimeOp::Create,
         }
     }
@@ -624,7 +629,8 @@ impl fmt::Display for Call<'_> {
             | Call::Stop { id }
             | Call::Kill { id }
             | Call::Remove { id }
-            | Call::Unpause { id } => write!(f, "{} {id}", self.op()),
+            | Call::Unpause { id }
+            | Call::Logs { id } => write!(f, "{} {id}", self.op()),
             Call::Wait { id } => write!(f, "wait for the exit of {id}"),
             Call::Rename { id, name } => write!(f, "rename {id} to {name}"),
             Call::Network { name } => write!(f, "network {name}"),
@@ -1416,6 +1422,46 @@ impl ContainerRuntime for DockerRuntime {
                 Ok(Err(Outcome::Failed(err))) => return Err(err),
                 Ok(Err(other)) => return Err(unexpected(&inspect_call, &other)),
             }
+        }
+    }
+
+    async fn last_output(&self, id: &str, max_bytes: usize) -> Result<String, RuntimeError> {
+        let docker = self.client().await?;
+        let call = Call::Logs { id };
+        // Docker's tail counts lines; a line is rarely under 16 bytes, so this many lines
+        // hold `max_bytes` unless they are very short, and stay a bounded read when long.
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            timestamps: true,
+            tail: (max_bytes / 16).max(100).to_string(),
+            ..LogsOptions::default()
+        };
+        let mut stream = docker.logs(id, Some(options));
+        let mut kept: Vec<u8> = Vec::new();
+        let read = tokio::time::timeout(self.inner.request_timeout, async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|err| match classify(&call, err) {
+                    Outcome::Failed(err) => err,
+                    Outcome::Absent | Outcome::AlreadySo => RuntimeError::NotFound {
+                        what: call.to_string(),
+                    },
+                })?;
+                kept.extend_from_slice(chunk.as_ref());
+                // Only the end is wanted: what lies more than twice the limit back goes.
+                if kept.len() > 2 * max_bytes {
+                    kept.drain(..kept.len() - max_bytes);
+                }
+            }
+            Ok::<(), RuntimeError>(())
+        })
+        .await;
+        match read {
+            Ok(Ok(())) => Ok(String::from_utf8_lossy(&kept).into_owned()),
+            Ok(Err(err)) => Err(err),
+            Err(_elapsed) => Err(RuntimeError::Timeout {
+                operation: call.to_string(),
+            }),
         }
     }
 

@@ -177,6 +177,8 @@ struct FakeContainer {
     honours_sigterm: bool,
     /// Its creation order, from which its address is made.
     serial: u64,
+    /// What the engine printed ([`FakeRuntime::print`]), as `last_output` answers it.
+    output: String,
 }
 
 impl fmt::Debug for FakeRuntime {
@@ -380,6 +382,19 @@ impl FakeRuntime {
         let id = state.existing(name_or_id)?;
         if state.containers[&id].info.is_running() {
             state.exit(&id, code, false);
+        }
+        Ok(())
+    }
+
+    /// The engine prints `line` (a newline is added), logged as Docker logs it: an RFC 3339
+    /// timestamp, a space, the line.
+    #[cfg(test)]
+    pub(crate) fn print(&self, name_or_id: &str, line: &str) -> Result<(), RuntimeError> {
+        let mut state = self.state();
+        let id = state.existing(name_or_id)?;
+        if let Some(container) = state.containers.get_mut(&id) {
+            let at = rtm_core::model::Timestamp::now();
+            container.output.push_str(&format!("{at} {line}\n"));
         }
         Ok(())
     }
@@ -834,6 +849,7 @@ impl ContainerRuntime for FakeRuntime {
                 spec: spec.clone(),
                 honours_sigterm: true,
                 serial,
+                output: String::new(),
             },
         );
         state.emit(&id, "create");
@@ -1023,6 +1039,21 @@ impl ContainerRuntime for FakeRuntime {
             FakeExec::Fail(err) => Err(err),
         };
         settle(after, outcome)
+    }
+
+    async fn last_output(&self, id: &str, max_bytes: usize) -> Result<String, RuntimeError> {
+        let after = self.enter(FakeOp::Logs, id).await?;
+        let output = {
+            let state = self.state();
+            let id = state.existing(id)?;
+            let output = &state.containers[&id].output;
+            let mut start = output.len().saturating_sub(2 * max_bytes);
+            while !output.is_char_boundary(start) {
+                start += 1;
+            }
+            output[start..].to_owned()
+        };
+        settle(after, Ok(output))
     }
 
     async fn exec_running(&self, exec_id: &str) -> Result<bool, RuntimeError> {

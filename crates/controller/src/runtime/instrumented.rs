@@ -140,6 +140,11 @@ impl ContainerRuntime for Instrumented {
             .await
     }
 
+    async fn last_output(&self, id: &str, max_bytes: usize) -> Result<String, RuntimeError> {
+        self.timed(RuntimeOp::Logs, self.inner.last_output(id, max_bytes))
+            .await
+    }
+
     async fn exec_running(&self, exec_id: &str) -> Result<bool, RuntimeError> {
         self.timed(RuntimeOp::Exec, self.inner.exec_running(exec_id))
             .await

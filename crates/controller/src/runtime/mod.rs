@@ -40,6 +40,9 @@ pub const MANAGED_BY: &str = "rtmanager";
 pub const LABEL_SPEC_HASH: &str = "rtmanager.dev/spec-hash";
 /// Label carrying the id of the operation that created the container.
 pub const LABEL_OP_ID: &str = "rtmanager.dev/op-id";
+/// Label carrying the document generation the container was created from: what a later
+/// recreate diffs the current spec against (the kept revision of that generation).
+pub(crate) const LABEL_GENERATION: &str = "rtmanager.dev/generation";
 /// Label carrying the `spec.restartToken` the container was created under:
 /// a new container answers every restart asked for until then. With it, a
 /// lost or forged status record can never replay a restart.
@@ -484,6 +487,8 @@ pub enum RuntimeOp {
     Events,
     /// [`ContainerRuntime::exec`] and [`ContainerRuntime::exec_running`].
     Exec,
+    /// [`ContainerRuntime::last_output`].
+    Logs,
 }
 
 impl RuntimeOp {
@@ -503,6 +508,7 @@ impl RuntimeOp {
             RuntimeOp::ListManaged => "list_managed",
             RuntimeOp::Events => "events",
             RuntimeOp::Exec => "exec",
+            RuntimeOp::Logs => "logs",
         }
     }
 }
@@ -729,6 +735,12 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     /// Whether the exec `exec_id` (of [`ContainerRuntime::exec`]) still runs; a forgotten
     /// one (its container gone) is `false`.
     async fn exec_running(&self, exec_id: &str) -> Result<bool, RuntimeError>;
+
+    /// The end of the container's output, stdout and stderr interleaved as Docker logged
+    /// them, each line starting with Docker's RFC 3339 timestamp and a space: at least the
+    /// last `max_bytes` bytes when it has that many (the caller cuts it to size). A missing
+    /// container is `NotFound`. What is kept of a container before `docker rm` takes it.
+    async fn last_output(&self, id: &str, max_bytes: usize) -> Result<String, RuntimeError>;
 
     /// Events of managed containers, from now on. The stream ends or yields
     /// an error when the daemon goes away or drops a slow reader (Docker's

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 // Public so either path works (`model::FieldError` or `model::validate::FieldError`); the
 // re-exports below are the flat API most callers want.
 pub mod budget;
+pub mod changes;
 pub mod crd;
 pub mod defaults;
 pub mod disruption;

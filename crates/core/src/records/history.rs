@@ -17,6 +17,7 @@ use tracing::warn;
 use crate::error_code::ErrorCode;
 use crate::model::{OpKind, OpSource, Outcome, Timestamp};
 use crate::records::lease::Fence;
+use crate::records::previous::Ended;
 use crate::store::{Compare, KeyValue, Keys, Revision, Store, StoreError, Txn};
 
 /// The default number of entries kept per game.
@@ -101,6 +102,16 @@ pub struct HistoryEntry {
     /// controller records. Absent in entries written before it existed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub source_claimed: bool,
+    /// How the container the operation replaced or removed had ended, when it had exited
+    /// or failed its health check (its last output is the game's `previous/` record,
+    /// kept by this operation: [`super::previous`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ended>,
+    /// For a recreate the document asked for: the spec fields that changed since the
+    /// replaced container's generation (`image: engine:1 → engine:2`, `env[MODE]`), at
+    /// most [`crate::model::changes::MAX_CHANGES`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spec_changes: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -132,6 +143,8 @@ impl HistoryEntry {
             repeated: 0,
             last_repeated_at: None,
             source_claimed: false,
+            ended: None,
+            spec_changes: Vec::new(),
         }
     }
 

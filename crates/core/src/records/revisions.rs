@@ -103,6 +103,24 @@ impl Revisions {
         revisions.sort_by_key(|r| r.generation);
         Ok(revisions)
     }
+
+    /// The kept revision `generation` of `game`; `None` when it is not kept (older than the
+    /// newest [`KEEP`], or never written).
+    pub async fn get(
+        &self,
+        game: &str,
+        generation: i64,
+    ) -> Result<Option<Revision>, RevisionError> {
+        let prefix = self.keys.revisions(game);
+        match self
+            .store
+            .get(&self.keys.revision(game, generation))
+            .await?
+        {
+            Some(kv) => decode(&prefix, &kv),
+            None => Ok(None),
+        }
+    }
 }
 
 /// The revision at `kv` (under `prefix`, a game's revisions), `None` for a key that is not

@@ -128,6 +128,18 @@ impl Keys {
         format!("{}{seq:0width$}", self.history(name), width = SEQ_WIDTH)
     }
 
+    /// Every game's kept last output: `previous/`.
+    pub fn previouses(&self) -> String {
+        format!("{}/previous/", self.prefix)
+    }
+
+    /// The last output and exit of one game's previous container, kept when the
+    /// controller replaced or removed it after it exited or failed its health check:
+    /// `previous/<name>`.
+    pub fn previous(&self, name: &str) -> String {
+        format!("{}{name}", self.previouses())
+    }
+
     /// Every game's operation lease: `leases/`.
     pub fn leases(&self) -> String {
         format!("{}/leases/", self.prefix)
@@ -260,6 +272,7 @@ mod tests {
         assert_eq!(keys.gameruntime("g1"), "/rtmanager/gameruntimes/g1");
         assert_eq!(keys.status("g1"), "/rtmanager/status/g1");
         assert_eq!(keys.lease("g1"), "/rtmanager/leases/g1");
+        assert_eq!(keys.previous("g1"), "/rtmanager/previous/g1");
         assert_eq!(
             keys.controller("node-a-1"),
             "/rtmanager/controllers/node-a-1"
