@@ -17,6 +17,7 @@ use rtm_core::records::Documents;
 use rtm_core::records::budgets::{BudgetError, Budgets};
 use rtm_core::records::documents::DocumentError;
 use rtm_core::records::history::{DEFAULT_RETENTION, History, HistoryEntry, HistoryError};
+use rtm_core::records::previous::{PreviousContainer, PreviousContainers, PreviousError};
 use rtm_core::records::revisions::{RevisionError, Revisions};
 use rtm_core::records::sessions::{SessionError, Sessions};
 use rtm_core::records::status;
@@ -329,6 +330,26 @@ impl Client {
             listings.push(listing);
         }
         Ok((listings, revision.unwrap_or_default()))
+    }
+
+    /// The kept output and end of the game's previous container, if one is kept.
+    pub(crate) async fn previous(&self, name: &str) -> Result<Option<PreviousContainer>, CliError> {
+        check_name(name)?;
+        let doing = format!("reading the previous container of gameruntime/{name}");
+        PreviousContainers::new(self.store.clone(), self.keys.clone())
+            .read(name)
+            .await
+            .map_err(|error| match error {
+                PreviousError::Corrupt { key, message } => CliError::Corrupt {
+                    message: format!(
+                        "the value stored at {key} is not a kept previous container ({}); \
+                         only the controller writes it: delete it with etcdctl",
+                        one_line(&message)
+                    ),
+                },
+                PreviousError::Store(e) => self.store_error(e, &doing),
+                other => CliError::internal(format!("{doing}: {other}")),
+            })
     }
 
     /// One key as stored, undecoded (`None`: absent).

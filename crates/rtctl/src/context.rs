@@ -19,6 +19,7 @@
 //!     user: ops
 //!     password: secret                        # keep the file private (chmod 600)
 //!     timeout: 5s
+//!     dockerHost: tcp://node-1:2375           # where `rtctl logs` reads the live log
 //! ```
 //!
 //! The password never comes from the command line (`ps` shows it): it comes from
@@ -154,6 +155,10 @@ pub(crate) struct NamedContext {
     /// Bound on one etcd request, e.g. `5s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) timeout: Option<String>,
+    /// The Docker engine `rtctl logs` reads from (`unix:///var/run/docker.sock`,
+    /// `tcp://node-1:2375`), when neither `--docker-host` nor `DOCKER_HOST` names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) docker_host: Option<String>,
 }
 
 /// Endpoints as a list or as one comma-separated string (as in `RTM_ETCD_ENDPOINTS`).
@@ -265,6 +270,8 @@ pub(crate) struct Resolved {
     pub(crate) context: Option<String>,
     /// The config file read, if any.
     pub(crate) config_path: Option<PathBuf>,
+    /// The context's `dockerHost`, if it names one.
+    pub(crate) docker_host: Option<String>,
 }
 
 impl Resolved {
@@ -344,6 +351,7 @@ pub(crate) fn resolve_settings(
     let resolved = Resolved {
         etcd,
         keys,
+        docker_host: context.and_then(|c| c.docker_host.clone()),
         context: context_name,
         config_path: loaded.map(|l| l.path),
     };

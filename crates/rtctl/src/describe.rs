@@ -16,6 +16,7 @@ use rtm_core::model::{
 };
 use rtm_core::records::history::HistoryEntry;
 use rtm_core::records::lease::LeaseRecord;
+use rtm_core::records::previous::PreviousContainer;
 use rtm_core::store::KeyValue;
 
 /// History entries describe shows.
@@ -37,6 +38,11 @@ pub(crate) async fn describe(
     let decoded = client.documents().decode(&raw);
     let status = client.status(name).await?;
     let history = client.history(name, HISTORY_ENTRIES).await?;
+    // Evidence only: an unreadable record is warned about, never in the way.
+    let previous = client.previous(name).await.unwrap_or_else(|error| {
+        super::output::warn(&error.to_string());
+        None
+    });
     let session = client
         .sessions()
         .get(name)
@@ -67,7 +73,15 @@ pub(crate) async fn describe(
         Ok(mut doc) => {
             doc.status = status;
             out.write_all(
-                render(&doc, session.as_ref(), &history, lease.as_ref(), now).as_bytes(),
+                render(
+                    &doc,
+                    session.as_ref(),
+                    previous.as_ref(),
+                    &history,
+                    lease.as_ref(),
+                    now,
+                )
+                .as_bytes(),
             )?;
             Ok(Outcome::Success)
         }
@@ -243,6 +257,7 @@ fn list_or_none(items: &[String]) -> String {
 pub(crate) fn render(
     doc: &GameRuntime,
     session: Option<&Session>,
+    previous: Option<&PreviousContainer>,
     history: &[HistoryEntry],
     lease: Option<&LeaseView>,
     now: SystemTime,
@@ -259,8 +274,55 @@ pub(crate) fn render(
     if let Some(status) = &doc.status {
         render_conditions(&mut text, &status.conditions, now);
     }
+    if let Some(previous) = previous {
+        render_previous(&mut text, previous, now);
+    }
     render_history(&mut text, history, now);
     text
+}
+
+/// The game's last replaced container that had exited or failed its health check: how it
+/// ended, and where its last output is.
+fn render_previous(text: &mut String, kept: &PreviousContainer, now: SystemTime) {
+    let _ = writeln!(text, "Last Termination:");
+    field(
+        text,
+        2,
+        "Container",
+        &format!("{} ({})", short_id(&kept.container_id), kept.image_ref),
+    );
+    field(text, 2, "Ended", &kept.ended.summary());
+    if let Some(cause) = kept.cause {
+        field(text, 2, "Replaced For", cause.as_str());
+    }
+    field(text, 2, "Started", &when(kept.ended.started_at, now));
+    field(text, 2, "Finished", &when(kept.ended.finished_at, now));
+    field(
+        text,
+        2,
+        "Kept By",
+        &format!(
+            "operation {}, {}",
+            kept.op_id,
+            when(Some(kept.kept_at), now)
+        ),
+    );
+    let lines = kept.output.lines().count();
+    field(
+        text,
+        2,
+        "Last Output",
+        &format!(
+            "{lines} line{}{}: rtctl logs {} --previous",
+            if lines == 1 { "" } else { "s" },
+            if kept.truncated {
+                " (the end of it)"
+            } else {
+                ""
+            },
+            kept.game_id
+        ),
+    );
 }
 
 /// Name, labels, annotations and the store's bookkeeping.
@@ -603,7 +665,7 @@ mod tests {
             ..GameRuntimeStatus::default()
         });
         let entry = HistoryEntry::begin("g1", "op-1", OpKind::Start, OpSource::Reconcile);
-        let text = render(&doc, None, &[entry], None, SystemTime::now());
+        let text = render(&doc, None, None, &[entry], None, SystemTime::now());
         for expected in [
             "Name:                      g1\n",
             "Labels:                    tier=ranked\n",
@@ -652,6 +714,44 @@ mod tests {
     }
 
     #[test]
+    fn the_last_termination_says_how_it_ended_and_where_its_output_is() {
+        let doc = checked_game();
+        let now = Timestamp::from_unix_seconds(1_800_000_600).system_time();
+        let kept = PreviousContainer {
+            game_id: "g1".into(),
+            container_id: "0123456789abcdef".into(),
+            image_ref: "engine:1".into(),
+            op_id: "op-9".into(),
+            ended: rtm_core::records::previous::Ended {
+                exit_code: Some(137),
+                oom_killed: true,
+                started_at: Some(Timestamp::from_unix_seconds(1_800_000_000)),
+                finished_at: Some(Timestamp::from_unix_seconds(1_800_000_300)),
+            },
+            cause: None,
+            output: "a\nb\n".into(),
+            truncated: true,
+            kept_at: Timestamp::from_unix_seconds(1_800_000_301),
+        };
+        let text = render(&doc, None, Some(&kept), &[], None, now);
+        assert_eq!(
+            section(&text, "Last Termination:"),
+            [
+                "Last Termination:",
+                "  Container:               0123456789ab (engine:1)",
+                "  Ended:                   exited 137, OOM-killed",
+                "  Started:                 2027-01-15T08:00:00Z (10m ago)",
+                "  Finished:                2027-01-15T08:05:00Z (5m ago)",
+                "  Kept By:                 operation op-9, 2027-01-15T08:05:01Z (4m59s ago)",
+                "  Last Output:             2 lines (the end of it): rtctl logs g1 --previous",
+            ],
+            "{text}"
+        );
+        let without = render(&doc, None, None, &[], None, now);
+        assert!(!without.contains("Last Termination"), "{without}");
+    }
+
+    #[test]
     fn the_status_says_where_players_connect() {
         let mut doc = parse_documents(
             "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata: {name: g1}\n\
@@ -663,7 +763,7 @@ mod tests {
             phase: Phase::Running,
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, None, &[], None, SystemTime::now());
+        let text = render(&doc, None, None, &[], None, SystemTime::now());
         assert!(
             text.contains("  Address:                 <none>\n  Ports:                   <none>\n"),
             "{text}"
@@ -684,7 +784,7 @@ mod tests {
                 host_port: 17001,
             },
         ];
-        let text = render(&doc, None, &[], None, SystemTime::now());
+        let text = render(&doc, None, None, &[], None, SystemTime::now());
         assert!(
             text.contains(
                 "  Address:                 10.1.2.3\n\
@@ -718,7 +818,7 @@ mod tests {
             }),
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, None, &[], None, now);
+        let text = render(&doc, None, None, &[], None, now);
         assert_eq!(
             section(&text, "Health Check:"),
             [
@@ -747,7 +847,7 @@ mod tests {
         let mut doc = checked_game();
         let now = SystemTime::now();
         // No status at all yet, then a status the probes have not reported in.
-        let text = render(&doc, None, &[], None, now);
+        let text = render(&doc, None, None, &[], None, now);
         assert!(
             text.contains(
                 "  Startup Timeout:         2m\n  Verdict:                 no result yet\n"
@@ -759,7 +859,7 @@ mod tests {
             conditions: vec![ready(ConditionStatus::False, "Starting", "")],
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, None, &[], None, now);
+        let text = render(&doc, None, None, &[], None, now);
         assert!(
             text.contains("  Verdict:                 no result yet\n"),
             "{text}"
@@ -773,7 +873,7 @@ mod tests {
             message: None,
             since: None,
         });
-        let text = render(&doc, None, &[], None, now);
+        let text = render(&doc, None, None, &[], None, now);
         for expected in [
             "  Verdict:                 Unknown (no result yet)\n",
             "  Passed:                  not yet\n",
@@ -800,7 +900,7 @@ mod tests {
             }),
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, None, &[], None, SystemTime::now());
+        let text = render(&doc, None, None, &[], None, SystemTime::now());
         for expected in [
             "  Verdict:                 Passing\n",
             "  Probed With:             tcp :7000 (an earlier spec)\n",
@@ -819,7 +919,7 @@ mod tests {
         .unwrap()
         .remove(0);
         doc.status = Some(GameRuntimeStatus::default());
-        let text = render(&doc, None, &[], None, SystemTime::now());
+        let text = render(&doc, None, None, &[], None, SystemTime::now());
         assert!(!text.contains("Health Check:"), "{text}");
         assert!(text.contains("Conditions:\n  <none>\n"), "{text}");
     }
@@ -849,7 +949,7 @@ mod tests {
             container_id: Some("0123456789abcdef0123".into()),
             source: Some("admin_cli".into()),
         };
-        let text = render(&doc, Some(&session), &[], None, now);
+        let text = render(&doc, Some(&session), None, &[], None, now);
         let described = section(&text, "Session:");
         assert!(
             described
@@ -876,7 +976,7 @@ mod tests {
             pending.ends_with("the restart waits for the session (ref match-42) to end"),
             "{pending}"
         );
-        let idle = render(&doc, None, &[], None, now);
+        let idle = render(&doc, None, None, &[], None, now);
         assert!(idle.contains("Session:"), "{idle}");
         assert!(idle.contains("Idle (no session record)"), "{idle}");
     }

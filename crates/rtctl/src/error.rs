@@ -175,6 +175,14 @@ pub(crate) enum CliError {
     #[error("{message}")]
     InSession { message: String },
 
+    /// A Docker engine (`rtctl logs`) could not be reached or did not answer.
+    #[error("{message}")]
+    DockerUnavailable { message: String },
+
+    /// A Docker engine refused us (no access to its socket).
+    #[error("{message}")]
+    DockerDenied { message: String },
+
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
@@ -208,10 +216,10 @@ impl CliError {
             | CliError::NotFoundKind { .. }
             | CliError::Missing { .. } => exit::NOT_FOUND,
             CliError::Conflict { .. } => exit::CONFLICT,
-            CliError::Unavailable { .. } => exit::UNAVAILABLE,
-            CliError::PermissionDenied { .. } | CliError::Credentials { .. } => {
-                exit::PERMISSION_DENIED
-            }
+            CliError::Unavailable { .. } | CliError::DockerUnavailable { .. } => exit::UNAVAILABLE,
+            CliError::PermissionDenied { .. }
+            | CliError::Credentials { .. }
+            | CliError::DockerDenied { .. } => exit::PERMISSION_DENIED,
             CliError::OperationFailed { .. } => exit::OPERATION_FAILED,
             CliError::Timeout { .. } => exit::TIMEOUT,
             CliError::Internal { .. } => exit::INTERNAL,
@@ -233,10 +241,12 @@ impl CliError {
             | CliError::NotFoundKind { .. }
             | CliError::Missing { .. } => Some(ErrorCode::NotFound),
             CliError::Conflict { .. } => Some(ErrorCode::Conflict),
-            CliError::Unavailable { .. } => Some(ErrorCode::ServiceUnavailable),
-            CliError::PermissionDenied { .. } | CliError::Credentials { .. } => {
-                Some(ErrorCode::PermissionDenied)
+            CliError::Unavailable { .. } | CliError::DockerUnavailable { .. } => {
+                Some(ErrorCode::ServiceUnavailable)
             }
+            CliError::PermissionDenied { .. }
+            | CliError::Credentials { .. }
+            | CliError::DockerDenied { .. } => Some(ErrorCode::PermissionDenied),
             CliError::OperationFailed { code, .. } => ErrorCode::parse(code),
             CliError::Internal { .. } => Some(ErrorCode::Internal),
             // Not rtmanager's invariant breaking: someone stored what no version wrote.

@@ -2,8 +2,11 @@
 //! tie a restart to its inner stop and start. A source the document's writer claimed (its
 //! annotations) reads `admin_cli (claimed)`: only `reconcile` is the controller's own word.
 //! An operation that repairs a failure (a restart after the health check failed) shows it
-//! as its CAUSE, with what the probe saw (the entry's note) in MESSAGE; the operation's own
-//! failure, if any, comes first there.
+//! as its CAUSE, with what the probe saw (the entry's note) in MESSAGE; one that replaced or
+//! removed a container that had exited shows how it ended (`exited 137, OOM-killed`) as its
+//! CAUSE (`rtctl logs --previous` prints what it said last); a recreate the document asked
+//! for lists the spec fields that changed in MESSAGE. The operation's own failure, if any,
+//! comes first there.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -46,22 +49,28 @@ pub(crate) fn error_text(entry: &HistoryEntry) -> String {
 }
 
 /// The MESSAGE cell: the operation's failure, then the note on why it ran (for a repair,
-/// what the probe saw), `; `-separated when there are both.
+/// what the probe saw), then for a recreate the document asked for the spec fields that
+/// changed (`changed: image: a → b, env[MODE] added`), `; `-separated.
 pub(crate) fn message_text(entry: &HistoryEntry) -> String {
-    let error = error_text(entry);
-    match entry.note.as_deref() {
-        Some(note) if error.is_empty() => note.to_owned(),
-        Some(note) => format!("{error}; {note}"),
-        None => error,
-    }
+    let changes = (!entry.spec_changes.is_empty())
+        .then(|| format!("changed: {}", entry.spec_changes.join(", ")));
+    [Some(error_text(entry)), entry.note.clone(), changes]
+        .into_iter()
+        .flatten()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
-/// The failure the operation repairs (`health_check_failed`, `startup_timeout`), `-` for none.
+/// Why the replaced container had to go: the failure the operation repairs
+/// (`health_check_failed`, `startup_timeout`), else how it had ended (`exited 1`,
+/// `exited 137, OOM-killed`); `-` for none.
 pub(crate) fn cause_text(entry: &HistoryEntry) -> String {
-    entry
-        .cause
-        .map(|code| code.as_str().to_owned())
-        .unwrap_or_else(|| "-".to_owned())
+    match (entry.cause, &entry.ended) {
+        (Some(code), _) => code.as_str().to_owned(),
+        (None, Some(ended)) => ended.summary(),
+        (None, None) => "-".to_owned(),
+    }
 }
 
 /// The outcome, with how many times a repeated failure happened in all
@@ -267,6 +276,32 @@ mod tests {
                 "3 probes in a row failed: http 503 from 172.17.0.5:8080/healthz"
             ],
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_replaced_crash_shows_how_it_ended_and_a_new_spec_what_changed() {
+        let mut crash = HistoryEntry::begin("g1", "op-1", OpKind::Start, OpSource::Reconcile);
+        crash.ended = Some(rtm_core::records::previous::Ended {
+            exit_code: Some(137),
+            oom_killed: true,
+            started_at: None,
+            finished_at: None,
+        });
+        crash.succeed();
+        assert_eq!(cause_text(&crash), "exited 137, OOM-killed");
+        assert_eq!(message_text(&crash), "");
+
+        let mut update = HistoryEntry::begin("g1", "op-2", OpKind::Restart, OpSource::AdminCli);
+        update.spec_changes = vec![
+            "image: engine:1 → engine:2".into(),
+            "env[MODE] added".into(),
+        ];
+        update.note = Some("forced past the session".into());
+        assert_eq!(cause_text(&update), "-");
+        assert_eq!(
+            message_text(&update),
+            "forced past the session; changed: image: engine:1 → engine:2, env[MODE] added"
         );
     }
 

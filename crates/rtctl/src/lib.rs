@@ -15,6 +15,8 @@
 //! - `target` — which games a verb acts on (names, `-l`, `--all`) and the one-line-per-game
 //!   report of the bulk verbs
 //! - `history` — `history`
+//! - `logs` — `logs`: the live log from the game's Docker engine, or (`--previous`) the
+//!   output the controller kept of its replaced container
 //! - `restart` — `restart` (and the waiter that follows a restart request to its outcome)
 //! - `state` — `stop`, `start`
 //! - `delete` — `delete`
@@ -46,6 +48,7 @@ pub mod error;
 mod get;
 mod history;
 mod input;
+mod logs;
 mod output;
 mod request;
 mod restart;
@@ -125,6 +128,14 @@ pub(crate) enum Command {
     },
     /// Show a game's operation log, newest first.
     History(history::HistoryArgs),
+    /// Print what a game's engine prints: live from its Docker engine, or with --previous
+    /// what its last replaced container printed before it exited or failed its health check.
+    #[command(
+        after_help = "Examples:\n  rtctl logs arena-1 --tail 50\n  rtctl logs arena-1 -f \
+                            --since 10m\n  rtctl logs arena-1 --previous\n  rtctl logs arena-1 \
+                            --docker-host tcp://node-7:2375 --timestamps"
+    )]
+    Logs(logs::LogsArgs),
     /// Ask for a restart (a recreate): writes a new spec.restartToken.
     #[command(
         after_help = "Examples:\n  rtctl restart arena-1\n  rtctl restart arena-1 --ref \
@@ -194,6 +205,7 @@ impl Command {
                 None => vec![name],
             },
             Command::History(args) => vec![&args.name],
+            Command::Logs(args) => vec![&args.name],
             Command::Allocate(args) => vec![&args.name],
             Command::Release(args) => vec![&args.name],
             Command::Restart(args) => args.targets.names.iter().map(String::as_str).collect(),
@@ -227,6 +239,7 @@ impl Command {
             Command::Rollout { command } => command.waits(),
             Command::Delete(args) => args.wait,
             Command::Wait(_) => true,
+            Command::Logs(args) => args.follow,
             _ => false,
         }
     }
@@ -387,6 +400,16 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Release(args) => session::release(&client, args, out).await,
         Command::Rollout { command } => rollout::rollout(&client, command, out, &interrupt).await,
         Command::History(args) => history::history(&client, args, out).await,
+        Command::Logs(args) => {
+            logs::logs(
+                &client,
+                args,
+                resolved.docker_host.as_deref(),
+                out,
+                &interrupt,
+            )
+            .await
+        }
         Command::Restart(args) => restart::restart(&client, args, out, &interrupt).await,
         Command::Stop(args) => {
             state::set_state(
