@@ -84,6 +84,10 @@ pub struct ControllerConfig {
     #[arg(long = "history-grace", env = "RTM_HISTORY_GRACE", default_value = "24h", value_parser = humantime::parse_duration)]
     pub history_grace: Duration,
 
+    /// How long an event (`rtctl events`) lives after it was last repeated; 0 records none.
+    #[arg(long = "event-ttl", env = "RTM_EVENT_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub event_ttl: Duration,
+
     /// Containers labelled as ours whose document is gone are removed after this grace period.
     #[arg(long = "gc-grace", env = "RTM_GC_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
     pub gc_grace: Duration,
@@ -388,6 +392,11 @@ impl fmt::Display for ControllerConfig {
             f,
             "history-grace: {}",
             humantime::format_duration(self.history_grace)
+        )?;
+        writeln!(
+            f,
+            "event-ttl: {}",
+            humantime::format_duration(self.event_ttl)
         )?;
         writeln!(f, "gc-grace: {}", humantime::format_duration(self.gc_grace))?;
         writeln!(

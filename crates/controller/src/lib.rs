@@ -54,6 +54,7 @@ mod peers;
 mod plan;
 mod queue;
 mod reconcile;
+mod recorder;
 pub mod runtime;
 mod statuses;
 mod sweep;
@@ -413,6 +414,7 @@ impl Controller {
             self.metrics.clone(),
         )
         .with_node(&config.node_name)
+        .with_event_ttl(config.event_ttl)
         .with_host_port_policy(config.host_port_policy())
         .with_policy(config.hardening.policy(session.keys().prefix()))
     }

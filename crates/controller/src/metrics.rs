@@ -64,6 +64,9 @@ pub struct Metrics {
     pub games: IntGaugeVec,
     /// Status records written (a converged game writes none).
     pub status_writes: IntCounter,
+    /// `rtmanager_events_total{reason}`: events recorded (a first observation or a repeat
+    /// folded into its event), each one etcd write.
+    pub events: IntCounterVec,
     /// Deleted games whose whole history the sweep removed after the
     /// history grace: the one clean-up no history can record (it is the
     /// history), so it is counted here and logged.
@@ -199,6 +202,11 @@ impl Metrics {
                 r,
                 IntCounter::new("rtmanager_status_writes_total", "Status records written.")
                     .expect("valid metric"),
+            ),
+            events: counter_vec(
+                "rtmanager_events_total",
+                "Events recorded (first seen or folded into the one before), by reason.",
+                &["reason"],
             ),
             history_removed: register(
                 r,

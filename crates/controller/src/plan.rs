@@ -17,6 +17,7 @@ use rtm_core::records::status::StatusRecord;
 pub(crate) use rtm_core::model::READY;
 
 pub(crate) mod disruption;
+pub(crate) mod events;
 mod health;
 pub(crate) mod schedule;
 

@@ -36,10 +36,12 @@ use rtm_core::store::{Compare, Keys};
 
 use super::desired::{Desired, DesiredCache};
 use super::plan::disruption::{forced, session_changes, update_pending, voluntary, went_ahead};
+use super::plan::events::{Noticed, noticed};
 use super::plan::{
     Action, Cause, Hold, Observed, Settings, derive_status, plan, repaired, spec_changed,
 };
 use super::statuses::StatusCache;
+use rtm_core::records::events::EventReason;
 
 /// Look again this soon after acting, to confirm convergence.
 const AFTER_ACTION: Duration = Duration::from_secs(1);
@@ -119,7 +121,13 @@ pub(crate) struct Reconciler {
     phases: GamesBy,
     /// Each game's UpdatePending reason, for the `rtmanager_updates_pending` gauge.
     pending: GamesBy,
+    /// Games whose lease another controller held when last asked: the holder, and since
+    /// when (wall clock, and for the wait) — a `LeaseBlocked` event once it lasts.
+    blocked: Mutex<std::collections::HashMap<String, (String, SystemTime, std::time::Instant)>>,
 }
+
+/// How long another controller may hold a game's lease before the wait is worth an event.
+const LEASE_BLOCKED_AFTER: Duration = Duration::from_secs(30);
 
 impl Reconciler {
     /// A reconciler acting through `lifecycle` (and its session), reading
@@ -155,6 +163,7 @@ impl Reconciler {
             pending: GamesBy::new(metrics.updates_pending.clone()),
             metrics,
             recovered: Mutex::new(HashSet::new()),
+            blocked: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -213,6 +222,9 @@ impl Reconciler {
         let action = plan(desired, &observed, now, &self.settings);
         self.note_wait(game, &action, &observed);
         let status = derive_status(desired, &observed, now, &self.settings);
+        for event in noticed(desired, &observed, &action, &status, now) {
+            self.lifecycle.recorder().notice(game, event);
+        }
         let settled = !action.acts()
             && (desired.is_none() || (observed.status.exists() && status == observed.status.value))
             && !self.needs_adoption(&observed)
@@ -233,8 +245,14 @@ impl Reconciler {
             session: observed.session,
         };
         let (lease, known) = match self.take_lease(game, seen, first).await {
-            Ok(taken) => taken,
-            Err(LeaseError::Busy { .. }) => return Ok(Some(LEASE_BUSY_RETRY)),
+            Ok(taken) => {
+                self.lock_blocked().remove(game);
+                taken
+            }
+            Err(LeaseError::Busy { holder, .. }) => {
+                self.blocked(game, &holder);
+                return Ok(Some(LEASE_BUSY_RETRY));
+            }
             Err(error) => return Err(error.into()),
         };
         match self.act_under(&lease, game, known).await {
@@ -860,6 +878,58 @@ impl Reconciler {
     fn forget(&self, game: &str) {
         self.health.untrack(game);
         self.track(game, None);
+        self.lifecycle.recorder().forget(game);
+        self.lock_blocked().remove(game);
+    }
+
+    fn lock_blocked(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, (String, SystemTime, std::time::Instant)>,
+    > {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `holder` has the game's lease: once it has held it for [`LEASE_BLOCKED_AFTER`]
+    /// (as far as this controller has seen), one `LeaseBlocked` event per such wait.
+    fn blocked(&self, game: &str, holder: &str) {
+        let (since, waited) = {
+            let mut blocked = self.lock_blocked();
+            let entry = blocked.entry(game.to_owned()).or_insert_with(|| {
+                (
+                    holder.to_owned(),
+                    SystemTime::now(),
+                    std::time::Instant::now(),
+                )
+            });
+            if entry.0 != holder {
+                *entry = (
+                    holder.to_owned(),
+                    SystemTime::now(),
+                    std::time::Instant::now(),
+                );
+            }
+            (entry.1, entry.2.elapsed())
+        };
+        if waited < LEASE_BLOCKED_AFTER {
+            return;
+        }
+        let since = Timestamp::from(since);
+        self.lifecycle.recorder().notice(
+            game,
+            Noticed {
+                reason: EventReason::LeaseBlocked,
+                occurrence: format!("{holder} since {since}"),
+                message: format!(
+                    "controller {holder} has held the game's lease since {since} at least; this \
+                     controller ({}) waits for it (`rtctl describe` names its operation)",
+                    self.session.holder()
+                ),
+            },
+        );
     }
 }
 

@@ -48,8 +48,15 @@ use rtm_core::ports::PortProtocol;
 use rtm_core::ports::host_port_label;
 use rtm_core::records::Documents;
 use rtm_core::records::Versioned;
+use rtm_core::records::events::EventReason;
 use rtm_core::records::history::{Appended, History, HistoryEntry};
 use rtm_core::records::previous::PreviousContainers;
+
+use crate::plan::events::Noticed;
+use crate::recorder::Recorder;
+
+/// How long an event lives after it was last repeated, unless `--event-ttl` says otherwise.
+pub const DEFAULT_EVENT_TTL: Duration = Duration::from_secs(3600);
 use rtm_core::records::status::{StatusRecord, StatusStore};
 
 pub use policy::ContainerPolicy;
@@ -283,6 +290,8 @@ pub struct Lifecycle {
     host_ports: rtm_core::ports::HostPortPolicy,
     /// The hardening and limits of every container it creates.
     policy: Arc<ContainerPolicy>,
+    /// Where what the services and the reconcile notice is recorded as events.
+    recorder: Arc<Recorder>,
 }
 
 impl Lifecycle {
@@ -302,7 +311,14 @@ impl Lifecycle {
             documents: Documents::new(store.clone(), keys.clone()),
             history: History::new(store.clone(), keys.clone(), history_retention),
             status: StatusStore::new(store.clone(), keys.clone()),
-            previous: PreviousContainers::new(store, keys),
+            previous: PreviousContainers::new(store.clone(), keys.clone()),
+            recorder: Arc::new(Recorder::new(
+                store,
+                keys,
+                session.holder(),
+                DEFAULT_EVENT_TTL,
+                metrics.clone(),
+            )),
             node: session.holder().to_owned(),
             session,
             metrics,
@@ -316,6 +332,37 @@ impl Lifecycle {
     pub(crate) fn with_host_port_policy(mut self, policy: rtm_core::ports::HostPortPolicy) -> Self {
         self.host_ports = policy;
         self
+    }
+
+    /// Records events that live `ttl` after they were last repeated (`--event-ttl`); zero
+    /// records none.
+    pub(crate) fn with_event_ttl(mut self, ttl: Duration) -> Self {
+        let (store, keys) = (self.session.store().clone(), self.session.keys().clone());
+        self.recorder = Arc::new(Recorder::new(
+            store,
+            keys,
+            self.session.holder(),
+            ttl,
+            self.metrics.clone(),
+        ));
+        self
+    }
+
+    /// Where events are recorded.
+    pub(crate) fn recorder(&self) -> &Arc<Recorder> {
+        &self.recorder
+    }
+
+    /// Records that `reason` happened to `game` (its `occurrence` counted once).
+    fn notice(&self, game: &str, reason: EventReason, occurrence: &str, message: String) {
+        self.recorder.notice(
+            game,
+            Noticed {
+                reason,
+                occurrence: occurrence.to_owned(),
+                message,
+            },
+        );
     }
 
     /// Creates containers under `policy` (default: [`ContainerPolicy::default`]).
@@ -377,6 +424,18 @@ impl Lifecycle {
             .await
         {
             entry.fail(error.code(), error.to_string());
+        }
+        if entry.outcome == Outcome::Success {
+            self.notice(
+                lease.game(),
+                EventReason::AdoptedContainer,
+                container_id,
+                format!(
+                    "the running container {} ({image_ref}) was adopted as the game's; nothing \
+                     was recreated",
+                    short(container_id)
+                ),
+            );
         }
         self.finished(&entry);
         OpResult::from_entry(&entry)
@@ -899,6 +958,11 @@ pub fn container_spec(
             .insert(host_port_label(port.protocol, port.port), String::new());
     }
     container
+}
+
+/// A container id as people read it: its first 12 digits.
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 fn effective_hostname(doc: &GameRuntime) -> String {

@@ -12,6 +12,7 @@ use crate::lease::GameLease;
 use crate::runtime::{ContainerInfo, RuntimeOp, container_name, legacy_container_name};
 use rtm_core::error_code::ErrorCode;
 use rtm_core::model::OpKind;
+use rtm_core::records::events::EventReason;
 
 use super::{Lifecycle, OpRequest, OpResult, new_id, runtime_failure};
 use rtm_core::failure::Failure;
@@ -112,6 +113,7 @@ impl Lifecycle {
         } else {
             format!("the game's container was renamed to {was} by hand; named back to {name}")
         });
+        let note = op.entry.note.clone().unwrap_or_default();
         let result = match lease.check() {
             Ok(()) => self
                 .runtime
@@ -120,7 +122,16 @@ impl Lifecycle {
                 .map_err(|e| runtime_failure(RuntimeOp::Rename, &e)),
             Err(error) => Err(error.into()),
         };
-        self.close_entry(lease, op, result).await
+        let result = self.close_entry(lease, op, result).await;
+        if result.is_success() {
+            self.notice(
+                lease.game(),
+                EventReason::AdoptedContainer,
+                &container.id,
+                note,
+            );
+        }
+        result
     }
 
     /// Removes a container that claims the game but is not its container
@@ -154,6 +165,15 @@ impl Lifecycle {
                 }),
             Err(error) => Err(error.into()),
         };
-        self.close_entry(lease, op, result).await
+        let result = self.close_entry(lease, op, result).await;
+        if result.is_success() {
+            self.notice(
+                lease.game(),
+                EventReason::RemovedDuplicate,
+                &container.id,
+                note.to_owned(),
+            );
+        }
+        result
     }
 }

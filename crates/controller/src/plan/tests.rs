@@ -671,5 +671,6 @@ fn starting_a_stopped_game_again_is_no_crash() {
 }
 
 mod disruption;
+mod events;
 mod health;
 mod schedule;

@@ -2,12 +2,14 @@
 //! `GameRuntime` documents ([`documents`]), the status records
 //! ([`status`]), the per-game operation log ([`history`]) and what lease
 //! keys and controller heartbeats hold ([`lease`]), the games' sessions
-//! ([`sessions`]), the last output of each game's previous container ([`previous`]), the disruption budgets with their slots ([`budgets`]) and the kept specs of
+//! ([`sessions`]), the last output of each game's previous container ([`previous`]), the
+//! controllers' short-lived observations ([`events`]), the disruption budgets with their slots ([`budgets`]) and the kept specs of
 //! each game ([`revisions`]). A record as read is a
 //! [`Versioned`] value: the value and the revision it was read at.
 
 pub mod budgets;
 pub mod documents;
+pub mod events;
 pub mod history;
 pub mod lease;
 pub mod previous;

@@ -128,6 +128,21 @@ impl Keys {
         format!("{}{seq:0width$}", self.history(name), width = SEQ_WIDTH)
     }
 
+    /// Every game's events: `events/`.
+    pub fn events(&self) -> String {
+        format!("{}/events/", self.prefix)
+    }
+
+    /// One game's events; the trailing slash keeps `g1` from matching `g10`.
+    pub fn game_events(&self, name: &str) -> String {
+        format!("{}{name}/", self.events())
+    }
+
+    /// One event of a game: `events/<name>/<reason>` (repeats fold into it).
+    pub fn event(&self, name: &str, reason: crate::records::events::EventReason) -> String {
+        format!("{}{}", self.game_events(name), reason.as_str())
+    }
+
     /// Every game's kept last output: `previous/`.
     pub fn previouses(&self) -> String {
         format!("{}/previous/", self.prefix)
@@ -273,6 +288,10 @@ mod tests {
         assert_eq!(keys.status("g1"), "/rtmanager/status/g1");
         assert_eq!(keys.lease("g1"), "/rtmanager/leases/g1");
         assert_eq!(keys.previous("g1"), "/rtmanager/previous/g1");
+        assert_eq!(
+            keys.event("g1", crate::records::events::EventReason::BackOff),
+            "/rtmanager/events/g1/BackOff"
+        );
         assert_eq!(
             keys.controller("node-a-1"),
             "/rtmanager/controllers/node-a-1"
