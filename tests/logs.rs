@@ -1,7 +1,8 @@
-//! `rtctl logs` and crash forensics end to end: the real `rtmanager` and `rtctl` against the
-//! real etcd and Docker. An engine that prints and crashes is replaced, and what it printed
-//! is still there after `docker rm` (`logs --previous`, `describe`, `history`); a running
-//! engine is followed live (`logs -f`) from its Docker engine.
+//! `rtctl logs`, crash forensics and events end to end: the real `rtmanager` and `rtctl`
+//! against the real etcd and Docker. An engine that prints and crashes is replaced, and what
+//! it printed is still there after `docker rm` (`logs --previous`, `describe`, `history`); a
+//! running engine is followed live (`logs -f`) from its Docker engine; a crash loop is one
+//! `BackOff` event whose count grows (`rtctl events`, `-w`).
 //!
 //! Ignored by a bare `cargo test` (they need etcd and Docker); `scripts/test` runs them.
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use rtm_core::model::parse::parse_documents;
 use rtm_core::records::Documents;
+use rtm_core::records::events::{Event, EventKind, EventReason, Events};
 use rtm_core::records::previous::PreviousContainers;
 use rtm_core::store::{Keys, Store, Txn};
 
@@ -290,6 +292,132 @@ async fn logs_follow_a_running_engine_and_say_where_a_game_is_not() {
     assert_eq!(said.code, Some(12), "{}", said.stderr);
     assert!(
         said.stderr.contains(&w.keys.previous("elsewhere")),
+        "{}",
+        said.stderr
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and Docker (scripts/test)"]
+async fn a_crash_loop_is_one_back_off_event_whose_count_grows() {
+    let w = world("events-backoff").await;
+    let controller = ControllerOptions::new(&w.keys, "events-backoff")
+        .start()
+        .await;
+    w.apply("looper", "echo starting; exit 1").await;
+    w.apply("steady", "sleep 1000").await;
+
+    let events = Events::new(w.store.clone(), w.keys.clone());
+    let backoff = eventually(
+        CONVERGE,
+        "the crash loop's BackOff event counts two crashes",
+        || async {
+            let listed = events
+                .list(Some("looper"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let listed: Vec<Event> = listed
+                .into_iter()
+                .map(|e| e.map_err(|c| c.to_string()))
+                .collect::<Result<_, _>>()?;
+            match listed.as_slice() {
+                [one] if one.reason == EventReason::BackOff && one.count >= 2 => Ok(one.clone()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(backoff.kind, EventKind::Warning);
+    assert!(
+        backoff.message.contains("exited with code 1"),
+        "{}",
+        backoff.message
+    );
+    assert!(backoff.last_seen > backoff.first_seen || backoff.count >= 2);
+    // One etcd write per counted crash, none per resync: the metric and the count agree
+    // (the count may move on between the two reads, never behind).
+    let written = controller
+        .metric("rtmanager_events_total{reason=\"BackOff\"}")
+        .await;
+    let stored = events.list(Some("looper")).await.unwrap()[0]
+        .clone()
+        .unwrap()
+        .count;
+    assert!(
+        written as u64 <= stored && stored <= written as u64 + 1,
+        "{written} writes, count {stored}"
+    );
+    let key = w
+        .store
+        .get(&w.keys.event("looper", EventReason::BackOff))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(key.lease, 0, "attached to a lease: it expires");
+
+    // A game that runs well has no events, through resyncs (5 s in tests).
+    let said = w.run(&["events", "steady"]);
+    assert_eq!(said.code, Some(0), "{}", said.stderr);
+    assert_eq!(said.stdout, "", "no events: {}", said.stdout);
+    let said = w.run(&["events"]);
+    assert_eq!(said.code, Some(0), "{}", said.stderr);
+    let rows: Vec<&str> = said.stdout.lines().collect();
+    assert!(rows[0].starts_with("LAST SEEN"), "{}", said.stdout);
+    assert!(
+        rows[1..]
+            .iter()
+            .all(|r| r.contains("BackOff") && r.contains("gameruntime/looper")),
+        "{}",
+        said.stdout
+    );
+    let describe = w.run(&["describe", "looper"]);
+    assert!(
+        describe.stdout.contains("Warning   BackOff"),
+        "{}",
+        describe.stdout
+    );
+
+    // -w -o json: one compact object per line, the listing first.
+    let mut child = w
+        .command(&["events", "looper", "-w", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rtctl starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first: Event =
+        serde_json::from_str(&lines.recv_timeout(RUN).expect("the listing")).unwrap();
+    // The next crash (after a back-off of at most 40 s here) is a repeat, told as it lands.
+    let next: Event =
+        serde_json::from_str(&lines.recv_timeout(CONVERGE).expect("a repeat")).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(next.reason, EventReason::BackOff);
+    assert!(
+        next.count > first.count,
+        "{} then {}",
+        first.count,
+        next.count
+    );
+
+    // A forged event is shown for what it is, and never changes what the controller does.
+    let txn = Txn::new().put(
+        w.keys.event("steady", EventReason::HealthCheckFailed),
+        b"{}".to_vec(),
+    );
+    w.store.txn(txn).await.unwrap();
+    let said = w.run(&["events", "steady"]);
+    assert_eq!(said.code, Some(12), "{}", said.stderr);
+    assert!(
+        said.stderr.contains("/events/steady/HealthCheckFailed"),
         "{}",
         said.stderr
     );

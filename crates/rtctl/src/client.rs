@@ -88,6 +88,10 @@ impl Client {
         &self.keys
     }
 
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     pub(crate) fn documents(&self) -> &Documents {
         &self.docs
     }

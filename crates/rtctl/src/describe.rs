@@ -14,6 +14,7 @@ use rtm_core::model::{
     Condition, GameRuntime, GameRuntimeSpec, GameRuntimeStatus, HealthCheck, HealthStatus,
     HealthVerdict, LastOperation, Session, Timestamp,
 };
+use rtm_core::records::events::{Event, Events};
 use rtm_core::records::history::HistoryEntry;
 use rtm_core::records::lease::LeaseRecord;
 use rtm_core::records::previous::PreviousContainer;
@@ -43,6 +44,17 @@ pub(crate) async fn describe(
         super::output::warn(&error.to_string());
         None
     });
+    let events: Vec<Event> = Events::new(client.store().clone(), keys.clone())
+        .list(Some(name))
+        .await
+        .map_err(|e| client.store_error(e, &format!("reading the events of {name}")))?
+        .into_iter()
+        .filter_map(|event| {
+            event
+                .map_err(|corrupt| super::output::warn(&corrupt.to_string()))
+                .ok()
+        })
+        .collect();
     let session = client
         .sessions()
         .get(name)
@@ -77,6 +89,7 @@ pub(crate) async fn describe(
                     &doc,
                     session.as_ref(),
                     previous.as_ref(),
+                    &events,
                     &history,
                     lease.as_ref(),
                     now,
@@ -258,6 +271,7 @@ pub(crate) fn render(
     doc: &GameRuntime,
     session: Option<&Session>,
     previous: Option<&PreviousContainer>,
+    events: &[Event],
     history: &[HistoryEntry],
     lease: Option<&LeaseView>,
     now: SystemTime,
@@ -277,8 +291,29 @@ pub(crate) fn render(
     if let Some(previous) = previous {
         render_previous(&mut text, previous, now);
     }
+    render_events(&mut text, events, now);
     render_history(&mut text, history, now);
     text
+}
+
+/// The game's events (they expire; the history keeps the operations).
+fn render_events(text: &mut String, events: &[Event], now: SystemTime) {
+    let _ = writeln!(text, "Events:");
+    if events.is_empty() {
+        let _ = writeln!(text, "  <none>");
+        return;
+    }
+    let mut table = Table::new(["TYPE", "REASON", "LAST SEEN", "COUNT", "MESSAGE"]);
+    for event in events {
+        table.row([
+            event.kind.as_str().to_owned(),
+            event.reason.as_str().to_owned(),
+            format!("{} ago", age_since(Some(event.last_seen), now)),
+            event.count.to_string(),
+            event.message.clone(),
+        ]);
+    }
+    indent(text, &table.render());
 }
 
 /// The game's last replaced container that had exited or failed its health check: how it
@@ -665,7 +700,7 @@ mod tests {
             ..GameRuntimeStatus::default()
         });
         let entry = HistoryEntry::begin("g1", "op-1", OpKind::Start, OpSource::Reconcile);
-        let text = render(&doc, None, None, &[entry], None, SystemTime::now());
+        let text = render(&doc, None, None, &[], &[entry], None, SystemTime::now());
         for expected in [
             "Name:                      g1\n",
             "Labels:                    tier=ranked\n",
@@ -675,6 +710,7 @@ mod tests {
             "  Phase:                   Running\n",
             "  Observed Generation:     1 (not yet observed the latest)\n",
             "Conditions:\n  <none>\n",
+            "Events:\n  <none>\n",
             "History (newest first, last 10):\n  SEQ",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
@@ -733,7 +769,7 @@ mod tests {
             truncated: true,
             kept_at: Timestamp::from_unix_seconds(1_800_000_301),
         };
-        let text = render(&doc, None, Some(&kept), &[], None, now);
+        let text = render(&doc, None, Some(&kept), &[], &[], None, now);
         assert_eq!(
             section(&text, "Last Termination:"),
             [
@@ -747,8 +783,26 @@ mod tests {
             ],
             "{text}"
         );
-        let without = render(&doc, None, None, &[], None, now);
+        let without = render(&doc, None, None, &[], &[], None, now);
         assert!(!without.contains("Last Termination"), "{without}");
+        let mut event = Event::first(
+            "g1",
+            rtm_core::records::events::EventReason::BackOff,
+            "the container exited with code 137, OOM-killed; restarting after a back-off of 20s",
+            "c1",
+        );
+        event.count = 3;
+        event.last_seen = Timestamp::from_unix_seconds(1_800_000_590);
+        let text = render(&doc, None, Some(&kept), &[event], &[], None, now);
+        assert_eq!(
+            section(&text, "Events:")[1..],
+            [
+                "  TYPE      REASON    LAST SEEN   COUNT   MESSAGE",
+                "  Warning   BackOff   10s ago     3       the container exited with code 137, \
+                 OOM-killed; restarting after a back-off of 20s",
+            ],
+            "{text}"
+        );
     }
 
     #[test]
@@ -763,7 +817,7 @@ mod tests {
             phase: Phase::Running,
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, None, None, &[], None, SystemTime::now());
+        let text = render(&doc, None, None, &[], &[], None, SystemTime::now());
         assert!(
             text.contains("  Address:                 <none>\n  Ports:                   <none>\n"),
             "{text}"
@@ -784,7 +838,7 @@ mod tests {
                 host_port: 17001,
             },
         ];
-        let text = render(&doc, None, None, &[], None, SystemTime::now());
+        let text = render(&doc, None, None, &[], &[], None, SystemTime::now());
         assert!(
             text.contains(
                 "  Address:                 10.1.2.3\n\
@@ -818,7 +872,7 @@ mod tests {
             }),
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, None, None, &[], None, now);
+        let text = render(&doc, None, None, &[], &[], None, now);
         assert_eq!(
             section(&text, "Health Check:"),
             [
@@ -847,7 +901,7 @@ mod tests {
         let mut doc = checked_game();
         let now = SystemTime::now();
         // No status at all yet, then a status the probes have not reported in.
-        let text = render(&doc, None, None, &[], None, now);
+        let text = render(&doc, None, None, &[], &[], None, now);
         assert!(
             text.contains(
                 "  Startup Timeout:         2m\n  Verdict:                 no result yet\n"
@@ -859,7 +913,7 @@ mod tests {
             conditions: vec![ready(ConditionStatus::False, "Starting", "")],
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, None, None, &[], None, now);
+        let text = render(&doc, None, None, &[], &[], None, now);
         assert!(
             text.contains("  Verdict:                 no result yet\n"),
             "{text}"
@@ -873,7 +927,7 @@ mod tests {
             message: None,
             since: None,
         });
-        let text = render(&doc, None, None, &[], None, now);
+        let text = render(&doc, None, None, &[], &[], None, now);
         for expected in [
             "  Verdict:                 Unknown (no result yet)\n",
             "  Passed:                  not yet\n",
@@ -900,7 +954,7 @@ mod tests {
             }),
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, None, None, &[], None, SystemTime::now());
+        let text = render(&doc, None, None, &[], &[], None, SystemTime::now());
         for expected in [
             "  Verdict:                 Passing\n",
             "  Probed With:             tcp :7000 (an earlier spec)\n",
@@ -919,7 +973,7 @@ mod tests {
         .unwrap()
         .remove(0);
         doc.status = Some(GameRuntimeStatus::default());
-        let text = render(&doc, None, None, &[], None, SystemTime::now());
+        let text = render(&doc, None, None, &[], &[], None, SystemTime::now());
         assert!(!text.contains("Health Check:"), "{text}");
         assert!(text.contains("Conditions:\n  <none>\n"), "{text}");
     }
@@ -949,7 +1003,7 @@ mod tests {
             container_id: Some("0123456789abcdef0123".into()),
             source: Some("admin_cli".into()),
         };
-        let text = render(&doc, Some(&session), None, &[], None, now);
+        let text = render(&doc, Some(&session), None, &[], &[], None, now);
         let described = section(&text, "Session:");
         assert!(
             described
@@ -976,7 +1030,7 @@ mod tests {
             pending.ends_with("the restart waits for the session (ref match-42) to end"),
             "{pending}"
         );
-        let idle = render(&doc, None, None, &[], None, now);
+        let idle = render(&doc, None, None, &[], &[], None, now);
         assert!(idle.contains("Session:"), "{idle}");
         assert!(idle.contains("Idle (no session record)"), "{idle}");
     }

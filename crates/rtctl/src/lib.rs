@@ -15,6 +15,7 @@
 //! - `target` — which games a verb acts on (names, `-l`, `--all`) and the one-line-per-game
 //!   report of the bulk verbs
 //! - `history` — `history`
+//! - `events` — `events`: the controllers' short-lived observations, folded and expiring
 //! - `logs` — `logs`: the live log from the game's Docker engine, or (`--previous`) the
 //!   output the controller kept of its replaced container
 //! - `restart` — `restart` (and the waiter that follows a restart request to its outcome)
@@ -45,6 +46,7 @@ mod context;
 mod delete;
 mod describe;
 pub mod error;
+mod events;
 mod get;
 mod history;
 mod input;
@@ -128,6 +130,13 @@ pub(crate) enum Command {
     },
     /// Show a game's operation log, newest first.
     History(history::HistoryArgs),
+    /// Show what the controllers observed lately (back-offs, failing health checks, deferred
+    /// updates, leases held long), each with how many times; -w follows them.
+    #[command(
+        after_help = "Examples:\n  rtctl events\n  rtctl events arena-1\n  rtctl events -w \
+                            -o json"
+    )]
+    Events(events::EventsArgs),
     /// Print what a game's engine prints: live from its Docker engine, or with --previous
     /// what its last replaced container printed before it exited or failed its health check.
     #[command(
@@ -206,6 +215,7 @@ impl Command {
             },
             Command::History(args) => vec![&args.name],
             Command::Logs(args) => vec![&args.name],
+            Command::Events(args) => args.name.iter().map(String::as_str).collect(),
             Command::Allocate(args) => vec![&args.name],
             Command::Release(args) => vec![&args.name],
             Command::Restart(args) => args.targets.names.iter().map(String::as_str).collect(),
@@ -240,6 +250,7 @@ impl Command {
             Command::Delete(args) => args.wait,
             Command::Wait(_) => true,
             Command::Logs(args) => args.follow,
+            Command::Events(args) => args.watch,
             _ => false,
         }
     }
@@ -400,6 +411,7 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Release(args) => session::release(&client, args, out).await,
         Command::Rollout { command } => rollout::rollout(&client, command, out, &interrupt).await,
         Command::History(args) => history::history(&client, args, out).await,
+        Command::Events(args) => events::events(&client, args, out, &interrupt).await,
         Command::Logs(args) => {
             logs::logs(
                 &client,
