@@ -20,10 +20,12 @@ pub mod docker;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod instrumented;
+pub mod volumes;
 
 pub use docker::DockerRuntime;
 #[cfg(any(test, feature = "testing"))]
 pub use fake::{FakeCall, FakeExec, FakeOp, FakeRuntime};
+pub use volumes::{Mount, MountSource, VolumeInfo, VolumeSpec};
 
 /// Label carrying the key prefix of the rtmanager installation that owns the
 /// container: installations sharing a Docker host never touch each
@@ -129,6 +131,8 @@ pub struct ContainerSpec {
     /// The rotation of the container's json-file log; `None`: the Docker
     /// daemon's own log settings (the policy normally sets one).
     pub log_rotation: Option<LogRotation>,
+    /// Volumes and host paths mounted into the container (`spec.volumes`).
+    pub mounts: Vec<Mount>,
 }
 
 /// A json-file log rotated at `max_size_bytes`, `max_files` files kept.
@@ -193,6 +197,7 @@ impl ContainerSpec {
             tmpfs: BTreeMap::new(),
             network: None,
             log_rotation: None,
+            mounts: Vec::new(),
         }
     }
 
@@ -484,6 +489,9 @@ pub enum RuntimeOp {
     Events,
     /// [`ContainerRuntime::exec`] and [`ContainerRuntime::exec_running`].
     Exec,
+    /// The volume calls: [`ContainerRuntime::inspect_volume`],
+    /// `create_volume`, `remove_volume` and `list_volumes`.
+    Volume,
 }
 
 impl RuntimeOp {
@@ -503,6 +511,7 @@ impl RuntimeOp {
             RuntimeOp::ListManaged => "list_managed",
             RuntimeOp::Events => "events",
             RuntimeOp::Exec => "exec",
+            RuntimeOp::Volume => "volume",
         }
     }
 }
@@ -730,10 +739,49 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     /// one (its container gone) is `false`.
     async fn exec_running(&self, exec_id: &str) -> Result<bool, RuntimeError>;
 
+    /// The Docker volume `name`; `None` when there is none.
+    async fn inspect_volume(&self, name: &str) -> Result<Option<VolumeInfo>, RuntimeError> {
+        let _ = name;
+        Err(volumes_unsupported())
+    }
+
+    /// Creates the volume, or answers the one of that name that exists
+    /// already (as Docker does, whatever its labels: the caller checks them).
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<VolumeInfo, RuntimeError> {
+        let _ = spec;
+        Err(volumes_unsupported())
+    }
+
+    /// Removes the volume; a missing one is `NotFound`, one a container
+    /// uses is `Conflict`.
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let _ = name;
+        Err(volumes_unsupported())
+    }
+
+    /// The volumes carrying every label of `labels` (`key=value`), sorted by
+    /// name.
+    async fn list_volumes(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<VolumeInfo>, RuntimeError> {
+        let _ = labels;
+        Err(volumes_unsupported())
+    }
+
     /// Events of managed containers, from now on. The stream ends or yields
     /// an error when the daemon goes away or drops a slow reader (Docker's
     /// stream is lossy): re-open it and relist.
     fn events(&self) -> BoxStream<'static, Result<ContainerEvent, RuntimeError>>;
+}
+
+/// What the volume calls of a runtime without volumes (a test double that
+/// only forwards containers) answer.
+fn volumes_unsupported() -> RuntimeError {
+    RuntimeError::Rejected {
+        status: 501,
+        message: "this runtime has no volumes".to_owned(),
+    }
 }
 
 #[cfg(test)]
