@@ -571,4 +571,151 @@ mod tests {
         assert!(remove.is_empty(), "nothing says which are disposable");
         assert_eq!(keep.len(), 3);
     }
+
+    /// The reconciler over the fake Docker: what the controller does with
+    /// volumes, decided by these rules and carried out by the lifecycle.
+    mod reconciled {
+        use super::*;
+        use crate::desired::Desired;
+        use crate::fixture::{self, World};
+
+        async fn apply(w: &World, doc: &GameRuntime) {
+            let name = doc.metadata.name.clone();
+            let stored = match w.documents.get(&name).await.unwrap() {
+                Some(old) => {
+                    let rv = old.metadata.resource_version.unwrap().parse().unwrap();
+                    w.documents.update(doc, rv).await.unwrap()
+                }
+                None => w.documents.create(doc).await.unwrap(),
+            };
+            w.cache.apply(name, Some(Desired::Valid(Box::new(stored))));
+        }
+
+        fn running_id(w: &World, game: &str) -> Option<String> {
+            w.runtime
+                .container(&container_name(PREFIX, game))
+                .filter(|c| c.is_running())
+                .map(|c| c.id)
+        }
+
+        async fn last_error(w: &World, game: &str) -> Option<ErrorCode> {
+            let history = w.reconciler.lifecycle().history();
+            let entries = history.recent(game, 10).await.unwrap();
+            entries.first().and_then(|e| e.error_code)
+        }
+
+        #[tokio::test]
+        async fn the_same_volume_is_mounted_again_after_a_recreate_and_goes_with_the_game() {
+            let w = fixture::world(100).await;
+            let doc = game("g1").volume("saves", "/data").build();
+            apply(&w, &doc).await;
+            w.converge("g1").await;
+            let first = running_id(&w, "g1").expect("the game runs");
+            let volume = volume_name(PREFIX, "g1", "saves");
+            assert_eq!(
+                w.runtime.volume(&volume).map(|v| v.labels),
+                Some(game_volume_labels(PREFIX, "g1", "saves")),
+                "created, labelled, before the container"
+            );
+            let mut changed = doc.clone();
+            changed.spec.env.push(rtm_core::model::EnvVar {
+                name: "SEED".into(),
+                value: "1".into(),
+            });
+            apply(&w, &changed).await;
+            w.converge("g1").await;
+            let second = running_id(&w, "g1").expect("recreated");
+            assert_ne!(first, second);
+            let spec = w.runtime.spec_of(&second).unwrap();
+            assert!(
+                matches!(&spec.mounts[0].source, MountSource::Volume { name, .. } if *name == volume)
+            );
+            assert_eq!(
+                w.runtime.volume_names(),
+                [volume.clone()],
+                "no second volume"
+            );
+            w.delete("g1").await;
+            w.converge("g1").await;
+            assert!(w.runtime.container(&container_name(PREFIX, "g1")).is_none());
+            assert_eq!(w.runtime.volume(&volume), None, "removed with the game");
+        }
+
+        #[tokio::test]
+        async fn a_refused_volume_never_stops_the_running_container() {
+            let w = fixture::world(100).await;
+            let doc = game("g1").build();
+            apply(&w, &doc).await;
+            w.converge("g1").await;
+            let running = running_id(&w, "g1").expect("the game runs");
+            let squatted = volume_name(PREFIX, "g1", "saves");
+            w.runtime.add_volume(&squatted, &[("owner", "someone")]);
+            let cases: [(GameRuntime, ErrorCode); 3] = [
+                (
+                    game("g1").volume("saves", "/data").build(),
+                    ErrorCode::VolumeConflict,
+                ),
+                (
+                    {
+                        let mut d = game("g1").build();
+                        d.spec.volumes.push(shared("missing", "/maps"));
+                        d
+                    },
+                    ErrorCode::VolumeNotFound,
+                ),
+                (
+                    {
+                        let mut d = game("g1").build();
+                        d.spec.volumes.push(host("/srv/maps", "/maps"));
+                        d
+                    },
+                    ErrorCode::HostPathNotAllowed,
+                ),
+            ];
+            for (refused, code) in cases {
+                apply(&w, &refused).await;
+                let _ = w.reconciler.reconcile("g1").await;
+                assert_eq!(last_error(&w, "g1").await, Some(code));
+                assert_eq!(
+                    running_id(&w, "g1").as_deref(),
+                    Some(running.as_str()),
+                    "{code}: the old container runs on"
+                );
+            }
+            assert_eq!(
+                w.runtime.volume(&squatted).map(|v| v.labels.len()),
+                Some(1),
+                "someone else's volume untouched"
+            );
+            w.delete("g1").await;
+            w.converge("g1").await;
+            assert!(w.runtime.volume(&squatted).is_some(), "and never removed");
+        }
+
+        #[tokio::test]
+        async fn without_a_container_to_say_a_deletion_keeps_the_volumes_and_says_so() {
+            let w = fixture::world(100).await;
+            let doc = game("g1").volume("saves", "/data").build();
+            apply(&w, &doc).await;
+            w.converge("g1").await;
+            let volume = volume_name(PREFIX, "g1", "saves");
+            w.runtime
+                .remove_by_hand(&container_name(PREFIX, "g1"))
+                .unwrap();
+            w.delete("g1").await;
+            w.converge("g1").await;
+            assert!(w.runtime.volume(&volume).is_some());
+            let history = w.reconciler.lifecycle().history();
+            let entries = history.recent("g1", 10).await.unwrap();
+            let remove = entries
+                .iter()
+                .find(|e| e.op_kind == rtm_core::model::OpKind::Remove)
+                .expect("a remove entry");
+            let note = remove.note.clone().unwrap_or_default();
+            assert!(
+                note.contains(&format!("kept volumes {volume} (no container")),
+                "{note}"
+            );
+        }
+    }
 }

@@ -1860,6 +1860,107 @@ mod tests {
     }
 
     #[test]
+    fn create_body_mounts_named_volumes_and_binds_with_read_only_honoured() {
+        let mut spec = ContainerSpec::new("g1", "engine:1");
+        let labels: BTreeMap<String, String> =
+            [("rtmanager.dev/volume".to_owned(), "saves".to_owned())].into();
+        spec.mounts = vec![
+            Mount {
+                source: MountSource::Volume {
+                    name: "rtm-1a2b3c-g1_saves".into(),
+                    labels: labels.clone(),
+                },
+                target: "/data".into(),
+                read_only: false,
+            },
+            Mount {
+                source: MountSource::Volume {
+                    name: "shared-maps".into(),
+                    labels: BTreeMap::new(),
+                },
+                target: "/maps".into(),
+                read_only: true,
+            },
+            Mount {
+                source: MountSource::Bind {
+                    path: "/srv/maps".into(),
+                },
+                target: "/host".into(),
+                read_only: true,
+            },
+        ];
+        let mounts = create_body(&spec, None)
+            .host_config
+            .unwrap()
+            .mounts
+            .unwrap();
+        let seen: Vec<_> = mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.typ,
+                    m.source.as_deref().unwrap(),
+                    m.target.as_deref().unwrap(),
+                    m.read_only,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    Some(MountType::VOLUME),
+                    "rtm-1a2b3c-g1_saves",
+                    "/data",
+                    None
+                ),
+                (Some(MountType::VOLUME), "shared-maps", "/maps", Some(true)),
+                (Some(MountType::BIND), "/srv/maps", "/host", Some(true)),
+            ]
+        );
+        // A game's own volume carries its labels should Docker make it; a
+        // shared one gets none, a bind no volume options at all.
+        assert_eq!(
+            mounts[0].volume_options.as_ref().unwrap().labels,
+            Some(labels.into_iter().collect())
+        );
+        assert!(mounts[1].volume_options.is_none());
+        assert!(mounts[2].volume_options.is_none());
+        // The wire form Docker reads.
+        let json = serde_json::to_value(&mounts[2]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"Target": "/host", "Source": "/srv/maps", "Type": "bind", "ReadOnly": true})
+        );
+        assert!(
+            create_body(&ContainerSpec::new("g1", "engine:1"), None)
+                .host_config
+                .unwrap()
+                .mounts
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_missing_volume_is_absent_for_an_inspect_and_not_found_for_a_removal() {
+        let inspect = Call::InspectVolume { name: "v" };
+        assert_eq!(
+            classify_status(&inspect, 404, "no such volume".into()),
+            Outcome::Absent
+        );
+        let remove = Call::Volume { name: "v" };
+        assert!(matches!(
+            classify_status(&remove, 404, "no such volume".into()),
+            Outcome::Failed(RuntimeError::NotFound { .. })
+        ));
+        assert!(matches!(
+            classify_status(&remove, 409, "volume is in use".into()),
+            Outcome::Failed(RuntimeError::Conflict { .. })
+        ));
+        assert_eq!(remove.op(), RuntimeOp::Volume);
+    }
+
+    #[test]
     fn create_body_hardens_the_container() {
         let mut spec = ContainerSpec::new("g1", "engine:1");
         let host = create_body(&spec, None).host_config.unwrap();
