@@ -630,11 +630,7 @@ mod tests {
             assert!(
                 matches!(&spec.mounts[0].source, MountSource::Volume { name, .. } if *name == volume)
             );
-            assert_eq!(
-                w.runtime.volume_names(),
-                [volume.clone()],
-                "no second volume"
-            );
+            assert_eq!(w.runtime.volume_names().len(), 1, "no second volume");
             w.delete("g1").await;
             w.converge("g1").await;
             assert!(w.runtime.container(&container_name(PREFIX, "g1")).is_none());
