@@ -478,6 +478,8 @@ fn defaults_point_the_controller_at_etcd_and_serve_metrics_on_all_interfaces() {
         ("RTM_CONCURRENCY", "32"),
         ("RTM_RESYNC", "60s"),
         ("RTM_HISTORY_RETENTION", "100"),
+        // No host directory may be bind-mounted unless the operator lists it.
+        ("RTM_ALLOWED_HOST_PATHS", ""),
     ] {
         assert_eq!(manifests.env_value(name), value, "{name}");
     }
@@ -491,6 +493,18 @@ fn defaults_point_the_controller_at_etcd_and_serve_metrics_on_all_interfaces() {
         assert!(!manifests.has_env(absent), "{absent} is set by default");
     }
     assert!(manifests.volume("etcd-tls").is_none());
+}
+
+#[test]
+fn allowed_host_paths_are_a_list_joined_for_the_controller() {
+    let manifests = render(&[
+        MINIMAL,
+        "controller:\n  allowedHostPaths: [/srv/maps, /srv/mods]\n",
+    ]);
+    assert_eq!(
+        manifests.env_value("RTM_ALLOWED_HOST_PATHS"),
+        "/srv/maps,/srv/mods"
+    );
 }
 
 #[test]

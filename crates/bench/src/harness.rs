@@ -767,6 +767,35 @@ impl ContainerRuntime for CountingRuntime {
             .await
     }
 
+    async fn inspect_volume(
+        &self,
+        name: &str,
+    ) -> std::result::Result<Option<rtm_controller::runtime::VolumeInfo>, RuntimeError> {
+        self.timed(RuntimeOp::Volume, self.inner.inspect_volume(name))
+            .await
+    }
+
+    async fn create_volume(
+        &self,
+        spec: &rtm_controller::runtime::VolumeSpec,
+    ) -> std::result::Result<rtm_controller::runtime::VolumeInfo, RuntimeError> {
+        self.timed(RuntimeOp::Volume, self.inner.create_volume(spec))
+            .await
+    }
+
+    async fn remove_volume(&self, name: &str) -> std::result::Result<(), RuntimeError> {
+        self.timed(RuntimeOp::Volume, self.inner.remove_volume(name))
+            .await
+    }
+
+    async fn list_volumes(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> std::result::Result<Vec<rtm_controller::runtime::VolumeInfo>, RuntimeError> {
+        self.timed(RuntimeOp::Volume, self.inner.list_volumes(labels))
+            .await
+    }
+
     async fn list_game(&self, game: &str) -> std::result::Result<Vec<ContainerInfo>, RuntimeError> {
         self.timed(RuntimeOp::ListManaged, self.inner.list_game(game))
             .await

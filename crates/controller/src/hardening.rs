@@ -1,6 +1,7 @@
 //! The controller's hardening options (`--allowed-capabilities`,
 //! `--pids-limit`, `--default-memory`, `--max-memory`, `--default-cpus`,
-//! `--max-cpus`, `--log-max-size`, `--log-max-files`, `--network`) and the
+//! `--max-cpus`, `--log-max-size`, `--log-max-files`, `--network`,
+//! `--allowed-host-paths`) and the
 //! [`ContainerPolicy`] they make.
 
 use std::fmt;
@@ -76,6 +77,37 @@ pub struct HardeningArgs {
     /// where games can reach each other.
     #[arg(long = "network", env = "RTM_NETWORK")]
     pub network: Option<String>,
+
+    /// Host directories spec.volumes may bind-mount (source.hostPath), each with what lies
+    /// under it (comma-separated absolute paths, compared by whole components: /srv/maps
+    /// does not allow /srv/mapsX); "" (the default) allows none.
+    #[arg(
+        long = "allowed-host-paths",
+        env = "RTM_ALLOWED_HOST_PATHS",
+        value_delimiter = ',',
+        default_value = "",
+        value_parser = parse_host_path
+    )]
+    pub allowed_host_paths: Vec<String>,
+}
+
+/// An allowed host path, normalised (`/srv//maps/` is `/srv/maps`); empty
+/// stays empty (none).
+fn parse_host_path(text: &str) -> Result<String, String> {
+    let path = text.trim();
+    if path.is_empty() {
+        return Ok(String::new());
+    }
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must be an absolute path"));
+    }
+    if std::path::Path::new(path)
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!("{path:?} must not contain \"..\""));
+    }
+    Ok(rtm_core::model::volume::normalise(path))
 }
 
 fn whole_cpus(cpus: i64) -> Cpus {
@@ -189,6 +221,12 @@ impl HardeningArgs {
                 max_size_bytes: self.log_max_size.bytes(),
                 max_files: self.log_max_files,
             },
+            allowed_host_paths: self
+                .allowed_host_paths
+                .iter()
+                .filter(|p| !p.is_empty())
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -210,6 +248,13 @@ impl fmt::Display for HardeningArgs {
         writeln!(f, "max-cpus: {}", self.max_cpus)?;
         writeln!(f, "log-max-size: {}", self.log_max_size)?;
         writeln!(f, "log-max-files: {}", self.log_max_files)?;
+        let host_paths: Vec<&str> = self
+            .allowed_host_paths
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !p.is_empty())
+            .collect();
+        writeln!(f, "allowed-host-paths: {}", host_paths.join(","))?;
         writeln!(
             f,
             "network: {}",
@@ -299,6 +344,32 @@ mod tests {
         assert!(printed.contains("pids-limit: 64"), "{printed}");
         assert!(printed.contains("network: bridge"), "{printed}");
         assert!(printed.contains("log-max-size: 50Mi"), "{printed}");
+    }
+
+    #[test]
+    fn allowed_host_paths_are_none_by_default_and_normalised() {
+        assert!(
+            load(&[])
+                .unwrap()
+                .hardening
+                .policy("/p")
+                .allowed_host_paths
+                .is_empty()
+        );
+        let config = load(&["--allowed-host-paths", "/srv/maps/,/srv//other"]).unwrap();
+        assert_eq!(
+            config.hardening.policy("/p").allowed_host_paths,
+            ["/srv/maps", "/srv/other"]
+        );
+        assert!(
+            config
+                .to_string()
+                .contains("allowed-host-paths: /srv/maps,/srv/other"),
+            "{config}"
+        );
+        for bad in ["srv/maps", "/srv/../etc"] {
+            assert!(load(&["--allowed-host-paths", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //!   cache answers that when it follows etcd; otherwise the records are
 //!   listed.
 //!
+//! Either way the game goes through the one removal (lifecycle/remove.rs),
+//! which takes the game's own volumes with it under the rules of
+//! lifecycle/volumes.rs, noted in its history entry.
+//!
 //! On its own, slower cadence it also removes the history of deleted games
 //! ([`sweep_history`]): a game with history but no document, no status and
 //! no container of this installation, whose newest entry is older than the

@@ -1090,3 +1090,80 @@ async fn the_log_is_a_json_file_rotated_at_its_size_with_its_files_kept() {
     }
     within(20, "kill", docker.kill(&name)).await.expect("kill");
 }
+
+#[tokio::test]
+#[ignore = "needs Docker: run scripts/test"]
+async fn volumes_are_created_with_labels_listed_by_label_and_removed_once_unused() {
+    use rtm_controller::runtime::{Mount, MountSource, VolumeSpec};
+    let docker = docker().await;
+    let game = game("volcalls");
+    let name = default_name(&game);
+    let _cleanup = Cleanup::new(&[&name]);
+    let volume = format!("{name}_saves");
+    let labels: BTreeMap<String, String> = [
+        ("rtmanager.dev/game".to_owned(), game.clone()),
+        ("rtmanager.dev/volume".to_owned(), "saves".to_owned()),
+    ]
+    .into();
+    assert_eq!(
+        within(20, "inspect", docker.inspect_volume(&volume))
+            .await
+            .unwrap(),
+        None
+    );
+    let made = within(
+        20,
+        "create",
+        docker.create_volume(&VolumeSpec {
+            name: volume.clone(),
+            labels: labels.clone(),
+        }),
+    )
+    .await
+    .expect("created");
+    assert_eq!(made.labels, labels);
+    // Docker answers an existing volume as it is: other labels are not applied.
+    let again = within(
+        20,
+        "create again",
+        docker.create_volume(&VolumeSpec {
+            name: volume.clone(),
+            labels: [("x".to_owned(), "y".to_owned())].into(),
+        }),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(again.labels, labels);
+    let listed = within(20, "list", docker.list_volumes(&labels))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+        [volume.as_str()]
+    );
+
+    let mut spec = spec(&game, IMAGE_1);
+    spec.mounts = vec![Mount {
+        source: MountSource::Volume {
+            name: volume.clone(),
+            labels: BTreeMap::new(),
+        },
+        target: "/data".into(),
+        read_only: false,
+    }];
+    create_and_start(&docker, &spec).await;
+    let err = within(20, "remove in use", docker.remove_volume(&volume))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::Conflict { .. }), "{err:?}");
+    within(20, "remove container", docker.remove(&name, true))
+        .await
+        .expect("container removed");
+    within(20, "remove", docker.remove_volume(&volume))
+        .await
+        .expect("volume removed");
+    let err = within(20, "remove again", docker.remove_volume(&volume))
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+}

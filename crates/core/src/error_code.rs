@@ -65,11 +65,20 @@ pub enum ErrorCode {
     /// `spec.lifecycle.preStop` failed or timed out (the stop went on).
     #[serde(rename = "prestop_failed")]
     PreStopFailed,
+    /// A `spec.volumes[].source.hostPath` is outside the controller's `--allowed-host-paths`.
+    HostPathNotAllowed,
+    /// A Docker volume with the name of the game's own volume exists but is not this
+    /// installation's volume of this game: never used, never removed.
+    VolumeConflict,
+    /// A shared volume (`spec.volumes[].source.volume`) does not exist on the Docker host.
+    VolumeNotFound,
+    /// A shared volume is rtmanager's own (another game's volume): a game cannot mount it.
+    VolumeNotAllowed,
 }
 
 impl ErrorCode {
     /// Every code, in the order the README's table lists them.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Conflict,
         ErrorCode::NotFound,
@@ -93,6 +102,10 @@ impl ErrorCode {
         ErrorCode::NotReady,
         ErrorCode::InSession,
         ErrorCode::PreStopFailed,
+        ErrorCode::HostPathNotAllowed,
+        ErrorCode::VolumeConflict,
+        ErrorCode::VolumeNotFound,
+        ErrorCode::VolumeNotAllowed,
     ];
 
     /// The wire form: what history entries, `rtctl` and metric labels carry.
@@ -121,6 +134,10 @@ impl ErrorCode {
             ErrorCode::NotReady => "not_ready",
             ErrorCode::InSession => "in_session",
             ErrorCode::PreStopFailed => "prestop_failed",
+            ErrorCode::HostPathNotAllowed => "host_path_not_allowed",
+            ErrorCode::VolumeConflict => "volume_conflict",
+            ErrorCode::VolumeNotFound => "volume_not_found",
+            ErrorCode::VolumeNotAllowed => "volume_not_allowed",
         }
     }
 
@@ -171,6 +188,16 @@ impl ErrorCode {
             }
             ErrorCode::PreStopFailed => {
                 "spec.lifecycle.preStop failed or timed out; the stop went on"
+            }
+            ErrorCode::HostPathNotAllowed => {
+                "a spec.volumes hostPath is outside the controller's --allowed-host-paths"
+            }
+            ErrorCode::VolumeConflict => {
+                "a Docker volume with the name of the game's own volume is not this game's"
+            }
+            ErrorCode::VolumeNotFound => "a shared volume of spec.volumes does not exist",
+            ErrorCode::VolumeNotAllowed => {
+                "a shared volume of spec.volumes is rtmanager's own (a game's volume)"
             }
         }
     }

@@ -230,6 +230,8 @@ user with the socket's group when docker.socketGroupId is set; then
   value: {{ .Values.controller.logMaxSize | quote }}
 - name: RTM_LOG_MAX_FILES
   value: {{ .Values.controller.logMaxFiles | quote }}
+- name: RTM_ALLOWED_HOST_PATHS
+  value: {{ join "," .Values.controller.allowedHostPaths | quote }}
 {{- with .Values.controller.network }}
 - name: RTM_NETWORK
   value: {{ . | quote }}

@@ -1090,6 +1090,35 @@ mod tests {
             Err(refused())
         }
 
+        async fn inspect_volume(
+            &self,
+            name: &str,
+        ) -> Result<Option<crate::runtime::VolumeInfo>, RuntimeError> {
+            self.log(format!("inspect_volume {name}"));
+            Err(refused())
+        }
+
+        async fn create_volume(
+            &self,
+            spec: &crate::runtime::VolumeSpec,
+        ) -> Result<crate::runtime::VolumeInfo, RuntimeError> {
+            self.log(format!("create_volume {}", spec.name));
+            Err(refused())
+        }
+
+        async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+            self.log(format!("remove_volume {name}"));
+            Err(refused())
+        }
+
+        async fn list_volumes(
+            &self,
+            _labels: &std::collections::BTreeMap<String, String>,
+        ) -> Result<Vec<crate::runtime::VolumeInfo>, RuntimeError> {
+            self.log("list_volumes".to_owned());
+            Err(refused())
+        }
+
         async fn exec_running(&self, exec_id: &str) -> Result<bool, RuntimeError> {
             self.log(format!("exec_running {exec_id}"));
             self.exec_running

@@ -28,6 +28,7 @@ mod session;
 mod start;
 mod stop;
 mod unpause;
+pub(crate) mod volumes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -387,7 +388,8 @@ impl Lifecycle {
             .map_err(|e| runtime_failure(RuntimeOp::Ping, &e))?;
         self.policy
             .admit(doc, host)
-            .map_err(|refusal| Failure::new(refusal.code, refusal.message))
+            .map_err(|refusal| Failure::new(refusal.code, refusal.message))?;
+        self.admit_volumes(doc).await
     }
 
     /// Records `node` as the node running this controller's games
@@ -930,6 +932,7 @@ pub fn container_spec(
             host_ip: p.host_ip.clone(),
         })
         .collect();
+    volumes::apply(doc, prefix, &mut container);
     policy.apply(doc, &mut container);
     container.stop_timeout = doc.spec.stop_timeout;
     // For a `docker stop` by hand; the controller's own stops send the

@@ -69,6 +69,9 @@ pub struct ContainerPolicy {
     pub(crate) network: Option<NetworkSpec>,
     /// The log rotation of a game that does not say (`spec.logging`).
     pub(crate) log_rotation: LogRotation,
+    /// The host directories `spec.volumes` may bind-mount, and what lies
+    /// under them (`--allowed-host-paths`, normalised); empty: none.
+    pub(crate) allowed_host_paths: Vec<String>,
 }
 
 impl Default for ContainerPolicy {
@@ -90,6 +93,7 @@ impl Default for ContainerPolicy {
                 max_size_bytes: DEFAULT_LOG_MAX_SIZE.bytes(),
                 max_files: DEFAULT_LOG_MAX_FILES,
             },
+            allowed_host_paths: Vec::new(),
         }
     }
 }
@@ -137,6 +141,7 @@ impl ContainerPolicy {
     ) -> Result<(), Refusal> {
         self.admit_capabilities(doc)?;
         self.admit_limits(doc)?;
+        super::volumes::admit_host_paths(doc, &self.allowed_host_paths)?;
         match host {
             Some(host) => self.admit_on_host(doc, host),
             None => Ok(()),
@@ -277,7 +282,14 @@ impl ContainerPolicy {
             None => uid.to_string(),
         });
         container.read_only_root_filesystem = context.read_only_root_filesystem;
-        if context.read_only_root_filesystem {
+        // A volume at /tmp is the writable scratch space then (Docker
+        // refuses two mounts at one path).
+        if context.read_only_root_filesystem
+            && !container
+                .mounts
+                .iter()
+                .any(|m| m.target == READ_ONLY_TMPFS.0)
+        {
             let (path, options) = READ_ONLY_TMPFS;
             container.tmpfs.insert(path.to_owned(), options.to_owned());
         }

@@ -78,6 +78,8 @@ impl Lifecycle {
                 )
             })?;
         }
+        self.remove_volumes(lease.game(), stop.container.as_ref(), &mut op.entry)
+            .await;
         self.release_host_ports(lease).await?;
         Ok(StatusChange::Clear)
     }

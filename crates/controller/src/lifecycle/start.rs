@@ -80,6 +80,7 @@ impl Lifecycle {
         }
 
         lease.check()?;
+        self.ensure_volumes(&doc).await?;
         let id = self.create_container(&spec).await?;
         failpoint::hit("start.after_create");
         entry.container_id_after = Some(id.clone());

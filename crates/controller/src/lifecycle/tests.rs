@@ -1063,6 +1063,27 @@ impl ContainerRuntime for LosesLeaseDuringStop {
     async fn last_output(&self, id: &str, max_bytes: usize) -> Result<String, RuntimeError> {
         self.inner.last_output(id, max_bytes).await
     }
+    async fn inspect_volume(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::runtime::VolumeInfo>, RuntimeError> {
+        self.inner.inspect_volume(name).await
+    }
+    async fn create_volume(
+        &self,
+        spec: &crate::runtime::VolumeSpec,
+    ) -> Result<crate::runtime::VolumeInfo, RuntimeError> {
+        self.inner.create_volume(spec).await
+    }
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.inner.remove_volume(name).await
+    }
+    async fn list_volumes(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<crate::runtime::VolumeInfo>, RuntimeError> {
+        self.inner.list_volumes(labels).await
+    }
     async fn list_game(&self, game: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
         self.inner.list_game(game).await
     }

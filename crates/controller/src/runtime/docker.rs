@@ -45,13 +45,15 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, EventMessage,
     EventMessageTypeEnum, ExecConfig, Health, HealthStatusEnum, HostConfig, HostConfigLogConfig,
-    NetworkCreateRequest, PortBinding as DockerPortBinding, PortMap, RestartPolicy,
-    RestartPolicyNameEnum,
+    Mount as DockerMount, MountType, MountVolumeOptions, NetworkCreateRequest,
+    PortBinding as DockerPortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, KillContainerOptions,
-    ListContainersOptions, ListNetworksOptions, LogsOptions, RemoveContainerOptions,
-    RenameContainerOptions, StartContainerOptions, StopContainerOptions, WaitContainerOptions,
+    ListContainersOptions, ListNetworksOptions, ListVolumesOptions, LogsOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, RenameContainerOptions, StartContainerOptions,
+    StopContainerOptions, WaitContainerOptions,
 };
 use bollard::{ClientVersion, Docker};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
@@ -62,8 +64,8 @@ use rtm_core::model::{Protocol, PublishedPort};
 use super::{
     ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, DockerHealth,
     DockerHealthStatus, EXEC_OUTPUT_LIMIT, ExecOutcome, HEALTH_OUTPUT_LIMIT, HostResources,
-    ImageInfo, LABEL_GAME, LABEL_MANAGED_BY, MANAGED_BY, NetworkSpec, RuntimeError, RuntimeOp,
-    cut_at_char_boundary,
+    ImageInfo, LABEL_GAME, LABEL_MANAGED_BY, MANAGED_BY, Mount, MountSource, NetworkSpec,
+    RuntimeError, RuntimeOp, VolumeInfo, VolumeSpec, cut_at_char_boundary,
 };
 
 /// Where Docker listens when neither the caller nor `DOCKER_HOST` says.
@@ -592,6 +594,14 @@ enum Call<'a> {
     Network {
         name: &'a str,
     },
+    /// Reading one volume.
+    InspectVolume {
+        name: &'a str,
+    },
+    /// Creating, removing or listing volumes (`name` empty for a listing).
+    Volume {
+        name: &'a str,
+    },
 }
 
 impl Call<'_> {
@@ -613,6 +623,7 @@ impl Call<'_> {
             Call::Exec { .. } | Call::InspectExec { .. } => RuntimeOp::Exec,
             Call::Logs { .. } => RuntimeOp::Logs,
             Call::Network { .. } => RuntimeOp::Create,
+            Call::InspectVolume { .. } | Call::Volume { .. } => RuntimeOp::Volume,
         }
     }
 }
@@ -636,6 +647,8 @@ impl fmt::Display for Call<'_> {
             Call::Network { name } => write!(f, "network {name}"),
             Call::Exec { id } => write!(f, "exec in {id}"),
             Call::InspectExec { exec_id } => write!(f, "inspect_exec {exec_id}"),
+            Call::InspectVolume { name } => write!(f, "inspect_volume {name}"),
+            Call::Volume { name } => write!(f, "volume {name}"),
         }
     }
 }
@@ -704,7 +717,10 @@ fn classify_status(call: &Call<'_>, status: u16, message: String) -> Outcome {
     match (status, call) {
         (
             404,
-            Call::InspectContainer { .. } | Call::InspectImage { .. } | Call::InspectExec { .. },
+            Call::InspectContainer { .. }
+            | Call::InspectImage { .. }
+            | Call::InspectExec { .. }
+            | Call::InspectVolume { .. },
         ) => Outcome::Absent,
         (404, _) => Outcome::Failed(RuntimeError::NotFound { what: message }),
         (409, Call::Create { name, .. }) if lower.contains("already in use") => {
@@ -799,6 +815,7 @@ fn create_body(spec: &ContainerSpec, network_mode: Option<String>) -> ContainerC
             readonly_rootfs: spec.read_only_root_filesystem.then_some(true),
             tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.clone().into_iter().collect()),
             network_mode,
+            mounts: (!spec.mounts.is_empty()).then(|| spec.mounts.iter().map(mount).collect()),
             log_config: spec.log_rotation.map(|rotation| HostConfigLogConfig {
                 typ: Some("json-file".to_owned()),
                 config: Some(
@@ -812,6 +829,38 @@ fn create_body(spec: &ContainerSpec, network_mode: Option<String>) -> ContainerC
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()
+    }
+}
+
+/// One of the spec's mounts as Docker's `HostConfig.Mounts` takes it: a
+/// named volume (labelled, should Docker have to create it) or a bind of a
+/// host path (which Docker refuses when missing, unlike `-v`).
+fn mount(mount: &Mount) -> DockerMount {
+    let (typ, source, volume_options) = match &mount.source {
+        MountSource::Volume { name, labels } => (
+            MountType::VOLUME,
+            name.clone(),
+            (!labels.is_empty()).then(|| MountVolumeOptions {
+                labels: Some(labels.clone().into_iter().collect()),
+                ..MountVolumeOptions::default()
+            }),
+        ),
+        MountSource::Bind { path } => (MountType::BIND, path.clone(), None),
+    };
+    DockerMount {
+        target: Some(mount.target.clone()),
+        source: Some(source),
+        typ: Some(typ),
+        read_only: mount.read_only.then_some(true),
+        volume_options,
+        ..DockerMount::default()
+    }
+}
+
+fn volume_info(volume: bollard::models::Volume) -> VolumeInfo {
+    VolumeInfo {
+        name: volume.name,
+        labels: volume.labels.into_iter().collect(),
     }
 }
 
@@ -1484,6 +1533,87 @@ impl ContainerRuntime for DockerRuntime {
         }
     }
 
+    async fn inspect_volume(&self, name: &str) -> Result<Option<VolumeInfo>, RuntimeError> {
+        let docker = self.client().await?;
+        let call = Call::InspectVolume { name };
+        match self
+            .send(
+                &call,
+                self.inner.request_timeout,
+                docker.inspect_volume(name),
+            )
+            .await
+        {
+            Ok(volume) => Ok(Some(volume_info(volume))),
+            Err(Outcome::Absent | Outcome::AlreadySo) => Ok(None),
+            Err(Outcome::Failed(err)) => Err(err),
+        }
+    }
+
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<VolumeInfo, RuntimeError> {
+        let docker = self.client().await?;
+        let request = VolumeCreateRequest {
+            name: Some(spec.name.clone()),
+            driver: Some("local".to_owned()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            ..VolumeCreateRequest::default()
+        };
+        let call = Call::Volume { name: &spec.name };
+        match self
+            .send(
+                &call,
+                self.inner.request_timeout,
+                docker.create_volume(request),
+            )
+            .await
+        {
+            Ok(volume) => Ok(volume_info(volume)),
+            Err(Outcome::Failed(err)) => Err(err),
+            Err(other) => Err(unexpected(&call, &other)),
+        }
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let docker = self.client().await?;
+        let request = docker.remove_volume(name, Some(RemoveVolumeOptions { force: false }));
+        self.send_unit(&Call::Volume { name }, self.inner.request_timeout, request)
+            .await
+    }
+
+    async fn list_volumes(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<VolumeInfo>, RuntimeError> {
+        let docker = self.client().await?;
+        let filters = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let options = ListVolumesOptions {
+            filters: Some(HashMap::from([("label".to_owned(), filters)])),
+        };
+        let call = Call::Volume { name: "" };
+        let listed = match self
+            .send(
+                &call,
+                self.inner.request_timeout,
+                docker.list_volumes(Some(options)),
+            )
+            .await
+        {
+            Ok(listed) => listed,
+            Err(Outcome::Failed(err)) => return Err(err),
+            Err(other) => return Err(unexpected(&call, &other)),
+        };
+        let mut volumes: Vec<VolumeInfo> = listed
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(volume_info)
+            // Docker's label filter matches every one asked; checked again here.
+            .filter(|v| labels.iter().all(|(k, val)| v.labels.get(k) == Some(val)))
+            .collect();
+        volumes.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(volumes)
+    }
+
     fn events(&self) -> BoxStream<'static, Result<ContainerEvent, RuntimeError>> {
         let runtime = self.clone();
         let mut filters = managed_filter();
@@ -1773,6 +1903,107 @@ mod tests {
                 host_port: Some("17000".into())
             }])
         );
+    }
+
+    #[test]
+    fn create_body_mounts_named_volumes_and_binds_with_read_only_honoured() {
+        let mut spec = ContainerSpec::new("g1", "engine:1");
+        let labels: BTreeMap<String, String> =
+            [("rtmanager.dev/volume".to_owned(), "saves".to_owned())].into();
+        spec.mounts = vec![
+            Mount {
+                source: MountSource::Volume {
+                    name: "rtm-1a2b3c-g1_saves".into(),
+                    labels: labels.clone(),
+                },
+                target: "/data".into(),
+                read_only: false,
+            },
+            Mount {
+                source: MountSource::Volume {
+                    name: "shared-maps".into(),
+                    labels: BTreeMap::new(),
+                },
+                target: "/maps".into(),
+                read_only: true,
+            },
+            Mount {
+                source: MountSource::Bind {
+                    path: "/srv/maps".into(),
+                },
+                target: "/host".into(),
+                read_only: true,
+            },
+        ];
+        let mounts = create_body(&spec, None)
+            .host_config
+            .unwrap()
+            .mounts
+            .unwrap();
+        let seen: Vec<_> = mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.typ,
+                    m.source.as_deref().unwrap(),
+                    m.target.as_deref().unwrap(),
+                    m.read_only,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    Some(MountType::VOLUME),
+                    "rtm-1a2b3c-g1_saves",
+                    "/data",
+                    None
+                ),
+                (Some(MountType::VOLUME), "shared-maps", "/maps", Some(true)),
+                (Some(MountType::BIND), "/srv/maps", "/host", Some(true)),
+            ]
+        );
+        // A game's own volume carries its labels should Docker make it; a
+        // shared one gets none, a bind no volume options at all.
+        assert_eq!(
+            mounts[0].volume_options.as_ref().unwrap().labels,
+            Some(labels.into_iter().collect())
+        );
+        assert!(mounts[1].volume_options.is_none());
+        assert!(mounts[2].volume_options.is_none());
+        // The wire form Docker reads.
+        let json = serde_json::to_value(&mounts[2]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"Target": "/host", "Source": "/srv/maps", "Type": "bind", "ReadOnly": true})
+        );
+        assert!(
+            create_body(&ContainerSpec::new("g1", "engine:1"), None)
+                .host_config
+                .unwrap()
+                .mounts
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_missing_volume_is_absent_for_an_inspect_and_not_found_for_a_removal() {
+        let inspect = Call::InspectVolume { name: "v" };
+        assert_eq!(
+            classify_status(&inspect, 404, "no such volume".into()),
+            Outcome::Absent
+        );
+        let remove = Call::Volume { name: "v" };
+        assert!(matches!(
+            classify_status(&remove, 404, "no such volume".into()),
+            Outcome::Failed(RuntimeError::NotFound { .. })
+        ));
+        assert!(matches!(
+            classify_status(&remove, 409, "volume is in use".into()),
+            Outcome::Failed(RuntimeError::Conflict { .. })
+        ));
+        assert_eq!(remove.op(), RuntimeOp::Volume);
     }
 
     #[test]

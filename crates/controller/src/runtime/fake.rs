@@ -29,7 +29,8 @@ use rtm_core::model::{Protocol, PublishedPort};
 use super::{
     ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, DockerHealth,
     EXEC_OUTPUT_LIMIT, ExecOutcome, HostResources, ImageInfo, LABEL_MANAGED_BY, MANAGED_BY,
-    PortProtocol, RuntimeError, RuntimeOp, cut_at_char_boundary,
+    MountSource, PortProtocol, RuntimeError, RuntimeOp, VolumeInfo, VolumeSpec,
+    cut_at_char_boundary,
 };
 
 /// The operation a scripted failure or a logged call refers to (the
@@ -159,6 +160,8 @@ struct State {
     /// Hung execs still running: exec id → container id.
     running_execs: HashMap<String, String>,
     next_exec: u64,
+    /// Docker volumes: name → labels.
+    volumes: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The host the fake plays unless a test says otherwise: big enough for
@@ -226,6 +229,7 @@ impl FakeRuntime {
                     exec_counts: HashMap::new(),
                     running_execs: HashMap::new(),
                     next_exec: 1,
+                    volumes: BTreeMap::new(),
                 }),
             }),
             latency: Duration::ZERO,
@@ -248,6 +252,30 @@ impl FakeRuntime {
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The volume `name`, as `docker volume inspect` shows it.
+    pub fn volume(&self, name: &str) -> Option<VolumeInfo> {
+        let state = self.state();
+        state.volumes.get(name).map(|labels| VolumeInfo {
+            name: name.to_owned(),
+            labels: labels.clone(),
+        })
+    }
+
+    /// Every volume's name.
+    pub fn volume_names(&self) -> Vec<String> {
+        self.state().volumes.keys().cloned().collect()
+    }
+
+    /// `docker volume create` by hand: a volume `name` with `labels`
+    /// (replacing one of that name).
+    pub fn add_volume(&self, name: &str, labels: &[(&str, &str)]) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.state().volumes.insert(name.to_owned(), labels);
     }
 
     /// Makes `reference` present; returns its image id. Idempotent.
@@ -816,6 +844,16 @@ impl ContainerRuntime for FakeRuntime {
                 name: spec.name.clone(),
             });
         }
+        // Like Docker, a named volume a mount names is created (with the
+        // mount's labels) when missing.
+        for mount in &spec.mounts {
+            if let MountSource::Volume { name, labels } = &mount.source {
+                state
+                    .volumes
+                    .entry(name.clone())
+                    .or_insert_with(|| labels.clone());
+            }
+        }
         let serial = state.next_serial;
         state.next_serial += 1;
         let id = hex_id(&format!("container {serial} {}", spec.name));
@@ -1060,6 +1098,80 @@ impl ContainerRuntime for FakeRuntime {
         let after = self.enter(FakeOp::Exec, exec_id).await?;
         let running = self.state().running_execs.contains_key(exec_id);
         settle(after, Ok(running))
+    }
+
+    async fn inspect_volume(&self, name: &str) -> Result<Option<VolumeInfo>, RuntimeError> {
+        let after = self.enter(FakeOp::Volume, name).await?;
+        let state = self.state();
+        let found = state.volumes.get(name).map(|labels| VolumeInfo {
+            name: name.to_owned(),
+            labels: labels.clone(),
+        });
+        settle(after, Ok(found))
+    }
+
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<VolumeInfo, RuntimeError> {
+        let after = self.enter(FakeOp::Volume, &spec.name).await?;
+        let mut state = self.state();
+        // Docker answers an existing volume as it is, labels unchanged.
+        let labels = state
+            .volumes
+            .entry(spec.name.clone())
+            .or_insert_with(|| spec.labels.clone())
+            .clone();
+        settle(
+            after,
+            Ok(VolumeInfo {
+                name: spec.name.clone(),
+                labels,
+            }),
+        )
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let after = self.enter(FakeOp::Volume, name).await?;
+        let mut state = self.state();
+        if !state.volumes.contains_key(name) {
+            return Err(RuntimeError::NotFound {
+                what: format!("get {name}: no such volume"),
+            });
+        }
+        // Docker refuses while any container, running or not, mounts it.
+        let users: Vec<String> = state
+            .containers
+            .values()
+            .filter(|c| {
+                c.spec.mounts.iter().any(
+                    |m| matches!(&m.source, MountSource::Volume { name: used, .. } if used == name),
+                )
+            })
+            .map(|c| c.info.id.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(RuntimeError::Conflict {
+                message: format!("remove {name}: volume is in use - [{}]", users.join(", ")),
+            });
+        }
+        state.volumes.remove(name);
+        settle(after, Ok(()))
+    }
+
+    async fn list_volumes(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<VolumeInfo>, RuntimeError> {
+        let after = self.enter(FakeOp::Volume, "").await?;
+        let state = self.state();
+        let found = state
+            .volumes
+            .iter()
+            .filter(|(_, have)| labels.iter().all(|(k, v)| have.get(k) == Some(v)))
+            .map(|(name, have)| VolumeInfo {
+                name: name.clone(),
+                labels: have.clone(),
+            })
+            .collect();
+        settle(after, Ok(found))
     }
 
     fn events(&self) -> BoxStream<'static, Result<ContainerEvent, RuntimeError>> {

@@ -10,7 +10,7 @@ use futures::stream::BoxStream;
 
 use super::{
     ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ExecOutcome, HostResources,
-    ImageInfo, RuntimeError, RuntimeOp,
+    ImageInfo, RuntimeError, RuntimeOp, VolumeInfo, VolumeSpec,
 };
 use crate::metrics::Metrics;
 
@@ -147,6 +147,29 @@ impl ContainerRuntime for Instrumented {
 
     async fn exec_running(&self, exec_id: &str) -> Result<bool, RuntimeError> {
         self.timed(RuntimeOp::Exec, self.inner.exec_running(exec_id))
+            .await
+    }
+
+    async fn inspect_volume(&self, name: &str) -> Result<Option<VolumeInfo>, RuntimeError> {
+        self.timed(RuntimeOp::Volume, self.inner.inspect_volume(name))
+            .await
+    }
+
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<VolumeInfo, RuntimeError> {
+        self.timed(RuntimeOp::Volume, self.inner.create_volume(spec))
+            .await
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.timed(RuntimeOp::Volume, self.inner.remove_volume(name))
+            .await
+    }
+
+    async fn list_volumes(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<VolumeInfo>, RuntimeError> {
+        self.timed(RuntimeOp::Volume, self.inner.list_volumes(labels))
             .await
     }
 

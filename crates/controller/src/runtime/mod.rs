@@ -20,10 +20,12 @@ pub mod docker;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod instrumented;
+pub mod volumes;
 
 pub use docker::DockerRuntime;
 #[cfg(any(test, feature = "testing"))]
 pub use fake::{FakeCall, FakeExec, FakeOp, FakeRuntime};
+pub use volumes::{Mount, MountSource, VolumeInfo, VolumeSpec};
 
 /// Label carrying the key prefix of the rtmanager installation that owns the
 /// container: installations sharing a Docker host never touch each
@@ -132,6 +134,8 @@ pub struct ContainerSpec {
     /// The rotation of the container's json-file log; `None`: the Docker
     /// daemon's own log settings (the policy normally sets one).
     pub log_rotation: Option<LogRotation>,
+    /// Volumes and host paths mounted into the container (`spec.volumes`).
+    pub mounts: Vec<Mount>,
 }
 
 /// A json-file log rotated at `max_size_bytes`, `max_files` files kept.
@@ -196,6 +200,7 @@ impl ContainerSpec {
             tmpfs: BTreeMap::new(),
             network: None,
             log_rotation: None,
+            mounts: Vec::new(),
         }
     }
 
@@ -489,6 +494,9 @@ pub enum RuntimeOp {
     Exec,
     /// [`ContainerRuntime::last_output`].
     Logs,
+    /// The volume calls: [`ContainerRuntime::inspect_volume`],
+    /// `create_volume`, `remove_volume` and `list_volumes`.
+    Volume,
 }
 
 impl RuntimeOp {
@@ -509,6 +517,7 @@ impl RuntimeOp {
             RuntimeOp::Events => "events",
             RuntimeOp::Exec => "exec",
             RuntimeOp::Logs => "logs",
+            RuntimeOp::Volume => "volume",
         }
     }
 }
@@ -741,6 +750,23 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     /// last `max_bytes` bytes when it has that many (the caller cuts it to size). A missing
     /// container is `NotFound`. What is kept of a container before `docker rm` takes it.
     async fn last_output(&self, id: &str, max_bytes: usize) -> Result<String, RuntimeError>;
+    /// The Docker volume `name`; `None` when there is none.
+    async fn inspect_volume(&self, name: &str) -> Result<Option<VolumeInfo>, RuntimeError>;
+
+    /// Creates the volume, or answers the one of that name that exists
+    /// already (as Docker does, whatever its labels: the caller checks them).
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<VolumeInfo, RuntimeError>;
+
+    /// Removes the volume; a missing one is `NotFound`, one a container
+    /// uses is `Conflict`.
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError>;
+
+    /// The volumes carrying every label of `labels` (`key=value`), sorted by
+    /// name.
+    async fn list_volumes(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<VolumeInfo>, RuntimeError>;
 
     /// Events of managed containers, from now on. The stream ends or yields
     /// an error when the daemon goes away or drops a slow reader (Docker's
@@ -748,6 +774,8 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     fn events(&self) -> BoxStream<'static, Result<ContainerEvent, RuntimeError>>;
 }
 
+/// What the volume calls of a runtime without volumes (a test double that
+/// only forwards containers) answer.
 #[cfg(test)]
 mod tests {
     use super::*;

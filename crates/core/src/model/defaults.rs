@@ -116,6 +116,7 @@ impl Default for GameRuntimeSpec {
             ports: Vec::new(),
             resources: Resources::default(),
             logging: super::Logging::default(),
+            volumes: Vec::new(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             restart_policy: DEFAULT_RESTART_POLICY,
             restart_token: String::new(),

@@ -101,6 +101,18 @@ impl GameBuilder {
         self
     }
 
+    /// Mounts the game's own named volume `name` at `path`.
+    pub fn volume(mut self, name: &str, path: &str) -> Self {
+        self.0.spec.volumes.push(super::Volume {
+            name: Some(name.into()),
+            container_path: path.into(),
+            read_only: false,
+            retain: false,
+            source: None,
+        });
+        self
+    }
+
     /// The document.
     pub fn build(self) -> GameRuntime {
         self.0

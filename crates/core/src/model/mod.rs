@@ -27,6 +27,7 @@ pub mod parse;
 pub mod quantity;
 pub mod session;
 pub mod validate;
+pub mod volume;
 
 pub use budget::{
     BUDGET_KIND, BudgetSpec, GameDisruptionBudget, LabelOperator, LabelRequirement, LabelSelector,
@@ -48,6 +49,7 @@ pub use parse::{
 pub use quantity::{Cpus, Memory, QuantityError, Timestamp};
 pub use session::{Session, SessionState};
 pub use validate::{FieldError, validate, validate_capability, validate_name};
+pub use volume::{Volume, VolumeKind, VolumeSource};
 
 /// The `apiVersion` every document carries.
 pub const API_VERSION: &str = "rtmanager.dev/v1alpha1";
@@ -135,6 +137,13 @@ pub struct GameRuntimeSpec {
     /// so no game fills a disk by default.
     #[serde(default, skip_serializing_if = "Logging::is_empty")]
     pub logging: Logging,
+    /// Volumes mounted into the container (at most 16): the game's own named volumes
+    /// (kept across restarts and recreates, removed with the game unless `retain`), shared
+    /// named volumes (`source.volume`) and host directories (`source.hostPath`, only under
+    /// the controller's `--allowed-host-paths`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub volumes: Vec<Volume>,
     /// How long a stop waits after SIGTERM before SIGKILL, e.g. `30s` (at most 10m).
     #[serde(default = "defaults::stop_timeout", with = "quantity::duration")]
     #[schemars(schema_with = "quantity::duration_schema")]
@@ -631,7 +640,7 @@ impl GameRuntimeSpec {
     }
 
     /// 16 hex characters identifying everything whose change needs a new container (image,
-    /// effective hostname, command, args, env, ports, resources, securityContext, logging). The
+    /// effective hostname, command, args, env, ports, resources, securityContext, logging, volumes). The
     /// controller labels each
     /// container with it; a container whose label differs from the spec's hash is recreated.
     ///
@@ -696,6 +705,7 @@ impl GameRuntimeSpec {
                     self.logging.max_files,
                 )
             }),
+            volumes: volume::recreate_inputs(&self.volumes),
         };
         let json = serde_json::to_vec(&inputs)
             .expect("RecreateInputs holds only strings, integers and sequences of them");
@@ -725,6 +735,9 @@ struct RecreateInputs<'a> {
     /// `spec.logging` when set: the maximum size in bytes and the number of files.
     #[serde(skip_serializing_if = "Option::is_none")]
     logging: Option<(Option<u64>, Option<u32>)>,
+    /// `spec.volumes` when set, sorted by container path (see `volume::recreate_inputs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volumes: Option<Vec<volume::VolumeInputs<'a>>>,
 }
 
 /// The hashed form of a set `spec.securityContext`: capabilities sorted, as their order

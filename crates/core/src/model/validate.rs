@@ -159,6 +159,7 @@ pub fn validate(doc: &GameRuntime) -> Result<(), Vec<FieldError>> {
     resources(&spec.resources, errors_ref);
     resource_bounds(&spec.resources, errors_ref);
     logging_bounds(&spec.logging, errors_ref);
+    super::volume::validate_volumes(&spec.volumes, errors_ref);
     stop_timeout(spec.stop_timeout, errors_ref);
     restart_token(&spec.restart_token, errors_ref);
     node(spec.node.as_deref(), errors_ref);
@@ -750,7 +751,7 @@ fn node(node: Option<&str>, errors: &mut Vec<FieldError>) {
 }
 
 /// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
-fn is_dns1123_label(text: &str) -> bool {
+pub(crate) fn is_dns1123_label(text: &str) -> bool {
     let bytes = text.as_bytes();
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     (1..=63).contains(&bytes.len())
