@@ -130,6 +130,10 @@ pub struct ControllerConfig {
     #[command(flatten)]
     pub hardening: crate::hardening::HardeningArgs,
 
+    /// Image pulls: registry credentials, the pull timeout, the tag checks.
+    #[command(flatten)]
+    pub images: crate::image_options::ImageArgs,
+
     /// Whether the etcd password came from the config file (`etcd-password`), whose
     /// permissions [`ControllerConfig::warnings`] then looks at.
     #[arg(skip)]
@@ -288,6 +292,7 @@ impl ControllerConfig {
             ));
         }
         self.hardening.validate()?;
+        self.images.validate(self.reconcile_timeout)?;
         Ok(())
     }
 
@@ -405,6 +410,7 @@ impl fmt::Display for ControllerConfig {
             humantime::format_duration(self.drain_timeout)
         )?;
         write!(f, "{}", self.hardening)?;
+        write!(f, "{}", self.images)?;
         write!(
             f,
             "config: {}",

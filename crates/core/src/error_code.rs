@@ -65,11 +65,17 @@ pub enum ErrorCode {
     /// `spec.lifecycle.preStop` failed or timed out (the stop went on).
     #[serde(rename = "prestop_failed")]
     PreStopFailed,
+    /// Pulling `spec.image` from its registry failed (unreachable, refused, broken).
+    ImagePullFailed,
+    /// Pulling `spec.image` took longer than the controller's `--image-pull-timeout`.
+    ImagePullTimeout,
+    /// The registry refused the pull: no credentials, or wrong ones, for its host.
+    ImagePullUnauthorized,
 }
 
 impl ErrorCode {
     /// Every code, in the order the README's table lists them.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Conflict,
         ErrorCode::NotFound,
@@ -93,6 +99,9 @@ impl ErrorCode {
         ErrorCode::NotReady,
         ErrorCode::InSession,
         ErrorCode::PreStopFailed,
+        ErrorCode::ImagePullFailed,
+        ErrorCode::ImagePullTimeout,
+        ErrorCode::ImagePullUnauthorized,
     ];
 
     /// The wire form: what history entries, `rtctl` and metric labels carry.
@@ -121,6 +130,9 @@ impl ErrorCode {
             ErrorCode::NotReady => "not_ready",
             ErrorCode::InSession => "in_session",
             ErrorCode::PreStopFailed => "prestop_failed",
+            ErrorCode::ImagePullFailed => "image_pull_failed",
+            ErrorCode::ImagePullTimeout => "image_pull_timeout",
+            ErrorCode::ImagePullUnauthorized => "image_pull_unauthorized",
         }
     }
 
@@ -135,7 +147,9 @@ impl ErrorCode {
             ErrorCode::ServiceUnavailable => "etcd or Docker is unreachable or timed out",
             ErrorCode::Internal => "an invariant broke inside rtmanager (a bug)",
             ErrorCode::PermissionDenied => "etcd refused the credentials or the operation",
-            ErrorCode::ImageNotFound => "spec.image is not present on the Docker host",
+            ErrorCode::ImageNotFound => {
+                "spec.image is not on the Docker host (imagePullPolicy Never) or not in its registry"
+            }
             ErrorCode::StartFailed => "Docker refused to create or start the container",
             ErrorCode::StopFailed => "Docker failed to stop the container",
             ErrorCode::PortConflict => {
@@ -171,6 +185,15 @@ impl ErrorCode {
             }
             ErrorCode::PreStopFailed => {
                 "spec.lifecycle.preStop failed or timed out; the stop went on"
+            }
+            ErrorCode::ImagePullFailed => {
+                "pulling spec.image failed (registry unreachable, refused or broken)"
+            }
+            ErrorCode::ImagePullTimeout => {
+                "pulling spec.image took longer than --image-pull-timeout"
+            }
+            ErrorCode::ImagePullUnauthorized => {
+                "the registry refused the pull: missing or wrong credentials for its host"
             }
         }
     }

@@ -18,6 +18,7 @@
 //! inspecting again before the next step, never by retrying blindly.
 
 mod graceful;
+pub mod image;
 pub mod policy;
 mod ports;
 mod reclaim;
@@ -50,6 +51,7 @@ use rtm_core::records::Versioned;
 use rtm_core::records::history::{Appended, History, HistoryEntry};
 use rtm_core::records::status::{StatusRecord, StatusStore};
 
+pub use image::ImagePulls;
 pub use policy::ContainerPolicy;
 
 /// Who asks for an operation, and why.
@@ -78,6 +80,10 @@ pub struct OpRequest {
     /// `spec.image`: its id, when a restart found the tag gone after its
     /// stop but the image it named still there.
     pub(crate) image: Option<String>,
+    /// The caller made the image ready already (a restart pulls before its stop):
+    /// the start only checks it is there, and never pulls once the old container
+    /// is gone.
+    pub(crate) image_ready: bool,
     /// What the history should say of why the operation ran as it did (a
     /// voluntary disruption forced past the game's session, say).
     pub note: Option<String>,
@@ -106,6 +112,7 @@ impl OpRequest {
             document: None,
             cause: None,
             image: None,
+            image_ready: false,
             note: None,
         }
     }
@@ -279,6 +286,8 @@ pub struct Lifecycle {
     host_ports: rtm_core::ports::HostPortPolicy,
     /// The hardening and limits of every container it creates.
     policy: Arc<ContainerPolicy>,
+    /// How images are pulled (credentials, timeout).
+    pulls: ImagePulls,
 }
 
 impl Lifecycle {
@@ -303,7 +312,19 @@ impl Lifecycle {
             metrics,
             host_ports: rtm_core::ports::HostPortPolicy::default(),
             policy: Arc::new(ContainerPolicy::default()),
+            pulls: ImagePulls::default(),
         }
+    }
+
+    /// Pulls with these credentials and timeout (anonymous, 4m until set).
+    pub(crate) fn with_image_pulls(mut self, pulls: ImagePulls) -> Self {
+        self.pulls = pulls;
+        self
+    }
+
+    /// How it pulls.
+    pub(crate) fn image_pulls(&self) -> &ImagePulls {
+        &self.pulls
     }
 
     /// Bounds the host ports and addresses documents may publish

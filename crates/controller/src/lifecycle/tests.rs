@@ -1016,6 +1016,22 @@ impl ContainerRuntime for LosesLeaseDuringStop {
     ) -> Result<Option<crate::runtime::ImageInfo>, RuntimeError> {
         self.inner.inspect_image(image).await
     }
+    async fn pull_image(
+        &self,
+        image: &str,
+        credentials: Option<&crate::runtime::RegistryCredentials>,
+        timeout: Duration,
+    ) -> Result<crate::runtime::ImageInfo, RuntimeError> {
+        self.inner.pull_image(image, credentials, timeout).await
+    }
+    async fn registry_digest(
+        &self,
+        image: &str,
+        credentials: Option<&crate::runtime::RegistryCredentials>,
+        timeout: Duration,
+    ) -> Result<String, RuntimeError> {
+        self.inner.registry_digest(image, credentials, timeout).await
+    }
     async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
         self.inner.inspect_container(id).await
     }
