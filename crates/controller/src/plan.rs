@@ -447,7 +447,7 @@ fn record_container(
     status.ports = container.map(|c| c.ports.clone()).unwrap_or_default();
     if let Some(c) = container {
         status.image_ref = Some(c.image.clone());
-        status.image_id = image::image_id(c);
+        status.image_id = crate::lifecycle::image::status_image_id(c);
         status.hostname = Some(c.hostname.clone());
         if c.state.has_exited() {
             status.last_exit_code = c.exit_code;

@@ -13,7 +13,7 @@ use rtm_core::model::{ImageName, ImagePullPolicy};
 
 use super::{Lifecycle, runtime_failure};
 use crate::registry_auth::RegistryAuth;
-use crate::runtime::{ImageInfo, RuntimeError, RuntimeOp};
+use crate::runtime::{ContainerInfo, ImageInfo, LABEL_IMAGE_ID, PullFailure, RuntimeError, RuntimeOp};
 
 /// The default of `--image-pull-timeout`: a game image of a few hundred MiB over a
 /// slow link, and shorter than the default `--reconcile-timeout` (5m), which bounds
@@ -136,7 +136,18 @@ impl Lifecycle {
             }
             Err(e @ RuntimeError::Pull { .. }) => {
                 tracing::warn!(%game, %image, code = %e.code(), error = %e, "the pull failed");
-                Err(Failure::new(e.code(), e.to_string()))
+                let message = match &e {
+                    RuntimeError::Pull {
+                        failure: PullFailure::NotFound,
+                        message,
+                        ..
+                    } => format!(
+                        "image {image} is not present on the Docker host, and its registry \
+                         does not have it: {message}"
+                    ),
+                    other => other.to_string(),
+                };
+                Err(Failure::new(e.code(), message))
             }
             Err(e) => Err(runtime_failure(RuntimeOp::PullImage, &e)),
         }
@@ -165,6 +176,17 @@ pub(crate) fn run_digest(image: &str, info: &ImageInfo) -> String {
         })
         .cloned()
         .unwrap_or_else(|| info.id.clone())
+}
+
+/// What `status.imageID` says of `container`: the digest on its label, else its
+/// image id.
+pub(crate) fn status_image_id(container: &ContainerInfo) -> Option<String> {
+    container
+        .labels
+        .get(LABEL_IMAGE_ID)
+        .or(Some(&container.image_id))
+        .filter(|id| !id.is_empty())
+        .cloned()
 }
 
 /// The manifest digest in a `status.imageID` / label value that is a repository

@@ -690,6 +690,9 @@ impl Lifecycle {
                 }
                 status.container_id = container.as_ref().map(|c| c.id.clone());
                 status.image_ref = Some(entry.image_ref.clone()).filter(|i| !i.is_empty());
+                status.image_id = container
+                    .as_ref()
+                    .and_then(|c| image::status_image_id(&c.info));
                 status.hostname = Some(hostname);
                 status.node = Some(self.node.clone());
                 // The last exit stays visible after a new container

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+
+mod pulls;
 use crate::fixture;
 use crate::runtime::fake::FakeRuntime;
 use rtm_core::model::parse::parse_documents;

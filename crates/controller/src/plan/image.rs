@@ -1,12 +1,12 @@
 //! The image part of the decision, with no I/O: whether an `imagePullPolicy: Always`
 //! game's tag moved in its registry away from the digest its container was created
-//! for (a voluntary update), and the `status.imageID` a container shows.
+//! for (a voluntary update).
 
 use rtm_core::model::{GameRuntime, ImagePullPolicy};
 
 use super::Observed;
 use crate::lifecycle::image::digest_of;
-use crate::runtime::{ContainerInfo, LABEL_IMAGE_ID};
+use crate::runtime::LABEL_IMAGE_ID;
 
 /// Whether the game follows its tag and the tag now names another digest than the
 /// one its container runs. Only the container's label says what it runs: without
@@ -24,15 +24,4 @@ pub(crate) fn moved(doc: &GameRuntime, observed: &Observed) -> bool {
         .get(LABEL_IMAGE_ID)
         .and_then(|id| digest_of(&doc.spec.image, id))
         .is_some_and(|running| &running != found)
-}
-
-/// What `status.imageID` says of `container`: the digest on its label, else its
-/// image id.
-pub(crate) fn image_id(container: &ContainerInfo) -> Option<String> {
-    container
-        .labels
-        .get(LABEL_IMAGE_ID)
-        .or(Some(&container.image_id))
-        .filter(|id| !id.is_empty())
-        .cloned()
 }

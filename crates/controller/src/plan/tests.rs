@@ -672,4 +672,5 @@ fn starting_a_stopped_game_again_is_no_crash() {
 
 mod disruption;
 mod health;
+mod image;
 mod schedule;

@@ -1014,6 +1014,12 @@ mod tests {
                 d.spec.restart_policy = RestartPolicy::Never
             }),
             ("restartToken", |d| d.spec.restart_token = "REQ-42".into()),
+            ("imagePullPolicy Always", |d| {
+                d.spec.image_pull_policy = ImagePullPolicy::Always
+            }),
+            ("imagePullPolicy Never", |d| {
+                d.spec.image_pull_policy = ImagePullPolicy::Never
+            }),
             ("node", |d| d.spec.node = Some("node-a".into())),
             ("stopTimeout", |d| {
                 d.spec.stop_timeout = Duration::from_secs(5)
