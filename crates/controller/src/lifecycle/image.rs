@@ -81,7 +81,9 @@ impl Lifecycle {
                 ),
             ));
         }
-        match self.pull(game, image).await {
+        // With Always the image was not looked for here: it may well be present.
+        let missing_here = policy != ImagePullPolicy::Always;
+        match self.pull(game, image, missing_here).await {
             Ok(info) => Ok(ready(image, &info, None)),
             Err(failure) if fallback && policy == ImagePullPolicy::Always => {
                 match self.present(image).await? {
@@ -107,8 +109,9 @@ impl Lifecycle {
             .map_err(|e| runtime_failure(RuntimeOp::InspectImage, &e))
     }
 
-    /// Pulls `image` with its registry's credentials, within the pull timeout.
-    async fn pull(&self, game: &str, image: &str) -> Result<ImageInfo, Failure> {
+    /// Pulls `image` with its registry's credentials, within the pull timeout;
+    /// `missing_here`: it was looked for on the Docker host and is not there.
+    async fn pull(&self, game: &str, image: &str, missing_here: bool) -> Result<ImageInfo, Failure> {
         let pulls = self.image_pulls();
         let credentials = pulls.auth.for_image(image).map_err(|e| {
             Failure::new(
@@ -141,10 +144,15 @@ impl Lifecycle {
                         failure: PullFailure::NotFound,
                         message,
                         ..
-                    } => format!(
+                    } if missing_here => format!(
                         "image {image} is not present on the Docker host, and its registry \
                          does not have it: {message}"
                     ),
+                    RuntimeError::Pull {
+                        failure: PullFailure::NotFound,
+                        message,
+                        ..
+                    } => format!("image {image} is not in its registry: {message}"),
                     other => other.to_string(),
                 };
                 Err(Failure::new(e.code(), message))
