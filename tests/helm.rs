@@ -676,7 +676,10 @@ fn a_socket_group_runs_the_controller_as_the_image_non_root_user() {
 #[test]
 fn registry_credentials_come_from_a_secret_mounted_as_a_directory() {
     let defaults = render(&[MINIMAL]);
-    assert!(!defaults.has_env("RTM_REGISTRY_AUTH_FILE"), "anonymous by default");
+    assert!(
+        !defaults.has_env("RTM_REGISTRY_AUTH_FILE"),
+        "anonymous by default"
+    );
     assert!(defaults.volume("registry-auth").is_none());
     assert_eq!(defaults.env_value("RTM_IMAGE_PULL_TIMEOUT"), "4m");
     assert_eq!(defaults.env_value("RTM_IMAGE_CHECK_INTERVAL"), "5m");
@@ -690,7 +693,9 @@ fn registry_credentials_come_from_a_secret_mounted_as_a_directory() {
         "/etc/rtmanager/registry-auth/.dockerconfigjson"
     );
     assert_eq!(manifests.env_value("RTM_IMAGE_PULL_TIMEOUT"), "90s");
-    let volume = manifests.volume("registry-auth").expect("the Secret volume");
+    let volume = manifests
+        .volume("registry-auth")
+        .expect("the Secret volume");
     assert_eq!(volume["secret"]["secretName"], "pull-secret");
     let mount = manifests.mount("registry-auth").expect("the Secret mount");
     assert_eq!(mount["mountPath"], "/etc/rtmanager/registry-auth");

@@ -58,7 +58,9 @@ async fn harness(test: &str) -> Harness {
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run eval \"$(scripts/services)\" first (it starts the registries)")
+        panic!(
+            "{name} is not set: run eval \"$(scripts/services)\" first (it starts the registries)"
+        )
     })
 }
 
@@ -95,7 +97,13 @@ impl Pushed {
         let config_arg = config.display().to_string();
         let password = env("RTM_REGISTRY_PASSWORD");
         let out = std::process::Command::new("docker")
-            .args(["--config", &config_arg, "login", "-u", &env("RTM_REGISTRY_USER")])
+            .args([
+                "--config",
+                &config_arg,
+                "login",
+                "-u",
+                &env("RTM_REGISTRY_USER"),
+            ])
             .args(["--password-stdin", &registry])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -395,12 +403,19 @@ async fn wrong_credentials_fail_as_unauthorized_and_leave_the_running_container_
         describe(&containers)
     );
     assert!(
-        !h.history(&game).await.iter().any(|e| e.op_kind == OpKind::Stop),
+        !h.history(&game)
+            .await
+            .iter()
+            .any(|e| e.op_kind == OpKind::Stop),
         "nothing was stopped"
     );
     let log = controller.log_text();
     for secret in [password.as_str(), wrong] {
-        assert!(!log.contains(secret), "a password in the log{}", controller.log_tail());
+        assert!(
+            !log.contains(secret),
+            "a password in the log{}",
+            controller.log_tail()
+        );
         let history = format!("{:?}", h.history(&game).await);
         assert!(!history.contains(secret), "a password in the history");
     }
@@ -469,7 +484,11 @@ async fn never_is_image_not_found_and_an_unreachable_registry_fails_fast() {
         .unwrap();
     // No public registry is reachable here: the pull fails at once, not after minutes.
     h.documents
-        .create(&doc(&hub, "docker.io/rtmanager-test/nowhere:1", "IfNotPresent"))
+        .create(&doc(
+            &hub,
+            "docker.io/rtmanager-test/nowhere:1",
+            "IfNotPresent",
+        ))
         .await
         .unwrap();
     // A tag the registry does not have ("manifest unknown").

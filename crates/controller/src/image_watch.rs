@@ -121,7 +121,10 @@ mod tests {
         );
         assert_eq!(watch.digest("g1", "r.example/e:1").await, Some(digest));
         let moved = fake.push("r.example/e:1", "two");
-        assert_ne!(watch.digest("g1", "r.example/e:1").await, Some(moved.clone()));
+        assert_ne!(
+            watch.digest("g1", "r.example/e:1").await,
+            Some(moved.clone())
+        );
         assert_eq!(fake.count(FakeOp::RegistryDigest), 1);
         tokio::time::advance(Duration::from_secs(61)).await;
         assert_eq!(watch.digest("g1", "r.example/e:1").await, Some(moved));

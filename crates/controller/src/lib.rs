@@ -45,18 +45,18 @@ mod failpoint;
 mod fixture;
 pub mod hardening;
 mod health;
+pub mod http;
 pub mod image_options;
 mod image_watch;
-pub mod http;
 pub mod lease;
 pub mod lifecycle;
 pub mod metrics;
-pub mod registry_auth;
 mod mirror;
 mod peers;
 mod plan;
 mod queue;
 mod reconcile;
+pub mod registry_auth;
 pub mod runtime;
 mod statuses;
 mod sweep;
@@ -169,9 +169,14 @@ pub async fn run_with(
     if let Some(file) = pulls.auth.path() {
         // Read once at start-up only to say early when it is unusable; pulls read it
         // again whenever it changes.
-        match pulls.auth.for_image(&format!("{}/check", rtm_core::model::image::DOCKER_HUB)) {
+        match pulls
+            .auth
+            .for_image(&format!("{}/check", rtm_core::model::image::DOCKER_HUB))
+        {
             Ok(_) => info!(file = %file.display(), "registry credentials from this file"),
-            Err(error) => warn!(%error, "the registry auth file is unusable; pulls fail until it is fixed"),
+            Err(error) => {
+                warn!(%error, "the registry auth file is unusable; pulls fail until it is fixed")
+            }
         }
     }
     let controller = Controller {

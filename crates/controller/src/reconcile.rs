@@ -718,7 +718,10 @@ impl Reconciler {
                     cause: Cause::ImageMoved,
                 },
                 Some(digest),
-            ) => Some(format!("{} now names {digest} in its registry", doc.spec.image)),
+            ) => Some(format!(
+                "{} now names {digest} in its registry",
+                doc.spec.image
+            )),
             _ => None,
         };
         let went = doc.and_then(|doc| went_ahead(doc, observed, &action, SystemTime::now()));

@@ -125,7 +125,10 @@ impl RegistryAuth {
 }
 
 /// The credentials per registry host of a config.json.
-fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, RegistryCredentials>, AuthFileError> {
+fn parse(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<BTreeMap<String, RegistryCredentials>, AuthFileError> {
     let malformed = |problem: String| AuthFileError::Malformed {
         path: path.display().to_string(),
         problem,
@@ -222,17 +225,30 @@ mod tests {
             b64("rtm:s3cret:with:colons")
         ));
         let auth = RegistryAuth::new(Some(path));
-        let local = auth.for_image("127.0.0.1:5101/pulls/engine:1").unwrap().unwrap();
+        let local = auth
+            .for_image("127.0.0.1:5101/pulls/engine:1")
+            .unwrap()
+            .unwrap();
         assert_eq!(
-            (local.server.as_str(), local.username.as_str(), local.password.as_str()),
+            (
+                local.server.as_str(),
+                local.username.as_str(),
+                local.password.as_str()
+            ),
             ("127.0.0.1:5101", "rtm", "s3cret:with:colons")
         );
         let hub = auth.for_image("galaxy/engine:1").unwrap().unwrap();
-        assert_eq!((hub.username.as_str(), hub.password.as_str()), ("hub", "pw2"));
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("hub", "pw2")
+        );
         let token = auth.for_image("registry.example/x:1").unwrap().unwrap();
         assert_eq!(token.identity_token.as_deref(), Some("tok"));
         assert_eq!(auth.for_image("127.0.0.1:5100/pulls/engine:1"), Ok(None));
-        assert_eq!(RegistryAuth::new(None).for_image("galaxy/engine:1"), Ok(None));
+        assert_eq!(
+            RegistryAuth::new(None).for_image("galaxy/engine:1"),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -268,7 +284,10 @@ mod tests {
             r#"{"auths": {"127.0.0.1:5101": "hunter2"}}"#.to_owned(),
             r#"{"auths": {"127.0.0.1:5101": {"username": "u", "password": "hunter2""#.to_owned(),
             r#"{"auths": {"127.0.0.1:5101": {"password": "hunter2"}}}"#.to_owned(),
-            format!(r#"{{"auths": {{"h:1": {{"auth": "{}"}}}}}}"#, b64("hunter2")),
+            format!(
+                r#"{{"auths": {{"h:1": {{"auth": "{}"}}}}}}"#,
+                b64("hunter2")
+            ),
         ] {
             let (_dir, path) = file(&content);
             let error = RegistryAuth::new(Some(path))

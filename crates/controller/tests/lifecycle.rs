@@ -314,7 +314,7 @@ async fn a_start_with_a_missing_image_fails_with_image_not_found_and_leaves_no_c
         &game,
         "  image: rtmanager-test/not-built:404\n  imagePullPolicy: Never\n",
     )
-        .await;
+    .await;
     let result = within(START_LIMIT, "start", w.lifecycle.start(&request(&game))).await;
     assert_eq!(
         result.error_code,

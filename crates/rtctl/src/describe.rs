@@ -312,7 +312,12 @@ fn render_spec(text: &mut String, doc: &GameRuntime) {
         "Stop Timeout",
         &humantime::format_duration(spec.stop_timeout).to_string(),
     );
-    field(text, 2, "Image Pull Policy", spec.image_pull_policy.as_str());
+    field(
+        text,
+        2,
+        "Image Pull Policy",
+        spec.image_pull_policy.as_str(),
+    );
     field(text, 2, "Restart Policy", spec.restart_policy.as_str());
     field(
         text,

@@ -13,7 +13,9 @@ use rtm_core::model::{ImageName, ImagePullPolicy};
 
 use super::{Lifecycle, runtime_failure};
 use crate::registry_auth::RegistryAuth;
-use crate::runtime::{ContainerInfo, ImageInfo, LABEL_IMAGE_ID, PullFailure, RuntimeError, RuntimeOp};
+use crate::runtime::{
+    ContainerInfo, ImageInfo, LABEL_IMAGE_ID, PullFailure, RuntimeError, RuntimeOp,
+};
 
 /// The default of `--image-pull-timeout`: a game image of a few hundred MiB over a
 /// slow link, and shorter than the default `--reconcile-timeout` (5m), which bounds
@@ -111,7 +113,12 @@ impl Lifecycle {
 
     /// Pulls `image` with its registry's credentials, within the pull timeout;
     /// `missing_here`: it was looked for on the Docker host and is not there.
-    async fn pull(&self, game: &str, image: &str, missing_here: bool) -> Result<ImageInfo, Failure> {
+    async fn pull(
+        &self,
+        game: &str,
+        image: &str,
+        missing_here: bool,
+    ) -> Result<ImageInfo, Failure> {
         let pulls = self.image_pulls();
         let credentials = pulls.auth.for_image(image).map_err(|e| {
             Failure::new(

@@ -147,9 +147,7 @@ impl Lifecycle {
             }),
             Ok(None) => Err(Failure::new(
                 ErrorCode::ImageNotFound,
-                format!(
-                    "image {image} is not present on the Docker host; load or build it there"
-                ),
+                format!("image {image} is not present on the Docker host; load or build it there"),
             )),
             Err(e) => Err(runtime_failure(RuntimeOp::InspectImage, &e)),
         }

@@ -1032,7 +1032,9 @@ impl ContainerRuntime for LosesLeaseDuringStop {
         credentials: Option<&crate::runtime::RegistryCredentials>,
         timeout: Duration,
     ) -> Result<String, RuntimeError> {
-        self.inner.registry_digest(image, credentials, timeout).await
+        self.inner
+            .registry_digest(image, credentials, timeout)
+            .await
     }
     async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
         self.inner.inspect_container(id).await

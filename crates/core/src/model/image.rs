@@ -124,11 +124,21 @@ mod tests {
         let s = |v: &str| Some(v.to_owned());
         assert_eq!(
             parts("engine"),
-            ("docker.io".into(), "library/engine".into(), s("latest"), None)
+            (
+                "docker.io".into(),
+                "library/engine".into(),
+                s("latest"),
+                None
+            )
         );
         assert_eq!(
             parts("rtmanager-test/engine:1"),
-            ("docker.io".into(), "rtmanager-test/engine".into(), s("1"), None)
+            (
+                "docker.io".into(),
+                "rtmanager-test/engine".into(),
+                s("1"),
+                None
+            )
         );
         assert_eq!(
             parts("127.0.0.1:5000/pulls/engine:2"),

@@ -39,7 +39,11 @@ async fn never_with_a_missing_image_is_image_not_found_without_a_pull() {
     w.apply(remote("g1").spec_lines("  imagePullPolicy: Never\n"))
         .await;
     let result = w.lifecycle.start(&request("g1")).await;
-    assert_failed(&result, ErrorCode::ImageNotFound, "imagePullPolicy is Never");
+    assert_failed(
+        &result,
+        ErrorCode::ImageNotFound,
+        "imagePullPolicy is Never",
+    );
     assert_eq!(w.runtime.count(RuntimeOp::PullImage), 0);
     assert!(w.runtime.containers().is_empty());
 }
@@ -139,21 +143,33 @@ async fn credentials_come_from_the_auth_file_by_registry_host() {
             timeout: Duration::from_secs(5),
         });
     parts.runtime.push(REMOTE, "engine one");
-    parts.runtime.require_credentials("127.0.0.1:5100", "rtm", "s3cret");
+    parts
+        .runtime
+        .require_credentials("127.0.0.1:5100", "rtm", "s3cret");
     parts.documents.create(&remote("g1").build()).await.unwrap();
     let refused = lifecycle.start(&request("g1")).await;
     assert_failed(&refused, ErrorCode::ImagePullUnauthorized, "unauthorized");
     assert!(
-        !refused.error_message.unwrap_or_default().contains("wrong-one"),
+        !refused
+            .error_message
+            .unwrap_or_default()
+            .contains("wrong-one"),
         "no password in errors"
     );
     write("s3cret");
     let pulled = lifecycle.start(&request("g1")).await;
-    assert!(pulled.is_success(), "read again after the change: {pulled:?}");
+    assert!(
+        pulled.is_success(),
+        "read again after the change: {pulled:?}"
+    );
     std::fs::write(&file, "{not json").unwrap();
     let remove = parts.runtime.container(&name("g1")).unwrap().id;
     parts.runtime.remove(&remove, true).await.unwrap();
     parts.runtime.remove_image(REMOTE);
     let broken = lifecycle.start(&request("g1")).await;
-    assert_failed(&broken, ErrorCode::ImagePullFailed, "is not a Docker config.json");
+    assert_failed(
+        &broken,
+        ErrorCode::ImagePullFailed,
+        "is not a Docker config.json",
+    );
 }

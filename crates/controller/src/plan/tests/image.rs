@@ -60,7 +60,10 @@ fn the_same_digest_no_answer_or_another_policy_never_recreates() {
 fn a_container_that_does_not_say_which_digest_it_runs_is_never_recreated_for_a_tag() {
     let d = always();
     // Created before the label existed, or from an image built on the host (its id).
-    let unlabelled = seen(observed(Some(container(&d, ContainerState::Running))), "sha256:b");
+    let unlabelled = seen(
+        observed(Some(container(&d, ContainerState::Running))),
+        "sha256:b",
+    );
     assert_eq!(decide(Some(&d), &unlabelled, 10), Action::None);
     let mut by_id = container(&d, ContainerState::Running);
     by_id

@@ -51,7 +51,10 @@ async fn a_moved_tag_recreates_once_and_an_unchanged_one_writes_nothing() {
     }
     assert_eq!(w.store.revision().await.unwrap(), revision, "no write");
     assert_eq!(w.runtime.count(FakeOp::Create), 1, "no recreate");
-    assert!(w.runtime.count(FakeOp::RegistryDigest) >= 3, "looked each time");
+    assert!(
+        w.runtime.count(FakeOp::RegistryDigest) >= 3,
+        "looked each time"
+    );
 
     let moved = w.runtime.push(REMOTE, "engine two");
     w.converge("g1").await;

@@ -263,11 +263,7 @@ mod tests {
                 "Get \"http://127.0.0.1:5199/v2/\": dial tcp 127.0.0.1:5199: connect: connection refused",
                 PullFailure::Failed,
             ),
-            (
-                None,
-                "unexpected EOF",
-                PullFailure::Failed,
-            ),
+            (None, "unexpected EOF", PullFailure::Failed),
             (
                 Some(500),
                 "Get \"http://127.0.0.1:5102/v2/\": net/http: request canceled (Client.Timeout exceeded while awaiting headers)",
