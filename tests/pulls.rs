@@ -159,6 +159,21 @@ impl Drop for Pushed {
     fn drop(&mut self) {
         for tag in &self.tags {
             let _ = docker_cli(&["rmi", tag]);
+            // A pull also leaves `repo@digest` names; the image itself is the test
+            // image's and keeps its own tags.
+            let repository = tag.rsplit_once(':').map_or(tag.as_str(), |(r, _)| r);
+            let listed = docker_cli(&[
+                "images",
+                "--digests",
+                "--format",
+                "{{.Repository}}@{{.Digest}}",
+                repository,
+            ]);
+            for name in String::from_utf8_lossy(&listed.stdout).lines() {
+                if name.starts_with(repository) && !name.ends_with("@<none>") {
+                    let _ = docker_cli(&["rmi", name]);
+                }
+            }
         }
     }
 }
