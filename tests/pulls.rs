@@ -346,6 +346,16 @@ async fn always_recreates_once_when_its_tag_moves_and_never_while_it_stays() {
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
+    // Settled first: the recreate's own follow-up writes (Ready after the start) are done.
+    eventually(CONVERGE, "the status to settle", async || {
+        let status = h.status(&game).await?;
+        match process::ready(&status) {
+            Some(rtm_core::model::ConditionStatus::True) => Ok(()),
+            other => Err(format!("Ready {other:?}")),
+        }
+    })
+    .await;
+    let writes = controller.metric("rtmanager_status_writes_total").await;
     let seen = looks().await;
     eventually(CONVERGE, "three more looks at the tag", async || {
         let now = looks().await;
@@ -364,6 +374,11 @@ async fn always_recreates_once_when_its_tag_moves_and_never_while_it_stays() {
     );
     let history = h.history(&game).await;
     assert_eq!(restarts(&history), 1, "not again: {}", timeline(&history));
+    assert_eq!(
+        controller.metric("rtmanager_status_writes_total").await,
+        writes,
+        "an unchanged digest writes nothing to etcd"
+    );
 }
 
 #[tokio::test]
