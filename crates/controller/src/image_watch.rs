@@ -1,7 +1,7 @@
 //! The tag watch of `imagePullPolicy: Always`: what digest each such game's tag has in
 //! its registry, asked through Docker's distribution inspect (the manifest only, no
-//! pull) at most once per `--image-check-interval` per game, each look bounded by
-//! `--image-pull-timeout`. The plan compares the answer with the digest on the
+//! pull) at most once per `--image-check-interval` per image (a fleet on one tag costs
+//! one look), each look bounded by `--image-pull-timeout`. The plan compares the answer with the digest on the
 //! container's label; this module only remembers answers, in memory (losing them
 //! costs one look, never a recreate).
 
@@ -18,18 +18,18 @@ use crate::runtime::ContainerRuntime;
 /// resync), while a thousand games ask their registry about once a second at most.
 pub(crate) const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Remembers each game's last look at its tag.
+/// Remembers the last look at each image's tag.
 #[derive(Debug)]
 pub(crate) struct ImageWatch {
     runtime: Arc<dyn ContainerRuntime>,
     pulls: ImagePulls,
     interval: Duration,
+    /// By image reference.
     looks: Mutex<HashMap<String, Look>>,
 }
 
 #[derive(Debug, Clone)]
 struct Look {
-    image: String,
     at: Instant,
     /// The digest, or `None` when the look failed (logged once per failure).
     digest: Option<String>,
@@ -51,14 +51,13 @@ impl ImageWatch {
         }
     }
 
-    /// The digest `image` has in its registry for `game`: remembered when the last
-    /// look at the same image is younger than the interval, else asked now. `None`
-    /// when the registry cannot say (unreachable, refused): nothing follows then.
+    /// The digest `image` has in its registry (asked for `game`): remembered when the
+    /// last look at it is younger than the interval, else asked now. `None` when the
+    /// registry cannot say (unreachable, refused): nothing follows then.
     pub(crate) async fn digest(&self, game: &str, image: &str) -> Option<String> {
         let now = Instant::now();
-        let last = self.lock().get(game).cloned();
+        let last = self.lock().get(image).cloned();
         if let Some(look) = &last
-            && look.image == image
             && now.duration_since(look.at) < self.interval
         {
             return look.digest.clone();
@@ -81,21 +80,20 @@ impl ImageWatch {
                 (None, Some(failure))
             }
         };
-        self.lock().insert(
-            game.to_owned(),
+        let mut looks = self.lock();
+        // Images no game looked at for a while (their games changed image or left)
+        // are forgotten, so the map stays as small as the images in use.
+        let stale = self.interval.saturating_mul(4).max(Duration::from_secs(60));
+        looks.retain(|_, look| now.duration_since(look.at) < stale);
+        looks.insert(
+            image.to_owned(),
             Look {
-                image: image.to_owned(),
                 at: now,
                 digest: digest.clone(),
                 failure,
             },
         );
         digest
-    }
-
-    /// Forgets `game` (deleted, or moved to another node).
-    pub(crate) fn forget(&self, game: &str) {
-        self.lock().remove(game);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Look>> {
@@ -111,7 +109,7 @@ mod tests {
     use crate::runtime::{FakeOp, FakeRuntime};
 
     #[tokio::test(start_paused = true)]
-    async fn a_tag_is_asked_at_most_once_per_interval_and_again_for_a_new_image() {
+    async fn a_tag_is_asked_at_most_once_per_interval_whatever_the_number_of_games() {
         let fake = FakeRuntime::new();
         let digest = fake.push("r.example/e:1", "one");
         let watch = ImageWatch::new(
@@ -123,6 +121,10 @@ mod tests {
         let moved = fake.push("r.example/e:1", "two");
         assert_ne!(
             watch.digest("g1", "r.example/e:1").await,
+            Some(moved.clone())
+        );
+        assert_ne!(
+            watch.digest("g2", "r.example/e:1").await,
             Some(moved.clone())
         );
         assert_eq!(fake.count(FakeOp::RegistryDigest), 1);

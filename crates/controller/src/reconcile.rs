@@ -923,7 +923,6 @@ impl Reconciler {
 
     fn forget(&self, game: &str) {
         self.health.untrack(game);
-        self.images.forget(game);
         self.track(game, None);
     }
 }
