@@ -1613,6 +1613,8 @@ async fn a_restart_whose_image_is_gone_keeps_the_old_container_running() {
     let _controller = h.controller("rmi").start().await;
     let mut fixture = doc(&game);
     fixture.0.spec.image = image.clone();
+    // About an image gone from the host, not about a pull (tests/pulls.rs).
+    fixture.0.spec.image_pull_policy = rtm_core::model::ImagePullPolicy::Never;
     let doc = h.create(fixture).await;
     let (_, before) = h.wait_converged(&doc).await;
 

@@ -72,6 +72,7 @@ controller:
   historyRetention: 50
   gcGrace: 5m
   reconcileTimeout: 90s
+  imagePullTimeout: 60s
   drainTimeout: 2m
   extraEnv: [{name: RUST_LOG, value: 'info,rtmanager=debug'}]
 terminationGracePeriodSeconds: 150
@@ -684,6 +685,37 @@ fn a_socket_group_runs_the_controller_as_the_image_non_root_user() {
         ),
         "docker.runAsUser/runAsGroup and the Dockerfile's USER differ"
     );
+}
+
+#[test]
+fn registry_credentials_come_from_a_secret_mounted_as_a_directory() {
+    let defaults = render(&[MINIMAL]);
+    assert!(
+        !defaults.has_env("RTM_REGISTRY_AUTH_FILE"),
+        "anonymous by default"
+    );
+    assert!(defaults.volume("registry-auth").is_none());
+    assert_eq!(defaults.env_value("RTM_IMAGE_PULL_TIMEOUT"), "4m");
+    assert_eq!(defaults.env_value("RTM_IMAGE_CHECK_INTERVAL"), "5m");
+
+    let manifests = render(&[
+        MINIMAL,
+        "registryAuth: {secretName: pull-secret}\ncontroller: {imagePullTimeout: 90s}\n",
+    ]);
+    assert_eq!(
+        manifests.env_value("RTM_REGISTRY_AUTH_FILE"),
+        "/etc/rtmanager/registry-auth/.dockerconfigjson"
+    );
+    assert_eq!(manifests.env_value("RTM_IMAGE_PULL_TIMEOUT"), "90s");
+    let volume = manifests
+        .volume("registry-auth")
+        .expect("the Secret volume");
+    assert_eq!(volume["secret"]["secretName"], "pull-secret");
+    let mount = manifests.mount("registry-auth").expect("the Secret mount");
+    assert_eq!(mount["mountPath"], "/etc/rtmanager/registry-auth");
+    assert_eq!(mount["readOnly"], true);
+    // A subPath mount would never see the Secret's updates.
+    assert!(mount["subPath"].is_null(), "{}", yaml(mount));
 }
 
 #[test]

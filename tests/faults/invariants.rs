@@ -86,7 +86,7 @@ pub struct Doc(pub GameRuntime);
 pub fn doc(name: &str) -> Doc {
     let yaml = format!(
         "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: {name}\n\
-         spec:\n  image: {IMAGE_1}\n  stopTimeout: 3s\n  restartPolicy: Always\n"
+         spec:\n  image: {IMAGE_1}\n  imagePullPolicy: Never\n  stopTimeout: 3s\n  restartPolicy: Always\n"
     );
     Doc(parse_documents(&yaml)
         .expect("the fixture parses")

@@ -691,6 +691,32 @@ impl ContainerRuntime for CountingRuntime {
             .await
     }
 
+    async fn pull_image(
+        &self,
+        image: &str,
+        credentials: Option<&rtm_controller::runtime::RegistryCredentials>,
+        timeout: Duration,
+    ) -> std::result::Result<ImageInfo, RuntimeError> {
+        self.timed(
+            RuntimeOp::PullImage,
+            self.inner.pull_image(image, credentials, timeout),
+        )
+        .await
+    }
+
+    async fn registry_digest(
+        &self,
+        image: &str,
+        credentials: Option<&rtm_controller::runtime::RegistryCredentials>,
+        timeout: Duration,
+    ) -> std::result::Result<String, RuntimeError> {
+        self.timed(
+            RuntimeOp::RegistryDigest,
+            self.inner.registry_digest(image, credentials, timeout),
+        )
+        .await
+    }
+
     async fn inspect_container(
         &self,
         name_or_id: &str,

@@ -134,6 +134,10 @@ pub struct ControllerConfig {
     #[command(flatten)]
     pub hardening: crate::hardening::HardeningArgs,
 
+    /// Image pulls: registry credentials, the pull timeout, the tag checks.
+    #[command(flatten)]
+    pub images: crate::image_options::ImageArgs,
+
     /// Whether the etcd password came from the config file (`etcd-password`), whose
     /// permissions [`ControllerConfig::warnings`] then looks at.
     #[arg(skip)]
@@ -292,6 +296,7 @@ impl ControllerConfig {
             ));
         }
         self.hardening.validate()?;
+        self.images.validate(self.reconcile_timeout)?;
         Ok(())
     }
 
@@ -414,6 +419,7 @@ impl fmt::Display for ControllerConfig {
             humantime::format_duration(self.drain_timeout)
         )?;
         write!(f, "{}", self.hardening)?;
+        write!(f, "{}", self.images)?;
         write!(
             f,
             "config: {}",

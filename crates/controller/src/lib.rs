@@ -46,6 +46,8 @@ mod fixture;
 pub mod hardening;
 mod health;
 pub mod http;
+pub mod image_options;
+mod image_watch;
 pub mod lease;
 pub mod lifecycle;
 pub mod metrics;
@@ -55,6 +57,7 @@ mod plan;
 mod queue;
 mod reconcile;
 mod recorder;
+pub mod registry_auth;
 pub mod runtime;
 mod statuses;
 mod sweep;
@@ -163,7 +166,22 @@ pub async fn run_with(
         Some(statuses.clone()),
         Some(queue.clone()),
     ));
+    let pulls = config.images.pulls();
+    if let Some(file) = pulls.auth.path() {
+        // Read once at start-up only to say early when it is unusable; pulls read it
+        // again whenever it changes.
+        match pulls
+            .auth
+            .for_image(&format!("{}/check", rtm_core::model::image::DOCKER_HUB))
+        {
+            Ok(_) => info!(file = %file.display(), "registry credentials from this file"),
+            Err(error) => {
+                warn!(%error, "the registry auth file is unusable; pulls fail until it is fixed")
+            }
+        }
+    }
     let controller = Controller {
+        pulls,
         disruptions,
         health: Arc::new(Health::new(metrics.clone())),
         address,
@@ -210,6 +228,8 @@ struct Controller {
     session_ok: Arc<AtomicBool>,
     /// `status.address` of the games this node runs.
     address: String,
+    /// How images are pulled (one auth file reader for every session).
+    pulls: crate::lifecycle::ImagePulls,
 }
 
 impl Controller {
@@ -368,7 +388,8 @@ impl Controller {
             )
             .with_status_cache(self.statuses.clone())
             .with_health(self.health.clone())
-            .with_disruptions(self.disruptions.clone()),
+            .with_disruptions(self.disruptions.clone())
+            .with_image_check_interval(self.config.images.image_check_interval),
         );
         // Workers stop taking work when this is cancelled: on shutdown or
         // when the session is lost.
@@ -417,6 +438,7 @@ impl Controller {
         .with_event_ttl(config.event_ttl)
         .with_host_port_policy(config.host_port_policy())
         .with_policy(config.hardening.policy(session.keys().prefix()))
+        .with_image_pulls(self.pulls.clone())
     }
 
     /// `concurrency` workers, until `stop`; the retry backoff of each game

@@ -19,6 +19,7 @@ pub(crate) use rtm_core::model::READY;
 pub(crate) mod disruption;
 pub(crate) mod events;
 mod health;
+mod image;
 pub(crate) mod schedule;
 
 pub(crate) use self::disruption::{BudgetWait, Hold};
@@ -73,6 +74,9 @@ pub(crate) struct Observed {
     /// A disruption budget covering the game with no slot left for it, when a voluntary
     /// recreate would need one (found by the reconcile, which reads the budgets).
     pub(crate) budget_wait: Option<BudgetWait>,
+    /// The digest the game's tag has in its registry, looked at for `imagePullPolicy:
+    /// Always` games only (none: not looked at, or the registry could not say).
+    pub(crate) registry_digest: Option<String>,
 }
 
 /// Why the container must change.
@@ -94,6 +98,9 @@ pub(crate) enum Cause {
     StartupTimeout,
     /// A window of `spec.restartSchedule` came and the container predates it.
     Scheduled,
+    /// `imagePullPolicy: Always` and the tag names another digest in the registry
+    /// than the one the container was created for.
+    ImageMoved,
 }
 
 /// What to do to the container.
@@ -209,6 +216,10 @@ fn decide(
                     } else if restart_requested(doc, observed) {
                         Action::Recreate {
                             cause: Cause::RestartRequested,
+                        }
+                    } else if image::moved(doc, observed) {
+                        Action::Recreate {
+                            cause: Cause::ImageMoved,
                         }
                     } else if schedule::due(doc, observed, now).is_some() {
                         Action::Recreate {
@@ -437,6 +448,7 @@ fn record_container(
     status.ports = container.map(|c| c.ports.clone()).unwrap_or_default();
     if let Some(c) = container {
         status.image_ref = Some(c.image.clone());
+        status.image_id = crate::lifecycle::image::status_image_id(c);
         status.hostname = Some(c.hostname.clone());
         if c.state.has_exited() {
             status.last_exit_code = c.exit_code;

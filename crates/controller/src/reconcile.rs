@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::disruption::Disruptions;
 use crate::health::Health;
+use crate::image_watch::ImageWatch;
 use crate::lease::{GameLease, LeaseError, Session};
 use crate::lifecycle::{Lifecycle, OpCause, OpRequest, OpResult, new_id};
 use crate::metrics::{GamesBy, Metrics, UPDATE_PENDING_REASONS};
@@ -124,6 +125,8 @@ pub(crate) struct Reconciler {
     /// Games whose lease another controller held when last asked: the holder, and since
     /// when (wall clock, and for the wait) — a `LeaseBlocked` event once it lasts.
     blocked: Mutex<std::collections::HashMap<String, (String, SystemTime, std::time::Instant)>>,
+    /// What the tags of `imagePullPolicy: Always` games name in their registries.
+    images: Arc<ImageWatch>,
 }
 
 /// How long another controller may hold a game's lease before the wait is worth an event.
@@ -146,7 +149,13 @@ impl Reconciler {
             keys.clone(),
             cache.clone(),
         ));
+        let images = Arc::new(ImageWatch::new(
+            lifecycle.runtime().clone(),
+            lifecycle.image_pulls().clone(),
+            crate::image_watch::DEFAULT_CHECK_INTERVAL,
+        ));
         Self {
+            images,
             disruptions,
             session,
             runtime: lifecycle.runtime().clone(),
@@ -165,6 +174,16 @@ impl Reconciler {
             recovered: Mutex::new(HashSet::new()),
             blocked: Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Looks at the tags of `imagePullPolicy: Always` games at most every `interval`.
+    pub(crate) fn with_image_check_interval(mut self, interval: Duration) -> Self {
+        self.images = Arc::new(ImageWatch::new(
+            self.lifecycle.runtime().clone(),
+            self.lifecycle.image_pulls().clone(),
+            interval,
+        ));
+        self
     }
 
     /// First looks read `statuses` (kept by the status watch) instead of
@@ -217,6 +236,7 @@ impl Reconciler {
         }
         let observed = self.first_look(game).await?;
         let observed = self.probed(game, desired, observed);
+        let observed = self.tag_checked(game, desired, observed).await;
         let now = SystemTime::now();
         let observed = self.budgeted(desired, observed, now);
         let action = plan(desired, &observed, now, &self.settings);
@@ -443,6 +463,7 @@ impl Reconciler {
                 ..observed
             },
         );
+        let observed = self.tag_checked(game, desired.as_ref(), observed).await;
         Ok(Some((desired, observed)))
     }
 
@@ -626,6 +647,35 @@ impl Reconciler {
         Observed { health, ..observed }
     }
 
+    /// `observed` with the digest the tag of an `imagePullPolicy: Always` game names in
+    /// its registry, when its running container says which one it was created for
+    /// (at most one look per game per `--image-check-interval`).
+    async fn tag_checked(
+        &self,
+        game: &str,
+        desired: Option<&GameRuntime>,
+        observed: Observed,
+    ) -> Observed {
+        let follows = desired.filter(|doc| {
+            doc.spec.image_pull_policy == rtm_core::model::ImagePullPolicy::Always
+                && observed.container.as_ref().is_some_and(|c| {
+                    c.is_running()
+                        && c.labels
+                            .get(crate::runtime::LABEL_IMAGE_ID)
+                            .and_then(|id| crate::lifecycle::image::digest_of(&doc.spec.image, id))
+                            .is_some()
+                })
+        });
+        let registry_digest = match follows {
+            Some(doc) => self.images.digest(game, &doc.spec.image).await,
+            None => None,
+        };
+        Observed {
+            registry_digest,
+            ..observed
+        }
+    }
+
     /// A running container the status does not know yet (a lost status,
     /// or a controller upgrade): adopt it rather than recreate it.
     fn needs_adoption(&self, observed: &Observed) -> bool {
@@ -679,11 +729,25 @@ impl Reconciler {
             },
             _ => request,
         };
-        let request =
-            match doc.and_then(|doc| went_ahead(doc, observed, &action, SystemTime::now())) {
-                Some(note) => request.with_note(note),
-                None => request,
-            };
+        let moved = match (doc, action, &observed.registry_digest) {
+            (
+                Some(doc),
+                Action::Recreate {
+                    cause: Cause::ImageMoved,
+                },
+                Some(digest),
+            ) => Some(format!(
+                "{} now names {digest} in its registry",
+                doc.spec.image
+            )),
+            _ => None,
+        };
+        let went = doc.and_then(|doc| went_ahead(doc, observed, &action, SystemTime::now()));
+        let request = match (moved, went) {
+            (Some(moved), Some(went)) => request.with_note(format!("{moved}; {went}")),
+            (Some(note), None) | (None, Some(note)) => request.with_note(note),
+            (None, None) => request,
+        };
         match doc {
             Some(doc) => request.with_document(doc.clone()),
             None => request,

@@ -310,8 +310,11 @@ async fn a_start_with_a_missing_image_fails_with_image_not_found_and_leaves_no_c
     let w = world("lc-noimage", Duration::from_secs(10)).await;
     let game = game_id("lc-noimage");
     let _cleanup = Cleanup::new(&[&container_name(w.keys.prefix(), &game)]);
-    w.apply(&game, "  image: rtmanager-test/not-built:404\n")
-        .await;
+    w.apply(
+        &game,
+        "  image: rtmanager-test/not-built:404\n  imagePullPolicy: Never\n",
+    )
+    .await;
     let result = within(START_LIMIT, "start", w.lifecycle.start(&request(&game))).await;
     assert_eq!(
         result.error_code,

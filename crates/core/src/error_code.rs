@@ -74,11 +74,17 @@ pub enum ErrorCode {
     VolumeNotFound,
     /// A shared volume is rtmanager's own (another game's volume): a game cannot mount it.
     VolumeNotAllowed,
+    /// Pulling `spec.image` from its registry failed (unreachable, refused, broken).
+    ImagePullFailed,
+    /// Pulling `spec.image` took longer than the controller's `--image-pull-timeout`.
+    ImagePullTimeout,
+    /// The registry refused the pull: no credentials, or wrong ones, for its host.
+    ImagePullUnauthorized,
 }
 
 impl ErrorCode {
     /// Every code, in the order the README's table lists them.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Conflict,
         ErrorCode::NotFound,
@@ -106,6 +112,9 @@ impl ErrorCode {
         ErrorCode::VolumeConflict,
         ErrorCode::VolumeNotFound,
         ErrorCode::VolumeNotAllowed,
+        ErrorCode::ImagePullFailed,
+        ErrorCode::ImagePullTimeout,
+        ErrorCode::ImagePullUnauthorized,
     ];
 
     /// The wire form: what history entries, `rtctl` and metric labels carry.
@@ -138,6 +147,9 @@ impl ErrorCode {
             ErrorCode::VolumeConflict => "volume_conflict",
             ErrorCode::VolumeNotFound => "volume_not_found",
             ErrorCode::VolumeNotAllowed => "volume_not_allowed",
+            ErrorCode::ImagePullFailed => "image_pull_failed",
+            ErrorCode::ImagePullTimeout => "image_pull_timeout",
+            ErrorCode::ImagePullUnauthorized => "image_pull_unauthorized",
         }
     }
 
@@ -152,7 +164,9 @@ impl ErrorCode {
             ErrorCode::ServiceUnavailable => "etcd or Docker is unreachable or timed out",
             ErrorCode::Internal => "an invariant broke inside rtmanager (a bug)",
             ErrorCode::PermissionDenied => "etcd refused the credentials or the operation",
-            ErrorCode::ImageNotFound => "spec.image is not present on the Docker host",
+            ErrorCode::ImageNotFound => {
+                "spec.image is not on the Docker host (imagePullPolicy Never) or not in its registry"
+            }
             ErrorCode::StartFailed => "Docker refused to create or start the container",
             ErrorCode::StopFailed => "Docker failed to stop the container",
             ErrorCode::PortConflict => {
@@ -198,6 +212,15 @@ impl ErrorCode {
             ErrorCode::VolumeNotFound => "a shared volume of spec.volumes does not exist",
             ErrorCode::VolumeNotAllowed => {
                 "a shared volume of spec.volumes is rtmanager's own (a game's volume)"
+            }
+            ErrorCode::ImagePullFailed => {
+                "pulling spec.image failed (registry unreachable, refused or broken)"
+            }
+            ErrorCode::ImagePullTimeout => {
+                "pulling spec.image took longer than --image-pull-timeout"
+            }
+            ErrorCode::ImagePullUnauthorized => {
+                "the registry refused the pull: missing or wrong credentials for its host"
             }
         }
     }

@@ -409,6 +409,12 @@ fn render_spec(text: &mut String, doc: &GameRuntime) {
         "Stop Timeout",
         &humantime::format_duration(spec.stop_timeout).to_string(),
     );
+    field(
+        text,
+        2,
+        "Image Pull Policy",
+        spec.image_pull_policy.as_str(),
+    );
     field(text, 2, "Restart Policy", spec.restart_policy.as_str());
     field(
         text,
@@ -487,6 +493,9 @@ fn render_status(
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "<none>".into());
     field(text, 2, "Container", &opt(&status.container_id));
     field(text, 2, "Image", &opt(&status.image_ref));
+    if let Some(image_id) = &status.image_id {
+        field(text, 2, "Image ID", image_id);
+    }
     field(text, 2, "Hostname", &opt(&status.hostname));
     field(text, 2, "Node", &opt(&status.node));
     field(text, 2, "Address", &opt(&status.address));

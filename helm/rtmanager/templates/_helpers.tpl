@@ -232,6 +232,16 @@ user with the socket's group when docker.socketGroupId is set; then
   value: {{ .Values.controller.logMaxFiles | quote }}
 - name: RTM_ALLOWED_HOST_PATHS
   value: {{ join "," .Values.controller.allowedHostPaths | quote }}
+- name: RTM_IMAGE_PULL_TIMEOUT
+  value: {{ .Values.controller.imagePullTimeout | quote }}
+- name: RTM_IMAGE_CHECK_INTERVAL
+  value: {{ .Values.controller.imageCheckInterval | quote }}
+{{- with .Values.registryAuth }}
+{{- if .secretName }}
+- name: RTM_REGISTRY_AUTH_FILE
+  value: {{ printf "%s/%s" (trimSuffix "/" .mountPath) (required "registryAuth.key is required with registryAuth.secretName" .key) | quote }}
+{{- end }}
+{{- end }}
 {{- with .Values.controller.network }}
 - name: RTM_NETWORK
   value: {{ . | quote }}
@@ -305,7 +315,7 @@ spec:
       resources:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- if or (include "rtmanager.mountsSocket" .) .Values.etcd.tls.enabled .Values.extraVolumeMounts }}
+      {{- if or (include "rtmanager.mountsSocket" .) .Values.etcd.tls.enabled .Values.registryAuth.secretName .Values.extraVolumeMounts }}
       volumeMounts:
         {{- if include "rtmanager.mountsSocket" . }}
         - name: docker-socket
@@ -316,11 +326,17 @@ spec:
           mountPath: {{ .Values.etcd.tls.mountPath }}
           readOnly: true
         {{- end }}
+        {{- if .Values.registryAuth.secretName }}
+        # The directory, not a subPath: a subPath mount never sees Secret updates.
+        - name: registry-auth
+          mountPath: {{ .Values.registryAuth.mountPath }}
+          readOnly: true
+        {{- end }}
         {{- with .Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- end }}
-  {{- if or (include "rtmanager.mountsSocket" .) .Values.etcd.tls.enabled .Values.extraVolumes }}
+  {{- if or (include "rtmanager.mountsSocket" .) .Values.etcd.tls.enabled .Values.registryAuth.secretName .Values.extraVolumes }}
   volumes:
     {{- if include "rtmanager.mountsSocket" . }}
     - name: docker-socket
@@ -333,6 +349,13 @@ spec:
       secret:
         secretName: {{ required "etcd.tls.secretName is required when etcd.tls.enabled" .Values.etcd.tls.secretName }}
         # 0440 (octal): readable by the pod's fsGroup when running non-root.
+        defaultMode: 288
+    {{- end }}
+    {{- if .Values.registryAuth.secretName }}
+    - name: registry-auth
+      secret:
+        secretName: {{ .Values.registryAuth.secretName }}
+        # 0440 (octal), as above.
         defaultMode: 288
     {{- end }}
     {{- with .Values.extraVolumes }}

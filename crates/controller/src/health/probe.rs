@@ -1019,6 +1019,24 @@ mod tests {
             Err(refused())
         }
 
+        async fn pull_image(
+            &self,
+            _image: &str,
+            _credentials: Option<&crate::runtime::RegistryCredentials>,
+            _timeout: Duration,
+        ) -> Result<ImageInfo, RuntimeError> {
+            Err(refused())
+        }
+
+        async fn registry_digest(
+            &self,
+            _image: &str,
+            _credentials: Option<&crate::runtime::RegistryCredentials>,
+            _timeout: Duration,
+        ) -> Result<String, RuntimeError> {
+            Err(refused())
+        }
+
         async fn inspect_container(
             &self,
             name_or_id: &str,

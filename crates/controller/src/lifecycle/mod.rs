@@ -19,6 +19,7 @@
 
 mod forensics;
 mod graceful;
+pub mod image;
 pub mod policy;
 mod ports;
 mod reclaim;
@@ -60,6 +61,7 @@ use crate::recorder::Recorder;
 pub const DEFAULT_EVENT_TTL: Duration = Duration::from_secs(3600);
 use rtm_core::records::status::{StatusRecord, StatusStore};
 
+pub use image::ImagePulls;
 pub use policy::ContainerPolicy;
 
 /// Who asks for an operation, and why.
@@ -88,6 +90,10 @@ pub struct OpRequest {
     /// `spec.image`: its id, when a restart found the tag gone after its
     /// stop but the image it named still there.
     pub(crate) image: Option<String>,
+    /// The caller made the image ready already (a restart pulls before its stop):
+    /// the start only checks it is there, and never pulls once the old container
+    /// is gone.
+    pub(crate) image_ready: bool,
     /// What the history should say of why the operation ran as it did (a
     /// voluntary disruption forced past the game's session, say).
     pub note: Option<String>,
@@ -116,6 +122,7 @@ impl OpRequest {
             document: None,
             cause: None,
             image: None,
+            image_ready: false,
             note: None,
         }
     }
@@ -293,6 +300,8 @@ pub struct Lifecycle {
     policy: Arc<ContainerPolicy>,
     /// Where what the services and the reconcile notice is recorded as events.
     recorder: Arc<Recorder>,
+    /// How images are pulled (credentials, timeout).
+    pulls: ImagePulls,
 }
 
 impl Lifecycle {
@@ -325,7 +334,19 @@ impl Lifecycle {
             metrics,
             host_ports: rtm_core::ports::HostPortPolicy::default(),
             policy: Arc::new(ContainerPolicy::default()),
+            pulls: ImagePulls::default(),
         }
+    }
+
+    /// Pulls with these credentials and timeout (anonymous, 4m until set).
+    pub(crate) fn with_image_pulls(mut self, pulls: ImagePulls) -> Self {
+        self.pulls = pulls;
+        self
+    }
+
+    /// How it pulls.
+    pub(crate) fn image_pulls(&self) -> &ImagePulls {
+        &self.pulls
     }
 
     /// Bounds the host ports and addresses documents may publish
@@ -735,6 +756,9 @@ impl Lifecycle {
                 }
                 status.container_id = container.as_ref().map(|c| c.id.clone());
                 status.image_ref = Some(entry.image_ref.clone()).filter(|i| !i.is_empty());
+                status.image_id = container
+                    .as_ref()
+                    .and_then(|c| image::status_image_id(&c.info));
                 status.hostname = Some(hostname);
                 status.node = Some(self.node.clone());
                 // The last exit stays visible after a new container

@@ -41,11 +41,15 @@ impl Lifecycle {
         // running.
         outer.entry.image_ref = doc.spec.image.clone();
         let ready = match self.require_host_ports(lease, &doc).await {
-            Ok(()) => self.require_image(&doc.spec.image).await,
+            Ok(()) => {
+                let policy = doc.spec.image_pull_policy;
+                self.prepare_image(lease.game(), &doc.spec.image, policy, false)
+                    .await
+            }
             Err(failure) => Err(failure),
         };
         let image_id = match ready {
-            Ok(image_id) => image_id,
+            Ok(ready) => ready.id,
             Err(failure) => return self.conclude(lease, outer, Err(failure)).await,
         };
 
@@ -57,6 +61,7 @@ impl Lifecycle {
         outer.entry.source_ref = correlation.clone();
         let inner = OpRequest {
             source_ref: correlation,
+            image_ready: true,
             ..request.clone()
         };
         let result = self

@@ -49,6 +49,7 @@ impl Lifecycle {
         entry.image_ref = spec.image.clone();
 
         let existing = self.current_container(game).await?;
+        let mut ready = None;
         if !existing.as_ref().is_some_and(|c| c.is_running()) {
             // Checked before anything is removed: refused by the policy,
             // without its host ports or its image, the game keeps what it
@@ -57,7 +58,12 @@ impl Lifecycle {
             lease.check()?;
             self.admit(&doc).await?;
             self.require_host_ports(lease, &doc).await?;
-            self.require_image(&spec.image).await?;
+            ready = Some(if request.image_ready {
+                self.require_image(&spec.image).await?
+            } else {
+                let policy = doc.spec.image_pull_policy;
+                self.prepare_image(game, &spec.image, policy, true).await?
+            });
         }
         if let Some(existing) = existing {
             entry.container_id_before = Some(existing.id.clone());
@@ -79,6 +85,16 @@ impl Lifecycle {
                 .map_err(|e| runtime_failure(RuntimeOp::Remove, &e))?;
         }
 
+        if let Some(ready) = ready {
+            spec.labels
+                .insert(crate::runtime::LABEL_IMAGE_ID.to_owned(), ready.digest);
+            if let Some(note) = ready.note {
+                entry.note = Some(match entry.note.take() {
+                    Some(cause) => format!("{cause}; {note}"),
+                    None => note,
+                });
+            }
+        }
         lease.check()?;
         self.ensure_volumes(&doc).await?;
         let id = self.create_container(&spec).await?;
@@ -124,15 +140,19 @@ impl Lifecycle {
     /// Fails with `image_not_found` unless `image` is on the Docker host:
     /// checked before any step that could leave the game without a
     /// container (a recreate stops nothing until it passes).
-    pub(super) async fn require_image(&self, image: &str) -> Result<String, Failure> {
+    pub(super) async fn require_image(
+        &self,
+        image: &str,
+    ) -> Result<super::image::ReadyImage, Failure> {
         match self.runtime.inspect_image(image).await {
-            Ok(Some(found)) => Ok(found.id),
+            Ok(Some(found)) => Ok(super::image::ReadyImage {
+                digest: super::image::run_digest(image, &found),
+                id: found.id,
+                note: None,
+            }),
             Ok(None) => Err(Failure::new(
                 ErrorCode::ImageNotFound,
-                format!(
-                    "image {image} is not present on the Docker host; load or build it there \
-                     (rtmanager never pulls)"
-                ),
+                format!("image {image} is not present on the Docker host; load or build it there"),
             )),
             Err(e) => Err(runtime_failure(RuntimeOp::InspectImage, &e)),
         }

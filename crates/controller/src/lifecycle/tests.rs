@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+
+mod pulls;
 use crate::fixture;
 use crate::runtime::fake::FakeRuntime;
 use rtm_core::model::parse::parse_documents;
@@ -1015,6 +1017,24 @@ impl ContainerRuntime for LosesLeaseDuringStop {
         image: &str,
     ) -> Result<Option<crate::runtime::ImageInfo>, RuntimeError> {
         self.inner.inspect_image(image).await
+    }
+    async fn pull_image(
+        &self,
+        image: &str,
+        credentials: Option<&crate::runtime::RegistryCredentials>,
+        timeout: Duration,
+    ) -> Result<crate::runtime::ImageInfo, RuntimeError> {
+        self.inner.pull_image(image, credentials, timeout).await
+    }
+    async fn registry_digest(
+        &self,
+        image: &str,
+        credentials: Option<&crate::runtime::RegistryCredentials>,
+        timeout: Duration,
+    ) -> Result<String, RuntimeError> {
+        self.inner
+            .registry_digest(image, credentials, timeout)
+            .await
     }
     async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
         self.inner.inspect_container(id).await

@@ -50,7 +50,11 @@ pub(crate) fn voluntary(action: &Action, observed: &Observed) -> Option<Cause> {
     let running = observed.container.as_ref().is_some_and(|c| c.is_alive());
     match *action {
         Action::Recreate {
-            cause: cause @ (Cause::SpecChanged | Cause::RestartRequested | Cause::Scheduled),
+            cause:
+                cause @ (Cause::SpecChanged
+                | Cause::RestartRequested
+                | Cause::Scheduled
+                | Cause::ImageMoved),
         } => Some(cause),
         Action::Stop { cause } if running => Some(cause),
         _ => None,
@@ -172,6 +176,7 @@ pub(crate) fn what(doc: &GameRuntime, cause: Cause) -> String {
             format!("the restart asked for (token {:?})", doc.spec.restart_token)
         }
         Cause::Scheduled => "the scheduled restart".to_owned(),
+        Cause::ImageMoved => format!("the move of {} in its registry", doc.spec.image),
         _ => "the disruption".to_owned(),
     }
 }

@@ -673,4 +673,5 @@ fn starting_a_stopped_game_again_is_no_crash() {
 mod disruption;
 mod events;
 mod health;
+mod image;
 mod schedule;

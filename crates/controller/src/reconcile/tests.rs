@@ -21,6 +21,8 @@ fn name(game: &str) -> String {
 
 use crate::fixture::World;
 
+mod images;
+
 async fn world() -> World {
     fixture::world(100).await
 }

@@ -65,8 +65,10 @@ use super::{
     ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, DockerHealth,
     DockerHealthStatus, EXEC_OUTPUT_LIMIT, ExecOutcome, HEALTH_OUTPUT_LIMIT, HostResources,
     ImageInfo, LABEL_GAME, LABEL_MANAGED_BY, MANAGED_BY, Mount, MountSource, NetworkSpec,
-    RuntimeError, RuntimeOp, VolumeInfo, VolumeSpec, cut_at_char_boundary,
+    RegistryCredentials, RuntimeError, RuntimeOp, VolumeInfo, VolumeSpec, cut_at_char_boundary,
 };
+
+mod pull;
 
 /// Where Docker listens when neither the caller nor `DOCKER_HOST` says.
 const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
@@ -1143,10 +1145,29 @@ impl ContainerRuntime for DockerRuntime {
         {
             Ok(inspect) => Ok(Some(ImageInfo {
                 id: inspect.id.unwrap_or_default(),
+                repo_digests: inspect.repo_digests.unwrap_or_default(),
             })),
             Err(Outcome::Absent | Outcome::AlreadySo) => Ok(None),
             Err(Outcome::Failed(err)) => Err(err),
         }
+    }
+
+    async fn pull_image(
+        &self,
+        image: &str,
+        credentials: Option<&RegistryCredentials>,
+        timeout: Duration,
+    ) -> Result<ImageInfo, RuntimeError> {
+        self.pull(image, credentials, timeout).await
+    }
+
+    async fn registry_digest(
+        &self,
+        image: &str,
+        credentials: Option<&RegistryCredentials>,
+        timeout: Duration,
+    ) -> Result<String, RuntimeError> {
+        self.digest_in_registry(image, credentials, timeout).await
     }
 
     async fn inspect_container(

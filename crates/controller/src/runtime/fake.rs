@@ -144,6 +144,13 @@ struct State {
     /// Ids of images whose tag was removed while a container used them:
     /// Docker keeps such an image (untagged) until it is removed by id.
     untagged: std::collections::BTreeSet<String>,
+    /// The registry: reference (`host/repo:tag`) → the content it names (its
+    /// image id and manifest digest derive from it). See [`FakeRuntime::push`].
+    registry: BTreeMap<String, String>,
+    /// Registry host → the user and password it wants; absent: anonymous pulls.
+    registry_users: HashMap<String, (String, String)>,
+    /// Image id → its repository digests (`repo@sha256:...`), from pulls.
+    repo_digests: BTreeMap<String, std::collections::BTreeSet<String>>,
     next_serial: u64,
     failures: HashMap<FakeOp, VecDeque<(Strike, RuntimeError)>>,
     calls: Vec<FakeCall>,
@@ -219,6 +226,9 @@ impl FakeRuntime {
                     images: BTreeMap::new(),
                     untag_on_stop: None,
                     untagged: std::collections::BTreeSet::new(),
+                    registry: BTreeMap::new(),
+                    registry_users: HashMap::new(),
+                    repo_digests: BTreeMap::new(),
                     next_serial: 1,
                     failures: HashMap::new(),
                     calls: Vec::new(),
@@ -284,6 +294,41 @@ impl FakeRuntime {
         let id = format!("sha256:{}", hex_id(&format!("image {reference}")));
         state.images.insert(reference.to_owned(), id.clone());
         id
+    }
+
+    /// The registry's `reference` (`host/repo:tag`) names `content` from now on:
+    /// a push, or a move of the tag when it named other content. Returns the
+    /// manifest digest it has in the registry. The image a pull then makes has the
+    /// id `add_image(content)` would give.
+    pub fn push(&self, reference: &str, content: &str) -> String {
+        self.state()
+            .registry
+            .insert(reference.to_owned(), content.to_owned());
+        manifest_digest(content)
+    }
+
+    /// Deletes the tag `reference` from the registry.
+    pub fn unpush(&self, reference: &str) {
+        self.state().registry.remove(reference);
+    }
+
+    /// The registry `host` refuses pulls without this user and password.
+    pub fn require_credentials(&self, host: &str, username: &str, password: &str) {
+        self.state()
+            .registry_users
+            .insert(host.to_owned(), (username.to_owned(), password.to_owned()));
+    }
+
+    /// The next pull fails as `failure` (a timeout, refused credentials, ...).
+    pub fn fail_next_pull(&self, failure: super::PullFailure) {
+        self.fail_next(
+            FakeOp::PullImage,
+            RuntimeError::Pull {
+                image: String::new(),
+                failure,
+                message: format!("scripted {failure:?}"),
+            },
+        );
     }
 
     /// Removes the image `reference` (containers made from it keep running).
@@ -634,7 +679,52 @@ fn settle<T>(
     }
 }
 
+/// The manifest digest the fake registry gives `content`.
+fn manifest_digest(content: &str) -> String {
+    format!("sha256:{}", hex_id(&format!("manifest {content}")))
+}
+
 impl State {
+    /// What `image` names in the registry, as its host lets `credentials` see it.
+    fn registry_content(
+        &self,
+        image: &str,
+        credentials: Option<&super::RegistryCredentials>,
+    ) -> Result<String, RuntimeError> {
+        let failed = |failure, message: &str| RuntimeError::Pull {
+            image: image.to_owned(),
+            failure,
+            message: message.to_owned(),
+        };
+        let host = rtm_core::model::ImageName::parse(image)
+            .map(|name| name.registry)
+            .unwrap_or_default();
+        if let Some((user, password)) = self.registry_users.get(&host) {
+            let given = credentials.map(|c| (&c.username, &c.password));
+            if given != Some((user, password)) {
+                return Err(failed(
+                    super::PullFailure::Unauthorized,
+                    "unauthorized: authentication required",
+                ));
+            }
+        }
+        self.registry.get(image).cloned().ok_or_else(|| {
+            failed(
+                super::PullFailure::NotFound,
+                "manifest unknown: manifest unknown",
+            )
+        })
+    }
+
+    fn image_info(&self, id: String) -> ImageInfo {
+        let repo_digests = self
+            .repo_digests
+            .get(&id)
+            .map(|digests| digests.iter().cloned().collect())
+            .unwrap_or_default();
+        ImageInfo { id, repo_digests }
+    }
+
     /// The id of the image `reference` names (a tag, or an id): like
     /// Docker, an image whose every tag was removed stays while a container
     /// was made from it.
@@ -815,8 +905,46 @@ impl ContainerRuntime for FakeRuntime {
     async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>, RuntimeError> {
         let after = self.enter(FakeOp::InspectImage, image).await?;
         let state = self.state();
-        let found = state.image_id(image).map(|id| ImageInfo { id });
+        let found = state.image_id(image).map(|id| state.image_info(id));
         settle(after, Ok(found))
+    }
+
+    async fn pull_image(
+        &self,
+        image: &str,
+        credentials: Option<&super::RegistryCredentials>,
+        _timeout: Duration,
+    ) -> Result<ImageInfo, RuntimeError> {
+        let after = self.enter(FakeOp::PullImage, image).await?;
+        let mut state = self.state();
+        let content = state.registry_content(image, credentials)?;
+        let id = format!("sha256:{}", hex_id(&format!("image {content}")));
+        let repository = image
+            .split_once('@')
+            .map_or(image, |(r, _)| r)
+            .rsplit_once(':')
+            .filter(|(_, tag)| !tag.contains('/'))
+            .map_or(image, |(r, _)| r);
+        state
+            .repo_digests
+            .entry(id.clone())
+            .or_default()
+            .insert(format!("{repository}@{}", manifest_digest(&content)));
+        state.images.insert(image.to_owned(), id.clone());
+        let info = state.image_info(id);
+        settle(after, Ok(info))
+    }
+
+    async fn registry_digest(
+        &self,
+        image: &str,
+        credentials: Option<&super::RegistryCredentials>,
+        _timeout: Duration,
+    ) -> Result<String, RuntimeError> {
+        let after = self.enter(FakeOp::RegistryDigest, image).await?;
+        let state = self.state();
+        let content = state.registry_content(image, credentials)?;
+        settle(after, Ok(manifest_digest(&content)))
     }
 
     async fn inspect_container(

@@ -10,7 +10,7 @@ use futures::stream::BoxStream;
 
 use super::{
     ContainerEvent, ContainerInfo, ContainerRuntime, ContainerSpec, ExecOutcome, HostResources,
-    ImageInfo, RuntimeError, RuntimeOp, VolumeInfo, VolumeSpec,
+    ImageInfo, RegistryCredentials, RuntimeError, RuntimeOp, VolumeInfo, VolumeSpec,
 };
 use crate::metrics::Metrics;
 
@@ -58,6 +58,32 @@ impl ContainerRuntime for Instrumented {
     async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>, RuntimeError> {
         self.timed(RuntimeOp::InspectImage, self.inner.inspect_image(image))
             .await
+    }
+
+    async fn pull_image(
+        &self,
+        image: &str,
+        credentials: Option<&RegistryCredentials>,
+        timeout: Duration,
+    ) -> Result<ImageInfo, RuntimeError> {
+        self.timed(
+            RuntimeOp::PullImage,
+            self.inner.pull_image(image, credentials, timeout),
+        )
+        .await
+    }
+
+    async fn registry_digest(
+        &self,
+        image: &str,
+        credentials: Option<&RegistryCredentials>,
+        timeout: Duration,
+    ) -> Result<String, RuntimeError> {
+        self.timed(
+            RuntimeOp::RegistryDigest,
+            self.inner.registry_digest(image, credentials, timeout),
+        )
+        .await
     }
 
     async fn inspect_container(

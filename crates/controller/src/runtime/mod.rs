@@ -45,6 +45,10 @@ pub const LABEL_OP_ID: &str = "rtmanager.dev/op-id";
 /// Label carrying the document generation the container was created from: what a later
 /// recreate diffs the current spec against (the kept revision of that generation).
 pub(crate) const LABEL_GENERATION: &str = "rtmanager.dev/generation";
+/// Label carrying the image the container was created from, as a digest
+/// (`status.imageID`): a later look compares it with the registry's digest of
+/// the tag (`imagePullPolicy: Always`) without any record in etcd.
+pub const LABEL_IMAGE_ID: &str = "rtmanager.dev/image-id";
 /// Label carrying the `spec.restartToken` the container was created under:
 /// a new container answers every restart asked for until then. With it, a
 /// lost or forged status record can never replay a restart.
@@ -441,11 +445,14 @@ impl fmt::Display for ContainerState {
 }
 
 /// What the runtime observed about one image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImageInfo {
     /// The image id, `sha256:...`: what a container's `image_id` is
     /// compared with.
     pub id: String,
+    /// Its repository digests (`registry/repo@sha256:...`), one per repository it
+    /// was pulled from or pushed to; empty for an image built or loaded here.
+    pub repo_digests: Vec<String>,
 }
 
 /// One container event from Docker's event stream.
@@ -497,6 +504,10 @@ pub enum RuntimeOp {
     /// The volume calls: [`ContainerRuntime::inspect_volume`],
     /// `create_volume`, `remove_volume` and `list_volumes`.
     Volume,
+    /// [`ContainerRuntime::pull_image`].
+    PullImage,
+    /// [`ContainerRuntime::registry_digest`].
+    RegistryDigest,
 }
 
 impl RuntimeOp {
@@ -518,6 +529,8 @@ impl RuntimeOp {
             RuntimeOp::Exec => "exec",
             RuntimeOp::Logs => "logs",
             RuntimeOp::Volume => "volume",
+            RuntimeOp::PullImage => "pull_image",
+            RuntimeOp::RegistryDigest => "registry_digest",
         }
     }
 }
@@ -577,6 +590,17 @@ pub enum RuntimeError {
         /// The call that timed out ([`RuntimeOp::as_str`]).
         operation: String,
     },
+    /// A pull of `image` (or a look at its digest in the registry) failed;
+    /// `failure` says how, `message` is Docker's (credentials never appear in it).
+    #[error("pulling {image}: {message}")]
+    Pull {
+        /// The image reference.
+        image: String,
+        /// What kind of failure it was.
+        failure: PullFailure,
+        /// Docker's (or the registry's) message.
+        message: String,
+    },
     /// Any other error answer. `status` is the HTTP status, or 0 when Docker
     /// answered something unreadable (no usable status).
     #[error("Docker refused ({status}): {message}")]
@@ -605,6 +629,7 @@ impl RuntimeError {
             }
             RuntimeError::ImageNotFound { .. } => ErrorCode::ImageNotFound,
             RuntimeError::PortAllocated { .. } => ErrorCode::PortConflict,
+            RuntimeError::Pull { failure, .. } => failure.code(),
             RuntimeError::Unreachable { .. } | RuntimeError::Timeout { .. } => {
                 ErrorCode::ServiceUnavailable
             }
@@ -650,6 +675,55 @@ impl RuntimeError {
     }
 }
 
+/// How a pull failed, for its error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullFailure {
+    /// The registry has no such repository or tag ("manifest unknown"):
+    /// `image_not_found`, as for an image missing with `imagePullPolicy: Never`.
+    NotFound,
+    /// The registry refused the credentials, or wants some: `image_pull_unauthorized`.
+    Unauthorized,
+    /// The pull outlived `--image-pull-timeout`: `image_pull_timeout`.
+    Timeout,
+    /// Anything else (registry unreachable, broken, disk full): `image_pull_failed`.
+    Failed,
+}
+
+impl PullFailure {
+    /// The stable error code.
+    pub const fn code(self) -> ErrorCode {
+        match self {
+            PullFailure::NotFound => ErrorCode::ImageNotFound,
+            PullFailure::Unauthorized => ErrorCode::ImagePullUnauthorized,
+            PullFailure::Timeout => ErrorCode::ImagePullTimeout,
+            PullFailure::Failed => ErrorCode::ImagePullFailed,
+        }
+    }
+}
+
+/// Credentials for one registry host (from the controller's auth file). The
+/// password never reaches a log: `Debug` leaves it out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryCredentials {
+    /// The registry host (`host[:port]`) they are for.
+    pub server: String,
+    /// The user name; empty with an identity token.
+    pub username: String,
+    /// The password.
+    pub password: String,
+    /// An OAuth identity token, instead of a user name and password.
+    pub identity_token: Option<String>,
+}
+
+impl fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A container engine, as the lifecycle services and the controller see it.
 ///
 /// Implementations: [`DockerRuntime`] (bollard) and `fake::FakeRuntime`
@@ -661,6 +735,25 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
 
     /// The image by reference or id; `None` when it is not on the host.
     async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>, RuntimeError>;
+
+    /// Pulls `image` from its registry with `credentials` (anonymously without),
+    /// reading Docker's progress to its end; fails with [`RuntimeError::Pull`]
+    /// (a failure reported inside the progress included) or after `timeout`.
+    async fn pull_image(
+        &self,
+        image: &str,
+        credentials: Option<&RegistryCredentials>,
+        timeout: Duration,
+    ) -> Result<ImageInfo, RuntimeError>;
+
+    /// The digest (`sha256:...`) the registry holds for `image`'s tag, read
+    /// without pulling (Docker's distribution inspect: the manifest only).
+    async fn registry_digest(
+        &self,
+        image: &str,
+        credentials: Option<&RegistryCredentials>,
+        timeout: Duration,
+    ) -> Result<String, RuntimeError>;
 
     /// The container by name or id; `None` when there is none.
     async fn inspect_container(

@@ -108,6 +108,7 @@ impl Default for GameRuntimeSpec {
     fn default() -> GameRuntimeSpec {
         GameRuntimeSpec {
             image: String::new(),
+            image_pull_policy: super::ImagePullPolicy::default(),
             state: DEFAULT_STATE,
             hostname: None,
             command: Vec::new(),

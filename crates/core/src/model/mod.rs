@@ -23,6 +23,7 @@ pub mod disruption;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
 pub mod health;
+pub mod image;
 pub mod parse;
 pub mod quantity;
 pub mod session;
@@ -42,6 +43,7 @@ pub use health::{
     DockerProbe, ExecProbe, HealthCheck, HealthStatus, HealthVerdict, HttpProbe, Probe, ProbeKind,
     PublishedPort, TcpProbe,
 };
+pub use image::{ImageName, ImagePullPolicy};
 pub use parse::{
     MAX_DOCUMENT_BYTES, MAX_FILE_BYTES, MAX_NESTING, MAX_NODES, ParseError, parse_document,
     parse_documents, to_yaml,
@@ -110,6 +112,12 @@ pub struct GameRuntimeSpec {
     /// The image to run, e.g. `registry.example/galaxy/engine:1.4.2`.
     #[schemars(length(min = 1, max = 255))]
     pub image: String,
+    /// When the image is pulled from its registry: `IfNotPresent` (the default) pulls
+    /// only when it is not on the Docker host, `Always` pulls before every new container
+    /// and recreates the game (a voluntary update) when the tag's digest moves, `Never`
+    /// never pulls. Changing it never recreates the container by itself.
+    #[serde(default, skip_serializing_if = "ImagePullPolicy::is_default")]
+    pub image_pull_policy: ImagePullPolicy,
     /// `Running` (the default): the container should run; `Stopped`: it should not.
     #[serde(default)]
     pub state: DesiredState,
@@ -335,6 +343,11 @@ pub struct GameRuntimeStatus {
     /// The image the current container runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_ref: Option<String>,
+    /// The image the current container was created from, as a digest: its repository
+    /// digest (`registry/repo@sha256:...`) when it came from a registry, else its image
+    /// id (`sha256:...`).
+    #[serde(default, rename = "imageID", skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
     /// The current container's hostname.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
@@ -1015,6 +1028,12 @@ mod tests {
                 d.spec.restart_policy = RestartPolicy::Never
             }),
             ("restartToken", |d| d.spec.restart_token = "REQ-42".into()),
+            ("imagePullPolicy Always", |d| {
+                d.spec.image_pull_policy = ImagePullPolicy::Always
+            }),
+            ("imagePullPolicy Never", |d| {
+                d.spec.image_pull_policy = ImagePullPolicy::Never
+            }),
             ("node", |d| d.spec.node = Some("node-a".into())),
             ("stopTimeout", |d| {
                 d.spec.stop_timeout = Duration::from_secs(5)

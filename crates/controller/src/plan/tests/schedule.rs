@@ -183,6 +183,7 @@ fn a_lost_status_record_restarts_nothing() {
         health: None,
         session: Versioned::absent(),
         budget_wait: None,
+        registry_digest: None,
     };
     assert!(crate::plan::schedule::due(&d, &lost, at(600)).is_none());
     assert_ne!(
