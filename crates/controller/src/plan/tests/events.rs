@@ -85,3 +85,39 @@ fn an_update_held_back_by_a_session_is_noticed_once_per_generation() {
     new.metadata.generation = Some(5);
     assert_ne!(events(&new, &observed, 30), first);
 }
+
+#[test]
+fn a_container_judged_unhealthy_is_one_occurrence_however_many_probes_fail() {
+    use crate::health::HealthView;
+    use rtm_core::model::HealthVerdict;
+    let d = doc(
+        "  healthCheck:\n    http: {port: 8080, path: /healthz}\n    interval: 1s\n    \
+         timeout: 1s\n    failureThreshold: 3\n    startupTimeout: 60s\n",
+    );
+    let probed = |failures: u32| {
+        let mut observed = observed(Some(container(&d, ContainerState::Running)));
+        observed.health = Some(HealthView {
+            container_id: "c1".into(),
+            verdict: HealthVerdict::Failing,
+            passed: true,
+            consecutive_failures: failures,
+            message: Some("http 503 from 10.0.0.2:8080/healthz".into()),
+            last_failure: Some("http 503 from 10.0.0.2:8080/healthz".into()),
+            since: at(5),
+            results: 10,
+        });
+        observed
+    };
+    let first = events(&d, &probed(3), 20);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].0, EventReason::HealthCheckFailed);
+    // More failing probes of the same container: the same occurrence, no new write.
+    assert_eq!(events(&d, &probed(7), 25), first);
+    // A passing game notices nothing.
+    let mut healthy = probed(0);
+    if let Some(view) = healthy.health.as_mut() {
+        view.verdict = HealthVerdict::Passing;
+        view.message = None;
+    }
+    assert!(events(&d, &healthy, 30).is_empty());
+}
