@@ -344,6 +344,16 @@ impl Installation {
             .map_err(|e| format!("status/{game}: {e}"))
     }
 
+    /// The id of the image `reference` names on the engine now, if it is there.
+    pub async fn tag_id(&self, reference: &str) -> Option<String> {
+        self.docker
+            .inspect_image(reference)
+            .await
+            .ok()
+            .flatten()
+            .map(|image| image.id)
+    }
+
     /// Every container of this installation (its prefix label), any state.
     pub async fn containers(&self) -> Result<Vec<ContainerInfo>, String> {
         let all = self
@@ -393,7 +403,11 @@ impl Installation {
                 .filter(|c| c.game() == Some(game.as_str()))
                 .cloned()
                 .collect();
-            converged.insert(game.clone(), check_converged(doc, status.as_ref(), &mine)?);
+            let tag_id = self.tag_id(&doc.spec.image).await;
+            converged.insert(
+                game.clone(),
+                check_converged(doc, status.as_ref(), &mine, tag_id.as_deref())?,
+            );
         }
         Ok(converged)
     }
@@ -471,7 +485,12 @@ impl Installation {
                     // A record that does not decode: the controller must
                     // rebuild it.
                     Err(e) => format!("its status record does not decode: {e}"),
-                    Ok(status) => match check_converged(doc, status.as_ref(), &mine) {
+                    Ok(status) => match check_converged(
+                        doc,
+                        status.as_ref(),
+                        &mine,
+                        self.tag_id(&doc.spec.image).await.as_deref(),
+                    ) {
                         Ok(_) => "converged now".to_owned(),
                         Err(e) => e,
                     },
@@ -730,10 +749,16 @@ impl Installation {
 /// the document's generation and restart token, Ready, and exactly one
 /// container of the game, running, from the document's image, the one the
 /// status names; desired Stopped means status Stopped and nothing running.
+///
+/// `tag_id` is the id of the image `spec.image` names now: a replacement the controller made
+/// by that id, because the tag vanished during its restart's stop (lifecycle/restart.rs), runs
+/// exactly that image and is converged (recreating it only to show the tag would be a
+/// voluntary disruption for nothing).
 pub fn check_converged(
     doc: &GameRuntime,
     status: Option<&GameRuntimeStatus>,
     containers: &[ContainerInfo],
+    tag_id: Option<&str>,
 ) -> Result<(GameRuntimeStatus, Option<ContainerInfo>), String> {
     let game = doc.name();
     let status = status.ok_or_else(|| format!("{game}: no status yet"))?;
@@ -768,9 +793,11 @@ pub fn check_converged(
             let [container] = containers else {
                 return Err(seen());
             };
+            let made_by_id =
+                container.image == container.image_id && Some(container.image.as_str()) == tag_id;
             if !container.is_running()
                 || status.container_id.as_deref() != Some(container.id.as_str())
-                || container.image != doc.spec.image
+                || (container.image != doc.spec.image && !made_by_id)
             {
                 return Err(seen());
             }

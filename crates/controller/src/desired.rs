@@ -250,7 +250,7 @@ impl DesiredMirror {
             WatchEvent::Delete { .. } => None,
         };
         self.cache.apply(game.clone(), doc);
-        self.queue.add(&game);
+        self.queue.add_changed(&game);
     }
 }
 
@@ -284,7 +284,7 @@ async fn relist(
         info!(games, revision = list.revision, "desired state listed");
     } else {
         for game in changed {
-            queue.add(&game);
+            queue.add_changed(&game);
         }
     }
     cache.set_ready();

@@ -236,6 +236,14 @@ impl WorkQueue {
         self.add_after(game, delay);
     }
 
+    /// Schedules `game` now because its document changed (or was deleted): a hold for a
+    /// failure ends, since the failure was the old document's. Should the new one fail too,
+    /// the game's back-off goes on from where it was (the worker's delays keep growing).
+    pub(crate) fn add_changed(&self, game: &str) {
+        self.release(game);
+        self.add(game);
+    }
+
     /// Ends the hold of `game` (its reconcile succeeded).
     pub(crate) fn release(&self, game: &str) {
         self.lock().held.remove(game);
@@ -339,6 +347,17 @@ mod tests {
         let again = Instant::now();
         assert_eq!(next(&queue).await, "g1");
         assert_eq!(again.elapsed(), Duration::ZERO, "released: at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_document_ends_the_hold_of_its_game() {
+        let queue = WorkQueue::new();
+        queue.hold("g1", Duration::from_secs(120));
+        queue.add("g1"); // a Docker event: still held
+        queue.add_changed("g1"); // the document was deleted, say
+        let started = Instant::now();
+        assert_eq!(next(&queue).await, "g1");
+        assert_eq!(started.elapsed(), Duration::ZERO, "looked at at once");
     }
 
     #[tokio::test(start_paused = true)]
