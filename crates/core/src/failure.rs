@@ -10,6 +10,29 @@ use std::sync::Arc;
 
 use crate::error_code::ErrorCode;
 
+/// An error and its causes on one line, `a: b: c`, leaving out a cause that adds nothing
+/// (the layers of a transport error repeat each other's words): the top-level message of a
+/// client error (bollard's "client error (Connect)", tonic's "transport error") rarely says
+/// why by itself.
+pub fn error_chain(error: &dyn StdError) -> String {
+    cause_chain(&error.to_string(), error.source())
+}
+
+/// `first`, then each cause from `source` on that adds something, `: `-separated (what
+/// [`error_chain`] does for an error whose own message is `first`).
+pub fn cause_chain(first: &str, mut source: Option<&dyn StdError>) -> String {
+    let mut text = first.to_owned();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !more.is_empty() && !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// An error that carries a stable code.
 pub trait Coded: StdError {
     /// The stable code of this failure.
@@ -127,6 +150,27 @@ coded!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_names_each_cause_that_adds_something() {
+        let inner =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let outer = Failure::caused_by(
+            ErrorCode::ServiceUnavailable,
+            "client error (Connect)",
+            inner,
+        );
+        assert_eq!(
+            error_chain(&outer),
+            "client error (Connect): connection refused"
+        );
+        let repeats = Failure::caused_by(
+            ErrorCode::ServiceUnavailable,
+            "transport error: connection refused",
+            std::io::Error::other("connection refused"),
+        );
+        assert_eq!(error_chain(&repeats), "transport error: connection refused");
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("etcd is unreachable")]

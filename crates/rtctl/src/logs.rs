@@ -300,7 +300,7 @@ async fn elsewhere(client: &Client, game: &str, host: &str) -> CliError {
 }
 
 fn docker_error(host: &str, doing: &str, error: &bollard::errors::Error) -> CliError {
-    let detail = super::error::one_line(&chain(error));
+    let detail = super::error::one_line(&rtm_core::failure::error_chain(error));
     let lower = detail.to_ascii_lowercase();
     if lower.contains("permission denied") {
         return CliError::DockerDenied {
@@ -327,20 +327,6 @@ fn docker_error(host: &str, doing: &str, error: &bollard::errors::Error) -> CliE
              runs and that --docker-host, DOCKER_HOST or the context's dockerHost point at it"
         ),
     }
-}
-
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn unix_seconds(at: SystemTime) -> i32 {

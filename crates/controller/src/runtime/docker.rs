@@ -57,6 +57,7 @@ use bollard::query_parameters::{
 };
 use bollard::{ClientVersion, Docker};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use rtm_core::failure::error_chain;
 use tokio::sync::OnceCell;
 
 use rtm_core::model::{Protocol, PublishedPort};
@@ -740,22 +741,6 @@ fn classify_status(call: &Call<'_>, status: u16, message: String) -> Outcome {
         (409, _) => Outcome::Failed(RuntimeError::Conflict { message }),
         _ => Outcome::Failed(RuntimeError::Rejected { status, message }),
     }
-}
-
-/// An error and its causes on one line: bollard's transport errors say
-/// "client error (Connect)" and hide the useful part in their sources.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 /// The create body for a spec: Kubernetes-style command/args, our labels,

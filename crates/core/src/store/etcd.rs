@@ -18,6 +18,8 @@ use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
+use crate::failure::{cause_chain, error_chain};
+
 use super::{
     Compare, KeyValue, LeaseGrant, LeaseId, Listing, Mutation, Revision, Store, StoreError, Txn,
     TxnOutcome, WatchBatch, WatchEvent, WatchStream,
@@ -654,27 +656,6 @@ fn never_sent(error: &etcd_client::Error) -> bool {
 
 fn is_transport_failure(message: &str) -> bool {
     message.contains("transport error") || message.contains("connection")
-}
-
-/// The error and its causes on one line ("transport error: connection
-/// refused"), because the top-level message alone rarely says why.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    cause_chain(&error.to_string(), error.source())
-}
-
-/// `first`, then each cause that adds something (the layers of a
-/// connection error repeat each other's words).
-fn cause_chain(first: &str, mut source: Option<&dyn std::error::Error>) -> String {
-    let mut text = first.to_owned();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !more.is_empty() && !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 impl EtcdStore {
