@@ -230,12 +230,8 @@ impl Mirror for Prepuller {
         for event in batch {
             let keys = &self.shared.keys;
             match (&event, PrepullKey::of(keys, event.key())) {
-                (WatchEvent::Put(kv), Some(PrepullKey::Request(id))) => {
-                    self.take_up(id, kv, false)
-                }
-                (WatchEvent::Delete { .. }, Some(PrepullKey::Request(id))) => {
-                    self.drop_request(id)
-                }
+                (WatchEvent::Put(kv), Some(PrepullKey::Request(id))) => self.take_up(id, kv, false),
+                (WatchEvent::Delete { .. }, Some(PrepullKey::Request(id))) => self.drop_request(id),
                 _ => {}
             }
         }
@@ -279,7 +275,10 @@ impl Shared {
                     return;
                 }
                 Ok(false) => {
-                    info!(id, "the prepull request went before its answer; none written");
+                    info!(
+                        id,
+                        "the prepull request went before its answer; none written"
+                    );
                     return;
                 }
                 Err(error) if attempt < ANSWER_ATTEMPTS => {
@@ -359,10 +358,7 @@ impl Shared {
             return skipped("the controller is stopping".to_owned());
         };
         let started = Instant::now();
-        let pulled = self
-            .lifecycle
-            .pull(&wanted.first_game, image, false)
-            .await;
+        let pulled = self.lifecycle.pull(&wanted.first_game, image, false).await;
         let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match pulled {
             Ok(info) => ImageAnswer {

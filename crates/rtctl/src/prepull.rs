@@ -240,15 +240,16 @@ async fn ask_and_wait(
         .create(id, request, lease)
         .await
         .map_err(|e| match e {
-            PrepullError::Refused { reason, .. } => CliError::invalid(format!(
-                "the prepull request cannot be written: {reason}"
-            )),
+            PrepullError::Refused { reason, .. } => {
+                CliError::invalid(format!("the prepull request cannot be written: {reason}"))
+            }
             PrepullError::Store(e) => client.store_error(e, "writing the prepull request"),
         })?;
     note(&format!(
-        "prepull {id} requested (ref {}): {} games, waiting up to {} for {}",
+        "prepull {id} requested (ref {}): {} game{}, waiting up to {} for {}",
         request.requester,
         request.games.len(),
+        if request.games.len() == 1 { "" } else { "s" },
         humantime::format_duration(args.timeout),
         if expected.nodes.is_empty() {
             "any answer".to_owned()
@@ -256,16 +257,33 @@ async fn ask_and_wait(
             format!(
                 "node{} {}",
                 if expected.nodes.len() == 1 { "" } else { "s" },
-                expected.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+                expected
+                    .nodes
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         }
     ));
     let mut answers = BTreeMap::new();
+    // The request's own key and its answers (the prefix `prepulls/<id>` holds both).
+    let request_key = client.keys().prepull(id);
     let (mut watch, listings, _) =
-        MultiWatch::start_at(client, vec![client.keys().prepull_answers(id)], Some(written))
-            .await?;
+        MultiWatch::start_at(client, vec![request_key.clone()], Some(written)).await?;
     for kv in &listings[0].items {
-        take(client, &mut answers, kv);
+        take(client, id, &mut answers, kv);
+    }
+    let withdrawn = || {
+        Err(CliError::Conflict {
+            message: format!(
+                "the prepull request {request_key} was deleted by someone else while rtctl \
+                 waited (its pulls stop); run the command again"
+            ),
+        })
+    };
+    if !listings[0].items.iter().any(|kv| kv.key == request_key) {
+        return withdrawn();
     }
     let all_in = |answers: &BTreeMap<String, NodeAnswer>| {
         !expected.nodes.is_empty() && expected.nodes.keys().all(|n| answers.contains_key(n))
@@ -289,14 +307,21 @@ async fn ask_and_wait(
         match item {
             WatchItem::Batch(batch) => {
                 for event in batch {
-                    if let WatchEvent::Put(kv) = event {
-                        take(client, &mut answers, &kv);
+                    match event {
+                        WatchEvent::Put(kv) => take(client, id, &mut answers, &kv),
+                        WatchEvent::Delete { key, .. } if key == request_key => {
+                            return withdrawn();
+                        }
+                        WatchEvent::Delete { .. } => {}
                     }
                 }
             }
             WatchItem::Relisted(listings) => {
+                if !listings[0].items.iter().any(|kv| kv.key == request_key) {
+                    return withdrawn();
+                }
                 for kv in &listings[0].items {
-                    take(client, &mut answers, kv);
+                    take(client, id, &mut answers, kv);
                 }
             }
         }
@@ -304,9 +329,11 @@ async fn ask_and_wait(
     Ok((answers, Ended::AllAnswered))
 }
 
-/// Keeps the answer stored at `kv`, if it is one.
-fn take(client: &Client, answers: &mut BTreeMap<String, NodeAnswer>, kv: &KeyValue) {
-    if let Some(PrepullKey::Answer(_, node)) = PrepullKey::of(client.keys(), &kv.key) {
+/// Keeps the answer stored at `kv`, if it is one to request `id`.
+fn take(client: &Client, id: &str, answers: &mut BTreeMap<String, NodeAnswer>, kv: &KeyValue) {
+    if let Some(PrepullKey::Answer(of, node)) = PrepullKey::of(client.keys(), &kv.key)
+        && of == id
+    {
         match decode_answer(kv, node) {
             Some(answer) => {
                 answers.insert(node.to_owned(), answer);
@@ -333,11 +360,7 @@ struct Report {
 
 /// The table NODE IMAGE RESULT DIGEST TOOK MESSAGE (one row per node and image; a node that
 /// did not answer gets a row saying so), and the games not covered.
-fn report(
-    games: &[String],
-    expected: &Expected,
-    answers: &BTreeMap<String, NodeAnswer>,
-) -> Report {
+fn report(games: &[String], expected: &Expected, answers: &BTreeMap<String, NodeAnswer>) -> Report {
     let mut report = Report::default();
     let mut table = Table::new(["NODE", "IMAGE", "RESULT", "DIGEST", "TOOK", "MESSAGE"]);
     let nodes: BTreeSet<&String> = expected.nodes.keys().chain(answers.keys()).collect();
@@ -375,8 +398,7 @@ fn report(
                 if image.outcome == PullOutcome::Skipped {
                     "-".into()
                 } else {
-                    humantime::format_duration(Duration::from_millis(image.took_ms / 100 * 100))
-                        .to_string()
+                    humantime::format_duration(Duration::from_millis(image.took_ms)).to_string()
                 },
                 image
                     .message
@@ -386,9 +408,7 @@ fn report(
             ]);
         }
         if let Some(note) = &answer.note {
-            report
-                .uncovered
-                .push(format!("note: node {node}: {note}"));
+            report.uncovered.push(format!("note: node {node}: {note}"));
         }
     }
     report.table = table.render();
@@ -422,16 +442,12 @@ fn report(
 mod tests {
     use super::*;
     use rtm_core::ErrorCode;
-    use rtm_core::model::fixtures::game;
     use rtm_core::model::GameRuntimeStatus;
+    use rtm_core::model::fixtures::game;
     use rtm_core::records::prepulls::ImageAnswer;
 
     fn parse(args: &[&str]) -> Result<crate::Cli, clap::Error> {
-        crate::parse_from(
-            ["rtctl", "prepull"]
-                .into_iter()
-                .chain(args.iter().copied()),
-        )
+        crate::parse_from(["rtctl", "prepull"].into_iter().chain(args.iter().copied()))
     }
 
     fn args_of(cli: crate::Cli) -> PrepullArgs {
@@ -503,22 +519,50 @@ mod tests {
             digest: Some("reg/e@sha256:abc".into()),
             took_ms: 1_234,
         };
-        let missing = ImageAnswer::failed("reg/e:404", ErrorCode::ImageNotFound, "manifest\nunknown", 56);
-        let answers = BTreeMap::from([(
-            "a".to_owned(),
-            answer("a", &["g1"], vec![pulled, missing]),
-        )]);
+        let missing = ImageAnswer::failed(
+            "reg/e:404",
+            ErrorCode::ImageNotFound,
+            "manifest\nunknown",
+            56,
+        );
+        let answers =
+            BTreeMap::from([("a".to_owned(), answer("a", &["g1"], vec![pulled, missing]))]);
         let report = report(&games, &expected, &answers);
         let lines: Vec<Vec<&str>> = report
             .table
             .lines()
-            .map(|l| l.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect())
+            .map(|l| {
+                l.split("   ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            })
             .collect();
-        assert_eq!(lines[0], ["NODE", "IMAGE", "RESULT", "DIGEST", "TOOK", "MESSAGE"]);
-        assert_eq!(lines[1], ["a", "reg/e:2", "pulled", "reg/e@sha256:abc", "1s 200ms", "-"]);
+        assert_eq!(
+            lines[0],
+            ["NODE", "IMAGE", "RESULT", "DIGEST", "TOOK", "MESSAGE"]
+        );
+        assert_eq!(
+            lines[1],
+            [
+                "a",
+                "reg/e:2",
+                "pulled",
+                "reg/e@sha256:abc",
+                "1s 234ms",
+                "-"
+            ]
+        );
         assert_eq!(
             lines[2],
-            ["a", "reg/e:404", "image_not_found", "-", "0s", "manifest; unknown"]
+            [
+                "a",
+                "reg/e:404",
+                "image_not_found",
+                "-",
+                "56ms",
+                "manifest; unknown"
+            ]
         );
         assert_eq!(lines[3][..3], ["ghost", "-", "no answer"]);
         assert_eq!((report.pulls, report.failed), (2, 1));

@@ -39,11 +39,14 @@ impl Drop for Stage {
 async fn stage(docs: Vec<GameRuntime>, runtime: Option<Arc<dyn ContainerRuntime>>) -> Stage {
     let parts = parts().await;
     let runtime = runtime.unwrap_or_else(|| parts.runtime.clone());
-    let lifecycle = Lifecycle::new(runtime, parts.session.clone(), 100, parts.metrics.clone())
-        .with_node(NODE);
+    let lifecycle =
+        Lifecycle::new(runtime, parts.session.clone(), 100, parts.metrics.clone()).with_node(NODE);
     let cache = Arc::new(DesiredCache::new());
     for doc in docs {
-        cache.apply(doc.metadata.name.clone(), Some(Desired::Valid(Box::new(doc))));
+        cache.apply(
+            doc.metadata.name.clone(),
+            Some(Desired::Valid(Box::new(doc))),
+        );
     }
     cache.set_ready();
     let sharding = Sharding {
@@ -161,7 +164,11 @@ async fn each_distinct_image_of_this_nodes_games_is_pulled_once_and_answered_on_
     let (answer, answer_lease) = s.answered("p1").await;
     assert_eq!(answer_lease, lease, "the answer expires with the request");
     assert_eq!(answer.node, NODE);
-    assert_eq!(answer.games, ["g1", "g2", "g4"], "g3 is node-b's, gone has no document");
+    assert_eq!(
+        answer.games,
+        ["g1", "g2", "g4"],
+        "g3 is node-b's, gone has no document"
+    );
     let [pulled, skipped] = answer.images.as_slice() else {
         panic!("two images: {answer:?}");
     };
@@ -176,7 +183,11 @@ async fn each_distinct_image_of_this_nodes_games_is_pulled_once_and_answered_on_
         skipped.message.as_deref().unwrap().contains("Never"),
         "{skipped:?}"
     );
-    assert_eq!(s.runtime().count(FakeOp::PullImage), 1, "one pull per image");
+    assert_eq!(
+        s.runtime().count(FakeOp::PullImage),
+        1,
+        "one pull per image"
+    );
     // Nothing but the pull reached Docker: no container was created, stopped or removed.
     assert!(
         s.runtime()
@@ -222,7 +233,11 @@ async fn a_request_on_no_lease_is_refused_and_nothing_is_pulled() {
         .txn(Txn::new().put(keys.prepull("forged"), body))
         .await
         .unwrap();
-    let lease = s.store().grant_lease(Duration::from_secs(60)).await.unwrap();
+    let lease = s
+        .store()
+        .grant_lease(Duration::from_secs(60))
+        .await
+        .unwrap();
     s.store()
         .txn(Txn::new().put_with_lease(keys.prepull("junk"), b"{\"games\":".to_vec(), lease.id))
         .await
@@ -232,7 +247,11 @@ async fn a_request_on_no_lease_is_refused_and_nothing_is_pulled() {
     s.answered("good").await;
     assert_eq!(s.answer_of("forged").await, None);
     assert_eq!(s.answer_of("junk").await, None);
-    assert_eq!(s.runtime().count(FakeOp::PullImage), 1, "only the good one pulled");
+    assert_eq!(
+        s.runtime().count(FakeOp::PullImage),
+        1,
+        "only the good one pulled"
+    );
 }
 
 #[tokio::test]
@@ -259,7 +278,11 @@ async fn a_request_deleted_mid_pull_gets_no_answer_and_a_new_one_is_answered() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(s.answer_of("p3").await, None, "no answer outlives its request");
+    assert_eq!(
+        s.answer_of("p3").await,
+        None,
+        "no answer outlives its request"
+    );
     // The same id asked again is a new request.
     s.ask("p3", &request(&["g1"], None)).await;
     let (answer, _) = s.answered("p3").await;

@@ -408,7 +408,10 @@ mod tests {
         let read = decode_request(&kv(serde_json::to_vec(&written).unwrap(), 7)).unwrap();
         assert_eq!(read, written);
         let text = String::from_utf8(serde_json::to_vec(&written).unwrap()).unwrap();
-        assert!(text.contains("\"requestedAt\":\"2027-01-15T08:00:00Z\""), "{text}");
+        assert!(
+            text.contains("\"requestedAt\":\"2027-01-15T08:00:00Z\""),
+            "{text}"
+        );
     }
 
     #[test]
@@ -424,16 +427,15 @@ mod tests {
         let many: Vec<String> = (0..=MAX_GAMES).map(|i| format!("g{i}")).collect();
         let mut too_many = request(&[]);
         too_many.games = many;
-        assert!(
-            refused(kv(serde_json::to_vec(&too_many).unwrap(), 7)).contains("more than 10000")
-        );
+        assert!(refused(kv(serde_json::to_vec(&too_many).unwrap(), 7)).contains("more than 10000"));
         let mut bad_name = request(&["../etc"]);
         assert!(refused(kv(serde_json::to_vec(&bad_name).unwrap(), 7)).contains("game name"));
         bad_name.games = vec!["g1".into()];
         bad_name.image = Some("a b".into());
         assert!(refused(kv(serde_json::to_vec(&bad_name).unwrap(), 7)).contains("image"));
         assert!(refused(kv(serde_json::to_vec(&request(&[])).unwrap(), 7)).contains("no game"));
-        let unknown = br#"{"games":["g1"],"requestedAt":"2027-01-15T08:00:00Z","requester":"x","cmd":"rm"}"#;
+        let unknown =
+            br#"{"games":["g1"],"requestedAt":"2027-01-15T08:00:00Z","requester":"x","cmd":"rm"}"#;
         assert!(refused(kv(unknown.to_vec(), 7)).contains("unknown field"));
     }
 
