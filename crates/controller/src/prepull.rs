@@ -281,6 +281,10 @@ impl Shared {
                     );
                     return;
                 }
+                Err(error @ prepulls::PrepullError::Store(StoreError::PermissionDenied { .. })) => {
+                    warn!(id, %error, "this controller may not answer prepull requests: its etcd role needs readwrite on prepulls/ (scripts/etcd-roles)");
+                    return;
+                }
                 Err(error) if attempt < ANSWER_ATTEMPTS => {
                     let delay = backoff.next_delay();
                     warn!(id, %error, retry_in = ?delay, "writing the prepull answer failed");

@@ -173,8 +173,7 @@ pub(crate) async fn prepull(
         }),
         Ended::Interrupted => Err(CliError::Interrupted {
             what: "prepull answers".to_owned(),
-            hint: "the request was withdrawn; pulls already started finish on their nodes"
-                .to_owned(),
+            hint: "the request was withdrawn: its nodes stop pulling for it".to_owned(),
         }),
     }
 }
@@ -373,7 +372,7 @@ fn report(games: &[String], expected: &Expected, answers: &BTreeMap<String, Node
                 "no answer".into(),
                 "-".into(),
                 "-".into(),
-                "no controller of this node answered in time".into(),
+                "no answer from a controller of this node".into(),
             ]);
             continue;
         };
