@@ -35,6 +35,10 @@ use rtm_core::store::{KeyValue, WatchEvent};
 /// revoke it; when rtctl is killed instead, the records go this long after the timeout.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
+/// The longest `--timeout`: the request's lease lives that long (etcd refuses far longer
+/// TTLs), and a prepull that takes a day is a registry problem, not a wait.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// How long to wait when no game names a node: a controller that takes unassigned games
 /// answers within seconds, and there is no node whose silence would mean anything.
 const NOWHERE_GRACE: Duration = Duration::from_secs(10);
@@ -93,6 +97,7 @@ pub(crate) async fn prepull(
     out: &mut dyn Write,
     interrupt: &CancellationToken,
 ) -> Result<Outcome, CliError> {
+    check_timeout(args.timeout)?;
     if let Some(image) = &args.image {
         image_reference(image)
             .map_err(|reason| CliError::invalid(format!("invalid --image {image:?}: {reason}")))?;
@@ -176,6 +181,17 @@ pub(crate) async fn prepull(
             hint: "the request was withdrawn: its nodes stop pulling for it".to_owned(),
         }),
     }
+}
+
+fn check_timeout(timeout: Duration) -> Result<(), CliError> {
+    if timeout > MAX_TIMEOUT {
+        return Err(CliError::usage(format!(
+            "--timeout {} is longer than the {} a prepull may wait",
+            humantime::format_duration(timeout),
+            humantime::format_duration(MAX_TIMEOUT)
+        )));
+    }
+    Ok(())
 }
 
 /// The documents (with their status) of `names`, in the order given; a name that is
@@ -467,6 +483,9 @@ mod tests {
         assert_eq!(args.timeout, Duration::from_secs(30));
         assert!(parse(&["g1", "--all"]).is_err());
         assert!(parse(&["--all", "--timeout", "soon"]).is_err());
+        assert!(check_timeout(Duration::from_secs(24 * 3600)).is_ok());
+        let long = check_timeout(Duration::from_secs(24 * 3600 + 1)).unwrap_err();
+        assert!(matches!(long, CliError::Usage { .. }), "{long}");
     }
 
     fn on(name: &str, spec_node: Option<&str>, status_node: Option<&str>) -> GameRuntime {

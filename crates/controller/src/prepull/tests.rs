@@ -321,3 +321,61 @@ async fn a_relist_does_not_pull_again_for_an_answered_request() {
     s.until("nothing more", |r| r.count(FakeOp::PullImage) == 1)
         .await;
 }
+
+#[tokio::test]
+async fn a_controller_stopped_mid_pull_answers_after_its_restart() {
+    let fake = FakeRuntime::new();
+    fake.push(IMAGE, "engine two");
+    let slow: Arc<dyn ContainerRuntime> = Arc::new(fake.with_latency(Duration::from_secs(30)));
+    let docs = vec![doc("g1", None, IMAGE, ImagePullPolicy::IfNotPresent)];
+    let s = stage(docs.clone(), Some(slow)).await;
+    s.ask("p5", &request(&["g1"], None)).await;
+    tokio::time::timeout(WAIT, async {
+        while fake.count(FakeOp::PullImage) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the pull starts");
+    // The stage stops (a lost session, a restart): its pull goes with it, unanswered.
+    s.stop.cancel();
+    tokio::time::timeout(WAIT, async {
+        while !s.task.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the stage stops at once, not after its 30 s pull");
+    assert_eq!(s.answer_of("p5").await, None);
+    // The next one (on a Docker that answers at once) finds the request unanswered.
+    let lifecycle = Lifecycle::new(
+        Arc::new(fake.clone()),
+        s.parts.session.clone(),
+        100,
+        s.parts.metrics.clone(),
+    )
+    .with_node(NODE);
+    let cache = Arc::new(DesiredCache::new());
+    for doc in docs {
+        cache.apply(
+            doc.metadata.name.clone(),
+            Some(Desired::Valid(Box::new(doc))),
+        );
+    }
+    cache.set_ready();
+    let stop = CancellationToken::new();
+    let again = tokio::spawn(run(
+        lifecycle,
+        cache,
+        Sharding {
+            node: NODE.into(),
+            take_unassigned: true,
+        },
+        s.parts.metrics.clone(),
+        stop.clone(),
+    ));
+    let (answer, _) = s.answered("p5").await;
+    assert_eq!(answer.images[0].outcome, PullOutcome::Pulled);
+    stop.cancel();
+    again.abort();
+}
