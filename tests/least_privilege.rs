@@ -6,7 +6,8 @@
 //! - the controller, as `rtm-controller`, reconciles a game from apply to removal, and
 //!   removes the deleted game's history after its grace; it may not write documents;
 //! - the operator, as `rtm-operator`, applies (a budget beside the game), gets, restarts,
-//!   allocates and releases, and deletes with rtctl; it may not write the controller's records;
+//!   allocates and releases, prepulls (the controller answering on the operator's lease), and
+//!   deletes with rtctl; it may not write the controller's records;
 //! - the viewer, as `rtm-viewer`, may get and read the history, and every write is refused
 //!   (rtctl exit 7, permission_denied);
 //! - the matchmaker, as `rtm-matchmaker`, allocates and releases a game through the library
@@ -339,6 +340,34 @@ async fn each_role_does_its_job_and_nothing_more() {
             describe(&output)
         );
     }
+    // A prepull: the operator's request on its own lease, the controller's answer attached
+    // to that lease (etcd wants write permission on the lease's keys for it), the
+    // operator's revoke taking both. The test image is in no registry, so the pull fails
+    // (exit 8): what counts is that the answer came and the keys went.
+    let prepull = w.rtctl(OPERATOR, &["prepull", &game, "--timeout", "60s"]);
+    let said = describe(&prepull);
+    assert_eq!(prepull.status.code(), Some(8), "{said}");
+    assert!(
+        String::from_utf8_lossy(&prepull.stdout)
+            .lines()
+            .any(|l| l.starts_with("local ") && l.contains(IMAGE_1)),
+        "the controller answered as rtm-controller: {said}"
+    );
+    let left = w
+        .etcd
+        .root_store()
+        .await
+        .list(&w.keys.prepulls(), None)
+        .await
+        .expect("prepulls/ listed");
+    assert!(left.items.is_empty(), "revoked by the operator: {left:?}");
+    let output = w.rtctl(VIEWER, &["prepull", &game, "--timeout", "5s"]);
+    assert_eq!(
+        output.status.code(),
+        Some(PERMISSION_DENIED),
+        "rtctl prepull as the viewer: {}",
+        describe(&output)
+    );
     let viewer = w.store(VIEWER).await;
     denied(
         "the viewer writing a session",

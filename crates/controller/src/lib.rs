@@ -8,7 +8,8 @@
 //! remove, unpause, reclaim); the pipeline — `mirror` (the list-then-watch
 //! loop behind every followed prefix) filling `cache`s (the last-seen
 //! records of one prefix, shared by `Arc`): [`desired`] and [`statuses`];
-//! `peers` (the other controllers' heartbeats), [`events`], [`sweep`],
+//! `peers` (the other controllers' heartbeats), [`events`], [`sweep`], `prepull`
+//! (answers `rtctl prepull`: pulls images for the games of this node, touching no container),
 //! [`queue`], `worker`, [`reconcile`] with its pure [`plan`]; [`health`]
 //! (the prober: what each game's health check said, in memory); and around it
 //! [`backoff`], [`config`], [`hardening`], [`metrics`], [`http`].
@@ -54,6 +55,7 @@ pub mod metrics;
 mod mirror;
 mod peers;
 mod plan;
+mod prepull;
 mod queue;
 mod reconcile;
 mod recorder;
@@ -372,14 +374,15 @@ impl Controller {
     /// it is lost or shutdown is asked; then drains the workers.
     async fn run_session(&self, session: &Arc<Session>, shutdown: &CancellationToken) {
         let lifecycle = self.lifecycle(session);
+        let sharding = Sharding {
+            node: self.config.node_name.clone(),
+            take_unassigned: self.config.take_unassigned,
+        };
         let reconciler = Arc::new(
             Reconciler::new(
                 lifecycle.clone(),
                 self.cache.clone(),
-                Sharding {
-                    node: self.config.node_name.clone(),
-                    take_unassigned: self.config.take_unassigned,
-                },
+                sharding.clone(),
                 plan::Settings {
                     address: Some(self.address.clone()),
                     ..plan::Settings::default()
@@ -404,6 +407,13 @@ impl Controller {
         };
         let (metrics, peers_stop) = (self.metrics.clone(), stop_work.clone());
         let peers = tokio::spawn(async move { mirror::run(&peers, &metrics, peers_stop).await });
+        let prepulls = tokio::spawn(prepull::run(
+            lifecycle.clone(),
+            self.cache.clone(),
+            sharding,
+            self.metrics.clone(),
+            stop_work.clone(),
+        ));
         let sweeper = tokio::spawn(sweep::run(
             lifecycle,
             self.cache.clone(),
@@ -423,6 +433,7 @@ impl Controller {
         self.drain(&mut workers).await;
         sweeper.abort();
         peers.abort();
+        prepulls.abort();
     }
 
     /// What acts under `session`, configured for this node.

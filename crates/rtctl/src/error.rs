@@ -12,8 +12,8 @@
 //! | 5    | conflict | a concurrent change won (stale resourceVersion, retries exhausted) |
 //! | 6    | service_unavailable | etcd is unreachable or did not answer in time |
 //! | 7    | permission_denied | etcd refused the credentials or the operation |
-//! | 8    | operation failed | the controller reported a failed restart, start or stop |
-//! | 9    | timeout | `--wait` or `wait` gave up before the condition held |
+//! | 8    | operation failed | the controller reported a failed restart, start or stop, or a failed pull of `prepull` |
+//! | 9    | timeout | `--wait`, `wait` or `prepull` gave up before the condition held (or a node answered) |
 //! | 10   | internal | other corrupt data in etcd (a history entry), or a bug in rtctl |
 //! | 11   | output | the output could not be written (other than a closed pipe) |
 //! | 12   | corrupt | a stored document cannot be read: `get` shows it `Invalid`; `apply --force` replaces it |
@@ -61,8 +61,8 @@ Exit codes:
     5    conflict: a concurrent change won
     6    service_unavailable: etcd is unreachable or did not answer in time
     7    permission_denied: etcd refused the credentials or the operation
-    8    the controller reported a failed restart, start or stop
-    9    timed out waiting (--wait, wait)
+    8    the controller reported a failed restart, start or stop (prepull: a failed pull)
+    9    timed out waiting (--wait, wait, prepull)
     10   internal: other corrupt data in etcd (a history entry), or a bug in rtctl
     11   the output could not be written
     12   corrupt: a stored document cannot be read (get shows it Invalid; apply --force replaces it)

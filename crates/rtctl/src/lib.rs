@@ -18,6 +18,8 @@
 //! - `events` — `events`: the controllers' short-lived observations, folded and expiring
 //! - `logs` — `logs`: the live log from the game's Docker engine, or (`--previous`) the
 //!   output the controller kept of its replaced container
+//! - `prepull` — `prepull`: asks the controllers to pull images onto their nodes, and reports
+//!   their answers
 //! - `restart` — `restart` (and the waiter that follows a restart request to its outcome)
 //! - `state` — `stop`, `start`
 //! - `delete` — `delete`
@@ -52,6 +54,7 @@ mod history;
 mod input;
 mod logs;
 mod output;
+mod prepull;
 mod request;
 mod restart;
 mod rollout;
@@ -145,6 +148,14 @@ pub(crate) enum Command {
                             --docker-host tcp://node-7:2375 --timestamps"
     )]
     Logs(logs::LogsArgs),
+    /// Warm nodes before a rollout: the controllers of the games' nodes pull the image (or
+    /// each game's own), touching no container; prints what each node answered.
+    #[command(after_help = "Examples:\n  rtctl prepull -l tier=ranked --image \
+                            registry.example/galaxy/engine:1.5.0\n  rtctl prepull arena-1 \
+                            arena-2 --timeout 2m\n  rtctl prepull --all\n\nExit: 0 every node \
+                            pulled, 8 a pull failed, 9 a node did not answer in time, 130 \
+                            interrupted.")]
+    Prepull(prepull::PrepullArgs),
     /// Ask for a restart (a recreate): writes a new spec.restartToken.
     #[command(
         after_help = "Examples:\n  rtctl restart arena-1\n  rtctl restart arena-1 --ref \
@@ -227,6 +238,7 @@ impl Command {
                 .map(String::as_str)
                 .collect(),
             Command::Start(args) => args.targets.names.iter().map(String::as_str).collect(),
+            Command::Prepull(args) => args.targets.names.iter().map(String::as_str).collect(),
             Command::Rollout { command } => command.names(),
             Command::Delete(args) => args.game_names().iter().map(String::as_str).collect(),
             Command::Wait(args) => args.names.iter().map(String::as_str).collect(),
@@ -248,7 +260,7 @@ impl Command {
             Command::Start(args) => args.wait,
             Command::Rollout { command } => command.waits(),
             Command::Delete(args) => args.wait,
-            Command::Wait(_) => true,
+            Command::Wait(_) | Command::Prepull(_) => true,
             Command::Logs(args) => args.follow,
             Command::Events(args) => args.watch,
             _ => false,
@@ -423,6 +435,7 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             .await
         }
         Command::Restart(args) => restart::restart(&client, args, out, &interrupt).await,
+        Command::Prepull(args) => prepull::prepull(&client, args, out, &interrupt).await,
         Command::Stop(args) => {
             state::set_state(
                 &client,

@@ -113,8 +113,9 @@ impl Lifecycle {
     }
 
     /// Pulls `image` with its registry's credentials, within the pull timeout;
-    /// `missing_here`: it was looked for on the Docker host and is not there.
-    async fn pull(
+    /// `missing_here`: it was looked for on the Docker host and is not there. Also the
+    /// pull of `rtctl prepull` (crate::prepull), so both log and record `ImagePulled` alike.
+    pub(crate) async fn pull(
         &self,
         game: &str,
         image: &str,

@@ -839,7 +839,7 @@ fn is_label_text(text: &str) -> bool {
 
 /// A Docker image reference, following the grammar of distribution/reference:
 /// `[host[:port]/]component(/component)*[:tag][@sha256:<64 hex>]`.
-fn image_reference(reference: &str) -> Result<(), String> {
+pub fn image_reference(reference: &str) -> Result<(), String> {
     if reference.is_empty() {
         return Err("must not be empty".to_owned());
     }

@@ -3,8 +3,8 @@
 //! ([`status`]), the per-game operation log ([`history`]) and what lease
 //! keys and controller heartbeats hold ([`lease`]), the games' sessions
 //! ([`sessions`]), the last output of each game's previous container ([`previous`]), the
-//! controllers' short-lived observations ([`events`]), the disruption budgets with their slots ([`budgets`]) and the kept specs of
-//! each game ([`revisions`]). A record as read is a
+//! controllers' short-lived observations ([`events`]), the disruption budgets with their slots ([`budgets`]), the kept specs of
+//! each game ([`revisions`]) and the prepull requests with their answers ([`prepulls`]). A record as read is a
 //! [`Versioned`] value: the value and the revision it was read at.
 
 pub mod budgets;
@@ -12,6 +12,7 @@ pub mod documents;
 pub mod events;
 pub mod history;
 pub mod lease;
+pub mod prepulls;
 pub mod previous;
 pub mod revisions;
 pub mod sessions;

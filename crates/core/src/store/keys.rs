@@ -10,6 +10,8 @@
 //! <prefix>/budgets/<name>             GameDisruptionBudget documents (rtctl, any client)
 //! <prefix>/budget-slots/<budget>/<i>  a slot of a budget held by one game (controller)
 //! <prefix>/revisions/<name>/<gen>     the last few applied specs of a game (rtctl)
+//! <prefix>/prepulls/<id>              a prepull request (rtctl), on the requester's lease
+//! <prefix>/prepulls/<id>/nodes/<node> a node's answer to it (controller), on the same lease
 //! ```
 //!
 //! The roles `scripts/etcd-roles` creates grant permissions on these
@@ -248,6 +250,26 @@ impl Keys {
             self.revisions(name),
             width = SEQ_WIDTH
         )
+    }
+
+    /// Every prepull request and its nodes' answers: `prepulls/`.
+    pub fn prepulls(&self) -> String {
+        format!("{}/prepulls/", self.prefix)
+    }
+
+    /// One prepull request (`rtctl prepull`): `prepulls/<id>`.
+    pub fn prepull(&self, id: &str) -> String {
+        format!("{}{id}", self.prepulls())
+    }
+
+    /// Every node's answer to one prepull request: `prepulls/<id>/nodes/`.
+    pub fn prepull_answers(&self, id: &str) -> String {
+        format!("{}{id}/nodes/", self.prepulls())
+    }
+
+    /// One node's answer to a prepull request: `prepulls/<id>/nodes/<node>`.
+    pub fn prepull_answer(&self, id: &str, node: &str) -> String {
+        format!("{}{node}", self.prepull_answers(id))
     }
 
     /// The name in a key read back from under `collection` (one of the
