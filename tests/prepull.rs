@@ -9,7 +9,7 @@
 use rtm_testkit as common;
 use rtm_testkit::process;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use rtm_core::records::Documents;
 use rtm_core::store::{Keys, Store, Txn};
 
 use common::docker::{Cleanup, IMAGE_1, docker, docker_cli, game as game_id, run_bounded};
+use common::registry::{Pushed, docker_ok, env};
 use common::{etcd, etcd_endpoints, unique_keys};
 use process::{ControllerOptions, WipeOnDrop, containers_of, describe, eventually};
 
@@ -55,60 +56,7 @@ async fn harness(test: &str) -> Harness {
 }
 
 fn registry() -> String {
-    std::env::var("RTM_REGISTRY").unwrap_or_else(|_| {
-        panic!("RTM_REGISTRY is not set: run eval \"$(scripts/services)\" first")
-    })
-}
-
-fn docker_ok(args: &[&str]) -> Output {
-    let out = docker_cli(args);
-    assert!(
-        out.status.success(),
-        "docker {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Tags pushed by a test; untagged from this host when dropped (the registry keeps them,
-/// under a repository no other test uses).
-struct Pushed(Vec<String>);
-
-impl Pushed {
-    /// Pushes `source`'s content as `target`; returns the manifest digest.
-    fn push(&mut self, source: &str, target: &str) -> String {
-        docker_ok(&["tag", source, target]);
-        self.0.push(target.to_owned());
-        let out = docker_ok(&["push", target]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.split_whitespace()
-            .skip_while(|w| *w != "digest:")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no digest in docker push's output: {text}"))
-            .to_owned()
-    }
-}
-
-impl Drop for Pushed {
-    fn drop(&mut self) {
-        for tag in &self.0 {
-            let _ = docker_cli(&["rmi", tag]);
-            let repository = tag.rsplit_once(':').map_or(tag.as_str(), |(r, _)| r);
-            let listed = docker_cli(&[
-                "images",
-                "--digests",
-                "--format",
-                "{{.Repository}}@{{.Digest}}",
-                repository,
-            ]);
-            for name in String::from_utf8_lossy(&listed.stdout).lines() {
-                if name.starts_with(repository) && !name.ends_with("@<none>") {
-                    let _ = docker_cli(&["rmi", name]);
-                }
-            }
-        }
-    }
+    env("RTM_REGISTRY")
 }
 
 fn repository(test: &str) -> String {
@@ -216,7 +164,7 @@ async fn a_prepull_pulls_a_games_image_back_onto_its_node_and_leaves_its_contain
     let h = harness("prepull-ok").await;
     let game = game_id("prepull-ok");
     let _cleanup = Cleanup::new(&[&container_name(h.keys.prefix(), &game)]);
-    let mut pushed = Pushed(Vec::new());
+    let mut pushed = Pushed::new();
     let repo = repository("ok");
     let image = format!("{repo}:1");
     let digest = pushed.push(IMAGE_1, &image);

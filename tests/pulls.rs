@@ -10,8 +10,7 @@
 use rtm_testkit as common;
 use rtm_testkit::process;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,7 @@ use rtm_core::records::history::{History, HistoryEntry};
 use rtm_core::store::{Keys, Store};
 
 use common::docker::{Cleanup, IMAGE_1, IMAGE_2, docker, docker_cli, game as game_id};
+use common::registry::{Pushed, env};
 use common::{etcd, revision_of, unique_keys};
 use process::{ControllerOptions, WipeOnDrop, containers_of, describe, eventually, timeline};
 
@@ -53,128 +53,6 @@ async fn harness(test: &str) -> Harness {
         _wipe: WipeOnDrop(keys.clone()),
         keys,
         _serial: serial,
-    }
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run eval \"$(scripts/services)\" first (it starts the registries)"
-        )
-    })
-}
-
-fn docker_ok(args: &[&str]) -> Output {
-    let out = docker_cli(args);
-    assert!(
-        out.status.success(),
-        "docker {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Tags pushed by a test, untagged when dropped (the test images keep their own tags).
-struct Pushed {
-    tags: Vec<String>,
-    config: Option<PathBuf>,
-}
-
-impl Pushed {
-    fn new() -> Pushed {
-        Pushed {
-            tags: Vec::new(),
-            config: None,
-        }
-    }
-
-    /// Docker CLI config of a `docker login` to the authenticating registry, in a
-    /// directory of the test's own (never the user's ~/.docker).
-    fn login(&mut self, dir: &Path) {
-        let config = dir.join("docker-cli");
-        let registry = env("RTM_REGISTRY_AUTH");
-        let config_arg = config.display().to_string();
-        let password = env("RTM_REGISTRY_PASSWORD");
-        let out = std::process::Command::new("docker")
-            .args([
-                "--config",
-                &config_arg,
-                "login",
-                "-u",
-                &env("RTM_REGISTRY_USER"),
-            ])
-            .args(["--password-stdin", &registry])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child
-                    .stdin
-                    .take()
-                    .expect("piped stdin")
-                    .write_all(password.as_bytes())?;
-                child.wait_with_output()
-            })
-            .expect("docker login runs");
-        assert!(
-            out.status.success(),
-            "docker login: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.config = Some(config);
-    }
-
-    /// Pushes `source`'s content as `target`; returns the manifest digest.
-    fn push(&mut self, source: &str, target: &str) -> String {
-        docker_ok(&["tag", source, target]);
-        if !self.tags.iter().any(|t| t == target) {
-            self.tags.push(target.to_owned());
-        }
-        let config = self.config.as_ref().map(|c| c.display().to_string());
-        let mut args = Vec::new();
-        if let Some(config) = &config {
-            args.extend(["--config", config.as_str()]);
-        }
-        args.extend(["push", target]);
-        let out = docker_ok(&args);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let digest = text
-            .split_whitespace()
-            .skip_while(|w| *w != "digest:")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no digest in docker push's output: {text}"));
-        digest.to_owned()
-    }
-
-    /// Removes `tag` from this Docker host (the registry keeps it).
-    fn untag_here(&self, tag: &str) {
-        docker_ok(&["rmi", tag]);
-    }
-}
-
-impl Drop for Pushed {
-    fn drop(&mut self) {
-        for tag in &self.tags {
-            let _ = docker_cli(&["rmi", tag]);
-            // A pull also leaves `repo@digest` names; the image itself is the test
-            // image's and keeps its own tags.
-            let repository = tag.rsplit_once(':').map_or(tag.as_str(), |(r, _)| r);
-            let listed = docker_cli(&[
-                "images",
-                "--digests",
-                "--format",
-                "{{.Repository}}@{{.Digest}}",
-                repository,
-            ]);
-            for name in String::from_utf8_lossy(&listed.stdout).lines() {
-                if name.starts_with(repository) && !name.ends_with("@<none>") {
-                    let _ = docker_cli(&["rmi", name]);
-                }
-            }
-        }
     }
 }
 

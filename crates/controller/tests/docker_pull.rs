@@ -6,52 +6,10 @@ use std::time::{Duration, Instant};
 
 use rtm_controller::runtime::{ContainerRuntime, PullFailure, RegistryCredentials, RuntimeError};
 
-use rtm_testkit::docker::{IMAGE_1, IMAGE_2, docker, docker_cli};
+use rtm_testkit::docker::{IMAGE_1, IMAGE_2, docker};
+use rtm_testkit::registry::{Pushed, docker_ok, env};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run eval \"$(scripts/services)\" first (it starts the registries)"
-        )
-    })
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let out = docker_cli(args);
-    assert!(
-        out.status.success(),
-        "docker {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Untags (and drops the digest names of) what a test pushed or pulled.
-struct Forget(Vec<String>);
-
-impl Drop for Forget {
-    fn drop(&mut self) {
-        for tag in &self.0 {
-            let _ = docker_cli(&["rmi", tag]);
-            let repository = tag.rsplit_once(':').map_or(tag.as_str(), |(r, _)| r);
-            let listed = docker_cli(&[
-                "images",
-                "--digests",
-                "--format",
-                "{{.Repository}}@{{.Digest}}",
-                repository,
-            ]);
-            for name in String::from_utf8_lossy(&listed.stdout).lines() {
-                if !name.ends_with("@<none>") {
-                    let _ = docker_cli(&["rmi", name]);
-                }
-            }
-        }
-    }
-}
 
 fn pull_failure(result: Result<impl std::fmt::Debug, RuntimeError>) -> (PullFailure, String) {
     match result {
@@ -73,7 +31,8 @@ async fn a_pull_brings_the_image_with_its_repository_digest_and_a_moved_tag_is_s
         std::process::id()
     );
     let image = format!("{repo}:1");
-    let _forget = Forget(vec![image.clone()]);
+    let mut forget = Pushed::new();
+    forget.forget(&image);
     docker_ok(&["tag", IMAGE_1, &image]);
     docker_ok(&["push", &image]);
     docker_ok(&["rmi", &image]);

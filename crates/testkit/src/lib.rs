@@ -5,7 +5,7 @@
 //! keys; the Docker engine ([`docker`]) and private engines ([`dockerd`]);
 //! etcd clusters ([`etcd_cluster`]) and etcd with TLS and authentication
 //! ([`secure_etcd`], [`tls`]); the controller as a child process
-//! ([`process`]). Here too, what many test files repeated: a stored
+//! ([`process`]); the loopback registries and the tags a test pushes ([`registry`]). Here too, what many test files repeated: a stored
 //! document's revision ([`revision_of`]), the controllers' heartbeats
 //! ([`heartbeats`]), an environment free of the caller's `RTM_` settings
 //! ([`without_rtm_env`]) and a time bound that names what it waited for
@@ -20,6 +20,7 @@ pub mod docker;
 pub mod dockerd;
 pub mod etcd_cluster;
 pub mod process;
+pub mod registry;
 pub mod secure_etcd;
 pub mod tls;
 
