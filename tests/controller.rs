@@ -1081,9 +1081,11 @@ async fn an_orphaned_container_of_this_installation_is_removed_after_the_grace_p
     let orphan = game_id("ctl-gc-orphan");
     let neighbour = game_id("ctl-gc-neighbour");
     let foreign = game_id("ctl-gc-foreign");
+    // rtmanager's, but another installation's (another prefix): named as that one names it.
+    let other_prefix = format!("{}-elsewhere", h.keys.prefix());
     let _cleanup = Cleanup::new(&[
         &container_name(h.keys.prefix(), &orphan),
-        &container_name(h.keys.prefix(), &neighbour),
+        &container_name(&other_prefix, &neighbour),
         &container_name(h.keys.prefix(), &foreign),
     ]);
     let _controller = h.controller("ctl").start().await;
@@ -1099,8 +1101,6 @@ async fn an_orphaned_container_of_this_installation_is_removed_after_the_grace_p
         IMAGE_1,
     ]);
     assert!(created.status.success(), "docker run: {created:?}");
-    // rtmanager's, but another installation's (another prefix).
-    let other_prefix = format!("{}-elsewhere", h.keys.prefix());
     let neighbour_id = h.start_labelled(&neighbour, &other_prefix).await;
     // This installation's, with no document under its prefix: an orphan.
     let orphan_id = h.start_labelled(&orphan, h.keys.prefix()).await;
