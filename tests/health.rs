@@ -20,6 +20,7 @@ use rtm_core::model::{
     ConditionStatus, GameRuntime, GameRuntimeStatus, HealthVerdict, OpKind, Outcome, Phase,
 };
 use rtm_core::records::Documents;
+use rtm_core::records::events::{EventReason, Events};
 use rtm_core::records::history::{History, HistoryEntry};
 use rtm_core::store::{Keys, Store};
 
@@ -249,6 +250,23 @@ async fn follows_the_probe_and_replaces_once(test: &str, image: &str, check: &st
         h.repairs(&game, ErrorCode::HealthCheckFailed).await.len(),
         1,
         "still exactly one replacement once the new container serves"
+    );
+    // One HealthCheckFailed event for the one container judged, however many probes failed.
+    let events = Events::new(h.store.clone(), h.keys.clone());
+    let event = eventually(CONVERGE, "a HealthCheckFailed event", async || {
+        let listed = events.list(Some(&game)).await.map_err(|e| e.to_string())?;
+        listed
+            .into_iter()
+            .filter_map(Result::ok)
+            .find(|e| e.reason == EventReason::HealthCheckFailed)
+            .ok_or_else(|| "none yet".to_owned())
+    })
+    .await;
+    assert_eq!(event.count, 1, "{event:?}");
+    assert!(
+        event.message.contains("failed 2 times in a row"),
+        "{}",
+        event.message
     );
 }
 

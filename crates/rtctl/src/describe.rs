@@ -403,6 +403,7 @@ fn render_spec(text: &mut String, doc: &GameRuntime) {
     field(text, 2, "Env", &list_or_none(&env));
     field(text, 2, "Ports", &list_or_none(&ports(spec)));
     field(text, 2, "Resources", &list_or_none(&limits(spec)));
+    lines(text, 2, "Volumes", &volumes(spec));
     field(
         text,
         2,
@@ -427,6 +428,32 @@ fn render_spec(text: &mut String, doc: &GameRuntime) {
         },
     );
     field(text, 2, "Node", spec.node.as_deref().unwrap_or("<any>"));
+}
+
+/// One line per volume: where it is mounted, what it is, how (`/data <- saves (the game's
+/// own, retained)`, `/maps <- volume shared-maps (read-only)`, `/host <- host path /srv`).
+fn volumes(spec: &GameRuntimeSpec) -> Vec<String> {
+    use rtm_core::model::volume::VolumeKind;
+    spec.volumes
+        .iter()
+        .map(|v| {
+            let what = match v.kind() {
+                Some(VolumeKind::Game(name)) => format!("{name} (the game's own)"),
+                Some(VolumeKind::Shared(name)) => format!("volume {name}"),
+                Some(VolumeKind::HostPath(path)) => format!("host path {path}"),
+                None => "<invalid>".to_owned(),
+            };
+            let how: Vec<&str> = [(v.read_only, "read-only"), (v.retain, "retained")]
+                .into_iter()
+                .filter_map(|(on, word)| on.then_some(word))
+                .collect();
+            if how.is_empty() {
+                format!("{} <- {what}", v.container_path)
+            } else {
+                format!("{} <- {what} ({})", v.container_path, how.join(", "))
+            }
+        })
+        .collect()
 }
 
 /// `HOST_IP:HOST_PORT->CONTAINER_PORT/PROTOCOL` per port.
@@ -716,6 +743,7 @@ mod tests {
             "  Ports:                   17000->7000/TCP\n",
             "  Env:                     SEED=42\n",
             "  Resources:               memory=64Mi\n",
+            "  Volumes:                 <none>\n",
             "  Phase:                   Running\n",
             "  Observed Generation:     1 (not yet observed the latest)\n",
             "Conditions:\n  <none>\n",
@@ -756,6 +784,30 @@ mod tests {
         std::iter::once(first)
             .chain(lines.take_while(|l| l.starts_with(' ')))
             .collect()
+    }
+
+    #[test]
+    fn volumes_say_where_each_is_mounted_what_it_is_and_how() {
+        let doc = parse_documents(
+            "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata: {name: g1}\nspec:\n  \
+             image: 'x:1'\n  volumes:\n  - {name: saves, containerPath: /data, retain: true}\n  \
+             - {containerPath: /maps, readOnly: true, source: {volume: shared-maps}}\n  \
+             - {containerPath: /host, source: {hostPath: /srv/maps}}\n",
+        )
+        .unwrap()
+        .remove(0);
+        let text = render(&doc, None, None, &[], &[], None, SystemTime::now());
+        let at = text.find("  Volumes:").expect("a Volumes field");
+        let block: Vec<&str> = text[at..].lines().take(3).collect();
+        assert_eq!(
+            block,
+            [
+                "  Volumes:                 /data <- saves (the game's own) (retained)",
+                "                           /maps <- volume shared-maps (read-only)",
+                "                           /host <- host path /srv/maps",
+            ],
+            "{text}"
+        );
     }
 
     #[test]
