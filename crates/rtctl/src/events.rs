@@ -40,7 +40,7 @@ pub(crate) struct EventsArgs {
 
 const HEADERS: [&str; 6] = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"];
 
-/// The events as a table, `now` for their ages (describe shows one game's).
+/// The events as a table, `now` for their ages.
 pub(crate) fn table(events: &[Event], now: SystemTime) -> Table {
     let mut table = Table::new(HEADERS);
     for event in events {

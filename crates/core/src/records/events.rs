@@ -174,14 +174,7 @@ impl Event {
 }
 
 fn bounded(message: &str) -> String {
-    if message.len() <= MESSAGE_LIMIT {
-        return message.to_owned();
-    }
-    let mut end = MESSAGE_LIMIT - '…'.len_utf8();
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &message[..end])
+    super::cut_message(message, MESSAGE_LIMIT)
 }
 
 /// A stored value that is not an event a controller writes (edited or forged by hand).

@@ -24,6 +24,19 @@ pub use status::{StatusRecord, StatusStore};
 
 use crate::store::Revision;
 
+/// `text` cut to at most `max` bytes on a character boundary, ending in `…` when cut: how a
+/// record bounds a message it keeps (an event's, a prepull answer's).
+pub(crate) fn cut_message(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// A record as read: its value, and the etcd revision that last changed it
 /// (`None`: there was no record, and `value` is what its absence means).
 /// Compare the revision to write only over what was read.

@@ -273,14 +273,7 @@ pub fn decode_answer(kv: &KeyValue, node: &str) -> Option<NodeAnswer> {
 
 /// Cuts `message` to [`MESSAGE_LIMIT`] bytes on a character boundary, ending in `…`.
 fn cut(message: &str) -> String {
-    if message.len() <= MESSAGE_LIMIT {
-        return message.to_owned();
-    }
-    let mut end = MESSAGE_LIMIT - '…'.len_utf8();
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &message[..end])
+    super::cut_message(message, MESSAGE_LIMIT)
 }
 
 /// Reads and writes prepull records.
