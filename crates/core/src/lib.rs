@@ -20,6 +20,7 @@ pub mod config;
 pub mod error_code;
 pub mod failure;
 pub mod model;
+pub mod placement;
 pub mod ports;
 pub mod records;
 pub mod schedule;

@@ -88,7 +88,7 @@ pub fn host_ports(spec: &GameRuntimeSpec) -> Vec<HostPort> {
                     Protocol::Tcp => PortProtocol::Tcp,
                     Protocol::Udp => PortProtocol::Udp,
                 },
-                port: p.host_port?,
+                port: p.fixed_host_port()?,
             })
         })
         .collect();
@@ -165,7 +165,7 @@ impl HostPortPolicy {
     /// the controller option that would allow it; `Ok` when it may.
     pub fn check(&self, spec: &GameRuntimeSpec) -> Result<(), String> {
         for (index, port) in spec.ports.iter().enumerate() {
-            let Some(host_port) = port.host_port else {
+            let Some(host_port) = port.fixed_host_port() else {
                 continue;
             };
             if !self.ports.iter().any(|range| range.contains(&host_port)) {

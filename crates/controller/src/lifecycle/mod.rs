@@ -948,7 +948,7 @@ pub fn container_spec(
         .iter()
         .map(|p| PortBinding {
             container_port: p.container_port,
-            host_port: p.host_port,
+            host_port: p.fixed_host_port(),
             protocol: match p.protocol {
                 rtm_core::model::Protocol::Tcp => PortProtocol::Tcp,
                 rtm_core::model::Protocol::Udp => PortProtocol::Udp,

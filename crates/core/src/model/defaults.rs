@@ -1,6 +1,7 @@
 //! Every default value of the document, and `GameRuntime::apply_defaults`, which fills in the
 //! ones that depend on other fields. Serde's `#[serde(default)]` attributes point here.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{
@@ -109,6 +110,7 @@ impl Default for GameRuntimeSpec {
         GameRuntimeSpec {
             image: String::new(),
             image_pull_policy: super::ImagePullPolicy::default(),
+            node_selector: BTreeMap::new(),
             state: DEFAULT_STATE,
             hostname: None,
             command: Vec::new(),

@@ -182,7 +182,7 @@ impl GameBuilder {
     ) -> Self {
         self.0.spec.ports.push(PortMapping {
             container_port,
-            host_port,
+            host_port: host_port.map(Into::into),
             protocol,
             host_ip: host_ip.map(str::to_owned),
         });

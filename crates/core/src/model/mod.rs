@@ -50,7 +50,7 @@ pub use parse::{
 };
 pub use quantity::{Cpus, Memory, QuantityError, Timestamp};
 pub use session::{Session, SessionState};
-pub use validate::{FieldError, validate, validate_capability, validate_name};
+pub use validate::{FieldError, validate, validate_capability, validate_label, validate_name};
 pub use volume::{Volume, VolumeKind, VolumeSource};
 
 /// The `apiVersion` every document carries.
@@ -162,9 +162,14 @@ pub struct GameRuntimeSpec {
     /// Change it (`rtctl restart`) to ask for a restart: the container is recreated.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub restart_token: String,
-    /// Which controller node runs the game; any node when absent.
+    /// Which node runs the game; the scheduler chooses one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Labels a node must have (each `key: value`, as the node's `--node-labels`) for the
+    /// scheduler to place the game there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 16))]
+    pub node_selector: BTreeMap<String, String>,
     /// What the container may do beyond the controller's hardened defaults (every
     /// capability dropped, no-new-privileges, a pids limit): capabilities to add back, the
     /// user to run as, a read-only root filesystem.
@@ -248,20 +253,110 @@ pub struct PortMapping {
     #[serde(deserialize_with = "port_number::required")]
     #[schemars(range(min = 1, max = 65535))]
     pub container_port: u16,
-    /// The host port to publish it on (1-65535); not published when absent.
-    #[serde(
-        default,
-        deserialize_with = "port_number::optional",
-        skip_serializing_if = "Option::is_none"
-    )]
-    #[schemars(range(min = 1, max = 65535))]
-    pub host_port: Option<u16>,
+    /// The host port to publish it on: a number (1-65535), or `auto` for a free port of
+    /// the node's `--port-range`, kept while the game stays on the node and handed to the
+    /// engine as `RTM_PORT_<containerPort>`; not published when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "HostPortSpec::field_schema")]
+    pub host_port: Option<HostPortSpec>,
     /// `TCP` (the default) or `UDP`.
     #[serde(default)]
     pub protocol: Protocol,
     /// The host address to bind the published port to; all addresses when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ip: Option<String>,
+}
+
+/// What `hostPort` asks for: one port, or any free port of the node's range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostPortSpec {
+    /// This host port.
+    Port(u16),
+    /// A free port of the node's `--port-range`, chosen by the node's controller.
+    Auto,
+}
+
+impl From<u16> for HostPortSpec {
+    fn from(port: u16) -> Self {
+        HostPortSpec::Port(port)
+    }
+}
+
+impl HostPortSpec {
+    /// The port, when one was named.
+    pub fn fixed(self) -> Option<u16> {
+        match self {
+            HostPortSpec::Port(port) => Some(port),
+            HostPortSpec::Auto => None,
+        }
+    }
+}
+
+impl fmt::Display for HostPortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPortSpec::Port(port) => write!(f, "{port}"),
+            HostPortSpec::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl Serialize for HostPortSpec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            HostPortSpec::Port(port) => serializer.serialize_u16(*port),
+            HostPortSpec::Auto => serializer.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPortSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Number(i64),
+            Text(String),
+        }
+        match Wire::deserialize(deserializer).map_err(|_| {
+            D::Error::custom(format!("{}, or auto", port_number::RANGE_MESSAGE))
+        })? {
+            Wire::Number(number) => u16::try_from(number).map(HostPortSpec::Port).map_err(|_| {
+                D::Error::custom(format!("{}, or auto; got {number}", port_number::RANGE_MESSAGE))
+            }),
+            Wire::Text(text) if text == "auto" => Ok(HostPortSpec::Auto),
+            Wire::Text(text) => Err(D::Error::custom(format!(
+                "{}, or auto; got {text:?}",
+                port_number::RANGE_MESSAGE
+            ))),
+        }
+    }
+}
+
+impl HostPortSpec {
+    /// The schema of the optional `hostPort` field: a port number or `auto` (Kubernetes'
+    /// int-or-string once the CRD is made structural).
+    fn field_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 65535},
+                {"type": "string", "enum": ["auto"]}
+            ]
+        })
+    }
+}
+
+impl PortMapping {
+    /// The host port named in `hostPort`, if a number was.
+    pub fn fixed_host_port(&self) -> Option<u16> {
+        self.host_port.and_then(HostPortSpec::fixed)
+    }
+
+    /// Whether `hostPort: auto` asks the node for a port.
+    pub fn is_auto(&self) -> bool {
+        self.host_port == Some(HostPortSpec::Auto)
+    }
 }
 
 /// A transport protocol of a port.
@@ -679,7 +774,9 @@ impl GameRuntimeSpec {
                 (
                     port.container_port,
                     port.protocol.as_str(),
-                    port.host_port,
+                    // Auto hashes as 0, a port no document can name: the hash of a
+                    // numbered port stays what it was before `auto` existed.
+                    port.host_port.map(|p| p.fixed().unwrap_or(0)),
                     port.host_ip.as_deref(),
                 )
             })
@@ -914,17 +1011,6 @@ mod port_number {
         u16::try_from(number)
             .map_err(|_| D::Error::custom(format!("{RANGE_MESSAGE}, got {number}")))
     }
-
-    pub(super) fn optional<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<u16>, D::Error> {
-        match Option::<i64>::deserialize(deserializer)? {
-            None => Ok(None),
-            Some(number) => u16::try_from(number)
-                .map(Some)
-                .map_err(|_| D::Error::custom(format!("{RANGE_MESSAGE}, got {number}"))),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -978,7 +1064,7 @@ mod tests {
                 d.spec.logging.max_size = Some("20Mi".parse().unwrap())
             }),
             ("logging.maxFiles", |d| d.spec.logging.max_files = Some(5)),
-            ("host port", |d| d.spec.ports[0].host_port = Some(17001)),
+            ("host port", |d| d.spec.ports[0].host_port = Some(HostPortSpec::Port(17001))),
             ("protocol", |d| d.spec.ports[0].protocol = Protocol::Udp),
             ("host ip", |d| {
                 d.spec.ports[0].host_ip = Some("127.0.0.1".into())
@@ -1204,5 +1290,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `phse`"), "{err}");
+    }
+
+    #[test]
+    fn host_ports_read_as_numbers_or_auto() {
+        let read = |text: &str| serde_yaml::from_str::<PortMapping>(text);
+        let auto = read("containerPort: 7777\nhostPort: auto\n").unwrap();
+        assert!(auto.is_auto());
+        assert_eq!(auto.fixed_host_port(), None);
+        let fixed = read("containerPort: 7777\nhostPort: 17000\n").unwrap();
+        assert_eq!(fixed.fixed_host_port(), Some(17000));
+        assert_eq!(serde_yaml::to_string(&auto).unwrap().trim(), "containerPort: 7777\nhostPort: auto\nprotocol: TCP");
+        for bad in ["hostPort: 70000", "hostPort: any", "hostPort: -1", "hostPort: [1]"] {
+            let error = read(&format!("containerPort: 7777\n{bad}\n")).unwrap_err().to_string();
+            assert!(error.contains("between 1 and 65535") && error.contains("auto"), "{bad}: {error}");
+        }
+        // `auto` hashes apart from every number, and a numbered port hashes as it did.
+        let mut doc = base();
+        let numbered = hash(&doc);
+        doc.spec.ports[0].host_port = Some(HostPortSpec::Auto);
+        assert_ne!(hash(&doc), numbered);
     }
 }

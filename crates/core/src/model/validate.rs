@@ -163,6 +163,13 @@ pub fn validate(doc: &GameRuntime) -> Result<(), Vec<FieldError>> {
     stop_timeout(spec.stop_timeout, errors_ref);
     restart_token(&spec.restart_token, errors_ref);
     node(spec.node.as_deref(), errors_ref);
+    labels_of("spec.nodeSelector", &spec.node_selector, errors_ref);
+    if spec.node_selector.len() > MAX_NODE_SELECTOR {
+        errors_ref.push(FieldError::new(
+            "spec.nodeSelector",
+            format!("at most {MAX_NODE_SELECTOR} labels"),
+        ));
+    }
     security_context(&spec.security_context, errors_ref);
     if let Some(check) = &spec.health_check {
         health_check(check, errors_ref);
@@ -236,6 +243,13 @@ pub(super) fn labels_of(
             errors.push(FieldError::new(&path, message));
         }
     }
+}
+
+/// Checks one label outside a document (a node's `--node-labels`) by the rules of
+/// `metadata.labels`.
+pub fn validate_label(key: &str, value: &str) -> Result<(), String> {
+    qualified_name(key).map_err(|message| format!("invalid key: {message}"))?;
+    label_value(value)
 }
 
 fn annotations(annotations: &BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
@@ -345,7 +359,7 @@ fn ports(ports: &[PortMapping], errors: &mut Vec<FieldError>) {
         } else {
             container_ports.insert((port.container_port, protocol), index);
         }
-        match port.host_port {
+        match port.fixed_host_port() {
             None => {}
             Some(0) => errors.push(FieldError::new(
                 format!("{path}.hostPort"),
@@ -736,6 +750,9 @@ fn restart_token(token: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// Labels a `spec.nodeSelector` may require (the schema says so too).
+const MAX_NODE_SELECTOR: usize = 16;
+
 fn node(node: Option<&str>, errors: &mut Vec<FieldError>) {
     // Empty means "any node", as in the design's example; apply_defaults clears it.
     if let Some(node) = node.filter(|n| !n.is_empty() && !is_dns1123_subdomain(n)) {
@@ -1013,6 +1030,7 @@ pub(crate) fn join(errors: &[FieldError]) -> String {
 mod tests {
     use super::super::fixtures::game;
     use super::*;
+    use crate::model::HostPortSpec;
 
     /// A document that uses every field, valid, so each table row breaks exactly one rule.
     fn valid() -> GameRuntime {
@@ -1095,10 +1113,10 @@ mod tests {
                 d.spec.ports[2].container_port = 7000
             }),
             ("spec.ports[2].hostPort", |d| {
-                d.spec.ports[2].host_port = Some(0)
+                d.spec.ports[2].host_port = Some(HostPortSpec::Port(0))
             }),
             ("spec.ports[2].hostPort", |d| {
-                d.spec.ports[2].host_port = Some(17000)
+                d.spec.ports[2].host_port = Some(HostPortSpec::Port(17000))
             }),
             ("spec.ports[1].hostIp", |d| {
                 d.spec.ports[1].host_ip = Some("localhost".into())
@@ -1252,7 +1270,7 @@ mod tests {
         doc.spec.resources.memory = Some("6Mi".parse().unwrap());
         doc.spec.resources.cpus = Some("10m".parse().unwrap());
         doc.spec.ports[0].container_port = 65535;
-        doc.spec.ports[0].host_port = Some(1);
+        doc.spec.ports[0].host_port = Some(HostPortSpec::Port(1));
         doc.metadata.name = "a".repeat(63);
         doc.spec.node = Some(String::new());
         doc.spec.hostname = Some(String::new());

@@ -4,7 +4,7 @@
 //! keys and controller heartbeats hold ([`lease`]), the games' sessions
 //! ([`sessions`]), the last output of each game's previous container ([`previous`]), the
 //! controllers' short-lived observations ([`events`]), the disruption budgets with their slots ([`budgets`]), the kept specs of
-//! each game ([`revisions`]) and the prepull requests with their answers ([`prepulls`]). A record as read is a
+//! each game ([`revisions`]), the nodes, their cordons and the games' assignments ([`nodes`]) and the prepull requests with their answers ([`prepulls`]). A record as read is a
 //! [`Versioned`] value: the value and the revision it was read at.
 
 pub mod budgets;
@@ -12,6 +12,7 @@ pub mod documents;
 pub mod events;
 pub mod history;
 pub mod lease;
+pub mod nodes;
 pub mod prepulls;
 pub mod previous;
 pub mod revisions;

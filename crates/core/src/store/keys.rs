@@ -12,6 +12,10 @@
 //! <prefix>/revisions/<name>/<gen>     the last few applied specs of a game (rtctl)
 //! <prefix>/prepulls/<id>              a prepull request (rtctl), on the requester's lease
 //! <prefix>/prepulls/<id>/nodes/<node> a node's answer to it (controller), on the same lease
+//! <prefix>/nodes/<node>               a node's registration (its controller; the scheduler marks it lost)
+//! <prefix>/cordons/<node>             a cordon or drain of a node (rtctl)
+//! <prefix>/assignments/<name>         the node a game runs on (the scheduler, by CAS; a node adopting or releasing)
+//! <prefix>/scheduler                  the elected scheduler, on its session's lease (controller)
 //! ```
 //!
 //! The roles `scripts/etcd-roles` creates grant permissions on these
@@ -114,6 +118,41 @@ impl Keys {
     /// Every game's history.
     pub fn histories(&self) -> String {
         format!("{}/history/", self.prefix)
+    }
+
+    /// Every node's registration: `nodes/`.
+    pub fn nodes(&self) -> String {
+        format!("{}/nodes/", self.prefix)
+    }
+
+    /// One node's registration: `nodes/<node>`.
+    pub fn node(&self, node: &str) -> String {
+        format!("{}{node}", self.nodes())
+    }
+
+    /// Every cordon: `cordons/`.
+    pub fn cordons(&self) -> String {
+        format!("{}/cordons/", self.prefix)
+    }
+
+    /// One node's cordon: `cordons/<node>`.
+    pub fn cordon(&self, node: &str) -> String {
+        format!("{}{node}", self.cordons())
+    }
+
+    /// Every game's assignment: `assignments/`.
+    pub fn assignments(&self) -> String {
+        format!("{}/assignments/", self.prefix)
+    }
+
+    /// One game's assignment: `assignments/<name>`.
+    pub fn assignment(&self, name: &str) -> String {
+        format!("{}{name}", self.assignments())
+    }
+
+    /// The elected scheduler: `scheduler`.
+    pub fn scheduler(&self) -> String {
+        format!("{}/scheduler", self.prefix)
     }
 
     /// The game whose history holds `key` (`history/<name>/...`), or
