@@ -2021,7 +2021,7 @@ fn publishing(doc: Doc, host_port: u16) -> Doc {
     let mut doc = doc;
     doc.0.spec.ports.push(rtm_core::model::PortMapping {
         container_port: 7000,
-        host_port: Some(host_port),
+        host_port: Some(host_port.into()),
         protocol: rtm_core::model::Protocol::Tcp,
         host_ip: None,
     });

@@ -45,7 +45,7 @@ fn manifests(file: &str) -> Vec<GameRuntime> {
         }
         for port in &mut doc.spec.ports {
             if port.host_port.is_some() {
-                port.host_port = Some(free_loopback_addr().port());
+                port.host_port = Some(free_loopback_addr().port().into());
             }
         }
     }

@@ -86,7 +86,7 @@ fn publish(doc: &mut GameRuntime) -> u16 {
     let port = free_loopback_addr().port();
     doc.spec.ports.push(PortMapping {
         container_port: 7000,
-        host_port: Some(port),
+        host_port: Some(port.into()),
         protocol: Protocol::Tcp,
         host_ip: Some("127.0.0.1".into()),
     });

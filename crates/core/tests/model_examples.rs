@@ -66,7 +66,7 @@ fn basic_example_is_one_running_game_with_a_published_port() {
     assert_eq!(game.spec.image, "rtmanager-test/engine:1");
     assert_eq!(game.spec.state, DesiredState::Running);
     assert_eq!(game.spec.ports[0].container_port, 7000);
-    assert_eq!(game.spec.ports[0].host_port, Some(17001));
+    assert_eq!(game.spec.ports[0].fixed_host_port(), Some(17001));
     assert_eq!(
         game.spec.resources.memory.map(|m| m.bytes()),
         Some(64 << 20)
