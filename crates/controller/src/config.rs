@@ -35,18 +35,14 @@ pub struct ControllerConfig {
     #[arg(long = "docker-host", env = "DOCKER_HOST")]
     pub docker_host: Option<String>,
 
-    /// This controller's node: it reconciles games whose spec.node names it.
+    /// This controller's node: it reconciles the games assigned to it (one live
+    /// controller per node name).
     #[arg(long = "node-name", env = "RTM_NODE_NAME", default_value = "local")]
     pub node_name: String,
 
-    /// Also reconcile games with no spec.node.
-    #[arg(
-        long = "take-unassigned",
-        env = "RTM_TAKE_UNASSIGNED",
-        default_value_t = true,
-        action = clap::ArgAction::Set
-    )]
-    pub take_unassigned: bool,
+    /// The node's offer, the placement strategy and the failure bounds.
+    #[command(flatten)]
+    pub placement: crate::placement::PlacementArgs,
 
     /// Reconciles run at once (different games; one game never twice at
     /// once). A reconcile mostly waits on etcd and Docker, so more workers
@@ -297,6 +293,8 @@ impl ControllerConfig {
         }
         self.hardening.validate()?;
         self.images.validate(self.reconcile_timeout)?;
+        self.placement
+            .validate(self.lease_ttl, &self.host_port_policy())?;
         Ok(())
     }
 
@@ -382,7 +380,7 @@ impl fmt::Display for ControllerConfig {
                 .unwrap_or("unix:///var/run/docker.sock")
         )?;
         writeln!(f, "node-name: {}", self.node_name)?;
-        writeln!(f, "take-unassigned: {}", self.take_unassigned)?;
+        write!(f, "{}", self.placement)?;
         writeln!(f, "concurrency: {}", self.concurrency)?;
         writeln!(
             f,

@@ -40,6 +40,8 @@ pub enum Desired {
 #[derive(Debug, Default)]
 pub struct DesiredCache {
     docs: Cache<Desired>,
+    /// Woken by every change (the scheduler follows it).
+    changed: tokio::sync::Notify,
     /// Games whose document etcd reported deleted, or whose orphaned
     /// container outlived the GC grace: the only games a reconcile may
     /// remove. A game merely absent from the cache is not enough (its
@@ -137,7 +139,13 @@ impl DesiredCache {
 
     /// Replaces the whole content with a fresh listing; returns the games
     /// that changed or disappeared.
+    /// Wakes when a document changed.
+    pub(crate) fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
+    }
+
     fn replace(&self, listing: HashMap<String, Desired>) -> Vec<String> {
+        self.changed.notify_one();
         let mut docs = self.docs.write();
         let mut changed: Vec<String> = docs
             .keys()
@@ -164,6 +172,7 @@ impl DesiredCache {
 
     /// Records a change of one game (a watch event).
     pub(crate) fn apply(&self, game: String, doc: Option<Desired>) {
+        self.changed.notify_one();
         let mut docs = self.docs.write();
         match doc {
             Some(doc) => {

@@ -13,8 +13,9 @@ use crate::desired::DesiredCache;
 use crate::lease::Session;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
+use crate::placement::Ownership;
 use crate::plan::Settings;
-use crate::reconcile::{Reconciler, Sharding};
+use crate::reconcile::Reconciler;
 use crate::runtime::FakeRuntime;
 
 /// The image every fixture's fake engine holds.
@@ -70,10 +71,7 @@ pub(crate) fn reconciler(
 ) -> (Arc<DesiredCache>, Reconciler) {
     let cache = Arc::new(DesiredCache::new());
     cache.set_ready();
-    let sharding = Sharding {
-        node: NODE.into(),
-        take_unassigned: true,
-    };
+    let sharding = Ownership::everything(NODE);
     let reconciler = Reconciler::new(
         lifecycle,
         cache.clone(),

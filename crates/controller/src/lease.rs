@@ -277,6 +277,17 @@ impl Session {
         self.lease
     }
 
+    /// The TTL etcd granted the session's lease.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// When the last keepalive etcd acknowledged was sent (or the lease granted), on
+    /// tokio's monotonic clock: what the self-fence counts from.
+    pub(crate) fn last_acknowledged(&self) -> tokio::time::Instant {
+        self.clock.origin + Duration::from_millis(self.clock.acked_ms.load(Ordering::SeqCst))
+    }
+
     /// The holder name recorded in lease records and the heartbeat.
     pub(crate) fn holder(&self) -> &str {
         &self.holder

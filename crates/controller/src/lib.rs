@@ -54,6 +54,7 @@ pub mod lifecycle;
 pub mod metrics;
 mod mirror;
 mod peers;
+pub mod placement;
 mod plan;
 mod prepull;
 mod queue;
@@ -88,8 +89,14 @@ use self::desired::DesiredCache;
 use self::disruption::{BudgetMirror, Disruptions, SessionMirror, SlotMirror};
 use self::health::Health;
 use self::peers::{Peers, announce};
+use self::placement::assignments::AssignmentMirror;
+use self::placement::fence::SelfFence;
+use self::placement::registry::{self, Offer};
+use self::placement::scheduler::Scheduler;
+use self::placement::view::{CordonMirror, HolderMirror, NodeMirror};
+use self::placement::{AssignmentCache, NodesView, Ownership};
 use self::queue::WorkQueue;
-use self::reconcile::{Reconciler, Sharding};
+use self::reconcile::Reconciler;
 use self::statuses::{StatusCache, StatusMirror};
 use self::worker::{Backoffs, worker};
 
@@ -182,7 +189,21 @@ pub async fn run_with(
             }
         }
     }
+    let (current_session, sessions) = tokio::sync::watch::channel(None);
+    let fence = config.placement.self_fence().map(|after| {
+        Arc::new(SelfFence::new(
+            after,
+            runtime.clone(),
+            keys.prefix(),
+            metrics.clone(),
+            sessions,
+        ))
+    });
     let controller = Controller {
+        nodes: Arc::new(NodesView::new()),
+        assignments: Arc::new(AssignmentCache::new()),
+        fence,
+        current_session,
         pulls,
         disruptions,
         health: Arc::new(Health::new(metrics.clone())),
@@ -232,6 +253,14 @@ struct Controller {
     address: String,
     /// How images are pulled (one auth file reader for every session).
     pulls: crate::lifecycle::ImagePulls,
+    /// The nodes, their cordons and the live controllers.
+    nodes: Arc<NodesView>,
+    /// Where each game runs.
+    assignments: Arc<AssignmentCache>,
+    /// Stops every game here when etcd is gone for `--self-fence-after` (`None`: off).
+    fence: Option<Arc<SelfFence>>,
+    /// The session in use, for the fence's clock.
+    current_session: tokio::sync::watch::Sender<Option<Arc<Session>>>,
 }
 
 impl Controller {
@@ -284,6 +313,34 @@ impl Controller {
                 }
             });
         }
+        let node_mirror = || NodeMirror {
+            view: self.nodes.clone(),
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+        };
+        for mirror in 0..3 {
+            let (mirror_of, metrics, stop) = (node_mirror(), self.metrics.clone(), stop.clone());
+            stages.spawn(async move {
+                match mirror {
+                    0 => mirror::run(&mirror_of, &metrics, stop).await,
+                    1 => mirror::run(&CordonMirror(mirror_of), &metrics, stop).await,
+                    _ => mirror::run(&HolderMirror(mirror_of), &metrics, stop).await,
+                }
+            });
+        }
+        let assignments = AssignmentMirror {
+            cache: self.assignments.clone(),
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            queue: Some(self.queue.clone()),
+        };
+        let (metrics, assignments_stop) = (self.metrics.clone(), stop.clone());
+        stages.spawn(async move {
+            mirror::run(&assignments, &metrics, assignments_stop).await;
+        });
+        if let Some(fence) = &self.fence {
+            stages.spawn(fence.clone().run(stop.clone()));
+        }
         stages.spawn(events::run(
             self.runtime.clone(),
             self.cache.clone(),
@@ -314,10 +371,21 @@ impl Controller {
             let Some(session) = self.open_session(&mut backoff, shutdown).await else {
                 continue;
             };
-            self.session_ok.store(true, Ordering::SeqCst);
+            self.current_session.send_replace(Some(session.clone()));
             let unready = self.unready_once_lost(&session);
             announce(&session, &self.config.node_name).await;
-            self.run_session(&session, shutdown).await;
+            let offer = self.offer();
+            let registered = tokio::select! {
+                _ = shutdown.cancelled() => false,
+                registered = registry::register_until_done(&session, &offer, session.ttl() / 3) => registered,
+            };
+            if registered {
+                self.session_ok.store(true, Ordering::SeqCst);
+                if let Some(fence) = &self.fence {
+                    fence.record(&self.lifecycle(&session)).await;
+                }
+                self.run_session(&session, &offer, shutdown).await;
+            }
             unready.abort();
             self.session_ok.store(false, Ordering::SeqCst);
             if let Err(error) = session.close().await {
@@ -370,14 +438,29 @@ impl Controller {
         })
     }
 
-    /// Runs workers, the peer watch and the sweep under one session until
-    /// it is lost or shutdown is asked; then drains the workers.
-    async fn run_session(&self, session: &Arc<Session>, shutdown: &CancellationToken) {
+    /// What this node offers, from its options.
+    fn offer(&self) -> Offer {
+        let placement = &self.config.placement;
+        Offer {
+            name: self.config.node_name.clone(),
+            labels: placement.labels(),
+            capacity: placement.capacity(),
+            address: self.address.clone(),
+            port_range: placement.port_range(),
+            self_fence_after: placement.self_fence(),
+        }
+    }
+
+    /// Runs workers, the peer watch, the scheduler candidate and the sweep under one
+    /// session until it is lost or shutdown is asked; then drains the workers.
+    async fn run_session(
+        &self,
+        session: &Arc<Session>,
+        offer: &Offer,
+        shutdown: &CancellationToken,
+    ) {
         let lifecycle = self.lifecycle(session);
-        let sharding = Sharding {
-            node: self.config.node_name.clone(),
-            take_unassigned: self.config.take_unassigned,
-        };
+        let sharding = Ownership::assigned(&self.config.node_name, self.assignments.clone());
         let reconciler = Arc::new(
             Reconciler::new(
                 lifecycle.clone(),
@@ -392,6 +475,7 @@ impl Controller {
             .with_status_cache(self.statuses.clone())
             .with_health(self.health.clone())
             .with_disruptions(self.disruptions.clone())
+            .with_nodes(self.nodes.clone())
             .with_image_check_interval(self.config.images.image_check_interval),
         );
         // Workers stop taking work when this is cancelled: on shutdown or
@@ -425,12 +509,34 @@ impl Controller {
             self.metrics.clone(),
             stop_work.clone(),
         ));
+        let scheduler = tokio::spawn(
+            Scheduler {
+                session: session.clone(),
+                view: self.nodes.clone(),
+                assignments: self.assignments.clone(),
+                desired: self.cache.clone(),
+                statuses: self.statuses.clone(),
+                strategy: self.config.placement.strategy(),
+                grace: self.config.placement.node_failure_grace,
+                metrics: self.metrics.clone(),
+            }
+            .run(stop_work.clone()),
+        );
+        let guard = tokio::spawn(registry::guard(
+            session.clone(),
+            offer.clone(),
+            self.nodes.clone(),
+            stop_work.clone(),
+        ));
         tokio::select! {
             _ = shutdown.cancelled() => info!("shutting down: finishing in-flight operations"),
             _ = session.lost().cancelled() => error!("the etcd session is lost; pausing work"),
         }
         stop_work.cancel();
         self.drain(&mut workers).await;
+        guard.abort();
+        // The scheduler steps down (deletes its key) when told to stop.
+        let _ = tokio::time::timeout(Duration::from_secs(2), scheduler).await;
         sweeper.abort();
         peers.abort();
         prepulls.abort();
@@ -446,6 +552,7 @@ impl Controller {
             self.metrics.clone(),
         )
         .with_node(&config.node_name)
+        .with_port_range(config.placement.port_range())
         .with_event_ttl(config.event_ttl)
         .with_host_port_policy(config.host_port_policy())
         .with_policy(config.hardening.policy(session.keys().prefix()))

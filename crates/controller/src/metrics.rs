@@ -87,6 +87,10 @@ pub struct Metrics {
     /// Games whose voluntary disruption waits (condition `UpdatePending`
     /// True), by its `reason` (InSession, DisruptionBudget).
     pub updates_pending: IntGaugeVec,
+    /// Assignment writes the elected scheduler sent (placements, moves, clean-ups).
+    pub placement_writes: IntCounter,
+    /// Containers the self-fence stopped (no etcd for `--self-fence-after`).
+    pub self_fenced: IntCounter,
 }
 
 /// The reasons `rtmanager_updates_pending` counts: the condition's reasons.
@@ -165,6 +169,22 @@ impl Metrics {
                          starting its reconcile.",
                     )
                     .buckets(FAST_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            placement_writes: register(
+                r,
+                IntCounter::new(
+                    "rtmanager_assignment_writes_total",
+                    "Assignment writes the elected scheduler sent (placements, moves, clean-ups).",
+                )
+                .expect("valid metric"),
+            ),
+            self_fenced: register(
+                r,
+                IntCounter::new(
+                    "rtmanager_self_fenced_containers_total",
+                    "Containers the self-fence stopped because etcd acknowledged no keepalive for --self-fence-after.",
                 )
                 .expect("valid metric"),
             ),

@@ -1,5 +1,5 @@
 //! prepull: answers `rtctl prepull` requests (`prepulls/<id>`): for the listed games this
-//! controller reconciles ([`Sharding::owns`]), pulls each distinct image once, a few at a
+//! controller reconciles ([`Ownership::owns`]), pulls each distinct image once, a few at a
 //! time, through the lifecycle's own pull (credentials, `--image-pull-timeout`, the
 //! `ImagePulled` log line and event), and writes this node's answer
 //! (`prepulls/<id>/nodes/<node>`) attached to the request's lease, so request and answers
@@ -30,7 +30,7 @@ use crate::lifecycle::Lifecycle;
 use crate::lifecycle::image::run_digest;
 use crate::metrics::Metrics;
 use crate::mirror::{self, Mirror};
-use crate::reconcile::Sharding;
+use crate::placement::Ownership;
 use rtm_core::model::{ImageName, ImagePullPolicy, Timestamp};
 use rtm_core::records::prepulls::{
     self, ImageAnswer, MAX_IMAGES, NodeAnswer, PrepullKey, PrepullRequest, Prepulls, PullOutcome,
@@ -52,7 +52,7 @@ const ANSWER_ATTEMPTS: u32 = 8;
 pub(crate) async fn run(
     lifecycle: Lifecycle,
     cache: Arc<DesiredCache>,
-    sharding: Sharding,
+    sharding: Ownership,
     metrics: Metrics,
     stop: CancellationToken,
 ) {
@@ -75,7 +75,7 @@ pub(crate) struct Prepuller {
 struct Shared {
     lifecycle: Lifecycle,
     cache: Arc<DesiredCache>,
-    sharding: Sharding,
+    sharding: Ownership,
     records: Prepulls,
     store: Arc<dyn Store>,
     keys: Keys,
@@ -91,7 +91,7 @@ impl std::fmt::Debug for Prepuller {
 }
 
 impl Prepuller {
-    pub(crate) fn new(lifecycle: Lifecycle, cache: Arc<DesiredCache>, sharding: Sharding) -> Self {
+    pub(crate) fn new(lifecycle: Lifecycle, cache: Arc<DesiredCache>, sharding: Ownership) -> Self {
         let session = lifecycle.session();
         let (store, keys) = (session.store().clone(), session.keys().clone());
         Prepuller {
@@ -308,7 +308,7 @@ impl Shared {
             let Desired::Valid(doc) = desired.as_ref() else {
                 continue;
             };
-            if !self.sharding.owns(doc) {
+            if !self.sharding.owns(&doc.metadata.name) {
                 continue;
             }
             let image = request.image.as_deref().unwrap_or(&doc.spec.image);

@@ -36,6 +36,7 @@ use rtm_core::records::status::{StatusRecord, StatusStore};
 use rtm_core::store::{Compare, Keys};
 
 use super::desired::{Desired, DesiredCache};
+use super::placement::{NodesView, Ownership};
 use super::plan::disruption::{forced, session_changes, update_pending, voluntary, went_ahead};
 use super::plan::events::{Noticed, noticed};
 use super::plan::{
@@ -72,26 +73,6 @@ impl From<OpResult> for Failure {
     }
 }
 
-/// Which games this controller reconciles.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Sharding {
-    /// This controller's node (`RTM_NODE_NAME`).
-    pub(crate) node: String,
-    /// Whether it also takes games with no `spec.node`.
-    pub(crate) take_unassigned: bool,
-}
-
-impl Sharding {
-    /// Whether this controller reconciles `doc`'s game: its `spec.node`
-    /// names this node, or it names none and unassigned games are taken.
-    pub(crate) fn owns(&self, doc: &GameRuntime) -> bool {
-        match doc.spec.node.as_deref() {
-            Some(node) => node == self.node,
-            None => self.take_unassigned,
-        }
-    }
-}
-
 /// Reconciles one game at a time (the queue guarantees no game runs twice
 /// at once; different games run in parallel).
 #[derive(Debug)]
@@ -112,7 +93,9 @@ pub(crate) struct Reconciler {
     health: Arc<Health>,
     /// The games' sessions, the disruption budgets and their slots.
     disruptions: Arc<Disruptions>,
-    sharding: Sharding,
+    ownership: Ownership,
+    /// The nodes (whose liveness says whether another node still holds a game).
+    nodes: Arc<NodesView>,
     settings: Settings,
     metrics: Metrics,
     /// Games whose history was checked for unfinished operations since this
@@ -134,11 +117,11 @@ const LEASE_BLOCKED_AFTER: Duration = Duration::from_secs(30);
 
 impl Reconciler {
     /// A reconciler acting through `lifecycle` (and its session), reading
-    /// documents from `cache`, owning the games `sharding` gives it.
+    /// documents from `cache`, reconciling the games `ownership` gives it.
     pub(crate) fn new(
         lifecycle: Lifecycle,
         cache: Arc<DesiredCache>,
-        sharding: Sharding,
+        ownership: Ownership,
         settings: Settings,
         metrics: Metrics,
     ) -> Self {
@@ -166,7 +149,8 @@ impl Reconciler {
             cache,
             statuses: Arc::new(StatusCache::new()),
             health: Arc::new(Health::new(metrics.clone())),
-            sharding,
+            ownership,
+            nodes: Arc::new(NodesView::new()),
             settings,
             phases: GamesBy::new(metrics.games.clone()),
             pending: GamesBy::new(metrics.updates_pending.clone()),
@@ -201,6 +185,20 @@ impl Reconciler {
         self
     }
 
+    /// Reconciles the games `ownership` gives it instead (unit tests).
+    #[cfg(test)]
+    pub(crate) fn with_ownership(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
+    }
+
+    /// Judges whether another node still holds a game by `nodes` (which its mirrors
+    /// keep); without it no other node is ever live.
+    pub(crate) fn with_nodes(mut self, nodes: Arc<NodesView>) -> Self {
+        self.nodes = nodes;
+        self
+    }
+
     /// Follows the games' sessions and the disruption budgets in
     /// `disruptions` (which its mirrors keep); without it no game is ever
     /// in session and no budget covers any.
@@ -225,9 +223,9 @@ impl Reconciler {
             Some(Desired::Valid(doc)) => Some(&**doc),
             None => None,
         };
-        if let Some(doc) = desired.as_ref().filter(|doc| !self.sharding.owns(doc)) {
+        if let Some(doc) = desired.as_ref().filter(|_| !self.ownership.owns(game)) {
             self.forget(game);
-            return self.evict_if_here(game, doc).await;
+            return self.not_ours(game, doc).await;
         }
         if desired.is_none() && !self.cache.is_gone(game) {
             // Not known to be deleted (an orphan still in its GC grace, or
@@ -235,6 +233,12 @@ impl Reconciler {
             return Ok(None);
         }
         let observed = self.first_look(game).await?;
+        if desired.is_some()
+            && let Some(holder) = self.held_elsewhere(game, &observed)
+        {
+            info!(%game, %holder, "assigned here, but node {holder} still runs it and has not released it: waiting");
+            return Ok(Some(LEASE_BUSY_RETRY));
+        }
         let observed = self.probed(game, desired, observed);
         let observed = self.tag_checked(game, desired, observed).await;
         let now = SystemTime::now();
@@ -251,8 +255,9 @@ impl Reconciler {
             && self.recovery_checked(game).await?;
         if settled {
             if desired.is_none() {
-                // Nothing left of a deleted game: drop its tombstone.
+                // Nothing left of a deleted game: drop its tombstone and its assignment.
                 self.cache.clear_gone(game);
+                self.drop_assignment(game, None).await;
             }
             self.track(game, desired.map(|_| &status));
             self.free_slots(game, desired, &status).await;
@@ -410,6 +415,7 @@ impl Reconciler {
                         .end_session_of_removed(lease, game, &observed.session)
                         .await?;
                 }
+                self.drop_assignment(game, Some(lease)).await;
                 self.cache.clear_gone(game);
                 return Ok(Acted::done(Ok(None)));
             }
@@ -433,7 +439,7 @@ impl Reconciler {
             // The cache may lag; etcd is the truth (and confirms a deletion).
             None => (self.documents.get(game).await?, None, None),
         };
-        if desired.as_ref().is_some_and(|doc| !self.sharding.owns(doc)) {
+        if desired.is_some() && !self.ownership.owns(game) {
             return Ok(None);
         }
         if desired.is_none() && !self.cache.is_gone(game) {
@@ -557,35 +563,6 @@ impl Reconciler {
         }
         self.track(game, Some(&next));
         Ok(Acted::done(result))
-    }
-
-    /// A game of another node must not keep a container here (it moved:
-    /// its `spec.node` changed), or it would run twice.
-    async fn evict_if_here(
-        &self,
-        game: &str,
-        doc: &GameRuntime,
-    ) -> Result<Option<Duration>, Failure> {
-        if self.container(game).await?.is_none() {
-            return Ok(None);
-        }
-        let lease = match self.session.acquire(game, &new_id()).await {
-            Ok(lease) => lease,
-            Err(LeaseError::Busy { .. }) => return Ok(Some(LEASE_BUSY_RETRY)),
-            Err(error) => return Err(error.into()),
-        };
-        let node = doc.spec.node.as_deref().unwrap_or("any node");
-        let reason = format!("the game moved to {node}; its container here was removed");
-        let request = OpRequest::new(game, OpSource::Reconcile);
-        let result = self.lifecycle.evict_under(&lease, &request, &reason).await;
-        if let Err(error) = lease.release().await {
-            warn!(%game, %error, "releasing the game lease failed");
-        }
-        if result.is_success() {
-            Ok(None)
-        } else {
-            Err(result.into())
-        }
     }
 
     /// The first look, without the lease: the game's status record (from
@@ -1109,5 +1086,6 @@ fn claimed_request(game: &str, doc: &GameRuntime) -> OpRequest {
     }
 }
 
+mod moves;
 #[cfg(test)]
 mod tests;

@@ -40,6 +40,10 @@ pub struct PortClaim {
     pub game: String,
     /// When the claim was made (for people reading it).
     pub claimed_at: Timestamp,
+    /// For a port `hostPort: auto` chose: the container port it publishes. Kept while
+    /// the game stays on the node, so restarts and recreates get the same port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<u16>,
 }
 
 impl PortClaim {
@@ -48,6 +52,15 @@ impl PortClaim {
         PortClaim {
             game: game.to_owned(),
             claimed_at: Timestamp::now(),
+            auto: None,
+        }
+    }
+
+    /// A claim by `game` of a port chosen for its `auto` container port `container_port`.
+    pub fn auto(game: &str, container_port: u16) -> PortClaim {
+        PortClaim {
+            auto: Some(container_port),
+            ..PortClaim::new(game)
         }
     }
 
@@ -159,6 +172,11 @@ impl HostPortPolicy {
             Some(list)
         };
         Ok(HostPortPolicy { ports: ranges, ips })
+    }
+
+    /// Whether `--host-ports` allows `port`.
+    pub fn allows(&self, port: u16) -> bool {
+        self.ports.iter().any(|range| range.contains(&port))
     }
 
     /// Why `spec` may not publish what it asks for, naming the field and

@@ -296,6 +296,8 @@ pub struct Lifecycle {
     node: String,
     /// Which host ports and addresses documents may publish.
     host_ports: rtm_core::ports::HostPortPolicy,
+    /// Where `hostPort: auto` ports come from on this node.
+    port_range: rtm_core::records::nodes::PortRange,
     /// The hardening and limits of every container it creates.
     policy: Arc<ContainerPolicy>,
     /// Where what the services and the reconcile notice is recorded as events.
@@ -333,6 +335,7 @@ impl Lifecycle {
             session,
             metrics,
             host_ports: rtm_core::ports::HostPortPolicy::default(),
+            port_range: rtm_core::records::nodes::DEFAULT_PORT_RANGE,
             policy: Arc::new(ContainerPolicy::default()),
             pulls: ImagePulls::default(),
         }
@@ -417,6 +420,12 @@ impl Lifecycle {
     /// (defaults to the session's holder name).
     pub(crate) fn with_node(mut self, node: impl Into<String>) -> Self {
         self.node = node.into();
+        self
+    }
+
+    /// Takes `hostPort: auto` ports from `range` (`--port-range`).
+    pub(crate) fn with_port_range(mut self, range: rtm_core::records::nodes::PortRange) -> Self {
+        self.port_range = range;
         self
     }
 

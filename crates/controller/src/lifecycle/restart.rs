@@ -41,7 +41,7 @@ impl Lifecycle {
         // running.
         outer.entry.image_ref = doc.spec.image.clone();
         let ready = match self.require_host_ports(lease, &doc).await {
-            Ok(()) => {
+            Ok(_) => {
                 let policy = doc.spec.image_pull_policy;
                 self.prepare_image(lease.game(), &doc.spec.image, policy, false)
                     .await

@@ -57,7 +57,8 @@ impl Lifecycle {
             // first: a refused document claims no port.
             lease.check()?;
             self.admit(&doc).await?;
-            self.require_host_ports(lease, &doc).await?;
+            let auto = self.require_host_ports(lease, &doc).await?;
+            super::ports::apply_auto_ports(&mut spec, &auto);
             ready = Some(if request.image_ready {
                 self.require_image(&spec.image).await?
             } else {

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::fixture::{NODE, Parts, parts};
+use crate::placement::AssignmentCache;
 use crate::runtime::{ContainerRuntime, FakeOp, FakeRuntime};
 
 const IMAGE: &str = "127.0.0.1:5100/prepull/engine:2";
@@ -42,6 +43,7 @@ async fn stage(docs: Vec<GameRuntime>, runtime: Option<Arc<dyn ContainerRuntime>
     let lifecycle =
         Lifecycle::new(runtime, parts.session.clone(), 100, parts.metrics.clone()).with_node(NODE);
     let cache = Arc::new(DesiredCache::new());
+    let sharding = Ownership::assigned(NODE, AssignmentCache::scheduled(&docs, NODE));
     for doc in docs {
         cache.apply(
             doc.metadata.name.clone(),
@@ -49,10 +51,6 @@ async fn stage(docs: Vec<GameRuntime>, runtime: Option<Arc<dyn ContainerRuntime>
         );
     }
     cache.set_ready();
-    let sharding = Sharding {
-        node: NODE.into(),
-        take_unassigned: true,
-    };
     let stop = CancellationToken::new();
     let task = tokio::spawn(run(
         lifecycle,
@@ -307,14 +305,7 @@ async fn a_relist_does_not_pull_again_for_an_answered_request() {
         100,
         s.parts.metrics.clone(),
     );
-    let again = Prepuller::new(
-        lifecycle,
-        s.cache.clone(),
-        Sharding {
-            node: NODE.into(),
-            take_unassigned: true,
-        },
-    );
+    let again = Prepuller::new(lifecycle, s.cache.clone(), Ownership::everything(NODE));
     again.relist().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(s.runtime().count(FakeOp::PullImage), 1);
@@ -367,10 +358,7 @@ async fn a_controller_stopped_mid_pull_answers_after_its_restart() {
     let again = tokio::spawn(run(
         lifecycle,
         cache,
-        Sharding {
-            node: NODE.into(),
-            take_unassigned: true,
-        },
+        Ownership::everything(NODE),
         s.parts.metrics.clone(),
         stop.clone(),
     ));

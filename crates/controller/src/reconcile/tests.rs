@@ -22,6 +22,7 @@ fn name(game: &str) -> String {
 use crate::fixture::World;
 
 mod images;
+mod moves;
 
 async fn world() -> World {
     fixture::world(100).await
@@ -250,45 +251,6 @@ async fn an_interrupted_operation_is_resolved_as_aborted() {
         .unwrap();
     assert_eq!(lost.outcome, Outcome::Failure);
     assert_eq!(lost.error_code, Some(ErrorCode::Aborted));
-}
-
-#[tokio::test]
-async fn a_game_of_another_node_is_left_alone() {
-    let w = world().await;
-    w.apply(game("g1", "")).await;
-    let mut other = game("g2", "");
-    other.spec.node = Some("node-b".into());
-    w.apply(other).await;
-    w.converge("g2").await;
-    assert!(w.runtime.container(&name("g2")).is_none());
-    assert!(w.store.get("/rtmanager/status/g2").await.unwrap().is_none());
-}
-
-#[tokio::test]
-async fn a_game_moved_to_another_node_leaves_this_host_without_touching_its_status() {
-    let w = world().await;
-    w.apply(game("g1", "")).await;
-    w.converge("g1").await;
-    let status_before = w.store.get("/rtmanager/status/g1").await.unwrap().unwrap();
-    let mut moved = game("g1", "");
-    moved.spec.node = Some("node-b".into());
-    w.apply(moved).await;
-    w.converge("g1").await;
-    assert!(
-        w.runtime.containers().is_empty(),
-        "it must not run here and there"
-    );
-    let status_after = w.store.get("/rtmanager/status/g1").await.unwrap().unwrap();
-    assert_eq!(
-        status_after.mod_revision, status_before.mod_revision,
-        "the new owner's to write"
-    );
-    let entry = &w.history("g1").await[0];
-    assert_eq!(
-        (entry.op_kind, entry.outcome),
-        (OpKind::Remove, Outcome::Success)
-    );
-    assert!(entry.note.as_deref().unwrap().contains("node-b"));
 }
 
 /// The etcd requests one reconcile makes, by kind (BENCHMARKS.md).

@@ -1,0 +1,213 @@
+//! The self-fence: the other half of "a game never runs on two hosts". A node cut off
+//! from etcd cannot know whether the scheduler has given its games to other nodes; after
+//! `--self-fence-after` without a keepalive acknowledged by etcd (counted on this
+//! process's monotonic clock from the sending of the last one acknowledged, across
+//! sessions), it stops every container of this installation on its engine, each with at
+//! most [`SELF_FENCE_STOP_BOUND`] before Docker kills it, and says so in its log. The
+//! scheduler moves a lost node's games only after that bound and the margins have surely
+//! passed (the README's "Failure bounds").
+//!
+//! Once etcd answers again, [`SelfFence::record`] writes one history entry per fenced
+//! container, under the game's lease (fenced like every write), and removes the stopped
+//! container so the game starts afresh wherever it is assigned now.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use rtm_core::model::{OpSource, Timestamp};
+
+use super::options::SELF_FENCE_STOP_BOUND;
+use crate::lease::{LeaseError, Session};
+use crate::lifecycle::{Lifecycle, OpRequest, new_id};
+use crate::metrics::Metrics;
+use crate::runtime::ContainerRuntime;
+
+/// A container the fence stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fenced {
+    pub(crate) game: String,
+    pub(crate) container_id: String,
+    pub(crate) at: Timestamp,
+    /// How long etcd had acknowledged nothing.
+    pub(crate) silent_for: Duration,
+}
+
+/// The fence of one controller process.
+#[derive(Debug)]
+pub(crate) struct SelfFence {
+    after: Duration,
+    runtime: Arc<dyn ContainerRuntime>,
+    prefix: String,
+    metrics: Metrics,
+    /// The session in use, if any (the last contact is its last acknowledged keepalive).
+    session: watch::Receiver<Option<Arc<Session>>>,
+    /// The last contact of sessions that are gone.
+    last_contact: Mutex<Instant>,
+    /// Stopped, not yet recorded.
+    fenced: Mutex<Vec<Fenced>>,
+}
+
+impl SelfFence {
+    /// A fence after `after` without etcd, following the session `session` names.
+    pub(crate) fn new(
+        after: Duration,
+        runtime: Arc<dyn ContainerRuntime>,
+        prefix: &str,
+        metrics: Metrics,
+        session: watch::Receiver<Option<Arc<Session>>>,
+    ) -> Self {
+        SelfFence {
+            after,
+            runtime,
+            prefix: prefix.to_owned(),
+            metrics,
+            session,
+            last_contact: Mutex::new(Instant::now()),
+            fenced: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// When etcd last acknowledged a keepalive of this process.
+    fn last_contact(&self) -> Instant {
+        let mut last = self
+            .last_contact
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(session) = self.session.borrow().as_ref()
+            && !session.is_lost()
+        {
+            *last = (*last).max(session.last_acknowledged());
+        }
+        *last
+    }
+
+    /// Watches the clock until `stop`; fences whenever the bound has passed.
+    pub(crate) async fn run(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let deadline = self.last_contact() + self.after;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            let silent_for = Instant::now() - self.last_contact();
+            if silent_for < self.after {
+                continue;
+            }
+            self.fence(silent_for).await;
+            // Checks again (a container started by hand meanwhile is stopped too).
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Stops every running container of this installation.
+    async fn fence(&self, silent_for: Duration) {
+        let containers = match self.runtime.list_managed().await {
+            Ok(containers) => containers,
+            Err(error) => {
+                error!(%error, "self-fence: listing the containers failed; trying again");
+                return;
+            }
+        };
+        let running: Vec<_> = containers
+            .into_iter()
+            .filter(|c| c.belongs_to(&self.prefix) && c.is_alive())
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        error!(
+            containers = running.len(),
+            silent_for = ?silent_for,
+            bound = ?self.after,
+            "self-fence: etcd acknowledged no keepalive for longer than --self-fence-after; stopping every game here, as another node may start them"
+        );
+        let stops = running.iter().map(|container| async move {
+            let outcome = self
+                .runtime
+                .stop(&container.id, SELF_FENCE_STOP_BOUND)
+                .await;
+            (container, outcome)
+        });
+        for (container, outcome) in join_all(stops).await {
+            let game = container.game().unwrap_or_default().to_owned();
+            match outcome {
+                Ok(()) => {
+                    self.metrics.self_fenced.inc();
+                    self.lock_fenced().push(Fenced {
+                        game,
+                        container_id: container.id.clone(),
+                        at: Timestamp::now(),
+                        silent_for,
+                    });
+                }
+                Err(error) => {
+                    error!(%game, %error, "self-fence: stopping the container failed; killing it");
+                    let _ = self.runtime.kill(&container.id).await;
+                }
+            }
+        }
+    }
+
+    fn lock_fenced(&self) -> std::sync::MutexGuard<'_, Vec<Fenced>> {
+        self.fenced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Under a new session: one history entry per fenced container, and the stopped
+    /// container removed (only the one the fence stopped: a newer one is left alone).
+    pub(crate) async fn record(&self, lifecycle: &Lifecycle) {
+        let fenced = std::mem::take(&mut *self.lock_fenced());
+        for item in fenced {
+            match lifecycle
+                .runtime()
+                .inspect_container(&item.container_id)
+                .await
+            {
+                Ok(Some(container)) if !container.is_alive() => {}
+                // Gone, or running again (started by hand): nothing of the fence is left.
+                Ok(_) => continue,
+                Err(error) => {
+                    warn!(game = %item.game, %error, "recording the self-fence: inspecting the container failed; keeping it for the next session");
+                    self.lock_fenced().push(item);
+                    continue;
+                }
+            }
+            let lease = match lifecycle.acquire(&item.game, &new_id()).await {
+                Ok(lease) => lease,
+                Err(LeaseError::Busy { .. }) => {
+                    self.lock_fenced().push(item);
+                    continue;
+                }
+                Err(error) => {
+                    warn!(game = %item.game, %error, "recording the self-fence failed; keeping it for the next session");
+                    self.lock_fenced().push(item);
+                    continue;
+                }
+            };
+            let note = format!(
+                "self-fence at {}: etcd acknowledged no keepalive for {} (--self-fence-after {}), so this node stopped the container; removed so the game starts afresh where it is assigned",
+                item.at,
+                humantime::format_duration(Duration::from_secs(item.silent_for.as_secs())),
+                humantime::format_duration(self.after),
+            );
+            let request = OpRequest::new(&item.game, OpSource::Reconcile);
+            let result = lifecycle.evict_under(&lease, &request, &note).await;
+            if let Err(error) = lease.release().await {
+                warn!(game = %item.game, %error, "releasing the game lease failed");
+            }
+            if result.is_success() {
+                info!(game = %item.game, "self-fence recorded in the history");
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! A game between nodes, as this node's reconcile sees it:
+//!
+//! - assigned elsewhere (or to no node) while its container is here: moved out — a
+//!   voluntary disruption that waits while the game is in session (until this node's
+//!   drain deadline) and takes a disruption-budget slot, then stops and removes the
+//!   container, frees its ports, and writes the assignment again with `from` naming this
+//!   node: the release the next node waits for;
+//! - assigned to nobody while its container is here: claimed (the container is the
+//!   truth: an upgrade from before assignments, or the key lost);
+//! - assigned here while another live node, named by the status, still holds it and
+//!   has not released it: waited for, so it never runs on two hosts;
+//! - deleted: once nothing of it is left here, its assignment (if it names this node)
+//!   is deleted.
+
+use std::time::{Duration, SystemTime};
+
+use tracing::{info, warn};
+
+use crate::lease::{GameLease, LeaseError};
+use crate::lifecycle::{OpRequest, new_id};
+use crate::placement::assignments::{SeenAssignment, adopt};
+use crate::runtime::ContainerInfo;
+use rtm_core::failure::Failure;
+use rtm_core::model::{GameRuntime, OpSource};
+use rtm_core::records::nodes::{self, Assignment};
+use rtm_core::store::{Compare, Txn};
+
+use super::{LEASE_BUSY_RETRY, Observed, Reconciler};
+
+/// Look again this soon while a move waits for a session to end or a budget slot.
+const MOVE_RETRY: Duration = Duration::from_secs(5);
+
+impl Reconciler {
+    /// A game this node does not run (its assignment names another node, or none): its
+    /// container here, if any, is claimed (no assignment) or moved out.
+    pub(super) async fn not_ours(
+        &self,
+        game: &str,
+        doc: &GameRuntime,
+    ) -> Result<Option<Duration>, Failure> {
+        let Some(container) = self.container(game).await? else {
+            return Ok(None);
+        };
+        let Some(cache) = self.ownership.cache() else {
+            return Ok(None);
+        };
+        let Some(seen) = cache.get(game) else {
+            if !cache.is_following() {
+                return Ok(Some(LEASE_BUSY_RETRY));
+            }
+            let node = &self.ownership.node;
+            if adopt(
+                self.session.store(),
+                &self.keys,
+                cache,
+                game,
+                node,
+                self.session.holder(),
+            )
+            .await?
+            {
+                info!(%game, %node, "no assignment, but its container runs here: claimed it for this node");
+                return Ok(Some(Duration::ZERO));
+            }
+            return Ok(Some(LEASE_BUSY_RETRY));
+        };
+        self.move_out(game, doc, &container, &seen).await
+    }
+
+    async fn move_out(
+        &self,
+        game: &str,
+        doc: &GameRuntime,
+        container: &ContainerInfo,
+        seen: &SeenAssignment,
+    ) -> Result<Option<Duration>, Failure> {
+        let node = &self.ownership.node;
+        let target = seen.assignment.node.as_deref();
+        let lease = match self.session.acquire(game, &new_id()).await {
+            Ok(lease) => lease,
+            Err(LeaseError::Busy { .. }) => return Ok(Some(LEASE_BUSY_RETRY)),
+            Err(error) => return Err(error.into()),
+        };
+        // Read under the lease: an allocation made before it is seen, one after it fails.
+        if container.is_alive() && !self.drain_deadline_passed() && self.in_session(game).await? {
+            if let Err(error) = lease.release().await {
+                warn!(%game, %error, "releasing the game lease failed");
+            }
+            info!(%game, to = target.unwrap_or("no node"), "the game moves off this node once its session ends");
+            return Ok(Some(MOVE_RETRY));
+        }
+        let reason = match target {
+            Some(to) => format!(
+                "the game moved to node {to} ({}); its container on {node} was removed",
+                seen.assignment.reason.as_str()
+            ),
+            None => format!(
+                "no node may run the game now ({}); its container on {node} was removed",
+                seen.assignment
+                    .unschedulable
+                    .as_deref()
+                    .unwrap_or("unschedulable")
+            ),
+        };
+        if container.is_alive()
+            && self
+                .disruptions
+                .take_slots(&lease, doc, &reason)
+                .await?
+                .is_some()
+        {
+            if let Err(error) = lease.release().await {
+                warn!(%game, %error, "releasing the game lease failed");
+            }
+            info!(%game, "the move off this node waits for a disruption budget slot");
+            return Ok(Some(MOVE_RETRY));
+        }
+        let request = OpRequest::new(game, OpSource::Reconcile);
+        let result = self.lifecycle.evict_under(&lease, &request, &reason).await;
+        let released = if result.is_success() {
+            self.release_to(&lease, game, seen).await
+        } else {
+            Ok(())
+        };
+        if let Err(error) = lease.release().await {
+            warn!(%game, %error, "releasing the game lease failed");
+        }
+        if !result.is_success() {
+            return Err(result.into());
+        }
+        released.map(|()| None)
+    }
+
+    /// Writes the assignment again with `from` naming this node (fenced by the game's
+    /// lease, over the assignment seen): the next node may start the game.
+    async fn release_to(
+        &self,
+        lease: &GameLease,
+        game: &str,
+        seen: &SeenAssignment,
+    ) -> Result<(), Failure> {
+        let released = Assignment {
+            from: Some(self.ownership.node.clone()),
+            ..seen.assignment.clone()
+        };
+        let key = self.keys.assignment(game);
+        let txn = Txn::new()
+            .when(lease.fence().compare())
+            .when(Compare::ModRevision {
+                key: key.clone(),
+                revision: seen.revision,
+            })
+            .put(key, nodes::encode(&released));
+        lease.check()?;
+        let outcome = self.session.store().txn(txn).await?;
+        if outcome.succeeded
+            && let Some(cache) = self.ownership.cache()
+        {
+            cache.learn(
+                game,
+                Some(SeenAssignment {
+                    assignment: released,
+                    revision: outcome.revision,
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// Another live node this game still runs on, by its status, that has not released
+    /// it: nothing is started here before it has.
+    pub(super) fn held_elsewhere(&self, game: &str, observed: &Observed) -> Option<String> {
+        if observed.container.is_some() {
+            return None;
+        }
+        let other = observed
+            .status
+            .value
+            .node
+            .as_deref()
+            .filter(|n| *n != self.ownership.node)?;
+        if !self.nodes.is_live(other) {
+            return None;
+        }
+        let released = self
+            .ownership
+            .assignment(game)
+            .is_some_and(|seen| seen.assignment.from.as_deref() == Some(other));
+        (!released).then(|| other.to_owned())
+    }
+
+    /// Deletes the assignment of a deleted game when it names this node (over the
+    /// revision seen; fenced by `lease` when one is held).
+    pub(super) async fn drop_assignment(&self, game: &str, lease: Option<&GameLease>) {
+        let Some(cache) = self.ownership.cache() else {
+            return;
+        };
+        let Some(seen) = cache
+            .get(game)
+            .filter(|seen| seen.assignment.is_on(&self.ownership.node))
+        else {
+            return;
+        };
+        let key = self.keys.assignment(game);
+        let mut txn = Txn::new().when(Compare::ModRevision {
+            key: key.clone(),
+            revision: seen.revision,
+        });
+        if let Some(lease) = lease {
+            txn = txn.when(lease.fence().compare());
+        }
+        match self.session.store().txn(txn.delete(key)).await {
+            Ok(outcome) if outcome.succeeded => cache.learn(game, None),
+            Ok(_) => {}
+            Err(error) => {
+                warn!(%game, %error, "deleting the assignment of a deleted game failed; the scheduler removes it later")
+            }
+        }
+    }
+
+    async fn in_session(&self, game: &str) -> Result<bool, Failure> {
+        let record = self.disruptions.read_session(game).await?;
+        Ok(record.value.as_ref().is_some_and(|s| s.is_allocated()))
+    }
+
+    fn drain_deadline_passed(&self) -> bool {
+        self.nodes
+            .cordon(&self.ownership.node)
+            .and_then(|cordon| cordon.deadline)
+            .is_some_and(|deadline| deadline.system_time() <= SystemTime::now())
+    }
+}
