@@ -20,7 +20,13 @@
 //!
 //! The [`Monitor`] polls every host's engine all the time and records, per
 //! game (label `rtmanager.dev/game`), which hosts had a running, unpaused
-//! container of it: [`Monitor::assert_never_two`].
+//! container of it: [`Monitor::assert_never_two`]. Each engine is listed
+//! on its own task every ~100 ms, and each new answer is judged with the
+//! other engines' last answers, so answers up to about one period apart
+//! meet: a twin living less than that may go unseen, and a move from one
+//! host to another completing within one period would be reported as an
+//! overlap (a controller's move takes far longer: a stop, an etcd write,
+//! a create and a start). A frozen engine's last answer stands.
 //!
 //! Cleanup, on drop, panics included: the controller is killed, a frozen
 //! engine thawed, the engine stopped (its containers removed, its mounts
