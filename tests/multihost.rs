@@ -14,6 +14,7 @@ use rtm_testkit as common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rtm_controller::runtime::{LABEL_GAME, LABEL_MANAGED_BY, MANAGED_BY};
 use rtm_core::model::parse::parse_documents;
 use rtm_core::model::{GameRuntimeStatus, Phase};
 use rtm_core::records::Documents;
@@ -383,4 +384,58 @@ async fn a_frozen_engine_runs_nothing_until_thawed_and_a_restarted_controller_ke
         began.elapsed(),
         monitor.summary()
     );
+}
+
+/// The referee itself: a container of one game started by hand on two
+/// hosts' engines is reported, naming the game and both hosts; once one is
+/// paused, the game runs on one host again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root and Docker: run scripts/test"]
+async fn the_monitor_reports_a_game_running_on_two_hosts() {
+    let _serial = SERIAL.lock().await;
+    let network = HostNetwork::create();
+    let hosts = start_hosts(&network, &["ta", "tb"]).await;
+    let monitor = Monitor::start(&hosts.iter().collect::<Vec<_>>()).await;
+    let game = format!("mh-twin-{}", std::process::id());
+    let labels = [
+        format!("{LABEL_MANAGED_BY}={MANAGED_BY}"),
+        format!("{LABEL_GAME}={game}"),
+    ];
+    for host in &hosts {
+        let run = host.docker(&[
+            "run", "-d", "--name", &game, "--label", &labels[0], "--label", &labels[1], IMAGE_1,
+        ]);
+        assert!(
+            run.status.success(),
+            "docker run on {}: {}",
+            host.name(),
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the monitor to report the twin",
+        async || match monitor.overlaps().as_slice() {
+            [overlap, ..] => Ok(overlap.clone()),
+            [] => Err(monitor.summary()),
+        },
+    )
+    .await;
+    let overlap = &monitor.overlaps()[0];
+    assert_eq!(overlap.game, game);
+    let on: Vec<&str> = overlap.hosts.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(on, ["ta", "tb"], "{overlap}");
+    let message = monitor
+        .check_never_two()
+        .expect_err("the check fails once a game ran on two hosts");
+    assert!(
+        message.contains(&game) && message.contains("ta") && message.contains("tb"),
+        "the failure names the game and the hosts: {message}"
+    );
+
+    let pause = hosts[1].docker(&["pause", &game]);
+    assert!(pause.status.success(), "docker pause on tb");
+    monitor
+        .wait_running_only_on(&game, "ta", Duration::from_secs(10))
+        .await;
 }

@@ -960,10 +960,17 @@ impl Monitor {
         self.state().overlaps.clone()
     }
 
-    /// Fails the test if any sample saw one game running on two hosts,
-    /// naming each game, the hosts and when; also if some host's engine
-    /// never answered (a monitor that saw nothing proves nothing).
+    /// Fails the test with [`Monitor::check_never_two`]'s message.
     pub fn assert_never_two(&self) {
+        if let Err(message) = self.check_never_two() {
+            panic!("{message}");
+        }
+    }
+
+    /// `Err` naming each game, its hosts and when, if any sample saw one
+    /// game running on two hosts; also if some host's engine never answered
+    /// (a monitor that saw nothing proves nothing).
+    pub fn check_never_two(&self) -> Result<(), String> {
         let state = self.state();
         let silent: Vec<&String> = state
             .views
@@ -971,21 +978,23 @@ impl Monitor {
             .filter(|(_, view)| view.at.is_none())
             .map(|(host, _)| host)
             .collect();
-        assert!(
-            silent.is_empty(),
-            "the monitor never got an answer from the engines of {silent:?}"
-        );
-        if state.overlap_count > 0 {
-            let mut message = format!(
-                "{} time(s) a game ran on two hosts at once ({} sample(s)):",
-                state.overlap_count, state.overlap_samples
-            );
-            for overlap in &state.overlaps {
-                let _ = write!(message, "\n  {overlap}");
-            }
-            drop(state);
-            panic!("{message}\n{}", self.summary());
+        if !silent.is_empty() {
+            return Err(format!(
+                "the monitor never got an answer from the engines of {silent:?}"
+            ));
         }
+        if state.overlap_count == 0 {
+            return Ok(());
+        }
+        let mut message = format!(
+            "{} time(s) a game ran on two hosts at once ({} sample(s)):",
+            state.overlap_count, state.overlap_samples
+        );
+        for overlap in &state.overlaps {
+            let _ = write!(message, "\n  {overlap}");
+        }
+        drop(state);
+        Err(format!("{message}\n{}", self.summary()))
     }
 
     /// A one-line account: listings per host, failures, how long it ran.
