@@ -384,6 +384,9 @@ async fn a_frozen_engine_runs_nothing_until_thawed_and_a_restarted_controller_ke
         began.elapsed(),
         monitor.summary()
     );
+    // Left frozen: the host's drop thaws the engine before it removes the
+    // containers and stops it (as after a test that failed mid-freeze).
+    host.freeze_engine().await;
 }
 
 /// The referee itself: a container of one game started by hand on two

@@ -697,18 +697,9 @@ impl Drop for Host {
         {
             controller.kill();
         }
-        if let Some(ids) = self.frozen.take()
-            && let Some(dockerd) = self.dockerd.as_ref()
-        {
-            for pid in [dockerd.containerd_pid(), dockerd.pid()]
-                .into_iter()
-                .flatten()
-            {
-                signal(pid, "-CONT");
-            }
-            drop(ids);
-        }
-        // Removes its containers, stops it, unmounts what it left.
+        // Thaws it if frozen (SIGCONT), removes its containers (paused ones
+        // too), stops it, unmounts what it left.
+        self.frozen = None;
         drop(self.dockerd.take());
         let _ = self.holder.kill();
         let _ = self.holder.wait();
