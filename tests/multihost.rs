@@ -58,18 +58,29 @@ async fn connect(endpoints: &[String]) -> Arc<dyn Store> {
     )
 }
 
-/// The status of `game` once it is Running on `node`.
-async fn running_on(documents: &Documents, game: &str, node: &str) -> GameRuntimeStatus {
+/// The status of `game` once it is Running on `host`'s node with the
+/// host's advertised address as `status.address` (the first Running status
+/// may come before the address does).
+async fn running_on(documents: &Documents, game: &str, host: &Host) -> GameRuntimeStatus {
+    let node = host.name();
+    let address = host.address().to_string();
     eventually(
         CONVERGE,
-        &format!("{game} Running on {node}"),
+        &format!("{game} Running on {node}, at {address}"),
         async || match documents.get_status(game).await {
             Ok(Some(status))
-                if status.phase == Phase::Running && status.node.as_deref() == Some(node) =>
+                if status.phase == Phase::Running
+                    && status.node.as_deref() == Some(node)
+                    && status.address.as_deref() == Some(address.as_str()) =>
             {
                 Ok(status)
             }
-            Ok(Some(status)) => Err(summary(&status)),
+            Ok(Some(status)) => Err(format!(
+                "{}, node {:?}, address {:?}",
+                summary(&status),
+                status.node,
+                status.address
+            )),
             Ok(None) => Err("no status yet".to_owned()),
             Err(e) => Err(e.to_string()),
         },
@@ -171,13 +182,7 @@ async fn three_hosts_run_their_pinned_games_and_a_cut_link_heals_without_a_twin(
             .unwrap_or_else(|e| panic!("create gameruntime/{game}: {e}"));
     }
     for ((game, node), host) in games.iter().zip(names).zip(&hosts) {
-        let status = running_on(&documents, game, node).await;
-        assert_eq!(
-            status.address.as_deref(),
-            Some(host.address().to_string().as_str()),
-            "{game}: status.address is its node's advertised address: {}",
-            summary(&status)
-        );
+        running_on(&documents, game, host).await;
         monitor.wait_running_only_on(game, node, CONVERGE).await;
     }
     mark("3 games running, each on its host", &mut since);
@@ -289,13 +294,13 @@ async fn three_hosts_run_their_pinned_games_and_a_cut_link_heals_without_a_twin(
     monitor.wait_running_only_on(cut_game, "n2", CONVERGE).await;
     mark("link restored, new session, restart done", &mut since);
 
-    for (game, node) in games.iter().zip(names) {
+    for ((game, node), host) in games.iter().zip(names).zip(&hosts) {
         assert_eq!(
             monitor.hosts_seen(game),
             [node.to_owned()].into(),
             "{game} only ever ran on {node}"
         );
-        running_on(&documents, game, node).await;
+        running_on(&documents, game, host).await;
     }
     monitor.assert_never_two();
     eprintln!(
@@ -329,7 +334,7 @@ async fn a_frozen_engine_runs_nothing_until_thawed_and_a_restarted_controller_ke
         .create(&pinned(&game, "solo"))
         .await
         .unwrap_or_else(|e| panic!("create gameruntime/{game}: {e}"));
-    let first = running_on(&documents, &game, "solo").await;
+    let first = running_on(&documents, &game, host).await;
     monitor.wait_running_only_on(&game, "solo", CONVERGE).await;
 
     host.freeze_engine().await;
@@ -367,7 +372,7 @@ async fn a_frozen_engine_runs_nothing_until_thawed_and_a_restarted_controller_ke
         },
     )
     .await;
-    let again = running_on(&documents, &game, "solo").await;
+    let again = running_on(&documents, &game, host).await;
     assert_eq!(
         again.container_id,
         first.container_id,
