@@ -1,8 +1,10 @@
 //! A private Docker engine for the fault tests: `dockerd` with its own
 //! socket, data root, exec root and pidfile in a temporary directory, in a
-//! network namespace of its own (`unshare --net`): its docker0, addresses
-//! and rules exist only there, so nothing it does to networking can reach
-//! the machine's engine. (`--bridge=none` is not an option: dockerd then
+//! network namespace of its own (`unshare --net`), or in one the caller
+//! made ([`PrivateDockerd::start_in`], `nsenter --net`: a simulated
+//! machine of [`crate::hosts`]): its docker0, addresses and rules exist
+//! only there, so nothing it does to networking can reach the machine's
+//! engine. (`--bridge=none` is not an option: dockerd then
 //! *deletes* the host's `docker0`, which the machine's engine uses.) The
 //! tests stop and restart it on purpose; the machine's engine at
 //! /var/run/docker.sock is never touched.
@@ -33,6 +35,9 @@ pub struct PrivateDockerd {
     child: Option<Child>,
     /// Whether the host had the machine's engine's bridge when we started.
     host_had_docker0: bool,
+    /// The network namespace it runs in (a `/proc/<pid>/ns/net` path);
+    /// a new one of its own when `None`.
+    netns: Option<PathBuf>,
 }
 
 /// Whether the host (our network namespace) has a `docker0` interface.
@@ -41,9 +46,21 @@ fn host_has_docker0() -> bool {
 }
 
 impl PrivateDockerd {
-    /// Starts the engine, waits until it answers, and loads the test
-    /// images into it.
+    /// Starts the engine in a network namespace of its own, waits until it
+    /// answers, and loads the test images into it.
     pub async fn start() -> PrivateDockerd {
+        PrivateDockerd::launch(None).await
+    }
+
+    /// [`PrivateDockerd::start`] in the existing network namespace at
+    /// `netns` (a `/proc/<pid>/ns/net` path, entered with `nsenter`, which
+    /// execs dockerd: the child's pid is dockerd's). The namespace must
+    /// outlive the engine.
+    pub async fn start_in(netns: &Path) -> PrivateDockerd {
+        PrivateDockerd::launch(Some(netns.to_owned())).await
+    }
+
+    async fn launch(netns: Option<PathBuf>) -> PrivateDockerd {
         ensure_test_images();
         // Short: the socket path (and containerd's, under the exec root)
         // must fit a sockaddr_un.
@@ -58,6 +75,7 @@ impl PrivateDockerd {
             dir,
             child: None,
             host_had_docker0: host_has_docker0(),
+            netns,
         };
         dockerd.spawn();
         dockerd.wait_answering(START_LIMIT).await;
@@ -94,11 +112,23 @@ impl PrivateDockerd {
             .append(true)
             .open(self.path("dockerd.log"))
             .expect("open the private dockerd's log");
-        // unshare execs dockerd in a new network namespace: the child's pid
-        // is dockerd's.
-        let mut command = Command::new("unshare");
+        // unshare (nsenter) execs dockerd in a new (the given) network
+        // namespace: the child's pid is dockerd's.
+        let mut command = match &self.netns {
+            None => {
+                let mut command = Command::new("unshare");
+                command.args(["--net", "dockerd"]);
+                command
+            }
+            Some(netns) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .arg(format!("--net={}", netns.display()))
+                    .args(["--", "dockerd"]);
+                command
+            }
+        };
         command
-            .args(["--net", "dockerd"])
             .arg("--config-file")
             .arg(self.path("daemon.json"))
             .arg("--host")
@@ -115,11 +145,7 @@ impl PrivateDockerd {
             // Works on any filesystem, needs no kernel module.
             .args(["--storage-driver=vfs", "--log-level=warn"])
             .env_remove("DOCKER_HOST");
-        self.child = Some(crate::spawn_logged(
-            &mut command,
-            log,
-            &"unshare --net dockerd",
-        ));
+        self.child = Some(crate::spawn_logged(&mut command, log, &"dockerd"));
     }
 
     /// Waits until `docker version` answers on our socket.
@@ -197,20 +223,30 @@ impl PrivateDockerd {
         self.child.is_some()
     }
 
+    /// The pid of dockerd while it runs (to freeze it with SIGSTOP, say).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The pid of the containerd this dockerd started, when it runs: read
+    /// from the pid file in our exec root, and only if that process's
+    /// command line names our directory (never another engine's).
+    pub fn containerd_pid(&self) -> Option<u32> {
+        let pid_file = self.path("exec/containerd/containerd.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline)
+            .contains(&*self.dir.path().to_string_lossy())
+            .then_some(pid)
+    }
+
     /// The containerd our dockerd started normally exits with it; if it
     /// outlived it (dockerd was killed), end it: its pid file is in our
     /// exec root, and its command line names our directory.
     fn reap_containerd(&self) {
-        let pid_file = self.path("exec/containerd/containerd.pid");
-        let Some(pid) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|text| text.trim().parse::<u32>().ok())
-        else {
-            return;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let ours = String::from_utf8_lossy(&cmdline).contains(&*self.dir.path().to_string_lossy());
-        if ours {
+        if let Some(pid) = self.containerd_pid() {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
@@ -268,6 +304,13 @@ fn failed_status() -> std::process::ExitStatus {
 impl Drop for PrivateDockerd {
     fn drop(&mut self) {
         let host = self.host();
+        // A test that froze the engine (SIGSTOP) and failed before it thawed
+        // it: nothing below would get an answer.
+        for pid in [self.pid(), self.containerd_pid()].into_iter().flatten() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
         if let Some(child) = self.child.as_mut() {
             // Remove every container first, so the shutdown does not wait
             // on stop timeouts; then a graceful stop.

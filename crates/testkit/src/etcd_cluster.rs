@@ -1,13 +1,15 @@
 //! A private etcd for the fault tests: one member, or a 3-member cluster,
 //! on free loopback ports with their data in a temporary directory of
-//! their own. Never the shared etcd of `scripts/services`: these members
+//! their own; each member also serves clients on the same port at one more
+//! address when asked ([`EtcdCluster::start_with_address`]: the address
+//! the simulated machines of [`crate::hosts`] reach it at). Never the shared etcd of `scripts/services`: these members
 //! are killed and restarted on purpose, and other tests use that one.
 //!
 //! Every member is a child process of the test (`/usr/bin/etcd`), signalled
 //! only by its own pid and killed on drop; the directory goes with it.
 
 use std::fmt::Write as _;
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -37,6 +39,21 @@ impl Member {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    fn client_url_at(&self, address: IpAddr) -> String {
+        match address {
+            IpAddr::V4(v4) => format!("http://{v4}:{}", self.client_port),
+            IpAddr::V6(v6) => format!("http://[{v6}]:{}", self.client_port),
+        }
+    }
+
+    /// Every URL it serves clients on: loopback, and `extra` when set.
+    fn client_urls(&self, extra: Option<IpAddr>) -> String {
+        match extra {
+            Some(address) => format!("{},{}", self.client_url(), self.client_url_at(address)),
+            None => self.client_url(),
+        }
+    }
+
     fn peer_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.peer_port)
     }
@@ -48,6 +65,8 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
     token: String,
+    /// The address every member also serves clients on.
+    extra_address: Option<IpAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -71,6 +90,18 @@ impl EtcdCluster {
     /// Starts `size` members and waits until the cluster answers (has a
     /// leader and serves reads on every member).
     pub async fn start(size: usize) -> EtcdCluster {
+        EtcdCluster::launch(size, None).await
+    }
+
+    /// [`EtcdCluster::start`], every member also serving clients on
+    /// `address` (an address of this machine that must exist now: etcd
+    /// binds it), on the same port as on loopback;
+    /// [`EtcdCluster::endpoints_at_extra_address`] names those URLs.
+    pub async fn start_with_address(size: usize, address: IpAddr) -> EtcdCluster {
+        EtcdCluster::launch(size, Some(address)).await
+    }
+
+    async fn launch(size: usize, extra_address: Option<IpAddr>) -> EtcdCluster {
         let dir = tempfile::Builder::new()
             .prefix("rtm-faults-etcd-")
             .tempdir()
@@ -95,6 +126,7 @@ impl EtcdCluster {
             token: format!("rtm-faults-{}-{}", std::process::id(), ports[0]),
             members,
             initial_cluster,
+            extra_address,
             _dir: dir,
         };
         for i in 0..size {
@@ -108,6 +140,19 @@ impl EtcdCluster {
     /// `RTM_ETCD_ENDPOINTS` takes them.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(Member::client_url).collect()
+    }
+
+    /// The client URLs of every member at the extra address it was started
+    /// with ([`EtcdCluster::start_with_address`]); fails the test when it
+    /// has none.
+    pub fn endpoints_at_extra_address(&self) -> Vec<String> {
+        let address = self
+            .extra_address
+            .expect("the cluster was started with an extra address (start_with_address)");
+        self.members
+            .iter()
+            .map(|m| m.client_url_at(address))
+            .collect()
     }
 
     /// How many members the cluster has (stopped ones included).
@@ -127,6 +172,7 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) {
         let initial_cluster = self.initial_cluster.clone();
         let token = self.token.clone();
+        let extra = self.extra_address;
         let member = &mut self.members[i];
         assert!(
             member.child.is_none(),
@@ -151,9 +197,9 @@ impl EtcdCluster {
             .arg("--data-dir")
             .arg(&member.data_dir)
             .arg("--listen-client-urls")
-            .arg(member.client_url())
+            .arg(member.client_urls(extra))
             .arg("--advertise-client-urls")
-            .arg(member.client_url())
+            .arg(member.client_urls(extra))
             .arg("--listen-peer-urls")
             .arg(member.peer_url())
             .arg("--initial-advertise-peer-urls")

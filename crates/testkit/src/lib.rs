@@ -3,7 +3,9 @@
 //! (`RTM_ETCD_ENDPOINTS`, as every binary reads it) and a key prefix of
 //! the test's own, so tests run in parallel and never see each other's
 //! keys; the Docker engine ([`docker`]) and private engines ([`dockerd`]);
-//! etcd clusters ([`etcd_cluster`]) and etcd with TLS and authentication
+//! etcd clusters ([`etcd_cluster`]), simulated machines (network
+//! namespaces with an engine and a controller each) and a monitor of them
+//! ([`hosts`]), and etcd with TLS and authentication
 //! ([`secure_etcd`], [`tls`]); the controller as a child process
 //! ([`process`]); the loopback registries and the tags a test pushes ([`registry`]). Here too, what many test files repeated: a stored
 //! document's revision ([`revision_of`]), the controllers' heartbeats
@@ -19,6 +21,7 @@
 pub mod docker;
 pub mod dockerd;
 pub mod etcd_cluster;
+pub mod hosts;
 pub mod process;
 pub mod registry;
 pub mod secure_etcd;

@@ -97,6 +97,13 @@ pub fn free_loopback_addr() -> SocketAddr {
 pub struct ControllerOptions {
     name: String,
     env: BTreeMap<String, String>,
+    args: Vec<String>,
+    /// The network namespace to run it in (`nsenter --net=<this>`); the test's when `None`.
+    netns: Option<PathBuf>,
+    /// Where `/metrics` is served; a free loopback port when `None`.
+    metrics_addr: Option<SocketAddr>,
+    /// The directory its log goes to; a temporary one of its own when `None`.
+    log_dir: Option<PathBuf>,
 }
 
 impl ControllerOptions {
@@ -123,12 +130,45 @@ impl ControllerOptions {
         ControllerOptions {
             name: name.to_owned(),
             env,
+            args: Vec::new(),
+            netns: None,
+            metrics_addr: None,
+            log_dir: None,
         }
     }
 
     /// Sets (or overrides) one environment variable of the controller.
     pub fn env(mut self, var: &str, value: &str) -> ControllerOptions {
         self.env.insert(var.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Appends command-line arguments (flags override the environment).
+    pub fn args(mut self, args: &[&str]) -> ControllerOptions {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Runs the controller in the network namespace at `netns` (a
+    /// `/proc/<pid>/ns/net` path), through `nsenter`, which execs it: the
+    /// child's pid is the controller's. Its metrics address must then be
+    /// one the test reaches in that namespace ([`ControllerOptions::metrics_addr`]).
+    pub fn netns(mut self, netns: &Path) -> ControllerOptions {
+        self.netns = Some(netns.to_owned());
+        self
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` instead of a
+    /// free loopback port.
+    pub fn metrics_addr(mut self, addr: SocketAddr) -> ControllerOptions {
+        self.metrics_addr = Some(addr);
+        self
+    }
+
+    /// Writes the log to `<dir>/<name>.log` (appended to, so a restarted
+    /// controller continues it) instead of a temporary directory of its own.
+    pub fn log_dir(mut self, dir: &Path) -> ControllerOptions {
+        self.log_dir = Some(dir.to_owned());
         self
     }
 
@@ -141,11 +181,33 @@ impl ControllerOptions {
 
     /// Starts the controller without waiting for it to be ready.
     pub fn spawn(self) -> ControllerProcess {
-        let metrics_addr = free_loopback_addr();
-        let log_dir = tempfile::tempdir().expect("a temporary directory for the controller log");
-        let log_path = log_dir.path().join(format!("{}.log", self.name));
-        let log = std::fs::File::create(&log_path).expect("create the controller log file");
-        let mut command = Command::new(binary());
+        let metrics_addr = self.metrics_addr.unwrap_or_else(free_loopback_addr);
+        let (log_dir, own_log_dir) = match &self.log_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let own =
+                    tempfile::tempdir().expect("a temporary directory for the controller log");
+                (own.path().to_owned(), Some(own))
+            }
+        };
+        let log_path = log_dir.join(format!("{}.log", self.name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("create the controller log file");
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .arg(format!("--net={}", netns.display()))
+                    .arg("--")
+                    .arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
+        command.args(&self.args);
         crate::without_rtm_env(&mut command);
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info,rtmanager=debug");
@@ -159,7 +221,7 @@ impl ControllerOptions {
             child,
             metrics_addr,
             log_path,
-            _log_dir: log_dir,
+            _log_dir: own_log_dir,
             exit: None,
             tail_shown: Cell::new(false),
             signalled: Cell::new(false),
@@ -174,7 +236,7 @@ pub struct ControllerProcess {
     child: Child,
     metrics_addr: SocketAddr,
     log_path: PathBuf,
-    _log_dir: tempfile::TempDir,
+    _log_dir: Option<tempfile::TempDir>,
     exit: Option<ExitStatus>,
     /// Whether a failure message already carried the log tail (drop then
     /// does not print it again).
@@ -292,6 +354,11 @@ impl ControllerProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn has_exited(&mut self) -> bool {
+        self.try_exit().is_some()
     }
 
     fn try_exit(&mut self) -> Option<ExitStatus> {
