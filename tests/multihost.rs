@@ -116,14 +116,7 @@ async fn start_controller(host: &mut Host, keys: &Keys, etcd: &[String]) {
         .env("RTM_ETCD_ENDPOINTS", &etcd.join(","))
         .env("RTM_LEASE_TTL", LEASE_TTL)
         .env("RTM_RESYNC", "2s")
-        .args(&[
-            "--node-name",
-            &name,
-            "--advertise-address",
-            &address,
-            "--take-unassigned",
-            "false",
-        ]);
+        .args(&["--node-name", &name, "--advertise-address", &address]);
     host.start_controller(options).await;
 }
 

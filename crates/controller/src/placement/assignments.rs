@@ -28,6 +28,9 @@ pub(crate) struct SeenAssignment {
 #[derive(Debug, Default)]
 pub(crate) struct AssignmentCache {
     assignments: Cache<SeenAssignment>,
+    /// Keys whose value does not decode (edited by hand), by game, at the revision seen:
+    /// they count as no assignment, and are written over.
+    garbled: std::sync::Mutex<std::collections::HashMap<String, Revision>>,
     changed: Notify,
 }
 
@@ -40,6 +43,24 @@ impl AssignmentCache {
     /// The assignment of `game` as last seen.
     pub(crate) fn get(&self, game: &str) -> Option<Arc<SeenAssignment>> {
         self.assignments.get(game)
+    }
+
+    /// The revision of `game`'s assignment key when its value does not decode.
+    pub(crate) fn garbled(&self, game: &str) -> Option<Revision> {
+        self.lock_garbled().get(game).copied()
+    }
+
+    /// Every garbled key, by game.
+    pub(crate) fn all_garbled(&self) -> std::collections::HashMap<String, Revision> {
+        self.lock_garbled().clone()
+    }
+
+    fn lock_garbled(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Revision>> {
+        self.garbled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Every assignment.
@@ -63,6 +84,7 @@ impl AssignmentCache {
 
     /// A write this controller just made, ahead of its watch event.
     pub(crate) fn learn(&self, game: &str, seen: Option<SeenAssignment>) {
+        self.lock_garbled().remove(game);
         let mut assignments = self.assignments.write();
         match seen {
             Some(seen) => {
@@ -180,7 +202,8 @@ pub(crate) async fn swap(
 }
 
 /// Claims `game` for `node` because its container runs there and no assignment exists
-/// (an upgrade from before assignments, or a key lost): create-only.
+/// (an upgrade from before assignments, or a key lost): create-only, or over a value
+/// that does not decode.
 pub(crate) async fn adopt(
     store: &Arc<dyn Store>,
     keys: &Keys,
@@ -190,7 +213,8 @@ pub(crate) async fn adopt(
     holder: &str,
 ) -> Result<bool, StoreError> {
     let assignment = Assignment::to(node, AssignmentReason::Adopted, holder);
-    match swap(store, keys, game, None, &assignment, Vec::new()).await? {
+    let over = cache.garbled(game);
+    match swap(store, keys, game, over, &assignment, Vec::new()).await? {
         Some(revision) => {
             cache.learn(
                 game,
@@ -249,6 +273,15 @@ impl Mirror for AssignmentMirror {
             .filter_map(|kv| decode(&prefix, &self.keys, kv))
             .map(|(game, seen)| (game, Arc::new(seen)))
             .collect();
+        *self.cache.lock_garbled() = listing
+            .items
+            .iter()
+            .filter(|kv| decode(&prefix, &self.keys, kv).is_none())
+            .filter_map(|kv| {
+                let game = self.keys.name_of(&prefix, &kv.key)?;
+                Some((game.to_owned(), kv.mod_revision))
+            })
+            .collect();
         let changed: Vec<String> = {
             let mut current = self.cache.assignments.write();
             let mut changed: Vec<String> = records
@@ -282,11 +315,15 @@ impl Mirror for AssignmentMirror {
                 match event {
                     WatchEvent::Put(kv) => match decode(&prefix, &self.keys, &kv) {
                         Some((game, seen)) => {
+                            self.cache.lock_garbled().remove(&game);
                             touched.push(game.clone());
                             current.insert(game, Arc::new(seen));
                         }
                         None => {
                             if let Some(game) = self.keys.name_of(&prefix, &kv.key) {
+                                self.cache
+                                    .lock_garbled()
+                                    .insert(game.to_owned(), kv.mod_revision);
                                 touched.push(game.to_owned());
                                 current.remove(game);
                             }
@@ -294,6 +331,7 @@ impl Mirror for AssignmentMirror {
                     },
                     WatchEvent::Delete { key, .. } => {
                         if let Some(game) = self.keys.name_of(&prefix, &key) {
+                            self.cache.lock_garbled().remove(game);
                             touched.push(game.to_owned());
                             current.remove(game);
                         }

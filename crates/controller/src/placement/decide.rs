@@ -76,6 +76,8 @@ pub(crate) struct World<'w> {
     /// Games whose document exists but is invalid (their assignment is left alone).
     pub(crate) invalid: &'w [String],
     pub(crate) assignments: &'w HashMap<String, Arc<SeenAssignment>>,
+    /// Assignment keys whose value does not decode: no assignment, written over.
+    pub(crate) garbled: &'w HashMap<String, Revision>,
     pub(crate) grace: Duration,
     /// Whether games not seen created may be placed (the claim window has passed).
     pub(crate) claims_over: bool,
@@ -139,15 +141,30 @@ pub(crate) fn decide(world: &World<'_>) -> Vec<Decision> {
     games.sort_by(|a, b| a.name.cmp(&b.name));
     for game in games {
         let seen = world.assignments.get(&game.name);
-        let revision = seen.map(|s| s.revision);
+        let revision = seen
+            .map(|s| s.revision)
+            .or_else(|| world.garbled.get(&game.name).copied());
         let placed = seen.and_then(|s| s.assignment.node.clone());
         match placed {
             Some(node) => {
                 let snap = nodes.get(node.as_str());
                 // A node with no record (not registered yet, or its record lost) keeps
-                // its games: a lost key never moves one.
+                // its games: a lost key never moves one. But when the status names
+                // another live node, the game runs there (the assignment was edited
+                // by hand): that node gets it back.
                 let fits = snap.is_none() || placer.still_fits(&node, &game.needs);
-                if !fits {
+                let running_on = game
+                    .status_node
+                    .as_deref()
+                    .filter(|s| *s != node && nodes.get(s).is_some_and(|n| n.live));
+                if let (None, Some(actual)) = (snap, running_on) {
+                    placer.occupy(actual, &game.needs);
+                    decisions.push(Decision::Put {
+                        game: game.name.clone(),
+                        over: revision,
+                        assignment: Assignment::to(actual, AssignmentReason::Adopted, world.holder),
+                    });
+                } else if !fits {
                     to_place.push((game, revision, Some(node), AssignmentReason::Moved));
                 } else if snap.is_some_and(|s| s.draining()) {
                     placer.occupy(&node, &game.needs);
@@ -171,7 +188,7 @@ pub(crate) fn decide(world: &World<'_>) -> Vec<Decision> {
                         placer.occupy(node, &game.needs);
                         decisions.push(Decision::Put {
                             game: game.name.clone(),
-                            over: None,
+                            over: revision,
                             assignment: Assignment::to(
                                 node,
                                 AssignmentReason::Adopted,
@@ -252,6 +269,18 @@ pub(crate) fn decide(world: &World<'_>) -> Vec<Decision> {
             });
         }
     }
+    let mut garbled: Vec<(&String, &Revision)> = world
+        .garbled
+        .iter()
+        .filter(|(game, _)| !documented.contains(game.as_str()))
+        .collect();
+    garbled.sort();
+    for (game, revision) in garbled {
+        decisions.push(Decision::Delete {
+            game: game.clone(),
+            over: *revision,
+        });
+    }
     decisions
 }
 
@@ -301,6 +330,7 @@ mod tests {
         nodes: Vec<NodeSnap>,
         games: Vec<GameSnap>,
         assignments: HashMap<String, Arc<SeenAssignment>>,
+        garbled: HashMap<String, Revision>,
         claims_over: bool,
     }
 
@@ -310,6 +340,7 @@ mod tests {
                 nodes,
                 games,
                 assignments: HashMap::new(),
+                garbled: HashMap::new(),
                 claims_over: true,
             }
         }
@@ -320,6 +351,7 @@ mod tests {
                 games: &self.games,
                 invalid: &[],
                 assignments: &self.assignments,
+                garbled: &self.garbled,
                 grace: Duration::from_secs(60),
                 claims_over: self.claims_over,
                 strategy: Strategy::Distributed,
@@ -406,6 +438,52 @@ mod tests {
         );
         case.claims_over = true;
         assert_eq!(puts(&case.decide()).len(), 2);
+    }
+
+    #[test]
+    fn a_garbled_assignment_is_written_over_never_read_as_a_move() {
+        let mut running = game("running");
+        running.new = false;
+        running.status_node = Some("n2".into());
+        let mut case = Case::new(vec![node("n1", ""), node("n2", "")], vec![running]);
+        case.garbled.insert("running".into(), 9);
+        let decisions = case.decide();
+        assert_eq!(
+            decisions,
+            [Decision::Put {
+                game: "running".into(),
+                over: Some(9),
+                assignment: match &decisions[0] {
+                    Decision::Put { assignment, .. } => assignment.clone(),
+                    other => panic!("{other:?}"),
+                },
+            }]
+        );
+        assert_eq!(
+            puts(&decisions),
+            [(
+                "running".into(),
+                Some("n2".into()),
+                AssignmentReason::Adopted
+            )]
+        );
+    }
+
+    #[test]
+    fn an_assignment_to_an_unknown_node_goes_back_to_where_the_game_runs() {
+        let mut running = game("g");
+        running.status_node = Some("n2".into());
+        let mut case = Case::new(vec![node("n1", ""), node("n2", "")], vec![running]);
+        case.assignments.insert("g".into(), assigned("ghost", 4));
+        assert_eq!(
+            puts(&case.decide()),
+            [("g".into(), Some("n2".into()), AssignmentReason::Adopted)]
+        );
+        case.games[0].status_node = None;
+        assert!(
+            case.decide().is_empty(),
+            "without a status it waits for the node to come"
+        );
     }
 
     #[test]

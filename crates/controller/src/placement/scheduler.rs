@@ -229,12 +229,14 @@ impl Scheduler {
         let (games, invalid) = self.games(office.since_revision);
         let assignments: HashMap<String, Arc<SeenAssignment>> =
             self.assignments.all().into_iter().collect();
+        let garbled = self.assignments.all_garbled();
         let claim_window = self.session.ttl();
         let world = World {
             nodes: &nodes,
             games: &games,
             invalid: &invalid,
             assignments: &assignments,
+            garbled: &garbled,
             grace: self.grace,
             claims_over: now - office.since >= claim_window,
             strategy: self.strategy,

@@ -1,10 +1,11 @@
 //! A game between nodes, as this node's reconcile sees it:
 //!
-//! - assigned elsewhere (or to no node) while its container is here: moved out — a
+//! - assigned to another live node while its container is here: moved out — a
 //!   voluntary disruption that waits while the game is in session (until this node's
 //!   drain deadline) and takes a disruption-budget slot, then stops and removes the
 //!   container, frees its ports, and writes the assignment again with `from` naming this
-//!   node: the release the next node waits for;
+//!   node: the release the next node waits for. An assignment to no node, or to one that
+//!   is not live, never stops a running container (it would run nowhere);
 //! - assigned to nobody while its container is here: claimed (the container is the
 //!   truth: an upgrade from before assignments, or the key lost);
 //! - assigned here while another live node, named by the status, still holds it and
@@ -29,6 +30,9 @@ use super::{LEASE_BUSY_RETRY, Observed, Reconciler};
 
 /// Look again this soon while a move waits for a session to end or a budget slot.
 const MOVE_RETRY: Duration = Duration::from_secs(5);
+
+/// Look again this soon while the assignment names a node that is not live.
+const NOT_LIVE_RETRY: Duration = Duration::from_secs(15);
 
 impl Reconciler {
     /// A game this node does not run (its assignment names another node, or none): its
@@ -76,6 +80,12 @@ impl Reconciler {
     ) -> Result<Option<Duration>, Failure> {
         let node = &self.ownership.node;
         let target = seen.assignment.node.as_deref();
+        if container.is_alive() && !target.is_some_and(|t| self.nodes.is_live(t)) {
+            // Stopping it would leave the game running nowhere (an assignment edited by
+            // hand, or to a node that went away): it stays until a live node may take it.
+            warn!(%game, to = target.unwrap_or("no node"), "the assignment names no live node; the game keeps running here");
+            return Ok(Some(NOT_LIVE_RETRY));
+        }
         let lease = match self.session.acquire(game, &new_id()).await {
             Ok(lease) => lease,
             Err(LeaseError::Busy { .. }) => return Ok(Some(LEASE_BUSY_RETRY)),

@@ -71,6 +71,22 @@ impl Placed {
     }
 }
 
+fn record(node: &str) -> NodeRecord {
+    NodeRecord {
+        name: node.into(),
+        labels: Default::default(),
+        capacity: Default::default(),
+        address: "10.0.0.2".into(),
+        port_range: rtm_core::records::nodes::DEFAULT_PORT_RANGE,
+        holder: format!("{node}-1"),
+        version: "t".into(),
+        registered_at: rtm_core::model::Timestamp::now(),
+        ttl_ms: 15_000,
+        self_fence_after_ms: Some(30_000),
+        lost_at: None,
+    }
+}
+
 fn to(node: &str) -> Option<Assignment> {
     Some(Assignment::to(node, AssignmentReason::Scheduled, "s"))
 }
@@ -110,7 +126,11 @@ async fn a_game_moved_to_another_node_is_removed_here_and_released_to_it() {
             .await
             .unwrap()
             .unwrap();
+    // To a node that is not live, the game stays: it would run nowhere.
     p.assign("g1", to("node-b")).await;
+    p.w.converge("g1").await;
+    assert!(p.w.runtime.container(&name("g1")).unwrap().is_running());
+    p.nodes.know(record("node-b"), true);
     p.w.converge("g1").await;
     assert!(
         p.w.runtime.containers().is_empty(),
@@ -160,6 +180,7 @@ async fn a_move_waits_while_the_game_is_in_session() {
         ))
         .await
         .unwrap();
+    p.nodes.know(record("node-b"), true);
     p.assign("g1", to("node-b")).await;
     let again = p.w.reconciler.reconcile("g1").await.unwrap();
     assert!(again.is_some(), "looked at again later");
@@ -215,22 +236,7 @@ async fn a_game_another_live_node_still_holds_is_not_started_until_released() {
     };
     let records = StatusStore::new(p.w.store.clone(), Keys::default());
     p.w.store.txn(records.put("g1", &status)).await.unwrap();
-    p.nodes.know(
-        NodeRecord {
-            name: "node-b".into(),
-            labels: Default::default(),
-            capacity: Default::default(),
-            address: "10.0.0.2".into(),
-            port_range: rtm_core::records::nodes::DEFAULT_PORT_RANGE,
-            holder: "node-b-1".into(),
-            version: "t".into(),
-            registered_at: rtm_core::model::Timestamp::now(),
-            ttl_ms: 15_000,
-            self_fence_after_ms: Some(30_000),
-            lost_at: None,
-        },
-        true,
-    );
+    p.nodes.know(record("node-b"), true);
     p.assign("g1", to(NODE)).await;
     p.w.converge("g1").await;
     assert!(
