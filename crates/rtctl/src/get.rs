@@ -17,6 +17,7 @@ use self::games::{
 };
 pub(crate) use self::printer::OutputFormat;
 use self::printer::Printer;
+pub(crate) use self::row::session_state;
 pub(crate) use self::selector::Selector;
 use super::client::{Client, check_name};
 use super::error::{CliError, Outcome};
