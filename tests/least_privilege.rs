@@ -497,10 +497,7 @@ async fn each_role_does_its_job_and_nothing_more() {
         lost_at: None,
     };
     as_controller
-        .txn(Txn::new().put(
-            w.keys.node(node),
-            rtm_core::records::nodes::encode(&record),
-        ))
+        .txn(Txn::new().put(w.keys.node(node), rtm_core::records::nodes::encode(&record)))
         .await
         .expect("the controller registers its node");
     for key in [w.keys.assignment("lp-game"), w.keys.scheduler()] {
@@ -518,7 +515,10 @@ async fn each_role_does_its_job_and_nothing_more() {
     assert!(said.contains(&format!("node/{node} uncordoned")), "{said}");
     for (what, key) in [
         ("the operator writing a node record", w.keys.node(node)),
-        ("the operator writing an assignment", w.keys.assignment("lp-game")),
+        (
+            "the operator writing an assignment",
+            w.keys.assignment("lp-game"),
+        ),
         ("the operator writing the scheduler key", w.keys.scheduler()),
     ] {
         denied(what, put(&operator, &key).await);
