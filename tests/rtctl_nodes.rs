@@ -81,6 +81,28 @@ impl Running {
         }
     }
 
+    /// Waits for a table row of `name` whose STATUS is `status`.
+    fn expect_row(&mut self, name: &str, status: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let cells: Vec<&str> = line.split_whitespace().collect();
+                    let found = cells.first() == Some(&name) && cells.get(1) == Some(&status);
+                    self.seen.push(line.clone());
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => panic!(
+                    "rtctl did not print a row {name} {status} within {WAIT:?}; it printed {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
     /// Waits for the process to end, within [`RUN`]; its exit code.
     fn exit_code(mut self) -> Option<i32> {
         let deadline = Instant::now() + RUN;
@@ -514,4 +536,20 @@ async fn get_shows_the_assigned_node_and_unschedulable_games() {
     );
     let text = w.ok(&["describe", "g1"]);
     assert!(text.contains("node n1 (Scheduled"), "{text}");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd: run scripts/test"]
+async fn get_nodes_w_prints_a_row_when_a_node_changes_state() {
+    let w = World::new("nodes-watch").await;
+    w.node("n1", true).await;
+    let mut watch = w.spawn(&["get", "nodes", "-w"]);
+    watch.expect_row("NAME", "STATUS");
+    watch.expect_row("n1", "Ready");
+    w.ok(&["cordon", "n1"]);
+    watch.expect_row("n1", "Cordoned");
+    w.delete(w.keys.controller("n1-h")).await;
+    watch.expect_row("n1", "NotReady");
+    w.node("n2", false).await;
+    watch.expect_row("n2", "NotReady");
 }

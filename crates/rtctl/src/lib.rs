@@ -11,7 +11,8 @@
 //! - `budget` — GameDisruptionBudgets: their part of `apply`/`diff`, `get budgets`, `describe
 //!   budget`, `delete budget`
 //! - `session` — `allocate`, `release`
-//! - `node` — nodes: `get nodes`, `describe node NAME`, `cordon`, `uncordon`, `drain`
+//! - `node` — nodes: `get nodes` (and its `-w`), `describe node NAME`, `cordon`, `uncordon`,
+//!   `drain`
 //! - `rollout` — `rollout status`, `rollout undo`
 //! - `target` — which games a verb acts on (names, `-l`, `--all`) and the one-line-per-game
 //!   report of the bulk verbs
@@ -430,10 +431,20 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
                 budget::get(&client, name, args.output, args.no_headers, out).await
             }
             Some((kind, rest)) if node::is_node_kind(kind) => {
-                if rest.len() > 1 || args.watch || args.watch_only {
+                if rest.len() > 1 || args.output_watch_events {
                     return Err(CliError::usage(
-                        "rtctl get nodes takes at most one name, and no -w",
+                        "rtctl get nodes takes at most one name, and no --output-watch-events",
                     ));
+                }
+                if args.watch || args.watch_only {
+                    let asked = node::WatchNodes {
+                        name: rest.first().map(String::as_str),
+                        selector: args.selector.as_deref(),
+                        format: args.output,
+                        no_headers: args.no_headers,
+                        changes_only: args.watch_only,
+                    };
+                    return node::watch(&client, asked, out, &interrupt).await;
                 }
                 node::get(
                     &client,

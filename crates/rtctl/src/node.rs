@@ -1,4 +1,4 @@
-//! Nodes, the Docker hosts games run on: `get nodes`, `describe node NAME`, and the
+//! Nodes, the Docker hosts games run on: `get nodes` (and `-w`), `describe node NAME`, and the
 //! operator's holds on a node, `cordon`, `uncordon` and `drain` (which by default waits
 //! until no game is assigned there any more).
 //!
@@ -434,6 +434,141 @@ pub(crate) async fn get(
     Ok(Outcome::Success)
 }
 
+/// What a watch of nodes prints a line for when it changes (not the ages, nor each
+/// heartbeat renewal).
+type Signature = (NodeState, usize, NodeRecord, Option<Cordon>);
+
+fn signature(node: &NodeView) -> Signature {
+    (
+        node.state(),
+        node.games.len(),
+        node.record.clone(),
+        node.cordon.clone(),
+    )
+}
+
+/// Prints one changed node in a watch: a row of `table`, a JSON line, a YAML document or
+/// its name.
+fn print_change(
+    node: &NodeView,
+    format: OutputFormat,
+    table: &mut Table,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    match format {
+        OutputFormat::Table | OutputFormat::Wide => {
+            let cells = row(node, format == OutputFormat::Wide, SystemTime::now());
+            out.write_all(table.render_row(&cells).as_bytes())?;
+        }
+        OutputFormat::Json => {
+            let line = serde_json::to_string(&NodeOutput::of(node)).map_err(json_error)?;
+            writeln!(out, "{line}")?;
+        }
+        OutputFormat::Yaml => {
+            writeln!(out, "---")?;
+            let text = serde_yaml::to_string(&NodeOutput::of(node)).map_err(json_error)?;
+            out.write_all(text.as_bytes())?;
+        }
+        OutputFormat::Name => writeln!(out, "node/{}", node.name())?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// What `get nodes -w` is asked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WatchNodes<'a> {
+    pub(crate) name: Option<&'a str>,
+    pub(crate) selector: Option<&'a str>,
+    pub(crate) format: OutputFormat,
+    pub(crate) no_headers: bool,
+    /// Leave out the first listing.
+    pub(crate) changes_only: bool,
+}
+
+/// `rtctl get nodes -w`: the nodes, then a line each time one's status, games count,
+/// record or cordon changes, until Ctrl-C.
+pub(crate) async fn watch(
+    client: &Client,
+    asked: WatchNodes<'_>,
+    out: &mut dyn Write,
+    interrupt: &CancellationToken,
+) -> Result<Outcome, CliError> {
+    if let Some(name) = asked.name {
+        check_node_name(name)?;
+    }
+    let selector = match asked.selector {
+        Some(text) => Selector::parse(text)?,
+        None => Selector::default(),
+    };
+    tokio::select! {
+        outcome = follow_nodes(client, asked, &selector, out) => outcome,
+        // Ctrl-C is how a watch ends, as `get -w` of games.
+        () = interrupt.cancelled() => Ok(Outcome::Success),
+    }
+}
+
+/// The watch of [`watch`]: it ends only by a failure.
+async fn follow_nodes(
+    client: &Client,
+    asked: WatchNodes<'_>,
+    selector: &Selector,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let picked = |n: &&NodeView| {
+        asked.name.is_none_or(|name| n.name() == name) && selector.matches(&n.record.labels)
+    };
+    let wide = asked.format == OutputFormat::Wide;
+    let table_format = matches!(asked.format, OutputFormat::Table | OutputFormat::Wide);
+    let mut headers: Vec<String> = HEADERS.iter().map(|h| (*h).to_owned()).collect();
+    if wide {
+        headers.extend(WIDE_HEADERS.iter().map(|h| (*h).to_owned()));
+    }
+    let mut table = Table::with_headers(headers);
+    // Rows come one at a time: STATUS is sized for its widest value up front.
+    table.min_width(1, NodeState::NotReady.as_str().len());
+    let prefixes = prefixes(client.keys(), false);
+    let (mut watch, listings, _) = MultiWatch::start(client, prefixes.clone()).await?;
+    let mut known = Known::new(prefixes, &listings);
+    let fleet = fleet_from(client, &listings);
+    let shown: Vec<&NodeView> = fleet.nodes.iter().filter(picked).collect();
+    let mut printed: BTreeMap<String, Signature> = shown
+        .iter()
+        .map(|n| (n.name().to_owned(), signature(n)))
+        .collect();
+    if asked.changes_only {
+        if table_format && !asked.no_headers {
+            out.write_all(table.render().as_bytes())?;
+        }
+    } else if table_format {
+        for node in &shown {
+            table.row(row(node, wide, SystemTime::now()));
+        }
+        let text = if asked.no_headers {
+            table.render_rows()
+        } else {
+            table.render()
+        };
+        out.write_all(text.as_bytes())?;
+    } else {
+        for node in &shown {
+            print_change(node, asked.format, &mut table, out)?;
+        }
+    }
+    out.flush()?;
+    loop {
+        known.update(watch.next().await?);
+        let fleet = fleet_from(client, &known.listings());
+        for node in fleet.nodes.iter().filter(picked) {
+            let now = signature(node);
+            if printed.get(node.name()) != Some(&now) {
+                print_change(node, asked.format, &mut table, out)?;
+                printed.insert(node.name().to_owned(), now);
+            }
+        }
+    }
+}
+
 /// `rtctl describe node NAME`.
 pub(crate) async fn describe(
     client: &Client,
@@ -752,6 +887,74 @@ pub(crate) async fn uncordon(
     Ok(Outcome::Success)
 }
 
+/// The keys under each watched prefix, as last seen, kept up to date from a [`MultiWatch`].
+#[derive(Debug)]
+struct Known {
+    prefixes: Vec<String>,
+    maps: Vec<BTreeMap<String, KeyValue>>,
+}
+
+impl Known {
+    fn new(prefixes: Vec<String>, listings: &[Listing]) -> Known {
+        let mut known = Known {
+            prefixes,
+            maps: Vec::new(),
+        };
+        known.relist(listings);
+        known
+    }
+
+    fn relist(&mut self, listings: &[Listing]) {
+        self.maps = listings
+            .iter()
+            .map(|l| {
+                l.items
+                    .iter()
+                    .map(|kv| (kv.key.clone(), kv.clone()))
+                    .collect()
+            })
+            .collect();
+    }
+
+    /// Takes in what the watch yielded.
+    fn update(&mut self, item: WatchItem) {
+        match item {
+            WatchItem::Batch(batch) => {
+                for event in &batch {
+                    let Some(map) = self
+                        .prefixes
+                        .iter()
+                        .position(|p| event.key().starts_with(p.as_str()))
+                        .and_then(|i| self.maps.get_mut(i))
+                    else {
+                        continue;
+                    };
+                    match event {
+                        WatchEvent::Put(kv) => {
+                            map.insert(kv.key.clone(), kv.clone());
+                        }
+                        WatchEvent::Delete { key, .. } => {
+                            map.remove(key);
+                        }
+                    }
+                }
+            }
+            WatchItem::Relisted(listings) => self.relist(&listings),
+        }
+    }
+
+    /// The keys as listings, in the prefixes' order.
+    fn listings(&self) -> Vec<Listing> {
+        self.maps
+            .iter()
+            .map(|map| Listing {
+                items: map.values().cloned().collect(),
+                revision: 0,
+            })
+            .collect()
+    }
+}
+
 /// What is left on a draining node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Left {
@@ -840,20 +1043,9 @@ pub(crate) async fn drain(
     );
     let follow = async {
         let (mut watch, listings, _) = MultiWatch::start(client, prefixes.clone()).await?;
-        let index = |listings: &[Listing]| -> Vec<BTreeMap<String, KeyValue>> {
-            listings
-                .iter()
-                .map(|l| {
-                    l.items
-                        .iter()
-                        .map(|kv| (kv.key.clone(), kv.clone()))
-                        .collect()
-                })
-                .collect()
-        };
-        let mut known = index(&listings);
+        let mut known = Known::new(prefixes, &listings);
         loop {
-            let Some(now) = left(keys, node, &known) else {
+            let Some(now) = left(keys, node, &known.maps) else {
                 return Err(CliError::Conflict {
                     message: format!(
                         "node/{node} is no longer draining (uncordoned, or cordoned only, \
@@ -870,28 +1062,7 @@ pub(crate) async fn drain(
                 out.flush()?;
                 last.set(Some(now));
             }
-            match watch.next().await? {
-                WatchItem::Batch(batch) => {
-                    for event in &batch {
-                        let Some(map) = prefixes
-                            .iter()
-                            .position(|p| event.key().starts_with(p.as_str()))
-                            .and_then(|i| known.get_mut(i))
-                        else {
-                            continue;
-                        };
-                        match event {
-                            WatchEvent::Put(kv) => {
-                                map.insert(kv.key.clone(), kv.clone());
-                            }
-                            WatchEvent::Delete { key, .. } => {
-                                map.remove(key);
-                            }
-                        }
-                    }
-                }
-                WatchItem::Relisted(listings) => known = index(&listings),
-            }
+            known.update(watch.next().await?);
         }
     };
     let timeout = async {
