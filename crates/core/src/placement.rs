@@ -411,11 +411,7 @@ impl Placer {
             None => {
                 let nodes = self.slots.len();
                 let mut message = format!("0/{nodes} nodes fit");
-                if needs
-                    .pinned
-                    .as_deref()
-                    .is_some_and(|p| !self.index.contains_key(p))
-                {
+                if needs.pinned.as_deref().is_some_and(|p| !self.index.contains_key(p)) {
                     message.push_str(&format!(
                         ": spec.node names {}, which has not registered",
                         needs.pinned.as_deref().unwrap_or_default()
@@ -513,11 +509,7 @@ mod tests {
             "0/2 nodes fit: 1 insufficient cpus, 1 insufficient memory"
         );
         placer.vacate("n1", &small());
-        assert_eq!(
-            placer.place(&small(), None).unwrap(),
-            "n1",
-            "freed room is used again"
-        );
+        assert_eq!(placer.place(&small(), None).unwrap(), "n1", "freed room is used again");
     }
 
     #[test]
@@ -561,11 +553,7 @@ mod tests {
         let mut placer = Placer::new(vec![node("n1", ""), node("n2", "")], Strategy::Packed);
         let fixed = Needs::of(&game("a").port(7000, Some(17000)).build());
         assert_eq!(placer.place(&fixed, None).unwrap(), "n1");
-        assert_eq!(
-            placer.place(&fixed, None).unwrap(),
-            "n2",
-            "17000/tcp is taken on n1"
-        );
+        assert_eq!(placer.place(&fixed, None).unwrap(), "n2", "17000/tcp is taken on n1");
         assert_eq!(
             placer.place(&fixed, None).unwrap_err().misfits[&Misfit::HostPort],
             2
@@ -585,11 +573,7 @@ mod tests {
             auto_ports: [0, 10],
             ..Needs::default()
         };
-        assert_eq!(
-            placer.place(&udp, None).unwrap(),
-            "n1",
-            "UDP has its own ports"
-        );
+        assert_eq!(placer.place(&udp, None).unwrap(), "n1", "UDP has its own ports");
     }
 
     #[test]
@@ -617,10 +601,7 @@ mod tests {
     #[test]
     fn strategies_read_their_names() {
         assert_eq!("Packed".parse::<Strategy>().unwrap(), Strategy::Packed);
-        assert_eq!(
-            "distributed".parse::<Strategy>().unwrap(),
-            Strategy::Distributed
-        );
+        assert_eq!("distributed".parse::<Strategy>().unwrap(), Strategy::Distributed);
         assert!("Random".parse::<Strategy>().is_err());
     }
 }

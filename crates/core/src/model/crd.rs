@@ -396,10 +396,7 @@ mod tests {
     /// schema does not list, and reject a value of another type.
     fn assert_schema_covers(value: &Value, schema: &Value, path: &str) {
         if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
-            assert!(
-                value.is_i64() || value.is_u64() || value.is_string(),
-                "{path}"
-            );
+            assert!(value.is_i64() || value.is_u64() || value.is_string(), "{path}");
             return;
         }
         let expected = schema["type"]

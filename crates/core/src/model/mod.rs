@@ -319,14 +319,11 @@ impl<'de> Deserialize<'de> for HostPortSpec {
             Number(i64),
             Text(String),
         }
-        match Wire::deserialize(deserializer)
-            .map_err(|_| D::Error::custom(format!("{}, or auto", port_number::RANGE_MESSAGE)))?
-        {
+        match Wire::deserialize(deserializer).map_err(|_| {
+            D::Error::custom(format!("{}, or auto", port_number::RANGE_MESSAGE))
+        })? {
             Wire::Number(number) => u16::try_from(number).map(HostPortSpec::Port).map_err(|_| {
-                D::Error::custom(format!(
-                    "{}, or auto; got {number}",
-                    port_number::RANGE_MESSAGE
-                ))
+                D::Error::custom(format!("{}, or auto; got {number}", port_number::RANGE_MESSAGE))
             }),
             Wire::Text(text) if text == "auto" => Ok(HostPortSpec::Auto),
             Wire::Text(text) => Err(D::Error::custom(format!(
@@ -1067,9 +1064,7 @@ mod tests {
                 d.spec.logging.max_size = Some("20Mi".parse().unwrap())
             }),
             ("logging.maxFiles", |d| d.spec.logging.max_files = Some(5)),
-            ("host port", |d| {
-                d.spec.ports[0].host_port = Some(HostPortSpec::Port(17001))
-            }),
+            ("host port", |d| d.spec.ports[0].host_port = Some(HostPortSpec::Port(17001))),
             ("protocol", |d| d.spec.ports[0].protocol = Protocol::Udp),
             ("host ip", |d| {
                 d.spec.ports[0].host_ip = Some("127.0.0.1".into())
@@ -1305,23 +1300,10 @@ mod tests {
         assert_eq!(auto.fixed_host_port(), None);
         let fixed = read("containerPort: 7777\nhostPort: 17000\n").unwrap();
         assert_eq!(fixed.fixed_host_port(), Some(17000));
-        assert_eq!(
-            serde_yaml::to_string(&auto).unwrap().trim(),
-            "containerPort: 7777\nhostPort: auto\nprotocol: TCP"
-        );
-        for bad in [
-            "hostPort: 70000",
-            "hostPort: any",
-            "hostPort: -1",
-            "hostPort: [1]",
-        ] {
-            let error = read(&format!("containerPort: 7777\n{bad}\n"))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                error.contains("between 1 and 65535") && error.contains("auto"),
-                "{bad}: {error}"
-            );
+        assert_eq!(serde_yaml::to_string(&auto).unwrap().trim(), "containerPort: 7777\nhostPort: auto\nprotocol: TCP");
+        for bad in ["hostPort: 70000", "hostPort: any", "hostPort: -1", "hostPort: [1]"] {
+            let error = read(&format!("containerPort: 7777\n{bad}\n")).unwrap_err().to_string();
+            assert!(error.contains("between 1 and 65535") && error.contains("auto"), "{bad}: {error}");
         }
         // `auto` hashes apart from every number, and a numbered port hashes as it did.
         let mut doc = base();

@@ -166,7 +166,9 @@ impl FromStr for PortRange {
             None => (port(text)?, port(text)?),
         };
         if first > last {
-            return Err(format!("{text}: the first port must not be above the last"));
+            return Err(format!(
+                "{text}: the first port must not be above the last"
+            ));
         }
         Ok(PortRange { first, last })
     }
@@ -461,7 +463,10 @@ mod tests {
         );
         assert_eq!(decode::<Assignment>(huge.as_bytes()), None);
         let assignment = Assignment::to("n1", AssignmentReason::Scheduled, "c1");
-        assert_eq!(decode::<Assignment>(&encode(&assignment)), Some(assignment));
+        assert_eq!(
+            decode::<Assignment>(&encode(&assignment)),
+            Some(assignment)
+        );
         let long = Assignment::unschedulable(&"why ".repeat(1000), "c1");
         assert!(long.unschedulable.unwrap().len() <= MAX_UNSCHEDULABLE_MESSAGE);
     }
