@@ -14,6 +14,10 @@
 //!   (`records::sessions`: it reads games, status and the lease key, and writes under
 //!   `sessions/`), and may neither write games nor status nor leases nor read the history;
 //! - the controller may write sessions (it removes a deleted game's) and budget slots.
+//! - nodes: the controller registers a node (`nodes/`), writes assignments and the
+//!   `scheduler` key, and may not write a cordon; the operator cordons and uncordons it with
+//!   rtctl (`cordons/`) and may write neither `nodes/`, `assignments/` nor `scheduler`; the
+//!   viewer's `rtctl cordon` is refused.
 //!
 //! The script runs twice: the second run changes nothing. Ignored by a bare `cargo test`
 //! (etcd, openssl and Docker are needed); `scripts/test` runs it.
@@ -476,6 +480,57 @@ async fn each_role_does_its_job_and_nothing_more() {
         "the controller writing a budget",
         put(&as_controller, &w.keys.budget("c-budget")).await,
     );
+    // Nodes: the controller registers one, places games and holds the scheduler key; the
+    // operator cordons it; neither writes the other's records.
+    let node = "lp-node.example";
+    let record = rtm_core::records::nodes::NodeRecord {
+        name: node.to_owned(),
+        labels: Default::default(),
+        capacity: Default::default(),
+        address: "127.0.0.1".into(),
+        port_range: rtm_core::records::nodes::DEFAULT_PORT_RANGE,
+        holder: "lp-holder".into(),
+        version: "test".into(),
+        registered_at: rtm_core::model::Timestamp::now(),
+        ttl_ms: 10_000,
+        self_fence_after_ms: None,
+        lost_at: None,
+    };
+    as_controller
+        .txn(Txn::new().put(w.keys.node(node), rtm_core::records::nodes::encode(&record)))
+        .await
+        .expect("the controller registers its node");
+    for key in [w.keys.assignment("lp-game"), w.keys.scheduler()] {
+        put(&as_controller, &key)
+            .await
+            .unwrap_or_else(|e| panic!("the controller writes {key}: {e}"));
+    }
+    denied(
+        "the controller writing a cordon",
+        put(&as_controller, &w.keys.cordon(node)).await,
+    );
+    let said = w.rtctl_ok(OPERATOR, &["cordon", node]);
+    assert!(said.contains(&format!("node/{node} cordoned")), "{said}");
+    let said = w.rtctl_ok(OPERATOR, &["uncordon", node]);
+    assert!(said.contains(&format!("node/{node} uncordoned")), "{said}");
+    for (what, key) in [
+        ("the operator writing a node record", w.keys.node(node)),
+        (
+            "the operator writing an assignment",
+            w.keys.assignment("lp-game"),
+        ),
+        ("the operator writing the scheduler key", w.keys.scheduler()),
+    ] {
+        denied(what, put(&operator, &key).await);
+    }
+    let refused = w.rtctl(VIEWER, &["cordon", node]);
+    assert_eq!(
+        refused.status.code(),
+        Some(PERMISSION_DENIED),
+        "the viewer's cordon: {}",
+        describe(&refused)
+    );
+
     denied(
         "the matchmaker writing a budget slot",
         put(&matchmaker, &w.keys.budget_slot("lp", 1)).await,

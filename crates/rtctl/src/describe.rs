@@ -17,6 +17,7 @@ use rtm_core::model::{
 use rtm_core::records::events::{Event, Events};
 use rtm_core::records::history::HistoryEntry;
 use rtm_core::records::lease::LeaseRecord;
+use rtm_core::records::nodes::Assignment;
 use rtm_core::records::previous::PreviousContainer;
 use rtm_core::store::KeyValue;
 
@@ -80,6 +81,10 @@ pub(crate) async fn describe(
         }
         None => None,
     };
+    let assignment = client
+        .raw(&keys.assignment(name))
+        .await?
+        .map(|kv| rtm_core::records::nodes::decode::<Assignment>(&kv.value).ok_or(kv.key));
     let now = SystemTime::now();
     match decoded {
         Ok(mut doc) => {
@@ -92,6 +97,7 @@ pub(crate) async fn describe(
                     &events,
                     &history,
                     lease.as_ref(),
+                    assignment.as_ref(),
                     now,
                 )
                 .as_bytes(),
@@ -267,6 +273,9 @@ fn list_or_none(items: &[String]) -> String {
 }
 
 /// The whole description.
+// One argument per record shown beside the document (and the clock): a struct holding them
+// would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn render(
     doc: &GameRuntime,
     session: Option<&Session>,
@@ -274,11 +283,13 @@ pub(crate) fn render(
     events: &[Event],
     history: &[HistoryEntry],
     lease: Option<&LeaseView>,
+    assignment: Option<&Result<Assignment, String>>,
     now: SystemTime,
 ) -> String {
     let mut text = String::new();
     render_metadata(&mut text, doc, now);
     render_spec(&mut text, doc);
+    assignment_field(&mut text, assignment, now);
     lease_field(&mut text, lease, now);
     render_session(&mut text, session, now);
     render_status(&mut text, doc.status.as_ref(), doc.metadata.generation, now);
@@ -294,6 +305,44 @@ pub(crate) fn render(
     render_events(&mut text, events, now);
     render_history(&mut text, history, now);
     text
+}
+
+/// Where the scheduler put the game (`assignments/<game>`), and with no node why none fits;
+/// `Err(key)`: the record there does not decode.
+fn assignment_field(
+    text: &mut String,
+    assignment: Option<&Result<Assignment, String>>,
+    now: SystemTime,
+) {
+    let value = match assignment {
+        None => "<none> (not placed yet)".to_owned(),
+        Some(Err(key)) => format!("<unreadable> (the value at {key} does not decode)"),
+        Some(Ok(assignment)) => {
+            let mut line = match &assignment.node {
+                Some(node) => format!("node {node}"),
+                None => format!(
+                    "Unschedulable: {}",
+                    assignment
+                        .unschedulable
+                        .as_deref()
+                        .unwrap_or("no node fits")
+                ),
+            };
+            let _ = write!(
+                line,
+                " ({}, {}, by {}",
+                assignment.reason.as_str(),
+                when(Some(assignment.at), now),
+                assignment.by
+            );
+            if let Some(from) = &assignment.from {
+                let _ = write!(line, ", from {from}");
+            }
+            line.push(')');
+            line
+        }
+    };
+    field(text, 0, "Assignment", &value);
 }
 
 /// The game's events (they expire; the history keeps the operations).
@@ -721,6 +770,32 @@ mod tests {
     use rtm_core::model::{ConditionStatus, OpKind, OpSource, Phase, Protocol, PublishedPort};
 
     #[test]
+    fn the_assignment_says_the_node_or_why_none_fits() {
+        use rtm_core::records::nodes::AssignmentReason;
+        let doc = rtm_core::model::fixtures::game("g1").build();
+        let now = SystemTime::now();
+        let text = render(&doc, None, None, &[], &[], None, None, now);
+        assert!(
+            text.contains("Assignment:                <none> (not placed yet)"),
+            "{text}"
+        );
+        let mut moved = Assignment::to("n2", AssignmentReason::Drained, "n3-x");
+        moved.from = Some("n1".into());
+        let text = render(&doc, None, None, &[], &[], None, Some(&Ok(moved)), now);
+        assert!(
+            text.contains("Assignment:                node n2 (Drained, "),
+            "{text}"
+        );
+        assert!(text.contains("by n3-x, from n1)"), "{text}");
+        let nowhere = Assignment::unschedulable("0/3 nodes fit: 3 node selector region=eu", "c");
+        let text = render(&doc, None, None, &[], &[], None, Some(&Ok(nowhere)), now);
+        assert!(
+            text.contains("Unschedulable: 0/3 nodes fit: 3 node selector region=eu (Scheduled"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_description_has_every_section() {
         let mut doc = parse_documents(
             "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata: {name: g1, labels: \
@@ -736,7 +811,16 @@ mod tests {
             ..GameRuntimeStatus::default()
         });
         let entry = HistoryEntry::begin("g1", "op-1", OpKind::Start, OpSource::Reconcile);
-        let text = render(&doc, None, None, &[], &[entry], None, SystemTime::now());
+        let text = render(
+            &doc,
+            None,
+            None,
+            &[],
+            &[entry],
+            None,
+            None,
+            SystemTime::now(),
+        );
         for expected in [
             "Name:                      g1\n",
             "Labels:                    tier=ranked\n",
@@ -796,7 +880,7 @@ mod tests {
         )
         .unwrap()
         .remove(0);
-        let text = render(&doc, None, None, &[], &[], None, SystemTime::now());
+        let text = render(&doc, None, None, &[], &[], None, None, SystemTime::now());
         let at = text.find("  Volumes:").expect("a Volumes field");
         let block: Vec<&str> = text[at..].lines().take(3).collect();
         assert_eq!(
@@ -830,7 +914,7 @@ mod tests {
             truncated: true,
             kept_at: Timestamp::from_unix_seconds(1_800_000_301),
         };
-        let text = render(&doc, None, Some(&kept), &[], &[], None, now);
+        let text = render(&doc, None, Some(&kept), &[], &[], None, None, now);
         assert_eq!(
             section(&text, "Last Termination:"),
             [
@@ -844,7 +928,7 @@ mod tests {
             ],
             "{text}"
         );
-        let without = render(&doc, None, None, &[], &[], None, now);
+        let without = render(&doc, None, None, &[], &[], None, None, now);
         assert!(!without.contains("Last Termination"), "{without}");
         let mut event = Event::first(
             "g1",
@@ -854,7 +938,7 @@ mod tests {
         );
         event.count = 3;
         event.last_seen = Timestamp::from_unix_seconds(1_800_000_590);
-        let text = render(&doc, None, Some(&kept), &[event], &[], None, now);
+        let text = render(&doc, None, Some(&kept), &[event], &[], None, None, now);
         assert_eq!(
             section(&text, "Events:")[1..],
             [
@@ -878,7 +962,7 @@ mod tests {
             phase: Phase::Running,
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, None, None, &[], &[], None, SystemTime::now());
+        let text = render(&doc, None, None, &[], &[], None, None, SystemTime::now());
         assert!(
             text.contains("  Address:                 <none>\n  Ports:                   <none>\n"),
             "{text}"
@@ -899,7 +983,7 @@ mod tests {
                 host_port: 17001,
             },
         ];
-        let text = render(&doc, None, None, &[], &[], None, SystemTime::now());
+        let text = render(&doc, None, None, &[], &[], None, None, SystemTime::now());
         assert!(
             text.contains(
                 "  Address:                 10.1.2.3\n\
@@ -933,7 +1017,7 @@ mod tests {
             }),
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, None, None, &[], &[], None, now);
+        let text = render(&doc, None, None, &[], &[], None, None, now);
         assert_eq!(
             section(&text, "Health Check:"),
             [
@@ -962,7 +1046,7 @@ mod tests {
         let mut doc = checked_game();
         let now = SystemTime::now();
         // No status at all yet, then a status the probes have not reported in.
-        let text = render(&doc, None, None, &[], &[], None, now);
+        let text = render(&doc, None, None, &[], &[], None, None, now);
         assert!(
             text.contains(
                 "  Startup Timeout:         2m\n  Verdict:                 no result yet\n"
@@ -974,7 +1058,7 @@ mod tests {
             conditions: vec![ready(ConditionStatus::False, "Starting", "")],
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, None, None, &[], &[], None, now);
+        let text = render(&doc, None, None, &[], &[], None, None, now);
         assert!(
             text.contains("  Verdict:                 no result yet\n"),
             "{text}"
@@ -988,7 +1072,7 @@ mod tests {
             message: None,
             since: None,
         });
-        let text = render(&doc, None, None, &[], &[], None, now);
+        let text = render(&doc, None, None, &[], &[], None, None, now);
         for expected in [
             "  Verdict:                 Unknown (no result yet)\n",
             "  Passed:                  not yet\n",
@@ -1015,7 +1099,7 @@ mod tests {
             }),
             ..GameRuntimeStatus::default()
         });
-        let text = render(&doc, None, None, &[], &[], None, SystemTime::now());
+        let text = render(&doc, None, None, &[], &[], None, None, SystemTime::now());
         for expected in [
             "  Verdict:                 Passing\n",
             "  Probed With:             tcp :7000 (an earlier spec)\n",
@@ -1034,7 +1118,7 @@ mod tests {
         .unwrap()
         .remove(0);
         doc.status = Some(GameRuntimeStatus::default());
-        let text = render(&doc, None, None, &[], &[], None, SystemTime::now());
+        let text = render(&doc, None, None, &[], &[], None, None, SystemTime::now());
         assert!(!text.contains("Health Check:"), "{text}");
         assert!(text.contains("Conditions:\n  <none>\n"), "{text}");
     }
@@ -1064,7 +1148,7 @@ mod tests {
             container_id: Some("0123456789abcdef0123".into()),
             source: Some("admin_cli".into()),
         };
-        let text = render(&doc, Some(&session), None, &[], &[], None, now);
+        let text = render(&doc, Some(&session), None, &[], &[], None, None, now);
         let described = section(&text, "Session:");
         assert!(
             described
@@ -1091,7 +1175,7 @@ mod tests {
             pending.ends_with("the restart waits for the session (ref match-42) to end"),
             "{pending}"
         );
-        let idle = render(&doc, None, None, &[], &[], None, now);
+        let idle = render(&doc, None, None, &[], &[], None, None, now);
         assert!(idle.contains("Session:"), "{idle}");
         assert!(idle.contains("Idle (no session record)"), "{idle}");
     }

@@ -13,10 +13,12 @@ mod watch;
 use std::io::Write;
 
 use self::games::{
-    InvalidGame, Shown, games_from, note_none_found, prefixes, select, sessions_from,
+    InvalidGame, Shown, assignments_from, games_from, note_none_found, prefixes, select,
+    sessions_from,
 };
 pub(crate) use self::printer::OutputFormat;
 use self::printer::Printer;
+pub(crate) use self::row::session_state;
 pub(crate) use self::selector::Selector;
 use super::client::{Client, check_name};
 use super::error::{CliError, Outcome};
@@ -111,9 +113,23 @@ async fn list(
     selector: &Selector,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
-    let (listings, _) = client
-        .list_at_one_revision(&prefixes(client.keys()))
-        .await?;
+    let keys = client.keys();
+    let mut read = prefixes(keys);
+    // Every game's assignment for a whole listing; for named games, their keys only.
+    if args.names.is_empty() {
+        read.push(keys.assignments());
+    }
+    let (listings, _) = client.list_at_one_revision(&read).await?;
+    let assignments = match listings.get(3) {
+        Some(listing) => assignments_from(keys, &listing.items),
+        None => {
+            let mut found = Vec::new();
+            for name in &args.names {
+                found.extend(client.raw(&keys.assignment(name)).await?);
+            }
+            assignments_from(keys, &found)
+        }
+    };
     let (games, invalid) = games_from(client, &listings[0], &listings[1]);
     let shown = select(&games, &invalid, &args.names, selector);
     let missing: Vec<&String> = args
@@ -123,6 +139,7 @@ async fn list(
         .collect();
     let mut printer = Printer::new(args.output, false, false);
     printer.set_sessions(sessions_from(client.keys(), &listings[2]));
+    printer.set_assignments(assignments);
     if shown.is_empty() && args.names.is_empty() {
         note_none_found(client.keys());
         if args.output == OutputFormat::Json {

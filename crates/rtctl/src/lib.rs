@@ -11,6 +11,8 @@
 //! - `budget` — GameDisruptionBudgets: their part of `apply`/`diff`, `get budgets`, `describe
 //!   budget`, `delete budget`
 //! - `session` — `allocate`, `release`
+//! - `node` — nodes: `get nodes` (and its `-w`), `describe node NAME`, `cordon`, `uncordon`,
+//!   `drain`
 //! - `rollout` — `rollout status`, `rollout undo`
 //! - `target` — which games a verb acts on (names, `-l`, `--all`) and the one-line-per-game
 //!   report of the bulk verbs
@@ -53,6 +55,7 @@ mod get;
 mod history;
 mod input;
 mod logs;
+mod node;
 mod output;
 mod prepull;
 mod request;
@@ -103,18 +106,21 @@ pub(crate) enum Command {
     Apply(apply::ApplyArgs),
     /// Show how files differ from the live games (exit 0: none, 1: differences, >1: error).
     Diff(apply::DiffArgs),
-    /// List games (or disruption budgets: `get budgets`), or follow their changes with -w.
+    /// List games (or disruption budgets: `get budgets`; nodes: `get nodes`), or follow
+    /// their changes with -w.
     #[command(
         after_help = "Examples:\n  rtctl get\n  rtctl get arena-1 -o yaml\n  rtctl get \
-                            -l tier=ranked -o wide\n  rtctl get -w\n  rtctl get budgets"
+                            -l tier=ranked -o wide\n  rtctl get -w\n  rtctl get budgets\n  \
+                            rtctl get nodes -o wide"
     )]
     Get(get::GetArgs),
     /// Show one game in detail: spec, status, session, health check, conditions, recent
-    /// history; or a disruption budget (`describe budget NAME`).
+    /// history; or a disruption budget (`describe budget NAME`), or a node (`describe node
+    /// NAME`).
     Describe {
-        /// The game (or `budget`, then the budget's name).
+        /// The game (or `budget` or `node`, then its name).
         name: String,
-        /// With `budget`: the budget's name.
+        /// With `budget` or `node`: the budget's or node's name.
         budget: Option<String>,
     },
     /// Allocate a game to a session (a match): voluntary disruptions then wait for its end.
@@ -156,6 +162,18 @@ pub(crate) enum Command {
                             pulled, 8 a pull failed, 9 a node did not answer in time, 130 \
                             interrupted.")]
     Prepull(prepull::PrepullArgs),
+    /// Keep new games off a node (those it runs stay): writes cordons/NODE.
+    #[command(after_help = "Examples:\n  rtctl cordon node-a --ref MAINT-7")]
+    Cordon(node::CordonArgs),
+    /// Let a node take games again (a drain under way stops): deletes cordons/NODE.
+    Uncordon(node::CordonArgs),
+    /// Move every game off a node: cordons it for draining, then waits until no game is
+    /// assigned there (games in session finish their match first, until --deadline).
+    #[command(after_help = "Examples:\n  rtctl drain node-a\n  rtctl drain node-a \
+                            --deadline 2h --timeout 3h\n  rtctl drain node-a --no-wait\n\n\
+                            Exit: 0 drained (or asked, with --no-wait), 4 no such node, 9 \
+                            --timeout passed, 130 interrupted.")]
+    Drain(node::DrainArgs),
     /// Ask for a restart (a recreate): writes a new spec.restartToken.
     #[command(
         after_help = "Examples:\n  rtctl restart arena-1\n  rtctl restart arena-1 --ref \
@@ -218,9 +236,12 @@ impl Command {
                 Some((kind, rest)) if budget::is_budget_kind(kind) => {
                     rest.iter().map(String::as_str).collect()
                 }
+                // Node names are checked as node names (DNS subdomains) by `node`.
+                Some((kind, _)) if node::is_node_kind(kind) => Vec::new(),
                 _ => args.names.iter().map(String::as_str).collect(),
             },
             Command::Describe { name, budget } => match budget {
+                Some(_) if node::is_node_kind(name) => Vec::new(),
                 Some(budget) => vec![budget],
                 None => vec![name],
             },
@@ -243,6 +264,9 @@ impl Command {
             Command::Delete(args) => args.game_names().iter().map(String::as_str).collect(),
             Command::Wait(args) => args.names.iter().map(String::as_str).collect(),
             Command::Apply(_)
+            | Command::Cordon(_)
+            | Command::Uncordon(_)
+            | Command::Drain(_)
             | Command::Diff(_)
             | Command::Crd
             | Command::Completion { .. }
@@ -261,6 +285,7 @@ impl Command {
             Command::Rollout { command } => command.waits(),
             Command::Delete(args) => args.wait,
             Command::Wait(_) | Command::Prepull(_) => true,
+            Command::Drain(args) => args.waits(),
             Command::Logs(args) => args.follow,
             Command::Events(args) => args.watch,
             _ => false,
@@ -405,22 +430,55 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
                 let name = rest.first().map(String::as_str);
                 budget::get(&client, name, args.output, args.no_headers, out).await
             }
+            Some((kind, rest)) if node::is_node_kind(kind) => {
+                if rest.len() > 1 || args.output_watch_events {
+                    return Err(CliError::usage(
+                        "rtctl get nodes takes at most one name, and no --output-watch-events",
+                    ));
+                }
+                if args.watch || args.watch_only {
+                    let asked = node::WatchNodes {
+                        name: rest.first().map(String::as_str),
+                        selector: args.selector.as_deref(),
+                        format: args.output,
+                        no_headers: args.no_headers,
+                        changes_only: args.watch_only,
+                    };
+                    return node::watch(&client, asked, out, &interrupt).await;
+                }
+                node::get(
+                    &client,
+                    rest.first().map(String::as_str),
+                    args.selector.as_deref(),
+                    args.output,
+                    args.no_headers,
+                    out,
+                )
+                .await
+            }
             _ => get::get(&client, args, out, interrupt.cancelled()).await,
         },
         Command::Describe {
             name,
-            budget: Some(budget_name),
+            budget: Some(other),
         } => {
+            if node::is_node_kind(name) {
+                return node::describe(&client, other, out).await;
+            }
             if !budget::is_budget_kind(name) {
                 return Err(CliError::usage(format!(
-                    "rtctl describe takes one game name, or `budget NAME`; {name:?} is not a kind"
+                    "rtctl describe takes one game name, `budget NAME` or `node NAME`; {name:?} \
+                     is not a kind"
                 )));
             }
-            budget::describe(&client, budget_name, out).await
+            budget::describe(&client, other, out).await
         }
         Command::Describe { name, budget: None } => describe::describe(&client, name, out).await,
         Command::Allocate(args) => session::allocate(&client, args, out).await,
         Command::Release(args) => session::release(&client, args, out).await,
+        Command::Cordon(args) => node::cordon(&client, args, out).await,
+        Command::Uncordon(args) => node::uncordon(&client, args, out).await,
+        Command::Drain(args) => node::drain(&client, args, out, &interrupt).await,
         Command::Rollout { command } => rollout::rollout(&client, command, out, &interrupt).await,
         Command::History(args) => history::history(&client, args, out).await,
         Command::Events(args) => events::events(&client, args, out, &interrupt).await,

@@ -10,7 +10,8 @@ use crate::error::one_line;
 use crate::output::{note, warn};
 use rtm_core::model::{GameRuntime, GameRuntimeStatus, Session};
 use rtm_core::records::documents::DocumentError;
-use rtm_core::store::{Keys, Listing};
+use rtm_core::records::nodes::{self, Assignment};
+use rtm_core::store::{KeyValue, Keys, Listing};
 
 /// A stored document that cannot be read (garbage bytes, a name that does not match its key),
 /// shown by `get` as STATE `Invalid` so it is not mistaken for a missing game.
@@ -35,6 +36,18 @@ pub(crate) fn sessions_from(keys: &Keys, sessions: &Listing) -> BTreeMap<String,
         .filter_map(|kv| {
             let game = keys.name_of(&keys.sessions(), &kv.key)?;
             Some((game.to_owned(), rtm_core::records::sessions::decode(kv)))
+        })
+        .collect()
+}
+
+/// The assignments among `items` (keys under `assignments/`), by game; one that does not
+/// decode is left out (the game then shows as if it had none).
+pub(crate) fn assignments_from(keys: &Keys, items: &[KeyValue]) -> BTreeMap<String, Assignment> {
+    items
+        .iter()
+        .filter_map(|kv| {
+            let game = keys.name_of(&keys.assignments(), &kv.key)?;
+            Some((game.to_owned(), nodes::decode::<Assignment>(&kv.value)?))
         })
         .collect()
 }

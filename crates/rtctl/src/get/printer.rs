@@ -10,6 +10,7 @@ use crate::error::CliError;
 use crate::output::{SHORT_ID, Table};
 use rtm_core::model::parse::to_yaml;
 use rtm_core::model::{GameRuntime, Session};
+use rtm_core::records::nodes::Assignment;
 use std::collections::BTreeMap;
 
 /// The `-o` formats of `get`.
@@ -41,6 +42,8 @@ pub(crate) struct Printer {
     events: bool,
     /// The games' session records, by game (read from one listing of `sessions/`).
     sessions: BTreeMap<String, Session>,
+    /// The games' assignments, by game (the listing reads them; the watch does not).
+    assignments: BTreeMap<String, Assignment>,
 }
 
 impl Printer {
@@ -75,12 +78,18 @@ impl Printer {
             table,
             events,
             sessions: BTreeMap::new(),
+            assignments: BTreeMap::new(),
         }
     }
 
     /// The session records the rows show.
     pub(crate) fn set_sessions(&mut self, sessions: BTreeMap<String, Session>) {
         self.sessions = sessions;
+    }
+
+    /// The assignments the rows show (NODE, and PHASE `Unschedulable`).
+    pub(crate) fn set_assignments(&mut self, assignments: BTreeMap<String, Assignment>) {
+        self.assignments = assignments;
     }
 
     /// One game's session record changed (`None`: deleted).
@@ -113,11 +122,22 @@ impl Printer {
                 for shown in games {
                     let mut cells = match shown {
                         Shown::Valid(doc) => {
-                            row(doc, self.sessions.get(&doc.metadata.name), wide, now)
+                            let name = &doc.metadata.name;
+                            row(
+                                doc,
+                                self.sessions.get(name),
+                                self.assignments.get(name),
+                                wide,
+                                now,
+                            )
                         }
-                        Shown::Invalid(name, game) => {
-                            invalid_row(name, game, self.sessions.get(*name), wide)
-                        }
+                        Shown::Invalid(name, game) => invalid_row(
+                            name,
+                            game,
+                            self.sessions.get(*name),
+                            self.assignments.get(*name),
+                            wide,
+                        ),
                     };
                     if self.events {
                         cells.insert(0, "ADDED".to_owned());
@@ -178,6 +198,7 @@ impl Printer {
                     name,
                     game,
                     self.sessions.get(name),
+                    self.assignments.get(name),
                     self.format == OutputFormat::Wide,
                 );
                 if self.events {
@@ -212,6 +233,7 @@ impl Printer {
                 let mut cells = row(
                     doc,
                     self.sessions.get(&doc.metadata.name),
+                    self.assignments.get(&doc.metadata.name),
                     self.format == OutputFormat::Wide,
                     SystemTime::now(),
                 );

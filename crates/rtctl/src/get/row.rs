@@ -1,13 +1,16 @@
 //! The table rows of `get`: NAME STATE PHASE READY SESSION RESTARTS IMAGE AGE, and with `-o
 //! wide` SESSION-REF CONTAINER NODE HOSTNAME ADDRESS PORTS; an unreadable document's row says
 //! `Invalid`. READY is the Ready condition (with a health check it follows the probe), never
-//! the phase; SESSION is the session record (`Allocated` or `Idle`).
+//! the phase; SESSION is the session record (`Allocated` or `Idle`). NODE is where the
+//! status says the game runs, else where its assignment puts it; a game whose assignment
+//! names no node (none fits) shows PHASE `Unschedulable`.
 
 use std::time::SystemTime;
 
 use super::games::InvalidGame;
 use crate::output::{age_since, published_ports, short_id};
 use rtm_core::model::{GameRuntime, GameRuntimeStatus, Session, SessionState};
+use rtm_core::records::nodes::Assignment;
 
 /// The table's header for a format.
 pub(crate) fn headers(wide: bool) -> Vec<String> {
@@ -41,6 +44,9 @@ pub(crate) const ADDRESS_COLUMN: usize = 12;
 /// Where SESSION is (sized ahead by the watch, see the printer).
 pub(crate) const SESSION_COLUMN: usize = 4;
 
+/// The PHASE of a game whose assignment names no node: no node fits it.
+pub(crate) const UNSCHEDULABLE: &str = "Unschedulable";
+
 /// The Ready condition's status, `-` without one.
 pub(crate) fn ready(status: Option<&GameRuntimeStatus>) -> String {
     status
@@ -57,10 +63,12 @@ pub(crate) fn is_ready(status: Option<&GameRuntimeStatus>) -> bool {
         .is_some_and(|c| c.status == rtm_core::model::ConditionStatus::True)
 }
 
-/// One table row for a game (its document carries its status) and its session record.
+/// One table row for a game (its document carries its status), its session record and its
+/// assignment.
 pub(crate) fn row(
     doc: &GameRuntime,
     session: Option<&Session>,
+    assignment: Option<&Assignment>,
     wide: bool,
     now: SystemTime,
 ) -> Vec<String> {
@@ -76,6 +84,7 @@ pub(crate) fn row(
         &spec,
         doc.status.as_ref(),
         session,
+        assignment,
         wide,
     )
 }
@@ -85,6 +94,7 @@ pub(crate) fn invalid_row(
     name: &str,
     game: &InvalidGame,
     session: Option<&Session>,
+    assignment: Option<&Assignment>,
     wide: bool,
 ) -> Vec<String> {
     let spec = RowSpec {
@@ -94,7 +104,7 @@ pub(crate) fn invalid_row(
         node: None,
         hostname: None,
     };
-    cells(name, &spec, game.status.as_ref(), session, wide)
+    cells(name, &spec, game.status.as_ref(), session, assignment, wide)
 }
 
 /// What a row takes from the document (or says in its place).
@@ -119,15 +129,21 @@ fn cells(
     spec: &RowSpec,
     status: Option<&GameRuntimeStatus>,
     session: Option<&Session>,
+    assignment: Option<&Assignment>,
     wide: bool,
 ) -> Vec<String> {
     let dash = || "-".to_owned();
+    let unschedulable = assignment.is_some_and(|a| a.node.is_none());
     let mut cells = vec![
         name.to_owned(),
         spec.state.clone(),
-        status
-            .map(|s| s.phase.as_str().to_owned())
-            .unwrap_or_else(dash),
+        if unschedulable {
+            UNSCHEDULABLE.to_owned()
+        } else {
+            status
+                .map(|s| s.phase.as_str().to_owned())
+                .unwrap_or_else(dash)
+        },
         ready(status),
         session_state(session).to_owned(),
         status.map(|s| s.restart_count).unwrap_or(0).to_string(),
@@ -150,6 +166,7 @@ fn cells(
         cells.push(
             status
                 .and_then(|s| s.node.clone())
+                .or_else(|| assignment.and_then(|a| a.node.clone()))
                 .or_else(|| spec.node.clone())
                 .unwrap_or_else(dash),
         );
@@ -192,7 +209,7 @@ mod tests {
         let now = SystemTime::now();
         doc.metadata.creation_timestamp = Some(Timestamp::from(now - Duration::from_secs(200)));
         assert_eq!(
-            row(&doc, None, false, now),
+            row(&doc, None, None, false, now),
             [
                 "g1",
                 "Running",
@@ -218,7 +235,7 @@ mod tests {
             ..GameRuntimeStatus::default()
         });
         assert_eq!(
-            row(&doc, None, true, now),
+            row(&doc, None, None, true, now),
             [
                 "g1",
                 "Running",
@@ -259,17 +276,17 @@ mod tests {
             conditions: vec![ready_condition(ConditionStatus::False, "Starting")],
             ..GameRuntimeStatus::default()
         });
-        let cells = row(&doc, None, false, now);
+        let cells = row(&doc, None, None, false, now);
         assert_eq!(cells[2..4], ["Running", "False"]);
         assert!(!is_ready(doc.status.as_ref()));
 
         doc.status.as_mut().unwrap().conditions =
             vec![ready_condition(ConditionStatus::True, "HealthCheckPassed")];
-        assert_eq!(row(&doc, None, false, now)[2..4], ["Running", "True"]);
+        assert_eq!(row(&doc, None, None, false, now)[2..4], ["Running", "True"]);
 
         // A status without the condition says nothing of readiness, whatever its phase.
         doc.status.as_mut().unwrap().conditions.clear();
-        assert_eq!(row(&doc, None, false, now)[2..4], ["Running", "-"]);
+        assert_eq!(row(&doc, None, None, false, now)[2..4], ["Running", "-"]);
     }
 
     #[test]
@@ -292,7 +309,7 @@ mod tests {
             ],
             ..GameRuntimeStatus::default()
         });
-        let cells = row(&doc, None, true, SystemTime::now());
+        let cells = row(&doc, None, None, true, SystemTime::now());
         assert_eq!(headers(true)[12..], ["ADDRESS", "PORTS"]);
         assert_eq!(
             cells[12..],
@@ -305,7 +322,7 @@ mod tests {
         assert_eq!(headers(true)[CONTAINER_COLUMN], "CONTAINER");
         // The narrow table leaves them out.
         assert_eq!(
-            row(&doc, None, false, SystemTime::now()).len(),
+            row(&doc, None, None, false, SystemTime::now()).len(),
             headers(false).len()
         );
     }
@@ -326,7 +343,7 @@ mod tests {
                 ..GameRuntimeStatus::default()
             }),
         };
-        let cells = invalid_row("g1", &game, None, true);
+        let cells = invalid_row("g1", &game, None, None, true);
         assert_eq!(cells[1], "Invalid");
         assert_eq!(cells[12..], ["node-a.example", "17000->7000/tcp"]);
         let without_status = InvalidGame {
@@ -334,9 +351,34 @@ mod tests {
             ..game
         };
         assert_eq!(
-            invalid_row("g1", &without_status, None, true)[12..],
+            invalid_row("g1", &without_status, None, None, true)[12..],
             ["<none>", "<none>"]
         );
+    }
+
+    #[test]
+    fn node_comes_from_the_status_else_the_assignment_and_no_node_is_unschedulable() {
+        use rtm_core::records::nodes::AssignmentReason;
+        let doc = game("g1").build();
+        let now = SystemTime::now();
+        let assigned = Assignment::to("n2", AssignmentReason::Scheduled, "c");
+        let cells = row(&doc, None, Some(&assigned), true, now);
+        assert_eq!((cells[2].as_str(), cells[10].as_str()), ("-", "n2"));
+        let mut running = doc.clone();
+        running.status = Some(GameRuntimeStatus {
+            phase: Phase::Running,
+            node: Some("n1".into()),
+            ..GameRuntimeStatus::default()
+        });
+        let cells = row(&running, None, Some(&assigned), true, now);
+        assert_eq!((cells[2].as_str(), cells[10].as_str()), ("Running", "n1"));
+        let nowhere = Assignment::unschedulable("0/3 nodes fit: 3 insufficient memory", "c");
+        let cells = row(&doc, None, Some(&nowhere), true, now);
+        assert_eq!(
+            (cells[2].as_str(), cells[10].as_str()),
+            ("Unschedulable", "-")
+        );
+        assert_eq!(headers(true)[10], "NODE");
     }
 
     #[test]
@@ -352,18 +394,18 @@ mod tests {
         };
         assert_eq!(headers(false)[SESSION_COLUMN], "SESSION");
         assert_eq!(
-            row(&doc, Some(&allocated), false, now)[SESSION_COLUMN],
+            row(&doc, Some(&allocated), None, false, now)[SESSION_COLUMN],
             "Allocated"
         );
-        assert_eq!(row(&doc, None, false, now)[SESSION_COLUMN], "Idle");
-        let wide = row(&doc, Some(&allocated), true, now);
+        assert_eq!(row(&doc, None, None, false, now)[SESSION_COLUMN], "Idle");
+        let wide = row(&doc, Some(&allocated), None, true, now);
         assert_eq!(headers(true)[8], "SESSION-REF");
         assert_eq!(wide[8], "match-42");
         let ended = Session {
             state: SessionState::Idle,
             ..allocated
         };
-        let wide = row(&doc, Some(&ended), true, now);
+        let wide = row(&doc, Some(&ended), None, true, now);
         assert_eq!(
             (wide[SESSION_COLUMN].as_str(), wide[8].as_str()),
             ("Idle", "-")
