@@ -750,8 +750,19 @@ async fn a_drain_waits_for_the_session_then_moves_the_game_and_runs_nothing_new(
         .monitor
         .wait_running_only_on(&game, &target, CONVERGE)
         .await;
-    let moved = running(&fleet.documents, &game).await;
-    assert_eq!(moved.node.as_deref(), Some(target.as_str()));
+    eventually(
+        CONVERGE,
+        "the status to say the new node",
+        async || match fleet.documents.get_status(&game).await {
+            Ok(Some(s))
+                if s.phase == Phase::Running && s.node.as_deref() == Some(target.as_str()) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
     // A drained node takes nothing new.
     let next = format!("after-drain-{}", std::process::id());
     fleet.documents.create(&unpinned(&next, "")).await.unwrap();
