@@ -11,8 +11,10 @@
 //! `peers` (the other controllers' heartbeats), [`events`], [`sweep`], `prepull`
 //! (answers `rtctl prepull`: pulls images for the games of this node, touching no container),
 //! [`queue`], `worker`, [`reconcile`] with its pure [`plan`]; [`health`]
-//! (the prober: what each game's health check said, in memory); and around it
-//! [`backoff`], [`config`], [`hardening`], [`metrics`], [`http`].
+//! (the prober: what each game's health check said, in memory); [`placement`] (this
+//! node's record, the elected scheduler and its assignments, which games this node runs,
+//! the self-fence); and around it [`backoff`], [`config`], [`hardening`], [`metrics`],
+//! [`http`].
 //!
 //! ```text
 //! desired watch (list at R, watch from R+1) ─┐
@@ -21,6 +23,9 @@
 //! peer heartbeats (a controller went away) ──┤   (dedup,    (bounded,   observe → plan
 //! prober (a health verdict changed) ─────────┘    delays)    backoff)   → act → record
 //! status watch ─► status cache (the first look of a reconcile)
+//! nodes, cordons, heartbeats ─► nodes view ─┐
+//! assignments watch ─► assignment cache ────┴─► scheduler (if elected) ─► assignments
+//! assignment changes ─► queue; a game runs here only while assigned here
 //! reconcile ─► prober (the containers to probe) ─► its verdicts, read by plan
 //! ```
 //!
