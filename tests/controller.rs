@@ -2043,6 +2043,20 @@ async fn a_host_port_stays_its_owners_through_a_crash_a_stop_and_a_restart_while
     let _controller = h.controller("ports").start().await;
     let owned = h.create(publishing(doc(&owner), port)).await;
     let (_, first) = h.wait_converged(&owned).await;
+    // The scheduler would keep the claimant off the node (its host port is taken there:
+    // Unschedulable); assigned by hand, the node's own claims are what refuse it.
+    let assignment = rtm_core::records::nodes::Assignment::to(
+        "local",
+        rtm_core::records::nodes::AssignmentReason::Pinned,
+        "test",
+    );
+    h.store
+        .txn(rtm_core::store::Txn::new().put(
+            h.keys.assignment(&claimant),
+            rtm_core::records::nodes::encode(&assignment),
+        ))
+        .await
+        .expect("assignment written");
     h.create(publishing(doc(&claimant), port)).await;
 
     let refused = async || {

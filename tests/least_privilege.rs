@@ -490,6 +490,7 @@ async fn each_role_does_its_job_and_nothing_more() {
         address: "127.0.0.1".into(),
         port_range: rtm_core::records::nodes::DEFAULT_PORT_RANGE,
         holder: "lp-holder".into(),
+        engine: None,
         version: "test".into(),
         registered_at: rtm_core::model::Timestamp::now(),
         ttl_ms: 10_000,

@@ -239,6 +239,7 @@ impl World {
             address: format!("{node}.example"),
             port_range: DEFAULT_PORT_RANGE,
             holder: holder.clone(),
+            engine: None,
             version: "9.9.9".into(),
             registered_at: Timestamp::now(),
             ttl_ms: 10_000,

@@ -125,12 +125,18 @@ fn controller(
             "RTM_GC_GRACE",
             &humantime::format_duration(GC_GRACE).to_string(),
         )
-        .env("RTM_NODE_NAME", name);
+        // One Docker engine, one node: the controllers share it (each takes over from
+        // another at once) and are told apart by their names.
+        .env("RTM_NODE_NAME", FAULTS_NODE)
+        .env("RTM_CONTROLLER_NAME", name);
     match docker_host {
         Some(host) => options.env("DOCKER_HOST", host),
         None => options,
     }
 }
+
+/// The node every controller of the fault tests on one engine serves.
+const FAULTS_NODE: &str = "faults";
 
 /// SIGTERM and a clean exit.
 async fn stop_gracefully(controller: &mut ControllerProcess) {

@@ -40,6 +40,12 @@ pub struct ControllerConfig {
     #[arg(long = "node-name", env = "RTM_NODE_NAME", default_value = "local")]
     pub node_name: String,
 
+    /// This process's name among the controllers of its node (several on one engine
+    /// share the node; one takes over from another at once): the start of its holder
+    /// name in leases, heartbeats and history entries. The node name when unset.
+    #[arg(long = "controller-name", env = "RTM_CONTROLLER_NAME")]
+    pub controller_name: Option<String>,
+
     /// The node's offer, the placement strategy and the failure bounds.
     #[command(flatten)]
     pub placement: crate::placement::PlacementArgs,
@@ -278,6 +284,15 @@ impl ControllerConfig {
                 "--node-name must be a DNS-1123 subdomain (lower case letters, digits, '-', '.')",
             ));
         }
+        if self
+            .controller_name
+            .as_deref()
+            .is_some_and(|name| !rtm_core::model::validate::is_dns1123_subdomain(name))
+        {
+            return Err(ConfigError::Incomplete(
+                "--controller-name must be a DNS-1123 subdomain (lower case letters, digits, '-', '.')",
+            ));
+        }
         if self.probe_concurrency == 0 || self.probe_concurrency > 4096 {
             return Err(ConfigError::Incomplete(
                 "--probe-concurrency must be between 1 and 4096",
@@ -380,6 +395,11 @@ impl fmt::Display for ControllerConfig {
                 .unwrap_or("unix:///var/run/docker.sock")
         )?;
         writeln!(f, "node-name: {}", self.node_name)?;
+        writeln!(
+            f,
+            "controller-name: {}",
+            self.controller_name.as_deref().unwrap_or(&self.node_name)
+        )?;
         write!(f, "{}", self.placement)?;
         writeln!(f, "concurrency: {}", self.concurrency)?;
         writeln!(

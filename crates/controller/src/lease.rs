@@ -285,7 +285,36 @@ impl Session {
     /// When the last keepalive etcd acknowledged was sent (or the lease granted), on
     /// tokio's monotonic clock: what the self-fence counts from.
     pub(crate) fn last_acknowledged(&self) -> tokio::time::Instant {
-        self.clock.origin + Duration::from_millis(self.clock.acked_ms.load(Ordering::SeqCst))
+        // The older of the keepalive and the heartbeat rewrite: the other controllers
+        // judge this one by both.
+        let at = |clock: &AckClock| {
+            clock.origin + Duration::from_millis(clock.acked_ms.load(Ordering::SeqCst))
+        };
+        at(&self.clock).min(at(&self.refreshed))
+    }
+
+    /// Whether the controller `holder` is live: its heartbeat exists on a lease and has
+    /// changed within its TTL (judged as for game leases). A heartbeat standing still
+    /// on a lease something else keeps alive is a dead controller's: its lease is
+    /// revoked, freeing what hangs on it.
+    pub(crate) async fn controller_is_live(&self, holder: &str) -> Result<bool, LeaseError> {
+        let Some(kv) = self.store.get(&self.keys.controller(holder)).await? else {
+            return Ok(false);
+        };
+        if kv.lease == 0 {
+            return Ok(false);
+        }
+        match self.judge_heartbeat(holder, &kv) {
+            Holder::Live => Ok(true),
+            Holder::Forged(_) => Ok(false),
+            Holder::Stale { reason, lease } => {
+                warn!(%holder, %reason, lease = format!("{lease:x}"), "revoking a dead controller's etcd lease that something else keeps alive");
+                match self.store.revoke_lease(lease).await {
+                    Ok(()) | Err(StoreError::LeaseNotFound { .. }) => Ok(false),
+                    Err(error) => Err(error.into()),
+                }
+            }
+        }
     }
 
     /// The holder name recorded in lease records and the heartbeat.

@@ -373,13 +373,16 @@ impl Controller {
     async fn keep_sessions(&self, shutdown: &CancellationToken) {
         let mut backoff = Backoff::reconnect();
         while !shutdown.is_cancelled() {
+            if let Some(fence) = &self.fence {
+                fence.settle().await;
+            }
             let Some(session) = self.open_session(&mut backoff, shutdown).await else {
                 continue;
             };
             self.current_session.send_replace(Some(session.clone()));
             let unready = self.unready_once_lost(&session);
             announce(&session, &self.config.node_name).await;
-            let offer = self.offer();
+            let offer = self.offer().await;
             let registered = tokio::select! {
                 _ = shutdown.cancelled() => false,
                 registered = registry::register_until_done(&session, &offer, session.ttl() / 3) => registered,
@@ -410,7 +413,12 @@ impl Controller {
         backoff: &mut Backoff,
         shutdown: &CancellationToken,
     ) -> Option<Arc<Session>> {
-        let holder = format!("{}-{:08x}", self.config.node_name, rand::random::<u32>());
+        let name = self
+            .config
+            .controller_name
+            .as_deref()
+            .unwrap_or(&self.config.node_name);
+        let holder = format!("{name}-{:08x}", rand::random::<u32>());
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return None,
             opened = Session::open(self.store.clone(), self.keys.clone(), &holder, self.config.lease_ttl, self.metrics.clone()) => opened,
@@ -443,10 +451,18 @@ impl Controller {
         })
     }
 
-    /// What this node offers, from its options.
-    fn offer(&self) -> Offer {
+    /// What this node offers, from its options, and its engine's id.
+    async fn offer(&self) -> Offer {
         let placement = &self.config.placement;
+        let engine = match self.runtime.engine_id().await {
+            Ok(engine) => engine,
+            Err(error) => {
+                warn!(%error, "asking Docker for its engine id failed; registering without it");
+                None
+            }
+        };
         Offer {
+            engine,
             name: self.config.node_name.clone(),
             labels: placement.labels(),
             capacity: placement.capacity(),

@@ -1099,6 +1099,7 @@ mod tests {
             address: "10.0.0.7".into(),
             port_range: DEFAULT_PORT_RANGE,
             holder: format!("{name}-abc"),
+            engine: None,
             version: "0.1.0".into(),
             registered_at: Timestamp::from(SystemTime::now() - Duration::from_secs(600)),
             ttl_ms: 10_000,

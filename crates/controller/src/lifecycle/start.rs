@@ -43,6 +43,10 @@ impl Lifecycle {
         let game = lease.game();
         let doc = self.load(request).await?;
         let mut spec = container_spec(&doc, self.prefix(), &entry.op_id, self.policy());
+        spec.labels.insert(
+            crate::runtime::LABEL_NODE.to_owned(),
+            self.node().to_owned(),
+        );
         if let Some(image) = &request.image {
             spec.image = image.clone();
         }

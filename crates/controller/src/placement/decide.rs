@@ -38,6 +38,8 @@ pub(crate) struct NodeSnap {
     pub(crate) cordon: Option<Cordon>,
     /// How long this scheduler has seen it NotReady (`None`: live).
     pub(crate) lost_for: Option<Duration>,
+    /// The revision of its record as seen.
+    pub(crate) revision: Revision,
 }
 
 impl NodeSnap {
@@ -95,6 +97,15 @@ pub(crate) enum Decision {
         over: Option<Revision>,
         assignment: Assignment,
     },
+    /// Move the game off a lost node: as `Put`, and only while that node's record is
+    /// still the one seen lost (a node registering again keeps its games).
+    Reclaim {
+        game: String,
+        over: Revision,
+        assignment: Assignment,
+        node: String,
+        node_revision: Revision,
+    },
     /// Delete the assignment written at `over`.
     Delete { game: String, over: Revision },
 }
@@ -103,7 +114,9 @@ pub(crate) enum Decision {
 impl Decision {
     pub(crate) fn game(&self) -> &str {
         match self {
-            Decision::Put { game, .. } | Decision::Delete { game, .. } => game,
+            Decision::Put { game, .. }
+            | Decision::Reclaim { game, .. }
+            | Decision::Delete { game, .. } => game,
         }
     }
 }
@@ -217,10 +230,24 @@ pub(crate) fn decide(world: &World<'_>) -> Vec<Decision> {
                     }
                     other => other,
                 };
-                decisions.push(Decision::Put {
-                    game: game.name.clone(),
-                    over: revision,
-                    assignment: Assignment::to(&node, reason, world.holder),
+                let assignment = Assignment::to(&node, reason, world.holder);
+                let lost = leaving
+                    .as_deref()
+                    .and_then(|left| nodes.get(left))
+                    .filter(|_| reason == AssignmentReason::NodeLost);
+                decisions.push(match (lost, revision) {
+                    (Some(lost), Some(over)) => Decision::Reclaim {
+                        game: game.name.clone(),
+                        over,
+                        assignment,
+                        node: lost.record.name.clone(),
+                        node_revision: lost.revision,
+                    },
+                    _ => Decision::Put {
+                        game: game.name.clone(),
+                        over: revision,
+                        assignment,
+                    },
                 });
             }
             Err(why) => match reason {
@@ -298,6 +325,7 @@ mod tests {
                 address: "10.0.0.1".into(),
                 port_range: "17000-17999".parse().unwrap(),
                 holder: format!("{name}-h"),
+                engine: None,
                 version: "t".into(),
                 registered_at: Timestamp::now(),
                 ttl_ms: 15_000,
@@ -307,6 +335,7 @@ mod tests {
             live: true,
             cordon: None,
             lost_for: None,
+            revision: 1,
         }
     }
 
@@ -365,6 +394,9 @@ mod tests {
             .iter()
             .filter_map(|d| match d {
                 Decision::Put {
+                    game, assignment, ..
+                }
+                | Decision::Reclaim {
                     game, assignment, ..
                 } => Some((game.clone(), assignment.node.clone(), assignment.reason)),
                 Decision::Delete { .. } => None,

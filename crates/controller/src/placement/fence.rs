@@ -51,6 +51,8 @@ pub(crate) struct SelfFence {
     last_contact: Mutex<Instant>,
     /// Stopped, not yet recorded.
     fenced: Mutex<Vec<Fenced>>,
+    /// One fence at a time (the watch task's, or [`SelfFence::settle`]'s).
+    fencing: tokio::sync::Mutex<()>,
 }
 
 impl SelfFence {
@@ -70,6 +72,7 @@ impl SelfFence {
             session,
             last_contact: Mutex::new(Instant::now()),
             fenced: Mutex::new(Vec::new()),
+            fencing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -79,9 +82,8 @@ impl SelfFence {
             .last_contact
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(session) = self.session.borrow().as_ref()
-            && !session.is_lost()
-        {
+        // A lost session's last acknowledgement is still the last contact.
+        if let Some(session) = self.session.borrow().as_ref() {
             *last = (*last).max(session.last_acknowledged());
         }
         *last
@@ -108,8 +110,21 @@ impl SelfFence {
         }
     }
 
+    /// Before a new session is opened (its grant would count as contact): fences now if
+    /// the bound has passed, and waits for a fence under way, so that what it stopped is
+    /// known to [`SelfFence::record`] before any game is reconciled again.
+    pub(crate) async fn settle(&self) {
+        let silent_for = Instant::now() - self.last_contact();
+        if silent_for >= self.after {
+            self.fence(silent_for).await;
+        } else {
+            drop(self.fencing.lock().await);
+        }
+    }
+
     /// Stops every running container of this installation.
     async fn fence(&self, silent_for: Duration) {
+        let _one = self.fencing.lock().await;
         let containers = match self.runtime.list_managed().await {
             Ok(containers) => containers,
             Err(error) => {

@@ -1,11 +1,12 @@
 //! This node's record (`nodes/<node>`): written at each session start, before any game is
-//! reconciled, and written again when it goes missing or is overwritten by hand.
+//! reconciled, and written again when it goes missing, is marked lost, or names a holder
+//! that is gone.
 //!
-//! One live controller per node name: the record names the holder of the session that
-//! wrote it, and a registration succeeds only over a record whose holder has no live
-//! heartbeat (one transaction compares both), so a second controller started with the
-//! same `--node-name` — on the same engine or, by mistake, on another — stands by
-//! instead of running the node's games a second time.
+//! A node name belongs to one Docker engine: the record carries the engine's id, and a
+//! controller whose engine differs from that of a live controller already serving the
+//! name stands by (logging why) instead of running the node's games on a second host.
+//! Controllers on the same engine share the node (a standby that takes over at once; the
+//! game leases keep each game's operations exclusive): the record stays the first one's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,16 +29,27 @@ pub(crate) struct Offer {
     pub(crate) address: String,
     pub(crate) port_range: PortRange,
     pub(crate) self_fence_after: Option<Duration>,
+    /// The Docker engine's id, when the runtime says.
+    pub(crate) engine: Option<String>,
 }
 
 /// Why the node could not be registered.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RegisterError {
-    /// Another live controller serves the node.
+    /// A live controller serves the node from another Docker engine.
     #[error(
-        "node {node} is served by the live controller {holder}; standing by until it goes away"
+        "node {node} is served by the live controller {holder} on another Docker engine \
+         ({engine}); a node name belongs to one engine: give this controller its own \
+         --node-name. Standing by until that controller goes away"
     )]
-    Held { node: String, holder: String },
+    OtherEngine {
+        node: String,
+        holder: String,
+        engine: String,
+    },
+    /// Judging the other controller's liveness failed.
+    #[error("judging the node's controller failed: {0}")]
+    Lease(String),
     /// The record changed between the read and the write: the next try reads again.
     #[error("the node record changed while registering")]
     Raced,
@@ -54,6 +66,7 @@ impl Offer {
             address: self.address.clone(),
             port_range: self.port_range,
             holder: session.holder().to_owned(),
+            engine: self.engine.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             registered_at: Timestamp::now(),
             ttl_ms: u64::try_from(session.ttl().as_millis()).unwrap_or(u64::MAX),
@@ -82,14 +95,35 @@ pub(crate) async fn register(session: &Session, offer: &Offer) -> Result<Revisio
             if let Some(held) = nodes::decode::<NodeRecord>(&kv.value)
                 .filter(|held| held.holder != session.holder())
             {
-                let heartbeat = keys.controller(&held.holder);
-                if store.get(&heartbeat).await?.is_some_and(|hb| hb.lease != 0) {
-                    return Err(RegisterError::Held {
-                        node: offer.name.clone(),
-                        holder: held.holder,
-                    });
+                if session
+                    .controller_is_live(&held.holder)
+                    .await
+                    .map_err(|e| RegisterError::Lease(e.to_string()))?
+                {
+                    return match (&held.engine, &offer.engine) {
+                        (Some(theirs), Some(ours)) if theirs != ours => {
+                            Err(RegisterError::OtherEngine {
+                                node: offer.name.clone(),
+                                holder: held.holder,
+                                engine: theirs.clone(),
+                            })
+                        }
+                        // The same engine: this controller joins the node as it is.
+                        _ => Ok(kv.mod_revision),
+                    };
                 }
-                txn = txn.when(Compare::Absent { key: heartbeat });
+                // Its heartbeat may be gone (or its lease just revoked); it may also be
+                // a forged one on no lease: either way, no live controller serves it.
+                let heartbeat = keys.controller(&held.holder);
+                match store.get(&heartbeat).await? {
+                    Some(kv) => {
+                        txn = txn.when(Compare::ModRevision {
+                            key: heartbeat,
+                            revision: kv.mod_revision,
+                        })
+                    }
+                    None => txn = txn.when(Compare::Absent { key: heartbeat }),
+                }
             }
         }
     }
@@ -114,9 +148,9 @@ pub(crate) async fn register_until_done(
     loop {
         match register(session, offer).await {
             Ok(_) => return true,
-            Err(RegisterError::Held { node, holder }) => {
+            Err(error @ RegisterError::OtherEngine { .. }) => {
                 if !said_held {
-                    warn!(%node, %holder, "another live controller serves this node; standing by (no game is reconciled here until it goes away)");
+                    warn!(%error, "not serving this node");
                     said_held = true;
                 }
             }
@@ -147,11 +181,13 @@ pub(crate) async fn guard(
         if !view.is_following() {
             continue;
         }
-        let ours = view.node(&offer.name).is_some_and(|seen| {
-            seen.record.holder == session.holder() && seen.record.lost_at.is_none()
+        let served = view.node(&offer.name).is_some_and(|seen| {
+            seen.record.lost_at.is_none()
+                && (seen.record.holder == session.holder()
+                    || view.holder_is_live(&seen.record.holder))
         });
-        if !ours {
-            warn!(node = %offer.name, "this node's record is missing, marked lost or names another holder; writing it again");
+        if !served {
+            warn!(node = %offer.name, "this node's record is missing, marked lost or names a controller that is gone; writing it again");
             if let Err(error) = register(&session, &offer).await {
                 warn!(%error, "writing the node record again failed");
             }

@@ -210,7 +210,7 @@ impl Scheduler {
             .iter()
             .map(|seen| {
                 let name = &seen.record.name;
-                let live = self.view.holder_is_live(&seen.record.holder);
+                let live = self.view.is_live(name);
                 let lost_for = if live {
                     office.lost.remove(name);
                     None
@@ -222,6 +222,7 @@ impl Scheduler {
                     live,
                     cordon: self.view.cordon(name).map(|c| (*c).clone()),
                     lost_for,
+                    revision: seen.revision,
                 }
             })
             .collect();
@@ -331,6 +332,24 @@ impl Scheduler {
                 })
                 .put(key, nodes::encode(assignment))
             }
+            Decision::Reclaim {
+                game,
+                over,
+                assignment,
+                node,
+                node_revision,
+            } => {
+                let key = keys.assignment(game);
+                txn.when(Compare::ModRevision {
+                    key: key.clone(),
+                    revision: *over,
+                })
+                .when(Compare::ModRevision {
+                    key: keys.node(node),
+                    revision: *node_revision,
+                })
+                .put(key, nodes::encode(assignment))
+            }
             Decision::Delete { game, over } => {
                 let key = keys.assignment(game);
                 txn.when(Compare::ModRevision {
@@ -346,6 +365,9 @@ impl Scheduler {
         for decision in batch {
             match decision {
                 Decision::Put {
+                    game, assignment, ..
+                }
+                | Decision::Reclaim {
                     game, assignment, ..
                 } => {
                     info!(%game, node = assignment.node.as_deref().unwrap_or("-"), reason = assignment.reason.as_str(), unschedulable = assignment.unschedulable.as_deref().unwrap_or(""), "assigned");

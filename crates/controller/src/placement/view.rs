@@ -21,13 +21,36 @@ pub(crate) struct SeenNode {
     pub(crate) revision: Revision,
 }
 
+/// A heartbeat, and when this process last saw it change (its monotonic clock).
+#[derive(Debug, Clone)]
+pub(crate) struct SeenHeartbeat {
+    heartbeat: Heartbeat,
+    since: tokio::time::Instant,
+}
+
+impl SeenHeartbeat {
+    /// Whether it changed recently enough: a live controller rewrites it every TTL/3; one
+    /// standing still for two TTLs is a dead controller's whose lease something else keeps
+    /// alive. One from before the rewrites (no `renewedAt`) is judged by its lease alone.
+    fn is_fresh(&self) -> bool {
+        if self.heartbeat.renewed_at.is_none() {
+            return true;
+        }
+        let ttl = self.heartbeat.ttl_ms.map_or(
+            std::time::Duration::from_secs(15),
+            std::time::Duration::from_millis,
+        );
+        self.since.elapsed() <= 2 * ttl
+    }
+}
+
 /// The nodes, their cordons and the live controllers.
 #[derive(Debug, Default)]
 pub(crate) struct NodesView {
     nodes: Cache<SeenNode>,
     cordons: Cache<Cordon>,
-    /// Live controllers, by holder name.
-    holders: Cache<Heartbeat>,
+    /// Controllers with a heartbeat, by holder name, with when it last changed.
+    holders: Cache<SeenHeartbeat>,
     changed: Notify,
 }
 
@@ -67,13 +90,21 @@ impl NodesView {
 
     /// Whether a controller with this holder name is live.
     pub(crate) fn holder_is_live(&self, holder: &str) -> bool {
-        self.holders.contains(holder)
+        self.holders.get(holder).is_some_and(|seen| seen.is_fresh())
     }
 
-    /// Whether `node` has a live controller.
+    /// Whether `node` has a live controller: the one its record names, or another that
+    /// announces the node in its heartbeat (a controller on the same engine).
     pub(crate) fn is_live(&self, node: &str) -> bool {
-        self.node(node)
-            .is_some_and(|seen| self.holder_is_live(&seen.record.holder))
+        let Some(seen) = self.node(node) else {
+            return false;
+        };
+        self.holder_is_live(&seen.record.holder)
+            || self
+                .holders
+                .read()
+                .values()
+                .any(|hb| hb.heartbeat.node.as_deref() == Some(node) && hb.is_fresh())
     }
 }
 
@@ -116,14 +147,22 @@ fn decode_cordon(prefix: &str, kv: &KeyValue) -> Option<(String, Cordon)> {
     ))
 }
 
-fn decode_holder(prefix: &str, kv: &KeyValue) -> Option<(String, Heartbeat)> {
+fn decode_holder(prefix: &str, kv: &KeyValue) -> Option<(String, SeenHeartbeat)> {
     let holder = kv.key.strip_prefix(prefix)?;
     // A heartbeat is live only on a lease (one put by hand on none never expires).
     if kv.lease == 0 {
         return None;
     }
     let heartbeat: Heartbeat = serde_json::from_slice(&kv.value).ok()?;
-    (heartbeat.holder == holder).then(|| (holder.to_owned(), heartbeat))
+    (heartbeat.holder == holder).then(|| {
+        (
+            holder.to_owned(),
+            SeenHeartbeat {
+                heartbeat,
+                since: tokio::time::Instant::now(),
+            },
+        )
+    })
 }
 
 /// Lists `prefix` into `cache` (values that do not decode are left out).
@@ -293,7 +332,10 @@ impl NodesView {
         if live {
             self.holders.write().insert(
                 record.holder.clone(),
-                Arc::new(Heartbeat::new(&record.holder, Some(&record.name))),
+                Arc::new(SeenHeartbeat {
+                    heartbeat: Heartbeat::new(&record.holder, Some(&record.name)),
+                    since: tokio::time::Instant::now(),
+                }),
             );
         } else {
             self.holders.write().remove(&record.holder);

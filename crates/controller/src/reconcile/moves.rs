@@ -15,12 +15,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::lease::{GameLease, LeaseError};
 use crate::lifecycle::{OpRequest, new_id};
 use crate::placement::assignments::{SeenAssignment, adopt};
-use crate::runtime::ContainerInfo;
+use crate::runtime::{ContainerInfo, LABEL_NODE};
 use rtm_core::failure::Failure;
 use rtm_core::model::{GameRuntime, OpSource};
 use rtm_core::records::nodes::{self, Assignment};
@@ -48,6 +48,16 @@ impl Reconciler {
         let Some(cache) = self.ownership.cache() else {
             return Ok(None);
         };
+        if let Some(maker) = container
+            .labels
+            .get(LABEL_NODE)
+            .filter(|maker| **maker != self.ownership.node)
+        {
+            // Another node made it on this engine (two node names on one engine): its
+            // controller decides what becomes of it.
+            debug!(%game, node = %maker, "the container here is another node's; leaving it");
+            return Ok(None);
+        }
         let Some(seen) = cache.get(game) else {
             if !cache.is_following() {
                 return Ok(Some(LEASE_BUSY_RETRY));

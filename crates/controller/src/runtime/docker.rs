@@ -1101,6 +1101,21 @@ impl ContainerRuntime for DockerRuntime {
         Ok(Some(*host))
     }
 
+    async fn engine_id(&self) -> Result<Option<String>, RuntimeError> {
+        let docker = self.client().await?;
+        match self
+            .send(&Call::Ping, self.inner.request_timeout, docker.info())
+            .await
+        {
+            Ok(info) => Ok(info.id.filter(|id| !id.is_empty())),
+            Err(Outcome::Failed(err)) => Err(err),
+            Err(other) => Err(RuntimeError::Rejected {
+                status: 0,
+                message: format!("unexpected answer to info: {other:?}"),
+            }),
+        }
+    }
+
     async fn ping(&self) -> Result<(), RuntimeError> {
         let docker = self.client().await?;
         let call = Call::Ping;

@@ -55,6 +55,11 @@ impl ContainerRuntime for Instrumented {
         self.inner.host_resources().await
     }
 
+    async fn engine_id(&self) -> Result<Option<String>, RuntimeError> {
+        // Asked once per session.
+        self.inner.engine_id().await
+    }
+
     async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>, RuntimeError> {
         self.timed(RuntimeOp::InspectImage, self.inner.inspect_image(image))
             .await

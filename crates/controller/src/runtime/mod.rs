@@ -27,6 +27,10 @@ pub use docker::DockerRuntime;
 pub use fake::{FakeCall, FakeExec, FakeOp, FakeRuntime};
 pub use volumes::{Mount, MountSource, VolumeInfo, VolumeSpec};
 
+/// Label carrying the node whose controller created the container: a controller leaves
+/// alone the containers another node made (two nodes sharing one engine by mistake).
+pub const LABEL_NODE: &str = "rtmanager.dev/node";
+
 /// Label carrying the key prefix of the rtmanager installation that owns the
 /// container: installations sharing a Docker host never touch each
 /// other's containers.
@@ -821,6 +825,12 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     /// (then nothing is checked against the host). Implementations may
     /// cache it: it does not change while the daemon runs.
     async fn host_resources(&self) -> Result<Option<HostResources>, RuntimeError> {
+        Ok(None)
+    }
+
+    /// The engine's own id (Docker `info` `ID`): controllers sharing a node name must
+    /// share the engine. `None` when the runtime has none to say.
+    async fn engine_id(&self) -> Result<Option<String>, RuntimeError> {
         Ok(None)
     }
 

@@ -214,9 +214,13 @@ pub struct NodeRecord {
     pub address: String,
     /// Where `hostPort: auto` ports come from (`--port-range`).
     pub port_range: PortRange,
-    /// The holder name of the controller session serving the node: the node is live
-    /// while `controllers/<holder>` exists.
+    /// The holder name of the controller session that registered the node. The node is
+    /// live while a controller announcing it (its heartbeat names the node) is.
     pub holder: String,
+    /// The id of the node's Docker engine: every controller serving the node must run
+    /// against this one (several may, for a standby that takes over at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// The controller's version.
     pub version: String,
     /// When this controller registered the node.

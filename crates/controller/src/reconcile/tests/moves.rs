@@ -79,6 +79,7 @@ fn record(node: &str) -> NodeRecord {
         address: "10.0.0.2".into(),
         port_range: rtm_core::records::nodes::DEFAULT_PORT_RANGE,
         holder: format!("{node}-1"),
+        engine: None,
         version: "t".into(),
         registered_at: rtm_core::model::Timestamp::now(),
         ttl_ms: 15_000,
