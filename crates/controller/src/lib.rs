@@ -199,7 +199,9 @@ pub async fn run_with(
         Arc::new(SelfFence::new(
             after,
             runtime.clone(),
-            keys.prefix(),
+            store.clone(),
+            keys.clone(),
+            &config.node_name,
             metrics.clone(),
             sessions,
         ))

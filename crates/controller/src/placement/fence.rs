@@ -7,6 +7,10 @@
 //! scheduler moves a lost node's games only after that bound and the margins have surely
 //! passed (the README's "Failure bounds").
 //!
+//! A node may have several controllers on its engine: when etcd still answers (within
+//! [`SELF_FENCE_LOOK`]) and shows another live controller of this node, the node was
+//! never lost and the fence stops nothing (a controller frozen while its partner ran).
+//!
 //! Once etcd answers again, [`SelfFence::record`] writes one history entry per fenced
 //! container, under the game's lease (fenced like every write), and removes the stopped
 //! container so the game starts afresh wherever it is assigned now.
@@ -22,11 +26,13 @@ use tracing::{error, info, warn};
 
 use rtm_core::model::{OpSource, Timestamp};
 
-use super::options::SELF_FENCE_STOP_BOUND;
+use super::options::{SELF_FENCE_LOOK, SELF_FENCE_STOP_BOUND};
 use crate::lease::{LeaseError, Session};
 use crate::lifecycle::{Lifecycle, OpRequest, new_id};
 use crate::metrics::Metrics;
 use crate::runtime::ContainerRuntime;
+use rtm_core::records::lease::Heartbeat;
+use rtm_core::store::{Keys, Store};
 
 /// A container the fence stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +48,10 @@ pub(crate) struct Fenced {
 #[derive(Debug)]
 pub(crate) struct SelfFence {
     after: Duration,
+    /// Where to look for another live controller of this node.
+    store: Arc<dyn Store>,
+    keys: Keys,
+    node: String,
     runtime: Arc<dyn ContainerRuntime>,
     prefix: String,
     metrics: Metrics,
@@ -57,17 +67,23 @@ pub(crate) struct SelfFence {
 
 impl SelfFence {
     /// A fence after `after` without etcd, following the session `session` names.
+    #[allow(clippy::too_many_arguments)] // what it reads, each once
     pub(crate) fn new(
         after: Duration,
         runtime: Arc<dyn ContainerRuntime>,
-        prefix: &str,
+        store: Arc<dyn Store>,
+        keys: Keys,
+        node: &str,
         metrics: Metrics,
         session: watch::Receiver<Option<Arc<Session>>>,
     ) -> Self {
         SelfFence {
             after,
+            prefix: keys.prefix().to_owned(),
+            store,
+            keys,
+            node: node.to_owned(),
             runtime,
-            prefix: prefix.to_owned(),
             metrics,
             session,
             last_contact: Mutex::new(Instant::now()),
@@ -139,6 +155,10 @@ impl SelfFence {
         if running.is_empty() {
             return;
         }
+        if let Some(partner) = self.partner().await {
+            info!(%partner, silent_for = ?silent_for, "self-fence: etcd acknowledged no keepalive of this controller for longer than --self-fence-after, but the controller {partner} of this node is live: the node was never lost, nothing is stopped");
+            return;
+        }
         error!(
             containers = running.len(),
             silent_for = ?silent_for,
@@ -148,7 +168,7 @@ impl SelfFence {
         let stops = running.iter().map(|container| async move {
             let outcome = self
                 .runtime
-                .stop(&container.id, SELF_FENCE_STOP_BOUND)
+                .stop(&container.id, SELF_FENCE_STOP_BOUND - SELF_FENCE_LOOK)
                 .await;
             (container, outcome)
         });
@@ -170,6 +190,29 @@ impl SelfFence {
                 }
             }
         }
+    }
+
+    /// Another live controller of this node, if etcd says so within [`SELF_FENCE_LOOK`].
+    async fn partner(&self) -> Option<String> {
+        let mine = self
+            .session
+            .borrow()
+            .as_ref()
+            .map(|s| s.holder().to_owned());
+        let listing = tokio::time::timeout(
+            SELF_FENCE_LOOK,
+            self.store.list(&self.keys.controllers(), None),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        listing.items.iter().find_map(|kv| {
+            let heartbeat: Heartbeat = serde_json::from_slice(&kv.value).ok()?;
+            (kv.lease != 0
+                && heartbeat.node.as_deref() == Some(self.node.as_str())
+                && Some(&heartbeat.holder) != mine.as_ref())
+            .then_some(heartbeat.holder)
+        })
     }
 
     fn lock_fenced(&self) -> std::sync::MutexGuard<'_, Vec<Fenced>> {

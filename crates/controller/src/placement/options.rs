@@ -10,9 +10,13 @@ use rtm_core::config::ConfigError;
 use rtm_core::placement::Strategy;
 use rtm_core::records::nodes::{Capacity, PortRange, parse_labels};
 
-/// How long a self-fence may take once it starts: every container is stopped with at
-/// most this grace before Docker kills it.
+/// How long a self-fence may take once it starts: a look (bounded by
+/// [`SELF_FENCE_LOOK`]) for another live controller of the node, then every container
+/// stopped with the rest of this bound before Docker kills it.
 pub const SELF_FENCE_STOP_BOUND: Duration = Duration::from_secs(5);
+
+/// How long the self-fence asks etcd whether another controller of the node is live.
+pub const SELF_FENCE_LOOK: Duration = Duration::from_secs(1);
 
 /// What the bounds allow for the two clocks (the lost node's and the scheduler's) running
 /// at slightly different rates, and for Docker's latency.
