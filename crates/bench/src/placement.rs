@@ -162,12 +162,12 @@ fn game_doc(templates: &[GameRuntime], name: String, i: usize) -> GameRuntime {
     doc
 }
 
+/// One key to write: key, value, and the etcd lease it goes on.
+type Put = (String, Vec<u8>, Option<i64>);
+
 /// Writes `puts` in bulk transactions, [`WRITERS`] at a time.
-async fn bulk(store: &dyn Store, puts: Vec<(String, Vec<u8>, Option<i64>)>) -> Result<usize> {
-    let chunks: Vec<Vec<(String, Vec<u8>, Option<i64>)>> = puts
-        .chunks(PUTS_PER_TXN)
-        .map(<[(String, Vec<u8>, Option<i64>)]>::to_vec)
-        .collect();
+async fn bulk(store: &dyn Store, puts: Vec<Put>) -> Result<usize> {
+    let chunks: Vec<Vec<Put>> = puts.chunks(PUTS_PER_TXN).map(<[Put]>::to_vec).collect();
     let count = chunks.len();
     let results: Vec<Result<()>> = futures::stream::iter(chunks)
         .map(|chunk| async move {
@@ -468,7 +468,7 @@ async fn one(args: &Args, bench: &Bench, strategy: Strategy, report: &mut Report
         let nodes_secs = written.elapsed().as_secs_f64();
 
         let written = Instant::now();
-        let docs: Vec<(String, Vec<u8>, Option<i64>)> = (0..args.games)
+        let docs: Vec<Put> = (0..args.games)
             .map(|i| {
                 let doc = game_doc(&templates, bench.game(i), i);
                 (keys.gameruntime(&doc.metadata.name), to_yaml(&doc).into_bytes(), None)

@@ -477,7 +477,8 @@ mod tests {
         assert_eq!(
             decisions
                 .iter()
-                .filter_map(|d| matches!(d, Decision::Delete { .. }).then(|| d.game().to_owned()))
+                .filter(|d| matches!(d, Decision::Delete { .. }))
+                .map(|d| d.game().to_owned())
                 .collect::<Vec<_>>(),
             ["gone-dead"],
             "the live node deletes its own once the container is gone"
