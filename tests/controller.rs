@@ -1234,7 +1234,7 @@ fn help_lists_every_option_with_its_environment_variable_and_default() {
     let output = rtmanager(&["--help"], &[]);
     assert!(output.status.success(), "{output:?}");
     let help = String::from_utf8_lossy(&output.stdout);
-    let options: [(&str, &str, Option<&str>); 30] = [
+    let options: [(&str, &str, Option<&str>); 35] = [
         (
             "--etcd-endpoints",
             "RTM_ETCD_ENDPOINTS",
@@ -1249,7 +1249,20 @@ fn help_lists_every_option_with_its_environment_variable_and_default() {
         ("--etcd-timeout", "RTM_ETCD_TIMEOUT", Some("5s")),
         ("--docker-host", "DOCKER_HOST", None),
         ("--node-name", "RTM_NODE_NAME", Some("local")),
-        ("--take-unassigned", "RTM_TAKE_UNASSIGNED", Some("true")),
+        ("--node-labels", "RTM_NODE_LABELS", None),
+        ("--capacity", "RTM_CAPACITY", None),
+        ("--port-range", "RTM_PORT_RANGE", Some("17000-17999")),
+        (
+            "--placement-strategy",
+            "RTM_PLACEMENT_STRATEGY",
+            Some("Packed"),
+        ),
+        (
+            "--node-failure-grace",
+            "RTM_NODE_FAILURE_GRACE",
+            Some("60s"),
+        ),
+        ("--self-fence-after", "RTM_SELF_FENCE_AFTER", Some("30s")),
         ("--concurrency", "RTM_CONCURRENCY", Some("32")),
         ("--lease-ttl", "RTM_LEASE_TTL", Some("15s")),
         ("--resync", "RTM_RESYNC", Some("60s")),

@@ -267,5 +267,8 @@ fn the_example_controller_config_file_loads() {
     assert_eq!(config.lease_ttl, Duration::from_secs(15));
     assert_eq!(config.concurrency, 32);
     assert_eq!(config.etcd.endpoints, ["http://127.0.0.1:2379"]);
+    assert_eq!(config.placement.port_range, "17000-17999");
+    assert_eq!(config.placement.placement_strategy, "Packed");
+    assert_eq!(config.placement.self_fence_after, Duration::from_secs(30));
     assert_eq!(config.config_file.as_deref(), Some(path.as_path()));
 }

@@ -65,6 +65,12 @@ docker:
   socketGroupId: 998
 controller:
   nodeName: pool-a
+  nodeLabels: {region: eu, gpu: 'true'}
+  capacity: games=200,cpus=30,memory=60Gi
+  portRange: 20000-20999
+  placementStrategy: Distributed
+  nodeFailureGrace: 2m
+  selfFenceAfter: 45s
   concurrency: 12
   leaseTTL: 30s
   resync: 2m
@@ -435,10 +441,26 @@ fn defaults_run_one_controller_per_node_on_the_node_docker_socket() {
         node["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName",
         "each controller is named after its node (downward API)"
     );
+    let address = manifests.env_entry("RTM_ADVERTISE_ADDRESS");
     assert_eq!(
-        manifests.env_value("RTM_TAKE_UNASSIGNED"),
-        "false",
-        "games are sharded by node: no controller of a DaemonSet takes unassigned games"
+        address["valueFrom"]["fieldRef"]["fieldPath"], "status.hostIP",
+        "each node registers its own IP as its address (downward API)"
+    );
+    // The node's registration and the scheduler's options, at the
+    // controller's defaults.
+    for (name, value) in [
+        ("RTM_NODE_LABELS", ""),
+        ("RTM_CAPACITY", ""),
+        ("RTM_PORT_RANGE", "17000-17999"),
+        ("RTM_PLACEMENT_STRATEGY", "Packed"),
+        ("RTM_NODE_FAILURE_GRACE", "60s"),
+        ("RTM_SELF_FENCE_AFTER", "30s"),
+    ] {
+        assert_eq!(manifests.env_value(name), value, "{name}");
+    }
+    assert!(
+        !manifests.has_env("RTM_TAKE_UNASSIGNED"),
+        "the scheduler assigns every game: there is no --take-unassigned"
     );
 
     let pod_security = &manifests.pod()["spec"]["securityContext"];
@@ -593,7 +615,12 @@ fn non_default_values_render_a_deployment_with_tls_auth_and_custom_settings() {
         ("RTM_PREFIX", "/games/eu"),
         ("RTM_ETCD_TIMEOUT", "3s"),
         ("RTM_NODE_NAME", "pool-a"),
-        ("RTM_TAKE_UNASSIGNED", "true"),
+        ("RTM_NODE_LABELS", "gpu=true,region=eu"),
+        ("RTM_CAPACITY", "games=200,cpus=30,memory=60Gi"),
+        ("RTM_PORT_RANGE", "20000-20999"),
+        ("RTM_PLACEMENT_STRATEGY", "Distributed"),
+        ("RTM_NODE_FAILURE_GRACE", "2m"),
+        ("RTM_SELF_FENCE_AFTER", "45s"),
         ("RTM_CONCURRENCY", "12"),
         ("RTM_LEASE_TTL", "30s"),
         ("RTM_RESYNC", "2m"),
@@ -766,16 +793,21 @@ fn combinations_that_would_deploy_something_broken_fail_with_a_clear_message() {
     for (values, message) in [
         ("kind: StatefulSet", "kind must be DaemonSet or Deployment"),
         (
-            "controller: {takeUnassigned: maybe}",
-            "controller.takeUnassigned must be auto, true or false",
+            "controller: {placementStrategy: Spread}",
+            "controller.placementStrategy must be Packed or Distributed",
+        ),
+        (
+            "controller: {leaseTTL: 15s, selfFenceAfter: 10s}",
+            "controller.selfFenceAfter (10s) must be at least controller.leaseTTL (15s)",
+        ),
+        (
+            "controller: {leaseTTL: 15s, nodeFailureGrace: 20s, selfFenceAfter: 30s}",
+            "controller.selfFenceAfter (30s) + 5s (stop bound) + 5s (clock drift margin) must be \
+             less than controller.leaseTTL (15s) + controller.nodeFailureGrace (20s)",
         ),
         (
             "controller: {logFormat: yaml}",
             "controller.logFormat must be json or text",
-        ),
-        (
-            "{kind: Deployment, replicaCount: 3}",
-            "every replica would run its own copy of each unassigned game",
         ),
         (
             "{serviceMonitor: {enabled: true}, metrics: {service: {enabled: false}}}",
@@ -804,22 +836,56 @@ fn combinations_that_would_deploy_something_broken_fail_with_a_clear_message() {
 }
 
 #[test]
-fn a_deployment_of_one_on_the_node_socket_or_without_unassigned_games_renders() {
+fn deployments_of_one_or_several_replicas_render() {
     let single = render(&[MINIMAL, "kind: Deployment"]);
     assert_eq!(single.workload()["spec"]["replicas"], 1);
-    assert_eq!(single.env_value("RTM_TAKE_UNASSIGNED"), "true");
     assert!(single.volume("docker-socket").is_some());
     assert!(
         single.workload()["spec"]["strategy"].is_null(),
         "no strategy unless updateStrategy is set"
     );
 
-    let sharded = render(&[
+    // Each replica on its node's socket is a node of its own, named after
+    // it; the scheduler assigns the games among them.
+    let several = render(&[MINIMAL, "{kind: Deployment, replicaCount: 3}"]);
+    assert_eq!(several.workload()["spec"]["replicas"], 3);
+    assert_eq!(
+        several.env_entry("RTM_NODE_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert!(!several.has_env("RTM_TAKE_UNASSIGNED"));
+}
+
+#[test]
+fn node_labels_and_capacity_take_a_map_or_a_string() {
+    let from_maps = render(&[
         MINIMAL,
-        "{kind: Deployment, replicaCount: 3, controller: {takeUnassigned: false}}",
+        "controller: {nodeLabels: {zone: b, region: eu}, capacity: {memory: 60Gi, games: 150}}",
     ]);
-    assert_eq!(sharded.workload()["spec"]["replicas"], 3);
-    assert_eq!(sharded.env_value("RTM_TAKE_UNASSIGNED"), "false");
+    assert_eq!(from_maps.env_value("RTM_NODE_LABELS"), "region=eu,zone=b");
+    assert_eq!(from_maps.env_value("RTM_CAPACITY"), "games=150,memory=60Gi");
+    let from_strings = render(&[
+        MINIMAL,
+        "controller: {nodeLabels: 'region=eu,zone=b', capacity: 'games=150,memory=60Gi'}",
+    ]);
+    assert_eq!(
+        from_strings.env_value("RTM_NODE_LABELS"),
+        "region=eu,zone=b"
+    );
+    assert_eq!(
+        from_strings.env_value("RTM_CAPACITY"),
+        "games=150,memory=60Gi"
+    );
+    let config = print_config(&from_maps);
+    for line in [
+        "node-labels: region=eu,zone=b",
+        "capacity: games=150,memory=60Gi",
+    ] {
+        assert!(
+            config.lines().any(|l| l == line),
+            "missing {line:?}:\n{config}"
+        );
+    }
 }
 
 #[test]
@@ -851,10 +917,7 @@ fn the_notes_say_where_the_controller_runs_and_how_to_reach_it() {
         text.contains("http://etcd-0.etcd:2379,http://etcd-1.etcd:2379"),
         "{text}"
     );
-    assert!(
-        text.contains("games with no\n         spec.node stay Pending"),
-        "{text}"
-    );
+    assert!(text.contains("the Packed strategy picks a node"), "{text}");
     assert!(
         text.contains("port-forward service/rtm-rtmanager 9464"),
         "{text}"
@@ -865,7 +928,10 @@ fn the_notes_say_where_the_controller_runs_and_how_to_reach_it() {
     assert!(text.contains("Deployment games/rtm-rtmanager"), "{text}");
     assert!(text.contains("TLS from Secret etcd-client-tls"), "{text}");
     assert!(text.contains("tcp://dockerd.games:2375"), "{text}");
-    assert!(text.contains("and those with no spec.node"), "{text}");
+    assert!(
+        text.contains("the Distributed strategy picks a node"),
+        "{text}"
+    );
     assert!(text.contains("ServiceMonitor"), "{text}");
 }
 
@@ -969,7 +1035,12 @@ fn the_controller_accepts_the_configuration_the_chart_renders() {
         "prefix: /rtmanager",
         "docker-host: unix:///var/run/docker.sock",
         "node-name: node-1",
-        "take-unassigned: false",
+        "node-labels: -",
+        "capacity: unlimited",
+        "port-range: 17000-17999",
+        "placement-strategy: Packed",
+        "node-failure-grace: 1m",
+        "self-fence-after: 30s",
         "metrics-addr: 0.0.0.0:9464",
         // The node's own IP (the downward API), where players reach its games.
         "advertise-address: 10.0.0.7",
@@ -995,7 +1066,12 @@ fn the_controller_accepts_the_configuration_the_chart_renders() {
         "etcd-timeout: 3s",
         "docker-host: tcp://dockerd.games:2375",
         "node-name: pool-a",
-        "take-unassigned: true",
+        "node-labels: gpu=true,region=eu",
+        "capacity: games=200,cpus=30,memory=60Gi",
+        "port-range: 20000-20999",
+        "placement-strategy: Distributed",
+        "node-failure-grace: 2m",
+        "self-fence-after: 45s",
         "concurrency: 12",
         "lease-ttl: 30s",
         "resync: 2m",

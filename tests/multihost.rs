@@ -107,8 +107,8 @@ async fn start_hosts(network: &HostNetwork, names: &[&'static str]) -> Vec<Host>
     hosts
 }
 
-/// Starts `host`'s controller on `keys`, reaching etcd at `etcd`, taking
-/// only the games pinned to it.
+/// Starts `host`'s controller on `keys`, reaching etcd at `etcd`, as node
+/// `host` (it runs the games assigned to it: the tests pin theirs).
 async fn start_controller(host: &mut Host, keys: &Keys, etcd: &[String]) {
     let name = host.name().to_owned();
     let address = host.address().to_string();

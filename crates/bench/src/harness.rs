@@ -52,7 +52,7 @@ pub(crate) fn error(message: impl Into<String>) -> Error {
 
 /// The etcd endpoints every binary reads: `RTM_ETCD_ENDPOINTS`
 /// (comma-separated), else etcd's default.
-fn endpoints() -> Vec<String> {
+pub(crate) fn endpoints() -> Vec<String> {
     std::env::var("RTM_ETCD_ENDPOINTS")
         .unwrap_or_else(|_| DEFAULT_ENDPOINT.to_owned())
         .split(',')

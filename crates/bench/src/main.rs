@@ -4,7 +4,7 @@
 //! and writes `target/bench/<scenario>.json`. See BENCHMARKS.md.
 //!
 //! ```text
-//! cargo run --release -p rtm-bench -- restart-overhead | apply-latency | scale | adoption | all
+//! cargo run --release -p rtm-bench -- restart-overhead | apply-latency | scale | adoption | parsing | placement | all
 //! ```
 //!
 //! The scenarios (one module each), what they share (`harness`), how
@@ -18,6 +18,7 @@ mod apply;
 mod child;
 mod harness;
 mod parsing;
+mod placement;
 mod report;
 mod restart;
 mod scale;
@@ -55,6 +56,8 @@ enum Scenario {
     Adoption(adoption::Args),
     /// Refusing hostile documents vs parsing a normal one (the parser alone).
     Parsing(parsing::Args),
+    /// The elected scheduler places 100,000 games over 1,000 nodes, per strategy (real etcd).
+    Placement(placement::Args),
     /// Every scenario with its defaults.
     All,
     #[command(hide = true)]
@@ -120,6 +123,7 @@ async fn dispatch(cli: &Cli) -> Result<()> {
             Scenario::Scale(scale::Args::parse_from(["scale"])),
             Scenario::Adoption(adoption::Args::parse_from(["adoption"])),
             Scenario::Parsing(parsing::Args::parse_from(["parsing"])),
+            Scenario::Placement(placement::Args::parse_from(["placement"])),
         ],
         _ => Vec::new(),
     };
@@ -176,6 +180,7 @@ fn name(scenario: &Scenario) -> &'static str {
         Scenario::Scale(_) => "scale",
         Scenario::Adoption(_) => "adoption",
         Scenario::Parsing(_) => "parsing",
+        Scenario::Placement(_) => "placement",
         Scenario::All => "all",
         Scenario::ChildController(_) => "child-controller",
         Scenario::ChildFakeBaseline(_) => "child-fake-baseline",
@@ -189,6 +194,7 @@ async fn run(scenario: &Scenario) -> Result<Report> {
         Scenario::Scale(args) => scale::run(args).await,
         Scenario::Adoption(args) => adoption::run(args).await,
         Scenario::Parsing(args) => parsing::run(args).await,
+        Scenario::Placement(args) => placement::run(args).await,
         _ => Err(harness::error("not a scenario")),
     }
 }

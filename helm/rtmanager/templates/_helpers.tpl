@@ -77,15 +77,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* RTM_TAKE_UNASSIGNED: controller.takeUnassigned, with auto resolved by kind. */}}
-{{- define "rtmanager.takeUnassigned" -}}
-{{- $take := toString .Values.controller.takeUnassigned }}
-{{- if eq $take "auto" }}
-{{- ternary "true" "false" (eq .Values.kind "Deployment") }}
-{{- else if has $take (list "true" "false") }}
-{{- $take }}
-{{- else }}
-{{- fail (printf "controller.takeUnassigned must be auto, true or false, not %q" $take) }}
+{{/*
+A comma-separated key=value list (RTM_NODE_LABELS, RTM_CAPACITY) from a
+string, kept as it is, or a map, rendered k=v,k2=v2 in key order.
+*/}}
+{{- define "rtmanager.keyValues" -}}
+{{- if kindIs "map" . }}
+{{- $parts := list }}
+{{- range $key, $value := . }}
+{{- $parts = append $parts (printf "%s=%v" $key $value) }}
+{{- end }}
+{{- join "," $parts }}
+{{- else if . }}
+{{- toString . }}
 {{- end }}
 {{- end }}
 
@@ -178,8 +182,18 @@ user with the socket's group when docker.socketGroupId is set; then
     fieldRef:
       fieldPath: spec.nodeName
 {{- end }}
-- name: RTM_TAKE_UNASSIGNED
-  value: {{ include "rtmanager.takeUnassigned" . | quote }}
+- name: RTM_NODE_LABELS
+  value: {{ include "rtmanager.keyValues" .Values.controller.nodeLabels | quote }}
+- name: RTM_CAPACITY
+  value: {{ include "rtmanager.keyValues" .Values.controller.capacity | quote }}
+- name: RTM_PORT_RANGE
+  value: {{ .Values.controller.portRange | quote }}
+- name: RTM_PLACEMENT_STRATEGY
+  value: {{ .Values.controller.placementStrategy | quote }}
+- name: RTM_NODE_FAILURE_GRACE
+  value: {{ .Values.controller.nodeFailureGrace | quote }}
+- name: RTM_SELF_FENCE_AFTER
+  value: {{ .Values.controller.selfFenceAfter | quote }}
 - name: RTM_CONCURRENCY
   value: {{ .Values.controller.concurrency | quote }}
 - name: RTM_LEASE_TTL
@@ -388,8 +402,19 @@ spec:
 {{- if and $drain (le (int64 .Values.terminationGracePeriodSeconds) (int64 $drain)) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed controller.drainTimeout (%s), or Kubernetes kills the controller while it drains" .Values.terminationGracePeriodSeconds (toString .Values.controller.drainTimeout)) }}
 {{- end }}
-{{- if and (eq .Values.kind "Deployment") (gt (int64 .Values.replicaCount) 1) (include "rtmanager.mountsSocket" .) (eq (include "rtmanager.takeUnassigned" .) "true") }}
-{{- fail "replicaCount > 1 with each node's own Docker socket: every replica would run its own copy of each unassigned game. Point docker.host at one shared Docker engine, or set controller.takeUnassigned=false, or use kind=DaemonSet" }}
+{{- if not (has (toString .Values.controller.placementStrategy) (list "Packed" "Distributed")) }}
+{{- fail (printf "controller.placementStrategy must be Packed or Distributed, not %q" (toString .Values.controller.placementStrategy)) }}
+{{- end }}
+{{- $ttl := include "rtmanager.durationSeconds" .Values.controller.leaseTTL }}
+{{- $grace := include "rtmanager.durationSeconds" .Values.controller.nodeFailureGrace }}
+{{- $fence := include "rtmanager.durationSeconds" .Values.controller.selfFenceAfter }}
+{{- if and $ttl $grace $fence (gt (int64 $fence) 0) }}
+{{- if lt (int64 $fence) (int64 $ttl) }}
+{{- fail (printf "controller.selfFenceAfter (%s) must be at least controller.leaseTTL (%s), or 0s to turn the self-fence off" (toString .Values.controller.selfFenceAfter) (toString .Values.controller.leaseTTL)) }}
+{{- end }}
+{{- if ge (add (int64 $fence) 10) (add (int64 $ttl) (int64 $grace)) }}
+{{- fail (printf "controller.selfFenceAfter (%s) + 5s (stop bound) + 5s (clock drift margin) must be less than controller.leaseTTL (%s) + controller.nodeFailureGrace (%s), or another node may start a game before the lost one has stopped it" (toString .Values.controller.selfFenceAfter) (toString .Values.controller.leaseTTL) (toString .Values.controller.nodeFailureGrace)) }}
+{{- end }}
 {{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "serviceMonitor.enabled needs metrics.service.enabled: the ServiceMonitor scrapes through the Service" }}
