@@ -1234,7 +1234,7 @@ fn help_lists_every_option_with_its_environment_variable_and_default() {
     let output = rtmanager(&["--help"], &[]);
     assert!(output.status.success(), "{output:?}");
     let help = String::from_utf8_lossy(&output.stdout);
-    let options: [(&str, &str, Option<&str>); 35] = [
+    let options: [(&str, &str, Option<&str>); 36] = [
         (
             "--etcd-endpoints",
             "RTM_ETCD_ENDPOINTS",
@@ -1249,6 +1249,7 @@ fn help_lists_every_option_with_its_environment_variable_and_default() {
         ("--etcd-timeout", "RTM_ETCD_TIMEOUT", Some("5s")),
         ("--docker-host", "DOCKER_HOST", None),
         ("--node-name", "RTM_NODE_NAME", Some("local")),
+        ("--controller-name", "RTM_CONTROLLER_NAME", None),
         ("--node-labels", "RTM_NODE_LABELS", None),
         ("--capacity", "RTM_CAPACITY", None),
         ("--port-range", "RTM_PORT_RANGE", Some("17000-17999")),

@@ -451,6 +451,7 @@ async fn one(args: &Args, bench: &Bench, strategy: Strategy, report: &mut Report
                 address: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
                 port_range: "17000-17999".parse().map_err(error)?,
                 holder: holder.clone(),
+                engine: None,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 registered_at: now,
                 ttl_ms: 30_000,
