@@ -389,7 +389,18 @@ impl Controller {
                 _ = shutdown.cancelled() => false,
                 registered = registry::register_until_done(&session, &offer, session.ttl() / 3) => registered,
             };
-            if registered {
+            // What is assigned here is read afresh before anything runs: events queued
+            // across a partition may arrive late.
+            let refreshed = registered
+                && match self.assignments.refresh(&self.store, &self.keys).await {
+                    Ok(()) => true,
+                    Err(error) => {
+                        warn!(%error, "reading the assignments failed; opening a new session");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        false
+                    }
+                };
+            if refreshed {
                 self.session_ok.store(true, Ordering::SeqCst);
                 if let Some(fence) = &self.fence {
                     fence.record(&self.lifecycle(&session)).await;

@@ -31,6 +31,9 @@ pub(crate) struct AssignmentCache {
     /// Keys whose value does not decode (edited by hand), by game, at the revision seen:
     /// they count as no assignment, and are written over.
     garbled: std::sync::Mutex<std::collections::HashMap<String, Revision>>,
+    /// Deleted assignments, by game, at the revision of the deletion: an older write
+    /// arriving late (a watch event queued across a partition) does not bring one back.
+    deleted: std::sync::Mutex<std::collections::HashMap<String, Revision>>,
     changed: Notify,
 }
 
@@ -80,6 +83,89 @@ impl AssignmentCache {
     /// Wakes when an assignment changed.
     pub(crate) fn changed(&self) -> &Notify {
         &self.changed
+    }
+
+    fn lock_deleted(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Revision>> {
+        self.deleted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes `kv` unless what is known is newer.
+    fn put_if_newer(&self, game: &str, seen: SeenAssignment) -> bool {
+        if self
+            .lock_deleted()
+            .get(game)
+            .is_some_and(|deleted| *deleted > seen.revision)
+        {
+            return false;
+        }
+        let mut assignments = self.assignments.write();
+        if assignments
+            .get(game)
+            .is_some_and(|known| known.revision > seen.revision)
+        {
+            return false;
+        }
+        self.lock_garbled().remove(game);
+        assignments.insert(game.to_owned(), Arc::new(seen));
+        true
+    }
+
+    /// Forgets `game`'s assignment deleted at `revision`, unless what is known is newer.
+    fn delete_if_newer(&self, game: &str, revision: Revision) {
+        let mut assignments = self.assignments.write();
+        if assignments
+            .get(game)
+            .is_some_and(|known| known.revision > revision)
+        {
+            return;
+        }
+        assignments.remove(game);
+        self.lock_garbled().remove(game);
+        self.lock_deleted().insert(game.to_owned(), revision);
+    }
+
+    /// Brings the copy up to a fresh listing of `assignments/` (at a session's start,
+    /// before any game is reconciled: a watch event still queued from before a partition
+    /// may be late).
+    pub(crate) async fn refresh(
+        &self,
+        store: &Arc<dyn Store>,
+        keys: &Keys,
+    ) -> Result<(), StoreError> {
+        let prefix = keys.assignments();
+        let listing = store.list(&prefix, None).await?;
+        let mut listed = std::collections::HashSet::new();
+        for kv in &listing.items {
+            let Some(game) = keys.name_of(&prefix, &kv.key) else {
+                continue;
+            };
+            listed.insert(game.to_owned());
+            match decode(&prefix, keys, kv) {
+                Some((game, seen)) => {
+                    self.put_if_newer(&game, seen);
+                }
+                None => {
+                    self.assignments.write().remove(game);
+                    self.lock_garbled().insert(game.to_owned(), kv.mod_revision);
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .assignments
+            .read()
+            .keys()
+            .filter(|game| !listed.contains(*game))
+            .cloned()
+            .collect();
+        for game in gone {
+            self.delete_if_newer(&game, listing.revision);
+        }
+        self.changed.notify_one();
+        Ok(())
     }
 
     /// A write this controller just made, ahead of its watch event.
@@ -158,9 +244,14 @@ impl Ownership {
     pub(crate) fn owns(&self, game: &str) -> bool {
         match &self.assignments {
             None => true,
-            Some(cache) => cache
-                .get(game)
-                .is_some_and(|seen| seen.assignment.is_on(&self.node)),
+            // Not following etcd (a watch broken, a partition just healed): the copy may
+            // say this node while the game moved; nothing is run on it until it follows.
+            Some(cache) => {
+                cache.is_following()
+                    && cache
+                        .get(game)
+                        .is_some_and(|seen| seen.assignment.is_on(&self.node))
+            }
         }
     }
 
@@ -309,32 +400,28 @@ impl Mirror for AssignmentMirror {
     async fn apply(&self, batch: Vec<WatchEvent>) {
         let prefix = self.prefix();
         let mut touched = Vec::new();
-        {
-            let mut current = self.cache.assignments.write();
-            for event in batch {
-                match event {
-                    WatchEvent::Put(kv) => match decode(&prefix, &self.keys, &kv) {
-                        Some((game, seen)) => {
-                            self.cache.lock_garbled().remove(&game);
-                            touched.push(game.clone());
-                            current.insert(game, Arc::new(seen));
+        for event in batch {
+            match event {
+                WatchEvent::Put(kv) => match decode(&prefix, &self.keys, &kv) {
+                    Some((game, seen)) => {
+                        if self.cache.put_if_newer(&game, seen) {
+                            touched.push(game);
                         }
-                        None => {
-                            if let Some(game) = self.keys.name_of(&prefix, &kv.key) {
-                                self.cache
-                                    .lock_garbled()
-                                    .insert(game.to_owned(), kv.mod_revision);
-                                touched.push(game.to_owned());
-                                current.remove(game);
-                            }
-                        }
-                    },
-                    WatchEvent::Delete { key, .. } => {
-                        if let Some(game) = self.keys.name_of(&prefix, &key) {
-                            self.cache.lock_garbled().remove(game);
+                    }
+                    None => {
+                        if let Some(game) = self.keys.name_of(&prefix, &kv.key) {
+                            self.cache.assignments.write().remove(game);
+                            self.cache
+                                .lock_garbled()
+                                .insert(game.to_owned(), kv.mod_revision);
                             touched.push(game.to_owned());
-                            current.remove(game);
                         }
+                    }
+                },
+                WatchEvent::Delete { key, mod_revision } => {
+                    if let Some(game) = self.keys.name_of(&prefix, &key) {
+                        self.cache.delete_if_newer(game, mod_revision);
+                        touched.push(game.to_owned());
                     }
                 }
             }

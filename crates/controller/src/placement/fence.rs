@@ -269,3 +269,115 @@ impl SelfFence {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::{self, NODE, World};
+    use crate::runtime::container_name;
+    use rtm_core::model::parse::parse_documents;
+    use rtm_core::model::{OpKind, Outcome};
+    use rtm_core::store::Txn;
+
+    fn game(name: &str) -> rtm_core::model::GameRuntime {
+        let yaml = format!(
+            "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: {name}\n\
+             spec:\n  image: {}\n  stopTimeout: 1s\n",
+            fixture::IMAGE
+        );
+        parse_documents(&yaml).unwrap().remove(0)
+    }
+
+    async fn running(w: &World, name: &str) -> String {
+        w.documents.create(&game(name)).await.unwrap();
+        let doc = w.documents.get(name).await.unwrap().unwrap();
+        w.cache.apply(
+            name.to_owned(),
+            Some(crate::desired::Desired::Valid(Box::new(doc))),
+        );
+        w.converge(name).await;
+        let container = w
+            .runtime
+            .container(&container_name("/rtmanager", name))
+            .unwrap();
+        assert!(container.is_running());
+        container.id
+    }
+
+    fn fence(w: &World, after: Duration) -> Arc<SelfFence> {
+        // No session: the last contact is the fence's creation.
+        let (_keep, sessions) = watch::channel(None);
+        std::mem::forget(_keep);
+        Arc::new(SelfFence::new(
+            after,
+            w.runtime.clone(),
+            w.store.clone(),
+            Keys::default(),
+            NODE,
+            Metrics::new(),
+            sessions,
+        ))
+    }
+
+    #[tokio::test]
+    async fn past_the_bound_every_game_here_is_stopped_then_recorded_and_removed() {
+        let w = fixture::world(100).await;
+        let id = running(&w, "g1").await;
+        let fence = fence(&w, Duration::from_millis(50));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(fence.clone().run(stop.clone()));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while w.runtime.container(&id).is_some_and(|c| c.is_alive()) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the fence stops the container");
+        stop.cancel();
+        task.await.unwrap();
+        fence.record(w.reconciler.lifecycle()).await;
+        assert!(w.runtime.container(&id).is_none(), "removed once recorded");
+        let entry = &w
+            .reconciler
+            .lifecycle()
+            .history()
+            .recent("g1", 1)
+            .await
+            .unwrap()[0];
+        assert_eq!(
+            (entry.op_kind, entry.outcome),
+            (OpKind::Remove, Outcome::Success)
+        );
+        assert!(
+            entry.note.as_deref().unwrap().contains("self-fence"),
+            "{entry:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn with_another_live_controller_of_the_node_nothing_is_stopped() {
+        let w = fixture::world(100).await;
+        let id = running(&w, "g1").await;
+        let partner = Heartbeat::new("partner-1", Some(NODE));
+        let lease = w.store.grant_lease(Duration::from_secs(30)).await.unwrap();
+        w.store
+            .txn(Txn::new().put_with_lease(
+                Keys::default().controller("partner-1"),
+                serde_json::to_vec(&partner).unwrap(),
+                lease.id,
+            ))
+            .await
+            .unwrap();
+        let fence = fence(&w, Duration::from_millis(10));
+        // Past the bound (the fence counts from its creation: there is no session).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        fence.settle().await;
+        assert!(w.runtime.container(&id).unwrap().is_running());
+        assert!(fence.lock_fenced().is_empty());
+        // Another node's controller is no partner.
+        w.store.revoke_lease(lease.id).await.unwrap();
+        fence.settle().await;
+        assert!(!w.runtime.container(&id).unwrap().is_alive());
+        assert_eq!(fence.lock_fenced().len(), 1);
+    }
+}

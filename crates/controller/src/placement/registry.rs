@@ -194,3 +194,60 @@ pub(crate) async fn guard(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::session;
+    use rtm_core::store::Store;
+    use rtm_core::store::memory::MemoryStore;
+
+    fn offer(engine: &str) -> Offer {
+        Offer {
+            name: "n1".into(),
+            labels: Default::default(),
+            capacity: Default::default(),
+            address: "10.0.0.1".into(),
+            port_range: rtm_core::records::nodes::DEFAULT_PORT_RANGE,
+            self_fence_after: Some(Duration::from_secs(30)),
+            engine: Some(engine.into()),
+        }
+    }
+
+    async fn record(store: &MemoryStore) -> NodeRecord {
+        let kv = store
+            .get(&rtm_core::store::Keys::default().node("n1"))
+            .await
+            .unwrap()
+            .unwrap();
+        nodes::decode(&kv.value).unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_engine_per_node_name_and_a_gone_holder_is_replaced() {
+        let store = Arc::new(MemoryStore::new());
+        let first = session(store.clone(), "a").await;
+        register(&first, &offer("engine-1")).await.unwrap();
+        assert_eq!(record(&store).await.holder, "a");
+        // A second controller on the same engine joins: the record stays the first's.
+        let standby = session(store.clone(), "b").await;
+        register(&standby, &offer("engine-1")).await.unwrap();
+        assert_eq!(record(&store).await.holder, "a");
+        // One on another engine with the same name stands by.
+        let stray = session(store.clone(), "c").await;
+        let error = register(&stray, &offer("engine-2")).await.unwrap_err();
+        assert!(
+            matches!(error, RegisterError::OtherEngine { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("--node-name"), "{error}");
+        // Once the first is gone, the next registration takes the record.
+        first.close().await.unwrap();
+        register(&stray, &offer("engine-2")).await.unwrap();
+        let now = record(&store).await;
+        assert_eq!(
+            (now.holder.as_str(), now.engine.as_deref()),
+            ("c", Some("engine-2"))
+        );
+    }
+}

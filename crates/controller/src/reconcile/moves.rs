@@ -58,10 +58,11 @@ impl Reconciler {
             debug!(%game, node = %maker, "the container here is another node's; leaving it");
             return Ok(None);
         }
+        if !cache.is_following() {
+            // The copy may be stale: neither claimed nor moved until it follows again.
+            return Ok(Some(LEASE_BUSY_RETRY));
+        }
         let Some(seen) = cache.get(game) else {
-            if !cache.is_following() {
-                return Ok(Some(LEASE_BUSY_RETRY));
-            }
             let node = &self.ownership.node;
             if adopt(
                 self.session.store(),
