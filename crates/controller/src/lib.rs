@@ -98,7 +98,7 @@ use self::placement::assignments::AssignmentMirror;
 use self::placement::fence::SelfFence;
 use self::placement::registry::{self, Offer};
 use self::placement::scheduler::Scheduler;
-use self::placement::view::{CordonMirror, HolderMirror, NodeMirror};
+use self::placement::view::{Part, ViewMirror};
 use self::placement::{AssignmentCache, NodesView, Ownership};
 use self::queue::WorkQueue;
 use self::reconcile::Reconciler;
@@ -320,20 +320,15 @@ impl Controller {
                 }
             });
         }
-        let node_mirror = || NodeMirror {
-            view: self.nodes.clone(),
-            store: self.store.clone(),
-            keys: self.keys.clone(),
-        };
-        for mirror in 0..3 {
-            let (mirror_of, metrics, stop) = (node_mirror(), self.metrics.clone(), stop.clone());
-            stages.spawn(async move {
-                match mirror {
-                    0 => mirror::run(&mirror_of, &metrics, stop).await,
-                    1 => mirror::run(&CordonMirror(mirror_of), &metrics, stop).await,
-                    _ => mirror::run(&HolderMirror(mirror_of), &metrics, stop).await,
-                }
-            });
+        for part in Part::ALL {
+            let mirror_of = ViewMirror {
+                view: self.nodes.clone(),
+                store: self.store.clone(),
+                keys: self.keys.clone(),
+                part,
+            };
+            let (metrics, stop) = (self.metrics.clone(), stop.clone());
+            stages.spawn(async move { mirror::run(&mirror_of, &metrics, stop).await });
         }
         let assignments = AssignmentMirror {
             cache: self.assignments.clone(),

@@ -108,18 +108,29 @@ impl NodesView {
     }
 }
 
-/// Follows `nodes/` into the view.
-pub(crate) struct NodeMirror {
+/// Which prefix a [`ViewMirror`] follows into the view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// `nodes/`: the records.
+    Nodes,
+    /// `cordons/`.
+    Cordons,
+    /// `controllers/`: the heartbeats.
+    Holders,
+}
+
+impl Part {
+    /// Every part: one mirror each.
+    pub(crate) const ALL: [Part; 3] = [Part::Nodes, Part::Cordons, Part::Holders];
+}
+
+/// Follows one prefix of the view.
+pub(crate) struct ViewMirror {
     pub(crate) view: Arc<NodesView>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) keys: Keys,
+    pub(crate) part: Part,
 }
-
-/// Follows `cordons/` into the view.
-pub(crate) struct CordonMirror(pub(crate) NodeMirror);
-
-/// Follows `controllers/` into the view.
-pub(crate) struct HolderMirror(pub(crate) NodeMirror);
 
 fn node_name<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
     key.strip_prefix(prefix)
@@ -212,11 +223,15 @@ fn apply_into<T>(
     }
 }
 
-impl Mirror for NodeMirror {
+impl Mirror for ViewMirror {
     type Error = StoreError;
 
     fn what(&self) -> &'static str {
-        "nodes"
+        match self.part {
+            Part::Nodes => "nodes",
+            Part::Cordons => "cordons",
+            Part::Holders => "holders",
+        }
     }
 
     fn store(&self) -> &Arc<dyn Store> {
@@ -224,104 +239,51 @@ impl Mirror for NodeMirror {
     }
 
     fn prefix(&self) -> String {
-        self.keys.nodes()
-    }
-
-    async fn relist(&self) -> Result<Revision, StoreError> {
-        let revision =
-            relist_into(&self.store, &self.prefix(), &self.view.nodes, decode_node).await?;
-        self.view.changed.notify_one();
-        Ok(revision)
-    }
-
-    async fn apply(&self, batch: Vec<WatchEvent>) {
-        apply_into(&self.prefix(), &self.view.nodes, batch, decode_node);
-        self.view.changed.notify_one();
-    }
-
-    fn broken(&self) {
-        self.view.nodes.set_broken();
-    }
-}
-
-impl Mirror for CordonMirror {
-    type Error = StoreError;
-
-    fn what(&self) -> &'static str {
-        "cordons"
-    }
-
-    fn store(&self) -> &Arc<dyn Store> {
-        &self.0.store
-    }
-
-    fn prefix(&self) -> String {
-        self.0.keys.cordons()
-    }
-
-    async fn relist(&self) -> Result<Revision, StoreError> {
-        let revision = relist_into(
-            &self.0.store,
-            &self.prefix(),
-            &self.0.view.cordons,
-            decode_cordon,
-        )
-        .await?;
-        self.0.view.changed.notify_one();
-        Ok(revision)
-    }
-
-    async fn apply(&self, batch: Vec<WatchEvent>) {
-        apply_into(&self.prefix(), &self.0.view.cordons, batch, decode_cordon);
-        self.0.view.changed.notify_one();
-    }
-
-    fn broken(&self) {
-        self.0.view.cordons.set_broken();
-    }
-}
-
-impl Mirror for HolderMirror {
-    type Error = StoreError;
-
-    fn what(&self) -> &'static str {
-        "holders"
-    }
-
-    fn store(&self) -> &Arc<dyn Store> {
-        &self.0.store
-    }
-
-    fn prefix(&self) -> String {
-        self.0.keys.controllers()
-    }
-
-    async fn relist(&self) -> Result<Revision, StoreError> {
-        let revision = relist_into(
-            &self.0.store,
-            &self.prefix(),
-            &self.0.view.holders,
-            decode_holder,
-        )
-        .await?;
-        self.0.view.changed.notify_one();
-        Ok(revision)
-    }
-
-    async fn apply(&self, batch: Vec<WatchEvent>) {
-        // Heartbeats are rewritten every TTL/3: only arrivals and departures matter.
-        let before = self.0.view.holders.len();
-        let departures = batch
-            .iter()
-            .any(|event| matches!(event, WatchEvent::Delete { .. }));
-        apply_into(&self.prefix(), &self.0.view.holders, batch, decode_holder);
-        if departures || self.0.view.holders.len() != before {
-            self.0.view.changed.notify_one();
+        match self.part {
+            Part::Nodes => self.keys.nodes(),
+            Part::Cordons => self.keys.cordons(),
+            Part::Holders => self.keys.controllers(),
         }
     }
 
+    async fn relist(&self) -> Result<Revision, StoreError> {
+        let (store, prefix, view) = (&self.store, &self.prefix(), &self.view);
+        let revision = match self.part {
+            Part::Nodes => relist_into(store, prefix, &view.nodes, decode_node).await?,
+            Part::Cordons => relist_into(store, prefix, &view.cordons, decode_cordon).await?,
+            Part::Holders => relist_into(store, prefix, &view.holders, decode_holder).await?,
+        };
+        view.changed.notify_one();
+        Ok(revision)
+    }
+
+    async fn apply(&self, batch: Vec<WatchEvent>) {
+        let (prefix, view) = (&self.prefix(), &self.view);
+        match self.part {
+            Part::Nodes => apply_into(prefix, &view.nodes, batch, decode_node),
+            Part::Cordons => apply_into(prefix, &view.cordons, batch, decode_cordon),
+            Part::Holders => {
+                // Heartbeats are rewritten every TTL/3: only arrivals and departures
+                // wake the scheduler.
+                let before = view.holders.len();
+                let departures = batch
+                    .iter()
+                    .any(|event| matches!(event, WatchEvent::Delete { .. }));
+                apply_into(prefix, &view.holders, batch, decode_holder);
+                if !departures && view.holders.len() == before {
+                    return;
+                }
+            }
+        }
+        view.changed.notify_one();
+    }
+
     fn broken(&self) {
-        self.0.view.holders.set_broken();
+        match self.part {
+            Part::Nodes => self.view.nodes.set_broken(),
+            Part::Cordons => self.view.cordons.set_broken(),
+            Part::Holders => self.view.holders.set_broken(),
+        }
     }
 }
 
