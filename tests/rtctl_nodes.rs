@@ -23,6 +23,7 @@ use rtm_core::records::status;
 use rtm_core::store::etcd::EtcdStore;
 use rtm_core::store::{Keys, Store, Txn};
 
+use common::rtctl::{Rtctl, Said};
 use common::{etcd, etcd_endpoints, unique_keys};
 
 const RTCTL: &str = env!("CARGO_BIN_EXE_rtctl");
@@ -44,13 +45,6 @@ struct World {
     store: Arc<EtcdStore>,
     keys: Keys,
     dir: tempfile::TempDir,
-}
-
-/// What one rtctl run said.
-struct Said {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
 }
 
 /// A running rtctl whose stdout is read line by line.
@@ -138,46 +132,16 @@ impl World {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Said {
-        let output = assert_cmd::Command::new(RTCTL)
-            .env("RTM_ETCD_ENDPOINTS", etcd_endpoints().join(","))
-            .env("RTM_PREFIX", self.keys.prefix())
-            .env("RTMCONFIG", "/dev/null")
-            .timeout(RUN)
-            .args(args)
-            .output()
-            .expect("rtctl runs");
-        Said {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    /// rtctl ARGS, which must succeed; its stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let said = self.run(args);
-        assert_eq!(
-            said.code,
-            Some(0),
-            "rtctl {args:?}\nstdout: {}\nstderr: {}",
-            said.stdout,
-            said.stderr
-        );
-        said.stdout
+        self.rtctl().ok(args)
     }
 
-    /// rtctl ARGS, which must fail with `code`.
     fn fails(&self, args: &[&str], code: i32) -> Said {
-        let said = self.run(args);
-        assert_eq!(
-            said.code,
-            Some(code),
-            "rtctl {args:?}\nstdout: {}\nstderr: {}",
-            said.stdout,
-            said.stderr
-        );
-        said
+        self.rtctl().fails(args, code)
+    }
+
+    fn rtctl(&self) -> Rtctl {
+        Rtctl::new(RTCTL, &self.keys, RUN)
     }
 
     /// rtctl ARGS as a child process.

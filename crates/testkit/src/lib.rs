@@ -24,6 +24,7 @@ pub mod etcd_cluster;
 pub mod hosts;
 pub mod process;
 pub mod registry;
+pub mod rtctl;
 pub mod secure_etcd;
 pub mod tls;
 
