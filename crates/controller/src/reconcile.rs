@@ -223,6 +223,10 @@ impl Reconciler {
             Some(Desired::Valid(doc)) => Some(&**doc),
             None => None,
         };
+        if self.ownership.is_unsure() {
+            // Which node runs it is unknown for a moment: act on nothing, forget nothing.
+            return Ok(Some(LEASE_BUSY_RETRY));
+        }
         if let Some(doc) = desired.as_ref().filter(|_| !self.ownership.owns(game)) {
             self.forget(game);
             return self.not_ours(game, doc).await;

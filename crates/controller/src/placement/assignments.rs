@@ -212,6 +212,11 @@ impl AssignmentCache {
     pub(crate) fn set_following(&self) {
         self.assignments.set_following();
     }
+
+    /// Counts the cache as not following etcd, as a broken watch does (unit tests).
+    pub(crate) fn set_broken(&self) {
+        self.assignments.set_broken();
+    }
 }
 
 /// Which games this controller reconciles: those assigned to its node.
@@ -253,6 +258,15 @@ impl Ownership {
                         .is_some_and(|seen| seen.assignment.is_on(&self.node))
             }
         }
+    }
+
+    /// Whether it cannot say now which games are this node's: its copy of the
+    /// assignments does not follow etcd (a watch restarting). A reconcile then waits,
+    /// forgetting nothing of the game.
+    pub(crate) fn is_unsure(&self) -> bool {
+        self.assignments
+            .as_ref()
+            .is_some_and(|cache| !cache.is_following())
     }
 
     /// The game's assignment as last seen (`None` also in the every-game mode).

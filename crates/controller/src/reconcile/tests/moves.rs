@@ -264,3 +264,23 @@ async fn a_deleted_game_takes_its_assignment_with_its_container() {
     assert!(p.w.runtime.containers().is_empty());
     assert_eq!(p.stored("g1").await, None);
 }
+
+#[tokio::test]
+async fn while_the_assignments_do_not_follow_etcd_nothing_moves_or_is_forgotten() {
+    let p = placed().await;
+    p.w.apply(game("g1", "")).await;
+    p.assign("g1", to(NODE)).await;
+    p.w.converge("g1").await;
+    let id = p.w.runtime.container(&name("g1")).unwrap().id;
+    p.nodes.know(record("node-b"), true);
+    // A moment without the watch: the copy may be stale either way.
+    p.assignments.set_broken();
+    p.assign("g1", to("node-b")).await;
+    let again = p.w.reconciler.reconcile("g1").await.unwrap();
+    assert_eq!(again, Some(LEASE_BUSY_RETRY), "looked at again soon");
+    assert_eq!(p.w.runtime.container(&name("g1")).unwrap().id, id);
+    assert!(p.w.runtime.container(&id).unwrap().is_running());
+    p.assignments.set_following();
+    p.w.converge("g1").await;
+    assert!(p.w.runtime.containers().is_empty(), "moved once it follows");
+}
