@@ -2137,12 +2137,15 @@ async fn a_host_port_stays_its_owners_through_a_crash_a_stop_and_a_restart_while
     // one more on its folded failure) and is refused again. Its retries
     // back off (1 s doubling to 5 min), so by now the next one may be a
     // minute away: a change of its document makes it try at once.
+    // Every finished attempt, folded or not: a count that only grows (an attempt in
+    // progress, or one being folded into the entry before it, is not counted yet).
     let attempts = async || {
-        let entries = h.history(&claimant).await;
-        entries
-            .first()
-            .map(|e| (e.seq, e.repeated))
-            .unwrap_or_default()
+        h.history(&claimant)
+            .await
+            .iter()
+            .filter(|e| e.outcome != Outcome::InProgress)
+            .map(|e| 1 + e.repeated)
+            .sum::<u64>()
     };
     let before = attempts().await;
     h.change(&claimant, |d| {
