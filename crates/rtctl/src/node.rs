@@ -626,6 +626,11 @@ fn render(node: &NodeView, fleet: &Fleet, now: SystemTime) -> String {
     field(&mut text, "Address", &record.address);
     field(&mut text, "Port Range", &record.port_range.to_string());
     field(&mut text, "Version", &record.version);
+    field(
+        &mut text,
+        "Docker Engine",
+        record.engine.as_deref().unwrap_or("<unknown>"),
+    );
     field(&mut text, "Registered", &when(record.registered_at, now));
     field(&mut text, "Session TTL", &millis(record.ttl_ms));
     field(
