@@ -19,11 +19,11 @@ use tracing::{debug, info, warn};
 
 use crate::lease::{GameLease, LeaseError};
 use crate::lifecycle::{OpRequest, new_id};
-use crate::placement::assignments::{SeenAssignment, adopt};
+use crate::placement::assignments::{SeenAssignment, adopt, swap};
 use crate::runtime::{ContainerInfo, LABEL_NODE};
 use rtm_core::failure::Failure;
 use rtm_core::model::{GameRuntime, OpSource};
-use rtm_core::records::nodes::{self, Assignment};
+use rtm_core::records::nodes::Assignment;
 use rtm_core::store::{Compare, Txn};
 
 use super::{LEASE_BUSY_RETRY, Observed, Reconciler};
@@ -164,24 +164,22 @@ impl Reconciler {
             from: Some(self.ownership.node.clone()),
             ..seen.assignment.clone()
         };
-        let key = self.keys.assignment(game);
-        let txn = Txn::new()
-            .when(lease.fence().compare())
-            .when(Compare::ModRevision {
-                key: key.clone(),
-                revision: seen.revision,
-            })
-            .put(key, nodes::encode(&released));
         lease.check()?;
-        let outcome = self.session.store().txn(txn).await?;
-        if outcome.succeeded
-            && let Some(cache) = self.ownership.cache()
-        {
+        let written = swap(
+            self.session.store(),
+            &self.keys,
+            game,
+            Some(seen.revision),
+            &released,
+            vec![lease.fence().compare()],
+        )
+        .await?;
+        if let (Some(revision), Some(cache)) = (written, self.ownership.cache()) {
             cache.learn(
                 game,
                 Some(SeenAssignment {
                     assignment: released,
-                    revision: outcome.revision,
+                    revision,
                 }),
             );
         }
