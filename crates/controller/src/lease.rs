@@ -169,9 +169,12 @@ impl AckClock {
 
     /// The instant at which [`AckClock::expired`] turns true.
     fn expires_at(&self, ttl: Duration) -> tokio::time::Instant {
-        self.origin
-            + Duration::from_millis(self.acked_ms.load(Ordering::SeqCst))
-            + Self::deadline(ttl)
+        self.acked_at() + Self::deadline(ttl)
+    }
+
+    /// When the last acknowledged keepalive was sent (or the grant asked for).
+    fn acked_at(&self) -> tokio::time::Instant {
+        self.origin + Duration::from_millis(self.acked_ms.load(Ordering::SeqCst))
     }
 }
 
@@ -287,10 +290,7 @@ impl Session {
     pub(crate) fn last_acknowledged(&self) -> tokio::time::Instant {
         // The older of the keepalive and the heartbeat rewrite: the other controllers
         // judge this one by both.
-        let at = |clock: &AckClock| {
-            clock.origin + Duration::from_millis(clock.acked_ms.load(Ordering::SeqCst))
-        };
-        at(&self.clock).min(at(&self.refreshed))
+        self.clock.acked_at().min(self.refreshed.acked_at())
     }
 
     /// Whether the controller `holder` is live: its heartbeat exists on a lease and has
@@ -309,10 +309,7 @@ impl Session {
             Holder::Forged(_) => Ok(false),
             Holder::Stale { reason, lease } => {
                 warn!(%holder, %reason, lease = format!("{lease:x}"), "revoking a dead controller's etcd lease that something else keeps alive");
-                match self.store.revoke_lease(lease).await {
-                    Ok(()) | Err(StoreError::LeaseNotFound { .. }) => Ok(false),
-                    Err(error) => Err(error.into()),
-                }
+                self.revoke_dead(lease).await.map(|()| false)
             }
         }
     }
@@ -432,11 +429,16 @@ impl Session {
                     lease = format!("{lease:x}"),
                     "revoking a dead controller's etcd lease that something else keeps alive"
                 );
-                match self.store.revoke_lease(lease).await {
-                    Ok(()) | Err(StoreError::LeaseNotFound { .. }) => Ok(true),
-                    Err(error) => Err(error.into()),
-                }
+                self.revoke_dead(lease).await.map(|()| true)
             }
+        }
+    }
+
+    /// Revokes the etcd lease of a dead controller (gone already counts as revoked).
+    async fn revoke_dead(&self, lease: LeaseId) -> Result<(), LeaseError> {
+        match self.store.revoke_lease(lease).await {
+            Ok(()) | Err(StoreError::LeaseNotFound { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
         }
     }
 

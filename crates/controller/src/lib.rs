@@ -489,12 +489,12 @@ impl Controller {
         shutdown: &CancellationToken,
     ) {
         let lifecycle = self.lifecycle(session);
-        let sharding = Ownership::assigned(&self.config.node_name, self.assignments.clone());
+        let ownership = Ownership::assigned(&self.config.node_name, self.assignments.clone());
         let reconciler = Arc::new(
             Reconciler::new(
                 lifecycle.clone(),
                 self.cache.clone(),
-                sharding.clone(),
+                ownership.clone(),
                 plan::Settings {
                     address: Some(self.address.clone()),
                     ..plan::Settings::default()
@@ -523,7 +523,7 @@ impl Controller {
         let prepulls = tokio::spawn(prepull::run(
             lifecycle.clone(),
             self.cache.clone(),
-            sharding,
+            ownership,
             self.metrics.clone(),
             stop_work.clone(),
         ));
