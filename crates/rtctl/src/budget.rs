@@ -284,11 +284,7 @@ pub(crate) async fn get(
                     now,
                 ));
             }
-            let text = if no_headers {
-                table.render_rows()
-            } else {
-                table.render()
-            };
+            let text = table.render_as(no_headers);
             out.write_all(text.as_bytes())?;
         }
         OutputFormat::Yaml => {

@@ -92,11 +92,7 @@ pub(crate) async fn events(
     match args.output {
         EventsFormat::Table => {
             let table = table(&readable, SystemTime::now());
-            let text = if args.no_headers {
-                table.render_rows()
-            } else {
-                table.render()
-            };
+            let text = table.render_as(args.no_headers);
             out.write_all(text.as_bytes())?;
         }
         EventsFormat::Json => {

@@ -357,11 +357,7 @@ fn print(
             for node in shown {
                 table.row(row(node, wide, now));
             }
-            let text = if no_headers {
-                table.render_rows()
-            } else {
-                table.render()
-            };
+            let text = table.render_as(no_headers);
             out.write_all(text.as_bytes())?;
         }
         OutputFormat::Yaml => {
@@ -544,11 +540,7 @@ async fn follow_nodes(
         for node in &shown {
             table.row(row(node, wide, SystemTime::now()));
         }
-        let text = if asked.no_headers {
-            table.render_rows()
-        } else {
-            table.render()
-        };
+        let text = table.render_as(asked.no_headers);
         out.write_all(text.as_bytes())?;
     } else {
         for node in &shown {

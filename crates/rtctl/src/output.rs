@@ -72,6 +72,15 @@ impl Table {
         self.rows.iter().map(|row| self.line(row)).collect()
     }
 
+    /// [`Table::render`], or [`Table::render_rows`] for `--no-headers`.
+    pub(crate) fn render_as(&self, no_headers: bool) -> String {
+        if no_headers {
+            self.render_rows()
+        } else {
+            self.render()
+        }
+    }
+
     /// One more row, laid out with the widths so far (growing them if it is wider), not kept.
     pub(crate) fn render_row(&mut self, cells: &[String]) -> String {
         self.grow(cells);

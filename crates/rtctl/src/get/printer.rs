@@ -144,11 +144,7 @@ impl Printer {
                     }
                     self.table.row(cells);
                 }
-                let text = if no_headers {
-                    self.table.render_rows()
-                } else {
-                    self.table.render()
-                };
+                let text = self.table.render_as(no_headers);
                 out.write_all(text.as_bytes())?;
             }
             OutputFormat::Yaml => {
