@@ -24,7 +24,7 @@ use rtm_core::records::status;
 use rtm_core::store::etcd::EtcdStore;
 use rtm_core::store::{KeyValue, Keys, Listing, Revision, Store, StoreError};
 
-pub(crate) use self::watch::{MultiWatch, WatchItem};
+pub(crate) use self::watch::{Known, MultiWatch, WatchItem};
 
 /// The connection to etcd one rtctl command works through, and the mapping of what goes
 /// wrong there into messages for people.

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Client, MultiWatch, WatchItem};
+use super::client::{Client, Known, MultiWatch};
 use super::error::{CliError, Outcome, one_line};
 use super::get::games::{games_from, sessions_from};
 use super::get::{OutputFormat, Selector};
@@ -28,7 +28,7 @@ use rtm_core::placement::Needs;
 use rtm_core::records::lease::Heartbeat;
 use rtm_core::records::nodes::{Assignment, Cordon, NodeRecord, NodeState, decode, encode};
 use rtm_core::records::sessions::validate_ref;
-use rtm_core::store::{Compare, KeyValue, Keys, Listing, Txn, WatchEvent};
+use rtm_core::store::{Compare, KeyValue, Keys, Listing, Txn};
 
 /// The words `get` and `describe` take for the node kind.
 pub(crate) const KIND_WORDS: [&str; 2] = ["node", "nodes"];
@@ -884,74 +884,6 @@ pub(crate) async fn uncordon(
     Ok(Outcome::Success)
 }
 
-/// The keys under each watched prefix, as last seen, kept up to date from a [`MultiWatch`].
-#[derive(Debug)]
-struct Known {
-    prefixes: Vec<String>,
-    maps: Vec<BTreeMap<String, KeyValue>>,
-}
-
-impl Known {
-    fn new(prefixes: Vec<String>, listings: &[Listing]) -> Known {
-        let mut known = Known {
-            prefixes,
-            maps: Vec::new(),
-        };
-        known.relist(listings);
-        known
-    }
-
-    fn relist(&mut self, listings: &[Listing]) {
-        self.maps = listings
-            .iter()
-            .map(|l| {
-                l.items
-                    .iter()
-                    .map(|kv| (kv.key.clone(), kv.clone()))
-                    .collect()
-            })
-            .collect();
-    }
-
-    /// Takes in what the watch yielded.
-    fn update(&mut self, item: WatchItem) {
-        match item {
-            WatchItem::Batch(batch) => {
-                for event in &batch {
-                    let Some(map) = self
-                        .prefixes
-                        .iter()
-                        .position(|p| event.key().starts_with(p.as_str()))
-                        .and_then(|i| self.maps.get_mut(i))
-                    else {
-                        continue;
-                    };
-                    match event {
-                        WatchEvent::Put(kv) => {
-                            map.insert(kv.key.clone(), kv.clone());
-                        }
-                        WatchEvent::Delete { key, .. } => {
-                            map.remove(key);
-                        }
-                    }
-                }
-            }
-            WatchItem::Relisted(listings) => self.relist(&listings),
-        }
-    }
-
-    /// The keys as listings, in the prefixes' order.
-    fn listings(&self) -> Vec<Listing> {
-        self.maps
-            .iter()
-            .map(|map| Listing {
-                items: map.values().cloned().collect(),
-                revision: 0,
-            })
-            .collect()
-    }
-}
-
 /// What is left on a draining node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Left {
@@ -1042,7 +974,7 @@ pub(crate) async fn drain(
         let (mut watch, listings, _) = MultiWatch::start(client, prefixes.clone()).await?;
         let mut known = Known::new(prefixes, &listings);
         loop {
-            let Some(now) = left(keys, node, &known.maps) else {
+            let Some(now) = left(keys, node, known.maps()) else {
                 return Err(CliError::Conflict {
                     message: format!(
                         "node/{node} is no longer draining (uncordoned, or cordoned only, \

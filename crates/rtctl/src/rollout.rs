@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::apply::WRITE_ATTEMPTS;
-use super::client::{Client, MultiWatch, WatchItem};
+use super::client::{Client, Known, MultiWatch};
 use super::error::{CliError, Outcome, exit};
 use super::get::games::games_from;
 use super::output::note;
@@ -28,7 +28,7 @@ use rtm_core::model::{
     REASON_DISRUPTION_BUDGET, REASON_IN_SESSION, UPDATE_PENDING,
 };
 use rtm_core::records::revisions::Revision;
-use rtm_core::store::{KeyValue, Listing, WatchEvent};
+use rtm_core::store::Listing;
 
 /// The Ready reason the health check gives a failing probe.
 const HEALTH_CHECK_FAILING: &str = "HealthCheckFailing";
@@ -324,24 +324,10 @@ async fn status(
     let hint = "see why with `rtctl rollout status` (without -w)".to_owned();
     let follow = async {
         let (mut watch, listings, _) = MultiWatch::start(client, prefixes.clone()).await?;
-        let mut known: Vec<BTreeMap<String, KeyValue>> = listings
-            .iter()
-            .map(|l| {
-                l.items
-                    .iter()
-                    .map(|kv| (kv.key.clone(), kv.clone()))
-                    .collect()
-            })
-            .collect();
+        let mut known = Known::new(prefixes.clone(), &listings);
         let mut last: Option<Counts> = None;
         loop {
-            let listings: Vec<Listing> = known
-                .iter()
-                .map(|items| Listing {
-                    items: items.values().cloned().collect(),
-                    revision: 0,
-                })
-                .collect();
+            let listings = known.listings();
             let games = chosen(client, &args.targets, &selector, &listings)?;
             let (counts, lines) = report(&games);
             if last.as_ref() != Some(&counts) {
@@ -355,38 +341,7 @@ async fn status(
                 }
                 last = Some(counts);
             }
-            match watch.next().await? {
-                WatchItem::Batch(batch) => {
-                    for event in &batch {
-                        let Some(map) = prefixes
-                            .iter()
-                            .position(|p| event.key().starts_with(p.as_str()))
-                            .and_then(|i| known.get_mut(i))
-                        else {
-                            continue;
-                        };
-                        match event {
-                            WatchEvent::Put(kv) => {
-                                map.insert(kv.key.clone(), kv.clone());
-                            }
-                            WatchEvent::Delete { .. } => {
-                                map.remove(event.key());
-                            }
-                        }
-                    }
-                }
-                WatchItem::Relisted(listings) => {
-                    known = listings
-                        .iter()
-                        .map(|l| {
-                            l.items
-                                .iter()
-                                .map(|kv| (kv.key.clone(), kv.clone()))
-                                .collect()
-                        })
-                        .collect();
-                }
-            }
+            known.update(watch.next().await?);
         }
     };
     tokio::select! {

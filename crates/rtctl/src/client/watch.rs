@@ -2,6 +2,7 @@
 //! reconnects with backoff, resumes where it was, and relists only when that revision was
 //! compacted.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -10,7 +11,7 @@ use futures::stream::SelectAll;
 use super::Client;
 use crate::error::{CliError, one_line};
 use crate::output::{note, warn};
-use rtm_core::store::{Listing, Revision, StoreError, WatchBatch, WatchEvent};
+use rtm_core::store::{KeyValue, Listing, Revision, StoreError, WatchBatch, WatchEvent};
 
 /// What a [`MultiWatch`] yields.
 #[derive(Debug)]
@@ -186,5 +187,78 @@ impl<'s> MultiWatch<'s> {
             tokio::time::sleep(self.pause + jitter).await;
             self.pause = (self.pause * 2).min(RECONNECT_MAX);
         }
+    }
+}
+
+/// The keys under each watched prefix, as last seen, kept up to date from a [`MultiWatch`].
+#[derive(Debug)]
+pub(crate) struct Known {
+    prefixes: Vec<String>,
+    maps: Vec<BTreeMap<String, KeyValue>>,
+}
+
+impl Known {
+    pub(crate) fn new(prefixes: Vec<String>, listings: &[Listing]) -> Known {
+        let mut known = Known {
+            prefixes,
+            maps: Vec::new(),
+        };
+        known.relist(listings);
+        known
+    }
+
+    pub(crate) fn relist(&mut self, listings: &[Listing]) {
+        self.maps = listings
+            .iter()
+            .map(|l| {
+                l.items
+                    .iter()
+                    .map(|kv| (kv.key.clone(), kv.clone()))
+                    .collect()
+            })
+            .collect();
+    }
+
+    /// Takes in what the watch yielded.
+    pub(crate) fn update(&mut self, item: WatchItem) {
+        match item {
+            WatchItem::Batch(batch) => {
+                for event in &batch {
+                    let Some(map) = self
+                        .prefixes
+                        .iter()
+                        .position(|p| event.key().starts_with(p.as_str()))
+                        .and_then(|i| self.maps.get_mut(i))
+                    else {
+                        continue;
+                    };
+                    match event {
+                        WatchEvent::Put(kv) => {
+                            map.insert(kv.key.clone(), kv.clone());
+                        }
+                        WatchEvent::Delete { key, .. } => {
+                            map.remove(key);
+                        }
+                    }
+                }
+            }
+            WatchItem::Relisted(listings) => self.relist(&listings),
+        }
+    }
+
+    /// The keys under each prefix, in the prefixes' order.
+    pub(crate) fn maps(&self) -> &[BTreeMap<String, KeyValue>] {
+        &self.maps
+    }
+
+    /// The keys as listings, in the prefixes' order.
+    pub(crate) fn listings(&self) -> Vec<Listing> {
+        self.maps
+            .iter()
+            .map(|map| Listing {
+                items: map.values().cloned().collect(),
+                revision: 0,
+            })
+            .collect()
     }
 }
