@@ -114,6 +114,14 @@ pub(crate) async fn world(history_retention: usize) -> World {
 }
 
 impl World {
+    /// The same world, its reconciler changed by `change` (a builder step).
+    pub(crate) fn with_reconciler(self, change: impl FnOnce(Reconciler) -> Reconciler) -> World {
+        World {
+            reconciler: change(self.reconciler),
+            ..self
+        }
+    }
+
     /// Deletes the game's document in etcd and tells the cache.
     pub(crate) async fn delete(&self, name: &str) {
         self.documents

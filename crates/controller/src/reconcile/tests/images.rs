@@ -9,20 +9,9 @@ const REMOTE: &str = "127.0.0.1:5100/pulls/engine:1";
 
 /// A world whose reconciler looks at tags on every reconcile.
 async fn watching() -> World {
-    let World {
-        store,
-        runtime,
-        cache,
-        documents,
-        reconciler,
-    } = fixture::world(100).await;
-    World {
-        reconciler: reconciler.with_image_check_interval(Duration::ZERO),
-        store,
-        runtime,
-        cache,
-        documents,
-    }
+    fixture::world(100)
+        .await
+        .with_reconciler(|r| r.with_image_check_interval(Duration::ZERO))
 }
 
 fn following(name: &str) -> GameRuntime {

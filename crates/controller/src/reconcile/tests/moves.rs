@@ -16,27 +16,15 @@ struct Placed {
 }
 
 async fn placed() -> Placed {
-    let World {
-        store,
-        runtime,
-        cache,
-        documents,
-        reconciler,
-    } = fixture::world(100).await;
     let assignments = Arc::new(AssignmentCache::new());
     assignments.set_following();
     let nodes = Arc::new(NodesView::new());
-    let reconciler = reconciler
-        .with_ownership(Ownership::assigned(NODE, assignments.clone()))
-        .with_nodes(nodes.clone());
+    let w = fixture::world(100).await.with_reconciler(|r| {
+        r.with_ownership(Ownership::assigned(NODE, assignments.clone()))
+            .with_nodes(nodes.clone())
+    });
     Placed {
-        w: World {
-            store,
-            runtime,
-            cache,
-            documents,
-            reconciler,
-        },
+        w,
         assignments,
         nodes,
     }
