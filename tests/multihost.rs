@@ -18,14 +18,13 @@ use rtm_controller::runtime::{LABEL_GAME, LABEL_MANAGED_BY, MANAGED_BY};
 use rtm_core::model::parse::parse_documents;
 use rtm_core::model::{GameRuntimeStatus, Phase};
 use rtm_core::records::Documents;
-use rtm_core::store::etcd::{EtcdConfig, EtcdStore};
 use rtm_core::store::{Keys, Store};
 
 use common::docker::{IMAGE_1, run_bounded};
 use common::etcd_cluster::EtcdCluster;
 use common::hosts::{Host, HostNetwork, Monitor};
 use common::process::{ControllerOptions, eventually, summary};
-use common::{heartbeats, revision_of, unique_keys};
+use common::{connect_store, heartbeats, revision_of, unique_keys};
 
 /// The controllers' session lease TTL (the minimum allowed): a session
 /// lost behind a cut link expires fast.
@@ -45,17 +44,6 @@ fn pinned(name: &str, node: &str) -> rtm_core::model::GameRuntime {
     parse_documents(&yaml)
         .expect("the fixture parses")
         .remove(0)
-}
-
-async fn connect(endpoints: &[String]) -> Arc<dyn Store> {
-    let mut config = EtcdConfig::new(endpoints.to_vec());
-    config.request_timeout = Duration::from_secs(3);
-    config.connect_timeout = Duration::from_secs(2);
-    Arc::new(
-        EtcdStore::connect(&config)
-            .await
-            .unwrap_or_else(|e| panic!("connect to the private etcd at {endpoints:?}: {e}")),
-    )
 }
 
 /// The status of `game` once it is Running on `host`'s node with the
@@ -155,7 +143,7 @@ async fn three_hosts_run_their_pinned_games_and_a_cut_link_heals_without_a_twin(
     mark("hosts (namespace, link, dockerd, images)", &mut since);
 
     let keys = unique_keys("multihost");
-    let store = connect(&etcd.endpoints()).await;
+    let store = connect_store(&etcd.endpoints()).await;
     let documents = Documents::new(store.clone(), keys.clone());
     let reachable = etcd.endpoints_at_extra_address();
     for host in &mut hosts {
@@ -318,7 +306,7 @@ async fn a_frozen_engine_runs_nothing_until_thawed_and_a_restarted_controller_ke
     let mut hosts = start_hosts(&network, &["solo"]).await;
     let host = &mut hosts[0];
     let keys = unique_keys("multihost-freeze");
-    let store = connect(&etcd.endpoints()).await;
+    let store = connect_store(&etcd.endpoints()).await;
     let documents = Documents::new(store.clone(), keys.clone());
     start_controller(host, &keys, &etcd.endpoints_at_extra_address()).await;
     let monitor = Monitor::start(&[&*host]).await;
@@ -527,7 +515,7 @@ impl Fleet {
         let etcd = EtcdCluster::start_with_address(3, network.service_address()).await;
         let mut hosts = start_hosts(&network, &["n1", "n2", "n3"]).await;
         let keys = unique_keys(test);
-        let store = connect(&etcd.endpoints()).await;
+        let store = connect_store(&etcd.endpoints()).await;
         let reachable = etcd.endpoints_at_extra_address();
         for (host, extra) in hosts.iter_mut().zip(extra) {
             start_controller_with(host, &keys, &reachable, extra).await;

@@ -59,7 +59,6 @@ use rtm_core::model::{
 use rtm_core::records::Documents;
 use rtm_core::records::history::HistoryEntry;
 use rtm_core::records::lease::LeaseRecord;
-use rtm_core::store::etcd::{EtcdConfig, EtcdStore};
 use rtm_core::store::{Keys, Revision, Store, WatchEvent};
 use tokio_util::sync::CancellationToken;
 
@@ -124,18 +123,7 @@ pub fn game_name(tag: &str) -> String {
     format!("f{tag}-{}", std::process::id())
 }
 
-/// A store on `endpoints` with short timeouts (a private etcd that the
-/// test stops must not hang a probe for long).
-pub async fn connect_store(endpoints: &[String]) -> Arc<dyn Store> {
-    let mut config = EtcdConfig::new(endpoints.to_vec());
-    config.request_timeout = Duration::from_secs(3);
-    config.connect_timeout = Duration::from_secs(2);
-    Arc::new(
-        EtcdStore::connect(&config)
-            .await
-            .unwrap_or_else(|e| panic!("connect to etcd at {endpoints:?}: {e}")),
-    )
-}
+pub use rtm_testkit::connect_store;
 
 /// A runtime on the Docker engine at `host` (a private dockerd), or on the
 /// machine's engine when `None`.

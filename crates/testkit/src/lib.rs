@@ -47,6 +47,19 @@ pub fn etcd_endpoints() -> Vec<String> {
         .collect()
 }
 
+/// A store on `endpoints` with short timeouts (a private etcd that the test stops must
+/// not hang a probe for long).
+pub async fn connect_store(endpoints: &[String]) -> Arc<dyn Store> {
+    let mut config = EtcdConfig::new(endpoints.to_vec());
+    config.request_timeout = Duration::from_secs(3);
+    config.connect_timeout = Duration::from_secs(2);
+    Arc::new(
+        EtcdStore::connect(&config)
+            .await
+            .unwrap_or_else(|e| panic!("connect to etcd at {endpoints:?}: {e}")),
+    )
+}
+
 /// A connected store, or a panic that says how to start etcd.
 pub async fn etcd() -> Arc<EtcdStore> {
     let config = EtcdConfig::new(etcd_endpoints());
