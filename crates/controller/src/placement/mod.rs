@@ -24,4 +24,4 @@ pub(crate) mod view;
 pub use options::PlacementArgs;
 
 pub(crate) use assignments::{AssignmentCache, Ownership};
-pub(crate) use view::NodesView;
+pub(crate) use view::{Liveness, NodesView};

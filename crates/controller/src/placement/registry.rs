@@ -19,6 +19,7 @@ use rtm_core::records::nodes::{self, Capacity, NodeRecord, PortRange};
 use rtm_core::store::{Compare, Revision, StoreError, Txn};
 
 use crate::lease::Session;
+use crate::placement::Liveness;
 
 /// What this node offers, from its options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +179,7 @@ pub(crate) async fn guard(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
-        if !view.is_following() {
+        if !view.is_following() || view.liveness(&offer.name) == Liveness::Unsure {
             continue;
         }
         let served = view.node(&offer.name).is_some_and(|seen| {

@@ -200,7 +200,10 @@ impl Scheduler {
 
     /// One look and its writes.
     async fn round(&self, office: &mut Office) -> Result<(), Round> {
-        if !(self.view.is_following() && self.assignments.is_following()) {
+        // Decided only on copies that follow etcd, with heartbeats as new as every node
+        // record (else a node just registered looks lost); TICK looks again.
+        if !(self.view.is_following() && self.view.is_settled() && self.assignments.is_following())
+        {
             return Ok(());
         }
         let now = Instant::now();

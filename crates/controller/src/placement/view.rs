@@ -2,8 +2,14 @@
 //! (`cordons/`), and which controller sessions are live (`controllers/`: a heartbeat key
 //! exists while its session does). A node is live while the holder its record names has
 //! a heartbeat. Every change wakes the scheduler ([`NodesView::changed`]).
+//!
+//! The three prefixes are followed by three watches, each at its own pace: a node record
+//! can arrive before the heartbeat its holder wrote first. Until the heartbeats have
+//! caught up with a node's record, its liveness is [`Liveness::Unsure`], and nothing is
+//! decided on it (a fresh node would look lost, and be marked so).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use tokio::sync::Notify;
 
@@ -51,7 +57,20 @@ pub(crate) struct NodesView {
     cordons: Cache<Cordon>,
     /// Controllers with a heartbeat, by holder name, with when it last changed.
     holders: Cache<SeenHeartbeat>,
+    /// The etcd revision the heartbeats are known up to (the listing's, then each event's).
+    holders_revision: AtomicI64,
     changed: Notify,
+}
+
+/// Whether a node has a live controller, as the view can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// A controller of the node has a fresh heartbeat.
+    Live,
+    /// No record, or no live controller for it in heartbeats at least as new as it.
+    Lost,
+    /// The record is newer than the heartbeats seen: its holder's may be on its way.
+    Unsure,
 }
 
 impl NodesView {
@@ -95,16 +114,37 @@ impl NodesView {
 
     /// Whether `node` has a live controller: the one its record names, or another that
     /// announces the node in its heartbeat (a controller on the same engine).
-    pub(crate) fn is_live(&self, node: &str) -> bool {
+    pub(crate) fn liveness(&self, node: &str) -> Liveness {
         let Some(seen) = self.node(node) else {
-            return false;
+            return Liveness::Lost;
         };
-        self.holder_is_live(&seen.record.holder)
+        let live = self.holder_is_live(&seen.record.holder)
             || self
                 .holders
                 .read()
                 .values()
-                .any(|hb| hb.heartbeat.node.as_deref() == Some(node) && hb.is_fresh())
+                .any(|hb| hb.heartbeat.node.as_deref() == Some(node) && hb.is_fresh());
+        if live {
+            Liveness::Live
+        } else if seen.revision > self.holders_revision.load(Ordering::Acquire) {
+            Liveness::Unsure
+        } else {
+            Liveness::Lost
+        }
+    }
+
+    /// Whether `node` is surely live ([`Liveness::Live`]).
+    pub(crate) fn is_live(&self, node: &str) -> bool {
+        self.liveness(node) == Liveness::Live
+    }
+
+    /// Whether the heartbeats have caught up with every node record: no node is
+    /// [`Liveness::Unsure`].
+    pub(crate) fn is_settled(&self) -> bool {
+        self.nodes
+            .names()
+            .iter()
+            .all(|name| self.liveness(name) != Liveness::Unsure)
     }
 }
 
@@ -251,7 +291,11 @@ impl Mirror for ViewMirror {
         let revision = match self.part {
             Part::Nodes => relist_into(store, prefix, &view.nodes, decode_node).await?,
             Part::Cordons => relist_into(store, prefix, &view.cordons, decode_cordon).await?,
-            Part::Holders => relist_into(store, prefix, &view.holders, decode_holder).await?,
+            Part::Holders => {
+                let revision = relist_into(store, prefix, &view.holders, decode_holder).await?;
+                view.holders_revision.store(revision, Ordering::Release);
+                revision
+            }
         };
         view.changed.notify_one();
         Ok(revision)
@@ -269,7 +313,11 @@ impl Mirror for ViewMirror {
                 let departures = batch
                     .iter()
                     .any(|event| matches!(event, WatchEvent::Delete { .. }));
+                let newest = batch.iter().map(WatchEvent::mod_revision).max();
                 apply_into(prefix, &view.holders, batch, decode_holder);
+                if let Some(newest) = newest {
+                    view.holders_revision.fetch_max(newest, Ordering::AcqRel);
+                }
                 if !departures && view.holders.len() == before {
                     return;
                 }
@@ -309,6 +357,7 @@ impl NodesView {
                 revision: 1,
             }),
         );
+        self.holders_revision.fetch_max(1, Ordering::AcqRel);
         self.nodes.set_following();
         self.cordons.set_following();
         self.holders.set_following();
@@ -324,5 +373,97 @@ impl NodesView {
                 self.cordons.write().remove(node);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::session;
+    use crate::mirror::Mirror;
+    use crate::placement::registry::{Offer, register};
+    use rtm_core::store::Txn;
+    use rtm_core::store::memory::MemoryStore;
+
+    fn mirror(store: &Arc<MemoryStore>, view: &Arc<NodesView>, part: Part) -> ViewMirror {
+        ViewMirror {
+            view: view.clone(),
+            store: store.clone(),
+            keys: Keys::default(),
+            part,
+        }
+    }
+
+    fn offer() -> Offer {
+        Offer {
+            name: "n1".into(),
+            labels: Default::default(),
+            capacity: Default::default(),
+            address: "10.0.0.1".into(),
+            port_range: nodes::DEFAULT_PORT_RANGE,
+            self_fence_after: None,
+            engine: None,
+        }
+    }
+
+    /// The watch of the records delivers a fresh node's record before the watch of the
+    /// heartbeats delivers its holder's: the node is unsure, never lost, until the
+    /// heartbeats catch up.
+    #[tokio::test]
+    async fn a_record_ahead_of_the_heartbeats_is_unsure_until_they_catch_up() {
+        let store = Arc::new(MemoryStore::new());
+        let view = Arc::new(NodesView::new());
+        let holders = mirror(&store, &view, Part::Holders);
+        let records = mirror(&store, &view, Part::Nodes);
+        holders.relist().await.unwrap();
+        mirror(&store, &view, Part::Cordons).relist().await.unwrap();
+
+        let a = session(store.clone(), "a").await;
+        register(&a, &offer()).await.unwrap();
+        records.relist().await.unwrap();
+        assert_eq!(view.liveness("n1"), Liveness::Unsure);
+        assert!(!view.is_settled() && !view.is_live("n1"));
+
+        let heartbeat = store
+            .get(&Keys::default().controller("a"))
+            .await
+            .unwrap()
+            .expect("the session announced its heartbeat");
+        holders.apply(vec![WatchEvent::Put(heartbeat)]).await;
+        assert_eq!(view.liveness("n1"), Liveness::Live);
+        assert!(view.is_settled());
+
+        // Its heartbeat gone, at a revision past the record's: lost.
+        let key = Keys::default().controller("a");
+        a.close().await.unwrap();
+        let gone = store.revision().await.unwrap();
+        holders
+            .apply(vec![WatchEvent::Delete {
+                key,
+                mod_revision: gone,
+            }])
+            .await;
+        assert_eq!(view.liveness("n1"), Liveness::Lost);
+        assert!(view.is_settled());
+
+        // A record rewritten by hand, naming nobody live: unsure again until any
+        // heartbeat newer than it is seen (the scheduler's own, every TTL/3).
+        let mut record = view.node("n1").unwrap().record.clone();
+        record.holder = "nobody".into();
+        store
+            .txn(Txn::new().put(Keys::default().node("n1"), nodes::encode(&record)))
+            .await
+            .unwrap();
+        records.relist().await.unwrap();
+        assert_eq!(view.liveness("n1"), Liveness::Unsure);
+        let b = session(store.clone(), "b").await;
+        let heartbeat = store
+            .get(&Keys::default().controller("b"))
+            .await
+            .unwrap()
+            .unwrap();
+        holders.apply(vec![WatchEvent::Put(heartbeat)]).await;
+        assert_eq!(view.liveness("n1"), Liveness::Lost);
+        b.close().await.unwrap();
     }
 }

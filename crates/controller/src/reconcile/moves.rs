@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::lease::{GameLease, LeaseError};
 use crate::lifecycle::{OpRequest, new_id};
+use crate::placement::Liveness;
 use crate::placement::assignments::{SeenAssignment, adopt, swap};
 use crate::runtime::{ContainerInfo, LABEL_NODE};
 use rtm_core::failure::Failure;
@@ -198,7 +199,8 @@ impl Reconciler {
             .node
             .as_deref()
             .filter(|n| *n != self.ownership.node)?;
-        if !self.nodes.is_live(other) {
+        // Unsure counts as held: the other node's heartbeat may be on its way.
+        if self.nodes.liveness(other) == Liveness::Lost {
             return None;
         }
         let released = self
