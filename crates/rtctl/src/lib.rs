@@ -59,6 +59,8 @@ mod node;
 mod output;
 mod prepull;
 mod request;
+#[allow(dead_code)] // wired into the verbs next
+mod resource;
 mod restart;
 mod rollout;
 mod session;
