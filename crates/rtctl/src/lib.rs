@@ -64,6 +64,8 @@ mod resource;
 mod restart;
 mod rollout;
 mod session;
+#[allow(dead_code)] // wired into get next
+mod shape;
 mod state;
 mod target;
 mod wait;
