@@ -14,7 +14,8 @@ use std::time::SystemTime;
 use super::apply::{Action, yaml_diff};
 use super::client::{Client, check_name};
 use super::error::{CliError, Outcome, one_line};
-use super::get::OutputFormat;
+use super::get::{GetArgs, OutputFormat, Selector};
+use super::shape;
 use super::get::games::games_from;
 use super::input::BudgetInput;
 use super::output::{Table, age_since, note};
@@ -241,30 +242,45 @@ fn row(budget: &GameDisruptionBudget, covered: usize, held: usize, now: SystemTi
     ]
 }
 
-/// `rtctl get budgets [NAME]`.
+/// `rtctl get budgets [NAME…]`: a missing named budget fails the command after the others
+/// are printed.
 pub(crate) async fn get(
     client: &Client,
-    name: Option<&str>,
-    format: OutputFormat,
-    no_headers: bool,
+    names: &[String],
+    args: &GetArgs,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
-    if let Some(name) = name {
+    for name in names {
         check_name(name)?;
     }
+    let selector = match &args.selector {
+        Some(text) => Selector::parse(text)?,
+        None => Selector::default(),
+    };
     let fleet = read_fleet(client).await?;
-    let shown: Vec<&GameDisruptionBudget> = fleet
-        .budgets
-        .iter()
-        .filter(|b| name.is_none_or(|n| b.name() == n))
-        .collect();
-    if let Some(name) = name
-        && shown.is_empty()
-    {
-        fleet.corrupt(Some(name))?;
-        return Err(not_found(client, name));
+    let mut shown: Vec<&GameDisruptionBudget> = if names.is_empty() {
+        fleet.budgets.iter().collect()
+    } else {
+        names
+            .iter()
+            .filter_map(|name| fleet.budgets.iter().find(|b| b.name() == name))
+            .collect()
+    };
+    shown.retain(|b| selector.matches(&b.metadata.labels));
+    if let Some(sort_by) = &args.sort_by {
+        shape::sort_by_path(&mut shown, sort_by, |b| {
+            serde_json::to_value(b).unwrap_or_default()
+        });
     }
-    if shown.is_empty() && format != OutputFormat::Json {
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|name| !fleet.budgets.iter().any(|b| b.name() == name.as_str()))
+        .collect();
+    let only = match names {
+        [one] => Some(one.as_str()),
+        _ => None,
+    };
+    if shown.is_empty() && names.is_empty() && !args.output.is_documents() {
         note(&format!(
             "No gamedisruptionbudgets found under prefix {}.",
             client.keys().prefix()
@@ -272,19 +288,62 @@ pub(crate) async fn get(
         fleet.corrupt(None)?;
         return Ok(Outcome::Success);
     }
+    if !shown.is_empty() || names.is_empty() {
+        print(&fleet, &shown, args, only.is_some(), out)?;
+    }
+    if let [before @ .., last] = missing.as_slice() {
+        out.flush()?;
+        for name in before {
+            crate::output::error_line(&not_found(client, name));
+        }
+        fleet.corrupt(Some(last))?;
+        return Err(not_found(client, last));
+    }
+    fleet.corrupt(only)?;
+    Ok(Outcome::Success)
+}
+
+/// Prints budgets as `get` asks (`one`: a single budget was asked for by name).
+fn print(
+    fleet: &Fleet,
+    shown: &[&GameDisruptionBudget],
+    args: &GetArgs,
+    one: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let json_error = |e: serde_json::Error| CliError::internal(format!("cannot print JSON: {e}"));
+    let Some(format) = args.output.builtin() else {
+        let items = shown
+            .iter()
+            .map(|b| serde_json::to_value(b).map_err(json_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        return shape::print_shaped(
+            &args.output,
+            "GameDisruptionBudgetList",
+            &items,
+            one,
+            args.no_headers,
+            out,
+        );
+    };
     match format {
         OutputFormat::Table | OutputFormat::Wide => {
-            let mut table = Table::new(HEADERS);
+            let labels = args.labels();
+            let mut headers: Vec<String> = HEADERS.iter().map(|h| (*h).to_owned()).collect();
+            headers.extend(labels.headers());
+            let mut table = Table::with_headers(headers);
             let now = SystemTime::now();
-            for budget in &shown {
-                table.row(row(
+            for budget in shown {
+                let mut cells = row(
                     budget,
                     fleet.covered(budget).len(),
                     fleet.held(budget).len(),
                     now,
-                ));
+                );
+                cells.extend(labels.cells(Some(&budget.metadata.labels)));
+                table.row(cells);
             }
-            let text = table.render_as(no_headers);
+            let text = table.render_as(args.no_headers);
             out.write_all(text.as_bytes())?;
         }
         OutputFormat::Yaml => {
@@ -296,8 +355,8 @@ pub(crate) async fn get(
             }
         }
         OutputFormat::Json => {
-            let value = match (name, shown.as_slice()) {
-                (Some(_), [one]) => serde_json::to_value(one),
+            let value = match (one, shown) {
+                (true, [one]) => serde_json::to_value(one),
                 _ => serde_json::to_value(serde_json::json!({
                     "apiVersion": rtm_core::model::API_VERSION,
                     "kind": "GameDisruptionBudgetList",
@@ -305,17 +364,16 @@ pub(crate) async fn get(
                 })),
             }
             .and_then(|v| serde_json::to_string_pretty(&v))
-            .map_err(|e| CliError::internal(format!("cannot print JSON: {e}")))?;
+            .map_err(json_error)?;
             writeln!(out, "{value}")?;
         }
         OutputFormat::Name => {
-            for budget in &shown {
+            for budget in shown {
                 writeln!(out, "gamedisruptionbudget/{}", budget.name())?;
             }
         }
     }
-    fleet.corrupt(name)?;
-    Ok(Outcome::Success)
+    Ok(())
 }
 
 fn not_found(client: &Client, name: &str) -> CliError {

@@ -356,6 +356,11 @@ impl Client {
             })
     }
 
+    /// [`Client::raw`] of an owned key (for reads run side by side).
+    pub(crate) async fn raw_owned(&self, key: String) -> Result<Option<KeyValue>, CliError> {
+        self.raw(&key).await
+    }
+
     /// One key as stored, undecoded (`None`: absent).
     pub(crate) async fn raw(&self, key: &str) -> Result<Option<KeyValue>, CliError> {
         self.store

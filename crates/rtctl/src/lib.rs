@@ -59,12 +59,10 @@ mod node;
 mod output;
 mod prepull;
 mod request;
-#[allow(dead_code)] // wired into the verbs next
 mod resource;
 mod restart;
 mod rollout;
 mod session;
-#[allow(dead_code)] // wired into get next
 mod shape;
 mod state;
 mod target;
@@ -80,6 +78,7 @@ use tokio_util::sync::CancellationToken;
 use self::client::Client;
 use self::context::{ConfigCommand, ConnectionArgs, DEFAULT_REQUEST_TIMEOUT, Explicit};
 use self::error::{CliError, EXIT_CODES_HELP, Outcome, exit, one_line};
+use self::resource::Kind;
 use rtm_core::model::DesiredState;
 
 /// rtctl: manage GameRuntimes — the desired state of game containers, kept in etcd and
@@ -236,14 +235,8 @@ impl Command {
     /// The game names given on the command line.
     fn names(&self) -> Vec<&str> {
         match self {
-            Command::Get(args) => match args.names.split_first() {
-                Some((kind, rest)) if budget::is_budget_kind(kind) => {
-                    rest.iter().map(String::as_str).collect()
-                }
-                // Node names are checked as node names (DNS subdomains) by `node`.
-                Some((kind, _)) if node::is_node_kind(kind) => Vec::new(),
-                _ => args.names.iter().map(String::as_str).collect(),
-            },
+            // Checked for their kind by `resource::Names::parse`.
+            Command::Get(_) => Vec::new(),
             Command::Describe { name, budget } => match budget {
                 Some(_) if node::is_node_kind(name) => Vec::new(),
                 Some(budget) => vec![budget],
@@ -424,44 +417,40 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
     match &cli.command {
         Command::Apply(args) => apply::apply(&client, args, out).await,
         Command::Diff(args) => apply::diff(&client, args, out).await,
-        Command::Get(args) => match args.names.split_first() {
-            Some((kind, rest)) if budget::is_budget_kind(kind) => {
-                if rest.len() > 1 || args.watch || args.watch_only || args.selector.is_some() {
-                    return Err(CliError::usage(
-                        "rtctl get budgets takes at most one name, and neither -w nor -l",
-                    ));
+        Command::Get(args) => {
+            let (kind, names) = resource::Names::parse(&args.names)?.of_one_kind("get")?;
+            match kind {
+                Kind::Game => get::get(&client, args, &names, out, interrupt.cancelled()).await,
+                Kind::Budget => {
+                    if args.watch || args.watch_only {
+                        return Err(CliError::usage(
+                            "rtctl get budgets takes no -w: a budget's figures follow the \
+                             games; watch them with `rtctl get -w`",
+                        ));
+                    }
+                    budget::get(&client, &names, args, out).await
                 }
-                let name = rest.first().map(String::as_str);
-                budget::get(&client, name, args.output, args.no_headers, out).await
-            }
-            Some((kind, rest)) if node::is_node_kind(kind) => {
-                if rest.len() > 1 || args.output_watch_events {
-                    return Err(CliError::usage(
-                        "rtctl get nodes takes at most one name, and no --output-watch-events",
-                    ));
-                }
-                if args.watch || args.watch_only {
+                Kind::Node if args.watch || args.watch_only => {
+                    let (Some(format), [] | [_]) = (args.output.builtin(), names.as_slice())
+                    else {
+                        return Err(CliError::usage(
+                            "rtctl get nodes -w follows one node or all, in table, wide, yaml, \
+                             json or name format",
+                        ));
+                    };
                     let asked = node::WatchNodes {
-                        name: rest.first().map(String::as_str),
+                        name: names.first().map(String::as_str),
                         selector: args.selector.as_deref(),
-                        format: args.output,
+                        format,
                         no_headers: args.no_headers,
                         changes_only: args.watch_only,
+                        events: args.output_watch_events,
                     };
-                    return node::watch(&client, asked, out, &interrupt).await;
+                    node::watch(&client, asked, out, &interrupt).await
                 }
-                node::get(
-                    &client,
-                    rest.first().map(String::as_str),
-                    args.selector.as_deref(),
-                    args.output,
-                    args.no_headers,
-                    out,
-                )
-                .await
+                Kind::Node => node::get(&client, &names, args, out).await,
             }
-            _ => get::get(&client, args, out, interrupt.cancelled()).await,
-        },
+        }
         Command::Describe {
             name,
             budget: Some(other),

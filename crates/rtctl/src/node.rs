@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::client::{Client, Known, MultiWatch};
 use super::error::{CliError, Outcome, one_line};
 use super::get::games::{games_from, sessions_from};
-use super::get::{OutputFormat, Selector};
+use super::get::{GetArgs, OutputFormat, Selector};
+use super::shape;
 use super::output::{Table, age_since, note, warn};
 use rtm_core::model::validate::is_dns1123_subdomain;
 use rtm_core::model::{Cpus, GameRuntime, Memory, Session, Timestamp};
@@ -337,25 +338,36 @@ fn json_error(e: impl std::fmt::Display) -> CliError {
     CliError::internal(format!("cannot print a node: {e}"))
 }
 
-/// Prints nodes in `format` (`one`: a single node was asked for by name).
+/// Prints nodes as `get` asks (`one`: a single node was asked for by name).
 fn print(
     shown: &[&NodeView],
-    format: OutputFormat,
-    no_headers: bool,
+    args: &GetArgs,
     one: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    let no_headers = args.no_headers;
+    let Some(format) = args.output.builtin() else {
+        let items = shown
+            .iter()
+            .map(|n| serde_json::to_value(NodeOutput::of(n)).map_err(json_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        return shape::print_shaped(&args.output, "NodeList", &items, one, no_headers, out);
+    };
     match format {
         OutputFormat::Table | OutputFormat::Wide => {
             let wide = format == OutputFormat::Wide;
+            let labels = args.labels();
             let mut headers: Vec<String> = HEADERS.iter().map(|h| (*h).to_owned()).collect();
             if wide {
                 headers.extend(WIDE_HEADERS.iter().map(|h| (*h).to_owned()));
             }
+            headers.extend(labels.headers());
             let mut table = Table::with_headers(headers);
             let now = SystemTime::now();
             for node in shown {
-                table.row(row(node, wide, now));
+                let mut cells = row(node, wide, now);
+                cells.extend(labels.cells(Some(&node.record.labels)));
+                table.row(cells);
             }
             let text = table.render_as(no_headers);
             out.write_all(text.as_bytes())?;
@@ -373,10 +385,14 @@ fn print(
             let items: Vec<NodeOutput<'_>> = shown.iter().map(|n| NodeOutput::of(n)).collect();
             let value = match (one, items.as_slice()) {
                 (true, [item]) => serde_json::to_value(item),
-                _ => serde_json::to_value(serde_json::json!({
-                    "kind": "NodeList",
-                    "items": items,
-                })),
+                _ => Ok(shape::list_value(
+                    "NodeList",
+                    &items
+                        .iter()
+                        .map(serde_json::to_value)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(json_error)?,
+                )),
             }
             .and_then(|v| serde_json::to_string_pretty(&v))
             .map_err(json_error)?;
@@ -391,42 +407,57 @@ fn print(
     Ok(())
 }
 
-/// `rtctl get nodes [NAME] [-l SELECTOR]`.
+/// `rtctl get nodes [NAME…] [-l SELECTOR]`: a missing named node fails the command after
+/// the others are printed.
 pub(crate) async fn get(
     client: &Client,
-    name: Option<&str>,
-    selector: Option<&str>,
-    format: OutputFormat,
-    no_headers: bool,
+    names: &[String],
+    args: &GetArgs,
     out: &mut dyn Write,
 ) -> Result<Outcome, CliError> {
-    if let Some(name) = name {
+    for name in names {
         check_node_name(name)?;
     }
-    let selector = match selector {
+    let selector = match &args.selector {
         Some(text) => Selector::parse(text)?,
         None => Selector::default(),
     };
     let fleet = read_fleet(client, false).await?;
-    let shown: Vec<&NodeView> = fleet
-        .nodes
-        .iter()
-        .filter(|n| name.is_none_or(|name| n.name() == name))
-        .filter(|n| selector.matches(&n.record.labels))
-        .collect();
-    if let Some(name) = name
-        && shown.is_empty()
-    {
-        return Err(not_found(client, name));
+    let mut shown: Vec<&NodeView> = if names.is_empty() {
+        fleet.nodes.iter().collect()
+    } else {
+        names
+            .iter()
+            .filter_map(|name| fleet.nodes.iter().find(|n| n.name() == name))
+            .collect()
+    };
+    shown.retain(|n| selector.matches(&n.record.labels));
+    if let Some(sort_by) = &args.sort_by {
+        shape::sort_by_path(&mut shown, sort_by, |n| {
+            serde_json::to_value(NodeOutput::of(n)).unwrap_or_default()
+        });
     }
-    if shown.is_empty() && format != OutputFormat::Json {
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|name| !fleet.nodes.iter().any(|n| n.name() == name.as_str()))
+        .collect();
+    if shown.is_empty() && names.is_empty() && !args.output.is_documents() {
         note(&format!(
             "No nodes found under prefix {} (a node's controller registers it when it starts).",
             client.keys().prefix()
         ));
         return Ok(Outcome::Success);
     }
-    print(&shown, format, no_headers, name.is_some(), out)?;
+    if !shown.is_empty() || names.is_empty() {
+        print(&shown, args, names.len() == 1, out)?;
+    }
+    if let [before @ .., last] = missing.as_slice() {
+        out.flush()?;
+        for name in before {
+            crate::output::error_line(&not_found(client, name));
+        }
+        return Err(not_found(client, last));
+    }
     Ok(Outcome::Success)
 }
 
@@ -444,28 +475,40 @@ fn signature(node: &NodeView) -> Signature {
 }
 
 /// Prints one changed node in a watch: a row of `table`, a JSON line, a YAML document or
-/// its name.
+/// its name; with `event` (`--output-watch-events`) the row's EVENT, the name's prefix, the
+/// JSON and YAML wrapped as `{type, object}`.
 fn print_change(
     node: &NodeView,
     format: OutputFormat,
+    event: Option<&str>,
     table: &mut Table,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    let object = || -> Result<serde_json::Value, CliError> {
+        let value = serde_json::to_value(NodeOutput::of(node)).map_err(json_error)?;
+        Ok(match event {
+            Some(event) => serde_json::json!({ "type": event, "object": value }),
+            None => value,
+        })
+    };
     match format {
         OutputFormat::Table | OutputFormat::Wide => {
-            let cells = row(node, format == OutputFormat::Wide, SystemTime::now());
+            let mut cells = row(node, format == OutputFormat::Wide, SystemTime::now());
+            if let Some(event) = event {
+                cells.insert(0, event.to_owned());
+            }
             out.write_all(table.render_row(&cells).as_bytes())?;
         }
-        OutputFormat::Json => {
-            let line = serde_json::to_string(&NodeOutput::of(node)).map_err(json_error)?;
-            writeln!(out, "{line}")?;
-        }
+        OutputFormat::Json => writeln!(out, "{}", object()?)?,
         OutputFormat::Yaml => {
             writeln!(out, "---")?;
-            let text = serde_yaml::to_string(&NodeOutput::of(node)).map_err(json_error)?;
+            let text = serde_yaml::to_string(&object()?).map_err(json_error)?;
             out.write_all(text.as_bytes())?;
         }
-        OutputFormat::Name => writeln!(out, "node/{}", node.name())?,
+        OutputFormat::Name => match event {
+            Some(event) => writeln!(out, "{event} node/{}", node.name())?,
+            None => writeln!(out, "node/{}", node.name())?,
+        },
     }
     out.flush()?;
     Ok(())
@@ -480,6 +523,8 @@ pub(crate) struct WatchNodes<'a> {
     pub(crate) no_headers: bool,
     /// Leave out the first listing.
     pub(crate) changes_only: bool,
+    /// Say each change's kind (ADDED, MODIFIED), the first listing's included.
+    pub(crate) events: bool,
 }
 
 /// `rtctl get nodes -w`: the nodes, then a line each time one's status, games count,
@@ -520,9 +565,18 @@ async fn follow_nodes(
     if wide {
         headers.extend(WIDE_HEADERS.iter().map(|h| (*h).to_owned()));
     }
+    let offset = usize::from(asked.events);
+    if asked.events {
+        headers.insert(0, "EVENT".to_owned());
+    }
     let mut table = Table::with_headers(headers);
     // Rows come one at a time: STATUS is sized for its widest value up front.
-    table.min_width(1, NodeState::NotReady.as_str().len());
+    table.min_width(offset + 1, NodeState::NotReady.as_str().len());
+    if asked.events {
+        table.min_width(0, "MODIFIED".len());
+    }
+    let added = asked.events.then_some("ADDED");
+    let modified = asked.events.then_some("MODIFIED");
     let prefixes = prefixes(client.keys(), false);
     let (mut watch, listings, _) = MultiWatch::start(client, prefixes.clone()).await?;
     let mut known = Known::new(prefixes, &listings);
@@ -538,13 +592,17 @@ async fn follow_nodes(
         }
     } else if table_format {
         for node in &shown {
-            table.row(row(node, wide, SystemTime::now()));
+            let mut cells = row(node, wide, SystemTime::now());
+            if let Some(event) = added {
+                cells.insert(0, event.to_owned());
+            }
+            table.row(cells);
         }
         let text = table.render_as(asked.no_headers);
         out.write_all(text.as_bytes())?;
     } else {
         for node in &shown {
-            print_change(node, asked.format, &mut table, out)?;
+            print_change(node, asked.format, added, &mut table, out)?;
         }
     }
     out.flush()?;
@@ -554,7 +612,12 @@ async fn follow_nodes(
         for node in fleet.nodes.iter().filter(picked) {
             let now = signature(node);
             if printed.get(node.name()) != Some(&now) {
-                print_change(node, asked.format, &mut table, out)?;
+                let event = if printed.contains_key(node.name()) {
+                    modified
+                } else {
+                    added
+                };
+                print_change(node, asked.format, event, &mut table, out)?;
                 printed.insert(node.name().to_owned(), now);
             }
         }

@@ -198,6 +198,16 @@ pub(crate) fn published_ports(ports: &[PublishedPort]) -> Vec<String> {
     shown
 }
 
+/// Prints a failure of one object among several (`error: …`, one line) on stderr, the run
+/// going on with the others; a closed stderr is not worth failing for.
+pub(crate) fn error_line(error: &crate::error::CliError) {
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "error: {}",
+        super::error::one_line(&error.to_string())
+    );
+}
+
 /// Prints a warning line on stderr; a closed stderr is not worth failing for.
 pub(crate) fn warn(message: &str) {
     let _ = writeln!(

@@ -2,9 +2,9 @@
 //! by the bulk verbs (`restart`, `stop`, `start`, `delete`) and `rollout`.
 
 use super::client::{Client, check_name};
-use super::error::{CliError, Outcome, one_line};
+use super::error::{CliError, Outcome};
 use super::get::Selector;
-use super::output::note;
+use super::output::{error_line, note};
 
 /// The games a verb acts on.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -116,7 +116,7 @@ where
         let outcome = match one(name).await {
             Ok(outcome) => outcome,
             Err(error) => {
-                eprintln!("error: {}", one_line(&error.to_string()));
+                error_line(&error);
                 Outcome::Exit(error.exit_code())
             }
         };

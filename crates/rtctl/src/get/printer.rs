@@ -8,6 +8,8 @@ use super::games::{InvalidGame, Shown, warn_invalid};
 use super::row::{ADDRESS_COLUMN, CONTAINER_COLUMN, SESSION_COLUMN, headers, invalid_row, row};
 use crate::error::CliError;
 use crate::output::{SHORT_ID, Table};
+use crate::shape::{self, LabelColumns, Output};
+use serde_json::Value;
 use rtm_core::model::parse::to_yaml;
 use rtm_core::model::{GameRuntime, Session};
 use rtm_core::records::nodes::Assignment;
@@ -34,12 +36,29 @@ fn json(value: &impl serde::Serialize) -> Result<String, CliError> {
         .map_err(|e| CliError::internal(format!("cannot print JSON: {e}")))
 }
 
+/// A document as a JSON value (for the shaped formats and the watch's lines).
+pub(crate) fn json_value(doc: &GameRuntime) -> Result<Value, CliError> {
+    serde_json::to_value(doc).map_err(|e| CliError::internal(format!("cannot print JSON: {e}")))
+}
+
+/// What a game's document is wrapped in on a watch line with `--output-watch-events`.
+fn event_value(event: &str, object: Value) -> Value {
+    serde_json::json!({ "type": event, "object": object })
+}
+
+/// The kind of the list the JSON output and the templates see.
+pub(crate) const LIST_KIND: &str = "GameRuntimeList";
+
 /// The printer shared by the listing and the watch.
 #[derive(Debug)]
 pub(crate) struct Printer {
-    format: OutputFormat,
+    output: Output,
     table: Table,
+    watching: bool,
     events: bool,
+    /// Exactly one game was asked for by name: JSON and templates see it alone, not a list.
+    single: bool,
+    labels: LabelColumns,
     /// The games' session records, by game (read from one listing of `sessions/`).
     sessions: BTreeMap<String, Session>,
     /// The games' assignments, by game (the listing reads them; the watch does not).
@@ -47,15 +66,23 @@ pub(crate) struct Printer {
 }
 
 impl Printer {
-    /// A printer for `format`; `watching`: rows come one at a time; `events`: each starts
-    /// with ADDED, MODIFIED or DELETED.
-    pub(crate) fn new(format: OutputFormat, watching: bool, events: bool) -> Printer {
-        let mut headers = headers(format == OutputFormat::Wide);
+    /// A printer for `output`; `watching`: rows come one at a time; `events`: each starts
+    /// with ADDED, MODIFIED or DELETED (JSON lines: wrapped as `{"type", "object"}`).
+    pub(crate) fn new(output: &Output, watching: bool, events: bool, labels: LabelColumns) -> Printer {
+        let format = output.builtin();
+        let mut headers: Vec<String> = match output {
+            Output::Columns(columns) => columns.iter().map(|c| c.header.clone()).collect(),
+            _ => {
+                let mut headers = headers(format == Some(OutputFormat::Wide));
+                headers.extend(labels.headers());
+                headers
+            }
+        };
         if events {
             headers.insert(0, "EVENT".to_owned());
         }
         let mut table = Table::with_headers(headers);
-        if watching {
+        if watching && output.is_table() {
             // Rows arrive one at a time while watching: size the columns whose values vary
             // in width for their widest value, so later rows line up with the first.
             let offset = usize::from(events);
@@ -65,7 +92,7 @@ impl Printer {
             table.min_width(offset + 2, "CrashLoopBackOff".len());
             table.min_width(offset + 3, "Unknown".len());
             table.min_width(offset + SESSION_COLUMN, "Allocated".len());
-            if format == OutputFormat::Wide {
+            if format == Some(OutputFormat::Wide) {
                 // A game gets its container id and address once it runs; PORTS, the last
                 // column, needs no room kept. The address is sized for dotted IPv4, the
                 // usual advertised address; a longer one moves PORTS along, no more.
@@ -74,12 +101,20 @@ impl Printer {
             }
         }
         Printer {
-            format,
+            output: output.clone(),
             table,
+            watching,
             events,
+            single: false,
+            labels,
             sessions: BTreeMap::new(),
             assignments: BTreeMap::new(),
         }
+    }
+
+    /// Exactly one game was named: JSON prints it alone, templates see it alone.
+    pub(crate) fn set_single(&mut self, single: bool) {
+        self.single = single;
     }
 
     /// The session records the rows show.
@@ -100,8 +135,36 @@ impl Printer {
         };
     }
 
+    /// A valid game's table row (with its label columns).
+    fn game_row(&self, doc: &GameRuntime, now: SystemTime) -> Vec<String> {
+        let name = &doc.metadata.name;
+        let mut cells = row(
+            doc,
+            self.sessions.get(name),
+            self.assignments.get(name),
+            self.output.builtin() == Some(OutputFormat::Wide),
+            now,
+        );
+        cells.extend(self.labels.cells(Some(&doc.metadata.labels)));
+        cells
+    }
+
+    /// An unreadable game's table row (its labels cannot be read).
+    fn invalid_game_row(&self, name: &str, game: &InvalidGame) -> Vec<String> {
+        let mut cells = invalid_row(
+            name,
+            game,
+            self.sessions.get(name),
+            self.assignments.get(name),
+            self.output.builtin() == Some(OutputFormat::Wide),
+        );
+        cells.extend(self.labels.cells(None));
+        cells
+    }
+
     /// The initial listing (invalid games: rows in tables, names with `-o name`, left out of
-    /// YAML and JSON, which have no document to print for them).
+    /// YAML, JSON and templates, which have no document to print for them). While watching,
+    /// it is the first changes: one line each, as [`Printer::change`] prints them.
     pub(crate) fn listing(
         &mut self,
         games: &[Shown<'_>],
@@ -109,7 +172,6 @@ impl Printer {
         out: &mut dyn Write,
     ) -> Result<(), CliError> {
         let now = SystemTime::now();
-        let wide = self.format == OutputFormat::Wide;
         let docs: Vec<&GameRuntime> = games
             .iter()
             .filter_map(|shown| match shown {
@@ -117,27 +179,21 @@ impl Printer {
                 Shown::Invalid(..) => None,
             })
             .collect();
-        match self.format {
-            OutputFormat::Table | OutputFormat::Wide => {
+        if self.watching && !self.output.is_table() && !matches!(self.output, Output::Columns(_)) {
+            for shown in games {
+                match shown {
+                    Shown::Valid(doc) => self.change("ADDED", doc, out)?,
+                    Shown::Invalid(name, game) => self.print_invalid("ADDED", name, game, out)?,
+                }
+            }
+            return Ok(());
+        }
+        match &self.output {
+            Output::Builtin(OutputFormat::Table | OutputFormat::Wide) => {
                 for shown in games {
                     let mut cells = match shown {
-                        Shown::Valid(doc) => {
-                            let name = &doc.metadata.name;
-                            row(
-                                doc,
-                                self.sessions.get(name),
-                                self.assignments.get(name),
-                                wide,
-                                now,
-                            )
-                        }
-                        Shown::Invalid(name, game) => invalid_row(
-                            name,
-                            game,
-                            self.sessions.get(*name),
-                            self.assignments.get(*name),
-                            wide,
-                        ),
+                        Shown::Valid(doc) => self.game_row(doc, now),
+                        Shown::Invalid(name, game) => self.invalid_game_row(name, game),
                     };
                     if self.events {
                         cells.insert(0, "ADDED".to_owned());
@@ -147,7 +203,27 @@ impl Printer {
                 let text = self.table.render_as(no_headers);
                 out.write_all(text.as_bytes())?;
             }
-            OutputFormat::Yaml => {
+            Output::Columns(columns) => {
+                for shown in games {
+                    let mut cells = match shown {
+                        Shown::Valid(doc) => shape::column_cells(columns, &json_value(doc)?),
+                        Shown::Invalid(name, _) => {
+                            let mut cells = vec![shape::NONE.to_owned(); columns.len()];
+                            if let Some(first) = cells.first_mut() {
+                                (*name).clone_into(first);
+                            }
+                            cells
+                        }
+                    };
+                    if self.events {
+                        cells.insert(0, "ADDED".to_owned());
+                    }
+                    self.table.row(cells);
+                }
+                let text = self.table.render_as(no_headers);
+                out.write_all(text.as_bytes())?;
+            }
+            Output::Builtin(OutputFormat::Yaml) => {
                 for (i, doc) in docs.iter().enumerate() {
                     if i > 0 {
                         writeln!(out, "---")?;
@@ -155,22 +231,32 @@ impl Printer {
                     out.write_all(to_yaml(doc).as_bytes())?;
                 }
             }
-            OutputFormat::Json => {
+            Output::Builtin(OutputFormat::Json) => {
                 if docs.is_empty() && !games.is_empty() {
                     // Only invalid games: no JSON for them (the error says why).
                     return Ok(());
                 }
-                let text = match docs.as_slice() {
-                    [one] => json(one)?,
-                    many => json(&serde_json::json!({
+                let text = match (self.single, docs.as_slice()) {
+                    (true, [one]) => json(one)?,
+                    (_, many) => json(&serde_json::json!({
                         "apiVersion": rtm_core::model::API_VERSION,
-                        "kind": "GameRuntimeList",
+                        "kind": LIST_KIND,
                         "items": many,
                     }))?,
                 };
                 writeln!(out, "{text}")?;
             }
-            OutputFormat::Name => {
+            Output::JsonPath(_) => {
+                if docs.is_empty() && !games.is_empty() {
+                    return Ok(());
+                }
+                let items = docs
+                    .iter()
+                    .map(|doc| json_value(doc))
+                    .collect::<Result<Vec<_>, _>>()?;
+                shape::print_shaped(&self.output, LIST_KIND, &items, self.single, no_headers, out)?;
+            }
+            Output::Builtin(OutputFormat::Name) => {
                 for shown in games {
                     writeln!(out, "gameruntime/{}", shown.name())?;
                 }
@@ -188,71 +274,109 @@ impl Printer {
         game: &InvalidGame,
         out: &mut dyn Write,
     ) -> Result<(), CliError> {
-        match self.format {
-            OutputFormat::Table | OutputFormat::Wide => {
-                let mut cells = invalid_row(
-                    name,
-                    game,
-                    self.sessions.get(name),
-                    self.assignments.get(name),
-                    self.format == OutputFormat::Wide,
-                );
+        self.print_invalid(event, name, game, out)?;
+        warn_invalid(name, game);
+        Ok(())
+    }
+
+    fn print_invalid(
+        &mut self,
+        event: &str,
+        name: &str,
+        game: &InvalidGame,
+        out: &mut dyn Write,
+    ) -> Result<(), CliError> {
+        match &self.output {
+            Output::Builtin(OutputFormat::Table | OutputFormat::Wide) => {
+                let mut cells = self.invalid_game_row(name, game);
                 if self.events {
                     cells.insert(0, event.to_owned());
                 }
                 let line = self.table.render_row(&cells);
                 out.write_all(line.as_bytes())?;
             }
-            OutputFormat::Name if self.events => writeln!(out, "{event} gameruntime/{name}")?,
-            OutputFormat::Name => writeln!(out, "gameruntime/{name}")?,
-            OutputFormat::Yaml | OutputFormat::Json => {}
+            Output::Columns(columns) => {
+                let mut cells = vec![shape::NONE.to_owned(); columns.len()];
+                if let Some(first) = cells.first_mut() {
+                    name.clone_into(first);
+                }
+                if self.events {
+                    cells.insert(0, event.to_owned());
+                }
+                let line = self.table.render_row(&cells);
+                out.write_all(line.as_bytes())?;
+            }
+            Output::Builtin(OutputFormat::Name) if self.events => {
+                writeln!(out, "{event} gameruntime/{name}")?;
+            }
+            Output::Builtin(OutputFormat::Name) => writeln!(out, "gameruntime/{name}")?,
+            Output::Builtin(OutputFormat::Yaml | OutputFormat::Json) | Output::JsonPath(_) => {}
         }
         out.flush()?;
-        warn_invalid(name, game);
         Ok(())
     }
 
-    /// One change of the watch.
+    /// One change of the watch: a table row, one compact JSON object per line (wrapped as
+    /// `{"type": EVENT, "object": …}` with events), a YAML document, a name, or the
+    /// template rendered for the game alone.
     pub(crate) fn change(
         &mut self,
         event: &str,
         doc: &GameRuntime,
         out: &mut dyn Write,
     ) -> Result<(), CliError> {
-        let prefix = if self.events {
-            format!("{event} ")
-        } else {
-            String::new()
-        };
-        match self.format {
-            OutputFormat::Table | OutputFormat::Wide => {
-                let mut cells = row(
-                    doc,
-                    self.sessions.get(&doc.metadata.name),
-                    self.assignments.get(&doc.metadata.name),
-                    self.format == OutputFormat::Wide,
-                    SystemTime::now(),
-                );
+        match &self.output {
+            Output::Builtin(OutputFormat::Table | OutputFormat::Wide) => {
+                let mut cells = self.game_row(doc, SystemTime::now());
                 if self.events {
                     cells.insert(0, event.to_owned());
                 }
                 let line = self.table.render_row(&cells);
                 out.write_all(line.as_bytes())?;
             }
-            OutputFormat::Yaml => {
+            Output::Columns(columns) => {
+                let mut cells = shape::column_cells(columns, &json_value(doc)?);
                 if self.events {
-                    writeln!(out, "--- # {event}")?;
-                } else {
-                    writeln!(out, "---")?;
+                    cells.insert(0, event.to_owned());
                 }
-                out.write_all(to_yaml(doc).as_bytes())?;
+                let line = self.table.render_row(&cells);
+                out.write_all(line.as_bytes())?;
             }
-            OutputFormat::Json => {
-                let line = serde_json::to_string(doc)
-                    .map_err(|e| CliError::internal(format!("cannot print JSON: {e}")))?;
-                writeln!(out, "{prefix}{line}")?;
+            Output::Builtin(OutputFormat::Yaml) => {
+                writeln!(out, "---")?;
+                if self.events {
+                    let wrapped = event_value(event, json_value(doc)?);
+                    let text = serde_yaml::to_string(&wrapped)
+                        .map_err(|e| CliError::internal(format!("cannot print YAML: {e}")))?;
+                    out.write_all(text.as_bytes())?;
+                } else {
+                    out.write_all(to_yaml(doc).as_bytes())?;
+                }
             }
-            OutputFormat::Name => writeln!(out, "{prefix}gameruntime/{}", doc.metadata.name)?,
+            Output::Builtin(OutputFormat::Json) => {
+                let mut value = json_value(doc)?;
+                if self.events {
+                    value = event_value(event, value);
+                }
+                writeln!(out, "{value}")?;
+            }
+            Output::JsonPath(template) => {
+                let mut value = json_value(doc)?;
+                if self.events {
+                    value = event_value(event, value);
+                }
+                let text = template.render(&value);
+                out.write_all(text.as_bytes())?;
+                if !text.ends_with('\n') {
+                    out.write_all(b"\n")?;
+                }
+            }
+            Output::Builtin(OutputFormat::Name) if self.events => {
+                writeln!(out, "{event} gameruntime/{}", doc.metadata.name)?;
+            }
+            Output::Builtin(OutputFormat::Name) => {
+                writeln!(out, "gameruntime/{}", doc.metadata.name)?;
+            }
         }
         out.flush()?;
         Ok(())
@@ -278,7 +402,12 @@ mod tests {
 
     #[test]
     fn a_wide_watch_keeps_its_columns_when_a_game_gets_a_container_and_an_address() {
-        let mut printer = Printer::new(OutputFormat::Wide, true, true);
+        let mut printer = Printer::new(
+            &Output::Builtin(OutputFormat::Wide),
+            true,
+            true,
+            LabelColumns::default(),
+        );
         let mut doc = game("g1").build();
         let mut out = Vec::new();
         printer

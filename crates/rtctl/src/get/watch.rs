@@ -20,6 +20,7 @@ use rtm_core::store::{Listing, WatchBatch, WatchEvent};
 pub(super) async fn watch(
     client: &Client,
     args: &GetArgs,
+    names: &[String],
     selector: &Selector,
     out: &mut dyn Write,
     shutdown: impl Future<Output = ()>,
@@ -32,8 +33,7 @@ pub(super) async fn watch(
         tombstones: BTreeMap::new(),
     };
     if !args.watch_only
-        && let Some(missing) = args
-            .names
+        && let Some(missing) = names
             .iter()
             .find(|n| !known.games.contains_key(*n) && !known.invalid.contains_key(*n))
     {
@@ -41,13 +41,13 @@ pub(super) async fn watch(
         // waits for it to appear.
         return Err(client.not_found(missing));
     }
-    let mut printer = Printer::new(args.output, true, args.output_watch_events);
+    let mut printer = Printer::new(&args.output, true, args.output_watch_events, args.labels());
     printer.set_sessions(sessions_from(client.keys(), &listings[2]));
     if !args.watch_only {
-        print_initial(client, &known, args, selector, &mut printer, out)?;
+        print_initial(client, &known, args, names, selector, &mut printer, out)?;
     }
     let wanted = Wanted {
-        names: &args.names,
+        names,
         selector,
     };
     tokio::pin!(shutdown);
@@ -103,13 +103,20 @@ fn print_initial(
     client: &Client,
     known: &Known,
     args: &GetArgs,
+    names: &[String],
     selector: &Selector,
     printer: &mut Printer,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let shown = select(&known.games, &known.invalid, &args.names, selector);
+    let mut shown = select(&known.games, &known.invalid, names, selector);
+    if let Some(sort_by) = &args.sort_by {
+        crate::shape::sort_by_path(&mut shown, sort_by, |shown| match shown {
+            Shown::Valid(doc) => super::printer::json_value(doc).unwrap_or_default(),
+            Shown::Invalid(..) => serde_json::Value::Null,
+        });
+    }
     if shown.is_empty() {
-        if args.names.is_empty() {
+        if names.is_empty() {
             note_none_found(client.keys());
         }
     } else {

@@ -329,11 +329,6 @@ impl LabelColumns {
         }
     }
 
-    /// Whether there is no label column.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.keys.is_empty() && !self.all
-    }
-
     /// The headers the columns add.
     pub(crate) fn headers(&self) -> Vec<String> {
         let mut headers: Vec<String> = self
@@ -490,6 +485,6 @@ mod tests {
             ["ranked", "", "", "b=2,tier=ranked"]
         );
         assert_eq!(columns.cells(None), ["", "", "", "<none>"]);
-        assert!(LabelColumns::new(&[], false).is_empty());
+        assert!(LabelColumns::new(&[], false).headers().is_empty());
     }
 }
