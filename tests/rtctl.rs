@@ -1473,7 +1473,10 @@ async fn a_corrupt_document_is_shown_invalid_refused_by_apply_and_replaced_by_ap
     let output = world.rtctl().args(["get", "-o", "json"]).output().unwrap();
     assert_eq!(output.status.code(), Some(exit::CORRUPT), "{output:?}");
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
-    assert_eq!(json["metadata"]["name"], "g2", "{json}");
+    // A list (no name was given), holding the one readable game.
+    assert_eq!(json["kind"], "GameRuntimeList", "{json}");
+    assert_eq!(json["items"].as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(json["items"][0]["metadata"]["name"], "g2", "{json}");
     assert!(
         stderr(&output).contains("left out of the output"),
         "{output:?}"

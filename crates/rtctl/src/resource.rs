@@ -136,9 +136,21 @@ impl Names {
                         kind.map_or("gameruntime", Kind::singular)
                     )));
                 }
-                Some((ty, name)) => Named {
-                    kind: Kind::from_word(ty).ok_or_else(|| unknown_type(ty))?,
-                    name: name.to_owned(),
+                Some((ty, name)) => match Kind::from_word(ty) {
+                    Some(kind) => Named {
+                        kind,
+                        name: name.to_owned(),
+                    },
+                    // A word like a type's: a type rtctl does not know.
+                    None if !ty.is_empty() && ty.chars().all(|c| c.is_ascii_lowercase()) => {
+                        return Err(unknown_type(ty));
+                    }
+                    // Anything else (`../x`) is a name no object can have.
+                    None => {
+                        return Err(Kind::Game.check_name(word).err().unwrap_or_else(|| {
+                            CliError::invalid(format!("{word:?} is not a name"))
+                        }));
+                    }
                 },
                 None => Named {
                     kind: kind.unwrap_or(Kind::Game),
@@ -268,7 +280,7 @@ mod tests {
             assert_eq!(error.exit_code(), 2, "{bad:?}: {error}");
         }
         // A name that cannot be a key is invalid (3), as ever.
-        for bad in [&["gr", "Bad_Name"][..], &["node/-n"], &["x y"]] {
+        for bad in [&["gr", "Bad_Name"][..], &["node/-n"], &["x y"], &["../x"], &["a.b/c"]] {
             let error = parse(bad).unwrap_err();
             assert_eq!(error.exit_code(), 3, "{bad:?}: {error}");
         }
