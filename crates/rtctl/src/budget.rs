@@ -14,30 +14,16 @@ use std::time::SystemTime;
 use super::apply::{Action, yaml_diff};
 use super::client::{Client, check_name};
 use super::error::{CliError, Outcome, one_line};
-use super::get::{GetArgs, OutputFormat, Selector};
-use super::shape;
 use super::get::games::games_from;
+use super::get::{GetArgs, OutputFormat, Selector};
 use super::input::BudgetInput;
 use super::output::{Table, age_since, note};
+use super::shape;
 use rtm_core::model::{
     ConditionStatus, GameDisruptionBudget, GameRuntime, REASON_DISRUPTION_BUDGET, Timestamp,
     UPDATE_PENDING,
 };
 use rtm_core::records::budgets::{BudgetError, HeldSlot};
-
-/// The words `get`, `describe` and `delete` take for the budget kind.
-pub(crate) const KIND_WORDS: [&str; 5] = [
-    "budget",
-    "budgets",
-    "gamedisruptionbudget",
-    "gamedisruptionbudgets",
-    "gdb",
-];
-
-/// Whether a word names the budget kind.
-pub(crate) fn is_budget_kind(word: &str) -> bool {
-    KIND_WORDS.contains(&word)
-}
 
 /// What apply and diff compare of a budget: labels, annotations and spec.
 fn comparable(budget: &GameDisruptionBudget) -> GameDisruptionBudget {
@@ -587,14 +573,6 @@ mod tests {
             },
             max,
         )
-    }
-
-    #[test]
-    fn every_word_for_the_kind_is_known() {
-        for word in ["budget", "budgets", "gamedisruptionbudget", "gdb"] {
-            assert!(is_budget_kind(word), "{word}");
-        }
-        assert!(!is_budget_kind("g1"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::client::{Client, check_name};
 use super::error::{CliError, Outcome};
 use super::input::read_inputs;
 use super::request::DEFAULT_ACTION_TIMEOUT;
+use super::resource::{Kind, Names};
 use super::session::with_ref;
 use super::target::{Targets, each};
 use super::wait::engine::{Deadline, Follow, Wait, wait_for};
@@ -21,8 +22,9 @@ use super::wait::{GoneWaiter, PhaseTracker};
 /// The arguments of `rtctl delete`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct DeleteArgs {
-    /// Games to delete (or `budget NAME` for a disruption budget).
-    #[arg(conflicts_with_all = ["files", "selector", "all"])]
+    /// Games to delete (`NAME`, `gameruntime/NAME`), or disruption budgets (`budget NAME…`,
+    /// `gdb/NAME`).
+    #[arg(value_name = "[TYPE] NAME|TYPE/NAME", conflicts_with_all = ["files", "selector", "all"])]
     pub(crate) names: Vec<String>,
     /// Delete the games named in these files, directories or - (stdin).
     #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-", conflicts_with_all = ["selector", "all"])]
@@ -30,7 +32,8 @@ pub(crate) struct DeleteArgs {
     /// Read directories' subdirectories too.
     #[arg(short = 'R', long)]
     pub(crate) recursive: bool,
-    /// Delete every game whose labels match: key=value, key!=value, key, !key.
+    /// Delete every game whose labels match: key=value, key!=value, key in (a,b),
+    /// key notin (a,b), key, !key.
     #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "all")]
     pub(crate) selector: Option<String>,
     /// Delete every game.
@@ -50,25 +53,6 @@ pub(crate) struct DeleteArgs {
     pub(crate) timeout: Duration,
 }
 
-impl DeleteArgs {
-    /// `delete budget NAME`: the budget's name.
-    pub(crate) fn budget(&self) -> Option<&str> {
-        match self.names.as_slice() {
-            [kind, name] if super::budget::is_budget_kind(kind) => Some(name),
-            _ => None,
-        }
-    }
-
-    /// The game names given on the command line (none for `delete budget NAME`).
-    pub(crate) fn game_names(&self) -> &[String] {
-        if self.budget().is_some() {
-            &[]
-        } else {
-            &self.names
-        }
-    }
-}
-
 /// `rtctl delete`: deletes every game, then with `--wait` waits for each to be removed. A game
 /// in session is refused (in_session) unless `--force`; with several games each is reported
 /// on its own line and the exit code is the worst.
@@ -78,8 +62,27 @@ pub(crate) async fn delete(
     out: &mut dyn Write,
     interrupt: &CancellationToken,
 ) -> Result<Outcome, CliError> {
-    if let Some(budget) = args.budget() {
-        return super::budget::delete(client, budget, out).await;
+    let (kind, named) = Names::parse(&args.names)?.of_one_kind("delete")?;
+    match kind {
+        Kind::Game => {}
+        Kind::Budget if named.is_empty() => {
+            return Err(CliError::usage(
+                "rtctl delete budget takes names, e.g. `rtctl delete budget casual`",
+            ));
+        }
+        Kind::Budget => {
+            return Ok(each(&named, async |name: &str| {
+                super::budget::delete(client, name, &mut *out).await
+            })
+            .await);
+        }
+        Kind::Node => {
+            return Err(CliError::usage(
+                "rtctl does not delete nodes: a node's record is its controller's (it writes \
+                 it again when it starts); `rtctl drain NODE` moves its games off, then stop \
+                 its controller",
+            ));
+        }
     }
     let bulk = args.selector.is_some() || args.all;
     let names: Vec<String> = if bulk {
@@ -91,13 +94,13 @@ pub(crate) async fn delete(
         .resolve(client, "delete")
         .await?
     } else if args.files.is_empty() {
-        if args.names.is_empty() {
+        if named.is_empty() {
             return Err(CliError::usage(
                 "rtctl delete takes game names, -f FILE, -l SELECTOR or --all, e.g. `rtctl \
                  delete arena-1`",
             ));
         }
-        args.names.clone()
+        named
     } else {
         read_inputs(&args.files, args.recursive)?
             .into_iter()
@@ -108,22 +111,14 @@ pub(crate) async fn delete(
         check_name(name)?;
     }
     let mut deleted = Vec::new();
-    let mut outcome = Outcome::Success;
-    if bulk {
-        outcome = each(&names, async |name: &str| {
-            delete_one(client, name, args, &mut *out).await.map(|gone| {
-                deleted.extend(gone.then(|| name.to_owned()));
-                Outcome::Success
-            })
+    // Each game on its line, the others deleted even when one fails; the worst exit code.
+    let outcome = each(&names, async |name: &str| {
+        delete_one(client, name, args, &mut *out).await.map(|gone| {
+            deleted.extend(gone.then(|| name.to_owned()));
+            Outcome::Success
         })
-        .await;
-    } else {
-        for name in &names {
-            if delete_one(client, name, args, out).await? {
-                deleted.push(name.clone());
-            }
-        }
-    }
+    })
+    .await;
     out.flush()?;
     if !args.wait {
         return Ok(outcome);

@@ -1,6 +1,8 @@
-//! `rtctl describe NAME`: one game laid out for a person — spec, status (with where players
-//! connect), its session (Allocated or Idle), the health check and what it last saw,
-//! conditions (UpdatePending among them: what waits, and why) and the last history entries.
+//! `rtctl describe`: the command (games by name, `-l` or `--all`; budgets and nodes by
+//! `TYPE NAME…` or `TYPE/NAME`, laid out by their modules), and one game laid out for a
+//! person — spec, status (with where players connect), its session (Allocated or Idle), the
+//! health check and what it last saw, conditions (UpdatePending among them: what waits, and
+//! why) and the last history entries.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -10,6 +12,8 @@ use super::client::{Client, check_name};
 use super::error::{CliError, Outcome};
 use super::history::table as history_table;
 use super::output::{Table, age_since, published_ports, short_id};
+use super::resource::{Kind, Names};
+use super::target::{Targets, each};
 use rtm_core::model::{
     Condition, GameRuntime, GameRuntimeSpec, GameRuntimeStatus, HealthCheck, HealthStatus,
     HealthVerdict, LastOperation, Session, Timestamp,
@@ -20,6 +24,72 @@ use rtm_core::records::lease::LeaseRecord;
 use rtm_core::records::nodes::Assignment;
 use rtm_core::records::previous::PreviousContainer;
 use rtm_core::store::KeyValue;
+
+/// The arguments of `rtctl describe`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct DescribeArgs {
+    /// What to describe: game names; `budget NAME…`, `node NAME…`; or `TYPE/NAME`.
+    #[arg(value_name = "[TYPE] NAME|TYPE/NAME", conflicts_with_all = ["selector", "all"])]
+    pub(crate) names: Vec<String>,
+    /// Every game whose labels match: key=value, key!=value, key in (a,b), key notin (a,b),
+    /// key (exists), !key.
+    #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "all")]
+    pub(crate) selector: Option<String>,
+    /// Every game.
+    #[arg(long)]
+    pub(crate) all: bool,
+}
+
+/// `rtctl describe`: each object in turn, a blank line between two; a failure is reported
+/// on its line and the others are still described; the exit code is the worst.
+pub(crate) async fn command(
+    client: &Client,
+    args: &DescribeArgs,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
+    let (kind, names) = Names::parse(&args.names)?.of_one_kind("describe")?;
+    let names = match kind {
+        Kind::Game => {
+            let targets = Targets {
+                names,
+                selector: args.selector.clone(),
+                all: args.all,
+            };
+            targets.resolve(client, "describe").await?
+        }
+        _ if args.selector.is_some() || args.all => {
+            return Err(CliError::usage(format!(
+                "rtctl describe {kind} takes names; -l and --all select games"
+            )));
+        }
+        _ if names.is_empty() => {
+            return Err(CliError::usage(format!(
+                "rtctl describe {kind} takes names, e.g. `rtctl describe {kind} NAME` (`rtctl \
+                 get {kind}s` lists them)"
+            )));
+        }
+        _ => names,
+    };
+    let mut first = true;
+    Ok(each(&names, async |name: &str| {
+        // One object's text is assembled first, to set it apart from the one before.
+        let mut text = Vec::new();
+        let outcome = match kind {
+            Kind::Game => describe(client, name, &mut text).await,
+            Kind::Budget => super::budget::describe(client, name, &mut text).await,
+            Kind::Node => super::node::describe(client, name, &mut text).await,
+        };
+        if !text.is_empty() {
+            if !std::mem::take(&mut first) {
+                out.write_all(b"\n")?;
+            }
+            out.write_all(&text)?;
+            out.flush()?;
+        }
+        outcome
+    })
+    .await)
+}
 
 /// History entries describe shows.
 const HISTORY_ENTRIES: usize = 10;

@@ -28,7 +28,8 @@ pub(crate) enum HistoryFormat {
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct HistoryArgs {
-    /// The game.
+    /// The game (`NAME` or `gameruntime/NAME`).
+    #[arg(value_parser = crate::resource::game_word, value_name = "NAME")]
     pub(crate) name: String,
     /// How many entries to show, newest first.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT as u64))]

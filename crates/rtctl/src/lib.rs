@@ -117,15 +117,16 @@ pub(crate) enum Command {
                             rtctl get nodes -o wide"
     )]
     Get(get::GetArgs),
-    /// Show one game in detail: spec, status, session, health check, conditions, recent
-    /// history; or a disruption budget (`describe budget NAME`), or a node (`describe node
+    /// Show games in detail: spec, status, session, health check, conditions, recent
+    /// history; or disruption budgets (`describe budget NAME`), or nodes (`describe node
     /// NAME`).
-    Describe {
-        /// The game (or `budget` or `node`, then its name).
-        name: String,
-        /// With `budget` or `node`: the budget's or node's name.
-        budget: Option<String>,
-    },
+    #[command(
+        after_help = "Examples:\n  rtctl describe arena-1\n  rtctl describe arena-1 \
+                            arena-2\n  rtctl describe -l tier=ranked\n  rtctl describe \
+                            gameruntime/arena-1\n  rtctl describe budget casual\n  rtctl \
+                            describe node/node-a"
+    )]
+    Describe(describe::DescribeArgs),
     /// Allocate a game to a session (a match): voluntary disruptions then wait for its end.
     #[command(after_help = "Examples:\n  rtctl allocate arena-1 --ref match-42")]
     Allocate(session::AllocateArgs),
@@ -237,29 +238,27 @@ impl Command {
         match self {
             // Checked for their kind by `resource::Names::parse`.
             Command::Get(_) => Vec::new(),
-            Command::Describe { name, budget } => match budget {
-                Some(_) if node::is_node_kind(name) => Vec::new(),
-                Some(budget) => vec![budget],
-                None => vec![name],
-            },
+            // Checked for their kind by `resource::Names::parse`.
+            Command::Describe(_) => Vec::new(),
             Command::History(args) => vec![&args.name],
             Command::Logs(args) => vec![&args.name],
             Command::Events(args) => args.name.iter().map(String::as_str).collect(),
             Command::Allocate(args) => vec![&args.name],
             Command::Release(args) => vec![&args.name],
-            Command::Restart(args) => args.targets.names.iter().map(String::as_str).collect(),
+            Command::Restart(args) => args.targets.names().iter().map(String::as_str).collect(),
             Command::Stop(args) => args
                 .state
                 .targets
-                .names
+                .names()
                 .iter()
                 .map(String::as_str)
                 .collect(),
-            Command::Start(args) => args.targets.names.iter().map(String::as_str).collect(),
-            Command::Prepull(args) => args.targets.names.iter().map(String::as_str).collect(),
+            Command::Start(args) => args.targets.names().iter().map(String::as_str).collect(),
+            Command::Prepull(args) => args.targets.names().iter().map(String::as_str).collect(),
             Command::Rollout { command } => command.names(),
-            Command::Delete(args) => args.game_names().iter().map(String::as_str).collect(),
-            Command::Wait(args) => args.names.iter().map(String::as_str).collect(),
+            // Checked for their kind by `resource::Names::parse`.
+            Command::Delete(_) => Vec::new(),
+            Command::Wait(args) => args.targets.names().iter().map(String::as_str).collect(),
             Command::Apply(_)
             | Command::Cordon(_)
             | Command::Uncordon(_)
@@ -431,8 +430,7 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
                     budget::get(&client, &names, args, out).await
                 }
                 Kind::Node if args.watch || args.watch_only => {
-                    let (Some(format), [] | [_]) = (args.output.builtin(), names.as_slice())
-                    else {
+                    let (Some(format), [] | [_]) = (args.output.builtin(), names.as_slice()) else {
                         return Err(CliError::usage(
                             "rtctl get nodes -w follows one node or all, in table, wide, yaml, \
                              json or name format",
@@ -451,22 +449,7 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
                 Kind::Node => node::get(&client, &names, args, out).await,
             }
         }
-        Command::Describe {
-            name,
-            budget: Some(other),
-        } => {
-            if node::is_node_kind(name) {
-                return node::describe(&client, other, out).await;
-            }
-            if !budget::is_budget_kind(name) {
-                return Err(CliError::usage(format!(
-                    "rtctl describe takes one game name, `budget NAME` or `node NAME`; {name:?} \
-                     is not a kind"
-                )));
-            }
-            budget::describe(&client, other, out).await
-        }
-        Command::Describe { name, budget: None } => describe::describe(&client, name, out).await,
+        Command::Describe(args) => describe::command(&client, args, out).await,
         Command::Allocate(args) => session::allocate(&client, args, out).await,
         Command::Release(args) => session::release(&client, args, out).await,
         Command::Cordon(args) => node::cordon(&client, args, out).await,

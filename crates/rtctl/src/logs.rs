@@ -33,7 +33,8 @@ const DOCKER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct LogsArgs {
-    /// The game.
+    /// The game (`NAME` or `gameruntime/NAME`).
+    #[arg(value_parser = crate::resource::game_word, value_name = "NAME")]
     pub(crate) name: String,
     /// Keep printing what the engine prints until it stops (or Ctrl-C).
     #[arg(short, long, conflicts_with = "previous")]

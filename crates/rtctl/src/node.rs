@@ -21,8 +21,8 @@ use super::client::{Client, Known, MultiWatch};
 use super::error::{CliError, Outcome, one_line};
 use super::get::games::{games_from, sessions_from};
 use super::get::{GetArgs, OutputFormat, Selector};
-use super::shape;
 use super::output::{Table, age_since, note, warn};
+use super::shape;
 use rtm_core::model::validate::is_dns1123_subdomain;
 use rtm_core::model::{Cpus, GameRuntime, Memory, Session, Timestamp};
 use rtm_core::placement::Needs;
@@ -30,14 +30,6 @@ use rtm_core::records::lease::Heartbeat;
 use rtm_core::records::nodes::{Assignment, Cordon, NodeRecord, NodeState, decode, encode};
 use rtm_core::records::sessions::validate_ref;
 use rtm_core::store::{Compare, KeyValue, Keys, Listing, Txn};
-
-/// The words `get` and `describe` take for the node kind.
-pub(crate) const KIND_WORDS: [&str; 2] = ["node", "nodes"];
-
-/// Whether a word names the node kind.
-pub(crate) fn is_node_kind(word: &str) -> bool {
-    KIND_WORDS.contains(&word)
-}
 
 /// Checks a node name from the command line before it becomes part of a key: a DNS-1123
 /// subdomain, as `--node-name` is.

@@ -195,16 +195,28 @@ impl Names {
         let kind = self.single_kind(verb)?;
         Ok((kind, self.named.iter().map(|n| n.name.clone()).collect()))
     }
+}
 
-    /// The game names, refusing other kinds for verbs that act on games only.
-    pub(crate) fn games(&self, verb: &str) -> Result<Vec<String>, CliError> {
-        match self.of_one_kind(verb)? {
-            (Kind::Game, names) => Ok(names),
-            (kind, _) => Err(CliError::usage(format!(
-                "rtctl {verb} acts on gameruntimes, not on {kind}s"
-            ))),
+/// A game's name as a verb that acts on games takes it (clap's value parser): `NAME`,
+/// `gameruntime/NAME`, `gr/NAME`. Another kind's `TYPE/NAME`, or an unknown type, is refused;
+/// whether the name is a valid one is checked later (exit 3, as ever).
+pub(crate) fn game_word(word: &str) -> Result<String, String> {
+    let Some((ty, name)) = word.split_once('/') else {
+        return Ok(word.to_owned());
+    };
+    match Kind::from_word(ty) {
+        Some(Kind::Game) => Ok(name.to_owned()),
+        Some(kind) => Err(format!("this verb acts on gameruntimes, not on {kind}s")),
+        None if !ty.is_empty() && ty.chars().all(|c| c.is_ascii_lowercase()) => {
+            Err(unknown_type(ty).to_string())
         }
+        None => Ok(word.to_owned()),
     }
+}
+
+/// Whether a word is a type word of games (`rtctl restart gr g1 g2`).
+pub(crate) fn is_game_type_word(word: &str) -> bool {
+    Kind::from_word(word) == Some(Kind::Game)
 }
 
 #[cfg(test)]
@@ -280,10 +292,30 @@ mod tests {
             assert_eq!(error.exit_code(), 2, "{bad:?}: {error}");
         }
         // A name that cannot be a key is invalid (3), as ever.
-        for bad in [&["gr", "Bad_Name"][..], &["node/-n"], &["x y"], &["../x"], &["a.b/c"]] {
+        for bad in [
+            &["gr", "Bad_Name"][..],
+            &["node/-n"],
+            &["x y"],
+            &["../x"],
+            &["a.b/c"],
+        ] {
             let error = parse(bad).unwrap_err();
             assert_eq!(error.exit_code(), 3, "{bad:?}: {error}");
         }
+    }
+
+    #[test]
+    fn a_game_verb_takes_bare_and_typed_game_names() {
+        assert_eq!(game_word("g1").unwrap(), "g1");
+        assert_eq!(game_word("gameruntime/g1").unwrap(), "g1");
+        assert_eq!(game_word("gr/g1").unwrap(), "g1");
+        assert_eq!(game_word("../x").unwrap(), "../x", "left to the name check");
+        assert!(game_word("node/n1").unwrap_err().contains("not on nodes"));
+        assert!(
+            game_word("pod/x")
+                .unwrap_err()
+                .contains("no resource type \"pod\"")
+        );
     }
 
     #[test]
@@ -301,14 +333,6 @@ mod tests {
                 .of_one_kind("get")
                 .unwrap(),
             (Kind::Node, vec!["n1".to_owned(), "n2".to_owned()])
-        );
-        let error = parse(&["budget", "b"])
-            .unwrap()
-            .games("restart")
-            .unwrap_err();
-        assert!(
-            error.to_string().contains("not on gamedisruptionbudgets"),
-            "{error}"
         );
     }
 }

@@ -81,7 +81,7 @@ impl RolloutCommand {
             RolloutCommand::Status(args) => &args.targets,
             RolloutCommand::Undo(args) => &args.targets,
         };
-        targets.names.iter().map(String::as_str).collect()
+        targets.names().iter().map(String::as_str).collect()
     }
 
     /// Whether the command waits (and so listens for Ctrl-C).
@@ -261,7 +261,7 @@ fn chosen(
     let (games, _) = games_from(client, &listings[0], &listings[1]);
     if targets.by_name() {
         let mut named = BTreeMap::new();
-        for name in &targets.names {
+        for name in targets.names() {
             let Some(doc) = games.get(name) else {
                 return Err(client.not_found(name));
             };

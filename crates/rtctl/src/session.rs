@@ -12,7 +12,8 @@ use rtm_core::records::sessions::{Released, SessionRequest, validate_ref};
 /// The arguments of `rtctl allocate`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct AllocateArgs {
-    /// The game.
+    /// The game (`NAME` or `gameruntime/NAME`).
+    #[arg(value_parser = crate::resource::game_word, value_name = "NAME")]
     pub(crate) name: String,
     /// The match or request id recorded with the session.
     #[arg(long = "ref", value_name = "REF")]
@@ -22,7 +23,8 @@ pub(crate) struct AllocateArgs {
 /// The arguments of `rtctl release`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ReleaseArgs {
-    /// The game.
+    /// The game (`NAME` or `gameruntime/NAME`).
+    #[arg(value_parser = crate::resource::game_word, value_name = "NAME")]
     pub(crate) name: String,
     /// The request id recorded with the release (the session's own ref when absent).
     #[arg(long = "ref", value_name = "REF")]

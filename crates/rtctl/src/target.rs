@@ -5,15 +5,16 @@ use super::client::{Client, check_name};
 use super::error::{CliError, Outcome};
 use super::get::Selector;
 use super::output::{error_line, note};
+use super::resource;
 
 /// The games a verb acts on.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub(crate) struct Targets {
-    /// The games, by name.
-    #[arg(conflicts_with_all = ["selector", "all"])]
+    /// The games, by name (`NAME`, `gameruntime/NAME`, or a type word then names).
+    #[arg(conflicts_with_all = ["selector", "all"], value_parser = resource::game_word, value_name = "NAME")]
     pub(crate) names: Vec<String>,
-    /// Every game whose labels match: key=value, key!=value, key (exists), !key;
-    /// comma-separated, all must hold.
+    /// Every game whose labels match: key=value, key!=value, key in (a,b), key notin (a,b),
+    /// key (exists), !key; comma-separated, all must hold.
     #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "all")]
     pub(crate) selector: Option<String>,
     /// Every game.
@@ -36,10 +37,18 @@ impl Targets {
         self.selector.is_none() && !self.all
     }
 
+    /// The names given, a leading type word (`rtctl stop gr a b`) left out.
+    pub(crate) fn names(&self) -> &[String] {
+        match self.names.split_first() {
+            Some((first, rest)) if resource::is_game_type_word(first) => rest,
+            _ => &self.names,
+        }
+    }
+
     /// Checks the command line: exactly one of names, `-l` and `--all`; valid names and
     /// selector.
     pub(crate) fn check(&self, verb: &str) -> Result<Option<Selector>, CliError> {
-        let given = usize::from(!self.names.is_empty())
+        let given = usize::from(!self.names().is_empty())
             + usize::from(self.selector.is_some())
             + usize::from(self.all);
         if given != 1 {
@@ -48,7 +57,7 @@ impl Targets {
                  e.g. `rtctl {verb} arena-1` or `rtctl {verb} -l tier=casual`"
             )));
         }
-        for name in &self.names {
+        for name in self.names() {
             check_name(name)?;
         }
         self.selector.as_deref().map(Selector::parse).transpose()
@@ -64,7 +73,7 @@ impl Targets {
     ) -> Result<Vec<String>, CliError> {
         let selector = self.check(verb)?;
         if self.by_name() {
-            return Ok(self.names.clone());
+            return Ok(self.names().to_vec());
         }
         let selector = selector.unwrap_or_default();
         let list = client

@@ -10,21 +10,25 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use self::engine::{Deadline, Follow, Wait, Waiter, Which, wait_for};
-use super::client::{Client, check_name, decode_status};
+use super::client::{Client, decode_status};
 use super::error::{CliError, Outcome};
-use rtm_core::model::{ConditionStatus, GameRuntimeStatus, Phase};
+use super::shape::Template;
+use super::shape::jsonpath::text_of;
+use super::target::{Targets, each};
+use rtm_core::model::{ConditionStatus, GameRuntime, GameRuntimeStatus, Phase};
+use rtm_core::records::Documents;
 use rtm_core::store::KeyValue;
 
 /// The arguments of `rtctl wait`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct WaitArgs {
-    /// Games to wait for.
-    #[arg(required = true)]
-    pub(crate) names: Vec<String>,
-    /// phase=PHASE, condition=TYPE[=True|False|Unknown], or delete.
+    #[command(flatten)]
+    pub(crate) targets: Targets,
+    /// phase=PHASE, condition=TYPE[=True|False|Unknown], jsonpath=PATH[=VALUE], create or
+    /// delete.
     #[arg(long = "for", value_name = "CONDITION")]
     pub(crate) condition: WaitFor,
-    /// How long to wait, for all the games together.
+    /// How long to wait, for all the games together; 0s looks once.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub(crate) timeout: Duration,
 }
@@ -41,7 +45,7 @@ const PHASES: [Phase; 8] = [
 ];
 
 /// What `wait --for` waits for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum WaitFor {
     Phase(Phase),
     Condition {
@@ -49,6 +53,15 @@ pub(crate) enum WaitFor {
         status: ConditionStatus,
     },
     Delete,
+    /// The document exists.
+    Create,
+    /// A JSONPath finds a value (equal to the one given, when one is).
+    JsonPath {
+        path: Template,
+        /// The text as given, for messages.
+        text: String,
+        value: Option<String>,
+    },
 }
 
 impl FromStr for WaitFor {
@@ -64,6 +77,20 @@ impl FromStr for WaitFor {
         };
         if text == "delete" {
             return Ok(WaitFor::Delete);
+        }
+        if text == "create" {
+            return Ok(WaitFor::Create);
+        }
+        if let Some(rest) = text.strip_prefix("jsonpath=") {
+            let (path, value) = split_jsonpath(rest);
+            if path.trim().is_empty() {
+                return Err("jsonpath= needs a path, like jsonpath={.status.phase}=Running".into());
+            }
+            return Ok(WaitFor::JsonPath {
+                path: Template::parse_path_or_template(path).map_err(|e| e.0)?,
+                text: path.to_owned(),
+                value: value.map(str::to_owned),
+            });
         }
         if let Some(phase) = text.strip_prefix("phase=") {
             return PHASES
@@ -93,26 +120,51 @@ impl FromStr for WaitFor {
             });
         }
         Err(format!(
-            "{text:?} is not phase=PHASE, condition=TYPE[=STATUS] or delete (e.g. \
-             --for=phase=Running, --for=condition=Ready)"
+            "{text:?} is not phase=PHASE, condition=TYPE[=STATUS], jsonpath=PATH[=VALUE], \
+             create or delete (e.g. --for=phase=Running, --for=condition=Ready, \
+             --for=jsonpath={{.status.phase}}=Running)"
         ))
     }
 }
 
-/// `rtctl wait`: waits for each game in turn, all within one deadline.
+/// Splits `PATH[=VALUE]` at the first `=` outside braces, brackets and quotes.
+fn split_jsonpath(text: &str) -> (&str, Option<&str>) {
+    let (mut depth, mut quote) = (0i32, None::<char>);
+    for (i, c) in text.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '{' | '[' | '(' => depth += 1,
+                '}' | ']' | ')' => depth -= 1,
+                '=' if depth == 0 => return (&text[..i], Some(&text[i + 1..])),
+                _ => {}
+            },
+        }
+    }
+    (text, None)
+}
+
+/// `rtctl wait`: waits for each game in turn, all within one deadline (each is looked at
+/// once even when it has passed); each failure is reported on its line, the exit code is the
+/// worst.
 pub(crate) async fn wait(
     client: &Client,
     args: &WaitArgs,
     out: &mut dyn Write,
     interrupt: &CancellationToken,
 ) -> Result<Outcome, CliError> {
-    for name in &args.names {
-        check_name(name)?;
+    if !args.targets.by_name() && args.condition == WaitFor::Create {
+        return Err(CliError::usage(
+            "rtctl wait --for=create takes game names: -l and --all match only games that exist",
+        ));
     }
+    let names = args.targets.resolve(client, "wait").await?;
     let deadline = Deadline::after(args.timeout);
-    for name in &args.names {
-        let (mut waiter, what) = goal(&args.condition, name);
-        if args.condition != WaitFor::Delete {
+    let outcome = each(&names, async |name: &str| {
+        let (mut waiter, what) = goal(client, &args.condition, name);
+        if !matches!(args.condition, WaitFor::Delete | WaitFor::Create) {
             client.require(name).await?;
         }
         wait_for(Wait {
@@ -127,13 +179,35 @@ pub(crate) async fn wait(
             interrupt,
         })
         .await?;
-    }
-    Ok(Outcome::Success)
+        Ok(Outcome::Success)
+    })
+    .await;
+    Ok(outcome)
 }
 
 /// The waiter for `--for` on one game, and how messages name what it waits for.
-fn goal(condition: &WaitFor, name: &str) -> (Box<dyn Waiter>, String) {
+fn goal(client: &Client, condition: &WaitFor, name: &str) -> (Box<dyn Waiter>, String) {
     match condition {
+        WaitFor::Create => (
+            Box::new(CreateWaiter {
+                name: name.to_owned(),
+            }),
+            format!("gameruntime/{name} to be created"),
+        ),
+        WaitFor::JsonPath { path, text, value } => (
+            Box::new(JsonPathWaiter {
+                name: name.to_owned(),
+                documents: client.documents().clone(),
+                path: path.clone(),
+                value: value.clone(),
+                doc: None,
+                status: None,
+            }),
+            match value {
+                Some(value) => format!("{text} of gameruntime/{name} to be {value:?}"),
+                None => format!("{text} of gameruntime/{name} to be set"),
+            },
+        ),
         WaitFor::Phase(phase) => (
             Box::new(PhaseWaiter {
                 name: name.to_owned(),
@@ -349,6 +423,75 @@ impl Waiter for GoneWaiter {
         }
         Ok((self.doc_gone && self.status_gone)
             .then(|| format!("gameruntime/{} removed", self.name)))
+    }
+}
+
+/// Waits for a document to exist.
+struct CreateWaiter {
+    name: String,
+}
+
+impl Waiter for CreateWaiter {
+    fn observe(
+        &mut self,
+        which: Which,
+        kv: Option<&KeyValue>,
+        _out: &mut dyn Write,
+    ) -> Result<Option<String>, CliError> {
+        Ok((which == Which::Doc && kv.is_some())
+            .then(|| format!("gameruntime/{} created", self.name)))
+    }
+}
+
+/// Waits for a JSONPath over the game (its document with its status, as `get -o json` prints
+/// it) to find a value, or a value printing as the one given.
+struct JsonPathWaiter {
+    name: String,
+    documents: Documents,
+    path: Template,
+    value: Option<String>,
+    doc: Option<GameRuntime>,
+    status: Option<GameRuntimeStatus>,
+}
+
+impl JsonPathWaiter {
+    fn holds(&self) -> bool {
+        let Some(doc) = &self.doc else {
+            return false;
+        };
+        let mut doc = doc.clone();
+        doc.status.clone_from(&self.status);
+        let Ok(json) = serde_json::to_value(&doc) else {
+            return false;
+        };
+        let found = self.path.values(&json);
+        match &self.value {
+            Some(value) => found.iter().any(|v| text_of(v) == *value),
+            None => found.iter().any(|v| !v.is_null()),
+        }
+    }
+}
+
+impl Waiter for JsonPathWaiter {
+    fn observe(
+        &mut self,
+        which: Which,
+        kv: Option<&KeyValue>,
+        _out: &mut dyn Write,
+    ) -> Result<Option<String>, CliError> {
+        match which {
+            Which::Doc => match kv {
+                None => {
+                    return Err(deleted_while_waiting(&self.name, "a JSONPath to match"));
+                }
+                Some(kv) => self.doc = self.documents.decode(kv).ok(),
+            },
+            Which::Status => self.status = kv.and_then(decode_status),
+            Which::History | Which::Lease => return Ok(None),
+        }
+        Ok(self
+            .holds()
+            .then(|| format!("gameruntime/{} condition met", self.name)))
     }
 }
 

@@ -9,10 +9,10 @@ use super::row::{ADDRESS_COLUMN, CONTAINER_COLUMN, SESSION_COLUMN, headers, inva
 use crate::error::CliError;
 use crate::output::{SHORT_ID, Table};
 use crate::shape::{self, LabelColumns, Output};
-use serde_json::Value;
 use rtm_core::model::parse::to_yaml;
 use rtm_core::model::{GameRuntime, Session};
 use rtm_core::records::nodes::Assignment;
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The `-o` formats of `get`.
@@ -68,7 +68,12 @@ pub(crate) struct Printer {
 impl Printer {
     /// A printer for `output`; `watching`: rows come one at a time; `events`: each starts
     /// with ADDED, MODIFIED or DELETED (JSON lines: wrapped as `{"type", "object"}`).
-    pub(crate) fn new(output: &Output, watching: bool, events: bool, labels: LabelColumns) -> Printer {
+    pub(crate) fn new(
+        output: &Output,
+        watching: bool,
+        events: bool,
+        labels: LabelColumns,
+    ) -> Printer {
         let format = output.builtin();
         let mut headers: Vec<String> = match output {
             Output::Columns(columns) => columns.iter().map(|c| c.header.clone()).collect(),
@@ -254,7 +259,14 @@ impl Printer {
                     .iter()
                     .map(|doc| json_value(doc))
                     .collect::<Result<Vec<_>, _>>()?;
-                shape::print_shaped(&self.output, LIST_KIND, &items, self.single, no_headers, out)?;
+                shape::print_shaped(
+                    &self.output,
+                    LIST_KIND,
+                    &items,
+                    self.single,
+                    no_headers,
+                    out,
+                )?;
             }
             Output::Builtin(OutputFormat::Name) => {
                 for shown in games {

@@ -1,4 +1,6 @@
-//! Label selectors of `get -l`: `tier=ranked,region!=eu,canary,!legacy`.
+//! Label selectors of `-l`: equality-based (`tier=ranked`, `tier==ranked`, `region!=eu`),
+//! set-based (`region in (eu, us)`, `tier notin (casual)`), existence (`canary`, `!legacy`),
+//! comma-separated, all of them must hold.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +13,8 @@ pub(crate) enum Requirement {
     NotEquals(String, String),
     Exists(String),
     NotExists(String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
 }
 
 /// A conjunction of requirements (`tier=ranked,region!=eu,canary`).
@@ -22,7 +26,7 @@ impl Selector {
         let bad = |part: &str, why: &str| {
             CliError::usage(format!(
                 "invalid label selector {text:?} at {part:?}: {why}; write it like \
-                 tier=ranked,region!=eu,canary,!legacy"
+                 tier=ranked,region!=eu,region in (eu,us),tier notin (casual),canary,!legacy"
             ))
         };
         let key_ok = |key: &str| {
@@ -37,11 +41,27 @@ impl Selector {
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
         let mut requirements = Vec::new();
-        for part in text.split(',').map(str::trim) {
+        for part in split_outside_parens(text).into_iter().map(str::trim) {
             if part.is_empty() {
                 return Err(bad(part, "empty requirement"));
             }
-            let requirement = if let Some((key, value)) = part.split_once("!=") {
+            let requirement = if let Some((key, values, negated)) = set_based(part) {
+                let values = values
+                    .map_err(|why| bad(part, why))?
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                if negated {
+                    Requirement::NotIn(key.to_owned(), values)
+                } else {
+                    Requirement::In(key.to_owned(), values)
+                }
+            } else if part.contains('(') || part.contains(')') {
+                return Err(bad(
+                    part,
+                    "a set is written `KEY in (A,B)` or `KEY notin (A,B)`",
+                ));
+            } else if let Some((key, value)) = part.split_once("!=") {
                 Requirement::NotEquals(key.trim().to_owned(), value.trim().to_owned())
             } else if let Some((key, value)) =
                 part.split_once("==").or_else(|| part.split_once('='))
@@ -52,19 +72,36 @@ impl Selector {
             } else {
                 Requirement::Exists(part.to_owned())
             };
-            let (key, value) = match &requirement {
-                Requirement::Equals(k, v) | Requirement::NotEquals(k, v) => (k, Some(v)),
-                Requirement::Exists(k) | Requirement::NotExists(k) => (k, None),
+            let (key, values): (&String, Vec<&String>) = match &requirement {
+                Requirement::Equals(k, v) | Requirement::NotEquals(k, v) => (k, vec![v]),
+                Requirement::Exists(k) | Requirement::NotExists(k) => (k, Vec::new()),
+                Requirement::In(k, vs) | Requirement::NotIn(k, vs) => (k, vs.iter().collect()),
             };
             if !key_ok(key) {
                 return Err(bad(part, "a key is letters, digits, '-', '_', '.' and '/'"));
             }
-            if value.is_some_and(|v| !value_ok(v)) {
+            if values.iter().any(|v| !value_ok(v)) {
                 return Err(bad(part, "a value is letters, digits, '-', '_' and '.'"));
             }
             requirements.push(requirement);
         }
         Ok(Selector(requirements))
+    }
+
+    /// The label keys the selector names (for completion and notes).
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> Vec<&str> {
+        self.0
+            .iter()
+            .map(|r| match r {
+                Requirement::Equals(k, _)
+                | Requirement::NotEquals(k, _)
+                | Requirement::Exists(k)
+                | Requirement::NotExists(k)
+                | Requirement::In(k, _)
+                | Requirement::NotIn(k, _) => k.as_str(),
+            })
+            .collect()
     }
 
     pub(crate) fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
@@ -73,8 +110,54 @@ impl Selector {
             Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
             Requirement::Exists(k) => labels.contains_key(k),
             Requirement::NotExists(k) => !labels.contains_key(k),
+            Requirement::In(k, values) => labels.get(k).is_some_and(|v| values.contains(v)),
+            Requirement::NotIn(k, values) => labels.get(k).is_none_or(|v| !values.contains(v)),
         })
     }
+}
+
+/// Splits at the commas that are not inside `( … )`.
+fn split_outside_parens(text: &str) -> Vec<&str> {
+    let (mut depth, mut start, mut parts) = (0i32, 0, Vec::new());
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// `KEY in (A,B)` or `KEY notin (A,B)`: the key, the values (or why they do not parse), and
+/// whether it is `notin`; `None` when the part is not set-based.
+#[allow(clippy::type_complexity)]
+fn set_based(part: &str) -> Option<(&str, Result<Vec<&str>, &'static str>, bool)> {
+    let (key, negated, rest) =
+        [(" notin ", true), (" in ", false)]
+            .into_iter()
+            .find_map(|(word, negated)| {
+                let at = part.find(word)?;
+                Some((part[..at].trim(), negated, part[at + word.len()..].trim()))
+            })?;
+    let values = rest
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or("the values of a set go in parentheses: KEY in (A,B)")
+        .and_then(|inner| {
+            let values: Vec<&str> = inner.split(',').map(str::trim).collect();
+            if values.iter().any(|v| v.is_empty()) {
+                Err("a set holds one value or more, comma-separated")
+            } else {
+                Ok(values)
+            }
+        });
+    Some((key, values, negated))
 }
 
 #[cfg(test)]
@@ -101,7 +184,27 @@ mod tests {
                 Requirement::Equals("app".into(), "x".into()),
             ]
         );
-        for bad in ["", "a,,b", "=x", "a=b c", "a=(x)"] {
+        let set = Selector::parse("region in (eu, us),tier notin (casual),app").unwrap();
+        assert_eq!(
+            set.0,
+            [
+                Requirement::In("region".into(), vec!["eu".into(), "us".into()]),
+                Requirement::NotIn("tier".into(), vec!["casual".into()]),
+                Requirement::Exists("app".into()),
+            ]
+        );
+        assert_eq!(set.keys(), ["region", "tier", "app"]);
+        for bad in [
+            "",
+            "a,,b",
+            "=x",
+            "a=b c",
+            "a=(x)",
+            "region in eu",
+            "region in (eu,)",
+            "region in ()",
+            "region notin (a b)",
+        ] {
             let error = Selector::parse(bad).unwrap_err();
             assert!(matches!(error, CliError::Usage { .. }), "{bad}: {error}");
         }
@@ -131,5 +234,11 @@ mod tests {
             ("legacy", "")
         ])));
         assert!(Selector::default().matches(&labels(&[])));
+        let set = Selector::parse("region in (eu,us),tier notin (casual)").unwrap();
+        assert!(set.matches(&labels(&[("region", "eu")])));
+        assert!(set.matches(&labels(&[("region", "us"), ("tier", "ranked")])));
+        assert!(!set.matches(&labels(&[("region", "ap")])), "not in the set");
+        assert!(!set.matches(&labels(&[])), "in needs the key");
+        assert!(!set.matches(&labels(&[("region", "eu"), ("tier", "casual")])));
     }
 }

@@ -46,10 +46,7 @@ pub(super) async fn watch(
     if !args.watch_only {
         print_initial(client, &known, args, names, selector, &mut printer, out)?;
     }
-    let wanted = Wanted {
-        names,
-        selector,
-    };
+    let wanted = Wanted { names, selector };
     tokio::pin!(shutdown);
     loop {
         let item = tokio::select! {

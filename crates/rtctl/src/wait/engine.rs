@@ -106,18 +106,28 @@ pub(crate) async fn wait_for(wait: Wait<'_>) -> Result<(), CliError> {
         interrupt,
     } = wait;
     let keys = GameKeys::new(client.keys(), name, follow);
-    let result: Result<String, CliError> = tokio::select! {
-        result = tokio::time::timeout_at(deadline.at, follow_keys(client, &keys, waiter, out)) => {
-            match result {
-                Ok(result) => result,
-                Err(_) => Err(CliError::Timeout {
-                    what,
-                    after: humantime::format_duration(deadline.total).to_string(),
-                    hint,
-                }),
+    // The keys are read once whatever the deadline (`--timeout 0s` checks once); only the
+    // watch that follows runs against it.
+    let started = tokio::select! {
+        started = start(client, &keys, waiter, out) => started,
+        () = interrupt.cancelled() => Err(CliError::Interrupted { what: what.clone(), hint: hint.clone() }),
+    };
+    let result: Result<String, CliError> = match started {
+        Err(error) => Err(error),
+        Ok(Started::Done(done)) => Ok(done),
+        Ok(Started::Watching(watch)) => tokio::select! {
+            result = tokio::time::timeout_at(deadline.at, follow_keys(&keys, watch, waiter, out)) => {
+                match result {
+                    Ok(result) => result,
+                    Err(_) => Err(CliError::Timeout {
+                        what,
+                        after: humantime::format_duration(deadline.total).to_string(),
+                        hint,
+                    }),
+                }
             }
-        }
-        () = interrupt.cancelled() => Err(CliError::Interrupted { what, hint }),
+            () = interrupt.cancelled() => Err(CliError::Interrupted { what, hint }),
+        },
     };
     let done = match result {
         // A wait held up by someone else's lease says whose, in its last line too.
@@ -183,19 +193,36 @@ impl GameKeys {
     }
 }
 
-/// Lists the keys (from the waiter's own write, when given), then watches them, until the
-/// waiter says the wait is over.
-async fn follow_keys(
-    client: &Client,
+/// What the first look at a wait's keys found.
+enum Started<'c> {
+    /// The wait is already over: its last line.
+    Done(String),
+    /// Not yet: the watch that follows the keys from there.
+    Watching(MultiWatch<'c>),
+}
+
+/// Lists the keys (from the waiter's own write, when given) and hands them to the waiter.
+async fn start<'c>(
+    client: &'c Client,
     keys: &GameKeys,
     waiter: &mut dyn Waiter,
     out: &mut dyn Write,
-) -> Result<String, CliError> {
-    let (mut watch, listings, _) =
+) -> Result<Started<'c>, CliError> {
+    let (watch, listings, _) =
         MultiWatch::start_at(client, keys.prefixes(), keys.follow.from).await?;
-    if let Some(done) = feed_listing(keys, &listings, waiter, out)? {
-        return Ok(done);
-    }
+    Ok(match feed_listing(keys, &listings, waiter, out)? {
+        Some(done) => Started::Done(done),
+        None => Started::Watching(watch),
+    })
+}
+
+/// Watches the keys until the waiter says the wait is over.
+async fn follow_keys(
+    keys: &GameKeys,
+    mut watch: MultiWatch<'_>,
+    waiter: &mut dyn Waiter,
+    out: &mut dyn Write,
+) -> Result<String, CliError> {
     let mut lease_check = keys
         .follow
         .lease
