@@ -1314,9 +1314,10 @@ async fn a_bad_name_is_refused_before_any_key_is_built() {
     for args in [
         &["get", "../x"][..],
         &["describe", "Game_1"],
-        &["restart", "a/b"],
+        &["restart", "./b"],
         &["delete", ".."],
         &["history", "../../etc"],
+        &["stop", "gameruntime/Game_1"],
     ] {
         // Against an etcd that is not there: a bad name must fail before any lookup.
         let output = world
@@ -1334,9 +1335,33 @@ async fn a_bad_name_is_refused_before_any_key_is_built() {
         assert!(
             message.starts_with(&format!(
                 "error: invalid name {:?}: a name must be",
-                args[1]
+                args[1].trim_start_matches("gameruntime/")
             )),
             "{message}"
+        );
+    }
+    // A `TYPE/NAME` of a type rtctl does not know is a usage error naming the known types,
+    // on every verb.
+    for args in [
+        &["get", "pod/x"][..],
+        &["describe", "pods/x"],
+        &["restart", "a/b"],
+        &["delete", "svc/x"],
+        &["history", "deploy/x"],
+    ] {
+        let output = world
+            .rtctl()
+            .env("RTM_ETCD_ENDPOINTS", "http://127.0.0.1:1")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+        let message = stderr(&output);
+        assert!(
+            message.contains("knows no resource type")
+                && message.contains("gameruntime (gameruntimes, gr)")
+                && message.contains("node (nodes, no)"),
+            "{args:?}: {message}"
         );
     }
     world.done().await;
