@@ -61,7 +61,7 @@ pub(crate) struct ConnectionArgs {
     pub(crate) config: Option<PathBuf>,
 
     /// The context of the config file to use instead of its currentContext.
-    #[arg(long, value_name = "NAME", global = true)]
+    #[arg(long, value_name = "NAME", global = true, add = crate::complete::context_names())]
     pub(crate) context: Option<String>,
 }
 
@@ -486,6 +486,7 @@ pub(crate) enum ConfigCommand {
     /// Make NAME the current context (rewrites the config file).
     UseContext {
         /// The context's name.
+        #[arg(add = crate::complete::context_names())]
         name: String,
     },
 }
@@ -558,6 +559,13 @@ fn view(args: &ConnectionArgs, explicit: &Explicit, out: &mut dyn Write) -> Resu
     ]);
     out.write_all(table.render().as_bytes())?;
     Ok(())
+}
+
+/// The names of the config file's contexts (none without a file), for completion.
+pub(crate) fn context_names(args: &ConnectionArgs) -> Result<Vec<String>, CliError> {
+    Ok(LoadedConfig::load(args.config.as_deref())?
+        .map(|loaded| loaded.file.contexts.into_iter().map(|c| c.name).collect())
+        .unwrap_or_default())
 }
 
 /// `rtctl config get-contexts`: the contexts of the config file, the current one starred.

@@ -24,7 +24,11 @@ use super::wait::{GoneWaiter, PhaseTracker};
 pub(crate) struct DeleteArgs {
     /// Games to delete (`NAME`, `gameruntime/NAME`), or disruption budgets (`budget NAME…`,
     /// `gdb/NAME`).
-    #[arg(value_name = "[TYPE] NAME|TYPE/NAME", conflicts_with_all = ["files", "selector", "all"])]
+    #[arg(
+        value_name = "[TYPE] NAME|TYPE/NAME",
+        conflicts_with_all = ["files", "selector", "all"],
+        add = crate::complete::object_names()
+    )]
     pub(crate) names: Vec<String>,
     /// Delete the games named in these files, directories or - (stdin).
     #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-", conflicts_with_all = ["selector", "all"])]
@@ -34,7 +38,7 @@ pub(crate) struct DeleteArgs {
     pub(crate) recursive: bool,
     /// Delete every game whose labels match: key=value, key!=value, key in (a,b),
     /// key notin (a,b), key, !key.
-    #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "all")]
+    #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "all", add = crate::complete::label_selectors())]
     pub(crate) selector: Option<String>,
     /// Delete every game.
     #[arg(long)]

@@ -29,11 +29,15 @@ use rtm_core::store::KeyValue;
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct DescribeArgs {
     /// What to describe: game names; `budget NAME…`, `node NAME…`; or `TYPE/NAME`.
-    #[arg(value_name = "[TYPE] NAME|TYPE/NAME", conflicts_with_all = ["selector", "all"])]
+    #[arg(
+        value_name = "[TYPE] NAME|TYPE/NAME",
+        conflicts_with_all = ["selector", "all"],
+        add = crate::complete::object_names()
+    )]
     pub(crate) names: Vec<String>,
     /// Every game whose labels match: key=value, key!=value, key in (a,b), key notin (a,b),
     /// key (exists), !key.
-    #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "all")]
+    #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "all", add = crate::complete::label_selectors())]
     pub(crate) selector: Option<String>,
     /// Every game.
     #[arg(long)]

@@ -25,7 +25,7 @@ pub(crate) enum EventsFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct EventsArgs {
     /// Only this game's events (`NAME` or `gameruntime/NAME`).
-    #[arg(value_parser = crate::resource::game_word, value_name = "NAME")]
+    #[arg(value_parser = crate::resource::game_word, value_name = "NAME", add = crate::complete::game_names())]
     pub(crate) name: Option<String>,
     /// After the list, print each new event and each repeat as it is recorded (Ctrl-C ends).
     #[arg(short, long)]

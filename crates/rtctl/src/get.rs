@@ -31,7 +31,7 @@ use super::shape::{self, LabelColumns, Output, Template};
 pub(crate) struct GetArgs {
     /// What to show: game names; a type (`gameruntimes`, `budgets`, `nodes`) alone for all
     /// of it, or followed by names; `TYPE/NAME`. Every game when none is given.
-    #[arg(value_name = "[TYPE] NAME|TYPE/NAME")]
+    #[arg(value_name = "[TYPE] NAME|TYPE/NAME", add = crate::complete::object_names())]
     pub(crate) names: Vec<String>,
     /// Output format: table, wide, yaml, json, name, jsonpath=TEMPLATE, jsonpath-file=FILE,
     /// custom-columns=HEADER:PATH,…, custom-columns-file=FILE.
@@ -39,7 +39,7 @@ pub(crate) struct GetArgs {
     pub(crate) output: Output,
     /// Label selector: key=value, key!=value, key in (a,b), key notin (a,b), key (exists),
     /// !key; comma-separated, all must hold.
-    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    #[arg(short = 'l', long, value_name = "SELECTOR", add = crate::complete::label_selectors())]
     pub(crate) selector: Option<String>,
     /// Sort by the value a JSONPath finds in each object (e.g. `.status.restartCount`,
     /// `{.metadata.name}`).

@@ -29,7 +29,7 @@ pub(crate) enum HistoryFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct HistoryArgs {
     /// The game (`NAME` or `gameruntime/NAME`).
-    #[arg(value_parser = crate::resource::game_word, value_name = "NAME")]
+    #[arg(value_parser = crate::resource::game_word, value_name = "NAME", add = crate::complete::game_names())]
     pub(crate) name: String,
     /// How many entries to show, newest first.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT as u64))]

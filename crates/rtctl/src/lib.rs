@@ -46,6 +46,7 @@
 mod apply;
 mod budget;
 mod client;
+mod complete;
 mod context;
 mod delete;
 mod describe;
@@ -207,11 +208,13 @@ pub(crate) enum Command {
     /// Print the CustomResourceDefinitions of GameRuntime and GameDisruptionBudget (generated
     /// from the types).
     Crd,
-    /// Print a shell completion script.
-    #[command(after_help = "Examples:\n  rtctl completion bash > \
-                            /etc/bash_completion.d/rtctl\n  rtctl completion zsh > \
-                            \"${fpath[1]}/_rtctl\"\n  rtctl completion fish > \
-                            ~/.config/fish/completions/rtctl.fish")]
+    /// Print a shell completion script: it asks rtctl itself what to offer (game, budget,
+    /// node and context names, label keys, flags), so load it when the shell starts.
+    #[command(
+        after_help = "Examples:\n  echo 'source <(rtctl completion bash)' >> ~/.bashrc\n  \
+                            echo 'source <(rtctl completion zsh)' >> ~/.zshrc\n  echo 'rtctl \
+                            completion fish | source' >> ~/.config/fish/config.fish"
+    )]
     Completion {
         /// The shell.
         #[arg(value_enum)]
@@ -319,6 +322,7 @@ where
 
 /// The whole of `rtctl`: parse the process's arguments and run.
 pub fn main() -> ExitCode {
+    complete::answer_if_asked();
     match parse_from(std::env::args_os()) {
         Ok(cli) => run(cli),
         Err(error) => {
@@ -382,18 +386,7 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             return Ok(Outcome::Success);
         }
         Command::Completion { shell } => {
-            let mut command = command();
-            match shell {
-                Shell::Bash => {
-                    clap_complete::generate(clap_complete::Shell::Bash, &mut command, "rtctl", out)
-                }
-                Shell::Zsh => {
-                    clap_complete::generate(clap_complete::Shell::Zsh, &mut command, "rtctl", out)
-                }
-                Shell::Fish => {
-                    clap_complete::generate(clap_complete::Shell::Fish, &mut command, "rtctl", out)
-                }
-            }
+            complete::write_script(*shell, out)?;
             return Ok(Outcome::Success);
         }
         Command::Config { command } => {
@@ -557,16 +550,15 @@ mod tests {
     }
 
     #[test]
-    fn completion_scripts_are_generated() {
-        for shell in [
-            clap_complete::Shell::Bash,
-            clap_complete::Shell::Zsh,
-            clap_complete::Shell::Fish,
-        ] {
+    fn completion_scripts_call_rtctl_back() {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut command(), "rtctl", &mut script);
+            complete::write_script(shell, &mut script).unwrap();
             let script = String::from_utf8(script).unwrap();
-            assert!(script.contains("restart"), "{shell}: {script}");
+            assert!(
+                script.contains(complete::ENV_COMPLETE) && script.contains("rtctl"),
+                "{shell:?}: {script}"
+            );
         }
     }
 }

@@ -34,7 +34,7 @@ const DOCKER_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct LogsArgs {
     /// The game (`NAME` or `gameruntime/NAME`).
-    #[arg(value_parser = crate::resource::game_word, value_name = "NAME")]
+    #[arg(value_parser = crate::resource::game_word, value_name = "NAME", add = crate::complete::game_names())]
     pub(crate) name: String,
     /// Keep printing what the engine prints until it stops (or Ctrl-C).
     #[arg(short, long, conflicts_with = "previous")]

@@ -49,6 +49,7 @@ pub(crate) fn check_node_name(name: &str) -> Result<(), CliError> {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct CordonArgs {
     /// The node.
+    #[arg(add = crate::complete::node_names())]
     pub(crate) node: String,
     /// Who asks (a request id), recorded with the cordon.
     #[arg(long = "ref", value_name = "REF")]
@@ -59,6 +60,7 @@ pub(crate) struct CordonArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct DrainArgs {
     /// The node.
+    #[arg(add = crate::complete::node_names())]
     pub(crate) node: String,
     /// How long games in session may finish their match before they are moved too
     /// (disruption budgets still hold); without it, games in session are waited for.

@@ -236,7 +236,8 @@ mod tests {
 
     #[test]
     fn every_form_names_the_same_objects() {
-        let cases: &[(&[&str], Option<Kind>, &[(Kind, &str)])] = &[
+        type Case<'c> = (&'c [&'c str], Option<Kind>, &'c [(Kind, &'c str)]);
+        let cases: &[Case<'_>] = &[
             (&["g1"], None, &[(Kind::Game, "g1")]),
             (
                 &["g1", "g2"],

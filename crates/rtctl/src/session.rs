@@ -13,7 +13,7 @@ use rtm_core::records::sessions::{Released, SessionRequest, validate_ref};
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct AllocateArgs {
     /// The game (`NAME` or `gameruntime/NAME`).
-    #[arg(value_parser = crate::resource::game_word, value_name = "NAME")]
+    #[arg(value_parser = crate::resource::game_word, value_name = "NAME", add = crate::complete::game_names())]
     pub(crate) name: String,
     /// The match or request id recorded with the session.
     #[arg(long = "ref", value_name = "REF")]
@@ -24,7 +24,7 @@ pub(crate) struct AllocateArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ReleaseArgs {
     /// The game (`NAME` or `gameruntime/NAME`).
-    #[arg(value_parser = crate::resource::game_word, value_name = "NAME")]
+    #[arg(value_parser = crate::resource::game_word, value_name = "NAME", add = crate::complete::game_names())]
     pub(crate) name: String,
     /// The request id recorded with the release (the session's own ref when absent).
     #[arg(long = "ref", value_name = "REF")]

@@ -11,11 +11,16 @@ use super::resource;
 #[derive(Debug, Clone, Default, clap::Args)]
 pub(crate) struct Targets {
     /// The games, by name (`NAME`, `gameruntime/NAME`, or a type word then names).
-    #[arg(conflicts_with_all = ["selector", "all"], value_parser = resource::game_word, value_name = "NAME")]
+    #[arg(
+        conflicts_with_all = ["selector", "all"],
+        value_parser = resource::game_word,
+        value_name = "NAME",
+        add = crate::complete::game_names()
+    )]
     pub(crate) names: Vec<String>,
     /// Every game whose labels match: key=value, key!=value, key in (a,b), key notin (a,b),
     /// key (exists), !key; comma-separated, all must hold.
-    #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "all")]
+    #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "all", add = crate::complete::label_selectors())]
     pub(crate) selector: Option<String>,
     /// Every game.
     #[arg(long)]

@@ -134,10 +134,12 @@ fn split_outside_parens(text: &str) -> Vec<&str> {
     parts
 }
 
+/// The values of a set-based requirement, or why they do not parse.
+type SetValues<'p> = Result<Vec<&'p str>, &'static str>;
+
 /// `KEY in (A,B)` or `KEY notin (A,B)`: the key, the values (or why they do not parse), and
 /// whether it is `notin`; `None` when the part is not set-based.
-#[allow(clippy::type_complexity)]
-fn set_based(part: &str) -> Option<(&str, Result<Vec<&str>, &'static str>, bool)> {
+fn set_based(part: &str) -> Option<(&str, SetValues<'_>, bool)> {
     let (key, negated, rest) =
         [(" notin ", true), (" in ", false)]
             .into_iter()
