@@ -391,7 +391,13 @@ mod tests {
         assert_eq!(judged(&to_yaml(&with_status), None), Verdict::Cancelled);
         let json = serde_json::to_string_pretty(&live()).unwrap();
         assert_eq!(
-            judge(&live(), &format!("# header\n{json}"), EditFormat::Json, "e.json", None),
+            judge(
+                &live(),
+                &format!("# header\n{json}"),
+                EditFormat::Json,
+                "e.json",
+                None
+            ),
             Verdict::Cancelled
         );
     }
@@ -399,7 +405,9 @@ mod tests {
     #[test]
     fn a_change_is_saved_and_an_invalid_one_reopens_until_saved_again_unchanged() {
         let changed = to_yaml(&live()).replace("engine:1", "engine:2");
-        assert!(matches!(judged(&changed, None), Verdict::Save(doc) if doc.spec.image.ends_with(":2")));
+        assert!(
+            matches!(judged(&changed, None), Verdict::Save(doc) if doc.spec.image.ends_with(":2"))
+        );
         let invalid = to_yaml(&live()).replace("image:", "imagee:");
         let Verdict::Invalid(errors) = judged(&invalid, None) else {
             panic!("expected invalid");
@@ -421,7 +429,10 @@ mod tests {
                 _ => None,
             }
         };
-        assert_eq!(editor(env(Some("  "), Some("sed -i s/a/b/"))), ["sed", "-i", "s/a/b/"]);
+        assert_eq!(
+            editor(env(Some("  "), Some("sed -i s/a/b/"))),
+            ["sed", "-i", "s/a/b/"]
+        );
         assert_eq!(editor(env(Some("nano -w"), Some("ed"))), ["nano", "-w"]);
         assert_eq!(editor(env(None, None)), ["vi"]);
     }

@@ -167,7 +167,12 @@ pub(crate) fn parse_change(word: &str, field: Field) -> Result<Change, CliError>
         )));
     }
     if field == Field::Annotations
-        && [ANNOTATION_OP_SOURCE, ANNOTATION_SOURCE_REF, ANNOTATION_FORCE].contains(&key)
+        && [
+            ANNOTATION_OP_SOURCE,
+            ANNOTATION_SOURCE_REF,
+            ANNOTATION_FORCE,
+        ]
+        .contains(&key)
     {
         return Err(CliError::invalid(format!(
             "annotation {key:?} is rtmanager's: rtctl sets it on every write (--ref gives the \
@@ -323,9 +328,11 @@ mod tests {
 
     #[test]
     fn games_come_first_then_the_changes() {
-        let (names, changes) =
-            split_words(&words("gr g1 g2 tier=ranked team- rtmanager.dev/x="), Field::Labels)
-                .unwrap();
+        let (names, changes) = split_words(
+            &words("gr g1 g2 tier=ranked team- rtmanager.dev/x="),
+            Field::Labels,
+        )
+        .unwrap();
         assert_eq!(names, ["gr", "g1", "g2"]);
         assert_eq!(
             changes,

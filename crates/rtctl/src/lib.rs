@@ -213,27 +213,35 @@ pub(crate) enum Command {
     Wait(wait::WaitArgs),
     /// Edit a game in $KUBE_EDITOR or $EDITOR (else vi) and write it back as apply would,
     /// unless the game changed meanwhile.
-    #[command(after_help = "Examples:\n  rtctl edit arena-1\n  rtctl edit gameruntime/arena-1 -o \
+    #[command(
+        after_help = "Examples:\n  rtctl edit arena-1\n  rtctl edit gameruntime/arena-1 -o \
                             json\n  KUBE_EDITOR=\"code --wait\" rtctl edit arena-1 --ref REQ-42\n\n\
                             Exit: 0 written or cancelled, 3 still invalid or renamed (the file is \
-                            kept), 4 no such game, 5 changed meanwhile (the file is kept).")]
+                            kept), 4 no such game, 5 changed meanwhile (the file is kept)."
+    )]
     Edit(edit::EditArgs),
     /// Set (KEY=VALUE) or remove (KEY-) labels of games.
-    #[command(after_help = "Examples:\n  rtctl label arena-1 tier=ranked\n  rtctl label \
+    #[command(
+        after_help = "Examples:\n  rtctl label arena-1 tier=ranked\n  rtctl label \
                             arena-1 tier=casual --overwrite\n  rtctl label -l tier=casual \
-                            canary-\n  rtctl label gr arena-1 arena-2 team=blue --dry-run")]
+                            canary-\n  rtctl label gr arena-1 arena-2 team=blue --dry-run"
+    )]
     Label(label::MetaArgs),
     /// Set (KEY=VALUE) or remove (KEY-) annotations of games.
-    #[command(after_help = "Examples:\n  rtctl annotate arena-1 owner=team-blue\n  rtctl \
+    #[command(
+        after_help = "Examples:\n  rtctl annotate arena-1 owner=team-blue\n  rtctl \
                             annotate --all note- \n  rtctl annotate arena-1 owner=ops \
-                            --overwrite --resource-version 42")]
+                            --overwrite --resource-version 42"
+    )]
     Annotate(label::MetaArgs),
     /// Change a game by a JSON merge patch (RFC 7386) or a JSON patch (RFC 6902), checked
     /// as apply checks a file.
-    #[command(after_help = "Examples:\n  rtctl patch arena-1 -p '{\"spec\":{\"state\":\"Stopped\"}}'\n  \
+    #[command(
+        after_help = "Examples:\n  rtctl patch arena-1 -p '{\"spec\":{\"state\":\"Stopped\"}}'\n  \
                             rtctl patch arena-1 --type json -p '[{\"op\":\"replace\",\"path\":\
                             \"/spec/image\",\"value\":\"registry.example/engine:2\"}]'\n  rtctl \
-                            patch gr arena-1 --patch-file change.yaml --dry-run -o yaml")]
+                            patch gr arena-1 --patch-file change.yaml --dry-run -o yaml"
+    )]
     Patch(patch::PatchArgs),
     /// Print the CustomResourceDefinitions of GameRuntime and GameDisruptionBudget (generated
     /// from the types).

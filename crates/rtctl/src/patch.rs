@@ -96,7 +96,11 @@ fn read_patch(args: &PatchArgs) -> Result<Value, CliError> {
             };
             (text, source)
         }
-        (None, None) => return Err(CliError::usage("rtctl patch needs -p PATCH or --patch-file")),
+        (None, None) => {
+            return Err(CliError::usage(
+                "rtctl patch needs -p PATCH or --patch-file",
+            ));
+        }
     };
     if text.len() > MAX_DOCUMENT_BYTES {
         return Err(CliError::invalid(format!(
@@ -254,7 +258,10 @@ mod tests {
             PatchType::Merge,
         )
         .unwrap();
-        assert_eq!(doc.metadata.labels, [("team".to_owned(), "a".to_owned())].into());
+        assert_eq!(
+            doc.metadata.labels,
+            [("team".to_owned(), "a".to_owned())].into()
+        );
         assert_eq!(doc.spec.state, rtm_core::model::DesiredState::Stopped);
     }
 
@@ -281,8 +288,16 @@ mod tests {
     #[test]
     fn the_result_is_checked_as_a_file_would_be() {
         for (patch, kind, says) in [
-            (json!({"spec": {"imagee": "x"}}), PatchType::Merge, "spec.imagee"),
-            (json!({"spec": {"image": null}}), PatchType::Merge, "spec.image"),
+            (
+                json!({"spec": {"imagee": "x"}}),
+                PatchType::Merge,
+                "spec.imagee",
+            ),
+            (
+                json!({"spec": {"image": null}}),
+                PatchType::Merge,
+                "spec.image",
+            ),
             (
                 json!([{"op": "add", "path": "/metadata/labels/bad key", "value": "x"}]),
                 PatchType::Json,
@@ -297,7 +312,9 @@ mod tests {
 
     #[test]
     fn patches_of_status_are_refused() {
-        assert!(check_not_status(&json!({"status": {"phase": "Running"}}), PatchType::Merge).is_err());
+        assert!(
+            check_not_status(&json!({"status": {"phase": "Running"}}), PatchType::Merge).is_err()
+        );
         assert!(
             check_not_status(
                 &json!([{"op": "add", "path": "/status/phase", "value": "x"}]),

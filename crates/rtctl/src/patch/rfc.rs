@@ -185,11 +185,11 @@ fn index_of(token: &str, len: usize, pointer: &str, end_ok: bool) -> Result<usiz
         && token.bytes().all(|b| b.is_ascii_digit())
         && (token == "0" || !token.starts_with('0'));
     let index: usize = if valid {
-        token.parse().map_err(|_| format!("path {pointer:?}: index {token} is too large"))?
+        token
+            .parse()
+            .map_err(|_| format!("path {pointer:?}: index {token} is too large"))?
     } else {
-        return Err(format!(
-            "path {pointer:?}: {token:?} is not an array index"
-        ));
+        return Err(format!("path {pointer:?}: {token:?} is not an array index"));
     };
     if index > len || (index == len && !end_ok) {
         return Err(format!(
@@ -253,7 +253,11 @@ fn add(doc: &mut Value, pointer: &str, value: Value) -> Result<(), String> {
             };
             items.insert(index, value);
         }
-        _ => return Err(format!("path {pointer:?}: the parent is not an object or array")),
+        _ => {
+            return Err(format!(
+                "path {pointer:?}: the parent is not an object or array"
+            ));
+        }
     }
     Ok(())
 }
@@ -271,7 +275,9 @@ fn remove(doc: &mut Value, pointer: &str) -> Result<Value, String> {
             let index = index_of(&last, items.len(), pointer, false)?;
             Ok(items.remove(index))
         }
-        _ => Err(format!("path {pointer:?}: the parent is not an object or array")),
+        _ => Err(format!(
+            "path {pointer:?}: the parent is not an object or array"
+        )),
     }
 }
 
@@ -333,7 +339,11 @@ mod tests {
             (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
             (json!({"a":"b"}), json!({"a":null}), json!({})),
-            (json!({"a":"b","b":"c"}), json!({"a":null}), json!({"b":"c"})),
+            (
+                json!({"a":"b","b":"c"}),
+                json!({"a":null}),
+                json!({"b":"c"}),
+            ),
             (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
             (
@@ -342,16 +352,24 @@ mod tests {
                 json!({"a":{"b":"d"}}),
             ),
             (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
-            (json!(["a","b"]), json!(["c","d"]), json!(["c","d"])),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
             (json!({"a":"b"}), json!(["c"]), json!(["c"])),
             (json!({"a":"foo"}), json!(null), json!(null)),
             (json!({"a":"foo"}), json!("bar"), json!("bar")),
             (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-            (json!([1,2]), json!({"a":"b","c":null}), json!({"a":"b"})),
-            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
+            (
+                json!({}),
+                json!({"a":{"bb":{"ccc":null}}}),
+                json!({"a":{"bb":{}}}),
+            ),
         ];
         for (target, patch, expected) in cases {
-            assert_eq!(merged(target.clone(), patch.clone()), expected, "{target} + {patch}");
+            assert_eq!(
+                merged(target.clone(), patch.clone()),
+                expected,
+                "{target} + {patch}"
+            );
         }
     }
 
@@ -365,40 +383,79 @@ mod tests {
     fn json_patch_follows_the_examples_of_rfc_6902() {
         let ok = [
             // A.1 – A.7, A.10, A.16
-            (json!({"foo":"bar"}), json!([{"op":"add","path":"/baz","value":"qux"}]),
-             json!({"baz":"qux","foo":"bar"})),
-            (json!({"foo":["bar","baz"]}), json!([{"op":"add","path":"/foo/1","value":"qux"}]),
-             json!({"foo":["bar","qux","baz"]})),
-            (json!({"baz":"qux","foo":"bar"}), json!([{"op":"remove","path":"/baz"}]),
-             json!({"foo":"bar"})),
-            (json!({"foo":["bar","qux","baz"]}), json!([{"op":"remove","path":"/foo/1"}]),
-             json!({"foo":["bar","baz"]})),
-            (json!({"baz":"qux","foo":"bar"}),
-             json!([{"op":"replace","path":"/baz","value":"boo"}]),
-             json!({"baz":"boo","foo":"bar"})),
-            (json!({"foo":{"bar":"baz","waldo":"fred"},"qux":{"corge":"grault"}}),
-             json!([{"op":"move","from":"/foo/waldo","path":"/qux/thud"}]),
-             json!({"foo":{"bar":"baz"},"qux":{"corge":"grault","thud":"fred"}})),
-            (json!({"foo":["all","grass","cows","eat"]}),
-             json!([{"op":"move","from":"/foo/1","path":"/foo/3"}]),
-             json!({"foo":["all","cows","eat","grass"]})),
-            (json!({"foo":"bar"}), json!([{"op":"add","path":"/child","value":{"grandchild":{}}}]),
-             json!({"foo":"bar","child":{"grandchild":{}}})),
-            (json!({"foo":["bar"]}), json!([{"op":"add","path":"/foo/-","value":["abc","def"]}]),
-             json!({"foo":["bar",["abc","def"]]})),
+            (
+                json!({"foo":"bar"}),
+                json!([{"op":"add","path":"/baz","value":"qux"}]),
+                json!({"baz":"qux","foo":"bar"}),
+            ),
+            (
+                json!({"foo":["bar","baz"]}),
+                json!([{"op":"add","path":"/foo/1","value":"qux"}]),
+                json!({"foo":["bar","qux","baz"]}),
+            ),
+            (
+                json!({"baz":"qux","foo":"bar"}),
+                json!([{"op":"remove","path":"/baz"}]),
+                json!({"foo":"bar"}),
+            ),
+            (
+                json!({"foo":["bar","qux","baz"]}),
+                json!([{"op":"remove","path":"/foo/1"}]),
+                json!({"foo":["bar","baz"]}),
+            ),
+            (
+                json!({"baz":"qux","foo":"bar"}),
+                json!([{"op":"replace","path":"/baz","value":"boo"}]),
+                json!({"baz":"boo","foo":"bar"}),
+            ),
+            (
+                json!({"foo":{"bar":"baz","waldo":"fred"},"qux":{"corge":"grault"}}),
+                json!([{"op":"move","from":"/foo/waldo","path":"/qux/thud"}]),
+                json!({"foo":{"bar":"baz"},"qux":{"corge":"grault","thud":"fred"}}),
+            ),
+            (
+                json!({"foo":["all","grass","cows","eat"]}),
+                json!([{"op":"move","from":"/foo/1","path":"/foo/3"}]),
+                json!({"foo":["all","cows","eat","grass"]}),
+            ),
+            (
+                json!({"foo":"bar"}),
+                json!([{"op":"add","path":"/child","value":{"grandchild":{}}}]),
+                json!({"foo":"bar","child":{"grandchild":{}}}),
+            ),
+            (
+                json!({"foo":["bar"]}),
+                json!([{"op":"add","path":"/foo/-","value":["abc","def"]}]),
+                json!({"foo":["bar",["abc","def"]]}),
+            ),
             // A.8 and A.14: tests that hold, with ~0 and ~1 escapes.
-            (json!({"baz":"qux","foo":["a",2,"c"]}),
-             json!([{"op":"test","path":"/baz","value":"qux"},{"op":"test","path":"/foo/1","value":2}]),
-             json!({"baz":"qux","foo":["a",2,"c"]})),
-            (json!({"/":9,"~1":10}), json!([{"op":"test","path":"/~01","value":10}]),
-             json!({"/":9,"~1":10})),
-            (json!({"a/b":1,"m~n":2}),
-             json!([{"op":"copy","from":"/a~1b","path":"/m~0n"}]),
-             json!({"a/b":1,"m~n":1})),
-            (json!({"a":1}), json!([{"op":"replace","path":"","value":[1]}]), json!([1])),
+            (
+                json!({"baz":"qux","foo":["a",2,"c"]}),
+                json!([{"op":"test","path":"/baz","value":"qux"},{"op":"test","path":"/foo/1","value":2}]),
+                json!({"baz":"qux","foo":["a",2,"c"]}),
+            ),
+            (
+                json!({"/":9,"~1":10}),
+                json!([{"op":"test","path":"/~01","value":10}]),
+                json!({"/":9,"~1":10}),
+            ),
+            (
+                json!({"a/b":1,"m~n":2}),
+                json!([{"op":"copy","from":"/a~1b","path":"/m~0n"}]),
+                json!({"a/b":1,"m~n":1}),
+            ),
+            (
+                json!({"a":1}),
+                json!([{"op":"replace","path":"","value":[1]}]),
+                json!([1]),
+            ),
         ];
         for (target, patch, expected) in ok {
-            assert_eq!(patched(target.clone(), patch.clone()).unwrap(), expected, "{patch}");
+            assert_eq!(
+                patched(target.clone(), patch.clone()).unwrap(),
+                expected,
+                "{patch}"
+            );
         }
     }
 
@@ -446,7 +503,8 @@ mod tests {
 
     #[test]
     fn touched_paths_lists_path_and_from() {
-        let patch = json!([{"op":"move","from":"/status/x","path":"/spec/y"},{"op":"remove","path":"/a"}]);
+        let patch =
+            json!([{"op":"move","from":"/status/x","path":"/spec/y"},{"op":"remove","path":"/a"}]);
         assert_eq!(touched_paths(&patch), ["/spec/y", "/status/x", "/a"]);
     }
 }
