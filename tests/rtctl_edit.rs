@@ -169,9 +169,7 @@ fn kept_path(stderr: &str) -> PathBuf {
         .expect("the message names the kept file")
         + "kept in ".len();
     let rest = &stderr[start..];
-    let end = rest
-        .find(|c: char| c == ':' || c == ' ' || c == ')' || c == '\n')
-        .unwrap_or(rest.len());
+    let end = rest.find([':', ' ', ')', '\n']).unwrap_or(rest.len());
     PathBuf::from(&rest[..end])
 }
 

@@ -9,6 +9,12 @@
 //! `spec.restartToken` empty keeps the live token: a restart requested with `rtctl restart`
 //! is not undone (nor repeated) by the next apply. So `rtctl get NAME -o yaml` applied back is
 //! `unchanged`.
+//!
+//! `--dry-run` (`=client`, the bare flag) reads the live documents and shows what apply would
+//! do; `--dry-run=server` also asks etcd, in a transaction that compares and writes nothing,
+//! whether each write's compare would hold (the document still absent, or still at the
+//! revision read or pinned), so it meets the conflicts a real apply would; `--dry-run=none`
+//! applies.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -852,6 +858,32 @@ mod tests {
             "{message}"
         );
         assert_eq!(error.exit_code(), super::super::error::exit::CORRUPT);
+    }
+
+    #[test]
+    fn dry_run_takes_an_optional_mode_after_an_equals_sign() {
+        let mode = |args: &[&str]| -> Option<DryRun> {
+            let cli = crate::parse_from(["rtctl", "apply"].iter().chain(args)).unwrap();
+            match cli.command {
+                crate::Command::Apply(args) => args.dry_run(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(mode(&["--dry-run", "-f", "x.yaml"]), Some(DryRun::Client));
+        assert_eq!(mode(&["-f", "x.yaml", "--dry-run"]), Some(DryRun::Client));
+        assert_eq!(mode(&["--dry-run=client", "-f", "x"]), Some(DryRun::Client));
+        assert_eq!(mode(&["--dry-run=server", "-f", "x"]), Some(DryRun::Server));
+        assert_eq!(mode(&["--dry-run=none", "-f", "x"]), None);
+        assert_eq!(mode(&["-f", "x"]), None);
+        for bad in [
+            &["--dry-run=maybe", "-f", "x"][..],
+            &["--dry-run", "server", "-f", "x"],
+        ] {
+            assert!(
+                crate::parse_from(["rtctl", "apply"].iter().chain(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
