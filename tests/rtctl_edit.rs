@@ -285,7 +285,9 @@ async fn edit_reopens_an_invalid_save_with_its_errors_and_stops_when_it_is_saved
     let second = std::fs::read_to_string(w.dir.path().join("seen-2")).unwrap();
     assert!(!first.contains("error:"), "{first}");
     assert!(
-        second.starts_with("# rtctl edit could not write gameruntime/g1:\n#   error: "),
+        second.starts_with(
+            "# rtctl edit could not write gameruntime/g1:\n#   error (invalid_request): "
+        ),
         "{second}"
     );
     assert!(second.contains("spec.imagee: unknown field"), "{second}");

@@ -120,7 +120,8 @@ fn header(name: &str, errors: Option<&str>) -> String {
     let mut text = String::new();
     if let Some(errors) = errors {
         text.push_str(&format!(
-            "# rtctl edit could not write gameruntime/{name}:\n#   error: {}\n# Fix the \
+            "# rtctl edit could not write gameruntime/{name}:\n#   error (invalid_request): \
+             {}\n# Fix the \
              document below and save; save it again unchanged to stop (the file is kept).\n#\n",
             one_line(errors)
         ));
@@ -258,7 +259,7 @@ pub(crate) async fn edit(
         args.output,
         &(header_text.clone() + &render(&shown, args.output)?),
     )?;
-    let source = file.path.display().to_string();
+    let source = format!("edited gameruntime/{name}");
     let mut last_invalid: Option<String> = None;
     let edited = loop {
         run_editor(&file.path)?;

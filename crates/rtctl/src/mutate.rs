@@ -149,3 +149,122 @@ pub(crate) fn parse_revision(text: &str) -> Result<Revision, CliError> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtm_core::store::Keys;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    async fn client_with_g1() -> Client {
+        let store = Arc::new(rtm_core::store::memory::MemoryStore::new());
+        let client = Client::new(
+            store,
+            Keys::default(),
+            "memory".into(),
+            Duration::from_secs(1),
+        );
+        let doc = parse_one(
+            "apiVersion: rtmanager.dev/v1alpha1\nkind: GameRuntime\nmetadata:\n  name: g1\n\
+             spec:\n  image: rtmanager-test/engine:1\n",
+            "g1.yaml",
+        )
+        .unwrap();
+        client.create(&doc).await.unwrap();
+        client
+    }
+
+    /// A change that, the first time it runs, lets another writer label the game first.
+    fn racing_change(
+        client: &Client,
+        calls: &std::cell::Cell<u32>,
+    ) -> impl FnMut(&GameRuntime) -> Result<GameRuntime, CliError> {
+        move |live| {
+            calls.set(calls.get() + 1);
+            if calls.get() == 1 {
+                let mut other = live.clone();
+                other.metadata.labels.insert("other".into(), "1".into());
+                let rv = rv_of(live).unwrap();
+                futures::executor::block_on(client.update(&other, rv)).unwrap();
+            }
+            let mut doc = live.clone();
+            doc.metadata.labels.insert("mine".into(), "1".into());
+            recheck(&doc, "gameruntime/g1")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_is_redone_on_the_new_document_keeping_both_changes() {
+        let client = client_with_g1().await;
+        let calls = std::cell::Cell::new(0);
+        let write = Write {
+            name: "g1",
+            source_ref: "REQ-1",
+            dry_run: false,
+            expected: None,
+        };
+        let done = read_modify_write(&client, &write, racing_change(&client, &calls))
+            .await
+            .unwrap();
+        assert_eq!(done.action, Action::Configured);
+        assert_eq!(calls.get(), 2, "read, changed and written again");
+        let stored = client.require("g1").await.unwrap();
+        assert_eq!(stored.metadata.labels["other"], "1");
+        assert_eq!(stored.metadata.labels["mine"], "1");
+    }
+
+    #[tokio::test]
+    async fn a_pinned_revision_makes_a_lost_race_a_conflict_and_writes_nothing_of_ours() {
+        let client = client_with_g1().await;
+        let pinned = rv_of(&client.require("g1").await.unwrap());
+        let calls = std::cell::Cell::new(0);
+        let write = Write {
+            name: "g1",
+            source_ref: "REQ-1",
+            dry_run: false,
+            expected: pinned,
+        };
+        let error = read_modify_write(&client, &write, racing_change(&client, &calls))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.exit_code(),
+            super::super::error::exit::CONFLICT,
+            "{error}"
+        );
+        let stored = client.require("g1").await.unwrap();
+        assert!(!stored.metadata.labels.contains_key("mine"));
+        assert_eq!(stored.metadata.labels["other"], "1");
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_checks_and_writes_nothing() {
+        let client = client_with_g1().await;
+        let before = client.require("g1").await.unwrap();
+        let write = Write {
+            name: "g1",
+            source_ref: "REQ-1",
+            dry_run: true,
+            expected: None,
+        };
+        let done = read_modify_write(&client, &write, |live| {
+            let mut doc = live.clone();
+            doc.spec.image = "rtmanager-test/engine:2".into();
+            recheck(&doc, "gameruntime/g1")
+        })
+        .await
+        .unwrap();
+        assert_eq!(done.action, Action::Configured);
+        assert_eq!(done.doc.spec.image, "rtmanager-test/engine:2");
+        assert_eq!(client.require("g1").await.unwrap(), before);
+        let invalid = read_modify_write(&client, &write, |live| {
+            let mut doc = live.clone();
+            doc.spec.image = String::new();
+            recheck(&doc, "gameruntime/g1")
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(invalid.exit_code(), 3, "{invalid}");
+    }
+}
