@@ -9,6 +9,12 @@
 //! `spec.restartToken` empty keeps the live token: a restart requested with `rtctl restart`
 //! is not undone (nor repeated) by the next apply. So `rtctl get NAME -o yaml` applied back is
 //! `unchanged`.
+//!
+//! `--dry-run` (`=client`, the bare flag) reads the live documents and shows what apply would
+//! do; `--dry-run=server` also asks etcd, in a transaction that compares and writes nothing,
+//! whether each write's compare would hold (the document still absent, or still at the
+//! revision read or pinned), so it meets the conflicts a real apply would; `--dry-run=none`
+//! applies.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -49,9 +55,18 @@ pub(crate) struct ApplyArgs {
     /// Read directories' subdirectories too.
     #[arg(short = 'R', long)]
     pub(crate) recursive: bool,
-    /// Validate and show what would change, without writing.
-    #[arg(long)]
-    pub(crate) dry_run: bool,
+    /// Write nothing: `client` (bare --dry-run) validates and shows what would change;
+    /// `server` also makes every check etcd makes of a real write (the revision compares);
+    /// `none` applies.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "client|server|none",
+        num_args = 0..=1,
+        default_missing_value = "client",
+        require_equals = true
+    )]
+    pub(crate) dry_run: Option<DryRun>,
     /// Overwrite whatever is stored, ignoring a metadata.resourceVersion in the files.
     #[arg(long)]
     pub(crate) force: bool,
@@ -73,6 +88,34 @@ pub(crate) struct DiffArgs {
     /// Read directories' subdirectories too.
     #[arg(short = 'R', long)]
     pub(crate) recursive: bool,
+}
+
+/// The `--dry-run` modes of apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DryRun {
+    /// Validate, read the live documents and show what would happen.
+    Client,
+    /// As `client`, and ask etcd whether each write's compare (the document absent, or at the
+    /// revision read or pinned) holds, with a transaction that writes nothing.
+    Server,
+    /// A real apply.
+    None,
+}
+
+impl ApplyArgs {
+    /// The dry-run mode, `None` for a real apply.
+    fn dry_run(&self) -> Option<DryRun> {
+        self.dry_run.filter(|mode| *mode != DryRun::None)
+    }
+
+    /// The suffix of each line a dry run prints.
+    fn suffix(&self) -> &'static str {
+        match self.dry_run() {
+            None => "",
+            Some(DryRun::Server) => " (server dry run)",
+            Some(_) => " (dry run)",
+        }
+    }
 }
 
 /// What apply does with one document.
@@ -203,10 +246,10 @@ pub(crate) async fn apply(
     let total = inputs.len() + budgets.len();
     // Budgets first: a budget applied with the games it covers guards their changes.
     for (done, input) in budgets.iter().enumerate() {
-        let action = super::budget::apply_one(client, input, args.dry_run)
+        let action = super::budget::apply_one(client, input, args.dry_run().is_some())
             .await
             .map_err(|e| partial(e, done, total))?;
-        let suffix = if args.dry_run { " (dry run)" } else { "" };
+        let suffix = args.suffix();
         writeln!(
             out,
             "gamedisruptionbudget/{} {}{suffix}",
@@ -219,7 +262,7 @@ pub(crate) async fn apply(
         let action = apply_one(client, input, args, &source_ref)
             .await
             .map_err(|e| partial(e, done, total))?;
-        let suffix = if args.dry_run { " (dry run)" } else { "" };
+        let suffix = args.suffix();
         writeln!(
             out,
             "gameruntime/{} {}{suffix}",
@@ -237,7 +280,7 @@ pub(crate) async fn apply(
 /// (`rtm_core::ports`); here the user hears it at once, naming the owner. A
 /// document that already asks for the port is left to the controller,
 /// which knows who claimed it first.
-async fn check_host_ports(client: &Client, inputs: &[Input]) -> Result<(), CliError> {
+pub(crate) async fn check_host_ports(client: &Client, inputs: &[Input]) -> Result<(), CliError> {
     use rtm_core::ports::host_ports;
     if inputs.iter().all(|i| host_ports(&i.doc.spec).is_empty()) {
         return Ok(());
@@ -349,8 +392,34 @@ async fn apply_one(
         {
             return Err(stale(name, expected, current));
         }
-        if action == Action::Unchanged || args.dry_run {
+        if action == Action::Unchanged || args.dry_run() == Some(DryRun::Client) {
             return Ok(action);
+        }
+        if args.dry_run() == Some(DryRun::Server) {
+            let expected = match action {
+                Action::Created => None,
+                _ => explicit_rv.or(live_rv),
+            };
+            match compare_holds(client, name, expected).await? {
+                true => return Ok(action),
+                // Someone else wrote (or created, or deleted) it since it was read: look again,
+                // as the real apply would.
+                false if explicit_rv.is_none() && attempt < WRITE_ATTEMPTS => {
+                    backoff(attempt).await;
+                    continue;
+                }
+                false => {
+                    let current = client.get(name).await?.as_ref().and_then(rv_of);
+                    return Err(match explicit_rv {
+                        Some(expected) => stale(name, expected, current.unwrap_or_default()),
+                        None => CliError::Conflict {
+                            message: format!(
+                                "gameruntime/{name} kept changing while the server dry run                                  compared it; run it again"
+                            ),
+                        },
+                    });
+                }
+            }
         }
         stamp_request(&mut desired, source_ref);
         let written = match (action, live_rv) {
@@ -471,7 +540,12 @@ async fn replace_corrupt(
     }
     // A new document in place of the unreadable one (nothing of it can be kept).
     let (_, mut desired) = plan(&input.doc, None, Timestamp::now());
-    if args.dry_run {
+    if args.dry_run().is_some() {
+        if args.dry_run() == Some(DryRun::Server)
+            && !compare_holds(client, name, Some(kv.mod_revision)).await?
+        {
+            return Ok(None);
+        }
         note(&format!(
             "note: gameruntime/{name}: apply --force would replace the unreadable value at {}",
             kv.key
@@ -499,6 +573,27 @@ async fn replace_corrupt(
     }
 }
 
+/// Asks etcd, in a transaction that writes nothing, whether the compare of the write apply
+/// would make holds: the document absent (`expected` `None`) or at revision `expected`.
+async fn compare_holds(
+    client: &Client,
+    name: &str,
+    expected: Option<Revision>,
+) -> Result<bool, CliError> {
+    use rtm_core::store::{Compare, Txn};
+    let key = client.keys().gameruntime(name);
+    let compare = match expected {
+        None => Compare::Absent { key },
+        Some(revision) => Compare::ModRevision { key, revision },
+    };
+    let outcome = client
+        .store()
+        .txn(Txn::new().when(compare))
+        .await
+        .map_err(|e| client.store_error(e, &format!("comparing gameruntime/{name}")))?;
+    Ok(outcome.succeeded)
+}
+
 /// After a write whose answer was lost (a timeout, a dropped connection): the stored document
 /// if it is the one we wrote, so a write that did land is not reported as failed.
 pub(crate) async fn landed(
@@ -521,7 +616,7 @@ pub(crate) fn rv_of(doc: &GameRuntime) -> Option<Revision> {
     doc.metadata.resource_version.as_deref()?.parse().ok()
 }
 
-fn stale(name: &str, expected: Revision, current: Revision) -> CliError {
+pub(crate) fn stale(name: &str, expected: Revision, current: Revision) -> CliError {
     CliError::Conflict {
         message: format!(
             "gameruntime/{name} was changed since resourceVersion {expected} (it is now at \
@@ -684,7 +779,7 @@ mod tests {
         ApplyArgs {
             files: Vec::new(),
             recursive: false,
-            dry_run: false,
+            dry_run: None,
             force: true,
             source_ref: None,
         }
@@ -763,6 +858,32 @@ mod tests {
             "{message}"
         );
         assert_eq!(error.exit_code(), super::super::error::exit::CORRUPT);
+    }
+
+    #[test]
+    fn dry_run_takes_an_optional_mode_after_an_equals_sign() {
+        let mode = |args: &[&str]| -> Option<DryRun> {
+            let cli = crate::parse_from(["rtctl", "apply"].iter().chain(args)).unwrap();
+            match cli.command {
+                crate::Command::Apply(args) => args.dry_run(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(mode(&["--dry-run", "-f", "x.yaml"]), Some(DryRun::Client));
+        assert_eq!(mode(&["-f", "x.yaml", "--dry-run"]), Some(DryRun::Client));
+        assert_eq!(mode(&["--dry-run=client", "-f", "x"]), Some(DryRun::Client));
+        assert_eq!(mode(&["--dry-run=server", "-f", "x"]), Some(DryRun::Server));
+        assert_eq!(mode(&["--dry-run=none", "-f", "x"]), None);
+        assert_eq!(mode(&["-f", "x"]), None);
+        for bad in [
+            &["--dry-run=maybe", "-f", "x"][..],
+            &["--dry-run", "server", "-f", "x"],
+        ] {
+            assert!(
+                crate::parse_from(["rtctl", "apply"].iter().chain(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! The modules (all private but [`error`], whose exit-code table the README quotes):
 //!
 //! - `apply` — `apply`, `diff`
+//! - `mutate` — what `edit`, `label`, `annotate` and `patch` share with apply: the changed
+//!   document checked as a file, planned, stamped and written with a revision compare
+//! - `edit` — `edit`: a game in `$KUBE_EDITOR`/`$EDITOR`, written back as apply writes
+//! - `label` — `label`, `annotate`
+//! - `patch` — `patch`: JSON merge patch (RFC 7386) and JSON patch (RFC 6902)
 //! - `get` — `get`: the list mode; `get::watch` the `-w` mode; both share `get::games` (the
 //!   games of a listing, invalid ones included, and which a command line picks),
 //!   `get::selector` (`-l`), `get::row` (table rows) and `get::printer` (the `-o` formats)
@@ -50,14 +55,18 @@ mod complete;
 mod context;
 mod delete;
 mod describe;
+mod edit;
 pub mod error;
 mod events;
 mod get;
 mod history;
 mod input;
+mod label;
 mod logs;
+mod mutate;
 mod node;
 mod output;
+mod patch;
 mod prepull;
 mod request;
 mod resource;
@@ -205,6 +214,38 @@ pub(crate) enum Command {
                             --for=delete"
     )]
     Wait(wait::WaitArgs),
+    /// Edit a game in $KUBE_EDITOR or $EDITOR (else vi) and write it back as apply would,
+    /// unless the game changed meanwhile.
+    #[command(
+        after_help = "Examples:\n  rtctl edit arena-1\n  rtctl edit gameruntime/arena-1 -o \
+                            json\n  KUBE_EDITOR=\"code --wait\" rtctl edit arena-1 --ref REQ-42\n\n\
+                            Exit: 0 written or cancelled, 3 still invalid or renamed (the file is \
+                            kept), 4 no such game, 5 changed meanwhile (the file is kept)."
+    )]
+    Edit(edit::EditArgs),
+    /// Set (KEY=VALUE) or remove (KEY-) labels of games.
+    #[command(
+        after_help = "Examples:\n  rtctl label arena-1 tier=ranked\n  rtctl label \
+                            arena-1 tier=casual --overwrite\n  rtctl label -l tier=casual \
+                            canary-\n  rtctl label gr arena-1 arena-2 team=blue --dry-run"
+    )]
+    Label(label::MetaArgs),
+    /// Set (KEY=VALUE) or remove (KEY-) annotations of games.
+    #[command(
+        after_help = "Examples:\n  rtctl annotate arena-1 owner=team-blue\n  rtctl \
+                            annotate --all note- \n  rtctl annotate arena-1 owner=ops \
+                            --overwrite --resource-version 42"
+    )]
+    Annotate(label::MetaArgs),
+    /// Change a game by a JSON merge patch (RFC 7386) or a JSON patch (RFC 6902), checked
+    /// as apply checks a file.
+    #[command(
+        after_help = "Examples:\n  rtctl patch arena-1 -p '{\"spec\":{\"state\":\"Stopped\"}}'\n  \
+                            rtctl patch arena-1 --type json -p '[{\"op\":\"replace\",\"path\":\
+                            \"/spec/image\",\"value\":\"registry.example/engine:2\"}]'\n  rtctl \
+                            patch gr arena-1 --patch-file change.yaml --dry-run -o yaml"
+    )]
+    Patch(patch::PatchArgs),
     /// Print the CustomResourceDefinitions of GameRuntime and GameDisruptionBudget (generated
     /// from the types).
     Crd,
@@ -262,6 +303,10 @@ impl Command {
             // Checked for their kind by `resource::Names::parse`.
             Command::Delete(_) => Vec::new(),
             Command::Wait(args) => args.targets.names().iter().map(String::as_str).collect(),
+            // These parse TYPE/NAME forms themselves (crate::resource).
+            Command::Edit(_) | Command::Label(_) | Command::Annotate(_) | Command::Patch(_) => {
+                Vec::new()
+            }
             Command::Apply(_)
             | Command::Cordon(_)
             | Command::Uncordon(_)
@@ -479,6 +524,12 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         }
         Command::Delete(args) => delete::delete(&client, args, out, &interrupt).await,
         Command::Wait(args) => wait::wait(&client, args, out, &interrupt).await,
+        Command::Edit(args) => edit::edit(&client, args, out).await,
+        Command::Label(args) => label::label(&client, args, label::Field::Labels, out).await,
+        Command::Annotate(args) => {
+            label::label(&client, args, label::Field::Annotations, out).await
+        }
+        Command::Patch(args) => patch::patch(&client, args, out).await,
         Command::Crd | Command::Completion { .. } | Command::Config { .. } => Ok(Outcome::Success),
     }
 }

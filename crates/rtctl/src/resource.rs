@@ -195,6 +195,16 @@ impl Names {
         let kind = self.single_kind(verb)?;
         Ok((kind, self.named.iter().map(|n| n.name.clone()).collect()))
     }
+
+    /// The game names, refusing other kinds for verbs that act on games only.
+    pub(crate) fn games(&self, verb: &str) -> Result<Vec<String>, CliError> {
+        match self.of_one_kind(verb)? {
+            (Kind::Game, names) => Ok(names),
+            (kind, _) => Err(CliError::usage(format!(
+                "rtctl {verb} acts on gameruntimes, not on {kind}s"
+            ))),
+        }
+    }
 }
 
 /// A game's name as a verb that acts on games takes it (clap's value parser): `NAME`,
@@ -334,6 +344,11 @@ mod tests {
                 .of_one_kind("get")
                 .unwrap(),
             (Kind::Node, vec!["n1".to_owned(), "n2".to_owned()])
+        );
+        let error = parse(&["budget", "b"]).unwrap().games("edit").unwrap_err();
+        assert!(
+            error.to_string().contains("not on gamedisruptionbudgets"),
+            "{error}"
         );
     }
 }
