@@ -34,6 +34,7 @@
 //! - `client` — the etcd client of one command: typed reads and writes, error mapping;
 //!   `client::watch` the watch that rides out etcd outages
 //! - `input` — reading `-f FILE|DIR|-`
+//! - `explain` — `explain`: the documentation of a resource's fields, from the CRD schemas
 //! - `output` — tables, ages, warnings
 //! - [`error`] — `CliError` and the exit codes
 //!
@@ -51,6 +52,7 @@ mod delete;
 mod describe;
 pub mod error;
 mod events;
+mod explain;
 mod get;
 mod history;
 mod input;
@@ -220,6 +222,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Explain a resource's fields (from the schema generated from the types).
+    #[command(
+        after_help = "Examples:\n  rtctl explain gameruntime\n  rtctl explain \
+                            gr.spec.ports\n  rtctl explain gameruntime.spec --recursive\n  \
+                            rtctl explain budget.spec.maxUnavailable"
+    )]
+    Explain(explain::ExplainArgs),
 }
 
 /// Shells `completion` writes scripts for.
@@ -272,7 +281,8 @@ impl Command {
             | Command::Diff(_)
             | Command::Crd
             | Command::Completion { .. }
-            | Command::Config { .. } => Vec::new(),
+            | Command::Config { .. }
+            | Command::Explain(_) => Vec::new(),
         }
     }
 
@@ -406,6 +416,7 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             context::config_command(command, &cli.connection, &explicit, out)?;
             return Ok(Outcome::Success);
         }
+        Command::Explain(args) => return explain::explain(args, out),
         _ => {}
     }
 
@@ -512,7 +523,10 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         }
         Command::Delete(args) => delete::delete(&client, args, out, &interrupt).await,
         Command::Wait(args) => wait::wait(&client, args, out, &interrupt).await,
-        Command::Crd | Command::Completion { .. } | Command::Config { .. } => Ok(Outcome::Success),
+        Command::Crd
+        | Command::Completion { .. }
+        | Command::Config { .. }
+        | Command::Explain(_) => Ok(Outcome::Success),
     }
 }
 
