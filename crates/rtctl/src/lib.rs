@@ -35,6 +35,7 @@
 //!   `client::watch` the watch that rides out etcd outages
 //! - `input` — reading `-f FILE|DIR|-`
 //! - `explain` — `explain`: the documentation of a resource's fields, from the CRD schemas
+//! - `version` — `version`: rtctl's version and the live controllers' (from their heartbeats)
 //! - `output` — tables, ages, warnings
 //! - [`error`] — `CliError` and the exit codes
 //!
@@ -68,6 +69,7 @@ mod rollout;
 mod session;
 mod state;
 mod target;
+mod version;
 mod wait;
 
 use std::ffi::OsString;
@@ -229,6 +231,12 @@ pub(crate) enum Command {
                             rtctl explain budget.spec.maxUnavailable"
     )]
     Explain(explain::ExplainArgs),
+    /// Print rtctl's version and that of every live controller (warning about skew).
+    #[command(
+        after_help = "Examples:\n  rtctl version\n  rtctl version --client\n  rtctl \
+                            version -o json"
+    )]
+    Version(version::VersionArgs),
 }
 
 /// Shells `completion` writes scripts for.
@@ -282,7 +290,8 @@ impl Command {
             | Command::Crd
             | Command::Completion { .. }
             | Command::Config { .. }
-            | Command::Explain(_) => Vec::new(),
+            | Command::Explain(_)
+            | Command::Version(_) => Vec::new(),
         }
     }
 
@@ -417,6 +426,9 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             return Ok(Outcome::Success);
         }
         Command::Explain(args) => return explain::explain(args, out),
+        Command::Version(args) => {
+            return version::version(args, &cli.connection, &explicit, out).await;
+        }
         _ => {}
     }
 
@@ -526,7 +538,8 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Crd
         | Command::Completion { .. }
         | Command::Config { .. }
-        | Command::Explain(_) => Ok(Outcome::Success),
+        | Command::Explain(_)
+        | Command::Version(_) => Ok(Outcome::Success),
     }
 }
 
