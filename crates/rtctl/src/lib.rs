@@ -36,6 +36,7 @@
 //! - `input` — reading `-f FILE|DIR|-`
 //! - `explain` — `explain`: the documentation of a resource's fields, from the CRD schemas
 //! - `version` — `version`: rtctl's version and the live controllers' (from their heartbeats)
+//! - `plugin` — `rtctl-*` programs on PATH run as `rtctl *`; `plugin list`
 //! - `output` — tables, ages, warnings
 //! - [`error`] — `CliError` and the exit codes
 //!
@@ -60,6 +61,7 @@ mod input;
 mod logs;
 mod node;
 mod output;
+mod plugin;
 mod prepull;
 mod request;
 #[allow(dead_code)] // wired into the verbs next
@@ -237,6 +239,15 @@ pub(crate) enum Command {
                             version -o json"
     )]
     Version(version::VersionArgs),
+    /// Work with plugins: programs named rtctl-NAME on PATH, run as `rtctl NAME`.
+    #[command(
+        after_help = "Examples:\n  rtctl plugin list\n  rtctl hello a b    # runs \
+                            rtctl-hello a b"
+    )]
+    Plugin {
+        #[command(subcommand)]
+        command: plugin::PluginCommand,
+    },
 }
 
 /// Shells `completion` writes scripts for.
@@ -291,7 +302,8 @@ impl Command {
             | Command::Completion { .. }
             | Command::Config { .. }
             | Command::Explain(_)
-            | Command::Version(_) => Vec::new(),
+            | Command::Version(_)
+            | Command::Plugin { .. } => Vec::new(),
         }
     }
 
@@ -344,7 +356,11 @@ where
 
 /// The whole of `rtctl`: parse the process's arguments and run.
 pub fn main() -> ExitCode {
-    match parse_from(std::env::args_os()) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(code) = plugin::dispatch(&args) {
+        return code;
+    }
+    match parse_from(args) {
         Ok(cli) => run(cli),
         Err(error) => {
             // clap's own layout (usage and a hint); help and version go to stdout with 0.
@@ -429,6 +445,7 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Version(args) => {
             return version::version(args, &cli.connection, &explicit, out).await;
         }
+        Command::Plugin { command } => return plugin::plugin_command(command, out),
         _ => {}
     }
 
@@ -539,7 +556,8 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         | Command::Completion { .. }
         | Command::Config { .. }
         | Command::Explain(_)
-        | Command::Version(_) => Ok(Outcome::Success),
+        | Command::Version(_)
+        | Command::Plugin { .. } => Ok(Outcome::Success),
     }
 }
 
