@@ -37,6 +37,7 @@
 //! - `explain` — `explain`: the documentation of a resource's fields, from the CRD schemas
 //! - `version` — `version`: rtctl's version and the live controllers' (from their heartbeats)
 //! - `plugin` — `rtctl-*` programs on PATH run as `rtctl *`; `plugin list`
+//! - `man` — the man pages, generated from the command line's definitions (`__man DIR`)
 //! - `output` — tables, ages, warnings
 //! - [`error`] — `CliError` and the exit codes
 //!
@@ -59,6 +60,7 @@ mod get;
 mod history;
 mod input;
 mod logs;
+mod man;
 mod node;
 mod output;
 mod plugin;
@@ -248,6 +250,14 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: plugin::PluginCommand,
     },
+    /// Write the man pages (one per command) into a directory.
+    #[command(
+        name = "__man",
+        hide = true,
+        after_help = "Examples:\n  rtctl __man \
+                            /usr/local/share/man/man1"
+    )]
+    Man(man::ManArgs),
 }
 
 /// Shells `completion` writes scripts for.
@@ -303,7 +313,8 @@ impl Command {
             | Command::Config { .. }
             | Command::Explain(_)
             | Command::Version(_)
-            | Command::Plugin { .. } => Vec::new(),
+            | Command::Plugin { .. }
+            | Command::Man(_) => Vec::new(),
         }
     }
 
@@ -446,6 +457,7 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             return version::version(args, &cli.connection, &explicit, out).await;
         }
         Command::Plugin { command } => return plugin::plugin_command(command, out),
+        Command::Man(args) => return man::man(args, out),
         _ => {}
     }
 
@@ -557,7 +569,8 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         | Command::Config { .. }
         | Command::Explain(_)
         | Command::Version(_)
-        | Command::Plugin { .. } => Ok(Outcome::Success),
+        | Command::Plugin { .. }
+        | Command::Man(_) => Ok(Outcome::Success),
     }
 }
 
