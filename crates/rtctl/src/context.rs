@@ -632,7 +632,8 @@ pub(crate) enum ConfigCommand {
                             https://etcd-1:2379,https://etcd-2:2379 --prefix /games \
                             --current\n  rtctl config set-context prod --user ops \
                             --password-file ~/.secrets/etcd\n  rtctl config set-context \
-                            local --timeout 5s")]
+                            local --timeout 5s\n\nThe key prefix is the --prefix flag: given here \
+                            (not through RTM_PREFIX) it is stored in the context.")]
     SetContext(SetContextArgs),
     /// Delete the context NAME (and unset currentContext if it was current).
     DeleteContext {
