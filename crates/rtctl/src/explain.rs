@@ -15,6 +15,12 @@ use serde_json::{Map, Value};
 use super::error::{CliError, Outcome};
 use super::resource::{Kind, known_types};
 
+/// What `explain TYPE.metadata` says (the generated schema leaves metadata undescribed).
+const METADATA: &str = "The object's identity: `name` (a DNS-1123 label, the key's last \
+                        segment), `labels` and `annotations` (string maps); \
+                        `generation`, `resourceVersion` and `creationTimestamp` are filled in \
+                        from etcd when it is read.";
+
 /// `rtctl explain` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ExplainArgs {
@@ -55,7 +61,14 @@ impl KindSchema {
         let served = &crd["spec"]["versions"][0];
         let group = crd["spec"]["group"].as_str().unwrap_or_default();
         let version = served["name"].as_str().unwrap_or_default();
-        let root = served["schema"]["openAPIV3Schema"].clone();
+        let mut root = served["schema"]["openAPIV3Schema"].clone();
+        // A CRD leaves metadata's schema to the API server, so the generated one says only
+        // "object"; say here what it holds.
+        if let Some(Value::Object(metadata)) = root.pointer_mut("/properties/metadata") {
+            metadata
+                .entry("description")
+                .or_insert_with(|| Value::from(METADATA));
+        }
         if !root.is_object() {
             return Err(CliError::internal(
                 "the generated CRD has no openAPIV3Schema",
@@ -535,6 +548,12 @@ mod tests {
         assert!(!text.contains("The container port"), "{text}");
         let description = explain_game(&["spec"], false).unwrap();
         assert!(description.len() > text.len() / 4);
+    }
+
+    #[test]
+    fn metadata_says_what_it_holds() {
+        let text = explain_game(&["metadata"], false).unwrap();
+        assert!(text.contains("`labels` and `annotations`"), "{text}");
     }
 
     #[test]
