@@ -65,7 +65,8 @@ pub(crate) struct ConnectionArgs {
     #[command(flatten)]
     pub(crate) etcd: EtcdArgs,
 
-    /// Config file with named contexts [default: ~/.config/rtmanager/config.yaml].
+    /// Config file with named contexts, or a list of them merged in order (a.yaml:b.yaml)
+    /// [default: ~/.config/rtmanager/config.yaml].
     #[arg(long, env = ENV_CONFIG, value_name = "FILE", global = true)]
     pub(crate) config: Option<PathBuf>,
 
