@@ -29,7 +29,16 @@
 //! about on stderr.
 //!
 //! `--context NAME` picks another context for one command; `rtctl config use-context NAME`
-//! changes the current one.
+//! changes the current one, `config set-context NAME --endpoints … [--current]` creates or
+//! updates one (the file, mode 0600, and its directory are created when missing) and `config
+//! delete-context NAME` removes one.
+//!
+//! `RTMCONFIG` (or `--config`) may list several files, `a.yaml:b.yaml` (`;` on Windows), merged
+//! like KUBECONFIG: files in the list that do not exist are skipped; the first file that sets
+//! `currentContext` decides it; contexts are merged by name, the first file defining a name
+//! wins. A write goes to the first file that defines the context it changes (`use-context`:
+//! the first that sets `currentContext`), else to the first file of the list. A rewritten
+//! file keeps every setting; its comments are kept where only `currentContext` changes.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -56,7 +65,8 @@ pub(crate) struct ConnectionArgs {
     #[command(flatten)]
     pub(crate) etcd: EtcdArgs,
 
-    /// Config file with named contexts [default: ~/.config/rtmanager/config.yaml].
+    /// Config file with named contexts, or a list of them merged in order (a.yaml:b.yaml)
+    /// [default: ~/.config/rtmanager/config.yaml].
     #[arg(long, env = ENV_CONFIG, value_name = "FILE", global = true)]
     pub(crate) config: Option<PathBuf>,
 
@@ -71,6 +81,9 @@ pub(crate) struct ConnectionArgs {
 pub(crate) struct Explicit {
     pub(crate) endpoints: bool,
     pub(crate) prefix: bool,
+    /// `--prefix` was on the command line (not only in `RTM_PREFIX`): `config set-context`
+    /// stores it.
+    pub(crate) prefix_flag: bool,
     pub(crate) ca_file: bool,
     pub(crate) cert_file: bool,
     pub(crate) key_file: bool,
@@ -94,6 +107,10 @@ impl Explicit {
         Explicit {
             endpoints: given("endpoints"),
             prefix: given("prefix"),
+            prefix_flag: matches!(
+                matches.value_source("prefix"),
+                Some(ValueSource::CommandLine)
+            ),
             ca_file: given("ca_file"),
             cert_file: given("cert_file"),
             key_file: given("key_file"),
@@ -110,6 +127,7 @@ impl Explicit {
         Explicit {
             endpoints: args.endpoints != [rtm_core::store::etcd::DEFAULT_ENDPOINT],
             prefix: args.prefix != rtm_core::store::keys::DEFAULT_PREFIX,
+            prefix_flag: false,
             ca_file: args.ca_file.is_some(),
             cert_file: args.cert_file.is_some(),
             key_file: args.key_file.is_some(),
@@ -183,20 +201,14 @@ impl Endpoints {
 pub(crate) struct LoadedConfig {
     pub(crate) path: PathBuf,
     pub(crate) file: ConfigFile,
+    /// The file's text as read (empty for a file that does not exist yet).
+    pub(crate) text: String,
 }
 
 impl LoadedConfig {
-    /// The file named by `--config`/`RTMCONFIG` (which must exist), else the default one if it
-    /// exists.
-    pub(crate) fn load(explicit: Option<&Path>) -> Result<Option<LoadedConfig>, CliError> {
-        let (path, required) = match explicit {
-            Some(path) => (path.to_path_buf(), true),
-            None => match default_config_path() {
-                Some(path) => (path, false),
-                None => return Ok(None),
-            },
-        };
-        let text = match std::fs::read_to_string(&path) {
+    /// One config file; `None` when it does not exist and `required` is false.
+    fn read(path: &Path, required: bool) -> Result<Option<LoadedConfig>, CliError> {
+        let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
             Err(e) => {
@@ -213,7 +225,20 @@ impl LoadedConfig {
                 path.display()
             ))
         })?;
-        Ok(Some(LoadedConfig { path, file }))
+        Ok(Some(LoadedConfig {
+            path: path.to_path_buf(),
+            file,
+            text,
+        }))
+    }
+
+    /// A file of the list that does not exist yet, to be written.
+    fn empty(path: &Path) -> LoadedConfig {
+        LoadedConfig {
+            path: path.to_path_buf(),
+            file: ConfigFile::default(),
+            text: String::new(),
+        }
     }
 
     fn context(&self, name: &str) -> Option<&NamedContext> {
@@ -226,6 +251,110 @@ impl LoadedConfig {
             Some(dir) if path.is_relative() => dir.join(path),
             _ => path.to_path_buf(),
         }
+    }
+}
+
+/// The config files rtctl reads, in their order of precedence, merged as KUBECONFIG's are.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Configs {
+    /// Every path of the list (`--config`/`RTMCONFIG`, else the default), existing or not.
+    pub(crate) paths: Vec<PathBuf>,
+    /// The files of the list that exist, in its order.
+    pub(crate) files: Vec<LoadedConfig>,
+}
+
+impl Configs {
+    /// The files of `--config`/`RTMCONFIG` (a list, `a:b`), else the default one. A file named
+    /// alone must exist unless `missing_ok` (a write creates it); files of a longer list that
+    /// do not exist are skipped.
+    pub(crate) fn load(explicit: Option<&Path>, missing_ok: bool) -> Result<Configs, CliError> {
+        let (paths, required) = match explicit {
+            Some(list) => {
+                let paths: Vec<PathBuf> = std::env::split_paths(list)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect();
+                let required = paths.len() == 1 && !missing_ok;
+                (paths, required)
+            }
+            None => (default_config_path().into_iter().collect(), false),
+        };
+        let mut files = Vec::new();
+        for path in &paths {
+            if let Some(loaded) = LoadedConfig::read(path, required)? {
+                files.push(loaded);
+            }
+        }
+        Ok(Configs { paths, files })
+    }
+
+    /// The merged current context: the first file's that sets one.
+    pub(crate) fn current_context(&self) -> Option<(&str, &LoadedConfig)> {
+        self.files.iter().find_map(|loaded| {
+            loaded
+                .file
+                .current_context
+                .as_deref()
+                .map(|name| (name, loaded))
+        })
+    }
+
+    /// The context `name` as the first file defining it says, and that file.
+    pub(crate) fn context(&self, name: &str) -> Option<(&NamedContext, &LoadedConfig)> {
+        self.files
+            .iter()
+            .find_map(|loaded| loaded.context(name).map(|context| (context, loaded)))
+    }
+
+    /// Every context of the merge (the first definition of each name), in file order.
+    pub(crate) fn contexts(&self) -> Vec<(&NamedContext, &LoadedConfig)> {
+        let mut seen = std::collections::HashSet::new();
+        self.files
+            .iter()
+            .flat_map(|loaded| loaded.file.contexts.iter().map(move |c| (c, loaded)))
+            .filter(|(context, _)| seen.insert(context.name.as_str()))
+            .collect()
+    }
+
+    /// The list, for messages: `a.yaml`, or `a.yaml:b.yaml`.
+    pub(crate) fn describe(&self) -> String {
+        match std::env::join_paths(&self.paths) {
+            Ok(list) => list.to_string_lossy().into_owned(),
+            Err(_) => self
+                .paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// The file a change of context `name` goes to: the first that defines it, else the
+    /// first of the list (read, or empty when it does not exist yet).
+    fn home_of(&self, name: &str) -> Option<LoadedConfig> {
+        match self.context(name) {
+            Some((_, loaded)) => Some(loaded.clone()),
+            None => self.first(),
+        }
+    }
+
+    /// The file `currentContext` is written to: the first that sets it, else the first of the
+    /// list.
+    fn home_of_current(&self) -> Option<LoadedConfig> {
+        match self.current_context() {
+            Some((_, loaded)) => Some(loaded.clone()),
+            None => self.first(),
+        }
+    }
+
+    fn first(&self) -> Option<LoadedConfig> {
+        let path = self.paths.first()?;
+        Some(
+            self.files
+                .iter()
+                .find(|loaded| &loaded.path == path)
+                .cloned()
+                .unwrap_or_else(|| LoadedConfig::empty(path)),
+        )
     }
 }
 
@@ -307,10 +436,14 @@ pub(crate) fn resolve_settings(
             rtm_core::config::ConfigError::PasswordOnCommandLine.to_string(),
         ));
     }
-    let loaded = LoadedConfig::load(args.config.as_deref())?;
-    let (context_name, context) = pick_context(args, loaded.as_ref())?;
+    let configs = Configs::load(args.config.as_deref(), false)?;
+    let (context_name, picked) = pick_context(args, &configs)?;
+    let (context, loaded) = match picked {
+        Some((context, loaded)) => (Some(context), Some(loaded)),
+        None => (None, configs.files.first()),
+    };
     let mut merged = args.etcd.clone();
-    if let (Some(context), Some(loaded)) = (context, &loaded) {
+    if let (Some(context), Some(loaded)) = (context, loaded) {
         fill_in(&mut merged, explicit, context, loaded)?;
     }
     if merged.request_timeout.is_zero() {
@@ -319,7 +452,7 @@ pub(crate) fn resolve_settings(
         ));
     }
 
-    let where_from = match (&context_name, &loaded) {
+    let where_from = match (&context_name, loaded) {
         (Some(name), Some(loaded)) => {
             format!(" (context {name:?} of {})", loaded.path.display())
         }
@@ -329,7 +462,7 @@ pub(crate) fn resolve_settings(
         merged.password = Some(ask(user, &merged.endpoints.join(","))?);
     }
     // The context's file holds a password whether or not a flag overrode it.
-    let password_file = match (context, &loaded) {
+    let password_file = match (context, loaded) {
         (Some(context), Some(loaded)) if context.password.is_some() => Some(loaded.path.as_path()),
         _ => None,
     };
@@ -353,32 +486,37 @@ pub(crate) fn resolve_settings(
         keys,
         docker_host: context.and_then(|c| c.docker_host.clone()),
         context: context_name,
-        config_path: loaded.map(|l| l.path),
+        config_path: loaded.map(|l| l.path.clone()),
     };
     Ok((resolved, warnings))
 }
 
-/// The context to use (`--context`, else the file's current one), by name and as defined
-/// in the config file; an unknown one, or one asked for without a file, is a usage error.
+/// A context as defined, and the file defining it.
+type Defined<'c> = (&'c NamedContext, &'c LoadedConfig);
+
+/// The context to use (`--context`, else the files' current one), by name and as defined
+/// in the config files (with the file defining it); an unknown one, or one asked for without
+/// a file, is a usage error.
 fn pick_context<'c>(
     args: &ConnectionArgs,
-    loaded: Option<&'c LoadedConfig>,
-) -> Result<(Option<String>, Option<&'c NamedContext>), CliError> {
-    let context_name = match (&args.context, loaded) {
-        (Some(name), _) => Some(name.clone()),
-        (None, Some(loaded)) => loaded.file.current_context.clone(),
-        (None, None) => None,
+    configs: &'c Configs,
+) -> Result<(Option<String>, Option<Defined<'c>>), CliError> {
+    let context_name = match &args.context {
+        Some(name) => Some(name.clone()),
+        None => configs.current_context().map(|(name, _)| name.to_owned()),
     };
-    let context = match (&context_name, loaded) {
-        (None, _) => None,
-        (Some(name), Some(loaded)) => Some(loaded.context(name).ok_or_else(|| {
-            CliError::usage(format!(
-                "context {name:?} is not defined in {}; list the contexts with `rtctl config \
+    let context = match &context_name {
+        None => None,
+        Some(name) if !configs.files.is_empty() => {
+            Some(configs.context(name).ok_or_else(|| {
+                CliError::usage(format!(
+                    "context {name:?} is not defined in {}; list the contexts with `rtctl config \
                  get-contexts`",
-                loaded.path.display()
-            ))
-        })?),
-        (Some(name), None) => {
+                    configs.describe()
+                ))
+            })?)
+        }
+        Some(name) => {
             return Err(CliError::usage(format!(
                 "context {name:?} was asked for, but there is no config file (looked for {}); \
                  create it or pass --config",
@@ -474,21 +612,73 @@ fn ask_password(user: &str, endpoints: &str) -> Result<String, CliError> {
     Ok(password.to_owned())
 }
 
-/// `rtctl config ...`: look at and switch contexts.
+/// `rtctl config ...`: look at, switch, create and delete contexts.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub(crate) enum ConfigCommand {
-    /// Show the settings rtctl would connect with (password hidden).
+    /// Show the settings rtctl would connect with (password hidden), the config files read
+    /// and which file each context comes from.
     View,
-    /// List the contexts of the config file.
+    /// List the contexts of the config files.
     GetContexts,
     /// Print the current context's name.
     CurrentContext,
-    /// Make NAME the current context (rewrites the config file).
+    /// Make NAME the current context (rewrites the config file that sets currentContext).
     UseContext {
         /// The context's name.
         #[arg(add = crate::complete::context_names())]
         name: String,
     },
+    /// Create the context NAME, or change the settings given of an existing one (the file and
+    /// its directory are created when missing, the file private: mode 0600).
+    #[command(after_help = "Examples:\n  rtctl config set-context prod --endpoints \
+                            https://etcd-1:2379,https://etcd-2:2379 --prefix /games \
+                            --current\n  rtctl config set-context prod --user ops \
+                            --password-file ~/.secrets/etcd\n  rtctl config set-context \
+                            local --timeout 5s\n\nThe key prefix is the --prefix flag: given here \
+                            (not through RTM_PREFIX) it is stored in the context.")]
+    SetContext(SetContextArgs),
+    /// Delete the context NAME (and unset currentContext if it was current).
+    DeleteContext {
+        /// The context's name.
+        name: String,
+    },
+}
+
+/// `rtctl config set-context` arguments: each given setting replaces the context's.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct SetContextArgs {
+    /// The context's name.
+    pub(crate) name: String,
+    /// etcd endpoints, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "URL,...")]
+    pub(crate) endpoints: Option<Vec<String>>,
+    // The key prefix comes from the global --prefix, stored only when it is on the command
+    // line (not from RTM_PREFIX): two flags cannot share the name.
+    /// etcd user.
+    #[arg(long)]
+    pub(crate) user: Option<String>,
+    /// File holding the user's password: it is read and the password stored in the context
+    /// (never give a password on the command line).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) password_file: Option<PathBuf>,
+    /// CA certificate (PEM) of etcd's server certificate.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Client certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cert_file: Option<PathBuf>,
+    /// Key (PEM) of the client certificate.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key_file: Option<PathBuf>,
+    /// Bound on one etcd request, e.g. 5s.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) timeout: Option<String>,
+    /// The Docker engine `rtctl logs` reads from, e.g. tcp://node-1:2375.
+    #[arg(long, value_name = "URL")]
+    pub(crate) docker_host: Option<String>,
+    /// Also make it the current context.
+    #[arg(long)]
+    pub(crate) current: bool,
 }
 
 /// `rtctl config ...`: one function per subcommand.
@@ -503,6 +693,11 @@ pub(crate) fn config_command(
         ConfigCommand::GetContexts => get_contexts(args, out),
         ConfigCommand::CurrentContext => current_context(args, out),
         ConfigCommand::UseContext { name } => use_context(args, name, out),
+        ConfigCommand::SetContext(set) => {
+            let prefix = explicit.prefix_flag.then(|| args.etcd.prefix.clone());
+            set_context(args, set, prefix, out)
+        }
+        ConfigCommand::DeleteContext { name } => delete_context(args, name, out),
     }
 }
 
@@ -558,27 +753,69 @@ fn view(args: &ConnectionArgs, explicit: &Explicit, out: &mut dyn Write) -> Resu
             .unwrap_or_else(none),
     ]);
     out.write_all(table.render().as_bytes())?;
+
+    // The merge: which files were read, and which file each context comes from.
+    let configs = Configs::load(args.config.as_deref(), true)?;
+    if configs.paths.is_empty() {
+        return Ok(());
+    }
+    let mut files = Table::new(["CONFIG FILE", "READ"]);
+    for path in &configs.paths {
+        let read = configs.files.iter().any(|loaded| &loaded.path == path);
+        files.row([
+            path.display().to_string(),
+            if read { "yes" } else { "no (missing)" }.to_owned(),
+        ]);
+    }
+    writeln!(out)?;
+    out.write_all(files.render().as_bytes())?;
+    let current = configs.current_context();
+    let mut contexts = Table::new(["CONTEXT", "FROM"]);
+    for (context, loaded) in configs.contexts() {
+        let star = if current.map(|(name, _)| name) == Some(context.name.as_str()) {
+            " (current)"
+        } else {
+            ""
+        };
+        contexts.row([
+            format!("{}{star}", context.name),
+            loaded.path.display().to_string(),
+        ]);
+    }
+    if let Some((name, loaded)) = current {
+        contexts.row([
+            format!("currentContext={name}"),
+            loaded.path.display().to_string(),
+        ]);
+    }
+    writeln!(out)?;
+    out.write_all(contexts.render().as_bytes())?;
     Ok(())
 }
 
-/// The names of the config file's contexts (none without a file), for completion.
+/// The names of the config files' contexts (none without a file), for completion.
 pub(crate) fn context_names(args: &ConnectionArgs) -> Result<Vec<String>, CliError> {
-    Ok(LoadedConfig::load(args.config.as_deref())?
-        .map(|loaded| loaded.file.contexts.into_iter().map(|c| c.name).collect())
-        .unwrap_or_default())
+    let configs = Configs::load(args.config.as_deref(), true)?;
+    Ok(configs
+        .contexts()
+        .into_iter()
+        .map(|(context, _)| context.name.clone())
+        .collect())
 }
 
-/// `rtctl config get-contexts`: the contexts of the config file, the current one starred.
+/// `rtctl config get-contexts`: the merged contexts of the config files, the current one
+/// starred, each with the file it comes from.
 fn get_contexts(args: &ConnectionArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let Some(loaded) = LoadedConfig::load(args.config.as_deref())? else {
+    let configs = Configs::load(args.config.as_deref(), false)?;
+    if configs.files.is_empty() {
         return Err(no_config_file());
-    };
+    }
     let current = args
         .context
         .clone()
-        .or_else(|| loaded.file.current_context.clone());
-    let mut table = Table::new(["CURRENT", "NAME", "ENDPOINTS", "PREFIX"]);
-    for context in &loaded.file.contexts {
+        .or_else(|| configs.current_context().map(|(name, _)| name.to_owned()));
+    let mut table = Table::new(["CURRENT", "NAME", "ENDPOINTS", "PREFIX", "FILE"]);
+    for (context, loaded) in configs.contexts() {
         table.row([
             if current.as_deref() == Some(context.name.as_str()) {
                 "*".into()
@@ -592,6 +829,7 @@ fn get_contexts(args: &ConnectionArgs, out: &mut dyn Write) -> Result<(), CliErr
                 .map(|e| e.to_vec().join(","))
                 .unwrap_or_else(|| "<default>".into()),
             context.prefix.clone().unwrap_or_else(|| "<default>".into()),
+            loaded.path.display().to_string(),
         ]);
     }
     out.write_all(table.render().as_bytes())?;
@@ -600,50 +838,345 @@ fn get_contexts(args: &ConnectionArgs, out: &mut dyn Write) -> Result<(), CliErr
 
 /// `rtctl config current-context`: the current context's name.
 fn current_context(args: &ConnectionArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let Some(loaded) = LoadedConfig::load(args.config.as_deref())? else {
+    let configs = Configs::load(args.config.as_deref(), false)?;
+    if configs.files.is_empty() {
         return Err(no_config_file());
-    };
-    match &loaded.file.current_context {
-        Some(name) => {
+    }
+    match configs.current_context() {
+        Some((name, _)) => {
             writeln!(out, "{name}")?;
             Ok(())
         }
         None => Err(CliError::usage(format!(
             "{} has no currentContext; set one with `rtctl config use-context NAME`",
-            loaded.path.display()
+            configs.describe()
         ))),
     }
 }
 
-/// `rtctl config use-context NAME`: rewrites the config file with NAME current.
+/// `rtctl config use-context NAME`: writes NAME as currentContext into the file that sets it
+/// (else the first of the list).
 fn use_context(args: &ConnectionArgs, name: &str, out: &mut dyn Write) -> Result<(), CliError> {
-    let Some(mut loaded) = LoadedConfig::load(args.config.as_deref())? else {
+    let configs = Configs::load(args.config.as_deref(), false)?;
+    if configs.files.is_empty() {
         return Err(no_config_file());
-    };
-    if loaded.context(name).is_none() {
+    }
+    if configs.context(name).is_none() {
         return Err(CliError::usage(format!(
             "context {name:?} is not defined in {}; list the contexts with `rtctl \
              config get-contexts`",
-            loaded.path.display()
+            configs.describe()
         )));
     }
-    loaded.file.current_context = Some(name.to_owned());
-    let text = serde_yaml::to_string(&loaded.file)
-        .map_err(|e| CliError::internal(format!("cannot print the config file: {e}")))?;
-    std::fs::write(&loaded.path, text).map_err(|e| {
+    set_current(&configs, Some(name))?;
+    writeln!(out, "Switched to context {name:?}.")?;
+    Ok(())
+}
+
+/// Writes `currentContext` (`None`: removes it) where the merge reads it from.
+fn set_current(configs: &Configs, name: Option<&str>) -> Result<PathBuf, CliError> {
+    let Some(mut home) = configs.home_of_current() else {
+        return Err(no_config_file());
+    };
+    home.file.current_context = name.map(str::to_owned);
+    save_config(&home)?;
+    Ok(home.path)
+}
+
+/// `rtctl config set-context NAME …`: creates the context or changes the settings given, in
+/// the file that defines it (else the first of the list, created when missing).
+fn set_context(
+    args: &ConnectionArgs,
+    set: &SetContextArgs,
+    prefix: Option<String>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    if set.name.trim().is_empty() {
+        return Err(CliError::usage("a context needs a name"));
+    }
+    let configs = Configs::load(args.config.as_deref(), true)?;
+    let Some(mut home) = configs.home_of(&set.name) else {
+        return Err(no_config_file());
+    };
+    let existed = home.context(&set.name).is_some();
+    let mut context = home
+        .context(&set.name)
+        .cloned()
+        .unwrap_or_else(|| NamedContext {
+            name: set.name.clone(),
+            ..NamedContext::default()
+        });
+    apply_settings(&mut context, set, prefix)?;
+    match home.file.contexts.iter_mut().find(|c| c.name == set.name) {
+        Some(slot) => *slot = context,
+        None => home.file.contexts.push(context),
+    }
+    save_config(&home)?;
+    let verb = if existed { "Changed" } else { "Created" };
+    writeln!(
+        out,
+        "{verb} context {:?} in {}.",
+        set.name,
+        home.path.display()
+    )?;
+    if set.current {
+        // Read again: the file just written may be the one that holds currentContext.
+        let configs = Configs::load(args.config.as_deref(), true)?;
+        set_current(&configs, Some(&set.name))?;
+        writeln!(out, "Switched to context {:?}.", set.name)?;
+    }
+    Ok(())
+}
+
+/// Puts the settings `set` gives into `context`: paths made absolute (a relative one would
+/// be read relative to the config file), the timeout checked, the password read from its file.
+fn apply_settings(
+    context: &mut NamedContext,
+    set: &SetContextArgs,
+    prefix: Option<String>,
+) -> Result<(), CliError> {
+    if let Some(endpoints) = &set.endpoints {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(CliError::usage(
+                "--endpoints names no endpoint; write them like http://127.0.0.1:2379",
+            ));
+        }
+        context.endpoints = Some(Endpoints::List(endpoints));
+    }
+    if let Some(prefix) = prefix {
+        context.prefix = Some(prefix);
+    }
+    if let Some(user) = &set.user {
+        context.user = Some(user.clone());
+    }
+    if let Some(file) = &set.password_file {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            CliError::usage(format!(
+                "cannot read the password file {}: {e}",
+                file.display()
+            ))
+        })?;
+        let password = text.trim_end_matches(['\n', '\r']);
+        if password.is_empty() {
+            return Err(CliError::usage(format!(
+                "the password file {} is empty",
+                file.display()
+            )));
+        }
+        context.password = Some(password.to_owned());
+    }
+    for (given, slot) in [
+        (&set.ca_file, &mut context.ca_file),
+        (&set.cert_file, &mut context.cert_file),
+        (&set.key_file, &mut context.key_file),
+    ] {
+        if let Some(path) = given {
+            *slot = Some(absolute(path));
+        }
+    }
+    if let Some(timeout) = &set.timeout {
+        match humantime::parse_duration(timeout) {
+            Ok(d) if !d.is_zero() => context.timeout = Some(timeout.clone()),
+            _ => {
+                return Err(CliError::usage(format!(
+                    "--timeout {timeout:?} is not a duration above 0; write it like 5s"
+                )));
+            }
+        }
+    }
+    if let Some(host) = &set.docker_host {
+        context.docker_host = Some(host.clone());
+    }
+    Ok(())
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    std::env::current_dir()
+        .map(|dir| dir.join(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `rtctl config delete-context NAME`: removes it from the file whose definition wins.
+fn delete_context(args: &ConnectionArgs, name: &str, out: &mut dyn Write) -> Result<(), CliError> {
+    let configs = Configs::load(args.config.as_deref(), false)?;
+    let Some((_, loaded)) = configs.context(name) else {
+        return Err(CliError::Missing {
+            message: format!(
+                "context {name:?} is not defined in {}; list the contexts with `rtctl config \
+                 get-contexts`",
+                if configs.paths.is_empty() {
+                    "any config file".to_owned()
+                } else {
+                    configs.describe()
+                }
+            ),
+        });
+    };
+    let mut home = loaded.clone();
+    home.file.contexts.retain(|c| c.name != name);
+    save_config(&home)?;
+    writeln!(
+        out,
+        "Deleted context {name:?} from {}.",
+        home.path.display()
+    )?;
+    // Read again: the current context may live in the file just written.
+    let configs = Configs::load(args.config.as_deref(), true)?;
+    if configs.current_context().map(|(current, _)| current) == Some(name) {
+        let path = set_current(&configs, None)?;
+        super::output::warn(&format!(
+            "{name:?} was the current context: {} now sets none; pick one with `rtctl config \
+             use-context NAME`",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Writes a config file back: the text edited in place when only `currentContext` changed
+/// (comments kept), else the whole file printed again (a warning says its comments are gone).
+/// A new file and its directory are created private (0600, 0700); an existing file keeps its
+/// mode. The file is replaced by a rename, so a failure never leaves half a file.
+fn save_config(loaded: &LoadedConfig) -> Result<(), CliError> {
+    let failed = |e: std::io::Error| {
         CliError::usage(format!(
             "cannot write the config file {}: {e}",
             loaded.path.display()
         ))
-    })?;
-    writeln!(out, "Switched to context {name:?}.")?;
+    };
+    let text = match edit_current_context(&loaded.text, &loaded.file) {
+        Some(text) => text,
+        None => {
+            if has_comments(&loaded.text) {
+                super::output::warn(&format!(
+                    "the comments of {} are not kept: rtctl rewrote the file",
+                    loaded.path.display()
+                ));
+            }
+            if loaded.file == ConfigFile::default() {
+                String::new()
+            } else {
+                serde_yaml::to_string(&loaded.file)
+                    .map_err(|e| CliError::internal(format!("cannot print the config file: {e}")))?
+            }
+        }
+    };
+    let path = &loaded.path;
+    let existing = match std::fs::metadata(path) {
+        Ok(metadata) if !metadata.is_file() => {
+            return Err(CliError::usage(format!(
+                "cannot write the config file {}: it is not a regular file; point --config / \
+                 {ENV_CONFIG} at a file",
+                path.display()
+            )));
+        }
+        Ok(metadata) => Some(metadata),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(failed(e)),
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir).map_err(failed)?;
+    }
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "config".into());
+    let temporary = dir.join(format!(".{file_name}.rtctl-{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mode = existing
+            .as_ref()
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o600);
+        options.mode(mode);
+    }
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        #[cfg(unix)]
+        if let Some(metadata) = &existing {
+            // `mode` at creation is masked by the umask; the old file's mode is kept exactly.
+            file.set_permissions(metadata.permissions())?;
+        }
+        Ok(())
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(e) = renamed {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(failed(e));
+    }
     Ok(())
+}
+
+/// `text` with its top-level `currentContext:` line set to what `wanted` says, when that is
+/// the only difference (checked by parsing the result); `None` when it cannot be done so.
+fn edit_current_context(text: &str, wanted: &ConfigFile) -> Option<String> {
+    let before = parse_config(text).ok()?;
+    let mut same_otherwise = before.clone();
+    same_otherwise.current_context = wanted.current_context.clone();
+    if &same_otherwise != wanted || text.trim().is_empty() {
+        return None;
+    }
+    let new_line = wanted
+        .current_context
+        .as_ref()
+        .map(|name| format!("currentContext: {}", quoted(name)));
+    let mut lines: Vec<String> = Vec::new();
+    let mut replaced = false;
+    for line in text.lines() {
+        if !replaced && line.starts_with("currentContext:") {
+            replaced = true;
+            if let Some(new_line) = &new_line {
+                lines.push(new_line.clone());
+            }
+        } else {
+            lines.push(line.to_owned());
+        }
+    }
+    if !replaced {
+        lines.insert(0, new_line?);
+    }
+    let mut edited = lines.join("\n");
+    edited.push('\n');
+    (parse_config(&edited).ok()? == *wanted).then_some(edited)
+}
+
+/// A YAML scalar for `name`: bare when it reads back as the same string.
+fn quoted(name: &str) -> String {
+    match serde_yaml::from_str::<String>(name) {
+        Ok(back) if back == name && !name.contains(['#', ':']) => name.to_owned(),
+        _ => serde_json::to_string(name).unwrap_or_else(|_| format!("{name:?}")),
+    }
+}
+
+fn has_comments(text: &str) -> bool {
+    text.lines()
+        .any(|line| line.trim_start().starts_with('#') || line.contains(" #"))
 }
 
 fn no_config_file() -> CliError {
     CliError::usage(format!(
         "no config file found (looked at --config, {ENV_CONFIG} and {}); create one with \
-         named contexts (see `rtctl config --help`)",
+         `rtctl config set-context NAME --endpoints URL`",
         default_config_path()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "~/.config/rtmanager/config.yaml".into())
@@ -764,5 +1297,197 @@ contexts:
     fn an_empty_config_file_is_an_empty_config() {
         assert_eq!(parse_config("").unwrap(), ConfigFile::default());
         assert!(parse_config("contexts: [{name: a}, {name: a}]").is_err());
+    }
+
+    /// Two config files in one temporary directory, and the list naming both (`a:b`).
+    fn two_files(
+        a: Option<&str>,
+        b: Option<&str>,
+    ) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path_a = dir.path().join("a.yaml");
+        let path_b = dir.path().join("b.yaml");
+        if let Some(text) = a {
+            std::fs::write(&path_a, text).unwrap();
+        }
+        if let Some(text) = b {
+            std::fs::write(&path_b, text).unwrap();
+        }
+        let list = PathBuf::from(std::env::join_paths([&path_a, &path_b]).unwrap());
+        (dir, path_a, path_b, list)
+    }
+
+    fn read(path: &Path) -> ConfigFile {
+        parse_config(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    const A: &str = "# team settings\ncontexts:\n  - name: shared\n    prefix: /from-a\n  - name: only-a\n    endpoints: [https://e:2379]\n    caFile: ca.pem\n";
+    const B: &str = "currentContext: shared\ncontexts:\n  - name: shared\n    prefix: /from-b\n  - name: only-b\n    prefix: /b\n";
+
+    #[test]
+    fn a_list_merges_first_current_context_and_first_definition_of_each_name() {
+        let (dir, path_a, path_b, list) = two_files(Some(A), Some(B));
+        let configs = Configs::load(Some(&list), false).unwrap();
+        let (current, from) = configs.current_context().unwrap();
+        assert_eq!((current, from.path.as_path()), ("shared", path_b.as_path()));
+        let names: Vec<(&str, &Path)> = configs
+            .contexts()
+            .into_iter()
+            .map(|(c, l)| (c.name.as_str(), l.path.as_path()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("shared", path_a.as_path()),
+                ("only-a", path_a.as_path()),
+                ("only-b", path_b.as_path())
+            ]
+        );
+        // The current context is named by b, defined first by a: a's settings win.
+        let resolved = resolve(&args(Some(list.clone()), None), &Explicit::default()).unwrap();
+        assert_eq!(resolved.keys.prefix(), "/from-a");
+        assert_eq!(resolved.config_path.as_deref(), Some(path_a.as_path()));
+        // Relative paths are relative to the file that defines the context.
+        let resolved = resolve(&args(Some(list), Some("only-a")), &Explicit::default());
+        assert_eq!(
+            resolved.unwrap().etcd.tls.unwrap().ca_file,
+            dir.path().join("ca.pem")
+        );
+    }
+
+    #[test]
+    fn missing_files_of_a_list_are_skipped_but_a_lone_file_must_exist() {
+        let (_dir, _a, path_b, list) = two_files(None, Some(B));
+        let resolved = resolve(&args(Some(list.clone()), None), &Explicit::default()).unwrap();
+        assert_eq!(resolved.keys.prefix(), "/from-b");
+        let configs = Configs::load(Some(&list), false).unwrap();
+        assert_eq!(configs.files.len(), 1);
+        assert_eq!(configs.files[0].path, path_b);
+        let (_dir, path_a, _b, _list) = two_files(None, None);
+        assert!(Configs::load(Some(&path_a), false).is_err());
+        assert!(Configs::load(Some(&path_a), true).unwrap().files.is_empty());
+    }
+
+    #[test]
+    fn use_context_writes_where_current_context_is_set_keeping_comments() {
+        let (_dir, path_a, path_b, list) = two_files(Some(A), Some(B));
+        let mut out = Vec::new();
+        use_context(&args(Some(list.clone()), None), "only-a", &mut out).unwrap();
+        assert_eq!(read(&path_b).current_context.as_deref(), Some("only-a"));
+        assert_eq!(
+            std::fs::read_to_string(&path_a).unwrap(),
+            A,
+            "a is untouched"
+        );
+        // Without any currentContext, it goes to the first file, comments kept.
+        let (_dir, path_a, path_b, list) = two_files(Some(A), Some("contexts: []\n"));
+        use_context(&args(Some(list), None), "only-a", &mut out).unwrap();
+        let text = std::fs::read_to_string(&path_a).unwrap();
+        assert!(
+            text.starts_with("currentContext: only-a\n# team settings\n"),
+            "{text}"
+        );
+        assert_eq!(read(&path_b), ConfigFile::default());
+        let error = use_context(&args(Some(path_a), None), "nope", &mut out).unwrap_err();
+        assert!(matches!(error, CliError::Usage { .. }), "{error}");
+    }
+
+    #[test]
+    fn set_context_changes_only_the_settings_given_in_the_defining_file() {
+        let (dir, path_a, path_b, list) = two_files(Some(A), Some(B));
+        let mut out = Vec::new();
+        let set = SetContextArgs {
+            name: "only-b".into(),
+            endpoints: Some(vec!["http://e1:2379".into(), " http://e2:2379".into()]),
+            timeout: Some("4s".into()),
+            ..SetContextArgs::default()
+        };
+        set_context(&args(Some(list.clone()), None), &set, None, &mut out).unwrap();
+        let b = read(&path_b);
+        let only_b = b.contexts.iter().find(|c| c.name == "only-b").unwrap();
+        assert_eq!(only_b.prefix.as_deref(), Some("/b"), "kept");
+        assert_eq!(
+            only_b.endpoints,
+            Some(Endpoints::List(vec![
+                "http://e1:2379".into(),
+                "http://e2:2379".into()
+            ]))
+        );
+        assert_eq!(only_b.timeout.as_deref(), Some("4s"));
+        assert_eq!(b.current_context.as_deref(), Some("shared"), "kept");
+        assert_eq!(std::fs::read_to_string(&path_a).unwrap(), A);
+
+        // A new context goes to the first file; --current moves currentContext where it is set.
+        let password = dir.path().join("pw");
+        std::fs::write(&password, "s3cret\n").unwrap();
+        let set = SetContextArgs {
+            name: "new".into(),
+            user: Some("ops".into()),
+            password_file: Some(password),
+            current: true,
+            ..SetContextArgs::default()
+        };
+        set_context(&args(Some(list), None), &set, Some("/p".into()), &mut out).unwrap();
+        let a = read(&path_a);
+        let new = a.contexts.iter().find(|c| c.name == "new").unwrap();
+        assert_eq!(new.user.as_deref(), Some("ops"));
+        assert_eq!(new.password.as_deref(), Some("s3cret"));
+        assert_eq!(new.prefix.as_deref(), Some("/p"));
+        assert_eq!(read(&path_b).current_context.as_deref(), Some("new"));
+        assert_eq!(a.current_context, None);
+        let bad = SetContextArgs {
+            name: "x".into(),
+            timeout: Some("soon".into()),
+            ..SetContextArgs::default()
+        };
+        assert!(set_context(&args(Some(path_a), None), &bad, None, &mut out).is_err());
+    }
+
+    #[test]
+    fn set_context_creates_a_private_file_and_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/dir/config.yaml");
+        let set = SetContextArgs {
+            name: "local".into(),
+            endpoints: Some(vec!["http://127.0.0.1:2379".into()]),
+            ca_file: Some(PathBuf::from("rel/ca.pem")),
+            ..SetContextArgs::default()
+        };
+        let mut out = Vec::new();
+        set_context(&args(Some(path.clone()), None), &set, None, &mut out).unwrap();
+        let file = read(&path);
+        assert_eq!(file.contexts.len(), 1);
+        assert!(file.contexts[0].ca_file.as_ref().unwrap().is_absolute());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("Created context \"local\"")
+        );
+    }
+
+    #[test]
+    fn delete_context_removes_the_winning_definition_and_unsets_current() {
+        let (_dir, path_a, path_b, list) = two_files(Some(A), Some(B));
+        let mut out = Vec::new();
+        delete_context(&args(Some(list.clone()), None), "shared", &mut out).unwrap();
+        let a = read(&path_a);
+        assert!(a.contexts.iter().all(|c| c.name != "shared"));
+        let b = read(&path_b);
+        assert_eq!(b.contexts.len(), 2, "b's own definition stays");
+        assert_eq!(b.current_context, None, "it was current");
+        let error = delete_context(&args(Some(list), None), "nope", &mut out).unwrap_err();
+        assert_eq!(error.exit_code(), super::super::error::exit::NOT_FOUND);
+    }
+
+    #[test]
+    fn writes_refuse_what_is_not_a_regular_file() {
+        let loaded = LoadedConfig::empty(Path::new("/dev/null"));
+        assert!(save_config(&loaded).is_err());
     }
 }

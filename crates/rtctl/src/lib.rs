@@ -39,6 +39,10 @@
 //! - `client` — the etcd client of one command: typed reads and writes, error mapping;
 //!   `client::watch` the watch that rides out etcd outages
 //! - `input` — reading `-f FILE|DIR|-`
+//! - `explain` — `explain`: the documentation of a resource's fields, from the CRD schemas
+//! - `version` — `version`: rtctl's version and the live controllers' (from their heartbeats)
+//! - `plugin` — `rtctl-*` programs on PATH run as `rtctl *`; `plugin list`
+//! - `man` — the man pages, generated from the command line's definitions (`__man DIR`)
 //! - `output` — tables, ages, warnings
 //! - [`error`] — `CliError` and the exit codes
 //!
@@ -58,15 +62,18 @@ mod describe;
 mod edit;
 pub mod error;
 mod events;
+mod explain;
 mod get;
 mod history;
 mod input;
 mod label;
 mod logs;
+mod man;
 mod mutate;
 mod node;
 mod output;
 mod patch;
+mod plugin;
 mod prepull;
 mod request;
 mod resource;
@@ -76,6 +83,7 @@ mod session;
 mod shape;
 mod state;
 mod target;
+mod version;
 mod wait;
 
 use std::ffi::OsString;
@@ -266,6 +274,36 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Explain a resource's fields (from the schema generated from the types).
+    #[command(
+        after_help = "Examples:\n  rtctl explain gameruntime\n  rtctl explain \
+                            gr.spec.ports\n  rtctl explain gameruntime.spec --recursive\n  \
+                            rtctl explain budget.spec.maxUnavailable"
+    )]
+    Explain(explain::ExplainArgs),
+    /// Print rtctl's version and that of every live controller (warning about skew).
+    #[command(
+        after_help = "Examples:\n  rtctl version\n  rtctl version --client\n  rtctl \
+                            version -o json"
+    )]
+    Version(version::VersionArgs),
+    /// Work with plugins: programs named rtctl-NAME on PATH, run as `rtctl NAME`.
+    #[command(
+        after_help = "Examples:\n  rtctl plugin list\n  rtctl hello a b    # runs \
+                            rtctl-hello a b"
+    )]
+    Plugin {
+        #[command(subcommand)]
+        command: plugin::PluginCommand,
+    },
+    /// Write the man pages (one per command) into a directory.
+    #[command(
+        name = "__man",
+        hide = true,
+        after_help = "Examples:\n  rtctl __man \
+                            /usr/local/share/man/man1"
+    )]
+    Man(man::ManArgs),
 }
 
 /// Shells `completion` writes scripts for.
@@ -314,7 +352,11 @@ impl Command {
             | Command::Diff(_)
             | Command::Crd
             | Command::Completion { .. }
-            | Command::Config { .. } => Vec::new(),
+            | Command::Config { .. }
+            | Command::Explain(_)
+            | Command::Version(_)
+            | Command::Plugin { .. }
+            | Command::Man(_) => Vec::new(),
         }
     }
 
@@ -368,7 +410,11 @@ where
 /// The whole of `rtctl`: parse the process's arguments and run.
 pub fn main() -> ExitCode {
     complete::answer_if_asked();
-    match parse_from(std::env::args_os()) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(code) = plugin::dispatch(&args) {
+        return code;
+    }
+    match parse_from(args) {
         Ok(cli) => run(cli),
         Err(error) => {
             // clap's own layout (usage and a hint); help and version go to stdout with 0.
@@ -438,6 +484,12 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             context::config_command(command, &cli.connection, &explicit, out)?;
             return Ok(Outcome::Success);
         }
+        Command::Explain(args) => return explain::explain(args, out),
+        Command::Version(args) => {
+            return version::version(args, &cli.connection, &explicit, out).await;
+        }
+        Command::Plugin { command } => return plugin::plugin_command(command, out),
+        Command::Man(args) => return man::man(args, out),
         _ => {}
     }
 
@@ -530,7 +582,13 @@ async fn execute(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             label::label(&client, args, label::Field::Annotations, out).await
         }
         Command::Patch(args) => patch::patch(&client, args, out).await,
-        Command::Crd | Command::Completion { .. } | Command::Config { .. } => Ok(Outcome::Success),
+        Command::Crd
+        | Command::Completion { .. }
+        | Command::Config { .. }
+        | Command::Explain(_)
+        | Command::Version(_)
+        | Command::Plugin { .. }
+        | Command::Man(_) => Ok(Outcome::Success),
     }
 }
 

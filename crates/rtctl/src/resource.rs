@@ -55,6 +55,15 @@ impl Kind {
         self.words()[0]
     }
 
+    /// The kind's name in YAML (`kind:`).
+    pub(crate) fn kind_name(self) -> &'static str {
+        match self {
+            Kind::Game => "GameRuntime",
+            Kind::Budget => "GameDisruptionBudget",
+            Kind::Node => "Node",
+        }
+    }
+
     /// Checks a name of this kind before it becomes part of a key.
     pub(crate) fn check_name(self, name: &str) -> Result<(), CliError> {
         match self {
