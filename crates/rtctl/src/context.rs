@@ -617,12 +617,19 @@ fn ask_password(user: &str, endpoints: &str) -> Result<String, CliError> {
 pub(crate) enum ConfigCommand {
     /// Show the settings rtctl would connect with (password hidden), the config files read
     /// and which file each context comes from.
+    #[command(
+        after_help = "Examples:\n  rtctl config view\n  rtctl --context prod config \
+                            view"
+    )]
     View,
     /// List the contexts of the config files.
+    #[command(after_help = "Examples:\n  rtctl config get-contexts")]
     GetContexts,
     /// Print the current context's name.
+    #[command(after_help = "Examples:\n  rtctl config current-context")]
     CurrentContext,
     /// Make NAME the current context (rewrites the config file that sets currentContext).
+    #[command(after_help = "Examples:\n  rtctl config use-context prod")]
     UseContext {
         /// The context's name.
         #[arg(add = crate::complete::context_names())]
@@ -638,8 +645,10 @@ pub(crate) enum ConfigCommand {
                             (not through RTM_PREFIX) it is stored in the context.")]
     SetContext(SetContextArgs),
     /// Delete the context NAME (and unset currentContext if it was current).
+    #[command(after_help = "Examples:\n  rtctl config delete-context staging")]
     DeleteContext {
         /// The context's name.
+        #[arg(add = crate::complete::context_names())]
         name: String,
     },
 }

@@ -126,6 +126,10 @@ pub(crate) enum Command {
     )]
     Apply(apply::ApplyArgs),
     /// Show how files differ from the live games (exit 0: none, 1: differences, >1: error).
+    #[command(
+        after_help = "Examples:\n  rtctl diff -f arena.yaml\n  rtctl diff -f games/ -R \
+                            && echo 'nothing to apply'"
+    )]
     Diff(apply::DiffArgs),
     /// List games (or disruption budgets: `get budgets`; nodes: `get nodes`), or follow
     /// their changes with -w.
@@ -155,11 +159,19 @@ pub(crate) enum Command {
     )]
     Release(session::ReleaseArgs),
     /// Follow or undo a rollout over many games.
+    #[command(
+        after_help = "Examples:\n  rtctl rollout status -l tier=ranked -w\n  rtctl \
+                            rollout undo arena-1"
+    )]
     Rollout {
         #[command(subcommand)]
         command: rollout::RolloutCommand,
     },
     /// Show a game's operation log, newest first.
+    #[command(
+        after_help = "Examples:\n  rtctl history arena-1\n  rtctl history arena-1 \
+                            --limit 50 -o json"
+    )]
     History(history::HistoryArgs),
     /// Show what the controllers observed lately (back-offs, failing health checks, deferred
     /// updates, leases held long), each with how many times; -w follows them.
@@ -188,6 +200,7 @@ pub(crate) enum Command {
     #[command(after_help = "Examples:\n  rtctl cordon node-a --ref MAINT-7")]
     Cordon(node::CordonArgs),
     /// Let a node take games again (a drain under way stops): deletes cordons/NODE.
+    #[command(after_help = "Examples:\n  rtctl uncordon node-a")]
     Uncordon(node::CordonArgs),
     /// Move every game off a node: cordons it for draining, then waits until no game is
     /// assigned there (games in session finish their match first, until --deadline).
@@ -209,6 +222,10 @@ pub(crate) enum Command {
     )]
     Stop(state::StopArgs),
     /// Ask for the game's container to run: sets spec.state to Running.
+    #[command(
+        after_help = "Examples:\n  rtctl start arena-1\n  rtctl start -l tier=casual \
+                            --wait\n  rtctl start --all"
+    )]
     Start(state::StateArgs),
     /// Delete games (or a disruption budget: `delete budget NAME`); the controller then
     /// removes their containers.
@@ -256,6 +273,10 @@ pub(crate) enum Command {
     Patch(patch::PatchArgs),
     /// Print the CustomResourceDefinitions of GameRuntime and GameDisruptionBudget (generated
     /// from the types).
+    #[command(
+        after_help = "Examples:\n  rtctl crd > crds.yaml\n  rtctl crd | kubectl apply \
+                            --dry-run=client -f -"
+    )]
     Crd,
     /// Print a shell completion script: it asks rtctl itself what to offer (game, budget,
     /// node and context names, label keys, flags), so load it when the shell starts.
@@ -269,7 +290,12 @@ pub(crate) enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
-    /// Look at and switch the contexts of the config file.
+    /// Look at, switch, create and delete the contexts of the config files.
+    #[command(
+        after_help = "Examples:\n  rtctl config view\n  rtctl config get-contexts\n  \
+                            rtctl config use-context prod\n  RTMCONFIG=~/a.yaml:~/b.yaml rtctl \
+                            config view"
+    )]
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
@@ -628,6 +654,29 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_examples_in_its_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in command.get_subcommands() {
+                if sub.is_hide_set() || sub.get_name() == "help" {
+                    continue;
+                }
+                let path = format!("{path} {}", sub.get_name());
+                let help = sub
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                if !help.contains("Examples:\n  rtctl") && !help.contains("Examples:\n  echo") {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&command(), "rtctl", &mut missing);
+        assert!(missing.is_empty(), "no examples in --help: {missing:?}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ const PLUGIN_PREFIX: &str = "rtctl-";
 pub(crate) enum PluginCommand {
     /// List the rtctl-* programs on PATH (warning about those that cannot run: shadowed by a
     /// built-in command or by an earlier PATH entry).
+    #[command(after_help = "Examples:\n  rtctl plugin list")]
     List,
 }
 
