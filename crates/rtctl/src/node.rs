@@ -22,7 +22,7 @@ use super::error::{CliError, Outcome, one_line};
 use super::get::games::{games_from, sessions_from};
 use super::get::{GetArgs, OutputFormat, Selector};
 use super::output::{Table, age_since, note, warn};
-use super::shape;
+use super::shape::{self, WatchEvent};
 use rtm_core::model::validate::is_dns1123_subdomain;
 use rtm_core::model::{Cpus, GameRuntime, Memory, Session, Timestamp};
 use rtm_core::placement::Needs;
@@ -478,13 +478,7 @@ fn print_change(
     table: &mut Table,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let object = || -> Result<serde_json::Value, CliError> {
-        let value = serde_json::to_value(NodeOutput::of(node)).map_err(json_error)?;
-        Ok(match event {
-            Some(event) => serde_json::json!({ "type": event, "object": value }),
-            None => value,
-        })
-    };
+    let value = || serde_json::to_value(NodeOutput::of(node)).map_err(json_error);
     match format {
         OutputFormat::Table | OutputFormat::Wide => {
             let mut cells = row(node, format == OutputFormat::Wide, SystemTime::now());
@@ -493,10 +487,31 @@ fn print_change(
             }
             out.write_all(table.render_row(&cells).as_bytes())?;
         }
-        OutputFormat::Json => writeln!(out, "{}", object()?)?,
+        OutputFormat::Json => match event {
+            Some(event) => writeln!(
+                out,
+                "{}",
+                WatchEvent {
+                    event,
+                    object: value()?
+                }
+                .to_line()
+            )?,
+            None => {
+                let line = serde_json::to_string(&NodeOutput::of(node)).map_err(json_error)?;
+                writeln!(out, "{line}")?;
+            }
+        },
         OutputFormat::Yaml => {
             writeln!(out, "---")?;
-            let text = serde_yaml::to_string(&object()?).map_err(json_error)?;
+            let text = match event {
+                Some(event) => serde_yaml::to_string(&WatchEvent {
+                    event,
+                    object: value()?,
+                }),
+                None => serde_yaml::to_string(&NodeOutput::of(node)),
+            }
+            .map_err(json_error)?;
             out.write_all(text.as_bytes())?;
         }
         OutputFormat::Name => match event {

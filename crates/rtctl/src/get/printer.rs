@@ -8,7 +8,7 @@ use super::games::{InvalidGame, Shown, warn_invalid};
 use super::row::{ADDRESS_COLUMN, CONTAINER_COLUMN, SESSION_COLUMN, headers, invalid_row, row};
 use crate::error::CliError;
 use crate::output::{SHORT_ID, Table};
-use crate::shape::{self, LabelColumns, Output};
+use crate::shape::{self, LabelColumns, Output, WatchEvent};
 use rtm_core::model::parse::to_yaml;
 use rtm_core::model::{GameRuntime, Session};
 use rtm_core::records::nodes::Assignment;
@@ -39,11 +39,6 @@ fn json(value: &impl serde::Serialize) -> Result<String, CliError> {
 /// A document as a JSON value (for the shaped formats and the watch's lines).
 pub(crate) fn json_value(doc: &GameRuntime) -> Result<Value, CliError> {
     serde_json::to_value(doc).map_err(|e| CliError::internal(format!("cannot print JSON: {e}")))
-}
-
-/// What a game's document is wrapped in on a watch line with `--output-watch-events`.
-fn event_value(event: &str, object: Value) -> Value {
-    serde_json::json!({ "type": event, "object": object })
 }
 
 /// The kind of the list the JSON output and the templates see.
@@ -357,7 +352,10 @@ impl Printer {
             Output::Builtin(OutputFormat::Yaml) => {
                 writeln!(out, "---")?;
                 if self.events {
-                    let wrapped = event_value(event, json_value(doc)?);
+                    let wrapped = WatchEvent {
+                        event,
+                        object: json_value(doc)?,
+                    };
                     let text = serde_yaml::to_string(&wrapped)
                         .map_err(|e| CliError::internal(format!("cannot print YAML: {e}")))?;
                     out.write_all(text.as_bytes())?;
@@ -366,16 +364,29 @@ impl Printer {
                 }
             }
             Output::Builtin(OutputFormat::Json) => {
-                let mut value = json_value(doc)?;
+                let value = json_value(doc)?;
                 if self.events {
-                    value = event_value(event, value);
+                    writeln!(
+                        out,
+                        "{}",
+                        WatchEvent {
+                            event,
+                            object: value
+                        }
+                        .to_line()
+                    )?;
+                } else {
+                    writeln!(out, "{value}")?;
                 }
-                writeln!(out, "{value}")?;
             }
             Output::JsonPath(template) => {
                 let mut value = json_value(doc)?;
                 if self.events {
-                    value = event_value(event, value);
+                    value = WatchEvent {
+                        event,
+                        object: value,
+                    }
+                    .to_value();
                 }
                 let text = template.render(&value);
                 out.write_all(text.as_bytes())?;

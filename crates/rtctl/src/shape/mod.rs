@@ -249,6 +249,27 @@ pub(crate) fn list_value(list_kind: &str, items: &[Value]) -> Value {
     })
 }
 
+/// A watch line's object with `--output-watch-events`: `{"type": EVENT, "object": …}`, the
+/// type first (as a struct: JSON maps here sort their keys).
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct WatchEvent<'e> {
+    #[serde(rename = "type")]
+    pub(crate) event: &'e str,
+    pub(crate) object: Value,
+}
+
+impl WatchEvent<'_> {
+    /// As a value, for a template.
+    pub(crate) fn to_value(&self) -> Value {
+        serde_json::json!({ "type": self.event, "object": self.object })
+    }
+
+    /// As one compact JSON line's text.
+    pub(crate) fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// Parses `--sort-by` (a path, braces optional).
 pub(crate) fn parse_sort_by(text: &str) -> Result<Template, String> {
     Template::parse_path_or_template(text).map_err(|e| e.0)
