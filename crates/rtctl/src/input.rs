@@ -175,6 +175,21 @@ fn read_bounded(reader: impl Read, source: &str) -> Result<String, CliError> {
         .map_err(|_| CliError::invalid(format!("{source} is not UTF-8 text; nothing was written")))
 }
 
+/// Reads a small file given to a flag (a template, a patch), refusing one over `limit` bytes
+/// (a huge or endless one, `/dev/zero`, is not read whole) or not UTF-8; the reason as text.
+pub(crate) fn read_small(path: &Path, limit: usize) -> Result<String, String> {
+    let source = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {source}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {source}: {e}"))?;
+    if bytes.len() > limit {
+        return Err(format!("{source} is larger than {limit} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{source} is not UTF-8 text"))
+}
+
 fn read_error(path: &Path, error: &std::io::Error) -> CliError {
     CliError::invalid(format!(
         "cannot read {}: {error}; check the path given to -f",

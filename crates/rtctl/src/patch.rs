@@ -90,9 +90,8 @@ fn read_patch(args: &PatchArgs) -> Result<Value, CliError> {
                 .map_err(|e| CliError::invalid(format!("cannot read the patch from stdin: {e}")))?;
                 text
             } else {
-                std::fs::read_to_string(path).map_err(|e| {
-                    CliError::invalid(format!("cannot read the patch file {source}: {e}"))
-                })?
+                crate::input::read_small(path, MAX_DOCUMENT_BYTES)
+                    .map_err(|why| CliError::invalid(format!("cannot use the patch file: {why}")))?
             };
             (text, source)
         }

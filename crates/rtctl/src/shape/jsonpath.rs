@@ -80,9 +80,13 @@ impl std::fmt::Display for TemplateError {
 }
 
 impl Template {
-    /// Parses a template: text with `{…}` expressions.
+    /// Parses a template: text with `{…}` expressions, at most [`MAX_DEPTH`] brackets deep.
     pub(crate) fn parse(text: &str) -> Result<Template, TemplateError> {
         let bad = |why: &str| TemplateError(format!("invalid jsonpath template {text:?}: {why}"));
+        if nesting(text) > MAX_DEPTH {
+            // Filters nest by recursion: a bound keeps a template from exhausting the stack.
+            return Err(bad(&format!("it nests deeper than {MAX_DEPTH} brackets")));
+        }
         let mut stack: Vec<(Path, Vec<Part>)> = Vec::new();
         let mut parts = Vec::new();
         let mut rest = text;
@@ -185,6 +189,30 @@ fn collect_parts<'v>(parts: &[Part], root: &'v Value, here: &'v Value, found: &m
             }
         }
     }
+}
+
+/// How deep brackets, parentheses and braces may nest in a template.
+pub(crate) const MAX_DEPTH: usize = 32;
+
+/// How deep brackets, parentheses and braces nest in `text` (quotes skipped).
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut deepest, mut quote) = (0usize, 0usize, None::<char>);
+    for c in text.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '[' | '(' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ']' | ')' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    deepest
 }
 
 /// How a found value prints: a string bare, anything else as compact JSON.
@@ -677,7 +705,9 @@ mod tests {
 
     #[test]
     fn broken_templates_are_refused_with_the_reason() {
+        let deep = format!("{{.items{}{}}}", "[?(@.a".repeat(40), ")]".repeat(40));
         for (template, why) in [
+            (deep.as_str(), "nests deeper than 32"),
             ("{.items[0}", "not closed"),
             ("{.metadata.name", "not closed"),
             ("{range .items[*]}{.x}", "without its {end}"),

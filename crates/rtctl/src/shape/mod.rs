@@ -20,6 +20,9 @@ use crate::error::CliError;
 use crate::get::OutputFormat;
 use crate::output::Table;
 
+/// The longest template or columns file read (a template is a line, not a document).
+pub(crate) const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+
 /// What `-o` asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Output {
@@ -83,7 +86,7 @@ pub(crate) fn parse_output(text: &str) -> Result<Output, String> {
         return Ok(Output::Builtin(format));
     }
     let read =
-        |path: &str| std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"));
+        |path: &str| crate::input::read_small(std::path::Path::new(path), MAX_TEMPLATE_BYTES);
     let (kind, value) = text
         .split_once('=')
         .ok_or_else(|| format!("unknown output format {text:?}; the formats are {OUTPUT_HELP}"))?;
