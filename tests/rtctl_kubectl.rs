@@ -304,6 +304,18 @@ async fn jsonpath_custom_columns_sort_and_label_columns_shape_the_output() {
             .ends_with("TIER     REGION"),
         "{header}"
     );
+    assert_eq!(
+        rtctl.ok(&[
+            "get",
+            "-o",
+            "name",
+            "--field-selector",
+            "status.phase=Running,metadata.labels.region!=ap"
+        ]),
+        "gameruntime/s1\n"
+    );
+    let bad = rtctl.fails(&["get", "--field-selector", "status.phase"], exit::USAGE);
+    assert!(bad.stderr.contains("PATH=VALUE"), "{bad:?}");
     let bad = rtctl.fails(&["get", "-o", "jsonpath={.items["], exit::USAGE);
     assert!(bad.stderr.contains("invalid jsonpath template"), "{bad:?}");
     let bad = rtctl.fails(&["get", "-o", "yml"], exit::USAGE);

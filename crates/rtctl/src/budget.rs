@@ -253,6 +253,9 @@ pub(crate) async fn get(
             .collect()
     };
     shown.retain(|b| selector.matches(&b.metadata.labels));
+    if let Some(fields) = &args.field_selector {
+        shown.retain(|b| fields.matches(&serde_json::to_value(b).unwrap_or_default()));
+    }
     if let Some(sort_by) = &args.sort_by {
         shape::sort_by_path(&mut shown, sort_by, |b| {
             serde_json::to_value(b).unwrap_or_default()

@@ -41,6 +41,10 @@ pub(crate) struct GetArgs {
     /// !key; comma-separated, all must hold.
     #[arg(short = 'l', long, value_name = "SELECTOR", add = crate::complete::label_selectors())]
     pub(crate) selector: Option<String>,
+    /// Field selector: PATH=VALUE, PATH!=VALUE over the object's fields, comma-separated
+    /// (e.g. `status.phase=Running,spec.node!=node-a`).
+    #[arg(long, value_name = "SELECTOR", value_parser = shape::FieldSelector::parse)]
+    pub(crate) field_selector: Option<shape::FieldSelector>,
     /// Sort by the value a JSONPath finds in each object (e.g. `.status.restartCount`,
     /// `{.metadata.name}`).
     #[arg(long, value_name = "JSONPATH", value_parser = shape::parse_sort_by)]
@@ -176,6 +180,13 @@ async fn list(
     let listings = read(client, names).await?;
     let (games, invalid) = games_from(client, &listings[0], &listings[1]);
     let mut shown = select(&games, &invalid, names, selector);
+    if let Some(fields) = &args.field_selector {
+        // An invalid game has no fields to read: like a label selector, it is left out.
+        shown.retain(|shown| match shown {
+            Shown::Valid(doc) => fields.matches(&printer::json_value(doc).unwrap_or_default()),
+            Shown::Invalid(..) => false,
+        });
+    }
     if let Some(sort_by) = &args.sort_by {
         shape::sort_by_path(&mut shown, sort_by, |shown| match shown {
             Shown::Valid(doc) => printer::json_value(doc).unwrap_or_default(),

@@ -426,6 +426,11 @@ pub(crate) async fn get(
             .collect()
     };
     shown.retain(|n| selector.matches(&n.record.labels));
+    if let Some(fields) = &args.field_selector {
+        shown.retain(|n| {
+            fields.matches(&serde_json::to_value(NodeOutput::of(n)).unwrap_or_default())
+        });
+    }
     if let Some(sort_by) = &args.sort_by {
         shape::sort_by_path(&mut shown, sort_by, |n| {
             serde_json::to_value(NodeOutput::of(n)).unwrap_or_default()

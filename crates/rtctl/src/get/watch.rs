@@ -46,7 +46,11 @@ pub(super) async fn watch(
     if !args.watch_only {
         print_initial(client, &known, args, names, selector, &mut printer, out)?;
     }
-    let wanted = Wanted { names, selector };
+    let wanted = Wanted {
+        names,
+        selector,
+        fields: args.field_selector.as_ref(),
+    };
     tokio::pin!(shutdown);
     loop {
         let item = tokio::select! {
@@ -78,6 +82,7 @@ struct Known {
 struct Wanted<'w> {
     names: &'w [String],
     selector: &'w Selector,
+    fields: Option<&'w crate::shape::FieldSelector>,
 }
 
 impl Wanted<'_> {
@@ -86,12 +91,16 @@ impl Wanted<'_> {
     }
 
     fn doc(&self, name: &str, doc: &GameRuntime) -> bool {
-        self.named(name) && self.selector.matches(&doc.metadata.labels)
+        self.named(name)
+            && self.selector.matches(&doc.metadata.labels)
+            && self.fields.is_none_or(|fields| {
+                fields.matches(&super::printer::json_value(doc).unwrap_or_default())
+            })
     }
 
-    /// An invalid game has no labels to match: shown unless a selector is given.
+    /// An invalid game has no labels or fields to match: shown unless a selector is given.
     fn invalid(&self, name: &str) -> bool {
-        self.named(name) && self.selector.0.is_empty()
+        self.named(name) && self.selector.0.is_empty() && self.fields.is_none()
     }
 }
 
@@ -106,6 +115,14 @@ fn print_initial(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let mut shown = select(&known.games, &known.invalid, names, selector);
+    if let Some(fields) = &args.field_selector {
+        shown.retain(|shown| match shown {
+            Shown::Valid(doc) => {
+                fields.matches(&super::printer::json_value(doc).unwrap_or_default())
+            }
+            Shown::Invalid(..) => false,
+        });
+    }
     if let Some(sort_by) = &args.sort_by {
         crate::shape::sort_by_path(&mut shown, sort_by, |shown| match shown {
             Shown::Valid(doc) => super::printer::json_value(doc).unwrap_or_default(),

@@ -273,6 +273,56 @@ impl WatchEvent<'_> {
     }
 }
 
+/// `--field-selector`: `path=value`, `path==value`, `path!=value`, comma-separated, all must
+/// hold (`metadata.name=arena-1,status.phase!=Running`). A path is a dotted field path of the
+/// object as JSON; a field that is absent compares as the empty string.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FieldSelector(Vec<(Template, bool, String)>);
+
+impl FieldSelector {
+    /// Parses a field selector (clap's value parser).
+    pub(crate) fn parse(text: &str) -> Result<FieldSelector, String> {
+        let mut requirements = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            let (path, equal, value) = if let Some((path, value)) = part.split_once("!=") {
+                (path, false, value)
+            } else if let Some((path, value)) =
+                part.split_once("==").or_else(|| part.split_once('='))
+            {
+                (path, true, value)
+            } else {
+                return Err(format!(
+                    "invalid field selector {text:?} at {part:?}: write PATH=VALUE, PATH==VALUE \
+                     or PATH!=VALUE, e.g. status.phase=Running,metadata.name!=arena-1"
+                ));
+            };
+            let path = path.trim();
+            if path.is_empty()
+                || !path
+                    .split('.')
+                    .all(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric()))
+            {
+                return Err(format!(
+                    "invalid field selector {text:?}: {path:?} is not a field path like \
+                     status.phase"
+                ));
+            }
+            let template =
+                Template::parse_path_or_template(&format!(".{path}")).map_err(|e| e.0)?;
+            requirements.push((template, equal, value.trim().to_owned()));
+        }
+        Ok(FieldSelector(requirements))
+    }
+
+    /// Whether `object` (as JSON) has every field as asked.
+    pub(crate) fn matches(&self, object: &Value) -> bool {
+        self.0.iter().all(|(path, equal, value)| {
+            let found = path.render(object);
+            (found == *value) == *equal
+        })
+    }
+}
+
 /// Parses `--sort-by` (a path, braces optional).
 pub(crate) fn parse_sort_by(text: &str) -> Result<Template, String> {
     Template::parse_path_or_template(text).map_err(|e| e.0)
@@ -471,6 +521,22 @@ mod tests {
             ),
             "NAME   PORTS\na      1,2\nb      <none>\n"
         );
+    }
+
+    #[test]
+    fn field_selectors_compare_fields_and_refuse_what_is_not_a_path() {
+        let game =
+            json!({"metadata": {"name": "a"}, "status": {"phase": "Running", "restartCount": 3}});
+        let holds = |text: &str| FieldSelector::parse(text).unwrap().matches(&game);
+        assert!(holds("metadata.name=a"));
+        assert!(holds("status.phase==Running,metadata.name!=b"));
+        assert!(holds("status.restartCount=3"));
+        assert!(!holds("status.phase!=Running"));
+        assert!(holds("spec.node="), "an absent field is empty");
+        assert!(!holds("spec.node=n1"));
+        for bad in ["status.phase", "=x", "a..b=1", "a[0]=1", ""] {
+            assert!(FieldSelector::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
