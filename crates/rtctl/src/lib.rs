@@ -12,7 +12,11 @@
 //! - `get` — `get`: the list mode; `get::watch` the `-w` mode; both share `get::games` (the
 //!   games of a listing, invalid ones included, and which a command line picks),
 //!   `get::selector` (`-l`), `get::row` (table rows) and `get::printer` (the `-o` formats)
-//! - `describe` — `describe`
+//! - `resource` — the resource types and how a command line names objects: type words,
+//!   `TYPE NAME…`, `TYPE/NAME`, bare game names
+//! - `shape` — output shaping for every kind: the `-o` value (`jsonpath=`, `custom-columns=`),
+//!   `--sort-by`, `--field-selector`, `-L`/`--show-labels`; `shape::jsonpath` the templates
+//! - `describe` — `describe` (games by name, `-l`, `--all`; budgets and nodes by their type)
 //! - `budget` — GameDisruptionBudgets: their part of `apply`/`diff`, `get budgets`, `describe
 //!   budget`, `delete budget`
 //! - `session` — `allocate`, `release`
@@ -32,10 +36,13 @@
 //! - `delete` — `delete`
 //! - `request` — what those write verbs share: the request ref and the read-modify-write that
 //!   stamps it
-//! - `wait` — `wait`, and what it and the verbs' `--wait` wait for (phase, condition, gone);
+//! - `wait` — `wait`, and what it and the verbs' `--wait` wait for (phase, condition, a
+//!   JSONPath, created, gone);
 //!   `wait::engine` follows a game's keys for a waiter, within a deadline, until Ctrl-C
-//! - `context` — connection settings from flags, `RTM_*` env and a config file with named
-//!   contexts; `config` subcommands
+//! - `context` — connection settings from flags, `RTM_*` env and config files with named
+//!   contexts (`RTMCONFIG=a:b` merged); `config` subcommands
+//! - `complete` — shell completion: the registration script and the completers of names,
+//!   type words, label keys and contexts
 //! - `client` — the etcd client of one command: typed reads and writes, error mapping;
 //!   `client::watch` the watch that rides out etcd outages
 //! - `input` — reading `-f FILE|DIR|-`
