@@ -82,7 +82,7 @@ impl FromStr for WaitFor {
             return Ok(WaitFor::Create);
         }
         if let Some(rest) = text.strip_prefix("jsonpath=") {
-            let (path, value) = split_jsonpath(rest);
+            let (path, value) = crate::shape::jsonpath::split_once_outside(rest, '=');
             if path.trim().is_empty() {
                 return Err("jsonpath= needs a path, like jsonpath={.status.phase}=Running".into());
             }
@@ -125,25 +125,6 @@ impl FromStr for WaitFor {
              --for=jsonpath={{.status.phase}}=Running)"
         ))
     }
-}
-
-/// Splits `PATH[=VALUE]` at the first `=` outside braces, brackets and quotes.
-fn split_jsonpath(text: &str) -> (&str, Option<&str>) {
-    let (mut depth, mut quote) = (0i32, None::<char>);
-    for (i, c) in text.char_indices() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                '"' | '\'' => quote = Some(c),
-                '{' | '[' | '(' => depth += 1,
-                '}' | ']' | ')' => depth -= 1,
-                '=' if depth == 0 => return (&text[..i], Some(&text[i + 1..])),
-                _ => {}
-            },
-        }
-    }
-    (text, None)
 }
 
 /// `rtctl wait`: waits for each game in turn, all within one deadline (each is looked at

@@ -41,7 +41,10 @@ impl Selector {
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
         let mut requirements = Vec::new();
-        for part in split_outside_parens(text).into_iter().map(str::trim) {
+        for part in crate::shape::jsonpath::split_outside(text, ',')
+            .into_iter()
+            .map(str::trim)
+        {
             if part.is_empty() {
                 return Err(bad(part, "empty requirement"));
             }
@@ -114,24 +117,6 @@ impl Selector {
             Requirement::NotIn(k, values) => labels.get(k).is_none_or(|v| !values.contains(v)),
         })
     }
-}
-
-/// Splits at the commas that are not inside `( … )`.
-fn split_outside_parens(text: &str) -> Vec<&str> {
-    let (mut depth, mut start, mut parts) = (0i32, 0, Vec::new());
-    for (i, c) in text.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(&text[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&text[start..]);
-    parts
 }
 
 /// The values of a set-based requirement, or why they do not parse.

@@ -116,7 +116,7 @@ impl Template {
                     } else if let Some(literal) = string_literal(expr) {
                         parts.push(Part::Text(literal.map_err(|why| bad(&why))?));
                     } else {
-                        let paths = split_top(expr, ',')
+                        let paths = split_outside(expr, ',')
                             .into_iter()
                             .map(|p| parse_path(p.trim()))
                             .collect::<Result<Vec<_>, _>>()
@@ -196,23 +196,40 @@ pub(crate) const MAX_DEPTH: usize = 32;
 
 /// How deep brackets, parentheses and braces nest in `text` (quotes skipped).
 fn nesting(text: &str) -> usize {
-    let (mut depth, mut deepest, mut quote) = (0usize, 0usize, None::<char>);
-    for c in text.chars() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                '"' | '\'' => quote = Some(c),
-                '[' | '(' | '{' => {
-                    depth += 1;
-                    deepest = deepest.max(depth);
-                }
-                ']' | ')' | '}' => depth = depth.saturating_sub(1),
+    unquoted(text)
+        .scan(0usize, |depth, (_, c)| {
+            match c {
+                '[' | '(' | '{' => *depth += 1,
+                ']' | ')' | '}' => *depth = depth.saturating_sub(1),
                 _ => {}
-            },
+            }
+            Some(*depth)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The characters of `text` that are outside quotes (`"…"`, `'…'`, with `\` escapes inside
+/// them), with their byte offsets: what every scan of a template looks at.
+fn unquoted(text: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let (mut quote, mut escaped) = (None::<char>, false);
+    text.char_indices().filter(move |&(_, c)| match quote {
+        Some(q) => {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            false
         }
-    }
-    deepest
+        None if c == '"' || c == '\'' => {
+            quote = Some(c);
+            false
+        }
+        None => true,
+    })
 }
 
 /// How a found value prints: a string bare, anything else as compact JSON.
@@ -226,27 +243,10 @@ pub(crate) fn text_of(value: &Value) -> String {
 /// Where the `}` closing the `{` at the start of `text` is (quotes and nested brackets
 /// skipped).
 fn closing_brace(text: &str) -> Option<usize> {
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for (i, c) in text.char_indices().skip(1) {
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
-                }
-            }
-            None => match c {
-                '"' | '\'' => quote = Some(c),
-                '}' => return Some(i),
-                _ => {}
-            },
-        }
-    }
-    None
+    unquoted(text)
+        .skip(1)
+        .find(|&(_, c)| c == '}')
+        .map(|(i, _)| i)
 }
 
 /// A quoted literal (`"\n"`, `'-'`), unescaped; `None` when `expr` is not one.
@@ -274,28 +274,34 @@ fn string_literal(expr: &str) -> Option<Result<String, String>> {
     Some(Ok(text))
 }
 
-/// Splits at `sep` outside brackets, parentheses and quotes.
-fn split_top(text: &str, sep: char) -> Vec<&str> {
+/// Splits `text` at each `sep` that is outside brackets, parentheses, braces and quotes: the
+/// one splitter of templates, custom columns, `--for=jsonpath=PATH=VALUE` and set-based
+/// label selectors.
+pub(crate) fn split_outside(text: &str, sep: char) -> Vec<&str> {
     let mut parts = Vec::new();
-    let (mut depth, mut quote, mut start) = (0i32, None::<char>, 0);
-    for (i, c) in text.char_indices() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                '"' | '\'' => quote = Some(c),
-                '[' | '(' => depth += 1,
-                ']' | ')' => depth -= 1,
-                c if c == sep && depth == 0 => {
-                    parts.push(&text[start..i]);
-                    start = i + c.len_utf8();
-                }
-                _ => {}
-            },
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in unquoted(text) {
+        match c {
+            '[' | '(' | '{' => depth += 1,
+            ']' | ')' | '}' => depth -= 1,
+            c if c == sep && depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
         }
     }
     parts.push(&text[start..]);
     parts
+}
+
+/// `text` split at its first `sep` outside brackets and quotes (see [`split_outside`]).
+pub(crate) fn split_once_outside(text: &str, sep: char) -> (&str, Option<&str>) {
+    let first = split_outside(text, sep)[0];
+    match text.get(first.len() + sep.len_utf8()..) {
+        Some(rest) if first.len() < text.len() => (first, Some(rest)),
+        _ => (text, None),
+    }
 }
 
 fn is_name_char(c: char) -> bool {
@@ -362,25 +368,15 @@ fn parse_path(text: &str) -> Result<Path, String> {
 }
 
 fn matching_bracket(text: &str) -> Option<usize> {
-    let (mut depth, mut quote) = (0i32, None::<char>);
-    for (i, c) in text.char_indices() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                '"' | '\'' => quote = Some(c),
-                '[' => depth += 1,
-                ']' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return Some(i);
-                    }
-                }
-                _ => {}
-            },
+    let mut depth = 0i32;
+    unquoted(text).find_map(|(i, c)| {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ => return None,
         }
-    }
-    None
+        (depth == 0).then_some(i)
+    })
 }
 
 fn parse_bracket(inner: &str) -> Result<Step, String> {
@@ -415,7 +411,7 @@ fn parse_bracket(inner: &str) -> Result<Step, String> {
             number(bounds.get(2).copied().unwrap_or(""))?,
         ));
     }
-    let selectors = split_top(inner, ',')
+    let selectors = split_outside(inner, ',')
         .into_iter()
         .map(|one| {
             let one = one.trim();
@@ -472,17 +468,9 @@ fn parse_filter(text: &str) -> Result<Filter, String> {
 }
 
 fn find_outside_quotes(text: &str, token: &str) -> Option<usize> {
-    let mut quote: Option<char> = None;
-    for (i, c) in text.char_indices() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '"' || c == '\'' => quote = Some(c),
-            None if text[i..].starts_with(token) => return Some(i),
-            None => {}
-        }
-    }
-    None
+    unquoted(text)
+        .find(|&(i, _)| text[i..].starts_with(token))
+        .map(|(i, _)| i)
 }
 
 impl Path {

@@ -129,7 +129,7 @@ fn parse_columns(text: &str) -> Result<Vec<Column>, String> {
     if text.trim().is_empty() {
         return Err("custom-columns= needs HEADER:PATH,… (e.g. NAME:.metadata.name)".into());
     }
-    jsonpath_split(text)
+    jsonpath::split_outside(text, ',')
         .into_iter()
         .map(|spec| {
             let (header, path) = spec.split_once(':').ok_or_else(|| {
@@ -161,25 +161,6 @@ fn parse_columns_file(text: &str) -> Result<Vec<Column>, String> {
         .zip(&paths)
         .map(|(h, p)| parse_column(h, p))
         .collect()
-}
-
-/// Splits column specs at commas outside `[…]` and `{…}` (a filter or union may hold one).
-fn jsonpath_split(text: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut depth, mut start) = (0i32, 0);
-    for (i, c) in text.char_indices() {
-        match c {
-            '[' | '{' | '(' => depth += 1,
-            ']' | '}' | ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(&text[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&text[start..]);
-    parts
 }
 
 /// The cell of a custom column or a label for a missing value.
