@@ -280,14 +280,11 @@ pub(crate) async fn get(
     if !shown.is_empty() || names.is_empty() {
         print(&fleet, &shown, args, only.is_some(), out)?;
     }
-    if let [before @ .., last] = missing.as_slice() {
-        out.flush()?;
-        for name in before {
-            crate::output::error_line(&not_found(client, name));
-        }
+    if let Some(last) = missing.last() {
+        // A budget that cannot be read is said as such rather than as missing.
         fleet.corrupt(Some(last))?;
-        return Err(not_found(client, last));
     }
+    crate::target::missing_names(&missing, out, |name| not_found(client, name))?;
     fleet.corrupt(only)?;
     Ok(Outcome::Success)
 }

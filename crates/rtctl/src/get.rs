@@ -25,6 +25,7 @@ pub(crate) use self::selector::Selector;
 use super::client::Client;
 use super::error::{CliError, Outcome};
 use super::shape::{self, LabelColumns, Output, Template};
+use super::target::missing_names;
 
 /// The arguments of `rtctl get`.
 #[derive(Debug, Clone, clap::Args)]
@@ -217,14 +218,7 @@ async fn list(
             Shown::Valid(_) => None,
         })
         .collect();
-    if let [before @ .., last] = missing.as_slice() {
-        out.flush()?;
-        // Every missing name is said, each on its line; the exit code is not_found's.
-        for name in before {
-            crate::output::error_line(&client.not_found(name));
-        }
-        return Err(client.not_found(last));
-    }
+    missing_names(&missing, out, |name| client.not_found(name))?;
     if !met.is_empty() {
         out.flush()?;
         return Err(invalid_error(client, &met, &args.output));

@@ -450,13 +450,7 @@ pub(crate) async fn get(
     if !shown.is_empty() || names.is_empty() {
         print(&shown, args, names.len() == 1, out)?;
     }
-    if let [before @ .., last] = missing.as_slice() {
-        out.flush()?;
-        for name in before {
-            crate::output::error_line(&not_found(client, name));
-        }
-        return Err(not_found(client, last));
-    }
+    crate::target::missing_names(&missing, out, |name| not_found(client, name))?;
     Ok(Outcome::Success)
 }
 

@@ -115,6 +115,23 @@ impl Targets {
     }
 }
 
+/// Ends a listing of named objects of which `missing` were not found: each but the last said
+/// on its own `error:` line, the last the command's error (exit 4), after what was printed.
+pub(crate) fn missing_names(
+    missing: &[&String],
+    out: &mut dyn std::io::Write,
+    not_found: impl Fn(&str) -> CliError,
+) -> Result<(), CliError> {
+    let [before @ .., last] = missing else {
+        return Ok(());
+    };
+    out.flush()?;
+    for name in before {
+        error_line(&not_found(name));
+    }
+    Err(not_found(last))
+}
+
 /// Runs `one` for each game, reporting each failure as its own `error:` line on stderr, and
 /// answers the worst outcome. No game at all prints `No resources found` (exit 0).
 pub(crate) async fn each<F>(names: &[String], mut one: F) -> Outcome

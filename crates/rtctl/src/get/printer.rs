@@ -135,31 +135,59 @@ impl Printer {
         };
     }
 
-    /// A valid game's table row (with its label columns).
-    fn game_row(&self, doc: &GameRuntime, now: SystemTime) -> Vec<String> {
-        let name = &doc.metadata.name;
-        let mut cells = row(
-            doc,
-            self.sessions.get(name),
-            self.assignments.get(name),
-            self.output.builtin() == Some(OutputFormat::Wide),
-            now,
-        );
-        cells.extend(self.labels.cells(Some(&doc.metadata.labels)));
-        cells
+    /// A game's cells in a table format (table, wide, custom columns), after the EVENT cell
+    /// when events are on; an unreadable game's labels and fields cannot be read (`<none>`).
+    fn cells(
+        &self,
+        event: &str,
+        shown: Shown<'_>,
+        now: SystemTime,
+    ) -> Result<Vec<String>, CliError> {
+        let wide = self.output.builtin() == Some(OutputFormat::Wide);
+        let mut cells = match (&self.output, shown) {
+            (Output::Columns(columns), Shown::Valid(doc)) => {
+                shape::column_cells(columns, &json_value(doc)?)
+            }
+            (Output::Columns(columns), Shown::Invalid(name, _)) => {
+                let mut cells = vec![shape::NONE.to_owned(); columns.len()];
+                if let Some(first) = cells.first_mut() {
+                    name.clone_into(first);
+                }
+                cells
+            }
+            (_, Shown::Valid(doc)) => {
+                let name = &doc.metadata.name;
+                let mut cells = row(
+                    doc,
+                    self.sessions.get(name),
+                    self.assignments.get(name),
+                    wide,
+                    now,
+                );
+                cells.extend(self.labels.cells(Some(&doc.metadata.labels)));
+                cells
+            }
+            (_, Shown::Invalid(name, game)) => {
+                let mut cells = invalid_row(
+                    name,
+                    game,
+                    self.sessions.get(name.as_str()),
+                    self.assignments.get(name.as_str()),
+                    wide,
+                );
+                cells.extend(self.labels.cells(None));
+                cells
+            }
+        };
+        if self.events {
+            cells.insert(0, event.to_owned());
+        }
+        Ok(cells)
     }
 
-    /// An unreadable game's table row (its labels cannot be read).
-    fn invalid_game_row(&self, name: &str, game: &InvalidGame) -> Vec<String> {
-        let mut cells = invalid_row(
-            name,
-            game,
-            self.sessions.get(name),
-            self.assignments.get(name),
-            self.output.builtin() == Some(OutputFormat::Wide),
-        );
-        cells.extend(self.labels.cells(None));
-        cells
+    /// Whether the output is a table (a built-in one, or custom columns).
+    fn is_tabular(&self) -> bool {
+        self.output.is_table() || matches!(self.output, Output::Columns(_))
     }
 
     /// The initial listing (invalid games: rows in tables, names with `-o name`, left out of
@@ -179,7 +207,7 @@ impl Printer {
                 Shown::Invalid(..) => None,
             })
             .collect();
-        if self.watching && !self.output.is_table() && !matches!(self.output, Output::Columns(_)) {
+        if self.watching && !self.is_tabular() {
             for shown in games {
                 match shown {
                     Shown::Valid(doc) => self.change("ADDED", doc, out)?,
@@ -189,35 +217,9 @@ impl Printer {
             return Ok(());
         }
         match &self.output {
-            Output::Builtin(OutputFormat::Table | OutputFormat::Wide) => {
+            Output::Builtin(OutputFormat::Table | OutputFormat::Wide) | Output::Columns(_) => {
                 for shown in games {
-                    let mut cells = match shown {
-                        Shown::Valid(doc) => self.game_row(doc, now),
-                        Shown::Invalid(name, game) => self.invalid_game_row(name, game),
-                    };
-                    if self.events {
-                        cells.insert(0, "ADDED".to_owned());
-                    }
-                    self.table.row(cells);
-                }
-                let text = self.table.render_as(no_headers);
-                out.write_all(text.as_bytes())?;
-            }
-            Output::Columns(columns) => {
-                for shown in games {
-                    let mut cells = match shown {
-                        Shown::Valid(doc) => shape::column_cells(columns, &json_value(doc)?),
-                        Shown::Invalid(name, _) => {
-                            let mut cells = vec![shape::NONE.to_owned(); columns.len()];
-                            if let Some(first) = cells.first_mut() {
-                                (*name).clone_into(first);
-                            }
-                            cells
-                        }
-                    };
-                    if self.events {
-                        cells.insert(0, "ADDED".to_owned());
-                    }
+                    let cells = self.cells("ADDED", *shown, now)?;
                     self.table.row(cells);
                 }
                 let text = self.table.render_as(no_headers);
@@ -294,22 +296,12 @@ impl Printer {
         out: &mut dyn Write,
     ) -> Result<(), CliError> {
         match &self.output {
-            Output::Builtin(OutputFormat::Table | OutputFormat::Wide) => {
-                let mut cells = self.invalid_game_row(name, game);
-                if self.events {
-                    cells.insert(0, event.to_owned());
-                }
-                let line = self.table.render_row(&cells);
-                out.write_all(line.as_bytes())?;
-            }
-            Output::Columns(columns) => {
-                let mut cells = vec![shape::NONE.to_owned(); columns.len()];
-                if let Some(first) = cells.first_mut() {
-                    name.clone_into(first);
-                }
-                if self.events {
-                    cells.insert(0, event.to_owned());
-                }
+            Output::Builtin(OutputFormat::Table | OutputFormat::Wide) | Output::Columns(_) => {
+                let cells = self.cells(
+                    event,
+                    Shown::Invalid(&name.to_owned(), game),
+                    SystemTime::now(),
+                )?;
                 let line = self.table.render_row(&cells);
                 out.write_all(line.as_bytes())?;
             }
@@ -333,19 +325,8 @@ impl Printer {
         out: &mut dyn Write,
     ) -> Result<(), CliError> {
         match &self.output {
-            Output::Builtin(OutputFormat::Table | OutputFormat::Wide) => {
-                let mut cells = self.game_row(doc, SystemTime::now());
-                if self.events {
-                    cells.insert(0, event.to_owned());
-                }
-                let line = self.table.render_row(&cells);
-                out.write_all(line.as_bytes())?;
-            }
-            Output::Columns(columns) => {
-                let mut cells = shape::column_cells(columns, &json_value(doc)?);
-                if self.events {
-                    cells.insert(0, event.to_owned());
-                }
+            Output::Builtin(OutputFormat::Table | OutputFormat::Wide) | Output::Columns(_) => {
+                let cells = self.cells(event, Shown::Valid(doc), SystemTime::now())?;
                 let line = self.table.render_row(&cells);
                 out.write_all(line.as_bytes())?;
             }
