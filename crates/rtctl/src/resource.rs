@@ -166,7 +166,7 @@ impl Names {
                     name: word.to_owned(),
                 },
             };
-            if one.name.is_empty() {
+            if one.name.is_empty() && word.contains('/') {
                 return Err(CliError::usage(format!(
                     "{word:?} names no object: write TYPE/NAME, e.g. gameruntime/arena-1"
                 )));
@@ -316,6 +316,7 @@ mod tests {
             &["gr", "Bad_Name"][..],
             &["node/-n"],
             &["x y"],
+            &[""],
             &["../x"],
             &["a.b/c"],
         ] {
