@@ -16,6 +16,8 @@ pub(crate) struct Row {
     pub(crate) baseline: Option<Figure>,
     /// What the figure should be; `None` when it is informative only.
     pub(crate) target: Option<Target>,
+    /// A 95 % confidence interval of the ratio, where the scenario can compute one.
+    pub(crate) interval: Option<(f64, f64)>,
 }
 
 /// A measured value and its unit.
@@ -85,7 +87,14 @@ impl Row {
             controller,
             baseline: None,
             target: None,
+            interval: None,
         }
+    }
+
+    /// The ratio's 95 % confidence interval.
+    pub(crate) fn interval(mut self, interval: Option<(f64, f64)>) -> Row {
+        self.interval = interval;
+        self
     }
 
     pub(crate) fn baseline(mut self, baseline: Figure) -> Row {
@@ -117,6 +126,7 @@ impl Row {
             "baseline": self.baseline.map(Figure::value),
             "unit": self.controller.unit(),
             "ratio": self.ratio(),
+            "ratio_ci95": self.interval.map(|(low, high)| json!([low, high])),
             "target": self.target.map(|t| t.text(self.controller.unit())),
             "passed": self.passed(),
         })
@@ -165,9 +175,11 @@ impl Report {
                     row.metric.clone(),
                     row.controller.text(),
                     row.baseline.map(Figure::text).unwrap_or_else(|| "-".into()),
-                    row.ratio()
-                        .map(|r| format!("{r:.2}"))
-                        .unwrap_or_else(|| "-".into()),
+                    match (row.ratio(), row.interval) {
+                        (Some(r), Some((low, high))) => format!("{r:.2} [{low:.2}, {high:.2}]"),
+                        (Some(r), None) => format!("{r:.2}"),
+                        (None, _) => "-".into(),
+                    },
                     row.target
                         .map(|t| t.text(row.controller.unit()))
                         .unwrap_or_default(),
@@ -275,10 +287,7 @@ impl Stats {
         }
         let mut sorted = samples.to_vec();
         sorted.sort();
-        let rank = |p: f64| {
-            let index = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-            sorted[index.clamp(1, sorted.len()) - 1]
-        };
+        let rank = |p: f64| nearest_rank(&sorted, p);
         let total: Duration = sorted.iter().sum();
         Some(Stats {
             n: sorted.len(),
@@ -303,9 +312,91 @@ impl Stats {
     }
 }
 
+/// The nearest-rank `p`th percentile of `sorted` (not empty, in order).
+fn nearest_rank<T: Copy>(sorted: &[T], p: f64) -> T {
+    let index = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[index.clamp(1, sorted.len()) - 1]
+}
+
+/// How many resamplings a ratio's interval is drawn from.
+const BOOTSTRAP_ROUNDS: usize = 4000;
+
+/// A 95 % confidence interval of (controller's `p`th percentile) / (baseline's), by the
+/// percentile bootstrap over the interleaved pairs: pair i is the i-th sample of each kind,
+/// taken side by side, so a slow stretch of the machine weighs on both. Each round draws as
+/// many pairs as there are, with replacement, from a fixed seed (the same samples give the
+/// same interval). `None` with fewer than 10 pairs.
+pub(crate) fn ratio_interval(
+    controller: &[Duration],
+    baseline: &[Duration],
+    p: f64,
+) -> Option<(f64, f64)> {
+    let n = controller.len().min(baseline.len());
+    if n < 10 {
+        return None;
+    }
+    let mut random = SplitMix(0x5eed_0f_b0075_u64);
+    let mut ratios: Vec<f64> = (0..BOOTSTRAP_ROUNDS)
+        .map(|_| {
+            let (mut ours, mut theirs): (Vec<Duration>, Vec<Duration>) = (0..n)
+                .map(|_| {
+                    let i = random.below(n);
+                    (controller[i], baseline[i])
+                })
+                .unzip();
+            ours.sort();
+            theirs.sort();
+            nearest_rank(&ours, p).as_secs_f64() / nearest_rank(&theirs, p).as_secs_f64().max(1e-9)
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    Some((nearest_rank(&ratios, 2.5), nearest_rank(&ratios, 97.5)))
+}
+
+/// A small seeded generator (SplitMix64) for the bootstrap: reproducible, no state shared.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound` (`bound` > 0; the slight bias of the modulo is far below the
+    /// bootstrap's own error).
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ratio_interval_holds_the_ratio_and_narrows_with_more_pairs() {
+        // Controller 10 % slower than the baseline, both with the same spread.
+        let spread = |n: usize, scale: f64| -> Vec<Duration> {
+            (0..n)
+                .map(|i| Duration::from_secs_f64(scale * (0.25 + 0.05 * ((i * 7919) % 100) as f64 / 100.0)))
+                .collect()
+        };
+        let (few, many) = (30, 300);
+        let narrow = ratio_interval(&spread(many, 1.1), &spread(many, 1.0), 50.0).unwrap();
+        let wide = ratio_interval(&spread(few, 1.1), &spread(few, 1.0), 50.0).unwrap();
+        assert!(narrow.0 <= 1.1 && 1.1 <= narrow.1, "{narrow:?}");
+        assert!(wide.0 <= 1.1 && 1.1 <= wide.1, "{wide:?}");
+        assert!(narrow.1 - narrow.0 <= wide.1 - wide.0, "{narrow:?} vs {wide:?}");
+        // The same samples give the same interval; too few give none.
+        assert_eq!(
+            ratio_interval(&spread(few, 1.1), &spread(few, 1.0), 95.0),
+            ratio_interval(&spread(few, 1.1), &spread(few, 1.0), 95.0)
+        );
+        assert_eq!(ratio_interval(&spread(9, 1.0), &spread(9, 1.0), 50.0), None);
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
