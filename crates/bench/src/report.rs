@@ -335,7 +335,7 @@ pub(crate) fn ratio_interval(
     if n < 10 {
         return None;
     }
-    let mut random = SplitMix(0x5eed_0f_b0075_u64);
+    let mut random = SplitMix(0x05ee_d0fb_0075_u64);
     let mut ratios: Vec<f64> = (0..BOOTSTRAP_ROUNDS)
         .map(|_| {
             let (mut ours, mut theirs): (Vec<Duration>, Vec<Duration>) = (0..n)
@@ -381,7 +381,11 @@ mod tests {
         // Controller 10 % slower than the baseline, both with the same spread.
         let spread = |n: usize, scale: f64| -> Vec<Duration> {
             (0..n)
-                .map(|i| Duration::from_secs_f64(scale * (0.25 + 0.05 * ((i * 7919) % 100) as f64 / 100.0)))
+                .map(|i| {
+                    Duration::from_secs_f64(
+                        scale * (0.25 + 0.05 * ((i * 7919) % 100) as f64 / 100.0),
+                    )
+                })
                 .collect()
         };
         let (few, many) = (30, 300);
@@ -389,7 +393,10 @@ mod tests {
         let wide = ratio_interval(&spread(few, 1.1), &spread(few, 1.0), 50.0).unwrap();
         assert!(narrow.0 <= 1.1 && 1.1 <= narrow.1, "{narrow:?}");
         assert!(wide.0 <= 1.1 && 1.1 <= wide.1, "{wide:?}");
-        assert!(narrow.1 - narrow.0 <= wide.1 - wide.0, "{narrow:?} vs {wide:?}");
+        assert!(
+            narrow.1 - narrow.0 <= wide.1 - wide.0,
+            "{narrow:?} vs {wide:?}"
+        );
         // The same samples give the same interval; too few give none.
         assert_eq!(
             ratio_interval(&spread(few, 1.1), &spread(few, 1.0), 95.0),
