@@ -1,7 +1,9 @@
 //! restart-overhead: a restart through the controller (restartToken bump
 //! written → status Running with the new container id, seen by the status
 //! watch) against the same recreate done directly through `DockerRuntime`
-//! (stop + rm + create + start), interleaved, with real etcd and Docker.
+//! (stop + rm + create + start of a container made with the controller's own
+//! policy: hardening, limits, the installation's network), interleaved, with
+//! real etcd and Docker.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,12 +56,11 @@ async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>)
         PrefixWatch::start(bench.store.clone(), &bench.keys, created + 1, running_at(1)).await?;
     let store = Arc::new(CountingStore::new(bench.store.clone()));
     let counted = Arc::new(CountingRuntime::new(docker.clone()));
-    let controller = InProcess::start(
-        controller_config(&bench.keys, &[])?,
-        &bench.keys,
-        store.clone(),
-        counted.clone(),
-    );
+    let config = controller_config(&bench.keys, &[])?;
+    // The baseline's container is made as the controller makes its games' (hardening, limits,
+    // the installation's own network): the same container, only the path to it differs.
+    let policy = config.hardening.policy(bench.keys.prefix());
+    let controller = InProcess::start(config, &bench.keys, store.clone(), counted.clone());
     let mut subject = Subject {
         bench,
         watch: &watch,
@@ -69,7 +70,7 @@ async fn measure(args: &Args, bench: &Bench, docker: &Arc<dyn ContainerRuntime>)
     };
     let outcome = async {
         subject.wait_settled().await?;
-        let mut raw = RawContainer::start(bench, docker).await?;
+        let mut raw = RawContainer::start(bench, docker, &policy).await?;
         let (store_before, docker_before) =
             (store.counters.snapshot(), counted.counters.snapshot());
         let writes_before = watch.with(|seen| seen.revisions);
@@ -178,8 +179,9 @@ impl Subject<'_> {
     }
 }
 
-/// The baseline's container: the same spec, under a prefix label of its
-/// own so the controller never treats it as an orphan.
+/// The baseline's container: the same spec and policy as the controller's
+/// game (its network too), under a prefix label of its own so the controller
+/// never treats it as an orphan.
 struct RawContainer<'a> {
     docker: &'a Arc<dyn ContainerRuntime>,
     spec: ContainerSpec,
@@ -191,13 +193,14 @@ impl RawContainer<'_> {
     async fn start<'a>(
         bench: &Bench,
         docker: &'a Arc<dyn ContainerRuntime>,
+        policy: &ContainerPolicy,
     ) -> Result<RawContainer<'a>> {
         let doc = bench.doc(&format!("{}raw", bench.game_prefix))?;
         let spec = container_spec(
             &doc,
             &format!("{}-raw", bench.keys.prefix()),
             &new_id(),
-            &ContainerPolicy::default(),
+            policy,
         );
         let id = docker.create(&spec).await?;
         docker.start(&id).await?;
