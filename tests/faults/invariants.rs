@@ -1775,7 +1775,15 @@ pub fn judge_replacements(
                 op.fence < before.fence
                     && saw(op, revision, source_ref)
                     && ((op.entry.outcome == Outcome::Success
-                        && matches!(op.entry.op_kind.as_str(), "start" | "restart" | "adopt"))
+                        && match op.entry.op_kind.as_str() {
+                            "start" | "restart" => true,
+                            // Adopting takes the container as it is: it answers a request
+                            // that names itself only when the adopt names it too (a renamed
+                            // container named back first leaves the restart asked for still
+                            // to do, under the next fence, with that request's ref).
+                            "adopt" => source_ref.is_none_or(|r| r == op.entry.source_ref),
+                            _ => false,
+                        })
                         || explainers
                             .get(d.game.as_str())
                             .is_some_and(|f| f.contains(&op.fence)))

@@ -2069,6 +2069,40 @@ mod replacement_check {
     }
 
     #[test]
+    fn an_adopt_between_a_request_and_its_restart_answers_nothing() {
+        // The request (rev 10) came; the container was renamed by hand and an adopt (fence
+        // 15, no ref) named it back; the restart that follows (fence 20) names the request:
+        // it is the request's answer, not a replay.
+        let mut adopt = op(OpKind::Adopt, 15, 4, 4, "x");
+        adopt.entry.source_ref = String::new();
+        let mut restart = op(OpKind::Restart, 20, 5, 7, "x");
+        restart.entry.source_ref = "REQ-10".to_owned();
+        let audit = judge_replacements(
+            &[gone("x", 5)],
+            &ops(vec![adopt, restart.clone()]),
+            &[request(10, 3)],
+        );
+        assert_eq!(
+            (audit.explained.len(), audit.unexplained.len()),
+            (1, 0),
+            "{audit:?}"
+        );
+        // An adopt that names the request answers it: a restart after it has no reason.
+        let mut naming = op(OpKind::Adopt, 15, 4, 4, "x");
+        naming.entry.source_ref = "REQ-10".to_owned();
+        let audit = judge_replacements(
+            &[gone("x", 5)],
+            &ops(vec![naming, restart]),
+            &[request(10, 3)],
+        );
+        assert_eq!(
+            (audit.explained.len(), audit.unexplained.len()),
+            (0, 1),
+            "{audit:?}"
+        );
+    }
+
+    #[test]
     fn a_request_answered_by_a_new_container_explains_no_later_restart() {
         // The container was killed (a hand), the request (rev 10) answered
         // by the start that replaced it (fence 20): a restart later has no
