@@ -72,6 +72,24 @@ pub(crate) struct GetArgs {
 }
 
 impl GetArgs {
+    /// Applies `--field-selector` and `--sort-by` to the games a listing shows (the list and
+    /// the watch's first listing). An invalid game has no fields to read: like a label
+    /// selector, a field selector leaves it out.
+    pub(crate) fn filter_and_sort(&self, shown: &mut Vec<Shown<'_>>) {
+        if let Some(fields) = &self.field_selector {
+            shown.retain(|shown| match shown {
+                Shown::Valid(doc) => fields.matches(&printer::json_value(doc).unwrap_or_default()),
+                Shown::Invalid(..) => false,
+            });
+        }
+        if let Some(sort_by) = &self.sort_by {
+            shape::sort_by_path(shown, sort_by, |shown| match shown {
+                Shown::Valid(doc) => printer::json_value(doc).unwrap_or_default(),
+                Shown::Invalid(..) => serde_json::Value::Null,
+            });
+        }
+    }
+
     /// The label columns `-L` and `--show-labels` ask for.
     pub(crate) fn labels(&self) -> LabelColumns {
         LabelColumns::new(&self.label_columns, self.show_labels)
@@ -181,19 +199,7 @@ async fn list(
     let listings = read(client, names).await?;
     let (games, invalid) = games_from(client, &listings[0], &listings[1]);
     let mut shown = select(&games, &invalid, names, selector);
-    if let Some(fields) = &args.field_selector {
-        // An invalid game has no fields to read: like a label selector, it is left out.
-        shown.retain(|shown| match shown {
-            Shown::Valid(doc) => fields.matches(&printer::json_value(doc).unwrap_or_default()),
-            Shown::Invalid(..) => false,
-        });
-    }
-    if let Some(sort_by) = &args.sort_by {
-        shape::sort_by_path(&mut shown, sort_by, |shown| match shown {
-            Shown::Valid(doc) => printer::json_value(doc).unwrap_or_default(),
-            Shown::Invalid(..) => serde_json::Value::Null,
-        });
-    }
+    args.filter_and_sort(&mut shown);
     let missing: Vec<&String> = names
         .iter()
         .filter(|n| !games.contains_key(*n) && !invalid.contains_key(*n))

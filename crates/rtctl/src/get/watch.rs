@@ -115,20 +115,7 @@ fn print_initial(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let mut shown = select(&known.games, &known.invalid, names, selector);
-    if let Some(fields) = &args.field_selector {
-        shown.retain(|shown| match shown {
-            Shown::Valid(doc) => {
-                fields.matches(&super::printer::json_value(doc).unwrap_or_default())
-            }
-            Shown::Invalid(..) => false,
-        });
-    }
-    if let Some(sort_by) = &args.sort_by {
-        crate::shape::sort_by_path(&mut shown, sort_by, |shown| match shown {
-            Shown::Valid(doc) => super::printer::json_value(doc).unwrap_or_default(),
-            Shown::Invalid(..) => serde_json::Value::Null,
-        });
-    }
+    args.filter_and_sort(&mut shown);
     if shown.is_empty() {
         if names.is_empty() {
             note_none_found(client.keys());
